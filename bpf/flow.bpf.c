@@ -1,0 +1,465 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
+/*
+ * flowscribe capture programs (stage 1 of the pipeline, kernel side).
+ *
+ * - fs_tc_ingress / fs_tc_egress: TCX (or legacy clsact) classifiers that
+ *   aggregate every IPv4/IPv6 packet into FLOWS, keyed by 5-tuple, interface
+ *   and hook direction, and send one FLOW_EVENTS record per new key. They
+ *   never change or drop a packet and always return TCX_NEXT (== TC_ACT_UNSPEC)
+ *   so programs attached after ours (a CNI's) still see every packet.
+ * - fs_kfree_skb: tp_btf/kfree_skb, aggregates kernel drops per 5-tuple with
+ *   the drop reason, device and network namespace into DROPS.
+ *
+ * Nothing here is lost silently: every failure path bumps a STATS counter
+ * (see enum fs_stat in flowscribe.h), and packets whose flow could not be
+ * stored are counted with their bytes.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "flowscribe.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
+#define ETH_HLEN 14
+#define VLAN_HLEN 4
+
+#define IPPROTO_HOPOPTS_ 0
+#define IPPROTO_ROUTING_ 43
+#define IPPROTO_FRAGMENT_ 44
+#define IPPROTO_AH_ 51
+#define IPPROTO_DSTOPTS_ 60
+#define IPPROTO_MH_ 135
+#define IPPROTO_ICMPV6_ 58
+
+/* How many IPv6 extension headers we walk before giving up on L4. */
+#define MAX_IPV6_EXT 6
+
+/* Sizes are overridden by the loader (EbpfLoader::set_max_entries). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct flow_key);
+	__type(value, struct flow_val);
+} FLOWS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} FLOW_EVENTS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct flow_key);
+	__type(value, struct drop_val);
+} DROPS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct endpoint_key);
+	__type(value, __u8);
+} EXCLUDE SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fs_config);
+} CONFIG SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FS_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} STATS SEC(".maps");
+
+static __always_inline void stat_add(__u32 idx, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&STATS, &idx);
+	if (v)
+		*v += n; /* per-CPU slot: no atomics needed */
+}
+
+/* Where packet bytes come from: a TC context or a kernel sk_buff. */
+#define SRC_TC 0
+#define SRC_KERNEL 1
+
+/*
+ * Copy len bytes at offset off of the packet into to. In TC programs the
+ * linear part is read directly when it is long enough, otherwise through
+ * bpf_skb_load_bytes (never bpf_skb_pull_data: it unclones the skb and
+ * costs 2-3x on TCP). In the drop tracer, base is skb->head + network_header.
+ */
+static __always_inline int load(int src, void *ctx, const void *base, __u32 off, void *to, __u32 len)
+{
+	if (src == SRC_TC) {
+		struct __sk_buff *skb = ctx;
+		void *data = (void *)(long)skb->data;
+		void *data_end = (void *)(long)skb->data_end;
+		if (off <= 512 && data + off + len <= data_end) {
+			__builtin_memcpy(to, data + off, len);
+			return 0;
+		}
+		return bpf_skb_load_bytes(skb, off, to, len);
+	}
+	return bpf_probe_read_kernel(to, len, base + off);
+}
+
+struct l4_info {
+	__u32 l4_hdr_len;   /* length of the L3+L4 headers, for GSO byte accounting */
+	__u32 ip_len;       /* IP total length from the header (0 when unknown) */
+	__u8 tcp_flags;
+	__u8 has_ports;
+};
+
+static __always_inline __u16 icmp_echo_pair(__u8 type, __u8 is_v6)
+{
+	/* Echo request/reply carry an identifier that pairs them. */
+	if (!is_v6)
+		return type == 8 || type == 0;
+	return type == 128 || type == 129;
+}
+
+/*
+ * Parse the transport header at offset off for protocol proto.
+ * Returns 0 on success (ports filled when present), -1 when truncated.
+ */
+static __always_inline int parse_l4(int src, void *ctx, const void *base, __u32 off, __u8 proto,
+				    __u8 is_v6, struct flow_key *key, struct l4_info *info)
+{
+	switch (proto) {
+	case IPPROTO_TCP: {
+		__u8 tcp[14];
+		if (load(src, ctx, base, off, tcp, sizeof(tcp)))
+			return -1;
+		key->sport = ((__u16)tcp[0] << 8) | tcp[1];
+		key->dport = ((__u16)tcp[2] << 8) | tcp[3];
+		info->tcp_flags = tcp[13];
+		info->l4_hdr_len += (tcp[12] >> 4) * 4;
+		info->has_ports = 1;
+		return 0;
+	}
+	case IPPROTO_UDP:
+	case IPPROTO_UDPLITE:
+	case IPPROTO_SCTP: {
+		__u8 ports[4];
+		if (load(src, ctx, base, off, ports, sizeof(ports)))
+			return -1;
+		key->sport = ((__u16)ports[0] << 8) | ports[1];
+		key->dport = ((__u16)ports[2] << 8) | ports[3];
+		info->l4_hdr_len += proto == IPPROTO_SCTP ? 12 : 8;
+		info->has_ports = 1;
+		return 0;
+	}
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6_: {
+		__u8 icmp[6];
+		if (load(src, ctx, base, off, icmp, sizeof(icmp)))
+			return -1;
+		key->sport = ((__u16)icmp[0] << 8) | icmp[1];
+		if (icmp_echo_pair(icmp[0], is_v6))
+			key->dport = ((__u16)icmp[4] << 8) | icmp[5];
+		info->l4_hdr_len += 8;
+		info->has_ports = 1;
+		return 0;
+	}
+	default:
+		return 0;
+	}
+}
+
+/*
+ * Parse an IP packet whose network header starts at l3 (relative to base or
+ * to skb->data). Fills key (addresses, ports, proto, family) and info.
+ * Returns 0 on success, -1 when truncated, -2 when the IPv6 extension chain
+ * is longer than MAX_IPV6_EXT (the key then has no ports).
+ */
+static __always_inline int parse_ip(int src, void *ctx, const void *base, __u32 l3, __u16 eth_proto,
+				    struct flow_key *key, struct l4_info *info)
+{
+	if (eth_proto == ETH_P_IP) {
+		struct iphdr iph;
+		if (load(src, ctx, base, l3, &iph, sizeof(iph)))
+			return -1;
+		__u32 ihl = iph.ihl * 4;
+		if (ihl < 20)
+			return -1;
+		key->family = FS_FAMILY_V4;
+		key->proto = iph.protocol;
+		__builtin_memcpy(key->saddr, &iph.saddr, 4);
+		__builtin_memcpy(key->daddr, &iph.daddr, 4);
+		info->ip_len = bpf_ntohs(iph.tot_len);
+		info->l4_hdr_len = ihl;
+		/* Non-first fragments carry no transport header. */
+		if (bpf_ntohs(iph.frag_off) & 0x1fff)
+			return 0;
+		return parse_l4(src, ctx, base, l3 + ihl, iph.protocol, 0, key, info);
+	}
+	if (eth_proto == ETH_P_IPV6) {
+		struct ipv6hdr ip6;
+		if (load(src, ctx, base, l3, &ip6, sizeof(ip6)))
+			return -1;
+		key->family = FS_FAMILY_V6;
+		__builtin_memcpy(key->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(key->daddr, &ip6.daddr, 16);
+		info->ip_len = bpf_ntohs(ip6.payload_len) ? bpf_ntohs(ip6.payload_len) + 40 : 0;
+		__u8 next = ip6.nexthdr;
+		__u32 off = l3 + 40;
+		int i;
+#pragma unroll
+		for (i = 0; i < MAX_IPV6_EXT; i++) {
+			__u8 ext[2];
+			switch (next) {
+			case IPPROTO_HOPOPTS_:
+			case IPPROTO_ROUTING_:
+			case IPPROTO_DSTOPTS_:
+			case IPPROTO_MH_:
+				if (load(src, ctx, base, off, ext, sizeof(ext)))
+					return -1;
+				next = ext[0];
+				off += (ext[1] + 1) * 8;
+				break;
+			case IPPROTO_AH_:
+				if (load(src, ctx, base, off, ext, sizeof(ext)))
+					return -1;
+				next = ext[0];
+				off += (ext[1] + 2) * 4;
+				break;
+			case IPPROTO_FRAGMENT_: {
+				__u8 frag[4];
+				if (load(src, ctx, base, off, frag, sizeof(frag)))
+					return -1;
+				next = frag[0];
+				off += 8;
+				/* Non-first fragment: no transport header follows. */
+				if ((((__u16)frag[2] << 8) | frag[3]) & 0xfff8) {
+					key->proto = next;
+					return 0;
+				}
+				break;
+			}
+			default:
+				key->proto = next;
+				info->l4_hdr_len = off - l3;
+				return parse_l4(src, ctx, base, off, next, 1, key, info);
+			}
+		}
+		key->proto = next;
+		return -2;
+	}
+	return -3;
+}
+
+/* TCX_NEXT and TC_ACT_UNSPEC are both -1: let the next program decide. */
+#define FS_PASS -1
+
+static __always_inline int endpoint_excluded(struct flow_key *key)
+{
+	__u32 zero = 0;
+	struct fs_config *cfg = bpf_map_lookup_elem(&CONFIG, &zero);
+	if (!cfg || cfg->exclude_count == 0)
+		return 0;
+	struct endpoint_key ep = {};
+	ep.proto = key->proto;
+	ep.family = key->family;
+	__builtin_memcpy(ep.addr, key->daddr, 16);
+	ep.port = key->dport;
+	if (bpf_map_lookup_elem(&EXCLUDE, &ep))
+		return 1;
+	__builtin_memcpy(ep.addr, key->saddr, 16);
+	ep.port = key->sport;
+	return bpf_map_lookup_elem(&EXCLUDE, &ep) != 0;
+}
+
+static __always_inline int handle_tc(struct __sk_buff *skb, __u8 direction)
+{
+	__u16 eth_proto;
+	__u32 l3 = ETH_HLEN;
+	if (load(SRC_TC, skb, 0, 12, &eth_proto, 2)) {
+		stat_add(FS_STAT_PARSE_TRUNCATED, 1);
+		return FS_PASS;
+	}
+	eth_proto = bpf_ntohs(eth_proto);
+	if (eth_proto == ETH_P_8021Q || eth_proto == ETH_P_8021AD) {
+		if (load(SRC_TC, skb, 0, 16, &eth_proto, 2)) {
+			stat_add(FS_STAT_PARSE_TRUNCATED, 1);
+			return FS_PASS;
+		}
+		eth_proto = bpf_ntohs(eth_proto);
+		l3 += VLAN_HLEN;
+	}
+	if (eth_proto != ETH_P_IP && eth_proto != ETH_P_IPV6) {
+		stat_add(FS_STAT_NON_IP, 1);
+		return FS_PASS;
+	}
+
+	struct flow_key key = {};
+	struct l4_info info = {};
+	int rc = parse_ip(SRC_TC, skb, 0, l3, eth_proto, &key, &info);
+	if (rc == -1) {
+		stat_add(FS_STAT_PARSE_TRUNCATED, 1);
+		return FS_PASS;
+	}
+	if (rc == -2)
+		stat_add(FS_STAT_PARSE_EXT_LIMIT, 1);
+	key.ifindex = skb->ifindex;
+	key.direction = direction;
+
+	if (endpoint_excluded(&key)) {
+		stat_add(FS_STAT_EXCLUDED, 1);
+		return FS_PASS;
+	}
+
+	__u64 segs = skb->gso_segs ? skb->gso_segs : 1;
+	__u64 bytes;
+	if (segs > 1 || info.ip_len == 0) {
+		/*
+		 * A GSO/GRO skb stands for segs wire packets; its length holds the
+		 * headers once, each further segment repeats them on the wire.
+		 */
+		bytes = skb->len > l3 ? skb->len - l3 : 0;
+		if (info.has_ports)
+			bytes += (segs - 1) * info.l4_hdr_len;
+	} else {
+		bytes = info.ip_len;
+	}
+	__u64 now = bpf_ktime_get_boot_ns();
+	__u32 flags = info.tcp_flags;
+
+	struct flow_val *v = bpf_map_lookup_elem(&FLOWS, &key);
+	if (!v) {
+		struct flow_val nv = {};
+		nv.packets = segs;
+		nv.bytes = bytes;
+		nv.first_ns = now;
+		nv.last_ns = now;
+		nv.tcp_flags = flags;
+		nv.first_tcp_flags = flags;
+		long err = bpf_map_update_elem(&FLOWS, &key, &nv, BPF_NOEXIST);
+		if (err == 0) {
+			struct flow_event *ev = bpf_ringbuf_reserve(&FLOW_EVENTS, sizeof(*ev), 0);
+			if (ev) {
+				__builtin_memcpy(&ev->key, &key, sizeof(key));
+				ev->_pad = 0;
+				ev->first_ns = now;
+				bpf_ringbuf_submit(ev, 0);
+			} else {
+				stat_add(FS_STAT_RING_RESERVE_FAILED, 1);
+			}
+			return FS_PASS;
+		}
+		if (err != -17 /* EEXIST: another CPU created it first */) {
+			if (err == -7 /* E2BIG: map full */)
+				stat_add(FS_STAT_FLOW_MAP_FULL, segs);
+			else
+				stat_add(FS_STAT_FLOW_UPDATE_FAILED, segs);
+			stat_add(FS_STAT_FLOW_LOST_BYTES, bytes);
+			return FS_PASS;
+		}
+		v = bpf_map_lookup_elem(&FLOWS, &key);
+		if (!v) {
+			/* Deleted by userspace between the two calls: count it as lost. */
+			stat_add(FS_STAT_FLOW_UPDATE_FAILED, segs);
+			stat_add(FS_STAT_FLOW_LOST_BYTES, bytes);
+			return FS_PASS;
+		}
+	}
+	__sync_fetch_and_add(&v->packets, segs);
+	__sync_fetch_and_add(&v->bytes, bytes);
+	if (v->last_ns < now)
+		v->last_ns = now;
+	if (flags && (v->tcp_flags & flags) != flags)
+		__sync_fetch_and_or(&v->tcp_flags, flags);
+	return FS_PASS;
+}
+
+SEC("classifier/ingress")
+int fs_tc_ingress(struct __sk_buff *skb)
+{
+	return handle_tc(skb, FS_DIR_INGRESS);
+}
+
+SEC("classifier/egress")
+int fs_tc_egress(struct __sk_buff *skb)
+{
+	return handle_tc(skb, FS_DIR_EGRESS);
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(fs_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	/* Consumed packets are not drops (older kernels route them here too). */
+	if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
+		return 0;
+	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+	if (proto != ETH_P_IP && proto != ETH_P_IPV6)
+		return 0;
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	if (nh == (__u16)~0U)
+		return 0;
+	const void *base = BPF_CORE_READ(skb, head);
+	if (!base)
+		return 0;
+	base += nh;
+
+	struct flow_key key = {};
+	struct l4_info info = {};
+	if (parse_ip(SRC_KERNEL, 0, base, 0, proto, &key, &info) == -1)
+		return 0;
+
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	__u32 ifindex = 0, netns = 0;
+	if (dev) {
+		ifindex = BPF_CORE_READ(dev, ifindex);
+		netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	} else {
+		struct sock *sk = BPF_CORE_READ(skb, sk);
+		if (sk)
+			netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+		ifindex = BPF_CORE_READ(skb, skb_iif);
+	}
+
+	__u64 now = bpf_ktime_get_boot_ns();
+	__u64 len = info.ip_len ? info.ip_len : BPF_CORE_READ(skb, len);
+	struct drop_val *d = bpf_map_lookup_elem(&DROPS, &key);
+	if (!d) {
+		struct drop_val nd = {};
+		nd.packets = 1;
+		nd.bytes = len;
+		nd.last_ns = now;
+		nd.last_reason = reason;
+		nd.ifindex = ifindex;
+		nd.netns_ino = netns;
+		long err = bpf_map_update_elem(&DROPS, &key, &nd, BPF_NOEXIST);
+		if (err == 0) {
+			stat_add(FS_STAT_DROPS_SEEN, 1);
+			return 0;
+		}
+		if (err != -17) {
+			stat_add(FS_STAT_DROP_MAP_FULL, 1);
+			return 0;
+		}
+		d = bpf_map_lookup_elem(&DROPS, &key);
+		if (!d) {
+			stat_add(FS_STAT_DROP_MAP_FULL, 1);
+			return 0;
+		}
+	}
+	__sync_fetch_and_add(&d->packets, 1);
+	__sync_fetch_and_add(&d->bytes, len);
+	d->last_ns = now;
+	d->last_reason = reason;
+	d->ifindex = ifindex;
+	d->netns_ino = netns;
+	stat_add(FS_STAT_DROPS_SEEN, 1);
+	return 0;
+}

@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * Types shared between the eBPF programs and the Rust loader
+ * (exporter/capture/src/abi.rs mirrors every struct here byte for byte, and
+ * a unit test there checks sizes and offsets against the numbers below).
+ *
+ * Rules: fixed-width fields only, explicit padding, every stack instance is
+ * zero-initialised before use so padding never makes two keys differ.
+ */
+#ifndef FLOWSCRIBE_H
+#define FLOWSCRIBE_H
+
+/* Hook direction relative to the interface the program is attached to. */
+#define FS_DIR_INGRESS 0
+#define FS_DIR_EGRESS 1
+
+/* Address family as stored in flow_key.family. */
+#define FS_FAMILY_V4 4
+#define FS_FAMILY_V6 6
+
+/*
+ * One direction of one 5-tuple seen at one hook of one interface.
+ * IPv4 addresses occupy the first 4 bytes of saddr/daddr, the rest is zero.
+ * For ICMP and ICMPv6, sport holds (type << 8 | code) and dport holds the
+ * echo identifier for echo request/reply (0 for other messages), so that a
+ * request and its reply pair up in userspace.
+ * Size 44, alignment 4.
+ */
+struct flow_key {
+	__u8 saddr[16];   /* offset 0 */
+	__u8 daddr[16];   /* offset 16 */
+	__u16 sport;      /* offset 32, host byte order */
+	__u16 dport;      /* offset 34, host byte order */
+	__u32 ifindex;    /* offset 36; 0 in drop keys */
+	__u8 proto;       /* offset 40, IANA protocol number */
+	__u8 family;      /* offset 41, FS_FAMILY_* */
+	__u8 direction;   /* offset 42, FS_DIR_*; 0 in drop keys */
+	__u8 _pad;        /* offset 43 */
+};
+
+/*
+ * Cumulative counters of one flow_key since the entry was created.
+ * Updated with atomics because the map is shared by all CPUs.
+ * Size 40, alignment 8.
+ */
+struct flow_val {
+	__u64 packets;    /* wire packets: gso_segs, minimum 1 */
+	__u64 bytes;      /* IP bytes (header + payload) as on the wire */
+	__u64 first_ns;   /* bpf_ktime_get_boot_ns() of the first packet */
+	__u64 last_ns;    /* ... of the latest packet */
+	__u32 tcp_flags;  /* OR of every TCP flags byte seen */
+	__u32 first_tcp_flags; /* TCP flags of the entry's first packet (SYN vs SYN-ACK) */
+};
+
+/* Ring-buffer record, one per new flow_key. Size 56, alignment 8. */
+struct flow_event {
+	struct flow_key key; /* offset 0 */
+	__u32 _pad;          /* offset 44 */
+	__u64 first_ns;      /* offset 48 */
+};
+
+/*
+ * Kernel drops (kfree_skb) aggregated per 5-tuple. The key is a flow_key
+ * with ifindex = 0 and direction = 0. Size 40, alignment 8.
+ */
+struct drop_val {
+	__u64 packets;
+	__u64 bytes;
+	__u64 last_ns;
+	__u32 last_reason;  /* enum skb_drop_reason value of the running kernel */
+	__u32 ifindex;      /* device of the last drop, 0 when unknown */
+	__u32 netns_ino;    /* network namespace inode of the last drop */
+	__u32 _pad;
+};
+
+/* Key of the exclusion map: one endpoint (address, port, protocol). Size 20. */
+struct endpoint_key {
+	__u8 addr[16];
+	__u16 port;       /* host byte order */
+	__u8 proto;
+	__u8 family;
+};
+
+/* Indexes of the per-CPU STATS array. */
+enum fs_stat {
+	FS_STAT_RING_RESERVE_FAILED = 0, /* new-flow events not delivered */
+	FS_STAT_FLOW_MAP_FULL = 1,       /* packets whose new flow found the map full */
+	FS_STAT_FLOW_LOST_BYTES = 2,     /* bytes of packets counted in 1 and 9 */
+	FS_STAT_PARSE_TRUNCATED = 3,     /* headers shorter than they claim */
+	FS_STAT_PARSE_EXT_LIMIT = 4,     /* IPv6 extension chain longer than we walk */
+	FS_STAT_NON_IP = 5,              /* packets that are not IPv4/IPv6 (ARP ...) */
+	FS_STAT_EXCLUDED = 6,            /* packets of excluded endpoints (own traffic) */
+	FS_STAT_DROP_MAP_FULL = 7,       /* kernel drops that could not be stored */
+	FS_STAT_DROPS_SEEN = 8,          /* kernel drops of IP packets recorded */
+	FS_STAT_FLOW_UPDATE_FAILED = 9,  /* packets lost to other flow map update errors */
+	FS_STAT_MAX = 16,
+};
+
+/* Index 0 of the CONFIG array: how many entries EXCLUDE holds (0 = skip lookups). */
+struct fs_config {
+	__u32 exclude_count;
+	__u32 _pad;
+};
+
+#endif

@@ -1,0 +1,615 @@
+//! Stage 1 of the flowscribe pipeline: per-node eBPF flow capture.
+//!
+//! [`Capture::start`] checks the host (kernel, BTF, capabilities), loads the
+//! embedded programs from `bpf/flow.bpf.o`, attaches them (TCX, or legacy
+//! clsact) to every selected interface and the drop tracer to
+//! `tp_btf/kfree_skb`. The caller then alternates [`Capture::watch_links`]
+//! (netlink: attach new interfaces, release removed ones) and
+//! [`Capture::drain`] (read the kernel maps, turn them into [`Flow`] records
+//! and [`CaptureLoss`] reports). [`Capture::shutdown`] detaches everything
+//! first, so the counters stop moving, and then drains what is left: nothing
+//! the kernel counted is lost at shutdown.
+//!
+//! This is the only crate with `unsafe` code (netlink sockets, one bpf(2)
+//! call, clock reads, Pod impls); every block has a SAFETY note. It does not
+//! enrich, explain or format flows.
+
+pub mod abi;
+pub mod aggregate;
+pub mod drop_reasons;
+pub mod interfaces;
+pub mod netlink;
+mod preflight;
+mod sys;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf};
+use aya::programs::links::LinkOrder;
+use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions};
+use aya::programs::{BtfTracePoint, SchedClassifier, TcAttachType};
+use aya::{Btf, Ebpf, EbpfLoader};
+use flowscribe_model::{CaptureLoss, Flow, LossReason};
+
+use crate::abi::{RawConfig, RawDropVal, RawEndpointKey, RawFlowEvent, RawFlowKey, RawFlowVal, stat};
+use crate::aggregate::{Aggregator, AggregatorConfig, AggregatorStats, Names};
+use crate::drop_reasons::DropReasons;
+use crate::interfaces::{InterfaceFilter, PatternError};
+use crate::netlink::{LinkInfo, LinkWatcher};
+
+pub use crate::preflight::{PreflightError, preflight};
+
+/// The compiled eBPF object, built from `bpf/flow.bpf.c` by `make -C bpf`.
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../../../bpf/flow.bpf.o");
+
+/// How programs are attached to interfaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    /// TCX on kernels >= 6.6, legacy clsact before.
+    Auto,
+    /// TCX links only (kernel >= 6.6).
+    Tcx,
+    /// Legacy clsact qdisc + direct-action filters.
+    Tc,
+}
+
+/// Everything capture needs to run.
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    /// Interface name globs to capture on; empty = every interface.
+    pub include: Vec<String>,
+    /// Interface name globs never to capture on.
+    pub exclude: Vec<String>,
+    pub active_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub attach_mode: AttachMode,
+    /// Kernel flow map size (entries).
+    pub flow_map_entries: u32,
+    /// New-flow ring buffer size (bytes, a power of two multiple of the page size).
+    pub ring_bytes: u32,
+    /// Kernel drop map size (entries).
+    pub drop_map_entries: u32,
+    /// Trace kernel drops (tp_btf/kfree_skb).
+    pub trace_drops: bool,
+    /// Endpoints whose traffic is never captured: the exporter's own sinks
+    /// and API server (address, port, IANA protocol).
+    pub excluded_endpoints: Vec<(IpAddr, u16, u8)>,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            include: Vec::new(),
+            exclude: vec!["lo".to_string()],
+            active_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(15),
+            attach_mode: AttachMode::Auto,
+            flow_map_entries: 65_536,
+            ring_bytes: 256 * 1024,
+            drop_map_entries: 8192,
+            trace_drops: true,
+            excluded_endpoints: Vec::new(),
+        }
+    }
+}
+
+/// Errors of stage 1. Each message is one sentence naming what is wrong and,
+/// where we know it, how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(String),
+    #[error("reading drop reason names from the kernel BTF failed: {0}")]
+    DropReasons(#[from] drop_reasons::BtfError),
+    #[error("netlink failed: {0}")]
+    Netlink(#[from] std::io::Error),
+    #[error("reading the kernel map {map} failed: {reason}")]
+    Map { map: &'static str, reason: String },
+}
+
+/// An interface attach or release, for logs and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachEvent {
+    Attached { ifindex: u32, name: String, mode: &'static str },
+    Released { ifindex: u32, name: String },
+    Skipped { ifindex: u32, name: String, reason: String },
+}
+
+/// One drain's output.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub flows: Vec<Flow>,
+    pub losses: Vec<CaptureLoss>,
+}
+
+/// Cumulative counters of capture, for metrics and the shutdown summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaptureCounters {
+    /// Kernel STATS summed over CPUs, by index (see `abi::stat`).
+    pub kernel: Vec<u64>,
+    /// New-flow events read from the ring buffer.
+    pub new_flow_events: u64,
+    pub aggregator: AggregatorStats,
+}
+
+struct Attachment {
+    name: String,
+    links: Vec<SchedClassifierLink>,
+    /// Legacy mode only: whether we created the clsact qdisc (and so remove it).
+    created_clsact: bool,
+}
+
+struct NameTable<'a> {
+    interfaces: &'a HashMap<u32, String>,
+    reasons: &'a DropReasons,
+}
+
+impl Names for NameTable<'_> {
+    fn interface(&self, ifindex: u32) -> String {
+        self.interfaces
+            .get(&ifindex)
+            .cloned()
+            .unwrap_or_else(|| format!("if{ifindex}"))
+    }
+    fn drop_reason(&self, value: u32) -> String {
+        self.reasons.name(value)
+    }
+}
+
+/// A running capture: loaded programs, attachments and the connection table.
+pub struct Capture {
+    ebpf: Ebpf,
+    flows: Map,
+    drops: Map,
+    stats: Map,
+    events: RingBuf<MapData>,
+    tcx: bool,
+    filter: InterfaceFilter,
+    attachments: BTreeMap<u32, Attachment>,
+    /// Every interface name we have seen by index, kept after removal so
+    /// late records still carry the name.
+    names: HashMap<u32, String>,
+    reasons: DropReasons,
+    aggregator: Aggregator,
+    watcher: LinkWatcher,
+    last_kernel: Vec<u64>,
+    last_loss_report: SystemTime,
+    unmatched_reported: u64,
+    new_flow_events: u64,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture")
+            .field("tcx", &self.tcx)
+            .field("attached", &self.attachments.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn load_err(e: impl std::fmt::Display) -> CaptureError {
+    CaptureError::Load(e.to_string())
+}
+
+/// Kernel boot-clock nanoseconds now (the clock the programs stamp with).
+fn boot_ns() -> u64 {
+    clock_ns(libc::CLOCK_BOOTTIME)
+}
+
+#[allow(unsafe_code, reason = "clock_gettime through libc")]
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Convert boot-clock ns to wall-clock time, with the offset taken now.
+fn boot_to_system() -> impl Fn(u64) -> SystemTime {
+    let real = clock_ns(libc::CLOCK_REALTIME);
+    let boot = boot_ns();
+    let offset = real.saturating_sub(boot);
+    move |ns| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns.saturating_add(offset))
+}
+
+impl Capture {
+    /// Check the host, load and attach. See the crate docs.
+    pub fn start(config: &CaptureConfig) -> Result<(Capture, Vec<AttachEvent>), CaptureError> {
+        let host = preflight()?;
+        let filter = InterfaceFilter::new(&config.include, &config.exclude)?;
+        let tcx = match config.attach_mode {
+            AttachMode::Auto => host.tcx,
+            AttachMode::Tcx if !host.tcx => {
+                return Err(PreflightError::TcxUnsupported {
+                    kernel: host.kernel.clone(),
+                }
+                .into());
+            }
+            AttachMode::Tcx => true,
+            AttachMode::Tc => false,
+        };
+        let reasons = DropReasons::from_sys_fs()?;
+        let watcher = LinkWatcher::new()?;
+
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("FLOWS", config.flow_map_entries)
+            .map_max_entries("FLOW_EVENTS", config.ring_bytes)
+            .map_max_entries("DROPS", config.drop_map_entries)
+            .load(BPF_OBJECT)
+            .map_err(load_err)?;
+        for name in ["fs_tc_ingress", "fs_tc_egress"] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| load_err(format!("program {name} missing")))?
+                .try_into()
+                .map_err(load_err)?;
+            prog.load().map_err(load_err)?;
+        }
+        if config.trace_drops {
+            let btf = Btf::from_sys_fs().map_err(load_err)?;
+            let prog: &mut BtfTracePoint = ebpf
+                .program_mut("fs_kfree_skb")
+                .ok_or_else(|| load_err("program fs_kfree_skb missing"))?
+                .try_into()
+                .map_err(load_err)?;
+            prog.load("kfree_skb", &btf).map_err(load_err)?;
+            // The link lives as long as the program (and so `ebpf`).
+            prog.attach().map_err(load_err)?;
+        }
+
+        let take = |ebpf: &mut Ebpf, name: &'static str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| load_err(format!("map {name} missing")))
+        };
+        let flows = take(&mut ebpf, "FLOWS")?;
+        let drops = take(&mut ebpf, "DROPS")?;
+        let stats = take(&mut ebpf, "STATS")?;
+        let events = RingBuf::try_from(take(&mut ebpf, "FLOW_EVENTS")?).map_err(load_err)?;
+        set_exclusions(&mut ebpf, &config.excluded_endpoints)?;
+
+        let mut capture = Capture {
+            ebpf,
+            flows,
+            drops,
+            stats,
+            events,
+            tcx,
+            filter,
+            attachments: BTreeMap::new(),
+            names: HashMap::new(),
+            reasons,
+            aggregator: Aggregator::new(AggregatorConfig {
+                active_timeout_ns: config.active_timeout.as_nanos() as u64,
+                idle_timeout_ns: config.idle_timeout.as_nanos() as u64,
+            }),
+            watcher,
+            last_kernel: vec![0; stat::COUNT as usize],
+            last_loss_report: SystemTime::now(),
+            unmatched_reported: 0,
+            new_flow_events: 0,
+        };
+        let events = capture.reconcile()?;
+        Ok((capture, events))
+    }
+
+    /// Whether programs are attached with TCX (else legacy clsact).
+    pub fn uses_tcx(&self) -> bool {
+        self.tcx
+    }
+
+    /// Names of the interfaces currently attached.
+    pub fn attached(&self) -> Vec<String> {
+        self.attachments.values().map(|a| a.name.clone()).collect()
+    }
+
+    /// Wait up to `timeout` for link changes and apply them.
+    pub fn watch_links(&mut self, timeout: Duration) -> Result<Vec<AttachEvent>, CaptureError> {
+        if self.watcher.wait(timeout)? {
+            self.reconcile()
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Attach to selected interfaces that are new, release removed ones.
+    pub fn reconcile(&mut self) -> Result<Vec<AttachEvent>, CaptureError> {
+        let links = netlink::list_links()?;
+        let mut events = Vec::new();
+        let present: HashMap<u32, &LinkInfo> = links.iter().map(|l| (l.ifindex, l)).collect();
+        let gone: Vec<u32> = self
+            .attachments
+            .iter()
+            .filter(|(i, a)| present.get(i).is_none_or(|l| l.name != a.name))
+            .map(|(i, _)| *i)
+            .collect();
+        for ifindex in gone {
+            if let Some(a) = self.attachments.remove(&ifindex) {
+                // The kernel already released the links of a deleted device;
+                // dropping ours closes the fds without error.
+                drop(a.links);
+                events.push(AttachEvent::Released {
+                    ifindex,
+                    name: a.name,
+                });
+            }
+        }
+        for link in &links {
+            self.names.insert(link.ifindex, link.name.clone());
+            if self.attachments.contains_key(&link.ifindex) || !self.filter.selects(&link.name) {
+                continue;
+            }
+            if !InterfaceFilter::supported(link) {
+                events.push(AttachEvent::Skipped {
+                    ifindex: link.ifindex,
+                    name: link.name.clone(),
+                    reason: format!("link type {} has no Ethernet framing", link.link_type),
+                });
+                continue;
+            }
+            match self.attach(link) {
+                Ok(a) => {
+                    events.push(AttachEvent::Attached {
+                        ifindex: link.ifindex,
+                        name: link.name.clone(),
+                        mode: if self.tcx { "tcx" } else { "tc" },
+                    });
+                    self.attachments.insert(link.ifindex, a);
+                }
+                // An interface can vanish between listing and attaching: a pod
+                // that came and went. That is not an error of ours.
+                Err(reason) => events.push(AttachEvent::Skipped {
+                    ifindex: link.ifindex,
+                    name: link.name.clone(),
+                    reason,
+                }),
+            }
+        }
+        Ok(events)
+    }
+
+    fn attach(&mut self, link: &LinkInfo) -> Result<Attachment, String> {
+        let mut created_clsact = false;
+        if !self.tcx {
+            match aya::programs::tc::qdisc_add_clsact(&link.name) {
+                Ok(()) => created_clsact = true,
+                Err(e) if e.to_string().contains("exists") => {}
+                Err(e) => return Err(format!("adding clsact qdisc: {e}")),
+            }
+        }
+        let mut links = Vec::new();
+        for (prog, hook) in [
+            ("fs_tc_ingress", TcAttachType::Ingress),
+            ("fs_tc_egress", TcAttachType::Egress),
+        ] {
+            let options = if self.tcx {
+                TcAttachOptions::TcxOrder(LinkOrder::default())
+            } else {
+                TcAttachOptions::Netlink(NlOptions::default())
+            };
+            let result = self
+                .ebpf
+                .program_mut(prog)
+                .ok_or_else(|| format!("program {prog} missing"))
+                .and_then(|p| {
+                    <&mut SchedClassifier>::try_from(p).map_err(|e| e.to_string())
+                })
+                .and_then(|p| {
+                    let id = p
+                        .attach_with_options(&link.name, hook, options)
+                        .map_err(|e| e.to_string())?;
+                    p.take_link(id).map_err(|e| e.to_string())
+                });
+            match result {
+                Ok(l) => links.push(l),
+                Err(e) => {
+                    drop(links);
+                    if created_clsact {
+                        let _ = netlink::delete_clsact(link.ifindex);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Attachment {
+            name: link.name.clone(),
+            links,
+            created_clsact,
+        })
+    }
+
+    fn flow_map(&self) -> Result<BpfHashMap<&MapData, RawFlowKey, RawFlowVal>, CaptureError> {
+        BpfHashMap::try_from(&self.flows).map_err(|e| CaptureError::Map {
+            map: "FLOWS",
+            reason: e.to_string(),
+        })
+    }
+
+    fn map_data(map: &Map) -> Option<&MapData> {
+        match map {
+            Map::HashMap(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Read the kernel maps and return the records and losses that are due.
+    pub fn drain(&mut self) -> Result<Batch, CaptureError> {
+        self.drain_inner(false)
+    }
+
+    fn drain_inner(&mut self, shutdown: bool) -> Result<Batch, CaptureError> {
+        let to_system = boot_to_system();
+        while let Some(item) = self.events.next() {
+            if item.len() >= std::mem::size_of::<RawFlowEvent>() {
+                self.new_flow_events += 1;
+            }
+        }
+        // Snapshot the flow map (cumulative counters).
+        let now = boot_ns();
+        let snapshot: Vec<(RawFlowKey, RawFlowVal)> = {
+            let map = self.flow_map()?;
+            map.iter().filter_map(Result::ok).collect()
+        };
+        self.aggregator.ingest(&snapshot);
+        // Drops: read and delete every entry.
+        let drop_keys: Vec<RawFlowKey> = {
+            let map: BpfHashMap<&MapData, RawFlowKey, RawDropVal> =
+                BpfHashMap::try_from(&self.drops).map_err(|e| CaptureError::Map {
+                    map: "DROPS",
+                    reason: e.to_string(),
+                })?;
+            map.keys().filter_map(Result::ok).collect()
+        };
+        let mut drops = Vec::with_capacity(drop_keys.len());
+        if let Some(data) = Self::map_data(&self.drops) {
+            for k in drop_keys {
+                if let Some(v) = sys::lookup_and_delete::<RawFlowKey, RawDropVal>(data.fd(), &k)? {
+                    drops.push((k, v));
+                }
+            }
+        }
+        self.aggregator.add_drops(&drops);
+        // Idle connections: read their final counters as we delete them.
+        let idle = self.aggregator.idle_keys(now);
+        if let Some(data) = Self::map_data(&self.flows) {
+            for k in idle {
+                if let Some(v) = sys::lookup_and_delete::<RawFlowKey, RawFlowVal>(data.fd(), &k)? {
+                    self.aggregator.ingest_final(&k, &v);
+                }
+            }
+        }
+        let names = NameTable {
+            interfaces: &self.names,
+            reasons: &self.reasons,
+        };
+        let flows = self.aggregator.emit(now, shutdown, &to_system, &names);
+        let losses = self.losses()?;
+        Ok(Batch { flows, losses })
+    }
+
+    fn read_kernel_stats(&self) -> Result<Vec<u64>, CaptureError> {
+        let arr: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(&self.stats).map_err(|e| CaptureError::Map {
+                map: "STATS",
+                reason: e.to_string(),
+            })?;
+        let mut out = vec![0u64; stat::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let values = arr.get(&(i as u32), 0).map_err(|e| CaptureError::Map {
+                map: "STATS",
+                reason: e.to_string(),
+            })?;
+            *slot = values.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// Loss reports for every loss counter that moved since the last call.
+    fn losses(&mut self) -> Result<Vec<CaptureLoss>, CaptureError> {
+        let now = self.read_kernel_stats()?;
+        let delta = |i: u32| now[i as usize].saturating_sub(self.last_kernel[i as usize]);
+        let lost_bytes = delta(stat::FLOW_LOST_BYTES);
+        let (full, failed) = (delta(stat::FLOW_MAP_FULL), delta(stat::FLOW_UPDATE_FAILED));
+        // Bytes are counted together for both flow-map failure kinds; they are
+        // attributed to whichever kind lost packets (map full when both did).
+        let candidates = [
+            (LossReason::FlowMapFull, full, if full > 0 { lost_bytes } else { 0 }),
+            (LossReason::FlowMapUpdateFailed, failed, if full == 0 { lost_bytes } else { 0 }),
+            (LossReason::RingReserveFailed, delta(stat::RING_RESERVE_FAILED), 0),
+            (LossReason::ParseTruncated, delta(stat::PARSE_TRUNCATED), 0),
+            (LossReason::DropMapFull, delta(stat::DROP_MAP_FULL), 0),
+            (
+                LossReason::DropUnmatched,
+                self.aggregator
+                    .stats()
+                    .drops_unmatched_packets
+                    .saturating_sub(self.unmatched_reported),
+                0,
+            ),
+        ];
+        let window_end = SystemTime::now();
+        let losses = candidates
+            .into_iter()
+            .filter(|(_, count, _)| *count > 0)
+            .map(|(reason, count, bytes)| CaptureLoss {
+                reason,
+                count,
+                bytes,
+                window_start: self.last_loss_report,
+                window_end,
+            })
+            .collect();
+        self.unmatched_reported = self.aggregator.stats().drops_unmatched_packets;
+        self.last_kernel = now;
+        self.last_loss_report = window_end;
+        Ok(losses)
+    }
+
+    /// Cumulative counters (kernel and userspace).
+    pub fn counters(&self) -> Result<CaptureCounters, CaptureError> {
+        Ok(CaptureCounters {
+            kernel: self.read_kernel_stats()?,
+            new_flow_events: self.new_flow_events,
+            aggregator: self.aggregator.stats(),
+        })
+    }
+
+    /// Detach from every interface, then drain everything that is left
+    /// (every live connection gets a final record with end reason shutdown).
+    pub fn shutdown(mut self) -> Result<(Batch, CaptureCounters), CaptureError> {
+        let attachments = std::mem::take(&mut self.attachments);
+        for (ifindex, a) in attachments {
+            drop(a.links);
+            if a.created_clsact {
+                netlink::delete_clsact(ifindex)?;
+            }
+        }
+        let batch = self.drain_inner(true)?;
+        let counters = self.counters()?;
+        Ok((batch, counters))
+    }
+}
+
+/// Write the excluded endpoints into the EXCLUDE and CONFIG maps.
+fn set_exclusions(ebpf: &mut Ebpf, endpoints: &[(IpAddr, u16, u8)]) -> Result<(), CaptureError> {
+    let map_err = |e: aya::maps::MapError| CaptureError::Map {
+        map: "EXCLUDE",
+        reason: e.to_string(),
+    };
+    {
+        let mut exclude: BpfHashMap<&mut MapData, RawEndpointKey, u8> = BpfHashMap::try_from(
+            ebpf.map_mut("EXCLUDE")
+                .ok_or_else(|| load_err("map EXCLUDE missing"))?,
+        )
+        .map_err(map_err)?;
+        for (addr, port, proto) in endpoints {
+            let (bytes, family) = abi::addr_bytes(*addr);
+            let key = RawEndpointKey {
+                addr: bytes,
+                port: *port,
+                proto: *proto,
+                family,
+            };
+            exclude.insert(key, 1, 0).map_err(map_err)?;
+        }
+    }
+    let mut config: Array<&mut MapData, RawConfig> = Array::try_from(
+        ebpf.map_mut("CONFIG")
+            .ok_or_else(|| load_err("map CONFIG missing"))?,
+    )
+    .map_err(map_err)?;
+    let value = RawConfig {
+        exclude_count: endpoints.len() as u32,
+        pad: 0,
+    };
+    config.set(0, value, 0).map_err(map_err)?;
+    Ok(())
+}

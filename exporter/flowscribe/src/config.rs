@@ -1,0 +1,407 @@
+//! The configuration file: raw (serde, unknown fields rejected) ->
+//! [`RawConfig::validate`] (pure, collects every problem with its path) ->
+//! [`Config`] (typed). CLI flags override the file.
+//!
+//! [`FIELDS`] documents every field; docs/config.md is generated from it and
+//! a test fails when the page is stale.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flowscribe_capture::{AttachMode, CaptureConfig, interfaces::InterfaceFilter};
+use serde::Deserialize;
+
+/// One documented configuration field.
+#[derive(Debug)]
+pub struct FieldDoc {
+    pub path: &'static str,
+    pub kind: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+/// Every field of the configuration file, in file order.
+pub const FIELDS: &[FieldDoc] = &[
+    FieldDoc {
+        path: "node_name",
+        kind: "string",
+        default: "the host name",
+        doc: "Node name written into every record.",
+    },
+    FieldDoc {
+        path: "output",
+        kind: "string",
+        default: "stdout",
+        doc: "Where records go: `stdout` or `file:PATH` (JSON lines, appended).",
+    },
+    FieldDoc {
+        path: "capture.interfaces",
+        kind: "list of globs",
+        default: "[] (every interface)",
+        doc: "Interface names to capture on. A pattern without wildcards must name an existing interface at start.",
+    },
+    FieldDoc {
+        path: "capture.exclude_interfaces",
+        kind: "list of globs",
+        default: "[lo]",
+        doc: "Interface names never to capture on; wins over `capture.interfaces`.",
+    },
+    FieldDoc {
+        path: "capture.active_timeout",
+        kind: "duration",
+        default: "10s",
+        doc: "A live connection gets a record at least this often. At least 1s.",
+    },
+    FieldDoc {
+        path: "capture.idle_timeout",
+        kind: "duration",
+        default: "15s",
+        doc: "A connection with no packet for this long is ended and removed from the kernel map. At least 1s.",
+    },
+    FieldDoc {
+        path: "capture.drain_interval",
+        kind: "duration",
+        default: "1s",
+        doc: "How often the kernel maps are read. Between 100ms and the active timeout.",
+    },
+    FieldDoc {
+        path: "capture.attach_mode",
+        kind: "auto | tcx | tc",
+        default: "auto",
+        doc: "TCX links (kernel >= 6.6) or legacy clsact filters; auto picks TCX when the kernel has it.",
+    },
+    FieldDoc {
+        path: "capture.flow_map_entries",
+        kind: "integer",
+        default: "65536",
+        doc: "Kernel flow map size. Each connection crossing N captured interfaces uses 2N entries. When full, packets of new flows are counted as lost (loss record `flow_map_full`).",
+    },
+    FieldDoc {
+        path: "capture.ring_buffer_bytes",
+        kind: "integer",
+        default: "262144",
+        doc: "New-flow ring buffer size; a power of two, at least 4096.",
+    },
+    FieldDoc {
+        path: "capture.drop_map_entries",
+        kind: "integer",
+        default: "8192",
+        doc: "Kernel drop map size (5-tuples with drops between two drains).",
+    },
+    FieldDoc {
+        path: "capture.trace_drops",
+        kind: "bool",
+        default: "true",
+        doc: "Trace kernel drops (tp_btf/kfree_skb) and join them to flows.",
+    },
+    FieldDoc {
+        path: "capture.exclude_endpoints",
+        kind: "list of ADDR:PORT/PROTO",
+        default: "[]",
+        doc: "Endpoints whose traffic is never captured, e.g. `10.0.0.5:4317/tcp`. The exporter adds its own sinks here.",
+    },
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub node_name: Option<String>,
+    pub output: Option<String>,
+    #[serde(default)]
+    pub capture: RawCapture,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapture {
+    pub interfaces: Option<Vec<String>>,
+    pub exclude_interfaces: Option<Vec<String>>,
+    pub active_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub drain_interval: Option<String>,
+    pub attach_mode: Option<String>,
+    pub flow_map_entries: Option<u64>,
+    pub ring_buffer_bytes: Option<u64>,
+    pub drop_map_entries: Option<u64>,
+    pub trace_drops: Option<bool>,
+    pub exclude_endpoints: Option<Vec<String>>,
+}
+
+/// Where records are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Stdout,
+    File(PathBuf),
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_name: String,
+    pub output: Output,
+    pub capture: CaptureConfig,
+    pub drain_interval: Duration,
+}
+
+/// One configuration problem, with the path of the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+fn duration(
+    problems: &mut Vec<ConfigProblem>,
+    path: &str,
+    raw: &Option<String>,
+    default: Duration,
+    min: Duration,
+) -> Duration {
+    let Some(s) = raw else { return default };
+    match humantime::parse_duration(s) {
+        Ok(d) if d >= min => d,
+        Ok(_) => {
+            problems.push(problem(path, format!("{s:?} is shorter than the minimum {}", humantime::format_duration(min))));
+            default
+        }
+        Err(e) => {
+            problems.push(problem(path, format!("{s:?} is not a duration ({e}); use e.g. 10s or 500ms")));
+            default
+        }
+    }
+}
+
+fn problem(path: &str, message: String) -> ConfigProblem {
+    ConfigProblem {
+        path: path.to_string(),
+        message,
+    }
+}
+
+fn parse_output(s: &str) -> Result<Output, String> {
+    if s == "stdout" {
+        Ok(Output::Stdout)
+    } else if let Some(p) = s.strip_prefix("file:") {
+        if p.is_empty() {
+            Err("file: needs a path, e.g. file:/var/log/flowscribe.jsonl".into())
+        } else {
+            Ok(Output::File(PathBuf::from(p)))
+        }
+    } else {
+        Err(format!("{s:?} is not an output; use stdout or file:PATH"))
+    }
+}
+
+/// Parse `ADDR:PORT/PROTO` (IPv6 as `[ADDR]:PORT/PROTO`).
+pub fn parse_endpoint(s: &str) -> Result<(std::net::IpAddr, u16, u8), String> {
+    let (addr, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+    let proto = match proto.to_ascii_lowercase().as_str() {
+        "tcp" => 6,
+        "udp" => 17,
+        "sctp" => 132,
+        other => return Err(format!("protocol {other:?} is not tcp, udp or sctp")),
+    };
+    let sa: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not ADDR:PORT (IPv6 as [ADDR]:PORT)"))?;
+    Ok((sa.ip(), sa.port(), proto))
+}
+
+fn entries(problems: &mut Vec<ConfigProblem>, path: &str, raw: Option<u64>, default: u32) -> u32 {
+    match raw {
+        None => default,
+        Some(n) if (1..=1 << 24).contains(&n) => n as u32,
+        Some(n) => {
+            problems.push(problem(path, format!("{n} is outside 1..=16777216")));
+            default
+        }
+    }
+}
+
+impl RawConfig {
+    /// Check every field; return all problems, not just the first.
+    pub fn validate(&self, default_node: &str) -> Result<Config, Vec<ConfigProblem>> {
+        let mut p = Vec::new();
+        let c = &self.capture;
+        let defaults = CaptureConfig::default();
+        let output = match self.output.as_deref().map(parse_output) {
+            None => Output::Stdout,
+            Some(Ok(o)) => o,
+            Some(Err(e)) => {
+                p.push(problem("output", e));
+                Output::Stdout
+            }
+        };
+        let include = c.interfaces.clone().unwrap_or_default();
+        let exclude = c.exclude_interfaces.clone().unwrap_or(defaults.exclude.clone());
+        for (path, list) in [("capture.interfaces", &include), ("capture.exclude_interfaces", &exclude)] {
+            for (i, pat) in list.iter().enumerate() {
+                if let Err(e) = InterfaceFilter::new(std::slice::from_ref(pat), &[]) {
+                    p.push(problem(&format!("{path}[{i}]"), e.to_string()));
+                }
+            }
+        }
+        let second = Duration::from_secs(1);
+        let active = duration(&mut p, "capture.active_timeout", &c.active_timeout, defaults.active_timeout, second);
+        let idle = duration(&mut p, "capture.idle_timeout", &c.idle_timeout, defaults.idle_timeout, second);
+        let drain = duration(&mut p, "capture.drain_interval", &c.drain_interval, second, Duration::from_millis(100));
+        if drain > active {
+            p.push(problem("capture.drain_interval", format!(
+                "{} is longer than capture.active_timeout ({})",
+                humantime::format_duration(drain),
+                humantime::format_duration(active)
+            )));
+        }
+        let attach_mode = match c.attach_mode.as_deref() {
+            None | Some("auto") => AttachMode::Auto,
+            Some("tcx") => AttachMode::Tcx,
+            Some("tc") => AttachMode::Tc,
+            Some(other) => {
+                p.push(problem("capture.attach_mode", format!("{other:?} is not auto, tcx or tc")));
+                AttachMode::Auto
+            }
+        };
+        let flow_map_entries = entries(&mut p, "capture.flow_map_entries", c.flow_map_entries, defaults.flow_map_entries);
+        let drop_map_entries = entries(&mut p, "capture.drop_map_entries", c.drop_map_entries, defaults.drop_map_entries);
+        let ring_bytes = match c.ring_buffer_bytes {
+            None => defaults.ring_bytes,
+            Some(n) if n >= 4096 && n <= 1 << 30 && n.is_power_of_two() => n as u32,
+            Some(n) => {
+                p.push(problem("capture.ring_buffer_bytes", format!("{n} is not a power of two between 4096 and 1073741824")));
+                defaults.ring_bytes
+            }
+        };
+        let mut excluded_endpoints = Vec::new();
+        for (i, e) in c.exclude_endpoints.iter().flatten().enumerate() {
+            match parse_endpoint(e) {
+                Ok(ep) => excluded_endpoints.push(ep),
+                Err(m) => p.push(problem(&format!("capture.exclude_endpoints[{i}]"), m)),
+            }
+        }
+        if !p.is_empty() {
+            return Err(p);
+        }
+        Ok(Config {
+            node_name: self.node_name.clone().unwrap_or_else(|| default_node.to_string()),
+            output,
+            drain_interval: drain,
+            capture: CaptureConfig {
+                include,
+                exclude,
+                active_timeout: active,
+                idle_timeout: idle,
+                attach_mode,
+                flow_map_entries,
+                ring_bytes,
+                drop_map_entries,
+                trace_drops: c.trace_drops.unwrap_or(true),
+                excluded_endpoints,
+            },
+        })
+    }
+}
+
+/// Render docs/config.md from [`FIELDS`].
+pub fn reference_markdown() -> String {
+    let mut s = String::from(
+        "# Configuration reference\n\n\
+         <!-- Generated from exporter/flowscribe/src/config.rs (FIELDS) by\n     \
+         `flowscribe config-reference > docs/config.md`; a test fails when this page is stale. -->\n\n\
+         flowscribe reads one YAML file (`--config FILE`). Unknown fields are errors. Every problem is\n\
+         listed with its path and the exit code is 2. Command-line flags override the file.\n\n\
+         | field | type | default | meaning |\n| --- | --- | --- | --- |\n",
+    );
+    for f in FIELDS {
+        s.push_str(&format!("| `{}` | {} | {} | {} |\n", f.path, f.kind, f.default, f.doc));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> RawConfig {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("{}").validate("n1").unwrap();
+        assert_eq!(c.node_name, "n1");
+        assert_eq!(c.output, Output::Stdout);
+        assert_eq!(c.capture.exclude, vec!["lo".to_string()]);
+        assert_eq!(c.capture.active_timeout, Duration::from_secs(10));
+        assert_eq!(c.capture.idle_timeout, Duration::from_secs(15));
+        assert_eq!(c.drain_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_path() {
+        let raw = parse(
+            "output: kafka://x\ncapture:\n  interfaces: ['veth[']\n  active_timeout: 10 parsecs\n  idle_timeout: 10ms\n  attach_mode: xdp\n  ring_buffer_bytes: 5000\n  flow_map_entries: 0\n  exclude_endpoints: ['10.0.0.1:80/icmp', 'nope']\n",
+        );
+        let paths: Vec<String> = raw.validate("n").unwrap_err().into_iter().map(|p| p.path).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "output",
+                "capture.interfaces[0]",
+                "capture.active_timeout",
+                "capture.idle_timeout",
+                "capture.attach_mode",
+                "capture.flow_map_entries",
+                "capture.ring_buffer_bytes",
+                "capture.exclude_endpoints[0]",
+                "capture.exclude_endpoints[1]",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_their_name() {
+        let err = serde_yaml::from_str::<RawConfig>("capture:\n  interfacez: [eth0]\n").unwrap_err();
+        assert!(err.to_string().contains("interfacez"), "{err}");
+    }
+
+    #[test]
+    fn endpoints_parse() {
+        assert_eq!(parse_endpoint("10.0.0.5:4317/tcp").unwrap(), ("10.0.0.5".parse().unwrap(), 4317, 6));
+        assert_eq!(parse_endpoint("[fd00::1]:514/udp").unwrap(), ("fd00::1".parse().unwrap(), 514, 17));
+        assert!(parse_endpoint("10.0.0.5/tcp").is_err());
+    }
+
+    #[test]
+    fn every_raw_field_is_documented() {
+        // Serialize-free check: the documented paths are exactly the raw fields.
+        let documented: Vec<&str> = FIELDS.iter().map(|f| f.path).collect();
+        let raw_fields = [
+            "node_name", "output", "capture.interfaces", "capture.exclude_interfaces",
+            "capture.active_timeout", "capture.idle_timeout", "capture.drain_interval",
+            "capture.attach_mode", "capture.flow_map_entries", "capture.ring_buffer_bytes",
+            "capture.drop_map_entries", "capture.trace_drops", "capture.exclude_endpoints",
+        ];
+        assert_eq!(documented, raw_fields);
+        // And each of them is accepted by the parser.
+        let yaml = "node_name: n\noutput: stdout\ncapture:\n  interfaces: []\n  exclude_interfaces: []\n  active_timeout: 10s\n  idle_timeout: 15s\n  drain_interval: 1s\n  attach_mode: auto\n  flow_map_entries: 10\n  ring_buffer_bytes: 4096\n  drop_map_entries: 10\n  trace_drops: true\n  exclude_endpoints: []\n";
+        parse(yaml).validate("n").unwrap();
+    }
+
+    #[test]
+    fn docs_config_md_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/config.md");
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        if std::env::var_os("FLOWSCRIBE_UPDATE_DOCS").is_some() {
+            std::fs::write(path, reference_markdown()).unwrap();
+            return;
+        }
+        assert_eq!(on_disk, reference_markdown(), "docs/config.md is stale: run FLOWSCRIBE_UPDATE_DOCS=1 cargo test -p flowscribe");
+    }
+}

@@ -1,0 +1,85 @@
+//! The `flowscribe` binary: command line, configuration, and the pipeline
+//! wiring in [`pipeline`]. Only this crate touches env vars, files, sockets,
+//! signals and threads; the stage crates are libraries.
+#![forbid(unsafe_code)]
+
+mod config;
+mod output;
+mod pipeline;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit code for bad configuration or an unsuitable host: the user must act.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "flowscribe", version, about = "Per-node network-flow exporter and SIEM feeder")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Capture flows on this node and write them out (JSON lines).
+    Run(RunArgs),
+    /// Print the configuration reference (Markdown), as in docs/config.md.
+    ConfigReference,
+}
+
+/// Flags of `flowscribe run`; each overrides the same field of the config file.
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// YAML configuration file (see docs/config.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Capture on interfaces matching GLOB (repeatable; default: all but lo).
+    #[arg(long = "interface", value_name = "GLOB")]
+    pub interfaces: Vec<String>,
+    /// Never capture on interfaces matching GLOB (repeatable; default: lo).
+    #[arg(long = "exclude-interface", value_name = "GLOB")]
+    pub exclude_interfaces: Vec<String>,
+    /// Active timeout: a live connection gets a record at least this often (e.g. 10s).
+    #[arg(long, value_name = "DURATION")]
+    pub active_timeout: Option<String>,
+    /// Idle timeout: a connection without packets for this long ends (e.g. 15s).
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Where records go: stdout or file:PATH.
+    #[arg(long, value_name = "stdout|file:PATH")]
+    pub output: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLOWSCRIBE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(false)
+        .init();
+    match cli.command {
+        Command::ConfigReference => {
+            print!("{}", config::reference_markdown());
+            ExitCode::SUCCESS
+        }
+        Command::Run(args) => match pipeline::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(pipeline::RunError::Usage(lines)) => {
+                for line in lines {
+                    eprintln!("flowscribe: {line}");
+                }
+                ExitCode::from(EXIT_USAGE)
+            }
+            Err(pipeline::RunError::Failed(e)) => {
+                eprintln!("flowscribe: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

@@ -1,0 +1,168 @@
+//! `flowscribe run`: the pipeline, wired top to bottom in pipeline order.
+//!
+//! Today the pipeline is ① capture -> ④ normalize (minimal JSON) -> output.
+//! Enrich, explain and the sinks slot in between as their issues land.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use flowscribe_capture::{AttachEvent, Batch, Capture, CaptureError, interfaces::is_literal};
+use flowscribe_normalize::minimal;
+use serde_json::Value;
+use tracing::{info, warn};
+
+use crate::RunArgs;
+use crate::config::{Config, RawConfig};
+use crate::output::RecordWriter;
+
+/// How `run` can fail: a usage problem (exit 2, one line each) or a runtime failure.
+#[derive(Debug)]
+pub enum RunError {
+    Usage(Vec<String>),
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for RunError {
+    fn from(e: anyhow::Error) -> Self {
+        RunError::Failed(e)
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// Read the config file (if any), apply the flags, validate.
+fn load_config(args: &RunArgs) -> Result<Config, RunError> {
+    let mut raw: RawConfig = match &args.config {
+        None => RawConfig::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                RunError::Usage(vec![format!("cannot read config file {}: {e}", path.display())])
+            })?;
+            serde_yaml::from_str(&text).map_err(|e| {
+                RunError::Usage(vec![format!("config file {}: {e}", path.display())])
+            })?
+        }
+    };
+    if !args.interfaces.is_empty() {
+        raw.capture.interfaces = Some(args.interfaces.clone());
+    }
+    if !args.exclude_interfaces.is_empty() {
+        raw.capture.exclude_interfaces = Some(args.exclude_interfaces.clone());
+    }
+    if args.active_timeout.is_some() {
+        raw.capture.active_timeout = args.active_timeout.clone();
+    }
+    if args.idle_timeout.is_some() {
+        raw.capture.idle_timeout = args.idle_timeout.clone();
+    }
+    if args.output.is_some() {
+        raw.output = args.output.clone();
+    }
+    raw.validate(&host_name())
+        .map_err(|problems| RunError::Usage(problems.iter().map(|p| p.to_string()).collect()))
+}
+
+/// A pattern without wildcards must name an interface that exists now;
+/// a typo would otherwise capture nothing, silently.
+fn check_literal_interfaces(config: &Config) -> Result<(), RunError> {
+    let links = flowscribe_capture::netlink::list_links()
+        .context("listing network interfaces")
+        .map_err(RunError::Failed)?;
+    let missing: Vec<String> = config
+        .capture
+        .include
+        .iter()
+        .filter(|p| is_literal(p) && !links.iter().any(|l| &l.name == *p))
+        .map(|p| {
+            let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+            format!(
+                "capture.interfaces: interface {p:?} does not exist; existing interfaces: {}",
+                names.join(", ")
+            )
+        })
+        .collect();
+    if missing.is_empty() { Ok(()) } else { Err(RunError::Usage(missing)) }
+}
+
+fn log_attach_events(events: &[AttachEvent]) {
+    for e in events {
+        match e {
+            AttachEvent::Attached { ifindex, name, mode } => {
+                info!(interface = %name, ifindex, mode, "attached")
+            }
+            AttachEvent::Released { ifindex, name } => info!(interface = %name, ifindex, "released"),
+            AttachEvent::Skipped { ifindex, name, reason } => {
+                warn!(interface = %name, ifindex, reason = %reason, "skipped")
+            }
+        }
+    }
+}
+
+fn records(batch: &Batch, node: &str) -> Vec<Value> {
+    let mut out: Vec<Value> = batch.flows.iter().map(|f| minimal::flow(f, node)).collect();
+    out.extend(batch.losses.iter().map(|l| minimal::loss(l, node)));
+    out
+}
+
+pub fn run(args: &RunArgs) -> Result<(), RunError> {
+    let config = load_config(args)?;
+    check_literal_interfaces(&config)?;
+    let mut writer = RecordWriter::open(&config.output).map_err(RunError::Failed)?;
+
+    // SIGINT/SIGTERM set a flag; the loop below notices within one link-watch timeout.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")
+            .map_err(RunError::Failed)?;
+    }
+
+    // ① Capture: check the host, load the programs, attach to interfaces.
+    let (mut capture, events) = Capture::start(&config.capture).map_err(|e| match e {
+        CaptureError::Preflight(p) => RunError::Usage(vec![p.to_string()]),
+        CaptureError::Pattern(p) => RunError::Usage(vec![p.to_string()]),
+        other => RunError::Failed(other.into()),
+    })?;
+    log_attach_events(&events);
+    info!(
+        node = %config.node_name,
+        mode = if capture.uses_tcx() { "tcx" } else { "tc" },
+        interfaces = capture.attached().len(),
+        "capture running"
+    );
+
+    let mut next_drain = Instant::now() + config.drain_interval;
+    while !stop.load(Ordering::Relaxed) {
+        // ① Follow interfaces as pods come and go (netlink, at most 200 ms late).
+        let wait = next_drain
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(200));
+        let events = capture.watch_links(wait).map_err(anyhow::Error::from)?;
+        log_attach_events(&events);
+        if Instant::now() < next_drain {
+            continue;
+        }
+        next_drain += config.drain_interval;
+        // ① Drain the kernel maps into records -> ④ normalize -> output.
+        let batch = capture.drain().map_err(anyhow::Error::from)?;
+        writer.write_batch(&records(&batch, &config.node_name))?;
+    }
+
+    // Shutdown: detach everything first, then the final drain, so nothing
+    // the kernel counted is lost.
+    info!("stopping: final drain");
+    let (batch, counters) = capture.shutdown().map_err(anyhow::Error::from)?;
+    writer.write_batch(&records(&batch, &config.node_name))?;
+    info!(
+        new_flow_events = counters.new_flow_events,
+        counter_resets = counters.aggregator.counter_resets,
+        "stopped"
+    );
+    Ok(())
+}
