@@ -3,7 +3,10 @@
 //! These are the only types that cross the kernel boundary. Their layout is
 //! checked by the tests at the bottom against the offsets written in the C
 //! header; change both together.
-#![allow(unsafe_code, reason = "aya::Pod is an unsafe marker trait for plain-old-data")]
+#![allow(
+    unsafe_code,
+    reason = "aya::Pod is an unsafe marker trait for plain-old-data"
+)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -152,12 +155,48 @@ mod tests {
     fn layouts_match_the_c_header() {
         // (size, align) as documented in bpf/flowscribe.h.
         let cases: [(&str, usize, usize, usize, usize); 6] = [
-            ("flow_key", size_of::<RawFlowKey>(), 44, align_of::<RawFlowKey>(), 4),
-            ("flow_val", size_of::<RawFlowVal>(), 40, align_of::<RawFlowVal>(), 8),
-            ("flow_event", size_of::<RawFlowEvent>(), 56, align_of::<RawFlowEvent>(), 8),
-            ("drop_val", size_of::<RawDropVal>(), 40, align_of::<RawDropVal>(), 8),
-            ("endpoint_key", size_of::<RawEndpointKey>(), 20, align_of::<RawEndpointKey>(), 2),
-            ("fs_config", size_of::<RawConfig>(), 8, align_of::<RawConfig>(), 4),
+            (
+                "flow_key",
+                size_of::<RawFlowKey>(),
+                44,
+                align_of::<RawFlowKey>(),
+                4,
+            ),
+            (
+                "flow_val",
+                size_of::<RawFlowVal>(),
+                40,
+                align_of::<RawFlowVal>(),
+                8,
+            ),
+            (
+                "flow_event",
+                size_of::<RawFlowEvent>(),
+                56,
+                align_of::<RawFlowEvent>(),
+                8,
+            ),
+            (
+                "drop_val",
+                size_of::<RawDropVal>(),
+                40,
+                align_of::<RawDropVal>(),
+                8,
+            ),
+            (
+                "endpoint_key",
+                size_of::<RawEndpointKey>(),
+                20,
+                align_of::<RawEndpointKey>(),
+                2,
+            ),
+            (
+                "fs_config",
+                size_of::<RawConfig>(),
+                8,
+                align_of::<RawConfig>(),
+                4,
+            ),
         ];
         for (name, size, want_size, align, want_align) in cases {
             assert_eq!(size, want_size, "size of {name}");

@@ -312,12 +312,12 @@ impl Aggregator {
         let mut ended = Vec::new();
         for (ck, conn) in self.conns.iter_mut() {
             let idle = now_ns.saturating_sub(conn.last_ns) >= self.config.idle_timeout_ns;
-            let end = if idle {
-                Some(tcp_end(conn.flags()).unwrap_or(EndReason::IdleTimeout))
-            } else if shutdown {
-                Some(EndReason::Shutdown)
-            } else {
-                None
+            // A TCP connection that closed says so, whether it is ended by
+            // the idle timeout or by our shutdown.
+            let end = match (idle, shutdown) {
+                (true, _) => Some(tcp_end(conn).unwrap_or(EndReason::IdleTimeout)),
+                (false, true) => Some(tcp_end(conn).unwrap_or(EndReason::Shutdown)),
+                (false, false) => None,
             };
             let active_due =
                 now_ns.saturating_sub(conn.window_start_ns) >= self.config.active_timeout_ns;
@@ -344,10 +344,13 @@ impl Aggregator {
     }
 }
 
-fn tcp_end(flags: u8) -> Option<EndReason> {
-    if flags & TCP_RST != 0 {
+/// RST from either side, or FIN from both sides, ends a TCP connection.
+fn tcp_end(conn: &Conn) -> Option<EndReason> {
+    if conn.template.proto != IPPROTO_TCP {
+        None
+    } else if conn.flags() & TCP_RST != 0 {
         Some(EndReason::TcpRst)
-    } else if flags & TCP_FIN != 0 {
+    } else if conn.forward.tcp_flags & conn.reverse.tcp_flags & TCP_FIN != 0 {
         Some(EndReason::TcpFin)
     } else {
         None

@@ -33,7 +33,9 @@ use aya::programs::{BtfTracePoint, SchedClassifier, TcAttachType};
 use aya::{Btf, Ebpf, EbpfLoader};
 use flowscribe_model::{CaptureLoss, Flow, LossReason};
 
-use crate::abi::{RawConfig, RawDropVal, RawEndpointKey, RawFlowEvent, RawFlowKey, RawFlowVal, stat};
+use crate::abi::{
+    RawConfig, RawDropVal, RawEndpointKey, RawFlowEvent, RawFlowKey, RawFlowVal, stat,
+};
 use crate::aggregate::{Aggregator, AggregatorConfig, AggregatorStats, Names};
 use crate::drop_reasons::DropReasons;
 use crate::interfaces::{InterfaceFilter, PatternError};
@@ -116,9 +118,20 @@ pub enum CaptureError {
 /// An interface attach or release, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttachEvent {
-    Attached { ifindex: u32, name: String, mode: &'static str },
-    Released { ifindex: u32, name: String },
-    Skipped { ifindex: u32, name: String, reason: String },
+    Attached {
+        ifindex: u32,
+        name: String,
+        mode: &'static str,
+    },
+    Released {
+        ifindex: u32,
+        name: String,
+    },
+    Skipped {
+        ifindex: u32,
+        name: String,
+        reason: String,
+    },
 }
 
 /// One drain's output.
@@ -399,9 +412,7 @@ impl Capture {
                 .ebpf
                 .program_mut(prog)
                 .ok_or_else(|| format!("program {prog} missing"))
-                .and_then(|p| {
-                    <&mut SchedClassifier>::try_from(p).map_err(|e| e.to_string())
-                })
+                .and_then(|p| <&mut SchedClassifier>::try_from(p).map_err(|e| e.to_string()))
                 .and_then(|p| {
                     let id = p
                         .attach_with_options(&link.name, hook, options)
@@ -521,9 +532,21 @@ impl Capture {
         // Bytes are counted together for both flow-map failure kinds; they are
         // attributed to whichever kind lost packets (map full when both did).
         let candidates = [
-            (LossReason::FlowMapFull, full, if full > 0 { lost_bytes } else { 0 }),
-            (LossReason::FlowMapUpdateFailed, failed, if full == 0 { lost_bytes } else { 0 }),
-            (LossReason::RingReserveFailed, delta(stat::RING_RESERVE_FAILED), 0),
+            (
+                LossReason::FlowMapFull,
+                full,
+                if full > 0 { lost_bytes } else { 0 },
+            ),
+            (
+                LossReason::FlowMapUpdateFailed,
+                failed,
+                if full == 0 { lost_bytes } else { 0 },
+            ),
+            (
+                LossReason::RingReserveFailed,
+                delta(stat::RING_RESERVE_FAILED),
+                0,
+            ),
             (LossReason::ParseTruncated, delta(stat::PARSE_TRUNCATED), 0),
             (LossReason::DropMapFull, delta(stat::DROP_MAP_FULL), 0),
             (

@@ -287,7 +287,10 @@ mod tests {
         p.extend_from_slice(&IFLA_IFNAME.to_ne_bytes());
         p.extend_from_slice(b"eth\0");
         let full = parse_link(&p).unwrap();
-        assert_eq!((full.ifindex, full.name.as_str(), full.link_type), (7, "eth", 1));
+        assert_eq!(
+            (full.ifindex, full.name.as_str(), full.link_type),
+            (7, "eth", 1)
+        );
         for cut in 0..p.len() {
             assert_eq!(parse_link(&p[..cut]), None, "cut at {cut}");
         }

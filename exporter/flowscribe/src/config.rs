@@ -168,11 +168,20 @@ fn duration(
     match humantime::parse_duration(s) {
         Ok(d) if d >= min => d,
         Ok(_) => {
-            problems.push(problem(path, format!("{s:?} is shorter than the minimum {}", humantime::format_duration(min))));
+            problems.push(problem(
+                path,
+                format!(
+                    "{s:?} is shorter than the minimum {}",
+                    humantime::format_duration(min)
+                ),
+            ));
             default
         }
         Err(e) => {
-            problems.push(problem(path, format!("{s:?} is not a duration ({e}); use e.g. 10s or 500ms")));
+            problems.push(problem(
+                path,
+                format!("{s:?} is not a duration ({e}); use e.g. 10s or 500ms"),
+            ));
             default
         }
     }
@@ -240,8 +249,14 @@ impl RawConfig {
             }
         };
         let include = c.interfaces.clone().unwrap_or_default();
-        let exclude = c.exclude_interfaces.clone().unwrap_or(defaults.exclude.clone());
-        for (path, list) in [("capture.interfaces", &include), ("capture.exclude_interfaces", &exclude)] {
+        let exclude = c
+            .exclude_interfaces
+            .clone()
+            .unwrap_or(defaults.exclude.clone());
+        for (path, list) in [
+            ("capture.interfaces", &include),
+            ("capture.exclude_interfaces", &exclude),
+        ] {
             for (i, pat) in list.iter().enumerate() {
                 if let Err(e) = InterfaceFilter::new(std::slice::from_ref(pat), &[]) {
                     p.push(problem(&format!("{path}[{i}]"), e.to_string()));
@@ -249,32 +264,69 @@ impl RawConfig {
             }
         }
         let second = Duration::from_secs(1);
-        let active = duration(&mut p, "capture.active_timeout", &c.active_timeout, defaults.active_timeout, second);
-        let idle = duration(&mut p, "capture.idle_timeout", &c.idle_timeout, defaults.idle_timeout, second);
-        let drain = duration(&mut p, "capture.drain_interval", &c.drain_interval, second, Duration::from_millis(100));
+        let active = duration(
+            &mut p,
+            "capture.active_timeout",
+            &c.active_timeout,
+            defaults.active_timeout,
+            second,
+        );
+        let idle = duration(
+            &mut p,
+            "capture.idle_timeout",
+            &c.idle_timeout,
+            defaults.idle_timeout,
+            second,
+        );
+        let drain = duration(
+            &mut p,
+            "capture.drain_interval",
+            &c.drain_interval,
+            second,
+            Duration::from_millis(100),
+        );
         if drain > active {
-            p.push(problem("capture.drain_interval", format!(
-                "{} is longer than capture.active_timeout ({})",
-                humantime::format_duration(drain),
-                humantime::format_duration(active)
-            )));
+            p.push(problem(
+                "capture.drain_interval",
+                format!(
+                    "{} is longer than capture.active_timeout ({})",
+                    humantime::format_duration(drain),
+                    humantime::format_duration(active)
+                ),
+            ));
         }
         let attach_mode = match c.attach_mode.as_deref() {
             None | Some("auto") => AttachMode::Auto,
             Some("tcx") => AttachMode::Tcx,
             Some("tc") => AttachMode::Tc,
             Some(other) => {
-                p.push(problem("capture.attach_mode", format!("{other:?} is not auto, tcx or tc")));
+                p.push(problem(
+                    "capture.attach_mode",
+                    format!("{other:?} is not auto, tcx or tc"),
+                ));
                 AttachMode::Auto
             }
         };
-        let flow_map_entries = entries(&mut p, "capture.flow_map_entries", c.flow_map_entries, defaults.flow_map_entries);
-        let drop_map_entries = entries(&mut p, "capture.drop_map_entries", c.drop_map_entries, defaults.drop_map_entries);
+        let flow_map_entries = entries(
+            &mut p,
+            "capture.flow_map_entries",
+            c.flow_map_entries,
+            defaults.flow_map_entries,
+        );
+        let drop_map_entries = entries(
+            &mut p,
+            "capture.drop_map_entries",
+            c.drop_map_entries,
+            defaults.drop_map_entries,
+        );
         let ring_bytes = match c.ring_buffer_bytes {
             None => defaults.ring_bytes,
             Some(n) if n >= 4096 && n <= 1 << 30 && n.is_power_of_two() => n as u32,
             Some(n) => {
-                p.push(problem("capture.ring_buffer_bytes", format!("{n} is not a power of two between 4096 and 1073741824")));
+                p.push(problem(
+                    "capture.ring_buffer_bytes",
+                    format!("{n} is not a power of two between 4096 and 1073741824"),
+                ));
                 defaults.ring_bytes
             }
         };
@@ -289,7 +341,10 @@ impl RawConfig {
             return Err(p);
         }
         Ok(Config {
-            node_name: self.node_name.clone().unwrap_or_else(|| default_node.to_string()),
+            node_name: self
+                .node_name
+                .clone()
+                .unwrap_or_else(|| default_node.to_string()),
             output,
             drain_interval: drain,
             capture: CaptureConfig {
@@ -319,7 +374,10 @@ pub fn reference_markdown() -> String {
          | field | type | default | meaning |\n| --- | --- | --- | --- |\n",
     );
     for f in FIELDS {
-        s.push_str(&format!("| `{}` | {} | {} | {} |\n", f.path, f.kind, f.default, f.doc));
+        s.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            f.path, f.kind, f.default, f.doc
+        ));
     }
     s
 }
@@ -348,7 +406,12 @@ mod tests {
         let raw = parse(
             "output: kafka://x\ncapture:\n  interfaces: ['veth[']\n  active_timeout: 10 parsecs\n  idle_timeout: 10ms\n  attach_mode: xdp\n  ring_buffer_bytes: 5000\n  flow_map_entries: 0\n  exclude_endpoints: ['10.0.0.1:80/icmp', 'nope']\n",
         );
-        let paths: Vec<String> = raw.validate("n").unwrap_err().into_iter().map(|p| p.path).collect();
+        let paths: Vec<String> = raw
+            .validate("n")
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
         assert_eq!(
             paths,
             vec![
@@ -367,14 +430,21 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected_with_their_name() {
-        let err = serde_yaml::from_str::<RawConfig>("capture:\n  interfacez: [eth0]\n").unwrap_err();
+        let err =
+            serde_yaml::from_str::<RawConfig>("capture:\n  interfacez: [eth0]\n").unwrap_err();
         assert!(err.to_string().contains("interfacez"), "{err}");
     }
 
     #[test]
     fn endpoints_parse() {
-        assert_eq!(parse_endpoint("10.0.0.5:4317/tcp").unwrap(), ("10.0.0.5".parse().unwrap(), 4317, 6));
-        assert_eq!(parse_endpoint("[fd00::1]:514/udp").unwrap(), ("fd00::1".parse().unwrap(), 514, 17));
+        assert_eq!(
+            parse_endpoint("10.0.0.5:4317/tcp").unwrap(),
+            ("10.0.0.5".parse().unwrap(), 4317, 6)
+        );
+        assert_eq!(
+            parse_endpoint("[fd00::1]:514/udp").unwrap(),
+            ("fd00::1".parse().unwrap(), 514, 17)
+        );
         assert!(parse_endpoint("10.0.0.5/tcp").is_err());
     }
 
@@ -383,10 +453,19 @@ mod tests {
         // Serialize-free check: the documented paths are exactly the raw fields.
         let documented: Vec<&str> = FIELDS.iter().map(|f| f.path).collect();
         let raw_fields = [
-            "node_name", "output", "capture.interfaces", "capture.exclude_interfaces",
-            "capture.active_timeout", "capture.idle_timeout", "capture.drain_interval",
-            "capture.attach_mode", "capture.flow_map_entries", "capture.ring_buffer_bytes",
-            "capture.drop_map_entries", "capture.trace_drops", "capture.exclude_endpoints",
+            "node_name",
+            "output",
+            "capture.interfaces",
+            "capture.exclude_interfaces",
+            "capture.active_timeout",
+            "capture.idle_timeout",
+            "capture.drain_interval",
+            "capture.attach_mode",
+            "capture.flow_map_entries",
+            "capture.ring_buffer_bytes",
+            "capture.drop_map_entries",
+            "capture.trace_drops",
+            "capture.exclude_endpoints",
         ];
         assert_eq!(documented, raw_fields);
         // And each of them is accepted by the parser.
@@ -402,6 +481,10 @@ mod tests {
             std::fs::write(path, reference_markdown()).unwrap();
             return;
         }
-        assert_eq!(on_disk, reference_markdown(), "docs/config.md is stale: run FLOWSCRIBE_UPDATE_DOCS=1 cargo test -p flowscribe");
+        assert_eq!(
+            on_disk,
+            reference_markdown(),
+            "docs/config.md is stale: run FLOWSCRIBE_UPDATE_DOCS=1 cargo test -p flowscribe"
+        );
     }
 }

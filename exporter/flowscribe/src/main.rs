@@ -16,7 +16,11 @@ use clap::{Args, Parser, Subcommand};
 pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
-#[command(name = "flowscribe", version, about = "Per-node network-flow exporter and SIEM feeder")]
+#[command(
+    name = "flowscribe",
+    version,
+    about = "Per-node network-flow exporter and SIEM feeder"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

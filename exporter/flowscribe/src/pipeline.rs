@@ -42,7 +42,10 @@ fn load_config(args: &RunArgs) -> Result<Config, RunError> {
         None => RawConfig::default(),
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                RunError::Usage(vec![format!("cannot read config file {}: {e}", path.display())])
+                RunError::Usage(vec![format!(
+                    "cannot read config file {}: {e}",
+                    path.display()
+                )])
             })?;
             serde_yaml::from_str(&text).map_err(|e| {
                 RunError::Usage(vec![format!("config file {}: {e}", path.display())])
@@ -87,17 +90,31 @@ fn check_literal_interfaces(config: &Config) -> Result<(), RunError> {
             )
         })
         .collect();
-    if missing.is_empty() { Ok(()) } else { Err(RunError::Usage(missing)) }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(RunError::Usage(missing))
+    }
 }
 
 fn log_attach_events(events: &[AttachEvent]) {
     for e in events {
         match e {
-            AttachEvent::Attached { ifindex, name, mode } => {
+            AttachEvent::Attached {
+                ifindex,
+                name,
+                mode,
+            } => {
                 info!(interface = %name, ifindex, mode, "attached")
             }
-            AttachEvent::Released { ifindex, name } => info!(interface = %name, ifindex, "released"),
-            AttachEvent::Skipped { ifindex, name, reason } => {
+            AttachEvent::Released { ifindex, name } => {
+                info!(interface = %name, ifindex, "released")
+            }
+            AttachEvent::Skipped {
+                ifindex,
+                name,
+                reason,
+            } => {
                 warn!(interface = %name, ifindex, reason = %reason, "skipped")
             }
         }

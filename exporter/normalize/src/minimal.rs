@@ -195,6 +195,9 @@ mod tests {
         let v = loss(&l, "n1");
         assert_eq!(v["reason"], "flow_map_full");
         assert_eq!(v["loses_flow_data"], true);
-        assert_eq!((v["count"].as_u64(), v["bytes"].as_u64()), (Some(7), Some(700)));
+        assert_eq!(
+            (v["count"].as_u64(), v["bytes"].as_u64()),
+            (Some(7), Some(700))
+        );
     }
 }

@@ -86,20 +86,38 @@ fn routed_tcp_is_reported_once_by_the_first_interface() {
     let mut a = agg();
     // Pod A (10.0.0.1, if3) talks to pod B (10.0.0.2, if4) through the node.
     let snap = [
-        (key(1, 40000, 2, 80, 6, 3, DIR_INGRESS), tcp(val(5, 400, 100, 900, 0x1b), 0x02)), // SYN|ACK|PSH|FIN
-        (key(2, 80, 1, 40000, 6, 3, DIR_EGRESS), tcp(val(4, 3000, 300, 950, 0x13), 0x12)),
-        (key(1, 40000, 2, 80, 6, 4, DIR_EGRESS), val(5, 400, 150, 910, 0x1b)),
-        (key(2, 80, 1, 40000, 6, 4, DIR_INGRESS), val(4, 3000, 250, 940, 0x13)),
+        (
+            key(1, 40000, 2, 80, 6, 3, DIR_INGRESS),
+            tcp(val(5, 400, 100, 900, 0x1b), 0x02),
+        ), // SYN|ACK|PSH|FIN
+        (
+            key(2, 80, 1, 40000, 6, 3, DIR_EGRESS),
+            tcp(val(4, 3000, 300, 950, 0x13), 0x12),
+        ),
+        (
+            key(1, 40000, 2, 80, 6, 4, DIR_EGRESS),
+            val(5, 400, 150, 910, 0x1b),
+        ),
+        (
+            key(2, 80, 1, 40000, 6, 4, DIR_INGRESS),
+            val(4, 3000, 250, 940, 0x13),
+        ),
     ];
     a.ingest(&snap);
     let out = emit(&mut a, 20 * S, true);
     assert_eq!(out.len(), 1);
     let f = &out[0];
     assert_eq!(f.interface.ifindex, 3);
-    assert_eq!(f.interfaces.iter().map(|i| i.ifindex).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(
+        f.interfaces.iter().map(|i| i.ifindex).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
     assert_eq!(f.orientation, Orientation::Syn);
     assert_eq!(f.initiator_hook, HookDirection::Ingress);
-    assert_eq!((f.key.src_port, f.key.dst_port, f.key.protocol), (40000, 80, 6));
+    assert_eq!(
+        (f.key.src_port, f.key.dst_port, f.key.protocol),
+        (40000, 80, 6)
+    );
     assert_eq!((f.forward.packets, f.forward.bytes), (5, 400));
     assert_eq!((f.reverse.packets, f.reverse.bytes), (4, 3000));
     assert_eq!(f.forward.tcp_flags, 0x1b);
@@ -112,14 +130,25 @@ fn routed_tcp_is_reported_once_by_the_first_interface() {
 #[test]
 fn orientation_cases() {
     // (entries, expected initiator source last octet, expected orientation, expected hook)
-    type Case = (Vec<(RawFlowKey, RawFlowVal)>, u8, Orientation, HookDirection);
+    type Case = (
+        Vec<(RawFlowKey, RawFlowVal)>,
+        u8,
+        Orientation,
+        HookDirection,
+    );
     let cases: Vec<Case> = vec![
         // The SYN-ACK entry is older than the SYN entry (clock skew between
         // CPUs): the SYN still names the initiator.
         (
             vec![
-                (key(2, 80, 1, 5555, 6, 3, DIR_EGRESS), tcp(val(1, 60, 10, 10, 0x12), 0x12)),
-                (key(1, 5555, 2, 80, 6, 3, DIR_INGRESS), tcp(val(2, 112, 20, 20, 0x12), 0x02)),
+                (
+                    key(2, 80, 1, 5555, 6, 3, DIR_EGRESS),
+                    tcp(val(1, 60, 10, 10, 0x12), 0x12),
+                ),
+                (
+                    key(1, 5555, 2, 80, 6, 3, DIR_INGRESS),
+                    tcp(val(2, 112, 20, 20, 0x12), 0x02),
+                ),
             ],
             1,
             Orientation::Syn,
@@ -128,7 +157,10 @@ fn orientation_cases() {
         // Only the SYN-ACK was seen (the SYN crossed another node): its
         // destination is the initiator.
         (
-            vec![(key(2, 80, 1, 5555, 6, 3, DIR_EGRESS), tcp(val(1, 60, 10, 10, 0x12), 0x12))],
+            vec![(
+                key(2, 80, 1, 5555, 6, 3, DIR_EGRESS),
+                tcp(val(1, 60, 10, 10, 0x12), 0x12),
+            )],
             1,
             Orientation::Syn,
             HookDirection::Ingress,
@@ -136,8 +168,14 @@ fn orientation_cases() {
         // UDP: the first packet's sender is the initiator.
         (
             vec![
-                (key(2, 53, 1, 999, 17, 3, DIR_EGRESS), val(1, 100, 50, 50, 0)),
-                (key(1, 999, 2, 53, 17, 3, DIR_INGRESS), val(1, 60, 40, 40, 0)),
+                (
+                    key(2, 53, 1, 999, 17, 3, DIR_EGRESS),
+                    val(1, 100, 50, 50, 0),
+                ),
+                (
+                    key(1, 999, 2, 53, 17, 3, DIR_INGRESS),
+                    val(1, 60, 40, 40, 0),
+                ),
             ],
             1,
             Orientation::FirstPacket,
@@ -145,7 +183,10 @@ fn orientation_cases() {
         ),
         // Only the reply direction seen at the owner interface.
         (
-            vec![(key(2, 53, 1, 999, 17, 7, DIR_EGRESS), val(1, 100, 50, 50, 0))],
+            vec![(
+                key(2, 53, 1, 999, 17, 7, DIR_EGRESS),
+                val(1, 100, 50, 50, 0),
+            )],
             2,
             Orientation::FirstPacket,
             HookDirection::Egress,
@@ -156,7 +197,11 @@ fn orientation_cases() {
         a.ingest(&entries);
         let out = emit(&mut a, 1000, true);
         assert_eq!(out.len(), 1, "case {i}");
-        assert_eq!(out[0].key.src_addr, addr_of(FAMILY_V4, &v4(src)), "case {i}");
+        assert_eq!(
+            out[0].key.src_addr,
+            addr_of(FAMILY_V4, &v4(src)),
+            "case {i}"
+        );
         assert_eq!(out[0].orientation, orientation, "case {i}");
         assert_eq!(out[0].initiator_hook, hook, "case {i}");
     }
@@ -238,12 +283,19 @@ fn drops_join_their_connection_or_are_counted_unmatched() {
     };
     let stray = key(5, 1, 6, 2, 17, 0, 0);
     a.add_drops(&[(dk, d), (stray, d)]);
-    assert_eq!(a.stats().drops_unmatched_packets, 0, "a stray drop waits one cycle");
+    assert_eq!(
+        a.stats().drops_unmatched_packets,
+        0,
+        "a stray drop waits one cycle"
+    );
     a.add_drops(&[]);
     assert_eq!(a.stats().drops_unmatched_packets, 3);
     let out = emit(&mut a, 4 * S, true);
     let drops = out[0].drops.clone().unwrap();
-    assert_eq!((drops.packets_forward, drops.packets_reverse, drops.bytes), (3, 0, 180));
+    assert_eq!(
+        (drops.packets_forward, drops.packets_reverse, drops.bytes),
+        (3, 0, 180)
+    );
     assert_eq!(drops.last_reason, "R12");
     assert_eq!(drops.last_netns_ino, 4242);
     assert_eq!(out[0].state, FlowState::OneSided);
