@@ -13,7 +13,7 @@ use serde_json::Value;
 /// the final drain at shutdown (which is what some tests check).
 const ONE_WINDOW: &[&str] = &["--active-timeout", "300s", "--idle-timeout", "300s"];
 
-fn one_flow<'a>(stopped: &'a Stopped, a: IpAddr, b: IpAddr, port: u16) -> &'a Value {
+fn one_flow(stopped: &Stopped, a: IpAddr, b: IpAddr, port: u16) -> &Value {
     let flows: Vec<&Value> = stopped
         .flows_between(a, b)
         .into_iter()

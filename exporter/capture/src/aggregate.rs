@@ -217,9 +217,9 @@ impl Aggregator {
     /// Take in the final value of an entry that the caller deleted.
     pub fn ingest_final(&mut self, key: &RawFlowKey, val: &RawFlowVal) {
         let ck = ConnKey::of(key);
-        if !self.conns.contains_key(&ck) {
-            self.conns.insert(ck, new_conn(&[(*key, *val)]));
-        }
+        self.conns
+            .entry(ck)
+            .or_insert_with(|| new_conn(&[(*key, *val)]));
         self.update_entry(ck, key, val);
     }
 
@@ -339,7 +339,7 @@ impl Aggregator {
         for ck in ended {
             self.conns.remove(&ck);
         }
-        out.sort_by(|a, b| (a.first_packet, a.key).cmp(&(b.first_packet, b.key)));
+        out.sort_by_key(|f| (f.first_packet, f.key));
         out
     }
 }

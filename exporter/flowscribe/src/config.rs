@@ -321,7 +321,7 @@ impl RawConfig {
         );
         let ring_bytes = match c.ring_buffer_bytes {
             None => defaults.ring_bytes,
-            Some(n) if n >= 4096 && n <= 1 << 30 && n.is_power_of_two() => n as u32,
+            Some(n) if (4096..=1 << 30).contains(&n) && n.is_power_of_two() => n as u32,
             Some(n) => {
                 p.push(problem(
                     "capture.ring_buffer_bytes",
