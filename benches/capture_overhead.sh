@@ -1,0 +1,592 @@
+#!/usr/bin/env bash
+# capture_overhead.sh: what flowscribe capture costs on veth traffic between
+# network namespaces, beside no capture and softflowd.
+#
+#   sudo bash benches/capture_overhead.sh                      # R=5, DURATION=10
+#   sudo R=3 DURATION=5 bash benches/capture_overhead.sh
+#
+# It builds a private topology: a "node" namespace that routes between two
+# "pod" namespaces over veth pairs (10.250.1.0/24 and 10.250.2.0/24, which
+# exist only inside those namespaces). All traffic stays between them. Then,
+# in one run, with the conditions interleaved A/B/C/D D/C/B/A over R
+# repetitions, it measures iperf3 single-stream TCP (Gbit/s) and 64-byte UDP
+# (received packets/s) with:
+#   none        no program on the node's interfaces
+#   flowscribe  `flowscribe run` in the node namespace (TCX on veth-a, veth-b)
+#   softflowd   softflowd (libpcap) on the same two interfaces
+#   empty_bpf   an empty tc classifier on the same hooks (clsact), the
+#               baseline for "BPF ns over an empty program"; skipped when
+#               clang is missing
+# plus BPF run time per program run (kernel.bpf_stats_enabled=1 during the
+# flowscribe and empty_bpf runs), CPU seconds of flowscribe and softflowd per
+# run, packets each one accounted for the UDP flow against what iperf3 sent,
+# and flowscribe's idle RSS. It prints a Markdown table of medians and
+# ratios and keeps raw per-run numbers in a CSV under a temporary directory.
+#
+# Environment: R (repetitions, 5), DURATION (seconds per run, 10),
+# FLOWSCRIBE (binary, target/release/flowscribe; relative paths are from the
+# repository root), IDLE_SETTLE (seconds before the idle RSS read, 5),
+# SKIP_EMPTY=1 (no empty_bpf condition), SKIP_SOFTFLOWD=1.
+#
+# This is not a test: nothing runs it but a person. It needs root, iperf3,
+# jq, softflowd, bpftool and python3 (installed with apt-get when missing).
+# An EXIT trap kills every process it started, deletes every namespace it
+# made and restores kernel.bpf_stats_enabled, also on failure or Ctrl-C.
+set -euo pipefail
+
+R=${R:-5}
+DURATION=${DURATION:-10}
+IDLE_SETTLE=${IDLE_SETTLE:-5}
+SKIP_EMPTY=${SKIP_EMPTY:-0}
+SKIP_SOFTFLOWD=${SKIP_SOFTFLOWD:-0}
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[[ $R =~ ^[1-9][0-9]*$ ]] || die "R must be a positive integer (got '$R')"
+[[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive integer (got '$DURATION')"
+[[ $IDLE_SETTLE =~ ^[0-9]+$ ]] || die "IDLE_SETTLE must be a whole number of seconds"
+[[ $EUID -eq 0 ]] || die "run as root: sudo bash benches/capture_overhead.sh"
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+FLOWSCRIBE=${FLOWSCRIBE:-target/release/flowscribe}
+[[ $FLOWSCRIBE == /* ]] || FLOWSCRIBE="$ROOT/$FLOWSCRIBE"
+
+NODE=fsbench-node-$$
+PODA=fsbench-a-$$
+PODB=fsbench-b-$$
+A_ADDR=10.250.1.2
+B_ADDR=10.250.2.2
+IFACES=(veth-a veth-b)        # node-side ends, the ones every condition watches
+SFD_PORT=9995                 # NetFlow to 127.0.0.1 inside the node namespace
+CLK_TCK=$(getconf CLK_TCK)
+
+WORK=$(mktemp -d /tmp/fsbench.XXXXXX)
+CSV=$WORK/runs.csv
+STATS_SYSCTL=/proc/sys/kernel/bpf_stats_enabled
+OLD_STATS=""
+NAMESPACES=()   # namespaces this script created
+PIDS=()         # processes this script started and has not reaped yet
+
+# ---------------------------------------------------------------- cleanup
+untrack() {
+    local p keep=()
+    for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+cleanup() {
+    local rc=$? p ns
+    set +e
+    trap - EXIT INT TERM
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null && is_running "$p" || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
+    for ns in "${NAMESPACES[@]}"; do
+        # Anything still inside a namespace we made was started by us.
+        for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+        ip netns del "$ns" 2>/dev/null || log "could not delete namespace $ns"
+    done
+    if [[ -n $OLD_STATS ]]; then echo "$OLD_STATS" > "$STATS_SYSCTL"; fi
+    if (( rc != 0 )); then
+        log "failed (exit $rc); logs and partial results are in $WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- helpers
+# True while PID exists and is not a zombie.
+is_running() {
+    local s
+    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    s=${s##*) }
+    [[ ${s:0:1} != Z ]]
+}
+
+# utime+stime of PID in clock ticks (0 once it is gone).
+cpu_ticks() {
+    local s
+    s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+    s=${s##*) }
+    # shellcheck disable=SC2086
+    set -- $s
+    echo $(( ${12} + ${13} ))
+}
+
+# Sum of run_time_ns and run_cnt of the programs whose ids are in the JSON array $1.
+bpf_sum() {
+    bpftool prog show -j | jq -r --argjson ids "$1" '
+        [.[] | select(.id as $id | $ids | any(.[]; . == $id))]
+        | "\(map(.run_time_ns // 0) | add // 0) \(map(.run_cnt // 0) | add // 0)"'
+}
+
+# Ids (JSON array) of programs named in $1 (JSON array) that were not in the
+# id list $2 (JSON array), and, when bpftool reports holders, held by PID $3.
+new_prog_ids() {
+    bpftool prog show -j | jq -c --argjson names "$1" --argjson before "$2" --argjson pid "${3:-0}" '
+        [.[] | select(.name as $n | $names | any(.[]; . == $n))
+             | select(.id as $id | $before | any(.[]; . == $id) | not)
+             | select($pid == 0 or .pids == null or (.pids | any(.[]; .pid == $pid)))
+             | .id]'
+}
+
+all_prog_ids() { bpftool prog show -j | jq -c '[.[].id]'; }
+
+set_stats() { echo "$1" > "$STATS_SYSCTL"; }
+
+# Wait (bounded) until file $1 contains $2 while PID $3 lives.
+wait_for_log() {
+    local file=$1 pattern=$2 pid=$3 limit=${4:-30}
+    local deadline=$((SECONDS + limit))
+    until grep -q "$pattern" "$file" 2>/dev/null; do
+        is_running "$pid" || die "process $pid exited before '$pattern'; its log:"$'\n'"$(tail -20 "$file")"
+        (( SECONDS < deadline )) || die "no '$pattern' in $file after ${limit}s; its log:"$'\n'"$(tail -20 "$file")"
+        sleep 0.1
+    done
+}
+
+# SIGTERM PID and wait (bounded) for it; sets STOP_RC to its exit status.
+# (Not for $(...): only this shell can reap its children.)
+STOP_RC=0
+stop_pid() {
+    local pid=$1 limit=${2:-20}
+    STOP_RC=0
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + limit))
+    while is_running "$pid"; do
+        if (( SECONDS >= deadline )); then
+            kill -KILL "$pid" 2>/dev/null || true
+            log "process $pid did not stop within ${limit}s of SIGTERM; killed"
+            break
+        fi
+        sleep 0.1
+    done
+    wait "$pid" 2>/dev/null || STOP_RC=$?
+    untrack "$pid"
+}
+
+fdiv() { awk -v a="$1" -v b="$2" -v s="${3:-1}" 'BEGIN { if (b == 0) print ""; else printf "%.6g\n", a / b * s }'; }
+
+# ---------------------------------------------------------------- prerequisites
+need_apt=()
+command -v iperf3 >/dev/null || need_apt+=(iperf3)
+command -v jq >/dev/null || need_apt+=(jq)
+command -v python3 >/dev/null || need_apt+=(python3)
+command -v bpftool >/dev/null || need_apt+=(bpftool)
+if [[ $SKIP_SOFTFLOWD != 1 ]] && ! command -v softflowd >/dev/null; then need_apt+=(softflowd); fi
+if (( ${#need_apt[@]} )); then
+    log "installing ${need_apt[*]} with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+[[ -w $STATS_SYSCTL ]] || die "$STATS_SYSCTL is not writable"
+
+if [[ ! -x $FLOWSCRIBE ]]; then
+    command -v cargo >/dev/null || die "$FLOWSCRIBE is missing and cargo is not on PATH; build it with: cargo build --release -p flowscribe"
+    log "building flowscribe (cargo build --release -p flowscribe)"
+    cargo build --release -p flowscribe >&2
+fi
+[[ -x $FLOWSCRIBE ]] || die "no executable at $FLOWSCRIBE"
+
+if pgrep -x rustc >/dev/null || pgrep -x cc1 >/dev/null; then
+    log "WARNING: a compiler is running on this machine; results will be noisy"
+fi
+
+EMPTY_OBJ=""
+if [[ $SKIP_EMPTY != 1 ]]; then
+    CLANG=$(command -v clang-19 || command -v clang || true)
+    if [[ -n $CLANG ]]; then
+        cat > "$WORK/empty.bpf.c" <<'EOF'
+/* The empty classifier: returns TC_ACT_UNSPEC (= TCX_NEXT), as flowscribe's do. */
+struct __sk_buff;
+__attribute__((section("tc"), used)) int fsbench_empty(struct __sk_buff *skb) { return -1; }
+char _license[] __attribute__((section("license"), used)) = "GPL";
+EOF
+        "$CLANG" -target bpf -O2 -c "$WORK/empty.bpf.c" -o "$WORK/empty.bpf.o"
+        EMPTY_OBJ=$WORK/empty.bpf.o
+    else
+        log "no clang: skipping the empty_bpf condition (BPF ns over empty cannot be computed)"
+        SKIP_EMPTY=1
+    fi
+fi
+
+OLD_STATS=$(cat "$STATS_SYSCTL")
+
+# ---------------------------------------------------------------- topology
+log "creating namespaces $NODE, $PODA, $PODB"
+for ns in "$NODE" "$PODA" "$PODB"; do
+    ip netns list | awk '{print $1}' | grep -qx "$ns" && die "namespace $ns already exists"
+    NAMESPACES+=("$ns")
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+done
+ip -n "$NODE" link add veth-a type veth peer name eth0 netns "$PODA"
+ip -n "$NODE" link add veth-b type veth peer name eth0 netns "$PODB"
+ip -n "$NODE" addr add 10.250.1.1/24 dev veth-a
+ip -n "$NODE" addr add 10.250.2.1/24 dev veth-b
+ip -n "$NODE" link set veth-a up
+ip -n "$NODE" link set veth-b up
+ip netns exec "$NODE" sysctl -qw net.ipv4.ip_forward=1
+ip -n "$PODA" addr add $A_ADDR/24 dev eth0
+ip -n "$PODA" link set eth0 up
+ip -n "$PODA" route add default via 10.250.1.1
+ip -n "$PODB" addr add $B_ADDR/24 dev eth0
+ip -n "$PODB" link set eth0 up
+ip -n "$PODB" route add default via 10.250.2.1
+ip netns exec "$PODA" ping -q -c 1 -W 5 $B_ADDR >/dev/null || die "pod A cannot reach pod B through the node namespace"
+
+ip netns exec "$PODB" iperf3 -s -B $B_ADDR > "$WORK/iperf3-server.log" 2>&1 &
+IPERF_SERVER=$!
+PIDS+=("$IPERF_SERVER")
+for _ in $(seq 50); do
+    ip netns exec "$PODB" ss -ltn | grep -q ":5201 " && break
+    sleep 0.1
+done
+ip netns exec "$PODB" ss -ltn | grep -q ":5201 " || die "iperf3 server did not start: $(cat "$WORK/iperf3-server.log")"
+
+# ---------------------------------------------------------------- conditions
+# Each start_* prepares one condition; stop_cond undoes it and collects its numbers.
+COND_PIDS=()        # processes whose CPU time counts for the condition
+TC_IDS='[]'         # programs whose BPF stats count (tc hooks)
+KFREE_IDS='[]'      # flowscribe's drop tracer
+FS_PID="" FS_OUT=""
+SFD_PIDS=() COLLECTOR_PID="" COLLECTOR_OUT=""
+
+start_flowscribe() {
+    local tag=$1 before
+    before=$(all_prog_ids)
+    FS_OUT=$WORK/fs-$tag.jsonl
+    ip netns exec "$NODE" "$FLOWSCRIBE" run --output "file:$FS_OUT" > "$WORK/fs-$tag.stdout" 2> "$WORK/fs-$tag.log" &
+    FS_PID=$!
+    PIDS+=("$FS_PID")
+    wait_for_log "$WORK/fs-$tag.log" "capture running" "$FS_PID" 60
+    TC_IDS=$(new_prog_ids '["fs_tc_ingress","fs_tc_egress"]' "$before" "$FS_PID")
+    KFREE_IDS=$(new_prog_ids '["fs_kfree_skb"]' "$before" "$FS_PID")
+    [[ $(jq length <<<"$TC_IDS") -ge 2 ]] || die "could not find flowscribe's tc programs (ids: $TC_IDS)"
+    COND_PIDS=("$FS_PID")
+}
+
+stop_flowscribe() {
+    stop_pid "$FS_PID" 30
+    [[ $STOP_RC == 0 ]] || die "flowscribe exited $STOP_RC after SIGTERM; log: $WORK/fs-$1.log"
+    grep -q 'stopped' "$WORK/fs-$1.log" || log "flowscribe log has no 'stopped' line"
+}
+
+# UDP packets flowscribe accounted for the iperf3 flow (initiator direction).
+fs_udp_packets() {
+    jq -s '[.[] | select(.record == "flow" and .protocol == "udp" and .dst_port == 5201) | .forward.packets] | add // 0' "$FS_OUT"
+}
+
+start_softflowd() {
+    local tag=$1 i port
+    COLLECTOR_OUT=$WORK/sfd-$tag.collector.json
+    # A tiny NetFlow v5 collector for the veth-a instance; it sums what
+    # softflowd reports for the iperf3 UDP flow (written on SIGTERM).
+    ip netns exec "$NODE" python3 - "$SFD_PORT" "$COLLECTOR_OUT" <<'EOF' &
+import json, signal, socket, struct, sys
+port, out = int(sys.argv[1]), sys.argv[2]
+tot = {"datagrams": 0, "records": 0, "udp_5201_packets": 0, "udp_5201_octets": 0}
+def done(*_):
+    with open(out, "w") as f:
+        json.dump(tot, f)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, done)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+s.bind(("127.0.0.1", port))
+with open(out + ".ready", "w"):
+    pass
+while True:
+    d = s.recv(65535)
+    if len(d) < 24 or struct.unpack("!H", d[:2])[0] != 5:
+        continue
+    tot["datagrams"] += 1
+    n = struct.unpack("!H", d[2:4])[0]
+    for i in range(n):
+        r = d[24 + 48 * i: 72 + 48 * i]
+        if len(r) < 48:
+            break
+        f = struct.unpack("!4s4s4sHHIIIIHHBBBBHHBBH", r)
+        tot["records"] += 1
+        if f[13] == 17 and f[10] == 5201:
+            tot["udp_5201_packets"] += f[5]
+            tot["udp_5201_octets"] += f[6]
+EOF
+    COLLECTOR_PID=$!
+    PIDS+=("$COLLECTOR_PID")
+    for _ in $(seq 100); do [[ -e $COLLECTOR_OUT.ready ]] && break; sleep 0.05; done
+    [[ -e $COLLECTOR_OUT.ready ]] || die "NetFlow collector did not start"
+    SFD_PIDS=()
+    # One softflowd per interface (its flow key has no interface, so one
+    # process on both would merge the two sightings of each routed packet).
+    for i in "${!IFACES[@]}"; do
+        port=$((SFD_PORT + i))
+        ip netns exec "$NODE" softflowd -d -v 5 -i "${IFACES[$i]}" -n "127.0.0.1:$port" \
+            -p "$WORK/sfd-$tag-$i.pid" -c "$WORK/sfd-$tag-$i.ctl" \
+            > "$WORK/sfd-$tag-$i.log" 2>&1 &
+        SFD_PIDS+=($!)
+        PIDS+=($!)
+    done
+    for i in "${!IFACES[@]}"; do
+        local deadline=$((SECONDS + 15))
+        until [[ -S $WORK/sfd-$tag-$i.ctl ]]; do
+            is_running "${SFD_PIDS[$i]}" || die "softflowd on ${IFACES[$i]} exited: $(cat "$WORK/sfd-$tag-$i.log")"
+            (( SECONDS < deadline )) || die "softflowd on ${IFACES[$i]} did not open its control socket"
+            sleep 0.1
+        done
+    done
+    COND_PIDS=("${SFD_PIDS[@]}")
+}
+
+stop_softflowd() {
+    local p
+    for p in "${SFD_PIDS[@]}"; do
+        stop_pid "$p" 20
+        [[ $STOP_RC == 0 ]] || log "softflowd $p exited $STOP_RC after SIGTERM"
+    done
+    sleep 0.3   # let the final export datagrams arrive
+    stop_pid "$COLLECTOR_PID" 10
+}
+
+start_empty() {
+    local ifc dir before
+    before=$(all_prog_ids)
+    for ifc in "${IFACES[@]}"; do
+        ip netns exec "$NODE" tc qdisc add dev "$ifc" clsact
+        for dir in ingress egress; do
+            ip netns exec "$NODE" tc filter add dev "$ifc" "$dir" bpf da obj "$EMPTY_OBJ" sec tc
+        done
+    done
+    TC_IDS=$(new_prog_ids '["fsbench_empty"]' "$before" 0)
+    [[ $(jq length <<<"$TC_IDS") -eq 4 ]] || die "expected 4 empty programs, found $TC_IDS"
+    COND_PIDS=()
+}
+
+stop_empty() {
+    local ifc
+    for ifc in "${IFACES[@]}"; do ip netns exec "$NODE" tc qdisc del dev "$ifc" clsact; done
+}
+
+# ---------------------------------------------------------------- workloads
+# Runs iperf3 in pod A against pod B; prints the JSON file path.
+iperf_client() {
+    local json=$1; shift
+    local attempt
+    for attempt in 1 2 3; do
+        if ip netns exec "$PODA" timeout $((DURATION + 30)) \
+            iperf3 -c $B_ADDR -t "$DURATION" -J "$@" > "$json" 2> "$json.err" \
+            && jq -e '.error == null' "$json" >/dev/null; then
+            return 0
+        fi
+        log "iperf3 attempt $attempt failed: $(jq -r '.error // empty' "$json" 2>/dev/null) $(cat "$json.err")"
+        sleep 2
+    done
+    die "iperf3 failed three times ($json)"
+}
+
+echo "rep,seq,condition,workload,tcp_gbps,udp_recv_kpps,udp_sent_kpps,udp_sent_packets,captured_udp_packets,capture_ratio,bpf_tc_runs,bpf_tc_ns_per_run,bpf_kfree_runs,bpf_kfree_ns_per_run,cpu_s,rss_mb" > "$CSV"
+
+SEQ=0
+run_one() {
+    local rep=$1 cond=$2 wl=$3
+    local tag="r$rep-$cond-$wl" json p
+    SEQ=$((SEQ + 1))
+    log "rep $rep/$R  #$SEQ  $cond  $wl"
+    COND_PIDS=() TC_IDS='[]' KFREE_IDS='[]'
+    case $cond in
+        none) ;;
+        flowscribe) set_stats 1; start_flowscribe "$tag" ;;
+        softflowd) start_softflowd "$tag" ;;
+        empty_bpf) set_stats 1; start_empty ;;
+    esac
+    sleep 1
+
+    local cpu0=0 cpu1=0 tc0 tc1 kf0 kf1
+    for p in "${COND_PIDS[@]}"; do cpu0=$((cpu0 + $(cpu_ticks "$p"))); done
+    tc0=$(bpf_sum "$TC_IDS"); kf0=$(bpf_sum "$KFREE_IDS")
+
+    json=$WORK/iperf-$tag.json
+    if [[ $wl == tcp ]]; then
+        iperf_client "$json"
+    else
+        iperf_client "$json" -u -b 0 -l 64
+    fi
+
+    tc1=$(bpf_sum "$TC_IDS"); kf1=$(bpf_sum "$KFREE_IDS")
+    for p in "${COND_PIDS[@]}"; do cpu1=$((cpu1 + $(cpu_ticks "$p"))); done
+
+    local captured=""
+    case $cond in
+        flowscribe) stop_flowscribe "$tag"; set_stats "$OLD_STATS"
+                    if [[ $wl == udp ]]; then captured=$(fs_udp_packets); fi ;;
+        softflowd) stop_softflowd
+                   if [[ $wl == udp ]]; then captured=$(jq .udp_5201_packets "$COLLECTOR_OUT"); fi ;;
+        empty_bpf) stop_empty; set_stats "$OLD_STATS" ;;
+    esac
+
+    local gbps="" rkpps="" skpps="" sent="" ratio="" cpu=""
+    if [[ $wl == tcp ]]; then
+        gbps=$(jq '.end.sum_received.bits_per_second / 1e9' "$json")
+    else
+        read -r sent rkpps skpps < <(jq -r '.end as $e
+            | [$e.sum_sent.packets,
+               (($e.sum_received.packets - $e.sum_received.lost_packets) / $e.sum_received.seconds / 1000),
+               ($e.sum_sent.packets / $e.sum_sent.seconds / 1000)] | @tsv' "$json")
+        if [[ -n $captured ]]; then ratio=$(fdiv "$captured" "$sent"); fi
+    fi
+    local tcr=0 tcn="" kfr=0 kfn=""
+    if [[ $TC_IDS != '[]' ]]; then
+        read -r a0 c0 <<<"$tc0"; read -r a1 c1 <<<"$tc1"
+        tcr=$((c1 - c0)); tcn=$(fdiv $((a1 - a0)) "$tcr")
+    fi
+    if [[ $KFREE_IDS != '[]' ]]; then
+        read -r a0 c0 <<<"$kf0"; read -r a1 c1 <<<"$kf1"
+        kfr=$((c1 - c0)); kfn=$(fdiv $((a1 - a0)) "$kfr")
+    fi
+    if (( ${#COND_PIDS[@]} )); then cpu=$(fdiv $((cpu1 - cpu0)) "$CLK_TCK"); fi
+    echo "$rep,$SEQ,$cond,$wl,$gbps,$rkpps,$skpps,$sent,$captured,$ratio,$tcr,$tcn,$kfr,$kfn,$cpu,">> "$CSV"
+    sleep 1
+}
+
+idle_rss() {
+    local rep=$1 tag="r$1-idle" rss cpu0 cpu1
+    SEQ=$((SEQ + 1))
+    log "rep $rep/$R  #$SEQ  flowscribe idle RSS"
+    FS_OUT=$WORK/fs-$tag.jsonl
+    ip netns exec "$NODE" "$FLOWSCRIBE" run --output "file:$FS_OUT" > /dev/null 2> "$WORK/fs-$tag.log" &
+    FS_PID=$!
+    PIDS+=("$FS_PID")
+    wait_for_log "$WORK/fs-$tag.log" "capture running" "$FS_PID" 60
+    cpu0=$(cpu_ticks "$FS_PID")
+    sleep "$IDLE_SETTLE"
+    cpu1=$(cpu_ticks "$FS_PID")
+    rss=$(awk '/^VmRSS:/ { printf "%.2f", $2 / 1024 }' "/proc/$FS_PID/status")
+    stop_pid "$FS_PID" 30
+    [[ $STOP_RC == 0 ]] || die "flowscribe exited $STOP_RC after SIGTERM (idle run); log: $WORK/fs-$tag.log"
+    echo "$rep,$SEQ,flowscribe,idle,,,,,,,,,,,$(fdiv $((cpu1 - cpu0)) "$CLK_TCK"),$rss" >> "$CSV"
+}
+
+# ---------------------------------------------------------------- the run
+CONDS=(none flowscribe)
+[[ $SKIP_SOFTFLOWD == 1 ]] || CONDS+=(softflowd)
+[[ $SKIP_EMPTY == 1 ]] || CONDS+=(empty_bpf)
+ORDER=()
+for wl in tcp udp; do for c in "${CONDS[@]}"; do ORDER+=("$c:$wl"); done; done
+
+log "R=$R DURATION=${DURATION}s conditions: ${CONDS[*]}; work dir $WORK"
+for rep in $(seq "$R"); do
+    idle_rss "$rep"
+    if (( rep % 2 == 1 )); then
+        seqs=("${ORDER[@]}")
+    else
+        seqs=()
+        for (( i = ${#ORDER[@]} - 1; i >= 0; i-- )); do seqs+=("${ORDER[$i]}"); done
+    fi
+    for item in "${seqs[@]}"; do run_one "$rep" "${item%%:*}" "${item##*:}"; done
+done
+
+# ---------------------------------------------------------------- report
+REPORT=$WORK/results.md
+python3 - "$CSV" "$R" "$DURATION" > "$REPORT" <<'EOF'
+import csv, statistics, sys
+path, reps, dur = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+rows = list(csv.DictReader(open(path)))
+
+def vals(cond, wl, col):
+    return [float(r[col]) for r in rows if r["condition"] == cond and r["workload"] == wl and r[col] != ""]
+
+def by_rep(cond, wl, col):
+    return {r["rep"]: float(r[col]) for r in rows if r["condition"] == cond and r["workload"] == wl and r[col] != ""}
+
+def med(v):
+    return statistics.median(v) if v else None
+
+def fmt(x, nd=2):
+    return "n/a" if x is None else f"{x:.{nd}f}"
+
+def cell(cond, wl, col, nd=2):
+    v = vals(cond, wl, col)
+    if not v:
+        return "n/a"
+    if len(v) == 1:
+        return fmt(v[0], nd)
+    return f"{fmt(med(v), nd)} ({fmt(min(v), nd)}–{fmt(max(v), nd)})"
+
+def ratio(cond, wl, col):
+    a, b = med(vals(cond, wl, col)), med(vals("none", wl, col))
+    if a is None or not b:
+        return None, None
+    x, y = by_rep(cond, wl, col), by_rep("none", wl, col)
+    paired = [x[k] / y[k] for k in x if k in y and y[k]]
+    return a / b, (med(paired) if paired else None)
+
+conds = [c for c in ["none", "flowscribe", "softflowd", "empty_bpf"] if any(r["condition"] == c for r in rows)]
+print(f"R={reps} repetitions of {dur}s per condition and workload; median (min–max) over repetitions.\n")
+print("| metric | " + " | ".join(conds) + " |")
+print("|---|" + "---|" * len(conds))
+metrics = [
+    ("TCP single stream, Gbit/s", "tcp", "tcp_gbps", 2),
+    ("UDP 64 B, received kpps", "udp", "udp_recv_kpps", 1),
+    ("UDP 64 B, sent kpps", "udp", "udp_sent_kpps", 1),
+    ("BPF tc ns/run, TCP", "tcp", "bpf_tc_ns_per_run", 1),
+    ("BPF tc ns/run, UDP", "udp", "bpf_tc_ns_per_run", 1),
+    ("BPF tc runs per run, UDP (millions)", "udp", "bpf_tc_runs", 2),
+    ("BPF kfree_skb ns/run, UDP", "udp", "bpf_kfree_ns_per_run", 1),
+    ("process CPU s per run, TCP", "tcp", "cpu_s", 2),
+    ("process CPU s per run, UDP", "udp", "cpu_s", 2),
+    ("UDP packets accounted / sent", "udp", "capture_ratio", 4),
+]
+for name, wl, col, nd in metrics:
+    cells = []
+    for c in conds:
+        if col == "bpf_tc_runs":
+            v = [x / 1e6 for x in vals(c, wl, col) if x]
+            cells.append(f"{fmt(med(v), nd)}" if v else "n/a")
+        else:
+            cells.append(cell(c, wl, col, nd))
+    print(f"| {name} | " + " | ".join(cells) + " |")
+print(f"| flowscribe idle RSS, MB | " + " | ".join(
+    cell(c, "idle", "rss_mb", 1) if c == "flowscribe" else "n/a" for c in conds) + " |")
+
+print("\nRatios against `none` (ratio of medians; median of per-repetition ratios in brackets):\n")
+print("| metric | " + " | ".join(c for c in conds if c != "none") + " |")
+print("|---|" + "---|" * (len(conds) - 1))
+for name, wl, col in [("TCP Gbit/s", "tcp", "tcp_gbps"), ("UDP received kpps", "udp", "udp_recv_kpps")]:
+    cells = []
+    for c in conds:
+        if c == "none":
+            continue
+        a, p = ratio(c, wl, col)
+        cells.append("n/a" if a is None else f"{a:.3f} [{fmt(p, 3)}]")
+    print(f"| {name} | " + " | ".join(cells) + " |")
+
+goals = []
+def goal(name, value, ok):
+    goals.append(f"| {name} | {value} | {'met' if ok else 'NOT met'} |" if ok is not None else f"| {name} | {value} | not measured |")
+t, _ = ratio("flowscribe", "tcp", "tcp_gbps")
+goal("TCP throughput ratio >= 0.99", fmt(t, 3), None if t is None else t >= 0.99)
+u, _ = ratio("flowscribe", "udp", "udp_recv_kpps")
+goal("UDP pps ratio >= 0.96", fmt(u, 3), None if u is None else u >= 0.96)
+fs, em = med(vals("flowscribe", "udp", "bpf_tc_ns_per_run")), med(vals("empty_bpf", "udp", "bpf_tc_ns_per_run"))
+over = None if fs is None or em is None else fs - em
+goal("BPF <= 80 ns/packet over an empty program (UDP, existing flow)",
+     "n/a" if over is None else f"{over:.1f} ns ({fs:.1f} - {em:.1f})", None if over is None else over <= 80)
+rss = med(vals("flowscribe", "idle", "rss_mb"))
+goal("idle RSS <= 30 MB", fmt(rss, 1) + " MB" if rss is not None else "n/a", None if rss is None else rss <= 30)
+print("\nGoals (flowscribe):\n")
+print("| goal | this run | verdict |")
+print("|---|---|---|")
+print("\n".join(goals))
+EOF
+
+cat "$REPORT"
+echo
+echo "raw per-run numbers: $CSV"
+echo "report (Markdown):   $REPORT"
