@@ -257,7 +257,7 @@ COND_PIDS=()        # processes whose CPU time counts for the condition
 TC_IDS='[]'         # programs whose BPF stats count (tc hooks)
 KFREE_IDS='[]'      # flowscribe's drop tracer
 FS_PID="" FS_OUT=""
-SFD_PIDS=() COLLECTOR_PID="" COLLECTOR_OUT=""
+SFD_PIDS=() COLLECTOR_PID="" COLLECTOR_OUT="" SFD_CTL_PREFIX=""
 
 start_flowscribe() {
     local tag=$1 before
@@ -287,6 +287,7 @@ fs_udp_packets() {
 start_softflowd() {
     local tag=$1 i port
     COLLECTOR_OUT=$WORK/sfd-$tag.collector.json
+    SFD_CTL_PREFIX=$WORK/sfd-$tag
     # A tiny NetFlow v5 collector for the veth-a instance; it sums what
     # softflowd reports for the iperf3 UDP flow (written on SIGTERM).
     ip netns exec "$NODE" python3 - "$SFD_PORT" "$COLLECTOR_OUT" <<'EOF' &
@@ -346,10 +347,19 @@ EOF
 }
 
 stop_softflowd() {
-    local p
-    for p in "${SFD_PIDS[@]}"; do
-        stop_pid "$p" 20
-        [[ $STOP_RC == 0 ]] || log "softflowd $p exited $STOP_RC after SIGTERM"
+    local i p
+    # In the foreground (-d) softflowd 1.1 installs no SIGTERM handler, so
+    # SIGTERM would drop its flow table unexported: ask it to shut down
+    # gracefully (export every flow, then exit) over its control socket.
+    for i in "${!SFD_PIDS[@]}"; do
+        p=${SFD_PIDS[$i]}
+        ip netns exec "$NODE" softflowctl -c "$SFD_CTL_PREFIX-$i.ctl" shutdown >/dev/null 2>&1 \
+            || log "softflowctl shutdown failed for softflowd $p"
+        local deadline=$((SECONDS + 15))
+        while is_running "$p" && (( SECONDS < deadline )); do sleep 0.1; done
+        # After a control-socket shutdown softflowd 1.1 exits 1 by design.
+        is_running "$p" && log "softflowd $p did not shut down within 15s; its flows are lost"
+        stop_pid "$p" 5
     done
     sleep 0.3   # let the final export datagrams arrive
     stop_pid "$COLLECTOR_PID" 10

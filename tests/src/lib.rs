@@ -313,6 +313,14 @@ impl Exporter {
         }
     }
 
+    /// Records written so far (whole lines only; the exporter flushes per batch).
+    pub fn records_so_far(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.out_path).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// SIGTERM, wait for exit (bounded), return (exit code, elapsed, records).
     pub fn stop(mut self) -> Stopped {
         let mut child = self.child.take().unwrap();

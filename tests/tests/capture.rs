@@ -370,3 +370,72 @@ fn with_a_tiny_map_and_ring_exported_plus_lost_is_every_flow() {
     );
     let _ = std::fs::remove_file(&config);
 }
+
+#[test]
+fn active_and_idle_timeouts_cut_windows_while_running() {
+    let _serial = serial();
+    let node = Node::new_v4_only(2);
+    let (a, b) = (&node.pods[0], &node.pods[1]);
+    let exporter = Exporter::start(
+        &node.ns.name,
+        &["--active-timeout", "2s", "--idle-timeout", "1s"],
+    );
+    let server = b.ns.run(|| std::net::UdpSocket::bind("0.0.0.0:0").unwrap());
+    let port = server.local_addr().unwrap().port();
+    let client = a.ns.run(|| std::net::UdpSocket::bind("0.0.0.0:0").unwrap());
+    let cport = client.local_addr().unwrap().port();
+    let mine = |r: &Value| r["record"] == "flow" && r["src_port"] == cport && r["dst_port"] == port;
+
+    // A live connection for ~5 s (a datagram every 200 ms, so never idle):
+    // the active timeout must cut it into windows while it runs. The sleep
+    // paces the traffic; no assertion depends on its exact timing.
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < Duration::from_millis(5000) {
+        client.send_to(b"tick", (b.v4, port)).unwrap();
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Then silence: the idle timeout ends it without our stopping the exporter.
+    let ended = wait_until(Duration::from_secs(10), || {
+        exporter
+            .records_so_far()
+            .iter()
+            .any(|r| mine(r) && r["end_reason"] == "idle-timeout")
+    });
+    let records: Vec<Value> = exporter
+        .records_so_far()
+        .into_iter()
+        .filter(|r| mine(r))
+        .collect();
+    let stopped = exporter.stop();
+    assert_eq!(stopped.code, Some(0));
+    assert!(ended, "no idle-timeout record: {records:#?}");
+    let packets: u64 = records
+        .iter()
+        .map(|r| r["forward"]["packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        packets, sent,
+        "every packet in exactly one window: {records:#?}"
+    );
+    assert!(
+        records.len() >= 3,
+        "5 s of traffic with a 2 s active timeout: {records:#?}"
+    );
+    assert_eq!(records[0]["state"], "started");
+    let (last, live) = records.split_last().unwrap();
+    assert!(
+        live[1..]
+            .iter()
+            .all(|r| r["state"] == "live" && r["end_reason"].is_null()),
+        "{records:#?}"
+    );
+    assert_eq!(last["state"], "one-sided");
+    for w in records.windows(2) {
+        assert_eq!(
+            w[0]["window_end"], w[1]["window_start"],
+            "windows are contiguous"
+        );
+    }
+}

@@ -324,7 +324,14 @@ impl Aggregator {
             if end.is_some() {
                 ended.push(*ck);
             }
-            if !conn.pending() || (end.is_none() && !active_due) {
+            // An ending connection always gets a final record (its state and
+            // end reason matter even when the window has no new packets); a
+            // live one only when its window is due and has something in it.
+            let due = match end {
+                Some(_) => conn.pending() || conn.records > 0,
+                None => conn.pending() && active_due,
+            };
+            if !due {
                 continue;
             }
             out.push(record(conn, now_ns, end, to_system, names));

@@ -195,6 +195,7 @@ pub struct Capture {
     last_loss_report: SystemTime,
     unmatched_reported: u64,
     new_flow_events: u64,
+    clock_offset_ns: u64,
 }
 
 impl std::fmt::Debug for Capture {
@@ -226,12 +227,22 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Convert boot-clock ns to wall-clock time, with the offset taken now.
-fn boot_to_system() -> impl Fn(u64) -> SystemTime {
-    let real = clock_ns(libc::CLOCK_REALTIME);
-    let boot = boot_ns();
-    let offset = real.saturating_sub(boot);
-    move |ns| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns.saturating_add(offset))
+/// Wall-clock minus boot-clock, in ns, measured now.
+fn measure_clock_offset() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME).saturating_sub(boot_ns())
+}
+
+/// Keep the boot -> wall offset stable between drains (two reads of two
+/// clocks differ by a few ns each time, which would make consecutive windows
+/// not line up); follow it only when the wall clock really moved (> 1 ms,
+/// e.g. an NTP step).
+fn refresh_clock_offset(current: u64) -> u64 {
+    let now = measure_clock_offset();
+    if now.abs_diff(current) > 1_000_000 {
+        now
+    } else {
+        current
+    }
 }
 
 impl Capture {
@@ -309,6 +320,7 @@ impl Capture {
             last_loss_report: SystemTime::now(),
             unmatched_reported: 0,
             new_flow_events: 0,
+            clock_offset_ns: measure_clock_offset(),
         };
         let events = capture.reconcile()?;
         Ok((capture, events))
@@ -457,7 +469,10 @@ impl Capture {
     }
 
     fn drain_inner(&mut self, shutdown: bool) -> Result<Batch, CaptureError> {
-        let to_system = boot_to_system();
+        self.clock_offset_ns = refresh_clock_offset(self.clock_offset_ns);
+        let offset = self.clock_offset_ns;
+        let to_system =
+            move |ns: u64| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns.saturating_add(offset));
         while let Some(item) = self.events.next() {
             if item.len() >= std::mem::size_of::<RawFlowEvent>() {
                 self.new_flow_events += 1;

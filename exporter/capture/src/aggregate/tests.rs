@@ -226,9 +226,14 @@ fn active_timeout_cuts_windows_with_deltas_and_idle_ends_the_connection() {
     assert_eq!((out[0].forward.packets, out[0].forward.bytes), (2, 200));
     assert_eq!(out[0].state, FlowState::Live);
     assert_eq!(out[0].window_start, to_system(11 * S));
-    // t=27s: idle since 12s; nothing new, so the connection ends without a record.
+    // t=27s: idle since 12s; nothing new, but the end still gets a record.
     let out = cycle(&mut a, &[(k, val(12, 1200, S, 12 * S, 0))], 27 * S);
-    assert!(out.is_empty());
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (out[0].forward.packets, out[0].end_reason),
+        (0, Some(EndReason::IdleTimeout))
+    );
+    assert_eq!(out[0].state, FlowState::OneSided);
     assert_eq!(a.stats().connections, 0);
 }
 
