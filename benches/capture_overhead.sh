@@ -23,7 +23,8 @@
 # and flowscribe's idle RSS. It prints a Markdown table of medians and
 # ratios and keeps raw per-run numbers in a CSV under a temporary directory.
 #
-# Environment: R (repetitions, 5), DURATION (seconds per run, 10),
+# Environment: R (repetitions, 5), DURATION (seconds per run, 10), PIN=0
+# (do not pin the iperf3 client to CPU 0 and server to CPU 1),
 # FLOWSCRIBE (binary, target/release/flowscribe; relative paths are from the
 # repository root), IDLE_SETTLE (seconds before the idle RSS read, 5),
 # SKIP_EMPTY=1 (no empty_bpf condition), SKIP_SOFTFLOWD=1.
@@ -61,6 +62,12 @@ B_ADDR=10.250.2.2
 IFACES=(veth-a veth-b)        # node-side ends, the ones every condition watches
 SFD_PORT=9995                 # NetFlow to 127.0.0.1 inside the node namespace
 CLK_TCK=$(getconf CLK_TCK)
+# With two or more CPUs the iperf3 client (and the forwarding softirq work it
+# triggers on its CPU) runs on CPU 0 and the server on CPU 1; PIN=0 turns
+# this off. It keeps run-to-run noise down on small machines.
+PIN=${PIN:-1}
+PIN_ARGS=()
+if [[ $PIN == 1 ]] && (( $(nproc) >= 2 )); then PIN_ARGS=(-A 0,1); fi
 
 WORK=$(mktemp -d /tmp/fsbench.XXXXXX)
 CSV=$WORK/runs.csv
@@ -128,13 +135,23 @@ bpf_sum() {
 }
 
 # Ids (JSON array) of programs named in $1 (JSON array) that were not in the
-# id list $2 (JSON array), and, when bpftool reports holders, held by PID $3.
+# id list $2 (JSON array) and, unless $3 is null, are in the id list $3.
 new_prog_ids() {
-    bpftool prog show -j | jq -c --argjson names "$1" --argjson before "$2" --argjson pid "${3:-0}" '
+    bpftool prog show -j | jq -c --argjson names "$1" --argjson before "$2" --argjson held "${3:-null}" '
         [.[] | select(.name as $n | $names | any(.[]; . == $n))
              | select(.id as $id | $before | any(.[]; . == $id) | not)
-             | select($pid == 0 or .pids == null or (.pids | any(.[]; .pid == $pid)))
+             | select($held == null or (.id as $id | $held | any(.[]; . == $id)))
              | .id]'
+}
+
+# Ids (JSON array) of the BPF programs PID holds (program and link fds both
+# name one in /proc/PID/fdinfo), so another flowscribe on this machine,
+# e.g. someone's test run, never counts as ours.
+held_prog_ids() {
+    local f
+    for f in /proc/"$1"/fdinfo/*; do
+        awk '/^prog_id:/ { print $2 }' "$f" 2>/dev/null || true
+    done | jq -sc 'unique'
 }
 
 all_prog_ids() { bpftool prog show -j | jq -c '[.[].id]'; }
@@ -260,16 +277,17 @@ FS_PID="" FS_OUT=""
 SFD_PIDS=() COLLECTOR_PID="" COLLECTOR_OUT="" SFD_CTL_PREFIX=""
 
 start_flowscribe() {
-    local tag=$1 before
+    local tag=$1 before held
     before=$(all_prog_ids)
     FS_OUT=$WORK/fs-$tag.jsonl
     ip netns exec "$NODE" "$FLOWSCRIBE" run --output "file:$FS_OUT" > "$WORK/fs-$tag.stdout" 2> "$WORK/fs-$tag.log" &
     FS_PID=$!
     PIDS+=("$FS_PID")
     wait_for_log "$WORK/fs-$tag.log" "capture running" "$FS_PID" 60
-    TC_IDS=$(new_prog_ids '["fs_tc_ingress","fs_tc_egress"]' "$before" "$FS_PID")
-    KFREE_IDS=$(new_prog_ids '["fs_kfree_skb"]' "$before" "$FS_PID")
-    [[ $(jq length <<<"$TC_IDS") -ge 2 ]] || die "could not find flowscribe's tc programs (ids: $TC_IDS)"
+    held=$(held_prog_ids "$FS_PID")
+    TC_IDS=$(new_prog_ids '["fs_tc_ingress","fs_tc_egress"]' "$before" "$held")
+    KFREE_IDS=$(new_prog_ids '["fs_kfree_skb"]' "$before" "$held")
+    [[ $(jq length <<<"$TC_IDS") -eq 2 ]] || die "expected flowscribe's 2 tc programs, found ids $TC_IDS (held: $held)"
     COND_PIDS=("$FS_PID")
 }
 
@@ -374,7 +392,7 @@ start_empty() {
             ip netns exec "$NODE" tc filter add dev "$ifc" "$dir" bpf da obj "$EMPTY_OBJ" sec tc
         done
     done
-    TC_IDS=$(new_prog_ids '["fsbench_empty"]' "$before" 0)
+    TC_IDS=$(new_prog_ids '["fsbench_empty"]' "$before")
     [[ $(jq length <<<"$TC_IDS") -eq 4 ]] || die "expected 4 empty programs, found $TC_IDS"
     COND_PIDS=()
 }
@@ -391,7 +409,7 @@ iperf_client() {
     local attempt
     for attempt in 1 2 3; do
         if ip netns exec "$PODA" timeout $((DURATION + 30)) \
-            iperf3 -c $B_ADDR -t "$DURATION" -J "$@" > "$json" 2> "$json.err" \
+            iperf3 -c $B_ADDR -t "$DURATION" -J "${PIN_ARGS[@]}" "$@" > "$json" 2> "$json.err" \
             && jq -e '.error == null' "$json" >/dev/null; then
             return 0
         fi
@@ -504,7 +522,12 @@ done
 
 # ---------------------------------------------------------------- report
 REPORT=$WORK/results.md
-python3 - "$CSV" "$R" "$DURATION" > "$REPORT" <<'EOF'
+{
+    echo "Machine: $(nproc) CPUs, kernel $(uname -r), $(date -u '+%Y-%m-%d %H:%M UTC');" \
+        "iperf3 pinning: ${PIN_ARGS[*]:-none}; flowscribe: $FLOWSCRIBE"
+    echo
+} > "$REPORT"
+python3 - "$CSV" "$R" "$DURATION" >> "$REPORT" <<'EOF'
 import csv, statistics, sys
 path, reps, dur = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rows = list(csv.DictReader(open(path)))

@@ -386,12 +386,14 @@ fn active_and_idle_timeouts_cut_windows_while_running() {
     let cport = client.local_addr().unwrap().port();
     let mine = |r: &Value| r["record"] == "flow" && r["src_port"] == cport && r["dst_port"] == port;
 
-    // A live connection for ~5 s (a datagram every 200 ms, so never idle):
-    // the active timeout must cut it into windows while it runs. The sleep
+    // A live connection for 7 s (a datagram every 200 ms, so never idle):
+    // the active timeout must cut it into windows while it runs. A window
+    // closes at most 2 s + one 1 s drain after it opens, so 7 s of traffic
+    // gives at least two live records before the idle one. The sleep
     // paces the traffic; no assertion depends on its exact timing.
     let start = Instant::now();
     let mut sent = 0u64;
-    while start.elapsed() < Duration::from_millis(5000) {
+    while start.elapsed() < Duration::from_millis(7000) {
         client.send_to(b"tick", (b.v4, port)).unwrap();
         sent += 1;
         std::thread::sleep(Duration::from_millis(200));
@@ -421,7 +423,7 @@ fn active_and_idle_timeouts_cut_windows_while_running() {
     );
     assert!(
         records.len() >= 3,
-        "5 s of traffic with a 2 s active timeout: {records:#?}"
+        "7 s of traffic with a 2 s active timeout: {records:#?}"
     );
     assert_eq!(records[0]["state"], "started");
     let (last, live) = records.split_last().unwrap();
