@@ -28,11 +28,14 @@
 # FLOWSCRIBE (binary, target/release/flowscribe; relative paths are from the
 # repository root), IDLE_SETTLE (seconds before the idle RSS read, 5),
 # SKIP_EMPTY=1 (no empty_bpf condition), SKIP_SOFTFLOWD=1.
+# REPORT_FROM_CSV=/tmp/fsbench.X/runs.csv only prints the tables of an
+# earlier run (no root, no traffic). The CSV also records host steal time.
 #
 # This is not a test: nothing runs it but a person. It needs root, iperf3,
 # jq, softflowd, bpftool and python3 (installed with apt-get when missing).
 # An EXIT trap kills every process it started, deletes every namespace it
-# made and restores kernel.bpf_stats_enabled, also on failure or Ctrl-C.
+# made and restores kernel.bpf_stats_enabled, also on failure, Ctrl-C or
+# SIGTERM.
 set -euo pipefail
 
 R=${R:-5}
@@ -43,6 +46,140 @@ SKIP_SOFTFLOWD=${SKIP_SOFTFLOWD:-0}
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------- report
+# report CSV: the Markdown tables (medians, ratios, goals) of a runs.csv.
+report() {
+    python3 - "$1" <<'EOF'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+reps = sorted({r["rep"] for r in rows}, key=int)
+durs = sorted({r.get("duration_s", "") for r in rows} - {""})
+
+def num(r, col):
+    v = r.get(col) or ""
+    return float(v) if v != "" else None
+
+def vals(cond, wl, col, f=lambda r, c: num(r, c)):
+    out = []
+    for r in rows:
+        if r["condition"] == cond and r["workload"] == wl:
+            v = f(r, col)
+            if v is not None:
+                out.append(v)
+    return out
+
+def by_rep(cond, wl, col, f=lambda r, c: num(r, c)):
+    out = {}
+    for r in rows:
+        if r["condition"] == cond and r["workload"] == wl:
+            v = f(r, col)
+            if v is not None:
+                out[r["rep"]] = v
+    return out
+
+def bpf_cpu(r, _):
+    n, ns = num(r, "bpf_tc_runs"), num(r, "bpf_tc_ns_per_run")
+    return None if not n or ns is None else n * ns / 1e9
+
+def millions(r, col):
+    v = num(r, col)
+    return v / 1e6 if v else None
+
+def med(v):
+    return statistics.median(v) if v else None
+
+def fmt(x, nd=2):
+    return "n/a" if x is None else f"{x:.{nd}f}"
+
+def cell(v, nd=2):
+    if not v:
+        return "n/a"
+    if len(v) == 1:
+        return fmt(v[0], nd)
+    return f"{fmt(med(v), nd)} ({fmt(min(v), nd)}–{fmt(max(v), nd)})"
+
+def paired(cond, wl, col, op):
+    x, y = by_rep(cond, wl, col), by_rep(base(cond, col), wl, col)
+    return [op(x[k], y[k]) for k in reps if k in x and k in y and y[k] is not None]
+
+def base(cond, col):
+    return "empty_bpf" if col == "bpf_tc_ns_per_run" else "none"
+
+def ratio(cond, wl, col):
+    a, b = med(vals(cond, wl, col)), med(vals("none", wl, col))
+    p = paired(cond, wl, col, lambda u, v: u / v if v else None)
+    p = [x for x in p if x is not None]
+    return (None if a is None or not b else a / b), p
+
+conds = [c for c in ["none", "flowscribe", "softflowd", "empty_bpf"] if any(r["condition"] == c for r in rows)]
+print(f"{len(reps)} repetition{'s' if len(reps) != 1 else ''}" + (f" of {durs[0]} s" if len(durs) == 1 else "")
+      + " per condition and workload; each cell: median (min–max) over repetitions.\n")
+print("| metric | " + " | ".join(conds) + " |")
+print("|---|" + "---|" * len(conds))
+metrics = [
+    ("TCP single stream, Gbit/s", "tcp", "tcp_gbps", 2, None),
+    ("UDP 64 B, received kpps", "udp", "udp_recv_kpps", 1, None),
+    ("UDP 64 B, sent kpps", "udp", "udp_sent_kpps", 1, None),
+    ("BPF tc ns/run, TCP", "tcp", "bpf_tc_ns_per_run", 1, None),
+    ("BPF tc ns/run, UDP", "udp", "bpf_tc_ns_per_run", 1, None),
+    ("BPF tc runs per run, TCP (millions)", "tcp", "bpf_tc_runs", 2, millions),
+    ("BPF tc runs per run, UDP (millions)", "udp", "bpf_tc_runs", 2, millions),
+    ("BPF tc CPU s per run (runs × ns/run), TCP", "tcp", "", 3, bpf_cpu),
+    ("BPF tc CPU s per run (runs × ns/run), UDP", "udp", "", 3, bpf_cpu),
+    ("BPF kfree_skb ns/run, UDP (host-wide drops)", "udp", "bpf_kfree_ns_per_run", 1, None),
+    ("process CPU s per run, TCP", "tcp", "cpu_s", 2, None),
+    ("process CPU s per run, UDP", "udp", "cpu_s", 2, None),
+    ("UDP packets accounted / sent", "udp", "capture_ratio", 4, None),
+    ("host steal s per run (all CPUs), TCP", "tcp", "steal_s", 2, None),
+    ("host steal s per run (all CPUs), UDP", "udp", "steal_s", 2, None),
+]
+for name, wl, col, nd, f in metrics:
+    cells = [cell(vals(c, wl, col, f) if f else vals(c, wl, col), nd) for c in conds]
+    if all(x == "n/a" for x in cells):
+        cells = ["not recorded"] * len(conds)
+    print(f"| {name} | " + " | ".join(cells) + " |")
+print("| flowscribe idle RSS, MB | " + " | ".join(
+    cell(vals(c, "idle", "rss_mb"), 1) if c == "flowscribe" else "n/a" for c in conds) + " |")
+
+others = [c for c in conds if c != "none"]
+print("\nThroughput against `none`: ratio of the medians; in brackets the median and "
+      "range of the per-repetition ratios (each condition over the `none` run of the same repetition):\n")
+print("| metric | " + " | ".join(others) + " |")
+print("|---|" + "---|" * len(others))
+for name, wl, col in [("TCP Gbit/s", "tcp", "tcp_gbps"), ("UDP received kpps", "udp", "udp_recv_kpps")]:
+    cells = []
+    for c in others:
+        a, p = ratio(c, wl, col)
+        br = f" [{fmt(med(p), 3)}; {fmt(min(p), 3)}–{fmt(max(p), 3)}]" if p else ""
+        cells.append("n/a" if a is None else f"{a:.3f}{br}")
+    print(f"| {name} | " + " | ".join(cells) + " |")
+
+print("\nGoals (flowscribe):\n")
+print("| goal | medians | per repetition: median (min–max) | verdict on the medians |")
+print("|---|---|---|---|")
+def verdict(x, ok):
+    return "not measured" if x is None else ("met" if ok(x) else "NOT met")
+t, tp = ratio("flowscribe", "tcp", "tcp_gbps")
+print(f"| TCP throughput ratio >= 0.99 | {fmt(t, 3)} | {cell(tp, 3)} | {verdict(t, lambda x: x >= 0.99)} |")
+u, up = ratio("flowscribe", "udp", "udp_recv_kpps")
+print(f"| UDP pps ratio >= 0.96 | {fmt(u, 3)} | {cell(up, 3)} | {verdict(u, lambda x: x >= 0.96)} |")
+fs, em = med(vals("flowscribe", "udp", "bpf_tc_ns_per_run")), med(vals("empty_bpf", "udp", "bpf_tc_ns_per_run"))
+over = None if fs is None or em is None else fs - em
+op = paired("flowscribe", "udp", "bpf_tc_ns_per_run", lambda x, y: x - y)
+print(f"| BPF <= 80 ns/packet over an empty program (UDP, existing flow) | "
+      + ("n/a" if over is None else f"{over:.1f} ns ({fs:.1f} − {em:.1f})")
+      + f" | {cell(op, 1)} | {verdict(over, lambda x: x <= 80)} |")
+rss = vals("flowscribe", "idle", "rss_mb")
+print(f"| idle RSS <= 30 MB | {fmt(med(rss), 1)} MB | {cell(rss, 1)} | {verdict(med(rss), lambda x: x <= 30)} |")
+EOF
+}
+
+# REPORT_FROM_CSV=path/runs.csv: only print the tables of an earlier run.
+if [[ -n ${REPORT_FROM_CSV:-} ]]; then
+    report "$REPORT_FROM_CSV"
+    exit 0
+fi
 
 [[ $R =~ ^[1-9][0-9]*$ ]] || die "R must be a positive integer (got '$R')"
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive integer (got '$DURATION')"
@@ -126,6 +263,9 @@ cpu_ticks() {
     set -- $s
     echo $(( ${12} + ${13} ))
 }
+
+# Clock ticks all CPUs lost to the hypervisor so far (steal, /proc/stat).
+steal_ticks() { awk '$1 == "cpu" { print $9 }' /proc/stat; }
 
 # Sum of run_time_ns and run_cnt of the programs whose ids are in the JSON array $1.
 bpf_sum() {
@@ -419,7 +559,7 @@ iperf_client() {
     die "iperf3 failed three times ($json)"
 }
 
-echo "rep,seq,condition,workload,tcp_gbps,udp_recv_kpps,udp_sent_kpps,udp_sent_packets,captured_udp_packets,capture_ratio,bpf_tc_runs,bpf_tc_ns_per_run,bpf_kfree_runs,bpf_kfree_ns_per_run,cpu_s,rss_mb" > "$CSV"
+echo "rep,seq,condition,workload,tcp_gbps,udp_recv_kpps,udp_sent_kpps,udp_sent_packets,captured_udp_packets,capture_ratio,bpf_tc_runs,bpf_tc_ns_per_run,bpf_kfree_runs,bpf_kfree_ns_per_run,cpu_s,rss_mb,steal_s,duration_s" > "$CSV"
 
 SEQ=0
 run_one() {
@@ -436,9 +576,10 @@ run_one() {
     esac
     sleep 1
 
-    local cpu0=0 cpu1=0 tc0 tc1 kf0 kf1
+    local cpu0=0 cpu1=0 tc0 tc1 kf0 kf1 st0 st1
     for p in "${COND_PIDS[@]}"; do cpu0=$((cpu0 + $(cpu_ticks "$p"))); done
     tc0=$(bpf_sum "$TC_IDS"); kf0=$(bpf_sum "$KFREE_IDS")
+    st0=$(steal_ticks)
 
     json=$WORK/iperf-$tag.json
     if [[ $wl == tcp ]]; then
@@ -447,6 +588,7 @@ run_one() {
         iperf_client "$json" -u -b 0 -l 64
     fi
 
+    st1=$(steal_ticks)
     tc1=$(bpf_sum "$TC_IDS"); kf1=$(bpf_sum "$KFREE_IDS")
     for p in "${COND_PIDS[@]}"; do cpu1=$((cpu1 + $(cpu_ticks "$p"))); done
 
@@ -479,7 +621,7 @@ run_one() {
         kfr=$((c1 - c0)); kfn=$(fdiv $((a1 - a0)) "$kfr")
     fi
     if (( ${#COND_PIDS[@]} )); then cpu=$(fdiv $((cpu1 - cpu0)) "$CLK_TCK"); fi
-    echo "$rep,$SEQ,$cond,$wl,$gbps,$rkpps,$skpps,$sent,$captured,$ratio,$tcr,$tcn,$kfr,$kfn,$cpu,">> "$CSV"
+    echo "$rep,$SEQ,$cond,$wl,$gbps,$rkpps,$skpps,$sent,$captured,$ratio,$tcr,$tcn,$kfr,$kfn,$cpu,,$(fdiv $((st1 - st0)) "$CLK_TCK"),$DURATION" >> "$CSV"
     sleep 1
 }
 
@@ -498,7 +640,7 @@ idle_rss() {
     rss=$(awk '/^VmRSS:/ { printf "%.2f", $2 / 1024 }' "/proc/$FS_PID/status")
     stop_pid "$FS_PID" 30
     [[ $STOP_RC == 0 ]] || die "flowscribe exited $STOP_RC after SIGTERM (idle run); log: $WORK/fs-$tag.log"
-    echo "$rep,$SEQ,flowscribe,idle,,,,,,,,,,,$(fdiv $((cpu1 - cpu0)) "$CLK_TCK"),$rss" >> "$CSV"
+    echo "$rep,$SEQ,flowscribe,idle,,,,,,,,,,,$(fdiv $((cpu1 - cpu0)) "$CLK_TCK"),$rss,,$DURATION" >> "$CSV"
 }
 
 # ---------------------------------------------------------------- the run
@@ -526,98 +668,8 @@ REPORT=$WORK/results.md
     echo "Machine: $(nproc) CPUs, kernel $(uname -r), $(date -u '+%Y-%m-%d %H:%M UTC');" \
         "iperf3 pinning: ${PIN_ARGS[*]:-none}; flowscribe: $FLOWSCRIBE"
     echo
+    report "$CSV"
 } > "$REPORT"
-python3 - "$CSV" "$R" "$DURATION" >> "$REPORT" <<'EOF'
-import csv, statistics, sys
-path, reps, dur = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-rows = list(csv.DictReader(open(path)))
-
-def vals(cond, wl, col):
-    return [float(r[col]) for r in rows if r["condition"] == cond and r["workload"] == wl and r[col] != ""]
-
-def by_rep(cond, wl, col):
-    return {r["rep"]: float(r[col]) for r in rows if r["condition"] == cond and r["workload"] == wl and r[col] != ""}
-
-def med(v):
-    return statistics.median(v) if v else None
-
-def fmt(x, nd=2):
-    return "n/a" if x is None else f"{x:.{nd}f}"
-
-def cell(cond, wl, col, nd=2):
-    v = vals(cond, wl, col)
-    if not v:
-        return "n/a"
-    if len(v) == 1:
-        return fmt(v[0], nd)
-    return f"{fmt(med(v), nd)} ({fmt(min(v), nd)}–{fmt(max(v), nd)})"
-
-def ratio(cond, wl, col):
-    a, b = med(vals(cond, wl, col)), med(vals("none", wl, col))
-    if a is None or not b:
-        return None, None
-    x, y = by_rep(cond, wl, col), by_rep("none", wl, col)
-    paired = [x[k] / y[k] for k in x if k in y and y[k]]
-    return a / b, (med(paired) if paired else None)
-
-conds = [c for c in ["none", "flowscribe", "softflowd", "empty_bpf"] if any(r["condition"] == c for r in rows)]
-print(f"R={reps} repetitions of {dur}s per condition and workload; median (min–max) over repetitions.\n")
-print("| metric | " + " | ".join(conds) + " |")
-print("|---|" + "---|" * len(conds))
-metrics = [
-    ("TCP single stream, Gbit/s", "tcp", "tcp_gbps", 2),
-    ("UDP 64 B, received kpps", "udp", "udp_recv_kpps", 1),
-    ("UDP 64 B, sent kpps", "udp", "udp_sent_kpps", 1),
-    ("BPF tc ns/run, TCP", "tcp", "bpf_tc_ns_per_run", 1),
-    ("BPF tc ns/run, UDP", "udp", "bpf_tc_ns_per_run", 1),
-    ("BPF tc runs per run, UDP (millions)", "udp", "bpf_tc_runs", 2),
-    ("BPF kfree_skb ns/run, UDP", "udp", "bpf_kfree_ns_per_run", 1),
-    ("process CPU s per run, TCP", "tcp", "cpu_s", 2),
-    ("process CPU s per run, UDP", "udp", "cpu_s", 2),
-    ("UDP packets accounted / sent", "udp", "capture_ratio", 4),
-]
-for name, wl, col, nd in metrics:
-    cells = []
-    for c in conds:
-        if col == "bpf_tc_runs":
-            v = [x / 1e6 for x in vals(c, wl, col) if x]
-            cells.append(f"{fmt(med(v), nd)}" if v else "n/a")
-        else:
-            cells.append(cell(c, wl, col, nd))
-    print(f"| {name} | " + " | ".join(cells) + " |")
-print(f"| flowscribe idle RSS, MB | " + " | ".join(
-    cell(c, "idle", "rss_mb", 1) if c == "flowscribe" else "n/a" for c in conds) + " |")
-
-print("\nRatios against `none` (ratio of medians; median of per-repetition ratios in brackets):\n")
-print("| metric | " + " | ".join(c for c in conds if c != "none") + " |")
-print("|---|" + "---|" * (len(conds) - 1))
-for name, wl, col in [("TCP Gbit/s", "tcp", "tcp_gbps"), ("UDP received kpps", "udp", "udp_recv_kpps")]:
-    cells = []
-    for c in conds:
-        if c == "none":
-            continue
-        a, p = ratio(c, wl, col)
-        cells.append("n/a" if a is None else f"{a:.3f} [{fmt(p, 3)}]")
-    print(f"| {name} | " + " | ".join(cells) + " |")
-
-goals = []
-def goal(name, value, ok):
-    goals.append(f"| {name} | {value} | {'met' if ok else 'NOT met'} |" if ok is not None else f"| {name} | {value} | not measured |")
-t, _ = ratio("flowscribe", "tcp", "tcp_gbps")
-goal("TCP throughput ratio >= 0.99", fmt(t, 3), None if t is None else t >= 0.99)
-u, _ = ratio("flowscribe", "udp", "udp_recv_kpps")
-goal("UDP pps ratio >= 0.96", fmt(u, 3), None if u is None else u >= 0.96)
-fs, em = med(vals("flowscribe", "udp", "bpf_tc_ns_per_run")), med(vals("empty_bpf", "udp", "bpf_tc_ns_per_run"))
-over = None if fs is None or em is None else fs - em
-goal("BPF <= 80 ns/packet over an empty program (UDP, existing flow)",
-     "n/a" if over is None else f"{over:.1f} ns ({fs:.1f} - {em:.1f})", None if over is None else over <= 80)
-rss = med(vals("flowscribe", "idle", "rss_mb"))
-goal("idle RSS <= 30 MB", fmt(rss, 1) + " MB" if rss is not None else "n/a", None if rss is None else rss <= 30)
-print("\nGoals (flowscribe):\n")
-print("| goal | this run | verdict |")
-print("|---|---|---|")
-print("\n".join(goals))
-EOF
 
 cat "$REPORT"
 echo
