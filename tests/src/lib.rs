@@ -226,6 +226,33 @@ impl Node {
     }
 }
 
+/// A configuration file in the temp directory, removed on drop (also when
+/// the test fails).
+#[derive(Debug)]
+pub struct TempConfig {
+    path: PathBuf,
+}
+
+impl TempConfig {
+    pub fn new(yaml: &str) -> TempConfig {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("fst-{}-{n}.yaml", std::process::id()));
+        std::fs::write(&path, yaml).unwrap();
+        TempConfig { path }
+    }
+
+    /// The path, as a command-line argument.
+    pub fn arg(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// Path of the flowscribe binary (built by `cargo build` before the tests).
 pub fn flowscribe_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("FLOWSCRIBE_BIN") {

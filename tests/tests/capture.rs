@@ -191,10 +191,9 @@ fn sigterm_drains_everything_then_leaves_no_program_link_or_qdisc() {
     for mode in ["tcx", "tc"] {
         let node = Node::new(2);
         let (a, b) = (&node.pods[0], &node.pods[1]);
-        let config = std::env::temp_dir().join(format!("fst-{}-{mode}.yaml", std::process::id()));
-        std::fs::write(&config, format!("capture:\n  attach_mode: {mode}\n")).unwrap();
+        let config = TempConfig::new(&format!("capture:\n  attach_mode: {mode}\n"));
+        let config_arg = config.arg();
         let mut args = ONE_WINDOW.to_vec();
-        let config_arg = config.display().to_string();
         args.extend(["--config", &config_arg]);
         let exporter = Exporter::start(&node.ns.name, &args);
 
@@ -241,7 +240,6 @@ fn sigterm_drains_everything_then_leaves_no_program_link_or_qdisc() {
                 .sh(&["tc", "filter", "show", "dev", &pod.host_if, "ingress"]);
             assert!(filters.trim().is_empty(), "{mode}: filter left: {filters}");
         }
-        let _ = std::fs::remove_file(&config);
     }
 }
 
@@ -283,15 +281,11 @@ fn an_nftables_drop_in_a_pod_shows_dropped_packets_and_netfilter_drop() {
         client.send_to(b"dropped!", (b.v4, port)).unwrap();
     }
     // Wait (bounded) until netfilter has dropped all three: its rule counter.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !b
-        .ns
-        .sh(&["nft", "list", "chain", "inet", "fst", "input"])
-        .contains("packets 3 ")
-    {
-        assert!(Instant::now() < deadline, "nft never dropped 3 packets");
-        std::thread::yield_now();
-    }
+    let dropped = wait_until(Duration::from_secs(10), || {
+        b.ns.sh(&["nft", "list", "chain", "inet", "fst", "input"])
+            .contains("packets 3 ")
+    });
+    assert!(dropped, "nft never dropped 3 packets");
     let stopped = exporter.stop();
     assert_eq!(stopped.code, Some(0));
     let cport = client.local_addr().unwrap().port();
@@ -308,13 +302,8 @@ fn with_a_tiny_map_and_ring_exported_plus_lost_is_every_flow() {
     let _serial = serial();
     let node = Node::new_v4_only(1);
     let pod = &node.pods[0];
-    let config = std::env::temp_dir().join(format!("fst-{}-tiny.yaml", std::process::id()));
-    std::fs::write(
-        &config,
-        "capture:\n  flow_map_entries: 100\n  ring_buffer_bytes: 4096\n",
-    )
-    .unwrap();
-    let config_arg = config.display().to_string();
+    let config = TempConfig::new("capture:\n  flow_map_entries: 100\n  ring_buffer_bytes: 4096\n");
+    let config_arg = config.arg();
     let mut args = ONE_WINDOW.to_vec();
     args.extend(["--config", &config_arg]);
     let exporter = Exporter::start(&node.ns.name, &args);
@@ -368,7 +357,6 @@ fn with_a_tiny_map_and_ring_exported_plus_lost_is_every_flow() {
         exported,
         "events {events} + ring failures {ring_lost}"
     );
-    let _ = std::fs::remove_file(&config);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use flowscribe_e2e::{Exporter, Node, flowscribe_bin, serial};
+use flowscribe_e2e::{Exporter, Node, TempConfig, flowscribe_bin, serial};
 
 fn run(args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(flowscribe_bin())
@@ -20,8 +20,6 @@ fn run(args: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn bad_config_lists_every_problem_with_its_path_and_exits_2() {
-    let dir = std::env::temp_dir().join(format!("fst-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let cases: &[(&str, &[&str])] = &[
         (
             "capture:\n  active_timeout: soon\n  ring_buffer_bytes: 1000\n  interfaces: ['eth[']\n",
@@ -38,9 +36,8 @@ fn bad_config_lists_every_problem_with_its_path_and_exits_2() {
         ),
     ];
     for (i, (yaml, needles)) in cases.iter().enumerate() {
-        let path = dir.join(format!("c{i}.yaml"));
-        std::fs::write(&path, yaml).unwrap();
-        let (code, stderr) = run(&["--config", path.to_str().unwrap()]);
+        let config = TempConfig::new(yaml);
+        let (code, stderr) = run(&["--config", &config.arg()]);
         assert_eq!(code, Some(2), "case {i}: {stderr}");
         for n in *needles {
             assert!(stderr.contains(n), "case {i}: {n:?} missing from {stderr}");
@@ -52,7 +49,6 @@ fn bad_config_lists_every_problem_with_its_path_and_exits_2() {
         stderr.contains("cannot read config file /nonexistent/flowscribe.yaml"),
         "{stderr}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -91,16 +87,11 @@ fn the_exporters_own_sink_traffic_is_not_captured() {
     // Pretend pod b runs the exporter's sink on a UDP port.
     let sink = b.ns.run(|| std::net::UdpSocket::bind("0.0.0.0:0").unwrap());
     let sink_port = sink.local_addr().unwrap().port();
-    let config = std::env::temp_dir().join(format!("fst-{}-excl.yaml", std::process::id()));
-    std::fs::write(
-        &config,
-        format!(
-            "capture:\n  exclude_endpoints: ['{}:{sink_port}/udp']\n",
-            b.v4
-        ),
-    )
-    .unwrap();
-    let config_arg = config.display().to_string();
+    let config = TempConfig::new(&format!(
+        "capture:\n  exclude_endpoints: ['{}:{sink_port}/udp']\n",
+        b.v4
+    ));
+    let config_arg = config.arg();
     let exporter = Exporter::start(
         &node.ns.name,
         &[
@@ -137,5 +128,4 @@ fn the_exporters_own_sink_traffic_is_not_captured() {
             .count(),
         1
     );
-    let _ = std::fs::remove_file(&config);
 }

@@ -154,54 +154,18 @@ mod tests {
     #[test]
     fn layouts_match_the_c_header() {
         // (size, align) as documented in bpf/flowscribe.h.
-        let cases: [(&str, usize, usize, usize, usize); 6] = [
-            (
-                "flow_key",
-                size_of::<RawFlowKey>(),
-                44,
-                align_of::<RawFlowKey>(),
-                4,
-            ),
-            (
-                "flow_val",
-                size_of::<RawFlowVal>(),
-                40,
-                align_of::<RawFlowVal>(),
-                8,
-            ),
-            (
-                "flow_event",
-                size_of::<RawFlowEvent>(),
-                56,
-                align_of::<RawFlowEvent>(),
-                8,
-            ),
-            (
-                "drop_val",
-                size_of::<RawDropVal>(),
-                40,
-                align_of::<RawDropVal>(),
-                8,
-            ),
-            (
-                "endpoint_key",
-                size_of::<RawEndpointKey>(),
-                20,
-                align_of::<RawEndpointKey>(),
-                2,
-            ),
-            (
-                "fs_config",
-                size_of::<RawConfig>(),
-                8,
-                align_of::<RawConfig>(),
-                4,
-            ),
-        ];
-        for (name, size, want_size, align, want_align) in cases {
-            assert_eq!(size, want_size, "size of {name}");
-            assert_eq!(align, want_align, "alignment of {name}");
+        macro_rules! layout {
+            ($t:ty, $size:expr, $align:expr) => {
+                assert_eq!(size_of::<$t>(), $size, "size of {}", stringify!($t));
+                assert_eq!(align_of::<$t>(), $align, "alignment of {}", stringify!($t));
+            };
         }
+        layout!(RawFlowKey, 44, 4);
+        layout!(RawFlowVal, 40, 8);
+        layout!(RawFlowEvent, 56, 8);
+        layout!(RawDropVal, 40, 8);
+        layout!(RawEndpointKey, 20, 2);
+        layout!(RawConfig, 8, 4);
         assert_eq!(offset_of!(RawFlowKey, sport), 32);
         assert_eq!(offset_of!(RawFlowKey, ifindex), 36);
         assert_eq!(offset_of!(RawFlowKey, proto), 40);

@@ -89,14 +89,11 @@ impl ConnKey {
     }
 }
 
-/// What has been exported of one kernel entry.
+/// The cumulative counters of one kernel entry that are already accounted.
 #[derive(Debug, Clone, Copy, Default)]
 struct EntryProgress {
     packets: u64,
     bytes: u64,
-    first_ns: u64,
-    last_ns: u64,
-    flags: u8,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -111,9 +108,8 @@ struct DropAccum {
 
 #[derive(Debug)]
 struct Conn {
-    /// The initiator's address and port as they appear in `saddr`/`sport`.
-    initiator: ([u8; 16], u16),
-    /// The first initiator entry's key, kept for the record's 5-tuple.
+    /// An initiator -> responder entry's key: the record's 5-tuple, and what
+    /// tells the two directions apart.
     template: RawFlowKey,
     orientation: Orientation,
     owner_ifindex: u32,
@@ -132,11 +128,7 @@ struct Conn {
 
 impl Conn {
     fn is_forward(&self, k: &RawFlowKey) -> bool {
-        if is_icmp(k.proto) {
-            k.saddr == self.initiator.0
-        } else {
-            (k.saddr, k.sport) == self.initiator
-        }
+        same_side(k, &self.template)
     }
 
     fn pending(&self) -> bool {
@@ -238,10 +230,6 @@ impl Aggregator {
         };
         prog.packets = v.packets;
         prog.bytes = v.bytes;
-        prog.first_ns = v.first_ns;
-        prog.last_ns = prog.last_ns.max(v.last_ns);
-        prog.flags |= v.tcp_flags as u8;
-        let flags = prog.flags;
         conn.last_ns = conn.last_ns.max(v.last_ns);
         conn.first_ns = conn.first_ns.min(v.first_ns);
         if k.ifindex != conn.owner_ifindex {
@@ -255,7 +243,9 @@ impl Aggregator {
         };
         side.packets += dp;
         side.bytes += db;
-        side.tcp_flags |= flags;
+        // The kernel ORs flags cumulatively; OR-ing here keeps flags seen
+        // before a counter reset.
+        side.tcp_flags |= v.tcp_flags as u8;
     }
 
     /// Take in kernel drops (the caller removed them from the drop map).
@@ -390,7 +380,6 @@ fn new_conn(entries: &[(RawFlowKey, RawFlowVal)]) -> Conn {
     };
     // The initiator's packets at the owner interface give the hook direction;
     // if only the reply was seen there, its direction is the opposite one.
-    let initiator = (template.saddr, template.sport);
     let owner_forward = entries
         .iter()
         .find(|(k, _)| k.ifindex == owner && same_side(k, &template));
@@ -400,7 +389,6 @@ fn new_conn(entries: &[(RawFlowKey, RawFlowVal)]) -> Conn {
     };
     let first_ns = entries.iter().map(|(_, v)| v.first_ns).min().unwrap_or(0);
     Conn {
-        initiator,
         template,
         orientation,
         owner_ifindex: owner,

@@ -261,10 +261,21 @@ impl Capture {
             AttachMode::Tcx => true,
             AttachMode::Tc => false,
         };
-        let reasons = DropReasons::from_sys_fs()?;
+        // The kernel BTF (5+ MB) is read and parsed once here: it gives the
+        // drop reason names, CO-RE relocations and the tp_btf target.
+        let raw_btf = std::fs::read(drop_reasons::VMLINUX_BTF_PATH).map_err(|source| {
+            drop_reasons::BtfError::Io {
+                path: drop_reasons::VMLINUX_BTF_PATH.to_string(),
+                source,
+            }
+        })?;
+        let reasons = DropReasons::from_btf(&raw_btf)?;
+        let btf = Btf::parse(&raw_btf, aya::Endianness::default()).map_err(load_err)?;
+        drop(raw_btf);
         let watcher = LinkWatcher::new()?;
 
         let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
             .map_max_entries("FLOWS", config.flow_map_entries)
             .map_max_entries("FLOW_EVENTS", config.ring_bytes)
             .map_max_entries("DROPS", config.drop_map_entries)
@@ -279,7 +290,6 @@ impl Capture {
             prog.load().map_err(load_err)?;
         }
         if config.trace_drops {
-            let btf = Btf::from_sys_fs().map_err(load_err)?;
             let prog: &mut BtfTracePoint = ebpf
                 .program_mut("fs_kfree_skb")
                 .ok_or_else(|| load_err("program fs_kfree_skb missing"))?
@@ -591,13 +601,13 @@ impl Capture {
         Ok(losses)
     }
 
-    /// Cumulative counters (kernel and userspace).
-    pub fn counters(&self) -> Result<CaptureCounters, CaptureError> {
-        Ok(CaptureCounters {
-            kernel: self.read_kernel_stats()?,
+    /// Cumulative counters (kernel and userspace) as of the last drain.
+    pub fn counters(&self) -> CaptureCounters {
+        CaptureCounters {
+            kernel: self.last_kernel.clone(),
             new_flow_events: self.new_flow_events,
             aggregator: self.aggregator.stats(),
-        })
+        }
     }
 
     /// Detach from every interface, then drain everything that is left
@@ -611,7 +621,7 @@ impl Capture {
             }
         }
         let batch = self.drain_inner(true)?;
-        let counters = self.counters()?;
+        let counters = self.counters();
         Ok((batch, counters))
     }
 }
