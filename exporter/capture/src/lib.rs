@@ -22,7 +22,7 @@ pub mod netlink;
 mod preflight;
 mod sys;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
@@ -185,6 +185,8 @@ pub struct Capture {
     tcx: bool,
     filter: InterfaceFilter,
     attachments: BTreeMap<u32, Attachment>,
+    /// Selected interfaces we cannot parse (no Ethernet framing), already reported.
+    unsupported: HashSet<u32>,
     /// Every interface name we have seen by index, kept after removal so
     /// late records still carry the name.
     names: HashMap<u32, String>,
@@ -319,6 +321,7 @@ impl Capture {
             tcx,
             filter,
             attachments: BTreeMap::new(),
+            unsupported: HashSet::new(),
             names: HashMap::new(),
             reasons,
             aggregator: Aggregator::new(AggregatorConfig {
@@ -360,6 +363,7 @@ impl Capture {
         let links = netlink::list_links()?;
         let mut events = Vec::new();
         let present: HashMap<u32, &LinkInfo> = links.iter().map(|l| (l.ifindex, l)).collect();
+        self.unsupported.retain(|i| present.contains_key(i));
         let gone: Vec<u32> = self
             .attachments
             .iter()
@@ -383,6 +387,10 @@ impl Capture {
                 continue;
             }
             if !InterfaceFilter::supported(link) {
+                // Say it once per interface, not at every link change.
+                if !self.unsupported.insert(link.ifindex) {
+                    continue;
+                }
                 events.push(AttachEvent::Skipped {
                     ifindex: link.ifindex,
                     name: link.name.clone(),
