@@ -229,6 +229,11 @@ impl IdentityIndex {
 
     fn upsert(&mut self, object: Object, at: SystemTime) {
         let key = object.key();
+        // A relist or a manifests re-read repeats unchanged objects; they
+        // must not cost a rebuild of their namespace.
+        if self.objects.get(&key) == Some(&object) {
+            return;
+        }
         let previous = self.objects.insert(key.clone(), object.clone());
         match object {
             Object::Pod(pod) => {

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use flowscribe_capture::{AttachMode, CaptureConfig, interfaces::InterfaceFilter};
+use flowscribe_enrich::IndexConfig;
+use flowscribe_enrich::networks::NamedNetwork;
 use serde::{Deserialize, Serialize};
 
 /// One documented configuration field.
@@ -101,6 +103,30 @@ pub const FIELDS: &[FieldDoc] = &[
         default: "[]",
         doc: "Endpoints whose traffic is never captured, e.g. `10.0.0.5:4317/tcp`. The exporter adds its own sinks here.",
     },
+    FieldDoc {
+        path: "enrich.manifests",
+        kind: "path",
+        default: "none",
+        doc: "A directory of Kubernetes manifests (YAML/JSON, multi-document, `List` kinds, `kubectl get -A -o yaml` output) to resolve identities from: Pods, Namespaces, Nodes, Services, EndpointSlices, ReplicaSets, Jobs. Re-read when a file changes; objects that disappear count as deleted then.",
+    },
+    FieldDoc {
+        path: "enrich.deleted_grace",
+        kind: "duration",
+        default: "10m",
+        doc: "How long the address of a deleted pod or service still resolves to it, marked `stale` with the deletion time.",
+    },
+    FieldDoc {
+        path: "enrich.service_cidrs",
+        kind: "list of CIDRs",
+        default: "[]",
+        doc: "The cluster's service ranges (not discoverable from the API); addresses in them are named `service-network`.",
+    },
+    FieldDoc {
+        path: "enrich.networks",
+        kind: "list of {name, cidrs}",
+        default: "[]",
+        doc: "Named networks, e.g. `{name: corp-vpn, cidrs: [10.50.0.0/16]}`. The most specific range wins; a configured name wins over a built-in one of equal prefix. Built-in: LOOPBACK, MULTICAST, CLOUD METADATA (169.254.169.254, fd00:ec2::254), LINK LOCAL, PRIVATE NETWORK (RFC 1918, 100.64/10, fc00::/7), pod-network (Node pod CIDRs), PUBLIC NETWORK (everything else).",
+    },
 ];
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -110,6 +136,31 @@ pub struct RawConfig {
     pub output: Option<String>,
     #[serde(default)]
     pub capture: RawCapture,
+    #[serde(default)]
+    pub enrich: RawEnrich,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnrich {
+    pub manifests: Option<PathBuf>,
+    pub deleted_grace: Option<String>,
+    pub service_cidrs: Option<Vec<String>>,
+    pub networks: Option<Vec<RawNetwork>>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetwork {
+    pub name: String,
+    pub cidrs: Vec<String>,
+}
+
+/// Validated `enrich` settings.
+#[derive(Debug, Clone)]
+pub struct EnrichSettings {
+    pub manifests: Option<PathBuf>,
+    pub index: IndexConfig,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -142,6 +193,7 @@ pub struct Config {
     pub output: Output,
     pub capture: CaptureConfig,
     pub drain_interval: Duration,
+    pub enrich: EnrichSettings,
 }
 
 /// One configuration problem, with the path of the field.
@@ -337,10 +389,12 @@ impl RawConfig {
                 Err(m) => p.push(problem(&format!("capture.exclude_endpoints[{i}]"), m)),
             }
         }
+        let enrich = self.enrich.validate(&mut p);
         if !p.is_empty() {
             return Err(p);
         }
         Ok(Config {
+            enrich,
             node_name: self
                 .node_name
                 .clone()
@@ -360,6 +414,63 @@ impl RawConfig {
                 excluded_endpoints,
             },
         })
+    }
+}
+
+fn cidrs(p: &mut Vec<ConfigProblem>, path: &str, raw: &[String]) -> Vec<ipnet::IpNet> {
+    let mut out = Vec::new();
+    for (i, c) in raw.iter().enumerate() {
+        match c.parse::<ipnet::IpNet>() {
+            Ok(n) => out.push(n),
+            // A bare address is a /32 or /128.
+            Err(_) => match c.parse::<std::net::IpAddr>() {
+                Ok(a) => out.push(ipnet::IpNet::from(a)),
+                Err(_) => p.push(problem(
+                    &format!("{path}[{i}]"),
+                    format!("{c:?} is not a CIDR (e.g. 10.0.0.0/8) or an address"),
+                )),
+            },
+        }
+    }
+    out
+}
+
+impl RawEnrich {
+    fn validate(&self, p: &mut Vec<ConfigProblem>) -> EnrichSettings {
+        let defaults = IndexConfig::default();
+        let deleted_grace = duration(
+            p,
+            "enrich.deleted_grace",
+            &self.deleted_grace,
+            defaults.deleted_grace,
+            Duration::ZERO,
+        );
+        let service_cidrs = cidrs(
+            p,
+            "enrich.service_cidrs",
+            self.service_cidrs.as_deref().unwrap_or_default(),
+        );
+        let mut networks = Vec::new();
+        for (i, n) in self.networks.iter().flatten().enumerate() {
+            if n.name.trim().is_empty() {
+                p.push(problem(
+                    &format!("enrich.networks[{i}].name"),
+                    "must not be empty".into(),
+                ));
+            }
+            networks.push(NamedNetwork {
+                name: n.name.clone(),
+                cidrs: cidrs(p, &format!("enrich.networks[{i}].cidrs"), &n.cidrs),
+            });
+        }
+        EnrichSettings {
+            manifests: self.manifests.clone(),
+            index: IndexConfig {
+                deleted_grace,
+                networks,
+                service_cidrs,
+            },
+        }
     }
 }
 
@@ -404,7 +515,7 @@ mod tests {
     #[test]
     fn every_problem_is_listed_with_its_path() {
         let raw = parse(
-            "output: kafka://x\ncapture:\n  interfaces: ['veth[']\n  active_timeout: 10 parsecs\n  idle_timeout: 10ms\n  attach_mode: xdp\n  ring_buffer_bytes: 5000\n  flow_map_entries: 0\n  exclude_endpoints: ['10.0.0.1:80/icmp', 'nope']\n",
+            "output: kafka://x\ncapture:\n  interfaces: ['veth[']\n  active_timeout: 10 parsecs\n  idle_timeout: 10ms\n  attach_mode: xdp\n  ring_buffer_bytes: 5000\n  flow_map_entries: 0\n  exclude_endpoints: ['10.0.0.1:80/icmp', 'nope']\nenrich:\n  deleted_grace: soon\n  service_cidrs: [10.96.0.0/12, 10.300.0.0/16]\n  networks: [{name: '', cidrs: [corp]}]\n",
         );
         let paths: Vec<String> = raw
             .validate("n")
@@ -424,6 +535,10 @@ mod tests {
                 "capture.ring_buffer_bytes",
                 "capture.exclude_endpoints[0]",
                 "capture.exclude_endpoints[1]",
+                "enrich.deleted_grace",
+                "enrich.service_cidrs[1]",
+                "enrich.networks[0].name",
+                "enrich.networks[0].cidrs[0]",
             ]
         );
     }

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod identity;
 mod output;
 mod pipeline;
 
@@ -55,6 +56,9 @@ pub struct RunArgs {
     /// Where records go: stdout or file:PATH.
     #[arg(long, value_name = "stdout|file:PATH")]
     pub output: Option<String>,
+    /// Resolve identities from a directory of Kubernetes manifests (re-read on change).
+    #[arg(long, value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {

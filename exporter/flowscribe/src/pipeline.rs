@@ -1,20 +1,22 @@
 //! `flowscribe run`: the pipeline, wired top to bottom in pipeline order.
 //!
-//! Today the pipeline is ① capture -> ④ normalize (minimal JSON) -> output.
-//! Enrich, explain and the sinks slot in between as their issues land.
+//! Today the pipeline is ① capture -> ② enrich -> ④ normalize (minimal JSON)
+//! -> output. Explain and the sinks slot in as their issues land.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use flowscribe_capture::{AttachEvent, Batch, Capture, CaptureError, interfaces::is_literal};
+use flowscribe_enrich::enrich_batch;
 use flowscribe_normalize::minimal;
 use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::RunArgs;
 use crate::config::{Config, RawConfig};
+use crate::identity::Identities;
 use crate::output::RecordWriter;
 
 /// How `run` can fail: a usage problem (exit 2, one line each) or a runtime failure.
@@ -66,6 +68,9 @@ fn load_config(args: &RunArgs) -> Result<Config, RunError> {
     }
     if args.output.is_some() {
         raw.output = args.output.clone();
+    }
+    if args.manifests.is_some() {
+        raw.enrich.manifests = args.manifests.clone();
     }
     raw.validate(&host_name())
         .map_err(|problems| RunError::Usage(problems.iter().map(|p| p.to_string()).collect()))
@@ -121,15 +126,35 @@ fn log_attach_events(events: &[AttachEvent]) {
     }
 }
 
-fn records(batch: &Batch, node: &str) -> Vec<Value> {
-    let mut out: Vec<Value> = batch.flows.iter().map(|f| minimal::flow(f, node)).collect();
+/// ② Enrich a drained batch, then ④ normalize it to minimal JSON records.
+fn records(batch: Batch, identities: &mut Identities, node: &str) -> Vec<Value> {
+    identities.refresh(SystemTime::now());
+    let degraded = identities.degraded();
+    let flows = enrich_batch(identities.index(), batch.flows, degraded);
+    let mut out: Vec<Value> = flows
+        .iter()
+        .map(|f| minimal::enriched_flow(f, node))
+        .collect();
     out.extend(batch.losses.iter().map(|l| minimal::loss(l, node)));
     out
+}
+
+/// A manifests directory that does not exist is a usage error, not a
+/// silently empty identity index.
+fn check_manifests_dir(config: &Config) -> Result<(), RunError> {
+    match &config.enrich.manifests {
+        Some(dir) if !dir.is_dir() => Err(RunError::Usage(vec![format!(
+            "enrich.manifests: {} is not a directory",
+            dir.display()
+        )])),
+        _ => Ok(()),
+    }
 }
 
 pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let config = load_config(args)?;
     check_literal_interfaces(&config)?;
+    check_manifests_dir(&config)?;
     let mut writer = RecordWriter::open(&config.output).map_err(RunError::Failed)?;
 
     // SIGINT/SIGTERM set a flag; the loop below notices within one link-watch timeout.
@@ -154,6 +179,11 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         "capture running"
     );
 
+    // ② Enrich: identities from the manifests directory (read now, re-read on change).
+    let mut identities =
+        Identities::new(config.enrich.index.clone(), config.enrich.manifests.clone());
+    identities.refresh(SystemTime::now());
+
     let mut next_drain = Instant::now() + config.drain_interval;
     while !stop.load(Ordering::Relaxed) {
         // ① Follow interfaces as pods come and go (netlink, at most 200 ms late).
@@ -166,16 +196,16 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             continue;
         }
         next_drain += config.drain_interval;
-        // ① Drain the kernel maps into records -> ④ normalize -> output.
+        // ① Drain the kernel maps -> ② enrich -> ④ normalize -> output.
         let batch = capture.drain().map_err(anyhow::Error::from)?;
-        writer.write_batch(&records(&batch, &config.node_name))?;
+        writer.write_batch(&records(batch, &mut identities, &config.node_name))?;
     }
 
     // Shutdown: detach everything first, then the final drain, so nothing
     // the kernel counted is lost.
     info!("stopping: final drain");
     let (batch, counters) = capture.shutdown().map_err(anyhow::Error::from)?;
-    writer.write_batch(&records(&batch, &config.node_name))?;
+    writer.write_batch(&records(batch, &mut identities, &config.node_name))?;
     info!(
         new_flow_events = counters.new_flow_events,
         counter_resets = counters.aggregator.counter_resets,

@@ -5,7 +5,8 @@
 use std::time::SystemTime;
 
 use flowscribe_model::{
-    CaptureLoss, EndReason, Flow, FlowState, HookDirection, Orientation, protocol_name,
+    CaptureLoss, EndReason, Endpoint, EnrichedFlow, Flow, FlowState, HookDirection, Orientation,
+    protocol_name,
 };
 use serde_json::{Value, json};
 
@@ -97,6 +98,50 @@ pub fn flow(f: &Flow, node: &str) -> Value {
     v
 }
 
+/// One end of a flow; absent fields are omitted.
+pub fn endpoint(e: &Endpoint) -> Value {
+    let mut v = json!({"kind": e.kind.as_str()});
+    if let Some(p) = &e.pod {
+        v["namespace"] = json!(&*p.namespace);
+        v["pod"] = json!(&*p.name);
+        v["pod_uid"] = json!(&*p.uid);
+        v["labels"] = json!(&*p.labels);
+        if let Some(sa) = &p.service_account {
+            v["service_account"] = json!(&**sa);
+        }
+        if let Some(w) = &p.workload {
+            v["workload"] = json!({"kind": &*w.kind, "name": &*w.name});
+        }
+    }
+    if let Some(s) = &e.service {
+        let mut svc = json!({"namespace": &*s.namespace, "name": &*s.name});
+        if let Some(port) = &s.port_name {
+            svc["port_name"] = json!(&**port);
+        }
+        v["service"] = svc;
+    }
+    if let Some(n) = &e.node {
+        v["node"] = json!(&**n);
+    }
+    if let Some(n) = &e.network {
+        v["network"] = json!(&**n);
+    }
+    if let Some(s) = e.stale {
+        v["stale"] = json!({"deleted_at": ts(s.deleted_at)});
+    }
+    v
+}
+
+/// One enriched flow: the flow record plus `source`, `destination` and
+/// `identity_degraded`.
+pub fn enriched_flow(f: &EnrichedFlow, node: &str) -> Value {
+    let mut v = flow(&f.flow, node);
+    v["source"] = endpoint(&f.source);
+    v["destination"] = endpoint(&f.destination);
+    v["identity_degraded"] = json!(f.identity_degraded);
+    v
+}
+
 /// One loss report as a minimal JSON record.
 pub fn loss(l: &CaptureLoss, node: &str) -> Value {
     json!({
@@ -181,6 +226,51 @@ mod tests {
                         "last_reason": "NETFILTER_DROP", "last_netns_ino": 4026532389u64},
         });
         assert_eq!(flow(&f, "n1"), want);
+    }
+
+    #[test]
+    fn endpoint_shape() {
+        use flowscribe_model::{EndpointKind, PodIdentity, ServiceRef, Stale, Workload};
+        use std::sync::Arc;
+        let pod = PodIdentity {
+            name: "web-1".into(),
+            uid: "u1".into(),
+            namespace: "shop".into(),
+            labels: Arc::new([("app".to_string(), "web".to_string())].into()),
+            service_account: Some("web-sa".into()),
+            node: Some("n1".into()),
+            workload: Some(Workload {
+                kind: "Deployment".into(),
+                name: "web".into(),
+            }),
+            namespace_labels: Arc::default(),
+            ports: Arc::new([]),
+        };
+        let mut e = Endpoint::of_kind(EndpointKind::Service);
+        e.pod = Some(Arc::new(pod));
+        e.node = Some("n1".into());
+        e.service = Some(ServiceRef {
+            name: "web".into(),
+            namespace: "shop".into(),
+            port_name: Some("http".into()),
+        });
+        e.network = Some("service-network".into());
+        e.stale = Some(Stale { deleted_at: t(5) });
+        assert_eq!(
+            endpoint(&e),
+            json!({
+                "kind": "service", "namespace": "shop", "pod": "web-1", "pod_uid": "u1",
+                "labels": {"app": "web"}, "service_account": "web-sa",
+                "workload": {"kind": "Deployment", "name": "web"},
+                "service": {"namespace": "shop", "name": "web", "port_name": "http"},
+                "node": "n1", "network": "service-network",
+                "stale": {"deleted_at": "2023-11-14T22:13:25.000000000Z"},
+            })
+        );
+        assert_eq!(
+            endpoint(&Endpoint::of_kind(EndpointKind::PublicNetwork)),
+            json!({"kind": "public-network"})
+        );
     }
 
     #[test]
