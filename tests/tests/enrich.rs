@@ -120,7 +120,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 /// The single flow record from `src` to `dst`.
-fn flow<'a>(stopped: &'a Stopped, src: IpAddr, dst: IpAddr, dst_port: u16) -> &'a Value {
+fn flow(stopped: &Stopped, src: IpAddr, dst: IpAddr, dst_port: u16) -> &Value {
     let found: Vec<&Value> = stopped
         .flows_between(src, dst)
         .into_iter()
