@@ -2,7 +2,7 @@
 //! with an [`Endpoint`](flowscribe_model::Endpoint) on each side, resolved
 //! by address *at the time of the flow*.
 //!
-//! Sources ([`manifests`] today; the API watchers in `kube`) parse objects
+//! Sources ([`manifests`], and the API watchers in [`kube_source`]) parse objects
 //! with [`objects`] and feed [`index::Change`]s to the single writer of the
 //! [`IdentityIndex`]. [`enrich_batch`] is pure: no IO, no async, no clocks.
 #![forbid(unsafe_code)]
@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use flowscribe_model::{EndpointKind, EnrichedFlow, Flow};
 
 pub mod index;
+pub mod kube_source;
 pub mod manifests;
 pub mod networks;
 pub mod objects;
