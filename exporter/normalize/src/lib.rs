@@ -4,7 +4,7 @@
 //! `flowscribe run` prints until the ECS/OTLP/OCSF/CEF schemas (issue 5)
 //! replace it, and the helpers those schemas share: [`community_id`],
 //! [`event_id`], and a checker that holds a document against the pinned
-//! upstream schema ([`ecs_fields`]). Pure functions: no IO, no clocks.
+//! upstream schema ([`ecs_fields`], [`ocsf_check`]). Pure functions: no IO, no clocks.
 #![forbid(unsafe_code)]
 
 pub mod community_id;
@@ -12,4 +12,5 @@ pub mod ecs_fields;
 pub mod event_id;
 mod hex;
 pub mod minimal;
+pub mod ocsf_check;
 mod rfc3339;
