@@ -19,8 +19,8 @@ use std::time::SystemTime;
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject, PartialObjectMeta};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::runtime::watcher::{self, Event, watcher};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
 use serde_json::Value;
 
 use crate::index::{Change, IdentityIndex};
@@ -54,7 +54,11 @@ pub struct SourceProblem {
 impl std::fmt::Display for SourceProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.missing_permission {
-            Some(p) => write!(f, "forbidden: the service account needs {p} ({})", self.message),
+            Some(p) => write!(
+                f,
+                "forbidden: the service account needs {p} ({})",
+                self.message
+            ),
             None => f.write_str(&self.message),
         }
     }
@@ -187,23 +191,20 @@ pub fn spawn_watchers(client: kube::Client, tx: Sender<(SystemTime, SourceEvent)
             Kind::ReplicaSet => {
                 let api: Api<PartialObjectMeta<k8s_openapi::api::apps::v1::ReplicaSet>> =
                     Api::all(client.clone());
-                let s = watcher(api, config)
-                    .default_backoff();
+                let s = watcher(api, config).default_backoff();
                 tokio::spawn(watch_kind(kind, s, tx));
             }
             Kind::Job => {
                 let api: Api<PartialObjectMeta<k8s_openapi::api::batch::v1::Job>> =
                     Api::all(client.clone());
-                let s = watcher(api, config)
-                    .default_backoff();
+                let s = watcher(api, config).default_backoff();
                 tokio::spawn(watch_kind(kind, s, tx));
             }
             _ => {
                 let gvk = GroupVersionKind::gvk(group, version, kind.as_str());
                 let ar = ApiResource::from_gvk_with_plural(&gvk, plural);
                 let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-                let s = watcher(api, config)
-                    .default_backoff();
+                let s = watcher(api, config).default_backoff();
                 tokio::spawn(watch_kind(kind, s, tx));
             }
         }
@@ -223,11 +224,19 @@ pub struct SourceState {
 /// What applying an event changed, for the daemon to log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceReport {
-    Listed { kind: Kind, objects: usize },
+    Listed {
+        kind: Kind,
+        objects: usize,
+    },
     Skipped(String),
     /// First failure of a kind (repeats of the same problem are not reported).
-    Failing { kind: Kind, problem: SourceProblem },
-    Recovered { kind: Kind },
+    Failing {
+        kind: Kind,
+        problem: SourceProblem,
+    },
+    Recovered {
+        kind: Kind,
+    },
 }
 
 impl SourceState {

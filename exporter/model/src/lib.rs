@@ -10,6 +10,7 @@
 mod endpoint;
 mod flow;
 mod loss;
+mod policy;
 
 pub use endpoint::{
     Endpoint, EndpointKind, EnrichedFlow, PodIdentity, ServiceRef, Stale, Workload,
@@ -20,3 +21,7 @@ pub use flow::{
     Orientation, protocol_name,
 };
 pub use loss::{CaptureLoss, LossReason};
+pub use policy::{
+    Evaluation, ExplainedFlow, Mismatch, Observed, PolicyAction, PolicyDirection, PolicyHit,
+    PolicyKind, PolicyRef, PolicyTrace, SideVerdict, Verdict, VerdictReason, VerdictSource,
+};
