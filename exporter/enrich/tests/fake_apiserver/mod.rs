@@ -193,6 +193,11 @@ impl FakeApiServer {
         }
     }
 
+    /// The current (global) resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.state.lock().unwrap().rv
+    }
+
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().requests.clone()
     }
@@ -366,10 +371,10 @@ impl FakeApiServer {
         let bookmarks = q.get("allowWatchBookmarks").is_some_and(|b| b == "true");
         let (api_version, kind) = kind_of(plural).unwrap();
         let mut changed = self.changed.subscribe();
-        let (mut bookmark_seq, close_seq) = {
-            let s = self.state.lock().unwrap();
-            (s.bookmark_seq, s.close_seq)
-        };
+        // Bookmarks may be sent at any time; a watch opened after one was
+        // requested sends it at once, so a test cannot race the opening.
+        let mut bookmark_seq = 0;
+        let close_seq = self.state.lock().unwrap().close_seq;
         loop {
             let mut out: Vec<Value> = Vec::new();
             let mut end = false;
