@@ -280,6 +280,11 @@ impl Exporter {
     /// Start `flowscribe run ARGS` in namespace `ns` and wait until it says
     /// "capture running" (it logs every attachment before that).
     pub fn start(ns: &str, args: &[&str]) -> Exporter {
+        Exporter::start_with_env(ns, args, &[])
+    }
+
+    /// As [`Exporter::start`], with extra environment variables.
+    pub fn start_with_env(ns: &str, args: &[&str], env: &[(&str, &str)]) -> Exporter {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let out_path = std::env::temp_dir().join(format!("fst-{}-{n}.jsonl", std::process::id()));
         let _ = std::fs::remove_file(&out_path);
@@ -291,6 +296,7 @@ impl Exporter {
             .arg("run")
             .args(["--output", &output])
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

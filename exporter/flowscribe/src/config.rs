@@ -110,6 +110,12 @@ pub const FIELDS: &[FieldDoc] = &[
         doc: "A directory of Kubernetes manifests (YAML/JSON, multi-document, `List` kinds, `kubectl get -A -o yaml` output) to resolve identities from: Pods, Namespaces, Nodes, Services, EndpointSlices, ReplicaSets, Jobs. Re-read when a file changes; objects that disappear count as deleted then.",
     },
     FieldDoc {
+        path: "enrich.kubernetes",
+        kind: "auto | on | off",
+        default: "auto",
+        doc: "Watch the API server for identities (in-cluster service account, else `$KUBECONFIG` or ~/.kube/config). `auto`: when such a configuration exists; `on`: required (exit 2 without one); `off`: never. Needs get/list/watch on pods, namespaces, nodes, services, endpointslices (discovery.k8s.io), replicasets (apps), jobs (batch); a missing permission is logged by name and the records say `identity_degraded`.",
+    },
+    FieldDoc {
         path: "enrich.deleted_grace",
         kind: "duration",
         default: "10m",
@@ -144,6 +150,7 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawEnrich {
     pub manifests: Option<PathBuf>,
+    pub kubernetes: Option<String>,
     pub deleted_grace: Option<String>,
     pub service_cidrs: Option<Vec<String>>,
     pub networks: Option<Vec<RawNetwork>>,
@@ -156,10 +163,19 @@ pub struct RawNetwork {
     pub cidrs: Vec<String>,
 }
 
+/// Whether to watch the API server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KubernetesMode {
+    Auto,
+    On,
+    Off,
+}
+
 /// Validated `enrich` settings.
 #[derive(Debug, Clone)]
 pub struct EnrichSettings {
     pub manifests: Option<PathBuf>,
+    pub kubernetes: KubernetesMode,
     pub index: IndexConfig,
 }
 
@@ -463,8 +479,21 @@ impl RawEnrich {
                 cidrs: cidrs(p, &format!("enrich.networks[{i}].cidrs"), &n.cidrs),
             });
         }
+        let kubernetes = match self.kubernetes.as_deref() {
+            None | Some("auto") => KubernetesMode::Auto,
+            Some("on") => KubernetesMode::On,
+            Some("off") => KubernetesMode::Off,
+            Some(other) => {
+                p.push(problem(
+                    "enrich.kubernetes",
+                    format!("{other:?} is not auto, on or off"),
+                ));
+                KubernetesMode::Auto
+            }
+        };
         EnrichSettings {
             manifests: self.manifests.clone(),
+            kubernetes,
             index: IndexConfig {
                 deleted_grace,
                 networks,
@@ -515,7 +544,7 @@ mod tests {
     #[test]
     fn every_problem_is_listed_with_its_path() {
         let raw = parse(
-            "output: kafka://x\ncapture:\n  interfaces: ['veth[']\n  active_timeout: 10 parsecs\n  idle_timeout: 10ms\n  attach_mode: xdp\n  ring_buffer_bytes: 5000\n  flow_map_entries: 0\n  exclude_endpoints: ['10.0.0.1:80/icmp', 'nope']\nenrich:\n  deleted_grace: soon\n  service_cidrs: [10.96.0.0/12, 10.300.0.0/16]\n  networks: [{name: '', cidrs: [corp]}]\n",
+            "output: kafka://x\ncapture:\n  interfaces: ['veth[']\n  active_timeout: 10 parsecs\n  idle_timeout: 10ms\n  attach_mode: xdp\n  ring_buffer_bytes: 5000\n  flow_map_entries: 0\n  exclude_endpoints: ['10.0.0.1:80/icmp', 'nope']\nenrich:\n  kubernetes: maybe\n  deleted_grace: soon\n  service_cidrs: [10.96.0.0/12, 10.300.0.0/16]\n  networks: [{name: '', cidrs: [corp]}]\n",
         );
         let paths: Vec<String> = raw
             .validate("n")
@@ -535,6 +564,7 @@ mod tests {
                 "capture.ring_buffer_bytes",
                 "capture.exclude_endpoints[0]",
                 "capture.exclude_endpoints[1]",
+                "enrich.kubernetes",
                 "enrich.deleted_grace",
                 "enrich.service_cidrs[1]",
                 "enrich.networks[0].name",

@@ -1,13 +1,18 @@
 //! Stage ② sources, owned by the daemon: the manifests directory (re-read
-//! when a file changes) feeding the single writer of the identity index.
+//! when a file changes) and the API server watchers (events over a channel
+//! from their runtime), feeding the single writer of the identity index.
 //!
-//! A problem in a manifest is logged once per distinct problem and counted;
-//! the rest of the directory still loads and capture never stops for it.
+//! A problem in a manifest or an API object is logged once per distinct
+//! problem and counted; a failing or forbidden watch is logged once with the
+//! missing permission and makes records say `identity_degraded`. Capture
+//! never stops for any of them.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::SystemTime;
 
+use flowscribe_enrich::kube_source::{SourceEvent, SourceReport, SourceState};
 use flowscribe_enrich::manifests::{self, DirectoryStamp};
 use flowscribe_enrich::objects::{Kind, Object};
 use flowscribe_enrich::{IdentityIndex, IndexConfig};
@@ -31,6 +36,7 @@ pub struct Identities {
     reported: HashSet<String>,
     /// Objects skipped because they could not be parsed (each re-read counts).
     pub malformed_objects: u64,
+    kube: Option<(Receiver<(SystemTime, SourceEvent)>, SourceState)>,
 }
 
 impl Identities {
@@ -41,24 +47,70 @@ impl Identities {
             stamp: None,
             reported: HashSet::new(),
             malformed_objects: 0,
+            kube: None,
         }
+    }
+
+    /// Take events from the API server watchers.
+    pub fn with_kube(mut self, events: Receiver<(SystemTime, SourceEvent)>) -> Self {
+        self.kube = Some((events, SourceState::default()));
+        self
     }
 
     pub fn index(&self) -> &IdentityIndex {
         &self.index
     }
 
-    /// Is the identity source incomplete (the manifests directory unreadable)?
+    /// Is an identity source incomplete (the manifests directory unreadable,
+    /// the API server not yet listed, a watch failing or forbidden)?
     pub fn degraded(&self) -> bool {
-        self.manifests.is_some() && self.stamp.is_none()
+        let manifests = self.manifests.is_some() && self.stamp.is_none();
+        let kube = self.kube.as_ref().is_some_and(|(_, s)| s.degraded());
+        manifests || kube
     }
 
-    /// Pick up changed manifests and forget expired deletions.
+    /// Pick up changed manifests and API events; forget expired deletions.
     pub fn refresh(&mut self, now: SystemTime) {
         if let Some(dir) = self.manifests.clone() {
             self.reload_if_changed(&dir, now);
         }
+        self.apply_kube_events();
         self.index.expire(now);
+    }
+
+    fn apply_kube_events(&mut self) {
+        let Some((rx, state)) = &mut self.kube else {
+            return;
+        };
+        loop {
+            let (at, event) = match rx.try_recv() {
+                Ok(e) => e,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    warn!("Kubernetes watchers stopped; identities are degraded");
+                    self.kube = None;
+                    break;
+                }
+            };
+            for report in state.apply(&mut self.index, at, event) {
+                match report {
+                    SourceReport::Listed { kind, objects } => {
+                        info!(kind = kind.as_str(), objects, "kubernetes objects listed")
+                    }
+                    SourceReport::Skipped(problem) => {
+                        if self.reported.insert(problem.clone()) {
+                            warn!(problem = %problem, "kubernetes object skipped");
+                        }
+                    }
+                    SourceReport::Failing { kind, problem } => {
+                        warn!(kind = kind.as_str(), problem = %problem, "kubernetes watch failing; identities are degraded")
+                    }
+                    SourceReport::Recovered { kind } => {
+                        info!(kind = kind.as_str(), "kubernetes watch recovered")
+                    }
+                }
+            }
+        }
     }
 
     fn reload_if_changed(&mut self, dir: &std::path::Path, now: SystemTime) {

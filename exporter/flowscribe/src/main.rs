@@ -67,7 +67,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLOWSCRIBE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // kube-runtime warns at every retry of a failing watch; the
+                // exporter reports each failure once itself.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=error")),
         )
         .with_ansi(false)
         .init();

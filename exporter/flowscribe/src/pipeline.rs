@@ -15,7 +15,7 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::RunArgs;
-use crate::config::{Config, RawConfig};
+use crate::config::{Config, KubernetesMode, RawConfig};
 use crate::identity::Identities;
 use crate::output::RecordWriter;
 
@@ -139,6 +139,54 @@ fn records(batch: Batch, identities: &mut Identities, node: &str) -> Vec<Value> 
     out
 }
 
+/// The API server client, when `enrich.kubernetes` asks for one and a
+/// configuration exists (in-cluster, `$KUBECONFIG`, ~/.kube/config).
+type KubeClient = (tokio::runtime::Runtime, kube::Client, http::Uri);
+
+fn kube_client(config: &Config) -> Result<Option<KubeClient>, RunError> {
+    if config.enrich.kubernetes == KubernetesMode::Off {
+        return Ok(None);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("kube")
+        .enable_all()
+        .build()
+        .context("starting the Kubernetes runtime")?;
+    let inferred = runtime.block_on(kube::Config::infer());
+    let kube_config = match (inferred, config.enrich.kubernetes) {
+        (Ok(c), _) => c,
+        (Err(e), KubernetesMode::On) => {
+            return Err(RunError::Usage(vec![format!(
+                "enrich.kubernetes: on, but no Kubernetes configuration was found: {e}"
+            )]));
+        }
+        (Err(e), _) => {
+            info!(reason = %e, "no Kubernetes configuration; identities from manifests only");
+            return Ok(None);
+        }
+    };
+    info!(api_server = %kube_config.cluster_url, "watching the Kubernetes API");
+    let url = kube_config.cluster_url.clone();
+    let client = {
+        let _enter = runtime.enter();
+        kube::Client::try_from(kube_config).context("building the Kubernetes client")?
+    };
+    Ok(Some((runtime, client, url)))
+}
+
+/// The API server's address, when it is an IP literal (in-cluster it is the
+/// `kubernetes` service's ClusterIP).
+fn api_server_endpoint(url: &http::Uri) -> Option<(std::net::IpAddr, u16, u8)> {
+    let host = url.host()?.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = host.parse().ok()?;
+    let port = url.port_u16().unwrap_or(match url.scheme_str() {
+        Some("http") => 80,
+        _ => 443,
+    });
+    Some((ip, port, 6))
+}
+
 /// A manifests directory that does not exist is a usage error, not a
 /// silently empty identity index.
 fn check_manifests_dir(config: &Config) -> Result<(), RunError> {
@@ -155,6 +203,16 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let config = load_config(args)?;
     check_literal_interfaces(&config)?;
     check_manifests_dir(&config)?;
+    let mut config = config;
+    let kube_client = kube_client(&config)?;
+    if let Some((_, _, url)) = &kube_client {
+        // The exporter's own API traffic is not a flow worth recording.
+        config
+            .capture
+            .excluded_endpoints
+            .extend(api_server_endpoint(url));
+    }
+    let config = config;
     let mut writer = RecordWriter::open(&config.output).map_err(RunError::Failed)?;
 
     // SIGINT/SIGTERM set a flag; the loop below notices within one link-watch timeout.
@@ -179,9 +237,21 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         "capture running"
     );
 
-    // ② Enrich: identities from the manifests directory (read now, re-read on change).
+    // ② Enrich: identities from the manifests directory (read now, re-read
+    // on change) and from the API server's watchers, running on their own
+    // runtime (the runtime lives until `run` returns).
     let mut identities =
         Identities::new(config.enrich.index.clone(), config.enrich.manifests.clone());
+    let _kube_runtime = match kube_client {
+        Some((runtime, client, _)) => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let _enter = runtime.enter();
+            flowscribe_enrich::kube_source::spawn_watchers(client, tx);
+            identities = identities.with_kube(rx);
+            Some(runtime)
+        }
+        None => None,
+    };
     identities.refresh(SystemTime::now());
 
     let mut next_drain = Instant::now() + config.drain_interval;

@@ -67,6 +67,17 @@ pub struct FakeApiServer {
 impl FakeApiServer {
     pub async fn start() -> FakeApiServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve_on(listener)
+    }
+
+    /// Serve on a listener bound elsewhere (e.g. inside a test's network
+    /// namespace). Must be called within a tokio runtime.
+    pub fn start_on(listener: std::net::TcpListener) -> FakeApiServer {
+        listener.set_nonblocking(true).unwrap();
+        Self::serve_on(TcpListener::from_std(listener).unwrap())
+    }
+
+    fn serve_on(listener: TcpListener) -> FakeApiServer {
         let (tx, _) = watch::channel(0u64);
         let fake = FakeApiServer {
             addr: listener.local_addr().unwrap(),

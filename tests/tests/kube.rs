@@ -1,0 +1,149 @@
+//! The live Kubernetes source end to end: the real `flowscribe run` watching
+//! a fake API server (real list/watch over HTTP, inside the test's node
+//! namespace) while real traffic flows between pod namespaces. Needs root.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+#[path = "../../exporter/enrich/tests/fake_apiserver/mod.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with the enrich tests; this file uses part of it"
+)]
+mod fake_apiserver;
+
+use std::time::Duration;
+
+use fake_apiserver::FakeApiServer;
+use flowscribe_e2e::*;
+use serde_json::{Value, json};
+
+const ONE_WINDOW: &[&str] = &["--active-timeout", "300s", "--idle-timeout", "300s"];
+
+fn pod(name: &str, ns: &str, ip: &str, sa: &str) -> Value {
+    json!({
+        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}"),
+                     "labels": {"app": name}, "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"nodeName": "test-node", "serviceAccountName": sa},
+        "status": {"phase": "Running", "podIP": ip}
+    })
+}
+
+/// A fake API server listening on 127.0.0.1 inside the node namespace,
+/// served by `rt`, and a kubeconfig file pointing at it.
+fn api_server(rt: &tokio::runtime::Runtime, node: &Node) -> (FakeApiServer, TempConfig) {
+    let listener = node
+        .ns
+        .run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let fake = {
+        let _enter = rt.enter();
+        FakeApiServer::start_on(listener)
+    };
+    fake.apply("namespaces", json!({"metadata": {"name": "shop"}}));
+    fake.apply("pods", pod("web", "shop", "10.201.1.2", "web-sa"));
+    fake.apply("pods", pod("db", "shop", "10.201.2.2", "db-sa"));
+    let kubeconfig = TempConfig::new(&format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
+         clusters: [{{name: fake, cluster: {{server: '{}'}}}}]\n\
+         users: [{{name: nobody, user: {{}}}}]\n\
+         contexts: [{{name: test, context: {{cluster: fake, user: nobody}}}}]\n",
+        fake.url()
+    ));
+    (fake, kubeconfig)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn record_from(stopped: &Stopped, client_port: u16) -> &Value {
+    stopped
+        .records
+        .iter()
+        .find(|r| r["record"] == "flow" && r["src_port"] == client_port)
+        .unwrap_or_else(|| panic!("no record from port {client_port}"))
+}
+
+#[test]
+fn watched_pods_name_both_ends_including_pods_added_while_running() {
+    let _serial = serial();
+    let node = Node::new_v4_only(3);
+    let rt = runtime();
+    let (fake, kubeconfig) = api_server(&rt, &node);
+    let path = kubeconfig.arg();
+    let mut exporter =
+        Exporter::start_with_env(&node.ns.name, ONE_WINDOW, &[("KUBECONFIG", path.as_str())]);
+    exporter
+        .wait_for_log(
+            |l| l.contains("kubernetes objects listed") && l.contains("kind=\"Pod\""),
+            Duration::from_secs(15),
+        )
+        .unwrap_or_else(|| panic!("pods never listed; log:\n{}", exporter.log.join("\n")));
+
+    let (web, db, late) = (&node.pods[0], &node.pods[1], &node.pods[2]);
+    let (p1, _) = tcp_transfer(&web.ns, &db.ns, db.v4, 2_000);
+    // A pod created while the exporter runs arrives as a watch event.
+    fake.apply("pods", pod("late", "shop", "10.201.3.2", "late-sa"));
+    let (p2, _) = tcp_transfer(&late.ns, &web.ns, web.v4, 2_000);
+    let stopped = exporter.stop();
+    assert_eq!(stopped.code, Some(0), "log:\n{}", stopped.log.join("\n"));
+
+    let r = record_from(&stopped, p1);
+    assert_eq!(r["source"]["pod"], "web");
+    assert_eq!(r["source"]["service_account"], "web-sa");
+    assert_eq!(r["destination"]["pod"], "db");
+    assert_eq!(r["identity_degraded"], false);
+    let r = record_from(&stopped, p2);
+    assert_eq!(r["source"]["pod"], "late");
+    assert_eq!(r["source"]["service_account"], "late-sa");
+    assert_eq!(r["destination"]["pod"], "web");
+    // The exporter's own API traffic (loopback, and excluded) is not a flow.
+    assert!(
+        !stopped
+            .records
+            .iter()
+            .any(|r| r["record"] == "flow" && r["dst_port"] == fake.addr.port()),
+        "API server traffic recorded"
+    );
+}
+
+#[test]
+fn a_forbidden_resource_is_named_and_records_say_identity_is_degraded() {
+    let _serial = serial();
+    let node = Node::new_v4_only(2);
+    let rt = runtime();
+    let (fake, kubeconfig) = api_server(&rt, &node);
+    fake.forbid("pods", true);
+    let path = kubeconfig.arg();
+    let mut exporter =
+        Exporter::start_with_env(&node.ns.name, ONE_WINDOW, &[("KUBECONFIG", path.as_str())]);
+    let line = exporter
+        .wait_for_log(
+            |l| l.contains("kubernetes watch failing"),
+            Duration::from_secs(15),
+        )
+        .unwrap_or_else(|| panic!("no failing watch logged; log:\n{}", exporter.log.join("\n")));
+    assert!(line.contains("kind=\"Pod\""), "{line}");
+    assert!(
+        line.contains(r#"get/list/watch on pods (apiGroups: [""])"#),
+        "{line}"
+    );
+    assert!(line.contains("WARN"), "{line}");
+
+    let (web, db) = (&node.pods[0], &node.pods[1]);
+    let (p, _) = tcp_transfer(&web.ns, &db.ns, db.v4, 1_000);
+    let stopped = exporter.stop();
+    assert_eq!(stopped.code, Some(0));
+    let r = record_from(&stopped, p);
+    assert_eq!(r["identity_degraded"], true);
+    assert_eq!(r["source"]["kind"], "private-network");
+    // Reported once, however often the watcher retried.
+    let failing = stopped
+        .log
+        .iter()
+        .filter(|l| l.contains("kubernetes watch failing"))
+        .count();
+    assert_eq!(failing, 1, "{:#?}", stopped.log);
+}
