@@ -453,6 +453,18 @@ fn cidrs(p: &mut Vec<ConfigProblem>, path: &str, raw: &[String]) -> Vec<ipnet::I
 
 impl RawEnrich {
     fn validate(&self, p: &mut Vec<ConfigProblem>) -> EnrichSettings {
+        let kubernetes = match self.kubernetes.as_deref() {
+            None | Some("auto") => KubernetesMode::Auto,
+            Some("on") => KubernetesMode::On,
+            Some("off") => KubernetesMode::Off,
+            Some(other) => {
+                p.push(problem(
+                    "enrich.kubernetes",
+                    format!("{other:?} is not auto, on or off"),
+                ));
+                KubernetesMode::Auto
+            }
+        };
         let defaults = IndexConfig::default();
         let deleted_grace = duration(
             p,
@@ -479,18 +491,6 @@ impl RawEnrich {
                 cidrs: cidrs(p, &format!("enrich.networks[{i}].cidrs"), &n.cidrs),
             });
         }
-        let kubernetes = match self.kubernetes.as_deref() {
-            None | Some("auto") => KubernetesMode::Auto,
-            Some("on") => KubernetesMode::On,
-            Some("off") => KubernetesMode::Off,
-            Some(other) => {
-                p.push(problem(
-                    "enrich.kubernetes",
-                    format!("{other:?} is not auto, on or off"),
-                ));
-                KubernetesMode::Auto
-            }
-        };
         EnrichSettings {
             manifests: self.manifests.clone(),
             kubernetes,

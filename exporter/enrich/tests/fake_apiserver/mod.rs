@@ -72,6 +72,7 @@ impl FakeApiServer {
 
     /// Serve on a listener bound elsewhere (e.g. inside a test's network
     /// namespace). Must be called within a tokio runtime.
+    #[allow(dead_code, reason = "used by the end-to-end tests in tests/")]
     pub fn start_on(listener: std::net::TcpListener) -> FakeApiServer {
         listener.set_nonblocking(true).unwrap();
         Self::serve_on(TcpListener::from_std(listener).unwrap())
