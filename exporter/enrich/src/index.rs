@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use flowscribe_model::{Endpoint, EndpointKind, PodIdentity, ServiceRef, Stale, Workload};
+use rustc_hash::FxHashMap;
 
 use crate::networks::{NamedNetwork, Networks, POD_NETWORK, SERVICE_NETWORK};
 use crate::objects::{Kind, Object, ObjectKey, OwnerRef, Pod, Service};
@@ -142,11 +143,13 @@ pub struct IdentityIndex {
     /// Live objects as last seen, to rebuild identities when a namespace or
     /// an owner changes after its pods.
     objects: HashMap<ObjectKey, Object>,
-    pods_by_ip: HashMap<IpAddr, History<Arc<PodIdentity>>>,
-    services_by_ip: HashMap<IpAddr, History<Arc<ServiceEntry>>>,
-    nodes_by_ip: HashMap<IpAddr, Arc<str>>,
+    // Address-keyed maps use FxHash: the keys are cluster addresses, not
+    // attacker-chosen, and the per-flow lookup is the hot path.
+    pods_by_ip: FxHashMap<IpAddr, History<Arc<PodIdentity>>>,
+    services_by_ip: FxHashMap<IpAddr, History<Arc<ServiceEntry>>>,
+    nodes_by_ip: FxHashMap<IpAddr, Arc<str>>,
     /// Host-network pods by (node address, declared port, protocol).
-    host_ports: HashMap<(IpAddr, u16, u8), Arc<PodIdentity>>,
+    host_ports: FxHashMap<(IpAddr, u16, u8), Arc<PodIdentity>>,
     /// Endpoint addresses per (namespace, service name).
     service_backends: HashMap<(String, String), HashSet<IpAddr>>,
     networks: Networks,
@@ -159,10 +162,10 @@ impl IdentityIndex {
             networks: Networks::default(),
             config,
             objects: HashMap::new(),
-            pods_by_ip: HashMap::new(),
-            services_by_ip: HashMap::new(),
-            nodes_by_ip: HashMap::new(),
-            host_ports: HashMap::new(),
+            pods_by_ip: FxHashMap::default(),
+            services_by_ip: FxHashMap::default(),
+            nodes_by_ip: FxHashMap::default(),
+            host_ports: FxHashMap::default(),
             service_backends: HashMap::new(),
             interner: Interner::default(),
         };
@@ -581,6 +584,13 @@ impl IdentityIndex {
         ep.network = Some(network);
         let grace = self.config.deleted_grace;
 
+        if let Some((pod, stale)) = self.pod_at(addr, at) {
+            ep.kind = EndpointKind::Pod;
+            ep.node = pod.node.clone();
+            ep.pod = Some(pod);
+            ep.stale = stale;
+            return ep;
+        }
         if let Some((svc, stale)) = self
             .services_by_ip
             .get(&addr)
@@ -600,13 +610,6 @@ impl IdentityIndex {
             });
             return ep;
         }
-        if let Some((pod, stale)) = self.pod_at(addr, at) {
-            ep.kind = EndpointKind::Pod;
-            ep.node = pod.node.clone();
-            ep.pod = Some(pod);
-            ep.stale = stale;
-            return ep;
-        }
         if let Some((port, proto)) = listening
             && let Some(pod) = self.host_ports.get(&(addr, port, proto))
         {
@@ -623,7 +626,7 @@ impl IdentityIndex {
     }
 }
 
-fn close<T>(map: &mut HashMap<IpAddr, History<T>>, ips: &[IpAddr], uid: &str, at: SystemTime) {
+fn close<T>(map: &mut FxHashMap<IpAddr, History<T>>, ips: &[IpAddr], uid: &str, at: SystemTime) {
     for ip in ips {
         if let Some(history) = map.get_mut(ip) {
             for h in history.iter_mut() {

@@ -67,17 +67,40 @@ struct Entry {
     kind: Option<EndpointKind>,
 }
 
+/// An entry in the form the lookup loop wants: the address as a u128
+/// (IPv4 in the low bits), masked compare, no enum matching per step.
+#[derive(Debug, Clone)]
+struct Compiled {
+    bits: u128,
+    mask: u128,
+    /// Index into `entries`.
+    entry: usize,
+}
+
 /// A set of named networks, searched most-specific first.
 #[derive(Debug, Clone)]
 pub struct Networks {
     /// Sorted by prefix length, longest first.
     entries: Vec<Entry>,
+    v4: Vec<Compiled>,
+    v6: Vec<Compiled>,
+    public: Arc<str>,
+}
+
+fn bits(addr: IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
 }
 
 impl Default for Networks {
     fn default() -> Self {
         let mut n = Networks {
             entries: Vec::new(),
+            v4: Vec::new(),
+            v6: Vec::new(),
+            public: Arc::from(PUBLIC_NETWORK),
         };
         for (name, kind, cidrs) in BUILTIN {
             let name: Arc<str> = Arc::from(*name);
@@ -139,27 +162,43 @@ impl Networks {
                 .cmp(&a.net.prefix_len())
                 .then(a.kind.is_some().cmp(&b.kind.is_some()))
         });
+        self.v4.clear();
+        self.v6.clear();
+        for (i, e) in self.entries.iter().enumerate() {
+            let c = Compiled {
+                bits: bits(e.net.network()),
+                mask: bits(e.net.netmask()),
+                entry: i,
+            };
+            match e.net {
+                IpNet::V4(_) => self.v4.push(c),
+                IpNet::V6(_) => self.v6.push(c),
+            }
+        }
     }
 
     /// The most specific network's name and the address's kind.
     pub fn classify(&self, addr: IpAddr) -> (EndpointKind, Arc<str>) {
+        let list = match addr {
+            IpAddr::V4(_) => &self.v4,
+            IpAddr::V6(_) => &self.v6,
+        };
+        let a = bits(addr);
         let mut name: Option<&Arc<str>> = None;
-        for e in &self.entries {
-            if !e.net.contains(&addr) {
+        for c in list {
+            if a & c.mask != c.bits {
                 continue;
             }
-            if name.is_none() {
-                name = Some(&e.name);
-            }
+            let e = &self.entries[c.entry];
+            let name = name.get_or_insert(&e.name);
             if let Some(kind) = e.kind {
-                let name = name.unwrap_or(&e.name).clone();
-                return (kind, name);
+                return (kind, Arc::clone(name));
             }
         }
-        match name {
-            Some(n) => (EndpointKind::PublicNetwork, n.clone()),
-            None => (EndpointKind::PublicNetwork, Arc::from(PUBLIC_NETWORK)),
-        }
+        (
+            EndpointKind::PublicNetwork,
+            Arc::clone(name.unwrap_or(&self.public)),
+        )
     }
 }
 

@@ -1,0 +1,203 @@
+//! Identity index at cluster scale: memory per pod and lookup latency
+//! percentiles with 150k synthetic pods (issue 3's goals: <= 1 KiB per pod,
+//! <= 100 ns p99 per lookup). Run:
+//!
+//!     cargo bench -p flowscribe-enrich --bench index
+//!
+//! Memory is counted by a counting allocator (live heap bytes held by the
+//! index once built, divided by the pod count), and cross-checked with the
+//! resident set growth. Latency is timed per lookup with `Instant`; the
+//! timer's own cost is measured the same way and reported beside it. Two
+//! address mixes: uniformly random over all 150k pods (every lookup a cache
+//! miss: the worst case) and a hot set of 2,000 pods (a node's pods and
+//! their usual peers).
+#![allow(clippy::unwrap_used, reason = "bench")]
+#![allow(
+    unsafe_code,
+    reason = "a counting global allocator needs unsafe impl GlobalAlloc"
+)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Forwards to the system allocator and keeps the live byte count.
+struct Counting;
+
+static LIVE: AtomicI64 = AtomicI64::new(0);
+
+// SAFETY: every call forwards to `System` with the caller's arguments; the
+// counter is a side effect only.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use flowscribe_enrich::objects::{self, Object};
+use flowscribe_enrich::{Change, IdentityIndex, IndexConfig};
+use serde_json::json;
+
+const PODS: u32 = 150_000;
+const PODS_PER_DEPLOYMENT: u32 = 50;
+const NAMESPACES: u32 = 500;
+const NODES: u32 = 500;
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+fn pod_ip(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x0a00_0000 + i + 1)
+}
+
+fn objects() -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for n in 0..NAMESPACES {
+        out.push(json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": format!("ns-{n}"), "labels": {"team": format!("t{}", n % 40),
+                "kubernetes.io/metadata.name": format!("ns-{n}")}}}));
+    }
+    for d in 0..PODS / PODS_PER_DEPLOYMENT {
+        out.push(json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": format!("app-{d}-5f7b9c"), "namespace": format!("ns-{}", d % NAMESPACES),
+                "ownerReferences": [{"kind": "Deployment", "name": format!("app-{d}"), "controller": true}]}}));
+    }
+    for i in 0..PODS {
+        let d = i / PODS_PER_DEPLOYMENT;
+        out.push(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": format!("app-{d}-5f7b9c-{i:05x}"), "namespace": format!("ns-{}", d % NAMESPACES),
+                "uid": format!("{:08x}-0000-4000-8000-{:012x}", i, i),
+                "labels": {"app": format!("app-{d}"), "pod-template-hash": "5f7b9c",
+                           "tier": if d.is_multiple_of(2) { "web" } else { "backend" }},
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+                "ownerReferences": [{"kind": "ReplicaSet", "name": format!("app-{d}-5f7b9c"), "controller": true}]},
+            "spec": {"nodeName": format!("node-{}", i % NODES), "serviceAccountName": format!("app-{d}"),
+                     "containers": [{"name": "app", "ports": [{"name": "http", "containerPort": 8080}]}]},
+            "status": {"phase": "Running", "podIP": pod_ip(i).to_string()}}));
+    }
+    out
+}
+
+fn percentiles(mut ns: Vec<u64>) -> (u64, u64, u64) {
+    ns.sort_unstable();
+    let p = |q: f64| ns[((ns.len() as f64 - 1.0) * q) as usize];
+    (p(0.5), p(0.99), p(0.999))
+}
+
+fn main() {
+    let at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let before = rss_bytes();
+    let live_before = LIVE.load(Ordering::Relaxed);
+    let mut values = objects();
+    values.reverse();
+    let t0 = Instant::now();
+    let mut index = IdentityIndex::new(IndexConfig::default());
+    // Parse and apply one object at a time, freeing its JSON as we go, so
+    // the live-byte difference is the index alone.
+    let mut shrink_at = values.len();
+    while let Some(v) = values.pop() {
+        let o: Object = objects::parse(&v).unwrap().unwrap();
+        drop(v);
+        index.apply(Change::Upsert(o), at);
+        if values.len() < shrink_at / 2 {
+            values.shrink_to_fit();
+            shrink_at = values.len();
+        }
+    }
+    drop(values);
+    let build = t0.elapsed();
+    let live_after = LIVE.load(Ordering::Relaxed);
+    let after = rss_bytes();
+    let stats = index.stats();
+    assert_eq!(stats.pods, PODS as usize);
+    let per_pod = (live_after - live_before) as f64 / f64::from(PODS);
+    println!(
+        "index: {} pods, {} namespaces, {} ReplicaSets; built in {:.2} s",
+        PODS,
+        NAMESPACES,
+        PODS / PODS_PER_DEPLOYMENT,
+        build.as_secs_f64()
+    );
+    println!(
+        "memory: live heap of the index {:.1} MiB = {:.0} bytes per pod (goal <= 1024); \
+         RSS {:+.1} MiB while building (includes the freed JSON input)",
+        (live_after - live_before) as f64 / 1048576.0,
+        per_pod,
+        (after as f64 - before as f64) / 1048576.0,
+    );
+
+    // Lookups: pod addresses in random order (an LCG; deterministic).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) as u32
+    };
+    let now = SystemTime::now();
+    let n = 1_000_000;
+    let addrs: Vec<IpAddr> = (0..n).map(|_| IpAddr::V4(pod_ip(next() % PODS))).collect();
+    let hot: Vec<IpAddr> = (0..n)
+        .map(|_| IpAddr::V4(pod_ip((next() % 2000) * (PODS / 2000))))
+        .collect();
+    let public: Vec<IpAddr> = (0..n)
+        .map(|_| IpAddr::V4(Ipv4Addr::from(0x0808_0000 + (next() & 0xffff))))
+        .collect();
+    for round in 0..3 {
+        let mut timer = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            black_box(());
+            timer.push(t.elapsed().as_nanos() as u64);
+        }
+        let mut pods = Vec::with_capacity(n);
+        for a in &addrs {
+            let t = Instant::now();
+            black_box(index.resolve(black_box(*a), Some((8080, 6)), now));
+            pods.push(t.elapsed().as_nanos() as u64);
+        }
+        let mut hot_pods = Vec::with_capacity(n);
+        for a in &hot {
+            let t = Instant::now();
+            black_box(index.resolve(black_box(*a), Some((8080, 6)), now));
+            hot_pods.push(t.elapsed().as_nanos() as u64);
+        }
+        let mut external = Vec::with_capacity(n);
+        for a in &public {
+            let t = Instant::now();
+            black_box(index.resolve(black_box(*a), Some((443, 6)), now));
+            external.push(t.elapsed().as_nanos() as u64);
+        }
+        let (t50, t99, _) = percentiles(timer);
+        let (p50, p99, p999) = percentiles(pods);
+        let (e50, e99, e999) = percentiles(external);
+        let (h50, h99, h999) = percentiles(hot_pods);
+        println!(
+            "round {round}: pod (random of 150k) p50 {p50} p99 {p99} p99.9 {p999} | \
+             pod (hot 2k) p50 {h50} p99 {h99} p99.9 {h999} | \
+             public p50 {e50} p99 {e99} p99.9 {e999} | timer alone p50 {t50} p99 {t99} (ns)"
+        );
+    }
+}
