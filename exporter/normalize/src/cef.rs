@@ -416,3 +416,45 @@ pub const MAPPING: &[FieldMapping] = &[
         "flexString2Label=stale."
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::{escape_extension, escape_header};
+
+    #[test]
+    fn header_escaping() {
+        let cases = [
+            ("plain", "plain"),
+            ("a|b", "a\\|b"),
+            ("a\\b", "a\\\\b"),
+            ("\\|", "\\\\\\|"),
+            ("a=b", "a=b"),
+            ("line\nbreak\r", "line break "),
+            ("→ ünï", "→ ünï"),
+        ];
+        for (input, want) in cases {
+            let mut out = String::new();
+            escape_header(input, &mut out);
+            assert_eq!(out, want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn extension_escaping() {
+        let cases = [
+            ("plain value", "plain value"),
+            ("a=b", "a\\=b"),
+            ("a\\b", "a\\\\b"),
+            ("a|b", "a|b"),
+            ("one\ntwo", "one\\ntwo"),
+            ("one\r\ntwo", "one\\r\\ntwo"),
+            ("\\=", "\\\\\\="),
+            ("1:abc=", "1:abc\\="),
+        ];
+        for (input, want) in cases {
+            let mut out = String::new();
+            escape_extension(input, &mut out);
+            assert_eq!(out, want, "{input:?}");
+        }
+    }
+}

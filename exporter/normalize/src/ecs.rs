@@ -13,7 +13,7 @@
 use std::time::SystemTime;
 
 use flowscribe_model::{
-    Endpoint, Evaluation, ExplainedFlow, Observed, PolicyHit, SideVerdict, Verdict,
+    CaptureLoss, Endpoint, Evaluation, ExplainedFlow, Observed, PolicyHit, SideVerdict, Verdict,
 };
 use serde_json::{Map, Value, json};
 
@@ -186,6 +186,45 @@ pub fn flow_document(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) 
 
     doc["flowscribe"] = flowscribe_namespace_value(&view);
     doc
+}
+
+/// The ECS document of one capture loss report: `event.kind` `metric`,
+/// `event.type` `error`, the loss under `flowscribe.loss.*`, so a SIEM sees
+/// the gap in the same index as the flows.
+pub fn loss_document(ctx: &Context, loss: &CaptureLoss, observed: SystemTime) -> Value {
+    json!({
+        "@timestamp": rfc3339(loss.window_end),
+        "ecs": {"version": crate::ecs_fields::ECS_VERSION},
+        "message": format!("capture lost {} ({}) on {}: {}", loss.count,
+                           if loss.reason == flowscribe_model::LossReason::RingReserveFailed {
+                               "events" } else { "packets" },
+                           ctx.node, loss.reason.as_str()),
+        "event": {
+            "kind": "metric",
+            "category": ["network"],
+            "type": ["error"],
+            "action": "capture-loss",
+            "outcome": "failure",
+            "reason": loss.reason.as_str(),
+            "start": rfc3339(loss.window_start),
+            "end": rfc3339(loss.window_end),
+            "created": rfc3339(observed),
+            "dataset": "flowscribe.loss",
+            "module": "flowscribe",
+            "provider": "flowscribe",
+            "severity": 13,
+        },
+        "host": {"name": ctx.node, "hostname": ctx.node},
+        "observer": {"type": "sensor", "vendor": "flowscribe", "product": "flowscribe",
+                     "version": ctx.service_version, "hostname": ctx.node, "name": ctx.node},
+        "flowscribe": {"loss": {
+            "stage": "capture",
+            "reason": loss.reason.as_str(),
+            "loses_flow_data": loss.reason.loses_flow_data(),
+            "count": loss.count,
+            "bytes": loss.bytes,
+        }},
+    })
 }
 
 /// The Beats `add_kubernetes_metadata` fields of one pod. Label keys are
@@ -1146,3 +1185,32 @@ pub const MAPPING: &[FieldMapping] = &[
         ""
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use flowscribe_model::{CaptureLoss, LossReason};
+
+    #[test]
+    fn loss_document_is_ecs() {
+        let t = |s: u64| UNIX_EPOCH + Duration::from_secs(1_795_321_800 + s);
+        let ctx = crate::Context {
+            node: "node-1".into(),
+            cluster: None,
+            service_version: "0.1.0".into(),
+            community_id_seed: 0,
+        };
+        let loss = CaptureLoss {
+            reason: LossReason::FlowMapFull,
+            count: 7,
+            bytes: 700,
+            window_start: t(0),
+            window_end: t(10),
+        };
+        let doc = super::loss_document(&ctx, &loss, t(11));
+        assert_eq!(crate::ecs_fields::check_ecs_document(&doc).unwrap(), vec![]);
+        assert_eq!(doc["flowscribe"]["loss"]["reason"], "flow_map_full");
+        assert_eq!(doc["event"]["dataset"], "flowscribe.loss");
+    }
+}

@@ -158,12 +158,55 @@ fn ocsf_goldens_are_network_activity_events() {
     }
 }
 
+fn validator(schema: Schema) -> jsonschema::Validator {
+    let js: Value = serde_json::from_str(json_schema(schema)).unwrap();
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&js)
+        .unwrap_or_else(|e| panic!("{}: invalid JSON Schema: {e}", schema.name()))
+}
+
+/// The JSON Schemas are not vacuous: each rejects a broken record.
+#[test]
+fn json_schemas_reject_broken_records() {
+    type Break = fn(&mut Value);
+    let broken: [(Schema, Break); 7] = [
+        (Schema::Ecs, |v| v["source"]["ip"] = "10.0.0.300".into()),
+        (Schema::Ecs, |v| v["event"]["outcome"] = "maybe".into()),
+        (Schema::Ecs, |v| v["surprise"] = 1.into()),
+        (Schema::Ocsf, |v| v["activity_id"] = 4.into()),
+        (Schema::Ocsf, |v| {
+            v.as_object_mut().unwrap().remove("metadata");
+        }),
+        (Schema::OtlpJson, |v| {
+            v["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]["timeUnixNano"] =
+                1795321810000000000u64.into()
+        }),
+        (Schema::Cef, |v| {
+            *v = v.as_str().unwrap().replacen("CEF:0|", "CEF:1|", 1).into()
+        }),
+    ];
+    for (schema, breaks) in broken {
+        let line = encoded(schema, "denied");
+        let mut v = match schema {
+            Schema::Cef => Value::String(String::from_utf8(line).unwrap()),
+            _ => serde_json::from_slice(&line).unwrap(),
+        };
+        let validator = validator(schema);
+        assert!(validator.is_valid(&v), "{} denied is valid", schema.name());
+        breaks(&mut v);
+        assert!(!validator.is_valid(&v), "{}: {v}", schema.name());
+    }
+    // An unescaped `=` in an extension value breaks the CEF pattern.
+    let cef = validator(Schema::Cef);
+    let line = String::from_utf8(encoded(Schema::Cef, "denied")).unwrap();
+    assert!(!cef.is_valid(&Value::String(line.replace("cs6=1:", "cs6=1:a=b"))));
+}
+
 #[test]
 fn goldens_validate_against_our_json_schemas() {
     for schema in Schema::ALL {
-        let js: Value = serde_json::from_str(json_schema(schema)).unwrap();
-        let validator = jsonschema::validator_for(&js)
-            .unwrap_or_else(|e| panic!("{}: invalid JSON Schema: {e}", schema.name()));
+        let validator = validator(schema);
         for case in fixtures::CASES {
             let line = encoded(schema, case);
             let instance = match schema {
@@ -217,6 +260,16 @@ fn leaves(prefix: &str, v: &Value, out: &mut Vec<String>) {
         }
         _ => out.push(prefix.to_string()),
     }
+}
+
+#[test]
+fn coverage_rule() {
+    let rows = Schema::Ecs.mapping();
+    assert!(covered(rows, "source.ip"));
+    assert!(covered(rows, "kubernetes.labels.app"));
+    assert!(covered(rows, "flowscribe.policy.egress.hits.uid"));
+    assert!(!covered(rows, "source.ipx"));
+    assert!(!covered(rows, "bogus.field"));
 }
 
 #[test]
@@ -327,4 +380,26 @@ fn schema_names_round_trip() {
         assert_eq!(schema.name().parse::<Schema>().unwrap(), schema);
     }
     assert!("json".parse::<Schema>().is_err());
+}
+
+#[test]
+fn otlp_loss_record_round_trips() {
+    let ctx = fixtures::context();
+    let loss = flowscribe_model::CaptureLoss {
+        reason: flowscribe_model::LossReason::RingReserveFailed,
+        count: 3,
+        bytes: 0,
+        window_start: fixtures::t(0),
+        window_end: fixtures::t(10_000),
+    };
+    let record = otlp::loss_record(&ctx, &loss, fixtures::observed());
+    assert_eq!(record.event_name, otlp::LOSS_EVENT_NAME);
+    let request = otlp::export_request(&ctx, vec![record]);
+    let decoded =
+        ExportLogsServiceRequest::decode(otlp::encode_protobuf(&request).as_slice()).unwrap();
+    assert_eq!(decoded, request);
+    let mut json = Vec::new();
+    otlp::write_json(&request, &mut json);
+    let parsed: ExportLogsServiceRequest = serde_json::from_slice(&json).unwrap();
+    assert_eq!(parsed, request);
 }
