@@ -16,7 +16,11 @@
 //!   arrays only where ECS normalizes the field to an array, on keyword-like
 //!   fields, and on `nested` fields;
 //! - anything under `flowscribe.*`, our documented custom namespace;
-//! - `labels.*` with string values (ECS maps labels as keywords).
+//! - `labels.*` with string values (ECS maps labels as keywords);
+//! - one of the Beats `add_kubernetes_metadata` fields listed in
+//!   [`BEATS_KUBERNETES_FIELDS`] (`kubernetes.pod.name`, ...): not ECS, but
+//!   what Elastic users already query, so the ECS schema writes them and the
+//!   checker holds them to the types Beats maps them with.
 //!
 //! `null` is reported too: our schemas omit absent fields instead.
 //!
@@ -42,6 +46,24 @@ const ECS_FLAT_YML: &str = include_str!("../../../schemas/ecs/upstream/ecs_flat.
 
 /// Our custom namespace: anything goes under it.
 const CUSTOM_NAMESPACE: &str = "flowscribe";
+
+/// The Beats `kubernetes.*` fields flowscribe writes, with their Beats
+/// mapping types (Beats `add_kubernetes_metadata` exported fields).
+/// `kubernetes.labels` is an object of de-dotted label keys.
+pub const BEATS_KUBERNETES_FIELDS: &[(&str, &str)] = &[
+    ("kubernetes.namespace", "keyword"),
+    ("kubernetes.pod.name", "keyword"),
+    ("kubernetes.pod.uid", "keyword"),
+    ("kubernetes.pod.ip", "ip"),
+    ("kubernetes.node.name", "keyword"),
+    ("kubernetes.labels", "object"),
+    ("kubernetes.deployment.name", "keyword"),
+    ("kubernetes.replicaset.name", "keyword"),
+    ("kubernetes.statefulset.name", "keyword"),
+    ("kubernetes.daemonset.name", "keyword"),
+    ("kubernetes.job.name", "keyword"),
+    ("kubernetes.cronjob.name", "keyword"),
+];
 
 /// One thing wrong with a document, at a dotted path (`source.port`;
 /// `event.type[1]` for an element of an array).
@@ -211,9 +233,39 @@ impl EcsSchema {
     pub fn embedded() -> Result<&'static EcsSchema, EcsSchemaError> {
         static SCHEMA: OnceLock<Result<EcsSchema, EcsSchemaError>> = OnceLock::new();
         SCHEMA
-            .get_or_init(|| EcsSchema::from_ecs_flat_yml(ECS_FLAT_YML))
+            .get_or_init(|| {
+                EcsSchema::from_ecs_flat_yml(ECS_FLAT_YML).map(EcsSchema::with_beats_kubernetes)
+            })
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// This schema plus [`BEATS_KUBERNETES_FIELDS`].
+    pub fn with_beats_kubernetes(mut self) -> EcsSchema {
+        for (name, ecs_type) in BEATS_KUBERNETES_FIELDS {
+            let mut end = 0;
+            while let Some(dot) = name[end..].find('.') {
+                end += dot;
+                self.prefixes.insert(name[..end].to_string());
+                end += 1;
+            }
+            let kind = match *ecs_type {
+                "ip" => Kind::Ip,
+                "object" => Kind::Object { nested: false },
+                _ => Kind::Keyword,
+            };
+            self.fields.insert(
+                (*name).to_string(),
+                EcsField {
+                    ecs_type: (*ecs_type).to_string(),
+                    kind,
+                    array: false,
+                    allowed_values: None,
+                    has_subfields: false,
+                },
+            );
+        }
+        self
     }
 
     /// A schema from the text of an `ecs_flat.yml`.
@@ -574,8 +626,8 @@ mod tests {
             };
         let cases: Vec<(Value, Vec<(&str, EcsProblemKind)>)> = vec![
             (
-                json!({"kubernetes": {"pod": {"name": "web"}}}),
-                vec![("kubernetes", EcsProblemKind::UnknownField)],
+                json!({"kubernetes": {"pod": {"name": "web", "hostname": "web"}}}),
+                vec![("kubernetes.pod.hostname", EcsProblemKind::UnknownField)],
             ),
             (
                 json!({"source": {"ip": "10.0.0.1", "pod": "web"}}),

@@ -1,16 +1,34 @@
-//! Stage 4 of the flowscribe pipeline: turn canonical flows into documents.
+//! Stage 4 of the flowscribe pipeline: turn canonical flows
+//! ([`flowscribe_model::ExplainedFlow`]) into the documents sinks ship.
 //!
-//! Today it has one schema, [`minimal`], the documented JSON line that
-//! `flowscribe run` prints until the ECS/OTLP/OCSF/CEF schemas (issue 5)
-//! replace it, and the helpers those schemas share: [`community_id`],
-//! [`event_id`], and a checker that holds a document against the pinned
-//! upstream schema ([`ecs_fields`], [`ocsf_check`]). Pure functions: no IO, no clocks.
+//! One module per output schema, registered in the closed [`Schema`] enum:
+//! [`ecs`] (Elastic Common Schema 9.x), [`otlp`] (OTLP LogRecords, protobuf
+//! and OTLP/JSON), [`ocsf`] (OCSF 1.8 Network Activity) and [`cef`] (CEF:0
+//! for syslog SIEMs). Each has a mapping table ([`FieldMapping`]) that is
+//! the published contract in `schemas/` and `docs/schemas/`. Shared
+//! helpers: [`community_id`], [`event_id`], and checkers that hold a
+//! document against the pinned upstream schema ([`ecs_fields`],
+//! [`ocsf_check`]). [`minimal`] is the interim JSON line of `flowscribe run`.
+//!
+//! Pure functions: no IO, no clocks (the observed time is a parameter), no
+//! async. Batching, framing and transport belong to the sinks.
 #![forbid(unsafe_code)]
 
+pub mod cef;
 pub mod community_id;
+pub mod ecs;
 pub mod ecs_fields;
 pub mod event_id;
 mod hex;
 pub mod minimal;
+pub mod ocsf;
 pub mod ocsf_check;
+pub mod otlp;
 mod rfc3339;
+mod schema;
+mod view;
+
+pub use schema::{
+    Context, EncodeError, FieldMapping, Schema, UnknownSchema, encode_flow, json_schema,
+    mapping_json, mapping_markdown,
+};

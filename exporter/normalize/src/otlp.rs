@@ -1,0 +1,1234 @@
+//! The OpenTelemetry view of a flow record: one OTLP `LogRecord`
+//! (`event_name` `network.flow`) per flow, built directly from the
+//! `opentelemetry-proto` prost types (no SDK), the `ResourceLogs` /
+//! `ExportLogsServiceRequest` around a batch, and both encodings: binary
+//! protobuf ([`encode_protobuf`]) and OTLP/JSON ([`write_json`]).
+//!
+//! Attribute names follow OTel semantic conventions 1.44 where one exists
+//! (`network.*`, `source.*`, `destination.*`, `security_rule.*`, resource
+//! `service.*`, `host.name`, `k8s.*`); everything else lives under the one
+//! documented `flowscribe.*` namespace, listed in [`MAPPING`].
+//!
+//! OTLP/JSON is written here rather than with the crate's serde support,
+//! because the crate writes every default value (`"traceId": ""`,
+//! `"droppedAttributesCount": 0`); this writer follows the OTLP/JSON rules
+//! (camelCase keys, enums as integers, 64-bit integers as decimal strings,
+//! ids as hex, default values left out), and the tests prove that the
+//! crate's deserializer reads it back to the same request.
+//!
+//! Stage ④. Pure: no IO, no clock (the observed time is a parameter). It
+//! must not batch by time or size (that is the sink's job): callers hand it
+//! the records of one batch.
+
+use std::time::SystemTime;
+
+use flowscribe_model::{
+    CaptureLoss, Endpoint, Evaluation, ExplainedFlow, Observed, PolicyHit, SideVerdict,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
+};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message as _;
+
+use crate::view::{
+    FlowView, Severity, end_reason_str, has_ports, is_icmp, observed_str, policy_display, rule_id,
+    rule_name, state_str, tcp_flag_names, unix_nanos,
+};
+use crate::{Context, FieldMapping};
+
+pub const UPSTREAM: &str = "OpenTelemetry semantic conventions 1.44.0, OTLP logs \
+     (opentelemetry-proto 1.x via the opentelemetry-proto crate 0.33), OTLP/JSON encoding";
+
+/// The semantic conventions release the attribute names follow.
+pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.44.0";
+
+/// `event_name` of flow records.
+pub const FLOW_EVENT_NAME: &str = "network.flow";
+/// `event_name` of capture loss records.
+pub const LOSS_EVENT_NAME: &str = "flowscribe.loss";
+
+pub const JSON_SCHEMA: &str = include_str!("../../../schemas/otlp/flow.schema.json");
+
+pub const NOTES: &str = "One LogRecord per flow record and aggregation window; `event_name` is \
+`network.flow` (capture loss records: `flowscribe.loss`). `time_unix_nano` is the end of the \
+window, `observed_time_unix_nano` when flowscribe wrote the record. Severity: 9 INFO for allowed \
+flows, 13 WARN for denied flows or when evaluation and observation disagree. The body is the \
+one-line human summary. Resource: `service.name` = `flowscribe`, `service.version`, `host.name`, \
+`k8s.node.name`, `k8s.cluster.name` (when configured); scope `flowscribe`; schema URL \
+`https://opentelemetry.io/schemas/1.44.0`. Flows have two Kubernetes endpoints and semantic \
+conventions describe only the emitting one, so per-endpoint identity uses the `k8s.*` names \
+under `flowscribe.source.` and `flowscribe.destination.`. Policy sides are `kvlist` values. \
+OTLP/JSON: camelCase, integers as decimal strings, enums as integers, defaults left out.";
+
+fn kv(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+fn s(v: impl Into<String>) -> any_value::Value {
+    any_value::Value::StringValue(v.into())
+}
+
+fn int(v: u64) -> any_value::Value {
+    any_value::Value::IntValue(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn boolean(v: bool) -> any_value::Value {
+    any_value::Value::BoolValue(v)
+}
+
+fn strings<'a>(items: impl IntoIterator<Item = &'a str>) -> any_value::Value {
+    any_value::Value::ArrayValue(ArrayValue {
+        values: items
+            .into_iter()
+            .map(|i| AnyValue { value: Some(s(i)) })
+            .collect(),
+    })
+}
+
+fn kvlist(values: Vec<KeyValue>) -> any_value::Value {
+    any_value::Value::KvlistValue(KeyValueList { values })
+}
+
+/// The resource of every record this exporter writes.
+pub fn resource(ctx: &Context) -> Resource {
+    let mut attributes = vec![
+        kv("service.name", s("flowscribe")),
+        kv("service.version", s(ctx.service_version.as_str())),
+        kv("host.name", s(ctx.node.as_str())),
+        kv("k8s.node.name", s(ctx.node.as_str())),
+    ];
+    if let Some(c) = &ctx.cluster {
+        attributes.push(kv("k8s.cluster.name", s(c.as_str())));
+    }
+    Resource {
+        attributes,
+        ..Default::default()
+    }
+}
+
+/// One request carrying `records` under this exporter's resource and scope.
+pub fn export_request(ctx: &Context, records: Vec<LogRecord>) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: vec![resource_logs(ctx, records)],
+    }
+}
+
+/// `records` under this exporter's resource and scope.
+pub fn resource_logs(ctx: &Context, records: Vec<LogRecord>) -> ResourceLogs {
+    ResourceLogs {
+        resource: Some(resource(ctx)),
+        scope_logs: vec![ScopeLogs {
+            scope: Some(InstrumentationScope {
+                name: "flowscribe".to_string(),
+                version: ctx.service_version.clone(),
+                ..Default::default()
+            }),
+            log_records: records,
+            schema_url: SCHEMA_URL.to_string(),
+        }],
+        schema_url: SCHEMA_URL.to_string(),
+    }
+}
+
+/// The binary protobuf encoding of a request (HTTP `application/x-protobuf`
+/// body, gRPC message).
+pub fn encode_protobuf(request: &ExportLogsServiceRequest) -> Vec<u8> {
+    request.encode_to_vec()
+}
+
+/// The LogRecord of one flow record.
+pub fn log_record(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> LogRecord {
+    let view = FlowView::new(ctx, flow);
+    let ef = &flow.flow;
+    let f = &ef.flow;
+    let key = &f.key;
+    let mut a = Vec::with_capacity(48);
+    a.push(kv(
+        "network.transport",
+        s(flowscribe_model::protocol_name(key.protocol)),
+    ));
+    a.push(kv(
+        "network.type",
+        s(if key.src_addr.is_ipv4() {
+            "ipv4"
+        } else {
+            "ipv6"
+        }),
+    ));
+    a.push(kv("source.address", s(key.src_addr.to_string())));
+    a.push(kv("destination.address", s(key.dst_addr.to_string())));
+    if has_ports(key.protocol) {
+        a.push(kv("source.port", int(key.src_port.into())));
+        a.push(kv("destination.port", int(key.dst_port.into())));
+    }
+    a.push(kv("network.interface.name", s(f.interface.name.as_str())));
+    a.push(kv("flowscribe.event_id", s(view.event_id.as_str())));
+    if let Some(c) = &view.community_id {
+        a.push(kv("flowscribe.community_id", s(c.as_str())));
+    }
+    a.push(kv("flowscribe.flow.state", s(state_str(f.state))));
+    if let Some(e) = f.end_reason {
+        a.push(kv("flowscribe.flow.end_reason", s(end_reason_str(e))));
+    }
+    a.push(kv("flowscribe.flow.direction", s(view.direction.as_str())));
+    a.push(kv("flowscribe.flow.iana_number", int(key.protocol.into())));
+    a.push(kv(
+        "flowscribe.flow.window.start_unix_nano",
+        int(unix_nanos(f.window_start)),
+    ));
+    a.push(kv(
+        "flowscribe.flow.first_packet_unix_nano",
+        int(unix_nanos(f.first_packet)),
+    ));
+    a.push(kv(
+        "flowscribe.flow.last_packet_unix_nano",
+        int(unix_nanos(f.last_packet)),
+    ));
+    a.push(kv("flowscribe.flow.bytes.forward", int(f.forward.bytes)));
+    a.push(kv("flowscribe.flow.bytes.reverse", int(f.reverse.bytes)));
+    a.push(kv(
+        "flowscribe.flow.packets.forward",
+        int(f.forward.packets),
+    ));
+    a.push(kv(
+        "flowscribe.flow.packets.reverse",
+        int(f.reverse.packets),
+    ));
+    if key.protocol == 6 {
+        a.push(kv(
+            "flowscribe.flow.tcp_flags.forward",
+            strings(tcp_flag_names(f.forward.tcp_flags)),
+        ));
+        a.push(kv(
+            "flowscribe.flow.tcp_flags.reverse",
+            strings(tcp_flag_names(f.reverse.tcp_flags)),
+        ));
+    }
+    if is_icmp(key.protocol) {
+        a.push(kv("flowscribe.flow.icmp.type", int(key.src_port.into())));
+        a.push(kv("flowscribe.flow.icmp.code", int(key.dst_port.into())));
+    }
+    if let Some(d) = &f.drops {
+        a.push(kv(
+            "flowscribe.flow.drops.packets_forward",
+            int(d.packets_forward),
+        ));
+        a.push(kv(
+            "flowscribe.flow.drops.packets_reverse",
+            int(d.packets_reverse),
+        ));
+        a.push(kv("flowscribe.flow.drops.bytes", int(d.bytes)));
+        a.push(kv(
+            "flowscribe.flow.drops.last_reason",
+            s(d.last_reason.as_str()),
+        ));
+    }
+    endpoint_attributes(&mut a, "flowscribe.source.", &ef.source);
+    endpoint_attributes(&mut a, "flowscribe.destination.", &ef.destination);
+    a.push(kv(
+        "flowscribe.identity_degraded",
+        boolean(ef.identity_degraded),
+    ));
+
+    if let Some(d) = &view.decision {
+        a.push(kv("security_rule.name", s(rule_name(d))));
+        a.push(kv("security_rule.category", s(d.side.direction.as_str())));
+        if let Some(h) = d.hit {
+            a.push(kv(
+                "security_rule.ruleset.name",
+                s(policy_display(&h.policy)),
+            ));
+            a.push(kv("security_rule.uuid", s(&*h.policy.uid)));
+            a.push(kv("security_rule.version", s(&*h.policy.resource_version)));
+        }
+        if let Some(id) = rule_id(d) {
+            a.push(kv("flowscribe.policy.rule_id", s(id)));
+        }
+        a.push(kv("flowscribe.policy.reason", s(d.side.reason.as_str())));
+        a.push(kv(
+            "flowscribe.policy.direction",
+            s(d.side.direction.as_str()),
+        ));
+    }
+    if let Some(t) = &flow.trace {
+        a.push(kv(
+            "flowscribe.policy.verdict",
+            s(t.enforced.verdict.as_str()),
+        ));
+        a.push(kv(
+            "flowscribe.policy.verdict_source",
+            s(t.verdict_source.as_str()),
+        ));
+        a.push(kv(
+            "flowscribe.policy.observed",
+            s(observed_str(&t.observed)),
+        ));
+        if let Observed::Dropped { reason } = &t.observed {
+            a.push(kv("flowscribe.policy.observed_drop_reason", s(&**reason)));
+        }
+        if let Some(m) = t.mismatch {
+            a.push(kv("flowscribe.policy.mismatch", s(m.as_str())));
+        }
+        a.push(kv("flowscribe.policy.egress", side(&t.enforced.egress)));
+        a.push(kv("flowscribe.policy.ingress", side(&t.enforced.ingress)));
+        if let Some(p) = &t.pending {
+            a.push(kv(
+                "flowscribe.policy.pending",
+                evaluation(p, t.would_change()),
+            ));
+        }
+        if !t.invalid_policies.is_empty() {
+            let names: Vec<String> = t
+                .invalid_policies
+                .iter()
+                .map(|p| format!("{} {}", p.kind.as_str(), policy_display(p)))
+                .collect();
+            a.push(kv(
+                "flowscribe.policy.invalid_policies",
+                strings(names.iter().map(String::as_str)),
+            ));
+        }
+    }
+
+    let (severity_number, severity_text) = match view.severity {
+        Severity::Info => (9, "INFO"),
+        Severity::Warn => (13, "WARN"),
+    };
+    LogRecord {
+        time_unix_nano: unix_nanos(f.window_end),
+        observed_time_unix_nano: unix_nanos(observed),
+        severity_number,
+        severity_text: severity_text.to_string(),
+        body: Some(AnyValue {
+            value: Some(s(view.summary)),
+        }),
+        attributes: a,
+        event_name: FLOW_EVENT_NAME.to_string(),
+        ..Default::default()
+    }
+}
+
+/// The LogRecord of one capture loss report (WARN: data is missing).
+pub fn loss_record(ctx: &Context, loss: &CaptureLoss, observed: SystemTime) -> LogRecord {
+    let body = format!(
+        "capture lost {} {} ({} bytes) on {}",
+        loss.count,
+        if loss.reason == flowscribe_model::LossReason::RingReserveFailed {
+            "events"
+        } else {
+            "packets"
+        },
+        loss.bytes,
+        ctx.node
+    );
+    LogRecord {
+        time_unix_nano: unix_nanos(loss.window_end),
+        observed_time_unix_nano: unix_nanos(observed),
+        severity_number: 13,
+        severity_text: "WARN".to_string(),
+        body: Some(AnyValue {
+            value: Some(s(body)),
+        }),
+        attributes: vec![
+            kv("flowscribe.loss.stage", s("capture")),
+            kv("flowscribe.loss.reason", s(loss.reason.as_str())),
+            kv(
+                "flowscribe.loss.loses_flow_data",
+                boolean(loss.reason.loses_flow_data()),
+            ),
+            kv("flowscribe.loss.count", int(loss.count)),
+            kv("flowscribe.loss.bytes", int(loss.bytes)),
+            kv(
+                "flowscribe.loss.window.start_unix_nano",
+                int(unix_nanos(loss.window_start)),
+            ),
+        ],
+        event_name: LOSS_EVENT_NAME.to_string(),
+        ..Default::default()
+    }
+}
+
+fn endpoint_attributes(a: &mut Vec<KeyValue>, prefix: &str, e: &Endpoint) {
+    let key = |k: &str| format!("{prefix}{k}");
+    a.push(kv(&key("kind"), s(e.kind.as_str())));
+    if let Some(p) = &e.pod {
+        a.push(kv(&key("k8s.namespace.name"), s(&*p.namespace)));
+        a.push(kv(&key("k8s.pod.name"), s(&*p.name)));
+        a.push(kv(&key("k8s.pod.uid"), s(&*p.uid)));
+        for (k, v) in p.labels.iter() {
+            a.push(kv(&key(&format!("k8s.pod.label.{k}")), s(v.as_str())));
+        }
+        if let Some(sa) = &p.service_account {
+            a.push(kv(&key("service_account"), s(&**sa)));
+        }
+        if let Some(w) = &p.workload {
+            a.push(kv(&key("workload.kind"), s(&*w.kind)));
+            a.push(kv(&key("workload.name"), s(&*w.name)));
+        }
+    }
+    if let Some(n) = &e.node {
+        a.push(kv(&key("k8s.node.name"), s(&**n)));
+    }
+    if let Some(svc) = &e.service {
+        a.push(kv(&key("k8s.service.name"), s(&*svc.name)));
+        a.push(kv(&key("k8s.service.namespace"), s(&*svc.namespace)));
+        if let Some(p) = &svc.port_name {
+            a.push(kv(&key("k8s.service.port_name"), s(&**p)));
+        }
+    }
+    if let Some(n) = &e.network {
+        a.push(kv(&key("network"), s(&**n)));
+    }
+    if let Some(st) = e.stale {
+        a.push(kv(&key("stale"), boolean(true)));
+        a.push(kv(
+            &key("deleted_at_unix_nano"),
+            int(unix_nanos(st.deleted_at)),
+        ));
+    }
+}
+
+fn hit(h: &PolicyHit) -> AnyValue {
+    let p = &h.policy;
+    let mut v = vec![
+        kv("tier", s(&*p.tier)),
+        kv("kind", s(p.kind.as_str())),
+        kv("api_version", s(p.kind.api_version())),
+    ];
+    if let Some(ns) = &p.namespace {
+        v.push(kv("namespace", s(&**ns)));
+    }
+    v.push(kv("name", s(&*p.name)));
+    v.push(kv("uid", s(&*p.uid)));
+    v.push(kv("resource_version", s(&*p.resource_version)));
+    if let Some(i) = h.rule_index {
+        v.push(kv("rule_index", int(i.into())));
+    }
+    if let Some(n) = &h.rule_name {
+        v.push(kv("rule_name", s(&**n)));
+    }
+    v.push(kv("action", s(h.action.as_str())));
+    v.push(kv("staged", boolean(p.kind.is_staged())));
+    AnyValue {
+        value: Some(kvlist(v)),
+    }
+}
+
+fn side(sv: &SideVerdict) -> any_value::Value {
+    kvlist(vec![
+        kv("verdict", s(sv.verdict.as_str())),
+        kv("reason", s(sv.reason.as_str())),
+        kv(
+            "hits",
+            any_value::Value::ArrayValue(ArrayValue {
+                values: sv.hits.iter().map(hit).collect(),
+            }),
+        ),
+    ])
+}
+
+fn evaluation(e: &Evaluation, would_change: bool) -> any_value::Value {
+    kvlist(vec![
+        kv("verdict", s(e.verdict.as_str())),
+        kv("would_change", boolean(would_change)),
+        kv("egress", side(&e.egress)),
+        kv("ingress", side(&e.ingress)),
+    ])
+}
+
+// ---- OTLP/JSON -----------------------------------------------------------
+
+/// Appends the OTLP/JSON encoding of `request` to `out` (one line, no
+/// trailing newline).
+pub fn write_json(request: &ExportLogsServiceRequest, out: &mut Vec<u8>) {
+    let mut w = JsonWriter { out, first: vec![] };
+    w.open('{');
+    w.key("resourceLogs");
+    w.open('[');
+    for rl in &request.resource_logs {
+        w.sep();
+        resource_logs_json(&mut w, rl);
+    }
+    w.close(']');
+    w.close('}');
+}
+
+fn resource_logs_json(w: &mut JsonWriter<'_>, rl: &ResourceLogs) {
+    w.open('{');
+    if let Some(r) = &rl.resource {
+        w.key("resource");
+        w.open('{');
+        attributes_json(w, &r.attributes);
+        if r.dropped_attributes_count != 0 {
+            w.key("droppedAttributesCount");
+            w.raw(&r.dropped_attributes_count.to_string());
+        }
+        w.close('}');
+    }
+    w.key("scopeLogs");
+    w.open('[');
+    for sl in &rl.scope_logs {
+        w.sep();
+        w.open('{');
+        if let Some(scope) = &sl.scope {
+            w.key("scope");
+            w.open('{');
+            if !scope.name.is_empty() {
+                w.key("name");
+                w.string(&scope.name);
+            }
+            if !scope.version.is_empty() {
+                w.key("version");
+                w.string(&scope.version);
+            }
+            attributes_json(w, &scope.attributes);
+            w.close('}');
+        }
+        w.key("logRecords");
+        w.open('[');
+        for r in &sl.log_records {
+            w.sep();
+            log_record_json(w, r);
+        }
+        w.close(']');
+        if !sl.schema_url.is_empty() {
+            w.key("schemaUrl");
+            w.string(&sl.schema_url);
+        }
+        w.close('}');
+    }
+    w.close(']');
+    if !rl.schema_url.is_empty() {
+        w.key("schemaUrl");
+        w.string(&rl.schema_url);
+    }
+    w.close('}');
+}
+
+fn log_record_json(w: &mut JsonWriter<'_>, r: &LogRecord) {
+    w.open('{');
+    if r.time_unix_nano != 0 {
+        w.key("timeUnixNano");
+        w.string(&r.time_unix_nano.to_string());
+    }
+    if r.observed_time_unix_nano != 0 {
+        w.key("observedTimeUnixNano");
+        w.string(&r.observed_time_unix_nano.to_string());
+    }
+    if r.severity_number != 0 {
+        w.key("severityNumber");
+        w.raw(&r.severity_number.to_string());
+    }
+    if !r.severity_text.is_empty() {
+        w.key("severityText");
+        w.string(&r.severity_text);
+    }
+    if let Some(b) = &r.body {
+        w.key("body");
+        any_value_json(w, b);
+    }
+    attributes_json(w, &r.attributes);
+    if r.dropped_attributes_count != 0 {
+        w.key("droppedAttributesCount");
+        w.raw(&r.dropped_attributes_count.to_string());
+    }
+    if r.flags != 0 {
+        w.key("flags");
+        w.raw(&r.flags.to_string());
+    }
+    if !r.trace_id.is_empty() {
+        w.key("traceId");
+        w.string(&crate::hex::lower(&r.trace_id));
+    }
+    if !r.span_id.is_empty() {
+        w.key("spanId");
+        w.string(&crate::hex::lower(&r.span_id));
+    }
+    if !r.event_name.is_empty() {
+        w.key("eventName");
+        w.string(&r.event_name);
+    }
+    w.close('}');
+}
+
+fn attributes_json(w: &mut JsonWriter<'_>, attributes: &[KeyValue]) {
+    if attributes.is_empty() {
+        return;
+    }
+    w.key("attributes");
+    key_values_json(w, attributes);
+}
+
+fn key_values_json(w: &mut JsonWriter<'_>, kvs: &[KeyValue]) {
+    w.open('[');
+    for kv in kvs {
+        w.sep();
+        w.open('{');
+        w.key("key");
+        w.string(&kv.key);
+        if let Some(v) = &kv.value {
+            w.key("value");
+            any_value_json(w, v);
+        }
+        w.close('}');
+    }
+    w.close(']');
+}
+
+fn any_value_json(w: &mut JsonWriter<'_>, v: &AnyValue) {
+    w.open('{');
+    match &v.value {
+        Some(any_value::Value::StringValue(x)) => {
+            w.key("stringValue");
+            w.string(x);
+        }
+        Some(any_value::Value::BoolValue(x)) => {
+            w.key("boolValue");
+            w.raw(if *x { "true" } else { "false" });
+        }
+        Some(any_value::Value::IntValue(x)) => {
+            w.key("intValue");
+            w.string(&x.to_string());
+        }
+        Some(any_value::Value::DoubleValue(x)) => {
+            w.key("doubleValue");
+            if x.is_finite() {
+                w.raw(&x.to_string());
+            } else if x.is_nan() {
+                w.string("NaN");
+            } else if *x > 0.0 {
+                w.string("Infinity");
+            } else {
+                w.string("-Infinity");
+            }
+        }
+        Some(any_value::Value::ArrayValue(a)) => {
+            // `values` is written even when empty: the opentelemetry-proto
+            // deserializer (unlike protojson) requires it.
+            w.key("arrayValue");
+            w.open('{');
+            w.key("values");
+            w.open('[');
+            for item in &a.values {
+                w.sep();
+                any_value_json(w, item);
+            }
+            w.close(']');
+            w.close('}');
+        }
+        Some(any_value::Value::KvlistValue(l)) => {
+            w.key("kvlistValue");
+            w.open('{');
+            w.key("values");
+            key_values_json(w, &l.values);
+            w.close('}');
+        }
+        Some(any_value::Value::BytesValue(b)) => {
+            use base64::Engine as _;
+            w.key("bytesValue");
+            w.string(&base64::engine::general_purpose::STANDARD.encode(b));
+        }
+        Some(any_value::Value::StringValueStrindex(i)) => {
+            w.key("stringValueStrindex");
+            w.raw(&i.to_string());
+        }
+        None => {}
+    }
+    w.close('}');
+}
+
+/// A minimal JSON writer: tracks whether a separator is due at each
+/// nesting level.
+struct JsonWriter<'a> {
+    out: &'a mut Vec<u8>,
+    /// One entry per open object/array: true until its first member.
+    first: Vec<bool>,
+}
+
+impl JsonWriter<'_> {
+    fn open(&mut self, c: char) {
+        self.out.push(c as u8);
+        self.first.push(true);
+    }
+
+    fn close(&mut self, c: char) {
+        self.out.push(c as u8);
+        self.first.pop();
+    }
+
+    /// A comma before every member but the first of the current level.
+    fn sep(&mut self) {
+        if let Some(first) = self.first.last_mut() {
+            if *first {
+                *first = false;
+            } else {
+                self.out.push(b',');
+            }
+        }
+    }
+
+    fn key(&mut self, k: &str) {
+        self.sep();
+        self.string(k);
+        self.out.push(b':');
+    }
+
+    fn raw(&mut self, s: &str) {
+        self.out.extend_from_slice(s.as_bytes());
+    }
+
+    fn string(&mut self, s: &str) {
+        write_json_string(self.out, s);
+    }
+}
+
+/// `s` as a JSON string literal (RFC 8259 escaping).
+pub(crate) fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: Option<&[u8]> = match b {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0x00..=0x1f => None,
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        match escape {
+            Some(e) => out.extend_from_slice(e),
+            None => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0x0f)],
+            ]),
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+macro_rules! row {
+    ($canonical:expr, $field:expr, $ty:expr, $example:expr, $description:expr) => {
+        FieldMapping {
+            canonical: $canonical,
+            field: $field,
+            ty: $ty,
+            example: $example,
+            description: $description,
+        }
+    };
+}
+
+/// Every LogRecord field and attribute a flow record can carry. Resource
+/// attributes are prefixed `resource:`; LogRecord fields `record:`.
+pub const MAPPING: &[FieldMapping] = &[
+    row!(
+        "(constant)",
+        "resource:service.name",
+        "string",
+        "flowscribe",
+        "Semconv."
+    ),
+    row!(
+        "context.service_version",
+        "resource:service.version",
+        "string",
+        "0.1.0",
+        "Semconv."
+    ),
+    row!(
+        "context.node",
+        "resource:host.name",
+        "string",
+        "node-1",
+        "Semconv."
+    ),
+    row!(
+        "context.node",
+        "resource:k8s.node.name",
+        "string",
+        "node-1",
+        "Semconv."
+    ),
+    row!(
+        "context.cluster",
+        "resource:k8s.cluster.name",
+        "string",
+        "prod-eu-1",
+        "Semconv; when configured."
+    ),
+    row!(
+        "flow.window_end",
+        "record:time_unix_nano",
+        "fixed64",
+        "1795321810000000000",
+        ""
+    ),
+    row!(
+        "observed time (parameter)",
+        "record:observed_time_unix_nano",
+        "fixed64",
+        "1795321810200000000",
+        ""
+    ),
+    row!(
+        "severity",
+        "record:severity_number",
+        "SeverityNumber",
+        "13",
+        "9 INFO allowed; 13 WARN denied or mismatch."
+    ),
+    row!("severity", "record:severity_text", "string", "WARN", ""),
+    row!(
+        "(summary)",
+        "record:body",
+        "string",
+        "shop/web-1 → db/pg-0:5432/TCP denied: isolated-no-match (ingress, ns db)",
+        ""
+    ),
+    row!(
+        "(constant)",
+        "record:event_name",
+        "string",
+        "network.flow",
+        ""
+    ),
+    row!(
+        "key.protocol",
+        "network.transport",
+        "string",
+        "tcp",
+        "Semconv; `icmp`, `ipv6-icmp`, `sctp` as custom values."
+    ),
+    row!("key family", "network.type", "string", "ipv4", "Semconv."),
+    row!(
+        "key.src_addr",
+        "source.address",
+        "string",
+        "10.0.1.5",
+        "Semconv."
+    ),
+    row!(
+        "key.src_port",
+        "source.port",
+        "int",
+        "51320",
+        "Semconv; absent for ICMP."
+    ),
+    row!(
+        "key.dst_addr",
+        "destination.address",
+        "string",
+        "10.0.2.7",
+        "Semconv."
+    ),
+    row!(
+        "key.dst_port",
+        "destination.port",
+        "int",
+        "5432",
+        "Semconv; absent for ICMP."
+    ),
+    row!(
+        "flow.interface.name",
+        "network.interface.name",
+        "string",
+        "veth1a2b",
+        "Semconv."
+    ),
+    row!(
+        "deciding rule",
+        "security_rule.name",
+        "string",
+        "ingress[0]",
+        "Semconv; as ECS `rule.name`."
+    ),
+    row!(
+        "deciding side.direction",
+        "security_rule.category",
+        "string",
+        "ingress",
+        "Semconv."
+    ),
+    row!(
+        "deciding policy",
+        "security_rule.ruleset.name",
+        "string",
+        "db/allow-web",
+        "Semconv; `namespace/name`."
+    ),
+    row!(
+        "deciding policy.uid",
+        "security_rule.uuid",
+        "string",
+        "0d9e…",
+        "Semconv."
+    ),
+    row!(
+        "deciding policy.resource_version",
+        "security_rule.version",
+        "string",
+        "12345",
+        "Semconv."
+    ),
+    row!(
+        "event_id",
+        "flowscribe.event_id",
+        "string",
+        "3f0c…(32 hex)",
+        "Deterministic id for deduplication."
+    ),
+    row!(
+        "community_id_v1",
+        "flowscribe.community_id",
+        "string",
+        "1:LQU9qZlK+B5F3KDmev6m5PMibrg=",
+        ""
+    ),
+    row!(
+        "flow.state",
+        "flowscribe.flow.state",
+        "string",
+        "completed",
+        ""
+    ),
+    row!(
+        "flow.end_reason",
+        "flowscribe.flow.end_reason",
+        "string",
+        "tcp-fin",
+        ""
+    ),
+    row!(
+        "endpoints' nodes",
+        "flowscribe.flow.direction",
+        "string",
+        "ingress",
+        "ingress, egress, internal, unknown (relative to this node)."
+    ),
+    row!(
+        "key.protocol",
+        "flowscribe.flow.iana_number",
+        "int",
+        "6",
+        ""
+    ),
+    row!(
+        "flow.window_start",
+        "flowscribe.flow.window.start_unix_nano",
+        "int",
+        "1795321800000000000",
+        ""
+    ),
+    row!(
+        "flow.first_packet",
+        "flowscribe.flow.first_packet_unix_nano",
+        "int",
+        "1795321799900000000",
+        ""
+    ),
+    row!(
+        "flow.last_packet",
+        "flowscribe.flow.last_packet_unix_nano",
+        "int",
+        "1795321809100000000",
+        ""
+    ),
+    row!(
+        "forward.bytes",
+        "flowscribe.flow.bytes.forward",
+        "int",
+        "400",
+        "Initiator → responder."
+    ),
+    row!(
+        "reverse.bytes",
+        "flowscribe.flow.bytes.reverse",
+        "int",
+        "3000",
+        "Responder → initiator."
+    ),
+    row!(
+        "forward.packets",
+        "flowscribe.flow.packets.forward",
+        "int",
+        "5",
+        ""
+    ),
+    row!(
+        "reverse.packets",
+        "flowscribe.flow.packets.reverse",
+        "int",
+        "4",
+        ""
+    ),
+    row!(
+        "forward.tcp_flags",
+        "flowscribe.flow.tcp_flags.forward",
+        "string[]",
+        "[\"SYN\",\"ACK\"]",
+        "TCP only."
+    ),
+    row!(
+        "reverse.tcp_flags",
+        "flowscribe.flow.tcp_flags.reverse",
+        "string[]",
+        "[\"SYN\",\"ACK\"]",
+        "TCP only."
+    ),
+    row!(
+        "key.src_port (ICMP)",
+        "flowscribe.flow.icmp.type",
+        "int",
+        "8",
+        "ICMP only."
+    ),
+    row!(
+        "key.dst_port (ICMP)",
+        "flowscribe.flow.icmp.code",
+        "int",
+        "0",
+        "ICMP only."
+    ),
+    row!(
+        "flow.drops",
+        "flowscribe.flow.drops.packets_forward",
+        "int",
+        "1",
+        ""
+    ),
+    row!(
+        "flow.drops",
+        "flowscribe.flow.drops.packets_reverse",
+        "int",
+        "0",
+        ""
+    ),
+    row!("flow.drops", "flowscribe.flow.drops.bytes", "int", "60", ""),
+    row!(
+        "flow.drops",
+        "flowscribe.flow.drops.last_reason",
+        "string",
+        "NETFILTER_DROP",
+        ""
+    ),
+    row!(
+        "source.kind",
+        "flowscribe.source.kind",
+        "string",
+        "pod",
+        "Same keys under `flowscribe.destination.`."
+    ),
+    row!(
+        "source.pod.namespace",
+        "flowscribe.source.k8s.namespace.name",
+        "string",
+        "shop",
+        "Semconv name under our prefix."
+    ),
+    row!(
+        "source.pod.name",
+        "flowscribe.source.k8s.pod.name",
+        "string",
+        "web-7c9d",
+        ""
+    ),
+    row!(
+        "source.pod.uid",
+        "flowscribe.source.k8s.pod.uid",
+        "string",
+        "6a1f…",
+        ""
+    ),
+    row!(
+        "source.pod.labels",
+        "flowscribe.source.k8s.pod.label.*",
+        "string",
+        "app: web",
+        "One attribute per label."
+    ),
+    row!(
+        "source.pod.service_account",
+        "flowscribe.source.service_account",
+        "string",
+        "web",
+        ""
+    ),
+    row!(
+        "source.pod.workload",
+        "flowscribe.source.workload.kind",
+        "string",
+        "Deployment",
+        ""
+    ),
+    row!(
+        "source.pod.workload",
+        "flowscribe.source.workload.name",
+        "string",
+        "web",
+        ""
+    ),
+    row!(
+        "source.node",
+        "flowscribe.source.k8s.node.name",
+        "string",
+        "node-1",
+        ""
+    ),
+    row!(
+        "source.service",
+        "flowscribe.source.k8s.service.name",
+        "string",
+        "web",
+        ""
+    ),
+    row!(
+        "source.service",
+        "flowscribe.source.k8s.service.namespace",
+        "string",
+        "shop",
+        ""
+    ),
+    row!(
+        "source.service.port_name",
+        "flowscribe.source.k8s.service.port_name",
+        "string",
+        "http",
+        ""
+    ),
+    row!(
+        "source.network",
+        "flowscribe.source.network",
+        "string",
+        "corp-vpn",
+        ""
+    ),
+    row!(
+        "source.stale",
+        "flowscribe.source.stale",
+        "bool",
+        "true",
+        ""
+    ),
+    row!(
+        "source.stale.deleted_at",
+        "flowscribe.source.deleted_at_unix_nano",
+        "int",
+        "1795321740000000000",
+        ""
+    ),
+    row!(
+        "destination",
+        "flowscribe.destination.*",
+        "",
+        "",
+        "As `flowscribe.source.*`."
+    ),
+    row!(
+        "identity_degraded",
+        "flowscribe.identity_degraded",
+        "bool",
+        "false",
+        ""
+    ),
+    row!(
+        "deciding rule",
+        "flowscribe.policy.rule_id",
+        "string",
+        "0d9e…/ingress/0",
+        ""
+    ),
+    row!(
+        "deciding side.reason",
+        "flowscribe.policy.reason",
+        "string",
+        "isolated-no-match",
+        ""
+    ),
+    row!(
+        "deciding side.direction",
+        "flowscribe.policy.direction",
+        "string",
+        "ingress",
+        ""
+    ),
+    row!(
+        "trace.enforced.verdict",
+        "flowscribe.policy.verdict",
+        "string",
+        "deny",
+        ""
+    ),
+    row!(
+        "trace.verdict_source",
+        "flowscribe.policy.verdict_source",
+        "string",
+        "evaluated",
+        ""
+    ),
+    row!(
+        "trace.observed",
+        "flowscribe.policy.observed",
+        "string",
+        "dropped",
+        ""
+    ),
+    row!(
+        "trace.observed (Dropped).reason",
+        "flowscribe.policy.observed_drop_reason",
+        "string",
+        "NETFILTER_DROP",
+        ""
+    ),
+    row!(
+        "trace.mismatch",
+        "flowscribe.policy.mismatch",
+        "string",
+        "policy-not-enforced",
+        ""
+    ),
+    row!(
+        "trace.enforced.egress",
+        "flowscribe.policy.egress",
+        "kvlist",
+        "",
+        "{verdict, reason, hits: [kvlist]}; hit keys as ECS `flowscribe.policy.egress.hits[]`."
+    ),
+    row!(
+        "trace.enforced.ingress",
+        "flowscribe.policy.ingress",
+        "kvlist",
+        "",
+        "As egress."
+    ),
+    row!(
+        "trace.pending",
+        "flowscribe.policy.pending",
+        "kvlist",
+        "",
+        "{verdict, would_change, egress, ingress}."
+    ),
+    row!(
+        "trace.invalid_policies",
+        "flowscribe.policy.invalid_policies",
+        "string[]",
+        "[\"NetworkPolicy db/broken\"]",
+        ""
+    ),
+];
