@@ -295,6 +295,12 @@ impl Exporter {
             .arg(&bin)
             .arg("run")
             .args(["--output", &output])
+            // The tests read the minimal line unless they ask for a schema.
+            .args(if args.contains(&"--format") {
+                &[][..]
+            } else {
+                &["--format", "minimal"][..]
+            })
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())

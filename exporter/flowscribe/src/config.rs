@@ -12,6 +12,7 @@ use std::time::Duration;
 use flowscribe_capture::{AttachMode, CaptureConfig, interfaces::InterfaceFilter};
 use flowscribe_enrich::IndexConfig;
 use flowscribe_enrich::networks::NamedNetwork;
+use flowscribe_normalize::Schema;
 use serde::{Deserialize, Serialize};
 
 /// One documented configuration field.
@@ -36,6 +37,18 @@ pub const FIELDS: &[FieldDoc] = &[
         kind: "string",
         default: "stdout",
         doc: "Where records go: `stdout` or `file:PATH` (JSON lines, appended).",
+    },
+    FieldDoc {
+        path: "format",
+        kind: "ecs | otlp-json | ocsf | cef | minimal",
+        default: "ecs",
+        doc: "Record format of `output` (docs/schemas/). Loss records are ECS documents for `ecs`, OTLP log records for `otlp-json`, and minimal JSON lines (docs/record.md) for the others.",
+    },
+    FieldDoc {
+        path: "cluster_name",
+        kind: "string",
+        default: "none",
+        doc: "Cluster name written into every record (`orchestrator.cluster.name`, `k8s.cluster.name`).",
     },
     FieldDoc {
         path: "capture.interfaces",
@@ -140,6 +153,8 @@ pub const FIELDS: &[FieldDoc] = &[
 pub struct RawConfig {
     pub node_name: Option<String>,
     pub output: Option<String>,
+    pub format: Option<String>,
+    pub cluster_name: Option<String>,
     #[serde(default)]
     pub capture: RawCapture,
     #[serde(default)]
@@ -195,6 +210,27 @@ pub struct RawCapture {
     pub exclude_endpoints: Option<Vec<String>>,
 }
 
+/// The record format of the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The interim JSON line of docs/record.md.
+    Minimal,
+    Schema(Schema),
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "minimal" {
+            return Ok(Format::Minimal);
+        }
+        s.parse::<Schema>().map(Format::Schema).map_err(|_| {
+            let names: Vec<&str> = Schema::ALL.iter().map(|s| s.name()).collect();
+            format!("{s:?} is not a format; use {} or minimal", names.join(", "))
+        })
+    }
+}
+
 /// Where records are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -207,6 +243,8 @@ pub enum Output {
 pub struct Config {
     pub node_name: String,
     pub output: Output,
+    pub format: Format,
+    pub cluster_name: Option<String>,
     pub capture: CaptureConfig,
     pub drain_interval: Duration,
     pub enrich: EnrichSettings,
@@ -316,6 +354,14 @@ impl RawConfig {
                 Output::Stdout
             }
         };
+        let format = match self.format.as_deref().map(str::parse::<Format>) {
+            None => Format::Schema(Schema::Ecs),
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                p.push(problem("format", e));
+                Format::Schema(Schema::Ecs)
+            }
+        };
         let include = c.interfaces.clone().unwrap_or_default();
         let exclude = c
             .exclude_interfaces
@@ -411,6 +457,8 @@ impl RawConfig {
         }
         Ok(Config {
             enrich,
+            format,
+            cluster_name: self.cluster_name.clone(),
             node_name: self
                 .node_name
                 .clone()
@@ -544,7 +592,7 @@ mod tests {
     #[test]
     fn every_problem_is_listed_with_its_path() {
         let raw = parse(
-            "output: kafka://x\ncapture:\n  interfaces: ['veth[']\n  active_timeout: 10 parsecs\n  idle_timeout: 10ms\n  attach_mode: xdp\n  ring_buffer_bytes: 5000\n  flow_map_entries: 0\n  exclude_endpoints: ['10.0.0.1:80/icmp', 'nope']\nenrich:\n  kubernetes: maybe\n  deleted_grace: soon\n  service_cidrs: [10.96.0.0/12, 10.300.0.0/16]\n  networks: [{name: '', cidrs: [corp]}]\n",
+            "output: kafka://x\nformat: xml\ncapture:\n  interfaces: ['veth[']\n  active_timeout: 10 parsecs\n  idle_timeout: 10ms\n  attach_mode: xdp\n  ring_buffer_bytes: 5000\n  flow_map_entries: 0\n  exclude_endpoints: ['10.0.0.1:80/icmp', 'nope']\nenrich:\n  kubernetes: maybe\n  deleted_grace: soon\n  service_cidrs: [10.96.0.0/12, 10.300.0.0/16]\n  networks: [{name: '', cidrs: [corp]}]\n",
         );
         let paths: Vec<String> = raw
             .validate("n")
@@ -556,6 +604,7 @@ mod tests {
             paths,
             vec![
                 "output",
+                "format",
                 "capture.interfaces[0]",
                 "capture.active_timeout",
                 "capture.idle_timeout",

@@ -33,6 +33,17 @@ enum Command {
     Run(RunArgs),
     /// Print the configuration reference (Markdown), as in docs/config.md.
     ConfigReference,
+    /// Print an output schema's field mapping (Markdown) or its JSON Schema.
+    Schema(SchemaArgs),
+}
+
+#[derive(Debug, Args)]
+struct SchemaArgs {
+    /// ecs, otlp-json, ocsf or cef.
+    name: String,
+    /// Print the JSON Schema of one record instead of the mapping table.
+    #[arg(long)]
+    json_schema: bool,
 }
 
 /// Flags of `flowscribe run`; each overrides the same field of the config file.
@@ -56,6 +67,9 @@ pub struct RunArgs {
     /// Where records go: stdout or file:PATH.
     #[arg(long, value_name = "stdout|file:PATH")]
     pub output: Option<String>,
+    /// Record format: ecs (default), otlp-json, ocsf, cef or minimal.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
     /// Resolve identities from a directory of Kubernetes manifests (re-read on change).
     #[arg(long, value_name = "DIR")]
     pub manifests: Option<PathBuf>,
@@ -78,6 +92,23 @@ fn main() -> ExitCode {
             print!("{}", config::reference_markdown());
             ExitCode::SUCCESS
         }
+        Command::Schema(args) => match args.name.parse::<flowscribe_normalize::Schema>() {
+            Ok(s) if args.json_schema => {
+                print!("{}", flowscribe_normalize::json_schema(s));
+                ExitCode::SUCCESS
+            }
+            Ok(s) => {
+                print!("{}", flowscribe_normalize::mapping_markdown(s));
+                ExitCode::SUCCESS
+            }
+            Err(_) => {
+                eprintln!(
+                    "flowscribe: unknown schema {:?}; use ecs, otlp-json, ocsf or cef",
+                    args.name
+                );
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
         Command::Run(args) => match pipeline::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(pipeline::RunError::Usage(lines)) => {

@@ -1,13 +1,12 @@
-//! Record output: JSON lines to stdout or appended to a file, flushed after
-//! every batch so a reader (or a crash) sees whole batches.
+//! Record output: one encoded record per line to stdout or appended to a
+//! file, flushed after every batch so a reader (or a crash) sees whole
+//! batches.
 
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 
-use anyhow::Context;
-use serde_json::Value;
-
 use crate::config::Output;
+use anyhow::Context;
 
 pub struct RecordWriter {
     out: Box<dyn Write>,
@@ -28,9 +27,10 @@ impl RecordWriter {
         Ok(RecordWriter { out })
     }
 
-    pub fn write_batch(&mut self, records: &[Value]) -> anyhow::Result<()> {
-        for r in records {
-            serde_json::to_writer(&mut self.out, r)?;
+    /// Write encoded records, one per line, then flush.
+    pub fn write_lines(&mut self, lines: &[Vec<u8>]) -> anyhow::Result<()> {
+        for l in lines {
+            self.out.write_all(l)?;
             self.out.write_all(b"\n")?;
         }
         self.out.flush()?;

@@ -1,7 +1,8 @@
 //! `flowscribe run`: the pipeline, wired top to bottom in pipeline order.
 //!
-//! Today the pipeline is ① capture -> ② enrich -> ④ normalize (minimal JSON)
-//! -> output. Explain and the sinks slot in as their issues land.
+//! Today the pipeline is ① capture -> ② enrich -> ④ normalize (ECS, OTLP/JSON,
+//! OCSF, CEF or the minimal line) -> output. Explain and the sinks slot in as
+//! their issues land.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,12 +11,12 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use flowscribe_capture::{AttachEvent, Batch, Capture, CaptureError, interfaces::is_literal};
 use flowscribe_enrich::enrich_batch;
-use flowscribe_normalize::minimal;
-use serde_json::Value;
+use flowscribe_model::{CaptureLoss, ExplainedFlow};
+use flowscribe_normalize::{Context as SchemaContext, Schema, ecs, minimal, otlp};
 use tracing::{info, warn};
 
 use crate::RunArgs;
-use crate::config::{Config, KubernetesMode, RawConfig};
+use crate::config::{Config, Format, KubernetesMode, RawConfig};
 use crate::identity::Identities;
 use crate::output::RecordWriter;
 
@@ -72,6 +73,9 @@ fn load_config(args: &RunArgs) -> Result<Config, RunError> {
     if args.manifests.is_some() {
         raw.enrich.manifests = args.manifests.clone();
     }
+    if args.format.is_some() {
+        raw.format = args.format.clone();
+    }
     raw.validate(&host_name())
         .map_err(|problems| RunError::Usage(problems.iter().map(|p| p.to_string()).collect()))
 }
@@ -126,17 +130,85 @@ fn log_attach_events(events: &[AttachEvent]) {
     }
 }
 
-/// ② Enrich a drained batch, then ④ normalize it to minimal JSON records.
-fn records(batch: Batch, identities: &mut Identities, node: &str) -> Vec<Value> {
-    identities.refresh(SystemTime::now());
+/// ② Enrich a drained batch, then ④ normalize it to encoded lines.
+fn records(
+    batch: Batch,
+    identities: &mut Identities,
+    encoder: &Encoder,
+) -> anyhow::Result<Vec<Vec<u8>>> {
+    let now = SystemTime::now();
+    identities.refresh(now);
     let degraded = identities.degraded();
     let flows = enrich_batch(identities.index(), batch.flows, degraded);
-    let mut out: Vec<Value> = flows
-        .iter()
-        .map(|f| minimal::enriched_flow(f, node))
-        .collect();
-    out.extend(batch.losses.iter().map(|l| minimal::loss(l, node)));
-    out
+    let mut out = Vec::with_capacity(flows.len() + batch.losses.len());
+    for f in flows {
+        // ③ Explain slots in here (issue 4); until then flows carry no trace.
+        let flow = ExplainedFlow {
+            flow: f,
+            trace: None,
+        };
+        out.push(encoder.flow(&flow, now)?);
+    }
+    for l in &batch.losses {
+        out.push(encoder.loss(l, now)?);
+    }
+    Ok(out)
+}
+
+/// ④ The configured record format.
+struct Encoder {
+    format: Format,
+    context: SchemaContext,
+}
+
+impl Encoder {
+    fn new(config: &Config) -> Self {
+        Encoder {
+            format: config.format,
+            context: SchemaContext {
+                node: config.node_name.clone(),
+                cluster: config.cluster_name.clone(),
+                service_version: env!("CARGO_PKG_VERSION").to_string(),
+                community_id_seed: 0,
+            },
+        }
+    }
+
+    fn flow(&self, flow: &ExplainedFlow, now: SystemTime) -> anyhow::Result<Vec<u8>> {
+        let mut line = Vec::new();
+        match self.format {
+            Format::Minimal => serde_json::to_writer(
+                &mut line,
+                &minimal::enriched_flow(&flow.flow, &self.context.node),
+            )?,
+            Format::Schema(schema) => {
+                flowscribe_normalize::encode_flow(schema, &self.context, flow, now, &mut line)?
+            }
+        }
+        Ok(line)
+    }
+
+    /// Loss records in the format's own shape where it has one (ECS,
+    /// OTLP); the minimal loss line otherwise (docs/record.md).
+    fn loss(&self, loss: &CaptureLoss, now: SystemTime) -> anyhow::Result<Vec<u8>> {
+        let mut line = Vec::new();
+        match self.format {
+            Format::Schema(Schema::Ecs) => {
+                serde_json::to_writer(&mut line, &ecs::loss_document(&self.context, loss, now))?
+            }
+            Format::Schema(Schema::OtlpJson) => {
+                let record = otlp::loss_record(&self.context, loss, now);
+                otlp::write_json(
+                    &otlp::export_request(&self.context, vec![record]),
+                    &mut line,
+                );
+            }
+            Format::Minimal | Format::Schema(Schema::Ocsf | Schema::Cef) => {
+                serde_json::to_writer(&mut line, &minimal::loss(loss, &self.context.node))?
+            }
+        }
+        Ok(line)
+    }
 }
 
 /// The API server client, when `enrich.kubernetes` asks for one and a
@@ -214,6 +286,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     }
     let config = config;
     let mut writer = RecordWriter::open(&config.output).map_err(RunError::Failed)?;
+    let encoder = Encoder::new(&config);
 
     // SIGINT/SIGTERM set a flag; the loop below notices within one link-watch timeout.
     let stop = Arc::new(AtomicBool::new(false));
@@ -268,14 +341,14 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         next_drain += config.drain_interval;
         // ① Drain the kernel maps -> ② enrich -> ④ normalize -> output.
         let batch = capture.drain().map_err(anyhow::Error::from)?;
-        writer.write_batch(&records(batch, &mut identities, &config.node_name))?;
+        writer.write_lines(&records(batch, &mut identities, &encoder)?)?;
     }
 
     // Shutdown: detach everything first, then the final drain, so nothing
     // the kernel counted is lost.
     info!("stopping: final drain");
     let (batch, counters) = capture.shutdown().map_err(anyhow::Error::from)?;
-    writer.write_batch(&records(batch, &mut identities, &config.node_name))?;
+    writer.write_lines(&records(batch, &mut identities, &encoder)?)?;
     info!(
         new_flow_events = counters.new_flow_events,
         counter_resets = counters.aggregator.counter_resets,
