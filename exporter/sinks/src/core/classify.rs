@@ -139,6 +139,9 @@ pub enum Outcome {
     /// UDP datagram above its configured limit). Decided by the sink before
     /// sending, per record.
     RecordTooLarge,
+    /// The bytes were written completely to a transport that has no
+    /// receiver acknowledgement (syslog over TCP/TLS/UDP, file, stdout).
+    Written,
 }
 
 /// Why records were rejected; becomes the `reason` label of
@@ -361,6 +364,7 @@ pub enum OutcomeClass {
     ElasticsearchBulkItem(EsItemClass),
     SplunkHec(HecClass),
     RecordTooLarge,
+    Written,
 }
 
 impl OutcomeClass {
@@ -385,6 +389,7 @@ impl OutcomeClass {
             }
             Outcome::SplunkHec { code } => OutcomeClass::SplunkHec(HecClass::of(code)),
             Outcome::RecordTooLarge => OutcomeClass::RecordTooLarge,
+            Outcome::Written => OutcomeClass::Written,
         }
     }
 
@@ -407,7 +412,8 @@ impl OutcomeClass {
             OutcomeClass::SplunkHec(h) => h == HecClass::Token,
             OutcomeClass::OtlpPartialSuccessNoneRejected
             | OutcomeClass::OtlpPartialSuccessSomeRejected
-            | OutcomeClass::RecordTooLarge => false,
+            | OutcomeClass::RecordTooLarge
+            | OutcomeClass::Written => false,
         }
     }
 }
@@ -960,6 +966,14 @@ pub const CLASSIFICATION_TABLE: &[ClassifyRow] = &[
         true,
         "Undocumented code; keep the data and flag the sink."
     ),
+    // Transports without a receiver acknowledgement.
+    row!(
+        C::Written,
+        "written completely (syslog, file, stdout: no receiver acknowledgement)",
+        Action::Delivered,
+        false,
+        "A completed write is the strongest signal these transports give. The syslog sink replays its last frames after a broken connection and the file sink fsyncs before reporting, to narrow the gap (see their sections)."
+    ),
     // Decided by the sink before sending.
     row!(
         C::RecordTooLarge,
@@ -1048,6 +1062,7 @@ mod tests {
             v.push(OutcomeClass::of(&Outcome::OtlpPartialSuccess { rejected }));
         }
         v.push(OutcomeClass::of(&Outcome::RecordTooLarge));
+        v.push(OutcomeClass::of(&Outcome::Written));
         v
     }
 

@@ -174,6 +174,7 @@ fn representatives() -> HashMap<OutcomeClass, Outcome> {
     samples.push(Outcome::OtlpPartialSuccess { rejected: 0 });
     samples.push(Outcome::OtlpPartialSuccess { rejected: 1 });
     samples.push(Outcome::RecordTooLarge);
+    samples.push(Outcome::Written);
     let mut m = HashMap::new();
     for o in samples {
         m.entry(OutcomeClass::of(&o)).or_insert(o);
