@@ -36,6 +36,9 @@ pub enum TransportFailure {
     TlsVerification,
     /// No response within the request timeout.
     Timeout,
+    /// A local write failed (file sink: disk full, permission; stdout:
+    /// closed pipe). Nothing was delivered.
+    LocalIo,
 }
 
 /// The 17 gRPC status codes, numbered as on the wire.
@@ -132,6 +135,13 @@ pub enum Outcome {
     ElasticsearchBulkItem { status: u16 },
     /// The `code` field of a Splunk HEC response body.
     SplunkHec { code: u16 },
+    /// One record is larger than the transport can ever carry (a syslog
+    /// UDP datagram above its configured limit). Decided by the sink before
+    /// sending, per record.
+    RecordTooLarge,
+    /// The bytes were written completely to a transport that has no
+    /// receiver acknowledgement (syslog over TCP/TLS/UDP, file, stdout).
+    Written,
 }
 
 /// Why records were rejected; becomes the `reason` label of
@@ -147,15 +157,31 @@ pub enum RejectReason {
     /// The request conflicts with state on the receiver (HTTP 409 outside
     /// an Elasticsearch `create`).
     Conflict,
+    /// The record is larger than the transport can carry (syslog over UDP).
+    TooLarge,
 }
 
 impl RejectReason {
+    /// Every reason, in declaration order (the index of a reason's counter).
+    pub const ALL: [RejectReason; 4] = [
+        RejectReason::InvalidData,
+        RejectReason::PartiallyRejected,
+        RejectReason::Conflict,
+        RejectReason::TooLarge,
+    ];
+
+    /// The reason's position in [`RejectReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The metric label value.
     pub fn as_str(self) -> &'static str {
         match self {
             RejectReason::InvalidData => "invalid_data",
             RejectReason::PartiallyRejected => "partially_rejected",
             RejectReason::Conflict => "conflict",
+            RejectReason::TooLarge => "too_large",
         }
     }
 }
@@ -337,6 +363,8 @@ pub enum OutcomeClass {
     OtlpPartialSuccessSomeRejected,
     ElasticsearchBulkItem(EsItemClass),
     SplunkHec(HecClass),
+    RecordTooLarge,
+    Written,
 }
 
 impl OutcomeClass {
@@ -360,6 +388,8 @@ impl OutcomeClass {
                 OutcomeClass::ElasticsearchBulkItem(EsItemClass::of(status))
             }
             Outcome::SplunkHec { code } => OutcomeClass::SplunkHec(HecClass::of(code)),
+            Outcome::RecordTooLarge => OutcomeClass::RecordTooLarge,
+            Outcome::Written => OutcomeClass::Written,
         }
     }
 
@@ -381,7 +411,9 @@ impl OutcomeClass {
             OutcomeClass::ElasticsearchBulkItem(e) => e == EsItemClass::AuthOrBlock,
             OutcomeClass::SplunkHec(h) => h == HecClass::Token,
             OutcomeClass::OtlpPartialSuccessNoneRejected
-            | OutcomeClass::OtlpPartialSuccessSomeRejected => false,
+            | OutcomeClass::OtlpPartialSuccessSomeRejected
+            | OutcomeClass::RecordTooLarge
+            | OutcomeClass::Written => false,
         }
     }
 }
@@ -485,6 +517,13 @@ pub const CLASSIFICATION_TABLE: &[ClassifyRow] = &[
         RETRY,
         true,
         "The receiver is slow or the network is lossy; the resend may duplicate, which the event id makes identifiable."
+    ),
+    row!(
+        C::Transport(T::LocalIo),
+        "local write failed (file sink, stdout)",
+        RETRY,
+        true,
+        "A full disk or a closed pipe is fixed by the operator; the records stay valid and stay queued meanwhile."
     ),
     // HTTP.
     row!(
@@ -927,6 +966,24 @@ pub const CLASSIFICATION_TABLE: &[ClassifyRow] = &[
         true,
         "Undocumented code; keep the data and flag the sink."
     ),
+    // Transports without a receiver acknowledgement.
+    row!(
+        C::Written,
+        "written completely (syslog, file, stdout: no receiver acknowledgement)",
+        Action::Delivered,
+        false,
+        "A completed write is the strongest signal these transports give. The syslog sink replays its last frames after a broken connection and the file sink fsyncs before reporting, to narrow the gap (see their sections)."
+    ),
+    // Decided by the sink before sending.
+    row!(
+        C::RecordTooLarge,
+        "record larger than the transport carries (syslog UDP datagram)",
+        Action::RejectAndRecord {
+            reason: RejectReason::TooLarge
+        },
+        false,
+        "A datagram above the limit is truncated or dropped on the way (RFC 5426); splitting cannot help one record. Use TCP or TLS for records this large."
+    ),
 ];
 
 /// The row for a row key, if the table has one. Every key has one (tested),
@@ -987,6 +1044,7 @@ mod tests {
             T::TlsHandshake,
             T::TlsVerification,
             T::Timeout,
+            T::LocalIo,
         ] {
             v.push(OutcomeClass::of(&Outcome::Transport(t)));
         }
@@ -1003,6 +1061,8 @@ mod tests {
         for rejected in [0, 1, u64::MAX] {
             v.push(OutcomeClass::of(&Outcome::OtlpPartialSuccess { rejected }));
         }
+        v.push(OutcomeClass::of(&Outcome::RecordTooLarge));
+        v.push(OutcomeClass::of(&Outcome::Written));
         v
     }
 

@@ -11,6 +11,7 @@
 pub mod backoff;
 pub mod batch;
 pub mod classify;
+pub mod driver;
 pub mod queue;
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -291,6 +291,15 @@ pub struct QueueSnapshot {
     /// Set after a failed fsync: the queue accepts nothing until reopened.
     pub poisoned: bool,
     pub recovery: RecoveryReport,
+    /// How long the oldest record not yet acked has been queued; `None`
+    /// when nothing is queued. Records recovered at start-up count from
+    /// the time the queue was opened (their push time is not stored), so
+    /// after a restart this is a lower bound.
+    pub oldest_record_age: Option<Duration>,
+    /// The sequence number of the last record accepted (0: none yet).
+    pub last_pushed_seq: u64,
+    /// Every record up to this sequence number is acked or shed.
+    pub done_through_seq: u64,
 }
 
 impl QueueSnapshot {
@@ -369,6 +378,12 @@ impl QueueSnapshot {
                 None,
                 u64::from(self.poisoned),
             ),
+            (
+                "flowscribe_sinks_queue_oldest_record_age_milliseconds",
+                None,
+                self.oldest_record_age
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            ),
         ];
         for reason in ShedReason::ALL {
             v.push((
@@ -438,6 +453,10 @@ pub const METRICS: &[(&str, &str)] = &[
     (
         "flowscribe_sinks_queue_poisoned",
         "gauge: 1 after a failed fsync until reopened",
+    ),
+    (
+        "flowscribe_sinks_queue_oldest_record_age_milliseconds",
+        "gauge: age of the oldest record not yet acked (0 when empty; recovered records count from start-up)",
     ),
     (
         "flowscribe_sinks_queue_shed_records_total{reason}",
@@ -526,6 +545,10 @@ struct State {
     closed: bool,
     c: Counters,
     recovery: RecoveryReport,
+    /// `(last seq of a push, when it was accepted)`, ascending; entries
+    /// whose records are all done are pruned on ack. Feeds
+    /// `oldest_record_age`.
+    push_times: VecDeque<(u64, Instant)>,
 }
 
 #[derive(Debug)]
@@ -667,6 +690,14 @@ impl State {
 
     fn mark_done(&mut self, first: u64, last: u64) {
         self.done.insert(first, last);
+        let watermark = self.done.watermark();
+        while self
+            .push_times
+            .front()
+            .is_some_and(|&(l, _)| l <= watermark)
+        {
+            self.push_times.pop_front();
+        }
         let next_seq = self.next_seq;
         if let Some(s) = self.storage.as_mut() {
             // Losing a done entry only causes redelivery; log and go on.
@@ -737,6 +768,7 @@ impl State {
             });
         }
         self.next_seq = last + 1;
+        self.push_times.push_back((last, Instant::now()));
         self.enforce_memory_budget();
         Ok((first, last))
     }
@@ -776,6 +808,23 @@ impl State {
         true
     }
 
+    fn oldest_record_age(&self) -> Option<Duration> {
+        if self.queued_records == 0 {
+            return None;
+        }
+        // Acks can arrive out of order, so the oldest push entry may be
+        // fully done while its neighbours are not: find the first entry
+        // that still has an undone record.
+        let mut first_of_entry = self.done.watermark() + 1;
+        for &(last, at) in &self.push_times {
+            if self.done.count_undone(first_of_entry, last) > 0 {
+                return Some(at.elapsed());
+            }
+            first_of_entry = last + 1;
+        }
+        None
+    }
+
     fn snapshot(&self) -> QueueSnapshot {
         let (segments, segment_bytes, written, deleted, unreadable) = match &self.storage {
             Some(s) => (
@@ -805,6 +854,9 @@ impl State {
             unreadable_segments_total: unreadable,
             poisoned: self.poisoned.is_some(),
             recovery: self.recovery.clone(),
+            oldest_record_age: self.oldest_record_age(),
+            last_pushed_seq: self.next_seq - 1,
+            done_through_seq: self.done.watermark(),
         }
     }
 }
@@ -842,6 +894,10 @@ impl DurableQueue {
                 "queue recovered"
             );
         }
+        let mut push_times = VecDeque::new();
+        if recovered.queued_records > 0 {
+            push_times.push_back((next_seq - 1, Instant::now()));
+        }
         let state = State {
             read_next: recovered.done.watermark() + 1,
             written_seq: next_seq - 1,
@@ -861,6 +917,7 @@ impl DurableQueue {
             poisoned: None,
             closed: false,
             c: Counters::default(),
+            push_times,
         };
         Ok(DurableQueue {
             inner: Arc::new(Inner {

@@ -1,0 +1,45 @@
+//! The closed registry of sink transports: one variant per sink, so an
+//! exhaustive `match` shows every place a new sink must be handled.
+//!
+//! Pipeline position: the daemon builds one [`SinkTransport`] per
+//! configured sink and hands it to a [`SinkDriver`](crate::core::driver::SinkDriver).
+//! This module only dispatches; it must not add behaviour.
+
+use crate::core::driver::{SendReport, Transport, TransportError};
+use crate::core::queue::QueuedRecord;
+use crate::file::{FileTransport, StdoutTransport};
+use crate::syslog::SyslogTransport;
+
+/// Every sink transport.
+#[derive(Debug)]
+pub enum SinkTransport {
+    Syslog(SyslogTransport),
+    File(FileTransport),
+    Stdout(StdoutTransport),
+}
+
+impl Transport for SinkTransport {
+    async fn send(&mut self, batch: &[QueuedRecord]) -> SendReport {
+        match self {
+            SinkTransport::Syslog(t) => t.send(batch).await,
+            SinkTransport::File(t) => t.send(batch).await,
+            SinkTransport::Stdout(t) => t.send(batch).await,
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        match self {
+            SinkTransport::Syslog(t) => t.flush().await,
+            SinkTransport::File(t) => t.flush().await,
+            SinkTransport::Stdout(t) => t.flush().await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> Result<(), TransportError> {
+        match self {
+            SinkTransport::Syslog(t) => t.shutdown().await,
+            SinkTransport::File(t) => t.shutdown().await,
+            SinkTransport::Stdout(t) => t.shutdown().await,
+        }
+    }
+}
