@@ -13,6 +13,8 @@ use flowscribe_capture::{AttachMode, CaptureConfig, interfaces::InterfaceFilter}
 use flowscribe_enrich::IndexConfig;
 use flowscribe_enrich::networks::NamedNetwork;
 use flowscribe_normalize::Schema;
+
+use crate::sinks::{SinkSpec, parse_sink};
 use serde::{Deserialize, Serialize};
 
 /// One documented configuration field.
@@ -35,8 +37,14 @@ pub const FIELDS: &[FieldDoc] = &[
     FieldDoc {
         path: "output",
         kind: "string",
-        default: "stdout",
-        doc: "Where records go: `stdout` or `file:PATH` (JSON lines, appended).",
+        default: "stdout, or none when `sinks` are set",
+        doc: "Where records go without a queue: `stdout`, `file:PATH` (lines appended) or `none`.",
+    },
+    FieldDoc {
+        path: "sinks",
+        kind: "list of URLs",
+        default: "[]",
+        doc: "Delivery with a queue per sink, retries and the error table of docs/sinks.md: `stdout`, `file:PATH`, `syslog+tcp://HOST:PORT`, `syslog+tls://HOST:PORT?ca=FILE[&cert=FILE&key=FILE&server_name=NAME]`, `syslog+udp://HOST:PORT` (lossy). Query parameters for all: `format=` (default cef for syslog, ecs otherwise), `queue=memory|disk`, `queue_dir=DIR` (required for disk). `--sink URL` adds one.",
     },
     FieldDoc {
         path: "format",
@@ -155,6 +163,7 @@ pub struct RawConfig {
     pub output: Option<String>,
     pub format: Option<String>,
     pub cluster_name: Option<String>,
+    pub sinks: Option<Vec<String>>,
     #[serde(default)]
     pub capture: RawCapture,
     #[serde(default)]
@@ -236,6 +245,7 @@ impl std::str::FromStr for Format {
 pub enum Output {
     Stdout,
     File(PathBuf),
+    None,
 }
 
 /// The validated configuration.
@@ -245,6 +255,7 @@ pub struct Config {
     pub output: Output,
     pub format: Format,
     pub cluster_name: Option<String>,
+    pub sinks: Vec<SinkSpec>,
     pub capture: CaptureConfig,
     pub drain_interval: Duration,
     pub enrich: EnrichSettings,
@@ -303,6 +314,8 @@ fn problem(path: &str, message: String) -> ConfigProblem {
 fn parse_output(s: &str) -> Result<Output, String> {
     if s == "stdout" {
         Ok(Output::Stdout)
+    } else if s == "none" {
+        Ok(Output::None)
     } else if let Some(p) = s.strip_prefix("file:") {
         if p.is_empty() {
             Err("file: needs a path, e.g. file:/var/log/flowscribe.jsonl".into())
@@ -310,7 +323,9 @@ fn parse_output(s: &str) -> Result<Output, String> {
             Ok(Output::File(PathBuf::from(p)))
         }
     } else {
-        Err(format!("{s:?} is not an output; use stdout or file:PATH"))
+        Err(format!(
+            "{s:?} is not an output; use stdout, file:PATH or none"
+        ))
     }
 }
 
@@ -346,7 +361,19 @@ impl RawConfig {
         let mut p = Vec::new();
         let c = &self.capture;
         let defaults = CaptureConfig::default();
+        let node_name = self
+            .node_name
+            .clone()
+            .unwrap_or_else(|| default_node.to_string());
+        let mut sinks = Vec::new();
+        for (i, url) in self.sinks.iter().flatten().enumerate() {
+            match parse_sink(url, &node_name) {
+                Ok(s) => sinks.push(s),
+                Err(e) => p.push(problem(&format!("sinks[{i}]"), e)),
+            }
+        }
         let output = match self.output.as_deref().map(parse_output) {
+            None if !sinks.is_empty() => Output::None,
             None => Output::Stdout,
             Some(Ok(o)) => o,
             Some(Err(e)) => {
@@ -459,10 +486,8 @@ impl RawConfig {
             enrich,
             format,
             cluster_name: self.cluster_name.clone(),
-            node_name: self
-                .node_name
-                .clone()
-                .unwrap_or_else(|| default_node.to_string()),
+            sinks,
+            node_name,
             output,
             drain_interval: drain,
             capture: CaptureConfig {
@@ -592,7 +617,7 @@ mod tests {
     #[test]
     fn every_problem_is_listed_with_its_path() {
         let raw = parse(
-            "output: kafka://x\nformat: xml\ncapture:\n  interfaces: ['veth[']\n  active_timeout: 10 parsecs\n  idle_timeout: 10ms\n  attach_mode: xdp\n  ring_buffer_bytes: 5000\n  flow_map_entries: 0\n  exclude_endpoints: ['10.0.0.1:80/icmp', 'nope']\nenrich:\n  kubernetes: maybe\n  deleted_grace: soon\n  service_cidrs: [10.96.0.0/12, 10.300.0.0/16]\n  networks: [{name: '', cidrs: [corp]}]\n",
+            "output: kafka://x\nformat: xml\nsinks: ['kafka://broker:9092']\ncapture:\n  interfaces: ['veth[']\n  active_timeout: 10 parsecs\n  idle_timeout: 10ms\n  attach_mode: xdp\n  ring_buffer_bytes: 5000\n  flow_map_entries: 0\n  exclude_endpoints: ['10.0.0.1:80/icmp', 'nope']\nenrich:\n  kubernetes: maybe\n  deleted_grace: soon\n  service_cidrs: [10.96.0.0/12, 10.300.0.0/16]\n  networks: [{name: '', cidrs: [corp]}]\n",
         );
         let paths: Vec<String> = raw
             .validate("n")
@@ -605,6 +630,7 @@ mod tests {
             vec![
                 "output",
                 "format",
+                "sinks[0]",
                 "capture.interfaces[0]",
                 "capture.active_timeout",
                 "capture.idle_timeout",

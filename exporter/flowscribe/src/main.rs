@@ -7,6 +7,7 @@ mod config;
 mod identity;
 mod output;
 mod pipeline;
+mod sinks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +68,9 @@ pub struct RunArgs {
     /// Where records go: stdout or file:PATH.
     #[arg(long, value_name = "stdout|file:PATH")]
     pub output: Option<String>,
+    /// Deliver to a sink (repeatable): stdout, file:PATH, syslog+tcp|tls|udp://HOST:PORT[?format=…&queue=disk&queue_dir=DIR].
+    #[arg(long = "sink", value_name = "URL")]
+    pub sinks: Vec<String>,
     /// Record format: ecs (default), otlp-json, ocsf, cef or minimal.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,

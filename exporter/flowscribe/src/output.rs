@@ -9,12 +9,14 @@ use crate::config::Output;
 use anyhow::Context;
 
 pub struct RecordWriter {
-    out: Box<dyn Write>,
+    /// None: `output: none`, records go only to the sinks.
+    out: Option<Box<dyn Write>>,
 }
 
 impl RecordWriter {
     pub fn open(output: &Output) -> anyhow::Result<Self> {
         let out: Box<dyn Write> = match output {
+            Output::None => return Ok(RecordWriter { out: None }),
             Output::Stdout => Box::new(BufWriter::new(std::io::stdout())),
             Output::File(path) => Box::new(BufWriter::new(
                 OpenOptions::new()
@@ -24,16 +26,23 @@ impl RecordWriter {
                     .with_context(|| format!("opening output file {}", path.display()))?,
             )),
         };
-        Ok(RecordWriter { out })
+        Ok(RecordWriter { out: Some(out) })
     }
 
     /// Write encoded records, one per line, then flush.
     pub fn write_lines(&mut self, lines: &[Vec<u8>]) -> anyhow::Result<()> {
+        let Some(out) = &mut self.out else {
+            return Ok(());
+        };
         for l in lines {
-            self.out.write_all(l)?;
-            self.out.write_all(b"\n")?;
+            out.write_all(l)?;
+            out.write_all(b"\n")?;
         }
-        self.out.flush()?;
+        out.flush()?;
         Ok(())
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.out.is_none()
     }
 }

@@ -12,13 +12,14 @@ use anyhow::Context;
 use flowscribe_capture::{AttachEvent, Batch, Capture, CaptureError, interfaces::is_literal};
 use flowscribe_enrich::enrich_batch;
 use flowscribe_model::{CaptureLoss, ExplainedFlow};
-use flowscribe_normalize::{Context as SchemaContext, Schema, ecs, minimal, otlp};
+use flowscribe_normalize::{Context as SchemaContext, Schema, ecs, event_id, minimal, otlp};
 use tracing::{info, warn};
 
 use crate::RunArgs;
 use crate::config::{Config, Format, KubernetesMode, RawConfig};
 use crate::identity::Identities;
 use crate::output::RecordWriter;
+use crate::sinks::Sinks;
 
 /// How `run` can fail: a usage problem (exit 2, one line each) or a runtime failure.
 #[derive(Debug)]
@@ -76,6 +77,11 @@ fn load_config(args: &RunArgs) -> Result<Config, RunError> {
     if args.format.is_some() {
         raw.format = args.format.clone();
     }
+    if !args.sinks.is_empty() {
+        raw.sinks
+            .get_or_insert_with(Vec::new)
+            .extend(args.sinks.iter().cloned());
+    }
     raw.validate(&host_name())
         .map_err(|problems| RunError::Usage(problems.iter().map(|p| p.to_string()).collect()))
 }
@@ -130,29 +136,48 @@ fn log_attach_events(events: &[AttachEvent]) {
     }
 }
 
-/// ② Enrich a drained batch, then ④ normalize it to encoded lines.
-fn records(
-    batch: Batch,
-    identities: &mut Identities,
-    encoder: &Encoder,
-) -> anyhow::Result<Vec<Vec<u8>>> {
-    let now = SystemTime::now();
-    identities.refresh(now);
+/// One drained batch after ② enrich (and, later, ③ explain).
+struct Explained {
+    flows: Vec<ExplainedFlow>,
+    losses: Vec<CaptureLoss>,
+    at: SystemTime,
+}
+
+/// ② Enrich a drained batch.
+fn explain(batch: Batch, identities: &mut Identities) -> Explained {
+    let at = SystemTime::now();
+    identities.refresh(at);
     let degraded = identities.degraded();
-    let flows = enrich_batch(identities.index(), batch.flows, degraded);
-    let mut out = Vec::with_capacity(flows.len() + batch.losses.len());
-    for f in flows {
+    let flows = enrich_batch(identities.index(), batch.flows, degraded)
+        .into_iter()
         // ③ Explain slots in here (issue 4); until then flows carry no trace.
-        let flow = ExplainedFlow {
+        .map(|f| ExplainedFlow {
             flow: f,
             trace: None,
-        };
-        out.push(encoder.flow(&flow, now)?);
+        })
+        .collect();
+    Explained {
+        flows,
+        losses: batch.losses,
+        at,
     }
-    for l in &batch.losses {
-        out.push(encoder.loss(l, now)?);
+}
+
+/// ④ Normalize one batch in `format` -> ⑤ the output, and every sink.
+fn deliver(
+    batch: &Explained,
+    encoder: &Encoder,
+    writer: &mut RecordWriter,
+    sinks: &Sinks,
+) -> anyhow::Result<()> {
+    if !writer.is_none() {
+        let lines = encoder.encode(encoder.format, batch)?;
+        writer.write_lines(&lines.into_iter().map(|(_, l)| l).collect::<Vec<_>>())?;
     }
-    Ok(out)
+    for (i, sink) in sinks.sinks.iter().enumerate() {
+        sinks.push(i, encoder.encode(sink.spec.format, batch)?)?;
+    }
+    Ok(())
 }
 
 /// ④ The configured record format.
@@ -174,9 +199,39 @@ impl Encoder {
         }
     }
 
-    fn flow(&self, flow: &ExplainedFlow, now: SystemTime) -> anyhow::Result<Vec<u8>> {
+    /// Every record of a batch as (event id, line).
+    fn encode(&self, format: Format, batch: &Explained) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::with_capacity(batch.flows.len() + batch.losses.len());
+        for f in &batch.flows {
+            let flow = &f.flow.flow;
+            let id = event_id::event_id(
+                &self.context.node,
+                &flow.key,
+                flow.window_start,
+                flow.window_end,
+            );
+            out.push((id.to_hex(), self.flow(format, f, batch.at)?));
+        }
+        for l in &batch.losses {
+            let end = l
+                .window_end
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            let id = format!("loss-{}-{}-{end}", self.context.node, l.reason.as_str());
+            out.push((id, self.loss(format, l, batch.at)?));
+        }
+        Ok(out)
+    }
+
+    fn flow(
+        &self,
+        format: Format,
+        flow: &ExplainedFlow,
+        now: SystemTime,
+    ) -> anyhow::Result<Vec<u8>> {
         let mut line = Vec::new();
-        match self.format {
+        match format {
             Format::Minimal => serde_json::to_writer(
                 &mut line,
                 &minimal::enriched_flow(&flow.flow, &self.context.node),
@@ -190,9 +245,9 @@ impl Encoder {
 
     /// Loss records in the format's own shape where it has one (ECS,
     /// OTLP); the minimal loss line otherwise (docs/record.md).
-    fn loss(&self, loss: &CaptureLoss, now: SystemTime) -> anyhow::Result<Vec<u8>> {
+    fn loss(&self, format: Format, loss: &CaptureLoss, now: SystemTime) -> anyhow::Result<Vec<u8>> {
         let mut line = Vec::new();
-        match self.format {
+        match format {
             Format::Schema(Schema::Ecs) => {
                 serde_json::to_writer(&mut line, &ecs::loss_document(&self.context, loss, now))?
             }
@@ -287,6 +342,9 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let config = config;
     let mut writer = RecordWriter::open(&config.output).map_err(RunError::Failed)?;
     let encoder = Encoder::new(&config);
+    // ⑤ Deliver: a queue and a driver per sink (queues recover what a
+    // previous run left before anything new is pushed).
+    let sinks = Sinks::start(config.sinks.clone()).map_err(RunError::Failed)?;
 
     // SIGINT/SIGTERM set a flag; the loop below notices within one link-watch timeout.
     let stop = Arc::new(AtomicBool::new(false));
@@ -341,14 +399,26 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         next_drain += config.drain_interval;
         // ① Drain the kernel maps -> ② enrich -> ④ normalize -> output.
         let batch = capture.drain().map_err(anyhow::Error::from)?;
-        writer.write_lines(&records(batch, &mut identities, &encoder)?)?;
+        deliver(
+            &explain(batch, &mut identities),
+            &encoder,
+            &mut writer,
+            &sinks,
+        )?;
     }
 
     // Shutdown: detach everything first, then the final drain, so nothing
     // the kernel counted is lost.
     info!("stopping: final drain");
     let (batch, counters) = capture.shutdown().map_err(anyhow::Error::from)?;
-    writer.write_lines(&records(batch, &mut identities, &encoder)?)?;
+    deliver(
+        &explain(batch, &mut identities),
+        &encoder,
+        &mut writer,
+        &sinks,
+    )?;
+    // ⑤ Deliver what is queued, then stop the drivers.
+    sinks.shutdown(Duration::from_secs(10));
     info!(
         new_flow_events = counters.new_flow_events,
         counter_resets = counters.aggregator.counter_resets,
