@@ -41,12 +41,6 @@ pub const FIELDS: &[FieldDoc] = &[
         doc: "Where records go without a queue: `stdout`, `file:PATH` (lines appended) or `none`.",
     },
     FieldDoc {
-        path: "sinks",
-        kind: "list of URLs",
-        default: "[]",
-        doc: "Delivery with a queue per sink, retries and the error table of docs/sinks.md: `stdout`, `file:PATH`, `syslog+tcp://HOST:PORT`, `syslog+tls://HOST:PORT?ca=FILE[&cert=FILE&key=FILE&server_name=NAME]`, `syslog+udp://HOST:PORT` (lossy). Query parameters for all: `format=` (default cef for syslog, ecs otherwise), `queue=memory|disk`, `queue_dir=DIR` (required for disk). `--sink URL` adds one.",
-    },
-    FieldDoc {
         path: "format",
         kind: "ecs | otlp-json | ocsf | cef | minimal",
         default: "ecs",
@@ -57,6 +51,12 @@ pub const FIELDS: &[FieldDoc] = &[
         kind: "string",
         default: "none",
         doc: "Cluster name written into every record (`orchestrator.cluster.name`, `k8s.cluster.name`).",
+    },
+    FieldDoc {
+        path: "sinks",
+        kind: "list of URLs",
+        default: "[]",
+        doc: "Delivery with a queue per sink, retries and the error table of docs/sinks.md: `stdout`, `file:PATH`, `syslog+tcp://HOST:PORT`, `syslog+tls://HOST:PORT?ca=FILE[&cert=FILE&key=FILE&server_name=NAME]`, `syslog+udp://HOST:PORT` (lossy). Query parameters for all: `format=` (default cef for syslog, ecs otherwise), `queue=memory|disk`, `queue_dir=DIR` (required for disk). `--sink URL` adds one.",
     },
     FieldDoc {
         path: "capture.interfaces",
@@ -365,15 +365,8 @@ impl RawConfig {
             .node_name
             .clone()
             .unwrap_or_else(|| default_node.to_string());
-        let mut sinks = Vec::new();
-        for (i, url) in self.sinks.iter().flatten().enumerate() {
-            match parse_sink(url, &node_name) {
-                Ok(s) => sinks.push(s),
-                Err(e) => p.push(problem(&format!("sinks[{i}]"), e)),
-            }
-        }
         let output = match self.output.as_deref().map(parse_output) {
-            None if !sinks.is_empty() => Output::None,
+            None if self.sinks.as_ref().is_some_and(|s| !s.is_empty()) => Output::None,
             None => Output::Stdout,
             Some(Ok(o)) => o,
             Some(Err(e)) => {
@@ -389,6 +382,13 @@ impl RawConfig {
                 Format::Schema(Schema::Ecs)
             }
         };
+        let mut sinks = Vec::new();
+        for (i, url) in self.sinks.iter().flatten().enumerate() {
+            match parse_sink(url, &node_name) {
+                Ok(s) => sinks.push(s),
+                Err(e) => p.push(problem(&format!("sinks[{i}]"), e)),
+            }
+        }
         let include = c.interfaces.clone().unwrap_or_default();
         let exclude = c
             .exclude_interfaces

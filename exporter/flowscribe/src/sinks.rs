@@ -35,7 +35,7 @@ pub struct SinkSpec {
 enum TransportSpec {
     Stdout,
     File(FileConfig),
-    Syslog(SyslogConfig),
+    Syslog(Box<SyslogConfig>),
 }
 
 /// Parse `--sink URL`; `node` is the syslog HOSTNAME.
@@ -98,7 +98,10 @@ pub fn parse_sink(url: &str, node: &str) -> Result<SinkSpec, String> {
         }
         c.validate()
             .map_err(|e| format!("{url}: {}", e.0.join("; ")))?;
-        (TransportSpec::Syslog(c), Format::Schema(Schema::Cef))
+        (
+            TransportSpec::Syslog(Box::new(c)),
+            Format::Schema(Schema::Cef),
+        )
     } else {
         return Err(format!(
             "{url:?} is not a sink; use stdout, file:PATH or syslog+tcp|tls|udp://HOST:PORT"
@@ -145,7 +148,7 @@ impl Sinks {
             let transport = {
                 let _enter = runtime.enter();
                 match &spec.transport {
-                    TransportSpec::Stdout => SinkTransport::Stdout(StdoutTransport::default()),
+                    TransportSpec::Stdout => SinkTransport::Stdout(StdoutTransport),
                     TransportSpec::File(c) => SinkTransport::File(c.build()?),
                     TransportSpec::Syslog(c) => SinkTransport::Syslog(c.build()?),
                 }
