@@ -68,9 +68,28 @@ trait Holder {
     fn uid(&self) -> &str;
 }
 
-impl Holder for Arc<PodIdentity> {
+/// A pod holding an address. The node name is kept beside the identity,
+/// in the address table's slot: [`PodIdentity::node`] lies on another cache
+/// line than the `Arc`'s reference count, and a per-flow lookup that needs
+/// both would otherwise touch two cold lines of the identity.
+#[derive(Debug, Clone)]
+struct PodHolder {
+    identity: Arc<PodIdentity>,
+    node: Option<Arc<str>>,
+}
+
+impl PodHolder {
+    fn of(identity: &Arc<PodIdentity>) -> Self {
+        PodHolder {
+            identity: identity.clone(),
+            node: identity.node.clone(),
+        }
+    }
+}
+
+impl Holder for PodHolder {
     fn uid(&self) -> &str {
-        &self.uid
+        &self.identity.uid
     }
 }
 
@@ -368,7 +387,7 @@ pub struct IdentityIndex {
     objects: HashMap<ObjectKey, Object>,
     // Address-keyed maps use FxHash: the keys are cluster addresses, not
     // attacker-chosen, and the per-flow lookup is the hot path.
-    pods_by_ip: FxHashMap<IpAddr, History<Arc<PodIdentity>>>,
+    pods_by_ip: FxHashMap<IpAddr, History<PodHolder>>,
     services_by_ip: FxHashMap<IpAddr, History<Arc<ServiceEntry>>>,
     nodes_by_ip: FxHashMap<IpAddr, Arc<str>>,
     /// Host-network pods by (node address, declared port, protocol).
@@ -665,8 +684,9 @@ impl IdentityIndex {
             close(&mut self.pods_by_ip, &released, uid, at);
         }
         let from = pod.created.unwrap_or(at).min(at);
+        let holder = PodHolder::of(&pod.identity);
         for ip in held {
-            hold(&mut self.pods_by_ip, *ip, &pod.identity, from);
+            hold(&mut self.pods_by_ip, *ip, &holder, from);
         }
     }
 
@@ -837,22 +857,30 @@ impl IdentityIndex {
         at: SystemTime,
     ) -> Option<(Arc<PodIdentity>, Option<Stale>)> {
         let history = self.pods_by_ip.get(&addr)?;
-        pick(history.as_slice(), at, self.config.deleted_grace).map(|(p, s)| (p.clone(), s))
+        pick(history.as_slice(), at, self.config.deleted_grace)
+            .map(|(p, s)| (p.identity.clone(), s))
     }
 
     /// Who held `addr` at `at`. `listening` is the (port, protocol) the
     /// address was reached on, when it is the responder: it names a
     /// host-network pod, and a service's port.
     pub fn resolve(&self, addr: IpAddr, listening: Option<(u16, u8)>, at: SystemTime) -> Endpoint {
+        let grace = self.config.deleted_grace;
+        // The pod table probe comes first: for a pod address it is the one
+        // likely cache miss, and the classification below (hot, pure compute)
+        // runs while it is outstanding.
+        let pod = self
+            .pods_by_ip
+            .get(&addr)
+            .and_then(|h| pick(h.as_slice(), at, grace));
         let (kind, network) = self.networks.classify(addr);
         let mut ep = Endpoint::of_kind(kind);
         ep.network = Some(network);
-        let grace = self.config.deleted_grace;
 
-        if let Some((pod, stale)) = self.pod_at(addr, at) {
+        if let Some((pod, stale)) = pod {
             ep.kind = EndpointKind::Pod;
             ep.node = pod.node.clone();
-            ep.pod = Some(pod);
+            ep.pod = Some(Arc::clone(&pod.identity));
             ep.stale = stale;
             return ep;
         }
