@@ -8,9 +8,12 @@
 //! resolves to it, marked stale, for `deleted_grace` after the deletion.
 //!
 //! Strings and label maps that many pods share (namespace, node, service
-//! account, workload, labels of one ReplicaSet) are interned so the index
-//! stays small at 150k pods.
+//! account, workload, labels of one ReplicaSet, owner references, declared
+//! ports) are interned, and a pod is kept as a slim record (its identity
+//! plus what a rebuild needs) rather than as the parsed object, so the index
+//! stays small at 150k pods (`benches/index.rs`).
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use flowscribe_model::{Endpoint, EndpointKind, PodIdentity, ServiceRef, Stale, W
 use rustc_hash::FxHashMap;
 
 use crate::networks::{NamedNetwork, Networks, POD_NETWORK, SERVICE_NETWORK};
-use crate::objects::{Kind, Object, ObjectKey, OwnerRef, Pod, Service};
+use crate::objects::{ContainerPort, Kind, Object, ObjectKey, OwnerRef, Pod, Service};
 
 /// One change from a source.
 #[derive(Debug, Clone)]
@@ -50,25 +53,159 @@ impl Default for IndexConfig {
     }
 }
 
+/// One object's tenure of an address: `[from, until)`.
 #[derive(Debug, Clone)]
 struct Holding<T> {
     from: SystemTime,
     until: Option<SystemTime>,
-    /// Distinguishes two objects with the same name (a recreated pod).
-    uid: Arc<str>,
+    /// The holder also names the object (its uid), which distinguishes two
+    /// objects with the same name (a recreated pod).
     holder: T,
+}
+
+/// What a holding holds: anything that knows its object's uid.
+trait Holder {
+    fn uid(&self) -> &str;
+}
+
+/// A pod holding an address. The node name is kept beside the identity,
+/// in the address table's slot: [`PodIdentity::node`] lies on another cache
+/// line than the `Arc`'s reference count, and a per-flow lookup that needs
+/// both would otherwise touch two cold lines of the identity.
+#[derive(Debug, Clone)]
+struct PodHolder {
+    identity: Arc<PodIdentity>,
+    node: Option<Arc<str>>,
+}
+
+impl PodHolder {
+    fn of(identity: &Arc<PodIdentity>) -> Self {
+        PodHolder {
+            identity: identity.clone(),
+            node: identity.node.clone(),
+        }
+    }
+}
+
+impl Holder for PodHolder {
+    fn uid(&self) -> &str {
+        &self.identity.uid
+    }
+}
+
+impl Holder for Arc<ServiceEntry> {
+    fn uid(&self) -> &str {
+        &self.uid
+    }
 }
 
 #[derive(Debug, Clone)]
 struct ServiceEntry {
     name: Arc<str>,
     namespace: Arc<str>,
+    uid: Arc<str>,
     /// (port, protocol, name)
     ports: Vec<(u16, u8, Option<Arc<str>>)>,
 }
 
-/// Histories of one address, newest last.
-type History<T> = Vec<Holding<T>>;
+/// The holdings of one address, oldest first.
+///
+/// Almost every address has had exactly one holder within the grace period,
+/// so that case lives inline in the hash table slot: the per-flow lookup
+/// reaches the holding without following a pointer to a separate vector.
+#[derive(Debug, Clone)]
+enum History<T> {
+    One(Holding<T>),
+    Many(Vec<Holding<T>>),
+}
+
+impl<T> History<T> {
+    fn as_slice(&self) -> &[Holding<T>] {
+        match self {
+            History::One(h) => std::slice::from_ref(h),
+            History::Many(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Holding<T>] {
+        match self {
+            History::One(h) => std::slice::from_mut(h),
+            History::Many(v) => v,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn push(&mut self, holding: Holding<T>) {
+        match self {
+            History::Many(v) => v.push(holding),
+            History::One(_) => {
+                let History::One(first) =
+                    std::mem::replace(self, History::Many(Vec::with_capacity(2)))
+                else {
+                    return;
+                };
+                if let History::Many(v) = self {
+                    v.push(first);
+                    v.push(holding);
+                }
+            }
+        }
+    }
+
+    /// Keep the holdings `keep` accepts; false when none is left.
+    fn retain(&mut self, keep: impl Fn(&Holding<T>) -> bool) -> bool {
+        match self {
+            History::One(h) => keep(h),
+            History::Many(v) => {
+                v.retain(|h| keep(h));
+                match v.len() {
+                    0 => false,
+                    1 => {
+                        if let Some(h) = v.pop() {
+                            *self = History::One(h);
+                        }
+                        true
+                    }
+                    _ => true,
+                }
+            }
+        }
+    }
+}
+
+/// Record that `holder` holds `ip` from `from` on: refresh its open holding,
+/// or open one.
+fn hold<T: Holder + Clone>(
+    map: &mut FxHashMap<IpAddr, History<T>>,
+    ip: IpAddr,
+    holder: &T,
+    from: SystemTime,
+) {
+    let holding = Holding {
+        from,
+        until: None,
+        holder: holder.clone(),
+    };
+    match map.entry(ip) {
+        Entry::Vacant(v) => {
+            v.insert(History::One(holding));
+        }
+        Entry::Occupied(mut o) => {
+            let history = o.get_mut();
+            match history
+                .as_mut_slice()
+                .iter_mut()
+                .find(|h| h.until.is_none() && h.holder.uid() == holder.uid())
+            {
+                Some(open) => open.holder = holding.holder,
+                None => history.push(holding),
+            }
+        }
+    }
+}
 
 /// Pick the holding of `history` at time `at`: among holdings open at `at`,
 /// the one that started last; else the one that ended last before `at`
@@ -104,10 +241,23 @@ pub struct IndexStats {
     pub nodes: usize,
 }
 
+/// An owner reference with interned strings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct OwnerLink {
+    kind: Arc<str>,
+    name: Arc<str>,
+    controller: bool,
+}
+
+/// Declared container ports as [`PodIdentity::ports`] holds them.
+type Ports = Arc<[(Arc<str>, u16, u8)]>;
+
 #[derive(Debug, Default)]
 struct Interner {
     strings: HashSet<Arc<str>>,
     labels: HashSet<Arc<BTreeMap<String, String>>>,
+    owners: HashSet<Arc<[OwnerLink]>>,
+    ports: HashSet<Ports>,
 }
 
 impl Interner {
@@ -129,10 +279,98 @@ impl Interner {
         a
     }
 
-    /// Forget values only the interner still holds.
+    fn owners(&mut self, owners: &[OwnerRef]) -> Arc<[OwnerLink]> {
+        let links: Vec<OwnerLink> = owners
+            .iter()
+            .map(|o| OwnerLink {
+                kind: self.str(&o.kind),
+                name: self.str(&o.name),
+                controller: o.controller,
+            })
+            .collect();
+        if let Some(a) = self.owners.get(links.as_slice()) {
+            return a.clone();
+        }
+        let a: Arc<[OwnerLink]> = links.into();
+        self.owners.insert(a.clone());
+        a
+    }
+
+    fn ports(&mut self, ports: &[ContainerPort]) -> Ports {
+        let ports: Vec<(Arc<str>, u16, u8)> = ports
+            .iter()
+            .map(|p| {
+                (
+                    self.str(p.name.as_deref().unwrap_or("")),
+                    p.port,
+                    p.protocol,
+                )
+            })
+            .collect();
+        if let Some(a) = self.ports.get(ports.as_slice()) {
+            return a.clone();
+        }
+        let a: Ports = ports.into();
+        self.ports.insert(a.clone());
+        a
+    }
+
+    /// Forget values only the interner still holds. Composite values go
+    /// first so that the strings they release are collected too.
     fn collect(&mut self) {
-        self.strings.retain(|s| Arc::strong_count(s) > 1);
+        self.owners.retain(|o| Arc::strong_count(o) > 1);
+        self.ports.retain(|p| Arc::strong_count(p) > 1);
         self.labels.retain(|l| Arc::strong_count(l) > 1);
+        self.strings.retain(|s| Arc::strong_count(s) > 1);
+    }
+}
+
+/// A live pod as the index keeps it: the identity flows resolve to, plus
+/// what rebuilding that identity needs when its namespace or an owner
+/// changes. Every other field of the parsed [`Pod`] is already in the
+/// identity (name, uid, namespace, labels, service account, node, ports),
+/// so the parsed object itself is not kept: at 150k pods its strings and
+/// label maps would cost more than the whole rest of the index.
+#[derive(Debug, Clone)]
+struct PodRecord {
+    identity: Arc<PodIdentity>,
+    owners: Arc<[OwnerLink]>,
+    ips: Box<[IpAddr]>,
+    created: Option<SystemTime>,
+    host_network: bool,
+    finished: bool,
+}
+
+impl PodRecord {
+    /// Would `pod` make this same record? A relist or a manifests re-read
+    /// repeats unchanged pods; they must not cost any work.
+    fn describes(&self, pod: &Pod) -> bool {
+        let id = &*self.identity;
+        let m = &pod.meta;
+        *id.name == *m.name
+            && *id.uid == *m.uid
+            && *id.namespace == *m.namespace
+            && *id.labels == m.labels
+            && id.service_account.as_deref() == pod.service_account.as_deref()
+            && id.node.as_deref() == pod.node.as_deref()
+            && self.created == m.created
+            && self.host_network == pod.host_network
+            && self.finished == pod.finished
+            && *self.ips == *pod.ips
+            && self.owners.len() == m.owners.len()
+            && self.owners.iter().zip(&m.owners).all(|(a, b)| {
+                *a.kind == *b.kind && *a.name == *b.name && a.controller == b.controller
+            })
+            && id.ports.len() == pod.ports.len()
+            && id
+                .ports
+                .iter()
+                .zip(&pod.ports)
+                .all(|((name, port, proto), p)| {
+                    **name == *p.name.as_deref().unwrap_or("")
+                        && *port == p.port
+                        && *proto == p.protocol
+                })
     }
 }
 
@@ -140,12 +378,16 @@ impl Interner {
 #[derive(Debug)]
 pub struct IdentityIndex {
     config: IndexConfig,
-    /// Live objects as last seen, to rebuild identities when a namespace or
-    /// an owner changes after its pods.
+    /// Live pods by interned namespace, then name: the records a namespace
+    /// or owner change rebuilds.
+    pods: FxHashMap<Arc<str>, FxHashMap<Arc<str>, PodRecord>>,
+    /// Live objects of the other kinds as last seen (few next to pods), to
+    /// rebuild identities when a namespace or an owner changes after its
+    /// pods.
     objects: HashMap<ObjectKey, Object>,
     // Address-keyed maps use FxHash: the keys are cluster addresses, not
     // attacker-chosen, and the per-flow lookup is the hot path.
-    pods_by_ip: FxHashMap<IpAddr, History<Arc<PodIdentity>>>,
+    pods_by_ip: FxHashMap<IpAddr, History<PodHolder>>,
     services_by_ip: FxHashMap<IpAddr, History<Arc<ServiceEntry>>>,
     nodes_by_ip: FxHashMap<IpAddr, Arc<str>>,
     /// Host-network pods by (node address, declared port, protocol).
@@ -161,6 +403,7 @@ impl IdentityIndex {
         let mut index = IdentityIndex {
             networks: Networks::default(),
             config,
+            pods: FxHashMap::default(),
             objects: HashMap::new(),
             pods_by_ip: FxHashMap::default(),
             services_by_ip: FxHashMap::default(),
@@ -175,9 +418,9 @@ impl IdentityIndex {
 
     pub fn stats(&self) -> IndexStats {
         IndexStats {
-            pods: self.objects.keys().filter(|k| k.kind == Kind::Pod).count(),
+            pods: self.pods.values().map(HashMap::len).sum(),
             addresses: self.pods_by_ip.len(),
-            holdings: self.pods_by_ip.values().map(Vec::len).sum(),
+            holdings: self.pods_by_ip.values().map(History::len).sum(),
             services: self
                 .objects
                 .keys()
@@ -199,12 +442,25 @@ impl IdentityIndex {
     /// re-read of the manifests): objects not in the list are deleted at `at`.
     pub fn replace_kind(&mut self, kind: Kind, objects: Vec<Object>, at: SystemTime) {
         let present: HashSet<ObjectKey> = objects.iter().map(Object::key).collect();
-        let gone: Vec<ObjectKey> = self
-            .objects
-            .keys()
-            .filter(|k| k.kind == kind && !present.contains(*k))
-            .cloned()
-            .collect();
+        let gone: Vec<ObjectKey> = if kind == Kind::Pod {
+            self.pods
+                .iter()
+                .flat_map(|(ns, pods)| {
+                    pods.keys().map(|name| ObjectKey {
+                        kind: Kind::Pod,
+                        namespace: ns.to_string(),
+                        name: name.to_string(),
+                    })
+                })
+                .filter(|k| !present.contains(k))
+                .collect()
+        } else {
+            self.objects
+                .keys()
+                .filter(|k| k.kind == kind && !present.contains(*k))
+                .cloned()
+                .collect()
+        };
         for key in gone {
             self.delete(&key, at);
         }
@@ -219,18 +475,17 @@ impl IdentityIndex {
         let keep = |until: Option<SystemTime>| {
             until.is_none_or(|u| now.duration_since(u).unwrap_or_default() <= grace)
         };
-        self.pods_by_ip.retain(|_, h| {
-            h.retain(|x| keep(x.until));
-            !h.is_empty()
-        });
-        self.services_by_ip.retain(|_, h| {
-            h.retain(|x| keep(x.until));
-            !h.is_empty()
-        });
+        self.pods_by_ip.retain(|_, h| h.retain(|x| keep(x.until)));
+        self.services_by_ip
+            .retain(|_, h| h.retain(|x| keep(x.until)));
         self.interner.collect();
     }
 
     fn upsert(&mut self, object: Object, at: SystemTime) {
+        if let Object::Pod(pod) = object {
+            self.upsert_parsed_pod(&pod, at);
+            return;
+        }
         let key = object.key();
         // A relist or a manifests re-read repeats unchanged objects; they
         // must not cost a rebuild of their namespace.
@@ -239,13 +494,7 @@ impl IdentityIndex {
         }
         let previous = self.objects.insert(key.clone(), object.clone());
         match object {
-            Object::Pod(pod) => {
-                let prev = match previous {
-                    Some(Object::Pod(p)) => Some(p),
-                    _ => None,
-                };
-                self.upsert_pod(&pod, prev.as_ref(), at);
-            }
+            Object::Pod(_) => {}
             Object::Namespace(_) => self.rebuild_namespace(&key.name, at),
             Object::Owner(..) => self.rebuild_namespace(&key.namespace, at),
             Object::Node(_) => {
@@ -264,11 +513,24 @@ impl IdentityIndex {
     }
 
     fn delete(&mut self, key: &ObjectKey, at: SystemTime) {
+        if key.kind == Kind::Pod {
+            let Some(pods) = self.pods.get_mut(key.namespace.as_str()) else {
+                return;
+            };
+            let Some(previous) = pods.remove(key.name.as_str()) else {
+                return;
+            };
+            if pods.is_empty() {
+                self.pods.remove(key.namespace.as_str());
+            }
+            self.close_pod(&previous, at);
+            return;
+        }
         let Some(previous) = self.objects.remove(key) else {
             return;
         };
         match previous {
-            Object::Pod(p) => self.close_pod(&p, at),
+            Object::Pod(_) => {}
             Object::Namespace(_) => self.rebuild_namespace(&key.name, at),
             Object::Owner(..) => self.rebuild_namespace(&key.namespace, at),
             Object::Node(_) => {
@@ -280,20 +542,22 @@ impl IdentityIndex {
         }
     }
 
-    fn top_owner(&mut self, namespace: &str, owners: &[OwnerRef]) -> Option<Workload> {
-        let mut owner = owners.iter().find(|o| o.controller).or(owners.first())?;
+    /// The workload at the top of a pod's owner chain.
+    fn top_owner(&mut self, namespace: &str, owners: &[OwnerLink]) -> Option<Workload> {
+        let first = owners.iter().find(|o| o.controller).or(owners.first())?;
+        let (mut kind, mut name) = (first.kind.clone(), first.name.clone());
         // Follow ReplicaSet -> Deployment and Job -> CronJob; other owners
         // (StatefulSet, DaemonSet, custom controllers) are the top.
         for _ in 0..4 {
-            let kind = match owner.kind.as_str() {
+            let owner_kind = match &*kind {
                 "ReplicaSet" => Kind::ReplicaSet,
                 "Job" => Kind::Job,
                 _ => break,
             };
             let key = ObjectKey {
-                kind,
+                kind: owner_kind,
                 namespace: namespace.to_string(),
-                name: owner.name.clone(),
+                name: name.to_string(),
             };
             let Some(Object::Owner(_, meta)) = self.objects.get(&key) else {
                 break;
@@ -304,104 +568,133 @@ impl IdentityIndex {
                 .find(|o| o.controller)
                 .or(meta.owners.first())
             {
-                Some(next) => owner = next,
+                Some(next) => {
+                    kind = self.interner.str(&next.kind);
+                    name = self.interner.str(&next.name);
+                }
                 None => break,
             }
         }
-        let (kind, name) = (owner.kind.clone(), owner.name.clone());
-        Some(Workload {
-            kind: self.interner.str(&kind),
-            name: self.interner.str(&name),
-        })
+        Some(Workload { kind, name })
     }
 
-    fn identity(&mut self, pod: &Pod) -> Arc<PodIdentity> {
+    /// The labels of `namespace`, as pods carry them.
+    fn namespace_labels(&mut self, namespace: &str) -> Arc<BTreeMap<String, String>> {
         let ns_key = ObjectKey {
             kind: Kind::Namespace,
             namespace: String::new(),
-            name: pod.meta.namespace.clone(),
+            name: namespace.to_string(),
         };
-        let ns_labels = match self.objects.get(&ns_key) {
-            Some(Object::Namespace(m)) => m.labels.clone(),
+        match self.objects.get(&ns_key) {
+            Some(Object::Namespace(m)) => {
+                let labels = m.labels.clone();
+                self.interner.labels(&labels)
+            }
             // Namespace not (yet) known: Kubernetes always sets this label.
-            _ => BTreeMap::from([(
+            _ => self.interner.labels(&BTreeMap::from([(
                 "kubernetes.io/metadata.name".to_string(),
-                pod.meta.namespace.clone(),
-            )]),
-        };
-        let workload = self.top_owner(&pod.meta.namespace, &pod.meta.owners);
-        let ports: Vec<(Arc<str>, u16, u8)> = pod
-            .ports
-            .iter()
-            .map(|p| {
-                let name = self.interner.str(p.name.as_deref().unwrap_or(""));
-                (name, p.port, p.protocol)
-            })
-            .collect();
-        Arc::new(PodIdentity {
+                namespace.to_string(),
+            )])),
+        }
+    }
+
+    /// The record of a freshly parsed pod.
+    fn record(&mut self, pod: &Pod) -> PodRecord {
+        let owners = self.interner.owners(&pod.meta.owners);
+        let namespace = self.interner.str(&pod.meta.namespace);
+        let identity = Arc::new(PodIdentity {
             name: Arc::from(pod.meta.name.as_str()),
             uid: Arc::from(pod.meta.uid.as_str()),
-            namespace: self.interner.str(&pod.meta.namespace),
+            workload: self.top_owner(&namespace, &owners),
+            namespace_labels: self.namespace_labels(&namespace),
+            namespace,
             labels: self.interner.labels(&pod.meta.labels),
             service_account: pod.service_account.as_deref().map(|s| self.interner.str(s)),
             node: pod.node.as_deref().map(|s| self.interner.str(s)),
-            workload,
-            namespace_labels: self.interner.labels(&ns_labels),
-            ports: ports.into(),
-        })
+            ports: self.interner.ports(&pod.ports),
+        });
+        PodRecord {
+            identity,
+            owners,
+            ips: pod.ips.as_slice().into(),
+            created: pod.meta.created,
+            host_network: pod.host_network,
+            finished: pod.finished,
+        }
     }
 
-    fn upsert_pod(&mut self, pod: &Pod, prev: Option<&Pod>, at: SystemTime) {
+    /// `rec` with its identity rebuilt from the current namespace and owners.
+    fn refreshed(&mut self, rec: &PodRecord) -> PodRecord {
+        let old = &rec.identity;
+        let workload = self.top_owner(&old.namespace, &rec.owners);
+        let namespace_labels = self.namespace_labels(&old.namespace);
+        let identity = Arc::new(PodIdentity {
+            workload,
+            namespace_labels,
+            ..PodIdentity::clone(old)
+        });
+        PodRecord {
+            identity,
+            ..rec.clone()
+        }
+    }
+
+    fn upsert_parsed_pod(&mut self, pod: &Pod, at: SystemTime) {
+        let prev = self
+            .pods
+            .get(pod.meta.namespace.as_str())
+            .and_then(|pods| pods.get(pod.meta.name.as_str()));
+        if prev.is_some_and(|p| p.describes(pod)) {
+            return;
+        }
+        let prev = prev.cloned();
+        let rec = self.record(pod);
+        self.upsert_pod(&rec, prev.as_ref(), at);
+        self.pods
+            .entry(rec.identity.namespace.clone())
+            .or_default()
+            .insert(rec.identity.name.clone(), rec);
+    }
+
+    fn upsert_pod(&mut self, pod: &PodRecord, prev: Option<&PodRecord>, at: SystemTime) {
+        let uid: &str = &pod.identity.uid;
         if let Some(prev) = prev {
-            if prev.meta.uid != pod.meta.uid {
+            if *prev.identity.uid != *uid {
                 // Same name, new object (a StatefulSet pod recreated).
                 self.close_pod(prev, at);
             } else if prev.host_network {
-                self.remove_host_ports(prev);
+                self.remove_host_ports(&prev.identity.uid);
             }
         }
-        let identity = self.identity(pod);
-        let uid: Arc<str> = identity.uid.clone();
         if pod.host_network {
             if !pod.finished {
-                self.add_host_ports(pod, &identity);
+                self.add_host_ports(pod);
             }
             return;
         }
         let held: &[IpAddr] = if pod.finished { &[] } else { &pod.ips };
         // Addresses the pod no longer holds end now.
-        if let Some(prev) = prev.filter(|p| p.meta.uid == pod.meta.uid) {
+        if let Some(prev) = prev.filter(|p| *p.identity.uid == *uid) {
             let released: Vec<IpAddr> = prev
                 .ips
                 .iter()
                 .filter(|ip| !held.contains(ip))
                 .copied()
                 .collect();
-            close(&mut self.pods_by_ip, &released, &uid, at);
+            close(&mut self.pods_by_ip, &released, uid, at);
         }
-        let from = pod.meta.created.unwrap_or(at).min(at);
+        let from = pod.created.unwrap_or(at).min(at);
+        let holder = PodHolder::of(&pod.identity);
         for ip in held {
-            let history = self.pods_by_ip.entry(*ip).or_default();
-            match history
-                .iter_mut()
-                .find(|h| h.until.is_none() && h.uid == uid)
-            {
-                Some(open) => open.holder = identity.clone(),
-                None => history.push(Holding {
-                    from,
-                    until: None,
-                    uid: uid.clone(),
-                    holder: identity.clone(),
-                }),
-            }
+            hold(&mut self.pods_by_ip, *ip, &holder, from);
         }
     }
 
-    fn close_pod(&mut self, pod: &Pod, at: SystemTime) {
+    fn close_pod(&mut self, pod: &PodRecord, at: SystemTime) {
         if pod.host_network {
-            self.remove_host_ports(pod);
+            self.remove_host_ports(&pod.identity.uid);
         } else {
-            close(&mut self.pods_by_ip, &pod.ips, &pod.meta.uid, at);
+            close(&mut self.pods_by_ip, &pod.ips, &pod.identity.uid, at);
         }
     }
 
@@ -417,62 +710,66 @@ impl IdentityIndex {
         }
     }
 
-    fn add_host_ports(&mut self, pod: &Pod, identity: &Arc<PodIdentity>) {
+    fn add_host_ports(&mut self, pod: &PodRecord) {
         // A host-network pod's podIPs are its node's addresses.
-        let mut addrs = pod.ips.clone();
-        if let Some(node) = &pod.node {
+        let mut addrs = pod.ips.to_vec();
+        if let Some(node) = &pod.identity.node {
             addrs.extend(self.node_addresses(node));
         }
         for a in addrs {
-            for p in &pod.ports {
+            for (_, port, protocol) in pod.identity.ports.iter() {
                 self.host_ports
-                    .insert((a, p.port, p.protocol), identity.clone());
+                    .insert((a, *port, *protocol), pod.identity.clone());
             }
         }
     }
 
-    fn remove_host_ports(&mut self, pod: &Pod) {
-        let uid = pod.meta.uid.as_str();
+    fn remove_host_ports(&mut self, uid: &str) {
         self.host_ports.retain(|_, id| &*id.uid != uid);
     }
 
     /// A namespace's labels or an owner changed: rebuild that namespace's
     /// pod identities so flows see the new values.
     fn rebuild_namespace(&mut self, namespace: &str, at: SystemTime) {
-        let pods: Vec<Pod> = self
-            .objects
-            .values()
-            .filter_map(|o| match o {
-                Object::Pod(p) if p.meta.namespace == namespace => Some(p.clone()),
-                _ => None,
-            })
-            .collect();
+        let pods: Vec<PodRecord> = match self.pods.get(namespace) {
+            Some(pods) => pods.values().cloned().collect(),
+            None => return,
+        };
         for p in pods {
-            self.upsert_pod(&p, Some(&p), at);
+            let rec = self.refreshed(&p);
+            self.upsert_pod(&rec, Some(&p), at);
+            if let Some(pods) = self.pods.get_mut(namespace) {
+                pods.insert(rec.identity.name.clone(), rec);
+            }
         }
     }
 
     fn rebuild_nodes(&mut self) {
         self.nodes_by_ip.clear();
-        let mut host_pods = Vec::new();
         for o in self.objects.values() {
-            match o {
-                Object::Node(n) => {
-                    let name = self.interner.str(&n.meta.name);
-                    for a in &n.addresses {
-                        self.nodes_by_ip.insert(*a, name.clone());
-                    }
+            if let Object::Node(n) = o {
+                let name = self.interner.str(&n.meta.name);
+                for a in &n.addresses {
+                    self.nodes_by_ip.insert(*a, name.clone());
                 }
-                Object::Pod(p) if p.host_network => host_pods.push(p.clone()),
-                _ => {}
             }
         }
+        let host_pods: Vec<PodRecord> = self
+            .pods
+            .values()
+            .flat_map(HashMap::values)
+            .filter(|p| p.host_network)
+            .cloned()
+            .collect();
         // Node addresses changed: host-network pods' ports move with them.
         for p in host_pods {
-            self.remove_host_ports(&p);
+            self.remove_host_ports(&p.identity.uid);
             if !p.finished {
-                let identity = self.identity(&p);
-                self.add_host_ports(&p, &identity);
+                let rec = self.refreshed(&p);
+                self.add_host_ports(&rec);
+                if let Some(pods) = self.pods.get_mut(&*rec.identity.namespace) {
+                    pods.insert(rec.identity.name.clone(), rec);
+                }
             }
         }
     }
@@ -515,6 +812,7 @@ impl IdentityIndex {
         let entry = Arc::new(ServiceEntry {
             name: self.interner.str(&svc.meta.name),
             namespace: self.interner.str(&svc.meta.namespace),
+            uid: Arc::from(svc.meta.uid.as_str()),
             ports: svc
                 .ports
                 .iter()
@@ -524,22 +822,9 @@ impl IdentityIndex {
                 })
                 .collect(),
         });
-        let uid: Arc<str> = Arc::from(svc.meta.uid.as_str());
         let from = svc.meta.created.unwrap_or(at).min(at);
         for ip in &svc.cluster_ips {
-            let history = self.services_by_ip.entry(*ip).or_default();
-            match history
-                .iter_mut()
-                .find(|h| h.until.is_none() && h.uid == uid)
-            {
-                Some(open) => open.holder = entry.clone(),
-                None => history.push(Holding {
-                    from,
-                    until: None,
-                    uid: uid.clone(),
-                    holder: entry.clone(),
-                }),
-            }
+            hold(&mut self.services_by_ip, *ip, &entry, from);
         }
     }
 
@@ -572,29 +857,37 @@ impl IdentityIndex {
         at: SystemTime,
     ) -> Option<(Arc<PodIdentity>, Option<Stale>)> {
         let history = self.pods_by_ip.get(&addr)?;
-        pick(history, at, self.config.deleted_grace).map(|(p, s)| (p.clone(), s))
+        pick(history.as_slice(), at, self.config.deleted_grace)
+            .map(|(p, s)| (p.identity.clone(), s))
     }
 
     /// Who held `addr` at `at`. `listening` is the (port, protocol) the
     /// address was reached on, when it is the responder: it names a
     /// host-network pod, and a service's port.
     pub fn resolve(&self, addr: IpAddr, listening: Option<(u16, u8)>, at: SystemTime) -> Endpoint {
+        let grace = self.config.deleted_grace;
+        // The pod table probe comes first: for a pod address it is the one
+        // likely cache miss, and the classification below (hot, pure compute)
+        // runs while it is outstanding.
+        let pod = self
+            .pods_by_ip
+            .get(&addr)
+            .and_then(|h| pick(h.as_slice(), at, grace));
         let (kind, network) = self.networks.classify(addr);
         let mut ep = Endpoint::of_kind(kind);
         ep.network = Some(network);
-        let grace = self.config.deleted_grace;
 
-        if let Some((pod, stale)) = self.pod_at(addr, at) {
+        if let Some((pod, stale)) = pod {
             ep.kind = EndpointKind::Pod;
             ep.node = pod.node.clone();
-            ep.pod = Some(pod);
+            ep.pod = Some(Arc::clone(&pod.identity));
             ep.stale = stale;
             return ep;
         }
         if let Some((svc, stale)) = self
             .services_by_ip
             .get(&addr)
-            .and_then(|h| pick(h, at, grace))
+            .and_then(|h| pick(h.as_slice(), at, grace))
         {
             ep.kind = EndpointKind::Service;
             ep.stale = stale;
@@ -626,11 +919,17 @@ impl IdentityIndex {
     }
 }
 
-fn close<T>(map: &mut FxHashMap<IpAddr, History<T>>, ips: &[IpAddr], uid: &str, at: SystemTime) {
+/// End the open holdings of `uid` on `ips` at `at`.
+fn close<T: Holder>(
+    map: &mut FxHashMap<IpAddr, History<T>>,
+    ips: &[IpAddr],
+    uid: &str,
+    at: SystemTime,
+) {
     for ip in ips {
         if let Some(history) = map.get_mut(ip) {
-            for h in history.iter_mut() {
-                if h.until.is_none() && &*h.uid == uid {
+            for h in history.as_mut_slice() {
+                if h.until.is_none() && h.holder.uid() == uid {
                     h.until = Some(at.max(h.from));
                 }
             }

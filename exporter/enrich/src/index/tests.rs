@@ -335,3 +335,68 @@ fn identities_share_interned_values() {
     assert!(Arc::ptr_eq(&a.namespace_labels, &b.namespace_labels));
     assert!(std::ptr::eq(a.namespace.as_ptr(), b.namespace.as_ptr()));
 }
+
+#[test]
+fn an_unchanged_pod_is_skipped_and_any_changed_field_is_applied() {
+    let base = || pod("w", "u1", "10.1.0.1", 0, Some(("StatefulSet", "db")));
+    let resolved = |idx: &IdentityIndex| idx.resolve(ip("10.1.0.1"), None, t(5)).pod.expect("pod");
+    let mut idx = IdentityIndex::new(IndexConfig::default());
+    idx.apply(Change::Upsert(base()), t(1));
+    let first = resolved(&idx);
+    idx.apply(Change::Upsert(base()), t(2));
+    assert!(
+        Arc::ptr_eq(&first, &resolved(&idx)),
+        "unchanged: same identity"
+    );
+
+    type Edit = fn(&mut Pod);
+    let edits: [(&str, Edit); 6] = [
+        ("label", |p| {
+            p.meta.labels.insert("v".into(), "2".into());
+        }),
+        ("service account", |p| {
+            p.service_account = Some("other".into())
+        }),
+        ("node", |p| p.node = Some("node-b".into())),
+        ("owner", |p| p.meta.owners[0].name = "db2".into()),
+        ("port", |p| p.ports[0].port = 9090),
+        ("port name", |p| p.ports[0].name = Some("metrics".into())),
+    ];
+    for (what, edit) in edits {
+        let mut idx = IdentityIndex::new(IndexConfig::default());
+        idx.apply(Change::Upsert(base()), t(1));
+        let Object::Pod(mut p) = base() else {
+            unreachable!()
+        };
+        edit(&mut p);
+        idx.apply(Change::Upsert(Object::Pod(p.clone())), t(2));
+        let got = resolved(&idx);
+        let want = PodIdentity {
+            labels: Arc::new(p.meta.labels.clone()),
+            service_account: p.service_account.as_deref().map(Arc::from),
+            node: p.node.as_deref().map(Arc::from),
+            workload: Some(Workload {
+                kind: "StatefulSet".into(),
+                name: Arc::from(p.meta.owners[0].name.as_str()),
+            }),
+            ports: p
+                .ports
+                .iter()
+                .map(|c| {
+                    (
+                        Arc::from(c.name.as_deref().unwrap_or("")),
+                        c.port,
+                        c.protocol,
+                    )
+                })
+                .collect(),
+            ..(*first).clone()
+        };
+        assert_eq!(*got, want, "{what}");
+        assert_eq!(
+            idx.resolve(ip("10.1.0.1"), None, t(5)).node.as_deref(),
+            p.node.as_deref(),
+            "{what}: endpoint node"
+        );
+    }
+}
