@@ -42,8 +42,9 @@ pub struct PolicyIndex {
 }
 
 impl PolicyIndex {
-    /// Build from parsed policies, valid or not. When two objects share a
-    /// kind stage, namespace and name, the later one wins.
+    /// Build from parsed policies, valid or not. When two enforced policies
+    /// share a namespace and name (or two staged ones also share a kind),
+    /// the later one wins.
     pub fn build(items: impl IntoIterator<Item = Result<Policy, InvalidPolicy>>) -> PolicyIndex {
         let mut index = PolicyIndex::default();
         // Per namespace: enforced by name, and staged by (kind, name) so that
