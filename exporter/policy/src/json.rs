@@ -1,0 +1,113 @@
+//! Lenient reading of untyped Kubernetes JSON for policy objects.
+//!
+//! Policies arrive as `serde_json::Value` (from a manifests directory or a
+//! watch), as in `flowscribe-enrich`'s `objects` module: one bad field marks
+//! one policy invalid with an error naming the field path, and never fails a
+//! whole list. Helpers here treat `null` as absent, as the API server does.
+
+use serde_json::{Map, Value};
+
+use crate::PolicyError;
+
+/// The policy being read, for error messages.
+pub(crate) struct Ctx<'a> {
+    pub(crate) kind: &'a str,
+    /// `namespace/name`, or `?` when the name is missing.
+    pub(crate) name: String,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn err(&self, field: &str, problem: impl Into<String>) -> PolicyError {
+        PolicyError {
+            kind: self.kind.to_string(),
+            name: self.name.clone(),
+            field: field.to_string(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The object at `path`, after checking it has no field outside `known`:
+    /// an unknown field may change meaning (a newer API version), so it is
+    /// better reported than ignored.
+    pub(crate) fn object<'v>(
+        &self,
+        v: &'v Value,
+        path: &str,
+        known: &[&str],
+    ) -> Result<&'v Map<String, Value>, PolicyError> {
+        let Value::Object(map) = v else {
+            return Err(self.err(path, format!("expected an object, found {}", type_of(v))));
+        };
+        if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(self.err(
+                &join(path, unknown),
+                format!("unknown field (known: {})", known.join(", ")),
+            ));
+        }
+        Ok(map)
+    }
+
+    /// An optional list; absent and `null` read as `None`.
+    pub(crate) fn opt_list<'v>(
+        &self,
+        map: &'v Map<String, Value>,
+        key: &str,
+        path: &str,
+    ) -> Result<Option<&'v [Value]>, PolicyError> {
+        match map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(a)) => Ok(Some(a)),
+            Some(other) => Err(self.err(
+                &join(path, key),
+                format!("expected a list, found {}", type_of(other)),
+            )),
+        }
+    }
+
+    /// An optional string; absent and `null` read as `None`.
+    pub(crate) fn opt_str<'v>(
+        &self,
+        map: &'v Map<String, Value>,
+        key: &str,
+        path: &str,
+    ) -> Result<Option<&'v str>, PolicyError> {
+        match map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(self.err(
+                &join(path, key),
+                format!("expected a string, found {}", type_of(other)),
+            )),
+        }
+    }
+
+    pub(crate) fn str<'v>(&self, v: &'v Value, path: &str) -> Result<&'v str, PolicyError> {
+        v.as_str()
+            .ok_or_else(|| self.err(path, format!("expected a string, found {}", type_of(v))))
+    }
+}
+
+/// `path.key`, or `key` at the top.
+pub(crate) fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// A value that is present and not `null`.
+pub(crate) fn present<'v>(map: &'v Map<String, Value>, key: &str) -> Option<&'v Value> {
+    map.get(key).filter(|v| !v.is_null())
+}
+
+pub(crate) fn type_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
