@@ -7,7 +7,8 @@
 //! and divide the instruction count by `7 * 1000` (after subtracting a run
 //! with 0 rounds, which measures start-up and fixture building).
 //! Schemas: `ecs`, `otlp-json`, `ocsf`, `cef`, `otlp-protobuf` (a batch
-//! request, as a sink sends it).
+//! request, as a sink sends it) and `otlp-prost` (the same request through
+//! the prost types).
 #![allow(clippy::unwrap_used, reason = "profiling harness")]
 
 #[path = "../tests/fixtures/mod.rs"]
@@ -28,6 +29,16 @@ fn main() {
     let mut out = Vec::with_capacity(64 * 1024);
     let mut total = 0usize;
     if schema == "otlp-protobuf" {
+        let mut writer = otlp::ProtobufRequestWriter::new();
+        for _ in 0..rounds {
+            for f in &flows {
+                writer.push_flow(&ctx, black_box(f), observed);
+            }
+            out.clear();
+            writer.finish(&ctx, &mut out);
+            total += out.len();
+        }
+    } else if schema == "otlp-prost" {
         for _ in 0..rounds {
             let records = flows
                 .iter()

@@ -30,8 +30,11 @@ pub mod minimal;
 pub mod ocsf;
 pub mod ocsf_check;
 pub mod otlp;
+mod protobuf;
 mod rfc3339;
 mod schema;
+#[cfg(test)]
+mod test_flows;
 mod view;
 
 pub use schema::{
