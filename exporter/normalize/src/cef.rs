@@ -146,7 +146,7 @@ pub fn flow_line(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> S
     x.push("deviceInboundInterface", &f.interface.name);
     x.push("dvchost", &ctx.node);
     x.push("deviceExternalId", &ctx.node);
-    x.push("externalId", &view.event_id);
+    x.push("externalId", view.event_id.as_str());
     x.push("cat", "network/flow");
     x.push("msg", &view.summary);
 
@@ -168,7 +168,7 @@ pub fn flow_line(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> S
         x.labelled("cs5", "stagedVerdict", p.verdict.as_str());
     }
     if let Some(c) = &view.community_id {
-        x.labelled("cs6", "communityId", c);
+        x.labelled("cs6", "communityId", c.as_str());
     }
     x.labelled("cn1", "packetsOut", &f.forward.packets.to_string());
     x.labelled("cn2", "packetsIn", &f.reverse.packets.to_string());

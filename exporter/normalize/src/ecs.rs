@@ -6,20 +6,27 @@
 //! tests prove that every field written is in it and is ECS-conformant
 //! (`crate::ecs_fields`).
 //!
-//! Stage ④. Pure: builds a `serde_json::Value` (keys sorted, so output is
-//! deterministic); no IO, no clock. It must not decide verdicts or
+//! Stage ④. Pure: writes the document straight into the caller's buffer
+//! ([`write_flow_document`]) with members in sorted order at every level
+//! (the form the goldens pin, and what serializing a `serde_json::Value`
+//! gives), building no `Value` tree; no IO, no clock. It must not decide verdicts or
 //! directions itself: those come from [`FlowView`].
 
 use std::time::SystemTime;
 
-use flowscribe_model::{
-    CaptureLoss, Endpoint, Evaluation, ExplainedFlow, Observed, PolicyHit, SideVerdict, Verdict,
-};
-use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
+use flowscribe_model::{
+    CaptureLoss, DirectionCounters, Endpoint, Evaluation, ExplainedFlow, FlowState, Observed,
+    PodIdentity, PolicyHit, SideVerdict, Verdict,
+};
+use serde_json::{Value, json};
+
+use crate::json::JsonWriter;
 use crate::view::{
-    FlowView, duration_nanos, end_reason_str, has_ports, is_icmp, observed_str, policy_display,
-    rfc3339, rule_id, rule_name, state_str, tcp_flag_names,
+    AddrText, FlowView, duration_nanos, end_reason_str, has_ports, is_icmp, observed_str, rfc3339,
+    rfc3339_bytes, state_str, tcp_flag_names, write_policy_display, write_rule_id, write_rule_name,
 };
 use crate::{Context, FieldMapping};
 
@@ -38,154 +45,259 @@ here, else the destination pod, else whichever end is a pod); both endpoints are
 responder, `destination.*` counters responder → initiator. ICMP flows have no ports: type and code \
 are in `flowscribe.flow.icmp.*`. Absent values are left out, never `null`.";
 
-/// The ECS document of one flow record.
-pub fn flow_document(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> Value {
+/// The ECS document of one flow record, appended to `out` as one compact
+/// JSON line (no newline), members in sorted order at every level. This is
+/// the encode path: it builds no `Value` and allocates only for the summary
+/// line (and, rarely, to re-sort de-dotted label keys).
+pub fn write_flow_document(
+    ctx: &Context,
+    flow: &ExplainedFlow,
+    observed: SystemTime,
+    out: &mut Vec<u8>,
+) {
     let view = FlowView::new(ctx, flow);
     let ef = &flow.flow;
     let f = &ef.flow;
     let key = &f.key;
     let ports = has_ports(key.protocol);
+    // Documents are 2-4 KiB: one reservation instead of growth steps.
+    out.reserve(4096);
+    let mut w = JsonWriter::new(out);
 
-    let mut event_type = vec!["connection"];
-    match view.verdict {
-        Some(Verdict::Allow) => event_type.push("allowed"),
-        Some(Verdict::Deny) => event_type.push("denied"),
-        None => {}
+    w.begin_object();
+    w.field_plain("@timestamp", &rfc3339_bytes(f.window_end));
+    side(
+        &mut w,
+        "destination",
+        &view.dst_text,
+        key.dst_port,
+        &f.reverse,
+        ports,
+    );
+    w.key("ecs");
+    w.begin_object();
+    w.field_str("version", crate::ecs_fields::ECS_VERSION);
+    w.end_object();
+    event(&mut w, &view, observed);
+    w.key("flowscribe");
+    flowscribe_namespace(&mut w, &view);
+    w.key("host");
+    w.begin_object();
+    w.field_str("hostname", &ctx.node);
+    w.field_str("name", &ctx.node);
+    w.end_object();
+
+    let local_pod = view
+        .local_pod_endpoint(&ctx.node)
+        .and_then(|e| e.pod.as_ref().map(|p| (e, p)));
+    if let Some((e, p)) = local_pod {
+        let ip = if std::ptr::eq(e, &ef.source) {
+            &view.src_text
+        } else {
+            &view.dst_text
+        };
+        w.key("kubernetes");
+        beats_kubernetes(&mut w, p, ip);
     }
-    match f.state {
-        flowscribe_model::FlowState::Started => event_type.push("start"),
-        flowscribe_model::FlowState::Completed | flowscribe_model::FlowState::OneSided => {
-            event_type.push("end")
+    w.field_str("message", &view.summary);
+
+    w.key("network");
+    w.begin_object();
+    w.field_u64("bytes", f.forward.bytes + f.reverse.bytes);
+    if let Some(c) = &view.community_id {
+        w.field_plain("community_id", c.as_bytes());
+    }
+    w.field_str("direction", view.direction.as_str());
+    w.key("iana_number");
+    w.str_fmt(|s| write!(s, "{}", key.protocol));
+    w.field_u64("packets", f.forward.packets + f.reverse.packets);
+    w.field_str("transport", flowscribe_model::protocol_name(key.protocol));
+    w.field_str(
+        "type",
+        if key.src_addr.is_ipv4() {
+            "ipv4"
+        } else {
+            "ipv6"
+        },
+    );
+    w.end_object();
+
+    w.key("observer");
+    w.begin_object();
+    w.field_str("hostname", &ctx.node);
+    w.key("ingress");
+    w.begin_object();
+    w.key("interface");
+    w.begin_object();
+    w.key("id");
+    w.str_fmt(|s| write!(s, "{}", f.interface.ifindex));
+    w.field_str("name", &f.interface.name);
+    w.end_object();
+    w.end_object();
+    w.field_str("name", &ctx.node);
+    w.field_str("product", "flowscribe");
+    w.field_str("type", "sensor");
+    w.field_str("vendor", "flowscribe");
+    w.field_str("version", &ctx.service_version);
+    w.end_object();
+
+    w.key("orchestrator");
+    w.begin_object();
+    if let Some(c) = &ctx.cluster {
+        w.key("cluster");
+        w.begin_object();
+        w.field_str("name", c);
+        w.end_object();
+    }
+    if let Some((_, p)) = local_pod {
+        w.field_str("namespace", &p.namespace);
+        w.key("resource");
+        w.begin_object();
+        w.field_str("id", &p.uid);
+        w.field_str("name", &p.name);
+        if let Some(wl) = &p.workload {
+            w.key("parent");
+            w.begin_object();
+            w.field_str("type", &wl.kind);
+            w.end_object();
         }
-        flowscribe_model::FlowState::Live => {}
+        w.field_str("type", "pod");
+        w.end_object();
     }
+    w.field_str("type", "kubernetes");
+    w.end_object();
+
+    w.key("related");
+    w.begin_object();
+    w.key("ip");
+    w.begin_array();
+    w.plain_str(view.src_text.as_bytes());
+    if key.dst_addr != key.src_addr {
+        w.plain_str(view.dst_text.as_bytes());
+    }
+    w.end_array();
+    w.end_object();
+
+    if let Some(d) = &view.decision {
+        w.key("rule");
+        w.begin_object();
+        w.field_str("category", d.side.direction.as_str());
+        if let Some(h) = d.hit {
+            let p = &h.policy;
+            w.key("description");
+            w.str_fmt(|s| {
+                write!(s, "{} {} (", p.kind.api_version(), p.kind.as_str())?;
+                write_policy_display(s, p)?;
+                write!(s, "), tier {}, action {}", p.tier, h.action.as_str())
+            });
+            w.key("id");
+            w.str_fmt(|s| write_rule_id(s, d));
+        }
+        w.key("name");
+        w.str_fmt(|s| write_rule_name(s, d));
+        if let Some(h) = d.hit {
+            w.key("ruleset");
+            w.str_fmt(|s| write_policy_display(s, &h.policy));
+            w.field_str("uuid", &h.policy.uid);
+            w.field_str("version", &h.policy.resource_version);
+        }
+        w.end_object();
+    }
+
+    side(
+        &mut w,
+        "source",
+        &view.src_text,
+        key.src_port,
+        &f.forward,
+        ports,
+    );
+    w.end_object();
+}
+
+/// The ECS document of one flow record as a `Value` (for tests and
+/// callers that edit the document; the encode path is
+/// [`write_flow_document`]). It is parsed from the written line, so the two
+/// cannot disagree.
+pub fn flow_document(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> Value {
+    let mut line = Vec::with_capacity(4096);
+    write_flow_document(ctx, flow, observed, &mut line);
+    // The writer emits valid JSON by construction (the golden tests parse
+    // every case); `Null` keeps this total without a panic path.
+    serde_json::from_slice(&line).unwrap_or(Value::Null)
+}
+
+/// `event.*`.
+fn event(w: &mut JsonWriter<'_>, view: &FlowView<'_>, observed: SystemTime) {
+    let f = &view.flow.flow.flow;
     let (action, outcome) = match view.verdict {
         Some(Verdict::Allow) => ("network-policy-allow", "success"),
         Some(Verdict::Deny) => ("network-policy-deny", "failure"),
         None => ("network-flow", "unknown"),
     };
-    let mut event = json!({
-        "kind": "event",
-        "category": ["network"],
-        "type": event_type,
-        "action": action,
-        "outcome": outcome,
-        "start": rfc3339(f.window_start),
-        "end": rfc3339(f.window_end),
-        "duration": duration_nanos(f.window_start, f.window_end),
-        "created": rfc3339(observed),
-        "dataset": "flowscribe.flow",
-        "module": "flowscribe",
-        "provider": "flowscribe",
-        "id": view.event_id,
-        "severity": match view.severity {
+    w.key("event");
+    w.begin_object();
+    w.field_str("action", action);
+    w.key("category");
+    w.begin_array();
+    w.str("network");
+    w.end_array();
+    w.field_plain("created", &rfc3339_bytes(observed));
+    w.field_str("dataset", "flowscribe.flow");
+    w.field_u64("duration", duration_nanos(f.window_start, f.window_end));
+    w.field_plain("end", &rfc3339_bytes(f.window_end));
+    w.field_plain("id", view.event_id.as_bytes());
+    w.field_str("kind", "event");
+    w.field_str("module", "flowscribe");
+    w.field_str("outcome", outcome);
+    w.field_str("provider", "flowscribe");
+    if let Some(d) = &view.decision {
+        w.field_str("reason", d.side.reason.as_str());
+    }
+    w.field_u64(
+        "severity",
+        match view.severity {
             crate::view::Severity::Info => 9,
             crate::view::Severity::Warn => 13,
         },
-    });
-    if let Some(d) = &view.decision {
-        event["reason"] = json!(d.side.reason.as_str());
+    );
+    w.field_plain("start", &rfc3339_bytes(f.window_start));
+    w.key("type");
+    w.begin_array();
+    w.str("connection");
+    match view.verdict {
+        Some(Verdict::Allow) => w.str("allowed"),
+        Some(Verdict::Deny) => w.str("denied"),
+        None => {}
     }
-
-    let side = |addr: std::net::IpAddr, port: u16, c: &flowscribe_model::DirectionCounters| {
-        let mut v = json!({
-            "ip": addr.to_string(),
-            "address": addr.to_string(),
-            "bytes": c.bytes,
-            "packets": c.packets,
-        });
-        if ports {
-            v["port"] = json!(port);
-        }
-        v
-    };
-
-    let mut network = json!({
-        "transport": flowscribe_model::protocol_name(key.protocol),
-        "type": if key.src_addr.is_ipv4() { "ipv4" } else { "ipv6" },
-        "iana_number": key.protocol.to_string(),
-        "direction": view.direction.as_str(),
-        "bytes": f.forward.bytes + f.reverse.bytes,
-        "packets": f.forward.packets + f.reverse.packets,
-    });
-    if let Some(c) = &view.community_id {
-        network["community_id"] = json!(c);
+    match f.state {
+        FlowState::Started => w.str("start"),
+        FlowState::Completed | FlowState::OneSided => w.str("end"),
+        FlowState::Live => {}
     }
+    w.end_array();
+    w.end_object();
+}
 
-    let mut related_ip = vec![key.src_addr.to_string()];
-    if key.dst_addr != key.src_addr {
-        related_ip.push(key.dst_addr.to_string());
+/// `source.*` or `destination.*`.
+fn side(
+    w: &mut JsonWriter<'_>,
+    name: &str,
+    addr: &AddrText,
+    port: u16,
+    c: &DirectionCounters,
+    ports: bool,
+) {
+    w.key(name);
+    w.begin_object();
+    w.field_plain("address", addr.as_bytes());
+    w.field_u64("bytes", c.bytes);
+    w.field_plain("ip", addr.as_bytes());
+    w.field_u64("packets", c.packets);
+    if ports {
+        w.field_u64("port", port.into());
     }
-
-    let mut observer = json!({
-        "type": "sensor",
-        "vendor": "flowscribe",
-        "product": "flowscribe",
-        "version": ctx.service_version,
-        "hostname": ctx.node,
-        "name": ctx.node,
-    });
-    observer["ingress"] = json!({"interface": {"name": f.interface.name,
-                                                "id": f.interface.ifindex.to_string()}});
-
-    let mut doc = json!({
-        "@timestamp": rfc3339(f.window_end),
-        "ecs": {"version": crate::ecs_fields::ECS_VERSION},
-        "message": view.summary,
-        "event": event,
-        "source": side(key.src_addr, key.src_port, &f.forward),
-        "destination": side(key.dst_addr, key.dst_port, &f.reverse),
-        "network": network,
-        "host": {"name": ctx.node, "hostname": ctx.node},
-        "observer": observer,
-        "related": {"ip": related_ip},
-    });
-
-    if let Some(d) = &view.decision {
-        let mut rule = json!({"name": rule_name(d), "category": d.side.direction.as_str()});
-        if let Some(h) = d.hit {
-            rule["ruleset"] = json!(policy_display(&h.policy));
-            rule["uuid"] = json!(&*h.policy.uid);
-            rule["version"] = json!(&*h.policy.resource_version);
-            rule["description"] = json!(format!(
-                "{} {} ({}), tier {}, action {}",
-                h.policy.kind.api_version(),
-                h.policy.kind.as_str(),
-                policy_display(&h.policy),
-                h.policy.tier,
-                h.action.as_str()
-            ));
-        }
-        if let Some(id) = rule_id(d) {
-            rule["id"] = json!(id);
-        }
-        doc["rule"] = rule;
-    }
-
-    let mut orchestrator = json!({"type": "kubernetes"});
-    if let Some(c) = &ctx.cluster {
-        orchestrator["cluster"] = json!({"name": c});
-    }
-    if let Some(e) = view.local_pod_endpoint(&ctx.node)
-        && let Some(p) = &e.pod
-    {
-        orchestrator["namespace"] = json!(&*p.namespace);
-        let mut resource = json!({"type": "pod", "name": &*p.name, "id": &*p.uid});
-        if let Some(w) = &p.workload {
-            resource["parent"] = json!({"type": &*w.kind});
-        }
-        orchestrator["resource"] = resource;
-        let ip = if std::ptr::eq(e, &ef.source) {
-            key.src_addr
-        } else {
-            key.dst_addr
-        };
-        doc["kubernetes"] = beats_kubernetes(p, ip);
-    }
-    doc["orchestrator"] = orchestrator;
-
-    doc["flowscribe"] = flowscribe_namespace_value(&view);
-    doc
+    w.end_object();
 }
 
 /// The ECS document of one capture loss report: `event.kind` `metric`,
@@ -229,191 +341,326 @@ pub fn loss_document(ctx: &Context, loss: &CaptureLoss, observed: SystemTime) ->
 
 /// The Beats `add_kubernetes_metadata` fields of one pod. Label keys are
 /// de-dotted (`.` → `_`) as Beats does by default.
-fn beats_kubernetes(p: &flowscribe_model::PodIdentity, ip: std::net::IpAddr) -> Value {
-    let mut k = json!({
-        "namespace": &*p.namespace,
-        "pod": {"name": &*p.name, "uid": &*p.uid, "ip": ip.to_string()},
+fn beats_kubernetes(w: &mut JsonWriter<'_>, p: &PodIdentity, ip: &AddrText) {
+    // The workload's field sorts before `labels` or after `pod`.
+    let workload = p.workload.as_ref().and_then(|wl| {
+        let field = match &*wl.kind {
+            "Deployment" => "deployment",
+            "ReplicaSet" => "replicaset",
+            "StatefulSet" => "statefulset",
+            "DaemonSet" => "daemonset",
+            "Job" => "job",
+            "CronJob" => "cronjob",
+            _ => return None,
+        };
+        Some((field, &*wl.name))
     });
-    if let Some(n) = &p.node {
-        k["node"] = json!({"name": &**n});
+    let workload_field = |w: &mut JsonWriter<'_>| {
+        if let Some((field, name)) = workload {
+            w.key(field);
+            w.begin_object();
+            w.field_str("name", name);
+            w.end_object();
+        }
+    };
+    w.begin_object();
+    if workload.is_some_and(|(field, _)| field < "labels") {
+        workload_field(w);
     }
     if !p.labels.is_empty() {
-        let labels: Map<String, Value> = p
-            .labels
-            .iter()
-            .map(|(key, v)| (key.replace('.', "_"), json!(v)))
-            .collect();
-        k["labels"] = Value::Object(labels);
+        w.key("labels");
+        dedotted_labels(w, &p.labels);
     }
-    if let Some(w) = &p.workload {
-        let field = match &*w.kind {
-            "Deployment" => Some("deployment"),
-            "ReplicaSet" => Some("replicaset"),
-            "StatefulSet" => Some("statefulset"),
-            "DaemonSet" => Some("daemonset"),
-            "Job" => Some("job"),
-            "CronJob" => Some("cronjob"),
-            _ => None,
-        };
-        if let Some(field) = field {
-            k[field] = json!({"name": &*w.name});
-        }
+    w.field_str("namespace", &p.namespace);
+    if let Some(n) = &p.node {
+        w.key("node");
+        w.begin_object();
+        w.field_str("name", n);
+        w.end_object();
     }
-    k
+    w.key("pod");
+    w.begin_object();
+    w.field_plain("ip", ip.as_bytes());
+    w.field_str("name", &p.name);
+    w.field_str("uid", &p.uid);
+    w.end_object();
+    if workload.is_some_and(|(field, _)| field > "pod") {
+        workload_field(w);
+    }
+    w.end_object();
 }
 
-fn endpoint(e: &Endpoint) -> Value {
-    let mut v = json!({"kind": e.kind.as_str()});
+/// A label key's bytes with `.` as `_`.
+fn dedot(k: &str) -> impl Iterator<Item = u8> + '_ {
+    k.bytes().map(|b| if b == b'.' { b'_' } else { b })
+}
+
+/// Labels with `.` in keys written as `_`, sorted by the de-dotted key; when
+/// two keys de-dot alike the later one (in the original order) wins, as
+/// when they are collected into a map.
+fn dedotted_labels(w: &mut JsonWriter<'_>, labels: &BTreeMap<String, String>) {
+    // `.` sorts before `_`, so de-dotting can reorder keys; the common case
+    // (still strictly ascending) needs no sort and no allocation.
+    let ascending = labels
+        .keys()
+        .zip(labels.keys().skip(1))
+        .all(|(a, b)| dedot(a).lt(dedot(b)));
+    w.begin_object();
+    if ascending {
+        for (k, v) in labels.iter() {
+            w.key_dedotted(k);
+            w.str(v);
+        }
+    } else {
+        let mut sorted: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        // Stable: among keys that de-dot alike the original order stays,
+        // and the last of each run is the one kept.
+        sorted.sort_by(|a, b| dedot(a.0).cmp(dedot(b.0)));
+        for (i, (k, v)) in sorted.iter().enumerate() {
+            if sorted
+                .get(i + 1)
+                .is_some_and(|next| dedot(next.0).eq(dedot(k)))
+            {
+                continue;
+            }
+            w.key_dedotted(k);
+            w.str(v);
+        }
+    }
+    w.end_object();
+}
+
+/// `flowscribe.source.*` / `flowscribe.destination.*`.
+fn endpoint(w: &mut JsonWriter<'_>, e: &Endpoint) {
+    w.begin_object();
+    if let Some(s) = e.stale {
+        w.field_plain("deleted_at", &rfc3339_bytes(s.deleted_at));
+    }
+    w.field_str("kind", e.kind.as_str());
     if let Some(p) = &e.pod {
-        v["namespace"] = json!(&*p.namespace);
-        v["pod"] = json!({"name": &*p.name, "uid": &*p.uid});
         if !p.labels.is_empty() {
-            v["labels"] = json!(&*p.labels);
+            w.key("labels");
+            w.begin_object();
+            for (k, v) in p.labels.iter() {
+                w.key_escaped(k);
+                w.str(v);
+            }
+            w.end_object();
         }
-        if let Some(sa) = &p.service_account {
-            v["service_account"] = json!(&**sa);
-        }
-        if let Some(w) = &p.workload {
-            v["workload"] = json!({"kind": &*w.kind, "name": &*w.name});
-        }
-    }
-    if let Some(n) = &e.node {
-        v["node"] = json!(&**n);
-    }
-    if let Some(s) = &e.service {
-        let mut svc = json!({"namespace": &*s.namespace, "name": &*s.name});
-        if let Some(port) = &s.port_name {
-            svc["port_name"] = json!(&**port);
-        }
-        v["service"] = svc;
+        w.field_str("namespace", &p.namespace);
     }
     if let Some(n) = &e.network {
-        v["network"] = json!(&**n);
+        w.field_str("network", n);
     }
-    if let Some(s) = e.stale {
-        v["stale"] = json!(true);
-        v["deleted_at"] = json!(rfc3339(s.deleted_at));
+    if let Some(n) = &e.node {
+        w.field_str("node", n);
     }
-    v
+    if let Some(p) = &e.pod {
+        w.key("pod");
+        w.begin_object();
+        w.field_str("name", &p.name);
+        w.field_str("uid", &p.uid);
+        w.end_object();
+    }
+    if let Some(s) = &e.service {
+        w.key("service");
+        w.begin_object();
+        w.field_str("name", &s.name);
+        w.field_str("namespace", &s.namespace);
+        if let Some(port) = &s.port_name {
+            w.field_str("port_name", port);
+        }
+        w.end_object();
+    }
+    if let Some(sa) = e.pod.as_ref().and_then(|p| p.service_account.as_ref()) {
+        w.field_str("service_account", sa);
+    }
+    if e.stale.is_some() {
+        w.field_bool("stale", true);
+    }
+    if let Some(wl) = e.pod.as_ref().and_then(|p| p.workload.as_ref()) {
+        w.key("workload");
+        w.begin_object();
+        w.field_str("kind", &wl.kind);
+        w.field_str("name", &wl.name);
+        w.end_object();
+    }
+    w.end_object();
 }
 
-fn hit(h: &PolicyHit) -> Value {
+fn hit(w: &mut JsonWriter<'_>, h: &PolicyHit) {
     let p = &h.policy;
-    let mut v = json!({
-        "tier": &*p.tier,
-        "kind": p.kind.as_str(),
-        "api_version": p.kind.api_version(),
-        "name": &*p.name,
-        "uid": &*p.uid,
-        "resource_version": &*p.resource_version,
-        "action": h.action.as_str(),
-        "staged": p.kind.is_staged(),
-    });
+    w.begin_object();
+    w.field_str("action", h.action.as_str());
+    w.field_str("api_version", p.kind.api_version());
+    w.field_str("kind", p.kind.as_str());
+    w.field_str("name", &p.name);
     if let Some(ns) = &p.namespace {
-        v["namespace"] = json!(&**ns);
+        w.field_str("namespace", ns);
     }
+    w.field_str("resource_version", &p.resource_version);
     if let Some(i) = h.rule_index {
-        v["rule_index"] = json!(i);
+        w.field_u64("rule_index", i.into());
     }
     if let Some(n) = &h.rule_name {
-        v["rule_name"] = json!(&**n);
+        w.field_str("rule_name", n);
     }
-    v
+    w.field_bool("staged", p.kind.is_staged());
+    w.field_str("tier", &p.tier);
+    w.field_str("uid", &p.uid);
+    w.end_object();
 }
 
-fn side_verdict(s: &SideVerdict) -> Value {
-    json!({
-        "verdict": s.verdict.as_str(),
-        "reason": s.reason.as_str(),
-        "hits": s.hits.iter().map(hit).collect::<Vec<_>>(),
-    })
+fn side_verdict(w: &mut JsonWriter<'_>, name: &str, s: &SideVerdict) {
+    w.key(name);
+    w.begin_object();
+    w.key("hits");
+    w.begin_array();
+    for h in &s.hits {
+        hit(w, h);
+    }
+    w.end_array();
+    w.field_str("reason", s.reason.as_str());
+    w.field_str("verdict", s.verdict.as_str());
+    w.end_object();
 }
 
-fn evaluation(e: &Evaluation) -> Value {
-    json!({
-        "verdict": e.verdict.as_str(),
-        "egress": side_verdict(&e.egress),
-        "ingress": side_verdict(&e.ingress),
-    })
-}
-
-pub(crate) fn flowscribe_namespace_value(view: &FlowView<'_>) -> Value {
+/// `flowscribe.*`: everything ECS has no field for. Shared with OCSF's
+/// `unmapped.flowscribe` through [`flowscribe_namespace_value`].
+fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>) {
     let ef = &view.flow.flow;
     let f = &ef.flow;
-    let mut flow = json!({
-        "state": state_str(f.state),
-        "orientation": match f.orientation {
-            flowscribe_model::Orientation::Syn => "syn",
-            flowscribe_model::Orientation::FirstPacket => "first-packet",
-        },
-        "initiator_hook": match f.initiator_hook {
+    w.begin_object();
+    w.key("destination");
+    endpoint(w, &ef.destination);
+
+    w.key("flow");
+    w.begin_object();
+    if let Some(d) = &f.drops {
+        w.key("drops");
+        w.begin_object();
+        w.field_u64("bytes", d.bytes);
+        w.field_str("last_reason", &d.last_reason);
+        w.field_u64("packets_forward", d.packets_forward);
+        w.field_u64("packets_reverse", d.packets_reverse);
+        w.end_object();
+    }
+    if let Some(e) = f.end_reason {
+        w.field_str("end_reason", end_reason_str(e));
+    }
+    w.field_plain("first_packet", &rfc3339_bytes(f.first_packet));
+    if is_icmp(f.key.protocol) {
+        w.key("icmp");
+        w.begin_object();
+        w.field_u64("code", f.key.dst_port.into());
+        w.field_u64("type", f.key.src_port.into());
+        w.end_object();
+    }
+    w.field_str(
+        "initiator_hook",
+        match f.initiator_hook {
             flowscribe_model::HookDirection::Ingress => "ingress",
             flowscribe_model::HookDirection::Egress => "egress",
         },
-        "interfaces": f.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
-        "first_packet": rfc3339(f.first_packet),
-        "last_packet": rfc3339(f.last_packet),
-    });
-    if let Some(e) = f.end_reason {
-        flow["end_reason"] = json!(end_reason_str(e));
+    );
+    w.key("interfaces");
+    w.begin_array();
+    for i in &f.interfaces {
+        w.str(&i.name);
     }
+    w.end_array();
+    w.field_plain("last_packet", &rfc3339_bytes(f.last_packet));
+    w.field_str(
+        "orientation",
+        match f.orientation {
+            flowscribe_model::Orientation::Syn => "syn",
+            flowscribe_model::Orientation::FirstPacket => "first-packet",
+        },
+    );
+    w.field_str("state", state_str(f.state));
     if f.key.protocol == 6 {
-        flow["tcp_flags"] = json!({
-            "forward": tcp_flag_names(f.forward.tcp_flags),
-            "reverse": tcp_flag_names(f.reverse.tcp_flags),
-        });
-    }
-    if is_icmp(f.key.protocol) {
-        flow["icmp"] = json!({"type": f.key.src_port, "code": f.key.dst_port});
-    }
-    if let Some(d) = &f.drops {
-        flow["drops"] = json!({
-            "packets_forward": d.packets_forward,
-            "packets_reverse": d.packets_reverse,
-            "bytes": d.bytes,
-            "last_reason": d.last_reason,
-        });
-    }
-    let mut ns = json!({
-        "flow": flow,
-        "source": endpoint(&ef.source),
-        "destination": endpoint(&ef.destination),
-        "identity_degraded": ef.identity_degraded,
-    });
-    if let Some(t) = &view.flow.trace {
-        let mut policy = json!({
-            "verdict": t.enforced.verdict.as_str(),
-            "verdict_source": t.verdict_source.as_str(),
-            "observed": observed_str(&t.observed),
-            "egress": side_verdict(&t.enforced.egress),
-            "ingress": side_verdict(&t.enforced.ingress),
-        });
-        if let Some(d) = &view.decision {
-            policy["reason"] = json!(d.side.reason.as_str());
-            policy["direction"] = json!(d.side.direction.as_str());
+        w.key("tcp_flags");
+        w.begin_object();
+        for (name, flags) in [
+            ("forward", f.forward.tcp_flags),
+            ("reverse", f.reverse.tcp_flags),
+        ] {
+            w.key(name);
+            w.begin_array();
+            for flag in tcp_flag_names(flags) {
+                w.str(flag);
+            }
+            w.end_array();
         }
-        if let Observed::Dropped { reason } = &t.observed {
-            policy["observed_drop_reason"] = json!(&**reason);
+        w.end_object();
+    }
+    w.end_object();
+
+    w.field_bool("identity_degraded", ef.identity_degraded);
+
+    if let Some(t) = &view.flow.trace {
+        w.key("policy");
+        w.begin_object();
+        if let Some(d) = &view.decision {
+            w.field_str("direction", d.side.direction.as_str());
+        }
+        side_verdict(w, "egress", &t.enforced.egress);
+        side_verdict(w, "ingress", &t.enforced.ingress);
+        if !t.invalid_policies.is_empty() {
+            w.key("invalid_policies");
+            w.begin_array();
+            for p in &t.invalid_policies {
+                w.str_fmt(|s| {
+                    s.write_str(p.kind.as_str())?;
+                    s.write_char(' ')?;
+                    write_policy_display(s, p)
+                });
+            }
+            w.end_array();
         }
         if let Some(m) = t.mismatch {
-            policy["mismatch"] = json!(m.as_str());
+            w.field_str("mismatch", m.as_str());
+        }
+        w.field_str("observed", observed_str(&t.observed));
+        if let Observed::Dropped { reason } = &t.observed {
+            w.field_str("observed_drop_reason", reason);
         }
         if let Some(p) = &t.pending {
-            let mut pending = evaluation(p);
-            pending["would_change"] = json!(t.would_change());
-            policy["pending"] = pending;
+            w.key("pending");
+            evaluation(w, p, t.would_change());
         }
-        if !t.invalid_policies.is_empty() {
-            policy["invalid_policies"] = json!(
-                t.invalid_policies
-                    .iter()
-                    .map(|p| format!("{} {}", p.kind.as_str(), policy_display(p)))
-                    .collect::<Vec<_>>()
-            );
+        if let Some(d) = &view.decision {
+            w.field_str("reason", d.side.reason.as_str());
         }
-        ns["policy"] = policy;
+        w.field_str("verdict", t.enforced.verdict.as_str());
+        w.field_str("verdict_source", t.verdict_source.as_str());
+        w.end_object();
     }
-    ns
+
+    w.key("source");
+    endpoint(w, &ef.source);
+    w.end_object();
+}
+
+fn evaluation(w: &mut JsonWriter<'_>, e: &Evaluation, would_change: bool) {
+    w.begin_object();
+    side_verdict(w, "egress", &e.egress);
+    side_verdict(w, "ingress", &e.ingress);
+    w.field_str("verdict", e.verdict.as_str());
+    w.field_bool("would_change", would_change);
+    w.end_object();
+}
+
+/// The `flowscribe.*` object as a `Value`, for OCSF (`unmapped.flowscribe`),
+/// which still builds a `Value` document.
+pub(crate) fn flowscribe_namespace_value(view: &FlowView<'_>) -> Value {
+    let mut buf = Vec::with_capacity(2048);
+    flowscribe_namespace(&mut JsonWriter::new(&mut buf), view);
+    // Valid JSON by construction (see `flow_document`).
+    serde_json::from_slice(&buf).unwrap_or(Value::Null)
 }
 
 macro_rules! row {
@@ -1185,6 +1432,9 @@ pub const MAPPING: &[FieldMapping] = &[
         ""
     ),
 ];
+
+#[cfg(test)]
+mod reference;
 
 #[cfg(test)]
 mod tests {

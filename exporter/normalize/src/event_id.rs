@@ -57,6 +57,13 @@ impl EventId {
     pub fn to_hex(&self) -> String {
         crate::hex::lower(&self.0)
     }
+
+    /// The id as 32 lowercase hex digits, held inline (no allocation).
+    pub(crate) fn to_hex_text(self) -> crate::view::ShortText<32> {
+        let mut t = crate::view::ShortText::<32>::new();
+        crate::hex::write_lower(&mut t, &self.0);
+        t
+    }
 }
 
 impl fmt::Display for EventId {

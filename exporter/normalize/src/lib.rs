@@ -14,18 +14,27 @@
 //! async. Batching, framing and transport belong to the sinks.
 #![forbid(unsafe_code)]
 
+// Lets unit tests share the golden fixtures in `tests/fixtures/`, which name
+// this crate by its package name.
+#[cfg(test)]
+extern crate self as flowscribe_normalize;
+
 pub mod cef;
 pub mod community_id;
 pub mod ecs;
 pub mod ecs_fields;
 pub mod event_id;
 mod hex;
+mod json;
 pub mod minimal;
 pub mod ocsf;
 pub mod ocsf_check;
 pub mod otlp;
+mod protobuf;
 mod rfc3339;
 mod schema;
+#[cfg(test)]
+mod test_flows;
 mod view;
 
 pub use schema::{

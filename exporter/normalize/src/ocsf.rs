@@ -73,10 +73,10 @@ pub fn network_activity(ctx: &Context, flow: &ExplainedFlow, observed: SystemTim
             NodeDirection::Internal => "Lateral",
             NodeDirection::Unknown => "Unknown",
         },
-        "uid": view.event_id,
+        "uid": view.event_id.as_str(),
     });
     if let Some(c) = &view.community_id {
-        connection_info["community_uid"] = json!(c);
+        connection_info["community_uid"] = json!(c.as_str());
     }
     if key.protocol == 6 {
         connection_info["tcp_flags"] = json!(f.forward.tcp_flags | f.reverse.tcp_flags);
@@ -113,7 +113,7 @@ pub fn network_activity(ctx: &Context, flow: &ExplainedFlow, observed: SystemTim
             "version": crate::ocsf_check::OCSF_VERSION,
             "product": {"name": "flowscribe", "vendor_name": "flowscribe",
                         "version": ctx.service_version},
-            "uid": view.event_id,
+            "uid": view.event_id.as_str(),
             "log_name": "flowscribe.flow",
             "processed_time": unix_millis(observed),
             "profiles": ["security_control", "host"],

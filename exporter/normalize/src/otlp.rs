@@ -16,26 +16,32 @@
 //! ids as hex, default values left out), and the tests prove that the
 //! crate's deserializer reads it back to the same request.
 //!
+//! Flow records are written straight to protobuf ([`ProtobufRequestWriter`],
+//! the sink path); [`log_record`] decodes those bytes into the prost types
+//! for OTLP/JSON and for callers that edit records, so both encodings come
+//! from one attribute list.
+//!
 //! Stage ④. Pure: no IO, no clock (the observed time is a parameter). It
 //! must not batch by time or size (that is the sink's job): callers hand it
 //! the records of one batch.
 
 use std::time::SystemTime;
 
+use std::fmt::{self, Write as _};
+
 use flowscribe_model::{
     CaptureLoss, Endpoint, Evaluation, ExplainedFlow, Observed, PolicyHit, SideVerdict,
 };
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value,
-};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 
+use crate::protobuf::{Nested, ProtoWriter};
 use crate::view::{
-    FlowView, Severity, end_reason_str, has_ports, is_icmp, observed_str, policy_display, rule_id,
-    rule_name, state_str, tcp_flag_names, unix_nanos,
+    FlowView, Severity, end_reason_str, has_ports, is_icmp, observed_str, state_str,
+    tcp_flag_names, unix_nanos, write_policy_display, write_rule_id, write_rule_name,
 };
 use crate::{Context, FieldMapping};
 
@@ -81,19 +87,6 @@ fn int(v: u64) -> any_value::Value {
 
 fn boolean(v: bool) -> any_value::Value {
     any_value::Value::BoolValue(v)
-}
-
-fn strings<'a>(items: impl IntoIterator<Item = &'a str>) -> any_value::Value {
-    any_value::Value::ArrayValue(ArrayValue {
-        values: items
-            .into_iter()
-            .map(|i| AnyValue { value: Some(s(i)) })
-            .collect(),
-    })
-}
-
-fn kvlist(values: Vec<KeyValue>) -> any_value::Value {
-    any_value::Value::KvlistValue(KeyValueList { values })
 }
 
 /// The resource of every record this exporter writes.
@@ -143,176 +136,377 @@ pub fn encode_protobuf(request: &ExportLogsServiceRequest) -> Vec<u8> {
     request.encode_to_vec()
 }
 
-/// The LogRecord of one flow record.
+/// The LogRecord of one flow record, as prost types (for OTLP/JSON, tests
+/// and callers that edit records). It is decoded from the protobuf that
+/// [`ProtobufRequestWriter`] writes, so the two encodings cannot disagree.
 pub fn log_record(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> LogRecord {
+    let mut buf = Vec::with_capacity(2048);
+    write_flow_record(&mut ProtoWriter::new(&mut buf), ctx, flow, observed);
+    // The writer emits a valid LogRecord by construction (the tests decode
+    // every case); an empty record keeps this total without a panic path.
+    LogRecord::decode(buf.as_slice()).unwrap_or_default()
+}
+
+/// An `ExportLogsServiceRequest` encoded as records are added: the
+/// protobuf body an OTLP sink sends, written without building the prost
+/// message tree and reusable across batches (its buffer is kept).
+/// [`ProtobufRequestWriter::finish`] gives exactly the bytes of
+/// [`encode_protobuf`] of [`export_request`] over the same records.
+#[derive(Debug, Default)]
+pub struct ProtobufRequestWriter {
+    /// The `log_records` fields of the one `ScopeLogs`, tags included.
+    records: Vec<u8>,
+    count: usize,
+}
+
+impl ProtobufRequestWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the LogRecord of one flow record.
+    pub fn push_flow(&mut self, ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) {
+        let mut w = ProtoWriter::new(&mut self.records);
+        let record = w.begin(SCOPE_LOGS_LOG_RECORDS);
+        write_flow_record(&mut w, ctx, flow, observed);
+        w.end(record);
+        self.count += 1;
+    }
+
+    /// Adds a record built as prost types (capture loss records).
+    pub fn push_record(&mut self, record: &LogRecord) {
+        prost::encoding::message::encode(SCOPE_LOGS_LOG_RECORDS, record, &mut self.records);
+        self.count += 1;
+    }
+
+    /// Records added since the last [`ProtobufRequestWriter::finish`].
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Appends the request carrying the records added so far, under this
+    /// exporter's resource and scope, to `out`, and starts a new batch.
+    pub fn finish(&mut self, ctx: &Context, out: &mut Vec<u8>) {
+        use prost::encoding::{encode_key, encode_varint, encoded_len_varint, message, string};
+        // Everything around the records is small and once per batch: the
+        // prost types and their encoders are fine here.
+        let request = export_request(ctx, vec![]);
+        let Some(rl) = request.resource_logs.first() else {
+            return;
+        };
+        let Some(sl) = rl.scope_logs.first() else {
+            return;
+        };
+        let scope_logs_len = sl.scope.as_ref().map_or(0, |s| message::encoded_len(1, s))
+            + self.records.len()
+            + string::encoded_len(3, &sl.schema_url);
+        let resource_logs_len = rl
+            .resource
+            .as_ref()
+            .map_or(0, |r| message::encoded_len(1, r))
+            + 1
+            + encoded_len_varint(scope_logs_len as u64)
+            + scope_logs_len
+            + string::encoded_len(3, &rl.schema_url);
+        out.reserve(resource_logs_len + 16);
+        // ExportLogsServiceRequest.resource_logs (1)
+        encode_key(1, prost::encoding::WireType::LengthDelimited, out);
+        encode_varint(resource_logs_len as u64, out);
+        if let Some(r) = &rl.resource {
+            message::encode(1, r, out);
+        }
+        // ResourceLogs.scope_logs (2)
+        encode_key(2, prost::encoding::WireType::LengthDelimited, out);
+        encode_varint(scope_logs_len as u64, out);
+        if let Some(s) = &sl.scope {
+            message::encode(1, s, out);
+        }
+        out.extend_from_slice(&self.records);
+        string::encode(3, &sl.schema_url, out);
+        string::encode(3, &rl.schema_url, out);
+        self.records.clear();
+        self.count = 0;
+    }
+}
+
+// Field numbers of the OTLP messages written by hand (opentelemetry-proto
+// `logs.proto` and `common.proto`), in the order prost writes them (by tag).
+const SCOPE_LOGS_LOG_RECORDS: u32 = 2;
+const LOG_RECORD_TIME_UNIX_NANO: u32 = 1;
+const LOG_RECORD_SEVERITY_NUMBER: u32 = 2;
+const LOG_RECORD_SEVERITY_TEXT: u32 = 3;
+const LOG_RECORD_BODY: u32 = 5;
+const LOG_RECORD_ATTRIBUTES: u32 = 6;
+const LOG_RECORD_OBSERVED_TIME_UNIX_NANO: u32 = 11;
+const LOG_RECORD_EVENT_NAME: u32 = 12;
+const KEY_VALUE_KEY: u32 = 1;
+const KEY_VALUE_VALUE: u32 = 2;
+const KEY_VALUE_LIST_VALUES: u32 = 1;
+const ARRAY_VALUE_VALUES: u32 = 1;
+const ANY_VALUE_STRING: u32 = 1;
+const ANY_VALUE_BOOL: u32 = 2;
+const ANY_VALUE_INT: u32 = 3;
+const ANY_VALUE_ARRAY: u32 = 5;
+const ANY_VALUE_KVLIST: u32 = 6;
+
+/// Attributes written as repeated `KeyValue` fields number `field`
+/// (`LogRecord.attributes` at the top, `KeyValueList.values` inside a
+/// kvlist). Keys are given in parts (`prefix`, name) to avoid building
+/// `String`s.
+struct Attributes<'w, 'a> {
+    w: &'w mut ProtoWriter<'a>,
+    field: u32,
+}
+
+impl<'a> Attributes<'_, 'a> {
+    fn begin_value(&mut self, key: &[&str]) -> (Nested, Nested) {
+        let kv = self.w.begin(self.field);
+        self.w.string_parts(KEY_VALUE_KEY, key);
+        let any = self.w.begin(KEY_VALUE_VALUE);
+        (kv, any)
+    }
+
+    fn end_value(&mut self, (kv, any): (Nested, Nested)) {
+        self.w.end(any);
+        self.w.end(kv);
+    }
+
+    fn string(&mut self, key: &[&str], v: &str) {
+        let open = self.begin_value(key);
+        self.w.string_parts(ANY_VALUE_STRING, &[v]);
+        self.end_value(open);
+    }
+
+    /// A string value written with `write!` straight into the record.
+    fn string_fmt(
+        &mut self,
+        key: &[&str],
+        f: impl FnOnce(&mut crate::protobuf::TextWriter<'_>) -> fmt::Result,
+    ) {
+        let open = self.begin_value(key);
+        let s = self.w.begin(ANY_VALUE_STRING);
+        // Writing to a Vec cannot fail.
+        let _ = f(&mut self.w.text());
+        self.w.end(s);
+        self.end_value(open);
+    }
+
+    /// An int64 value; counters beyond `i64::MAX` saturate.
+    fn int(&mut self, key: &[&str], v: u64) {
+        let open = self.begin_value(key);
+        self.w
+            .varint(ANY_VALUE_INT, i64::try_from(v).unwrap_or(i64::MAX) as u64);
+        self.end_value(open);
+    }
+
+    fn boolean(&mut self, key: &[&str], v: bool) {
+        let open = self.begin_value(key);
+        self.w.varint(ANY_VALUE_BOOL, u64::from(v));
+        self.end_value(open);
+    }
+
+    /// An array of strings, each written by `item`.
+    fn strings<T>(
+        &mut self,
+        key: &[&str],
+        items: impl IntoIterator<Item = T>,
+        mut item: impl FnMut(&mut crate::protobuf::TextWriter<'_>, T) -> fmt::Result,
+    ) {
+        let open = self.begin_value(key);
+        let array = self.w.begin(ANY_VALUE_ARRAY);
+        for i in items {
+            let any = self.w.begin(ARRAY_VALUE_VALUES);
+            let s = self.w.begin(ANY_VALUE_STRING);
+            let _ = item(&mut self.w.text(), i);
+            self.w.end(s);
+            self.w.end(any);
+        }
+        self.w.end(array);
+        self.end_value(open);
+    }
+
+    /// A `kvlist` value whose members `members` writes.
+    fn kvlist(&mut self, key: &[&str], members: impl FnOnce(&mut Attributes<'_, 'a>)) {
+        let open = self.begin_value(key);
+        let list = self.w.begin(ANY_VALUE_KVLIST);
+        members(&mut Attributes {
+            w: self.w,
+            field: KEY_VALUE_LIST_VALUES,
+        });
+        self.w.end(list);
+        self.end_value(open);
+    }
+}
+
+/// The fields of the LogRecord of one flow record, in tag order.
+fn write_flow_record(
+    w: &mut ProtoWriter<'_>,
+    ctx: &Context,
+    flow: &ExplainedFlow,
+    observed: SystemTime,
+) {
     let view = FlowView::new(ctx, flow);
     let ef = &flow.flow;
     let f = &ef.flow;
     let key = &f.key;
-    let mut a = Vec::with_capacity(48);
-    a.push(kv(
-        "network.transport",
-        s(flowscribe_model::protocol_name(key.protocol)),
-    ));
-    a.push(kv(
-        "network.type",
-        s(if key.src_addr.is_ipv4() {
-            "ipv4"
-        } else {
-            "ipv6"
-        }),
-    ));
-    a.push(kv("source.address", s(key.src_addr.to_string())));
-    a.push(kv("destination.address", s(key.dst_addr.to_string())));
-    if has_ports(key.protocol) {
-        a.push(kv("source.port", int(key.src_port.into())));
-        a.push(kv("destination.port", int(key.dst_port.into())));
-    }
-    a.push(kv("network.interface.name", s(f.interface.name.as_str())));
-    a.push(kv("flowscribe.event_id", s(view.event_id.as_str())));
-    if let Some(c) = &view.community_id {
-        a.push(kv("flowscribe.community_id", s(c.as_str())));
-    }
-    a.push(kv("flowscribe.flow.state", s(state_str(f.state))));
-    if let Some(e) = f.end_reason {
-        a.push(kv("flowscribe.flow.end_reason", s(end_reason_str(e))));
-    }
-    a.push(kv("flowscribe.flow.direction", s(view.direction.as_str())));
-    a.push(kv("flowscribe.flow.iana_number", int(key.protocol.into())));
-    a.push(kv(
-        "flowscribe.flow.window.start_unix_nano",
-        int(unix_nanos(f.window_start)),
-    ));
-    a.push(kv(
-        "flowscribe.flow.first_packet_unix_nano",
-        int(unix_nanos(f.first_packet)),
-    ));
-    a.push(kv(
-        "flowscribe.flow.last_packet_unix_nano",
-        int(unix_nanos(f.last_packet)),
-    ));
-    a.push(kv("flowscribe.flow.bytes.forward", int(f.forward.bytes)));
-    a.push(kv("flowscribe.flow.bytes.reverse", int(f.reverse.bytes)));
-    a.push(kv(
-        "flowscribe.flow.packets.forward",
-        int(f.forward.packets),
-    ));
-    a.push(kv(
-        "flowscribe.flow.packets.reverse",
-        int(f.reverse.packets),
-    ));
-    if key.protocol == 6 {
-        a.push(kv(
-            "flowscribe.flow.tcp_flags.forward",
-            strings(tcp_flag_names(f.forward.tcp_flags)),
-        ));
-        a.push(kv(
-            "flowscribe.flow.tcp_flags.reverse",
-            strings(tcp_flag_names(f.reverse.tcp_flags)),
-        ));
-    }
-    if is_icmp(key.protocol) {
-        a.push(kv("flowscribe.flow.icmp.type", int(key.src_port.into())));
-        a.push(kv("flowscribe.flow.icmp.code", int(key.dst_port.into())));
-    }
-    if let Some(d) = &f.drops {
-        a.push(kv(
-            "flowscribe.flow.drops.packets_forward",
-            int(d.packets_forward),
-        ));
-        a.push(kv(
-            "flowscribe.flow.drops.packets_reverse",
-            int(d.packets_reverse),
-        ));
-        a.push(kv("flowscribe.flow.drops.bytes", int(d.bytes)));
-        a.push(kv(
-            "flowscribe.flow.drops.last_reason",
-            s(d.last_reason.as_str()),
-        ));
-    }
-    endpoint_attributes(&mut a, "flowscribe.source.", &ef.source);
-    endpoint_attributes(&mut a, "flowscribe.destination.", &ef.destination);
-    a.push(kv(
-        "flowscribe.identity_degraded",
-        boolean(ef.identity_degraded),
-    ));
-
-    if let Some(d) = &view.decision {
-        a.push(kv("security_rule.name", s(rule_name(d))));
-        a.push(kv("security_rule.category", s(d.side.direction.as_str())));
-        if let Some(h) = d.hit {
-            a.push(kv(
-                "security_rule.ruleset.name",
-                s(policy_display(&h.policy)),
-            ));
-            a.push(kv("security_rule.uuid", s(&*h.policy.uid)));
-            a.push(kv("security_rule.version", s(&*h.policy.resource_version)));
-        }
-        if let Some(id) = rule_id(d) {
-            a.push(kv("flowscribe.policy.rule_id", s(id)));
-        }
-        a.push(kv("flowscribe.policy.reason", s(d.side.reason.as_str())));
-        a.push(kv(
-            "flowscribe.policy.direction",
-            s(d.side.direction.as_str()),
-        ));
-    }
-    if let Some(t) = &flow.trace {
-        a.push(kv(
-            "flowscribe.policy.verdict",
-            s(t.enforced.verdict.as_str()),
-        ));
-        a.push(kv(
-            "flowscribe.policy.verdict_source",
-            s(t.verdict_source.as_str()),
-        ));
-        a.push(kv(
-            "flowscribe.policy.observed",
-            s(observed_str(&t.observed)),
-        ));
-        if let Observed::Dropped { reason } = &t.observed {
-            a.push(kv("flowscribe.policy.observed_drop_reason", s(&**reason)));
-        }
-        if let Some(m) = t.mismatch {
-            a.push(kv("flowscribe.policy.mismatch", s(m.as_str())));
-        }
-        a.push(kv("flowscribe.policy.egress", side(&t.enforced.egress)));
-        a.push(kv("flowscribe.policy.ingress", side(&t.enforced.ingress)));
-        if let Some(p) = &t.pending {
-            a.push(kv(
-                "flowscribe.policy.pending",
-                evaluation(p, t.would_change()),
-            ));
-        }
-        if !t.invalid_policies.is_empty() {
-            let names: Vec<String> = t
-                .invalid_policies
-                .iter()
-                .map(|p| format!("{} {}", p.kind.as_str(), policy_display(p)))
-                .collect();
-            a.push(kv(
-                "flowscribe.policy.invalid_policies",
-                strings(names.iter().map(String::as_str)),
-            ));
-        }
-    }
 
     let (severity_number, severity_text) = match view.severity {
         Severity::Info => (9, "INFO"),
         Severity::Warn => (13, "WARN"),
     };
-    LogRecord {
-        time_unix_nano: unix_nanos(f.window_end),
-        observed_time_unix_nano: unix_nanos(observed),
-        severity_number,
-        severity_text: severity_text.to_string(),
-        body: Some(AnyValue {
-            value: Some(s(view.summary)),
-        }),
-        attributes: a,
-        event_name: FLOW_EVENT_NAME.to_string(),
-        ..Default::default()
+    // Zero is proto3's default, which prost leaves out; so do we.
+    let time = unix_nanos(f.window_end);
+    if time != 0 {
+        w.fixed64(LOG_RECORD_TIME_UNIX_NANO, time);
     }
+    w.varint(LOG_RECORD_SEVERITY_NUMBER, severity_number);
+    w.string_parts(LOG_RECORD_SEVERITY_TEXT, &[severity_text]);
+    let body = w.begin(LOG_RECORD_BODY);
+    w.string_parts(ANY_VALUE_STRING, &[&view.summary]);
+    w.end(body);
+
+    let mut a = Attributes {
+        w,
+        field: LOG_RECORD_ATTRIBUTES,
+    };
+    a.string(
+        &["network.transport"],
+        flowscribe_model::protocol_name(key.protocol),
+    );
+    a.string(
+        &["network.type"],
+        if key.src_addr.is_ipv4() {
+            "ipv4"
+        } else {
+            "ipv6"
+        },
+    );
+    a.string(&["source.address"], view.src_text.as_str());
+    a.string(&["destination.address"], view.dst_text.as_str());
+    if has_ports(key.protocol) {
+        a.int(&["source.port"], key.src_port.into());
+        a.int(&["destination.port"], key.dst_port.into());
+    }
+    a.string(&["network.interface.name"], &f.interface.name);
+    a.string(&["flowscribe.event_id"], view.event_id.as_str());
+    if let Some(c) = &view.community_id {
+        a.string(&["flowscribe.community_id"], c.as_str());
+    }
+    a.string(&["flowscribe.flow.state"], state_str(f.state));
+    if let Some(e) = f.end_reason {
+        a.string(&["flowscribe.flow.end_reason"], end_reason_str(e));
+    }
+    a.string(&["flowscribe.flow.direction"], view.direction.as_str());
+    a.int(&["flowscribe.flow.iana_number"], key.protocol.into());
+    a.int(
+        &["flowscribe.flow.window.start_unix_nano"],
+        unix_nanos(f.window_start),
+    );
+    a.int(
+        &["flowscribe.flow.first_packet_unix_nano"],
+        unix_nanos(f.first_packet),
+    );
+    a.int(
+        &["flowscribe.flow.last_packet_unix_nano"],
+        unix_nanos(f.last_packet),
+    );
+    a.int(&["flowscribe.flow.bytes.forward"], f.forward.bytes);
+    a.int(&["flowscribe.flow.bytes.reverse"], f.reverse.bytes);
+    a.int(&["flowscribe.flow.packets.forward"], f.forward.packets);
+    a.int(&["flowscribe.flow.packets.reverse"], f.reverse.packets);
+    if key.protocol == 6 {
+        a.strings(
+            &["flowscribe.flow.tcp_flags.forward"],
+            tcp_flag_names(f.forward.tcp_flags),
+            |t, n| t.write_str(n),
+        );
+        a.strings(
+            &["flowscribe.flow.tcp_flags.reverse"],
+            tcp_flag_names(f.reverse.tcp_flags),
+            |t, n| t.write_str(n),
+        );
+    }
+    if is_icmp(key.protocol) {
+        a.int(&["flowscribe.flow.icmp.type"], key.src_port.into());
+        a.int(&["flowscribe.flow.icmp.code"], key.dst_port.into());
+    }
+    if let Some(d) = &f.drops {
+        a.int(
+            &["flowscribe.flow.drops.packets_forward"],
+            d.packets_forward,
+        );
+        a.int(
+            &["flowscribe.flow.drops.packets_reverse"],
+            d.packets_reverse,
+        );
+        a.int(&["flowscribe.flow.drops.bytes"], d.bytes);
+        a.string(&["flowscribe.flow.drops.last_reason"], &d.last_reason);
+    }
+    endpoint_attributes(&mut a, "flowscribe.source.", &ef.source);
+    endpoint_attributes(&mut a, "flowscribe.destination.", &ef.destination);
+    a.boolean(&["flowscribe.identity_degraded"], ef.identity_degraded);
+
+    if let Some(d) = &view.decision {
+        a.string_fmt(&["security_rule.name"], |t| write_rule_name(t, d));
+        a.string(&["security_rule.category"], d.side.direction.as_str());
+        if let Some(h) = d.hit {
+            a.string_fmt(&["security_rule.ruleset.name"], |t| {
+                write_policy_display(t, &h.policy)
+            });
+            a.string(&["security_rule.uuid"], &h.policy.uid);
+            a.string(&["security_rule.version"], &h.policy.resource_version);
+            a.string_fmt(&["flowscribe.policy.rule_id"], |t| write_rule_id(t, d));
+        }
+        a.string(&["flowscribe.policy.reason"], d.side.reason.as_str());
+        a.string(&["flowscribe.policy.direction"], d.side.direction.as_str());
+    }
+    if let Some(t) = &flow.trace {
+        a.string(&["flowscribe.policy.verdict"], t.enforced.verdict.as_str());
+        a.string(
+            &["flowscribe.policy.verdict_source"],
+            t.verdict_source.as_str(),
+        );
+        a.string(&["flowscribe.policy.observed"], observed_str(&t.observed));
+        if let Observed::Dropped { reason } = &t.observed {
+            a.string(&["flowscribe.policy.observed_drop_reason"], reason);
+        }
+        if let Some(m) = t.mismatch {
+            a.string(&["flowscribe.policy.mismatch"], m.as_str());
+        }
+        a.kvlist(&["flowscribe.policy.egress"], |l| {
+            side(l, &t.enforced.egress)
+        });
+        a.kvlist(&["flowscribe.policy.ingress"], |l| {
+            side(l, &t.enforced.ingress)
+        });
+        if let Some(p) = &t.pending {
+            a.kvlist(&["flowscribe.policy.pending"], |l| {
+                evaluation(l, p, t.would_change())
+            });
+        }
+        if !t.invalid_policies.is_empty() {
+            a.strings(
+                &["flowscribe.policy.invalid_policies"],
+                &t.invalid_policies,
+                |w, p| {
+                    w.write_str(p.kind.as_str())?;
+                    w.write_char(' ')?;
+                    write_policy_display(w, p)
+                },
+            );
+        }
+    }
+
+    let w = a.w;
+    let observed = unix_nanos(observed);
+    if observed != 0 {
+        w.fixed64(LOG_RECORD_OBSERVED_TIME_UNIX_NANO, observed);
+    }
+    w.string_parts(LOG_RECORD_EVENT_NAME, &[FLOW_EVENT_NAME]);
 }
 
 /// The LogRecord of one capture loss report (WARN: data is missing).
@@ -355,92 +549,91 @@ pub fn loss_record(ctx: &Context, loss: &CaptureLoss, observed: SystemTime) -> L
     }
 }
 
-fn endpoint_attributes(a: &mut Vec<KeyValue>, prefix: &str, e: &Endpoint) {
-    let key = |k: &str| format!("{prefix}{k}");
-    a.push(kv(&key("kind"), s(e.kind.as_str())));
+fn endpoint_attributes(a: &mut Attributes<'_, '_>, prefix: &str, e: &Endpoint) {
+    a.string(&[prefix, "kind"], e.kind.as_str());
     if let Some(p) = &e.pod {
-        a.push(kv(&key("k8s.namespace.name"), s(&*p.namespace)));
-        a.push(kv(&key("k8s.pod.name"), s(&*p.name)));
-        a.push(kv(&key("k8s.pod.uid"), s(&*p.uid)));
+        a.string(&[prefix, "k8s.namespace.name"], &p.namespace);
+        a.string(&[prefix, "k8s.pod.name"], &p.name);
+        a.string(&[prefix, "k8s.pod.uid"], &p.uid);
         for (k, v) in p.labels.iter() {
-            a.push(kv(&key(&format!("k8s.pod.label.{k}")), s(v.as_str())));
+            a.string(&[prefix, "k8s.pod.label.", k], v);
         }
         if let Some(sa) = &p.service_account {
-            a.push(kv(&key("service_account"), s(&**sa)));
+            a.string(&[prefix, "service_account"], sa);
         }
-        if let Some(w) = &p.workload {
-            a.push(kv(&key("workload.kind"), s(&*w.kind)));
-            a.push(kv(&key("workload.name"), s(&*w.name)));
+        if let Some(wl) = &p.workload {
+            a.string(&[prefix, "workload.kind"], &wl.kind);
+            a.string(&[prefix, "workload.name"], &wl.name);
         }
     }
     if let Some(n) = &e.node {
-        a.push(kv(&key("k8s.node.name"), s(&**n)));
+        a.string(&[prefix, "k8s.node.name"], n);
     }
     if let Some(svc) = &e.service {
-        a.push(kv(&key("k8s.service.name"), s(&*svc.name)));
-        a.push(kv(&key("k8s.service.namespace"), s(&*svc.namespace)));
+        a.string(&[prefix, "k8s.service.name"], &svc.name);
+        a.string(&[prefix, "k8s.service.namespace"], &svc.namespace);
         if let Some(p) = &svc.port_name {
-            a.push(kv(&key("k8s.service.port_name"), s(&**p)));
+            a.string(&[prefix, "k8s.service.port_name"], p);
         }
     }
     if let Some(n) = &e.network {
-        a.push(kv(&key("network"), s(&**n)));
+        a.string(&[prefix, "network"], n);
     }
     if let Some(st) = e.stale {
-        a.push(kv(&key("stale"), boolean(true)));
-        a.push(kv(
-            &key("deleted_at_unix_nano"),
-            int(unix_nanos(st.deleted_at)),
-        ));
+        a.boolean(&[prefix, "stale"], true);
+        a.int(&[prefix, "deleted_at_unix_nano"], unix_nanos(st.deleted_at));
     }
 }
 
-fn hit(h: &PolicyHit) -> AnyValue {
+fn hit(l: &mut Attributes<'_, '_>, h: &PolicyHit) {
     let p = &h.policy;
-    let mut v = vec![
-        kv("tier", s(&*p.tier)),
-        kv("kind", s(p.kind.as_str())),
-        kv("api_version", s(p.kind.api_version())),
-    ];
+    l.string(&["tier"], &p.tier);
+    l.string(&["kind"], p.kind.as_str());
+    l.string(&["api_version"], p.kind.api_version());
     if let Some(ns) = &p.namespace {
-        v.push(kv("namespace", s(&**ns)));
+        l.string(&["namespace"], ns);
     }
-    v.push(kv("name", s(&*p.name)));
-    v.push(kv("uid", s(&*p.uid)));
-    v.push(kv("resource_version", s(&*p.resource_version)));
+    l.string(&["name"], &p.name);
+    l.string(&["uid"], &p.uid);
+    l.string(&["resource_version"], &p.resource_version);
     if let Some(i) = h.rule_index {
-        v.push(kv("rule_index", int(i.into())));
+        l.int(&["rule_index"], i.into());
     }
     if let Some(n) = &h.rule_name {
-        v.push(kv("rule_name", s(&**n)));
+        l.string(&["rule_name"], n);
     }
-    v.push(kv("action", s(h.action.as_str())));
-    v.push(kv("staged", boolean(p.kind.is_staged())));
-    AnyValue {
-        value: Some(kvlist(v)),
-    }
+    l.string(&["action"], h.action.as_str());
+    l.boolean(&["staged"], p.kind.is_staged());
 }
 
-fn side(sv: &SideVerdict) -> any_value::Value {
-    kvlist(vec![
-        kv("verdict", s(sv.verdict.as_str())),
-        kv("reason", s(sv.reason.as_str())),
-        kv(
-            "hits",
-            any_value::Value::ArrayValue(ArrayValue {
-                values: sv.hits.iter().map(hit).collect(),
-            }),
-        ),
-    ])
+fn side(l: &mut Attributes<'_, '_>, sv: &SideVerdict) {
+    l.string(&["verdict"], sv.verdict.as_str());
+    l.string(&["reason"], sv.reason.as_str());
+    // `hits`: an array of kvlists.
+    let open = l.begin_value(&["hits"]);
+    let array = l.w.begin(ANY_VALUE_ARRAY);
+    for h in &sv.hits {
+        let any = l.w.begin(ARRAY_VALUE_VALUES);
+        let list = l.w.begin(ANY_VALUE_KVLIST);
+        hit(
+            &mut Attributes {
+                w: l.w,
+                field: KEY_VALUE_LIST_VALUES,
+            },
+            h,
+        );
+        l.w.end(list);
+        l.w.end(any);
+    }
+    l.w.end(array);
+    l.end_value(open);
 }
 
-fn evaluation(e: &Evaluation, would_change: bool) -> any_value::Value {
-    kvlist(vec![
-        kv("verdict", s(e.verdict.as_str())),
-        kv("would_change", boolean(would_change)),
-        kv("egress", side(&e.egress)),
-        kv("ingress", side(&e.ingress)),
-    ])
+fn evaluation(l: &mut Attributes<'_, '_>, e: &Evaluation, would_change: bool) {
+    l.string(&["verdict"], e.verdict.as_str());
+    l.boolean(&["would_change"], would_change);
+    l.kvlist(&["egress"], |s| side(s, &e.egress));
+    l.kvlist(&["ingress"], |s| side(s, &e.ingress));
 }
 
 // ---- OTLP/JSON -----------------------------------------------------------
@@ -722,6 +915,9 @@ pub(crate) fn write_json_string(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
 }
+
+#[cfg(test)]
+mod reference;
 
 macro_rules! row {
     ($canonical:expr, $field:expr, $ty:expr, $example:expr, $description:expr) => {

@@ -143,7 +143,7 @@ pub fn encode_flow(
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
     match schema {
-        Schema::Ecs => serde_json::to_writer(out, &ecs::flow_document(ctx, flow, observed))?,
+        Schema::Ecs => ecs::write_flow_document(ctx, flow, observed, out),
         Schema::Ocsf => serde_json::to_writer(out, &ocsf::network_activity(ctx, flow, observed))?,
         Schema::OtlpJson => {
             let request = otlp::export_request(ctx, vec![otlp::log_record(ctx, flow, observed)]);

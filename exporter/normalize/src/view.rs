@@ -9,8 +9,12 @@
 //! clock (observed time is a parameter of the schema functions). It must not
 //! choose field names; those belong to the schema modules and their tables.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64_STANDARD;
 
 use flowscribe_model::{
     EndReason, Endpoint, EndpointKind, ExplainedFlow, FlowState, Observed, PolicyHit, PolicyRef,
@@ -18,8 +22,91 @@ use flowscribe_model::{
 };
 
 use crate::Context;
-use crate::community_id::community_id_v1;
+use crate::community_id::community_id_v1_digest;
 use crate::event_id::event_id;
+
+/// Short ASCII text held inline (ids, digests, addresses), so that a record
+/// costs no heap allocation for them. Writing more than `N` bytes fails
+/// (`fmt::Error`) and leaves what fitted.
+#[derive(Debug, Clone, Copy)]
+pub struct ShortText<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> ShortText<N> {
+    pub fn new() -> Self {
+        ShortText {
+            bytes: [0; N],
+            len: 0,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only whole `&str`s are ever copied in, so this cannot fail.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    fn push_bytes(&mut self, b: &[u8]) -> fmt::Result {
+        let end = self.len + b.len();
+        let dst = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+        dst.copy_from_slice(b);
+        self.len = end;
+        Ok(())
+    }
+}
+
+impl<const N: usize> Default for ShortText<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> fmt::Write for ShortText<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.push_bytes(s.as_bytes())
+    }
+}
+
+/// An address as text, exactly as `IpAddr`'s `Display` writes it (the
+/// longest form, an IPv4-mapped IPv6 address, has 45 characters).
+pub type AddrText = ShortText<45>;
+
+/// `addr` as text. IPv4 is formatted by hand (it is most of the traffic and
+/// `Display` goes through the formatting machinery); IPv6 uses `Display`
+/// for its RFC 5952 compression rules.
+pub fn addr_text(addr: IpAddr) -> AddrText {
+    let mut t = AddrText::new();
+    match addr {
+        IpAddr::V4(a) => {
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    t.bytes[t.len] = b'.';
+                    t.len += 1;
+                }
+                if o >= 100 {
+                    t.bytes[t.len] = b'0' + o / 100;
+                    t.len += 1;
+                }
+                if o >= 10 {
+                    t.bytes[t.len] = b'0' + o / 10 % 10;
+                    t.len += 1;
+                }
+                t.bytes[t.len] = b'0' + o % 10;
+                t.len += 1;
+            }
+        }
+        IpAddr::V6(a) => {
+            // 45 bytes hold every form `Display` writes.
+            let _ = write!(t, "{a}");
+        }
+    }
+    t
+}
 
 /// OTel-style severity of a record: INFO for allowed flows, WARN for denied
 /// flows and for flows where evaluation and observation disagree.
@@ -68,10 +155,14 @@ pub struct Decision<'a> {
 #[derive(Debug)]
 pub struct FlowView<'a> {
     pub flow: &'a ExplainedFlow,
-    pub event_id: String,
-    /// `None` only for a key with mixed address families, which capture
-    /// never produces.
-    pub community_id: Option<String>,
+    /// The event id as 32 lowercase hex digits.
+    pub event_id: ShortText<32>,
+    /// `1:` and the base64 digest. `None` only for a key with mixed address
+    /// families, which capture never produces.
+    pub community_id: Option<ShortText<30>>,
+    /// The key's source and destination addresses as text.
+    pub src_text: AddrText,
+    pub dst_text: AddrText,
     /// The enforced verdict; `None` when explain is off.
     pub verdict: Option<Verdict>,
     pub decision: Option<Decision<'a>>,
@@ -99,8 +190,10 @@ impl<'a> FlowView<'a> {
         };
         let mut view = FlowView {
             flow,
-            event_id: event_id(&ctx.node, &f.key, f.window_start, f.window_end).to_hex(),
-            community_id: community_id_v1(&f.key, ctx.community_id_seed).ok(),
+            event_id: event_id(&ctx.node, &f.key, f.window_start, f.window_end).to_hex_text(),
+            community_id: community_id_text(&f.key, ctx.community_id_seed),
+            src_text: addr_text(f.key.src_addr),
+            dst_text: addr_text(f.key.dst_addr),
             verdict,
             decision,
             pending_decision,
@@ -128,6 +221,20 @@ impl<'a> FlowView<'a> {
             .find(|e| on_node(e))
             .or_else(|| [s, d].into_iter().find(|e| e.pod.is_some()))
     }
+}
+
+/// The Community ID v1 (`1:` and the padded base64 of the digest), as
+/// [`crate::community_id::community_id_v1`] writes it, without allocating.
+fn community_id_text(key: &flowscribe_model::FlowKey, seed: u16) -> Option<ShortText<30>> {
+    let digest = community_id_v1_digest(key, seed).ok()?;
+    let mut t = ShortText::<30>::new();
+    t.bytes[..2].copy_from_slice(b"1:");
+    // 20 bytes are 28 base64 characters with padding: exactly the rest.
+    let n = BASE64_STANDARD
+        .encode_slice(digest, &mut t.bytes[2..])
+        .ok()?;
+    t.len = 2 + n;
+    Some(t)
 }
 
 /// The side whose verdict is the overall one. On a deny, the first denying
@@ -200,7 +307,59 @@ pub fn duration_nanos(start: SystemTime, end: SystemTime) -> u64 {
 
 /// RFC 3339, UTC, nanosecond precision.
 pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_nanos(t).to_string()
+    let b = rfc3339_bytes(t);
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+/// RFC 3339, UTC, nanosecond precision, as 30 bytes
+/// (`2026-11-21T04:30:10.000000000Z`): byte for byte what
+/// `humantime::format_rfc3339_nanos` writes, without the formatting
+/// machinery. humantime panics outside 1970..=9999; here times before the
+/// epoch print as the epoch and times after 9999 as its last nanosecond.
+pub fn rfc3339_bytes(t: SystemTime) -> [u8; 30] {
+    // 10000-01-01T00:00:00Z.
+    const END_SECS: u64 = 253_402_300_800;
+    let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) if d.as_secs() < END_SECS => (d.as_secs(), d.subsec_nanos()),
+        Ok(_) => (END_SECS - 1, 999_999_999),
+        Err(_) => (0, 0),
+    };
+    // Days to civil date: Howard Hinnant's `civil_from_days`, for days >= 0.
+    let days = secs / 86_400;
+    let secs_of_day = secs % 86_400;
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    let (hour, minute, second) = (secs_of_day / 3600, secs_of_day / 60 % 60, secs_of_day % 60);
+
+    let mut b = *b"0000-00-00T00:00:00.000000000Z";
+    let digit = |v: u64| b'0' + (v % 10) as u8;
+    b[0] = digit(year / 1000);
+    b[1] = digit(year / 100);
+    b[2] = digit(year / 10);
+    b[3] = digit(year);
+    b[5] = digit(month / 10);
+    b[6] = digit(month);
+    b[8] = digit(day / 10);
+    b[9] = digit(day);
+    b[11] = digit(hour / 10);
+    b[12] = digit(hour);
+    b[14] = digit(minute / 10);
+    b[15] = digit(minute);
+    b[17] = digit(second / 10);
+    b[18] = digit(second);
+    let mut n = u64::from(nanos);
+    for i in (20..29).rev() {
+        b[i] = digit(n);
+        n /= 10;
+    }
+    b
 }
 
 pub fn state_str(s: FlowState) -> &'static str {
@@ -242,58 +401,105 @@ pub fn observed_str(o: &Observed) -> &'static str {
 
 /// `namespace/name` for namespaced policies, `name` for cluster-scoped ones.
 pub fn policy_display(p: &PolicyRef) -> String {
-    match &p.namespace {
-        Some(ns) => format!("{ns}/{}", p.name),
-        None => p.name.to_string(),
+    let mut s = String::new();
+    let _ = write_policy_display(&mut s, p);
+    s
+}
+
+/// [`policy_display`] written to `w`.
+pub fn write_policy_display(w: &mut impl fmt::Write, p: &PolicyRef) -> fmt::Result {
+    if let Some(ns) = &p.namespace {
+        w.write_str(ns)?;
+        w.write_char('/')?;
     }
+    w.write_str(&p.name)
 }
 
 /// The rule's name: its own name, else `<direction>[<index>]`, else (the
 /// policy selected the endpoint but no rule matched) the verdict reason.
 pub fn rule_name(d: &Decision<'_>) -> String {
+    let mut s = String::new();
+    let _ = write_rule_name(&mut s, d);
+    s
+}
+
+/// [`rule_name`] written to `w`.
+pub fn write_rule_name(w: &mut impl fmt::Write, d: &Decision<'_>) -> fmt::Result {
     match d.hit {
         Some(PolicyHit {
             rule_name: Some(n), ..
-        }) => n.to_string(),
+        }) => w.write_str(n),
         Some(PolicyHit {
             rule_index: Some(i),
             ..
-        }) => format!("{}[{i}]", d.side.direction.as_str()),
-        _ => d.side.reason.as_str().to_string(),
+        }) => write!(w, "{}[{i}]", d.side.direction.as_str()),
+        _ => w.write_str(d.side.reason.as_str()),
     }
 }
 
 /// A stable id of the rule: `<policy uid>/<direction>/<index>`, or
 /// `<policy uid>/<direction>/default` when no rule matched.
 pub fn rule_id(d: &Decision<'_>) -> Option<String> {
-    let hit = d.hit?;
-    let dir = d.side.direction.as_str();
-    Some(match hit.rule_index {
-        Some(i) => format!("{}/{dir}/{i}", hit.policy.uid),
-        None => format!("{}/{dir}/default", hit.policy.uid),
-    })
+    d.hit?;
+    let mut s = String::new();
+    let _ = write_rule_id(&mut s, d);
+    Some(s)
+}
+
+/// [`rule_id`] written to `w`; writes nothing when there is no hit (check
+/// `d.hit` first).
+pub fn write_rule_id(w: &mut impl fmt::Write, d: &Decision<'_>) -> fmt::Result {
+    let Some(hit) = d.hit else { return Ok(()) };
+    w.write_str(&hit.policy.uid)?;
+    w.write_char('/')?;
+    w.write_str(d.side.direction.as_str())?;
+    match hit.rule_index {
+        Some(i) => write!(w, "/{i}"),
+        None => w.write_str("/default"),
+    }
 }
 
 /// How an endpoint is named in the summary line: `namespace/pod` for pods,
 /// `namespace/service` for services, `node/<name>` for nodes, otherwise the
 /// address (with the configured network name when one matched).
-pub fn endpoint_label(e: &Endpoint, addr: std::net::IpAddr) -> String {
+pub fn endpoint_label(e: &Endpoint, addr: IpAddr) -> String {
+    let mut s = String::new();
+    let _ = write_endpoint_label(&mut s, e, addr_text(addr).as_str());
+    s
+}
+
+/// [`endpoint_label`] written to `w`, with the address already as text.
+pub fn write_endpoint_label(w: &mut impl fmt::Write, e: &Endpoint, addr: &str) -> fmt::Result {
     if let Some(p) = &e.pod
         && matches!(e.kind, EndpointKind::Pod | EndpointKind::HostNetworkPod)
     {
-        return format!("{}/{}", p.namespace, p.name);
+        return write!(w, "{}/{}", p.namespace, p.name);
     }
     if let Some(s) = &e.service {
-        return format!("{}/{}", s.namespace, s.name);
+        return write!(w, "{}/{}", s.namespace, s.name);
     }
     if e.kind == EndpointKind::Node
         && let Some(n) = &e.node
     {
-        return format!("node/{n}");
+        return write!(w, "node/{n}");
     }
-    match &e.network {
-        Some(n) => format!("{addr} ({n})"),
-        None => addr.to_string(),
+    w.write_str(addr)?;
+    if let Some(n) = &e.network {
+        write!(w, " ({n})")?;
+    }
+    Ok(())
+}
+
+/// Upper-case name of a protocol for the summary line.
+fn protocol_upper(protocol: u8) -> &'static str {
+    match protocol {
+        1 => "ICMP",
+        6 => "TCP",
+        17 => "UDP",
+        58 => "IPV6-ICMP",
+        132 => "SCTP",
+        136 => "UDPLITE",
+        _ => "OTHER",
     }
 }
 
@@ -302,11 +508,11 @@ pub fn endpoint_label(e: &Endpoint, addr: std::net::IpAddr) -> String {
 fn summary(v: &FlowView<'_>) -> String {
     let ef = &v.flow.flow;
     let key = &ef.flow.key;
-    let proto = flowscribe_model::protocol_name(key.protocol).to_ascii_uppercase();
-    let mut s = String::with_capacity(96);
-    s.push_str(&endpoint_label(&ef.source, key.src_addr));
+    let proto = protocol_upper(key.protocol);
+    let mut s = String::with_capacity(128);
+    let _ = write_endpoint_label(&mut s, &ef.source, v.src_text.as_str());
     s.push_str(" → ");
-    s.push_str(&endpoint_label(&ef.destination, key.dst_addr));
+    let _ = write_endpoint_label(&mut s, &ef.destination, v.dst_text.as_str());
     if has_ports(key.protocol) {
         let _ = write!(s, ":{}/{proto}", key.dst_port);
     } else if is_icmp(key.protocol) {
@@ -329,13 +535,12 @@ fn summary(v: &FlowView<'_>) -> String {
             let ns = d
                 .hit
                 .and_then(|h| h.policy.namespace.as_deref())
-                .map(str::to_string)
                 .or_else(|| {
                     let e = match d.side.direction {
                         flowscribe_model::PolicyDirection::Egress => &ef.source,
                         flowscribe_model::PolicyDirection::Ingress => &ef.destination,
                     };
-                    e.pod.as_ref().map(|p| p.namespace.to_string())
+                    e.pod.as_ref().map(|p| &*p.namespace)
                 });
             if let Some(ns) = ns {
                 let _ = write!(s, ", ns {ns}");
@@ -346,7 +551,9 @@ fn summary(v: &FlowView<'_>) -> String {
             {
                 let _ = write!(s, "; staged would {}", p.verdict.as_str());
                 if let Some(h) = pd.hit {
-                    let _ = write!(s, " ({})", policy_display(&h.policy));
+                    s.push_str(" (");
+                    let _ = write_policy_display(&mut s, &h.policy);
+                    s.push(')');
                 }
             }
             if let Some(m) = t.mismatch {
@@ -369,4 +576,73 @@ fn summary(v: &FlowView<'_>) -> String {
         s.push_str("; stale identity");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::{addr_text, community_id_text, rfc3339_bytes};
+
+    /// The hand-written formatter agrees with humantime over the whole
+    /// range humantime accepts (a stride through 1970..=9999, plus the
+    /// edges and every month boundary of a leap and a non-leap year).
+    #[test]
+    fn rfc3339_matches_humantime() {
+        let mut secs: Vec<u64> = (0..253_402_300_800u64).step_by(7_919_993).collect();
+        secs.extend([0, 1, 59, 86_399, 86_400, 951_782_400, 4_107_542_400]);
+        secs.push(253_402_300_799);
+        for year_start in [1_704_067_200u64, 1_735_689_600] {
+            secs.extend((0..367 * 4).map(|q| year_start + q * 21_600 - 1));
+        }
+        for (i, s) in secs.into_iter().enumerate() {
+            let nanos = (i as u32).wrapping_mul(2_654_435_761) % 1_000_000_000;
+            let t = UNIX_EPOCH + Duration::new(s, nanos);
+            let want = humantime::format_rfc3339_nanos(t).to_string();
+            assert_eq!(std::str::from_utf8(&rfc3339_bytes(t)).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn rfc3339_outside_humantime_range_is_clamped() {
+        let before = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(&rfc3339_bytes(before), b"1970-01-01T00:00:00.000000000Z");
+        let after = UNIX_EPOCH + Duration::from_secs(300_000_000_000);
+        assert_eq!(&rfc3339_bytes(after), b"9999-12-31T23:59:59.999999999Z");
+    }
+
+    #[test]
+    fn addr_text_matches_display() {
+        let mut addrs: Vec<IpAddr> = vec![
+            Ipv6Addr::new(
+                0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff,
+            )
+            .into(),
+            "::ffff:255.255.255.255".parse().unwrap(),
+            "::".parse().unwrap(),
+            "::1".parse().unwrap(),
+            "2001:db8::1:0:0:1".parse().unwrap(),
+            "fe80::1%0".parse().unwrap_or(Ipv6Addr::LOCALHOST.into()),
+        ];
+        for o in [0u8, 1, 9, 10, 99, 100, 199, 200, 255] {
+            addrs.push(Ipv4Addr::new(o, 255 - o, o / 2, 7).into());
+        }
+        for a in addrs {
+            assert_eq!(addr_text(a).as_str(), a.to_string());
+        }
+    }
+
+    #[test]
+    fn community_id_text_matches_community_id_v1() {
+        let key = flowscribe_model::FlowKey {
+            src_addr: "10.0.1.5".parse().unwrap(),
+            dst_addr: "10.0.2.7".parse().unwrap(),
+            src_port: 51320,
+            dst_port: 5432,
+            protocol: 6,
+        };
+        let want = crate::community_id::community_id_v1(&key, 3).unwrap();
+        assert_eq!(community_id_text(&key, 3).unwrap().as_str(), want);
+    }
 }
