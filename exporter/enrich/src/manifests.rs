@@ -36,6 +36,8 @@ pub struct Loaded {
     pub problems: Vec<ManifestProblem>,
     /// Objects of kinds the index does not read (ConfigMaps, policies ...).
     pub ignored: usize,
+    /// Those objects themselves, for other readers (the policy stage).
+    pub others: Vec<Value>,
 }
 
 fn is_manifest(path: &Path) -> bool {
@@ -132,7 +134,10 @@ fn add_value(location: &str, v: Value, loaded: &mut Loaded) {
     }
     match objects::parse(&v) {
         Ok(Some(o)) => loaded.objects.push(o),
-        Ok(None) => loaded.ignored += 1,
+        Ok(None) => {
+            loaded.ignored += 1;
+            loaded.others.push(v);
+        }
         Err(e) => loaded.problems.push(ManifestProblem {
             location: location.to_string(),
             problem: e.to_string(),

@@ -16,6 +16,7 @@ use flowscribe_enrich::kube_source::{SourceEvent, SourceReport, SourceState};
 use flowscribe_enrich::manifests::{self, DirectoryStamp};
 use flowscribe_enrich::objects::{Kind, Object};
 use flowscribe_enrich::{IdentityIndex, IndexConfig};
+use flowscribe_policy::PolicyIndex;
 use tracing::{info, warn};
 
 const KINDS: [Kind; 7] = [
@@ -37,6 +38,9 @@ pub struct Identities {
     /// Objects skipped because they could not be parsed (each re-read counts).
     pub malformed_objects: u64,
     kube: Option<(Receiver<(SystemTime, SourceEvent)>, SourceState)>,
+    /// Policies from the manifests directory; `None` without a policy
+    /// source (then flows carry no trace rather than a made-up verdict).
+    policies: Option<PolicyIndex>,
 }
 
 impl Identities {
@@ -48,6 +52,7 @@ impl Identities {
             reported: HashSet::new(),
             malformed_objects: 0,
             kube: None,
+            policies: None,
         }
     }
 
@@ -59,6 +64,11 @@ impl Identities {
 
     pub fn index(&self) -> &IdentityIndex {
         &self.index
+    }
+
+    /// The policies to explain flows with, when a policy source exists.
+    pub fn policies(&self) -> Option<&PolicyIndex> {
+        self.policies.as_ref()
     }
 
     /// Is an identity source incomplete (the manifests directory unreadable,
@@ -142,6 +152,16 @@ impl Identities {
                 warn!(location = %p.location, problem = %p.problem, "manifest skipped");
             }
         }
+        // ③ The same directory's policies, compiled for explain.
+        let (policies, policy_problems) = PolicyIndex::from_objects(&loaded.others);
+        self.malformed_objects += policy_problems.len() as u64;
+        for p in &policy_problems {
+            if self.reported.insert(p.to_string()) {
+                warn!(problem = %p, "policy is invalid; flows it may select are flagged");
+            }
+        }
+        let policy_count = policies.policies().len();
+        self.policies = Some(policies);
         let count = loaded.objects.len();
         for kind in KINDS {
             let of_kind: Vec<Object> = loaded
@@ -161,6 +181,7 @@ impl Identities {
             pods = stats.pods,
             services = stats.services,
             nodes = stats.nodes,
+            policies = policy_count,
             "manifests loaded"
         );
     }

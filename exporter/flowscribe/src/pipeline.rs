@@ -1,8 +1,8 @@
 //! `flowscribe run`: the pipeline, wired top to bottom in pipeline order.
 //!
-//! Today the pipeline is ① capture -> ② enrich -> ④ normalize (ECS, OTLP/JSON,
-//! OCSF, CEF or the minimal line) -> output. Explain and the sinks slot in as
-//! their issues land.
+//! ① capture -> ② enrich -> ③ explain (policies from the manifests
+//! directory) -> ④ normalize (ECS, OTLP/JSON, OCSF, CEF or the minimal line)
+//! -> ⑤ the output and every sink.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -143,17 +143,19 @@ struct Explained {
     at: SystemTime,
 }
 
-/// ② Enrich a drained batch.
+/// ② Enrich and ③ explain a drained batch.
 fn explain(batch: Batch, identities: &mut Identities) -> Explained {
     let at = SystemTime::now();
     identities.refresh(at);
     let degraded = identities.degraded();
+    let policies = identities.policies();
     let flows = enrich_batch(identities.index(), batch.flows, degraded)
         .into_iter()
-        // ③ Explain slots in here (issue 4); until then flows carry no trace.
+        // ③ Explain: which policies decide each flow, and what was observed.
         .map(|f| ExplainedFlow {
+            trace: policies
+                .map(|p| flowscribe_policy::explain(p, &f, flowscribe_policy::observe(&f.flow))),
             flow: f,
-            trace: None,
         })
         .collect();
     Explained {
