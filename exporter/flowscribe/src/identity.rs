@@ -12,22 +12,12 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::SystemTime;
 
-use flowscribe_enrich::kube_source::{SourceEvent, SourceReport, SourceState};
+use flowscribe_enrich::kube_source::{SourceEvent, SourceReport, SourceState, WATCHED};
 use flowscribe_enrich::manifests::{self, DirectoryStamp};
-use flowscribe_enrich::objects::{Kind, Object};
+use flowscribe_enrich::objects::Object;
 use flowscribe_enrich::{IdentityIndex, IndexConfig};
 use flowscribe_policy::PolicyIndex;
 use tracing::{info, warn};
-
-const KINDS: [Kind; 7] = [
-    Kind::Namespace,
-    Kind::Node,
-    Kind::ReplicaSet,
-    Kind::Job,
-    Kind::Pod,
-    Kind::Service,
-    Kind::EndpointSlice,
-];
 
 #[derive(Debug)]
 pub struct Identities {
@@ -163,7 +153,8 @@ impl Identities {
         let policy_count = policies.policies().len();
         self.policies = Some(policies);
         let count = loaded.objects.len();
-        for kind in KINDS {
+        // Owners and namespaces before pods, as the watchers deliver them.
+        for kind in WATCHED {
             let of_kind: Vec<Object> = loaded
                 .objects
                 .iter()

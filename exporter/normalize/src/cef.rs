@@ -16,6 +16,7 @@ use std::time::SystemTime;
 
 use flowscribe_model::{ExplainedFlow, Verdict};
 
+use crate::schema::row;
 use crate::view::{
     FlowView, NodeDirection, Severity, endpoint_label, has_ports, is_icmp, policy_display,
     rule_name, unix_millis,
@@ -194,226 +195,214 @@ pub fn flow_line(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> S
     x.line
 }
 
-macro_rules! row {
-    ($canonical:expr, $field:expr, $ty:expr, $example:expr, $description:expr) => {
-        FieldMapping {
-            canonical: $canonical,
-            field: $field,
-            ty: $ty,
-            example: $example,
-            description: $description,
-        }
-    };
-}
-
 /// The header fields and every extension key a flow line can carry.
 pub const MAPPING: &[FieldMapping] = &[
-    row!(
+    row(
         "(constant)",
         "header:Device Vendor",
         "string",
         "flowscribe",
-        ""
+        "",
     ),
-    row!(
+    row(
         "(constant)",
         "header:Device Product",
         "string",
         "flowscribe",
-        ""
+        "",
     ),
-    row!(
+    row(
         "context.service_version",
         "header:Device Version",
         "string",
         "0.1.0",
-        ""
+        "",
     ),
-    row!(
+    row(
         "trace.enforced.verdict",
         "header:Device Event Class ID",
         "string",
         "flow-denied",
-        "flow-allowed, flow-denied, flow."
+        "flow-allowed, flow-denied, flow.",
     ),
-    row!(
+    row(
         "trace.enforced.verdict",
         "header:Name",
         "string",
         "Network flow denied",
-        ""
+        "",
     ),
-    row!(
+    row(
         "severity",
         "header:Severity",
         "integer",
         "6",
-        "3 allowed; 6 denied or mismatch."
+        "3 allowed; 6 denied or mismatch.",
     ),
-    row!(
+    row(
         "observed time (parameter)",
         "rt",
         "epoch ms",
         "1795321810200",
-        "deviceReceiptTime."
+        "deviceReceiptTime.",
     ),
-    row!(
+    row(
         "flow.window_start",
         "start",
         "epoch ms",
         "1795321800000",
-        ""
+        "",
     ),
-    row!("flow.window_end", "end", "epoch ms", "1795321810000", ""),
-    row!("key.src_addr", "src", "IP address", "10.0.1.5", ""),
-    row!("key.dst_addr", "dst", "IP address", "10.0.2.7", ""),
-    row!(
+    row("flow.window_end", "end", "epoch ms", "1795321810000", ""),
+    row("key.src_addr", "src", "IP address", "10.0.1.5", ""),
+    row("key.dst_addr", "dst", "IP address", "10.0.2.7", ""),
+    row(
         "key.src_port",
         "spt",
         "integer",
         "51320",
-        "Absent for ICMP."
+        "Absent for ICMP.",
     ),
-    row!("key.dst_port", "dpt", "integer", "5432", "Absent for ICMP."),
-    row!("key.protocol", "proto", "string", "TCP", ""),
-    row!("trace.enforced.verdict", "act", "string", "deny", ""),
-    row!("trace.enforced.verdict", "outcome", "string", "failure", ""),
-    row!(
+    row("key.dst_port", "dpt", "integer", "5432", "Absent for ICMP."),
+    row("key.protocol", "proto", "string", "TCP", ""),
+    row("trace.enforced.verdict", "act", "string", "deny", ""),
+    row("trace.enforced.verdict", "outcome", "string", "failure", ""),
+    row(
         "deciding side.reason",
         "reason",
         "string",
         "isolated-no-match",
-        ""
+        "",
     ),
-    row!(
+    row(
         "forward.bytes",
         "out",
         "integer",
         "400",
-        "Initiator → responder."
+        "Initiator → responder.",
     ),
-    row!(
+    row(
         "reverse.bytes",
         "in",
         "integer",
         "3000",
-        "Responder → initiator."
+        "Responder → initiator.",
     ),
-    row!(
+    row(
         "endpoints' nodes",
         "deviceDirection",
         "integer",
         "0",
-        "0 inbound (destination on this node), 1 outbound (source here); absent otherwise."
+        "0 inbound (destination on this node), 1 outbound (source here); absent otherwise.",
     ),
-    row!(
+    row(
         "flow.interface.name",
         "deviceInboundInterface",
         "string",
         "veth1a2b",
-        ""
+        "",
     ),
-    row!("context.node", "dvchost", "string", "node-1", ""),
-    row!("context.node", "deviceExternalId", "string", "node-1", ""),
-    row!(
+    row("context.node", "dvchost", "string", "node-1", ""),
+    row("context.node", "deviceExternalId", "string", "node-1", ""),
+    row(
         "event_id",
         "externalId",
         "string",
         "3f0c…(32 hex)",
-        "Deterministic id for deduplication."
+        "Deterministic id for deduplication.",
     ),
-    row!("(constant)", "cat", "string", "network/flow", ""),
-    row!(
+    row("(constant)", "cat", "string", "network/flow", ""),
+    row(
         "(summary)",
         "msg",
         "string",
         "shop/web-1 → db/pg-0:5432/TCP denied: isolated-no-match (ingress, ns db)",
-        ""
+        "",
     ),
-    row!(
+    row(
         "deciding policy",
         "cs1",
         "string",
         "db/default-deny",
-        "cs1Label=policy."
+        "cs1Label=policy.",
     ),
-    row!(
+    row(
         "deciding rule",
         "cs2",
         "string",
         "ingress[0]",
-        "cs2Label=rule."
+        "cs2Label=rule.",
     ),
-    row!("source", "cs3", "string", "shop/web-1", "cs3Label=source."),
-    row!(
+    row("source", "cs3", "string", "shop/web-1", "cs3Label=source."),
+    row(
         "destination",
         "cs4",
         "string",
         "db/pg-0",
-        "cs4Label=destination."
+        "cs4Label=destination.",
     ),
-    row!(
+    row(
         "trace.pending.verdict",
         "cs5",
         "string",
         "deny",
-        "cs5Label=stagedVerdict."
+        "cs5Label=stagedVerdict.",
     ),
-    row!(
+    row(
         "community_id_v1",
         "cs6",
         "string",
         "1:LQU9qZlK+B5F3KDmev6m5PMibrg=",
-        "cs6Label=communityId."
+        "cs6Label=communityId.",
     ),
-    row!(
+    row(
         "forward.packets",
         "cn1",
         "integer",
         "5",
-        "cn1Label=packetsOut."
+        "cn1Label=packetsOut.",
     ),
-    row!(
+    row(
         "reverse.packets",
         "cn2",
         "integer",
         "4",
-        "cn2Label=packetsIn."
+        "cn2Label=packetsIn.",
     ),
-    row!(
+    row(
         "key.src_port (ICMP type)",
         "cn3",
         "integer",
         "8",
-        "cn3Label=icmpType."
+        "cn3Label=icmpType.",
     ),
-    row!(
+    row(
         "key.src_addr (IPv6)",
         "c6a2",
         "IPv6 address",
         "fd00::1",
-        "c6a2Label=Source IPv6 Address."
+        "c6a2Label=Source IPv6 Address.",
     ),
-    row!(
+    row(
         "key.dst_addr (IPv6)",
         "c6a3",
         "IPv6 address",
         "fd00::2",
-        "c6a3Label=Destination IPv6 Address."
+        "c6a3Label=Destination IPv6 Address.",
     ),
-    row!(
+    row(
         "trace.mismatch",
         "flexString1",
         "string",
         "policy-not-enforced",
-        "flexString1Label=mismatch."
+        "flexString1Label=mismatch.",
     ),
-    row!(
+    row(
         "endpoint stale",
         "flexString2",
         "string",
         "true",
-        "flexString2Label=stale."
+        "flexString2Label=stale.",
     ),
 ];
 

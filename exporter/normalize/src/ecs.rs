@@ -24,6 +24,7 @@ use flowscribe_model::{
 use serde_json::{Value, json};
 
 use crate::json::JsonWriter;
+use crate::schema::row;
 use crate::view::{
     AddrText, FlowView, duration_nanos, end_reason_str, has_ports, is_icmp, observed_str, rfc3339,
     rfc3339_bytes, state_str, tcp_flag_names, write_policy_display, write_rule_id, write_rule_name,
@@ -663,773 +664,761 @@ pub(crate) fn flowscribe_namespace_value(view: &FlowView<'_>) -> Value {
     serde_json::from_slice(&buf).unwrap_or(Value::Null)
 }
 
-macro_rules! row {
-    ($canonical:expr, $field:expr, $ty:expr, $example:expr, $description:expr) => {
-        FieldMapping {
-            canonical: $canonical,
-            field: $field,
-            ty: $ty,
-            example: $example,
-            description: $description,
-        }
-    };
-}
-
 /// Every field the ECS document can carry.
 pub const MAPPING: &[FieldMapping] = &[
-    row!(
+    row(
         "flow.window_end",
         "@timestamp",
         "date",
         "2026-11-21T04:30:10.000000000Z",
-        "End of the aggregation window."
+        "End of the aggregation window.",
     ),
-    row!(
+    row(
         "(constant)",
         "ecs.version",
         "keyword",
         "9.4.0",
-        "ECS release the document follows."
+        "ECS release the document follows.",
     ),
-    row!(
+    row(
         "(summary)",
         "message",
         "match_only_text",
         "shop/web-1 → db/pg-0:5432/TCP denied: isolated-no-match (ingress, ns db)",
-        "One-line human summary."
+        "One-line human summary.",
     ),
-    row!(
+    row(
         "(constant)",
         "event.kind",
         "keyword",
         "event",
-        "Always `event`."
+        "Always `event`.",
     ),
-    row!(
+    row(
         "(constant)",
         "event.category",
         "keyword[]",
         "[\"network\"]",
-        "Always `[\"network\"]`."
+        "Always `[\"network\"]`.",
     ),
-    row!(
+    row(
         "trace.enforced.verdict, flow.state",
         "event.type",
         "keyword[]",
         "[\"connection\",\"denied\",\"end\"]",
-        "`connection`, then `allowed`/`denied` when explained, then `start` (first record) or `end` (final record)."
+        "`connection`, then `allowed`/`denied` when explained, then `start` (first record) or `end` (final record).",
     ),
-    row!(
+    row(
         "trace.enforced.verdict",
         "event.action",
         "keyword",
         "network-policy-deny",
-        "`network-policy-allow`, `network-policy-deny`, or `network-flow` without a trace."
+        "`network-policy-allow`, `network-policy-deny`, or `network-flow` without a trace.",
     ),
-    row!(
+    row(
         "trace.enforced.verdict",
         "event.outcome",
         "keyword",
         "failure",
-        "`success` allowed, `failure` denied, `unknown` without a trace."
+        "`success` allowed, `failure` denied, `unknown` without a trace.",
     ),
-    row!(
+    row(
         "trace.enforced (deciding side).reason",
         "event.reason",
         "keyword",
         "isolated-no-match",
-        "Reason code of the enforced verdict."
+        "Reason code of the enforced verdict.",
     ),
-    row!(
+    row(
         "flow.window_start",
         "event.start",
         "date",
         "2026-11-21T04:30:00.000000000Z",
-        "Start of the aggregation window."
+        "Start of the aggregation window.",
     ),
-    row!(
+    row(
         "flow.window_end",
         "event.end",
         "date",
         "2026-11-21T04:30:10.000000000Z",
-        "End of the aggregation window."
+        "End of the aggregation window.",
     ),
-    row!(
+    row(
         "window_end - window_start",
         "event.duration",
         "long",
         "10000000000",
-        "Window length in nanoseconds."
+        "Window length in nanoseconds.",
     ),
-    row!(
+    row(
         "observed time (parameter)",
         "event.created",
         "date",
         "2026-11-21T04:30:10.200000000Z",
-        "When flowscribe wrote the record."
+        "When flowscribe wrote the record.",
     ),
-    row!(
+    row(
         "(constant)",
         "event.dataset",
         "keyword",
         "flowscribe.flow",
-        "Dataset of flow records."
+        "Dataset of flow records.",
     ),
-    row!("(constant)", "event.module", "keyword", "flowscribe", ""),
-    row!("(constant)", "event.provider", "keyword", "flowscribe", ""),
-    row!(
+    row("(constant)", "event.module", "keyword", "flowscribe", ""),
+    row("(constant)", "event.provider", "keyword", "flowscribe", ""),
+    row(
         "event_id(node, key, window)",
         "event.id",
         "keyword",
         "3f0c…(32 hex)",
-        "Deterministic id for deduplication of replays."
+        "Deterministic id for deduplication of replays.",
     ),
-    row!(
+    row(
         "severity",
         "event.severity",
         "long",
         "13",
-        "OTel severity number: 9 INFO (allowed), 13 WARN (denied or mismatch)."
+        "OTel severity number: 9 INFO (allowed), 13 WARN (denied or mismatch).",
     ),
-    row!("key.src_addr", "source.ip", "ip", "10.0.1.5", ""),
-    row!("key.src_addr", "source.address", "keyword", "10.0.1.5", ""),
-    row!(
+    row("key.src_addr", "source.ip", "ip", "10.0.1.5", ""),
+    row("key.src_addr", "source.address", "keyword", "10.0.1.5", ""),
+    row(
         "key.src_port",
         "source.port",
         "long",
         "51320",
-        "Absent for protocols without ports (ICMP)."
+        "Absent for protocols without ports (ICMP).",
     ),
-    row!(
+    row(
         "forward.bytes",
         "source.bytes",
         "long",
         "180",
-        "Bytes initiator → responder in the window."
+        "Bytes initiator → responder in the window.",
     ),
-    row!(
+    row(
         "forward.packets",
         "source.packets",
         "long",
         "3",
-        "Packets initiator → responder in the window."
+        "Packets initiator → responder in the window.",
     ),
-    row!("key.dst_addr", "destination.ip", "ip", "10.0.2.7", ""),
-    row!(
+    row("key.dst_addr", "destination.ip", "ip", "10.0.2.7", ""),
+    row(
         "key.dst_addr",
         "destination.address",
         "keyword",
         "10.0.2.7",
-        ""
+        "",
     ),
-    row!(
+    row(
         "key.dst_port",
         "destination.port",
         "long",
         "5432",
-        "Absent for protocols without ports (ICMP)."
+        "Absent for protocols without ports (ICMP).",
     ),
-    row!(
+    row(
         "reverse.bytes",
         "destination.bytes",
         "long",
         "0",
-        "Bytes responder → initiator in the window."
+        "Bytes responder → initiator in the window.",
     ),
-    row!(
+    row(
         "reverse.packets",
         "destination.packets",
         "long",
         "0",
-        "Packets responder → initiator in the window."
+        "Packets responder → initiator in the window.",
     ),
-    row!(
+    row(
         "key.protocol",
         "network.transport",
         "keyword",
         "tcp",
-        "IANA keyword: tcp, udp, sctp, icmp, ipv6-icmp."
+        "IANA keyword: tcp, udp, sctp, icmp, ipv6-icmp.",
     ),
-    row!("key family", "network.type", "keyword", "ipv4", ""),
-    row!(
+    row("key family", "network.type", "keyword", "ipv4", ""),
+    row(
         "key.protocol",
         "network.iana_number",
         "keyword",
         "6",
-        "IANA protocol number as a string."
+        "IANA protocol number as a string.",
     ),
-    row!(
+    row(
         "endpoints' nodes",
         "network.direction",
         "keyword",
         "ingress",
-        "Relative to this node: `ingress` (destination here), `egress` (source here), `internal` (both), `unknown`."
+        "Relative to this node: `ingress` (destination here), `egress` (source here), `internal` (both), `unknown`.",
     ),
-    row!(
+    row(
         "community_id_v1(key, seed)",
         "network.community_id",
         "keyword",
         "1:LQU9qZlK+B5F3KDmev6m5PMibrg=",
-        "Community ID v1."
+        "Community ID v1.",
     ),
-    row!(
+    row(
         "forward + reverse bytes",
         "network.bytes",
         "long",
         "180",
-        ""
+        "",
     ),
-    row!(
+    row(
         "forward + reverse packets",
         "network.packets",
         "long",
         "3",
-        ""
+        "",
     ),
-    row!(
+    row(
         "deciding rule",
         "rule.name",
         "keyword",
         "allow-web",
-        "Rule name, else `<direction>[<index>]`, else the verdict reason (policy selected, no rule matched)."
+        "Rule name, else `<direction>[<index>]`, else the verdict reason (policy selected, no rule matched).",
     ),
-    row!(
+    row(
         "deciding side.direction",
         "rule.category",
         "keyword",
         "ingress",
-        "The side whose verdict is the overall one."
+        "The side whose verdict is the overall one.",
     ),
-    row!(
+    row(
         "deciding policy",
         "rule.ruleset",
         "keyword",
         "db/default-deny",
-        "`namespace/name` (cluster-scoped: `name`)."
+        "`namespace/name` (cluster-scoped: `name`).",
     ),
-    row!("deciding policy.uid", "rule.uuid", "keyword", "0d9e…", ""),
-    row!(
+    row("deciding policy.uid", "rule.uuid", "keyword", "0d9e…", ""),
+    row(
         "deciding policy.uid + rule",
         "rule.id",
         "keyword",
         "0d9e…/ingress/0",
-        "`<policy uid>/<direction>/<index|default>`."
+        "`<policy uid>/<direction>/<index|default>`.",
     ),
-    row!(
+    row(
         "deciding policy.resource_version",
         "rule.version",
         "keyword",
         "12345",
-        ""
+        "",
     ),
-    row!(
+    row(
         "deciding policy",
         "rule.description",
         "keyword",
         "networking.k8s.io/v1 NetworkPolicy (db/default-deny), tier default, action deny",
-        ""
+        "",
     ),
-    row!(
+    row(
         "(constant)",
         "orchestrator.type",
         "keyword",
         "kubernetes",
-        ""
+        "",
     ),
-    row!(
+    row(
         "context.cluster",
         "orchestrator.cluster.name",
         "keyword",
         "prod-eu-1",
-        "When configured."
+        "When configured.",
     ),
-    row!(
+    row(
         "local pod.namespace",
         "orchestrator.namespace",
         "keyword",
         "shop",
-        "The pod on this node (see notes)."
+        "The pod on this node (see notes).",
     ),
-    row!(
+    row(
         "(constant)",
         "orchestrator.resource.type",
         "keyword",
         "pod",
-        ""
+        "",
     ),
-    row!(
+    row(
         "local pod.name",
         "orchestrator.resource.name",
         "keyword",
         "web-7c9d",
-        ""
+        "",
     ),
-    row!(
+    row(
         "local pod.uid",
         "orchestrator.resource.id",
         "keyword",
         "6a1f…",
-        ""
+        "",
     ),
-    row!(
+    row(
         "local pod.workload.kind",
         "orchestrator.resource.parent.type",
         "keyword",
         "Deployment",
-        ""
+        "",
     ),
-    row!(
+    row(
         "local pod.namespace",
         "kubernetes.namespace",
         "keyword",
         "shop",
-        "Beats field."
+        "Beats field.",
     ),
-    row!(
+    row(
         "local pod.name",
         "kubernetes.pod.name",
         "keyword",
         "web-7c9d",
-        "Beats field."
+        "Beats field.",
     ),
-    row!(
+    row(
         "local pod.uid",
         "kubernetes.pod.uid",
         "keyword",
         "6a1f…",
-        "Beats field."
+        "Beats field.",
     ),
-    row!(
+    row(
         "local pod address",
         "kubernetes.pod.ip",
         "ip",
         "10.0.1.5",
-        "Beats field."
+        "Beats field.",
     ),
-    row!(
+    row(
         "local pod.node",
         "kubernetes.node.name",
         "keyword",
         "node-1",
-        "Beats field."
+        "Beats field.",
     ),
-    row!(
+    row(
         "local pod.labels",
         "kubernetes.labels.*",
         "keyword",
         "app_kubernetes_io/name: web",
-        "Beats field; dots in keys become `_`."
+        "Beats field; dots in keys become `_`.",
     ),
-    row!(
+    row(
         "local pod.workload (Deployment)",
         "kubernetes.deployment.name",
         "keyword",
         "web",
-        "Beats field; likewise `replicaset`, `statefulset`, `daemonset`, `job`, `cronjob`."
+        "Beats field; likewise `replicaset`, `statefulset`, `daemonset`, `job`, `cronjob`.",
     ),
-    row!(
+    row(
         "local pod.workload (ReplicaSet)",
         "kubernetes.replicaset.name",
         "keyword",
         "web-7c9d",
-        "Beats field."
+        "Beats field.",
     ),
-    row!(
+    row(
         "local pod.workload (StatefulSet)",
         "kubernetes.statefulset.name",
         "keyword",
         "pg",
-        "Beats field."
+        "Beats field.",
     ),
-    row!(
+    row(
         "local pod.workload (DaemonSet)",
         "kubernetes.daemonset.name",
         "keyword",
         "agent",
-        "Beats field."
+        "Beats field.",
     ),
-    row!(
+    row(
         "local pod.workload (Job)",
         "kubernetes.job.name",
         "keyword",
         "backup-1",
-        "Beats field."
+        "Beats field.",
     ),
-    row!(
+    row(
         "local pod.workload (CronJob)",
         "kubernetes.cronjob.name",
         "keyword",
         "backup",
-        "Beats field."
+        "Beats field.",
     ),
-    row!(
+    row(
         "context.node",
         "host.name",
         "keyword",
         "node-1",
-        "The node that wrote the record."
+        "The node that wrote the record.",
     ),
-    row!("context.node", "host.hostname", "keyword", "node-1", ""),
-    row!("(constant)", "observer.type", "keyword", "sensor", ""),
-    row!("(constant)", "observer.vendor", "keyword", "flowscribe", ""),
-    row!(
+    row("context.node", "host.hostname", "keyword", "node-1", ""),
+    row("(constant)", "observer.type", "keyword", "sensor", ""),
+    row("(constant)", "observer.vendor", "keyword", "flowscribe", ""),
+    row(
         "(constant)",
         "observer.product",
         "keyword",
         "flowscribe",
-        ""
+        "",
     ),
-    row!(
+    row(
         "context.service_version",
         "observer.version",
         "keyword",
         "0.1.0",
-        ""
+        "",
     ),
-    row!("context.node", "observer.hostname", "keyword", "node-1", ""),
-    row!("context.node", "observer.name", "keyword", "node-1", ""),
-    row!(
+    row("context.node", "observer.hostname", "keyword", "node-1", ""),
+    row("context.node", "observer.name", "keyword", "node-1", ""),
+    row(
         "flow.interface.name",
         "observer.ingress.interface.name",
         "keyword",
         "veth1a2b",
-        "Interface whose counters the record carries."
+        "Interface whose counters the record carries.",
     ),
-    row!(
+    row(
         "flow.interface.ifindex",
         "observer.ingress.interface.id",
         "keyword",
         "7",
-        ""
+        "",
     ),
-    row!(
+    row(
         "key addresses",
         "related.ip",
         "ip[]",
         "[\"10.0.1.5\",\"10.0.2.7\"]",
-        ""
+        "",
     ),
-    row!(
+    row(
         "flow.state",
         "flowscribe.flow.state",
         "keyword",
         "completed",
-        "started, live, completed, one-sided."
+        "started, live, completed, one-sided.",
     ),
-    row!(
+    row(
         "flow.end_reason",
         "flowscribe.flow.end_reason",
         "keyword",
         "tcp-fin",
-        "Final records only."
+        "Final records only.",
     ),
-    row!(
+    row(
         "flow.orientation",
         "flowscribe.flow.orientation",
         "keyword",
         "syn",
-        "How the initiator was decided."
+        "How the initiator was decided.",
     ),
-    row!(
+    row(
         "flow.initiator_hook",
         "flowscribe.flow.initiator_hook",
         "keyword",
         "ingress",
-        ""
+        "",
     ),
-    row!(
+    row(
         "flow.interfaces",
         "flowscribe.flow.interfaces",
         "keyword[]",
         "[\"veth1a2b\"]",
-        ""
+        "",
     ),
-    row!(
+    row(
         "flow.first_packet",
         "flowscribe.flow.first_packet",
         "date",
         "2026-11-21T04:29:59.900000000Z",
-        ""
+        "",
     ),
-    row!(
+    row(
         "flow.last_packet",
         "flowscribe.flow.last_packet",
         "date",
         "2026-11-21T04:30:09.100000000Z",
-        ""
+        "",
     ),
-    row!(
+    row(
         "forward.tcp_flags",
         "flowscribe.flow.tcp_flags.forward",
         "keyword[]",
         "[\"SYN\",\"ACK\"]",
-        "TCP only."
+        "TCP only.",
     ),
-    row!(
+    row(
         "reverse.tcp_flags",
         "flowscribe.flow.tcp_flags.reverse",
         "keyword[]",
         "[\"SYN\",\"ACK\"]",
-        "TCP only."
+        "TCP only.",
     ),
-    row!(
+    row(
         "key.src_port (ICMP)",
         "flowscribe.flow.icmp.type",
         "long",
         "8",
-        "ICMP/ICMPv6 only."
+        "ICMP/ICMPv6 only.",
     ),
-    row!(
+    row(
         "key.dst_port (ICMP)",
         "flowscribe.flow.icmp.code",
         "long",
         "0",
-        "ICMP/ICMPv6 only."
+        "ICMP/ICMPv6 only.",
     ),
-    row!(
+    row(
         "flow.drops.packets_forward",
         "flowscribe.flow.drops.packets_forward",
         "long",
         "1",
-        "Kernel drops in the window."
+        "Kernel drops in the window.",
     ),
-    row!(
+    row(
         "flow.drops.packets_reverse",
         "flowscribe.flow.drops.packets_reverse",
         "long",
         "0",
-        ""
+        "",
     ),
-    row!(
+    row(
         "flow.drops.bytes",
         "flowscribe.flow.drops.bytes",
         "long",
         "60",
-        ""
+        "",
     ),
-    row!(
+    row(
         "flow.drops.last_reason",
         "flowscribe.flow.drops.last_reason",
         "keyword",
         "NETFILTER_DROP",
-        "Kernel drop reason name."
+        "Kernel drop reason name.",
     ),
-    row!(
+    row(
         "source.kind",
         "flowscribe.source.kind",
         "keyword",
         "pod",
-        "pod, host-network-pod, node, service, private-network, public-network, cloud-metadata, link-local, loopback, multicast, unknown. Same fields under `flowscribe.destination.*`."
+        "pod, host-network-pod, node, service, private-network, public-network, cloud-metadata, link-local, loopback, multicast, unknown. Same fields under `flowscribe.destination.*`.",
     ),
-    row!(
+    row(
         "source.pod.namespace",
         "flowscribe.source.namespace",
         "keyword",
         "shop",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.pod.name",
         "flowscribe.source.pod.name",
         "keyword",
         "web-7c9d",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.pod.uid",
         "flowscribe.source.pod.uid",
         "keyword",
         "6a1f…",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.pod.labels",
         "flowscribe.source.labels.*",
         "keyword",
         "app: web",
-        "Label keys as in Kubernetes."
+        "Label keys as in Kubernetes.",
     ),
-    row!(
+    row(
         "source.pod.service_account",
         "flowscribe.source.service_account",
         "keyword",
         "web",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.pod.workload",
         "flowscribe.source.workload.kind",
         "keyword",
         "Deployment",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.pod.workload",
         "flowscribe.source.workload.name",
         "keyword",
         "web",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.node",
         "flowscribe.source.node",
         "keyword",
         "node-1",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.service",
         "flowscribe.source.service.namespace",
         "keyword",
         "shop",
-        "ClusterIP services."
+        "ClusterIP services.",
     ),
-    row!(
+    row(
         "source.service",
         "flowscribe.source.service.name",
         "keyword",
         "web",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.service.port_name",
         "flowscribe.source.service.port_name",
         "keyword",
         "http",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.network",
         "flowscribe.source.network",
         "keyword",
         "corp-vpn",
-        "Configured named network."
+        "Configured named network.",
     ),
-    row!(
+    row(
         "source.stale",
         "flowscribe.source.stale",
         "boolean",
         "true",
-        "The address belonged to a deleted object."
+        "The address belonged to a deleted object.",
     ),
-    row!(
+    row(
         "source.stale.deleted_at",
         "flowscribe.source.deleted_at",
         "date",
         "2026-11-21T04:29:00.000000000Z",
-        ""
+        "",
     ),
-    row!(
+    row(
         "destination.*",
         "flowscribe.destination.*",
         "object",
         "",
-        "As `flowscribe.source.*`."
+        "As `flowscribe.source.*`.",
     ),
-    row!(
+    row(
         "identity_degraded",
         "flowscribe.identity_degraded",
         "boolean",
         "false",
-        "Identity sources were incomplete."
+        "Identity sources were incomplete.",
     ),
-    row!(
+    row(
         "trace.enforced.verdict",
         "flowscribe.policy.verdict",
         "keyword",
         "deny",
-        ""
+        "",
     ),
-    row!(
+    row(
         "deciding side.reason",
         "flowscribe.policy.reason",
         "keyword",
         "isolated-no-match",
-        ""
+        "",
     ),
-    row!(
+    row(
         "deciding side.direction",
         "flowscribe.policy.direction",
         "keyword",
         "ingress",
-        ""
+        "",
     ),
-    row!(
+    row(
         "trace.verdict_source",
         "flowscribe.policy.verdict_source",
         "keyword",
         "evaluated",
-        "evaluated, cni, observed."
+        "evaluated, cni, observed.",
     ),
-    row!(
+    row(
         "trace.observed",
         "flowscribe.policy.observed",
         "keyword",
         "dropped",
-        "delivered, dropped, unknown."
+        "delivered, dropped, unknown.",
     ),
-    row!(
+    row(
         "trace.observed (Dropped).reason",
         "flowscribe.policy.observed_drop_reason",
         "keyword",
         "NETFILTER_DROP",
-        ""
+        "",
     ),
-    row!(
+    row(
         "trace.mismatch",
         "flowscribe.policy.mismatch",
         "keyword",
         "policy-not-enforced",
-        ""
+        "",
     ),
-    row!(
+    row(
         "trace.enforced.egress",
         "flowscribe.policy.egress.verdict",
         "keyword",
         "allow",
-        "Likewise `.reason` and `.hits[]`; same under `ingress`."
+        "Likewise `.reason` and `.hits[]`; same under `ingress`.",
     ),
-    row!(
+    row(
         "trace.enforced.egress.reason",
         "flowscribe.policy.egress.reason",
         "keyword",
         "not-isolated-default-allow",
-        ""
+        "",
     ),
-    row!(
+    row(
         "trace.enforced.egress.hits",
         "flowscribe.policy.egress.hits[]",
         "object[]",
         "",
-        "tier, kind, api_version, namespace, name, uid, resource_version, rule_index, rule_name, action, staged."
+        "tier, kind, api_version, namespace, name, uid, resource_version, rule_index, rule_name, action, staged.",
     ),
-    row!(
+    row(
         "trace.enforced.ingress",
         "flowscribe.policy.ingress.*",
         "object",
         "",
-        "As egress."
+        "As egress.",
     ),
-    row!(
+    row(
         "trace.pending",
         "flowscribe.policy.pending.*",
         "object",
         "",
-        "Staged policies applied as if enforced: verdict, egress, ingress."
+        "Staged policies applied as if enforced: verdict, egress, ingress.",
     ),
-    row!(
+    row(
         "trace.would_change()",
         "flowscribe.policy.pending.would_change",
         "boolean",
         "true",
-        ""
+        "",
     ),
-    row!(
+    row(
         "trace.invalid_policies",
         "flowscribe.policy.invalid_policies",
         "keyword[]",
         "[\"NetworkPolicy db/broken\"]",
-        ""
+        "",
     ),
 ];
 

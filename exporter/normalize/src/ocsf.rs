@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use flowscribe_model::{Endpoint, EndpointKind, ExplainedFlow, FlowState, Observed, Verdict};
 use serde_json::{Value, json};
 
+use crate::schema::row;
 use crate::view::{
     Decision, FlowView, NodeDirection, Severity, endpoint_label, has_ports, policy_display,
     rule_id, rule_name, unix_millis,
@@ -241,478 +242,466 @@ fn endpoint(e: &Endpoint, addr: std::net::IpAddr, port: u16, ports: bool) -> Val
     v
 }
 
-macro_rules! row {
-    ($canonical:expr, $field:expr, $ty:expr, $example:expr, $description:expr) => {
-        FieldMapping {
-            canonical: $canonical,
-            field: $field,
-            ty: $ty,
-            example: $example,
-            description: $description,
-        }
-    };
-}
-
 /// Every attribute the OCSF event can carry.
 pub const MAPPING: &[FieldMapping] = &[
-    row!(
+    row(
         "(constant)",
         "class_uid",
         "integer_t",
         "4001",
-        "Network Activity."
+        "Network Activity.",
     ),
-    row!(
+    row(
         "(constant)",
         "class_name",
         "string_t",
         "Network Activity",
-        ""
+        "",
     ),
-    row!("(constant)", "category_uid", "integer_t", "4", ""),
-    row!(
+    row("(constant)", "category_uid", "integer_t", "4", ""),
+    row(
         "(constant)",
         "category_name",
         "string_t",
         "Network Activity",
-        ""
+        "",
     ),
-    row!(
+    row(
         "flow.state, verdict, observed",
         "activity_id",
         "integer_t",
         "6",
-        "6 Traffic, 2 Close (final record), 5 Refuse (denied and not delivered)."
+        "6 Traffic, 2 Close (final record), 5 Refuse (denied and not delivered).",
     ),
-    row!("activity_id", "activity_name", "string_t", "Traffic", ""),
-    row!(
+    row("activity_id", "activity_name", "string_t", "Traffic", ""),
+    row(
         "class_uid * 100 + activity_id",
         "type_uid",
         "long_t",
         "400106",
-        ""
+        "",
     ),
-    row!(
+    row(
         "activity",
         "type_name",
         "string_t",
         "Network Activity: Traffic",
-        ""
+        "",
     ),
-    row!(
+    row(
         "severity",
         "severity_id",
         "integer_t",
         "1",
-        "1 Informational (allowed), 3 Medium (denied or mismatch)."
+        "1 Informational (allowed), 3 Medium (denied or mismatch).",
     ),
-    row!("severity", "severity", "string_t", "Informational", ""),
-    row!(
+    row("severity", "severity", "string_t", "Informational", ""),
+    row(
         "flow.window_end",
         "time",
         "timestamp_t",
         "1795321810000",
-        "Epoch milliseconds."
+        "Epoch milliseconds.",
     ),
-    row!(
+    row(
         "flow.window_start",
         "start_time",
         "timestamp_t",
         "1795321800000",
-        ""
+        "",
     ),
-    row!(
+    row(
         "flow.window_end",
         "end_time",
         "timestamp_t",
         "1795321810000",
-        ""
+        "",
     ),
-    row!(
+    row(
         "window length",
         "duration",
         "long_t",
         "10000",
-        "Milliseconds."
+        "Milliseconds.",
     ),
-    row!(
+    row(
         "(summary)",
         "message",
         "string_t",
         "shop/web-1 → db/pg-0:5432/TCP allowed: allowed-by-rule (ingress, ns db)",
-        ""
+        "",
     ),
-    row!(
+    row(
         "(constant)",
         "metadata.version",
         "string_t",
         "1.8.0",
-        "OCSF schema version."
+        "OCSF schema version.",
     ),
-    row!(
+    row(
         "(constant)",
         "metadata.product.name",
         "string_t",
         "flowscribe",
-        ""
+        "",
     ),
-    row!(
+    row(
         "(constant)",
         "metadata.product.vendor_name",
         "string_t",
         "flowscribe",
-        ""
+        "",
     ),
-    row!(
+    row(
         "context.service_version",
         "metadata.product.version",
         "string_t",
         "0.1.0",
-        ""
+        "",
     ),
-    row!(
+    row(
         "event_id",
         "metadata.uid",
         "string_t",
         "3f0c…(32 hex)",
-        "Deterministic id for deduplication."
+        "Deterministic id for deduplication.",
     ),
-    row!(
+    row(
         "(constant)",
         "metadata.log_name",
         "string_t",
         "flowscribe.flow",
-        ""
+        "",
     ),
-    row!(
+    row(
         "observed time (parameter)",
         "metadata.processed_time",
         "timestamp_t",
         "1795321810200",
-        ""
+        "",
     ),
-    row!(
+    row(
         "(constant)",
         "metadata.profiles",
         "string_t[]",
         "[\"security_control\",\"host\"]",
-        ""
+        "",
     ),
-    row!(
+    row(
         "key.src_addr",
         "src_endpoint.ip",
         "ip_t",
         "10.0.1.5",
-        "Same fields under `dst_endpoint`."
+        "Same fields under `dst_endpoint`.",
     ),
-    row!(
+    row(
         "key.src_port",
         "src_endpoint.port",
         "port_t",
         "51320",
-        "Absent for ICMP."
+        "Absent for ICMP.",
     ),
-    row!(
+    row(
         "source (label)",
         "src_endpoint.name",
         "string_t",
         "shop/web-1",
-        "`namespace/pod`, `namespace/service`, `node/<name>` or `address (network)`."
+        "`namespace/pod`, `namespace/service`, `node/<name>` or `address (network)`.",
     ),
-    row!(
+    row(
         "source.pod.uid",
         "src_endpoint.uid",
         "string_t",
         "6a1f…",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.service",
         "src_endpoint.svc_name",
         "string_t",
         "shop/web",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.node / pod.node",
         "src_endpoint.hostname",
         "hostname_t",
         "node-1",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.kind",
         "src_endpoint.network_scope_id",
         "integer_t",
         "1",
-        "1 Internal, 2 External (public network)."
+        "1 Internal, 2 External (public network).",
     ),
-    row!(
+    row(
         "source.kind",
         "src_endpoint.network_scope",
         "string_t",
         "Internal",
-        ""
+        "",
     ),
-    row!(
+    row(
         "destination",
         "dst_endpoint.*",
         "network_endpoint",
         "",
-        "As `src_endpoint`."
+        "As `src_endpoint`.",
     ),
-    row!(
+    row(
         "key.protocol",
         "connection_info.protocol_num",
         "integer_t",
         "6",
-        ""
+        "",
     ),
-    row!(
+    row(
         "key.protocol",
         "connection_info.protocol_name",
         "string_t",
         "tcp",
-        ""
+        "",
     ),
-    row!(
+    row(
         "key family",
         "connection_info.protocol_ver_id",
         "integer_t",
         "4",
-        ""
+        "",
     ),
-    row!(
+    row(
         "key family",
         "connection_info.protocol_ver",
         "string_t",
         "Internet Protocol version 4 (IPv4)",
-        ""
+        "",
     ),
-    row!(
+    row(
         "endpoints' nodes",
         "connection_info.direction_id",
         "integer_t",
         "1",
-        "1 Inbound (destination on this node), 2 Outbound (source here), 3 Lateral (both), 0 Unknown."
+        "1 Inbound (destination on this node), 2 Outbound (source here), 3 Lateral (both), 0 Unknown.",
     ),
-    row!(
+    row(
         "endpoints' nodes",
         "connection_info.direction",
         "string_t",
         "Inbound",
-        ""
+        "",
     ),
-    row!("event_id", "connection_info.uid", "string_t", "3f0c…", ""),
-    row!(
+    row("event_id", "connection_info.uid", "string_t", "3f0c…", ""),
+    row(
         "community_id_v1",
         "connection_info.community_uid",
         "string_t",
         "1:LQU9qZlK+B5F3KDmev6m5PMibrg=",
-        "Community ID v1."
+        "Community ID v1.",
     ),
-    row!(
+    row(
         "forward|reverse tcp_flags",
         "connection_info.tcp_flags",
         "integer_t",
         "27",
-        "TCP only."
+        "TCP only.",
     ),
-    row!(
+    row(
         "endpoint kinds",
         "connection_info.boundary_id",
         "integer_t",
         "2",
-        "2 Internal, 3 External (an end is a public network)."
+        "2 Internal, 3 External (an end is a public network).",
     ),
-    row!(
+    row(
         "endpoint kinds",
         "connection_info.boundary",
         "string_t",
         "Internal",
-        ""
+        "",
     ),
-    row!("forward + reverse", "traffic.bytes", "long_t", "3400", ""),
-    row!("forward + reverse", "traffic.packets", "long_t", "9", ""),
-    row!(
+    row("forward + reverse", "traffic.bytes", "long_t", "3400", ""),
+    row("forward + reverse", "traffic.packets", "long_t", "9", ""),
+    row(
         "forward.bytes",
         "traffic.bytes_out",
         "long_t",
         "400",
-        "Initiator → responder."
+        "Initiator → responder.",
     ),
-    row!("forward.packets", "traffic.packets_out", "long_t", "5", ""),
-    row!(
+    row("forward.packets", "traffic.packets_out", "long_t", "5", ""),
+    row(
         "reverse.bytes",
         "traffic.bytes_in",
         "long_t",
         "3000",
-        "Responder → initiator."
+        "Responder → initiator.",
     ),
-    row!("reverse.packets", "traffic.packets_in", "long_t", "4", ""),
-    row!(
+    row("reverse.packets", "traffic.packets_in", "long_t", "4", ""),
+    row(
         "(constant)",
         "device.type_id",
         "integer_t",
         "1",
-        "The node: 1 Server."
+        "The node: 1 Server.",
     ),
-    row!("(constant)", "device.type", "string_t", "Server", ""),
-    row!(
+    row("(constant)", "device.type", "string_t", "Server", ""),
+    row(
         "context.node",
         "device.hostname",
         "hostname_t",
         "node-1",
-        ""
+        "",
     ),
-    row!("context.node", "device.name", "string_t", "node-1", ""),
-    row!(
+    row("context.node", "device.name", "string_t", "node-1", ""),
+    row(
         "key addresses",
         "observables[]",
         "observable[]",
         "",
-        "`src_endpoint.ip` and `dst_endpoint.ip` as type 2 IP Address: name, type_id, type, value."
+        "`src_endpoint.ip` and `dst_endpoint.ip` as type 2 IP Address: name, type_id, type, value.",
     ),
-    row!(
+    row(
         "(constant)",
         "is_src_dst_assignment_known",
         "boolean_t",
         "true",
-        "Source is the initiator."
+        "Source is the initiator.",
     ),
-    row!(
+    row(
         "trace.enforced.verdict",
         "action_id",
         "integer_t",
         "2",
-        "1 Allowed, 2 Denied, 3 Observed (no trace)."
+        "1 Allowed, 2 Denied, 3 Observed (no trace).",
     ),
-    row!("trace.enforced.verdict", "action", "string_t", "Denied", ""),
-    row!(
+    row("trace.enforced.verdict", "action", "string_t", "Denied", ""),
+    row(
         "trace.enforced.verdict",
         "disposition_id",
         "integer_t",
         "2",
-        "1 Allowed, 2 Blocked."
+        "1 Allowed, 2 Blocked.",
     ),
-    row!(
+    row(
         "trace.enforced.verdict",
         "disposition",
         "string_t",
         "Blocked",
-        ""
+        "",
     ),
-    row!(
+    row(
         "(constant)",
         "is_alert",
         "boolean_t",
         "false",
-        "Flow records are not alerts."
+        "Flow records are not alerts.",
     ),
-    row!(
+    row(
         "deciding rule",
         "firewall_rule.name",
         "string_t",
         "ingress[0]",
-        "As ECS `rule.name`."
+        "As ECS `rule.name`.",
     ),
-    row!(
+    row(
         "deciding rule",
         "firewall_rule.uid",
         "string_t",
         "0d9e…/ingress/0",
-        ""
+        "",
     ),
-    row!(
+    row(
         "deciding side.direction",
         "firewall_rule.category",
         "string_t",
         "ingress",
-        ""
+        "",
     ),
-    row!(
+    row(
         "deciding side.reason",
         "firewall_rule.desc",
         "string_t",
         "allowed-by-rule",
-        ""
+        "",
     ),
-    row!(
+    row(
         "deciding policy.kind",
         "firewall_rule.type",
         "string_t",
         "NetworkPolicy",
-        ""
+        "",
     ),
-    row!(
+    row(
         "deciding policy.resource_version",
         "firewall_rule.version",
         "string_t",
         "12345",
-        ""
+        "",
     ),
-    row!(
+    row(
         "staged or enforced deciding policy",
         "policy.name",
         "string_t",
         "db/allow-web",
-        "See notes."
+        "See notes.",
     ),
-    row!("policy.uid", "policy.uid", "string_t", "0d9e…", ""),
-    row!(
+    row("policy.uid", "policy.uid", "string_t", "0d9e…", ""),
+    row(
         "policy.resource_version",
         "policy.version",
         "string_t",
         "12345",
-        ""
+        "",
     ),
-    row!(
+    row(
         "policy.kind",
         "policy.type",
         "string_t",
         "networking.k8s.io/v1 NetworkPolicy",
-        ""
+        "",
     ),
-    row!(
+    row(
         "policy is enforced",
         "policy.is_applied",
         "boolean_t",
         "false",
-        "`false` for a staged policy."
+        "`false` for a staged policy.",
     ),
-    row!(
+    row(
         "policy.namespace",
         "policy.group.name",
         "string_t",
         "db",
-        ""
+        "",
     ),
-    row!(
+    row(
         "(constant)",
         "policy.group.type",
         "string_t",
         "namespace",
-        ""
+        "",
     ),
-    row!(
+    row(
         "everything else",
         "unmapped.flowscribe.*",
         "object",
         "",
-        "Same fields as ECS `flowscribe.*`."
+        "Same fields as ECS `flowscribe.*`.",
     ),
-    row!(
+    row(
         "context.cluster",
         "unmapped.flowscribe.cluster",
         "string_t",
         "prod-eu-1",
-        ""
+        "",
     ),
-    row!(
+    row(
         "context.node",
         "unmapped.flowscribe.node",
         "string_t",
         "node-1",
-        ""
+        "",
     ),
 ];

@@ -39,6 +39,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 
 use crate::protobuf::{Nested, ProtoWriter};
+use crate::schema::row;
 use crate::view::{
     FlowView, Severity, end_reason_str, has_ports, is_icmp, observed_str, state_str,
     tcp_flag_names, unix_nanos, write_policy_display, write_rule_id, write_rule_name,
@@ -919,512 +920,500 @@ pub(crate) fn write_json_string(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod reference;
 
-macro_rules! row {
-    ($canonical:expr, $field:expr, $ty:expr, $example:expr, $description:expr) => {
-        FieldMapping {
-            canonical: $canonical,
-            field: $field,
-            ty: $ty,
-            example: $example,
-            description: $description,
-        }
-    };
-}
-
 /// Every LogRecord field and attribute a flow record can carry. Resource
 /// attributes are prefixed `resource:`; LogRecord fields `record:`.
 pub const MAPPING: &[FieldMapping] = &[
-    row!(
+    row(
         "(constant)",
         "resource:service.name",
         "string",
         "flowscribe",
-        "Semconv."
+        "Semconv.",
     ),
-    row!(
+    row(
         "context.service_version",
         "resource:service.version",
         "string",
         "0.1.0",
-        "Semconv."
+        "Semconv.",
     ),
-    row!(
+    row(
         "context.node",
         "resource:host.name",
         "string",
         "node-1",
-        "Semconv."
+        "Semconv.",
     ),
-    row!(
+    row(
         "context.node",
         "resource:k8s.node.name",
         "string",
         "node-1",
-        "Semconv."
+        "Semconv.",
     ),
-    row!(
+    row(
         "context.cluster",
         "resource:k8s.cluster.name",
         "string",
         "prod-eu-1",
-        "Semconv; when configured."
+        "Semconv; when configured.",
     ),
-    row!(
+    row(
         "flow.window_end",
         "record:time_unix_nano",
         "fixed64",
         "1795321810000000000",
-        ""
+        "",
     ),
-    row!(
+    row(
         "observed time (parameter)",
         "record:observed_time_unix_nano",
         "fixed64",
         "1795321810200000000",
-        ""
+        "",
     ),
-    row!(
+    row(
         "severity",
         "record:severity_number",
         "SeverityNumber",
         "13",
-        "9 INFO allowed; 13 WARN denied or mismatch."
+        "9 INFO allowed; 13 WARN denied or mismatch.",
     ),
-    row!("severity", "record:severity_text", "string", "WARN", ""),
-    row!(
+    row("severity", "record:severity_text", "string", "WARN", ""),
+    row(
         "(summary)",
         "record:body",
         "string",
         "shop/web-1 → db/pg-0:5432/TCP denied: isolated-no-match (ingress, ns db)",
-        ""
+        "",
     ),
-    row!(
+    row(
         "(constant)",
         "record:event_name",
         "string",
         "network.flow",
-        ""
+        "",
     ),
-    row!(
+    row(
         "key.protocol",
         "network.transport",
         "string",
         "tcp",
-        "Semconv; `icmp`, `ipv6-icmp`, `sctp` as custom values."
+        "Semconv; `icmp`, `ipv6-icmp`, `sctp` as custom values.",
     ),
-    row!("key family", "network.type", "string", "ipv4", "Semconv."),
-    row!(
+    row("key family", "network.type", "string", "ipv4", "Semconv."),
+    row(
         "key.src_addr",
         "source.address",
         "string",
         "10.0.1.5",
-        "Semconv."
+        "Semconv.",
     ),
-    row!(
+    row(
         "key.src_port",
         "source.port",
         "int",
         "51320",
-        "Semconv; absent for ICMP."
+        "Semconv; absent for ICMP.",
     ),
-    row!(
+    row(
         "key.dst_addr",
         "destination.address",
         "string",
         "10.0.2.7",
-        "Semconv."
+        "Semconv.",
     ),
-    row!(
+    row(
         "key.dst_port",
         "destination.port",
         "int",
         "5432",
-        "Semconv; absent for ICMP."
+        "Semconv; absent for ICMP.",
     ),
-    row!(
+    row(
         "flow.interface.name",
         "network.interface.name",
         "string",
         "veth1a2b",
-        "Semconv."
+        "Semconv.",
     ),
-    row!(
+    row(
         "deciding rule",
         "security_rule.name",
         "string",
         "ingress[0]",
-        "Semconv; as ECS `rule.name`."
+        "Semconv; as ECS `rule.name`.",
     ),
-    row!(
+    row(
         "deciding side.direction",
         "security_rule.category",
         "string",
         "ingress",
-        "Semconv."
+        "Semconv.",
     ),
-    row!(
+    row(
         "deciding policy",
         "security_rule.ruleset.name",
         "string",
         "db/allow-web",
-        "Semconv; `namespace/name`."
+        "Semconv; `namespace/name`.",
     ),
-    row!(
+    row(
         "deciding policy.uid",
         "security_rule.uuid",
         "string",
         "0d9e…",
-        "Semconv."
+        "Semconv.",
     ),
-    row!(
+    row(
         "deciding policy.resource_version",
         "security_rule.version",
         "string",
         "12345",
-        "Semconv."
+        "Semconv.",
     ),
-    row!(
+    row(
         "event_id",
         "flowscribe.event_id",
         "string",
         "3f0c…(32 hex)",
-        "Deterministic id for deduplication."
+        "Deterministic id for deduplication.",
     ),
-    row!(
+    row(
         "community_id_v1",
         "flowscribe.community_id",
         "string",
         "1:LQU9qZlK+B5F3KDmev6m5PMibrg=",
-        ""
+        "",
     ),
-    row!(
+    row(
         "flow.state",
         "flowscribe.flow.state",
         "string",
         "completed",
-        ""
+        "",
     ),
-    row!(
+    row(
         "flow.end_reason",
         "flowscribe.flow.end_reason",
         "string",
         "tcp-fin",
-        ""
+        "",
     ),
-    row!(
+    row(
         "endpoints' nodes",
         "flowscribe.flow.direction",
         "string",
         "ingress",
-        "ingress, egress, internal, unknown (relative to this node)."
+        "ingress, egress, internal, unknown (relative to this node).",
     ),
-    row!(
+    row(
         "key.protocol",
         "flowscribe.flow.iana_number",
         "int",
         "6",
-        ""
+        "",
     ),
-    row!(
+    row(
         "flow.window_start",
         "flowscribe.flow.window.start_unix_nano",
         "int",
         "1795321800000000000",
-        ""
+        "",
     ),
-    row!(
+    row(
         "flow.first_packet",
         "flowscribe.flow.first_packet_unix_nano",
         "int",
         "1795321799900000000",
-        ""
+        "",
     ),
-    row!(
+    row(
         "flow.last_packet",
         "flowscribe.flow.last_packet_unix_nano",
         "int",
         "1795321809100000000",
-        ""
+        "",
     ),
-    row!(
+    row(
         "forward.bytes",
         "flowscribe.flow.bytes.forward",
         "int",
         "400",
-        "Initiator → responder."
+        "Initiator → responder.",
     ),
-    row!(
+    row(
         "reverse.bytes",
         "flowscribe.flow.bytes.reverse",
         "int",
         "3000",
-        "Responder → initiator."
+        "Responder → initiator.",
     ),
-    row!(
+    row(
         "forward.packets",
         "flowscribe.flow.packets.forward",
         "int",
         "5",
-        ""
+        "",
     ),
-    row!(
+    row(
         "reverse.packets",
         "flowscribe.flow.packets.reverse",
         "int",
         "4",
-        ""
+        "",
     ),
-    row!(
+    row(
         "forward.tcp_flags",
         "flowscribe.flow.tcp_flags.forward",
         "string[]",
         "[\"SYN\",\"ACK\"]",
-        "TCP only."
+        "TCP only.",
     ),
-    row!(
+    row(
         "reverse.tcp_flags",
         "flowscribe.flow.tcp_flags.reverse",
         "string[]",
         "[\"SYN\",\"ACK\"]",
-        "TCP only."
+        "TCP only.",
     ),
-    row!(
+    row(
         "key.src_port (ICMP)",
         "flowscribe.flow.icmp.type",
         "int",
         "8",
-        "ICMP only."
+        "ICMP only.",
     ),
-    row!(
+    row(
         "key.dst_port (ICMP)",
         "flowscribe.flow.icmp.code",
         "int",
         "0",
-        "ICMP only."
+        "ICMP only.",
     ),
-    row!(
+    row(
         "flow.drops",
         "flowscribe.flow.drops.packets_forward",
         "int",
         "1",
-        ""
+        "",
     ),
-    row!(
+    row(
         "flow.drops",
         "flowscribe.flow.drops.packets_reverse",
         "int",
         "0",
-        ""
+        "",
     ),
-    row!("flow.drops", "flowscribe.flow.drops.bytes", "int", "60", ""),
-    row!(
+    row("flow.drops", "flowscribe.flow.drops.bytes", "int", "60", ""),
+    row(
         "flow.drops",
         "flowscribe.flow.drops.last_reason",
         "string",
         "NETFILTER_DROP",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.kind",
         "flowscribe.source.kind",
         "string",
         "pod",
-        "Same keys under `flowscribe.destination.`."
+        "Same keys under `flowscribe.destination.`.",
     ),
-    row!(
+    row(
         "source.pod.namespace",
         "flowscribe.source.k8s.namespace.name",
         "string",
         "shop",
-        "Semconv name under our prefix."
+        "Semconv name under our prefix.",
     ),
-    row!(
+    row(
         "source.pod.name",
         "flowscribe.source.k8s.pod.name",
         "string",
         "web-7c9d",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.pod.uid",
         "flowscribe.source.k8s.pod.uid",
         "string",
         "6a1f…",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.pod.labels",
         "flowscribe.source.k8s.pod.label.*",
         "string",
         "app: web",
-        "One attribute per label."
+        "One attribute per label.",
     ),
-    row!(
+    row(
         "source.pod.service_account",
         "flowscribe.source.service_account",
         "string",
         "web",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.pod.workload",
         "flowscribe.source.workload.kind",
         "string",
         "Deployment",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.pod.workload",
         "flowscribe.source.workload.name",
         "string",
         "web",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.node",
         "flowscribe.source.k8s.node.name",
         "string",
         "node-1",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.service",
         "flowscribe.source.k8s.service.name",
         "string",
         "web",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.service",
         "flowscribe.source.k8s.service.namespace",
         "string",
         "shop",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.service.port_name",
         "flowscribe.source.k8s.service.port_name",
         "string",
         "http",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.network",
         "flowscribe.source.network",
         "string",
         "corp-vpn",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.stale",
         "flowscribe.source.stale",
         "bool",
         "true",
-        ""
+        "",
     ),
-    row!(
+    row(
         "source.stale.deleted_at",
         "flowscribe.source.deleted_at_unix_nano",
         "int",
         "1795321740000000000",
-        ""
+        "",
     ),
-    row!(
+    row(
         "destination",
         "flowscribe.destination.*",
         "",
         "",
-        "As `flowscribe.source.*`."
+        "As `flowscribe.source.*`.",
     ),
-    row!(
+    row(
         "identity_degraded",
         "flowscribe.identity_degraded",
         "bool",
         "false",
-        ""
+        "",
     ),
-    row!(
+    row(
         "deciding rule",
         "flowscribe.policy.rule_id",
         "string",
         "0d9e…/ingress/0",
-        ""
+        "",
     ),
-    row!(
+    row(
         "deciding side.reason",
         "flowscribe.policy.reason",
         "string",
         "isolated-no-match",
-        ""
+        "",
     ),
-    row!(
+    row(
         "deciding side.direction",
         "flowscribe.policy.direction",
         "string",
         "ingress",
-        ""
+        "",
     ),
-    row!(
+    row(
         "trace.enforced.verdict",
         "flowscribe.policy.verdict",
         "string",
         "deny",
-        ""
+        "",
     ),
-    row!(
+    row(
         "trace.verdict_source",
         "flowscribe.policy.verdict_source",
         "string",
         "evaluated",
-        ""
+        "",
     ),
-    row!(
+    row(
         "trace.observed",
         "flowscribe.policy.observed",
         "string",
         "dropped",
-        ""
+        "",
     ),
-    row!(
+    row(
         "trace.observed (Dropped).reason",
         "flowscribe.policy.observed_drop_reason",
         "string",
         "NETFILTER_DROP",
-        ""
+        "",
     ),
-    row!(
+    row(
         "trace.mismatch",
         "flowscribe.policy.mismatch",
         "string",
         "policy-not-enforced",
-        ""
+        "",
     ),
-    row!(
+    row(
         "trace.enforced.egress",
         "flowscribe.policy.egress",
         "kvlist",
         "",
-        "{verdict, reason, hits: [kvlist]}; hit keys as ECS `flowscribe.policy.egress.hits[]`."
+        "{verdict, reason, hits: [kvlist]}; hit keys as ECS `flowscribe.policy.egress.hits[]`.",
     ),
-    row!(
+    row(
         "trace.enforced.ingress",
         "flowscribe.policy.ingress",
         "kvlist",
         "",
-        "As egress."
+        "As egress.",
     ),
-    row!(
+    row(
         "trace.pending",
         "flowscribe.policy.pending",
         "kvlist",
         "",
-        "{verdict, would_change, egress, ingress}."
+        "{verdict, would_change, egress, ingress}.",
     ),
-    row!(
+    row(
         "trace.invalid_policies",
         "flowscribe.policy.invalid_policies",
         "string[]",
         "[\"NetworkPolicy db/broken\"]",
-        ""
+        "",
     ),
 ];

@@ -131,6 +131,23 @@ pub struct FieldMapping {
     pub description: &'static str,
 }
 
+/// One mapping-table row; the tables in each schema module are lists of these.
+pub(crate) const fn row(
+    canonical: &'static str,
+    field: &'static str,
+    ty: &'static str,
+    example: &'static str,
+    description: &'static str,
+) -> FieldMapping {
+    FieldMapping {
+        canonical,
+        field,
+        ty,
+        example,
+        description,
+    }
+}
+
 /// Encodes one flow record in `schema` and appends it to `out` as one line
 /// (without the newline). `observed` is when the exporter produced the
 /// record (OTLP observed time, ECS `event.created`, OCSF
