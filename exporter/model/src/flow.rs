@@ -45,6 +45,16 @@ pub enum HookDirection {
     Egress,
 }
 
+impl HookDirection {
+    /// The name the outputs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookDirection::Ingress => "ingress",
+            HookDirection::Egress => "egress",
+        }
+    }
+}
+
 /// How the initiator of a connection was decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Orientation {
@@ -52,6 +62,16 @@ pub enum Orientation {
     Syn,
     /// No SYN was seen: the sender of the first packet is the initiator.
     FirstPacket,
+}
+
+impl Orientation {
+    /// The name the outputs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Orientation::Syn => "syn",
+            Orientation::FirstPacket => "first-packet",
+        }
+    }
 }
 
 /// Counters of one direction of a connection within one window.
@@ -94,6 +114,18 @@ pub enum FlowState {
     OneSided,
 }
 
+impl FlowState {
+    /// The name the outputs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowState::Started => "started",
+            FlowState::Live => "live",
+            FlowState::Completed => "completed",
+            FlowState::OneSided => "one-sided",
+        }
+    }
+}
+
 /// Why a connection's final record was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndReason {
@@ -105,6 +137,18 @@ pub enum EndReason {
     IdleTimeout,
     /// The exporter stopped; the connection may still be going on.
     Shutdown,
+}
+
+impl EndReason {
+    /// The name the outputs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::TcpFin => "tcp-fin",
+            EndReason::TcpRst => "tcp-rst",
+            EndReason::IdleTimeout => "idle-timeout",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// One connection seen at one node during one aggregation window.

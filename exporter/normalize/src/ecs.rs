@@ -26,8 +26,8 @@ use serde_json::{Value, json};
 use crate::json::JsonWriter;
 use crate::schema::row;
 use crate::view::{
-    AddrText, FlowView, duration_nanos, end_reason_str, has_ports, is_icmp, observed_str, rfc3339,
-    rfc3339_bytes, state_str, tcp_flag_names, write_policy_display, write_rule_id, write_rule_name,
+    AddrText, FlowView, duration_nanos, has_ports, is_icmp, observed_str, rfc3339, rfc3339_bytes,
+    tcp_flag_names, write_policy_display, write_rule_id, write_rule_name,
 };
 use crate::{Context, FieldMapping};
 
@@ -550,7 +550,7 @@ fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>) {
         w.end_object();
     }
     if let Some(e) = f.end_reason {
-        w.field_str("end_reason", end_reason_str(e));
+        w.field_str("end_reason", e.as_str());
     }
     w.field_plain("first_packet", &rfc3339_bytes(f.first_packet));
     if is_icmp(f.key.protocol) {
@@ -560,13 +560,7 @@ fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>) {
         w.field_u64("type", f.key.src_port.into());
         w.end_object();
     }
-    w.field_str(
-        "initiator_hook",
-        match f.initiator_hook {
-            flowscribe_model::HookDirection::Ingress => "ingress",
-            flowscribe_model::HookDirection::Egress => "egress",
-        },
-    );
+    w.field_str("initiator_hook", f.initiator_hook.as_str());
     w.key("interfaces");
     w.begin_array();
     for i in &f.interfaces {
@@ -574,14 +568,8 @@ fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>) {
     }
     w.end_array();
     w.field_plain("last_packet", &rfc3339_bytes(f.last_packet));
-    w.field_str(
-        "orientation",
-        match f.orientation {
-            flowscribe_model::Orientation::Syn => "syn",
-            flowscribe_model::Orientation::FirstPacket => "first-packet",
-        },
-    );
-    w.field_str("state", state_str(f.state));
+    w.field_str("orientation", f.orientation.as_str());
+    w.field_str("state", f.state.as_str());
     if f.key.protocol == 6 {
         w.key("tcp_flags");
         w.begin_object();

@@ -2,47 +2,10 @@
 //! (`"record": "loss"`), one JSON object per line. docs/record.md documents
 //! every field; the tests below pin the exact shape.
 
-use std::time::SystemTime;
+use flowscribe_model::{CaptureLoss, Endpoint, EnrichedFlow, Flow, protocol_name};
 
-use flowscribe_model::{
-    CaptureLoss, EndReason, Endpoint, EnrichedFlow, Flow, FlowState, HookDirection, Orientation,
-    protocol_name,
-};
+use crate::view::{rfc3339, tcp_flag_names};
 use serde_json::{Value, json};
-
-/// RFC 3339 with nanoseconds, UTC.
-fn ts(t: SystemTime) -> String {
-    humantime::format_rfc3339_nanos(t).to_string()
-}
-
-fn state(s: FlowState) -> &'static str {
-    match s {
-        FlowState::Started => "started",
-        FlowState::Live => "live",
-        FlowState::Completed => "completed",
-        FlowState::OneSided => "one-sided",
-    }
-}
-
-fn end_reason(e: EndReason) -> &'static str {
-    match e {
-        EndReason::TcpFin => "tcp-fin",
-        EndReason::TcpRst => "tcp-rst",
-        EndReason::IdleTimeout => "idle-timeout",
-        EndReason::Shutdown => "shutdown",
-    }
-}
-
-/// TCP flag names in header bit order.
-fn tcp_flags(flags: u8) -> Vec<&'static str> {
-    const NAMES: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
-    NAMES
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| flags & (1 << i) != 0)
-        .map(|(_, n)| *n)
-        .collect()
-}
 
 /// One flow as a minimal JSON record.
 pub fn flow(f: &Flow, node: &str) -> Value {
@@ -50,7 +13,7 @@ pub fn flow(f: &Flow, node: &str) -> Value {
     let side = |c: &flowscribe_model::DirectionCounters| {
         let mut v = json!({"packets": c.packets, "bytes": c.bytes});
         if tcp {
-            v["tcp_flags"] = json!(tcp_flags(c.tcp_flags));
+            v["tcp_flags"] = json!(tcp_flag_names(c.tcp_flags));
         }
         v
     };
@@ -66,25 +29,19 @@ pub fn flow(f: &Flow, node: &str) -> Value {
         "dst_port": f.key.dst_port,
         "interface": f.interface.name,
         "ifindex": f.interface.ifindex,
-        "initiator_hook": match f.initiator_hook {
-            HookDirection::Ingress => "ingress",
-            HookDirection::Egress => "egress",
-        },
+        "initiator_hook": f.initiator_hook.as_str(),
         "interfaces": f.interfaces.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
-        "orientation": match f.orientation {
-            Orientation::Syn => "syn",
-            Orientation::FirstPacket => "first-packet",
-        },
-        "window_start": ts(f.window_start),
-        "window_end": ts(f.window_end),
-        "first_packet": ts(f.first_packet),
-        "last_packet": ts(f.last_packet),
+        "orientation": f.orientation.as_str(),
+        "window_start": rfc3339(f.window_start),
+        "window_end": rfc3339(f.window_end),
+        "first_packet": rfc3339(f.first_packet),
+        "last_packet": rfc3339(f.last_packet),
         "forward": side(&f.forward),
         "reverse": side(&f.reverse),
-        "state": state(f.state),
+        "state": f.state.as_str(),
     });
     if let Some(e) = f.end_reason {
-        v["end_reason"] = json!(end_reason(e));
+        v["end_reason"] = json!(e.as_str());
     }
     if let Some(d) = &f.drops {
         v["dropped"] = json!({
@@ -127,7 +84,7 @@ pub fn endpoint(e: &Endpoint) -> Value {
         v["network"] = json!(&**n);
     }
     if let Some(s) = e.stale {
-        v["stale"] = json!({"deleted_at": ts(s.deleted_at)});
+        v["stale"] = json!({"deleted_at": rfc3339(s.deleted_at)});
     }
     v
 }
@@ -152,15 +109,19 @@ pub fn loss(l: &CaptureLoss, node: &str) -> Value {
         "loses_flow_data": l.reason.loses_flow_data(),
         "count": l.count,
         "bytes": l.bytes,
-        "window_start": ts(l.window_start),
-        "window_end": ts(l.window_end),
+        "window_start": rfc3339(l.window_start),
+        "window_end": rfc3339(l.window_end),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flowscribe_model::{DirectionCounters, Drops, FlowKey, InterfaceRef, LossReason};
+    use flowscribe_model::{
+        DirectionCounters, Drops, EndReason, FlowKey, FlowState, HookDirection, InterfaceRef,
+        LossReason, Orientation,
+    };
+    use std::time::SystemTime;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn t(s: u64) -> SystemTime {

@@ -41,8 +41,8 @@ use prost::Message as _;
 use crate::protobuf::{Nested, ProtoWriter};
 use crate::schema::row;
 use crate::view::{
-    FlowView, Severity, end_reason_str, has_ports, is_icmp, observed_str, state_str,
-    tcp_flag_names, unix_nanos, write_policy_display, write_rule_id, write_rule_name,
+    FlowView, Severity, has_ports, is_icmp, observed_str, tcp_flag_names, unix_nanos,
+    write_policy_display, write_rule_id, write_rule_name,
 };
 use crate::{Context, FieldMapping};
 
@@ -397,9 +397,9 @@ fn write_flow_record(
     if let Some(c) = &view.community_id {
         a.string(&["flowscribe.community_id"], c.as_str());
     }
-    a.string(&["flowscribe.flow.state"], state_str(f.state));
+    a.string(&["flowscribe.flow.state"], f.state.as_str());
     if let Some(e) = f.end_reason {
-        a.string(&["flowscribe.flow.end_reason"], end_reason_str(e));
+        a.string(&["flowscribe.flow.end_reason"], e.as_str());
     }
     a.string(&["flowscribe.flow.direction"], view.direction.as_str());
     a.int(&["flowscribe.flow.iana_number"], key.protocol.into());

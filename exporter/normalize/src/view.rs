@@ -17,8 +17,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64_STANDARD;
 
 use flowscribe_model::{
-    EndReason, Endpoint, EndpointKind, ExplainedFlow, FlowState, Observed, PolicyHit, PolicyRef,
-    SideVerdict, Verdict,
+    Endpoint, EndpointKind, ExplainedFlow, Observed, PolicyHit, PolicyRef, SideVerdict, Verdict,
 };
 
 use crate::Context;
@@ -362,24 +361,6 @@ pub fn rfc3339_bytes(t: SystemTime) -> [u8; 30] {
     b
 }
 
-pub fn state_str(s: FlowState) -> &'static str {
-    match s {
-        FlowState::Started => "started",
-        FlowState::Live => "live",
-        FlowState::Completed => "completed",
-        FlowState::OneSided => "one-sided",
-    }
-}
-
-pub fn end_reason_str(e: EndReason) -> &'static str {
-    match e {
-        EndReason::TcpFin => "tcp-fin",
-        EndReason::TcpRst => "tcp-rst",
-        EndReason::IdleTimeout => "idle-timeout",
-        EndReason::Shutdown => "shutdown",
-    }
-}
-
 /// TCP flag names in header bit order.
 pub fn tcp_flag_names(flags: u8) -> Vec<&'static str> {
     const NAMES: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
@@ -561,7 +542,7 @@ fn summary(v: &FlowView<'_>) -> String {
             }
         }
         _ => {
-            let _ = write!(s, " {}", state_str(ef.flow.state));
+            let _ = write!(s, " {}", ef.flow.state.as_str());
         }
     }
     if let Some(d) = &ef.flow.drops {

@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 
 use crate::Context;
 use crate::view::{
-    FlowView, duration_nanos, end_reason_str, has_ports, is_icmp, observed_str, policy_display,
-    rfc3339, rule_id, rule_name, state_str, tcp_flag_names,
+    FlowView, duration_nanos, has_ports, is_icmp, observed_str, policy_display, rfc3339, rule_id,
+    rule_name, tcp_flag_names,
 };
 
 /// The ECS document of one flow record.
@@ -279,21 +279,15 @@ fn flowscribe_namespace_value(view: &FlowView<'_>) -> Value {
     let ef = &view.flow.flow;
     let f = &ef.flow;
     let mut flow = json!({
-        "state": state_str(f.state),
-        "orientation": match f.orientation {
-            flowscribe_model::Orientation::Syn => "syn",
-            flowscribe_model::Orientation::FirstPacket => "first-packet",
-        },
-        "initiator_hook": match f.initiator_hook {
-            flowscribe_model::HookDirection::Ingress => "ingress",
-            flowscribe_model::HookDirection::Egress => "egress",
-        },
+        "state": f.state.as_str(),
+        "orientation": f.orientation.as_str(),
+        "initiator_hook": f.initiator_hook.as_str(),
         "interfaces": f.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
         "first_packet": rfc3339(f.first_packet),
         "last_packet": rfc3339(f.last_packet),
     });
     if let Some(e) = f.end_reason {
-        flow["end_reason"] = json!(end_reason_str(e));
+        flow["end_reason"] = json!(e.as_str());
     }
     if f.key.protocol == 6 {
         flow["tcp_flags"] = json!({

@@ -13,8 +13,8 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use super::{FLOW_EVENT_NAME, boolean, int, kv, s};
 use crate::Context;
 use crate::view::{
-    FlowView, Severity, end_reason_str, has_ports, is_icmp, observed_str, policy_display, rule_id,
-    rule_name, state_str, tcp_flag_names, unix_nanos,
+    FlowView, Severity, has_ports, is_icmp, observed_str, policy_display, rule_id, rule_name,
+    tcp_flag_names, unix_nanos,
 };
 
 fn strings<'a>(items: impl IntoIterator<Item = &'a str>) -> any_value::Value {
@@ -60,9 +60,9 @@ pub fn log_record(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> 
     if let Some(c) = &view.community_id {
         a.push(kv("flowscribe.community_id", s(c.as_str())));
     }
-    a.push(kv("flowscribe.flow.state", s(state_str(f.state))));
+    a.push(kv("flowscribe.flow.state", s(f.state.as_str())));
     if let Some(e) = f.end_reason {
-        a.push(kv("flowscribe.flow.end_reason", s(end_reason_str(e))));
+        a.push(kv("flowscribe.flow.end_reason", s(e.as_str())));
     }
     a.push(kv("flowscribe.flow.direction", s(view.direction.as_str())));
     a.push(kv("flowscribe.flow.iana_number", int(key.protocol.into())));
