@@ -221,6 +221,24 @@ pub struct Evaluation {
     pub verdict: Verdict,
 }
 
+impl Evaluation {
+    /// Both sides, with the overall verdict derived: deny if either side
+    /// denies (traffic must pass the source's egress and the destination's
+    /// ingress).
+    pub fn new(egress: SideVerdict, ingress: SideVerdict) -> Self {
+        let verdict = if egress.verdict == Verdict::Deny || ingress.verdict == Verdict::Deny {
+            Verdict::Deny
+        } else {
+            Verdict::Allow
+        };
+        Evaluation {
+            egress,
+            ingress,
+            verdict,
+        }
+    }
+}
+
 /// What the dataplane was seen to do with the flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observed {

@@ -33,6 +33,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
+use crate::json::describe;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -538,19 +539,6 @@ fn expected(kind: Kind) -> &'static str {
         Kind::Date => "an RFC 3339 string or epoch milliseconds",
         Kind::GeoPoint => "{lat, lon}, a string or [lon, lat]",
         Kind::Object { .. } => "an object",
-    }
-}
-
-/// A short description of a JSON value for problem messages.
-fn describe(value: &Value) -> String {
-    match value {
-        Value::Null => "null".into(),
-        Value::Bool(b) => format!("boolean {b}"),
-        Value::Number(n) => format!("number {n}"),
-        Value::String(s) if s.len() <= 64 => format!("string {s:?}"),
-        Value::String(_) => "a long string".into(),
-        Value::Array(a) => format!("an array of {}", a.len()),
-        Value::Object(_) => "an object".into(),
     }
 }
 

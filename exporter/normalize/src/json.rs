@@ -11,6 +11,8 @@
 
 use std::fmt;
 
+use serde_json::Value;
+
 /// Appends JSON tokens to `out`, placing commas itself.
 pub(crate) struct JsonWriter<'a> {
     out: &'a mut Vec<u8>,
@@ -276,6 +278,19 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, mut v: u64) {
         }
     }
     out.extend_from_slice(&buf[i..]);
+}
+
+/// A short description of a JSON value for problem messages.
+pub(crate) fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("boolean {b}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) if s.len() <= 64 => format!("string {s:?}"),
+        Value::String(_) => "a long string".into(),
+        Value::Array(a) => format!("an array of {}", a.len()),
+        Value::Object(_) => "an object".into(),
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
+use crate::json::describe;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -657,19 +658,6 @@ fn expected(p: Primitive) -> &'static str {
         Primitive::Float => "a number",
         Primitive::Boolean => "a boolean",
         Primitive::Json => "any JSON value",
-    }
-}
-
-/// A short description of a JSON value for problem messages.
-fn describe(value: &Value) -> String {
-    match value {
-        Value::Null => "null".into(),
-        Value::Bool(b) => format!("boolean {b}"),
-        Value::Number(n) => format!("number {n}"),
-        Value::String(s) if s.len() <= 64 => format!("string {s:?}"),
-        Value::String(_) => "a long string".into(),
-        Value::Array(a) => format!("an array of {}", a.len()),
-        Value::Object(_) => "an object".into(),
     }
 }
 

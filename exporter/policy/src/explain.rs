@@ -223,16 +223,7 @@ fn evaluate(
         ingress.1,
         invalid,
     );
-    let verdict = if egress.verdict == Verdict::Deny || ingress.verdict == Verdict::Deny {
-        Verdict::Deny
-    } else {
-        Verdict::Allow
-    };
-    Evaluation {
-        egress,
-        ingress,
-        verdict,
-    }
+    Evaluation::new(egress, ingress)
 }
 
 fn entries<'i>(index: &'i PolicyIndex, view: View, ns: &str) -> &'i [Entry] {
