@@ -494,13 +494,6 @@ impl IdentityIndex {
         }
         let previous = self.objects.insert(key.clone(), object.clone());
         match object {
-            Object::Pod(_) => {}
-            Object::Namespace(_) => self.rebuild_namespace(&key.name, at),
-            Object::Owner(..) => self.rebuild_namespace(&key.namespace, at),
-            Object::Node(_) => {
-                self.rebuild_nodes();
-                self.rebuild_networks();
-            }
             Object::Service(svc) => {
                 let prev = match previous {
                     Some(Object::Service(s)) => Some(s),
@@ -508,7 +501,22 @@ impl IdentityIndex {
                 };
                 self.upsert_service(&svc, prev.as_ref(), at);
             }
-            Object::EndpointSlice(_) => self.rebuild_backends(&key.namespace),
+            _ => self.rebuild_derived(&key, at),
+        }
+    }
+
+    /// Namespaces, owners, nodes and endpoint slices only feed state derived
+    /// from them; rebuild what depends on the changed one.
+    fn rebuild_derived(&mut self, key: &ObjectKey, at: SystemTime) {
+        match key.kind {
+            Kind::Namespace => self.rebuild_namespace(&key.name, at),
+            Kind::ReplicaSet | Kind::Job => self.rebuild_namespace(&key.namespace, at),
+            Kind::Node => {
+                self.rebuild_nodes();
+                self.rebuild_networks();
+            }
+            Kind::EndpointSlice => self.rebuild_backends(&key.namespace),
+            Kind::Pod | Kind::Service => {}
         }
     }
 
@@ -530,15 +538,8 @@ impl IdentityIndex {
             return;
         };
         match previous {
-            Object::Pod(_) => {}
-            Object::Namespace(_) => self.rebuild_namespace(&key.name, at),
-            Object::Owner(..) => self.rebuild_namespace(&key.namespace, at),
-            Object::Node(_) => {
-                self.rebuild_nodes();
-                self.rebuild_networks();
-            }
             Object::Service(s) => close(&mut self.services_by_ip, &s.cluster_ips, &s.meta.uid, at),
-            Object::EndpointSlice(_) => self.rebuild_backends(&key.namespace),
+            _ => self.rebuild_derived(key, at),
         }
     }
 

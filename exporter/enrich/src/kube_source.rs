@@ -64,34 +64,9 @@ impl std::fmt::Display for SourceProblem {
     }
 }
 
-/// API group, version, kind and plural resource name of each watched kind.
-pub fn api_of(kind: Kind) -> (&'static str, &'static str, &'static str) {
-    match kind {
-        Kind::Pod => ("", "v1", "pods"),
-        Kind::Namespace => ("", "v1", "namespaces"),
-        Kind::Node => ("", "v1", "nodes"),
-        Kind::Service => ("", "v1", "services"),
-        Kind::EndpointSlice => ("discovery.k8s.io", "v1", "endpointslices"),
-        Kind::ReplicaSet => ("apps", "v1", "replicasets"),
-        Kind::Job => ("batch", "v1", "jobs"),
-    }
-}
-
-/// Every kind the live source watches, in the order an index wants them
-/// (owners and namespaces before pods).
-pub const WATCHED: [Kind; 7] = [
-    Kind::Namespace,
-    Kind::Node,
-    Kind::ReplicaSet,
-    Kind::Job,
-    Kind::Pod,
-    Kind::Service,
-    Kind::EndpointSlice,
-];
-
 /// The RBAC rule needed to watch `kind`, as a ClusterRole would say it.
 pub fn permission_for(kind: Kind) -> String {
-    let (group, _, plural) = api_of(kind);
+    let (group, _, plural) = kind.api();
     format!("get/list/watch on {plural} (apiGroups: [\"{group}\"])")
 }
 
@@ -183,8 +158,8 @@ fn json<T: serde::Serialize>(o: &T) -> Value {
 /// Start one watcher per kind on the current tokio runtime. Events go to
 /// `tx`; the tasks end when its receiver is dropped (at their next event).
 pub fn spawn_watchers(client: kube::Client, tx: Sender<(SystemTime, SourceEvent)>) {
-    for kind in WATCHED {
-        let (group, version, plural) = api_of(kind);
+    for kind in Kind::ALL {
+        let (group, version, plural) = kind.api();
         let config = watcher::Config::default();
         let tx = tx.clone();
         match kind {
@@ -243,7 +218,7 @@ impl SourceState {
     /// Identity is degraded until every kind has been listed, and while any
     /// kind is failing.
     pub fn degraded(&self) -> bool {
-        !self.failing.is_empty() || self.listed.len() < WATCHED.len()
+        !self.failing.is_empty() || self.listed.len() < Kind::ALL.len()
     }
 
     pub fn failing(&self) -> &BTreeMap<Kind, SourceProblem> {

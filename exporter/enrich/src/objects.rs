@@ -27,16 +27,40 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in the order an index wants them (owners and namespaces
+    /// before pods).
+    pub const ALL: [Kind; 7] = [
+        Kind::Namespace,
+        Kind::Node,
+        Kind::ReplicaSet,
+        Kind::Job,
+        Kind::Pod,
+        Kind::Service,
+        Kind::EndpointSlice,
+    ];
+
+    /// API group, version and plural resource name.
+    pub fn api(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Kind::Pod => ("", "v1", "pods"),
+            Kind::Namespace => ("", "v1", "namespaces"),
+            Kind::Node => ("", "v1", "nodes"),
+            Kind::Service => ("", "v1", "services"),
+            Kind::EndpointSlice => ("discovery.k8s.io", "v1", "endpointslices"),
+            Kind::ReplicaSet => ("apps", "v1", "replicasets"),
+            Kind::Job => ("batch", "v1", "jobs"),
+        }
+    }
+
+    /// The kind an object's `apiVersion` and `kind` name, if we read it.
     pub fn from_api(api_version: &str, kind: &str) -> Option<Kind> {
-        Some(match (api_version, kind) {
-            ("v1", "Pod") => Kind::Pod,
-            ("v1", "Namespace") => Kind::Namespace,
-            ("v1", "Node") => Kind::Node,
-            ("v1", "Service") => Kind::Service,
-            ("discovery.k8s.io/v1", "EndpointSlice") => Kind::EndpointSlice,
-            ("apps/v1", "ReplicaSet") => Kind::ReplicaSet,
-            ("batch/v1", "Job") => Kind::Job,
-            _ => return None,
+        Kind::ALL.into_iter().find(|k| {
+            let (group, version, _) = k.api();
+            let matches_version = match api_version.split_once('/') {
+                Some((g, v)) => g == group && v == version,
+                None => group.is_empty() && api_version == version,
+            };
+            k.as_str() == kind && matches_version
         })
     }
 

@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::SystemTime;
 
-use flowscribe_enrich::kube_source::{SourceEvent, SourceReport, SourceState, WATCHED};
+use flowscribe_enrich::kube_source::{SourceEvent, SourceReport, SourceState};
 use flowscribe_enrich::manifests::{self, DirectoryStamp};
-use flowscribe_enrich::objects::Object;
+use flowscribe_enrich::objects::{Kind, Object};
 use flowscribe_enrich::{IdentityIndex, IndexConfig};
 use flowscribe_policy::PolicyIndex;
 use tracing::{info, warn};
@@ -154,7 +154,7 @@ impl Identities {
         self.policies = Some(policies);
         let count = loaded.objects.len();
         // Owners and namespaces before pods, as the watchers deliver them.
-        for kind in WATCHED {
+        for kind in Kind::ALL {
             let of_kind: Vec<Object> = loaded
                 .objects
                 .iter()

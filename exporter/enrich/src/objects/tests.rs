@@ -173,3 +173,22 @@ fn endpoint_slices_name_their_service() {
     assert_eq!(e.service.as_deref(), Some("db"));
     assert_eq!(e.addresses.len(), 2);
 }
+
+#[test]
+fn every_kind_is_found_by_its_api_version_and_no_other() {
+    for kind in Kind::ALL {
+        let (group, version, _) = kind.api();
+        let api_version = if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        };
+        assert_eq!(Kind::from_api(&api_version, kind.as_str()), Some(kind));
+    }
+    assert_eq!(Kind::from_api("apps/v1", "Pod"), None);
+    assert_eq!(Kind::from_api("v1", "ReplicaSet"), None);
+    assert_eq!(
+        Kind::from_api("discovery.k8s.io/v1beta1", "EndpointSlice"),
+        None
+    );
+}
