@@ -172,12 +172,36 @@ fn deliver(
     writer: &mut RecordWriter,
     sinks: &Sinks,
 ) -> anyhow::Result<()> {
-    if !writer.is_none() {
-        let lines = encoder.encode(encoder.format, batch)?;
-        writer.write_lines(&lines.into_iter().map(|(_, l)| l).collect::<Vec<_>>())?;
+    // Each distinct format is encoded once, however many consumers share it.
+    let wanted = (!writer.is_none())
+        .then_some(encoder.format)
+        .into_iter()
+        .chain(sinks.sinks.iter().map(|s| s.spec.format));
+    let mut encoded: Vec<(Format, Vec<Vec<u8>>)> = Vec::new();
+    for format in wanted {
+        if !encoded.iter().any(|(f, _)| *f == format) {
+            encoded.push((format, encoder.encode(format, batch)?));
+        }
     }
-    for (i, sink) in sinks.sinks.iter().enumerate() {
-        sinks.push(i, encoder.encode(sink.spec.format, batch)?)?;
+    let lines = |format: Format| {
+        encoded
+            .iter()
+            .find(|(f, _)| *f == format)
+            .map(|(_, l)| l.as_slice())
+            .unwrap_or_default()
+    };
+    if !writer.is_none() {
+        writer.write_lines(lines(encoder.format))?;
+    }
+    if !sinks.sinks.is_empty() {
+        let ids = encoder.event_ids(batch);
+        for (i, sink) in sinks.sinks.iter().enumerate() {
+            let records = ids
+                .iter()
+                .cloned()
+                .zip(lines(sink.spec.format).iter().cloned());
+            sinks.push(i, records.collect())?;
+        }
     }
     Ok(())
 }
@@ -201,29 +225,40 @@ impl Encoder {
         }
     }
 
-    /// Every record of a batch as (event id, line).
-    fn encode(&self, format: Format, batch: &Explained) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    /// Every record of a batch encoded in `format`, flows then losses.
+    fn encode(&self, format: Format, batch: &Explained) -> anyhow::Result<Vec<Vec<u8>>> {
         let mut out = Vec::with_capacity(batch.flows.len() + batch.losses.len());
         for f in &batch.flows {
+            out.push(self.flow(format, f, batch.at)?);
+        }
+        for l in &batch.losses {
+            out.push(self.loss(format, l, batch.at)?);
+        }
+        Ok(out)
+    }
+
+    /// The event id of every record of a batch, in `encode`'s order: sinks
+    /// use it to recognise a duplicate after a retry or a restart.
+    fn event_ids(&self, batch: &Explained) -> Vec<String> {
+        let flows = batch.flows.iter().map(|f| {
             let flow = &f.flow.flow;
-            let id = event_id::event_id(
+            event_id::event_id(
                 &self.context.node,
                 &flow.key,
                 flow.window_start,
                 flow.window_end,
-            );
-            out.push((id.to_hex(), self.flow(format, f, batch.at)?));
-        }
-        for l in &batch.losses {
+            )
+            .to_hex()
+        });
+        let losses = batch.losses.iter().map(|l| {
             let end = l
                 .window_end
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_nanos();
-            let id = format!("loss-{}-{}-{end}", self.context.node, l.reason.as_str());
-            out.push((id, self.loss(format, l, batch.at)?));
-        }
-        Ok(out)
+            format!("loss-{}-{}-{end}", self.context.node, l.reason.as_str())
+        });
+        flows.chain(losses).collect()
     }
 
     fn flow(
