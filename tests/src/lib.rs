@@ -14,7 +14,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, channel};
@@ -250,6 +250,38 @@ impl TempConfig {
 impl Drop for TempConfig {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A temporary manifests directory, removed on drop (also when the test
+/// fails).
+#[derive(Debug)]
+pub struct ManifestsDir(PathBuf);
+
+impl ManifestsDir {
+    pub fn new(tag: &str) -> ManifestsDir {
+        let dir = std::env::temp_dir().join(format!("fst-manifests-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        ManifestsDir(dir)
+    }
+
+    pub fn write(&self, file: &str, text: &str) {
+        // Write then rename, as kubectl and config-map mounts do, so the
+        // exporter never reads half a file.
+        let tmp = self.0.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.0.join(file)).unwrap();
+    }
+
+    pub fn arg(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ManifestsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -4,43 +4,12 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use flowscribe_e2e::*;
 use serde_json::Value;
 
 const ONE_WINDOW: &[&str] = &["--active-timeout", "300s", "--idle-timeout", "300s"];
-
-/// A temporary manifests directory, removed on drop.
-struct ManifestsDir(PathBuf);
-
-impl ManifestsDir {
-    fn new(tag: &str) -> ManifestsDir {
-        let dir = std::env::temp_dir().join(format!("fst-manifests-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        ManifestsDir(dir)
-    }
-
-    fn write(&self, file: &str, text: &str) {
-        // Write then rename, as kubectl and config-map mounts do, so the
-        // exporter never reads half a file.
-        let tmp = self.0.join(format!(".{file}.tmp"));
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, self.0.join(file)).unwrap();
-    }
-
-    fn arg(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ManifestsDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The cluster: pod 1 = frontend/web (Deployment web), pod 2 = backend/db-0
 /// (StatefulSet db) behind Service db (ClusterIP 10.96.0.10:80 -> 8080).

@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
 
 use flowscribe_e2e::*;
 use serde_json::Value;
@@ -34,13 +33,6 @@ items:
   spec: {podSelector: {}, policyTypes: [Ingress]}
 "#;
 
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn flow_from(docs: &[Value], port: u16) -> &Value {
     let found: Vec<&Value> = docs
         .iter()
@@ -55,10 +47,8 @@ fn a_denying_policy_names_itself_and_disagreement_with_the_dataplane_is_flagged(
     let _serial = serial();
     let node = Node::new_v4_only(2);
     let (web, db) = (&node.pods[0], &node.pods[1]);
-    let dir = Dir(std::env::temp_dir().join(format!("fst-explain-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
-    std::fs::write(dir.0.join("cluster.yaml"), MANIFESTS).unwrap();
+    let dir = ManifestsDir::new("explain");
+    dir.write("cluster.yaml", MANIFESTS);
     // The node drops UDP to port 9999, as an enforcing CNI would.
     node.ns.sh(&["nft", "add table inet fsfilter"]);
     node.ns.sh(&[
@@ -68,7 +58,7 @@ fn a_denying_policy_names_itself_and_disagreement_with_the_dataplane_is_flagged(
     node.ns
         .sh(&["nft", "add rule inet fsfilter fsfwd udp dport 9999 drop"]);
 
-    let manifests = dir.0.display().to_string();
+    let manifests = dir.arg().display().to_string();
     let mut args = ONE_WINDOW.to_vec();
     args.extend(["--format", "ecs", "--manifests", &manifests]);
     let exporter = Exporter::start(&node.ns.name, &args);

@@ -153,15 +153,16 @@ impl Identities {
         let policy_count = policies.policies().len();
         self.policies = Some(policies);
         let count = loaded.objects.len();
+        let mut by_kind: Vec<(Kind, Vec<Object>)> =
+            Kind::ALL.iter().map(|k| (*k, Vec::new())).collect();
+        for o in loaded.objects {
+            if let Some((_, list)) = by_kind.iter_mut().find(|(k, _)| *k == o.kind()) {
+                list.push(o);
+            }
+        }
         // Owners and namespaces before pods, as the watchers deliver them.
-        for kind in Kind::ALL {
-            let of_kind: Vec<Object> = loaded
-                .objects
-                .iter()
-                .filter(|o| o.kind() == kind)
-                .cloned()
-                .collect();
-            self.index.replace_kind(kind, of_kind, now);
+        for (kind, objects) in by_kind {
+            self.index.replace_kind(kind, objects, now);
         }
         let stats = self.index.stats();
         info!(
