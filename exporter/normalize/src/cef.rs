@@ -149,7 +149,7 @@ pub fn flow_line(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> S
     x.push("deviceExternalId", &ctx.node);
     x.push("externalId", view.event_id.as_str());
     x.push("cat", "network/flow");
-    x.push("msg", &view.summary);
+    x.push("msg", &view.summary());
 
     if let Some(d) = &view.decision {
         if let Some(h) = d.hit {

@@ -27,7 +27,7 @@ use crate::json::JsonWriter;
 use crate::schema::row;
 use crate::view::{
     AddrText, FlowView, duration_nanos, has_ports, is_icmp, observed_str, rfc3339, rfc3339_bytes,
-    tcp_flag_names, write_policy_display, write_rule_id, write_rule_name,
+    tcp_flag_iter, write_policy_display, write_rule_id, write_rule_name,
 };
 use crate::{Context, FieldMapping};
 
@@ -48,8 +48,10 @@ are in `flowscribe.flow.icmp.*`. Absent values are left out, never `null`.";
 
 /// The ECS document of one flow record, appended to `out` as one compact
 /// JSON line (no newline), members in sorted order at every level. This is
-/// the encode path: it builds no `Value` and allocates only for the summary
-/// line (and, rarely, to re-sort de-dotted label keys).
+/// the encode path: it builds no `Value` and allocates nothing (but, rarely,
+/// to re-sort de-dotted label keys). Text is copied unescaped and written a
+/// second time, escaped, only when some of it needed escaping (see
+/// `crate::json`).
 pub fn write_flow_document(
     ctx: &Context,
     flow: &ExplainedFlow,
@@ -57,31 +59,52 @@ pub fn write_flow_document(
     out: &mut Vec<u8>,
 ) {
     let view = FlowView::new(ctx, flow);
+    let times = Times {
+        window_end: rfc3339_bytes(flow.flow.flow.window_end),
+        observed: rfc3339_bytes(observed),
+    };
+    // Documents are 2-4 KiB: one reservation instead of growth steps.
+    out.reserve(4096);
+    let start = out.len();
+    let mut w = JsonWriter::new(out);
+    document(&mut w, ctx, &view, &times);
+    if w.needed_escaping() {
+        out.truncate(start);
+        document(&mut JsonWriter::escaping(out), ctx, &view, &times);
+    }
+}
+
+/// `ecs.version`, pre-rendered (a test holds it to
+/// [`crate::ecs_fields::ECS_VERSION`]).
+const ECS_VERSION_MEMBER: &str = r#""ecs":{"version":"9.4.0"}"#;
+
+/// Timestamps written more than once, or the same for both passes.
+struct Times {
+    window_end: [u8; 30],
+    observed: [u8; 30],
+}
+
+fn document(w: &mut JsonWriter<'_>, ctx: &Context, view: &FlowView<'_>, times: &Times) {
+    let flow = view.flow;
     let ef = &flow.flow;
     let f = &ef.flow;
     let key = &f.key;
     let ports = has_ports(key.protocol);
-    // Documents are 2-4 KiB: one reservation instead of growth steps.
-    out.reserve(4096);
-    let mut w = JsonWriter::new(out);
 
     w.begin_object();
-    w.field_plain("@timestamp", &rfc3339_bytes(f.window_end));
+    w.field_plain("@timestamp", &times.window_end);
     side(
-        &mut w,
+        w,
         "destination",
         &view.dst_text,
         key.dst_port,
         &f.reverse,
         ports,
     );
-    w.key("ecs");
-    w.begin_object();
-    w.field_str("version", crate::ecs_fields::ECS_VERSION);
-    w.end_object();
-    event(&mut w, &view, observed);
+    w.members(ECS_VERSION_MEMBER);
+    event(w, view, times);
     w.key("flowscribe");
-    flowscribe_namespace(&mut w, &view);
+    flowscribe_namespace(w, view);
     w.key("host");
     w.begin_object();
     w.field_str("hostname", &ctx.node);
@@ -98,9 +121,12 @@ pub fn write_flow_document(
             &view.dst_text
         };
         w.key("kubernetes");
-        beats_kubernetes(&mut w, p, ip);
+        beats_kubernetes(w, p, ip);
     }
-    w.field_str("message", &view.summary);
+    w.key("message");
+    w.str_with(|t| {
+        let _ = view.write_summary(t);
+    });
 
     w.key("network");
     w.begin_object();
@@ -108,19 +134,19 @@ pub fn write_flow_document(
     if let Some(c) = &view.community_id {
         w.field_plain("community_id", c.as_bytes());
     }
-    w.field_str("direction", view.direction.as_str());
+    w.field_plain("direction", view.direction.as_str().as_bytes());
     w.key("iana_number");
-    w.str_fmt(|s| write!(s, "{}", key.protocol));
+    w.u64_str(key.protocol.into());
     w.field_u64("packets", f.forward.packets + f.reverse.packets);
-    w.field_str("transport", flowscribe_model::protocol_name(key.protocol));
-    w.field_str(
-        "type",
-        if key.src_addr.is_ipv4() {
-            "ipv4"
-        } else {
-            "ipv6"
-        },
+    w.field_plain(
+        "transport",
+        flowscribe_model::protocol_name(key.protocol).as_bytes(),
     );
+    w.members(if key.src_addr.is_ipv4() {
+        r#""type":"ipv4""#
+    } else {
+        r#""type":"ipv6""#
+    });
     w.end_object();
 
     w.key("observer");
@@ -131,14 +157,12 @@ pub fn write_flow_document(
     w.key("interface");
     w.begin_object();
     w.key("id");
-    w.str_fmt(|s| write!(s, "{}", f.interface.ifindex));
+    w.u64_str(f.interface.ifindex.into());
     w.field_str("name", &f.interface.name);
     w.end_object();
     w.end_object();
     w.field_str("name", &ctx.node);
-    w.field_str("product", "flowscribe");
-    w.field_str("type", "sensor");
-    w.field_str("vendor", "flowscribe");
+    w.members(r#""product":"flowscribe","type":"sensor","vendor":"flowscribe""#);
     w.field_str("version", &ctx.service_version);
     w.end_object();
 
@@ -162,10 +186,10 @@ pub fn write_flow_document(
             w.field_str("type", &wl.kind);
             w.end_object();
         }
-        w.field_str("type", "pod");
+        w.members(r#""type":"pod""#);
         w.end_object();
     }
-    w.field_str("type", "kubernetes");
+    w.members(r#""type":"kubernetes""#);
     w.end_object();
 
     w.key("related");
@@ -182,37 +206,44 @@ pub fn write_flow_document(
     if let Some(d) = &view.decision {
         w.key("rule");
         w.begin_object();
-        w.field_str("category", d.side.direction.as_str());
+        w.field_plain("category", d.side.direction.as_str().as_bytes());
         if let Some(h) = d.hit {
             let p = &h.policy;
             w.key("description");
-            w.str_fmt(|s| {
-                write!(s, "{} {} (", p.kind.api_version(), p.kind.as_str())?;
-                write_policy_display(s, p)?;
-                write!(s, "), tier {}, action {}", p.tier, h.action.as_str())
+            w.str_with(|s| {
+                let _ = (|| {
+                    s.write_str(p.kind.api_version())?;
+                    s.write_char(' ')?;
+                    s.write_str(p.kind.as_str())?;
+                    s.write_str(" (")?;
+                    write_policy_display(s, p)?;
+                    s.write_str("), tier ")?;
+                    s.write_str(&p.tier)?;
+                    s.write_str(", action ")?;
+                    s.write_str(h.action.as_str())
+                })();
             });
             w.key("id");
-            w.str_fmt(|s| write_rule_id(s, d));
+            w.str_with(|s| {
+                let _ = write_rule_id(s, d);
+            });
         }
         w.key("name");
-        w.str_fmt(|s| write_rule_name(s, d));
+        w.str_with(|s| {
+            let _ = write_rule_name(s, d);
+        });
         if let Some(h) = d.hit {
             w.key("ruleset");
-            w.str_fmt(|s| write_policy_display(s, &h.policy));
+            w.str_with(|s| {
+                let _ = write_policy_display(s, &h.policy);
+            });
             w.field_str("uuid", &h.policy.uid);
             w.field_str("version", &h.policy.resource_version);
         }
         w.end_object();
     }
 
-    side(
-        &mut w,
-        "source",
-        &view.src_text,
-        key.src_port,
-        &f.forward,
-        ports,
-    );
+    side(w, "source", &view.src_text, key.src_port, &f.forward, ports);
     w.end_object();
 }
 
@@ -229,54 +260,49 @@ pub fn flow_document(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) 
 }
 
 /// `event.*`.
-fn event(w: &mut JsonWriter<'_>, view: &FlowView<'_>, observed: SystemTime) {
+fn event(w: &mut JsonWriter<'_>, view: &FlowView<'_>, times: &Times) {
     let f = &view.flow.flow.flow;
-    let (action, outcome) = match view.verdict {
-        Some(Verdict::Allow) => ("network-policy-allow", "success"),
-        Some(Verdict::Deny) => ("network-policy-deny", "failure"),
-        None => ("network-flow", "unknown"),
-    };
     w.key("event");
     w.begin_object();
-    w.field_str("action", action);
-    w.key("category");
-    w.begin_array();
-    w.str("network");
-    w.end_array();
-    w.field_plain("created", &rfc3339_bytes(observed));
-    w.field_str("dataset", "flowscribe.flow");
+    w.members(match view.verdict {
+        Some(Verdict::Allow) => r#""action":"network-policy-allow","category":["network"]"#,
+        Some(Verdict::Deny) => r#""action":"network-policy-deny","category":["network"]"#,
+        None => r#""action":"network-flow","category":["network"]"#,
+    });
+    w.field_plain("created", &times.observed);
+    w.members(r#""dataset":"flowscribe.flow""#);
     w.field_u64("duration", duration_nanos(f.window_start, f.window_end));
-    w.field_plain("end", &rfc3339_bytes(f.window_end));
+    w.field_plain("end", &times.window_end);
     w.field_plain("id", view.event_id.as_bytes());
-    w.field_str("kind", "event");
-    w.field_str("module", "flowscribe");
-    w.field_str("outcome", outcome);
-    w.field_str("provider", "flowscribe");
+    w.members(match view.verdict {
+        Some(Verdict::Allow) => {
+            r#""kind":"event","module":"flowscribe","outcome":"success","provider":"flowscribe""#
+        }
+        Some(Verdict::Deny) => {
+            r#""kind":"event","module":"flowscribe","outcome":"failure","provider":"flowscribe""#
+        }
+        None => {
+            r#""kind":"event","module":"flowscribe","outcome":"unknown","provider":"flowscribe""#
+        }
+    });
     if let Some(d) = &view.decision {
-        w.field_str("reason", d.side.reason.as_str());
+        w.field_plain("reason", d.side.reason.as_str().as_bytes());
     }
-    w.field_u64(
-        "severity",
-        match view.severity {
-            crate::view::Severity::Info => 9,
-            crate::view::Severity::Warn => 13,
-        },
-    );
+    w.members(match view.severity {
+        crate::view::Severity::Info => r#""severity":9"#,
+        crate::view::Severity::Warn => r#""severity":13"#,
+    });
     w.field_plain("start", &rfc3339_bytes(f.window_start));
-    w.key("type");
-    w.begin_array();
-    w.str("connection");
-    match view.verdict {
-        Some(Verdict::Allow) => w.str("allowed"),
-        Some(Verdict::Deny) => w.str("denied"),
-        None => {}
-    }
-    match f.state {
-        FlowState::Started => w.str("start"),
-        FlowState::Completed | FlowState::OneSided => w.str("end"),
-        FlowState::Live => {}
-    }
-    w.end_array();
+    w.members(match view.verdict {
+        Some(Verdict::Allow) => r#""type":["connection","allowed""#,
+        Some(Verdict::Deny) => r#""type":["connection","denied""#,
+        None => r#""type":["connection""#,
+    });
+    w.raw(match f.state {
+        FlowState::Started => r#","start"]"#,
+        FlowState::Completed | FlowState::OneSided => r#","end"]"#,
+        FlowState::Live => "]",
+    });
     w.end_object();
 }
 
@@ -579,8 +605,8 @@ fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>) {
         ] {
             w.key(name);
             w.begin_array();
-            for flag in tcp_flag_names(flags) {
-                w.str(flag);
+            for flag in tcp_flag_iter(flags) {
+                w.plain_str(flag.as_bytes());
             }
             w.end_array();
         }
@@ -602,10 +628,12 @@ fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>) {
             w.key("invalid_policies");
             w.begin_array();
             for p in &t.invalid_policies {
-                w.str_fmt(|s| {
-                    s.write_str(p.kind.as_str())?;
-                    s.write_char(' ')?;
-                    write_policy_display(s, p)
+                w.str_with(|s| {
+                    let _ = (|| {
+                        s.write_str(p.kind.as_str())?;
+                        s.write_char(' ')?;
+                        write_policy_display(s, p)
+                    })();
                 });
             }
             w.end_array();
@@ -1418,6 +1446,15 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use flowscribe_model::{CaptureLoss, LossReason};
+
+    #[test]
+    fn pre_rendered_version_is_the_pinned_one() {
+        let want = serde_json::json!({"ecs": {"version": crate::ecs_fields::ECS_VERSION}});
+        assert_eq!(
+            format!("{{{}}}", super::ECS_VERSION_MEMBER),
+            want.to_string()
+        );
+    }
 
     #[test]
     fn loss_document_is_ecs() {

@@ -109,7 +109,7 @@ pub fn network_activity(ctx: &Context, flow: &ExplainedFlow, observed: SystemTim
         "start_time": unix_millis(f.window_start),
         "end_time": unix_millis(f.window_end),
         "duration": unix_millis(f.window_end).saturating_sub(unix_millis(f.window_start)),
-        "message": view.summary,
+        "message": view.summary(),
         "metadata": {
             "version": crate::ocsf_check::OCSF_VERSION,
             "product": {"name": "flowscribe", "vendor_name": "flowscribe",

@@ -367,7 +367,9 @@ fn write_flow_record(
     w.varint(LOG_RECORD_SEVERITY_NUMBER, severity_number);
     w.string_parts(LOG_RECORD_SEVERITY_TEXT, &[severity_text]);
     let body = w.begin(LOG_RECORD_BODY);
-    w.string_parts(ANY_VALUE_STRING, &[&view.summary]);
+    let summary = w.begin(ANY_VALUE_STRING);
+    let _ = view.write_summary(&mut w.text());
+    w.end(summary);
     w.end(body);
 
     let mut a = Attributes {

@@ -194,7 +194,7 @@ pub fn log_record(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> 
         severity_number,
         severity_text: severity_text.to_string(),
         body: Some(AnyValue {
-            value: Some(s(view.summary)),
+            value: Some(s(view.summary())),
         }),
         attributes: a,
         event_name: FLOW_EVENT_NAME.to_string(),
