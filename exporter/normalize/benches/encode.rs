@@ -42,6 +42,26 @@ fn per_schema(c: &mut Criterion) {
     group.finish();
 }
 
+/// OTLP as the sink queues it: one `LogRecord` per record, protobuf.
+fn otlp_protobuf_record(c: &mut Criterion) {
+    let ctx = fixtures::context();
+    let observed = fixtures::observed();
+    let flows = flows();
+    let mut group = c.benchmark_group("otlp_record");
+    group.throughput(Throughput::Elements(flows.len() as u64));
+    let mut out = Vec::with_capacity(64 * 1024);
+    group.bench_function("protobuf", |b| {
+        b.iter(|| {
+            out.clear();
+            for f in &flows {
+                otlp::write_log_record_protobuf(&ctx, black_box(f), observed, &mut out);
+            }
+            black_box(out.len())
+        })
+    });
+    group.finish();
+}
+
 /// OTLP as a sink sends it: a batch of records in one request, protobuf.
 fn otlp_protobuf_batch(c: &mut Criterion) {
     let ctx = fixtures::context();
@@ -91,5 +111,10 @@ fn otlp_protobuf_batch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, per_schema, otlp_protobuf_batch);
+criterion_group!(
+    benches,
+    per_schema,
+    otlp_protobuf_record,
+    otlp_protobuf_batch
+);
 criterion_main!(benches);

@@ -38,7 +38,7 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 
-use crate::protobuf::{Nested, ProtoWriter};
+use crate::protobuf::{Nested, ProtoWriter, varint_len};
 use crate::schema::row;
 use crate::view::{
     FlowView, Severity, has_ports, is_icmp, observed_str, tcp_flag_names, unix_nanos,
@@ -148,6 +148,21 @@ pub fn log_record(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> 
     LogRecord::decode(buf.as_slice()).unwrap_or_default()
 }
 
+/// The protobuf encoding of the `LogRecord` of one flow record (the bytes
+/// of `prost::Message::encode_to_vec(&log_record(ctx, flow, observed))`),
+/// appended to `out`: what an OTLP sink queues per record, written
+/// straight from the flow without building the prost types.
+pub fn write_log_record_protobuf(
+    ctx: &Context,
+    flow: &ExplainedFlow,
+    observed: SystemTime,
+    out: &mut Vec<u8>,
+) {
+    // Records are 1.5-4 KiB: one reservation instead of growth steps.
+    out.reserve(4096);
+    write_flow_record(&mut ProtoWriter::new(out), ctx, flow, observed);
+}
+
 /// An `ExportLogsServiceRequest` encoded as records are added: the
 /// protobuf body an OTLP sink sends, written without building the prost
 /// message tree and reusable across batches (its buffer is kept).
@@ -168,7 +183,7 @@ impl ProtobufRequestWriter {
     /// Adds the LogRecord of one flow record.
     pub fn push_flow(&mut self, ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) {
         let mut w = ProtoWriter::new(&mut self.records);
-        let record = w.begin(SCOPE_LOGS_LOG_RECORDS);
+        let record = w.begin_wide(SCOPE_LOGS_LOG_RECORDS);
         write_flow_record(&mut w, ctx, flow, observed);
         w.end(record);
         self.count += 1;
@@ -264,10 +279,21 @@ struct Attributes<'w, 'a> {
 }
 
 impl<'a> Attributes<'_, 'a> {
-    fn begin_value(&mut self, key: &[&str]) -> (Nested, Nested) {
-        let kv = self.w.begin(self.field);
+    /// Opens a `KeyValue` whose value is written next; `wide` when the
+    /// value is expected to be 128 bytes or more (see
+    /// [`ProtoWriter::begin_wide`]).
+    fn begin_value(&mut self, key: &[&str], wide: bool) -> (Nested, Nested) {
+        let kv = if wide {
+            self.w.begin_wide(self.field)
+        } else {
+            self.w.begin(self.field)
+        };
         self.w.string_parts(KEY_VALUE_KEY, key);
-        let any = self.w.begin(KEY_VALUE_VALUE);
+        let any = if wide {
+            self.w.begin_wide(KEY_VALUE_VALUE)
+        } else {
+            self.w.begin(KEY_VALUE_VALUE)
+        };
         (kv, any)
     }
 
@@ -276,10 +302,23 @@ impl<'a> Attributes<'_, 'a> {
         self.w.end(kv);
     }
 
+    /// A `KeyValue` whose `AnyValue` is `any_len` bytes long, opened with
+    /// every length known up front; the caller writes the `AnyValue`'s one
+    /// field next.
+    #[inline]
+    fn begin_sized_value(&mut self, key: &[&str], any_len: usize) {
+        let key_len: usize = key.iter().map(|k| k.len()).sum();
+        let kv_len =
+            1 + varint_len(key_len as u64) + key_len + 1 + varint_len(any_len as u64) + any_len;
+        self.w.begin_sized(self.field, kv_len);
+        self.w.string_parts(KEY_VALUE_KEY, key);
+        self.w.begin_sized(KEY_VALUE_VALUE, any_len);
+    }
+
+    #[inline]
     fn string(&mut self, key: &[&str], v: &str) {
-        let open = self.begin_value(key);
+        self.begin_sized_value(key, 1 + varint_len(v.len() as u64) + v.len());
         self.w.string_parts(ANY_VALUE_STRING, &[v]);
-        self.end_value(open);
     }
 
     /// A string value written with `write!` straight into the record.
@@ -288,7 +327,7 @@ impl<'a> Attributes<'_, 'a> {
         key: &[&str],
         f: impl FnOnce(&mut crate::protobuf::TextWriter<'_>) -> fmt::Result,
     ) {
-        let open = self.begin_value(key);
+        let open = self.begin_value(key, false);
         let s = self.w.begin(ANY_VALUE_STRING);
         // Writing to a Vec cannot fail.
         let _ = f(&mut self.w.text());
@@ -297,17 +336,17 @@ impl<'a> Attributes<'_, 'a> {
     }
 
     /// An int64 value; counters beyond `i64::MAX` saturate.
+    #[inline]
     fn int(&mut self, key: &[&str], v: u64) {
-        let open = self.begin_value(key);
-        self.w
-            .varint(ANY_VALUE_INT, i64::try_from(v).unwrap_or(i64::MAX) as u64);
-        self.end_value(open);
+        let v = i64::try_from(v).unwrap_or(i64::MAX) as u64;
+        self.begin_sized_value(key, 1 + varint_len(v));
+        self.w.varint(ANY_VALUE_INT, v);
     }
 
+    #[inline]
     fn boolean(&mut self, key: &[&str], v: bool) {
-        let open = self.begin_value(key);
+        self.begin_sized_value(key, 2);
         self.w.varint(ANY_VALUE_BOOL, u64::from(v));
-        self.end_value(open);
     }
 
     /// An array of strings, each written by `item`.
@@ -317,7 +356,7 @@ impl<'a> Attributes<'_, 'a> {
         items: impl IntoIterator<Item = T>,
         mut item: impl FnMut(&mut crate::protobuf::TextWriter<'_>, T) -> fmt::Result,
     ) {
-        let open = self.begin_value(key);
+        let open = self.begin_value(key, false);
         let array = self.w.begin(ANY_VALUE_ARRAY);
         for i in items {
             let any = self.w.begin(ARRAY_VALUE_VALUES);
@@ -332,8 +371,8 @@ impl<'a> Attributes<'_, 'a> {
 
     /// A `kvlist` value whose members `members` writes.
     fn kvlist(&mut self, key: &[&str], members: impl FnOnce(&mut Attributes<'_, 'a>)) {
-        let open = self.begin_value(key);
-        let list = self.w.begin(ANY_VALUE_KVLIST);
+        let open = self.begin_value(key, true);
+        let list = self.w.begin_wide(ANY_VALUE_KVLIST);
         members(&mut Attributes {
             w: self.w,
             field: KEY_VALUE_LIST_VALUES,
@@ -613,11 +652,16 @@ fn side(l: &mut Attributes<'_, '_>, sv: &SideVerdict) {
     l.string(&["verdict"], sv.verdict.as_str());
     l.string(&["reason"], sv.reason.as_str());
     // `hits`: an array of kvlists.
-    let open = l.begin_value(&["hits"]);
-    let array = l.w.begin(ANY_VALUE_ARRAY);
+    let wide = !sv.hits.is_empty();
+    let open = l.begin_value(&["hits"], wide);
+    let array = if wide {
+        l.w.begin_wide(ANY_VALUE_ARRAY)
+    } else {
+        l.w.begin(ANY_VALUE_ARRAY)
+    };
     for h in &sv.hits {
-        let any = l.w.begin(ARRAY_VALUE_VALUES);
-        let list = l.w.begin(ANY_VALUE_KVLIST);
+        let any = l.w.begin_wide(ARRAY_VALUE_VALUES);
+        let list = l.w.begin_wide(ANY_VALUE_KVLIST);
         hit(
             &mut Attributes {
                 w: l.w,
