@@ -21,6 +21,19 @@ use std::fmt;
 
 use serde_json::Value;
 
+/// A constant member name, pre-rendered with the comma that may precede
+/// it: `k!("name")` is `,"name":` (see [`JsonWriter::key`]).
+macro_rules! k {
+    ($name:literal) => {
+        $crate::json::Key(concat!(",\"", $name, "\":"))
+    };
+}
+pub(crate) use k;
+
+/// A member name rendered by [`k!`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Key(pub(crate) &'static str);
+
 /// Appends JSON tokens to `out`, placing commas itself.
 pub(crate) struct JsonWriter<'a> {
     out: &'a mut Vec<u8>,
@@ -94,15 +107,26 @@ impl<'a> JsonWriter<'a> {
         self.comma = true;
     }
 
-    /// A member name that needs no escaping (the constant names of a
-    /// schema; checked in debug builds).
+    /// A constant member name, pre-rendered by [`k!`] as `,"name":` (the
+    /// comma is left out where none is due); one copy per name.
     #[inline]
-    pub(crate) fn key(&mut self, k: &str) {
-        debug_assert!(!k.bytes().any(needs_escape), "{k:?} needs escaping");
-        self.separate();
-        self.out.push(b'"');
-        self.out.extend_from_slice(k.as_bytes());
-        self.out.extend_from_slice(b"\":");
+    pub(crate) fn key(&mut self, Key(k): Key) {
+        debug_assert!(
+            k.len() >= 4
+                && k.starts_with(",\"")
+                && k.ends_with("\":")
+                && !k.as_bytes()[2..k.len() - 2]
+                    .iter()
+                    .copied()
+                    .any(needs_escape),
+            "{k:?} is not a k!() key"
+        );
+        let k = k.as_bytes();
+        if self.comma {
+            self.out.extend_from_slice(k);
+        } else {
+            self.out.extend_from_slice(&k[1..]);
+        }
         self.comma = false;
     }
 
@@ -228,25 +252,25 @@ impl<'a> JsonWriter<'a> {
     }
 
     #[inline]
-    pub(crate) fn field_str(&mut self, k: &str, v: &str) {
+    pub(crate) fn field_str(&mut self, k: Key, v: &str) {
         self.key(k);
         self.str(v);
     }
 
     #[inline]
-    pub(crate) fn field_plain(&mut self, k: &str, v: &[u8]) {
+    pub(crate) fn field_plain(&mut self, k: Key, v: &[u8]) {
         self.key(k);
         self.plain_str(v);
     }
 
     #[inline]
-    pub(crate) fn field_u64(&mut self, k: &str, v: u64) {
+    pub(crate) fn field_u64(&mut self, k: Key, v: u64) {
         self.key(k);
         self.u64(v);
     }
 
     #[inline]
-    pub(crate) fn field_bool(&mut self, k: &str, v: bool) {
+    pub(crate) fn field_bool(&mut self, k: Key, v: bool) {
         self.key(k);
         self.bool(v);
     }
@@ -445,9 +469,9 @@ mod tests {
     /// without text that needs escaping.
     fn nested(w: &mut JsonWriter<'_>, special: &str) {
         w.begin_object();
-        w.field_u64("a", 0);
-        w.field_u64("b", u64::MAX);
-        w.key("c");
+        w.field_u64(k!("a"), 0);
+        w.field_u64(k!("b"), u64::MAX);
+        w.key(k!("c"));
         w.begin_array();
         w.u64(10);
         w.begin_object();
@@ -463,7 +487,7 @@ mod tests {
         w.key_escaped(&format!("q{special}"));
         w.plain_str(b"1:abc=");
         w.members(r#""r":1,"s":"o""#);
-        w.key("t");
+        w.key(k!("t"));
         w.begin_array();
         w.members(r#""x""#);
         w.raw(r#","y"]"#);
