@@ -1444,6 +1444,49 @@ pub const MAPPING: &[FieldMapping] = &[
         "[\"NetworkPolicy db/broken\"]",
         "",
     ),
+    // Capture loss records (`loss_document`).
+    row(
+        "loss record",
+        "event.dataset",
+        "keyword",
+        "flowscribe.loss",
+        "Capture loss records: `event.kind` `metric`, `event.type` `[\"error\"]`, `event.action` `capture-loss`, `event.outcome` `failure`, `event.severity` 13, `event.reason` the loss reason; `@timestamp`/`event.start`/`event.end` the loss window; no flow fields.",
+    ),
+    row(
+        "(constant)",
+        "flowscribe.loss.stage",
+        "keyword",
+        "capture",
+        "Where the data was lost.",
+    ),
+    row(
+        "loss.reason",
+        "flowscribe.loss.reason",
+        "keyword",
+        "flow_map_full",
+        "flow_map_full, flow_map_update_failed, ring_reserve_failed, parse_truncated, drop_map_full, drop_unmatched.",
+    ),
+    row(
+        "loss.reason.loses_flow_data()",
+        "flowscribe.loss.loses_flow_data",
+        "boolean",
+        "true",
+        "Packets or bytes are missing from flow records (not only an annotation).",
+    ),
+    row(
+        "loss.count",
+        "flowscribe.loss.count",
+        "long",
+        "7",
+        "Packets lost (new-flow events for ring_reserve_failed).",
+    ),
+    row(
+        "loss.bytes",
+        "flowscribe.loss.bytes",
+        "long",
+        "4200",
+        "Bytes lost, where the kernel knows them.",
+    ),
 ];
 
 #[cfg(test)]

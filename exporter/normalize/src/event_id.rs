@@ -109,6 +109,20 @@ pub fn event_id(
     EventId(id)
 }
 
+/// The id of a capture loss record: `loss-<node>-<reason>-<window end in
+/// nanoseconds since the epoch>` (one report per reason and drain window,
+/// so this is unique and the same on a replay). The daemon gives sinks the
+/// same string for deduplication.
+pub fn loss_event_id(node: &str, loss: &flowscribe_model::CaptureLoss) -> String {
+    // Times before the epoch print as 0.
+    let end = loss
+        .window_end
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("loss-{node}-{}-{end}", loss.reason.as_str())
+}
+
 /// The hashed bytes of the module doc, in order, as parts.
 fn feed(
     node: &str,
@@ -222,6 +236,25 @@ mod tests {
             assert_eq!(id.to_hex(), want);
             assert_eq!(crate::hex::lower(id.as_bytes()), want);
         }
+    }
+
+    #[test]
+    fn loss_event_ids() {
+        let loss = |end: SystemTime| flowscribe_model::CaptureLoss {
+            reason: flowscribe_model::LossReason::DropUnmatched,
+            count: 1,
+            bytes: 0,
+            window_start: UNIX_EPOCH,
+            window_end: end,
+        };
+        assert_eq!(
+            loss_event_id("node-1", &loss(at(1_795_321_810, 5))),
+            "loss-node-1-drop_unmatched-1795321810000000005"
+        );
+        assert_eq!(
+            loss_event_id("n", &loss(UNIX_EPOCH - Duration::from_secs(1))),
+            "loss-n-drop_unmatched-0"
+        );
     }
 
     /// Long node names: the last one hashed from the stack buffer (94

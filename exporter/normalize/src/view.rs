@@ -17,7 +17,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64_STANDARD;
 
 use flowscribe_model::{
-    Endpoint, EndpointKind, ExplainedFlow, Observed, PolicyHit, PolicyRef, SideVerdict, Verdict,
+    CaptureLoss, Endpoint, EndpointKind, ExplainedFlow, LossReason, Observed, PolicyHit, PolicyRef,
+    SideVerdict, Verdict,
 };
 
 use crate::Context;
@@ -162,6 +163,53 @@ pub fn addr_text(addr: IpAddr) -> AddrText {
         }
     }
     t
+}
+
+/// What a capture loss report counts: lost new-flow events for
+/// [`LossReason::RingReserveFailed`], lost packets otherwise.
+pub fn loss_unit(reason: LossReason) -> &'static str {
+    if reason == LossReason::RingReserveFailed {
+        "events"
+    } else {
+        "packets"
+    }
+}
+
+/// What a loss reason means, in one sentence (OCSF `status_detail`).
+pub fn loss_description(reason: LossReason) -> &'static str {
+    match reason {
+        LossReason::FlowMapFull => {
+            "the kernel flow map was full: packets of new flows were not counted"
+        }
+        LossReason::FlowMapUpdateFailed => {
+            "updating the kernel flow map failed: packets were not counted"
+        }
+        LossReason::RingReserveFailed => {
+            "the new-flow ring buffer was full: new-flow events were lost (the flows were still counted)"
+        }
+        LossReason::ParseTruncated => {
+            "packet headers were shorter than they claim: counted, not attributed to a flow"
+        }
+        LossReason::DropMapFull => {
+            "the kernel drop map was full: drops were not joined to their flow"
+        }
+        LossReason::DropUnmatched => {
+            "kernel drops of connections never seen on a captured interface"
+        }
+    }
+}
+
+/// The one-line summary of a capture loss report for OCSF and CEF, e.g.
+/// `capture lost 7 packets (4200 bytes) on node-1: flow_map_full`.
+pub fn loss_summary(ctx: &Context, loss: &CaptureLoss) -> String {
+    format!(
+        "capture lost {} {} ({} bytes) on {}: {}",
+        loss.count,
+        loss_unit(loss.reason),
+        loss.bytes,
+        ctx.node,
+        loss.reason.as_str()
+    )
 }
 
 /// OTel-style severity of a record: INFO for allowed flows, WARN for denied
