@@ -23,7 +23,7 @@ use flowscribe_model::{
 };
 use serde_json::{Value, json};
 
-use crate::json::{JsonWriter, Key, k};
+use crate::json::{Fragment, JsonWriter, Key, frag, k};
 use crate::schema::row;
 use crate::view::{
     AddrText, FlowView, duration_nanos, has_ports, is_icmp, observed_str, rfc3339, rfc3339_bytes,
@@ -76,7 +76,7 @@ pub fn write_flow_document(
 
 /// `ecs.version`, pre-rendered (a test holds it to
 /// [`crate::ecs_fields::ECS_VERSION`]).
-const ECS_VERSION_MEMBER: &str = r#""ecs":{"version":"9.4.0"}"#;
+const ECS_VERSION_MEMBER: Fragment = Fragment::new(r#""ecs":{"version":"9.4.0"}"#);
 
 /// Timestamps written more than once, or the same for both passes.
 struct Times {
@@ -143,9 +143,9 @@ fn document(w: &mut JsonWriter<'_>, ctx: &Context, view: &FlowView<'_>, times: &
         flowscribe_model::protocol_name(key.protocol).as_bytes(),
     );
     w.members(if key.src_addr.is_ipv4() {
-        r#""type":"ipv4""#
+        frag!(r#""type":"ipv4""#)
     } else {
-        r#""type":"ipv6""#
+        frag!(r#""type":"ipv6""#)
     });
     w.end_object();
 
@@ -162,7 +162,9 @@ fn document(w: &mut JsonWriter<'_>, ctx: &Context, view: &FlowView<'_>, times: &
     w.end_object();
     w.end_object();
     w.field_str(k!("name"), &ctx.node);
-    w.members(r#""product":"flowscribe","type":"sensor","vendor":"flowscribe""#);
+    w.members(frag!(
+        r#""product":"flowscribe","type":"sensor","vendor":"flowscribe""#
+    ));
     w.field_str(k!("version"), &ctx.service_version);
     w.end_object();
 
@@ -186,10 +188,10 @@ fn document(w: &mut JsonWriter<'_>, ctx: &Context, view: &FlowView<'_>, times: &
             w.field_str(k!("type"), &wl.kind);
             w.end_object();
         }
-        w.members(r#""type":"pod""#);
+        w.members(frag!(r#""type":"pod""#));
         w.end_object();
     }
-    w.members(r#""type":"kubernetes""#);
+    w.members(frag!(r#""type":"kubernetes""#));
     w.end_object();
 
     w.key(k!("related"));
@@ -272,43 +274,43 @@ fn event(w: &mut JsonWriter<'_>, view: &FlowView<'_>, times: &Times) {
     w.key(k!("event"));
     w.begin_object();
     w.members(match view.verdict {
-        Some(Verdict::Allow) => r#""action":"network-policy-allow","category":["network"]"#,
-        Some(Verdict::Deny) => r#""action":"network-policy-deny","category":["network"]"#,
-        None => r#""action":"network-flow","category":["network"]"#,
+        Some(Verdict::Allow) => frag!(r#""action":"network-policy-allow","category":["network"]"#),
+        Some(Verdict::Deny) => frag!(r#""action":"network-policy-deny","category":["network"]"#),
+        None => frag!(r#""action":"network-flow","category":["network"]"#),
     });
     w.field_plain(k!("created"), &times.observed);
-    w.members(r#""dataset":"flowscribe.flow""#);
+    w.members(frag!(r#""dataset":"flowscribe.flow""#));
     w.field_u64(k!("duration"), duration_nanos(f.window_start, f.window_end));
     w.field_plain(k!("end"), &times.window_end);
     w.field_plain(k!("id"), view.event_id.as_bytes());
     w.members(match view.verdict {
         Some(Verdict::Allow) => {
-            r#""kind":"event","module":"flowscribe","outcome":"success","provider":"flowscribe""#
+            frag!(r#""kind":"event","module":"flowscribe","outcome":"success","provider":"flowscribe""#)
         }
         Some(Verdict::Deny) => {
-            r#""kind":"event","module":"flowscribe","outcome":"failure","provider":"flowscribe""#
+            frag!(r#""kind":"event","module":"flowscribe","outcome":"failure","provider":"flowscribe""#)
         }
         None => {
-            r#""kind":"event","module":"flowscribe","outcome":"unknown","provider":"flowscribe""#
+            frag!(r#""kind":"event","module":"flowscribe","outcome":"unknown","provider":"flowscribe""#)
         }
     });
     if let Some(d) = &view.decision {
         w.field_plain(k!("reason"), d.side.reason.as_str().as_bytes());
     }
     w.members(match view.severity {
-        crate::view::Severity::Info => r#""severity":9"#,
-        crate::view::Severity::Warn => r#""severity":13"#,
+        crate::view::Severity::Info => frag!(r#""severity":9"#),
+        crate::view::Severity::Warn => frag!(r#""severity":13"#),
     });
     w.field_plain(k!("start"), &rfc3339_bytes(f.window_start));
     w.members(match view.verdict {
-        Some(Verdict::Allow) => r#""type":["connection","allowed""#,
-        Some(Verdict::Deny) => r#""type":["connection","denied""#,
-        None => r#""type":["connection""#,
+        Some(Verdict::Allow) => frag!(r#""type":["connection","allowed""#),
+        Some(Verdict::Deny) => frag!(r#""type":["connection","denied""#),
+        None => frag!(r#""type":["connection""#),
     });
     w.raw(match f.state {
-        FlowState::Started => r#","start"]"#,
-        FlowState::Completed | FlowState::OneSided => r#","end"]"#,
-        FlowState::Live => "]",
+        FlowState::Started => frag!(r#","start"]"#),
+        FlowState::Completed | FlowState::OneSided => frag!(r#","end"]"#),
+        FlowState::Live => frag!("]"),
     });
     w.end_object();
 }
@@ -1502,7 +1504,7 @@ mod tests {
     fn pre_rendered_version_is_the_pinned_one() {
         let want = serde_json::json!({"ecs": {"version": crate::ecs_fields::ECS_VERSION}});
         assert_eq!(
-            format!("{{{}}}", super::ECS_VERSION_MEMBER),
+            format!("{{{}}}", super::ECS_VERSION_MEMBER.text()),
             want.to_string()
         );
     }

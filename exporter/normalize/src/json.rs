@@ -11,11 +11,12 @@
 //!
 //! Escaping is optimistic. Almost no text in a flow record needs escaping,
 //! so a writer made with [`JsonWriter::new`] copies data strings as they
-//! are and only notes (eight bytes at a time) whether one of them needed
-//! escaping; the caller then checks [`JsonWriter::needed_escaping`] and, in
-//! that rare case, writes the record again with [`JsonWriter::escaping`],
-//! which escapes every data string. Constant names and pre-rendered
-//! fragments are never checked: they are the crate's own text.
+//! are and counts the quotes it writes itself. At the end one pass over
+//! the output ([`JsonWriter::needed_escaping`]) finds whether any data
+//! needed escaping: the structure never contains a control character or a
+//! backslash, and a quote in the data makes the output hold more quotes
+//! than the writer wrote. In that rare case the caller writes the record
+//! again with [`JsonWriter::escaping`], which escapes every data string.
 
 use std::fmt;
 
@@ -30,6 +31,43 @@ macro_rules! k {
 }
 pub(crate) use k;
 
+/// Pre-rendered JSON text with its quotes counted at compile time: what
+/// [`JsonWriter::members`] and [`JsonWriter::raw`] take (see [`frag!`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fragment {
+    text: &'static str,
+    quotes: usize,
+}
+
+impl Fragment {
+    pub(crate) const fn new(text: &'static str) -> Fragment {
+        let b = text.as_bytes();
+        let mut quotes = 0;
+        let mut i = 0;
+        while i < b.len() {
+            assert!(b[i] >= 0x20 && b[i] != b'\\', "a fragment needs no escapes");
+            if b[i] == b'"' {
+                quotes += 1;
+            }
+            i += 1;
+        }
+        Fragment { text, quotes }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn text(&self) -> &'static str {
+        self.text
+    }
+}
+
+/// A [`Fragment`], counted at compile time.
+macro_rules! frag {
+    ($text:expr) => {
+        const { $crate::json::Fragment::new($text) }
+    };
+}
+pub(crate) use frag;
+
 /// A member name rendered by [`k!`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Key(pub(crate) &'static str);
@@ -41,37 +79,51 @@ pub(crate) struct JsonWriter<'a> {
     comma: bool,
     /// Escape data strings as they are written (the second pass).
     escape: bool,
-    /// A data string copied unescaped needed escaping: the output is not
-    /// valid and must be written again with [`JsonWriter::escaping`].
-    needed_escaping: bool,
+    /// Where this writer's output starts in `out`.
+    start: usize,
+    /// Quotes written as structure (around names and strings, inside
+    /// fragments); see the module doc.
+    quotes: usize,
 }
 
 impl<'a> JsonWriter<'a> {
     /// A writer that copies data strings unescaped and notes whether one
     /// needed escaping (see the module doc).
     pub(crate) fn new(out: &'a mut Vec<u8>) -> Self {
+        let start = out.len();
         JsonWriter {
             out,
             comma: false,
             escape: false,
-            needed_escaping: false,
+            start,
+            quotes: 0,
         }
     }
 
     /// A writer that escapes every data string.
     pub(crate) fn escaping(out: &'a mut Vec<u8>) -> Self {
+        let start = out.len();
         JsonWriter {
             out,
             comma: false,
             escape: true,
-            needed_escaping: false,
+            start,
+            quotes: 0,
         }
     }
 
-    /// Whether a data string written by a [`JsonWriter::new`] writer needed
-    /// escaping (the output must then be written again).
+    /// Whether data written by a [`JsonWriter::new`] writer needed
+    /// escaping, so the output must be written again: one pass over the
+    /// output for control characters, backslashes and quotes the writer did
+    /// not write itself. Always false for an escaping writer.
     pub(crate) fn needed_escaping(&self) -> bool {
-        self.needed_escaping
+        if self.escape {
+            return false;
+        }
+        let (special, quotes) = scan(&self.out[self.start..]);
+        // Data can only add quotes; fewer than written is a counting bug.
+        debug_assert!(quotes >= self.quotes, "{quotes} < {}", self.quotes);
+        special || quotes != self.quotes
     }
 
     #[inline]
@@ -121,6 +173,7 @@ impl<'a> JsonWriter<'a> {
                     .any(needs_escape),
             "{k:?} is not a k!() key"
         );
+        self.quotes += 2;
         let k = k.as_bytes();
         if self.comma {
             self.out.extend_from_slice(k);
@@ -133,17 +186,19 @@ impl<'a> JsonWriter<'a> {
     /// Pre-rendered members (`"a":"x","b":1`, the crate's own constant
     /// text, written as they are), preceded by a comma where one is due.
     #[inline]
-    pub(crate) fn members(&mut self, raw: &'static str) {
+    pub(crate) fn members(&mut self, f: Fragment) {
         self.separate();
-        self.out.extend_from_slice(raw.as_bytes());
+        self.quotes += f.quotes;
+        self.out.extend_from_slice(f.text.as_bytes());
         self.comma = true;
     }
 
     /// Pre-rendered text appended as it is, with no separator (the end of
     /// a pre-rendered array).
     #[inline]
-    pub(crate) fn raw(&mut self, raw: &'static str) {
-        self.out.extend_from_slice(raw.as_bytes());
+    pub(crate) fn raw(&mut self, f: Fragment) {
+        self.quotes += f.quotes;
+        self.out.extend_from_slice(f.text.as_bytes());
     }
 
     /// A member name from data (label keys).
@@ -158,6 +213,7 @@ impl<'a> JsonWriter<'a> {
     /// de-dotting).
     pub(crate) fn key_dedotted(&mut self, k: &str) {
         self.separate();
+        self.quotes += 2;
         self.out.push(b'"');
         let start = self.out.len();
         let mut text = self.text();
@@ -174,10 +230,10 @@ impl<'a> JsonWriter<'a> {
     /// A data string, quoted.
     #[inline]
     fn string(&mut self, v: &str) {
+        self.quotes += 2;
         if self.escape {
-            write_escaped(self.out, v);
+            write_escaped_cold(self.out, v);
         } else {
-            self.needed_escaping |= needs_escaping(v.as_bytes());
             self.out.reserve(v.len() + 2);
             self.out.push(b'"');
             self.out.extend_from_slice(v.as_bytes());
@@ -198,6 +254,7 @@ impl<'a> JsonWriter<'a> {
     pub(crate) fn plain_str(&mut self, v: &[u8]) {
         debug_assert!(!v.iter().copied().any(needs_escape));
         self.separate();
+        self.quotes += 2;
         self.out.reserve(v.len() + 2);
         self.out.push(b'"');
         self.out.extend_from_slice(v);
@@ -210,6 +267,7 @@ impl<'a> JsonWriter<'a> {
     #[inline]
     pub(crate) fn str_with(&mut self, f: impl FnOnce(&mut Text<'_>)) {
         self.separate();
+        self.quotes += 2;
         self.out.push(b'"');
         f(&mut self.text());
         self.out.push(b'"');
@@ -222,7 +280,6 @@ impl<'a> JsonWriter<'a> {
         Text {
             out: self.out,
             escape: self.escape,
-            needed_escaping: &mut self.needed_escaping,
         }
     }
 
@@ -237,6 +294,7 @@ impl<'a> JsonWriter<'a> {
     #[inline]
     pub(crate) fn u64_str(&mut self, v: u64) {
         self.separate();
+        self.quotes += 2;
         self.out.push(b'"');
         push_u64(self.out, v);
         self.out.push(b'"');
@@ -281,7 +339,6 @@ impl<'a> JsonWriter<'a> {
 pub(crate) struct Text<'a> {
     out: &'a mut Vec<u8>,
     escape: bool,
-    needed_escaping: &'a mut bool,
 }
 
 impl fmt::Write for Text<'_> {
@@ -290,7 +347,6 @@ impl fmt::Write for Text<'_> {
         if self.escape {
             write_escaped_body(self.out, s);
         } else {
-            *self.needed_escaping |= needs_escaping(s.as_bytes());
             self.out.extend_from_slice(s.as_bytes());
         }
         Ok(())
@@ -301,37 +357,40 @@ fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
-/// Whether any byte of `s` needs escaping: eight bytes at a time without an
-/// early exit (strings are short and almost never need it), the last one
-/// to seven bytes through a table.
-#[inline]
-pub(crate) fn needs_escaping(s: &[u8]) -> bool {
-    let mut chunks = s.chunks_exact(8);
-    let mut found = 0u64;
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        found |= escape_bits(u64::from_le_bytes(word));
+/// Whether `s` holds a control character or a backslash, and how many
+/// quotes: branch-free over blocks of 64 bytes, which the compiler turns
+/// into vector instructions.
+fn scan(s: &[u8]) -> (bool, usize) {
+    let mut special = 0u8;
+    let mut quotes = 0usize;
+    let mut blocks = s.chunks_exact(64);
+    for block in &mut blocks {
+        let (sp, q) = scan_block(block);
+        special |= sp;
+        quotes += usize::from(q);
     }
-    let mut tail = false;
-    for &b in chunks.remainder() {
-        tail |= NEEDS_ESCAPE[usize::from(b)];
-    }
-    found != 0 || tail
+    let (sp, q) = scan_block(blocks.remainder());
+    (special | sp != 0, quotes + usize::from(q))
 }
 
-/// Which bytes need escaping, as a table.
-static NEEDS_ESCAPE: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 0x20 {
-        t[i] = true;
-        i += 1;
+/// [`scan`] of at most 255 bytes (so that the count fits a byte).
+#[inline]
+fn scan_block(block: &[u8]) -> (u8, u8) {
+    let mut special = 0u8;
+    let mut quotes = 0u8;
+    for &b in block {
+        special |= u8::from(b < 0x20) | u8::from(b == b'\\');
+        quotes += u8::from(b == b'"');
     }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t
-};
+    (special, quotes)
+}
+
+/// [`write_escaped`] out of line: the second pass of a record, rarely run.
+#[cold]
+#[inline(never)]
+fn write_escaped_cold(out: &mut Vec<u8>, s: &str) {
+    write_escaped(out, s);
+}
 
 /// `s` as a JSON string literal, escaped as serde_json escapes it.
 #[inline]
@@ -486,11 +545,11 @@ mod tests {
         w.bool(false);
         w.key_escaped(&format!("q{special}"));
         w.plain_str(b"1:abc=");
-        w.members(r#""r":1,"s":"o""#);
+        w.members(frag!(r#""r":1,"s":"o""#));
         w.key(k!("t"));
         w.begin_array();
-        w.members(r#""x""#);
-        w.raw(r#","y"]"#);
+        w.members(frag!(r#""x""#));
+        w.raw(frag!(r#","y"]"#));
         w.end_object();
     }
 
@@ -522,24 +581,29 @@ mod tests {
         }
     }
 
-    /// `needs_escaping` sees every special byte at every position of
-    /// strings of up to 40 bytes, and nothing in clean text.
+    /// `scan` sees every special byte at every position of strings of up
+    /// to 200 bytes (three blocks and a remainder), counts quotes exactly,
+    /// and finds nothing in clean text.
     #[test]
-    fn needs_escaping_finds_every_special_byte() {
+    fn scan_finds_every_special_byte_and_counts_quotes() {
         let clean: String = (0x20u8..0x7f)
             .filter(|b| *b != b'"' && *b != b'\\')
             .map(char::from)
             .chain("é → ✓ \u{7f}\u{10ffff}".chars())
             .collect();
-        assert!(!needs_escaping(clean.as_bytes()));
-        for len in 0..40 {
-            assert!(!needs_escaping(&vec![b'a'; len]));
+        assert_eq!(scan(clean.as_bytes()), (false, 0));
+        for len in 0..200 {
+            assert_eq!(scan(&vec![b'a'; len]), (false, 0));
+            assert_eq!(scan(&vec![b'"'; len]), (false, len));
             for at in 0..len {
-                for special in (0u8..0x20).chain([b'"', b'\\']) {
+                for special in (0u8..0x20).chain([b'\\']) {
                     let mut s = vec![0xffu8; len];
                     s[at] = special;
-                    assert!(needs_escaping(&s), "{len} {at} {special}");
+                    assert_eq!(scan(&s), (true, 0), "{len} {at} {special}");
                 }
+                let mut s = vec![b'x'; len];
+                s[at] = b'"';
+                assert_eq!(scan(&s), (false, 1), "{len} {at}");
             }
         }
     }

@@ -50,6 +50,26 @@ fn push_varint_long(buf: &mut Vec<u8>, mut v: u64) {
     buf.extend_from_slice(&bytes[..=n]);
 }
 
+/// A constant string field, pre-encoded: field 1 with wire type LEN (the
+/// `key` of a `KeyValue`), its length and its bytes. Built at compile time
+/// by `otlp`'s `key!`; a key of 128 bytes or more does not compile.
+pub(crate) const fn key_field<const N: usize>(key: &str) -> [u8; N] {
+    let b = key.as_bytes();
+    assert!(
+        b.len() + 2 == N && b.len() < 0x80,
+        "a short key, two bytes longer"
+    );
+    let mut out = [0u8; N];
+    out[0] = 0x0a;
+    out[1] = b.len() as u8;
+    let mut i = 0;
+    while i < b.len() {
+        out[i + 2] = b[i];
+        i += 1;
+    }
+    out
+}
+
 /// Appends protobuf fields to `buf`.
 pub(crate) struct ProtoWriter<'a> {
     pub(crate) buf: &'a mut Vec<u8>,
@@ -96,6 +116,21 @@ impl<'a> ProtoWriter<'a> {
         for p in parts {
             self.buf.extend_from_slice(p.as_bytes());
         }
+    }
+
+    /// Pre-encoded fields (tags and lengths included), copied as they are.
+    #[inline]
+    pub(crate) fn encoded(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// A string field from bytes that are known to be UTF-8 (ASCII text
+    /// held inline: addresses, ids).
+    #[inline]
+    pub(crate) fn ascii(&mut self, field: u32, v: &[u8]) {
+        self.tag(field, WIRE_LEN);
+        push_varint(self.buf, v.len() as u64);
+        self.buf.extend_from_slice(v);
     }
 
     /// A length-delimited field whose length is known before its bytes
