@@ -26,8 +26,8 @@ use serde_json::{Value, json};
 use crate::json::{Fragment, JsonWriter, Key, frag, k};
 use crate::schema::row;
 use crate::view::{
-    AddrText, FlowView, duration_nanos, has_ports, is_icmp, observed_str, rfc3339, rfc3339_bytes,
-    tcp_flag_iter, write_policy_display, write_rule_id, write_rule_name,
+    AddrText, FlowView, Rfc3339Dates, duration_nanos, has_ports, is_icmp, observed_str, rfc3339,
+    rfc3339_bytes, tcp_flag_iter, write_policy_display, write_rule_id, write_rule_name,
 };
 use crate::{Context, FieldMapping};
 
@@ -59,10 +59,7 @@ pub fn write_flow_document(
     out: &mut Vec<u8>,
 ) {
     let view = FlowView::new(ctx, flow);
-    let times = Times {
-        window_end: rfc3339_bytes(flow.flow.flow.window_end),
-        observed: rfc3339_bytes(observed),
-    };
+    let times = Times::new(&flow.flow, observed);
     // Documents are 2-4 KiB: one reservation instead of growth steps.
     out.reserve(4096);
     let start = out.len();
@@ -78,10 +75,32 @@ pub fn write_flow_document(
 /// [`crate::ecs_fields::ECS_VERSION`]).
 const ECS_VERSION_MEMBER: Fragment = Fragment::new(r#""ecs":{"version":"9.4.0"}"#);
 
-/// Timestamps written more than once, or the same for both passes.
+/// Every timestamp of the document, formatted once (for both passes),
+/// sharing the date arithmetic ([`Rfc3339Dates`]).
 struct Times {
+    window_start: [u8; 30],
     window_end: [u8; 30],
+    first_packet: [u8; 30],
+    last_packet: [u8; 30],
     observed: [u8; 30],
+    source_deleted_at: Option<[u8; 30]>,
+    destination_deleted_at: Option<[u8; 30]>,
+}
+
+impl Times {
+    fn new(ef: &flowscribe_model::EnrichedFlow, observed: SystemTime) -> Times {
+        let f = &ef.flow;
+        let mut dates = Rfc3339Dates::default();
+        Times {
+            window_end: dates.format(f.window_end),
+            window_start: dates.format(f.window_start),
+            first_packet: dates.format(f.first_packet),
+            last_packet: dates.format(f.last_packet),
+            observed: dates.format(observed),
+            source_deleted_at: ef.source.stale.map(|s| dates.format(s.deleted_at)),
+            destination_deleted_at: ef.destination.stale.map(|s| dates.format(s.deleted_at)),
+        }
+    }
 }
 
 fn document(w: &mut JsonWriter<'_>, ctx: &Context, view: &FlowView<'_>, times: &Times) {
@@ -104,7 +123,7 @@ fn document(w: &mut JsonWriter<'_>, ctx: &Context, view: &FlowView<'_>, times: &
     w.members(ECS_VERSION_MEMBER);
     event(w, view, times);
     w.key(k!("flowscribe"));
-    flowscribe_namespace(w, view);
+    flowscribe_namespace(w, view, times);
     w.key(k!("host"));
     w.begin_object();
     w.field_str(k!("hostname"), &ctx.node);
@@ -301,7 +320,7 @@ fn event(w: &mut JsonWriter<'_>, view: &FlowView<'_>, times: &Times) {
         crate::view::Severity::Info => frag!(r#""severity":9"#),
         crate::view::Severity::Warn => frag!(r#""severity":13"#),
     });
-    w.field_plain(k!("start"), &rfc3339_bytes(f.window_start));
+    w.field_plain(k!("start"), &times.window_start);
     w.members(match view.verdict {
         Some(Verdict::Allow) => frag!(r#""type":["connection","allowed""#),
         Some(Verdict::Deny) => frag!(r#""type":["connection","denied""#),
@@ -471,10 +490,13 @@ fn dedotted_labels(w: &mut JsonWriter<'_>, labels: &BTreeMap<String, String>) {
 }
 
 /// `flowscribe.source.*` / `flowscribe.destination.*`.
-fn endpoint(w: &mut JsonWriter<'_>, e: &Endpoint) {
+fn endpoint(w: &mut JsonWriter<'_>, e: &Endpoint, deleted_at: Option<&[u8; 30]>) {
     w.begin_object();
     if let Some(s) = e.stale {
-        w.field_plain(k!("deleted_at"), &rfc3339_bytes(s.deleted_at));
+        w.field_plain(
+            k!("deleted_at"),
+            deleted_at.unwrap_or(&rfc3339_bytes(s.deleted_at)),
+        );
     }
     w.field_str(k!("kind"), e.kind.as_str());
     if let Some(p) = &e.pod {
@@ -567,12 +589,12 @@ fn side_verdict(w: &mut JsonWriter<'_>, name: Key, s: &SideVerdict) {
 
 /// `flowscribe.*`: everything ECS has no field for. Shared with OCSF's
 /// `unmapped.flowscribe` through [`flowscribe_namespace_value`].
-fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>) {
+fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>, times: &Times) {
     let ef = &view.flow.flow;
     let f = &ef.flow;
     w.begin_object();
     w.key(k!("destination"));
-    endpoint(w, &ef.destination);
+    endpoint(w, &ef.destination, times.destination_deleted_at.as_ref());
 
     w.key(k!("flow"));
     w.begin_object();
@@ -588,7 +610,7 @@ fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>) {
     if let Some(e) = f.end_reason {
         w.field_str(k!("end_reason"), e.as_str());
     }
-    w.field_plain(k!("first_packet"), &rfc3339_bytes(f.first_packet));
+    w.field_plain(k!("first_packet"), &times.first_packet);
     if is_icmp(f.key.protocol) {
         w.key(k!("icmp"));
         w.begin_object();
@@ -603,7 +625,7 @@ fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>) {
         w.str(&i.name);
     }
     w.end_array();
-    w.field_plain(k!("last_packet"), &rfc3339_bytes(f.last_packet));
+    w.field_plain(k!("last_packet"), &times.last_packet);
     w.field_str(k!("orientation"), f.orientation.as_str());
     w.field_str(k!("state"), f.state.as_str());
     if f.key.protocol == 6 {
@@ -668,7 +690,7 @@ fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>) {
     }
 
     w.key(k!("source"));
-    endpoint(w, &ef.source);
+    endpoint(w, &ef.source, times.source_deleted_at.as_ref());
     w.end_object();
 }
 
@@ -685,7 +707,9 @@ fn evaluation(w: &mut JsonWriter<'_>, e: &Evaluation, would_change: bool) {
 /// which still builds a `Value` document.
 pub(crate) fn flowscribe_namespace_value(view: &FlowView<'_>) -> Value {
     let mut buf = Vec::with_capacity(2048);
-    flowscribe_namespace(&mut JsonWriter::new(&mut buf), view);
+    // Escaping writer: there is no second pass here.
+    let times = Times::new(&view.flow.flow, std::time::UNIX_EPOCH);
+    flowscribe_namespace(&mut JsonWriter::escaping(&mut buf), view, &times);
     // Valid JSON by construction (see `flow_document`).
     serde_json::from_slice(&buf).unwrap_or(Value::Null)
 }

@@ -814,3 +814,27 @@ pub const MAPPING: &[FieldMapping] = &[
         "Exact count; with `unit` (`packets`, or `events` for ring_reserve_failed), `bytes`, `reason`, `stage`, `loses_flow_data` as in ECS `flowscribe.loss.*`.",
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use crate::test_flows::{fixtures, variations};
+
+    /// `unmapped.flowscribe` is ECS `flowscribe.*` plus the node and
+    /// cluster, for every variation, including text that needs escaping.
+    #[test]
+    fn unmapped_is_the_ecs_namespace() {
+        let observed = fixtures::observed();
+        for (ctx, flow) in variations() {
+            let event = super::network_activity(&ctx, &flow, observed);
+            let mut unmapped = event["unmapped"]["flowscribe"].clone();
+            let object = unmapped.as_object_mut().unwrap();
+            assert_eq!(object.remove("node").unwrap(), ctx.node.as_str());
+            assert_eq!(
+                object.remove("cluster").as_ref().and_then(|c| c.as_str()),
+                ctx.cluster.as_deref()
+            );
+            let ecs = crate::ecs::flow_document(&ctx, &flow, observed);
+            assert_eq!(unmapped, ecs["flowscribe"], "{}", ctx.node);
+        }
+    }
+}

@@ -301,25 +301,25 @@ trait AttrKey: Copy {
 }
 
 impl AttrKey for EncodedKey {
-    #[inline]
+    #[inline(always)]
     fn field_len(self) -> usize {
         self.0.len()
     }
 
-    #[inline]
+    #[inline(always)]
     fn write(self, w: &mut ProtoWriter<'_>) {
         w.encoded(self.0);
     }
 }
 
 impl<const N: usize> AttrKey for &[&str; N] {
-    #[inline]
+    #[inline(always)]
     fn field_len(self) -> usize {
         let len: usize = self.iter().map(|k| k.len()).sum();
         1 + varint_len(len as u64) + len
     }
 
-    #[inline]
+    #[inline(always)]
     fn write(self, w: &mut ProtoWriter<'_>) {
         w.string_parts(KEY_VALUE_KEY, self);
     }
@@ -352,7 +352,7 @@ impl<'a> Attributes<'_, 'a> {
     /// A `KeyValue` whose `AnyValue` is `any_len` bytes long, opened with
     /// every length known up front; the caller writes the `AnyValue`'s one
     /// field next.
-    #[inline]
+    #[inline(always)]
     fn begin_sized_value(&mut self, key: impl AttrKey, any_len: usize) {
         let kv_len = key.field_len() + 1 + varint_len(any_len as u64) + any_len;
         self.w.begin_sized(self.field, kv_len);
@@ -360,13 +360,13 @@ impl<'a> Attributes<'_, 'a> {
         self.w.begin_sized(KEY_VALUE_VALUE, any_len);
     }
 
-    #[inline]
+    #[inline(always)]
     fn string(&mut self, key: impl AttrKey, v: &str) {
         self.ascii(key, v.as_bytes());
     }
 
     /// A string value from bytes known to be UTF-8 (text held inline).
-    #[inline]
+    #[inline(always)]
     fn ascii(&mut self, key: impl AttrKey, v: &[u8]) {
         self.begin_sized_value(key, 1 + varint_len(v.len() as u64) + v.len());
         self.w.ascii(ANY_VALUE_STRING, v);
@@ -387,14 +387,14 @@ impl<'a> Attributes<'_, 'a> {
     }
 
     /// An int64 value; counters beyond `i64::MAX` saturate.
-    #[inline]
+    #[inline(always)]
     fn int(&mut self, key: impl AttrKey, v: u64) {
         let v = i64::try_from(v).unwrap_or(i64::MAX) as u64;
         self.begin_sized_value(key, 1 + varint_len(v));
         self.w.varint(ANY_VALUE_INT, v);
     }
 
-    #[inline]
+    #[inline(always)]
     fn boolean(&mut self, key: impl AttrKey, v: bool) {
         self.begin_sized_value(key, 2);
         self.w.varint(ANY_VALUE_BOOL, u64::from(v));

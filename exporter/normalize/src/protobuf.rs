@@ -29,7 +29,7 @@ pub(crate) fn varint_len(v: u64) -> usize {
 
 /// `v` as a varint, appended to `buf`; one byte, the common case, without
 /// a loop.
-#[inline]
+#[inline(always)]
 pub(crate) fn push_varint(buf: &mut Vec<u8>, v: u64) {
     if v < 0x80 {
         buf.push(v as u8);
@@ -89,12 +89,12 @@ impl<'a> ProtoWriter<'a> {
         ProtoWriter { buf }
     }
 
-    #[inline]
+    #[inline(always)]
     fn tag(&mut self, field: u32, wire: u32) {
         push_varint(self.buf, u64::from(field << 3 | wire));
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn varint(&mut self, field: u32, v: u64) {
         self.tag(field, WIRE_VARINT);
         push_varint(self.buf, v);
@@ -119,14 +119,14 @@ impl<'a> ProtoWriter<'a> {
     }
 
     /// Pre-encoded fields (tags and lengths included), copied as they are.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn encoded(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
 
     /// A string field from bytes that are known to be UTF-8 (ASCII text
     /// held inline: addresses, ids).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn ascii(&mut self, field: u32, v: &[u8]) {
         self.tag(field, WIRE_LEN);
         push_varint(self.buf, v.len() as u64);
@@ -135,7 +135,7 @@ impl<'a> ProtoWriter<'a> {
 
     /// A length-delimited field whose length is known before its bytes
     /// are written: the tag and the length, nothing to patch later.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn begin_sized(&mut self, field: u32, len: usize) {
         self.tag(field, WIRE_LEN);
         push_varint(self.buf, len as u64);

@@ -431,16 +431,58 @@ pub fn rfc3339(t: SystemTime) -> String {
 /// machinery. humantime panics outside 1970..=9999; here times before the
 /// epoch print as the epoch and times after 9999 as its last nanosecond.
 pub fn rfc3339_bytes(t: SystemTime) -> [u8; 30] {
-    // 10000-01-01T00:00:00Z.
-    const END_SECS: u64 = 253_402_300_800;
-    let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) if d.as_secs() < END_SECS => (d.as_secs(), d.subsec_nanos()),
-        Ok(_) => (END_SECS - 1, 999_999_999),
-        Err(_) => (0, 0),
-    };
-    // Days to civil date: Howard Hinnant's `civil_from_days`, for days >= 0.
-    let days = secs / 86_400;
-    let secs_of_day = secs % 86_400;
+    Rfc3339Dates::default().format(t)
+}
+
+/// [`rfc3339_bytes`] for several times of one record: the date part
+/// (the costly days-to-civil-date arithmetic) is kept for the last day
+/// seen, which the window, the packets and the observed time almost always
+/// share.
+#[derive(Debug, Default)]
+pub struct Rfc3339Dates {
+    /// The day (since the epoch) of `date`, when one was computed.
+    day: Option<u64>,
+    /// `YYYY-MM-DD`.
+    date: [u8; 10],
+}
+
+impl Rfc3339Dates {
+    pub fn format(&mut self, t: SystemTime) -> [u8; 30] {
+        // 10000-01-01T00:00:00Z.
+        const END_SECS: u64 = 253_402_300_800;
+        let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
+            Ok(d) if d.as_secs() < END_SECS => (d.as_secs(), d.subsec_nanos()),
+            Ok(_) => (END_SECS - 1, 999_999_999),
+            Err(_) => (0, 0),
+        };
+        let days = secs / 86_400;
+        if self.day != Some(days) {
+            self.date = civil_date(days);
+            self.day = Some(days);
+        }
+        let secs_of_day = secs % 86_400;
+        let (hour, minute, second) = (secs_of_day / 3600, secs_of_day / 60 % 60, secs_of_day % 60);
+
+        let mut b = *b"0000-00-00T00:00:00.000000000Z";
+        b[..10].copy_from_slice(&self.date);
+        let put = |b: &mut [u8; 30], at: usize, v: u64| b[at..at + 2].copy_from_slice(&pair(v));
+        put(&mut b, 11, hour);
+        put(&mut b, 14, minute);
+        put(&mut b, 17, second);
+        // Nine digits of nanoseconds: one, then four pairs.
+        let n = u64::from(nanos);
+        b[20] = b'0' + (n / 100_000_000) as u8;
+        put(&mut b, 21, n / 1_000_000);
+        put(&mut b, 23, n / 10_000);
+        put(&mut b, 25, n / 100);
+        put(&mut b, 27, n);
+        b
+    }
+}
+
+/// `YYYY-MM-DD` of a day since the epoch: Howard Hinnant's
+/// `civil_from_days`, for days >= 0 and years up to 9999.
+fn civil_date(days: u64) -> [u8; 10] {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z % 146_097;
@@ -450,24 +492,11 @@ pub fn rfc3339_bytes(t: SystemTime) -> [u8; 30] {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
-    let (hour, minute, second) = (secs_of_day / 3600, secs_of_day / 60 % 60, secs_of_day % 60);
-
-    let mut b = *b"0000-00-00T00:00:00.000000000Z";
-    let put = |b: &mut [u8; 30], at: usize, v: u64| b[at..at + 2].copy_from_slice(&pair(v));
-    put(&mut b, 0, year / 100);
-    put(&mut b, 2, year);
-    put(&mut b, 5, month);
-    put(&mut b, 8, day);
-    put(&mut b, 11, hour);
-    put(&mut b, 14, minute);
-    put(&mut b, 17, second);
-    // Nine digits of nanoseconds: one, then four pairs.
-    let n = u64::from(nanos);
-    b[20] = b'0' + (n / 100_000_000) as u8;
-    put(&mut b, 21, n / 1_000_000);
-    put(&mut b, 23, n / 10_000);
-    put(&mut b, 25, n / 100);
-    put(&mut b, 27, n);
+    let mut b = *b"0000-00-00";
+    b[0..2].copy_from_slice(&pair(year / 100));
+    b[2..4].copy_from_slice(&pair(year));
+    b[5..7].copy_from_slice(&pair(month));
+    b[8..10].copy_from_slice(&pair(day));
     b
 }
 
@@ -720,6 +749,33 @@ mod tests {
             let t = UNIX_EPOCH + Duration::new(s, nanos);
             let want = humantime::format_rfc3339_nanos(t).to_string();
             assert_eq!(std::str::from_utf8(&rfc3339_bytes(t)).unwrap(), want);
+        }
+    }
+
+    /// One `Rfc3339Dates` reused over times in every order (same day,
+    /// next day, back, far apart) writes what a fresh one writes.
+    #[test]
+    fn rfc3339_dates_reused_match_fresh() {
+        let mut dates = super::Rfc3339Dates::default();
+        let base = 1_795_321_800u64;
+        let offsets: [i64; 9] = [
+            0,
+            5,
+            86_399,
+            86_400,
+            -1,
+            3 * 86_400 + 7,
+            0,
+            -400 * 86_400,
+            11,
+        ];
+        for (i, o) in offsets.into_iter().enumerate() {
+            let t = UNIX_EPOCH + Duration::new(base.saturating_add_signed(o), i as u32 * 7);
+            assert_eq!(dates.format(t), rfc3339_bytes(t), "{o}");
+            assert_eq!(
+                std::str::from_utf8(&dates.format(t)).unwrap(),
+                humantime::format_rfc3339_nanos(t).to_string()
+            );
         }
     }
 
