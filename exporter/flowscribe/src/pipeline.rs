@@ -12,7 +12,7 @@ use anyhow::Context;
 use flowscribe_capture::{AttachEvent, Batch, Capture, CaptureError, interfaces::is_literal};
 use flowscribe_enrich::enrich_batch;
 use flowscribe_model::{CaptureLoss, ExplainedFlow};
-use flowscribe_normalize::{Context as SchemaContext, Schema, ecs, event_id, minimal, otlp};
+use flowscribe_normalize::{Context as SchemaContext, event_id, minimal};
 use tracing::{info, warn};
 
 use crate::RunArgs;
@@ -280,22 +280,16 @@ impl Encoder {
         Ok(line)
     }
 
-    /// Loss records in the format's own shape where it has one (ECS,
-    /// OTLP); the minimal loss line otherwise (docs/record.md).
+    /// Loss records in the format's own shape (ECS, OTLP/JSON, OCSF, CEF:
+    /// `encode_loss`); the minimal loss line for the minimal format
+    /// (docs/record.md).
     fn loss(&self, format: Format, loss: &CaptureLoss, now: SystemTime) -> anyhow::Result<Vec<u8>> {
         let mut line = Vec::new();
         match format {
-            Format::Schema(Schema::Ecs) => {
-                serde_json::to_writer(&mut line, &ecs::loss_document(&self.context, loss, now))?
+            Format::Schema(schema) => {
+                flowscribe_normalize::encode_loss(schema, &self.context, loss, now, &mut line)?
             }
-            Format::Schema(Schema::OtlpJson) => {
-                let record = otlp::loss_record(&self.context, loss, now);
-                otlp::write_json(
-                    &otlp::export_request(&self.context, vec![record]),
-                    &mut line,
-                );
-            }
-            Format::Minimal | Format::Schema(Schema::Ocsf | Schema::Cef) => {
+            Format::Minimal => {
                 serde_json::to_writer(&mut line, &minimal::loss(loss, &self.context.node))?
             }
         }
