@@ -474,8 +474,7 @@ fn write_escape(out: &mut Vec<u8>, b: u8) {
 /// `v` in decimal, appended to `out`.
 #[inline]
 pub(crate) fn push_u64(out: &mut Vec<u8>, v: u64) {
-    let d = crate::view::Decimal::new(v);
-    out.extend_from_slice(d.as_bytes());
+    crate::view::Decimal::new(v).append_to(out);
 }
 
 /// A short description of a JSON value for problem messages.

@@ -421,9 +421,19 @@ impl<'a> Attributes<'_, 'a> {
     }
 
     /// A `kvlist` value whose members `members` writes.
-    fn kvlist(&mut self, key: impl AttrKey, members: impl FnOnce(&mut Attributes<'_, 'a>)) {
-        let open = self.begin_value(key, true);
-        let list = self.w.begin_wide(ANY_VALUE_KVLIST);
+    /// `wide` as for [`Attributes::begin_value`].
+    fn kvlist(
+        &mut self,
+        key: impl AttrKey,
+        wide: bool,
+        members: impl FnOnce(&mut Attributes<'_, 'a>),
+    ) {
+        let open = self.begin_value(key, wide);
+        let list = if wide {
+            self.w.begin_wide(ANY_VALUE_KVLIST)
+        } else {
+            self.w.begin(ANY_VALUE_KVLIST)
+        };
         members(&mut Attributes {
             w: self.w,
             field: KEY_VALUE_LIST_VALUES,
@@ -579,14 +589,21 @@ fn write_flow_record(
         if let Some(m) = t.mismatch {
             a.string(key!("flowscribe.policy.mismatch"), m.as_str());
         }
-        a.kvlist(key!("flowscribe.policy.egress"), |l| {
-            side(l, &t.enforced.egress)
-        });
-        a.kvlist(key!("flowscribe.policy.ingress"), |l| {
-            side(l, &t.enforced.ingress)
-        });
+        // A side without hits is about 60 bytes, one with hits 200 or more.
+        let egress = &t.enforced.egress;
+        a.kvlist(
+            key!("flowscribe.policy.egress"),
+            !egress.hits.is_empty(),
+            |l| side(l, &t.enforced.egress),
+        );
+        let ingress = &t.enforced.ingress;
+        a.kvlist(
+            key!("flowscribe.policy.ingress"),
+            !ingress.hits.is_empty(),
+            |l| side(l, &t.enforced.ingress),
+        );
         if let Some(p) = &t.pending {
-            a.kvlist(key!("flowscribe.policy.pending"), |l| {
+            a.kvlist(key!("flowscribe.policy.pending"), true, |l| {
                 evaluation(l, p, t.would_change())
             });
         }
@@ -784,8 +801,12 @@ fn side(l: &mut Attributes<'_, '_>, sv: &SideVerdict) {
 fn evaluation(l: &mut Attributes<'_, '_>, e: &Evaluation, would_change: bool) {
     l.string(key!("verdict"), e.verdict.as_str());
     l.boolean(key!("would_change"), would_change);
-    l.kvlist(key!("egress"), |s| side(s, &e.egress));
-    l.kvlist(key!("ingress"), |s| side(s, &e.ingress));
+    l.kvlist(key!("egress"), !e.egress.hits.is_empty(), |s| {
+        side(s, &e.egress)
+    });
+    l.kvlist(key!("ingress"), !e.ingress.hits.is_empty(), |s| {
+        side(s, &e.ingress)
+    });
 }
 
 // ---- OTLP/JSON -----------------------------------------------------------

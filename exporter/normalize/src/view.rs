@@ -95,42 +95,58 @@ fn pair(v: u64) -> [u8; 2] {
 }
 
 /// An unsigned integer in decimal, held inline: what `Display` writes,
-/// without the formatting machinery.
+/// without the formatting machinery. The digits are left-aligned, so that
+/// [`Decimal::append_to`] can copy all 20 bytes (a fixed-size copy, no
+/// `memcpy` call) and cut the rest.
 #[derive(Debug, Clone, Copy)]
 pub struct Decimal {
     bytes: [u8; 20],
-    start: usize,
+    len: usize,
 }
 
 impl Decimal {
     #[inline]
-    pub fn new(mut v: u64) -> Decimal {
+    pub fn new(v: u64) -> Decimal {
+        let len = decimal_digits(v);
         let mut bytes = [b'0'; 20];
-        let mut i = bytes.len();
+        let mut end = len;
+        let mut v = v;
         while v >= 100 {
-            i -= 2;
-            bytes[i..i + 2].copy_from_slice(&pair(v));
+            end -= 2;
+            bytes[end..end + 2].copy_from_slice(&pair(v));
             v /= 100;
         }
         if v >= 10 {
-            i -= 2;
-            bytes[i..i + 2].copy_from_slice(&pair(v));
+            bytes[end - 2..end].copy_from_slice(&pair(v));
         } else {
-            i -= 1;
-            bytes[i] = b'0' + v as u8;
+            bytes[end - 1] = b'0' + v as u8;
         }
-        Decimal { bytes, start: i }
+        Decimal { bytes, len }
     }
 
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[self.start..]
+        &self.bytes[..self.len]
     }
 
     pub fn as_str(&self) -> &str {
         // Only ASCII digits are ever written, so this cannot fail.
         std::str::from_utf8(self.as_bytes()).unwrap_or("0")
     }
+
+    /// Appends the digits to `out`.
+    #[inline]
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        let at = out.len();
+        out.extend_from_slice(&self.bytes);
+        out.truncate(at + self.len);
+    }
+}
+
+/// Digits of `v` in decimal (1 for 0).
+#[inline]
+fn decimal_digits(v: u64) -> usize {
+    v.checked_ilog10().map_or(1, |l| l as usize + 1)
 }
 
 /// `addr` as text. IPv4 is formatted by hand (it is most of the traffic and
@@ -785,6 +801,23 @@ mod tests {
         assert_eq!(&rfc3339_bytes(before), b"1970-01-01T00:00:00.000000000Z");
         let after = UNIX_EPOCH + Duration::from_secs(300_000_000_000);
         assert_eq!(&rfc3339_bytes(after), b"9999-12-31T23:59:59.999999999Z");
+    }
+
+    #[test]
+    fn decimal_matches_display() {
+        let mut values = vec![0u64, 1, 9, u64::MAX, u64::MAX - 1];
+        let mut p = 1u64;
+        for _ in 0..19 {
+            p *= 10;
+            values.extend([p - 1, p, p + 1]);
+        }
+        for v in values {
+            let d = super::Decimal::new(v);
+            assert_eq!(d.as_str(), v.to_string());
+            let mut out = b"x".to_vec();
+            d.append_to(&mut out);
+            assert_eq!(out, format!("x{v}").into_bytes());
+        }
     }
 
     #[test]
