@@ -60,9 +60,13 @@ impl EventId {
 
     /// The id as 32 lowercase hex digits, held inline (no allocation).
     pub(crate) fn to_hex_text(self) -> crate::view::ShortText<32> {
-        let mut t = crate::view::ShortText::<32>::new();
-        crate::hex::write_lower(&mut t, &self.0);
-        t
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 32];
+        for (pair, b) in hex.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0x0f)];
+        }
+        crate::view::ShortText::from_ascii(hex)
     }
 }
 
@@ -235,6 +239,7 @@ mod tests {
             assert_eq!(id.to_string(), want, "{node} {k:?}");
             assert_eq!(id.to_hex(), want);
             assert_eq!(crate::hex::lower(id.as_bytes()), want);
+            assert_eq!(id.to_hex_text().as_str(), want);
         }
     }
 

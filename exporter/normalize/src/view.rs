@@ -51,6 +51,12 @@ impl<const N: usize> ShortText<N> {
         &self.bytes[..self.len]
     }
 
+    /// Text made of exactly `N` ASCII bytes.
+    pub(crate) fn from_ascii(bytes: [u8; N]) -> Self {
+        debug_assert!(bytes.is_ascii());
+        ShortText { bytes, len: N }
+    }
+
     fn push_bytes(&mut self, b: &[u8]) -> fmt::Result {
         let end = self.len + b.len();
         let dst = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
