@@ -1524,6 +1524,34 @@ mod tests {
 
     use flowscribe_model::{CaptureLoss, LossReason};
 
+    /// Clean golden flows take one pass: the writer counts every quote it
+    /// writes, so the escaping pass runs only for text that needs it (an
+    /// undercount would silently double the work of every record).
+    #[test]
+    fn clean_records_take_one_pass() {
+        use crate::json::JsonWriter;
+        use crate::test_flows::{fixtures, variations};
+        let observed = fixtures::observed();
+        let clean = |s: &str| !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+        let mut one_pass = 0;
+        for (ctx, flow) in variations() {
+            let view = crate::view::FlowView::new(&ctx, &flow);
+            let times = super::Times::new(&flow.flow, observed);
+            let mut out = Vec::new();
+            let mut w = JsonWriter::new(&mut out);
+            super::document(&mut w, &ctx, &view, &times);
+            let needed = w.needed_escaping();
+            let text_is_clean = clean(&ctx.node) && {
+                let doc = super::flow_document(&ctx, &flow, observed).to_string();
+                // Only structure is escaped in a clean document's text.
+                !doc.contains("\\")
+            };
+            assert_eq!(needed, !text_is_clean, "{}", ctx.node);
+            one_pass += usize::from(!needed);
+        }
+        assert!(one_pass >= fixtures::CASES.len() * 2, "{one_pass}");
+    }
+
     #[test]
     fn pre_rendered_version_is_the_pinned_one() {
         let want = serde_json::json!({"ecs": {"version": crate::ecs_fields::ECS_VERSION}});

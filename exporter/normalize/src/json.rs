@@ -591,6 +591,9 @@ mod tests {
             .chain("é → ✓ \u{7f}\u{10ffff}".chars())
             .collect();
         assert_eq!(scan(clean.as_bytes()), (false, 0));
+        for len in [4095, 4096, 10_000] {
+            assert_eq!(scan(&vec![b'"'; len]), (false, len));
+        }
         for len in 0..200 {
             assert_eq!(scan(&vec![b'a'; len]), (false, 0));
             assert_eq!(scan(&vec![b'"'; len]), (false, len));
