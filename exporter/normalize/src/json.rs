@@ -126,7 +126,7 @@ impl<'a> JsonWriter<'a> {
         special || quotes != self.quotes
     }
 
-    #[inline(always)]
+    #[inline]
     fn separate(&mut self) {
         if self.comma {
             self.out.push(b',');
@@ -161,7 +161,7 @@ impl<'a> JsonWriter<'a> {
 
     /// A constant member name, pre-rendered by [`k!`] as `,"name":` (the
     /// comma is left out where none is due); one copy per name.
-    #[inline(always)]
+    #[inline]
     pub(crate) fn key(&mut self, Key(k): Key) {
         debug_assert!(
             k.len() >= 4
@@ -228,7 +228,7 @@ impl<'a> JsonWriter<'a> {
     }
 
     /// A data string, quoted.
-    #[inline(always)]
+    #[inline]
     fn string(&mut self, v: &str) {
         self.quotes += 2;
         if self.escape {
@@ -241,7 +241,7 @@ impl<'a> JsonWriter<'a> {
         }
     }
 
-    #[inline(always)]
+    #[inline]
     pub(crate) fn str(&mut self, v: &str) {
         self.separate();
         self.string(v);
@@ -250,7 +250,7 @@ impl<'a> JsonWriter<'a> {
 
     /// A string value that is known to need no escaping (digits, hex, base64,
     /// addresses, timestamps, the crate's constants).
-    #[inline(always)]
+    #[inline]
     pub(crate) fn plain_str(&mut self, v: &[u8]) {
         debug_assert!(!v.iter().copied().any(needs_escape));
         self.separate();
@@ -309,19 +309,19 @@ impl<'a> JsonWriter<'a> {
         self.comma = true;
     }
 
-    #[inline(always)]
+    #[inline]
     pub(crate) fn field_str(&mut self, k: Key, v: &str) {
         self.key(k);
         self.str(v);
     }
 
-    #[inline(always)]
+    #[inline]
     pub(crate) fn field_plain(&mut self, k: Key, v: &[u8]) {
         self.key(k);
         self.plain_str(v);
     }
 
-    #[inline(always)]
+    #[inline]
     pub(crate) fn field_u64(&mut self, k: Key, v: u64) {
         self.key(k);
         self.u64(v);

@@ -101,38 +101,36 @@ fn pair(v: u64) -> [u8; 2] {
 }
 
 /// An unsigned integer in decimal, held inline: what `Display` writes,
-/// without the formatting machinery. The digits are left-aligned, so that
-/// [`Decimal::append_to`] can copy all 20 bytes (a fixed-size copy, no
-/// `memcpy` call) and cut the rest.
+/// without the formatting machinery.
 #[derive(Debug, Clone, Copy)]
 pub struct Decimal {
     bytes: [u8; 20],
-    len: usize,
+    start: usize,
 }
 
 impl Decimal {
     #[inline]
-    pub fn new(v: u64) -> Decimal {
-        let len = decimal_digits(v);
+    pub fn new(mut v: u64) -> Decimal {
         let mut bytes = [b'0'; 20];
-        let mut end = len;
-        let mut v = v;
+        let mut i = bytes.len();
         while v >= 100 {
-            end -= 2;
-            bytes[end..end + 2].copy_from_slice(&pair(v));
+            i -= 2;
+            bytes[i..i + 2].copy_from_slice(&pair(v));
             v /= 100;
         }
         if v >= 10 {
-            bytes[end - 2..end].copy_from_slice(&pair(v));
+            i -= 2;
+            bytes[i..i + 2].copy_from_slice(&pair(v));
         } else {
-            bytes[end - 1] = b'0' + v as u8;
+            i -= 1;
+            bytes[i] = b'0' + v as u8;
         }
-        Decimal { bytes, len }
+        Decimal { bytes, start: i }
     }
 
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
+        &self.bytes[self.start..]
     }
 
     pub fn as_str(&self) -> &str {
@@ -143,16 +141,8 @@ impl Decimal {
     /// Appends the digits to `out`.
     #[inline]
     pub fn append_to(&self, out: &mut Vec<u8>) {
-        let at = out.len();
-        out.extend_from_slice(&self.bytes);
-        out.truncate(at + self.len);
+        out.extend_from_slice(self.as_bytes());
     }
-}
-
-/// Digits of `v` in decimal (1 for 0).
-#[inline]
-fn decimal_digits(v: u64) -> usize {
-    v.checked_ilog10().map_or(1, |l| l as usize + 1)
 }
 
 /// `addr` as text. IPv4 is formatted by hand (it is most of the traffic and
