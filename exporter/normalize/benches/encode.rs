@@ -1,8 +1,10 @@
 //! Records per second per core for each schema, record build included:
 //! every iteration encodes the seven golden cases (allowed, denied,
 //! staged-would-deny, stale, external, ICMP, IPv6) from their canonical
-//! `ExplainedFlow`s. Goals (issue 5): ECS JSON ≥ 1.5 M/s, OTLP protobuf
-//! ≥ 3 M/s per core.
+//! `ExplainedFlow`s. `encode_line/*` is `encode_flow`, `otlp_record` one
+//! protobuf `LogRecord` per record (what the OTLP sink queues),
+//! `otlp_batch` a 511-record request. Goals (issue 5): ECS JSON ≥ 1.5 M/s,
+//! OTLP protobuf ≥ 3 M/s per core; docs/benchmarks.md has the runs.
 //!
 //! Run: `cargo bench -p flowscribe-normalize --bench encode -- --quick`.
 #![allow(clippy::unwrap_used, reason = "benchmark setup")]

@@ -496,6 +496,39 @@ pub const MAPPING: &[FieldMapping] = &[
 mod tests {
     use super::{escape_extension, escape_header};
 
+    /// A node name and version with CEF's special characters stay inside
+    /// their fields in a loss line: escaped header, escaped extension
+    /// values (including the id and the message that carry the name).
+    #[test]
+    fn loss_line_escapes_what_comes_from_configuration() {
+        let ctx = crate::Context {
+            node: "n=1\\x".into(),
+            cluster: None,
+            service_version: "1|2".into(),
+            community_id_seed: 0,
+        };
+        let loss = flowscribe_model::CaptureLoss {
+            reason: flowscribe_model::LossReason::DropMapFull,
+            count: 2,
+            bytes: 0,
+            window_start: std::time::UNIX_EPOCH,
+            window_end: std::time::UNIX_EPOCH + std::time::Duration::from_millis(1500),
+        };
+        let line = super::loss_line(&ctx, &loss, std::time::UNIX_EPOCH);
+        assert!(
+            line.starts_with("CEF:0|flowscribe|flowscribe|1\\|2|capture-loss|"),
+            "{line}"
+        );
+        for part in [
+            " dvchost=n\\=1\\\\x ",
+            " externalId=loss-n\\=1\\\\x-drop_map_full-1500000000 ",
+            " msg=capture lost 2 packets (0 bytes) on n\\=1\\\\x: drop_map_full ",
+            " cs3=false",
+        ] {
+            assert!(line.contains(part), "{part:?} in {line}");
+        }
+    }
+
     #[test]
     fn header_escaping() {
         let cases = [
