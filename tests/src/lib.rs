@@ -606,3 +606,48 @@ fn tcp_info(s: &TcpStream) -> TcpCounts {
         bytes_received: info.tcpi_bytes_received,
     }
 }
+
+/// Transmit raw Ethernet frames on interface `ifname` of namespace `ns`
+/// through an AF_PACKET socket: they leave through the interface's egress
+/// hook exactly as written (an in-band VLAN tag stays in the frame), which
+/// is how tests produce VLAN-tagged traffic on a kernel without 8021q.
+/// Frames must be addressed to namespaces the test made.
+pub fn inject_frames(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) {
+    let ifname = std::ffi::CString::new(ifname).unwrap();
+    ns.run(move || send_raw_frames(&ifname, &frames));
+}
+
+#[allow(unsafe_code, reason = "AF_PACKET socket through libc")]
+fn send_raw_frames(ifname: &std::ffi::CStr, frames: &[Vec<u8>]) {
+    // SAFETY: plain libc calls with valid pointers and lengths; the fd is
+    // closed before returning.
+    unsafe {
+        let ifindex = libc::if_nametoindex(ifname.as_ptr());
+        assert!(ifindex > 0, "no interface {ifname:?}");
+        // Protocol 0: a send-only socket, it receives nothing.
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        for f in frames {
+            addr.sll_addr[..6].copy_from_slice(&f[..6]);
+            let n = libc::sendto(
+                fd,
+                f.as_ptr().cast(),
+                f.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            let err = std::io::Error::last_os_error();
+            assert_eq!(n, f.len() as isize, "sendto: {err}");
+        }
+        libc::close(fd);
+    }
+}

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
+use flowscribe_capture::abi::stat;
 use flowscribe_capture::{AttachEvent, Batch, Capture, CaptureError, interfaces::is_literal};
 use flowscribe_enrich::enrich_batch;
 use flowscribe_model::{CaptureLoss, ExplainedFlow};
@@ -456,9 +457,13 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     )?;
     // ⑤ Deliver what is queued, then stop the drivers.
     sinks.shutdown(Duration::from_secs(10));
+    let kernel = |i: u32| counters.kernel.get(i as usize).copied().unwrap_or(0);
     info!(
         new_flow_events = counters.new_flow_events,
         counter_resets = counters.aggregator.counter_resets,
+        non_ip = kernel(stat::NON_IP),
+        parse_ext_limit = kernel(stat::PARSE_EXT_LIMIT),
+        excluded = kernel(stat::EXCLUDED),
         "stopped"
     );
     Ok(())
