@@ -172,8 +172,12 @@ mod tests {
             max_entries: n as u32,
             map_flags: 0,
         };
-        let fd = bpf(0, (&create as *const CreateAttr).cast(), size_of::<CreateAttr>())
-            .expect("BPF_MAP_CREATE (needs root)");
+        let fd = bpf(
+            0,
+            (&create as *const CreateAttr).cast(),
+            size_of::<CreateAttr>(),
+        )
+        .expect("BPF_MAP_CREATE (needs root)");
         // SAFETY: the kernel returned a new fd that nothing else owns.
         let map = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         for k in 0..n {
@@ -185,8 +189,12 @@ mod tests {
                 value: (&v as *const u64) as u64,
                 flags: 0,
             };
-            bpf(2, (&attr as *const MapElemAttr).cast(), size_of::<MapElemAttr>())
-                .expect("BPF_MAP_UPDATE_ELEM");
+            bpf(
+                2,
+                (&attr as *const MapElemAttr).cast(),
+                size_of::<MapElemAttr>(),
+            )
+            .expect("BPF_MAP_UPDATE_ELEM");
         }
         for chunk in [1, 7, 256, 4096, 20_000] {
             let got: Vec<(u64, u64)> = lookup_batch(&map, chunk).unwrap();

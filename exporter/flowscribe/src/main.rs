@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod explain_cmd;
 mod identity;
 mod output;
 mod pipeline;
@@ -36,6 +37,9 @@ enum Command {
     ConfigReference,
     /// Print an output schema's field mapping (Markdown) or its JSON Schema.
     Schema(SchemaArgs),
+    /// Which policy and rule allow or deny traffic between two endpoints,
+    /// enforced and staged (from a manifests directory).
+    Explain(explain_cmd::ExplainArgs),
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +115,23 @@ fn main() -> ExitCode {
                     args.name
                 );
                 ExitCode::from(EXIT_USAGE)
+            }
+        },
+        Command::Explain(args) => match explain_cmd::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(explain_cmd::ExplainError::Usage(e)) => {
+                eprintln!("flowscribe explain: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+            Err(explain_cmd::ExplainError::Unanswered(n)) => {
+                eprintln!(
+                    "flowscribe explain: {n} question(s) could not be answered (see their error lines)"
+                );
+                ExitCode::FAILURE
+            }
+            Err(explain_cmd::ExplainError::Io(e)) => {
+                eprintln!("flowscribe explain: {e}");
+                ExitCode::FAILURE
             }
         },
         Command::Run(args) => match pipeline::run(&args) {
