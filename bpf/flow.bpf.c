@@ -295,10 +295,25 @@ static __always_inline void account(struct flow_val *v, const struct pkt_acct *a
 		__sync_fetch_and_or(&v->tcp_flags, a->tcp_flags);
 }
 
+/* Ports, flags and header length of a TCP or UDP header read in place. */
+static __always_inline void fill_ports(struct flow_key *key, struct l4_info *info, const __u8 *l4,
+				       __u32 l3_len)
+{
+	key->sport = ((__u16)l4[0] << 8) | l4[1];
+	key->dport = ((__u16)l4[2] << 8) | l4[3];
+	info->has_ports = 1;
+	if (key->proto == IPPROTO_TCP) {
+		info->tcp_flags = l4[13];
+		info->l4_hdr_len = l3_len + (l4[12] >> 4) * 4;
+	} else {
+		info->l4_hdr_len = l3_len + 8;
+	}
+}
+
 /*
- * Everything that is not an untagged IPv4 TCP/UDP packet with a 20-byte
- * header in the linear area: VLAN, IPv6 and its extension chain, SCTP,
- * ICMP, IP options, fragments, short linear areas. A subprogram, so the
+ * Everything the fast path in handle_tc does not take: VLAN tags, IPv6
+ * extension chains, SCTP, ICMP, IP options, fragments, headers beyond the
+ * linear area. A subprogram, so the
  * common path stays small. Returns 0 when key/info/l3 are filled, else
  * FS_PASS after counting why the packet was not accounted.
  */
@@ -398,34 +413,47 @@ static __always_inline int handle_tc(struct __sk_buff *skb, __u8 direction)
 	__u32 l3 = ETH_HLEN;
 
 	/*
-	 * Fast path: untagged IPv4, no options, not a later fragment, TCP or
-	 * UDP, and every header byte in the linear area: read it in place.
+	 * Fast path: untagged IPv4 without options (and not a later fragment)
+	 * or IPv6 without extension headers, carrying TCP or UDP, with every
+	 * header byte in the linear area: read in place.
 	 */
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
-	struct iphdr *iph = data + ETH_HLEN;
-	__u8 *l4 = data + ETH_HLEN + sizeof(struct iphdr);
-	if (l4 + 14 <= (__u8 *)data_end && eth->h_proto == bpf_htons(ETH_P_IP) &&
-	    *(__u8 *)iph == 0x45 && !(iph->frag_off & bpf_htons(0x1fff)) &&
-	    (iph->protocol == IPPROTO_TCP || iph->protocol == IPPROTO_UDP)) {
-		key.family = FS_FAMILY_V4;
-		key.proto = iph->protocol;
-		__builtin_memcpy(key.saddr, &iph->saddr, 4);
-		__builtin_memcpy(key.daddr, &iph->daddr, 4);
-		key.sport = ((__u16)l4[0] << 8) | l4[1];
-		key.dport = ((__u16)l4[2] << 8) | l4[3];
-		info.ip_len = bpf_ntohs(iph->tot_len);
-		info.has_ports = 1;
-		if (key.proto == IPPROTO_TCP) {
-			info.tcp_flags = l4[13];
-			info.l4_hdr_len = 20 + (l4[12] >> 4) * 4;
-		} else {
-			info.l4_hdr_len = 20 + 8;
+	int fast = 0;
+	if (data + ETH_HLEN <= data_end) {
+		if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+			struct iphdr *iph = data + ETH_HLEN;
+			__u8 *l4 = (void *)(iph + 1);
+			if ((void *)(l4 + 14) <= data_end && *(__u8 *)iph == 0x45 &&
+			    !(iph->frag_off & bpf_htons(0x1fff)) &&
+			    (iph->protocol == IPPROTO_TCP || iph->protocol == IPPROTO_UDP)) {
+				key.family = FS_FAMILY_V4;
+				key.proto = iph->protocol;
+				__builtin_memcpy(key.saddr, &iph->saddr, 4);
+				__builtin_memcpy(key.daddr, &iph->daddr, 4);
+				info.ip_len = bpf_ntohs(iph->tot_len);
+				fill_ports(&key, &info, l4, 20);
+				fast = 1;
+			}
+		} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+			struct ipv6hdr *ip6 = data + ETH_HLEN;
+			__u8 *l4 = (void *)(ip6 + 1);
+			if ((void *)(l4 + 14) <= data_end &&
+			    (ip6->nexthdr == IPPROTO_TCP || ip6->nexthdr == IPPROTO_UDP)) {
+				key.family = FS_FAMILY_V6;
+				key.proto = ip6->nexthdr;
+				__builtin_memcpy(key.saddr, &ip6->saddr, 16);
+				__builtin_memcpy(key.daddr, &ip6->daddr, 16);
+				__u16 payload = bpf_ntohs(ip6->payload_len);
+				info.ip_len = payload ? payload + 40 : 0;
+				fill_ports(&key, &info, l4, 40);
+				fast = 1;
+			}
 		}
-	} else if (parse_slow(skb, &key, &info, &l3)) {
-		return FS_PASS;
 	}
+	if (!fast && parse_slow(skb, &key, &info, &l3))
+		return FS_PASS;
 	key.ifindex = skb->ifindex;
 	key.direction = direction;
 
