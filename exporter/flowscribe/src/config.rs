@@ -53,6 +53,12 @@ pub const FIELDS: &[FieldDoc] = &[
         doc: "Cluster name written into every record (`orchestrator.cluster.name`, `k8s.cluster.name`).",
     },
     FieldDoc {
+        path: "metrics_listen",
+        kind: "HOST:PORT",
+        default: "off",
+        doc: "Serve Prometheus metrics at `http://HOST:PORT/metrics` (docs/metrics.md). No authentication: bind loopback or a node-internal address. `--metrics-listen` sets it.",
+    },
+    FieldDoc {
         path: "sinks",
         kind: "list of URLs",
         default: "[]",
@@ -163,6 +169,7 @@ pub struct RawConfig {
     pub output: Option<String>,
     pub format: Option<String>,
     pub cluster_name: Option<String>,
+    pub metrics_listen: Option<String>,
     pub sinks: Option<Vec<String>>,
     #[serde(default)]
     pub capture: RawCapture,
@@ -255,6 +262,8 @@ pub struct Config {
     pub output: Output,
     pub format: Format,
     pub cluster_name: Option<String>,
+    /// Where the Prometheus endpoint listens, when on.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub sinks: Vec<SinkSpec>,
     pub capture: CaptureConfig,
     pub drain_interval: Duration,
@@ -479,11 +488,26 @@ impl RawConfig {
             }
         }
         let enrich = self.enrich.validate(&mut p);
+        let metrics_listen = match self.metrics_listen.as_deref().map(str::parse) {
+            None => None,
+            Some(Ok(a)) => Some(a),
+            Some(Err(_)) => {
+                p.push(problem(
+                    "metrics_listen",
+                    format!(
+                        "{:?} is not HOST:PORT with an IP address, e.g. 127.0.0.1:9464",
+                        self.metrics_listen.as_deref().unwrap_or_default()
+                    ),
+                ));
+                None
+            }
+        };
         if !p.is_empty() {
             return Err(p);
         }
         Ok(Config {
             enrich,
+            metrics_listen,
             format,
             cluster_name: self.cluster_name.clone(),
             sinks,

@@ -6,6 +6,7 @@
 mod config;
 mod explain_cmd;
 mod identity;
+mod metrics;
 mod output;
 mod pipeline;
 mod sinks;
@@ -81,6 +82,9 @@ pub struct RunArgs {
     /// Resolve identities from a directory of Kubernetes manifests (re-read on change).
     #[arg(long, value_name = "DIR")]
     pub manifests: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
 }
 
 fn main() -> ExitCode {

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use crate::RunArgs;
 use crate::config::{Config, Format, KubernetesMode, RawConfig};
 use crate::identity::Identities;
+use crate::metrics::{self, Metrics};
 use crate::output::RecordWriter;
 use crate::sinks::Sinks;
 
@@ -77,6 +78,9 @@ fn load_config(args: &RunArgs) -> Result<Config, RunError> {
     }
     if args.format.is_some() {
         raw.format = args.format.clone();
+    }
+    if args.metrics_listen.is_some() {
+        raw.metrics_listen = args.metrics_listen.clone();
     }
     if !args.sinks.is_empty() {
         raw.sinks
@@ -164,6 +168,21 @@ fn explain(batch: Batch, identities: &mut Identities) -> Explained {
         losses: batch.losses,
         at,
     }
+}
+
+/// Refresh the metrics endpoint's view of the pipeline after a drain.
+fn report(metrics: &Metrics, capture: &Capture, identities: &Identities, batch: &Explained) {
+    let counters = capture.counters();
+    metrics.update(|m| {
+        m.kernel = counters.kernel.clone();
+        m.new_flow_events = counters.new_flow_events;
+        m.interfaces_attached = capture.attached().len() as u64;
+        m.flow_records += batch.flows.len() as u64;
+        m.loss_records += batch.losses.len() as u64;
+        m.identity_degraded = identities.degraded();
+        m.malformed_objects = identities.malformed_objects;
+        m.pods = identities.index().stats().pods as u64;
+    });
 }
 
 /// ④ Normalize one batch in `format` -> ⑤ the output, and every sink.
@@ -383,6 +402,19 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     // ⑤ Deliver: a queue and a driver per sink (queues recover what a
     // previous run left before anything new is pushed).
     let sinks = Sinks::start(config.sinks.clone()).map_err(RunError::Failed)?;
+    let metrics = Metrics::new(sinks.handles());
+    if let Some(addr) = config.metrics_listen {
+        let listener = metrics::bind(addr).map_err(|e| {
+            RunError::Usage(vec![format!(
+                "metrics_listen: cannot listen on {addr}: {e}"
+            )])
+        })?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| RunError::Failed(e.into()))?;
+        sinks.spawn(metrics::serve(listener, Arc::clone(&metrics)));
+        info!(addr = %local, "metrics endpoint listening");
+    }
 
     // SIGINT/SIGTERM set a flag; the loop below notices within one link-watch timeout.
     let stop = Arc::new(AtomicBool::new(false));
@@ -437,12 +469,9 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         next_drain += config.drain_interval;
         // ① Drain the kernel maps -> ② enrich -> ④ normalize -> output.
         let batch = capture.drain().map_err(anyhow::Error::from)?;
-        deliver(
-            &explain(batch, &mut identities),
-            &encoder,
-            &mut writer,
-            &sinks,
-        )?;
+        let explained = explain(batch, &mut identities);
+        deliver(&explained, &encoder, &mut writer, &sinks)?;
+        report(&metrics, &capture, &identities, &explained);
     }
 
     // Shutdown: detach everything first, then the final drain, so nothing
