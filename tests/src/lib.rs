@@ -428,6 +428,53 @@ impl Exporter {
     }
 }
 
+impl Exporter {
+    /// The port of `--metrics-listen 127.0.0.1:0`, from its log line.
+    pub fn metrics_port(&mut self) -> u16 {
+        let line = self
+            .wait_for_log(
+                |l| l.contains("metrics endpoint listening"),
+                Duration::from_secs(5),
+            )
+            .expect("metrics endpoint listening line");
+        line.rsplit(':').next().unwrap().trim().parse().unwrap()
+    }
+
+    /// SIGKILL: no shutdown path runs. Returns the log so far.
+    pub fn kill9(mut self) -> Vec<String> {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        while let Ok(l) = self.stderr.recv_timeout(Duration::from_millis(500)) {
+            self.log.push(l);
+        }
+        let _ = std::fs::remove_file(&self.out_path);
+        std::mem::take(&mut self.log)
+    }
+}
+
+/// GET `path` from an exporter's metrics endpoint on 127.0.0.1:`port`
+/// inside namespace `ns`: (HTTP status, body).
+pub fn http_get(ns: &Netns, port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let path = path.to_string();
+    ns.run(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let status = text[9..12].parse().unwrap();
+        let body = text.split_once("\r\n\r\n").unwrap().1.to_string();
+        (status, body)
+    })
+}
+
+/// The value of the Prometheus sample `series` (name and labels exactly).
+pub fn metric_sample(body: &str, series: &str) -> Option<u64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 impl Drop for Exporter {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {

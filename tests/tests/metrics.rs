@@ -3,31 +3,9 @@
 //! Needs root (eBPF, namespaces).
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use flowscribe_e2e::*;
-
-/// GET `path` from the exporter's endpoint inside namespace `ns`.
-fn get(ns: &Netns, port: u16, path: &str) -> (u16, String) {
-    let path = path.to_string();
-    ns.run(move || {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        let status = text[9..12].parse().unwrap();
-        let body = text.split_once("\r\n\r\n").unwrap().1.to_string();
-        (status, body)
-    })
-}
-
-/// The value of the sample whose line starts with `series ` (name and labels).
-fn sample(body: &str, series: &str) -> Option<u64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
 
 #[test]
 fn metrics_agree_exactly_with_the_records_the_output_and_a_sink_got() {
@@ -52,13 +30,7 @@ fn metrics_agree_exactly_with_the_records_the_output_and_a_sink_got() {
             &sink,
         ],
     );
-    let line = exporter
-        .wait_for_log(
-            |l| l.contains("metrics endpoint listening"),
-            Duration::from_secs(5),
-        )
-        .expect("listening line");
-    let port: u16 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+    let port = exporter.metrics_port();
 
     // Three UDP conversations: three flows, each ended by the idle timeout.
     for _ in 0..3 {
@@ -67,7 +39,7 @@ fn metrics_agree_exactly_with_the_records_the_output_and_a_sink_got() {
     let acked = format!("flowscribe_sinks_acknowledged_records_total{{sink=\"{sink}\"}}");
     let mut last = String::new();
     let settled = wait_until(Duration::from_secs(20), || {
-        let (status, body) = get(&node.ns, port, "/metrics");
+        let (status, body) = http_get(&node.ns, port, "/metrics");
         assert_eq!(status, 200);
         let output = exporter.records_so_far().len() as u64;
         let in_sink = std::fs::read_to_string(&sink_path)
@@ -75,11 +47,11 @@ fn metrics_agree_exactly_with_the_records_the_output_and_a_sink_got() {
             .unwrap_or(0);
         // Loss records count too: the drop tracer sees the whole host, so
         // unrelated drops elsewhere on a shared machine can add some.
-        let flows = sample(&body, "flowscribe_flow_records_total").unwrap();
-        let losses = sample(&body, "flowscribe_loss_records_total").unwrap();
+        let flows = metric_sample(&body, "flowscribe_flow_records_total").unwrap();
+        let losses = metric_sample(&body, "flowscribe_loss_records_total").unwrap();
         let ok = flows == 3
             && flows + losses == output
-            && sample(&body, &acked) == Some(in_sink)
+            && metric_sample(&body, &acked) == Some(in_sink)
             && in_sink == output;
         last = format!("{body}\noutput={output} in_sink={in_sink}");
         ok
@@ -89,24 +61,24 @@ fn metrics_agree_exactly_with_the_records_the_output_and_a_sink_got() {
         "metrics never matched the records; last scrape:\n{last}"
     );
     assert_eq!(
-        sample(&last, "flowscribe_capture_interfaces_attached"),
+        metric_sample(&last, "flowscribe_capture_interfaces_attached"),
         Some(2)
     );
     assert_eq!(
-        sample(
+        metric_sample(
             &last,
             "flowscribe_capture_kernel_total{counter=\"ring_reserve_failed\"}"
         ),
         Some(0)
     );
     assert_eq!(
-        sample(
+        metric_sample(
             &last,
             &format!("flowscribe_sinks_queue_records{{sink=\"{sink}\"}}")
         ),
         Some(0)
     );
-    let (status, _) = get(&node.ns, port, "/other");
+    let (status, _) = http_get(&node.ns, port, "/other");
     assert_eq!(status, 404);
 
     let stopped = exporter.stop();
