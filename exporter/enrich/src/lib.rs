@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use flowscribe_model::{EndpointKind, EnrichedFlow, Flow};
 
 pub mod index;
+pub mod kube_policies;
 pub mod kube_source;
 pub mod manifests;
 pub mod networks;

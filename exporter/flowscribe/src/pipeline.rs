@@ -446,9 +446,13 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let _kube_runtime = match kube_client {
         Some((runtime, client, _)) => {
             let (tx, rx) = std::sync::mpsc::channel();
+            let (policy_tx, policy_rx) = std::sync::mpsc::channel();
             let _enter = runtime.enter();
-            flowscribe_enrich::kube_source::spawn_watchers(client, tx);
-            identities = identities.with_kube(rx);
+            flowscribe_enrich::kube_source::spawn_watchers(client.clone(), tx);
+            // ③ Policies from the API server too (CRDs that are not
+            // installed are skipped).
+            flowscribe_enrich::kube_policies::spawn_policy_watchers(client, policy_tx);
+            identities = identities.with_kube(rx).with_kube_policies(policy_rx);
             Some(runtime)
         }
         None => None,
