@@ -154,7 +154,11 @@ struct FrameReceiver {
 
 impl FrameReceiver {
     fn start(ns: &Netns, port: u16) -> FrameReceiver {
-        let listener = ns.run(move || std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+        Self::start_on(ns, "127.0.0.1".parse().unwrap(), port)
+    }
+
+    fn start_on(ns: &Netns, addr: std::net::IpAddr, port: u16) -> FrameReceiver {
+        let listener = ns.run(move || std::net::TcpListener::bind((addr, port)).unwrap());
         let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = std::sync::Arc::clone(&bodies);
         std::thread::spawn(move || {
@@ -292,4 +296,57 @@ fn records_queued_on_disk_during_an_outage_survive_kill_9() {
         assert_eq!(ids.len(), 1, "flow from port {p}: {ids:?}");
     }
     let _ = std::fs::remove_dir_all(&queue_dir);
+}
+
+/// The exporter's own delivery traffic is left out of capture without any
+/// configuration: here the syslog receiver sits in a pod, so every frame
+/// crosses a captured veth.
+#[test]
+fn the_sink_connection_itself_is_not_captured() {
+    let _serial = serial();
+    let node = Node::new_v4_only(2);
+    let (a, b) = (&node.pods[0], &node.pods[1]);
+    let port = free_port(&b.ns);
+    let receiver = FrameReceiver::start_on(&b.ns, "0.0.0.0".parse().unwrap(), port);
+    let sink = format!("syslog+tcp://{}:{port}?format=ecs", b.v4);
+    let config = TempConfig::new("capture:\n  drain_interval: 200ms\n");
+    let config_arg = config.arg();
+    let exporter = Exporter::start(
+        &node.ns.name,
+        &[
+            "--config",
+            &config_arg,
+            "--idle-timeout",
+            "1s",
+            "--sink",
+            &sink,
+        ],
+    );
+    // A flow whose record travels to the receiver while capture is attached.
+    let first = udp_exchange(&a.ns, &b.ns, b.v4, 2, 50, 1, 50);
+    assert!(
+        wait_until(Duration::from_secs(15), || receiver
+            .bodies()
+            .iter()
+            .any(|d| d["source"]["port"] == first)),
+        "the record never reached the receiver"
+    );
+    let stopped = exporter.stop();
+    assert_eq!(stopped.code, Some(0), "log: {:#?}", stopped.log);
+    let node_side: std::net::IpAddr = "10.201.2.1".parse().unwrap();
+    let own: Vec<&Value> = stopped
+        .flows_between(node_side, b.v4)
+        .into_iter()
+        .filter(|r| r["dst_port"] == port || r["src_port"] == port)
+        .collect();
+    assert!(own.is_empty(), "the sink connection was captured: {own:#?}");
+    // Other traffic on the same veth still is.
+    assert_eq!(
+        stopped
+            .flows_between(a.v4, b.v4)
+            .iter()
+            .filter(|r| r["src_port"] == first)
+            .count(),
+        1
+    );
 }

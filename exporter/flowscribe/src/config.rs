@@ -128,7 +128,7 @@ pub const FIELDS: &[FieldDoc] = &[
         path: "capture.exclude_endpoints",
         kind: "list of ADDR:PORT/PROTO",
         default: "[]",
-        doc: "Endpoints whose traffic is never captured, e.g. `10.0.0.5:4317/tcp`. The exporter adds its own sinks here.",
+        doc: "Endpoints whose traffic is never captured, e.g. `10.0.0.5:4317/tcp`. The exporter adds its own: every network sink (its URL host resolved at start, UDP for `syslog+udp`, TCP otherwise) and the API server.",
     },
     FieldDoc {
         path: "enrich.manifests",

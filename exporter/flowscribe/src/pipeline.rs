@@ -371,6 +371,30 @@ fn api_server_endpoint(url: &http::Uri) -> Option<(std::net::IpAddr, u16, u8)> {
     Some((ip, port, 6))
 }
 
+/// Where each network sink sends (its URL's host and port, resolved now;
+/// UDP for `syslog+udp`, TCP otherwise): the exporter's own delivery
+/// traffic is not a flow worth recording, and would feed itself.
+fn sink_endpoints(config: &Config) -> Vec<(std::net::IpAddr, u16, u8)> {
+    use std::net::ToSocketAddrs;
+    let mut out = Vec::new();
+    for spec in &config.sinks {
+        let Some((scheme, rest)) = spec.name.split_once("://") else {
+            continue; // stdout, file:
+        };
+        let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+        let proto = if scheme == "syslog+udp" { 17 } else { 6 };
+        match authority.to_socket_addrs() {
+            Ok(addrs) => out.extend(addrs.map(|a| (a.ip(), a.port(), proto))),
+            Err(e) => {
+                warn!(sink = %spec.name, error = %e, "cannot resolve the sink's address now; its traffic may be captured")
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// A manifests directory that does not exist is a usage error, not a
 /// silently empty identity index.
 fn check_manifests_dir(config: &Config) -> Result<(), RunError> {
@@ -396,6 +420,8 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             .excluded_endpoints
             .extend(api_server_endpoint(url));
     }
+    let own = sink_endpoints(&config);
+    config.capture.excluded_endpoints.extend(own);
     let config = config;
     let mut writer = RecordWriter::open(&config.output).map_err(RunError::Failed)?;
     let encoder = Encoder::new(&config);
