@@ -386,13 +386,17 @@ impl<S: StateStore> Auditor<S> {
             tick.heartbeat_due = true;
         }
         if due(self.last_checkpoint, self.options.checkpoint_interval) {
-            tick.checkpoints = self.checkpoint_all(now)?;
+            tick.checkpoints = self.checkpoint_all(now, false)?;
         }
         Ok(tick)
     }
 
     /// Sign a checkpoint of every view now and persist it.
-    fn checkpoint_all(&mut self, now: SystemTime) -> Result<Vec<CheckpointRecord>, AuditError> {
+    fn checkpoint_all(
+        &mut self,
+        now: SystemTime,
+        stop: bool,
+    ) -> Result<Vec<CheckpointRecord>, AuditError> {
         let chain_text = chain_hex(&self.chain);
         let mut out = Vec::with_capacity(self.views.len());
         let mut persisted = BTreeMap::new();
@@ -405,6 +409,7 @@ impl<S: StateStore> Auditor<S> {
                 batches: v.batches,
                 number: v.checkpoints,
                 time_unix_ms: unix_ms(now),
+                stop,
             };
             persisted.insert(
                 v.name.clone(),
@@ -433,7 +438,7 @@ impl<S: StateStore> Auditor<S> {
     /// Final checkpoints, and the state marked clean with the exact next
     /// sequence number. Emit the returned records before closing the sinks.
     pub fn shutdown(mut self, now: SystemTime) -> Result<(Vec<CheckpointRecord>, S), AuditError> {
-        let checkpoints = self.checkpoint_all(now)?;
+        let checkpoints = self.checkpoint_all(now, true)?;
         self.state.clean_next_seq = Some(self.next_seq);
         self.state.written_unix_ms = unix_ms(now);
         self.store.store(&self.state)?;

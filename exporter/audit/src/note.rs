@@ -6,7 +6,7 @@
 //! flowscribe/<chain hex>/<view>          origin
 //! 4096                                   tree size: sequence numbers accounted for (0..size)
 //! <base64 head>                          the chain head after the last sealed batch
-//! flowscribe run 3 batches 17 checkpoint 5 time 1763712000000
+//! flowscribe run 3 batches 17 checkpoint 5 time 1763712000000 [stop]
 //!                                        (blank line)
 //! — flowscribe <base64(key id || Ed25519 signature)>
 //! ```
@@ -276,6 +276,9 @@ pub struct Checkpoint {
     pub number: u64,
     /// Unix time in milliseconds when it was made (the exporter's clock).
     pub time_unix_ms: u64,
+    /// The last checkpoint of a run that shut down cleanly (the word `stop`
+    /// at the end of the extension line): nothing follows in this run.
+    pub stop: bool,
 }
 
 impl Checkpoint {
@@ -286,14 +289,15 @@ impl Checkpoint {
     /// The note body (ends with a newline).
     pub fn body(&self) -> String {
         format!(
-            "{}\n{}\n{}\nflowscribe run {} batches {} checkpoint {} time {}\n",
+            "{}\n{}\n{}\nflowscribe run {} batches {} checkpoint {} time {}{}\n",
             self.origin,
             self.size,
             B64.encode(self.head),
             self.run,
             self.batches,
             self.number,
-            self.time_unix_ms
+            self.time_unix_ms,
+            if self.stop { " stop" } else { "" }
         )
     }
 
@@ -330,6 +334,7 @@ impl Checkpoint {
             batches: field("batches")?,
             number: field("checkpoint")?,
             time_unix_ms: field("time")?,
+            stop: words.last() == Some(&"stop"),
         })
     }
 }
@@ -356,6 +361,7 @@ mod tests {
             batches: 17,
             number: 5,
             time_unix_ms: 1_763_712_000_000,
+            stop: true,
         }
     }
 

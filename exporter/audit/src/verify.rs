@@ -50,6 +50,10 @@ pub struct VerifyOptions {
     /// Unsigned records at the end of a run that crashed (its successor's
     /// gap record says so) are a warning, not a failure.
     pub accept_crash_tail: bool,
+    /// The newest run may still be running: its end without a stop
+    /// checkpoint is a note, not a failure (an archive cut after a
+    /// checkpoint looks the same, so the note says where it ends).
+    pub open_end: bool,
 }
 
 /// A line of an input file.
@@ -94,6 +98,8 @@ pub enum FindingKind {
     HeadMissing,
     /// Sequence numbers skipped by a crash (explained by a gap record).
     CrashGap,
+    /// The newest run has no stop checkpoint: cut, or still running.
+    OpenEnd,
 }
 
 impl FindingKind {
@@ -114,6 +120,7 @@ impl FindingKind {
             FindingKind::Unaudited => "UNAUDITED",
             FindingKind::HeadMissing => "HEAD-MISSING",
             FindingKind::CrashGap => "CRASH-GAP",
+            FindingKind::OpenEnd => "OPEN-END",
         }
     }
 }
@@ -570,7 +577,11 @@ impl<'a> ChainCheck<'a> {
             seqs,
             detail,
             location,
-            fails: kind != FindingKind::CrashGap,
+            fails: match kind {
+                FindingKind::CrashGap => false,
+                FindingKind::OpenEnd => !self.options.open_end,
+                _ => true,
+            },
         });
     }
 
@@ -662,9 +673,12 @@ impl<'a> ChainCheck<'a> {
                             Some(*loc),
                         ),
                     _ => {
-                        signed
+                        let entry = signed
                             .entry((cp.run, cp.batches))
                             .or_insert_with(|| (cp.clone(), *loc));
+                        // An idle run's stop checkpoint repeats the point of
+                        // the one before it.
+                        entry.0.stop |= cp.stop;
                     }
                 },
                 CheckpointStatus::Bad(why) => {
@@ -1043,6 +1057,24 @@ impl<'a> ChainCheck<'a> {
                         );
                     }
                 }
+            }
+        }
+
+        // The newest run must have ended with its stop checkpoint.
+        if let Some(&last_run) = run_list.last() {
+            let stopped = signed
+                .range((last_run, 0)..=(last_run, u64::MAX))
+                .any(|(_, (cp, _))| cp.stop);
+            if !stopped {
+                let end = run_end.get(&last_run).copied().unwrap_or(0);
+                self.finding(
+                    FindingKind::OpenEnd,
+                    None,
+                    format!(
+                        "run {last_run} has no stop checkpoint: the signed archive ends before seq {end}; it was cut there, or the node is still running (--open-end)"
+                    ),
+                    None,
+                );
             }
         }
 

@@ -183,7 +183,10 @@ fn dropping_checkpoints() {
     // heartbeats, seqs 0..=2403; the rest (seqs 2404..=3605) is unsigned.
     assert_eq!(
         failures(&r),
-        vec![(FindingKind::Unsigned, Some((2404, 3605)))]
+        vec![
+            (FindingKind::OpenEnd, None),
+            (FindingKind::Unsigned, Some((2404, 3605)))
+        ]
     );
     // A middle one: the numbering has a hole.
     let mut middle = lines.clone();
@@ -227,6 +230,7 @@ fn a_wrong_key_signs_nothing() {
         failures(&r),
         vec![
             (FindingKind::UnknownKey, None),
+            (FindingKind::OpenEnd, None),
             (FindingKind::Unsigned, Some((0, 3605)))
         ]
     );
@@ -253,6 +257,7 @@ fn a_forged_signature_under_the_trusted_name_and_id_is_bad() {
         failures(&r),
         vec![
             (FindingKind::BadSignature, None),
+            (FindingKind::OpenEnd, None),
             (FindingKind::Unsigned, Some((2404, 3605)))
         ]
     );
@@ -270,6 +275,7 @@ fn a_truncated_file_is_malformed_at_its_last_line() {
         failures(&r),
         vec![
             (FindingKind::Malformed, None),
+            (FindingKind::OpenEnd, None),
             (FindingKind::Unsigned, Some((2404, 3605)))
         ]
     );
@@ -491,4 +497,32 @@ fn a_clean_restart_verifies_without_leniency() {
         },
     );
     assert!(r.ok(), "{}", r.render());
+}
+
+#[test]
+fn an_archive_cut_after_a_checkpoint_has_an_open_end() {
+    let lines = archive();
+    let cps: Vec<usize> = (0..lines.len())
+        .filter(|&i| is_kind(&lines[i], "checkpoint"))
+        .collect();
+    // Everything up to and including the checkpoint at 120 s: all of it is
+    // signed, only the stop checkpoint is absent.
+    let cut = &lines[..=cps[2]];
+    let r = verify_lines(cut, options());
+    assert_eq!(failures(&r), vec![(FindingKind::OpenEnd, None)]);
+    assert!(
+        r.render().contains("ends before seq 2404"),
+        "{}",
+        r.render()
+    );
+    // A node still running: --open-end turns it into a note.
+    let r = verify_lines(
+        cut,
+        VerifyOptions {
+            open_end: true,
+            ..options()
+        },
+    );
+    assert!(r.ok(), "{}", r.render());
+    assert_eq!(r.of_kind(FindingKind::OpenEnd).len(), 1);
 }
