@@ -87,7 +87,12 @@ pub fn chain_hex(chain: &ChainId) -> String {
 
 /// Parse 32 hex digits into a chain id.
 pub fn parse_chain_hex(s: &str) -> Option<ChainId> {
-    if s.len() != 32 || !s.is_ascii() {
+    // Lowercase only, as written: one value has one spelling.
+    if s.len() != 32
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     let mut out = [0u8; 16];

@@ -78,13 +78,30 @@ impl Archive {
 }
 
 /// Run `batches` batches of `batch_size` flows, one per simulated second,
-/// from `start_ms`, with checkpoints every 60 s and heartbeats every 30 s,
+/// from `start_ms` (see [`run_node_every`] for another pace), with checkpoints every 60 s and heartbeats every 30 s,
 /// on `store`. `clean` ends with `shutdown`; otherwise the auditor is
 /// dropped (a crash). Returns the lines and the store.
 pub fn run_node<S: StateStore>(
     node: &str,
     store: S,
     start_ms: u64,
+    batches: u64,
+    batch_size: u64,
+    clean: bool,
+    chain_id: [u8; 16],
+) -> (Archive, Option<S>) {
+    run_node_every(
+        node, store, start_ms, 1000, batches, batch_size, clean, chain_id,
+    )
+}
+
+/// [`run_node`] with one batch every `step_ms` of simulated time.
+#[allow(clippy::too_many_arguments)]
+pub fn run_node_every<S: StateStore>(
+    node: &str,
+    store: S,
+    start_ms: u64,
+    step_ms: u64,
     batches: u64,
     batch_size: u64,
     clean: bool,
@@ -100,7 +117,7 @@ pub fn run_node<S: StateStore>(
     }
     let mut n = 0u64;
     for b in 0..batches {
-        let now = t(start_ms + b * 1000);
+        let now = t(start_ms + b * step_ms);
         let tick = auditor.tick(now).unwrap();
         for cp in &tick.checkpoints {
             out.lines.push(cp.to_json_line());
@@ -134,7 +151,7 @@ pub fn run_node<S: StateStore>(
         out.lines.push(seal.to_json_line());
     }
     if clean {
-        let (cps, store) = auditor.shutdown(t(start_ms + batches * 1000)).unwrap();
+        let (cps, store) = auditor.shutdown(t(start_ms + batches * step_ms)).unwrap();
         for cp in cps {
             out.lines.push(cp.to_json_line());
             out.checkpoints += 1;
