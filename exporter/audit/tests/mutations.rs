@@ -58,7 +58,7 @@ fn alter(v: &mut Value, rng: &mut Rng) {
             None => Value::from(n.as_f64().unwrap_or(0.0) + 0.5),
         },
         Value::String(mut s) => {
-            if s.is_empty() || rng.next() % 2 == 0 {
+            if s.is_empty() || rng.next().is_multiple_of(2) {
                 s.push('x');
             } else {
                 // Flip one character to another printable one.
