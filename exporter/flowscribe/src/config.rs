@@ -160,6 +160,36 @@ pub const FIELDS: &[FieldDoc] = &[
         default: "[]",
         doc: "Named networks, e.g. `{name: corp-vpn, cidrs: [10.50.0.0/16]}`. The most specific range wins; a configured name wins over a built-in one of equal prefix. Built-in: LOOPBACK, MULTICAST, CLOUD METADATA (169.254.169.254, fd00:ec2::254), LINK LOCAL, PRIVATE NETWORK (RFC 1918, 100.64/10, fc00::/7), pod-network (Node pod CIDRs), PUBLIC NETWORK (everything else).",
     },
+    FieldDoc {
+        path: "audit.key_file",
+        kind: "path",
+        default: "none (audit trail off)",
+        doc: "Ed25519 signing key (32-byte raw seed, or PKCS#8 PEM/DER) for the checkpoints. Setting it turns the audit trail on (docs/compliance.md): every JSON record gets `flowscribe.audit` {chain, view, run, batch, seq}, each batch a seal record, and a signed checkpoint per format goes out every `checkpoint_interval`. CEF and OTLP protobuf records are not part of the trail.",
+    },
+    FieldDoc {
+        path: "audit.key_name",
+        kind: "string",
+        default: "flowscribe-<node_name>",
+        doc: "The key's name in signed checkpoints and in `flowscribe audit public-key` output.",
+    },
+    FieldDoc {
+        path: "audit.state_dir",
+        kind: "path",
+        default: "/var/lib/flowscribe",
+        doc: "Where the sequence-number state is persisted (atomically, before numbers are handed out), so a restart continues the chain and a crash shows as a gap record.",
+    },
+    FieldDoc {
+        path: "audit.checkpoint_interval",
+        kind: "duration",
+        default: "60s",
+        doc: "Signed checkpoint period, also when idle.",
+    },
+    FieldDoc {
+        path: "audit.heartbeat_interval",
+        kind: "duration",
+        default: "30s",
+        doc: "Heartbeat record period: clock state (adjtimex), interfaces attached, degraded conditions.",
+    },
 ];
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -175,6 +205,28 @@ pub struct RawConfig {
     pub capture: RawCapture,
     #[serde(default)]
     pub enrich: RawEnrich,
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub key_file: Option<PathBuf>,
+    pub key_name: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub checkpoint_interval: Option<String>,
+    pub heartbeat_interval: Option<String>,
+}
+
+/// Validated `audit` settings (present when the trail is on).
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub key_file: PathBuf,
+    pub key_name: String,
+    pub state_dir: PathBuf,
+    pub checkpoint_interval: Duration,
+    pub heartbeat_interval: Duration,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -264,6 +316,8 @@ pub struct Config {
     pub cluster_name: Option<String>,
     /// Where the Prometheus endpoint listens, when on.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The audit trail, when on.
+    pub audit: Option<AuditSettings>,
     pub sinks: Vec<SinkSpec>,
     pub capture: CaptureConfig,
     pub drain_interval: Duration,
@@ -502,12 +556,14 @@ impl RawConfig {
                 None
             }
         };
+        let audit = self.audit.validate(&mut p, &node_name);
         if !p.is_empty() {
             return Err(p);
         }
         Ok(Config {
             enrich,
             metrics_listen,
+            audit,
             format,
             cluster_name: self.cluster_name.clone(),
             sinks,
@@ -546,6 +602,55 @@ fn cidrs(p: &mut Vec<ConfigProblem>, path: &str, raw: &[String]) -> Vec<ipnet::I
         }
     }
     out
+}
+
+impl RawAudit {
+    fn validate(&self, p: &mut Vec<ConfigProblem>, node: &str) -> Option<AuditSettings> {
+        let checkpoint_interval = duration(
+            p,
+            "audit.checkpoint_interval",
+            &self.checkpoint_interval,
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+        );
+        let heartbeat_interval = duration(
+            p,
+            "audit.heartbeat_interval",
+            &self.heartbeat_interval,
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+        );
+        let key_name = self
+            .key_name
+            .clone()
+            .unwrap_or_else(|| format!("flowscribe-{node}"));
+        // A note key name: printable, no spaces or '+' (C2SP signed-note).
+        if key_name.is_empty() || key_name.chars().any(|c| c.is_whitespace() || c == '+') {
+            p.push(problem(
+                "audit.key_name",
+                format!("{key_name:?} must be non-empty, without spaces or '+'"),
+            ));
+        }
+        let Some(key_file) = self.key_file.clone() else {
+            if self.key_name.is_some() || self.state_dir.is_some() {
+                p.push(problem(
+                    "audit.key_file",
+                    "required when other audit settings are given (it turns the trail on)".into(),
+                ));
+            }
+            return None;
+        };
+        Some(AuditSettings {
+            key_file,
+            key_name,
+            state_dir: self
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/var/lib/flowscribe")),
+            checkpoint_interval,
+            heartbeat_interval,
+        })
+    }
 }
 
 impl RawEnrich {

@@ -3,6 +3,7 @@
 //! signals and threads; the stage crates are libraries.
 #![forbid(unsafe_code)]
 
+mod audit_trail;
 mod config;
 mod explain_cmd;
 mod identity;
