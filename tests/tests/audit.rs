@@ -7,6 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+#[allow(
+    dead_code,
+    reason = "shared with the enrich tests; not every helper is used here"
+)]
+#[path = "../../exporter/enrich/tests/fake_apiserver/mod.rs"]
+mod fake_apiserver;
+
+use fake_apiserver::FakeApiServer;
 use flowscribe_audit::verify::{FindingKind, Report, Verifier, VerifyOptions};
 use flowscribe_audit::{NoteSigner, NoteVerifier};
 use flowscribe_e2e::*;
@@ -171,4 +179,100 @@ fn a_restarted_exporter_s_archive_verifies_and_tampering_is_pinpointed() {
     let missing = report.of_kind(FindingKind::Missing);
     assert_eq!(missing.len(), 1, "{}", report.render());
     assert_eq!(missing[0].seqs, Some((seq, seq)));
+}
+
+/// PCI DSS 1.2.2 / 10.2.1.7 evidence: a NetworkPolicy created, changed and
+/// deleted in the cluster while the exporter runs becomes three numbered,
+/// sealed policy-change records naming the versions and what changed.
+#[test]
+fn policy_changes_in_the_cluster_are_recorded_in_the_trail() {
+    let _serial = serial();
+    let node = Node::new_v4_only(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = node
+        .ns
+        .run(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let fake = {
+        let _enter = rt.enter();
+        FakeApiServer::start_on(listener)
+    };
+    let kubeconfig = TempConfig::new(&format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
+         clusters: [{{name: fake, cluster: {{server: '{}'}}}}]\n\
+         users: [{{name: nobody, user: {{}}}}]\n\
+         contexts: [{{name: test, context: {{cluster: fake, user: nobody}}}}]\n",
+        fake.url()
+    ));
+    let dir = Dir(std::env::temp_dir().join(format!("fst-audit-pc-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let key = dir.0.join("audit.key");
+    std::fs::write(&key, SEED).unwrap();
+    let config = TempConfig::new(&format!(
+        "node_name: test-node\ncapture:\n  drain_interval: 200ms\naudit:\n  key_file: {}\n  \
+         key_name: flowscribe-test-node\n  state_dir: {}\n",
+        key.display(),
+        dir.0.join("state").display()
+    ));
+    let config_arg = config.arg();
+    let kube_arg = kubeconfig.arg();
+    let mut exporter = Exporter::start_with_env(
+        &node.ns.name,
+        &["--config", &config_arg],
+        &[("KUBECONFIG", kube_arg.as_str())],
+    );
+    exporter
+        .wait_for_log(
+            |l| l.contains("policies listed") && l.contains("networkpolicies.networking.k8s.io"),
+            Duration::from_secs(15),
+        )
+        .unwrap_or_else(|| panic!("policies never listed; log:\n{}", exporter.log.join("\n")));
+    let policy = |types: &[&str]| {
+        serde_json::json!({"metadata": {"name": "db-lock", "namespace": "shop", "uid": "np-7",
+                                        "generation": 1},
+                           "spec": {"podSelector": {}, "policyTypes": types}})
+    };
+    fake.apply("networkpolicies", policy(&["Ingress"]));
+    fake.apply("networkpolicies", policy(&["Ingress", "Egress"]));
+    fake.delete("networkpolicies", "shop", "db-lock");
+    let changes = |e: &Exporter| {
+        e.records_so_far()
+            .into_iter()
+            .filter(|r| r["flowscribe"]["record"] == "policy_change")
+            .collect::<Vec<Value>>()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || changes(&exporter).len() >= 3),
+        "{:#?}",
+        exporter.records_so_far()
+    );
+    let stopped = exporter.stop();
+    assert_eq!(stopped.code, Some(0), "log: {:#?}", stopped.log);
+    let got: Vec<&Value> = stopped
+        .records
+        .iter()
+        .filter(|r| r["flowscribe"]["record"] == "policy_change")
+        .collect();
+    assert_eq!(got.len(), 3, "{got:#?}");
+    let c = |i: usize| &got[i]["flowscribe"]["policy_change"];
+    assert_eq!(
+        (
+            c(0)["change"].as_str(),
+            c(1)["change"].as_str(),
+            c(2)["change"].as_str()
+        ),
+        (Some("created"), Some("updated"), Some("deleted"))
+    );
+    assert_eq!(c(1)["changed"], serde_json::json!(["spec.policyTypes"]));
+    assert_eq!(c(1)["previous_resource_version"], c(0)["resource_version"]);
+    assert_eq!(c(0)["uid"], "np-7");
+    assert_eq!(c(0)["api_version"], "networking.k8s.io/v1");
+    // Numbered and sealed like every other record: the archive verifies.
+    assert!(got.iter().all(|r| r["flowscribe.audit"]["seq"].is_u64()));
+    let report = verify(&[("minimal", &stopped.lines.join("\n"))]);
+    assert!(report.ok(), "{}", report.render());
 }

@@ -22,6 +22,7 @@ use flowscribe_audit::{
     Auditor, AuditorOptions, ClockState, FileStateStore, HeartbeatRecord, LifecycleEvent,
     LifecycleRecord, NoteSigner,
 };
+use flowscribe_enrich::kube_policies::PolicyChange;
 use flowscribe_normalize::Schema;
 use serde_json::Value;
 
@@ -120,6 +121,34 @@ impl AuditTrail {
             details,
         };
         self.pending.push(r.to_json(&self.node, now));
+    }
+
+    /// Queue policy change records (PCI DSS 1.2.2, 10.2.1.7): which policy,
+    /// which version replaced which, and what changed.
+    pub fn policy_changes(&mut self, changes: Vec<(SystemTime, PolicyChange)>) {
+        for (at, c) in changes {
+            let record = serde_json::json!({
+                "@timestamp": humantime::format_rfc3339_millis(at).to_string(),
+                "event": {"kind": "event", "dataset": "flowscribe.audit", "action": "policy-change"},
+                "host": {"name": self.node},
+                "flowscribe": {
+                    "record": "policy_change",
+                    "policy_change": {
+                        "change": c.change.as_str(),
+                        "api_version": c.resource.api_version(),
+                        "kind": c.resource.kind,
+                        "namespace": c.namespace,
+                        "name": c.name,
+                        "uid": c.uid,
+                        "resource_version": c.resource_version,
+                        "generation": c.generation,
+                        "previous_resource_version": c.previous_resource_version,
+                        "changed": c.changed,
+                    }
+                }
+            });
+            self.pending.push(record);
+        }
     }
 
     /// Once per loop: queue the checkpoints and the heartbeat that are due.

@@ -576,7 +576,9 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         // ① Drain the kernel maps -> ② enrich -> ④ normalize -> output.
         let batch = capture.drain().map_err(anyhow::Error::from)?;
         let explained = explain(batch, &mut identities);
+        let changes = identities.take_policy_changes();
         if let Some(a) = audit.as_mut() {
+            a.policy_changes(changes);
             a.tick(SystemTime::now(), || heartbeat(&capture, &identities))?;
         }
         deliver(&explained, &encoder, &mut writer, &sinks, audit.as_mut())?;
