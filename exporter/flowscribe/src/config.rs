@@ -53,6 +53,12 @@ pub const FIELDS: &[FieldDoc] = &[
         doc: "Cluster name written into every record (`orchestrator.cluster.name`, `k8s.cluster.name`).",
     },
     FieldDoc {
+        path: "mode",
+        kind: "standard | compliance",
+        default: "standard",
+        doc: "`compliance` refuses, with one error per field, any setting that could lose records silently or keep them out of the audit trail: no `audit.key_file`, a sink with a memory queue (`queue=memory`), a lossy transport (`syslog+udp`), a sink format that cannot carry the audit fields (CEF). The exporter never samples and retries delivery without a time limit, so there is nothing else to refuse.",
+    },
+    FieldDoc {
         path: "metrics_listen",
         kind: "HOST:PORT",
         default: "off",
@@ -199,6 +205,7 @@ pub struct RawConfig {
     pub output: Option<String>,
     pub format: Option<String>,
     pub cluster_name: Option<String>,
+    pub mode: Option<String>,
     pub metrics_listen: Option<String>,
     pub sinks: Option<Vec<String>>,
     #[serde(default)]
@@ -445,12 +452,36 @@ impl RawConfig {
                 Format::Schema(Schema::Ecs)
             }
         };
+        let compliance = match self.mode.as_deref() {
+            None | Some("standard") => false,
+            Some("compliance") => true,
+            Some(other) => {
+                p.push(problem(
+                    "mode",
+                    format!("{other:?} is not a mode; use standard or compliance"),
+                ));
+                false
+            }
+        };
         let mut sinks = Vec::new();
         for (i, url) in self.sinks.iter().flatten().enumerate() {
             match parse_sink(url, &node_name) {
-                Ok(s) => sinks.push(s),
+                Ok(s) => {
+                    if compliance {
+                        for m in compliance_problems(&s) {
+                            p.push(problem(&format!("sinks[{i}]"), m));
+                        }
+                    }
+                    sinks.push(s)
+                }
                 Err(e) => p.push(problem(&format!("sinks[{i}]"), e)),
             }
+        }
+        if compliance && self.audit.key_file.is_none() {
+            p.push(problem(
+                "audit.key_file",
+                "compliance mode needs the audit trail: set a signing key".into(),
+            ));
         }
         let include = c.interfaces.clone().unwrap_or_default();
         let exclude = c
@@ -600,6 +631,36 @@ fn cidrs(p: &mut Vec<ConfigProblem>, path: &str, raw: &[String]) -> Vec<ipnet::I
                 )),
             },
         }
+    }
+    out
+}
+
+/// Why a sink could lose records silently or stay outside the audit trail.
+fn compliance_problems(s: &SinkSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    if s.durability() != flowscribe_sinks::core::queue::Durability::Disk {
+        out.push(
+            "compliance mode: a memory queue loses what it holds on a crash; \
+             add queue=disk&queue_dir=DIR"
+                .to_string(),
+        );
+    }
+    if s.scheme() == "syslog+udp" {
+        out.push(
+            "compliance mode: syslog over UDP drops without telling (RFC 5426); \
+             use syslog+tcp or syslog+tls"
+                .to_string(),
+        );
+    }
+    if crate::audit_trail::view_name(s.format).is_none() {
+        out.push(format!(
+            "compliance mode: {} records cannot carry the audit fields; \
+             use format=ecs, ocsf or otlp-json",
+            match s.format {
+                Format::Minimal => "minimal",
+                Format::Schema(sc) => sc.name(),
+            }
+        ));
     }
     out
 }
@@ -775,6 +836,37 @@ mod tests {
                 "enrich.networks[0].cidrs[0]",
             ]
         );
+    }
+
+    #[test]
+    fn compliance_mode_refuses_every_silent_loss_with_its_path() {
+        let raw = parse(
+            "mode: compliance\nsinks:\n  - syslog+udp://10.0.0.1:514\n  - 'syslog+tcp://10.0.0.1:601?queue=disk&queue_dir=/q'\n  - 'file:/var/log/f.jsonl?queue=disk&queue_dir=/q2'\n  - 'file:/var/log/g.jsonl'\n",
+        );
+        let problems = raw.validate("n").unwrap_err();
+        let got: Vec<(String, bool)> = problems
+            .iter()
+            .map(|p| (p.path.clone(), p.message.contains("compliance")))
+            .collect();
+        let want: Vec<(String, bool)> = [
+            "sinks[0]", // memory queue
+            "sinks[0]", // UDP
+            "sinks[0]", // CEF (syslog's default) cannot carry the fields
+            "sinks[1]", // the same
+            "sinks[3]", // memory queue
+            "audit.key_file",
+        ]
+        .iter()
+        .map(|p| (p.to_string(), true))
+        .collect();
+        assert_eq!(got, want, "{problems:#?}");
+        // The same sinks are fine in standard mode (with a key, a clean bill).
+        let ok = parse(
+            "mode: compliance\naudit:\n  key_file: /k\nsinks:\n  - 'file:/var/log/f.jsonl?queue=disk&queue_dir=/q2'\n  - 'syslog+tls://10.0.0.1:6514?format=ecs&queue=disk&queue_dir=/q'\n",
+        );
+        let c = ok.validate("n").unwrap();
+        assert_eq!(c.audit.unwrap().key_name, "flowscribe-n");
+        assert!(parse("mode: lax\n").validate("n").unwrap_err()[0].path == "mode");
     }
 
     #[test]

@@ -38,6 +38,22 @@ enum TransportSpec {
     Syslog(Box<SyslogConfig>),
 }
 
+impl SinkSpec {
+    /// What a crash does to the records queued for this sink.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The URL scheme (`syslog+tcp`, ...), or `stdout` / `file`.
+    pub fn scheme(&self) -> &str {
+        match self.name.split_once("://") {
+            Some((scheme, _)) => scheme,
+            None if self.name.starts_with("file:") => "file",
+            None => &self.name,
+        }
+    }
+}
+
 /// Parse `--sink URL`; `node` is the syslog HOSTNAME.
 pub fn parse_sink(url: &str, node: &str) -> Result<SinkSpec, String> {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
