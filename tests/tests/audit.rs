@@ -276,3 +276,91 @@ fn policy_changes_in_the_cluster_are_recorded_in_the_trail() {
     let report = verify(&[("minimal", &stopped.lines.join("\n"))]);
     assert!(report.ok(), "{}", report.render());
 }
+
+/// Records a sink rejects for good (here: every ECS document is larger
+/// than the UDP datagram limit the sink is given) come back in-band as loss
+/// records in the trail, whose counts add up to what the sink rejected.
+#[test]
+fn sink_rejects_become_numbered_loss_records_that_add_up() {
+    let _serial = serial();
+    let node = Node::new_v4_only(2);
+    let (a, b) = (&node.pods[0], &node.pods[1]);
+    let dir = Dir(std::env::temp_dir().join(format!("fst-audit-loss-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let key = dir.0.join("audit.key");
+    std::fs::write(&key, SEED).unwrap();
+    let config = TempConfig::new(&format!(
+        "node_name: test-node\ncapture:\n  drain_interval: 200ms\naudit:\n  key_file: {}\n  \
+         key_name: flowscribe-test-node\n  state_dir: {}\n",
+        key.display(),
+        dir.0.join("state").display()
+    ));
+    let config_arg = config.arg();
+    // A UDP socket that takes the datagrams that fit. Flow documents (well
+    // over 1,200 bytes in ECS) are too large to be sent at all; the trail's
+    // own records fit.
+    let receiver = node
+        .ns
+        .run(|| std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+    let sink = format!(
+        "syslog+udp://127.0.0.1:{}?format=ecs&max_datagram=1200",
+        receiver.local_addr().unwrap().port()
+    );
+    let exporter = Exporter::start(
+        &node.ns.name,
+        &[
+            "--config",
+            &config_arg,
+            "--idle-timeout",
+            "1s",
+            "--sink",
+            &sink,
+        ],
+    );
+    for _ in 0..3 {
+        udp_exchange(&a.ns, &b.ns, b.v4, 2, 40, 1, 40);
+    }
+    let losses = |records: &[Value]| -> u64 {
+        records
+            .iter()
+            .filter(|r| r["flowscribe"]["record"] == "loss")
+            .map(|r| &r["flowscribe"]["loss"])
+            .filter(|l| l["stage"] == "sink" && l["reason"] == "too_large")
+            .map(|l| l["count"].as_u64().unwrap())
+            .sum()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || losses(
+            &exporter.records_so_far()
+        ) >= 3),
+        "{:#?}",
+        exporter.records_so_far()
+    );
+    let stopped = exporter.stop();
+    assert_eq!(stopped.code, Some(0), "log: {:#?}", stopped.log);
+    // The sink's own count at shutdown equals the sum of the loss records.
+    let line = stopped
+        .log
+        .iter()
+        .find(|l| l.contains("sink stopped") && l.contains("syslog+udp"))
+        .unwrap();
+    let rejected: u64 = line
+        .split("rejected=")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rejected >= 3, "{line}");
+    let flows = stopped
+        .records
+        .iter()
+        .filter(|r| r["record"] == "flow")
+        .count() as u64;
+    assert_eq!(rejected, flows, "only the flow documents are too large");
+    assert_eq!(losses(&stopped.records), rejected, "{line}");
+    assert!(verify(&[("minimal", &stopped.lines.join("\n"))]).ok());
+}

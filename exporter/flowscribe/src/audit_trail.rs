@@ -20,13 +20,14 @@ use anyhow::Context as _;
 use flowscribe_audit::fields::chain_hex;
 use flowscribe_audit::{
     Auditor, AuditorOptions, ClockState, FileStateStore, HeartbeatRecord, LifecycleEvent,
-    LifecycleRecord, NoteSigner,
+    LifecycleRecord, LossRecord, LossStage, NoteSigner,
 };
 use flowscribe_enrich::kube_policies::PolicyChange;
 use flowscribe_normalize::Schema;
 use serde_json::Value;
 
 use crate::config::{AuditSettings, Format};
+use crate::sinks::SinkLoss;
 
 /// One format's share of a drain: its encoded lines and their event ids.
 pub type Encoded = (Format, Vec<Vec<u8>>, Vec<String>);
@@ -148,6 +149,29 @@ impl AuditTrail {
                 }
             });
             self.pending.push(record);
+        }
+    }
+
+    /// Queue loss records for what sinks shed or had rejected in the window
+    /// (counts equal the increase of the sinks' shed and rejected metrics).
+    pub fn sink_losses(&mut self, losses: Vec<SinkLoss>, start: SystemTime, end: SystemTime) {
+        for l in losses {
+            let record = LossRecord {
+                stage: if l.stage == "queue" {
+                    LossStage::Queue
+                } else {
+                    LossStage::Sink
+                },
+                reason: l.reason.to_string(),
+                sink: Some(l.sink),
+                count: l.count,
+                count_is_exact: true,
+                bytes: None,
+                seq_range: None,
+                window_start: start,
+                window_end: end,
+            };
+            self.pending.push(record.to_json(&self.node, end));
         }
     }
 

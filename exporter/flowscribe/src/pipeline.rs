@@ -562,6 +562,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     identities.refresh(SystemTime::now());
 
     let mut next_drain = Instant::now() + config.drain_interval;
+    let mut loss_window = SystemTime::now();
     while !stop.load(Ordering::Relaxed) {
         // ① Follow interfaces as pods come and go (netlink, at most 200 ms late).
         let wait = next_drain
@@ -577,10 +578,14 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         let batch = capture.drain().map_err(anyhow::Error::from)?;
         let explained = explain(batch, &mut identities);
         let changes = identities.take_policy_changes();
+        let sink_losses = sinks.take_losses();
+        let now = SystemTime::now();
         if let Some(a) = audit.as_mut() {
             a.policy_changes(changes);
-            a.tick(SystemTime::now(), || heartbeat(&capture, &identities))?;
+            a.sink_losses(sink_losses, loss_window, now);
+            a.tick(now, || heartbeat(&capture, &identities))?;
         }
+        loss_window = now;
         deliver(&explained, &encoder, &mut writer, &sinks, audit.as_mut())?;
         report(&metrics, &capture, &identities, &explained);
     }
@@ -590,10 +595,21 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     info!("stopping: final drain");
     let (batch, counters) = capture.shutdown().map_err(anyhow::Error::from)?;
     let explained = explain(batch, &mut identities);
-    if let Some(a) = audit.as_mut() {
-        a.stopping(explained.at);
-    }
     deliver(&explained, &encoder, &mut writer, &sinks, audit.as_mut())?;
+    if let Some(a) = audit.as_mut() {
+        // What the sinks lost while delivering the last records, then the
+        // stop record, in one last numbered batch.
+        sinks.settle(Duration::from_secs(5));
+        let now = SystemTime::now();
+        a.sink_losses(sinks.take_losses(), loss_window, now);
+        a.stopping(now);
+        let last = Explained {
+            flows: Vec::new(),
+            losses: Vec::new(),
+            at: now,
+        };
+        deliver(&last, &encoder, &mut writer, &sinks, Some(a))?;
+    }
     // The last signed checkpoints close the chain of this run.
     if let Some(a) = audit.take() {
         let formats = consumer_formats(&encoder, &writer, &sinks);

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use flowscribe_normalize::Schema;
+use flowscribe_sinks::core::classify::RejectReason;
 use flowscribe_sinks::core::driver::{DriverConfig, DriverHandle, SinkDriver};
 use flowscribe_sinks::core::queue::{Durability, DurableQueue, QueueConfig, Record};
 use flowscribe_sinks::file::{FileConfig, StdoutTransport};
@@ -61,6 +62,7 @@ pub fn parse_sink(url: &str, node: &str) -> Result<SinkSpec, String> {
     let mut queue_dir = None;
     let mut durability = Durability::Memory;
     let mut tls = SyslogTlsConfig::default();
+    let mut max_datagram = None;
     for kv in query.split('&').filter(|s| !s.is_empty()) {
         let (k, v) = kv
             .split_once('=')
@@ -79,6 +81,12 @@ pub fn parse_sink(url: &str, node: &str) -> Result<SinkSpec, String> {
             "cert" => tls.client_cert_file = Some(PathBuf::from(v)),
             "key" => tls.client_key_file = Some(PathBuf::from(v)),
             "server_name" => tls.server_name = Some(v.to_string()),
+            "max_datagram" => {
+                max_datagram =
+                    Some(v.parse::<usize>().map_err(|_| {
+                        format!("{url}: max_datagram={v:?} is not a number of bytes")
+                    })?)
+            }
             _ => return Err(format!("{url}: unknown query parameter {k:?}")),
         }
     }
@@ -109,6 +117,12 @@ pub fn parse_sink(url: &str, node: &str) -> Result<SinkSpec, String> {
             _ => return Err(format!("{url}: unknown sink scheme {scheme:?}")),
         };
         let mut c = SyslogConfig::new(addr, protocol, node);
+        if let Some(n) = max_datagram {
+            if protocol != SyslogProtocol::Udp {
+                return Err(format!("{url}: max_datagram applies to syslog+udp only"));
+            }
+            c.max_datagram_bytes = n;
+        }
         if protocol == SyslogProtocol::Tls {
             c.tls = Some(tls);
         }
@@ -144,6 +158,19 @@ pub struct RunningSink {
 pub struct Sinks {
     runtime: tokio::runtime::Runtime,
     pub sinks: Vec<RunningSink>,
+    /// Records each sink's queue shed since the last `take_losses`, by reason.
+    shed: std::sync::Mutex<Vec<std::collections::BTreeMap<&'static str, u64>>>,
+}
+
+/// Records a sink will never deliver, since the last report: shed by its
+/// queue, or rejected for good by the receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkLoss {
+    pub sink: String,
+    /// `queue` (shed) or `sink` (rejected).
+    pub stage: &'static str,
+    pub reason: &'static str,
+    pub count: u64,
 }
 
 impl Sinks {
@@ -175,7 +202,12 @@ impl Sinks {
             info!(sink = %spec.name, format = ?spec.format, queued = recovered.queued_records, "sink started");
             sinks.push(RunningSink { spec, handle });
         }
-        Ok(Sinks { runtime, sinks })
+        let shed = std::sync::Mutex::new(vec![Default::default(); sinks.len()]);
+        Ok(Sinks {
+            runtime,
+            sinks,
+            shed,
+        })
     }
 
     /// Queue one batch on one sink: `records` are (event id, encoded line).
@@ -191,10 +223,64 @@ impl Sinks {
             .collect();
         let handle = &self.sinks[sink].handle;
         let receipt = self.runtime.block_on(handle.queue().push(records))?;
-        for shed in &receipt.shed {
-            tracing::warn!(sink = %self.sinks[sink].spec.name, reason = shed.reason.as_str(), event_id = %shed.event_id, "record shed by the queue");
+        if !receipt.shed.is_empty() {
+            let mut counts = self.shed.lock().unwrap_or_else(|e| e.into_inner());
+            for shed in &receipt.shed {
+                tracing::warn!(sink = %self.sinks[sink].spec.name, reason = shed.reason.as_str(), event_id = %shed.event_id, "record shed by the queue");
+                *counts[sink].entry(shed.reason.as_str()).or_default() += 1;
+            }
         }
         Ok(())
+    }
+
+    /// What every sink lost since the last call (shed and rejected), per
+    /// reason; equal to the increase of the matching metrics.
+    pub fn take_losses(&self) -> Vec<SinkLoss> {
+        let mut out = Vec::new();
+        let shed = std::mem::replace(
+            &mut *self.shed.lock().unwrap_or_else(|e| e.into_inner()),
+            vec![Default::default(); self.sinks.len()],
+        );
+        for (s, shed) in self.sinks.iter().zip(shed) {
+            for (reason, count) in shed {
+                out.push(SinkLoss {
+                    sink: s.spec.name.clone(),
+                    stage: "queue",
+                    reason,
+                    count,
+                });
+            }
+            let drain = s.handle.take_rejected();
+            let mut per_reason = std::collections::BTreeMap::new();
+            for r in &drain.records {
+                *per_reason.entry(r.reason.as_str()).or_insert(0u64) += 1;
+            }
+            for (reason, n) in RejectReason::ALL.iter().zip(drain.not_itemised) {
+                if n > 0 {
+                    *per_reason.entry(reason.as_str()).or_insert(0) += n;
+                }
+            }
+            for (reason, count) in per_reason {
+                out.push(SinkLoss {
+                    sink: s.spec.name.clone(),
+                    stage: "sink",
+                    reason,
+                    count,
+                });
+            }
+        }
+        out
+    }
+
+    /// Wait until everything pushed so far is delivered or recorded (or
+    /// `timeout` passes), without stopping the drivers.
+    pub fn settle(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for s in &self.sinks {
+            if let Err(e) = self.runtime.block_on(s.handle.flush(deadline)) {
+                tracing::warn!(sink = %s.spec.name, error = %e, "sink did not settle before shutdown");
+            }
+        }
     }
 
     /// The drivers' handles (metrics, rejected records), in sink order.
