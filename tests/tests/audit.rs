@@ -364,3 +364,97 @@ fn sink_rejects_become_numbered_loss_records_that_add_up() {
     assert_eq!(losses(&stopped.records), rejected, "{line}");
     assert!(verify(&[("minimal", &stopped.lines.join("\n"))]).ok());
 }
+
+/// DORA RTS 2024/1774 Art. 23 asks for prompt detection of failures of the
+/// logging itself: a sink that cannot deliver opens an incident in the
+/// trail (`degraded`), and its recovery closes it under the same id.
+#[test]
+fn a_blocked_sink_opens_and_closes_an_incident_in_the_trail() {
+    let _serial = serial();
+    let node = Node::new_v4_only(2);
+    let (a, b) = (&node.pods[0], &node.pods[1]);
+    let dir = Dir(std::env::temp_dir().join(format!("fst-audit-inc-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let key = dir.0.join("audit.key");
+    std::fs::write(&key, SEED).unwrap();
+    let config = TempConfig::new(&format!(
+        "node_name: test-node\ncapture:\n  drain_interval: 200ms\naudit:\n  key_file: {}\n  \
+         key_name: flowscribe-test-node\n  state_dir: {}\n",
+        key.display(),
+        dir.0.join("state").display()
+    ));
+    let config_arg = config.arg();
+    let port = node.ns.run(|| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    });
+    let sink = format!("syslog+tcp://127.0.0.1:{port}?format=ecs");
+    let exporter = Exporter::start(
+        &node.ns.name,
+        &[
+            "--config",
+            &config_arg,
+            "--idle-timeout",
+            "1s",
+            "--sink",
+            &sink,
+        ],
+    );
+    udp_exchange(&a.ns, &b.ns, b.v4, 2, 40, 1, 40);
+    let event = |recs: &[Value], e: &str| -> Vec<Value> {
+        recs.iter()
+            .filter(|r| r["flowscribe"]["lifecycle"]["event"] == e)
+            .map(|r| r["flowscribe"]["lifecycle"].clone())
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || !event(
+            &exporter.records_so_far(),
+            "degraded"
+        )
+        .is_empty()),
+        "{:#?}",
+        exporter.records_so_far()
+    );
+    // The receiver appears: a plain TCP reader in the node namespace.
+    let listener = node
+        .ns
+        .run(move || std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s, &mut std::io::sink());
+            });
+        }
+    });
+    assert!(
+        wait_until(Duration::from_secs(20), || !event(
+            &exporter.records_so_far(),
+            "recovered"
+        )
+        .is_empty()),
+        "{:#?}",
+        exporter.records_so_far()
+    );
+    let stopped = exporter.stop();
+    assert_eq!(stopped.code, Some(0), "log: {:#?}", stopped.log);
+    let degraded = event(&stopped.records, "degraded");
+    let recovered = event(&stopped.records, "recovered");
+    assert_eq!(
+        (degraded.len(), recovered.len()),
+        (1, 1),
+        "{degraded:#?} {recovered:#?}"
+    );
+    assert_eq!(
+        degraded[0]["reason"],
+        format!("sink_blocked:syslog+tcp://127.0.0.1:{port}")
+    );
+    assert_eq!(degraded[0]["details"]["detail"], "connection refused");
+    assert_eq!(degraded[0]["incident_id"], recovered[0]["incident_id"]);
+    assert!(verify(&[("minimal", &stopped.lines.join("\n"))]).ok());
+}

@@ -51,6 +51,9 @@ pub struct AuditTrail {
     pending: Vec<Value>,
     /// Checkpoints due, per view, waiting for the next delivery.
     checkpoints: Vec<(String, Vec<u8>, String)>,
+    /// Open incidents: condition -> incident id.
+    incidents: BTreeMap<String, String>,
+    incident_seq: u64,
 }
 
 impl AuditTrail {
@@ -95,6 +98,8 @@ impl AuditTrail {
             node: node.to_string(),
             pending: Vec::new(),
             checkpoints: Vec::new(),
+            incidents: BTreeMap::new(),
+            incident_seq: 0,
         };
         if let Some(gap) = gap {
             trail.pending.push(gap.to_json(node));
@@ -149,6 +154,50 @@ impl AuditTrail {
                 }
             });
             self.pending.push(record);
+        }
+    }
+
+    /// Compare the conditions that are degraded now (`name` -> detail) with
+    /// the last call, and queue a `degraded` record for each that began and
+    /// a `recovered` record (same incident id) for each that ended.
+    pub fn conditions(&mut self, now_degraded: BTreeMap<String, String>, at: SystemTime) {
+        let began: Vec<(String, String)> = now_degraded
+            .iter()
+            .filter(|(k, _)| !self.incidents.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let ended: Vec<String> = self
+            .incidents
+            .keys()
+            .filter(|k| !now_degraded.contains_key(*k))
+            .cloned()
+            .collect();
+        for (reason, detail) in began {
+            self.incident_seq += 1;
+            let id = format!(
+                "{}-{}-{}",
+                self.chain,
+                self.auditor.run(),
+                self.incident_seq
+            );
+            let r = LifecycleRecord {
+                event: LifecycleEvent::Degraded,
+                reason: Some(reason.clone()),
+                incident_id: Some(id.clone()),
+                details: BTreeMap::from([("detail".to_string(), Value::from(detail))]),
+            };
+            self.pending.push(r.to_json(&self.node, at));
+            self.incidents.insert(reason, id);
+        }
+        for reason in ended {
+            let id = self.incidents.remove(&reason);
+            let r = LifecycleRecord {
+                event: LifecycleEvent::Recovered,
+                reason: Some(reason),
+                incident_id: id,
+                details: BTreeMap::new(),
+            };
+            self.pending.push(r.to_json(&self.node, at));
         }
     }
 

@@ -198,6 +198,25 @@ fn hex_lower(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What is degraded right now, by condition, with a detail: the identity
+/// sources (`api_unreachable`), each sink whose last outcome was a degraded
+/// retry (`sink_blocked:<sink>`).
+fn degraded_conditions(identities: &Identities, sinks: &Sinks) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if identities.degraded() {
+        out.insert(
+            "identity_degraded".to_string(),
+            "an identity or policy source is incomplete".to_string(),
+        );
+    }
+    for s in &sinks.sinks {
+        if let Some(why) = s.degraded() {
+            out.insert(format!("sink_blocked:{}", s.spec.name), why.to_string());
+        }
+    }
+    out
+}
+
 /// The heartbeat's view of the node: clock discipline, coverage, health.
 fn heartbeat(capture: &Capture, identities: &Identities) -> HeartbeatRecord {
     let mut degraded = Vec::new();
@@ -581,6 +600,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         let sink_losses = sinks.take_losses();
         let now = SystemTime::now();
         if let Some(a) = audit.as_mut() {
+            a.conditions(degraded_conditions(&identities, &sinks), now);
             a.policy_changes(changes);
             a.sink_losses(sink_losses, loss_window, now);
             a.tick(now, || heartbeat(&capture, &identities))?;

@@ -153,6 +153,13 @@ pub struct RunningSink {
     handle: DriverHandle,
 }
 
+impl RunningSink {
+    /// Why the sink is retrying in a degraded state, if it is.
+    pub fn degraded(&self) -> Option<&'static str> {
+        self.handle.snapshot().degraded
+    }
+}
+
 /// Every running sink and the runtime their drivers run on.
 #[derive(Debug)]
 pub struct Sinks {
