@@ -458,3 +458,100 @@ fn a_blocked_sink_opens_and_closes_an_incident_in_the_trail() {
     assert_eq!(degraded[0]["incident_id"], recovered[0]["incident_id"]);
     assert!(verify(&[("minimal", &stopped.lines.join("\n"))]).ok());
 }
+
+/// Redaction before export: addresses truncated, pod names pseudonymised
+/// with a keyed hash (stable per pod), labels dropped, in every record; the
+/// start record declares the rules (without the key).
+#[test]
+fn redaction_rules_apply_to_every_record_and_are_declared() {
+    let _serial = serial();
+    let node = Node::new_v4_only(3);
+    let (a, b, c) = (&node.pods[0], &node.pods[1], &node.pods[2]);
+    let dir = Dir(std::env::temp_dir().join(format!("fst-redact-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let key = dir.0.join("audit.key");
+    std::fs::write(&key, SEED).unwrap();
+    let pseudo = dir.0.join("pseudo.key");
+    std::fs::write(&pseudo, b"0123456789abcdef0123456789abcdef").unwrap();
+    let manifests = ManifestsDir::new("redact");
+    let pod = |name: &str, ip: &str| {
+        format!(
+            "- {{apiVersion: v1, kind: Pod, metadata: {{name: {name}, namespace: shop, uid: u-{name}, \
+             labels: {{app: {name}}}}}, spec: {{serviceAccountName: sa-{name}}}, status: {{podIP: {ip}}}}}\n"
+        )
+    };
+    manifests.write(
+        "pods.yaml",
+        &format!(
+            "apiVersion: v1\nkind: List\nitems:\n{}{}{}",
+            pod("web", "10.201.1.2"),
+            pod("db", "10.201.2.2"),
+            pod("cache", "10.201.3.2")
+        ),
+    );
+    let config = TempConfig::new(&format!(
+        "node_name: test-node\naudit:\n  key_file: {}\n  key_name: flowscribe-test-node\n  state_dir: {}\n\
+         redact:\n  - {{field: ip, action: truncate, prefix_v4: 16}}\n  \
+         - {{field: pod.name, action: keyed_hash, key_file: {}}}\n  \
+         - {{field: pod.labels, action: drop}}\n",
+        key.display(),
+        dir.0.join("state").display(),
+        pseudo.display()
+    ));
+    let config_arg = config.arg();
+    let manifests_arg = manifests.arg().display().to_string();
+    let exporter = Exporter::start(
+        &node.ns.name,
+        &[
+            "--config",
+            &config_arg,
+            "--manifests",
+            &manifests_arg,
+            "--active-timeout",
+            "300s",
+            "--idle-timeout",
+            "300s",
+        ],
+    );
+    let p1 = udp_exchange(&a.ns, &b.ns, b.v4, 2, 40, 1, 40);
+    let p2 = udp_exchange(&a.ns, &c.ns, c.v4, 2, 40, 1, 40);
+    let stopped = exporter.stop();
+    assert_eq!(stopped.code, Some(0), "log: {:#?}", stopped.log);
+    let flow = |port: u16| {
+        stopped
+            .records
+            .iter()
+            .find(|r| r["record"] == "flow" && r["src_port"] == port)
+            .unwrap_or_else(|| panic!("no flow from {port}: {:#?}", stopped.records))
+    };
+    let (f1, f2) = (flow(p1), flow(p2));
+    for f in [f1, f2] {
+        assert_eq!(f["src_addr"], "10.201.0.0", "{f:#}");
+        assert_eq!(f["dst_addr"], "10.201.0.0", "{f:#}");
+        assert_eq!(f["source"]["labels"], serde_json::json!({}), "{f:#}");
+        assert_eq!(f["source"]["service_account"], "sa-web", "not redacted");
+    }
+    let name = |f: &Value, end: &str| f[end]["pod"].as_str().unwrap().to_string();
+    assert!(name(f1, "source").starts_with("h:") && name(f1, "source").len() == 18);
+    // Stable per pod, distinct between pods, never the real name.
+    assert_eq!(name(f1, "source"), name(f2, "source"));
+    assert_ne!(name(f1, "destination"), name(f2, "destination"));
+    assert!(
+        !stopped
+            .lines
+            .iter()
+            .any(|l| l.contains("\"web\"") || l.contains("10.201.1.2"))
+    );
+    // Declared in the start record, without the key.
+    let start = stopped
+        .records
+        .iter()
+        .find(|r| r["flowscribe"]["lifecycle"]["event"] == "start")
+        .unwrap();
+    let declared = &start["flowscribe"]["lifecycle"]["details"]["redaction"];
+    assert_eq!(declared[0]["field"], "ip");
+    assert_eq!(declared[0]["prefix_v4"], 16);
+    assert_eq!(declared[1]["action"], "keyed_hash");
+    assert!(declared[1].get("key_file").is_none());
+}

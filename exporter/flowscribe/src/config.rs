@@ -53,6 +53,12 @@ pub const FIELDS: &[FieldDoc] = &[
         doc: "Cluster name written into every record (`orchestrator.cluster.name`, `k8s.cluster.name`).",
     },
     FieldDoc {
+        path: "redact",
+        kind: "list of {field, action, ...}",
+        default: "[]",
+        doc: "Applied to every flow before it is encoded, in order, and declared in the audit start record. `{field: ip | source.ip | destination.ip, action: truncate, prefix_v4: 24, prefix_v6: 48, only: all | public}` (public keeps cluster and private addresses whole); `{field: pod.name | pod.service_account, action: keyed_hash, key_file: PATH}` (HMAC-SHA256, `h:` + 16 hex, a key of at least 16 bytes); `{field: pod.labels | namespace.labels | pod.service_account, action: drop}`.",
+    },
+    FieldDoc {
         path: "mode",
         kind: "standard | compliance",
         default: "standard",
@@ -205,6 +211,7 @@ pub struct RawConfig {
     pub output: Option<String>,
     pub format: Option<String>,
     pub cluster_name: Option<String>,
+    pub redact: Option<Vec<crate::redact::RawRule>>,
     pub mode: Option<String>,
     pub metrics_listen: Option<String>,
     pub sinks: Option<Vec<String>>,
@@ -325,6 +332,7 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// The audit trail, when on.
     pub audit: Option<AuditSettings>,
+    pub redactor: crate::redact::Redactor,
     pub sinks: Vec<SinkSpec>,
     pub capture: CaptureConfig,
     pub drain_interval: Duration,
@@ -588,6 +596,15 @@ impl RawConfig {
             }
         };
         let audit = self.audit.validate(&mut p, &node_name);
+        let redactor = match crate::redact::compile(self.redact.as_deref().unwrap_or_default()) {
+            Ok(r) => r,
+            Err(problems) => {
+                for (path, message) in problems {
+                    p.push(problem(&path, message));
+                }
+                crate::redact::Redactor::default()
+            }
+        };
         if !p.is_empty() {
             return Err(p);
         }
@@ -595,6 +612,7 @@ impl RawConfig {
             enrich,
             metrics_listen,
             audit,
+            redactor,
             format,
             cluster_name: self.cluster_name.clone(),
             sinks,

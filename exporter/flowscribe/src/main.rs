@@ -10,6 +10,7 @@ mod identity;
 mod metrics;
 mod output;
 mod pipeline;
+mod redact;
 mod sinks;
 
 use std::path::PathBuf;

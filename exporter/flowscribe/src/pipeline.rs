@@ -174,6 +174,15 @@ fn explain(batch: Batch, identities: &mut Identities) -> Explained {
     }
 }
 
+/// The configured redaction, on every flow before anything is encoded.
+fn redact(config: &Config, batch: &mut Explained) {
+    if !config.redactor.is_empty() {
+        for f in &mut batch.flows {
+            config.redactor.apply(f);
+        }
+    }
+}
+
 /// What the audit trail's start record says was running.
 fn start_details(config: &Config, capture: &Capture) -> BTreeMap<String, serde_json::Value> {
     use sha2::Digest as _;
@@ -191,6 +200,7 @@ fn start_details(config: &Config, capture: &Capture) -> BTreeMap<String, serde_j
         ),
         ("interfaces".to_string(), json!(capture.attached())),
         ("sampling".to_string(), json!(1)),
+        ("redaction".to_string(), json!(config.redactor.declared())),
     ])
 }
 
@@ -595,7 +605,8 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         next_drain += config.drain_interval;
         // ① Drain the kernel maps -> ② enrich -> ④ normalize -> output.
         let batch = capture.drain().map_err(anyhow::Error::from)?;
-        let explained = explain(batch, &mut identities);
+        let mut explained = explain(batch, &mut identities);
+        redact(&config, &mut explained);
         let changes = identities.take_policy_changes();
         let sink_losses = sinks.take_losses();
         let now = SystemTime::now();
@@ -614,7 +625,8 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     // the kernel counted is lost.
     info!("stopping: final drain");
     let (batch, counters) = capture.shutdown().map_err(anyhow::Error::from)?;
-    let explained = explain(batch, &mut identities);
+    let mut explained = explain(batch, &mut identities);
+    redact(&config, &mut explained);
     deliver(&explained, &encoder, &mut writer, &sinks, audit.as_mut())?;
     if let Some(a) = audit.as_mut() {
         // What the sinks lost while delivering the last records, then the
