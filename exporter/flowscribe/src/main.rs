@@ -3,11 +3,13 @@
 //! signals and threads; the stage crates are libraries.
 #![forbid(unsafe_code)]
 
+mod audit_cmd;
 mod config;
 mod identity;
 mod output;
 mod pipeline;
 mod sinks;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +38,10 @@ enum Command {
     ConfigReference,
     /// Print an output schema's field mapping (Markdown) or its JSON Schema.
     Schema(SchemaArgs),
+    /// Verify exported archives: sequences, hash chain, signed checkpoints.
+    Verify(verify::VerifyArgs),
+    /// Audit-trail tools (`public-key`).
+    Audit(audit_cmd::AuditArgs),
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +119,8 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_USAGE)
             }
         },
+        Command::Verify(args) => ExitCode::from(verify::command(&args)),
+        Command::Audit(args) => ExitCode::from(audit_cmd::command(&args)),
         Command::Run(args) => match pipeline::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(pipeline::RunError::Usage(lines)) => {
