@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod audit_trail;
+mod audit_cmd;
 mod config;
 mod explain_cmd;
 mod identity;
@@ -12,6 +13,7 @@ mod output;
 mod pipeline;
 mod redact;
 mod sinks;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +45,10 @@ enum Command {
     /// Which policy and rule allow or deny traffic between two endpoints,
     /// enforced and staged (from a manifests directory).
     Explain(explain_cmd::ExplainArgs),
+    /// Verify exported archives: sequences, hash chain, signed checkpoints.
+    Verify(verify::VerifyArgs),
+    /// Audit-trail tools (`public-key`).
+    Audit(audit_cmd::AuditArgs),
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +146,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Verify(args) => ExitCode::from(verify::command(&args)),
+        Command::Audit(args) => ExitCode::from(audit_cmd::command(&args)),
         Command::Run(args) => match pipeline::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(pipeline::RunError::Usage(lines)) => {
