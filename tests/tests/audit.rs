@@ -142,6 +142,24 @@ fn a_restarted_exporter_s_archive_verifies_and_tampering_is_pinpointed() {
             .all(|c| c.runs.len() == 2 && c.checkpoints_verified >= 2)
     );
 
+    // The same through the command an auditor runs.
+    let public = NoteSigner::from_seed("flowscribe-test-node", SEED)
+        .unwrap()
+        .verifier_key();
+    let cli = |file: &Path| {
+        let out = std::process::Command::new(flowscribe_bin())
+            .args(["verify", "--ordered", "--key-string", &public])
+            .arg(file)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = cli(&sink_file);
+    assert_eq!(code, Some(0), "{text}");
+
     // Edit one flow's byte count in the ECS archive: exactly that record.
     let target = ecs_text
         .lines()
@@ -160,6 +178,11 @@ fn a_restarted_exporter_s_archive_verifies_and_tampering_is_pinpointed() {
         .collect();
     let report = verify(&[("ecs", &tampered.join("\n"))]);
     assert!(!report.ok());
+    let tampered_file = dir.0.join("tampered.jsonl");
+    std::fs::write(&tampered_file, tampered.join("\n")).unwrap();
+    let (code, text) = cli(&tampered_file);
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("MODIFIED"), "{text}");
     let modified = report.of_kind(FindingKind::Modified);
     assert_eq!(modified.len(), 1, "{}", report.render());
     let seq: u64 = serde_json::from_str::<Value>(ecs_text.lines().nth(target).unwrap()).unwrap()

@@ -3,8 +3,8 @@
 //! signals and threads; the stage crates are libraries.
 #![forbid(unsafe_code)]
 
-mod audit_trail;
 mod audit_cmd;
+mod audit_trail;
 mod config;
 mod explain_cmd;
 mod identity;
