@@ -350,3 +350,71 @@ fn the_sink_connection_itself_is_not_captured() {
         1
     );
 }
+
+/// Fan-out: a dead sink (connection refused, retrying) holds only its own
+/// queue; the other sink keeps receiving every record meanwhile.
+#[test]
+fn a_dead_sink_does_not_hold_up_the_others() {
+    let _serial = serial();
+    let node = Node::new_v4_only(2);
+    let (a, b) = (&node.pods[0], &node.pods[1]);
+    let dead = free_port(&node.ns);
+    let file = std::env::temp_dir().join(format!("fst-fanout-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let config = TempConfig::new("capture:\n  drain_interval: 200ms\n");
+    let config_arg = config.arg();
+    let dead_sink = format!("syslog+tcp://127.0.0.1:{dead}");
+    let file_sink = format!("file:{}", file.display());
+    let mut exporter = Exporter::start(
+        &node.ns.name,
+        &[
+            "--config",
+            &config_arg,
+            "--idle-timeout",
+            "1s",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--sink",
+            &dead_sink,
+            "--sink",
+            &file_sink,
+        ],
+    );
+    let metrics = exporter.metrics_port();
+    let ports: Vec<u16> = (0..4)
+        .map(|_| udp_exchange(&a.ns, &b.ns, b.v4, 2, 40, 1, 40))
+        .collect();
+    let in_file = || -> Vec<Value> {
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let docs = in_file();
+            ports
+                .iter()
+                .all(|p| docs.iter().any(|d| d["source"]["port"] == *p))
+        }),
+        "the file sink did not get every flow while the other sink was dead"
+    );
+    // Meanwhile the dead sink holds them in its queue, retrying.
+    let (_, body) = http_get(&node.ns, metrics, "/metrics");
+    let queued = metric_sample(
+        &body,
+        &format!("flowscribe_sinks_queue_records{{sink=\"{dead_sink}\"}}"),
+    )
+    .unwrap();
+    assert!(queued >= 4, "{body}");
+    assert_eq!(
+        metric_sample(
+            &body,
+            &format!("flowscribe_sinks_acknowledged_records_total{{sink=\"{dead_sink}\"}}")
+        ),
+        Some(0)
+    );
+    drop(exporter);
+    let _ = std::fs::remove_file(&file);
+}
