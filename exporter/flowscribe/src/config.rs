@@ -181,7 +181,7 @@ pub const FIELDS: &[FieldDoc] = &[
     FieldDoc {
         path: "audit.key_name",
         kind: "string",
-        default: "flowscribe-<node_name>",
+        default: "flowscribe",
         doc: "The key's name in signed checkpoints and in `flowscribe audit public-key` output.",
     },
     FieldDoc {
@@ -595,7 +595,7 @@ impl RawConfig {
                 None
             }
         };
-        let audit = self.audit.validate(&mut p, &node_name);
+        let audit = self.audit.validate(&mut p);
         let redactor = match crate::redact::compile(self.redact.as_deref().unwrap_or_default()) {
             Ok(r) => r,
             Err(problems) => {
@@ -684,7 +684,7 @@ fn compliance_problems(s: &SinkSpec) -> Vec<String> {
 }
 
 impl RawAudit {
-    fn validate(&self, p: &mut Vec<ConfigProblem>, node: &str) -> Option<AuditSettings> {
+    fn validate(&self, p: &mut Vec<ConfigProblem>) -> Option<AuditSettings> {
         let checkpoint_interval = duration(
             p,
             "audit.checkpoint_interval",
@@ -702,7 +702,7 @@ impl RawAudit {
         let key_name = self
             .key_name
             .clone()
-            .unwrap_or_else(|| format!("flowscribe-{node}"));
+            .unwrap_or_else(|| "flowscribe".to_string());
         // A note key name: printable, no spaces or '+' (C2SP signed-note).
         if key_name.is_empty() || key_name.chars().any(|c| c.is_whitespace() || c == '+') {
             p.push(problem(
@@ -883,7 +883,7 @@ mod tests {
             "mode: compliance\naudit:\n  key_file: /k\nsinks:\n  - 'file:/var/log/f.jsonl?queue=disk&queue_dir=/q2'\n  - 'syslog+tls://10.0.0.1:6514?format=ecs&queue=disk&queue_dir=/q'\n",
         );
         let c = ok.validate("n").unwrap();
-        assert_eq!(c.audit.unwrap().key_name, "flowscribe-n");
+        assert_eq!(c.audit.unwrap().key_name, "flowscribe");
         assert!(parse("mode: lax\n").validate("n").unwrap_err()[0].path == "mode");
     }
 
