@@ -7,6 +7,7 @@
 
 use crate::core::driver::{SendReport, Transport, TransportError};
 use crate::core::queue::QueuedRecord;
+use crate::elasticsearch::ElasticsearchTransport;
 use crate::file::{FileTransport, StdoutTransport};
 use crate::syslog::SyslogTransport;
 
@@ -16,6 +17,7 @@ pub enum SinkTransport {
     Syslog(SyslogTransport),
     File(FileTransport),
     Stdout(StdoutTransport),
+    Elasticsearch(ElasticsearchTransport),
 }
 
 impl Transport for SinkTransport {
@@ -24,6 +26,7 @@ impl Transport for SinkTransport {
             SinkTransport::Syslog(t) => t.send(batch).await,
             SinkTransport::File(t) => t.send(batch).await,
             SinkTransport::Stdout(t) => t.send(batch).await,
+            SinkTransport::Elasticsearch(t) => t.send(batch).await,
         }
     }
 
@@ -32,6 +35,7 @@ impl Transport for SinkTransport {
             SinkTransport::Syslog(t) => t.flush().await,
             SinkTransport::File(t) => t.flush().await,
             SinkTransport::Stdout(t) => t.flush().await,
+            SinkTransport::Elasticsearch(t) => t.flush().await,
         }
     }
 
@@ -40,6 +44,7 @@ impl Transport for SinkTransport {
             SinkTransport::Syslog(t) => t.shutdown().await,
             SinkTransport::File(t) => t.shutdown().await,
             SinkTransport::Stdout(t) => t.shutdown().await,
+            SinkTransport::Elasticsearch(t) => t.shutdown().await,
         }
     }
 }
