@@ -5,7 +5,7 @@
 //! only fills its own queue.
 //!
 //! Today: `stdout`, `file:PATH`, `syslog+tcp://`, `syslog+tls://`,
-//! `syslog+udp://`, `elasticsearch://`. The other sinks of issue 6 are
+//! `syslog+udp://`, `elasticsearch://`, `splunk-hec://`. The other sinks of issue 6 are
 //! refused by name. Credentials come from files or environment variables
 //! named in the query (`api_key_file=`, `password_env=`, ...), never from
 //! the URL itself, so sink names can be logged.
@@ -20,6 +20,7 @@ use flowscribe_sinks::core::queue::{Durability, DurableQueue, QueueConfig, Recor
 use flowscribe_sinks::elasticsearch::ElasticsearchConfig;
 use flowscribe_sinks::file::{FileConfig, StdoutTransport};
 use flowscribe_sinks::sink::SinkTransport;
+use flowscribe_sinks::splunk::{HecAckConfig, SplunkHecConfig};
 use flowscribe_sinks::syslog::{SyslogConfig, SyslogProtocol, SyslogTlsConfig};
 use tracing::info;
 
@@ -43,6 +44,7 @@ enum TransportSpec {
     File(FileConfig),
     Syslog(Box<SyslogConfig>),
     Elasticsearch(Box<ElasticsearchConfig>),
+    SplunkHec(Box<SplunkHecConfig>),
 }
 
 /// The query parameters of one URL, consumed as they are recognised, so
@@ -161,11 +163,15 @@ pub fn parse_sink(url: &str, node: &str) -> Result<SinkSpec, String> {
                 elasticsearch_spec(url, addr, &mut q)?,
                 Format::Schema(Schema::Ecs),
             ),
-            "otlp+grpc" | "otlp+http" | "loki" | "splunk-hec" => {
+            "splunk-hec" => (
+                splunk_hec_spec(url, addr, node, &mut q)?,
+                Format::Schema(Schema::Ecs),
+            ),
+            "otlp+grpc" | "otlp+http" | "loki" => {
                 return Err(format!(
                     "{url}: the {scheme} sink is not built yet (issue 6); \
                      available: stdout, file:PATH, syslog+tcp://, syslog+tls://, syslog+udp://, \
-                     elasticsearch://"
+                     elasticsearch://, splunk-hec://"
                 ));
             }
             _ => return Err(format!("{url}: unknown sink scheme {scheme:?}")),
@@ -173,7 +179,7 @@ pub fn parse_sink(url: &str, node: &str) -> Result<SinkSpec, String> {
     } else {
         return Err(format!(
             "{url:?} is not a sink; use stdout, file:PATH, syslog+tcp|tls|udp://HOST:PORT \
-             or elasticsearch://HOST:PORT"
+             elasticsearch://HOST:PORT or splunk-hec://HOST:PORT"
         ));
     };
     q.finish()?;
@@ -260,6 +266,40 @@ fn elasticsearch_spec(url: &str, addr: &str, q: &mut Query<'_>) -> Result<Transp
     Ok(TransportSpec::Elasticsearch(Box::new(c)))
 }
 
+/// `splunk-hec://HOST:PORT?token_file=…|token_env=…[&tls=true&ca=…][&index=…&source=…
+/// &sourcetype=…&ack=true&gzip=false]`.
+fn splunk_hec_spec(
+    url: &str,
+    addr: &str,
+    node: &str,
+    q: &mut Query<'_>,
+) -> Result<TransportSpec, String> {
+    let (https, tls) = q.take_http_tls()?;
+    let scheme = if https { "https" } else { "http" };
+    let token = q
+        .take_secret("token")?
+        .ok_or_else(|| format!("{url}: splunk-hec needs token_file= or token_env="))?;
+    let mut c = SplunkHecConfig::new(format!("{scheme}://{addr}"), HttpAuth::Splunk(token), node);
+    c.http.tls = tls;
+    c.index = q.take("index").map(str::to_string);
+    if let Some(v) = q.take("source") {
+        c.source = v.to_string();
+    }
+    if let Some(v) = q.take("sourcetype") {
+        c.sourcetype = v.to_string();
+    }
+    if let Some(g) = q.take_bool("gzip")? {
+        c.gzip = g;
+    }
+    c.channel = q.take("channel").map(str::to_string);
+    if q.take_bool("ack")?.unwrap_or(false) {
+        c.ack = Some(HecAckConfig::default());
+    }
+    c.validate()
+        .map_err(|e| format!("{url}: {}", e.0.join("; ")))?;
+    Ok(TransportSpec::SplunkHec(Box::new(c)))
+}
+
 /// One running sink.
 #[derive(Debug)]
 pub struct RunningSink {
@@ -296,6 +336,7 @@ impl Sinks {
                     TransportSpec::File(c) => SinkTransport::File(c.build()?),
                     TransportSpec::Syslog(c) => SinkTransport::Syslog(c.build()?),
                     TransportSpec::Elasticsearch(c) => SinkTransport::Elasticsearch(c.build()?),
+                    TransportSpec::SplunkHec(c) => SinkTransport::SplunkHec(c.build()?),
                 }
             };
             let (driver, handle) =
@@ -389,6 +430,27 @@ mod tests {
     }
 
     #[test]
+    fn splunk_hec_urls() {
+        let spec = parse_sink(
+            "splunk-hec://splunk:8088?tls=true&token_env=HEC_TOKEN&index=netflow&ack=true",
+            "node-1",
+        )
+        .unwrap();
+        let TransportSpec::SplunkHec(c) = spec.transport else {
+            panic!("{:?}", spec.transport);
+        };
+        assert_eq!(c.http.endpoint, "https://splunk:8088");
+        assert_eq!(
+            c.http.auth,
+            HttpAuth::Splunk(SecretSource::Env("HEC_TOKEN".into()))
+        );
+        assert_eq!(c.host, "node-1");
+        assert_eq!(c.index.as_deref(), Some("netflow"));
+        assert_eq!(c.ack, Some(HecAckConfig::default()));
+        assert_eq!(spec.format, Format::Schema(Schema::Ecs));
+    }
+
+    #[test]
     fn bad_sink_urls_say_what_is_wrong() {
         for (url, want) in [
             ("elasticsearch://es:9200?ca=/x", "need tls=true"),
@@ -413,6 +475,8 @@ mod tests {
                 "given twice",
             ),
             ("syslog+tcp://h:514?ca=/x", "need syslog+tls"),
+            ("splunk-hec://h:8088", "needs token_file= or token_env="),
+            ("splunk-hec://h:8088?token_env=T&channel=x", "GUID"),
             ("loki://h:3100", "not built yet"),
         ] {
             let err = parse_sink(url, "n").unwrap_err();

@@ -5,7 +5,7 @@
 //! works on encoded records (bytes) plus a per-record event id, so a
 //! duplicate delivered after a retry or a crash is identifiable;
 //! [`core::driver`] is the per-sink delivery loop. Each sink folder
-//! ([`syslog`], [`file`], [`elasticsearch`]; OTLP, Loki and Splunk HEC come
+//! ([`syslog`], [`file`], [`elasticsearch`], [`splunk`]; OTLP and Loki come
 //! later) is a [`core::driver::Transport`], listed in the closed
 //! [`sink::SinkTransport`], and must not re-implement classification,
 //! backoff, batching or queueing.
@@ -15,4 +15,5 @@ pub mod core;
 pub mod elasticsearch;
 pub mod file;
 pub mod sink;
+pub mod splunk;
 pub mod syslog;

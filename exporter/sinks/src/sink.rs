@@ -9,6 +9,7 @@ use crate::core::driver::{SendReport, Transport, TransportError};
 use crate::core::queue::QueuedRecord;
 use crate::elasticsearch::ElasticsearchTransport;
 use crate::file::{FileTransport, StdoutTransport};
+use crate::splunk::SplunkHecTransport;
 use crate::syslog::SyslogTransport;
 
 /// Every sink transport.
@@ -18,6 +19,7 @@ pub enum SinkTransport {
     File(FileTransport),
     Stdout(StdoutTransport),
     Elasticsearch(ElasticsearchTransport),
+    SplunkHec(SplunkHecTransport),
 }
 
 impl Transport for SinkTransport {
@@ -27,6 +29,7 @@ impl Transport for SinkTransport {
             SinkTransport::File(t) => t.send(batch).await,
             SinkTransport::Stdout(t) => t.send(batch).await,
             SinkTransport::Elasticsearch(t) => t.send(batch).await,
+            SinkTransport::SplunkHec(t) => t.send(batch).await,
         }
     }
 
@@ -36,6 +39,7 @@ impl Transport for SinkTransport {
             SinkTransport::File(t) => t.flush().await,
             SinkTransport::Stdout(t) => t.flush().await,
             SinkTransport::Elasticsearch(t) => t.flush().await,
+            SinkTransport::SplunkHec(t) => t.flush().await,
         }
     }
 
@@ -45,6 +49,7 @@ impl Transport for SinkTransport {
             SinkTransport::File(t) => t.shutdown().await,
             SinkTransport::Stdout(t) => t.shutdown().await,
             SinkTransport::Elasticsearch(t) => t.shutdown().await,
+            SinkTransport::SplunkHec(t) => t.shutdown().await,
         }
     }
 }

@@ -10,33 +10,19 @@
 #![allow(clippy::unwrap_used)]
 
 mod fakes;
+mod support;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use fakes::es_bulk::{EsFake, RequestFailure};
-use flowscribe_sinks::core::backoff::BackoffConfig;
 use flowscribe_sinks::core::classify::RejectReason;
-use flowscribe_sinks::core::driver::{DriverConfig, DriverHandle, DriverSnapshot, SinkDriver};
 use flowscribe_sinks::core::http::{HttpAuth, SecretSource};
-use flowscribe_sinks::core::queue::{Durability, DurableQueue, QueueConfig, Record};
-use flowscribe_sinks::elasticsearch::{ElasticsearchConfig, ElasticsearchTransport};
+use flowscribe_sinks::core::queue::Record;
+use flowscribe_sinks::elasticsearch::ElasticsearchConfig;
+use support::{Running, driver_config, wait_for};
 
 const INDEX: &str = "logs-flowscribe.flow-default";
-
-fn driver_config(max_batch_records: usize) -> DriverConfig {
-    DriverConfig {
-        backoff: BackoffConfig {
-            initial: Duration::from_millis(1),
-            max: Duration::from_millis(5),
-            multiplier: 2.0,
-        },
-        max_batch_records,
-        max_retry_after: Duration::from_millis(300),
-        send_timeout: Duration::from_secs(10),
-        ..DriverConfig::new("es-test")
-    }
-}
 
 fn es_config(url: &str) -> ElasticsearchConfig {
     let mut c = ElasticsearchConfig::new(url);
@@ -57,54 +43,6 @@ fn ecs(i: usize) -> Record {
             1024 + i
         ),
     )
-}
-
-struct Running {
-    handle: DriverHandle,
-    task: tokio::task::JoinHandle<flowscribe_sinks::core::driver::DriverShutdownReport>,
-}
-
-impl Running {
-    fn start(transport: ElasticsearchTransport, cfg: DriverConfig) -> Running {
-        let queue =
-            DurableQueue::open(QueueConfig::new("es-test", None, Durability::Memory)).unwrap();
-        let (driver, handle) = SinkDriver::new(cfg, queue, transport);
-        Running {
-            handle,
-            task: tokio::spawn(driver.run()),
-        }
-    }
-
-    async fn push(&self, records: Vec<Record>) {
-        let receipt = self.handle.queue().push(records).await.unwrap();
-        assert!(receipt.shed.is_empty());
-    }
-
-    /// Wait until every pushed record is final.
-    async fn settle(&self) -> DriverSnapshot {
-        self.handle
-            .flush(Instant::now() + Duration::from_secs(30))
-            .await
-            .unwrap();
-        self.handle.snapshot()
-    }
-
-    async fn stop(self) {
-        self.handle
-            .shutdown(Instant::now() + Duration::from_secs(5))
-            .await
-            .unwrap();
-        self.task.await.unwrap();
-    }
-}
-
-/// Poll `cond` until it holds (a condition, not a fixed sleep), at most 20 s.
-async fn wait_for<F: Fn() -> bool>(what: &str, cond: F) {
-    let end = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 async fn with_fake<F, Fut>(f: F)

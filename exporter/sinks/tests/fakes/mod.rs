@@ -8,6 +8,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod es_bulk;
+pub mod hec;
 
 use std::io::Read as _;
 use std::net::SocketAddr;
