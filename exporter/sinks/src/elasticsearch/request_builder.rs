@@ -54,7 +54,7 @@ impl BulkRequestBuilder {
             write_json_string(r.event_id.as_bytes(), out);
             out.extend_from_slice(b"}}\n");
             let doc = r.payload.as_ref();
-            if doc.iter().any(|&b| b == b'\n' || b == b'\r') {
+            if memchr::memchr2(b'\n', b'\r', doc).is_some() {
                 out.extend(doc.iter().map(|&b| match b {
                     b'\n' | b'\r' => b' ',
                     b => b,

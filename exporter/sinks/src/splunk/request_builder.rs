@@ -94,8 +94,8 @@ fn is_json_object(doc: &[u8]) -> bool {
 /// start with it).
 fn ecs_timestamp(doc: &[u8]) -> Option<&str> {
     const KEY: &[u8] = b"\"@timestamp\":\"";
-    let start = doc.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-    let len = doc[start..].iter().position(|&b| b == b'"')?;
+    let start = memchr::memmem::find(doc, KEY)? + KEY.len();
+    let len = memchr::memchr(b'"', &doc[start..])?;
     std::str::from_utf8(&doc[start..start + len]).ok()
 }
 
