@@ -5,7 +5,8 @@
 //! only fills its own queue.
 //!
 //! Today: `stdout`, `file:PATH`, `syslog+tcp://`, `syslog+tls://`,
-//! `syslog+udp://`, `elasticsearch://`, `splunk-hec://`. The other sinks of issue 6 are
+//! `syslog+udp://`, `elasticsearch://`, `splunk-hec://`, `loki://`. The
+//! other sinks of issue 6 are
 //! refused by name. Credentials come from files or environment variables
 //! named in the query (`api_key_file=`, `password_env=`, ...), never from
 //! the URL itself, so sink names can be logged.
@@ -19,6 +20,7 @@ use flowscribe_sinks::core::http::{HttpAuth, HttpTlsConfig, SecretSource};
 use flowscribe_sinks::core::queue::{Durability, DurableQueue, QueueConfig, Record};
 use flowscribe_sinks::elasticsearch::ElasticsearchConfig;
 use flowscribe_sinks::file::{FileConfig, StdoutTransport};
+use flowscribe_sinks::loki::{LokiConfig, LokiField};
 use flowscribe_sinks::sink::SinkTransport;
 use flowscribe_sinks::splunk::{HecAckConfig, SplunkHecConfig};
 use flowscribe_sinks::syslog::{SyslogConfig, SyslogProtocol, SyslogTlsConfig};
@@ -45,6 +47,7 @@ enum TransportSpec {
     Syslog(Box<SyslogConfig>),
     Elasticsearch(Box<ElasticsearchConfig>),
     SplunkHec(Box<SplunkHecConfig>),
+    Loki(Box<LokiConfig>),
 }
 
 /// The query parameters of one URL, consumed as they are recognised, so
@@ -167,11 +170,12 @@ pub fn parse_sink(url: &str, node: &str) -> Result<SinkSpec, String> {
                 splunk_hec_spec(url, addr, node, &mut q)?,
                 Format::Schema(Schema::Ecs),
             ),
-            "otlp+grpc" | "otlp+http" | "loki" => {
+            "loki" => (loki_spec(url, addr, &mut q)?, Format::Schema(Schema::Ecs)),
+            "otlp+grpc" | "otlp+http" => {
                 return Err(format!(
                     "{url}: the {scheme} sink is not built yet (issue 6); \
                      available: stdout, file:PATH, syslog+tcp://, syslog+tls://, syslog+udp://, \
-                     elasticsearch://, splunk-hec://"
+                     elasticsearch://, splunk-hec://, loki://"
                 ));
             }
             _ => return Err(format!("{url}: unknown sink scheme {scheme:?}")),
@@ -179,7 +183,7 @@ pub fn parse_sink(url: &str, node: &str) -> Result<SinkSpec, String> {
     } else {
         return Err(format!(
             "{url:?} is not a sink; use stdout, file:PATH, syslog+tcp|tls|udp://HOST:PORT \
-             elasticsearch://HOST:PORT or splunk-hec://HOST:PORT"
+             elasticsearch://HOST:PORT, splunk-hec://HOST:PORT or loki://HOST:PORT"
         ));
     };
     q.finish()?;
@@ -300,6 +304,60 @@ fn splunk_hec_spec(
     Ok(TransportSpec::SplunkHec(Box::new(c)))
 }
 
+/// `loki://HOST:PORT[/PREFIX]?[tenant=…&tls=true&ca=…&token_file=…|user=…&password_file=…
+/// &labels=NAME:PATH,…&static_labels=NAME:VALUE,…&metadata=NAME:PATH,…]`.
+fn loki_spec(url: &str, addr: &str, q: &mut Query<'_>) -> Result<TransportSpec, String> {
+    let (https, tls) = q.take_http_tls()?;
+    let scheme = if https { "https" } else { "http" };
+    let mut c = LokiConfig::new(format!("{scheme}://{addr}"));
+    c.http.tls = tls;
+    c.tenant = q.take("tenant").map(str::to_string);
+    let token = q.take_secret("token")?;
+    let user = q.take("user");
+    let password = q.take_secret("password")?;
+    c.http.auth = match (token, user, password) {
+        (None, None, None) => HttpAuth::None,
+        (Some(t), None, None) => HttpAuth::Bearer(t),
+        (None, Some(u), Some(p)) => HttpAuth::Basic {
+            username: u.to_string(),
+            password: p,
+        },
+        _ => {
+            return Err(format!(
+                "{url}: give token_file= (bearer) or user= with password_file=, not a mix"
+            ));
+        }
+    };
+    let pairs = |v: &str| -> Result<Vec<(String, String)>, String> {
+        v.split(',')
+            .filter(|s| !s.is_empty())
+            .map(|kv| {
+                kv.split_once(':')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| format!("{url}: {kv:?} is not NAME:VALUE"))
+            })
+            .collect()
+    };
+    if let Some(v) = q.take("labels") {
+        c.labels = pairs(v)?
+            .into_iter()
+            .map(|(n, p)| LokiField::new(n, p))
+            .collect();
+    }
+    if let Some(v) = q.take("static_labels") {
+        c.static_labels = pairs(v)?;
+    }
+    if let Some(v) = q.take("metadata") {
+        c.structured_metadata = pairs(v)?
+            .into_iter()
+            .map(|(n, p)| LokiField::new(n, p))
+            .collect();
+    }
+    c.validate()
+        .map_err(|e| format!("{url}: {}", e.0.join("; ")))?;
+    Ok(TransportSpec::Loki(Box::new(c)))
+}
+
 /// One running sink.
 #[derive(Debug)]
 pub struct RunningSink {
@@ -337,6 +395,7 @@ impl Sinks {
                     TransportSpec::Syslog(c) => SinkTransport::Syslog(c.build()?),
                     TransportSpec::Elasticsearch(c) => SinkTransport::Elasticsearch(c.build()?),
                     TransportSpec::SplunkHec(c) => SinkTransport::SplunkHec(c.build()?),
+                    TransportSpec::Loki(c) => SinkTransport::Loki(c.build()?),
                 }
             };
             let (driver, handle) =
@@ -451,6 +510,39 @@ mod tests {
     }
 
     #[test]
+    fn loki_urls() {
+        let spec = parse_sink(
+            "loki://loki:3100?tenant=team-a&token_env=LOKI_TOKEN&labels=node:host.name,ns:kubernetes.namespace&static_labels=cluster:prod",
+            "n",
+        )
+        .unwrap();
+        let TransportSpec::Loki(c) = spec.transport else {
+            panic!("{:?}", spec.transport);
+        };
+        assert_eq!(c.http.endpoint, "http://loki:3100");
+        assert_eq!(c.tenant.as_deref(), Some("team-a"));
+        assert_eq!(
+            c.http.auth,
+            HttpAuth::Bearer(SecretSource::Env("LOKI_TOKEN".into()))
+        );
+        assert_eq!(
+            c.labels,
+            [
+                LokiField::new("node", "host.name"),
+                LokiField::new("ns", "kubernetes.namespace")
+            ]
+        );
+        assert_eq!(
+            c.static_labels,
+            [("cluster".to_string(), "prod".to_string())]
+        );
+        let TransportSpec::Loki(d) = parse_sink("loki://l:3100", "n").unwrap().transport else {
+            panic!();
+        };
+        assert_eq!(d.labels.len(), 3, "default node, namespace, verdict");
+    }
+
+    #[test]
     fn bad_sink_urls_say_what_is_wrong() {
         for (url, want) in [
             ("elasticsearch://es:9200?ca=/x", "need tls=true"),
@@ -477,7 +569,10 @@ mod tests {
             ("syslog+tcp://h:514?ca=/x", "need syslog+tls"),
             ("splunk-hec://h:8088", "needs token_file= or token_env="),
             ("splunk-hec://h:8088?token_env=T&channel=x", "GUID"),
-            ("loki://h:3100", "not built yet"),
+            ("loki://h:3100?labels=k8s.ns:x", "not a Loki label name"),
+            ("loki://h:3100?labels=nocolon", "is not NAME:VALUE"),
+            ("loki://h:3100?token_env=T&user=u", "not a mix"),
+            ("otlp+grpc://h:4317", "not built yet"),
         ] {
             let err = parse_sink(url, "n").unwrap_err();
             assert!(err.contains(want), "{url}: {err}");

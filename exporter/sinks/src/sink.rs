@@ -9,6 +9,7 @@ use crate::core::driver::{SendReport, Transport, TransportError};
 use crate::core::queue::QueuedRecord;
 use crate::elasticsearch::ElasticsearchTransport;
 use crate::file::{FileTransport, StdoutTransport};
+use crate::loki::LokiTransport;
 use crate::splunk::SplunkHecTransport;
 use crate::syslog::SyslogTransport;
 
@@ -20,6 +21,7 @@ pub enum SinkTransport {
     Stdout(StdoutTransport),
     Elasticsearch(ElasticsearchTransport),
     SplunkHec(SplunkHecTransport),
+    Loki(LokiTransport),
 }
 
 impl Transport for SinkTransport {
@@ -30,6 +32,7 @@ impl Transport for SinkTransport {
             SinkTransport::Stdout(t) => t.send(batch).await,
             SinkTransport::Elasticsearch(t) => t.send(batch).await,
             SinkTransport::SplunkHec(t) => t.send(batch).await,
+            SinkTransport::Loki(t) => t.send(batch).await,
         }
     }
 
@@ -40,6 +43,7 @@ impl Transport for SinkTransport {
             SinkTransport::Stdout(t) => t.flush().await,
             SinkTransport::Elasticsearch(t) => t.flush().await,
             SinkTransport::SplunkHec(t) => t.flush().await,
+            SinkTransport::Loki(t) => t.flush().await,
         }
     }
 
@@ -50,6 +54,7 @@ impl Transport for SinkTransport {
             SinkTransport::Stdout(t) => t.shutdown().await,
             SinkTransport::Elasticsearch(t) => t.shutdown().await,
             SinkTransport::SplunkHec(t) => t.shutdown().await,
+            SinkTransport::Loki(t) => t.shutdown().await,
         }
     }
 }

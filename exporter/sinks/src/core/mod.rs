@@ -13,6 +13,7 @@ pub mod batch;
 pub mod classify;
 pub mod driver;
 pub mod http;
+pub mod json;
 pub mod queue;
 
 #[cfg(test)]
