@@ -19,7 +19,7 @@ use prost::Message as _;
 
 use super::config::{LokiConfig, LokiField};
 use super::logproto::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
-use crate::core::json::{ecs_timestamp, lookup_path, rfc3339_to_parts};
+use crate::core::json::{PathExtractor, ecs_timestamp, rfc3339_to_parts};
 use crate::core::queue::QueuedRecord;
 
 /// Builds push requests for one sink.
@@ -28,14 +28,23 @@ pub struct LokiRequestBuilder {
     labels: Vec<LokiField>,
     static_labels: Vec<(String, String)>,
     metadata: Vec<LokiField>,
+    /// Label paths first, then metadata paths.
+    extractor: PathExtractor,
 }
 
 impl LokiRequestBuilder {
     pub fn new(cfg: &LokiConfig) -> Self {
+        let paths: Vec<&str> = cfg
+            .labels
+            .iter()
+            .chain(&cfg.structured_metadata)
+            .map(|f| f.path.as_str())
+            .collect();
         LokiRequestBuilder {
             labels: cfg.labels.clone(),
             static_labels: cfg.static_labels.clone(),
             metadata: cfg.structured_metadata.clone(),
+            extractor: PathExtractor::new(&paths),
         }
     }
 
@@ -51,7 +60,6 @@ impl LokiRequestBuilder {
         };
         let mut streams: BTreeMap<String, Vec<(Timestamp, usize, EntryAdapter)>> = BTreeMap::new();
         for (i, r) in batch.iter().enumerate() {
-            let doc: Option<serde_json::Value> = serde_json::from_slice(&r.payload).ok();
             let mut pairs: Vec<(&str, String)> = self
                 .static_labels
                 .iter()
@@ -61,14 +69,15 @@ impl LokiRequestBuilder {
                 name: "event_id".into(),
                 value: r.event_id.clone(),
             }];
-            if let Some(doc) = &doc {
-                for f in &self.labels {
-                    if let Some(v) = scalar(doc, &f.path) {
+            if let Some(mut values) = self.extractor.extract(&r.payload) {
+                let (label_values, metadata_values) = values.split_at_mut(self.labels.len());
+                for (f, v) in self.labels.iter().zip(label_values) {
+                    if let Some(v) = v.take() {
                         pairs.push((&f.name, v));
                     }
                 }
-                for f in &self.metadata {
-                    if let Some(v) = scalar(doc, &f.path) {
+                for (f, v) in self.metadata.iter().zip(metadata_values) {
+                    if let Some(v) = v.take() {
                         metadata.push(LabelPairAdapter {
                             name: f.name.clone(),
                             value: v,
@@ -118,17 +127,6 @@ impl LokiRequestBuilder {
         snap::raw::Encoder::new()
             .compress_vec(&proto)
             .unwrap_or_default()
-    }
-}
-
-/// A label-able value: strings as they are, numbers and booleans as text;
-/// arrays, objects and null leave the label out.
-fn scalar(doc: &serde_json::Value, path: &str) -> Option<String> {
-    match lookup_path(doc, path)? {
-        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::Bool(b) => Some(b.to_string()),
-        _ => None,
     }
 }
 
