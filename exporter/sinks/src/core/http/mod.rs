@@ -476,6 +476,9 @@ pub struct HttpClientStats {
     pub connects_total: std::sync::atomic::AtomicU64,
     /// Requests that got a complete response.
     pub responses_total: std::sync::atomic::AtomicU64,
+    /// Requests sent again on a fresh connection because a reused one
+    /// closed before any response byte (the keep-alive race).
+    pub reconnects_total: std::sync::atomic::AtomicU64,
 }
 
 impl HttpClient {
@@ -566,10 +569,14 @@ impl HttpClient {
             None => self.connect().await?,
         };
         match self.exchange(sender, req, body.clone()).await {
-            Err(Exchange::NotSent(e)) if reused_attempt => {
-                // The server closed the kept-alive connection before our
-                // request reached it (the keep-alive race): one fresh try.
+            Err(Exchange::ClosedBeforeResponse(e)) if reused_attempt => {
+                // The server closed the kept-alive connection as our request
+                // went out (the keep-alive race): one fresh try.
                 tracing::debug!(detail = %e, "reused HTTP connection was closed; reconnecting");
+                self.inner
+                    .stats
+                    .reconnects_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let sender = self.connect().await?;
                 self.exchange(sender, req, body)
                     .await
@@ -642,16 +649,11 @@ impl HttpClient {
         sender
             .ready()
             .await
-            .map_err(|e| Exchange::NotSent(map_hyper_error(&e)))?;
+            .map_err(|e| Exchange::ClosedBeforeResponse(map_hyper_error(&e)))?;
         let response = match sender.send_request(request).await {
             Ok(r) => r,
-            Err(e) if e.is_canceled() || (e.is_closed() && !e.is_incomplete_message()) => {
-                return Err(Exchange::NotSent(map_hyper_error(&e)));
-            }
-            Err(e) if e.is_incomplete_message() => {
-                // Closed before any response byte: on a reused connection
-                // this is the keep-alive race.
-                return Err(Exchange::NotSent(map_hyper_error(&e)));
+            Err(e) if e.is_canceled() || e.is_closed() || e.is_incomplete_message() => {
+                return Err(Exchange::ClosedBeforeResponse(map_hyper_error(&e)));
             }
             Err(e) => return Err(Exchange::Failed(map_hyper_error(&e))),
         };
@@ -760,18 +762,21 @@ impl HttpClient {
     }
 }
 
-/// Why an exchange failed, and whether the request can have reached the
-/// server.
+/// Why an exchange failed.
 enum Exchange {
-    /// The connection was found closed before the request went out.
-    NotSent(HttpSendError),
+    /// The connection closed before any response byte. On a reused
+    /// connection this is almost always the keep-alive race (the server
+    /// closed an idle connection as we wrote); the request may still have
+    /// been processed, so a resend can duplicate, which event ids make
+    /// identifiable.
+    ClosedBeforeResponse(HttpSendError),
     Failed(HttpSendError),
 }
 
 impl Exchange {
     fn into_error(self) -> HttpSendError {
         match self {
-            Exchange::NotSent(e) | Exchange::Failed(e) => e,
+            Exchange::ClosedBeforeResponse(e) | Exchange::Failed(e) => e,
         }
     }
 }
