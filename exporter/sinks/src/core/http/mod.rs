@@ -26,6 +26,30 @@
 //! table retries it with the sink flagged degraded (a redirected POST is a
 //! misconfigured endpoint).
 //!
+//! Use from a transport's `send` (the OTLP/HTTP shape):
+//!
+//! ```no_run
+//! # async fn send_logs(body: bytes::Bytes) -> Result<(), Box<dyn std::error::Error>> {
+//! use flowscribe_sinks::core::driver::SendReport;
+//! use flowscribe_sinks::core::http::{HttpAuth, HttpClient, HttpClientConfig, HttpRequest, SecretSource};
+//! use std::time::Duration;
+//!
+//! let mut cfg = HttpClientConfig::new("https://collector:4318");
+//! cfg.auth = HttpAuth::Bearer(SecretSource::Env("OTLP_TOKEN".into()));
+//! let client = HttpClient::new(&cfg)?; // reads the secret and TLS files once
+//! let req = HttpRequest::post("/v1/logs", "application/x-protobuf", body).gzip(true);
+//! let report = match client.send(req).await {
+//!     // Any status is a response: the table decides what it means.
+//!     Ok(resp) => SendReport::batch(resp.outcome())
+//!         .with_retry_after(resp.retry_after(Duration::from_secs(300))),
+//!     // No (complete) response: refused, reset, DNS, TLS, timeout.
+//!     Err(e) => SendReport::batch(e.outcome()),
+//! };
+//! # let _ = report;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! This module must not retry beyond that one reconnect, sleep, classify
 //! statuses (sinks ask [`crate::core::classify`]) or log a secret.
 
