@@ -15,6 +15,7 @@ pub mod driver;
 pub mod http;
 pub mod json;
 pub mod queue;
+pub mod tls;
 
 #[cfg(test)]
 mod docs;

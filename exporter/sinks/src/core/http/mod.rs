@@ -73,12 +73,12 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, crypto};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::backoff::parse_retry_after;
 use super::classify::{Outcome, TransportFailure};
+use super::tls::{TlsClientFiles, client_connector};
 
 /// A secret (token, API key, password) read from a file or the
 /// environment. `Debug` and `Display` never show it.
@@ -874,71 +874,17 @@ fn map_hyper_error(e: &hyper::Error) -> HttpSendError {
     HttpSendError::new(TransportFailure::ConnectionReset, detail)
 }
 
-fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, HttpConfigError> {
-    let pem = std::fs::read(path)
-        .map_err(|e| HttpConfigError(vec![format!("tls: {}: {e}", path.display())]))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| HttpConfigError(vec![format!("tls: {}: {e}", path.display())]))?;
-    if certs.is_empty() {
-        return Err(HttpConfigError(vec![format!(
-            "tls: {}: no PEM certificate",
-            path.display()
-        )]));
-    }
-    Ok(certs)
-}
-
 /// The rustls connector (ALPN `http/1.1`) and the name to verify.
 fn tls_connector(
     cfg: &HttpTlsConfig,
     host: &str,
 ) -> Result<(TlsConnector, ServerName<'static>), HttpConfigError> {
-    let invalid = |m: String| HttpConfigError(vec![m]);
-    let mut roots = RootCertStore::empty();
-    match &cfg.ca_file {
-        Some(path) => {
-            for cert in read_certs(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| invalid(format!("tls: {}: {e}", path.display())))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for e in &found.errors {
-                tracing::warn!(error = %e, "HTTP sink TLS: a system root certificate could not be loaded");
-            }
-            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                return Err(invalid(
-                    "tls: no system root certificates found; set ca_file".into(),
-                ));
-            }
-        }
-    }
-    // The provider is named explicitly: the process may link more than one
-    // and rustls refuses to guess.
-    let builder = ClientConfig::builder_with_provider(Arc::new(crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid(format!("tls: {e}")))?
-        .with_root_certificates(roots);
-    let mut config = match (&cfg.client_cert_file, &cfg.client_key_file) {
-        (Some(cert), Some(key)) => {
-            let chain = read_certs(cert)?;
-            let pem =
-                std::fs::read(key).map_err(|e| invalid(format!("tls: {}: {e}", key.display())))?;
-            let key_der = PrivateKeyDer::from_pem_slice(&pem)
-                .map_err(|e| invalid(format!("tls: {}: {e}", key.display())))?;
-            builder
-                .with_client_auth_cert(chain, key_der)
-                .map_err(|e| invalid(format!("tls client certificate: {e}")))?
-        }
-        _ => builder.with_no_client_auth(),
+    let files = TlsClientFiles {
+        ca_file: cfg.ca_file.as_deref(),
+        client_cert_file: cfg.client_cert_file.as_deref(),
+        client_key_file: cfg.client_key_file.as_deref(),
+        server_name: cfg.server_name.as_deref(),
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let name = cfg.server_name.clone().unwrap_or_else(|| host.to_string());
-    let server_name = ServerName::try_from(name.clone())
-        .map_err(|e| invalid(format!("tls server name {name:?}: {e}")))?;
-    Ok((TlsConnector::from(Arc::new(config)), server_name))
+    client_connector(&files, host, &[b"http/1.1"])
+        .map_err(|e| HttpConfigError(vec![format!("tls: {e}")]))
 }
