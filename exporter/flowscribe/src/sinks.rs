@@ -188,10 +188,13 @@ pub fn parse_sink(url: &str, node: &str) -> Result<SinkSpec, String> {
     };
     q.finish()?;
     let format = format.unwrap_or(default_format);
-    if matches!(transport, TransportSpec::Elasticsearch(_)) && format == Format::Schema(Schema::Cef)
+    if matches!(transport, TransportSpec::Elasticsearch(_)) && format != Format::Schema(Schema::Ecs)
     {
+        // The data stream refuses documents without `@timestamp`, which
+        // only the ECS format carries: any other format would have every
+        // record rejected.
         return Err(format!(
-            "{url}: Elasticsearch stores JSON documents; use format=ecs, ocsf, otlp-json or minimal"
+            "{url}: the Elasticsearch data stream needs ECS documents (@timestamp); use format=ecs"
         ));
     }
     Ok(SinkSpec {
@@ -483,8 +486,8 @@ mod tests {
                 password: SecretSource::Env("ES_PASSWORD".into())
             }
         );
-        let spec = parse_sink("elasticsearch://es:9200?format=ocsf", "n").unwrap();
-        assert_eq!(spec.format, Format::Schema(Schema::Ocsf));
+        let spec = parse_sink("elasticsearch://es:9200?format=ecs", "n").unwrap();
+        assert_eq!(spec.format, Format::Schema(Schema::Ecs));
         assert_eq!(spec.name, "elasticsearch://es:9200");
     }
 
@@ -556,7 +559,8 @@ mod tests {
                 "not both",
             ),
             ("elasticsearch://es:9200?namespace=Prod", "namespace"),
-            ("elasticsearch://es:9200?format=cef", "JSON documents"),
+            ("elasticsearch://es:9200?format=cef", "needs ECS documents"),
+            ("elasticsearch://es:9200?format=ocsf", "needs ECS documents"),
             (
                 "elasticsearch://es:9200?bogus=1",
                 "unknown query parameter \"bogus\"",
