@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use flowscribe_normalize::Schema;
+use flowscribe_sinks::core::classify::RejectReason;
 use flowscribe_sinks::core::driver::{DriverConfig, DriverHandle, SinkDriver};
 use flowscribe_sinks::core::http::{HttpAuth, HttpTlsConfig, SecretSource};
 use flowscribe_sinks::core::queue::{Durability, DurableQueue, QueueConfig, Record};
@@ -129,6 +130,22 @@ impl<'a> Query<'a> {
     }
 }
 
+impl SinkSpec {
+    /// What a crash does to the records queued for this sink.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The URL scheme (`syslog+tcp`, ...), or `stdout` / `file`.
+    pub fn scheme(&self) -> &str {
+        match self.name.split_once("://") {
+            Some((scheme, _)) => scheme,
+            None if self.name.starts_with("file:") => "file",
+            None => &self.name,
+        }
+    }
+}
+
 /// Parse `--sink URL`; `node` is the syslog HOSTNAME.
 pub fn parse_sink(url: &str, node: &str) -> Result<SinkSpec, String> {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
@@ -225,6 +242,14 @@ fn syslog_spec(
         server_name: q.take("server_name").map(str::to_string),
     };
     let mut c = SyslogConfig::new(addr, protocol, node);
+    if let Some(v) = q.take("max_datagram") {
+        if protocol != SyslogProtocol::Udp {
+            return Err(format!("{url}: max_datagram applies to syslog+udp only"));
+        }
+        c.max_datagram_bytes = v
+            .parse::<usize>()
+            .map_err(|_| format!("{url}: max_datagram={v:?} is not a number of bytes"))?;
+    }
     if protocol == SyslogProtocol::Tls {
         c.tls = Some(tls);
     } else if tls != SyslogTlsConfig::default() {
@@ -368,11 +393,31 @@ pub struct RunningSink {
     handle: DriverHandle,
 }
 
+impl RunningSink {
+    /// Why the sink is retrying in a degraded state, if it is.
+    pub fn degraded(&self) -> Option<&'static str> {
+        self.handle.snapshot().degraded
+    }
+}
+
 /// Every running sink and the runtime their drivers run on.
 #[derive(Debug)]
 pub struct Sinks {
     runtime: tokio::runtime::Runtime,
     pub sinks: Vec<RunningSink>,
+    /// Records each sink's queue shed since the last `take_losses`, by reason.
+    shed: std::sync::Mutex<Vec<std::collections::BTreeMap<&'static str, u64>>>,
+}
+
+/// Records a sink will never deliver, since the last report: shed by its
+/// queue, or rejected for good by the receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkLoss {
+    pub sink: String,
+    /// `queue` (shed) or `sink` (rejected).
+    pub stage: &'static str,
+    pub reason: &'static str,
+    pub count: u64,
 }
 
 impl Sinks {
@@ -407,7 +452,12 @@ impl Sinks {
             info!(sink = %spec.name, format = ?spec.format, queued = recovered.queued_records, "sink started");
             sinks.push(RunningSink { spec, handle });
         }
-        Ok(Sinks { runtime, sinks })
+        let shed = std::sync::Mutex::new(vec![Default::default(); sinks.len()]);
+        Ok(Sinks {
+            runtime,
+            sinks,
+            shed,
+        })
     }
 
     /// Queue one batch on one sink: `records` are (event id, encoded line).
@@ -423,10 +473,74 @@ impl Sinks {
             .collect();
         let handle = &self.sinks[sink].handle;
         let receipt = self.runtime.block_on(handle.queue().push(records))?;
-        for shed in &receipt.shed {
-            tracing::warn!(sink = %self.sinks[sink].spec.name, reason = shed.reason.as_str(), event_id = %shed.event_id, "record shed by the queue");
+        if !receipt.shed.is_empty() {
+            let mut counts = self.shed.lock().unwrap_or_else(|e| e.into_inner());
+            for shed in &receipt.shed {
+                tracing::warn!(sink = %self.sinks[sink].spec.name, reason = shed.reason.as_str(), event_id = %shed.event_id, "record shed by the queue");
+                *counts[sink].entry(shed.reason.as_str()).or_default() += 1;
+            }
         }
         Ok(())
+    }
+
+    /// What every sink lost since the last call (shed and rejected), per
+    /// reason; equal to the increase of the matching metrics.
+    pub fn take_losses(&self) -> Vec<SinkLoss> {
+        let mut out = Vec::new();
+        let shed = std::mem::replace(
+            &mut *self.shed.lock().unwrap_or_else(|e| e.into_inner()),
+            vec![Default::default(); self.sinks.len()],
+        );
+        for (s, shed) in self.sinks.iter().zip(shed) {
+            for (reason, count) in shed {
+                out.push(SinkLoss {
+                    sink: s.spec.name.clone(),
+                    stage: "queue",
+                    reason,
+                    count,
+                });
+            }
+            let drain = s.handle.take_rejected();
+            let mut per_reason = std::collections::BTreeMap::new();
+            for r in &drain.records {
+                *per_reason.entry(r.reason.as_str()).or_insert(0u64) += 1;
+            }
+            for (reason, n) in RejectReason::ALL.iter().zip(drain.not_itemised) {
+                if n > 0 {
+                    *per_reason.entry(reason.as_str()).or_insert(0) += n;
+                }
+            }
+            for (reason, count) in per_reason {
+                out.push(SinkLoss {
+                    sink: s.spec.name.clone(),
+                    stage: "sink",
+                    reason,
+                    count,
+                });
+            }
+        }
+        out
+    }
+
+    /// Wait until everything pushed so far is delivered or recorded (or
+    /// `timeout` passes), without stopping the drivers.
+    pub fn settle(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for s in &self.sinks {
+            if let Err(e) = self.runtime.block_on(s.handle.flush(deadline)) {
+                tracing::warn!(sink = %s.spec.name, error = %e, "sink did not settle before shutdown");
+            }
+        }
+    }
+
+    /// The drivers' handles (metrics, rejected records), in sink order.
+    pub fn handles(&self) -> Vec<DriverHandle> {
+        self.sinks.iter().map(|s| s.handle.clone()).collect()
+    }
+
+    /// Run a task on the sinks' runtime (the metrics endpoint).
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(task);
     }
 
     /// Deliver what is queued (until `timeout`), then stop every driver.
