@@ -114,3 +114,125 @@ pub fn client_connector(
         .map_err(|e| invalid(format!("server name {name:?}: {e}")))?;
     Ok((TlsConnector::from(Arc::new(config)), server_name))
 }
+
+/// Owned TLS file settings, kept by a [`ReloadingConnector`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca_file: Option<PathBuf>,
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+}
+
+impl TlsFiles {
+    pub fn borrowed(&self) -> TlsClientFiles<'_> {
+        TlsClientFiles {
+            ca_file: self.ca_file.as_deref(),
+            client_cert_file: self.client_cert_file.as_deref(),
+            client_key_file: self.client_key_file.as_deref(),
+            server_name: self.server_name.as_deref(),
+        }
+    }
+}
+
+/// When each TLS file was last changed (modification time and size), to
+/// notice a rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp(Vec<Option<(std::time::SystemTime, u64)>>);
+
+impl FileStamp {
+    fn of(files: &TlsFiles) -> FileStamp {
+        let paths = [
+            &files.ca_file,
+            &files.client_cert_file,
+            &files.client_key_file,
+        ];
+        FileStamp(
+            paths
+                .into_iter()
+                .flatten()
+                .map(|f| {
+                    let m = std::fs::metadata(f).ok()?;
+                    Some((m.modified().ok()?, m.len()))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// TLS settings rebuilt from their files when they change (certificate
+/// rotation without a restart). A rebuild applies to the next connection;
+/// an open connection keeps the session it negotiated. A file caught
+/// mid-rotation (unparsable) keeps the previous settings, is reported
+/// once, and is tried again at the next connection.
+pub struct ReloadingConnector {
+    files: TlsFiles,
+    host: String,
+    alpn: Vec<Vec<u8>>,
+    /// For log lines: which sink kind this is.
+    label: &'static str,
+    stamp: FileStamp,
+    current: (TlsConnector, ServerName<'static>),
+    failed: Option<FileStamp>,
+    reloads: u64,
+}
+
+impl std::fmt::Debug for ReloadingConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadingConnector")
+            .field("files", &self.files)
+            .field("host", &self.host)
+            .field("reloads", &self.reloads)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReloadingConnector {
+    /// Build the settings now (errors are configuration errors).
+    pub fn new(
+        files: TlsFiles,
+        host: &str,
+        alpn: &[&[u8]],
+        label: &'static str,
+    ) -> Result<Self, TlsSetupError> {
+        let stamp = FileStamp::of(&files);
+        let current = client_connector(&files.borrowed(), host, alpn)?;
+        Ok(ReloadingConnector {
+            host: host.to_string(),
+            alpn: alpn.iter().map(|p| p.to_vec()).collect(),
+            label,
+            stamp,
+            current,
+            failed: None,
+            reloads: 0,
+            files,
+        })
+    }
+
+    /// The connector for a new connection, rebuilt first if a file changed.
+    pub fn current(&mut self) -> (TlsConnector, ServerName<'static>) {
+        let stamp = FileStamp::of(&self.files);
+        if stamp != self.stamp && self.failed.as_ref() != Some(&stamp) {
+            let alpn: Vec<&[u8]> = self.alpn.iter().map(Vec::as_slice).collect();
+            match client_connector(&self.files.borrowed(), &self.host, &alpn) {
+                Ok(c) => {
+                    self.current = c;
+                    self.stamp = stamp;
+                    self.failed = None;
+                    self.reloads += 1;
+                    tracing::info!(sink = self.label, host = %self.host, "TLS certificate files changed; reloaded");
+                }
+                Err(e) => {
+                    tracing::warn!(sink = self.label, host = %self.host, error = %e, "changed TLS certificate files do not load; keeping the previous ones");
+                    self.failed = Some(stamp);
+                }
+            }
+        }
+        self.current.clone()
+    }
+
+    /// Successful rebuilds after the first build.
+    pub fn reloads(&self) -> u64 {
+        self.reloads
+    }
+}

@@ -7,7 +7,8 @@
 //! sink needs and nothing protocol-specific:
 //!
 //! * `http://` and `https://` (rustls with the ring provider; system roots,
-//!   or a CA file that replaces them; optional client certificate);
+//!   or a CA file that replaces them; optional client certificate; the
+//!   files are re-read for the next connection when they change);
 //! * kept-alive connections reused across requests, a fresh connection
 //!   tried once when a reused one turns out to be closed by the server;
 //! * an optional gzip request body (`Content-Encoding: gzip`);
@@ -72,13 +73,11 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::backoff::parse_retry_after;
 use super::classify::{Outcome, TransportFailure};
-use super::tls::{TlsClientFiles, client_connector};
+use super::tls::{ReloadingConnector, TlsFiles};
 
 /// A secret (token, API key, password) read from a file or the
 /// environment. `Debug` and `Display` never show it.
@@ -461,7 +460,8 @@ pub struct HttpClient {
 
 struct Inner {
     endpoint: Endpoint,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// Rebuilt from its files when they change (certificate rotation).
+    tls: Option<Mutex<ReloadingConnector>>,
     /// `Authorization` (sensitive) and the configured extra headers.
     headers: HeaderMap,
     connect_timeout: Duration,
@@ -512,7 +512,7 @@ impl HttpClient {
         cfg.validate()?;
         let endpoint = Endpoint::parse(&cfg.endpoint).map_err(|e| HttpConfigError(vec![e]))?;
         let tls = if endpoint.https {
-            Some(tls_connector(&cfg.tls, &endpoint.host)?)
+            Some(Mutex::new(tls_connector(&cfg.tls, &endpoint.host)?))
         } else {
             None
         };
@@ -775,9 +775,15 @@ impl HttpClient {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match &self.inner.tls {
             None => handshake_http1(tcp).await,
-            Some((connector, name)) => {
+            Some(reloading) => {
+                // Rebuilt here when a TLS file changed since the last
+                // connection; the lock is not held across the handshake.
+                let (connector, name) = reloading
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .current();
                 let tls = connector
-                    .connect(name.clone(), tcp)
+                    .connect(name, tcp)
                     .await
                     .map_err(|e| map_tls_error(&e))?;
                 handshake_http1(tls).await
@@ -874,17 +880,14 @@ fn map_hyper_error(e: &hyper::Error) -> HttpSendError {
     HttpSendError::new(TransportFailure::ConnectionReset, detail)
 }
 
-/// The rustls connector (ALPN `http/1.1`) and the name to verify.
-fn tls_connector(
-    cfg: &HttpTlsConfig,
-    host: &str,
-) -> Result<(TlsConnector, ServerName<'static>), HttpConfigError> {
-    let files = TlsClientFiles {
-        ca_file: cfg.ca_file.as_deref(),
-        client_cert_file: cfg.client_cert_file.as_deref(),
-        client_key_file: cfg.client_key_file.as_deref(),
-        server_name: cfg.server_name.as_deref(),
+/// The reloading rustls connector (ALPN `http/1.1`).
+fn tls_connector(cfg: &HttpTlsConfig, host: &str) -> Result<ReloadingConnector, HttpConfigError> {
+    let files = TlsFiles {
+        ca_file: cfg.ca_file.clone(),
+        client_cert_file: cfg.client_cert_file.clone(),
+        client_key_file: cfg.client_key_file.clone(),
+        server_name: cfg.server_name.clone(),
     };
-    client_connector(&files, host, &[b"http/1.1"])
+    ReloadingConnector::new(files, host, &[b"http/1.1"], "http")
         .map_err(|e| HttpConfigError(vec![format!("tls: {e}")]))
 }

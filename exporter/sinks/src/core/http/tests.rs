@@ -610,3 +610,30 @@ fn a_missing_ca_file_is_a_config_error() {
     let err = HttpClient::new(&cfg).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
 }
+
+#[tokio::test]
+async fn a_rotated_ca_file_applies_to_the_next_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_pki(d);
+    let server = start_server(Some(acceptor(d, false)), ok_handler()).await;
+    // The client trusts the wrong CA at first.
+    let trusted = d.join("trusted.pem");
+    std::fs::copy(d.join("other-ca.pem"), &trusted).unwrap();
+    let mut cfg = HttpClientConfig::new(format!("https://{}", server.addr));
+    cfg.tls.ca_file = Some(trusted.clone());
+    let c = HttpClient::new(&cfg).unwrap();
+    let err = c.send(post(b"x")).await.unwrap_err();
+    assert_eq!(err.failure, TransportFailure::TlsVerification, "{err}");
+    // Rotation by rename, as secret managers do; no rebuild of the client.
+    let staged = d.join("trusted.pem.new");
+    std::fs::copy(d.join("ca.pem"), &staged).unwrap();
+    std::fs::rename(&staged, &trusted).unwrap();
+    let r = c.send(post(b"x")).await.unwrap();
+    assert_eq!(r.status, 200);
+    // A file caught mid-rotation (garbage) keeps the last good settings.
+    std::fs::write(&trusted, "not a certificate").unwrap();
+    c.close_idle();
+    let r = c.send(post(b"x")).await.unwrap();
+    assert_eq!(r.status, 200);
+}
