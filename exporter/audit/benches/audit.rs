@@ -1,0 +1,96 @@
+//! What integrity costs: sealing on the exporter side (per record), and
+//! verifying on the auditor's side (records per second). Hand-run:
+//! `cargo bench -p flowscribe-audit --bench audit`; results in
+//! docs/benchmarks.md.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use flowscribe_audit::canonical::canonical_bytes;
+use flowscribe_audit::{Auditor, AuditorOptions, MemoryStateStore};
+
+/// Exporter side: stamp + append the audit fields + seal one batch of 1000
+/// ECS flow documents (~900 bytes each), as the pipeline will per batch.
+fn seal(c: &mut Criterion) {
+    let docs: Vec<Vec<u8>> = (0..1000).map(|n| common::flow_json("node-a", n)).collect();
+    let mut g = c.benchmark_group("audit");
+    g.throughput(Throughput::Elements(docs.len() as u64));
+    g.bench_function("stamp_append_seal_1000_records", |b| {
+        let options = AuditorOptions::new("node-a", vec!["ecs".into()]);
+        let (mut a, _) = Auditor::start(
+            MemoryStateStore::default(),
+            common::signer(),
+            options,
+            common::t(0),
+            [1; 16],
+        )
+        .unwrap();
+        b.iter(|| {
+            let stamp = a.stamp(docs.len(), common::t(1)).unwrap();
+            let lines: Vec<Vec<u8>> = docs
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    let mut l = d.clone();
+                    stamp.fields("ecs", i as u64).append_to_json_object(&mut l);
+                    l
+                })
+                .collect();
+            black_box(a.seal("ecs", &stamp, &lines, common::t(1)).unwrap())
+        })
+    });
+    // The part of sealing that is not hashing: parse + canonical form.
+    let v: serde_json::Value = serde_json::from_slice(&docs[0]).unwrap();
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("canonical_form_one_record", |b| {
+        b.iter(|| black_box(canonical_bytes(black_box(&v))))
+    });
+    g.bench_function("parse_one_record", |b| {
+        b.iter(|| {
+            black_box(serde_json::from_slice::<serde_json::Value>(black_box(&docs[0])).unwrap())
+        })
+    });
+    // The checkpoint: one Ed25519 signature per view per minute.
+    let signer = common::signer();
+    g.bench_function("sign_checkpoint", |b| {
+        b.iter(|| {
+            black_box(signer.sign(black_box(
+                "flowscribe/x/ecs\n1\nAAAA\nflowscribe run 1 batches 1 checkpoint 1 time 1\n",
+            )))
+        })
+    });
+    g.finish();
+}
+
+/// Auditor side: verify an archive of 100k records (100 batches of 1000,
+/// checkpoints every 60 batches and at the end).
+fn verify(c: &mut Criterion) {
+    let archive = common::run_node(
+        "node-a",
+        MemoryStateStore::default(),
+        0,
+        100,
+        1000,
+        true,
+        [2; 16],
+    )
+    .0;
+    let mut g = c.benchmark_group("audit");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(archive.records));
+    g.bench_function("verify_100k_records", |b| {
+        b.iter(|| {
+            let r = common::verify_lines(&archive.lines, common::options());
+            assert!(r.ok());
+            black_box(r)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, seal, verify);
+criterion_main!(benches);
