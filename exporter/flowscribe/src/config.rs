@@ -44,7 +44,7 @@ pub const FIELDS: &[FieldDoc] = &[
         path: "format",
         kind: "ecs | otlp-json | ocsf | cef | minimal",
         default: "ecs",
-        doc: "Record format of `output` (docs/schemas/). Loss records are ECS documents for `ecs`, OTLP log records for `otlp-json`, and minimal JSON lines (docs/record.md) for the others.",
+        doc: "Record format of `output` (docs/schemas/). Loss records take each format's own shape (ECS event, OTLP log record, OCSF 4001 activity Other, CEF capture-loss; docs/schemas/), and the minimal line for `minimal`.",
     },
     FieldDoc {
         path: "cluster_name",

@@ -531,6 +531,28 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             .map_err(RunError::Failed)?;
     }
 
+    // ② Enrich: identities from the manifests directory (read now, before
+    // capture starts, so the first flows resolve; re-read on change) and
+    // from the API server's watchers, running on their own runtime (the
+    // runtime lives until `run` returns).
+    let mut identities =
+        Identities::new(config.enrich.index.clone(), config.enrich.manifests.clone());
+    let _kube_runtime = match kube_client {
+        Some((runtime, client, _)) => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (policy_tx, policy_rx) = std::sync::mpsc::channel();
+            let _enter = runtime.enter();
+            flowscribe_enrich::kube_source::spawn_watchers(client.clone(), tx);
+            // ③ Policies from the API server too (CRDs that are not
+            // installed are skipped).
+            flowscribe_enrich::kube_policies::spawn_policy_watchers(client, policy_tx);
+            identities = identities.with_kube(rx).with_kube_policies(policy_rx);
+            Some(runtime)
+        }
+        None => None,
+    };
+    identities.refresh(SystemTime::now());
+
     // ⑤ The audit trail, when on: key and chain state first, so a bad key
     // stops the start before anything is attached.
     let mut audit = match &config.audit {
@@ -563,26 +585,6 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         "capture running"
     );
 
-    // ② Enrich: identities from the manifests directory (read now, re-read
-    // on change) and from the API server's watchers, running on their own
-    // runtime (the runtime lives until `run` returns).
-    let mut identities =
-        Identities::new(config.enrich.index.clone(), config.enrich.manifests.clone());
-    let _kube_runtime = match kube_client {
-        Some((runtime, client, _)) => {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let (policy_tx, policy_rx) = std::sync::mpsc::channel();
-            let _enter = runtime.enter();
-            flowscribe_enrich::kube_source::spawn_watchers(client.clone(), tx);
-            // ③ Policies from the API server too (CRDs that are not
-            // installed are skipped).
-            flowscribe_enrich::kube_policies::spawn_policy_watchers(client, policy_tx);
-            identities = identities.with_kube(rx).with_kube_policies(policy_rx);
-            Some(runtime)
-        }
-        None => None,
-    };
-    identities.refresh(SystemTime::now());
 
     let mut next_drain = Instant::now() + config.drain_interval;
     let mut loss_window = SystemTime::now();
