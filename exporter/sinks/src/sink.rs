@@ -8,6 +8,7 @@
 use crate::core::driver::{SendReport, Transport, TransportError};
 use crate::core::queue::QueuedRecord;
 use crate::file::{FileTransport, StdoutTransport};
+use crate::otlp::OtlpTransport;
 use crate::syslog::SyslogTransport;
 
 /// Every sink transport.
@@ -16,6 +17,7 @@ pub enum SinkTransport {
     Syslog(SyslogTransport),
     File(FileTransport),
     Stdout(StdoutTransport),
+    Otlp(OtlpTransport),
 }
 
 impl Transport for SinkTransport {
@@ -24,6 +26,7 @@ impl Transport for SinkTransport {
             SinkTransport::Syslog(t) => t.send(batch).await,
             SinkTransport::File(t) => t.send(batch).await,
             SinkTransport::Stdout(t) => t.send(batch).await,
+            SinkTransport::Otlp(t) => t.send(batch).await,
         }
     }
 
@@ -32,6 +35,7 @@ impl Transport for SinkTransport {
             SinkTransport::Syslog(t) => t.flush().await,
             SinkTransport::File(t) => t.flush().await,
             SinkTransport::Stdout(t) => t.flush().await,
+            SinkTransport::Otlp(t) => t.flush().await,
         }
     }
 
@@ -40,6 +44,7 @@ impl Transport for SinkTransport {
             SinkTransport::Syslog(t) => t.shutdown().await,
             SinkTransport::File(t) => t.shutdown().await,
             SinkTransport::Stdout(t) => t.shutdown().await,
+            SinkTransport::Otlp(t) => t.shutdown().await,
         }
     }
 }

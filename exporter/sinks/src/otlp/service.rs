@@ -1,0 +1,154 @@
+//! The OTLP transport: batch -> request body ([`OtlpRequestBuilder`]) ->
+//! gRPC or HTTP export -> one outcome per record.
+//!
+//! Pipeline position: a [`Transport`] driven by the sink driver. It must
+//! not retry or sleep (the driver does), and never logs header values.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+
+use super::config::{Headers, OtlpConfig, OtlpProtocol, TlsFiles};
+use super::grpc::{GrpcExporter, status_outcome};
+use super::request_builder::OtlpRequestBuilder;
+use super::response;
+use crate::core::classify::{GrpcCode, Outcome};
+use crate::core::driver::{SendReport, Transport, TransportError};
+use crate::core::queue::QueuedRecord;
+
+/// Counters of one OTLP transport (the driver counts records; these count
+/// requests and bytes).
+#[derive(Debug, Default)]
+pub struct OtlpStats {
+    /// Export requests attempted.
+    pub requests_total: AtomicU64,
+    /// Request bodies before compression, in bytes.
+    pub request_bytes_total: AtomicU64,
+    /// Records left out of a request because they are not a well-formed
+    /// `LogRecord` (rejected as the receiver would reject them).
+    pub malformed_records_total: AtomicU64,
+    /// Sum of `partial_success.rejected_log_records` as the receiver sent it.
+    pub partial_success_rejected_total: AtomicU64,
+}
+
+#[derive(Debug)]
+enum Exporter {
+    Grpc(GrpcExporter),
+}
+
+/// The OTLP logs sink transport.
+#[derive(Debug)]
+pub struct OtlpTransport {
+    sink: String,
+    // Boxed so the closed SinkTransport enum stays small.
+    builder: Box<OtlpRequestBuilder>,
+    exporter: Box<Exporter>,
+    stats: Arc<OtlpStats>,
+    /// Reused body buffer.
+    body: Vec<u8>,
+}
+
+impl OtlpTransport {
+    pub(crate) fn new(
+        cfg: &OtlpConfig,
+        headers: Headers,
+        tls: Option<TlsFiles>,
+    ) -> Result<OtlpTransport, TransportError> {
+        let exporter = match cfg.protocol {
+            OtlpProtocol::Grpc => Exporter::Grpc(GrpcExporter::new(cfg, &headers, tls.as_ref())?),
+            OtlpProtocol::Http => {
+                return Err(TransportError::InvalidConfig(
+                    "OTLP/HTTP is not built yet".into(),
+                ));
+            }
+        };
+        Ok(OtlpTransport {
+            sink: format!("otlp://{}", cfg.endpoint),
+            builder: Box::new(OtlpRequestBuilder::new(&cfg.envelope)),
+            exporter: Box::new(exporter),
+            stats: Arc::new(OtlpStats::default()),
+            body: Vec::new(),
+        })
+    }
+
+    /// The transport's counters (shared; read them while it runs).
+    pub fn stats(&self) -> Arc<OtlpStats> {
+        Arc::clone(&self.stats)
+    }
+
+    async fn send_grpc(&mut self, batch: &[QueuedRecord]) -> SendReport {
+        // A record that is not a LogRecord is what the receiver would answer
+        // INVALID_ARGUMENT for.
+        let malformed = Outcome::Grpc {
+            code: GrpcCode::InvalidArgument,
+            retry_info: false,
+        };
+        self.body.clear();
+        let built = self.builder.protobuf(batch, &mut self.body);
+        self.count(&built);
+        if built.included.is_empty() {
+            return response::all_malformed(batch.len(), malformed);
+        }
+        let ok = Outcome::Grpc {
+            code: GrpcCode::Ok,
+            retry_info: false,
+        };
+        let body = Bytes::copy_from_slice(&self.body);
+        let Exporter::Grpc(exporter) = &mut *self.exporter;
+        match exporter.export(body).await {
+            Ok(resp) => {
+                self.count_partial(&resp);
+                response::accepted(&self.sink, batch.len(), &built, ok, malformed, &resp)
+            }
+            Err(status) => {
+                let (outcome, retry_after) = status_outcome(&status);
+                tracing::debug!(sink = %self.sink, code = ?status.code(), message = status.message(), "OTLP/gRPC export failed");
+                response::failed(batch.len(), &built, outcome, malformed)
+                    .with_retry_after(retry_after)
+            }
+        }
+    }
+
+    fn count(&self, built: &super::request_builder::BuiltRequest) {
+        self.stats.requests_total.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .request_bytes_total
+            .fetch_add(self.body.len() as u64, Ordering::Relaxed);
+        if !built.malformed.is_empty() {
+            tracing::warn!(sink = %self.sink, records = built.malformed.len(), "queued records are not well-formed OTLP LogRecords; rejected");
+            self.stats
+                .malformed_records_total
+                .fetch_add(built.malformed.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn count_partial(
+        &self,
+        resp: &opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse,
+    ) {
+        if let Some(ps) = &resp.partial_success {
+            self.stats.partial_success_rejected_total.fetch_add(
+                u64::try_from(ps.rejected_log_records).unwrap_or(0),
+                Ordering::Relaxed,
+            );
+        }
+    }
+}
+
+impl Transport for OtlpTransport {
+    async fn send(&mut self, batch: &[QueuedRecord]) -> SendReport {
+        match *self.exporter {
+            Exporter::Grpc(_) => self.send_grpc(batch).await,
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), TransportError> {
+        // Every export is acknowledged before send returns: nothing buffered.
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) -> Result<(), TransportError> {
+        Ok(())
+    }
+}
