@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod batch;
 pub mod classify;
 pub mod driver;
+pub mod http;
 pub mod queue;
 
 #[cfg(test)]
