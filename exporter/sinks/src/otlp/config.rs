@@ -161,9 +161,11 @@ impl OtlpConfig {
             Some(p) => Headers::load(p)?,
             None => Headers::default(),
         };
-        let tls = match &self.tls {
-            Some(t) => Some(TlsFiles::load(t)?),
-            None => None,
+        // gRPC hands tonic the PEM bytes; the shared HTTP client reads the
+        // files itself.
+        let tls = match (&self.tls, self.protocol) {
+            (Some(t), OtlpProtocol::Grpc) => Some(TlsFiles::load(t)?),
+            _ => None,
         };
         OtlpTransport::new(self, headers, tls)
     }

@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod grpc;
+pub mod http;
 pub mod request_builder;
 mod response;
 mod service;

@@ -9,13 +9,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
+use super::config::OtlpEncoding;
 use super::config::{Headers, OtlpConfig, OtlpProtocol, TlsFiles};
 use super::grpc::{GrpcExporter, status_outcome};
+use super::http::{HttpExport, HttpExporter};
 use super::request_builder::OtlpRequestBuilder;
 use super::response;
 use crate::core::classify::{GrpcCode, Outcome};
 use crate::core::driver::{SendReport, Transport, TransportError};
 use crate::core::queue::QueuedRecord;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 
 /// Counters of one OTLP transport (the driver counts records; these count
 /// requests and bytes).
@@ -34,7 +37,8 @@ pub struct OtlpStats {
 
 #[derive(Debug)]
 enum Exporter {
-    Grpc(GrpcExporter),
+    Grpc(Box<GrpcExporter>),
+    Http(HttpExporter),
 }
 
 /// The OTLP logs sink transport.
@@ -56,12 +60,10 @@ impl OtlpTransport {
         tls: Option<TlsFiles>,
     ) -> Result<OtlpTransport, TransportError> {
         let exporter = match cfg.protocol {
-            OtlpProtocol::Grpc => Exporter::Grpc(GrpcExporter::new(cfg, &headers, tls.as_ref())?),
-            OtlpProtocol::Http => {
-                return Err(TransportError::InvalidConfig(
-                    "OTLP/HTTP is not built yet".into(),
-                ));
+            OtlpProtocol::Grpc => {
+                Exporter::Grpc(Box::new(GrpcExporter::new(cfg, &headers, tls.as_ref())?))
             }
+            OtlpProtocol::Http => Exporter::Http(HttpExporter::new(cfg, &headers)?),
         };
         Ok(OtlpTransport {
             sink: format!("otlp://{}", cfg.endpoint),
@@ -95,7 +97,9 @@ impl OtlpTransport {
             retry_info: false,
         };
         let body = Bytes::copy_from_slice(&self.body);
-        let Exporter::Grpc(exporter) = &mut *self.exporter;
+        let Exporter::Grpc(exporter) = &mut *self.exporter else {
+            return SendReport::batch(malformed);
+        };
         match exporter.export(body).await {
             Ok(resp) => {
                 self.count_partial(&resp);
@@ -107,6 +111,41 @@ impl OtlpTransport {
                 response::failed(batch.len(), &built, outcome, malformed)
                     .with_retry_after(retry_after)
             }
+        }
+    }
+
+    async fn send_http(&mut self, batch: &[QueuedRecord], encoding: OtlpEncoding) -> SendReport {
+        // A record that is not a LogRecord is what the receiver would answer
+        // 400 Bad Request for.
+        let malformed = Outcome::Http { status: 400 };
+        self.body.clear();
+        let built = match encoding {
+            OtlpEncoding::Protobuf => self.builder.protobuf(batch, &mut self.body),
+            OtlpEncoding::Json => self.builder.json(batch, &mut self.body),
+        };
+        self.count(&built);
+        if built.included.is_empty() {
+            return response::all_malformed(batch.len(), malformed);
+        }
+        let body = Bytes::copy_from_slice(&self.body);
+        let Exporter::Http(exporter) = &*self.exporter else {
+            return SendReport::batch(malformed);
+        };
+        match exporter.export(body).await {
+            HttpExport::Accepted {
+                status,
+                partial_success,
+            } => {
+                let resp = ExportLogsServiceResponse { partial_success };
+                self.count_partial(&resp);
+                let ok = Outcome::Http { status };
+                response::accepted(&self.sink, batch.len(), &built, ok, malformed, &resp)
+            }
+            HttpExport::Failed {
+                outcome,
+                retry_after,
+            } => response::failed(batch.len(), &built, outcome, malformed)
+                .with_retry_after(retry_after),
         }
     }
 
@@ -123,10 +162,7 @@ impl OtlpTransport {
         }
     }
 
-    fn count_partial(
-        &self,
-        resp: &opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse,
-    ) {
+    fn count_partial(&self, resp: &ExportLogsServiceResponse) {
         if let Some(ps) = &resp.partial_success {
             self.stats.partial_success_rejected_total.fetch_add(
                 u64::try_from(ps.rejected_log_records).unwrap_or(0),
@@ -138,8 +174,12 @@ impl OtlpTransport {
 
 impl Transport for OtlpTransport {
     async fn send(&mut self, batch: &[QueuedRecord]) -> SendReport {
-        match *self.exporter {
+        match &*self.exporter {
             Exporter::Grpc(_) => self.send_grpc(batch).await,
+            Exporter::Http(h) => {
+                let encoding = h.encoding();
+                self.send_http(batch, encoding).await
+            }
         }
     }
 
@@ -149,6 +189,9 @@ impl Transport for OtlpTransport {
     }
 
     async fn shutdown(&mut self) -> Result<(), TransportError> {
+        if let Exporter::Http(h) = &*self.exporter {
+            h.client().close_idle();
+        }
         Ok(())
     }
 }

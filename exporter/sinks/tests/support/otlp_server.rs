@@ -65,6 +65,8 @@ pub struct ReceivedRequest {
     /// The body size on the wire (after compression), HTTP only.
     pub wire_bytes: usize,
     pub reply: Reply,
+    /// When the request arrived.
+    pub at: Instant,
 }
 
 impl ReceivedRequest {
@@ -115,7 +117,14 @@ impl State {
 
     fn record(&self, r: ReceivedRequest) {
         if r.accepted() {
-            *self.records_accepted.lock().unwrap() += r.bodies().len() as u64;
+            let n: usize = r
+                .request
+                .resource_logs
+                .iter()
+                .flat_map(|rl| &rl.scope_logs)
+                .map(|sl| sl.log_records.len())
+                .sum();
+            *self.records_accepted.lock().unwrap() += n as u64;
         }
         if !self.count_only {
             self.received.lock().unwrap().push(r);
@@ -230,6 +239,186 @@ impl OtlpServer {
     }
 }
 
+impl OtlpServer {
+    /// Start the OTLP/HTTP receiver (`POST /v1/logs`) on `addr`.
+    pub async fn http(addr: &str) -> OtlpServer {
+        Self::http_with(addr, false).await
+    }
+
+    /// An OTLP/HTTP receiver that decodes and counts records but keeps no
+    /// copy of the requests (benches).
+    pub async fn http_counting(addr: &str) -> OtlpServer {
+        Self::http_with(addr, true).await
+    }
+
+    async fn http_with(addr: &str, count_only: bool) -> OtlpServer {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(State {
+            count_only,
+            ..State::default()
+        });
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let accept_state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let mut connections = Vec::new();
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let state = Arc::clone(&accept_state);
+                        connections.push(tokio::spawn(async move {
+                            let service = hyper::service::service_fn(move |req| {
+                                let state = Arc::clone(&state);
+                                async move { Ok::<_, std::convert::Infallible>(http_export(&state, req).await) }
+                            });
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await;
+                        }));
+                    }
+                }
+            }
+            // Stopping closes kept-alive connections too, like a restart.
+            for c in connections {
+                c.abort();
+            }
+        });
+        OtlpServer {
+            addr,
+            state,
+            stop: Some(stop),
+        }
+    }
+}
+
+type HttpResponse = hyper::Response<http_body_util::Full<bytes::Bytes>>;
+
+fn http_response(status: u16, content_type: &str, body: Vec<u8>) -> HttpResponse {
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap()
+}
+
+/// A `google.rpc.Status` body in the request's encoding (OTLP/HTTP spec).
+fn http_failure(status: u16, json: bool, message: &str) -> HttpResponse {
+    let code = if status == 400 { 3 } else { 14 };
+    if json {
+        let body = serde_json::json!({ "code": code, "message": message });
+        http_response(status, "application/json", body.to_string().into_bytes())
+    } else {
+        let body = tonic_types::Status {
+            code,
+            message: message.to_string(),
+            details: vec![],
+        }
+        .encode_to_vec();
+        http_response(status, "application/x-protobuf", body)
+    }
+}
+
+async fn http_export(state: &State, req: hyper::Request<hyper::body::Incoming>) -> HttpResponse {
+    use http_body_util::BodyExt as _;
+    let path = req.uri().path().to_string();
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let json = header("content-type").as_deref() == Some("application/json");
+    let method_ok = req.method() == hyper::Method::POST;
+    let Ok(body) = req.into_body().collect().await else {
+        return http_failure(400, json, "unreadable body");
+    };
+    let wire = body.to_bytes();
+    if !method_ok || path != "/v1/logs" {
+        return http_failure(404, json, "not found");
+    }
+    let raw = match header("content-encoding").as_deref() {
+        None => wire.to_vec(),
+        Some("gzip") => match gunzip(&wire) {
+            Ok(b) => b,
+            Err(e) => return http_failure(400, json, &format!("bad gzip: {e}")),
+        },
+        Some(other) => return http_failure(415, json, &format!("encoding {other}")),
+    };
+    let request = match header("content-type").as_deref() {
+        Some("application/x-protobuf") => decode_protobuf(&raw),
+        Some("application/json") => {
+            serde_json::from_slice::<ExportLogsServiceRequest>(&raw).map_err(|e| e.to_string())
+        }
+        other => return http_failure(415, json, &format!("content type {other:?}")),
+    };
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => return http_failure(400, json, &format!("undecodable request: {e}")),
+    };
+    let reply = state.next_reply();
+    if let Reply::Stall(d) = &reply {
+        tokio::time::sleep(*d).await;
+    }
+    state.record(ReceivedRequest {
+        request,
+        headers: headers.clone(),
+        path,
+        wire_bytes: wire.len(),
+        reply: reply.clone(),
+        at: Instant::now(),
+    });
+    let ok = |partial: Option<ExportLogsPartialSuccess>| {
+        if json {
+            let body = match partial {
+                // OTLP/JSON: int64 as a decimal string.
+                Some(p) => serde_json::json!({ "partialSuccess": {
+                    "rejectedLogRecords": p.rejected_log_records.to_string(),
+                    "errorMessage": p.error_message,
+                }})
+                .to_string(),
+                None => "{}".to_string(),
+            };
+            http_response(200, "application/json", body.into_bytes())
+        } else {
+            let body = ExportLogsServiceResponse {
+                partial_success: partial,
+            }
+            .encode_to_vec();
+            http_response(200, "application/x-protobuf", body)
+        }
+    };
+    match reply {
+        Reply::Ok | Reply::Stall(_) => ok(None),
+        Reply::PartialSuccess { rejected, message } => ok(Some(ExportLogsPartialSuccess {
+            rejected_log_records: rejected,
+            error_message: message,
+        })),
+        Reply::Http {
+            status,
+            retry_after_secs,
+        } => {
+            let mut r = http_failure(status, json, "scripted failure");
+            if let Some(secs) = retry_after_secs {
+                r.headers_mut()
+                    .insert("retry-after", secs.to_string().parse().unwrap());
+            }
+            r
+        }
+        Reply::Grpc { .. } => http_failure(
+            500,
+            json,
+            "test bug: a gRPC reply scripted on the HTTP server",
+        ),
+    }
+}
+
 impl Drop for OtlpServer {
     fn drop(&mut self) {
         self.stop();
@@ -268,6 +457,7 @@ impl LogsService for GrpcReceiver {
             path: String::new(),
             wire_bytes: 0,
             reply: reply.clone(),
+            at: Instant::now(),
         });
         match reply {
             Reply::Ok | Reply::Stall(_) => {
