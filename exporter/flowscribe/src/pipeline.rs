@@ -176,7 +176,13 @@ fn deliver(
     let wanted = (!writer.is_none())
         .then_some(encoder.format)
         .into_iter()
-        .chain(sinks.sinks.iter().map(|s| s.spec.format));
+        .chain(
+            sinks
+                .sinks
+                .iter()
+                .filter(|s| !s.spec.sends_otlp_log_records())
+                .map(|s| s.spec.format),
+        );
     let mut encoded: Vec<(Format, Vec<Vec<u8>>)> = Vec::new();
     for format in wanted {
         if !encoded.iter().any(|(f, _)| *f == format) {
@@ -195,11 +201,20 @@ fn deliver(
     }
     if !sinks.sinks.is_empty() {
         let ids = encoder.event_ids(batch);
+        // OTLP sinks queue one encoded LogRecord per record; encoded once
+        // for all of them.
+        let log_records = if sinks.sinks.iter().any(|s| s.spec.sends_otlp_log_records()) {
+            encoder.otlp_log_records(batch)
+        } else {
+            Vec::new()
+        };
         for (i, sink) in sinks.sinks.iter().enumerate() {
-            let records = ids
-                .iter()
-                .cloned()
-                .zip(lines(sink.spec.format).iter().cloned());
+            let payloads = if sink.spec.sends_otlp_log_records() {
+                log_records.as_slice()
+            } else {
+                lines(sink.spec.format)
+            };
+            let records = ids.iter().cloned().zip(payloads.iter().cloned());
             sinks.push(i, records.collect())?;
         }
     }
@@ -235,6 +250,21 @@ impl Encoder {
             out.push(self.loss(format, l, batch.at)?);
         }
         Ok(out)
+    }
+
+    /// Every record of a batch as one protobuf-encoded OTLP `LogRecord`,
+    /// flows then losses (the payloads OTLP sinks queue).
+    fn otlp_log_records(&self, batch: &Explained) -> Vec<Vec<u8>> {
+        use prost::Message as _;
+        let flows = batch
+            .flows
+            .iter()
+            .map(|f| otlp::log_record(&self.context, f, batch.at).encode_to_vec());
+        let losses = batch
+            .losses
+            .iter()
+            .map(|l| otlp::loss_record(&self.context, l, batch.at).encode_to_vec());
+        flows.chain(losses).collect()
     }
 
     /// The event id of every record of a batch, in `encode`'s order: sinks
@@ -381,7 +411,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let encoder = Encoder::new(&config);
     // ⑤ Deliver: a queue and a driver per sink (queues recover what a
     // previous run left before anything new is pushed).
-    let sinks = Sinks::start(config.sinks.clone()).map_err(RunError::Failed)?;
+    let sinks = Sinks::start(config.sinks.clone(), &encoder.context).map_err(RunError::Failed)?;
 
     // SIGINT/SIGTERM set a flag; the loop below notices within one link-watch timeout.
     let stop = Arc::new(AtomicBool::new(false));
