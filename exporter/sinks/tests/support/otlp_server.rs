@@ -106,6 +106,8 @@ struct State {
     received: Mutex<Vec<ReceivedRequest>>,
     /// Only count records (benches: no per-request copies).
     count_only: bool,
+    /// Decode nothing; count requests (benches).
+    discard: bool,
     records_accepted: Mutex<u64>,
     changed: Notify,
 }
@@ -153,9 +155,22 @@ pub struct ServerTls {
 impl OtlpServer {
     /// Start the gRPC receiver on `addr` (port 0: any free port).
     pub async fn grpc(addr: &str, tls: Option<ServerTls>) -> OtlpServer {
+        Self::grpc_with(addr, tls, false).await
+    }
+
+    /// A gRPC receiver that decodes and counts records but keeps no copy
+    /// of the requests (benches).
+    pub async fn grpc_counting(addr: &str) -> OtlpServer {
+        Self::grpc_with(addr, None, true).await
+    }
+
+    async fn grpc_with(addr: &str, tls: Option<ServerTls>, count_only: bool) -> OtlpServer {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(State::default());
+        let state = Arc::new(State {
+            count_only,
+            ..State::default()
+        });
         let svc = LogsServiceServer::new(GrpcReceiver {
             state: Arc::clone(&state),
         })
@@ -242,20 +257,28 @@ impl OtlpServer {
 impl OtlpServer {
     /// Start the OTLP/HTTP receiver (`POST /v1/logs`) on `addr`.
     pub async fn http(addr: &str) -> OtlpServer {
-        Self::http_with(addr, false).await
+        Self::http_with(addr, false, false).await
     }
 
     /// An OTLP/HTTP receiver that decodes and counts records but keeps no
     /// copy of the requests (benches).
     pub async fn http_counting(addr: &str) -> OtlpServer {
-        Self::http_with(addr, true).await
+        Self::http_with(addr, true, false).await
     }
 
-    async fn http_with(addr: &str, count_only: bool) -> OtlpServer {
+    /// An HTTP receiver that reads each body completely and answers 200
+    /// with an empty body, decoding nothing (benches: the client's cost
+    /// without the receiver's). Counts requests in `records_accepted`.
+    pub async fn http_discarding(addr: &str) -> OtlpServer {
+        Self::http_with(addr, true, true).await
+    }
+
+    async fn http_with(addr: &str, count_only: bool, discard: bool) -> OtlpServer {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
             count_only,
+            discard,
             ..State::default()
         });
         let (stop, mut stopped) = oneshot::channel::<()>();
@@ -340,6 +363,10 @@ async fn http_export(state: &State, req: hyper::Request<hyper::body::Incoming>) 
         return http_failure(400, json, "unreadable body");
     };
     let wire = body.to_bytes();
+    if state.discard {
+        *state.records_accepted.lock().unwrap() += 1;
+        return http_response(200, "application/x-protobuf", Vec::new());
+    }
     if !method_ok || path != "/v1/logs" {
         return http_failure(404, json, "not found");
     }
