@@ -56,7 +56,7 @@ pub const FIELDS: &[FieldDoc] = &[
         path: "sinks",
         kind: "list of URLs",
         default: "[]",
-        doc: "Delivery with a queue per sink, retries and the error table of docs/sinks.md: `stdout`, `file:PATH`, `syslog+tcp://HOST:PORT`, `syslog+tls://HOST:PORT?ca=FILE[&cert=FILE&key=FILE&server_name=NAME]`, `syslog+udp://HOST:PORT` (lossy). Query parameters for all: `format=` (default cef for syslog, ecs otherwise), `queue=memory|disk`, `queue_dir=DIR` (required for disk). `--sink URL` adds one.",
+        doc: "Delivery with a queue per sink, retries and the error table of docs/sinks.md: `stdout`, `file:PATH`, `syslog+tcp://HOST:PORT`, `syslog+tls://HOST:PORT?ca=FILE[&cert=FILE&key=FILE&server_name=NAME]`, `syslog+udp://HOST:PORT` (lossy), `elasticsearch://HOST:PORT?[tls=true&ca=FILE&]api_key_file=FILE|user=NAME&password_file=FILE[&namespace=NS]`, `splunk-hec://HOST:PORT?token_file=FILE[&tls=true&ca=FILE&index=NAME&ack=true]` (secrets also as `*_env=VAR`; see docs/sinks.md). Query parameters for all: `format=` (default cef for syslog, ecs otherwise), `queue=memory|disk`, `queue_dir=DIR` (required for disk). `--sink URL` adds one.",
     },
     FieldDoc {
         path: "capture.interfaces",

@@ -5,20 +5,26 @@
 //! only fills its own queue.
 //!
 //! Today: `stdout`, `file:PATH`, `syslog+tcp://`, `syslog+tls://`,
-//! `syslog+udp://`, `otlp+grpc://`, `otlp+http://`. The other sinks of
-//! issue 6 are refused by name. OTLP sinks queue one encoded `LogRecord`
-//! (protobuf) per record whatever `--format` says; the transport frames a
-//! batch of them as one `ExportLogsServiceRequest`.
+//! `syslog+udp://`, `elasticsearch://`, `splunk-hec://`, `otlp+grpc://`,
+//! `otlp+http://`. The other sinks of issue 6 are refused by name. OTLP
+//! sinks queue one encoded `LogRecord` (protobuf) per record whatever
+//! `format=` says; the transport frames a batch of them as one
+//! `ExportLogsServiceRequest`. Credentials come from files or environment variables
+//! named in the query (`api_key_file=`, `password_env=`, ...), never from
+//! the URL itself, so sink names can be logged.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use flowscribe_normalize::{Context as SchemaContext, Schema};
 use flowscribe_sinks::core::driver::{DriverConfig, DriverHandle, SinkDriver};
+use flowscribe_sinks::core::http::{HttpAuth, HttpTlsConfig, SecretSource};
 use flowscribe_sinks::core::queue::{Durability, DurableQueue, QueueConfig, Record};
+use flowscribe_sinks::elasticsearch::ElasticsearchConfig;
 use flowscribe_sinks::file::{FileConfig, StdoutTransport};
 use flowscribe_sinks::otlp::{OtlpConfig, OtlpEncoding, OtlpProtocol, OtlpTlsConfig};
 use flowscribe_sinks::sink::SinkTransport;
+use flowscribe_sinks::splunk::{HecAckConfig, SplunkHecConfig};
 use flowscribe_sinks::syslog::{SyslogConfig, SyslogProtocol, SyslogTlsConfig};
 use tracing::info;
 
@@ -27,7 +33,8 @@ use crate::config::Format;
 /// A parsed `--sink` URL.
 #[derive(Debug, Clone)]
 pub struct SinkSpec {
-    /// The URL as given, with its query (which names files, never secrets).
+    /// The URL as given, with its query (which names files and environment
+    /// variables, never secrets).
     pub name: String,
     pub format: Format,
     transport: TransportSpec,
@@ -40,6 +47,8 @@ enum TransportSpec {
     Stdout,
     File(FileConfig),
     Syslog(Box<SyslogConfig>),
+    Elasticsearch(Box<ElasticsearchConfig>),
+    SplunkHec(Box<SplunkHecConfig>),
     /// The envelope (resource, scope) is filled in at start from the
     /// schema context.
     Otlp(Box<OtlpConfig>),
@@ -53,45 +62,99 @@ impl SinkSpec {
     }
 }
 
+/// The query parameters of one URL, consumed as they are recognised, so
+/// whatever is left over is reported as unknown.
+struct Query<'a> {
+    url: &'a str,
+    pairs: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Query<'a> {
+    fn parse(url: &'a str, query: &'a str) -> Result<Self, String> {
+        let mut pairs = Vec::new();
+        for kv in query.split('&').filter(|s| !s.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("{url}: query part {kv:?} is not key=value"))?;
+            if pairs.iter().any(|(seen, _)| *seen == k) {
+                return Err(format!("{url}: query parameter {k:?} given twice"));
+            }
+            pairs.push((k, v));
+        }
+        Ok(Query { url, pairs })
+    }
+
+    fn take(&mut self, key: &str) -> Option<&'a str> {
+        let i = self.pairs.iter().position(|(k, _)| *k == key)?;
+        Some(self.pairs.remove(i).1)
+    }
+
+    fn take_bool(&mut self, key: &str) -> Result<Option<bool>, String> {
+        match self.take(key) {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(v) => Err(format!("{}: {key}={v:?} is not true or false", self.url)),
+        }
+    }
+
+    /// A secret named by `<name>_file=PATH` or `<name>_env=VAR` (never the
+    /// secret itself, so the URL can be logged).
+    fn take_secret(&mut self, name: &str) -> Result<Option<SecretSource>, String> {
+        let file = self.take(&format!("{name}_file"));
+        let env = self.take(&format!("{name}_env"));
+        match (file, env) {
+            (None, None) => Ok(None),
+            (Some(f), None) => Ok(Some(SecretSource::File(PathBuf::from(f)))),
+            (None, Some(e)) => Ok(Some(SecretSource::Env(e.to_string()))),
+            (Some(_), Some(_)) => Err(format!(
+                "{}: give {name}_file or {name}_env, not both",
+                self.url
+            )),
+        }
+    }
+
+    /// TLS files: `tls=true` selects https; `ca=`, `cert=`, `key=`,
+    /// `server_name=` refine it.
+    fn take_http_tls(&mut self) -> Result<(bool, HttpTlsConfig), String> {
+        let tls = HttpTlsConfig {
+            ca_file: self.take("ca").map(PathBuf::from),
+            client_cert_file: self.take("cert").map(PathBuf::from),
+            client_key_file: self.take("key").map(PathBuf::from),
+            server_name: self.take("server_name").map(str::to_string),
+        };
+        let on = self.take_bool("tls")?.unwrap_or(false);
+        if !on && tls != HttpTlsConfig::default() {
+            return Err(format!(
+                "{}: ca=, cert=, key= and server_name= need tls=true",
+                self.url
+            ));
+        }
+        Ok((on, tls))
+    }
+
+    fn finish(self) -> Result<(), String> {
+        match self.pairs.first() {
+            None => Ok(()),
+            Some((k, _)) => Err(format!("{}: unknown query parameter {k:?}", self.url)),
+        }
+    }
+}
+
 /// Parse `--sink URL`; `node` is the syslog HOSTNAME.
 pub fn parse_sink(url: &str, node: &str) -> Result<SinkSpec, String> {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let mut format = None;
-    let mut queue_dir = None;
-    let mut durability = Durability::Memory;
-    let mut tls = SyslogTlsConfig::default();
-    let mut otlp = OtlpQuery::default();
-    for kv in query.split('&').filter(|s| !s.is_empty()) {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| format!("{url}: query part {kv:?} is not key=value"))?;
-        match k {
-            "format" => format = Some(v.parse::<Format>().map_err(|e| format!("{url}: {e}"))?),
-            "queue" => {
-                durability = match v {
-                    "memory" => Durability::Memory,
-                    "disk" => Durability::Disk,
-                    _ => return Err(format!("{url}: queue={v:?} is not memory or disk")),
-                }
-            }
-            "queue_dir" => queue_dir = Some(PathBuf::from(v)),
-            "ca" => tls.ca_file = Some(PathBuf::from(v)),
-            "cert" => tls.client_cert_file = Some(PathBuf::from(v)),
-            "key" => tls.client_key_file = Some(PathBuf::from(v)),
-            "server_name" => tls.server_name = Some(v.to_string()),
-            "encoding" => {
-                otlp.encoding = Some(match v {
-                    "protobuf" => OtlpEncoding::Protobuf,
-                    "json" => OtlpEncoding::Json,
-                    _ => return Err(format!("{url}: encoding={v:?} is not protobuf or json")),
-                })
-            }
-            "headers_file" => otlp.headers_file = Some(PathBuf::from(v)),
-            "gzip" => otlp.gzip = Some(parse_bool(url, k, v)?),
-            "tls" => otlp.tls = Some(parse_bool(url, k, v)?),
-            _ => return Err(format!("{url}: unknown query parameter {k:?}")),
-        }
-    }
+    let mut q = Query::parse(url, query)?;
+    let format = q
+        .take("format")
+        .map(|v| v.parse::<Format>().map_err(|e| format!("{url}: {e}")))
+        .transpose()?;
+    let durability = match q.take("queue") {
+        None | Some("memory") => Durability::Memory,
+        Some("disk") => Durability::Disk,
+        Some(v) => return Err(format!("{url}: queue={v:?} is not memory or disk")),
+    };
+    let queue_dir = q.take("queue_dir").map(PathBuf::from);
     if durability == Durability::Disk && queue_dir.is_none() {
         return Err(format!("{url}: queue=disk needs queue_dir=DIR"));
     }
@@ -105,124 +168,199 @@ pub fn parse_sink(url: &str, node: &str) -> Result<SinkSpec, String> {
             TransportSpec::File(FileConfig::new(path)),
             Format::Schema(Schema::Ecs),
         )
-    } else if let Some((scheme, addr)) = base.split_once("://")
-        && let Some(protocol) = match scheme {
-            "otlp+grpc" => Some(OtlpProtocol::Grpc),
-            "otlp+http" => Some(OtlpProtocol::Http),
-            _ => None,
-        }
-    {
-        if format.is_some() {
-            return Err(format!(
-                "{url}: OTLP sinks send OTLP LogRecords; format= does not apply"
-            ));
-        }
-        let c = otlp
-            .config(addr, protocol, tls)
-            .map_err(|e| format!("{url}: {e}"))?;
-        (
-            TransportSpec::Otlp(Box::new(c)),
-            Format::Schema(Schema::OtlpJson),
-        )
     } else if let Some((scheme, addr)) = base.split_once("://") {
-        if otlp != OtlpQuery::default() {
-            return Err(format!(
-                "{url}: encoding=, headers_file=, gzip= and tls= are OTLP sink parameters"
-            ));
-        }
-        let protocol = match scheme {
-            "syslog+tcp" => SyslogProtocol::Tcp,
-            "syslog+tls" => SyslogProtocol::Tls,
-            "syslog+udp" => SyslogProtocol::Udp,
-            "loki" | "elasticsearch" | "splunk-hec" => {
+        match scheme {
+            "syslog+tcp" | "syslog+tls" | "syslog+udp" => (
+                syslog_spec(url, scheme, addr, node, &mut q)?,
+                Format::Schema(Schema::Cef),
+            ),
+            "elasticsearch" => (
+                elasticsearch_spec(url, addr, &mut q)?,
+                Format::Schema(Schema::Ecs),
+            ),
+            "splunk-hec" => (
+                splunk_hec_spec(url, addr, node, &mut q)?,
+                Format::Schema(Schema::Ecs),
+            ),
+            "otlp+grpc" | "otlp+http" => (
+                otlp_spec(url, scheme, addr, &mut q)?,
+                // Nominal: OTLP sinks queue LogRecords, not lines.
+                Format::Schema(Schema::OtlpJson),
+            ),
+            "loki" => {
                 return Err(format!(
                     "{url}: the {scheme} sink is not built yet (issue 6); \
                      available: stdout, file:PATH, syslog+tcp://, syslog+tls://, syslog+udp://, \
-                     otlp+grpc://, otlp+http://"
+                     elasticsearch://, splunk-hec://, otlp+grpc://, otlp+http://"
                 ));
             }
             _ => return Err(format!("{url}: unknown sink scheme {scheme:?}")),
-        };
-        let mut c = SyslogConfig::new(addr, protocol, node);
-        if protocol == SyslogProtocol::Tls {
-            c.tls = Some(tls);
         }
-        c.validate()
-            .map_err(|e| format!("{url}: {}", e.0.join("; ")))?;
-        (
-            TransportSpec::Syslog(Box::new(c)),
-            Format::Schema(Schema::Cef),
-        )
     } else {
         return Err(format!(
-            "{url:?} is not a sink; use stdout, file:PATH, syslog+tcp|tls|udp://HOST:PORT \
-             or otlp+grpc|http://HOST:PORT"
+            "{url:?} is not a sink; use stdout, file:PATH, syslog+tcp|tls|udp://HOST:PORT, \
+             elasticsearch://HOST:PORT, splunk-hec://HOST:PORT or otlp+grpc|http://HOST:PORT"
         ));
     };
+    q.finish()?;
+    if matches!(transport, TransportSpec::Otlp(_)) && format.is_some() {
+        return Err(format!(
+            "{url}: OTLP sinks send OTLP LogRecords; format= does not apply"
+        ));
+    }
+    let format = format.unwrap_or(default_format);
+    if matches!(transport, TransportSpec::Elasticsearch(_)) && format == Format::Schema(Schema::Cef)
+    {
+        return Err(format!(
+            "{url}: Elasticsearch stores JSON documents; use format=ecs, ocsf, otlp-json or minimal"
+        ));
+    }
     Ok(SinkSpec {
         name: base.to_string(),
-        format: format.unwrap_or(default_format),
+        format,
         transport,
         queue_dir,
         durability,
     })
 }
 
-/// The OTLP query parameters of a `--sink` URL.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct OtlpQuery {
-    encoding: Option<OtlpEncoding>,
-    headers_file: Option<PathBuf>,
-    gzip: Option<bool>,
-    tls: Option<bool>,
+fn syslog_spec(
+    url: &str,
+    scheme: &str,
+    addr: &str,
+    node: &str,
+    q: &mut Query<'_>,
+) -> Result<TransportSpec, String> {
+    let protocol = match scheme {
+        "syslog+tcp" => SyslogProtocol::Tcp,
+        "syslog+tls" => SyslogProtocol::Tls,
+        _ => SyslogProtocol::Udp,
+    };
+    let tls = SyslogTlsConfig {
+        ca_file: q.take("ca").map(PathBuf::from),
+        client_cert_file: q.take("cert").map(PathBuf::from),
+        client_key_file: q.take("key").map(PathBuf::from),
+        server_name: q.take("server_name").map(str::to_string),
+    };
+    let mut c = SyslogConfig::new(addr, protocol, node);
+    if protocol == SyslogProtocol::Tls {
+        c.tls = Some(tls);
+    } else if tls != SyslogTlsConfig::default() {
+        return Err(format!("{url}: TLS parameters need syslog+tls://"));
+    }
+    c.validate()
+        .map_err(|e| format!("{url}: {}", e.0.join("; ")))?;
+    Ok(TransportSpec::Syslog(Box::new(c)))
 }
 
-impl OtlpQuery {
-    /// The sink's config; TLS is on with `tls=true` or any of `ca=`,
-    /// `cert=`, `key=`, `server_name=`.
-    fn config(
-        self,
-        addr: &str,
-        protocol: OtlpProtocol,
-        tls: SyslogTlsConfig,
-    ) -> Result<OtlpConfig, String> {
-        let mut c = OtlpConfig::new(addr, protocol, Default::default());
-        if let Some(e) = self.encoding {
-            c.encoding = e;
+/// `elasticsearch://HOST:PORT[/PREFIX]?tls=true&ca=…&api_key_file=…|user=…&password_file=…
+/// &namespace=…&pipeline=…&gzip=false`.
+fn elasticsearch_spec(url: &str, addr: &str, q: &mut Query<'_>) -> Result<TransportSpec, String> {
+    let (https, tls) = q.take_http_tls()?;
+    let scheme = if https { "https" } else { "http" };
+    let mut c = ElasticsearchConfig::new(format!("{scheme}://{addr}"));
+    c.http.tls = tls;
+    let api_key = q.take_secret("api_key")?;
+    let user = q.take("user");
+    let password = q.take_secret("password")?;
+    c.http.auth = match (api_key, user, password) {
+        (None, None, None) => HttpAuth::None,
+        (Some(k), None, None) => HttpAuth::ApiKey(k),
+        (None, Some(u), Some(p)) => HttpAuth::Basic {
+            username: u.to_string(),
+            password: p,
+        },
+        (None, Some(_), None) | (None, None, Some(_)) => {
+            return Err(format!(
+                "{url}: basic auth needs user= and password_file= (or password_env=)"
+            ));
         }
-        c.headers_file = self.headers_file;
-        if let Some(g) = self.gzip {
-            c.gzip = g;
+        (Some(_), _, _) => {
+            return Err(format!("{url}: give an API key or user/password, not both"));
         }
-        let any_tls_file = tls != SyslogTlsConfig::default();
-        match self.tls {
-            Some(false) if any_tls_file => {
-                return Err("tls=false with ca=, cert=, key= or server_name=".into());
-            }
-            Some(true) => {}
-            _ if any_tls_file => {}
-            _ => {
-                c.validate().map_err(|e| e.0.join("; "))?;
-                return Ok(c);
-            }
-        }
+    };
+    if let Some(ns) = q.take("namespace") {
+        c.namespace = ns.to_string();
+    }
+    c.pipeline = q.take("pipeline").map(str::to_string);
+    if let Some(g) = q.take_bool("gzip")? {
+        c.gzip = g;
+    }
+    c.validate()
+        .map_err(|e| format!("{url}: {}", e.0.join("; ")))?;
+    Ok(TransportSpec::Elasticsearch(Box::new(c)))
+}
+
+/// `splunk-hec://HOST:PORT?token_file=…|token_env=…[&tls=true&ca=…][&index=…&source=…
+/// &sourcetype=…&ack=true&gzip=false]`.
+fn splunk_hec_spec(
+    url: &str,
+    addr: &str,
+    node: &str,
+    q: &mut Query<'_>,
+) -> Result<TransportSpec, String> {
+    let (https, tls) = q.take_http_tls()?;
+    let scheme = if https { "https" } else { "http" };
+    let token = q
+        .take_secret("token")?
+        .ok_or_else(|| format!("{url}: splunk-hec needs token_file= or token_env="))?;
+    let mut c = SplunkHecConfig::new(format!("{scheme}://{addr}"), HttpAuth::Splunk(token), node);
+    c.http.tls = tls;
+    c.index = q.take("index").map(str::to_string);
+    if let Some(v) = q.take("source") {
+        c.source = v.to_string();
+    }
+    if let Some(v) = q.take("sourcetype") {
+        c.sourcetype = v.to_string();
+    }
+    if let Some(g) = q.take_bool("gzip")? {
+        c.gzip = g;
+    }
+    c.channel = q.take("channel").map(str::to_string);
+    if q.take_bool("ack")?.unwrap_or(false) {
+        c.ack = Some(HecAckConfig::default());
+    }
+    c.validate()
+        .map_err(|e| format!("{url}: {}", e.0.join("; ")))?;
+    Ok(TransportSpec::SplunkHec(Box::new(c)))
+}
+
+/// `otlp+grpc://HOST:PORT` / `otlp+http://HOST:PORT` with
+/// `?encoding=protobuf|json` (HTTP only), `headers_file=PATH`,
+/// `gzip=true|false`, `tls=true` (`ca=`, `cert=`, `key=`, `server_name=`).
+fn otlp_spec(
+    url: &str,
+    scheme: &str,
+    addr: &str,
+    q: &mut Query<'_>,
+) -> Result<TransportSpec, String> {
+    let protocol = if scheme == "otlp+grpc" {
+        OtlpProtocol::Grpc
+    } else {
+        OtlpProtocol::Http
+    };
+    let mut c = OtlpConfig::new(addr, protocol, Default::default());
+    c.encoding = match q.take("encoding") {
+        None | Some("protobuf") => OtlpEncoding::Protobuf,
+        Some("json") => OtlpEncoding::Json,
+        Some(v) => return Err(format!("{url}: encoding={v:?} is not protobuf or json")),
+    };
+    c.headers_file = q.take("headers_file").map(PathBuf::from);
+    if let Some(g) = q.take_bool("gzip")? {
+        c.gzip = g;
+    }
+    let (tls_on, tls) = q.take_http_tls()?;
+    if tls_on {
         c.tls = Some(OtlpTlsConfig {
             ca_file: tls.ca_file,
             client_cert_file: tls.client_cert_file,
             client_key_file: tls.client_key_file,
             server_name: tls.server_name,
         });
-        c.validate().map_err(|e| e.0.join("; "))?;
-        Ok(c)
     }
-}
-
-fn parse_bool(url: &str, key: &str, v: &str) -> Result<bool, String> {
-    match v {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(format!("{url}: {key}={v:?} is not true or false")),
-    }
+    c.validate()
+        .map_err(|e| format!("{url}: {}", e.0.join("; ")))?;
+    Ok(TransportSpec::Otlp(Box::new(c)))
 }
 
 /// One running sink.
@@ -241,8 +379,8 @@ pub struct Sinks {
 
 impl Sinks {
     /// Open each sink's queue (recovering what a previous run left) and
-    /// start its driver.
-    /// `context` gives OTLP sinks their resource and scope.
+    /// start its driver. `context` gives OTLP sinks their resource and
+    /// scope.
     pub fn start(specs: Vec<SinkSpec>, context: &SchemaContext) -> anyhow::Result<Sinks> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -261,6 +399,8 @@ impl Sinks {
                     TransportSpec::Stdout => SinkTransport::Stdout(StdoutTransport),
                     TransportSpec::File(c) => SinkTransport::File(c.build()?),
                     TransportSpec::Syslog(c) => SinkTransport::Syslog(c.build()?),
+                    TransportSpec::Elasticsearch(c) => SinkTransport::Elasticsearch(c.build()?),
+                    TransportSpec::SplunkHec(c) => SinkTransport::SplunkHec(c.build()?),
                     TransportSpec::Otlp(c) => {
                         let mut c = (**c).clone();
                         c.envelope = flowscribe_normalize::otlp::resource_logs(context, vec![]);
@@ -320,6 +460,103 @@ impl Sinks {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn es(url: &str) -> ElasticsearchConfig {
+        match parse_sink(url, "node-1").unwrap().transport {
+            TransportSpec::Elasticsearch(c) => *c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn elasticsearch_urls() {
+        let c = es("elasticsearch://es.local:9200");
+        assert_eq!(c.http.endpoint, "http://es.local:9200");
+        assert_eq!(c.http.auth, HttpAuth::None);
+        assert_eq!(c.data_stream(), "logs-flowscribe.flow-default");
+        let c = es(
+            "elasticsearch://es:9243?tls=true&ca=/etc/ca.pem&api_key_file=/run/es.key&namespace=prod&gzip=false",
+        );
+        assert_eq!(c.http.endpoint, "https://es:9243");
+        assert_eq!(c.http.tls.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(
+            c.http.auth,
+            HttpAuth::ApiKey(SecretSource::File("/run/es.key".into()))
+        );
+        assert_eq!(c.data_stream(), "logs-flowscribe.flow-prod");
+        assert!(!c.gzip);
+        let c = es("elasticsearch://es:9200?user=elastic&password_env=ES_PASSWORD");
+        assert_eq!(
+            c.http.auth,
+            HttpAuth::Basic {
+                username: "elastic".into(),
+                password: SecretSource::Env("ES_PASSWORD".into())
+            }
+        );
+        let spec = parse_sink("elasticsearch://es:9200?format=ocsf", "n").unwrap();
+        assert_eq!(spec.format, Format::Schema(Schema::Ocsf));
+        assert_eq!(spec.name, "elasticsearch://es:9200");
+    }
+
+    #[test]
+    fn splunk_hec_urls() {
+        let spec = parse_sink(
+            "splunk-hec://splunk:8088?tls=true&token_env=HEC_TOKEN&index=netflow&ack=true",
+            "node-1",
+        )
+        .unwrap();
+        let TransportSpec::SplunkHec(c) = spec.transport else {
+            panic!("{:?}", spec.transport);
+        };
+        assert_eq!(c.http.endpoint, "https://splunk:8088");
+        assert_eq!(
+            c.http.auth,
+            HttpAuth::Splunk(SecretSource::Env("HEC_TOKEN".into()))
+        );
+        assert_eq!(c.host, "node-1");
+        assert_eq!(c.index.as_deref(), Some("netflow"));
+        assert_eq!(c.ack, Some(HecAckConfig::default()));
+        assert_eq!(spec.format, Format::Schema(Schema::Ecs));
+    }
+
+    #[test]
+    fn bad_sink_urls_say_what_is_wrong() {
+        for (url, want) in [
+            ("elasticsearch://es:9200?ca=/x", "need tls=true"),
+            ("elasticsearch://es:9200?user=u", "basic auth needs"),
+            (
+                "elasticsearch://es:9200?api_key_file=a&api_key_env=B",
+                "not both",
+            ),
+            (
+                "elasticsearch://es:9200?api_key_file=a&user=u&password_env=P",
+                "not both",
+            ),
+            ("elasticsearch://es:9200?namespace=Prod", "namespace"),
+            ("elasticsearch://es:9200?format=cef", "JSON documents"),
+            (
+                "elasticsearch://es:9200?bogus=1",
+                "unknown query parameter \"bogus\"",
+            ),
+            ("elasticsearch://es:9200?gzip=yes", "not true or false"),
+            (
+                "elasticsearch://es:9200?gzip=true&gzip=false",
+                "given twice",
+            ),
+            ("syslog+tcp://h:514?ca=/x", "need syslog+tls"),
+            ("splunk-hec://h:8088", "needs token_file= or token_env="),
+            ("splunk-hec://h:8088?token_env=T&channel=x", "GUID"),
+            ("loki://h:3100", "not built yet"),
+        ] {
+            let err = parse_sink(url, "n").unwrap_err();
+            assert!(err.contains(want), "{url}: {err}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod otlp_tests {
     use std::io::Read as _;
     use std::net::TcpListener;
 
@@ -346,7 +583,7 @@ mod tests {
         assert_eq!(c.headers_file, None);
 
         let s = parse_sink(
-            "otlp+http://collector:4318?encoding=json&gzip=false&headers_file=/etc/h&ca=/ca.pem&cert=/c.pem&key=/k.pem&queue=disk&queue_dir=/q",
+            "otlp+http://collector:4318?encoding=json&gzip=false&headers_file=/etc/h&tls=true&ca=/ca.pem&cert=/c.pem&key=/k.pem&queue=disk&queue_dir=/q",
             "node-a",
         )
         .unwrap();
@@ -389,14 +626,18 @@ mod tests {
             ),
             ("otlp+http://c:4318?format=ecs", "format= does not apply"),
             (
-                "otlp+http://c:4318?cert=/c.pem",
+                "otlp+http://c:4318?tls=true&cert=/c.pem",
                 "client_cert_file and client_key_file go together",
             ),
+            ("otlp+http://c:4318?ca=/ca.pem", "need tls=true"),
             (
-                "otlp+http://c:4318?tls=false&ca=/ca.pem",
-                "tls=false with ca=",
+                "otlp+http://c:4318?compression=zstd",
+                "unknown query parameter \"compression\"",
             ),
-            ("syslog+tcp://c:514?gzip=true", "are OTLP sink parameters"),
+            (
+                "syslog+tcp://c:514?headers_file=/h",
+                "unknown query parameter \"headers_file\"",
+            ),
         ];
         for (url, want) in cases {
             let err = parse_sink(url, "n").unwrap_err();

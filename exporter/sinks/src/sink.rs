@@ -7,8 +7,10 @@
 
 use crate::core::driver::{SendReport, Transport, TransportError};
 use crate::core::queue::QueuedRecord;
+use crate::elasticsearch::ElasticsearchTransport;
 use crate::file::{FileTransport, StdoutTransport};
 use crate::otlp::OtlpTransport;
+use crate::splunk::SplunkHecTransport;
 use crate::syslog::SyslogTransport;
 
 /// Every sink transport.
@@ -18,6 +20,8 @@ pub enum SinkTransport {
     File(FileTransport),
     Stdout(StdoutTransport),
     Otlp(OtlpTransport),
+    Elasticsearch(ElasticsearchTransport),
+    SplunkHec(SplunkHecTransport),
 }
 
 impl Transport for SinkTransport {
@@ -27,6 +31,8 @@ impl Transport for SinkTransport {
             SinkTransport::File(t) => t.send(batch).await,
             SinkTransport::Stdout(t) => t.send(batch).await,
             SinkTransport::Otlp(t) => t.send(batch).await,
+            SinkTransport::Elasticsearch(t) => t.send(batch).await,
+            SinkTransport::SplunkHec(t) => t.send(batch).await,
         }
     }
 
@@ -36,6 +42,8 @@ impl Transport for SinkTransport {
             SinkTransport::File(t) => t.flush().await,
             SinkTransport::Stdout(t) => t.flush().await,
             SinkTransport::Otlp(t) => t.flush().await,
+            SinkTransport::Elasticsearch(t) => t.flush().await,
+            SinkTransport::SplunkHec(t) => t.flush().await,
         }
     }
 
@@ -45,6 +53,8 @@ impl Transport for SinkTransport {
             SinkTransport::File(t) => t.shutdown().await,
             SinkTransport::Stdout(t) => t.shutdown().await,
             SinkTransport::Otlp(t) => t.shutdown().await,
+            SinkTransport::Elasticsearch(t) => t.shutdown().await,
+            SinkTransport::SplunkHec(t) => t.shutdown().await,
         }
     }
 }
