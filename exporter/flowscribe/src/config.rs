@@ -53,10 +53,16 @@ pub const FIELDS: &[FieldDoc] = &[
         doc: "Cluster name written into every record (`orchestrator.cluster.name`, `k8s.cluster.name`).",
     },
     FieldDoc {
+        path: "metrics_listen",
+        kind: "HOST:PORT",
+        default: "off",
+        doc: "Serve Prometheus metrics at `http://HOST:PORT/metrics` (docs/metrics.md). No authentication: bind loopback or a node-internal address. `--metrics-listen` sets it.",
+    },
+    FieldDoc {
         path: "sinks",
         kind: "list of URLs",
         default: "[]",
-        doc: "Delivery with a queue per sink, retries and the error table of docs/sinks.md: `stdout`, `file:PATH`, `syslog+tcp://HOST:PORT`, `syslog+tls://HOST:PORT?ca=FILE[&cert=FILE&key=FILE&server_name=NAME]`, `syslog+udp://HOST:PORT` (lossy), `elasticsearch://HOST:PORT?[tls=true&ca=FILE&]api_key_file=FILE|user=NAME&password_file=FILE[&namespace=NS]`, `splunk-hec://HOST:PORT?token_file=FILE[&tls=true&ca=FILE&index=NAME&ack=true]` (secrets also as `*_env=VAR`; see docs/sinks.md). Query parameters for all: `format=` (default cef for syslog, ecs otherwise), `queue=memory|disk`, `queue_dir=DIR` (required for disk). `--sink URL` adds one.",
+        doc: "Delivery with a queue per sink, retries and the error table of docs/sinks.md: `stdout`, `file:PATH`, `syslog+tcp://HOST:PORT`, `syslog+tls://HOST:PORT?ca=FILE[&cert=FILE&key=FILE&server_name=NAME]`, `syslog+udp://HOST:PORT` (lossy), `elasticsearch://HOST:PORT?[tls=true&ca=FILE&]api_key_file=FILE|user=NAME&password_file=FILE[&namespace=NS]`, `splunk-hec://HOST:PORT?token_file=FILE[&tls=true&ca=FILE&index=NAME&ack=true]` (secrets also as `*_env=VAR`; see docs/sinks.md), `otlp+grpc://HOST:PORT` and `otlp+http://HOST:PORT` `[?encoding=protobuf|json&headers_file=FILE&gzip=false&tls=true&ca=FILE&cert=FILE&key=FILE]` (OTLP LogRecords; `format=` does not apply). Query parameters for all: `format=` (default cef for syslog, ecs otherwise), `queue=memory|disk`, `queue_dir=DIR` (required for disk). `--sink URL` adds one.",
     },
     FieldDoc {
         path: "capture.interfaces",
@@ -122,7 +128,7 @@ pub const FIELDS: &[FieldDoc] = &[
         path: "capture.exclude_endpoints",
         kind: "list of ADDR:PORT/PROTO",
         default: "[]",
-        doc: "Endpoints whose traffic is never captured, e.g. `10.0.0.5:4317/tcp`. The exporter adds its own sinks here.",
+        doc: "Endpoints whose traffic is never captured, e.g. `10.0.0.5:4317/tcp`. The exporter adds its own: every network sink (its URL host resolved at start, UDP for `syslog+udp`, TCP otherwise) and the API server.",
     },
     FieldDoc {
         path: "enrich.manifests",
@@ -163,6 +169,7 @@ pub struct RawConfig {
     pub output: Option<String>,
     pub format: Option<String>,
     pub cluster_name: Option<String>,
+    pub metrics_listen: Option<String>,
     pub sinks: Option<Vec<String>>,
     #[serde(default)]
     pub capture: RawCapture,
@@ -255,6 +262,8 @@ pub struct Config {
     pub output: Output,
     pub format: Format,
     pub cluster_name: Option<String>,
+    /// Where the Prometheus endpoint listens, when on.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub sinks: Vec<SinkSpec>,
     pub capture: CaptureConfig,
     pub drain_interval: Duration,
@@ -479,11 +488,26 @@ impl RawConfig {
             }
         }
         let enrich = self.enrich.validate(&mut p);
+        let metrics_listen = match self.metrics_listen.as_deref().map(str::parse) {
+            None => None,
+            Some(Ok(a)) => Some(a),
+            Some(Err(_)) => {
+                p.push(problem(
+                    "metrics_listen",
+                    format!(
+                        "{:?} is not HOST:PORT with an IP address, e.g. 127.0.0.1:9464",
+                        self.metrics_listen.as_deref().unwrap_or_default()
+                    ),
+                ));
+                None
+            }
+        };
         if !p.is_empty() {
             return Err(p);
         }
         Ok(Config {
             enrich,
+            metrics_listen,
             format,
             cluster_name: self.cluster_name.clone(),
             sinks,

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
+use flowscribe_capture::abi::stat;
 use flowscribe_capture::{AttachEvent, Batch, Capture, CaptureError, interfaces::is_literal};
 use flowscribe_enrich::enrich_batch;
 use flowscribe_model::{CaptureLoss, ExplainedFlow};
@@ -18,6 +19,7 @@ use tracing::{info, warn};
 use crate::RunArgs;
 use crate::config::{Config, Format, KubernetesMode, RawConfig};
 use crate::identity::Identities;
+use crate::metrics::{self, Metrics};
 use crate::output::RecordWriter;
 use crate::sinks::Sinks;
 
@@ -76,6 +78,9 @@ fn load_config(args: &RunArgs) -> Result<Config, RunError> {
     }
     if args.format.is_some() {
         raw.format = args.format.clone();
+    }
+    if args.metrics_listen.is_some() {
+        raw.metrics_listen = args.metrics_listen.clone();
     }
     if !args.sinks.is_empty() {
         raw.sinks
@@ -163,6 +168,21 @@ fn explain(batch: Batch, identities: &mut Identities) -> Explained {
         losses: batch.losses,
         at,
     }
+}
+
+/// Refresh the metrics endpoint's view of the pipeline after a drain.
+fn report(metrics: &Metrics, capture: &Capture, identities: &Identities, batch: &Explained) {
+    let counters = capture.counters();
+    metrics.update(|m| {
+        m.kernel = counters.kernel.clone();
+        m.new_flow_events = counters.new_flow_events;
+        m.interfaces_attached = capture.attached().len() as u64;
+        m.flow_records += batch.flows.len() as u64;
+        m.loss_records += batch.losses.len() as u64;
+        m.identity_degraded = identities.degraded();
+        m.malformed_objects = identities.malformed_objects;
+        m.pods = identities.index().stats().pods as u64;
+    });
 }
 
 /// ④ Normalize one batch in `format` -> ⑤ the output, and every sink.
@@ -381,6 +401,30 @@ fn api_server_endpoint(url: &http::Uri) -> Option<(std::net::IpAddr, u16, u8)> {
     Some((ip, port, 6))
 }
 
+/// Where each network sink sends (its URL's host and port, resolved now;
+/// UDP for `syslog+udp`, TCP otherwise): the exporter's own delivery
+/// traffic is not a flow worth recording, and would feed itself.
+fn sink_endpoints(config: &Config) -> Vec<(std::net::IpAddr, u16, u8)> {
+    use std::net::ToSocketAddrs;
+    let mut out = Vec::new();
+    for spec in &config.sinks {
+        let Some((scheme, rest)) = spec.name.split_once("://") else {
+            continue; // stdout, file:
+        };
+        let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+        let proto = if scheme == "syslog+udp" { 17 } else { 6 };
+        match authority.to_socket_addrs() {
+            Ok(addrs) => out.extend(addrs.map(|a| (a.ip(), a.port(), proto))),
+            Err(e) => {
+                warn!(sink = %spec.name, error = %e, "cannot resolve the sink's address now; its traffic may be captured")
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// A manifests directory that does not exist is a usage error, not a
 /// silently empty identity index.
 fn check_manifests_dir(config: &Config) -> Result<(), RunError> {
@@ -406,12 +450,27 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             .excluded_endpoints
             .extend(api_server_endpoint(url));
     }
+    let own = sink_endpoints(&config);
+    config.capture.excluded_endpoints.extend(own);
     let config = config;
     let mut writer = RecordWriter::open(&config.output).map_err(RunError::Failed)?;
     let encoder = Encoder::new(&config);
     // ⑤ Deliver: a queue and a driver per sink (queues recover what a
     // previous run left before anything new is pushed).
     let sinks = Sinks::start(config.sinks.clone(), &encoder.context).map_err(RunError::Failed)?;
+    let metrics = Metrics::new(sinks.handles());
+    if let Some(addr) = config.metrics_listen {
+        let listener = metrics::bind(addr).map_err(|e| {
+            RunError::Usage(vec![format!(
+                "metrics_listen: cannot listen on {addr}: {e}"
+            )])
+        })?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| RunError::Failed(e.into()))?;
+        sinks.spawn(metrics::serve(listener, Arc::clone(&metrics)));
+        info!(addr = %local, "metrics endpoint listening");
+    }
 
     // SIGINT/SIGTERM set a flag; the loop below notices within one link-watch timeout.
     let stop = Arc::new(AtomicBool::new(false));
@@ -443,9 +502,13 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let _kube_runtime = match kube_client {
         Some((runtime, client, _)) => {
             let (tx, rx) = std::sync::mpsc::channel();
+            let (policy_tx, policy_rx) = std::sync::mpsc::channel();
             let _enter = runtime.enter();
-            flowscribe_enrich::kube_source::spawn_watchers(client, tx);
-            identities = identities.with_kube(rx);
+            flowscribe_enrich::kube_source::spawn_watchers(client.clone(), tx);
+            // ③ Policies from the API server too (CRDs that are not
+            // installed are skipped).
+            flowscribe_enrich::kube_policies::spawn_policy_watchers(client, policy_tx);
+            identities = identities.with_kube(rx).with_kube_policies(policy_rx);
             Some(runtime)
         }
         None => None,
@@ -466,12 +529,9 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         next_drain += config.drain_interval;
         // ① Drain the kernel maps -> ② enrich -> ④ normalize -> output.
         let batch = capture.drain().map_err(anyhow::Error::from)?;
-        deliver(
-            &explain(batch, &mut identities),
-            &encoder,
-            &mut writer,
-            &sinks,
-        )?;
+        let explained = explain(batch, &mut identities);
+        deliver(&explained, &encoder, &mut writer, &sinks)?;
+        report(&metrics, &capture, &identities, &explained);
     }
 
     // Shutdown: detach everything first, then the final drain, so nothing
@@ -486,9 +546,13 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     )?;
     // ⑤ Deliver what is queued, then stop the drivers.
     sinks.shutdown(Duration::from_secs(10));
+    let kernel = |i: u32| counters.kernel.get(i as usize).copied().unwrap_or(0);
     info!(
         new_flow_events = counters.new_flow_events,
         counter_resets = counters.aggregator.counter_resets,
+        non_ip = kernel(stat::NON_IP),
+        parse_ext_limit = kernel(stat::PARSE_EXT_LIMIT),
+        excluded = kernel(stat::EXCLUDED),
         "stopped"
     );
     Ok(())

@@ -437,6 +437,16 @@ impl Sinks {
         Ok(())
     }
 
+    /// The drivers' handles (metrics, rejected records), in sink order.
+    pub fn handles(&self) -> Vec<DriverHandle> {
+        self.sinks.iter().map(|s| s.handle.clone()).collect()
+    }
+
+    /// Run a task on the sinks' runtime (the metrics endpoint).
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(task);
+    }
+
     /// Deliver what is queued (until `timeout`), then stop every driver.
     pub fn shutdown(self, timeout: Duration) {
         let deadline = Instant::now() + timeout;

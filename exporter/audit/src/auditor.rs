@@ -1,0 +1,659 @@
+//! The [`Auditor`]: the state machine the pipeline drives at ⑤ deliver.
+//!
+//! ```text
+//! start(store, signer, options, now)  -> Auditor + Option<GapRecord>
+//! per batch:  stamp(n)                -> BatchStamp (seq, batch, run, chain)
+//!             encode records with stamp.fields(view, i) appended
+//!             seal(view, &stamp, &lines, now) -> SealRecord (emit after the lines)
+//! every loop: tick(now)               -> checkpoints due (emit), heartbeat due?
+//! at exit:    shutdown(now)           -> final checkpoints; state marked clean
+//! ```
+//!
+//! It reads no clock (times are passed in) and does no IO of its own: the
+//! state goes through a [`StateStore`]. Sequence numbers are reserved in
+//! blocks: the store is written before any number past the reservation is
+//! handed out, so a crash (no `shutdown`) can only skip numbers, never reuse
+//! them.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use crate::canonical::canonical_bytes;
+use crate::fields::{AuditFields, audit_object, chain_hex};
+use crate::hash::{
+    ChainId, Hash, HeadInput, LeafPosition, TAG_BYTES, batch_head, content_digest, leaf_hash,
+    merkle_root, run_genesis,
+};
+use crate::note::{Checkpoint, NoteSigner};
+use crate::records::{CheckpointRecord, GapRecord, SealRecord, unix_ms};
+use crate::state::{PersistedCheckpoint, PersistedState, StateError, StateStore};
+
+/// Settings of the audit trail.
+#[derive(Debug, Clone)]
+pub struct AuditorOptions {
+    /// The node name written into seals and checkpoints.
+    pub node: String,
+    /// The output formats in use (`ecs`, `ocsf`, ...): one hash chain each.
+    pub views: Vec<String>,
+    /// Sequence numbers reserved per state write (default 65,536).
+    pub reserve_block: u64,
+    /// Signed checkpoint period, also when idle (default 60 s).
+    pub checkpoint_interval: Duration,
+    /// Heartbeat period (default 30 s).
+    pub heartbeat_interval: Duration,
+}
+
+impl AuditorOptions {
+    pub fn new(node: impl Into<String>, views: Vec<String>) -> Self {
+        AuditorOptions {
+            node: node.into(),
+            views,
+            reserve_block: 65_536,
+            checkpoint_interval: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What can go wrong while auditing. All are bugs in the caller or IO
+/// failures of the state store; none loses a record silently (the caller
+/// still holds the batch).
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("view {0:?} was not declared in AuditorOptions::views")]
+    UnknownView(String),
+    #[error("a batch must have at least one record")]
+    EmptyBatch,
+    #[error("view {view}: batch {got} sealed out of order (expected batch {expected})")]
+    OutOfOrder {
+        view: String,
+        expected: u64,
+        got: u64,
+    },
+    #[error("batch {batch}: {got} lines given for {expected} stamped records")]
+    CountMismatch {
+        batch: u64,
+        expected: u64,
+        got: usize,
+    },
+    #[error("batch {batch} record {index}: {reason}")]
+    BadRecord {
+        batch: u64,
+        index: usize,
+        reason: String,
+    },
+    #[error("no views: AuditorOptions::views is empty")]
+    NoViews,
+}
+
+/// The sequence numbers of one batch, handed out by [`Auditor::stamp`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchStamp {
+    pub chain: ChainId,
+    pub run: u64,
+    pub batch: u64,
+    pub first_seq: u64,
+    pub count: u64,
+}
+
+impl BatchStamp {
+    /// The audit fields of record `index` (0-based) of the batch in `view`.
+    pub fn fields(&self, view: &str, index: u64) -> AuditFields {
+        AuditFields {
+            chain: self.chain,
+            view: view.to_string(),
+            run: self.run,
+            batch: self.batch,
+            seq: self.first_seq + index,
+        }
+    }
+}
+
+/// One view's chain within the current run.
+#[derive(Debug, Clone)]
+struct ViewChain {
+    name: String,
+    head: Hash,
+    /// Batches sealed in this run; also the next batch number expected.
+    batches: u64,
+    /// Every seq below this is sealed (or skipped before this run).
+    size: u64,
+    checkpoints: u64,
+}
+
+/// What [`Auditor::tick`] says is due.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Tick {
+    /// Signed checkpoints to emit now, one per view.
+    pub checkpoints: Vec<CheckpointRecord>,
+    /// The pipeline should emit a heartbeat record now.
+    pub heartbeat_due: bool,
+}
+
+/// The audit trail of one node. See the module docs for the call order.
+#[derive(Debug)]
+pub struct Auditor<S: StateStore> {
+    store: S,
+    signer: NoteSigner,
+    options: AuditorOptions,
+    chain: ChainId,
+    run: u64,
+    next_seq: u64,
+    reserved_until: u64,
+    next_batch: u64,
+    views: Vec<ViewChain>,
+    state: PersistedState,
+    last_checkpoint: Option<SystemTime>,
+    last_heartbeat: Option<SystemTime>,
+}
+
+impl<S: StateStore> Auditor<S> {
+    /// Resume from the store (or begin a new chain with `new_chain` when the
+    /// store is empty), reserve the first block, and say what the gap was.
+    pub fn start(
+        mut store: S,
+        signer: NoteSigner,
+        options: AuditorOptions,
+        now: SystemTime,
+        new_chain: ChainId,
+    ) -> Result<(Self, Option<GapRecord>), AuditError> {
+        if options.views.is_empty() {
+            return Err(AuditError::NoViews);
+        }
+        let previous = store.load()?;
+        let (chain, run, first_seq, gap) = match &previous {
+            None => (new_chain, 1, 0, None),
+            Some(p) => {
+                // validate() has checked the chain id when the store loaded it;
+                // a store that skips validation still gets a clear error.
+                let chain = p.chain_id().ok_or_else(|| StateError::Corrupt {
+                    path: "state".into(),
+                    reason: format!("chain {:?} is not 32 hex digits", p.chain),
+                })?;
+                let first_seq = p.clean_next_seq.unwrap_or(p.reserved_until);
+                let gap = GapRecord {
+                    previous_run: p.run,
+                    run: p.run + 1,
+                    clean: p.clean_next_seq.is_some(),
+                    stopped: SystemTime::UNIX_EPOCH + Duration::from_millis(p.written_unix_ms),
+                    started: now,
+                    resumed_seq: first_seq,
+                    previous_reserved_until: p.reserved_until,
+                    previous_checkpoints: p.views.clone(),
+                };
+                (chain, p.run + 1, first_seq, Some(gap))
+            }
+        };
+        let views = options
+            .views
+            .iter()
+            .map(|name| {
+                let prev_head = previous
+                    .as_ref()
+                    .and_then(|p| p.views.get(name))
+                    .and_then(PersistedCheckpoint::head);
+                ViewChain {
+                    name: name.clone(),
+                    head: run_genesis(&chain, name, run, first_seq, prev_head.as_ref()),
+                    batches: 0,
+                    size: first_seq,
+                    checkpoints: 0,
+                }
+            })
+            .collect();
+        let mut state = previous.unwrap_or_else(|| PersistedState::fresh(&chain));
+        state.run = run;
+        state.clean_next_seq = None;
+        state.reserved_until = first_seq + options.reserve_block.max(1);
+        state.written_unix_ms = unix_ms(now);
+        store.store(&state)?;
+        let auditor = Auditor {
+            reserved_until: state.reserved_until,
+            store,
+            signer,
+            options,
+            chain,
+            run,
+            next_seq: first_seq,
+            next_batch: 0,
+            views,
+            state,
+            last_checkpoint: None,
+            last_heartbeat: None,
+        };
+        Ok((auditor, gap))
+    }
+
+    pub fn chain(&self) -> ChainId {
+        self.chain
+    }
+
+    pub fn run(&self) -> u64 {
+        self.run
+    }
+
+    /// The next sequence number to be handed out.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The verifier key of the signer, in note format.
+    pub fn verifier_key(&self) -> String {
+        self.signer.verifier_key()
+    }
+
+    /// Hand out `count` sequence numbers as the next batch. Persists a new
+    /// reservation first when the current one would be exceeded.
+    pub fn stamp(&mut self, count: usize, now: SystemTime) -> Result<BatchStamp, AuditError> {
+        if count == 0 {
+            return Err(AuditError::EmptyBatch);
+        }
+        let count = count as u64;
+        let end = self.next_seq + count;
+        if end > self.reserved_until {
+            let reserved = end + self.options.reserve_block.max(1);
+            self.state.reserved_until = reserved;
+            self.state.written_unix_ms = unix_ms(now);
+            self.store.store(&self.state)?;
+            self.reserved_until = reserved;
+        }
+        let stamp = BatchStamp {
+            chain: self.chain,
+            run: self.run,
+            batch: self.next_batch,
+            first_seq: self.next_seq,
+            count,
+        };
+        self.next_seq = end;
+        self.next_batch += 1;
+        Ok(stamp)
+    }
+
+    fn view_mut(&mut self, view: &str) -> Result<&mut ViewChain, AuditError> {
+        self.views
+            .iter_mut()
+            .find(|v| v.name == view)
+            .ok_or_else(|| AuditError::UnknownView(view.to_string()))
+    }
+
+    /// Seal a stamped batch as encoded for `view`: `lines` are the JSON
+    /// records with their audit fields, in stamp order. Checks that each
+    /// line carries the stamp's fields, hashes the canonical forms, and
+    /// advances the view's chain. Emit the returned seal after the lines.
+    pub fn seal<L: AsRef<[u8]>>(
+        &mut self,
+        view: &str,
+        stamp: &BatchStamp,
+        lines: &[L],
+        now: SystemTime,
+    ) -> Result<SealRecord, AuditError> {
+        let node = self.options.node.clone();
+        let v = self.view_mut(view)?;
+        if stamp.batch != v.batches {
+            return Err(AuditError::OutOfOrder {
+                view: view.to_string(),
+                expected: v.batches,
+                got: stamp.batch,
+            });
+        }
+        if lines.len() as u64 != stamp.count {
+            return Err(AuditError::CountMismatch {
+                batch: stamp.batch,
+                expected: stamp.count,
+                got: lines.len(),
+            });
+        }
+        let mut leaves = Vec::with_capacity(lines.len());
+        let mut tags = Vec::with_capacity(lines.len() * TAG_BYTES);
+        for (i, line) in lines.iter().enumerate() {
+            let bad = |reason: String| AuditError::BadRecord {
+                batch: stamp.batch,
+                index: i,
+                reason,
+            };
+            let value: Value =
+                serde_json::from_slice(line.as_ref()).map_err(|e| bad(format!("not JSON: {e}")))?;
+            let want = stamp.fields(view, i as u64);
+            let got = audit_object(&value)
+                .ok_or_else(|| bad("no flowscribe.audit fields".into()))
+                .and_then(|o| AuditFields::from_object(&o).map_err(|e| bad(e.to_string())))?;
+            if got != want {
+                return Err(bad(format!(
+                    "audit fields {got:?} differ from the stamp {want:?}"
+                )));
+            }
+            let digest = content_digest(&canonical_bytes(&value));
+            tags.extend_from_slice(&digest[..TAG_BYTES]);
+            leaves.push(leaf_hash(
+                LeafPosition {
+                    chain: &stamp.chain,
+                    view,
+                    run: stamp.run,
+                    batch: stamp.batch,
+                    seq: want.seq,
+                },
+                &digest,
+            ));
+        }
+        let root = merkle_root(&leaves);
+        let prev = v.head;
+        let head = batch_head(HeadInput {
+            prev: &prev,
+            chain: &stamp.chain,
+            view,
+            run: stamp.run,
+            batch: stamp.batch,
+            first_seq: stamp.first_seq,
+            count: stamp.count,
+            root: &root,
+            tags: &tags,
+        });
+        v.head = head;
+        v.batches += 1;
+        v.size = stamp.first_seq + stamp.count;
+        Ok(SealRecord {
+            chain: stamp.chain,
+            view: view.to_string(),
+            node,
+            run: stamp.run,
+            batch: stamp.batch,
+            first_seq: stamp.first_seq,
+            count: stamp.count,
+            root,
+            prev,
+            head,
+            tags,
+            at: now,
+        })
+    }
+
+    /// Call often (every loop turn). Returns the checkpoints that are due
+    /// (the first call, then every `checkpoint_interval`, also when nothing
+    /// was sealed) and whether a heartbeat is due. A clock that went back
+    /// makes both due at once rather than silent for the size of the step.
+    pub fn tick(&mut self, now: SystemTime) -> Result<Tick, AuditError> {
+        let due = |last: Option<SystemTime>, every: Duration| match last {
+            None => true,
+            Some(last) => now.duration_since(last).map_or(true, |d| d >= every),
+        };
+        let mut tick = Tick::default();
+        if due(self.last_heartbeat, self.options.heartbeat_interval) {
+            self.last_heartbeat = Some(now);
+            tick.heartbeat_due = true;
+        }
+        if due(self.last_checkpoint, self.options.checkpoint_interval) {
+            tick.checkpoints = self.checkpoint_all(now, false)?;
+        }
+        Ok(tick)
+    }
+
+    /// Sign a checkpoint of every view now and persist it.
+    fn checkpoint_all(
+        &mut self,
+        now: SystemTime,
+        stop: bool,
+    ) -> Result<Vec<CheckpointRecord>, AuditError> {
+        let chain_text = chain_hex(&self.chain);
+        let mut out = Vec::with_capacity(self.views.len());
+        let mut persisted = BTreeMap::new();
+        for v in &mut self.views {
+            let cp = Checkpoint {
+                origin: Checkpoint::origin_for(&chain_text, &v.name),
+                size: v.size,
+                head: v.head,
+                run: self.run,
+                batches: v.batches,
+                number: v.checkpoints,
+                time_unix_ms: unix_ms(now),
+                stop,
+            };
+            persisted.insert(
+                v.name.clone(),
+                PersistedCheckpoint::new(v.size, &v.head, v.batches, v.checkpoints),
+            );
+            out.push(CheckpointRecord {
+                chain: self.chain,
+                view: v.name.clone(),
+                node: self.options.node.clone(),
+                run: self.run,
+                number: v.checkpoints,
+                note: self.signer.sign(&cp.body()),
+                at: now,
+            });
+            v.checkpoints += 1;
+        }
+        // The next run's gap record names these, so the verifier can insist
+        // on finding them.
+        self.state.views = persisted;
+        self.state.written_unix_ms = unix_ms(now);
+        self.store.store(&self.state)?;
+        self.last_checkpoint = Some(now);
+        Ok(out)
+    }
+
+    /// Final checkpoints, and the state marked clean with the exact next
+    /// sequence number. Emit the returned records before closing the sinks.
+    pub fn shutdown(mut self, now: SystemTime) -> Result<(Vec<CheckpointRecord>, S), AuditError> {
+        let checkpoints = self.checkpoint_all(now, true)?;
+        self.state.clean_next_seq = Some(self.next_seq);
+        self.state.written_unix_ms = unix_ms(now);
+        self.store.store(&self.state)?;
+        Ok((checkpoints, self.store))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::MemoryStateStore;
+    use crate::state_file::FileStateStore;
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_763_712_000 + secs)
+    }
+
+    fn options(block: u64) -> AuditorOptions {
+        let mut o = AuditorOptions::new("node-a", vec!["ecs".into()]);
+        o.reserve_block = block;
+        o
+    }
+
+    fn signer() -> NoteSigner {
+        NoteSigner::from_seed("flowscribe-test", [7; 32]).unwrap()
+    }
+
+    /// Encode `n` JSON records of a stamp in `view`, as the pipeline would.
+    fn lines(stamp: &BatchStamp, view: &str) -> Vec<Vec<u8>> {
+        (0..stamp.count)
+            .map(|i| {
+                let mut l = format!(r#"{{"n":{},"msg":"flow"}}"#, stamp.first_seq + i).into_bytes();
+                assert!(stamp.fields(view, i).append_to_json_object(&mut l));
+                l
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reservations_are_persisted_before_numbers_are_used() {
+        let (mut a, gap) = Auditor::start(
+            MemoryStateStore::default(),
+            signer(),
+            options(10),
+            t(0),
+            [1; 16],
+        )
+        .unwrap();
+        assert!(gap.is_none());
+        assert_eq!(a.store.stores, 1);
+        assert_eq!(a.store.state.as_ref().unwrap().reserved_until, 10);
+        let s1 = a.stamp(7, t(1)).unwrap();
+        assert_eq!((s1.first_seq, s1.count, s1.batch, s1.run), (0, 7, 0, 1));
+        assert_eq!(a.store.stores, 1, "7 numbers fit the first block");
+        let s2 = a.stamp(7, t(2)).unwrap();
+        assert_eq!((s2.first_seq, s2.batch), (7, 1));
+        assert_eq!(a.store.stores, 2);
+        assert_eq!(a.store.state.as_ref().unwrap().reserved_until, 24);
+        assert!(matches!(a.stamp(0, t(3)), Err(AuditError::EmptyBatch)));
+    }
+
+    #[test]
+    fn a_crash_never_reuses_a_number_and_leaves_a_gap_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit-state.json");
+        let mut issued = Vec::new();
+        {
+            let (mut a, _) = Auditor::start(
+                FileStateStore::new(&path),
+                signer(),
+                options(10),
+                t(0),
+                [2; 16],
+            )
+            .unwrap();
+            a.tick(t(0)).unwrap();
+            for _ in 0..5 {
+                let s = a.stamp(5, t(1)).unwrap();
+                issued.extend(s.first_seq..s.first_seq + s.count);
+            }
+            // Crash: dropped without shutdown().
+        }
+        assert_eq!(issued.len(), 25);
+        let (a, gap) = Auditor::start(
+            FileStateStore::new(&path),
+            signer(),
+            options(10),
+            t(100),
+            [9; 16],
+        )
+        .unwrap();
+        let gap = gap.unwrap();
+        assert_eq!(a.chain(), [2; 16], "the chain id survives the restart");
+        assert_eq!(a.run(), 2);
+        assert!(!gap.clean);
+        // Start reserved 0..10; the 3rd batch (10..15) reserved up to 15 + 10.
+        assert_eq!(gap.previous_reserved_until, 25);
+        assert_eq!(gap.resumed_seq, 25);
+        assert_eq!(a.next_seq(), 25);
+        assert!(issued.iter().all(|s| *s < a.next_seq()));
+        assert_eq!(gap.stopped, t(1), "the last state write before the crash");
+        assert_eq!(gap.started, t(100));
+        let cp = &gap.previous_checkpoints["ecs"];
+        assert_eq!((cp.size, cp.batches, cp.number), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_clean_shutdown_resumes_at_the_exact_next_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        let (mut a, _) = Auditor::start(
+            FileStateStore::new(&path),
+            signer(),
+            options(1000),
+            t(0),
+            [3; 16],
+        )
+        .unwrap();
+        let s = a.stamp(12, t(1)).unwrap();
+        a.seal("ecs", &s, &lines(&s, "ecs"), t(1)).unwrap();
+        let (final_cps, _) = a.shutdown(t(5)).unwrap();
+        assert_eq!(final_cps.len(), 1);
+        let (b, gap) = Auditor::start(
+            FileStateStore::new(&path),
+            signer(),
+            options(1000),
+            t(9),
+            [9; 16],
+        )
+        .unwrap();
+        let gap = gap.unwrap();
+        assert!(gap.clean);
+        assert_eq!((gap.resumed_seq, b.next_seq()), (12, 12));
+        assert_eq!(gap.stopped, t(5));
+        let cp = &gap.previous_checkpoints["ecs"];
+        assert_eq!((cp.size, cp.batches, cp.number), (12, 1, 0));
+    }
+
+    #[test]
+    fn seal_checks_the_lines_against_the_stamp() {
+        let (mut a, _) = Auditor::start(
+            MemoryStateStore::default(),
+            signer(),
+            options(100),
+            t(0),
+            [4; 16],
+        )
+        .unwrap();
+        let s = a.stamp(3, t(1)).unwrap();
+        let mut l = lines(&s, "ecs");
+        // Record 1 carries the fields of record 2.
+        l[1] = l[2].clone();
+        let err = a.seal("ecs", &s, &l, t(1)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AuditError::BadRecord {
+                    batch: 0,
+                    index: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(matches!(
+            a.seal("ocsf", &s, &lines(&s, "ocsf"), t(1)),
+            Err(AuditError::UnknownView(_))
+        ));
+        assert!(matches!(
+            a.seal("ecs", &s, &l[..2], t(1)),
+            Err(AuditError::CountMismatch {
+                expected: 3,
+                got: 2,
+                ..
+            })
+        ));
+        let s2 = a.stamp(1, t(1)).unwrap();
+        assert!(matches!(
+            a.seal("ecs", &s2, &lines(&s2, "ecs"), t(1)),
+            Err(AuditError::OutOfOrder {
+                expected: 0,
+                got: 1,
+                ..
+            })
+        ));
+        let seal = a.seal("ecs", &s, &lines(&s, "ecs"), t(1)).unwrap();
+        assert_eq!((seal.first_seq, seal.count, seal.tags.len()), (0, 3, 24));
+        let seal2 = a.seal("ecs", &s2, &lines(&s2, "ecs"), t(1)).unwrap();
+        assert_eq!(seal2.prev, seal.head, "batches are linked");
+    }
+
+    #[test]
+    fn checkpoints_every_interval_also_when_idle_and_after_a_clock_step_back() {
+        let (mut a, _) = Auditor::start(
+            MemoryStateStore::default(),
+            signer(),
+            options(100),
+            t(0),
+            [5; 16],
+        )
+        .unwrap();
+        let first = a.tick(t(0)).unwrap();
+        assert_eq!((first.checkpoints.len(), first.heartbeat_due), (1, true));
+        assert_eq!(first.checkpoints[0].number, 0);
+        let at_30 = a.tick(t(30)).unwrap();
+        assert_eq!((at_30.checkpoints.len(), at_30.heartbeat_due), (0, true));
+        assert_eq!(a.tick(t(59)).unwrap(), Tick::default());
+        let at_60 = a.tick(t(60)).unwrap();
+        assert_eq!(at_60.checkpoints.len(), 1);
+        assert_eq!(at_60.checkpoints[0].number, 1);
+        // The clock steps back 10 minutes: due at once, not in 11 minutes.
+        let back = a.tick(t(60) - Duration::from_secs(600)).unwrap();
+        assert_eq!((back.checkpoints.len(), back.heartbeat_due), (1, true));
+        let note = crate::note::SignedNote::parse(&back.checkpoints[0].note).unwrap();
+        let body = Checkpoint::parse_body(&note.body).unwrap();
+        assert_eq!((body.number, body.batches, body.size), (2, 0, 0));
+    }
+}

@@ -1,0 +1,279 @@
+//! The audit fields every exported record carries, under `flowscribe.audit`:
+//!
+//! ```json
+//! {"flowscribe":{"audit":{"chain":"<32 hex>","view":"ecs","run":3,"batch":17,"seq":123456}}}
+//! ```
+//!
+//! The object may be nested (`{"flowscribe":{"audit":{…}}}`), written with a
+//! dotted key (`"flowscribe.audit":{…}`), or fully flattened
+//! (`"flowscribe.audit.seq":123456`); readers accept all three, because SIEMs
+//! flatten. Seal and checkpoint records (`records.rs`) live under the same
+//! object with a `type` field; data records have no `type`, or `type` of one
+//! of the data record kinds (`gap`, `loss`, `heartbeat`, `lifecycle`).
+//!
+//! Pure: no IO.
+
+use serde_json::{Map, Value};
+
+use crate::hash::ChainId;
+
+/// The JSON path of the audit object.
+pub const AUDIT_PATH: &str = "flowscribe.audit";
+
+/// The audit fields of one data record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFields {
+    pub chain: ChainId,
+    /// The output format the record was encoded in (`ecs`, `ocsf`, ...):
+    /// each format's records have their own hash chain over the same
+    /// sequence numbers.
+    pub view: String,
+    pub run: u64,
+    pub batch: u64,
+    pub seq: u64,
+}
+
+impl AuditFields {
+    /// Append the audit object to an encoded JSON object (`{...}`), as a
+    /// dotted top-level key `"flowscribe.audit"` just before the closing
+    /// brace. Returns false, and leaves `line` alone, when `line` does not end
+    /// with `}` (not a JSON object).
+    pub fn append_to_json_object(&self, line: &mut Vec<u8>) -> bool {
+        // Tolerate a trailing newline or spaces after the object.
+        let end = line
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
+        line.truncate(end);
+        if line.last() != Some(&b'}') {
+            return false;
+        }
+        line.pop();
+        let empty_object = line.iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        if !empty_object {
+            line.push(b',');
+        }
+        line.extend_from_slice(b"\"flowscribe.audit\":");
+        self.write_json(line);
+        line.push(b'}');
+        true
+    }
+
+    /// The audit object itself, as JSON.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"chain\":\"");
+        out.extend_from_slice(chain_hex(&self.chain).as_bytes());
+        out.extend_from_slice(b"\",\"view\":");
+        // A view name is a short format name; serde_json escapes it.
+        let _ = serde_json::to_writer(&mut *out, &self.view);
+        out.extend_from_slice(
+            format!(
+                ",\"run\":{},\"batch\":{},\"seq\":{}}}",
+                self.run, self.batch, self.seq
+            )
+            .as_bytes(),
+        );
+    }
+}
+
+/// A chain id as 32 lowercase hex digits.
+pub fn chain_hex(chain: &ChainId) -> String {
+    let mut s = String::with_capacity(32);
+    for b in chain {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Parse 32 hex digits into a chain id.
+pub fn parse_chain_hex(s: &str) -> Option<ChainId> {
+    // Lowercase only, as written: one value has one spelling.
+    if s.len() != 32
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The audit object of a record, gathered from nested, dotted or flattened
+/// keys into one map (`{"seq": 5, "chain": "…", …}`). `None` when the record
+/// has no audit field at all.
+pub fn audit_object(record: &Value) -> Option<Map<String, Value>> {
+    let Value::Object(root) = record else {
+        return None;
+    };
+    let mut out = Map::new();
+    gather(root, "", &mut out);
+    (!out.is_empty()).then_some(out)
+}
+
+fn gather(map: &Map<String, Value>, prefix: &str, out: &mut Map<String, Value>) {
+    for (k, v) in map {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        if let Some(rest) = path.strip_prefix(AUDIT_PATH) {
+            if rest.is_empty() {
+                if let Value::Object(inner) = v {
+                    for (ik, iv) in inner {
+                        out.insert(ik.clone(), iv.clone());
+                    }
+                }
+                continue;
+            }
+            if let Some(field) = rest.strip_prefix('.') {
+                out.insert(field.to_string(), v.clone());
+                continue;
+            }
+        }
+        // Only descend where an audit path can still begin.
+        if AUDIT_PATH.starts_with(&path)
+            && AUDIT_PATH.as_bytes().get(path.len()) == Some(&b'.')
+            && let Value::Object(inner) = v
+        {
+            gather(inner, &path, out);
+        }
+    }
+}
+
+/// Why a record's audit fields could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    #[error("flowscribe.audit.{0} is missing")]
+    Missing(&'static str),
+    #[error("flowscribe.audit.{0} has the wrong type or value")]
+    Invalid(&'static str),
+}
+
+/// Read a u64 field of an audit object (a JSON integer, or a decimal string:
+/// some SIEMs store large integers as strings).
+pub fn get_u64(obj: &Map<String, Value>, key: &'static str) -> Result<u64, FieldError> {
+    match obj.get(key) {
+        None => Err(FieldError::Missing(key)),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 9_007_199_254_740_992.0)
+                    // Integral and below 2^53: exact.
+                    .map(|f| {
+                        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                        let u = f as u64;
+                        u
+                    })
+            })
+            .ok_or(FieldError::Invalid(key)),
+        Some(Value::String(s)) => s.parse().map_err(|_| FieldError::Invalid(key)),
+        Some(_) => Err(FieldError::Invalid(key)),
+    }
+}
+
+/// Read a string field of an audit object.
+pub fn get_str<'a>(obj: &'a Map<String, Value>, key: &'static str) -> Result<&'a str, FieldError> {
+    match obj.get(key) {
+        None => Err(FieldError::Missing(key)),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(FieldError::Invalid(key)),
+    }
+}
+
+/// Read the chain id of an audit object.
+pub fn get_chain(obj: &Map<String, Value>) -> Result<ChainId, FieldError> {
+    parse_chain_hex(get_str(obj, "chain")?).ok_or(FieldError::Invalid("chain"))
+}
+
+impl AuditFields {
+    /// Read the audit fields of a data record from its audit object.
+    pub fn from_object(obj: &Map<String, Value>) -> Result<Self, FieldError> {
+        Ok(AuditFields {
+            chain: get_chain(obj)?,
+            view: get_str(obj, "view")?.to_string(),
+            run: get_u64(obj, "run")?,
+            batch: get_u64(obj, "batch")?,
+            seq: get_u64(obj, "seq")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields() -> AuditFields {
+        AuditFields {
+            chain: [0xab; 16],
+            view: "ecs".into(),
+            run: 3,
+            batch: 17,
+            seq: 123_456,
+        }
+    }
+
+    #[test]
+    fn appended_fields_read_back_in_every_layout() {
+        let mut line = br#"{"a":1}"#.to_vec();
+        assert!(fields().append_to_json_object(&mut line));
+        let text = String::from_utf8(line.clone()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"a":1,"flowscribe.audit":{"chain":"abababababababababababababababab","view":"ecs","run":3,"batch":17,"seq":123456}}"#
+        );
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            AuditFields::from_object(&audit_object(&v).unwrap()),
+            Ok(fields())
+        );
+
+        let nested = json!({"flowscribe": {"kind": "x", "audit": {"chain": "ab".repeat(16), "view": "ecs", "run": 3, "batch": 17, "seq": 123456}}});
+        assert_eq!(
+            AuditFields::from_object(&audit_object(&nested).unwrap()),
+            Ok(fields())
+        );
+        let flat = json!({"flowscribe.audit.chain": "ab".repeat(16), "flowscribe.audit.view": "ecs", "flowscribe.audit.run": "3", "flowscribe.audit.batch": 17.0, "flowscribe.audit.seq": 123456});
+        assert_eq!(
+            AuditFields::from_object(&audit_object(&flat).unwrap()),
+            Ok(fields())
+        );
+    }
+
+    #[test]
+    fn append_handles_empty_objects_and_refuses_non_objects() {
+        let mut empty = b"{ }\n".to_vec();
+        assert!(fields().append_to_json_object(&mut empty));
+        assert!(serde_json::from_slice::<Value>(&empty).is_ok());
+        let mut cef = b"CEF:0|flowscribe|x".to_vec();
+        assert!(!fields().append_to_json_object(&mut cef));
+        assert_eq!(cef, b"CEF:0|flowscribe|x");
+    }
+
+    #[test]
+    fn bad_fields_say_which_and_why() {
+        let no_audit = json!({"a": 1});
+        assert_eq!(audit_object(&no_audit), None);
+        let v = json!({"flowscribe": {"audit": {"chain": "zz", "view": "ecs", "run": 1, "batch": 1, "seq": 1}}});
+        assert_eq!(
+            AuditFields::from_object(&audit_object(&v).unwrap()),
+            Err(FieldError::Invalid("chain"))
+        );
+        let v = json!({"flowscribe": {"audit": {"chain": "ab".repeat(16), "view": "ecs", "run": 1, "batch": 1}}});
+        assert_eq!(
+            AuditFields::from_object(&audit_object(&v).unwrap()),
+            Err(FieldError::Missing("seq"))
+        );
+        let v = json!({"flowscribe": {"audit": {"chain": "ab".repeat(16), "view": "ecs", "run": 1, "batch": 1, "seq": -4}}});
+        assert_eq!(
+            AuditFields::from_object(&audit_object(&v).unwrap()),
+            Err(FieldError::Invalid("seq"))
+        );
+    }
+}

@@ -1,0 +1,1367 @@
+//! The verifier behind `flowscribe verify`: JSON lines in (file-sink output,
+//! or records exported from a SIEM, several nodes interleaved, any order), a
+//! [`Report`] out that says exactly which sequence ranges are missing,
+//! modified, reordered, inserted or unsigned.
+//!
+//! How it decides, per chain and view:
+//! 1. Checkpoints are checked against the trusted keys. A verified
+//!    checkpoint signs the head after `batches` batches of a run.
+//! 2. Each batch's head is recomputed from its seal (or, when the seal is
+//!    gone, from its records). Walking back from every signed head, a batch
+//!    is *authenticated* when its head equals what the signed chain expects;
+//!    its seal's `prev` is then what the batch before must hash to.
+//! 3. In an authenticated batch every sequence number must have a record
+//!    whose content digest matches the seal's tag and whose audit fields
+//!    match the batch; the records' leaves must give the seal's root.
+//!    Otherwise: no record = missing; content of another sequence number =
+//!    reordered; a second, different record next to a matching one =
+//!    inserted; anything else = modified.
+//! 4. Records outside every authenticated batch are unsigned. Sequence
+//!    numbers between runs are explained by the next run's gap record.
+//!
+//! Exact duplicates (same sequence number, same content: a replay) pass.
+//! Pure: callers feed lines; no IO.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Map, Value};
+
+use crate::canonical::canonical_bytes;
+use crate::fields::{AuditFields, audit_object, chain_hex, get_chain, get_str, get_u64};
+use crate::hash::{
+    ChainId, Hash, HeadInput, LeafPosition, TAG_BYTES, batch_head, content_digest, leaf_hash,
+    merkle_root,
+};
+use crate::note::{Checkpoint, NoteCheck, NoteVerifier, SignedNote};
+
+/// How strict to be.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Keys whose checkpoints are trusted.
+    pub trusted: Vec<NoteVerifier>,
+    /// Lines of one file must be in sequence order (file-sink archives);
+    /// off for SIEM exports, whose order means nothing.
+    pub ordered: bool,
+    /// The archive is a slice: it need not start at the chain's first record.
+    pub partial: bool,
+    /// Unsigned records at the end of a run that crashed (its successor's
+    /// gap record says so) are a warning, not a failure.
+    pub accept_crash_tail: bool,
+    /// The newest run may still be running: its end without a stop
+    /// checkpoint is a note, not a failure (an archive cut after a
+    /// checkpoint looks the same, so the note says where it ends).
+    pub open_end: bool,
+}
+
+/// A line of an input file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Location {
+    pub file: u32,
+    pub line: u64,
+}
+
+/// What a finding says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FindingKind {
+    /// Sequence numbers the signed chain has and the archive lacks.
+    Missing,
+    /// A record whose content or audit fields differ from what was sealed.
+    Modified,
+    /// A record carrying another sequence number's content, or (ordered
+    /// mode) a line out of sequence order.
+    Reordered,
+    /// A second, different record for a sequence number that has a valid one.
+    Inserted,
+    /// Records not covered by any verified checkpoint.
+    Unsigned,
+    /// Unsigned records at the end of a run that crashed.
+    UnsignedCrashTail,
+    /// A batch's seal record is missing.
+    SealMissing,
+    /// A checkpoint the numbering (or the next run's gap record) says exists.
+    CheckpointMissing,
+    /// A checkpoint that names a trusted key with a wrong signature, or whose
+    /// signed origin is not the chain it is filed under.
+    BadSignature,
+    /// Checkpoints signed by no trusted key.
+    UnknownKey,
+    /// Two different verified checkpoints for one point of a chain.
+    Equivocation,
+    /// A line that is not JSON, or whose audit fields cannot be read.
+    Malformed,
+    /// Lines without audit fields.
+    Unaudited,
+    /// The archive does not start at the chain's first record.
+    HeadMissing,
+    /// Sequence numbers skipped by a crash (explained by a gap record).
+    CrashGap,
+    /// The newest run has no stop checkpoint: cut, or still running.
+    OpenEnd,
+}
+
+impl FindingKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            FindingKind::Missing => "MISSING",
+            FindingKind::Modified => "MODIFIED",
+            FindingKind::Reordered => "REORDERED",
+            FindingKind::Inserted => "INSERTED",
+            FindingKind::Unsigned => "UNSIGNED",
+            FindingKind::UnsignedCrashTail => "UNSIGNED-CRASH-TAIL",
+            FindingKind::SealMissing => "SEAL-MISSING",
+            FindingKind::CheckpointMissing => "CHECKPOINT-MISSING",
+            FindingKind::BadSignature => "BAD-SIGNATURE",
+            FindingKind::UnknownKey => "UNKNOWN-KEY",
+            FindingKind::Equivocation => "EQUIVOCATION",
+            FindingKind::Malformed => "MALFORMED",
+            FindingKind::Unaudited => "UNAUDITED",
+            FindingKind::HeadMissing => "HEAD-MISSING",
+            FindingKind::CrashGap => "CRASH-GAP",
+            FindingKind::OpenEnd => "OPEN-END",
+        }
+    }
+}
+
+/// One finding: a kind, where (chain, view, an inclusive sequence range),
+/// why, and the first line involved when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub chain: Option<(ChainId, String)>,
+    pub seqs: Option<(u64, u64)>,
+    pub detail: String,
+    pub location: Option<Location>,
+    /// Counts toward failure (false: informational).
+    pub fails: bool,
+}
+
+/// Per chain and view: what was checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSummary {
+    pub chain: ChainId,
+    pub view: String,
+    pub nodes: BTreeSet<String>,
+    pub runs: BTreeSet<u64>,
+    pub records: u64,
+    pub records_verified: u64,
+    pub batches_verified: u64,
+    pub checkpoints_verified: u64,
+}
+
+/// The verifier's answer.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub files: Vec<String>,
+    pub lines: u64,
+    pub chains: Vec<ChainSummary>,
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// Everything verified: no failing finding, and something was checked.
+    pub fn ok(&self) -> bool {
+        !self.chains.is_empty() && !self.findings.iter().any(|f| f.fails)
+    }
+
+    /// Findings of one kind (tests and tools).
+    pub fn of_kind(&self, kind: FindingKind) -> Vec<&Finding> {
+        self.findings.iter().filter(|f| f.kind == kind).collect()
+    }
+
+    /// The human-readable report.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for c in &self.chains {
+            let nodes: Vec<&str> = c.nodes.iter().map(String::as_str).collect();
+            let runs: Vec<String> = c.runs.iter().map(u64::to_string).collect();
+            let _ = writeln!(
+                out,
+                "chain {} view {} node {}: runs {}; {} records, {} verified in {} batches; {} checkpoints verified",
+                chain_hex(&c.chain),
+                c.view,
+                if nodes.is_empty() {
+                    "?".to_string()
+                } else {
+                    nodes.join(",")
+                },
+                runs.join(","),
+                c.records,
+                c.records_verified,
+                c.batches_verified,
+                c.checkpoints_verified
+            );
+        }
+        for f in &self.findings {
+            let seqs = match f.seqs {
+                Some((a, b)) if a == b => format!("seq {a}"),
+                Some((a, b)) => format!("seq {a}..={b}"),
+                None => String::new(),
+            };
+            let chain = f
+                .chain
+                .as_ref()
+                .map(|(c, v)| format!("{}/{v} ", &chain_hex(c)[..8]))
+                .unwrap_or_default();
+            let loc = f
+                .location
+                .map(|l| {
+                    let name = self.files.get(l.file as usize).map_or("?", String::as_str);
+                    format!(" [{name}:{}]", l.line)
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{}{:<20} {chain}{seqs} {}{loc}",
+                if f.fails { "" } else { "note: " },
+                f.kind.label(),
+                f.detail
+            );
+        }
+        let failing = self.findings.iter().filter(|f| f.fails).count();
+        if self.ok() {
+            let _ = writeln!(out, "OK: {} lines verified", self.lines);
+        } else if self.chains.is_empty() {
+            let _ = writeln!(out, "FAILED: no audited records found");
+        } else {
+            let _ = writeln!(out, "FAILED: {failing} findings");
+        }
+        out
+    }
+}
+
+/// A data record, reduced to what verification needs.
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    seq: u64,
+    run: u64,
+    batch: u64,
+    digest: Hash,
+    loc: Location,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SealInfo {
+    run: u64,
+    batch: u64,
+    first_seq: u64,
+    count: u64,
+    root: Hash,
+    prev: Hash,
+    /// The head as written in the seal (recomputed, never trusted).
+    claimed_head: Hash,
+    tags: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+enum CheckpointStatus {
+    Verified(Checkpoint),
+    Bad(String),
+    Unknown(Vec<String>),
+    Malformed(String),
+}
+
+#[derive(Debug, Clone)]
+struct GapInfo {
+    previous_run: u64,
+    run: u64,
+    clean: bool,
+    resumed_seq: u64,
+    previous_checkpoint_number: Option<u64>,
+    loc: Location,
+}
+
+#[derive(Debug, Default)]
+struct ChainData {
+    records: Vec<Rec>,
+    seals: Vec<(SealInfo, Location)>,
+    checkpoints: Vec<(CheckpointStatus, Location)>,
+    gaps: Vec<GapInfo>,
+    nodes: BTreeSet<String>,
+}
+
+type ChainKey = (ChainId, String);
+
+/// Feed it lines, then [`Verifier::finish`].
+#[derive(Debug)]
+pub struct Verifier {
+    options: VerifyOptions,
+    files: Vec<String>,
+    lines: u64,
+    chains: HashMap<ChainKey, ChainData>,
+    findings: Vec<Finding>,
+    /// Per file: lines without audit fields, and the first of them.
+    unaudited: BTreeMap<u32, (u64, Location)>,
+}
+
+/// Find a value by dotted path in a record that may be nested, dotted or
+/// flattened (`a.b.c` matches `{"a":{"b":{"c":…}}}`, `{"a.b":{"c":…}}`, …).
+fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    let Value::Object(map) = v else {
+        return None;
+    };
+    if let Some(found) = map.get(path) {
+        return Some(found);
+    }
+    map.iter().find_map(|(k, child)| {
+        path.strip_prefix(k.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| lookup(child, rest))
+    })
+}
+
+fn b64_hash(obj: &Map<String, Value>, key: &'static str) -> Result<Hash, String> {
+    let text = get_str(obj, key).map_err(|e| e.to_string())?;
+    B64.decode(text)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("flowscribe.audit.{key} is not 32 bytes of base64"))
+}
+
+fn parse_seal(obj: &Map<String, Value>) -> Result<SealInfo, String> {
+    let e = |e: crate::fields::FieldError| e.to_string();
+    let tags = B64
+        .decode(get_str(obj, "tags").map_err(e)?)
+        .map_err(|_| "flowscribe.audit.tags is not base64".to_string())?;
+    let seal = SealInfo {
+        run: get_u64(obj, "run").map_err(e)?,
+        batch: get_u64(obj, "batch").map_err(e)?,
+        first_seq: get_u64(obj, "first_seq").map_err(e)?,
+        count: get_u64(obj, "count").map_err(e)?,
+        root: b64_hash(obj, "root")?,
+        prev: b64_hash(obj, "prev")?,
+        claimed_head: b64_hash(obj, "head")?,
+        tags,
+    };
+    if seal.count == 0 || seal.tags.len() as u64 != seal.count * TAG_BYTES as u64 {
+        return Err(format!(
+            "seal of batch {} lists {} tag bytes for {} records",
+            seal.batch,
+            seal.tags.len(),
+            seal.count
+        ));
+    }
+    Ok(seal)
+}
+
+fn parse_gap(record: &Value, view: &str, loc: Location) -> Option<GapInfo> {
+    let gap = lookup(record, "flowscribe.gap")?;
+    let u = |path: &str| lookup(gap, path).and_then(Value::as_u64);
+    Some(GapInfo {
+        previous_run: u("previous_run")?,
+        run: u("run")?,
+        clean: lookup(gap, "clean").and_then(Value::as_bool)?,
+        resumed_seq: u("resumed_seq")?,
+        previous_checkpoint_number: lookup(gap, "previous_checkpoints")
+            .and_then(|p| lookup(p, view))
+            .and_then(|c| lookup(c, "number"))
+            .and_then(Value::as_u64),
+        loc,
+    })
+}
+
+impl Verifier {
+    pub fn new(options: VerifyOptions) -> Self {
+        Verifier {
+            options,
+            files: Vec::new(),
+            lines: 0,
+            chains: HashMap::new(),
+            findings: Vec::new(),
+            unaudited: BTreeMap::new(),
+        }
+    }
+
+    /// Register an input file; its id goes with each of its lines.
+    pub fn add_file(&mut self, name: &str) -> u32 {
+        self.files.push(name.to_string());
+        u32::try_from(self.files.len() - 1).unwrap_or(u32::MAX)
+    }
+
+    fn malformed(&mut self, loc: Location, detail: String) {
+        self.findings.push(Finding {
+            kind: FindingKind::Malformed,
+            chain: None,
+            seqs: None,
+            detail,
+            location: Some(loc),
+            fails: true,
+        });
+    }
+
+    /// One line of a file (1-based line number). Blank lines are skipped.
+    pub fn add_line(&mut self, file: u32, line: u64, bytes: &[u8]) {
+        let loc = Location { file, line };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        self.lines += 1;
+        let value: Value = match serde_json::from_slice(bytes) {
+            Ok(v) => v,
+            Err(e) => return self.malformed(loc, format!("not JSON: {e}")),
+        };
+        let Some(audit) = audit_object(&value) else {
+            let entry = self.unaudited.entry(file).or_insert((0, loc));
+            entry.0 += 1;
+            return;
+        };
+        let chain = match get_chain(&audit) {
+            Ok(c) => c,
+            Err(e) => return self.malformed(loc, e.to_string()),
+        };
+        let view = match get_str(&audit, "view") {
+            Ok(v) => v.to_string(),
+            Err(e) => return self.malformed(loc, e.to_string()),
+        };
+        let kind = audit
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("record");
+        match kind {
+            "seal" => match parse_seal(&audit) {
+                Ok(seal) => {
+                    let data = self.chains.entry((chain, view)).or_default();
+                    if let Ok(node) = get_str(&audit, "node") {
+                        data.nodes.insert(node.to_string());
+                    }
+                    data.seals.push((seal, loc));
+                }
+                Err(e) => self.malformed(loc, e),
+            },
+            "checkpoint" => {
+                let status = match get_str(&audit, "note") {
+                    Err(e) => CheckpointStatus::Malformed(e.to_string()),
+                    Ok(text) => match SignedNote::parse(text) {
+                        Err(e) => CheckpointStatus::Malformed(e.to_string()),
+                        Ok(note) => match note.check(&self.options.trusted) {
+                            NoteCheck::Verified { .. } => {
+                                match Checkpoint::parse_body(&note.body) {
+                                    Ok(cp) => CheckpointStatus::Verified(cp),
+                                    Err(e) => CheckpointStatus::Malformed(e.to_string()),
+                                }
+                            }
+                            NoteCheck::BadSignature { key } => CheckpointStatus::Bad(format!(
+                                "signature by trusted key {key} does not verify"
+                            )),
+                            NoteCheck::UnknownKey { signers } => CheckpointStatus::Unknown(signers),
+                        },
+                    },
+                };
+                let data = self.chains.entry((chain, view)).or_default();
+                if let Ok(node) = get_str(&audit, "node") {
+                    data.nodes.insert(node.to_string());
+                }
+                data.checkpoints.push((status, loc));
+            }
+            _ => {
+                let fields = match AuditFields::from_object(&audit) {
+                    Ok(f) => f,
+                    Err(e) => return self.malformed(loc, e.to_string()),
+                };
+                let digest = content_digest(&canonical_bytes(&value));
+                let gap = if kind == "record" {
+                    parse_gap(&value, &fields.view, loc)
+                } else {
+                    None
+                };
+                let data = self.chains.entry((chain, view)).or_default();
+                if let Some(node) = lookup(&value, "host.name").and_then(Value::as_str) {
+                    data.nodes.insert(node.to_string());
+                }
+                data.records.push(Rec {
+                    seq: fields.seq,
+                    run: fields.run,
+                    batch: fields.batch,
+                    digest,
+                    loc,
+                });
+                data.gaps.extend(gap);
+            }
+        }
+    }
+
+    /// Check everything fed so far.
+    pub fn finish(mut self) -> Report {
+        let mut chains = Vec::new();
+        let mut keys: Vec<ChainKey> = self.chains.keys().cloned().collect();
+        keys.sort();
+        for key in keys {
+            let Some(data) = self.chains.remove(&key) else {
+                continue;
+            };
+            let mut check = ChainCheck::new(&key, &self.options);
+            let summary = check.run(data);
+            chains.push(summary);
+            self.findings.extend(check.into_findings());
+        }
+        for (file, (count, first)) in &self.unaudited {
+            let _ = file;
+            self.findings.push(Finding {
+                kind: FindingKind::Unaudited,
+                chain: None,
+                seqs: None,
+                detail: format!("{count} lines without flowscribe.audit fields"),
+                location: Some(*first),
+                fails: true,
+            });
+        }
+        Report {
+            files: self.files,
+            lines: self.lines,
+            chains,
+            findings: self.findings,
+        }
+    }
+}
+
+/// One batch as the verifier reconstructs it.
+#[derive(Debug, Clone)]
+struct BatchView {
+    first_seq: u64,
+    count: u64,
+    root: Hash,
+    prev: Hash,
+    head: Hash,
+    tags: Vec<u8>,
+    from_seal: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchStatus {
+    Authenticated,
+    Failed,
+    Unsigned,
+}
+
+/// Per-seq finding before ranges are merged.
+#[derive(Debug, Clone)]
+struct Point {
+    kind: FindingKind,
+    seq: u64,
+    detail: String,
+    loc: Option<Location>,
+    fails: bool,
+}
+
+struct ChainCheck<'a> {
+    chain: ChainId,
+    view: String,
+    options: &'a VerifyOptions,
+    points: Vec<Point>,
+    findings: Vec<Finding>,
+}
+
+impl<'a> ChainCheck<'a> {
+    fn new(key: &ChainKey, options: &'a VerifyOptions) -> Self {
+        ChainCheck {
+            chain: key.0,
+            view: key.1.clone(),
+            options,
+            points: Vec::new(),
+            findings: Vec::new(),
+        }
+    }
+
+    fn finding(
+        &mut self,
+        kind: FindingKind,
+        seqs: Option<(u64, u64)>,
+        detail: String,
+        location: Option<Location>,
+    ) {
+        self.findings.push(Finding {
+            kind,
+            chain: Some((self.chain, self.view.clone())),
+            seqs,
+            detail,
+            location,
+            fails: match kind {
+                FindingKind::CrashGap => false,
+                FindingKind::OpenEnd => !self.options.open_end,
+                _ => true,
+            },
+        });
+    }
+
+    fn point(&mut self, kind: FindingKind, seq: u64, detail: String, loc: Option<Location>) {
+        let fails = match kind {
+            FindingKind::CrashGap => false,
+            FindingKind::UnsignedCrashTail => !self.options.accept_crash_tail,
+            _ => true,
+        };
+        self.points.push(Point {
+            kind,
+            seq,
+            detail,
+            loc,
+            fails,
+        });
+    }
+
+    /// Per-seq points merged into ranges (same kind and detail, consecutive).
+    fn into_findings(mut self) -> Vec<Finding> {
+        self.points
+            .sort_by(|a, b| (a.kind, &a.detail, a.seq).cmp(&(b.kind, &b.detail, b.seq)));
+        let mut merged: Vec<Finding> = Vec::new();
+        for p in self.points {
+            if let Some(last) = merged.last_mut()
+                && last.kind == p.kind
+                && last.detail == p.detail
+                && let Some((a, b)) = last.seqs
+                && (b == p.seq || b + 1 == p.seq)
+            {
+                last.seqs = Some((a, p.seq));
+                continue;
+            }
+            merged.push(Finding {
+                kind: p.kind,
+                chain: Some((self.chain, self.view.clone())),
+                seqs: Some((p.seq, p.seq)),
+                detail: p.detail,
+                location: p.loc,
+                fails: p.fails,
+            });
+        }
+        self.findings.extend(merged);
+        self.findings
+            .sort_by(|a, b| (a.seqs.map(|s| s.0), a.kind).cmp(&(b.seqs.map(|s| s.0), b.kind)));
+        self.findings
+    }
+
+    fn run(&mut self, mut data: ChainData) -> ChainSummary {
+        let mut summary = ChainSummary {
+            chain: self.chain,
+            view: self.view.clone(),
+            nodes: std::mem::take(&mut data.nodes),
+            runs: BTreeSet::new(),
+            records: data.records.len() as u64,
+            records_verified: 0,
+            batches_verified: 0,
+            checkpoints_verified: 0,
+        };
+        data.records.sort_unstable_by_key(|r| (r.seq, r.loc));
+        if self.options.ordered {
+            self.check_line_order(&data.records);
+        }
+
+        // 1. Checkpoints.
+        let origin = Checkpoint::origin_for(&chain_hex(&self.chain), &self.view);
+        let mut signed: BTreeMap<(u64, u64), (Checkpoint, Location)> = BTreeMap::new();
+        let mut unknown: Option<(u64, Vec<String>, Location)> = None;
+        for (status, loc) in &data.checkpoints {
+            match status {
+                CheckpointStatus::Verified(cp) if cp.origin != origin => self.finding(
+                    FindingKind::BadSignature,
+                    None,
+                    format!(
+                        "checkpoint signed for origin {} filed under {origin}",
+                        cp.origin
+                    ),
+                    Some(*loc),
+                ),
+                CheckpointStatus::Verified(cp) => match signed.get(&(cp.run, cp.batches)) {
+                    Some((other, _)) if other.head != cp.head || other.size != cp.size => self
+                        .finding(
+                            FindingKind::Equivocation,
+                            None,
+                            format!(
+                                "two signed checkpoints for run {} after {} batches disagree",
+                                cp.run, cp.batches
+                            ),
+                            Some(*loc),
+                        ),
+                    _ => {
+                        let entry = signed
+                            .entry((cp.run, cp.batches))
+                            .or_insert_with(|| (cp.clone(), *loc));
+                        // An idle run's stop checkpoint repeats the point of
+                        // the one before it.
+                        entry.0.stop |= cp.stop;
+                    }
+                },
+                CheckpointStatus::Bad(why) => {
+                    self.finding(FindingKind::BadSignature, None, why.clone(), Some(*loc))
+                }
+                CheckpointStatus::Malformed(why) => self.finding(
+                    FindingKind::Malformed,
+                    None,
+                    format!("checkpoint: {why}"),
+                    Some(*loc),
+                ),
+                CheckpointStatus::Unknown(signers) => {
+                    let u = unknown.get_or_insert((0, signers.clone(), *loc));
+                    u.0 += 1;
+                }
+            }
+        }
+        if let Some((n, signers, loc)) = unknown {
+            self.finding(
+                FindingKind::UnknownKey,
+                None,
+                format!(
+                    "{n} checkpoints signed only by keys not given with --key ({})",
+                    signers.join(", ")
+                ),
+                Some(loc),
+            );
+        }
+        // Checkpoint numbers per run must have no holes (several checkpoints
+        // may share one point of the chain when idle, so count numbers).
+        let mut numbers: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+        for (status, _) in &data.checkpoints {
+            if let CheckpointStatus::Verified(cp) = status
+                && cp.origin == origin
+            {
+                numbers.entry(cp.run).or_default().insert(cp.number);
+            }
+        }
+        summary.checkpoints_verified = numbers.values().map(|s| s.len() as u64).sum();
+        for (run, nums) in &numbers {
+            let max = nums.iter().next_back().copied().unwrap_or(0);
+            let missing: Vec<u64> = (0..max).filter(|n| !nums.contains(n)).collect();
+            for n in missing {
+                self.finding(
+                    FindingKind::CheckpointMissing,
+                    None,
+                    format!("run {run} checkpoint #{n} is not in the archive (#{max} is)"),
+                    None,
+                );
+            }
+        }
+
+        // 2. Seals, one per (run, batch).
+        let mut seals: BTreeMap<(u64, u64), SealInfo> = BTreeMap::new();
+        for (seal, loc) in std::mem::take(&mut data.seals) {
+            match seals.get(&(seal.run, seal.batch)) {
+                Some(existing) if *existing != seal => self.finding(
+                    FindingKind::Inserted,
+                    Some((
+                        seal.first_seq,
+                        seal.first_seq + seal.count.saturating_sub(1),
+                    )),
+                    format!(
+                        "a second, different seal for run {} batch {}",
+                        seal.run, seal.batch
+                    ),
+                    Some(loc),
+                ),
+                Some(_) => {}
+                None => {
+                    seals.insert((seal.run, seal.batch), seal);
+                }
+            }
+        }
+
+        // Records grouped by the batch they claim.
+        let mut claimed: BTreeMap<(u64, u64), Vec<usize>> = BTreeMap::new();
+        for (i, r) in data.records.iter().enumerate() {
+            claimed.entry((r.run, r.batch)).or_default().push(i);
+        }
+        let mut runs: BTreeSet<u64> = seals.keys().map(|k| k.0).collect();
+        runs.extend(claimed.keys().map(|k| k.0));
+        runs.extend(signed.keys().map(|k| k.0));
+        summary.runs = runs.clone();
+
+        let mut accounted = vec![false; data.records.len()];
+        let mut auth_tags: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut mismatched: Vec<(usize, u64)> = Vec::new();
+        // Per run: the seq range its authenticated batches and signed
+        // checkpoints cover, and whether it has any data at all.
+        let mut run_first: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut run_end: BTreeMap<u64, u64> = BTreeMap::new();
+
+        for &run in &runs {
+            let max_batch = seals
+                .range((run, 0)..=(run, u64::MAX))
+                .map(|(k, _)| k.1)
+                .chain(claimed.range((run, 0)..=(run, u64::MAX)).map(|(k, _)| k.1))
+                .chain(
+                    signed
+                        .range((run, 0)..=(run, u64::MAX))
+                        .filter(|(k, _)| k.1 > 0)
+                        .map(|(k, _)| k.1 - 1),
+                )
+                .max();
+            if let Some((cp, _)) = signed.get(&(run, 0)) {
+                run_first.insert(run, cp.size);
+                run_end.insert(run, cp.size);
+            }
+            let Some(max_batch) = max_batch else {
+                continue;
+            };
+            // Forward: every batch's head from its seal or its records.
+            let mut views: Vec<Option<BatchView>> = Vec::new();
+            let mut prev_head: Option<Hash> = signed.get(&(run, 0)).map(|(cp, _)| cp.head);
+            for b in 0..=max_batch {
+                let view = match seals.get(&(run, b)) {
+                    Some(s) => {
+                        let v = self.view_from_seal(run, b, s);
+                        if v.head != s.claimed_head {
+                            self.finding(
+                                FindingKind::Modified,
+                                Some((s.first_seq, s.first_seq + s.count.saturating_sub(1))),
+                                format!("run {run} batch {b}: the seal's head field was altered"),
+                                None,
+                            );
+                        }
+                        Some(v)
+                    }
+                    None => prev_head.and_then(|prev| {
+                        self.view_from_records(run, b, prev, &data.records, claimed.get(&(run, b)))
+                    }),
+                };
+                prev_head = view.as_ref().map(|v| v.head);
+                views.push(view);
+            }
+            // Backward from every signed head.
+            let mut status = vec![BatchStatus::Unsigned; views.len()];
+            let mut expected: Option<Hash> = None;
+            for b in (0..views.len()).rev() {
+                if let Some((cp, _)) = signed.get(&(run, b as u64 + 1)) {
+                    expected = Some(cp.head);
+                }
+                match (expected, &views[b]) {
+                    (Some(h), Some(v)) if v.head == h => {
+                        status[b] = BatchStatus::Authenticated;
+                        expected = Some(v.prev);
+                    }
+                    (Some(_), _) => {
+                        status[b] = BatchStatus::Failed;
+                        expected = None;
+                    }
+                    (None, _) => {}
+                }
+            }
+            // The end of each batch's range, to bound a batch that is gone.
+            let range_of = |b: usize| views[b].as_ref().map(|v| (v.first_seq, v.count));
+            for b in 0..views.len() {
+                let batch = b as u64;
+                match status[b] {
+                    BatchStatus::Authenticated => {
+                        let Some(v) = views[b].clone() else { continue };
+                        if !v.from_seal {
+                            self.finding(
+                                FindingKind::SealMissing,
+                                Some((v.first_seq, v.first_seq + v.count - 1)),
+                                format!(
+                                    "run {run} batch {batch}: seal record missing (its records still match the signed chain)"
+                                ),
+                                None,
+                            );
+                        }
+                        summary.batches_verified += 1;
+                        summary.records_verified += self.check_batch(
+                            run,
+                            batch,
+                            &v,
+                            &data.records,
+                            &mut accounted,
+                            &mut mismatched,
+                        );
+                        auth_tags.push((v.first_seq, v.tags.clone()));
+                        run_first.entry(run).or_insert(v.first_seq);
+                        let end = run_end.entry(run).or_insert(0);
+                        *end = (*end).max(v.first_seq + v.count);
+                    }
+                    BatchStatus::Failed => {
+                        // The range: the seal's claim, else between neighbours.
+                        let lo = range_of(b)
+                            .map(|r| r.0)
+                            .or_else(|| b.checked_sub(1).and_then(range_of).map(|(f, c)| f + c));
+                        let hi = range_of(b).map(|(f, c)| f + c).or_else(|| {
+                            views
+                                .get(b + 1)
+                                .and_then(|v| v.as_ref())
+                                .map(|v| v.first_seq)
+                        });
+                        let (Some(lo), Some(hi)) = (lo, hi) else {
+                            self.finding(
+                                FindingKind::Modified,
+                                None,
+                                format!("run {run} batch {batch} does not match the signed chain"),
+                                None,
+                            );
+                            continue;
+                        };
+                        if seals.contains_key(&(run, batch)) {
+                            for seq in lo..hi {
+                                let loc =
+                                    first_record(&data.records, seq).map(|i| data.records[i].loc);
+                                self.point(
+                                    FindingKind::Modified,
+                                    seq,
+                                    format!("run {run} batch {batch}: seal or records altered (does not match the signed chain)"),
+                                    loc,
+                                );
+                            }
+                        } else {
+                            self.finding(
+                                FindingKind::SealMissing,
+                                (hi > lo).then(|| (lo, hi - 1)),
+                                format!("run {run} batch {batch}: seal record missing and its records do not match the signed chain"),
+                                None,
+                            );
+                            for seq in lo..hi {
+                                match first_record(&data.records, seq) {
+                                    None => self.point(
+                                        FindingKind::Missing,
+                                        seq,
+                                        format!("run {run}"),
+                                        None,
+                                    ),
+                                    Some(i) => self.point(
+                                        FindingKind::Modified,
+                                        seq,
+                                        format!(
+                                            "run {run} batch {batch}: unverifiable without its seal"
+                                        ),
+                                        Some(data.records[i].loc),
+                                    ),
+                                }
+                            }
+                        }
+                        for seq in lo..hi {
+                            for i in records_at(&data.records, seq) {
+                                accounted[i] = true;
+                            }
+                        }
+                        let end = run_end.entry(run).or_insert(0);
+                        *end = (*end).max(hi);
+                    }
+                    BatchStatus::Unsigned => {
+                        // Sealed but unsigned: the missing ones are missing
+                        // all the same (the present ones are unsigned, below).
+                        if let Some(v) = &views[b]
+                            && v.from_seal
+                        {
+                            for seq in v.first_seq..v.first_seq + v.count {
+                                if first_record(&data.records, seq).is_none() {
+                                    self.point(
+                                        FindingKind::Missing,
+                                        seq,
+                                        format!("run {run} (unsigned batch)"),
+                                        None,
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        // Records whose content matches no tag at their seq: moved or changed.
+        if !mismatched.is_empty() {
+            let mut by_tag: HashMap<[u8; TAG_BYTES], u64> = HashMap::new();
+            for (first, tags) in &auth_tags {
+                for (i, t) in tags.chunks_exact(TAG_BYTES).enumerate() {
+                    let mut k = [0u8; TAG_BYTES];
+                    k.copy_from_slice(t);
+                    by_tag.insert(k, first + i as u64);
+                }
+            }
+            for (i, seq) in mismatched {
+                let r = data.records[i];
+                let mut k = [0u8; TAG_BYTES];
+                k.copy_from_slice(&r.digest[..TAG_BYTES]);
+                match by_tag.get(&k) {
+                    Some(&other) if other != seq => self.point(
+                        FindingKind::Reordered,
+                        seq,
+                        format!("carries the content of seq {other}"),
+                        Some(r.loc),
+                    ),
+                    _ => self.point(
+                        FindingKind::Modified,
+                        seq,
+                        "content differs from what was sealed".to_string(),
+                        Some(r.loc),
+                    ),
+                }
+            }
+        }
+
+        // Runs and what lies between them.
+        let crashed: BTreeSet<u64> = data
+            .gaps
+            .iter()
+            .filter(|g| !g.clean)
+            .map(|g| g.previous_run)
+            .collect();
+        let gap_by_run: BTreeMap<u64, &GapInfo> = data.gaps.iter().map(|g| (g.run, g)).collect();
+        let run_list: Vec<u64> = runs.iter().copied().collect();
+        if let Some(&first_run) = run_list.first()
+            && !self.options.partial
+        {
+            let start = run_first.get(&first_run).copied().unwrap_or(0);
+            if first_run != 1 || start != 0 {
+                self.finding(
+                    FindingKind::HeadMissing,
+                    (start > 0).then(|| (0, start - 1)),
+                    format!(
+                        "the archive starts at run {first_run} seq {start}; what came before is not in it (use --partial for a slice)"
+                    ),
+                    None,
+                );
+            }
+        }
+        for (i, &run) in run_list.iter().enumerate() {
+            let Some(gap) = gap_by_run.get(&run) else {
+                continue;
+            };
+            let prev_run = gap.previous_run;
+            let prev_end = run_end.get(&prev_run).copied();
+            if prev_end.is_none() && (i > 0 || !self.options.partial) {
+                self.finding(
+                    FindingKind::Missing,
+                    None,
+                    format!(
+                        "run {prev_run} (named by run {run}'s gap record) has no signed data in the archive"
+                    ),
+                    Some(gap.loc),
+                );
+            }
+            if let Some(n) = gap.previous_checkpoint_number
+                && run_end.contains_key(&prev_run)
+                && !numbers.get(&prev_run).is_some_and(|s| s.contains(&n))
+            {
+                self.finding(
+                    FindingKind::CheckpointMissing,
+                    None,
+                    format!(
+                        "run {prev_run} checkpoint #{n}, named by run {run}'s gap record, is not in the archive"
+                    ),
+                    Some(gap.loc),
+                );
+            }
+            if let Some(end) = prev_end {
+                for seq in end..gap.resumed_seq {
+                    if first_record(&data.records, seq).is_some() {
+                        continue; // unsigned records, reported below
+                    }
+                    if gap.clean {
+                        self.point(
+                            FindingKind::Missing,
+                            seq,
+                            format!("run {prev_run} stopped cleanly after this seq, but its signed records end earlier"),
+                            None,
+                        );
+                    } else {
+                        self.point(
+                            FindingKind::CrashGap,
+                            seq,
+                            format!("not issued or lost when run {prev_run} crashed (gap record of run {run})"),
+                            Some(gap.loc),
+                        );
+                    }
+                }
+            }
+        }
+
+        // The newest run must have ended with its stop checkpoint.
+        if let Some(&last_run) = run_list.last() {
+            let stopped = signed
+                .range((last_run, 0)..=(last_run, u64::MAX))
+                .any(|(_, (cp, _))| cp.stop);
+            if !stopped {
+                let end = run_end.get(&last_run).copied().unwrap_or(0);
+                self.finding(
+                    FindingKind::OpenEnd,
+                    None,
+                    format!(
+                        "run {last_run} has no stop checkpoint: the signed archive ends before seq {end}; it was cut there, or the node is still running (--open-end)"
+                    ),
+                    None,
+                );
+            }
+        }
+
+        // Whatever no authenticated batch covered.
+        for (i, r) in data.records.iter().enumerate() {
+            if accounted[i] {
+                continue;
+            }
+            let tail =
+                crashed.contains(&r.run) && run_end.get(&r.run).is_none_or(|end| r.seq >= *end);
+            let (kind, detail) = if tail {
+                (
+                    FindingKind::UnsignedCrashTail,
+                    format!(
+                        "run {}: after its last signed checkpoint; the run crashed",
+                        r.run
+                    ),
+                )
+            } else {
+                (
+                    FindingKind::Unsigned,
+                    format!("run {}: not covered by a verified checkpoint", r.run),
+                )
+            };
+            self.point(kind, r.seq, detail, Some(r.loc));
+        }
+        summary
+    }
+
+    fn view_from_seal(&self, run: u64, batch: u64, s: &SealInfo) -> BatchView {
+        let head = batch_head(HeadInput {
+            prev: &s.prev,
+            chain: &self.chain,
+            view: &self.view,
+            run,
+            batch,
+            first_seq: s.first_seq,
+            count: s.count,
+            root: &s.root,
+            tags: &s.tags,
+        });
+        BatchView {
+            first_seq: s.first_seq,
+            count: s.count,
+            root: s.root,
+            prev: s.prev,
+            head,
+            tags: s.tags.clone(),
+            from_seal: true,
+        }
+    }
+
+    /// Rebuild a batch whose seal is gone from the records that claim it.
+    fn view_from_records(
+        &self,
+        run: u64,
+        batch: u64,
+        prev: Hash,
+        records: &[Rec],
+        members: Option<&Vec<usize>>,
+    ) -> Option<BatchView> {
+        let members = members?;
+        let mut picked: Vec<&Rec> = Vec::new();
+        for &i in members {
+            let r = &records[i];
+            match picked.last() {
+                Some(last) if last.seq == r.seq && last.digest == r.digest => {}
+                Some(last) if last.seq == r.seq => return None,
+                _ => picked.push(r),
+            }
+        }
+        let first_seq = picked.first()?.seq;
+        let count = picked.len() as u64;
+        if picked.last()?.seq != first_seq + count - 1 {
+            return None;
+        }
+        let mut tags = Vec::with_capacity(picked.len() * TAG_BYTES);
+        let leaves: Vec<Hash> = picked
+            .iter()
+            .map(|r| {
+                tags.extend_from_slice(&r.digest[..TAG_BYTES]);
+                leaf_hash(
+                    LeafPosition {
+                        chain: &self.chain,
+                        view: &self.view,
+                        run,
+                        batch,
+                        seq: r.seq,
+                    },
+                    &r.digest,
+                )
+            })
+            .collect();
+        let root = merkle_root(&leaves);
+        let head = batch_head(HeadInput {
+            prev: &prev,
+            chain: &self.chain,
+            view: &self.view,
+            run,
+            batch,
+            first_seq,
+            count,
+            root: &root,
+            tags: &tags,
+        });
+        Some(BatchView {
+            first_seq,
+            count,
+            root,
+            prev,
+            head,
+            tags,
+            from_seal: false,
+        })
+    }
+
+    /// Check the records of an authenticated batch; returns how many verified.
+    fn check_batch(
+        &mut self,
+        run: u64,
+        batch: u64,
+        v: &BatchView,
+        records: &[Rec],
+        accounted: &mut [bool],
+        mismatched: &mut Vec<(usize, u64)>,
+    ) -> u64 {
+        let mut leaves = Vec::with_capacity(v.count as usize);
+        let mut complete = true;
+        let mut verified = 0;
+        for (i, tag) in v.tags.chunks_exact(TAG_BYTES).enumerate() {
+            let seq = v.first_seq + i as u64;
+            let at: Vec<usize> = records_at(records, seq).collect();
+            let good = at.iter().copied().find(|&j| {
+                let r = &records[j];
+                &r.digest[..TAG_BYTES] == tag && r.run == run && r.batch == batch
+            });
+            for &j in &at {
+                accounted[j] = true;
+            }
+            match good {
+                None if at.is_empty() => {
+                    complete = false;
+                    self.point(FindingKind::Missing, seq, format!("run {run}"), None);
+                }
+                None => {
+                    complete = false;
+                    for &j in &at {
+                        let r = &records[j];
+                        if &r.digest[..TAG_BYTES] == tag {
+                            self.point(
+                                FindingKind::Modified,
+                                seq,
+                                "audit fields altered (run or batch)".to_string(),
+                                Some(r.loc),
+                            );
+                        } else {
+                            mismatched.push((j, seq));
+                        }
+                    }
+                }
+                Some(g) => {
+                    verified += 1;
+                    let gr = records[g];
+                    leaves.push(leaf_hash(
+                        LeafPosition {
+                            chain: &self.chain,
+                            view: &self.view,
+                            run,
+                            batch,
+                            seq,
+                        },
+                        &gr.digest,
+                    ));
+                    for &j in &at {
+                        let r = &records[j];
+                        if j == g || (r.digest == gr.digest && r.run == run && r.batch == batch) {
+                            continue; // the record itself, or an exact replay
+                        }
+                        let kind = if r.digest == gr.digest {
+                            FindingKind::Modified
+                        } else {
+                            FindingKind::Inserted
+                        };
+                        self.point(
+                            kind,
+                            seq,
+                            "a second, different record with this sequence number".to_string(),
+                            Some(r.loc),
+                        );
+                    }
+                }
+            }
+        }
+        if complete && merkle_root(&leaves) != v.root {
+            // Only reachable when tags collide: integrity rests on the root.
+            for seq in v.first_seq..v.first_seq + v.count {
+                self.point(
+                    FindingKind::Modified,
+                    seq,
+                    format!("run {run} batch {batch}: records do not give the sealed root"),
+                    None,
+                );
+            }
+            return 0;
+        }
+        verified
+    }
+
+    /// Ordered mode: per file, the lines of this chain not in the longest
+    /// increasing run of sequence numbers are out of order.
+    fn check_line_order(&mut self, records: &[Rec]) {
+        let mut by_file: BTreeMap<u32, Vec<&Rec>> = BTreeMap::new();
+        for r in records {
+            by_file.entry(r.loc.file).or_default().push(r);
+        }
+        for (_, mut recs) in by_file {
+            recs.sort_unstable_by_key(|r| r.loc.line);
+            // Exact replays are not disorder.
+            let mut seen: HashMap<u64, Hash> = HashMap::new();
+            recs.retain(|r| seen.insert(r.seq, r.digest) != Some(r.digest));
+            let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
+            let keep = longest_increasing(&seqs);
+            for (i, r) in recs.iter().enumerate() {
+                if !keep[i] {
+                    self.point(
+                        FindingKind::Reordered,
+                        r.seq,
+                        "line out of sequence order in its file".to_string(),
+                        Some(r.loc),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Indices into `records` (sorted by seq) with this seq.
+fn records_at(records: &[Rec], seq: u64) -> impl Iterator<Item = usize> + '_ {
+    let start = records.partition_point(|r| r.seq < seq);
+    (start..records.len()).take_while(move |&i| records[i].seq == seq)
+}
+
+fn first_record(records: &[Rec], seq: u64) -> Option<usize> {
+    records_at(records, seq).next()
+}
+
+/// Which elements form a longest strictly increasing subsequence.
+fn longest_increasing(xs: &[u64]) -> Vec<bool> {
+    // Patience sorting: tails[k] = index of the smallest tail of a run of k+1.
+    let mut tails: Vec<usize> = Vec::new();
+    let mut parent: Vec<Option<usize>> = vec![None; xs.len()];
+    for (i, &x) in xs.iter().enumerate() {
+        let k = tails.partition_point(|&t| xs[t] < x);
+        parent[i] = k.checked_sub(1).map(|p| tails[p]);
+        if k == tails.len() {
+            tails.push(i);
+        } else {
+            tails[k] = i;
+        }
+    }
+    let mut keep = vec![false; xs.len()];
+    let mut cur = tails.last().copied();
+    while let Some(i) = cur {
+        keep[i] = true;
+        cur = parent[i];
+    }
+    keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_increasing_keeps_all_but_swapped_lines() {
+        let keep = longest_increasing(&[1, 5, 3, 4, 2, 6]);
+        assert_eq!(keep, vec![true, false, true, true, false, true]);
+        assert!(longest_increasing(&[1, 2, 3]).iter().all(|k| *k));
+        assert!(longest_increasing(&[]).is_empty());
+    }
+
+    #[test]
+    fn lookup_finds_nested_dotted_and_flat_paths() {
+        let v: Value = serde_json::json!({"a": {"b.c": 1}, "x.y": {"z": 2}, "p.q.r": 3});
+        assert_eq!(lookup(&v, "a.b.c"), Some(&Value::from(1)));
+        assert_eq!(lookup(&v, "x.y.z"), Some(&Value::from(2)));
+        assert_eq!(lookup(&v, "p.q.r"), Some(&Value::from(3)));
+        assert_eq!(lookup(&v, "a.b"), None);
+    }
+}

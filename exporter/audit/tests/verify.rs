@@ -1,0 +1,528 @@
+//! The verifier against archives made by the real `Auditor`: a valid archive
+//! verifies, and each kind of tampering is reported precisely.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use flowscribe_audit::verify::{FindingKind, Report, VerifyOptions};
+use flowscribe_audit::{FileStateStore, NoteSigner, NoteVerifier};
+use serde_json::Value;
+
+/// The failing findings as (kind, seq range).
+fn failures(r: &Report) -> Vec<(FindingKind, Option<(u64, u64)>)> {
+    r.findings
+        .iter()
+        .filter(|f| f.fails)
+        .map(|f| (f.kind, f.seqs))
+        .collect()
+}
+
+/// The seq of a data line, None for seals and checkpoints.
+fn seq_of(line: &str) -> Option<u64> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    v.get("flowscribe.audit")?.get("seq")?.as_u64()
+}
+
+fn is_kind(line: &str, kind: &str) -> bool {
+    line.contains(&format!("\"type\":\"{kind}\""))
+}
+
+/// 180 one-second batches of 20 flows: checkpoints at 0, 60, 120 s and at
+/// shutdown; heartbeats every 30 s.
+fn archive() -> Vec<String> {
+    simple_archive(180, 20).text()
+}
+
+#[test]
+fn a_generated_archive_verifies() {
+    let a = simple_archive(180, 20);
+    assert_eq!(a.checkpoints, 4);
+    // 3600 flows and 6 heartbeats.
+    assert_eq!(a.records, 3606);
+    let r = verify_lines(&a.lines, options());
+    assert!(r.ok(), "{}", r.render());
+    assert_eq!(r.chains.len(), 1);
+    let c = &r.chains[0];
+    assert_eq!(
+        (
+            c.records,
+            c.records_verified,
+            c.batches_verified,
+            c.checkpoints_verified
+        ),
+        (3606, 3606, 180, 4)
+    );
+    assert!(
+        r.render().ends_with("OK: 3790 lines verified\n"),
+        "{}",
+        r.render()
+    );
+}
+
+#[test]
+fn a_deleted_line_is_missing_at_its_seq() {
+    let mut lines = archive();
+    let i = lines.iter().position(|l| seq_of(l) == Some(1000)).unwrap();
+    lines.remove(i);
+    let r = verify_lines(&lines, options());
+    assert_eq!(
+        failures(&r),
+        vec![(FindingKind::Missing, Some((1000, 1000)))]
+    );
+}
+
+#[test]
+fn an_edited_field_is_modified_at_its_seq() {
+    let mut lines = archive();
+    let i = lines.iter().position(|l| seq_of(l) == Some(2345)).unwrap();
+    lines[i] = lines[i].replacen("\"port\":443", "\"port\":444", 1);
+    let r = verify_lines(&lines, options());
+    assert_eq!(
+        failures(&r),
+        vec![(FindingKind::Modified, Some((2345, 2345)))]
+    );
+    assert_eq!(r.findings[0].location.unwrap().line, i as u64 + 1);
+}
+
+#[test]
+fn edited_audit_fields_are_caught() {
+    let mut lines = archive();
+    let i = lines.iter().position(|l| seq_of(l) == Some(77)).unwrap();
+    // Claim another batch: the content still matches its tag.
+    lines[i] = lines[i].replacen("\"batch\":3,", "\"batch\":4,", 1);
+    let r = verify_lines(&lines, options());
+    assert_eq!(failures(&r), vec![(FindingKind::Modified, Some((77, 77)))]);
+}
+
+#[test]
+fn two_lines_swapped_across_batches() {
+    let lines = archive();
+    let a = lines.iter().position(|l| seq_of(l) == Some(500)).unwrap();
+    let b = lines.iter().position(|l| seq_of(l) == Some(1500)).unwrap();
+
+    // The lines trade places: a SIEM export has no order, so only the
+    // ordered (file sink) mode can object, and it names both lines.
+    let mut moved = lines.clone();
+    moved.swap(a, b);
+    assert!(verify_lines(&moved, options()).ok());
+    let ordered = VerifyOptions {
+        ordered: true,
+        ..options()
+    };
+    let r = verify_lines(&moved, ordered.clone());
+    assert_eq!(
+        failures(&r),
+        vec![
+            (FindingKind::Reordered, Some((500, 500))),
+            (FindingKind::Reordered, Some((1500, 1500)))
+        ]
+    );
+    assert!(verify_lines(&lines, ordered).ok());
+
+    // The records trade sequence numbers (contents swapped, audit fields
+    // kept in place): each carries the other's sealed content.
+    let audit = |l: &str| l[l.find(",\"flowscribe.audit\"").unwrap()..].to_string();
+    let body = |l: &str| l[..l.find(",\"flowscribe.audit\"").unwrap()].to_string();
+    let mut swapped = lines.clone();
+    swapped[a] = body(&lines[b]) + &audit(&lines[a]);
+    swapped[b] = body(&lines[a]) + &audit(&lines[b]);
+    let r = verify_lines(&swapped, options());
+    assert_eq!(
+        failures(&r),
+        vec![
+            (FindingKind::Reordered, Some((500, 500))),
+            (FindingKind::Reordered, Some((1500, 1500)))
+        ]
+    );
+    assert!(
+        r.render().contains("carries the content of seq 1500"),
+        "{}",
+        r.render()
+    );
+}
+
+#[test]
+fn forged_lines_are_inserted_or_unsigned() {
+    let lines = archive();
+    let i = lines.iter().position(|l| seq_of(l) == Some(321)).unwrap();
+    // Duplicate with a change: the original still verifies.
+    let mut dup = lines.clone();
+    dup.insert(i + 1, lines[i].replacen("\"port\":443", "\"port\":22", 1));
+    let r = verify_lines(&dup, options());
+    assert_eq!(
+        failures(&r),
+        vec![(FindingKind::Inserted, Some((321, 321)))]
+    );
+    // A fresh sequence number past the end: nothing signed covers it.
+    let mut forged = lines.clone();
+    forged.push(lines[i].replacen("\"seq\":321", "\"seq\":999999", 1));
+    let r = verify_lines(&forged, options());
+    assert_eq!(
+        failures(&r),
+        vec![(FindingKind::Unsigned, Some((999_999, 999_999)))]
+    );
+    // Exact duplicates (a replay after a retry) are fine.
+    let mut replay = lines.clone();
+    replay.extend(lines[i..i + 30].iter().cloned());
+    assert!(verify_lines(&replay, options()).ok());
+}
+
+#[test]
+fn dropping_checkpoints() {
+    let lines = archive();
+    let cps: Vec<usize> = (0..lines.len())
+        .filter(|&i| is_kind(&lines[i], "checkpoint"))
+        .collect();
+    assert_eq!(cps.len(), 4);
+    // The last one: everything after the one before is unsigned.
+    let mut last = lines.clone();
+    last.remove(cps[3]);
+    let r = verify_lines(&last, options());
+    // The third checkpoint (at 120 s) covers 120 batches: 2400 flows and 4
+    // heartbeats, seqs 0..=2403; the rest (seqs 2404..=3605) is unsigned.
+    assert_eq!(
+        failures(&r),
+        vec![
+            (FindingKind::OpenEnd, None),
+            (FindingKind::Unsigned, Some((2404, 3605)))
+        ]
+    );
+    // A middle one: the numbering has a hole.
+    let mut middle = lines.clone();
+    middle.remove(cps[1]);
+    let r = verify_lines(&middle, options());
+    assert_eq!(failures(&r), vec![(FindingKind::CheckpointMissing, None)]);
+    assert!(
+        r.render()
+            .contains("run 1 checkpoint #1 is not in the archive")
+    );
+}
+
+#[test]
+fn a_deleted_seal_is_reported_but_its_records_still_verify() {
+    let mut lines = archive();
+    let seals: Vec<usize> = (0..lines.len())
+        .filter(|&i| is_kind(&lines[i], "seal"))
+        .collect();
+    // Batch 0 holds a heartbeat too: batch 10 is seqs 201..=220.
+    lines.remove(seals[10]);
+    let r = verify_lines(&lines, options());
+    assert_eq!(
+        failures(&r),
+        vec![(FindingKind::SealMissing, Some((201, 220)))]
+    );
+    assert_eq!(r.chains[0].records_verified, 3606);
+}
+
+#[test]
+fn a_wrong_key_signs_nothing() {
+    let lines = archive();
+    let other = NoteSigner::from_seed(KEY_NAME, [43; 32]).unwrap();
+    let opts = VerifyOptions {
+        trusted: vec![NoteVerifier::parse(&other.verifier_key()).unwrap()],
+        ..VerifyOptions::default()
+    };
+    let r = verify_lines(&lines, opts);
+    // Same name, other key: the key id differs, so the checkpoints are
+    // signed by a key we were not given; all records are unsigned.
+    assert_eq!(
+        failures(&r),
+        vec![
+            (FindingKind::UnknownKey, None),
+            (FindingKind::OpenEnd, None),
+            (FindingKind::Unsigned, Some((0, 3605)))
+        ]
+    );
+}
+
+#[test]
+fn a_forged_signature_under_the_trusted_name_and_id_is_bad() {
+    let mut lines = archive();
+    let i = lines
+        .iter()
+        .rposition(|l| is_kind(l, "checkpoint"))
+        .unwrap();
+    // Change the signed size inside the note; the signature no longer fits.
+    let v: Value = serde_json::from_str(&lines[i]).unwrap();
+    let note = v["flowscribe"]["audit"]["note"].as_str().unwrap();
+    let forged = note.replacen("\n3606\n", "\n3605\n", 1);
+    assert_ne!(note, forged);
+    lines[i] = lines[i].replace(
+        &serde_json::to_string(note).unwrap(),
+        &serde_json::to_string(&forged).unwrap(),
+    );
+    let r = verify_lines(&lines, options());
+    assert_eq!(
+        failures(&r),
+        vec![
+            (FindingKind::BadSignature, None),
+            (FindingKind::OpenEnd, None),
+            (FindingKind::Unsigned, Some((2404, 3605)))
+        ]
+    );
+}
+
+#[test]
+fn a_truncated_file_is_malformed_at_its_last_line() {
+    let mut lines = archive();
+    let n = lines.len();
+    // Cut in the middle of the final checkpoint line.
+    let cut = lines[n - 1].len() / 2;
+    lines[n - 1].truncate(cut);
+    let r = verify_lines(&lines, options());
+    assert_eq!(
+        failures(&r),
+        vec![
+            (FindingKind::Malformed, None),
+            (FindingKind::OpenEnd, None),
+            (FindingKind::Unsigned, Some((2404, 3605)))
+        ]
+    );
+    assert_eq!(
+        r.findings
+            .iter()
+            .find(|f| f.kind == FindingKind::Malformed)
+            .unwrap()
+            .location
+            .unwrap()
+            .line,
+        n as u64
+    );
+}
+
+#[test]
+fn siem_exports_interleaved_reformatted_and_shuffled_verify() {
+    // Two nodes, interleaved, every line re-serialised with flattened keys in
+    // another order (as a SIEM would store them), then shuffled.
+    let a = simple_archive(90, 10).text();
+    let b = run_node(
+        "node-b",
+        flowscribe_audit::MemoryStateStore::default(),
+        500,
+        90,
+        10,
+        true,
+        [0xb2; 16],
+    )
+    .0
+    .text();
+    let mut all: Vec<String> = a.into_iter().chain(b).map(|l| flatten_line(&l)).collect();
+    // A deterministic shuffle.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for i in (1..all.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        all.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let r = verify_lines(&all, options());
+    assert!(r.ok(), "{}", r.render());
+    assert_eq!(r.chains.len(), 2);
+    assert!(
+        r.chains
+            .iter()
+            .all(|c| c.records == 903 && c.records_verified == 903)
+    );
+    // Splitting the same lines over two files changes nothing.
+    let mut v = flowscribe_audit::verify::Verifier::new(options());
+    let (f1, f2) = (v.add_file("one"), v.add_file("two"));
+    for (i, l) in all.iter().enumerate() {
+        v.add_line(if i % 2 == 0 { f1 } else { f2 }, i as u64, l.as_bytes());
+    }
+    assert!(v.finish().ok());
+}
+
+/// Flatten a JSON line into dotted keys, written in reverse key order.
+fn flatten_line(line: &str) -> String {
+    fn walk(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                for (k, c) in m {
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&p, c, out);
+                }
+            }
+            _ => out.push((prefix.to_string(), v.clone())),
+        }
+    }
+    let v: Value = serde_json::from_str(line).unwrap();
+    let mut leaves = Vec::new();
+    walk("", &v, &mut leaves);
+    leaves.reverse();
+    let body: Vec<String> = leaves
+        .iter()
+        .map(|(k, v)| format!("{}: {}", serde_json::to_string(k).unwrap(), v))
+        .collect();
+    format!("{{ {} }}", body.join(", "))
+}
+
+#[test]
+fn crash_and_restart_leave_a_gap_record_and_sequences_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit-state.json");
+    // Run 1: 100 s of batches, then a crash (no shutdown): its checkpoints
+    // were at 0 s and 60 s.
+    let (run1, _) = run_node(
+        "node-a",
+        FileStateStore::new(&path),
+        0,
+        100,
+        20,
+        false,
+        [0xc3; 16],
+    );
+    // Run 2 starts 30 s later and stops cleanly.
+    let (run2, _) = run_node(
+        "node-a",
+        FileStateStore::new(&path),
+        130_000,
+        50,
+        20,
+        true,
+        [0xff; 16],
+    );
+    let run2_text = run2.text();
+    let gap: Value = run2_text
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["flowscribe"]["record"] == "gap")
+        .unwrap();
+    let gap = &gap["flowscribe"]["gap"];
+    assert_eq!(gap["clean"], false);
+    assert_eq!(
+        (gap["previous_run"].as_u64(), gap["run"].as_u64()),
+        (Some(1), Some(2))
+    );
+    // Run 1 issued 2000 flows + 4 heartbeats = seqs 0..=2003 inside its first
+    // reserved block (0..65536); run 2 resumes after the block.
+    assert_eq!(gap["resumed_seq"], 65_536);
+    assert_eq!(gap["previous_checkpoints"]["ecs"]["number"], 1);
+
+    let all: Vec<String> = run1.text().into_iter().chain(run2_text).collect();
+    let r = verify_lines(&all, options());
+    // Run 1's records after its last checkpoint (at 60 s, before that
+    // second's batch: 60 batches of 20 and 2 heartbeats, seqs 0..=1201) are
+    // not anchored: the crash is reported, as is the unissued block.
+    assert_eq!(
+        failures(&r),
+        vec![(FindingKind::UnsignedCrashTail, Some((1202, 2003)))]
+    );
+    let crash_gap = r.of_kind(FindingKind::CrashGap);
+    assert_eq!(crash_gap.len(), 1);
+    assert_eq!(crash_gap[0].seqs, Some((2004, 65_535)));
+    assert!(!crash_gap[0].fails);
+    // Accepting the crash tail, the archive verifies.
+    let lenient = VerifyOptions {
+        accept_crash_tail: true,
+        ..options()
+    };
+    let r = verify_lines(&all, lenient.clone());
+    assert!(r.ok(), "{}", r.render());
+    assert_eq!(
+        r.chains[0].runs.iter().copied().collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+
+    // Deleting run 1's last checkpoint is caught through run 2's gap record.
+    let mut no_cp = all.clone();
+    let i = no_cp
+        .iter()
+        .position(|l| is_kind(l, "checkpoint") && l.contains("\"checkpoint\":1"))
+        .unwrap();
+    no_cp.remove(i);
+    let r = verify_lines(&no_cp, lenient);
+    assert!(
+        failures(&r).contains(&(FindingKind::CheckpointMissing, None)),
+        "{}",
+        r.render()
+    );
+}
+
+#[test]
+fn a_clean_restart_verifies_without_leniency() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let (run1, _) = run_node(
+        "node-a",
+        FileStateStore::new(&path),
+        0,
+        70,
+        5,
+        true,
+        [0xd4; 16],
+    );
+    let (run2, _) = run_node(
+        "node-a",
+        FileStateStore::new(&path),
+        80_000,
+        70,
+        5,
+        true,
+        [0xff; 16],
+    );
+    let all: Vec<Vec<u8>> = run1.lines.into_iter().chain(run2.lines).collect();
+    let r = verify_lines(&all, options());
+    assert!(r.ok(), "{}", r.render());
+    // Deleting all of run 1 (70 x 5 flows and 3 heartbeats: seqs 0..=352)
+    // is caught: run 2's gap record names it.
+    let run2_only: Vec<&Vec<u8>> = all
+        .iter()
+        .skip_while(|l| !String::from_utf8_lossy(l).contains("\"run\":2"))
+        .collect();
+    let r = verify_lines(&run2_only, options());
+    assert_eq!(
+        failures(&r),
+        vec![
+            (FindingKind::Missing, None),
+            (FindingKind::HeadMissing, Some((0, 352)))
+        ]
+    );
+    assert!(
+        r.render()
+            .contains("run 1 (named by run 2's gap record) has no signed data"),
+        "{}",
+        r.render()
+    );
+    // Declared as a slice (--partial), the same lines verify.
+    let r = verify_lines(
+        &run2_only,
+        VerifyOptions {
+            partial: true,
+            ..options()
+        },
+    );
+    assert!(r.ok(), "{}", r.render());
+}
+
+#[test]
+fn an_archive_cut_after_a_checkpoint_has_an_open_end() {
+    let lines = archive();
+    let cps: Vec<usize> = (0..lines.len())
+        .filter(|&i| is_kind(&lines[i], "checkpoint"))
+        .collect();
+    // Everything up to and including the checkpoint at 120 s: all of it is
+    // signed, only the stop checkpoint is absent.
+    let cut = &lines[..=cps[2]];
+    let r = verify_lines(cut, options());
+    assert_eq!(failures(&r), vec![(FindingKind::OpenEnd, None)]);
+    assert!(
+        r.render().contains("ends before seq 2404"),
+        "{}",
+        r.render()
+    );
+    // A node still running: --open-end turns it into a note.
+    let r = verify_lines(
+        cut,
+        VerifyOptions {
+            open_end: true,
+            ..options()
+        },
+    );
+    assert!(r.ok(), "{}", r.render());
+    assert_eq!(r.of_kind(FindingKind::OpenEnd).len(), 1);
+}
