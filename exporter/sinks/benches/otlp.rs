@@ -17,7 +17,11 @@
 //! one tokio worker thread, so on this 2-core machine the two mostly run on
 //! different cores. Records per second is records sent / wall time. The
 //! `*_discard` cases send to a receiver that reads the body and answers
-//! 200 without decoding it: the client's own cost per record.
+//! 200 without decoding it: the client's own cost per record. After the
+//! criterion groups, the two `*_discard` cases also run for 5 s each and
+//! print records per CPU-second of the whole process (`/proc/self/stat`
+//! utime + stime), which other load on the machine does not distort the way
+//! it distorts wall time.
 #![allow(clippy::unwrap_used)] // a benchmark that cannot set up should stop
 
 #[path = "../../normalize/tests/fixtures/mod.rs"]
@@ -131,6 +135,28 @@ fn otlp_send(c: &mut Criterion) {
         group.bench_function(name, |b| b.iter(|| send_all_delivered(&rt, &mut t, &batch)));
     }
     group.finish();
+    // Per core: records per CPU-second of the whole process (client plus
+    // the discarding receiver, which only reads bodies), so other load on
+    // the machine does not count against us the way wall time does.
+    for (name, gzip) in [
+        ("http_protobuf_gzip_discard", true),
+        ("http_protobuf_plain_discard", false),
+    ] {
+        let mut t = transport(&rt, discard.addr, Http, Protobuf, gzip);
+        send_all_delivered(&rt, &mut t, &batch);
+        let (cpu0, wall0) = (process_cpu_seconds(), std::time::Instant::now());
+        let mut records = 0u64;
+        while wall0.elapsed() < std::time::Duration::from_secs(5) {
+            send_all_delivered(&rt, &mut t, &batch);
+            records += BATCH as u64;
+        }
+        let cpu = process_cpu_seconds() - cpu0;
+        eprintln!(
+            "{name}: {records} records, {cpu:.2} CPU-s over {:.2} s wall: {:.0} records per CPU-second",
+            wall0.elapsed().as_secs_f64(),
+            records as f64 / cpu
+        );
+    }
     eprintln!(
         "receiver counted {} (HTTP) + {} (gRPC) records",
         http.records_accepted(),
@@ -173,6 +199,18 @@ fn otlp_pieces(c: &mut Criterion) {
         b.iter(|| black_box(gzip(black_box(&body), 1).len()))
     });
     group.finish();
+}
+
+/// utime + stime of this process from /proc/self/stat, in seconds.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the parenthesised command name; utime and stime are
+    // fields 14 and 15 (1-based), i.e. 12 and 13 after the name.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // USER_HZ is 100 on Linux.
+    ticks as f64 / 100.0
 }
 
 criterion_group!(benches, otlp_pieces, otlp_send);
