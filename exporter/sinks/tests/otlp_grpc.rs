@@ -340,3 +340,19 @@ async fn mutual_tls_with_a_custom_ca_and_a_wrong_ca_is_retried() {
     assert!(matches!(classify(&outcome).action, Action::Retry { .. }));
     assert_eq!(server.received().len(), 1, "nothing reached the receiver");
 }
+
+/// A name that does not resolve is a DNS failure (retried, never a drop),
+/// for both protocols.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unresolvable_name_is_a_dns_failure() {
+    for protocol in [OtlpProtocol::Grpc, OtlpProtocol::Http] {
+        let cfg = OtlpConfig::new("no-such-host.invalid:4317", protocol, envelope());
+        let mut t = cfg.build().unwrap();
+        let report = t.send(&queued(0..1)).await;
+        assert_eq!(
+            report.outcomes,
+            SendOutcomes::Batch(Outcome::Transport(TransportFailure::DnsFailure)),
+            "{protocol:?}"
+        );
+    }
+}

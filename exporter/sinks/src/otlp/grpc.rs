@@ -185,6 +185,9 @@ fn transport_failure(status: &Status) -> Option<TransportFailure> {
                 _ => TransportFailure::ConnectionReset,
             });
         }
+        // hyper-util's resolver error is a private type whose message
+        // starts "dns error"; it sits before the resolver's own io::Error in
+        // the chain, so it is seen first (tested).
         if e.to_string().contains("dns error") {
             return Some(TransportFailure::DnsFailure);
         }
