@@ -17,6 +17,7 @@ mod otlp_common;
 mod otlp_server;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use flowscribe_sinks::core::classify::{
@@ -185,6 +186,17 @@ async fn partial_success_marks_exactly_the_rejected_count() {
     let report = t.send(&queued(0..2)).await;
     let all = Outcome::OtlpPartialSuccess { rejected: 99 };
     assert_eq!(report.outcomes, SendOutcomes::PerRecord(vec![all; 2]));
+    let stats = t.stats();
+    assert_eq!(
+        stats.partial_success_rejected_total.load(Ordering::Relaxed),
+        3 + 99
+    );
+    // The last message that came with rejected records is kept (the
+    // warning-only one is not a rejection).
+    assert_eq!(
+        stats.last_rejection.lock().unwrap().as_deref(),
+        Some("99 rejected: more than sent")
+    );
 }
 
 /// Through the driver: a retryable code is retried and then delivered once;

@@ -4,8 +4,8 @@
 //! Pipeline position: a [`Transport`] driven by the sink driver. It must
 //! not retry or sleep (the driver does), and never logs header values.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -33,6 +33,10 @@ pub struct OtlpStats {
     pub malformed_records_total: AtomicU64,
     /// Sum of `partial_success.rejected_log_records` as the receiver sent it.
     pub partial_success_rejected_total: AtomicU64,
+    /// The receiver's `error_message` of the last partial success that
+    /// rejected records, with the count (OTLP names no record, so the
+    /// message cannot go with each rejected record; it is also logged).
+    pub last_rejection: Mutex<Option<String>>,
 }
 
 #[derive(Debug)]
@@ -164,10 +168,15 @@ impl OtlpTransport {
 
     fn count_partial(&self, resp: &ExportLogsServiceResponse) {
         if let Some(ps) = &resp.partial_success {
-            self.stats.partial_success_rejected_total.fetch_add(
-                u64::try_from(ps.rejected_log_records).unwrap_or(0),
-                Ordering::Relaxed,
-            );
+            let rejected = u64::try_from(ps.rejected_log_records).unwrap_or(0);
+            self.stats
+                .partial_success_rejected_total
+                .fetch_add(rejected, Ordering::Relaxed);
+            if rejected > 0
+                && let Ok(mut last) = self.stats.last_rejection.lock()
+            {
+                *last = Some(format!("{rejected} rejected: {}", ps.error_message));
+            }
         }
     }
 }
