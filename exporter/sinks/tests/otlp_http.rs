@@ -21,9 +21,10 @@ use bytes::Bytes;
 use flowscribe_sinks::core::classify::{Action, Outcome, RejectReason, TransportFailure, classify};
 use flowscribe_sinks::core::driver::{SendOutcomes, Transport};
 use flowscribe_sinks::core::queue::{QueuedRecord, Record};
+use flowscribe_sinks::otlp::OtlpTlsConfig;
 use flowscribe_sinks::otlp::{OtlpConfig, OtlpEncoding, OtlpProtocol};
 use otlp_common::*;
-use otlp_server::{OtlpServer, Reply};
+use otlp_server::{OtlpServer, Reply, ServerTls};
 
 fn http_config(server: &OtlpServer, encoding: OtlpEncoding) -> OtlpConfig {
     let mut c = OtlpConfig::new(server.addr.to_string(), OtlpProtocol::Http, envelope());
@@ -305,4 +306,68 @@ async fn outage_connection_refused_then_delivered() {
     assert_exactly_once(&server.accepted_bodies(), 50..60);
     assert_eq!(handle.snapshot().delivered_records_total, 60);
     stop_driver(handle, task).await;
+}
+
+/// OTLP/HTTP over mutual TLS with a CA the test generates; a wrong CA is a
+/// verification failure (retried, never a drop) and nothing arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_and_a_wrong_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let server = OtlpServer::https(
+        "127.0.0.1:0",
+        ServerTls {
+            cert_pem: std::fs::read(&pki.server_cert).unwrap(),
+            key_pem: std::fs::read(&pki.server_key).unwrap(),
+            client_ca_pem: Some(std::fs::read(&pki.ca).unwrap()),
+        },
+    )
+    .await;
+    let mut cfg = OtlpConfig::new(
+        format!("localhost:{}", server.addr.port()),
+        OtlpProtocol::Http,
+        envelope(),
+    );
+    cfg.tls = Some(OtlpTlsConfig {
+        ca_file: Some(pki.ca.clone()),
+        client_cert_file: Some(pki.client_cert.clone()),
+        client_key_file: Some(pki.client_key.clone()),
+        server_name: None,
+    });
+    let mut t = cfg.build().unwrap();
+    let report = t.send(&queued(0..4)).await;
+    assert_eq!(report.outcomes, SendOutcomes::PerRecord(vec![OK; 4]));
+    assert_exactly_once(&server.accepted_bodies(), 0..4);
+
+    let mut wrong = cfg.clone();
+    wrong.tls.as_mut().unwrap().ca_file = Some(pki.other_ca.clone());
+    let mut t = wrong.build().unwrap();
+    let outcome = Outcome::Transport(TransportFailure::TlsVerification);
+    assert_eq!(
+        t.send(&queued(4..6)).await.outcomes,
+        SendOutcomes::Batch(outcome)
+    );
+    assert!(matches!(classify(&outcome).action, Action::Retry { .. }));
+
+    // Without a client certificate the server refuses the handshake. With
+    // TLS 1.3 the client learns it on its first read: as the server's alert
+    // or, when the server's close wins the race, as a closed connection.
+    // Either way a retried transport failure, never a drop.
+    let mut anonymous = cfg.clone();
+    let tls = anonymous.tls.as_mut().unwrap();
+    tls.client_cert_file = None;
+    tls.client_key_file = None;
+    let mut t = anonymous.build().unwrap();
+    let SendOutcomes::Batch(outcome) = t.send(&queued(6..8)).await.outcomes else {
+        panic!("one outcome for the batch expected");
+    };
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Transport(TransportFailure::TlsHandshake | TransportFailure::ConnectionReset)
+        ),
+        "{outcome:?}"
+    );
+    assert!(matches!(classify(&outcome).action, Action::Retry { .. }));
+    assert_eq!(server.received().len(), 1, "only the first request arrived");
 }

@@ -257,23 +257,33 @@ impl OtlpServer {
 impl OtlpServer {
     /// Start the OTLP/HTTP receiver (`POST /v1/logs`) on `addr`.
     pub async fn http(addr: &str) -> OtlpServer {
-        Self::http_with(addr, false, false).await
+        Self::http_with(addr, false, false, None).await
+    }
+
+    /// The OTLP/HTTP receiver behind TLS (rustls, ring).
+    pub async fn https(addr: &str, tls: ServerTls) -> OtlpServer {
+        Self::http_with(addr, false, false, Some(tls_acceptor(&tls))).await
     }
 
     /// An OTLP/HTTP receiver that decodes and counts records but keeps no
     /// copy of the requests (benches).
     pub async fn http_counting(addr: &str) -> OtlpServer {
-        Self::http_with(addr, true, false).await
+        Self::http_with(addr, true, false, None).await
     }
 
     /// An HTTP receiver that reads each body completely and answers 200
     /// with an empty body, decoding nothing (benches: the client's cost
     /// without the receiver's). Counts requests in `records_accepted`.
     pub async fn http_discarding(addr: &str) -> OtlpServer {
-        Self::http_with(addr, true, true).await
+        Self::http_with(addr, true, true, None).await
     }
 
-    async fn http_with(addr: &str, count_only: bool, discard: bool) -> OtlpServer {
+    async fn http_with(
+        addr: &str,
+        count_only: bool,
+        discard: bool,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> OtlpServer {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
@@ -291,14 +301,26 @@ impl OtlpServer {
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
                         let state = Arc::clone(&accept_state);
+                        let tls = tls.clone();
                         connections.push(tokio::spawn(async move {
                             let service = hyper::service::service_fn(move |req| {
                                 let state = Arc::clone(&state);
                                 async move { Ok::<_, std::convert::Infallible>(http_export(&state, req).await) }
                             });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                                .await;
+                            let http = hyper::server::conn::http1::Builder::new();
+                            match tls {
+                                None => {
+                                    let io = hyper_util::rt::TokioIo::new(stream);
+                                    let _ = http.serve_connection(io, service).await;
+                                }
+                                Some(acceptor) => {
+                                    // A failed handshake is the client's
+                                    // outcome to observe; nothing to serve.
+                                    let Ok(tls) = acceptor.accept(stream).await else { return };
+                                    let io = hyper_util::rt::TokioIo::new(tls);
+                                    let _ = http.serve_connection(io, service).await;
+                                }
+                            }
                         }));
                     }
                 }
@@ -314,6 +336,36 @@ impl OtlpServer {
             stop: Some(stop),
         }
     }
+}
+
+/// A rustls acceptor for `tls` (client certificates required when
+/// `client_ca_pem` is set).
+fn tls_acceptor(tls: &ServerTls) -> tokio_rustls::TlsAcceptor {
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::{RootCertStore, ServerConfig, server::WebPkiClientVerifier};
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&tls.cert_pem)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(&tls.key_pem).unwrap();
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match &tls.client_ca_pem {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(ca) {
+                roots.add(c.unwrap()).unwrap();
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    tokio_rustls::TlsAcceptor::from(Arc::new(builder.with_single_cert(chain, key).unwrap()))
 }
 
 type HttpResponse = hyper::Response<http_body_util::Full<bytes::Bytes>>;
