@@ -28,6 +28,7 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 
 use super::config::{Headers, OtlpConfig, TlsFiles};
+use super::response::ExportResult;
 use crate::core::classify::{GrpcCode, Outcome, TransportFailure};
 use crate::core::driver::TransportError;
 
@@ -101,10 +102,27 @@ impl GrpcExporter {
     }
 
     /// One export of an encoded `ExportLogsServiceRequest`.
-    pub(crate) async fn export(
-        &mut self,
-        body: Bytes,
-    ) -> Result<ExportLogsServiceResponse, Status> {
+    pub(crate) async fn export(&mut self, body: Bytes) -> ExportResult {
+        match self.call(body).await {
+            Ok(response) => ExportResult::Accepted {
+                ok: Outcome::Grpc {
+                    code: GrpcCode::Ok,
+                    retry_info: false,
+                },
+                response,
+            },
+            Err(status) => {
+                let (outcome, retry_after) = status_outcome(&status);
+                tracing::debug!(code = ?status.code(), message = status.message(), "OTLP/gRPC export failed");
+                ExportResult::Failed {
+                    outcome,
+                    retry_after,
+                }
+            }
+        }
+    }
+
+    async fn call(&mut self, body: Bytes) -> Result<ExportLogsServiceResponse, Status> {
         self.grpc
             .ready()
             .await
@@ -125,7 +143,7 @@ impl GrpcExporter {
 }
 
 /// The outcome of a failed export and the server's delay, if it sent one.
-pub(crate) fn status_outcome(status: &Status) -> (Outcome, Option<Duration>) {
+fn status_outcome(status: &Status) -> (Outcome, Option<Duration>) {
     if let Some(failure) = transport_failure(status) {
         return (Outcome::Transport(failure), None);
     }

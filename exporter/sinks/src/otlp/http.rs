@@ -18,6 +18,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 use prost::Message as _;
 
 use super::config::{Headers, OtlpConfig, OtlpEncoding};
+use super::response::ExportResult;
 use crate::core::classify::{HttpClass, Outcome};
 use crate::core::driver::TransportError;
 use crate::core::http::{
@@ -35,21 +36,6 @@ pub(crate) struct HttpExporter {
     path: String,
     encoding: OtlpEncoding,
     gzip: bool,
-}
-
-/// What one export got back.
-#[derive(Debug)]
-pub(crate) enum HttpExport {
-    /// A success status, with the response's partial success if any.
-    Accepted {
-        status: u16,
-        partial_success: Option<ExportLogsPartialSuccess>,
-    },
-    /// Any other status, or no response.
-    Failed {
-        outcome: Outcome,
-        retry_after: Option<Duration>,
-    },
 }
 
 impl HttpExporter {
@@ -89,28 +75,30 @@ impl HttpExporter {
     }
 
     /// One export of an encoded request body.
-    pub(crate) async fn export(&self, body: Bytes) -> HttpExport {
+    pub(crate) async fn export(&self, body: Bytes) -> ExportResult {
         let request = HttpRequest::post(self.path.clone(), self.encoding.content_type(), body)
             .gzip(self.gzip);
         match self.client.send(request).await {
             // Only the table's success statuses carry an export response;
             // other 2xx (Loki-style 260) go to the table like any status.
             Ok(response) if HttpClass::of(response.status) == HttpClass::Success => {
-                HttpExport::Accepted {
-                    status: response.status,
-                    partial_success: self.partial_success(&response),
+                ExportResult::Accepted {
+                    ok: response.outcome(),
+                    response: ExportLogsServiceResponse {
+                        partial_success: self.partial_success(&response),
+                    },
                 }
             }
             Ok(response) => {
                 tracing::debug!(status = response.status, message = %status_message(&response, self.encoding), "OTLP/HTTP export failed");
-                HttpExport::Failed {
+                ExportResult::Failed {
                     outcome: response.outcome(),
                     retry_after: response.retry_after(RETRY_AFTER_CAP),
                 }
             }
             Err(HttpSendError { failure, detail }) => {
                 tracing::debug!(failure = ?failure, detail = %detail, "OTLP/HTTP export got no response");
-                HttpExport::Failed {
+                ExportResult::Failed {
                     outcome: Outcome::Transport(failure),
                     retry_after: None,
                 }

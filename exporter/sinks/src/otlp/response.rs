@@ -14,11 +14,29 @@
 //! dropped. The receiver's `error_message` is logged at `warn` with the
 //! count.
 
+use std::time::Duration;
+
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 
 use super::request_builder::BuiltRequest;
 use crate::core::classify::Outcome;
 use crate::core::driver::SendReport;
+
+/// What one export got back, protocol-neutral.
+#[derive(Debug)]
+pub(crate) enum ExportResult {
+    /// Accepted with `ok` (gRPC `OK`, an HTTP success status); `response`
+    /// may carry a partial success.
+    Accepted {
+        ok: Outcome,
+        response: ExportLogsServiceResponse,
+    },
+    /// Refused, or no response: one outcome for the request.
+    Failed {
+        outcome: Outcome,
+        retry_after: Option<Duration>,
+    },
+}
 
 /// The report for a request that reached the receiver and was answered
 /// with success (`ok`: gRPC `OK` or the HTTP status), carrying `response`.

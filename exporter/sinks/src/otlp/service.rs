@@ -11,10 +11,11 @@ use bytes::Bytes;
 
 use super::config::OtlpEncoding;
 use super::config::{Headers, OtlpConfig, OtlpProtocol, TlsFiles};
-use super::grpc::{GrpcExporter, status_outcome};
-use super::http::{HttpExport, HttpExporter};
+use super::grpc::GrpcExporter;
+use super::http::HttpExporter;
 use super::request_builder::OtlpRequestBuilder;
 use super::response;
+use super::response::ExportResult;
 use crate::core::classify::{GrpcCode, Outcome};
 use crate::core::driver::{SendReport, Transport, TransportError};
 use crate::core::queue::QueuedRecord;
@@ -83,76 +84,6 @@ impl OtlpTransport {
         Arc::clone(&self.stats)
     }
 
-    async fn send_grpc(&mut self, batch: &[QueuedRecord]) -> SendReport {
-        // A record that is not a LogRecord is what the receiver would answer
-        // INVALID_ARGUMENT for.
-        let malformed = Outcome::Grpc {
-            code: GrpcCode::InvalidArgument,
-            retry_info: false,
-        };
-        self.body.clear();
-        let built = self.builder.protobuf(batch, &mut self.body);
-        self.count(&built);
-        if built.included.is_empty() {
-            return response::all_malformed(batch.len(), malformed);
-        }
-        let ok = Outcome::Grpc {
-            code: GrpcCode::Ok,
-            retry_info: false,
-        };
-        let body = Bytes::copy_from_slice(&self.body);
-        let Exporter::Grpc(exporter) = &mut *self.exporter else {
-            return SendReport::batch(malformed);
-        };
-        match exporter.export(body).await {
-            Ok(resp) => {
-                self.count_partial(&resp);
-                response::accepted(&self.sink, batch.len(), &built, ok, malformed, &resp)
-            }
-            Err(status) => {
-                let (outcome, retry_after) = status_outcome(&status);
-                tracing::debug!(sink = %self.sink, code = ?status.code(), message = status.message(), "OTLP/gRPC export failed");
-                response::failed(batch.len(), &built, outcome, malformed)
-                    .with_retry_after(retry_after)
-            }
-        }
-    }
-
-    async fn send_http(&mut self, batch: &[QueuedRecord], encoding: OtlpEncoding) -> SendReport {
-        // A record that is not a LogRecord is what the receiver would answer
-        // 400 Bad Request for.
-        let malformed = Outcome::Http { status: 400 };
-        self.body.clear();
-        let built = match encoding {
-            OtlpEncoding::Protobuf => self.builder.protobuf(batch, &mut self.body),
-            OtlpEncoding::Json => self.builder.json(batch, &mut self.body),
-        };
-        self.count(&built);
-        if built.included.is_empty() {
-            return response::all_malformed(batch.len(), malformed);
-        }
-        let body = Bytes::copy_from_slice(&self.body);
-        let Exporter::Http(exporter) = &*self.exporter else {
-            return SendReport::batch(malformed);
-        };
-        match exporter.export(body).await {
-            HttpExport::Accepted {
-                status,
-                partial_success,
-            } => {
-                let resp = ExportLogsServiceResponse { partial_success };
-                self.count_partial(&resp);
-                let ok = Outcome::Http { status };
-                response::accepted(&self.sink, batch.len(), &built, ok, malformed, &resp)
-            }
-            HttpExport::Failed {
-                outcome,
-                retry_after,
-            } => response::failed(batch.len(), &built, outcome, malformed)
-                .with_retry_after(retry_after),
-        }
-    }
-
     fn count(&self, built: &super::request_builder::BuiltRequest) {
         self.stats.requests_total.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -183,11 +114,44 @@ impl OtlpTransport {
 
 impl Transport for OtlpTransport {
     async fn send(&mut self, batch: &[QueuedRecord]) -> SendReport {
-        match &*self.exporter {
-            Exporter::Grpc(_) => self.send_grpc(batch).await,
-            Exporter::Http(h) => {
-                let encoding = h.encoding();
-                self.send_http(batch, encoding).await
+        // A record that is not a LogRecord is left out and gets what the
+        // receiver would answer for it.
+        let (encoding, malformed) = match &*self.exporter {
+            Exporter::Grpc(_) => (
+                OtlpEncoding::Protobuf,
+                Outcome::Grpc {
+                    code: GrpcCode::InvalidArgument,
+                    retry_info: false,
+                },
+            ),
+            Exporter::Http(h) => (h.encoding(), Outcome::Http { status: 400 }),
+        };
+        self.body.clear();
+        let built = match encoding {
+            OtlpEncoding::Protobuf => self.builder.protobuf(batch, &mut self.body),
+            OtlpEncoding::Json => self.builder.json(batch, &mut self.body),
+        };
+        self.count(&built);
+        if built.included.is_empty() {
+            return response::all_malformed(batch.len(), malformed);
+        }
+        let body = Bytes::copy_from_slice(&self.body);
+        let result = match &mut *self.exporter {
+            Exporter::Grpc(e) => e.export(body).await,
+            Exporter::Http(e) => e.export(body).await,
+        };
+        match result {
+            ExportResult::Accepted { ok, response } => {
+                self.count_partial(&response);
+                response::accepted(&self.sink, batch.len(), &built, ok, malformed, &response)
+            }
+            ExportResult::Failed {
+                outcome,
+                retry_after,
+            } => {
+                tracing::debug!(sink = %self.sink, ?outcome, "OTLP export failed");
+                response::failed(batch.len(), &built, outcome, malformed)
+                    .with_retry_after(retry_after)
             }
         }
     }

@@ -257,3 +257,35 @@ fn validate_collects_every_problem() {
         assert!(c.validate().is_err(), "{bad}");
     }
 }
+
+#[test]
+fn json_partial_success_reads_int64_as_string_or_number() {
+    use super::http::partial_success_from_json;
+    let ps = |rejected: i64, msg: &str| {
+        Some(
+            opentelemetry_proto::tonic::collector::logs::v1::ExportLogsPartialSuccess {
+                rejected_log_records: rejected,
+                error_message: msg.into(),
+            },
+        )
+    };
+    let cases: &[(&str, Result<_, ()>)] = &[
+        ("{}", Ok(None)),
+        (r#"{"partialSuccess":{}}"#, Ok(ps(0, ""))),
+        (
+            r#"{"partialSuccess":{"rejectedLogRecords":"12","errorMessage":"old"}}"#,
+            Ok(ps(12, "old")),
+        ),
+        (
+            r#"{"partialSuccess":{"rejectedLogRecords":3}}"#,
+            Ok(ps(3, "")),
+        ),
+        (r#"{"partialSuccess":{"rejectedLogRecords":"x"}}"#, Err(())),
+        (r#"{"partialSuccess":{"rejectedLogRecords":1.5}}"#, Err(())),
+        ("not json", Err(())),
+    ];
+    for (body, want) in cases {
+        let got = partial_success_from_json(body.as_bytes()).map_err(|_| ());
+        assert_eq!(&got, want, "{body}");
+    }
+}
