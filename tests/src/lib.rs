@@ -423,6 +423,7 @@ impl Exporter {
             code: status.code(),
             elapsed,
             records,
+            lines: text.lines().map(str::to_string).collect(),
             log: std::mem::take(&mut self.log),
         }
     }
@@ -490,6 +491,8 @@ pub struct Stopped {
     pub code: Option<i32>,
     pub elapsed: Duration,
     pub records: Vec<Value>,
+    /// The output file's lines as written.
+    pub lines: Vec<String>,
     pub log: Vec<String>,
 }
 

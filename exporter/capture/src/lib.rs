@@ -216,6 +216,30 @@ fn load_err(e: impl std::fmt::Display) -> CaptureError {
     CaptureError::Load(e.to_string())
 }
 
+/// The kernel's clock discipline as adjtimex(2) reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelClock {
+    /// NTP (or PTP) discipline is on: `STA_UNSYNC` is clear and the call
+    /// did not report `TIME_ERROR`.
+    pub synchronized: bool,
+    pub max_error_us: u64,
+    pub est_error_us: u64,
+}
+
+/// Read the clock discipline (adjtimex with no change requested).
+#[allow(unsafe_code, reason = "adjtimex through libc")]
+pub fn kernel_clock() -> KernelClock {
+    // SAFETY: a zeroed timex with modes = 0 only reads the state.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: tx is a valid, writable timex.
+    let rc = unsafe { libc::adjtimex(&mut tx) };
+    KernelClock {
+        synchronized: rc != libc::TIME_ERROR && tx.status & libc::STA_UNSYNC == 0,
+        max_error_us: tx.maxerror.max(0) as u64,
+        est_error_us: tx.esterror.max(0) as u64,
+    }
+}
+
 /// Kernel boot-clock nanoseconds now (the clock the programs stamp with).
 fn boot_ns() -> u64 {
     clock_ns(libc::CLOCK_BOOTTIME)

@@ -265,6 +265,99 @@ pub enum PolicyReport {
     Recovered {
         resource: PolicyResource,
     },
+    /// A policy was created, updated or deleted after its resource was
+    /// first listed (PCI DSS 1.2.2 / 10.2.1.7 evidence).
+    Changed(PolicyChange),
+}
+
+/// What happened to one policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Created => "created",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Deleted => "deleted",
+        }
+    }
+}
+
+/// One policy change, with what identifies the version and a summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyChange {
+    pub change: ChangeKind,
+    pub resource: PolicyResource,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub resource_version: String,
+    pub generation: Option<i64>,
+    /// The version it replaced (updated, deleted).
+    pub previous_resource_version: Option<String>,
+    /// Which parts differ: `spec.<key>` for each changed spec member,
+    /// `metadata.labels`, `metadata.annotations`; empty for create/delete.
+    pub changed: Vec<String>,
+}
+
+impl PolicyChange {
+    fn new(
+        change: ChangeKind,
+        resource: PolicyResource,
+        now: &Value,
+        before: Option<&Value>,
+    ) -> Self {
+        let generation = now
+            .get("metadata")
+            .and_then(|m| m.get("generation"))
+            .and_then(Value::as_i64);
+        PolicyChange {
+            change,
+            resource,
+            namespace: meta(now, "namespace"),
+            name: meta(now, "name"),
+            uid: meta(now, "uid"),
+            resource_version: meta(now, "resourceVersion"),
+            generation,
+            previous_resource_version: before.map(|b| meta(b, "resourceVersion")),
+            changed: match (change, before) {
+                (ChangeKind::Updated, Some(b)) => changed_parts(b, now),
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
+/// The parts of a policy that differ between two versions.
+fn changed_parts(before: &Value, after: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let spec = |v: &Value| {
+        v.get("spec")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (b, a) = (spec(before), spec(after));
+    let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for k in keys {
+        if b.get(k) != a.get(k) {
+            out.push(format!("spec.{k}"));
+        }
+    }
+    for part in ["labels", "annotations"] {
+        let get = |v: &Value| v.get("metadata").and_then(|m| m.get(part)).cloned();
+        if get(before) != get(after) {
+            out.push(format!("metadata.{part}"));
+        }
+    }
+    out
 }
 
 /// The current policy objects from the API, and the source's health.
@@ -287,25 +380,69 @@ fn meta(v: &Value, field: &str) -> String {
 }
 
 impl PolicyObjects {
+    fn recovered(&mut self, resource: PolicyResource, reports: &mut Vec<PolicyReport>) {
+        self.absent.remove(&resource);
+        if self.failing.remove(&resource).is_some() {
+            reports.push(PolicyReport::Recovered { resource });
+        }
+    }
+
     pub fn apply(&mut self, event: PolicyEvent) -> Vec<PolicyReport> {
         let mut reports = Vec::new();
-        let mut recovered = |this: &mut Self, resource: PolicyResource| {
-            this.absent.remove(&resource);
-            if this.failing.remove(&resource).is_some() {
-                reports.push(PolicyReport::Recovered { resource });
-            }
-        };
         match event {
             PolicyEvent::Listed { resource, objects } => {
-                self.objects.retain(|(r, _, _), _| *r != resource);
+                // A relist after the first one (a 410, a reconnect) may
+                // carry changes the watch missed: report the difference.
+                let relist = self.listed.contains(&resource);
+                let mut before: BTreeMap<(String, String), Value> = BTreeMap::new();
+                self.objects.retain(|(r, ns, name), v| {
+                    if *r == resource {
+                        before.insert((ns.clone(), name.clone()), v.clone());
+                        false
+                    } else {
+                        true
+                    }
+                });
                 let n = objects.len();
                 for o in objects {
-                    let key = (resource, meta(&o, "namespace"), meta(&o, "name"));
-                    self.objects.insert(key, o);
+                    let (ns, name) = (meta(&o, "namespace"), meta(&o, "name"));
+                    let old = before.remove(&(ns.clone(), name.clone()));
+                    if relist {
+                        match &old {
+                            None => reports.push(PolicyReport::Changed(PolicyChange::new(
+                                ChangeKind::Created,
+                                resource,
+                                &o,
+                                None,
+                            ))),
+                            Some(b)
+                                if meta(b, "resourceVersion") != meta(&o, "resourceVersion") =>
+                            {
+                                reports.push(PolicyReport::Changed(PolicyChange::new(
+                                    ChangeKind::Updated,
+                                    resource,
+                                    &o,
+                                    Some(b),
+                                )))
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    self.objects.insert((resource, ns, name), o);
+                }
+                if relist {
+                    for gone in before.values() {
+                        reports.push(PolicyReport::Changed(PolicyChange::new(
+                            ChangeKind::Deleted,
+                            resource,
+                            gone,
+                            Some(gone),
+                        )));
+                    }
                 }
                 self.listed.insert(resource);
                 self.changed = true;
-                recovered(self, resource);
+                self.recovered(resource, &mut reports);
                 reports.push(PolicyReport::Listed {
                     resource,
                     objects: n,
@@ -313,10 +450,17 @@ impl PolicyObjects {
             }
             PolicyEvent::Applied { resource, object } => {
                 let key = (resource, meta(&object, "namespace"), meta(&object, "name"));
+                let change = match self.objects.get(&key) {
+                    None => PolicyChange::new(ChangeKind::Created, resource, &object, None),
+                    Some(old) => {
+                        PolicyChange::new(ChangeKind::Updated, resource, &object, Some(old))
+                    }
+                };
+                reports.push(PolicyReport::Changed(change));
                 self.objects.insert(key, object);
                 self.changed = true;
                 if self.listed.contains(&resource) {
-                    recovered(self, resource);
+                    self.recovered(resource, &mut reports);
                 }
             }
             PolicyEvent::Deleted {
@@ -324,7 +468,15 @@ impl PolicyObjects {
                 namespace,
                 name,
             } => {
-                self.changed |= self.objects.remove(&(resource, namespace, name)).is_some();
+                if let Some(old) = self.objects.remove(&(resource, namespace, name)) {
+                    reports.push(PolicyReport::Changed(PolicyChange::new(
+                        ChangeKind::Deleted,
+                        resource,
+                        &old,
+                        Some(&old),
+                    )));
+                    self.changed = true;
+                }
             }
             PolicyEvent::Absent { resource } => {
                 // A CRD that went away takes its objects with it.

@@ -417,6 +417,44 @@ async fn policies_are_watched_and_missing_crds_are_not_a_degradation() {
         .clone();
     assert_eq!(current["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
     assert_eq!(current["apiVersion"], "networking.k8s.io/v1");
+    // Each change is reported once, with what identifies it (the initial
+    // list is the baseline, not a change).
+    let mut changes: Vec<(&str, &str, Vec<String>)> = c
+        .reports
+        .iter()
+        .filter_map(|r| match r {
+            PolicyReport::Changed(ch) => {
+                Some((ch.change.as_str(), ch.name.as_str(), ch.changed.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    // Two watchers (networkpolicies, stagednetworkpolicies): no order
+    // between them.
+    changes.sort_by_key(|(_, name, _)| name.to_string());
+    assert_eq!(
+        changes,
+        vec![
+            ("created", "allow-dns", vec![]),
+            ("updated", "deny-all", vec!["spec.policyTypes".to_string()]),
+            ("deleted", "lockdown", vec![]),
+        ],
+        "{:#?}",
+        c.reports
+    );
+    let updated = c
+        .reports
+        .iter()
+        .find_map(|r| match r {
+            PolicyReport::Changed(ch) if ch.name == "deny-all" => Some(ch),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(updated.uid, "np-deny-all");
+    assert_ne!(
+        updated.previous_resource_version.as_deref(),
+        Some(updated.resource_version.as_str())
+    );
     assert!(c.objects.take_changed());
     assert!(!c.objects.degraded());
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::SystemTime;
 
-use flowscribe_enrich::kube_policies::{PolicyEvent, PolicyObjects, PolicyReport};
+use flowscribe_enrich::kube_policies::{PolicyChange, PolicyEvent, PolicyObjects, PolicyReport};
 use flowscribe_enrich::kube_source::{SourceEvent, SourceReport, SourceState};
 use flowscribe_enrich::manifests::{self, DirectoryStamp};
 use flowscribe_enrich::objects::{Kind, Object};
@@ -33,6 +33,8 @@ pub struct Identities {
     manifest_policies: Vec<serde_json::Value>,
     /// Policy objects from the API server's policy watchers.
     kube_policies: Option<(Receiver<(SystemTime, PolicyEvent)>, PolicyObjects)>,
+    /// Policy changes seen since the last [`Identities::take_policy_changes`].
+    policy_changes: Vec<(SystemTime, PolicyChange)>,
     /// Compiled from both sources; `None` without a policy source (then
     /// flows carry no trace rather than a made-up verdict).
     policies: Option<PolicyIndex>,
@@ -49,6 +51,7 @@ impl Identities {
             kube: None,
             manifest_policies: Vec::new(),
             kube_policies: None,
+            policy_changes: Vec::new(),
             policies: None,
         }
     }
@@ -99,14 +102,20 @@ impl Identities {
         self.index.expire(now);
     }
 
+    /// Policy changes (created, updated, deleted) since the last call, with
+    /// when they arrived: the audit trail records them.
+    pub fn take_policy_changes(&mut self) -> Vec<(SystemTime, PolicyChange)> {
+        std::mem::take(&mut self.policy_changes)
+    }
+
     /// Apply the policy watchers' events; true when the objects changed.
     fn apply_policy_events(&mut self) -> bool {
         let Some((rx, objects)) = &mut self.kube_policies else {
             return false;
         };
         loop {
-            let event = match rx.try_recv() {
-                Ok((_, e)) => e,
+            let (at, event) = match rx.try_recv() {
+                Ok(e) => e,
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     warn!("Kubernetes policy watchers stopped; policy verdicts may be stale");
@@ -126,6 +135,18 @@ impl Identities {
                     }
                     PolicyReport::Recovered { resource } => {
                         info!(resource = %format!("{}.{}", resource.plural, resource.group), "policy watch recovered")
+                    }
+                    PolicyReport::Changed(change) => {
+                        info!(
+                            change = change.change.as_str(),
+                            kind = change.resource.kind,
+                            namespace = %change.namespace,
+                            name = %change.name,
+                            resource_version = %change.resource_version,
+                            changed = ?change.changed,
+                            "policy changed"
+                        );
+                        self.policy_changes.push((at, change));
                     }
                 }
             }

@@ -3,12 +3,14 @@
 //! signals and threads; the stage crates are libraries.
 #![forbid(unsafe_code)]
 
+mod audit_trail;
 mod config;
 mod explain_cmd;
 mod identity;
 mod metrics;
 mod output;
 mod pipeline;
+mod redact;
 mod sinks;
 
 use std::path::PathBuf;

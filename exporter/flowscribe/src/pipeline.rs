@@ -17,11 +17,15 @@ use flowscribe_normalize::{Context as SchemaContext, Schema, ecs, event_id, mini
 use tracing::{info, warn};
 
 use crate::RunArgs;
+use crate::audit_trail::{AuditTrail, Encoded, clock_state, view_name};
 use crate::config::{Config, Format, KubernetesMode, RawConfig};
 use crate::identity::Identities;
 use crate::metrics::{self, Metrics};
 use crate::output::RecordWriter;
 use crate::sinks::Sinks;
+use flowscribe_audit::HeartbeatRecord;
+use serde_json::json;
+use std::collections::BTreeMap;
 
 /// How `run` can fail: a usage problem (exit 2, one line each) or a runtime failure.
 #[derive(Debug)]
@@ -170,6 +174,73 @@ fn explain(batch: Batch, identities: &mut Identities) -> Explained {
     }
 }
 
+/// The configured redaction, on every flow before anything is encoded.
+fn redact(config: &Config, batch: &mut Explained) {
+    if !config.redactor.is_empty() {
+        for f in &mut batch.flows {
+            config.redactor.apply(f);
+        }
+    }
+}
+
+/// What the audit trail's start record says was running.
+fn start_details(config: &Config, capture: &Capture) -> BTreeMap<String, serde_json::Value> {
+    use sha2::Digest as _;
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let config_hash = hex_lower(&sha2::Sha256::digest(format!("{config:?}").as_bytes()));
+    BTreeMap::from([
+        ("version".to_string(), json!(env!("CARGO_PKG_VERSION"))),
+        ("config_sha256".to_string(), json!(config_hash)),
+        ("kernel".to_string(), json!(kernel)),
+        (
+            "attach_mode".to_string(),
+            json!(if capture.uses_tcx() { "tcx" } else { "tc" }),
+        ),
+        ("interfaces".to_string(), json!(capture.attached())),
+        ("sampling".to_string(), json!(1)),
+        ("redaction".to_string(), json!(config.redactor.declared())),
+    ])
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What is degraded right now, by condition, with a detail: the identity
+/// sources (`api_unreachable`), each sink whose last outcome was a degraded
+/// retry (`sink_blocked:<sink>`).
+fn degraded_conditions(identities: &Identities, sinks: &Sinks) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if identities.degraded() {
+        out.insert(
+            "identity_degraded".to_string(),
+            "an identity or policy source is incomplete".to_string(),
+        );
+    }
+    for s in &sinks.sinks {
+        if let Some(why) = s.degraded() {
+            out.insert(format!("sink_blocked:{}", s.spec.name), why.to_string());
+        }
+    }
+    out
+}
+
+/// The heartbeat's view of the node: clock discipline, coverage, health.
+fn heartbeat(capture: &Capture, identities: &Identities) -> HeartbeatRecord {
+    let mut degraded = Vec::new();
+    if identities.degraded() {
+        degraded.push("identity_degraded".to_string());
+    }
+    HeartbeatRecord {
+        clock: clock_state(),
+        interfaces_attached: capture.attached(),
+        sampling: 1,
+        degraded,
+    }
+}
+
 /// Refresh the metrics endpoint's view of the pipeline after a drain.
 fn report(metrics: &Metrics, capture: &Capture, identities: &Identities, batch: &Explained) {
     let counters = capture.counters();
@@ -191,8 +262,49 @@ fn deliver(
     encoder: &Encoder,
     writer: &mut RecordWriter,
     sinks: &Sinks,
+    audit: Option<&mut AuditTrail>,
 ) -> anyhow::Result<()> {
     // Each distinct format is encoded once, however many consumers share it.
+    let ids = encoder.event_ids(batch);
+    let mut encoded: Vec<Encoded> = Vec::new();
+    for format in consumer_formats(encoder, writer, sinks) {
+        encoded.push((format, encoder.encode(format, batch)?, ids.clone()));
+    }
+    // ⑤ The audit trail numbers, seals and checkpoints every JSON view.
+    if let Some(audit) = audit {
+        audit.seal(&mut encoded, batch.at)?;
+    }
+    send(&encoded, encoder, writer, sinks)?;
+    push_otlp_log_records(batch, encoder, sinks, &ids)
+}
+
+/// ⑤ OTLP sinks queue one protobuf `LogRecord` per flow and loss record,
+/// encoded once for all of them. They are not one of the audit trail's
+/// JSON views (no seal fields).
+fn push_otlp_log_records(
+    batch: &Explained,
+    encoder: &Encoder,
+    sinks: &Sinks,
+    ids: &[String],
+) -> anyhow::Result<()> {
+    if !sinks.sinks.iter().any(|s| s.spec.sends_otlp_log_records()) {
+        return Ok(());
+    }
+    let records = encoder.otlp_log_records(batch);
+    for (i, sink) in sinks.sinks.iter().enumerate() {
+        if sink.spec.sends_otlp_log_records() {
+            sinks.push(
+                i,
+                ids.iter().cloned().zip(records.iter().cloned()).collect(),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Every format some consumer (the output, a sink) wants, once each.
+fn consumer_formats(encoder: &Encoder, writer: &RecordWriter, sinks: &Sinks) -> Vec<Format> {
+    let mut formats: Vec<Format> = Vec::new();
     let wanted = (!writer.is_none())
         .then_some(encoder.format)
         .into_iter()
@@ -203,39 +315,33 @@ fn deliver(
                 .filter(|s| !s.spec.sends_otlp_log_records())
                 .map(|s| s.spec.format),
         );
-    let mut encoded: Vec<(Format, Vec<Vec<u8>>)> = Vec::new();
-    for format in wanted {
-        if !encoded.iter().any(|(f, _)| *f == format) {
-            encoded.push((format, encoder.encode(format, batch)?));
+    for f in wanted {
+        if !formats.contains(&f) {
+            formats.push(f);
         }
     }
-    let lines = |format: Format| {
-        encoded
-            .iter()
-            .find(|(f, _)| *f == format)
-            .map(|(_, l)| l.as_slice())
-            .unwrap_or_default()
-    };
-    if !writer.is_none() {
-        writer.write_lines(lines(encoder.format))?;
+    formats
+}
+
+/// Hand each consumer its format's lines (with their event ids).
+fn send(
+    encoded: &[Encoded],
+    encoder: &Encoder,
+    writer: &mut RecordWriter,
+    sinks: &Sinks,
+) -> anyhow::Result<()> {
+    let of = |format: Format| encoded.iter().find(|(f, _, _)| *f == format);
+    if !writer.is_none()
+        && let Some((_, lines, _)) = of(encoder.format)
+    {
+        writer.write_lines(lines)?;
     }
-    if !sinks.sinks.is_empty() {
-        let ids = encoder.event_ids(batch);
-        // OTLP sinks queue one encoded LogRecord per record; encoded once
-        // for all of them.
-        let log_records = if sinks.sinks.iter().any(|s| s.spec.sends_otlp_log_records()) {
-            encoder.otlp_log_records(batch)
-        } else {
-            Vec::new()
-        };
-        for (i, sink) in sinks.sinks.iter().enumerate() {
-            let payloads = if sink.spec.sends_otlp_log_records() {
-                log_records.as_slice()
-            } else {
-                lines(sink.spec.format)
-            };
-            let records = ids.iter().cloned().zip(payloads.iter().cloned());
-            sinks.push(i, records.collect())?;
+    for (i, sink) in sinks.sinks.iter().enumerate() {
+        if sink.spec.sends_otlp_log_records() {
+            continue; // fed by push_otlp_log_records
+        }
+        if let Some((_, lines, ids)) = of(sink.spec.format) {
+            sinks.push(i, ids.iter().cloned().zip(lines.iter().cloned()).collect())?;
         }
     }
     Ok(())
@@ -480,6 +586,21 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             .map_err(RunError::Failed)?;
     }
 
+    // ⑤ The audit trail, when on: key and chain state first, so a bad key
+    // stops the start before anything is attached.
+    let mut audit = match &config.audit {
+        Some(settings) => Some(
+            AuditTrail::start(
+                settings,
+                &config.node_name,
+                &consumer_formats(&encoder, &writer, &sinks),
+                SystemTime::now(),
+            )
+            .map_err(|e| RunError::Usage(vec![format!("{e:#}")]))?,
+        ),
+        None => None,
+    };
+
     // ① Capture: check the host, load the programs, attach to interfaces.
     let (mut capture, events) = Capture::start(&config.capture).map_err(|e| match e {
         CaptureError::Preflight(p) => RunError::Usage(vec![p.to_string()]),
@@ -487,6 +608,9 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         other => RunError::Failed(other.into()),
     })?;
     log_attach_events(&events);
+    if let Some(a) = audit.as_mut() {
+        a.started(start_details(&config, &capture), SystemTime::now());
+    }
     info!(
         node = %config.node_name,
         mode = if capture.uses_tcx() { "tcx" } else { "tc" },
@@ -516,6 +640,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     identities.refresh(SystemTime::now());
 
     let mut next_drain = Instant::now() + config.drain_interval;
+    let mut loss_window = SystemTime::now();
     while !stop.load(Ordering::Relaxed) {
         // ① Follow interfaces as pods come and go (netlink, at most 200 ms late).
         let wait = next_drain
@@ -529,8 +654,19 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         next_drain += config.drain_interval;
         // ① Drain the kernel maps -> ② enrich -> ④ normalize -> output.
         let batch = capture.drain().map_err(anyhow::Error::from)?;
-        let explained = explain(batch, &mut identities);
-        deliver(&explained, &encoder, &mut writer, &sinks)?;
+        let mut explained = explain(batch, &mut identities);
+        redact(&config, &mut explained);
+        let changes = identities.take_policy_changes();
+        let sink_losses = sinks.take_losses();
+        let now = SystemTime::now();
+        if let Some(a) = audit.as_mut() {
+            a.conditions(degraded_conditions(&identities, &sinks), now);
+            a.policy_changes(changes);
+            a.sink_losses(sink_losses, loss_window, now);
+            a.tick(now, || heartbeat(&capture, &identities))?;
+        }
+        loss_window = now;
+        deliver(&explained, &encoder, &mut writer, &sinks, audit.as_mut())?;
         report(&metrics, &capture, &identities, &explained);
     }
 
@@ -538,12 +674,37 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     // the kernel counted is lost.
     info!("stopping: final drain");
     let (batch, counters) = capture.shutdown().map_err(anyhow::Error::from)?;
-    deliver(
-        &explain(batch, &mut identities),
-        &encoder,
-        &mut writer,
-        &sinks,
-    )?;
+    let mut explained = explain(batch, &mut identities);
+    redact(&config, &mut explained);
+    deliver(&explained, &encoder, &mut writer, &sinks, audit.as_mut())?;
+    if let Some(a) = audit.as_mut() {
+        // What the sinks lost while delivering the last records, then the
+        // stop record, in one last numbered batch.
+        sinks.settle(Duration::from_secs(5));
+        let now = SystemTime::now();
+        a.sink_losses(sinks.take_losses(), loss_window, now);
+        a.stopping(now);
+        let last = Explained {
+            flows: Vec::new(),
+            losses: Vec::new(),
+            at: now,
+        };
+        deliver(&last, &encoder, &mut writer, &sinks, Some(a))?;
+    }
+    // The last signed checkpoints close the chain of this run.
+    if let Some(a) = audit.take() {
+        let formats = consumer_formats(&encoder, &writer, &sinks);
+        let mut last: Vec<Encoded> = Vec::new();
+        for (view, line, id) in a.finish(SystemTime::now())? {
+            for f in formats
+                .iter()
+                .filter(|f| view_name(**f) == Some(view.as_str()))
+            {
+                last.push((*f, vec![line.clone()], vec![id.clone()]));
+            }
+        }
+        send(&last, &encoder, &mut writer, &sinks)?;
+    }
     // ⑤ Deliver what is queued, then stop the drivers.
     sinks.shutdown(Duration::from_secs(10));
     let kernel = |i: u32| counters.kernel.get(i as usize).copied().unwrap_or(0);

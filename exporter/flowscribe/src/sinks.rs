@@ -5,11 +5,10 @@
 //! only fills its own queue.
 //!
 //! Today: `stdout`, `file:PATH`, `syslog+tcp://`, `syslog+tls://`,
-//! `syslog+udp://`, `elasticsearch://`, `splunk-hec://`, `otlp+grpc://`,
-//! `otlp+http://`. The other sinks of issue 6 are refused by name. OTLP
-//! sinks queue one encoded `LogRecord` (protobuf) per record whatever
-//! `format=` says; the transport frames a batch of them as one
-//! `ExportLogsServiceRequest`. Credentials come from files or environment variables
+//! `syslog+udp://`, `elasticsearch://`, `splunk-hec://`, `loki://`,
+//! `otlp+grpc://`, `otlp+http://`. OTLP sinks queue one encoded
+//! `LogRecord` (protobuf) per record whatever `format=` says; the
+//! transport frames a batch of them as one `ExportLogsServiceRequest`. Credentials come from files or environment variables
 //! named in the query (`api_key_file=`, `password_env=`, ...), never from
 //! the URL itself, so sink names can be logged.
 
@@ -17,11 +16,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use flowscribe_normalize::{Context as SchemaContext, Schema};
+use flowscribe_sinks::core::classify::RejectReason;
 use flowscribe_sinks::core::driver::{DriverConfig, DriverHandle, SinkDriver};
 use flowscribe_sinks::core::http::{HttpAuth, HttpTlsConfig, SecretSource};
 use flowscribe_sinks::core::queue::{Durability, DurableQueue, QueueConfig, Record};
 use flowscribe_sinks::elasticsearch::ElasticsearchConfig;
 use flowscribe_sinks::file::{FileConfig, StdoutTransport};
+use flowscribe_sinks::loki::{LokiConfig, LokiField};
 use flowscribe_sinks::otlp::{OtlpConfig, OtlpEncoding, OtlpProtocol, OtlpTlsConfig};
 use flowscribe_sinks::sink::SinkTransport;
 use flowscribe_sinks::splunk::{HecAckConfig, SplunkHecConfig};
@@ -49,6 +50,7 @@ enum TransportSpec {
     Syslog(Box<SyslogConfig>),
     Elasticsearch(Box<ElasticsearchConfig>),
     SplunkHec(Box<SplunkHecConfig>),
+    Loki(Box<LokiConfig>),
     /// The envelope (resource, scope) is filled in at start from the
     /// schema context.
     Otlp(Box<OtlpConfig>),
@@ -141,6 +143,22 @@ impl<'a> Query<'a> {
     }
 }
 
+impl SinkSpec {
+    /// What a crash does to the records queued for this sink.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The URL scheme (`syslog+tcp`, ...), or `stdout` / `file`.
+    pub fn scheme(&self) -> &str {
+        match self.name.split_once("://") {
+            Some((scheme, _)) => scheme,
+            None if self.name.starts_with("file:") => "file",
+            None => &self.name,
+        }
+    }
+}
+
 /// Parse `--sink URL`; `node` is the syslog HOSTNAME.
 pub fn parse_sink(url: &str, node: &str) -> Result<SinkSpec, String> {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
@@ -182,24 +200,19 @@ pub fn parse_sink(url: &str, node: &str) -> Result<SinkSpec, String> {
                 splunk_hec_spec(url, addr, node, &mut q)?,
                 Format::Schema(Schema::Ecs),
             ),
+            "loki" => (loki_spec(url, addr, &mut q)?, Format::Schema(Schema::Ecs)),
             "otlp+grpc" | "otlp+http" => (
                 otlp_spec(url, scheme, addr, &mut q)?,
                 // Nominal: OTLP sinks queue LogRecords, not lines.
                 Format::Schema(Schema::OtlpJson),
             ),
-            "loki" => {
-                return Err(format!(
-                    "{url}: the {scheme} sink is not built yet (issue 6); \
-                     available: stdout, file:PATH, syslog+tcp://, syslog+tls://, syslog+udp://, \
-                     elasticsearch://, splunk-hec://, otlp+grpc://, otlp+http://"
-                ));
-            }
             _ => return Err(format!("{url}: unknown sink scheme {scheme:?}")),
         }
     } else {
         return Err(format!(
-            "{url:?} is not a sink; use stdout, file:PATH, syslog+tcp|tls|udp://HOST:PORT, \
-             elasticsearch://HOST:PORT, splunk-hec://HOST:PORT or otlp+grpc|http://HOST:PORT"
+            "{url:?} is not a sink; use stdout, file:PATH, syslog+tcp|tls|udp://HOST:PORT \
+             elasticsearch://HOST:PORT, splunk-hec://HOST:PORT, loki://HOST:PORT or \
+             otlp+grpc|http://HOST:PORT"
         ));
     };
     q.finish()?;
@@ -209,10 +222,13 @@ pub fn parse_sink(url: &str, node: &str) -> Result<SinkSpec, String> {
         ));
     }
     let format = format.unwrap_or(default_format);
-    if matches!(transport, TransportSpec::Elasticsearch(_)) && format == Format::Schema(Schema::Cef)
+    if matches!(transport, TransportSpec::Elasticsearch(_)) && format != Format::Schema(Schema::Ecs)
     {
+        // The data stream refuses documents without `@timestamp`, which
+        // only the ECS format carries: any other format would have every
+        // record rejected.
         return Err(format!(
-            "{url}: Elasticsearch stores JSON documents; use format=ecs, ocsf, otlp-json or minimal"
+            "{url}: the Elasticsearch data stream needs ECS documents (@timestamp); use format=ecs"
         ));
     }
     Ok(SinkSpec {
@@ -243,6 +259,14 @@ fn syslog_spec(
         server_name: q.take("server_name").map(str::to_string),
     };
     let mut c = SyslogConfig::new(addr, protocol, node);
+    if let Some(v) = q.take("max_datagram") {
+        if protocol != SyslogProtocol::Udp {
+            return Err(format!("{url}: max_datagram applies to syslog+udp only"));
+        }
+        c.max_datagram_bytes = v
+            .parse::<usize>()
+            .map_err(|_| format!("{url}: max_datagram={v:?} is not a number of bytes"))?;
+    }
     if protocol == SyslogProtocol::Tls {
         c.tls = Some(tls);
     } else if tls != SyslogTlsConfig::default() {
@@ -325,6 +349,60 @@ fn splunk_hec_spec(
     Ok(TransportSpec::SplunkHec(Box::new(c)))
 }
 
+/// `loki://HOST:PORT[/PREFIX]?[tenant=…&tls=true&ca=…&token_file=…|user=…&password_file=…
+/// &labels=NAME:PATH,…&static_labels=NAME:VALUE,…&metadata=NAME:PATH,…]`.
+fn loki_spec(url: &str, addr: &str, q: &mut Query<'_>) -> Result<TransportSpec, String> {
+    let (https, tls) = q.take_http_tls()?;
+    let scheme = if https { "https" } else { "http" };
+    let mut c = LokiConfig::new(format!("{scheme}://{addr}"));
+    c.http.tls = tls;
+    c.tenant = q.take("tenant").map(str::to_string);
+    let token = q.take_secret("token")?;
+    let user = q.take("user");
+    let password = q.take_secret("password")?;
+    c.http.auth = match (token, user, password) {
+        (None, None, None) => HttpAuth::None,
+        (Some(t), None, None) => HttpAuth::Bearer(t),
+        (None, Some(u), Some(p)) => HttpAuth::Basic {
+            username: u.to_string(),
+            password: p,
+        },
+        _ => {
+            return Err(format!(
+                "{url}: give token_file= (bearer) or user= with password_file=, not a mix"
+            ));
+        }
+    };
+    let pairs = |v: &str| -> Result<Vec<(String, String)>, String> {
+        v.split(',')
+            .filter(|s| !s.is_empty())
+            .map(|kv| {
+                kv.split_once(':')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| format!("{url}: {kv:?} is not NAME:VALUE"))
+            })
+            .collect()
+    };
+    if let Some(v) = q.take("labels") {
+        c.labels = pairs(v)?
+            .into_iter()
+            .map(|(n, p)| LokiField::new(n, p))
+            .collect();
+    }
+    if let Some(v) = q.take("static_labels") {
+        c.static_labels = pairs(v)?;
+    }
+    if let Some(v) = q.take("metadata") {
+        c.structured_metadata = pairs(v)?
+            .into_iter()
+            .map(|(n, p)| LokiField::new(n, p))
+            .collect();
+    }
+    c.validate()
+        .map_err(|e| format!("{url}: {}", e.0.join("; ")))?;
+    Ok(TransportSpec::Loki(Box::new(c)))
+}
+
 /// `otlp+grpc://HOST:PORT` / `otlp+http://HOST:PORT` with
 /// `?encoding=protobuf|json` (HTTP only), `headers_file=PATH`,
 /// `gzip=true|false`, `tls=true` (`ca=`, `cert=`, `key=`, `server_name=`).
@@ -370,11 +448,31 @@ pub struct RunningSink {
     handle: DriverHandle,
 }
 
+impl RunningSink {
+    /// Why the sink is retrying in a degraded state, if it is.
+    pub fn degraded(&self) -> Option<&'static str> {
+        self.handle.snapshot().degraded
+    }
+}
+
 /// Every running sink and the runtime their drivers run on.
 #[derive(Debug)]
 pub struct Sinks {
     runtime: tokio::runtime::Runtime,
     pub sinks: Vec<RunningSink>,
+    /// Records each sink's queue shed since the last `take_losses`, by reason.
+    shed: std::sync::Mutex<Vec<std::collections::BTreeMap<&'static str, u64>>>,
+}
+
+/// Records a sink will never deliver, since the last report: shed by its
+/// queue, or rejected for good by the receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkLoss {
+    pub sink: String,
+    /// `queue` (shed) or `sink` (rejected).
+    pub stage: &'static str,
+    pub reason: &'static str,
+    pub count: u64,
 }
 
 impl Sinks {
@@ -401,6 +499,7 @@ impl Sinks {
                     TransportSpec::Syslog(c) => SinkTransport::Syslog(c.build()?),
                     TransportSpec::Elasticsearch(c) => SinkTransport::Elasticsearch(c.build()?),
                     TransportSpec::SplunkHec(c) => SinkTransport::SplunkHec(c.build()?),
+                    TransportSpec::Loki(c) => SinkTransport::Loki(c.build()?),
                     TransportSpec::Otlp(c) => {
                         let mut c = (**c).clone();
                         c.envelope = flowscribe_normalize::otlp::resource_logs(context, vec![]);
@@ -414,7 +513,12 @@ impl Sinks {
             info!(sink = %spec.name, format = ?spec.format, queued = recovered.queued_records, "sink started");
             sinks.push(RunningSink { spec, handle });
         }
-        Ok(Sinks { runtime, sinks })
+        let shed = std::sync::Mutex::new(vec![Default::default(); sinks.len()]);
+        Ok(Sinks {
+            runtime,
+            sinks,
+            shed,
+        })
     }
 
     /// Queue one batch on one sink: `records` are (event id, encoded
@@ -431,10 +535,64 @@ impl Sinks {
             .collect();
         let handle = &self.sinks[sink].handle;
         let receipt = self.runtime.block_on(handle.queue().push(records))?;
-        for shed in &receipt.shed {
-            tracing::warn!(sink = %self.sinks[sink].spec.name, reason = shed.reason.as_str(), event_id = %shed.event_id, "record shed by the queue");
+        if !receipt.shed.is_empty() {
+            let mut counts = self.shed.lock().unwrap_or_else(|e| e.into_inner());
+            for shed in &receipt.shed {
+                tracing::warn!(sink = %self.sinks[sink].spec.name, reason = shed.reason.as_str(), event_id = %shed.event_id, "record shed by the queue");
+                *counts[sink].entry(shed.reason.as_str()).or_default() += 1;
+            }
         }
         Ok(())
+    }
+
+    /// What every sink lost since the last call (shed and rejected), per
+    /// reason; equal to the increase of the matching metrics.
+    pub fn take_losses(&self) -> Vec<SinkLoss> {
+        let mut out = Vec::new();
+        let shed = std::mem::replace(
+            &mut *self.shed.lock().unwrap_or_else(|e| e.into_inner()),
+            vec![Default::default(); self.sinks.len()],
+        );
+        for (s, shed) in self.sinks.iter().zip(shed) {
+            for (reason, count) in shed {
+                out.push(SinkLoss {
+                    sink: s.spec.name.clone(),
+                    stage: "queue",
+                    reason,
+                    count,
+                });
+            }
+            let drain = s.handle.take_rejected();
+            let mut per_reason = std::collections::BTreeMap::new();
+            for r in &drain.records {
+                *per_reason.entry(r.reason.as_str()).or_insert(0u64) += 1;
+            }
+            for (reason, n) in RejectReason::ALL.iter().zip(drain.not_itemised) {
+                if n > 0 {
+                    *per_reason.entry(reason.as_str()).or_insert(0) += n;
+                }
+            }
+            for (reason, count) in per_reason {
+                out.push(SinkLoss {
+                    sink: s.spec.name.clone(),
+                    stage: "sink",
+                    reason,
+                    count,
+                });
+            }
+        }
+        out
+    }
+
+    /// Wait until everything pushed so far is delivered or recorded (or
+    /// `timeout` passes), without stopping the drivers.
+    pub fn settle(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for s in &self.sinks {
+            if let Err(e) = self.runtime.block_on(s.handle.flush(deadline)) {
+                tracing::warn!(sink = %s.spec.name, error = %e, "sink did not settle before shutdown");
+            }
+        }
     }
 
     /// The drivers' handles (metrics, rejected records), in sink order.
@@ -504,8 +662,8 @@ mod tests {
                 password: SecretSource::Env("ES_PASSWORD".into())
             }
         );
-        let spec = parse_sink("elasticsearch://es:9200?format=ocsf", "n").unwrap();
-        assert_eq!(spec.format, Format::Schema(Schema::Ocsf));
+        let spec = parse_sink("elasticsearch://es:9200?format=ecs", "n").unwrap();
+        assert_eq!(spec.format, Format::Schema(Schema::Ecs));
         assert_eq!(spec.name, "elasticsearch://es:9200");
     }
 
@@ -531,6 +689,39 @@ mod tests {
     }
 
     #[test]
+    fn loki_urls() {
+        let spec = parse_sink(
+            "loki://loki:3100?tenant=team-a&token_env=LOKI_TOKEN&labels=node:host.name,ns:kubernetes.namespace&static_labels=cluster:prod",
+            "n",
+        )
+        .unwrap();
+        let TransportSpec::Loki(c) = spec.transport else {
+            panic!("{:?}", spec.transport);
+        };
+        assert_eq!(c.http.endpoint, "http://loki:3100");
+        assert_eq!(c.tenant.as_deref(), Some("team-a"));
+        assert_eq!(
+            c.http.auth,
+            HttpAuth::Bearer(SecretSource::Env("LOKI_TOKEN".into()))
+        );
+        assert_eq!(
+            c.labels,
+            [
+                LokiField::new("node", "host.name"),
+                LokiField::new("ns", "kubernetes.namespace")
+            ]
+        );
+        assert_eq!(
+            c.static_labels,
+            [("cluster".to_string(), "prod".to_string())]
+        );
+        let TransportSpec::Loki(d) = parse_sink("loki://l:3100", "n").unwrap().transport else {
+            panic!();
+        };
+        assert_eq!(d.labels.len(), 3, "default node, namespace, verdict");
+    }
+
+    #[test]
     fn bad_sink_urls_say_what_is_wrong() {
         for (url, want) in [
             ("elasticsearch://es:9200?ca=/x", "need tls=true"),
@@ -544,7 +735,8 @@ mod tests {
                 "not both",
             ),
             ("elasticsearch://es:9200?namespace=Prod", "namespace"),
-            ("elasticsearch://es:9200?format=cef", "JSON documents"),
+            ("elasticsearch://es:9200?format=cef", "needs ECS documents"),
+            ("elasticsearch://es:9200?format=ocsf", "needs ECS documents"),
             (
                 "elasticsearch://es:9200?bogus=1",
                 "unknown query parameter \"bogus\"",
@@ -557,7 +749,9 @@ mod tests {
             ("syslog+tcp://h:514?ca=/x", "need syslog+tls"),
             ("splunk-hec://h:8088", "needs token_file= or token_env="),
             ("splunk-hec://h:8088?token_env=T&channel=x", "GUID"),
-            ("loki://h:3100", "not built yet"),
+            ("loki://h:3100?labels=k8s.ns:x", "not a Loki label name"),
+            ("loki://h:3100?labels=nocolon", "is not NAME:VALUE"),
+            ("loki://h:3100?token_env=T&user=u", "not a mix"),
         ] {
             let err = parse_sink(url, "n").unwrap_err();
             assert!(err.contains(want), "{url}: {err}");

@@ -5,15 +5,16 @@
 //! `cargo bench -p flowscribe-sinks --bench http_sinks`
 //!
 //! What is measured: `Transport::send` of the Elasticsearch and Splunk HEC
-//! transports for one batch of 500 ECS documents, on a current-thread tokio
+//! transports (and Loki's) for one batch of 500 ECS documents, on a current-thread tokio
 //! runtime (one core). Not measured: ECS encoding (normalize's own bench),
 //! the queue and the driver. The documents are the seven ECS golden
 //! fixtures (`schemas/ecs/golden`, minified, 3.2 KB on average) cycled,
 //! each with a 64-hex event id. The receiver is a hyper server on its own
 //! thread that reads the whole body and answers `{"errors":false}` (ES) or
-//! `{"text":"Success","code":0}` (HEC): it does not parse, so the number is
-//! the sender's cost plus one loopback round trip per batch. `build_only`
-//! is the body building alone, without gzip or network.
+//! `{"text":"Success","code":0}` (HEC) or 200 with an empty body (Loki): it
+//! does not parse, so the number is the sender's cost plus one loopback
+//! round trip per batch. `build_only` is the body building alone, without
+//! gzip or network (for Loki it includes the protobuf encoding and snappy).
 
 #![allow(clippy::unwrap_used)] // a benchmark that cannot set up should stop
 
@@ -29,6 +30,7 @@ use flowscribe_sinks::core::driver::{SendOutcomes, Transport};
 use flowscribe_sinks::core::http::{HttpAuth, SecretSource};
 use flowscribe_sinks::core::queue::QueuedRecord;
 use flowscribe_sinks::elasticsearch::{BulkRequestBuilder, ElasticsearchConfig};
+use flowscribe_sinks::loki::{LokiConfig, LokiRequestBuilder};
 use flowscribe_sinks::splunk::SplunkHecConfig;
 
 const BATCH: usize = 500;
@@ -129,6 +131,19 @@ fn bench_http_sinks(c: &mut Criterion) {
             b.iter(|| rt.block_on(t.send(r)))
         });
     }
+
+    // Loki parses each record to read its label values: measured apart.
+    let loki_builder = LokiRequestBuilder::new(&LokiConfig::new("http://127.0.0.1:3100"));
+    let now = std::time::SystemTime::now();
+    g.bench_function("build_only/loki", |b| {
+        b.iter(|| loki_builder.body(std::hint::black_box(&records), now))
+    });
+    let (_loki_rt, loki) = receiver("");
+    let mut t = LokiConfig::new(loki.url()).build().unwrap();
+    assert!(delivered(&rt.block_on(t.send(&records)).outcomes));
+    g.bench_with_input(BenchmarkId::new("loki", "snappy"), &records, |b, r| {
+        b.iter(|| rt.block_on(t.send(r)))
+    });
     g.finish();
 }
 

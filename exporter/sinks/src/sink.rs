@@ -9,6 +9,7 @@ use crate::core::driver::{SendReport, Transport, TransportError};
 use crate::core::queue::QueuedRecord;
 use crate::elasticsearch::ElasticsearchTransport;
 use crate::file::{FileTransport, StdoutTransport};
+use crate::loki::LokiTransport;
 use crate::otlp::OtlpTransport;
 use crate::splunk::SplunkHecTransport;
 use crate::syslog::SyslogTransport;
@@ -19,9 +20,10 @@ pub enum SinkTransport {
     Syslog(SyslogTransport),
     File(FileTransport),
     Stdout(StdoutTransport),
-    Otlp(OtlpTransport),
     Elasticsearch(ElasticsearchTransport),
     SplunkHec(SplunkHecTransport),
+    Loki(LokiTransport),
+    Otlp(OtlpTransport),
 }
 
 impl Transport for SinkTransport {
@@ -30,9 +32,10 @@ impl Transport for SinkTransport {
             SinkTransport::Syslog(t) => t.send(batch).await,
             SinkTransport::File(t) => t.send(batch).await,
             SinkTransport::Stdout(t) => t.send(batch).await,
-            SinkTransport::Otlp(t) => t.send(batch).await,
             SinkTransport::Elasticsearch(t) => t.send(batch).await,
             SinkTransport::SplunkHec(t) => t.send(batch).await,
+            SinkTransport::Loki(t) => t.send(batch).await,
+            SinkTransport::Otlp(t) => t.send(batch).await,
         }
     }
 
@@ -41,9 +44,10 @@ impl Transport for SinkTransport {
             SinkTransport::Syslog(t) => t.flush().await,
             SinkTransport::File(t) => t.flush().await,
             SinkTransport::Stdout(t) => t.flush().await,
-            SinkTransport::Otlp(t) => t.flush().await,
             SinkTransport::Elasticsearch(t) => t.flush().await,
             SinkTransport::SplunkHec(t) => t.flush().await,
+            SinkTransport::Loki(t) => t.flush().await,
+            SinkTransport::Otlp(t) => t.flush().await,
         }
     }
 
@@ -52,9 +56,10 @@ impl Transport for SinkTransport {
             SinkTransport::Syslog(t) => t.shutdown().await,
             SinkTransport::File(t) => t.shutdown().await,
             SinkTransport::Stdout(t) => t.shutdown().await,
-            SinkTransport::Otlp(t) => t.shutdown().await,
             SinkTransport::Elasticsearch(t) => t.shutdown().await,
             SinkTransport::SplunkHec(t) => t.shutdown().await,
+            SinkTransport::Loki(t) => t.shutdown().await,
+            SinkTransport::Otlp(t) => t.shutdown().await,
         }
     }
 }

@@ -399,3 +399,62 @@ async fn data_stream_rules_reject_bad_documents_with_their_reason() {
     assert_eq!(es.ids("logs-flowscribe.flow-prod"), [id(0), id(1)]);
     run.stop().await;
 }
+
+#[tokio::test]
+async fn a_crash_mid_batch_with_a_disk_queue_loses_nothing_and_duplicates_nothing() {
+    use flowscribe_sinks::core::queue::{Durability, DurableQueue, QueueConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        DurableQueue::open(QueueConfig::new(
+            "es-crash",
+            Some(dir.path().to_path_buf()),
+            Durability::Disk,
+        ))
+        .unwrap()
+    };
+    let es = EsFake::start().await;
+    // One item of the third batch (ev-00100..149) keeps failing with a
+    // shard error, so that batch is in flight when the process "crashes";
+    // its other 49 items are already stored.
+    es.fail_item(&id(120), 503, "unavailable_shards_exception", u32::MAX);
+    let run = Running::start_with_queue(
+        es_config(&es.url()).build().unwrap(),
+        driver_config(50),
+        open(),
+    );
+    // A disk-mode push returns once the records are fsynced.
+    run.push((0..300).map(ecs).collect()).await;
+    let h = run.handle.clone();
+    wait_for("the stuck item to be retried", || {
+        h.snapshot().retried_records_total >= 3
+    })
+    .await;
+    drop(h);
+    run.crash().await;
+    assert_eq!(
+        es.ids(INDEX).len(),
+        149,
+        "two batches + 49 items of the third"
+    );
+
+    // Restart on the same directory; the shard recovered.
+    es.state().item_failures.clear();
+    let queue = open();
+    assert!(
+        queue.snapshot().queued_records >= 200,
+        "the unacked batches are replayed"
+    );
+    let run = Running::start_with_queue(
+        es_config(&es.url()).build().unwrap(),
+        driver_config(50),
+        queue,
+    );
+    let snap = run.settle().await;
+    // Every record once in ES; the replayed ones that had landed answer
+    // 409 and count as already delivered, not as new documents.
+    assert_eq!(es.ids(INDEX), (0..300).map(id).collect::<Vec<_>>());
+    assert_eq!(snap.delivered_records_total, 151, "ev-120 and ev-150..299");
+    assert!(snap.already_delivered_records_total >= 49);
+    assert_eq!(snap.rejected_total(), 0);
+    run.stop().await;
+}

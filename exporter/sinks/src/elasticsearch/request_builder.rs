@@ -18,6 +18,7 @@
 //! Pure: no IO, no classification.
 
 use super::config::ElasticsearchConfig;
+use crate::core::json::write_json_string;
 use crate::core::queue::QueuedRecord;
 
 /// What the transport reads from a bulk response.
@@ -76,26 +77,6 @@ impl BulkRequestBuilder {
         self.write_body(batch, &mut out);
         out
     }
-}
-
-/// `s` as a JSON string literal (quotes, backslashes and control
-/// characters escaped; other bytes, UTF-8 included, copied).
-pub(crate) fn write_json_string(s: &[u8], out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    for &b in s {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0..=0x1f => {
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
-            }
-            _ => out.push(b),
-        }
-    }
-    out.push(b'"');
 }
 
 #[cfg(test)]

@@ -18,8 +18,8 @@ pub struct HecAckConfig {
     /// Time between polls of `/services/collector/ack` (default 1 s).
     pub poll_interval: Duration,
     /// A batch not acknowledged within this is sent again (duplicates carry
-    /// the same event id); default 60 s. Keep it below the driver's send
-    /// timeout.
+    /// the same event id); default 20 s, below the driver's default 30 s
+    /// send timeout (which would otherwise cut the wait short).
     pub timeout: Duration,
 }
 
@@ -27,7 +27,7 @@ impl Default for HecAckConfig {
     fn default() -> Self {
         HecAckConfig {
             poll_interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(60),
+            timeout: Duration::from_secs(20),
         }
     }
 }

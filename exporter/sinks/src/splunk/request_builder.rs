@@ -18,8 +18,8 @@
 //! Pure: no IO, no classification.
 
 use super::config::SplunkHecConfig;
+use crate::core::json::{ecs_timestamp, rfc3339_to_epoch, write_json_string};
 use crate::core::queue::QueuedRecord;
-use crate::elasticsearch::request_builder::write_json_string;
 
 /// Builds HEC event bodies for one sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,111 +90,11 @@ fn is_json_object(doc: &[u8]) -> bool {
     t.first() == Some(&b'{') && t.last() == Some(&b'}')
 }
 
-/// The value of a top-level-looking `"@timestamp":"…"` (ECS documents
-/// start with it).
-fn ecs_timestamp(doc: &[u8]) -> Option<&str> {
-    const KEY: &[u8] = b"\"@timestamp\":\"";
-    let start = memchr::memmem::find(doc, KEY)? + KEY.len();
-    let len = memchr::memchr(b'"', &doc[start..])?;
-    std::str::from_utf8(&doc[start..start + len]).ok()
-}
-
-/// RFC 3339 (`2026-11-21T04:30:00.123456Z`, or with `±HH:MM`) to epoch
-/// seconds as a decimal string with the given fraction (up to 9 digits),
-/// exactly (no float rounding).
-pub fn rfc3339_to_epoch(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(r)?;
-        if !part.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        part.parse().ok()
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut frac = "";
-    if b.get(i) == Some(&b'.') {
-        let start = i + 1;
-        let mut end = start;
-        while end < b.len() && b[end].is_ascii_digit() {
-            end += 1;
-        }
-        if end == start || end - start > 9 {
-            return None;
-        }
-        frac = &s[start..end];
-        i = end;
-    }
-    let offset_secs = match b.get(i) {
-        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
-        Some(sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
-            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
-            let o = oh * 3600 + om * 60;
-            if *sign == b'+' { o } else { -o }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_secs;
-    Some(if frac.is_empty() {
-        secs.to_string()
-    } else {
-        format!("{secs}.{frac}")
-    })
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::http::{HttpAuth, SecretSource};
     use bytes::Bytes;
-
-    #[test]
-    fn rfc3339_table() {
-        let cases: &[(&str, Option<&str>)] = &[
-            ("1970-01-01T00:00:00Z", Some("0")),
-            ("2026-11-21T04:30:00.123Z", Some("1795235400.123")),
-            (
-                "2026-11-21T04:30:00.123456789Z",
-                Some("1795235400.123456789"),
-            ),
-            ("2026-11-21T06:30:00+02:00", Some("1795235400")),
-            ("2026-11-21T00:00:00-04:30", Some("1795235400")),
-            ("2000-02-29T12:00:00Z", Some("951825600")),
-            ("1969-12-31T23:59:59Z", Some("-1")),
-            ("2026-11-21T04:30:00", None),
-            ("2026-13-21T04:30:00Z", None),
-            ("2026-11-21T04:30:00.Z", None),
-            ("2026-11-21T04:30:00.1234567890Z", None),
-            ("yesterday", None),
-        ];
-        for (input, want) in cases {
-            assert_eq!(rfc3339_to_epoch(input).as_deref(), *want, "{input}");
-        }
-    }
 
     fn rec(id: &str, doc: &str) -> QueuedRecord {
         QueuedRecord {

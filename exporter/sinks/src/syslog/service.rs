@@ -91,7 +91,7 @@ impl SyslogTransport {
                 let (host, _) = split_host_port(&cfg.address).ok_or_else(|| {
                     TransportError::InvalidConfig("address: expected host:port".into())
                 })?;
-                Some(Box::new(tls::ReloadingConnector::new(t, host)?))
+                Some(Box::new(tls::reloading(t, host)?))
             }
             _ => None,
         };

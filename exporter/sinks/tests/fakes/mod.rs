@@ -9,6 +9,7 @@
 
 pub mod es_bulk;
 pub mod hec;
+pub mod loki;
 
 use std::io::Read as _;
 use std::net::SocketAddr;

@@ -34,6 +34,15 @@ impl Running {
     pub fn start<T: Transport + 'static>(transport: T, cfg: DriverConfig) -> Running {
         let queue =
             DurableQueue::open(QueueConfig::new("test-sink", None, Durability::Memory)).unwrap();
+        Self::start_with_queue(transport, cfg, queue)
+    }
+
+    /// Start on a given queue (a disk queue a test reopens after a crash).
+    pub fn start_with_queue<T: Transport + 'static>(
+        transport: T,
+        cfg: DriverConfig,
+        queue: DurableQueue,
+    ) -> Running {
         let (driver, handle) = SinkDriver::new(cfg, queue, transport);
         Running {
             handle,
@@ -53,6 +62,14 @@ impl Running {
             .await
             .unwrap();
         self.handle.snapshot()
+    }
+
+    /// A crash as far as the queue can tell: the driver stops where it is
+    /// (mid-retry), nothing more is acked, every handle is dropped.
+    pub async fn crash(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        drop(self.handle);
     }
 
     pub async fn stop(self) {

@@ -7,7 +7,8 @@
 //! sink needs and nothing protocol-specific:
 //!
 //! * `http://` and `https://` (rustls with the ring provider; system roots,
-//!   or a CA file that replaces them; optional client certificate);
+//!   or a CA file that replaces them; optional client certificate; the
+//!   files are re-read for the next connection when they change);
 //! * kept-alive connections reused across requests, a fresh connection
 //!   tried once when a reused one turns out to be closed by the server;
 //! * an optional gzip request body (`Content-Encoding: gzip`);
@@ -25,6 +26,30 @@
 //! Redirects are not followed: a 3xx reaches the sink as its status, and the
 //! table retries it with the sink flagged degraded (a redirected POST is a
 //! misconfigured endpoint).
+//!
+//! Use from a transport's `send` (the OTLP/HTTP shape):
+//!
+//! ```no_run
+//! # async fn send_logs(body: bytes::Bytes) -> Result<(), Box<dyn std::error::Error>> {
+//! use flowscribe_sinks::core::driver::SendReport;
+//! use flowscribe_sinks::core::http::{HttpAuth, HttpClient, HttpClientConfig, HttpRequest, SecretSource};
+//! use std::time::Duration;
+//!
+//! let mut cfg = HttpClientConfig::new("https://collector:4318");
+//! cfg.auth = HttpAuth::Bearer(SecretSource::Env("OTLP_TOKEN".into()));
+//! let client = HttpClient::new(&cfg)?; // reads the secret and TLS files once
+//! let req = HttpRequest::post("/v1/logs", "application/x-protobuf", body).gzip(true);
+//! let report = match client.send(req).await {
+//!     // Any status is a response: the table decides what it means.
+//!     Ok(resp) => SendReport::batch(resp.outcome())
+//!         .with_retry_after(resp.retry_after(Duration::from_secs(300))),
+//!     // No (complete) response: refused, reset, DNS, TLS, timeout.
+//!     Err(e) => SendReport::batch(e.outcome()),
+//! };
+//! # let _ = report;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! This module must not retry beyond that one reconnect, sleep, classify
 //! statuses (sinks ask [`crate::core::classify`]) or log a secret.
@@ -48,13 +73,11 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, crypto};
+use tokio_rustls::rustls;
 
 use super::backoff::parse_retry_after;
 use super::classify::{Outcome, TransportFailure};
+use super::tls::{ReloadingConnector, TlsFiles};
 
 /// A secret (token, API key, password) read from a file or the
 /// environment. `Debug` and `Display` never show it.
@@ -190,8 +213,10 @@ pub struct HttpClientConfig {
 }
 
 impl HttpClientConfig {
-    /// Defaults: connect 10 s, request 30 s, 4 idle connections, responses
-    /// up to 64 MiB, gzip level 1 (fast; see docs/benchmarks.md).
+    /// Defaults: connect 10 s, request 25 s (below the driver's default 30 s
+    /// send timeout, so a slow receiver is reported by the client with its
+    /// detail), 4 idle connections, responses up to 64 MiB, gzip level 1
+    /// (fast; see docs/benchmarks.md).
     pub fn new(endpoint: impl Into<String>) -> Self {
         HttpClientConfig {
             endpoint: endpoint.into(),
@@ -199,7 +224,7 @@ impl HttpClientConfig {
             auth: HttpAuth::None,
             headers: Vec::new(),
             connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(25),
             max_idle_connections: 4,
             max_response_bytes: 64 << 20,
             gzip_level: 1,
@@ -435,7 +460,8 @@ pub struct HttpClient {
 
 struct Inner {
     endpoint: Endpoint,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// Rebuilt from its files when they change (certificate rotation).
+    tls: Option<Mutex<ReloadingConnector>>,
     /// `Authorization` (sensitive) and the configured extra headers.
     headers: HeaderMap,
     connect_timeout: Duration,
@@ -474,6 +500,9 @@ pub struct HttpClientStats {
     pub connects_total: std::sync::atomic::AtomicU64,
     /// Requests that got a complete response.
     pub responses_total: std::sync::atomic::AtomicU64,
+    /// Requests sent again on a fresh connection because a reused one
+    /// closed before any response byte (the keep-alive race).
+    pub reconnects_total: std::sync::atomic::AtomicU64,
 }
 
 impl HttpClient {
@@ -483,7 +512,7 @@ impl HttpClient {
         cfg.validate()?;
         let endpoint = Endpoint::parse(&cfg.endpoint).map_err(|e| HttpConfigError(vec![e]))?;
         let tls = if endpoint.https {
-            Some(tls_connector(&cfg.tls, &endpoint.host)?)
+            Some(Mutex::new(tls_connector(&cfg.tls, &endpoint.host)?))
         } else {
             None
         };
@@ -564,10 +593,14 @@ impl HttpClient {
             None => self.connect().await?,
         };
         match self.exchange(sender, req, body.clone()).await {
-            Err(Exchange::NotSent(e)) if reused_attempt => {
-                // The server closed the kept-alive connection before our
-                // request reached it (the keep-alive race): one fresh try.
+            Err(Exchange::ClosedBeforeResponse(e)) if reused_attempt => {
+                // The server closed the kept-alive connection as our request
+                // went out (the keep-alive race): one fresh try.
                 tracing::debug!(detail = %e, "reused HTTP connection was closed; reconnecting");
+                self.inner
+                    .stats
+                    .reconnects_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let sender = self.connect().await?;
                 self.exchange(sender, req, body)
                     .await
@@ -640,16 +673,11 @@ impl HttpClient {
         sender
             .ready()
             .await
-            .map_err(|e| Exchange::NotSent(map_hyper_error(&e)))?;
+            .map_err(|e| Exchange::ClosedBeforeResponse(map_hyper_error(&e)))?;
         let response = match sender.send_request(request).await {
             Ok(r) => r,
-            Err(e) if e.is_canceled() || (e.is_closed() && !e.is_incomplete_message()) => {
-                return Err(Exchange::NotSent(map_hyper_error(&e)));
-            }
-            Err(e) if e.is_incomplete_message() => {
-                // Closed before any response byte: on a reused connection
-                // this is the keep-alive race.
-                return Err(Exchange::NotSent(map_hyper_error(&e)));
+            Err(e) if e.is_canceled() || e.is_closed() || e.is_incomplete_message() => {
+                return Err(Exchange::ClosedBeforeResponse(map_hyper_error(&e)));
             }
             Err(e) => return Err(Exchange::Failed(map_hyper_error(&e))),
         };
@@ -747,9 +775,15 @@ impl HttpClient {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match &self.inner.tls {
             None => handshake_http1(tcp).await,
-            Some((connector, name)) => {
+            Some(reloading) => {
+                // Rebuilt here when a TLS file changed since the last
+                // connection; the lock is not held across the handshake.
+                let (connector, name) = reloading
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .current();
                 let tls = connector
-                    .connect(name.clone(), tcp)
+                    .connect(name, tcp)
                     .await
                     .map_err(|e| map_tls_error(&e))?;
                 handshake_http1(tls).await
@@ -758,18 +792,21 @@ impl HttpClient {
     }
 }
 
-/// Why an exchange failed, and whether the request can have reached the
-/// server.
+/// Why an exchange failed.
 enum Exchange {
-    /// The connection was found closed before the request went out.
-    NotSent(HttpSendError),
+    /// The connection closed before any response byte. On a reused
+    /// connection this is almost always the keep-alive race (the server
+    /// closed an idle connection as we wrote); the request may still have
+    /// been processed, so a resend can duplicate, which event ids make
+    /// identifiable.
+    ClosedBeforeResponse(HttpSendError),
     Failed(HttpSendError),
 }
 
 impl Exchange {
     fn into_error(self) -> HttpSendError {
         match self {
-            Exchange::NotSent(e) | Exchange::Failed(e) => e,
+            Exchange::ClosedBeforeResponse(e) | Exchange::Failed(e) => e,
         }
     }
 }
@@ -843,71 +880,14 @@ fn map_hyper_error(e: &hyper::Error) -> HttpSendError {
     HttpSendError::new(TransportFailure::ConnectionReset, detail)
 }
 
-fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, HttpConfigError> {
-    let pem = std::fs::read(path)
-        .map_err(|e| HttpConfigError(vec![format!("tls: {}: {e}", path.display())]))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| HttpConfigError(vec![format!("tls: {}: {e}", path.display())]))?;
-    if certs.is_empty() {
-        return Err(HttpConfigError(vec![format!(
-            "tls: {}: no PEM certificate",
-            path.display()
-        )]));
-    }
-    Ok(certs)
-}
-
-/// The rustls connector (ALPN `http/1.1`) and the name to verify.
-fn tls_connector(
-    cfg: &HttpTlsConfig,
-    host: &str,
-) -> Result<(TlsConnector, ServerName<'static>), HttpConfigError> {
-    let invalid = |m: String| HttpConfigError(vec![m]);
-    let mut roots = RootCertStore::empty();
-    match &cfg.ca_file {
-        Some(path) => {
-            for cert in read_certs(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| invalid(format!("tls: {}: {e}", path.display())))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for e in &found.errors {
-                tracing::warn!(error = %e, "HTTP sink TLS: a system root certificate could not be loaded");
-            }
-            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                return Err(invalid(
-                    "tls: no system root certificates found; set ca_file".into(),
-                ));
-            }
-        }
-    }
-    // The provider is named explicitly: the process may link more than one
-    // and rustls refuses to guess.
-    let builder = ClientConfig::builder_with_provider(Arc::new(crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid(format!("tls: {e}")))?
-        .with_root_certificates(roots);
-    let mut config = match (&cfg.client_cert_file, &cfg.client_key_file) {
-        (Some(cert), Some(key)) => {
-            let chain = read_certs(cert)?;
-            let pem =
-                std::fs::read(key).map_err(|e| invalid(format!("tls: {}: {e}", key.display())))?;
-            let key_der = PrivateKeyDer::from_pem_slice(&pem)
-                .map_err(|e| invalid(format!("tls: {}: {e}", key.display())))?;
-            builder
-                .with_client_auth_cert(chain, key_der)
-                .map_err(|e| invalid(format!("tls client certificate: {e}")))?
-        }
-        _ => builder.with_no_client_auth(),
+/// The reloading rustls connector (ALPN `http/1.1`).
+fn tls_connector(cfg: &HttpTlsConfig, host: &str) -> Result<ReloadingConnector, HttpConfigError> {
+    let files = TlsFiles {
+        ca_file: cfg.ca_file.clone(),
+        client_cert_file: cfg.client_cert_file.clone(),
+        client_key_file: cfg.client_key_file.clone(),
+        server_name: cfg.server_name.clone(),
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let name = cfg.server_name.clone().unwrap_or_else(|| host.to_string());
-    let server_name = ServerName::try_from(name.clone())
-        .map_err(|e| invalid(format!("tls server name {name:?}: {e}")))?;
-    Ok((TlsConnector::from(Arc::new(config)), server_name))
+    ReloadingConnector::new(files, host, &[b"http/1.1"], "http")
+        .map_err(|e| HttpConfigError(vec![format!("tls: {e}")]))
 }
