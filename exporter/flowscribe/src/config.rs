@@ -62,7 +62,7 @@ pub const FIELDS: &[FieldDoc] = &[
         path: "mode",
         kind: "standard | compliance",
         default: "standard",
-        doc: "`compliance` refuses, with one error per field, any setting that could lose records silently or keep them out of the audit trail: no `audit.key_file`, a sink with a memory queue (`queue=memory`), a lossy transport (`syslog+udp`), a sink format that cannot carry the audit fields (CEF). The exporter never samples and retries delivery without a time limit, so there is nothing else to refuse.",
+        doc: "`compliance` refuses, with one error per field, any setting that could lose records silently or keep them out of the audit trail: no `audit.key_file`, a sink with a memory queue (`queue=memory`), a lossy transport (`syslog+udp`), a sink format that cannot carry the audit fields (CEF, and OTLP sinks' protobuf LogRecords). The exporter never samples and retries delivery without a time limit, so there is nothing else to refuse.",
     },
     FieldDoc {
         path: "metrics_listen",
@@ -74,7 +74,7 @@ pub const FIELDS: &[FieldDoc] = &[
         path: "sinks",
         kind: "list of URLs",
         default: "[]",
-        doc: "Delivery with a queue per sink, retries and the error table of docs/sinks.md: `stdout`, `file:PATH`, `syslog+tcp://HOST:PORT`, `syslog+tls://HOST:PORT?ca=FILE[&cert=FILE&key=FILE&server_name=NAME]`, `syslog+udp://HOST:PORT[?max_datagram=BYTES]` (lossy; larger records are rejected and counted, default 2048), `elasticsearch://HOST:PORT?[tls=true&ca=FILE&]api_key_file=FILE|user=NAME&password_file=FILE[&namespace=NS]`, `splunk-hec://HOST:PORT?token_file=FILE[&tls=true&ca=FILE&index=NAME&ack=true]`, `loki://HOST:PORT[?tenant=ID&token_file=FILE&labels=NAME:PATH,...]` (secrets also as `*_env=VAR`; see docs/sinks.md). Query parameters for all: `format=` (default cef for syslog, ecs otherwise), `queue=memory|disk`, `queue_dir=DIR` (required for disk). `--sink URL` adds one.",
+        doc: "Delivery with a queue per sink, retries and the error table of docs/sinks.md: `stdout`, `file:PATH`, `syslog+tcp://HOST:PORT`, `syslog+tls://HOST:PORT?ca=FILE[&cert=FILE&key=FILE&server_name=NAME]`, `syslog+udp://HOST:PORT[?max_datagram=BYTES]` (lossy; larger records are rejected and counted, default 2048), `elasticsearch://HOST:PORT?[tls=true&ca=FILE&]api_key_file=FILE|user=NAME&password_file=FILE[&namespace=NS]`, `splunk-hec://HOST:PORT?token_file=FILE[&tls=true&ca=FILE&index=NAME&ack=true]`, `loki://HOST:PORT[?tenant=ID&token_file=FILE&labels=NAME:PATH,...]` (secrets also as `*_env=VAR`; see docs/sinks.md), `otlp+grpc://HOST:PORT` and `otlp+http://HOST:PORT` `[?encoding=protobuf|json&headers_file=FILE&gzip=false&tls=true&ca=FILE&cert=FILE&key=FILE]` (OTLP LogRecords; `format=` does not apply). Query parameters for all: `format=` (default cef for syslog, ecs otherwise), `queue=memory|disk`, `queue_dir=DIR` (required for disk). `--sink URL` adds one.",
     },
     FieldDoc {
         path: "capture.interfaces",
@@ -670,7 +670,14 @@ fn compliance_problems(s: &SinkSpec) -> Vec<String> {
                 .to_string(),
         );
     }
-    if crate::audit_trail::view_name(s.format).is_none() {
+    if s.sends_otlp_log_records() {
+        // Their protobuf LogRecords are not one of the trail's JSON views.
+        out.push(
+            "compliance mode: OTLP sinks send protobuf LogRecords, which do not carry the \
+             audit fields yet; use an ecs, ocsf or otlp-json sink for the trail"
+                .to_string(),
+        );
+    } else if crate::audit_trail::view_name(s.format).is_none() {
         out.push(format!(
             "compliance mode: {} records cannot carry the audit fields; \
              use format=ecs, ocsf or otlp-json",
@@ -885,6 +892,17 @@ mod tests {
         let c = ok.validate("n").unwrap();
         assert_eq!(c.audit.unwrap().key_name, "flowscribe");
         assert!(parse("mode: lax\n").validate("n").unwrap_err()[0].path == "mode");
+    }
+
+    #[test]
+    fn compliance_mode_refuses_otlp_sinks_outside_the_trail() {
+        let raw = parse(
+            "mode: compliance\naudit:\n  key_file: /k\nsinks:\n  - 'otlp+grpc://10.0.0.1:4317?queue=disk&queue_dir=/q'\n",
+        );
+        let problems = raw.validate("n").unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].path, "sinks[0]");
+        assert!(problems[0].message.contains("OTLP sinks"), "{problems:#?}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use flowscribe_capture::abi::stat;
 use flowscribe_capture::{AttachEvent, Batch, Capture, CaptureError, interfaces::is_literal};
 use flowscribe_enrich::enrich_batch;
 use flowscribe_model::{CaptureLoss, ExplainedFlow};
-use flowscribe_normalize::{Context as SchemaContext, event_id, minimal};
+use flowscribe_normalize::{Context as SchemaContext, event_id, minimal, otlp};
 use tracing::{info, warn};
 
 use crate::RunArgs;
@@ -274,7 +274,32 @@ fn deliver(
     if let Some(audit) = audit {
         audit.seal(&mut encoded, batch.at)?;
     }
-    send(&encoded, encoder, writer, sinks)
+    send(&encoded, encoder, writer, sinks)?;
+    push_otlp_log_records(batch, encoder, sinks, &ids)
+}
+
+/// ⑤ OTLP sinks queue one protobuf `LogRecord` per flow and loss record,
+/// encoded once for all of them. They are not one of the audit trail's
+/// JSON views (no seal fields).
+fn push_otlp_log_records(
+    batch: &Explained,
+    encoder: &Encoder,
+    sinks: &Sinks,
+    ids: &[String],
+) -> anyhow::Result<()> {
+    if !sinks.sinks.iter().any(|s| s.spec.sends_otlp_log_records()) {
+        return Ok(());
+    }
+    let records = encoder.otlp_log_records(batch);
+    for (i, sink) in sinks.sinks.iter().enumerate() {
+        if sink.spec.sends_otlp_log_records() {
+            sinks.push(
+                i,
+                ids.iter().cloned().zip(records.iter().cloned()).collect(),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Every format some consumer (the output, a sink) wants, once each.
@@ -283,7 +308,13 @@ fn consumer_formats(encoder: &Encoder, writer: &RecordWriter, sinks: &Sinks) -> 
     let wanted = (!writer.is_none())
         .then_some(encoder.format)
         .into_iter()
-        .chain(sinks.sinks.iter().map(|s| s.spec.format));
+        .chain(
+            sinks
+                .sinks
+                .iter()
+                .filter(|s| !s.spec.sends_otlp_log_records())
+                .map(|s| s.spec.format),
+        );
     for f in wanted {
         if !formats.contains(&f) {
             formats.push(f);
@@ -306,6 +337,9 @@ fn send(
         writer.write_lines(lines)?;
     }
     for (i, sink) in sinks.sinks.iter().enumerate() {
+        if sink.spec.sends_otlp_log_records() {
+            continue; // fed by push_otlp_log_records
+        }
         if let Some((_, lines, ids)) = of(sink.spec.format) {
             sinks.push(i, ids.iter().cloned().zip(lines.iter().cloned()).collect())?;
         }
@@ -342,6 +376,22 @@ impl Encoder {
             out.push(self.loss(format, l, batch.at)?);
         }
         Ok(out)
+    }
+
+    /// Every record of a batch as one protobuf-encoded OTLP `LogRecord`,
+    /// flows then losses (the payloads OTLP sinks queue).
+    fn otlp_log_records(&self, batch: &Explained) -> Vec<Vec<u8>> {
+        use prost::Message as _;
+        let flows = batch.flows.iter().map(|f| {
+            let mut out = Vec::new();
+            otlp::write_log_record_protobuf(&self.context, f, batch.at, &mut out);
+            out
+        });
+        let losses = batch
+            .losses
+            .iter()
+            .map(|l| otlp::loss_record(&self.context, l, batch.at).encode_to_vec());
+        flows.chain(losses).collect()
     }
 
     /// The event id of every record of a batch, in `encode`'s order: sinks
@@ -508,7 +558,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let encoder = Encoder::new(&config);
     // ⑤ Deliver: a queue and a driver per sink (queues recover what a
     // previous run left before anything new is pushed).
-    let sinks = Sinks::start(config.sinks.clone()).map_err(RunError::Failed)?;
+    let sinks = Sinks::start(config.sinks.clone(), &encoder.context).map_err(RunError::Failed)?;
     let metrics = Metrics::new(sinks.handles());
     if let Some(addr) = config.metrics_listen {
         let listener = metrics::bind(addr).map_err(|e| {

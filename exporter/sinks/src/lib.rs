@@ -5,8 +5,8 @@
 //! works on encoded records (bytes) plus a per-record event id, so a
 //! duplicate delivered after a retry or a crash is identifiable;
 //! [`core::driver`] is the per-sink delivery loop. Each sink folder
-//! ([`syslog`], [`file`], [`elasticsearch`], [`splunk`], [`loki`]; OTLP
-//! comes later) is a [`core::driver::Transport`], listed in the closed
+//! ([`syslog`], [`file`], [`elasticsearch`], [`splunk`], [`loki`],
+//! [`otlp`]) is a [`core::driver::Transport`], listed in the closed
 //! [`sink::SinkTransport`], and must not re-implement classification,
 //! backoff, batching or queueing.
 #![forbid(unsafe_code)]
@@ -15,6 +15,7 @@ pub mod core;
 pub mod elasticsearch;
 pub mod file;
 pub mod loki;
+pub mod otlp;
 pub mod sink;
 pub mod splunk;
 pub mod syslog;

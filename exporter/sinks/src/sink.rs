@@ -10,6 +10,7 @@ use crate::core::queue::QueuedRecord;
 use crate::elasticsearch::ElasticsearchTransport;
 use crate::file::{FileTransport, StdoutTransport};
 use crate::loki::LokiTransport;
+use crate::otlp::OtlpTransport;
 use crate::splunk::SplunkHecTransport;
 use crate::syslog::SyslogTransport;
 
@@ -22,6 +23,7 @@ pub enum SinkTransport {
     Elasticsearch(ElasticsearchTransport),
     SplunkHec(SplunkHecTransport),
     Loki(LokiTransport),
+    Otlp(OtlpTransport),
 }
 
 impl Transport for SinkTransport {
@@ -33,6 +35,7 @@ impl Transport for SinkTransport {
             SinkTransport::Elasticsearch(t) => t.send(batch).await,
             SinkTransport::SplunkHec(t) => t.send(batch).await,
             SinkTransport::Loki(t) => t.send(batch).await,
+            SinkTransport::Otlp(t) => t.send(batch).await,
         }
     }
 
@@ -44,6 +47,7 @@ impl Transport for SinkTransport {
             SinkTransport::Elasticsearch(t) => t.flush().await,
             SinkTransport::SplunkHec(t) => t.flush().await,
             SinkTransport::Loki(t) => t.flush().await,
+            SinkTransport::Otlp(t) => t.flush().await,
         }
     }
 
@@ -55,6 +59,7 @@ impl Transport for SinkTransport {
             SinkTransport::Elasticsearch(t) => t.shutdown().await,
             SinkTransport::SplunkHec(t) => t.shutdown().await,
             SinkTransport::Loki(t) => t.shutdown().await,
+            SinkTransport::Otlp(t) => t.shutdown().await,
         }
     }
 }
