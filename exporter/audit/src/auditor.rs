@@ -18,10 +18,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use serde_json::Value;
-
-use crate::canonical::canonical_bytes;
-use crate::fields::{AuditFields, audit_object, chain_hex};
+use crate::canonical::Canonicalizer;
+use crate::fields::{AuditFields, chain_hex};
 use crate::hash::{
     ChainId, Hash, HeadInput, LeafPosition, TAG_BYTES, batch_head, content_digest, leaf_hash,
     merkle_root, run_genesis,
@@ -309,24 +307,25 @@ impl<S: StateStore> Auditor<S> {
         }
         let mut leaves = Vec::with_capacity(lines.len());
         let mut tags = Vec::with_capacity(lines.len() * TAG_BYTES);
+        let mut canon = Canonicalizer::new();
         for (i, line) in lines.iter().enumerate() {
             let bad = |reason: String| AuditError::BadRecord {
                 batch: stamp.batch,
                 index: i,
                 reason,
             };
-            let value: Value =
-                serde_json::from_slice(line.as_ref()).map_err(|e| bad(format!("not JSON: {e}")))?;
+            let digest = content_digest(
+                canon
+                    .canonicalize(line.as_ref())
+                    .map_err(|e| bad(e.to_string()))?,
+            );
             let want = stamp.fields(view, i as u64);
-            let got = audit_object(&value)
-                .ok_or_else(|| bad("no flowscribe.audit fields".into()))
-                .and_then(|o| AuditFields::from_object(&o).map_err(|e| bad(e.to_string())))?;
+            let got = AuditFields::from_canonical(&canon).map_err(|e| bad(e.to_string()))?;
             if got != want {
                 return Err(bad(format!(
                     "audit fields {got:?} differ from the stamp {want:?}"
                 )));
             }
-            let digest = content_digest(&canonical_bytes(&value));
             tags.extend_from_slice(&digest[..TAG_BYTES]);
             leaves.push(leaf_hash(
                 LeafPosition {

@@ -29,8 +29,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Map, Value};
 
-use crate::canonical::canonical_bytes;
-use crate::fields::{AuditFields, audit_object, chain_hex, get_chain, get_str, get_u64};
+use crate::canonical::Canonicalizer;
+use crate::fields::{
+    AuditFields, audit_object, canonical_str, chain_hex, get_chain, get_str, get_u64,
+};
 use crate::hash::{
     ChainId, Hash, HeadInput, LeafPosition, TAG_BYTES, batch_head, content_digest, leaf_hash,
     merkle_root,
@@ -294,6 +296,8 @@ pub struct Verifier {
     findings: Vec<Finding>,
     /// Per file: lines without audit fields, and the first of them.
     unaudited: BTreeMap<u32, (u64, Location)>,
+    canon: Canonicalizer,
+    last_key: Option<ChainKey>,
 }
 
 /// Find a value by dotted path in a record that may be nested, dotted or
@@ -371,6 +375,8 @@ impl Verifier {
             chains: HashMap::new(),
             findings: Vec::new(),
             unaudited: BTreeMap::new(),
+            canon: Canonicalizer::new(),
+            last_key: None,
         }
     }
 
@@ -398,88 +404,115 @@ impl Verifier {
             return;
         }
         self.lines += 1;
-        let value: Value = match serde_json::from_slice(bytes) {
-            Ok(v) => v,
-            Err(e) => return self.malformed(loc, format!("not JSON: {e}")),
+        let mut canon = std::mem::take(&mut self.canon);
+        self.add_canonicalized(&mut canon, loc, bytes);
+        self.canon = canon;
+    }
+
+    fn add_canonicalized(&mut self, canon: &mut Canonicalizer, loc: Location, bytes: &[u8]) {
+        let digest = match canon.canonicalize(bytes) {
+            Ok(c) => content_digest(c),
+            Err(e) => return self.malformed(loc, e.to_string()),
         };
-        let Some(audit) = audit_object(&value) else {
-            let entry = self.unaudited.entry(file).or_insert((0, loc));
+        if !canon.has_audit() {
+            let entry = self.unaudited.entry(loc.file).or_insert((0, loc));
             entry.0 += 1;
             return;
+        }
+        let kind = canon.audit_field("type").and_then(canonical_str);
+        if let Some(kind @ ("seal" | "checkpoint")) = kind.as_deref() {
+            // Chain records are few: read them through serde_json.
+            let seal = kind == "seal";
+            let value: Value = match serde_json::from_slice(bytes) {
+                Ok(v) => v,
+                Err(e) => return self.malformed(loc, format!("not JSON: {e}")),
+            };
+            if let Some(audit) = audit_object(&value) {
+                self.add_chain_record(&audit, seal, loc);
+            }
+            return;
+        }
+        let fields = match AuditFields::from_canonical(canon) {
+            Ok(f) => f,
+            Err(e) => return self.malformed(loc, e.to_string()),
         };
-        let chain = match get_chain(&audit) {
+        let gap = if canon.leaf("flowscribe.record") == Some(b"\"gap\"") {
+            serde_json::from_slice::<Value>(bytes)
+                .ok()
+                .and_then(|v| parse_gap(&v, &fields.view, loc))
+        } else {
+            None
+        };
+        let node = canon.leaf("host.name").and_then(canonical_str);
+        let data = self.chain_data(fields.chain, &fields.view);
+        if let Some(node) = node
+            && !data.nodes.contains(node.as_ref())
+        {
+            data.nodes.insert(node.into_owned());
+        }
+        data.records.push(Rec {
+            seq: fields.seq,
+            run: fields.run,
+            batch: fields.batch,
+            digest,
+            loc,
+        });
+        data.gaps.extend(gap);
+    }
+
+    /// The data of a chain and view (the last one used is found first).
+    fn chain_data(&mut self, chain: ChainId, view: &str) -> &mut ChainData {
+        let hit = matches!(&self.last_key, Some((c, v)) if *c == chain && v == view);
+        if !hit {
+            self.last_key = Some((chain, view.to_string()));
+        }
+        let key = self.last_key.clone().unwrap_or((chain, view.to_string()));
+        self.chains.entry(key).or_default()
+    }
+
+    fn add_chain_record(&mut self, audit: &Map<String, Value>, seal: bool, loc: Location) {
+        let chain = match get_chain(audit) {
             Ok(c) => c,
             Err(e) => return self.malformed(loc, e.to_string()),
         };
-        let view = match get_str(&audit, "view") {
+        let view = match get_str(audit, "view") {
             Ok(v) => v.to_string(),
             Err(e) => return self.malformed(loc, e.to_string()),
         };
-        let kind = audit
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("record");
-        match kind {
-            "seal" => match parse_seal(&audit) {
+        if seal {
+            match parse_seal(audit) {
                 Ok(seal) => {
-                    let data = self.chains.entry((chain, view)).or_default();
-                    if let Ok(node) = get_str(&audit, "node") {
+                    let data = self.chain_data(chain, &view);
+                    if let Ok(node) = get_str(audit, "node") {
                         data.nodes.insert(node.to_string());
                     }
                     data.seals.push((seal, loc));
                 }
                 Err(e) => self.malformed(loc, e),
-            },
-            "checkpoint" => {
-                let status = match get_str(&audit, "note") {
-                    Err(e) => CheckpointStatus::Malformed(e.to_string()),
-                    Ok(text) => match SignedNote::parse(text) {
-                        Err(e) => CheckpointStatus::Malformed(e.to_string()),
-                        Ok(note) => match note.check(&self.options.trusted) {
-                            NoteCheck::Verified { .. } => {
-                                match Checkpoint::parse_body(&note.body) {
-                                    Ok(cp) => CheckpointStatus::Verified(cp),
-                                    Err(e) => CheckpointStatus::Malformed(e.to_string()),
-                                }
-                            }
-                            NoteCheck::BadSignature { key } => CheckpointStatus::Bad(format!(
-                                "signature by trusted key {key} does not verify"
-                            )),
-                            NoteCheck::UnknownKey { signers } => CheckpointStatus::Unknown(signers),
-                        },
-                    },
-                };
-                let data = self.chains.entry((chain, view)).or_default();
-                if let Ok(node) = get_str(&audit, "node") {
-                    data.nodes.insert(node.to_string());
-                }
-                data.checkpoints.push((status, loc));
             }
-            _ => {
-                let fields = match AuditFields::from_object(&audit) {
-                    Ok(f) => f,
-                    Err(e) => return self.malformed(loc, e.to_string()),
-                };
-                let digest = content_digest(&canonical_bytes(&value));
-                let gap = if kind == "record" {
-                    parse_gap(&value, &fields.view, loc)
-                } else {
-                    None
-                };
-                let data = self.chains.entry((chain, view)).or_default();
-                if let Some(node) = lookup(&value, "host.name").and_then(Value::as_str) {
-                    data.nodes.insert(node.to_string());
-                }
-                data.records.push(Rec {
-                    seq: fields.seq,
-                    run: fields.run,
-                    batch: fields.batch,
-                    digest,
-                    loc,
-                });
-                data.gaps.extend(gap);
-            }
+            return;
         }
+        let status = match get_str(audit, "note") {
+            Err(e) => CheckpointStatus::Malformed(e.to_string()),
+            Ok(text) => match SignedNote::parse(text) {
+                Err(e) => CheckpointStatus::Malformed(e.to_string()),
+                Ok(note) => match note.check(&self.options.trusted) {
+                    NoteCheck::Verified { .. } => match Checkpoint::parse_body(&note.body) {
+                        Ok(cp) => CheckpointStatus::Verified(cp),
+                        Err(e) => CheckpointStatus::Malformed(e.to_string()),
+                    },
+                    NoteCheck::BadSignature { key } => CheckpointStatus::Bad(format!(
+                        "signature by trusted key {key} does not verify"
+                    )),
+                    NoteCheck::UnknownKey { signers } => CheckpointStatus::Unknown(signers),
+                },
+            },
+        };
+        let data = self.chain_data(chain, &view);
+        if let Ok(node) = get_str(audit, "node") {
+            data.nodes.insert(node.to_string());
+        }
+        data.checkpoints.push((status, loc));
     }
 
     /// Check everything fed so far.
