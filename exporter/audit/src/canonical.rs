@@ -228,6 +228,7 @@ mod tests {
             r#"{"tags": [{"b": 1, "a": "x", "c": {"z": [], "y": {}}}, 2, null, true, false], "empty": {}, "e": []}"#,
             r#"{"s": "caf\u00e9 \ud83d\ude00 \/ \" \\ \n \u0001", "k\u0065y": "v", "plain": "é😀"}"#,
             "{ \"spaced\" :\t{ \"out\" : [ 1 , 2 ] } }\n",
+            r#"{"we\"ird": {"k\\ey": 1, "ok": 2}, "tab\tkey": 3}"#,
             r#"{"flowscribe":{"state":"completed","policy":{"hits":[{"kind":"NetworkPolicy","rule":0}]}},"flowscribe.audit":{"chain":"ab","seq":1}}"#,
         ];
         let mut c = Canonicalizer::new();
@@ -288,6 +289,8 @@ pub struct CanonicalError(pub &'static str, pub usize);
 struct LeafRef {
     path: (u32, u32),
     value: (u32, u32),
+    /// A key of the path holds `"`, `\\` or a control character.
+    escape: bool,
 }
 
 /// The canonical form computed straight from JSON bytes, without building a
@@ -298,6 +301,8 @@ struct LeafRef {
 #[derive(Debug, Default)]
 pub struct Canonicalizer {
     path: Vec<u8>,
+    /// Keys on the current path that need escaping when written.
+    special_keys: u32,
     paths: Vec<u8>,
     values: Vec<u8>,
     leaves: Vec<LeafRef>,
@@ -412,6 +417,7 @@ impl Canonicalizer {
     pub fn canonicalize(&mut self, json: &[u8]) -> Result<&[u8], CanonicalError> {
         std::str::from_utf8(json).map_err(|e| CanonicalError("invalid UTF-8", e.valid_up_to()))?;
         self.path.clear();
+        self.special_keys = 0;
         self.paths.clear();
         self.values.clear();
         self.leaves.clear();
@@ -438,11 +444,16 @@ impl Canonicalizer {
             if n > 0 {
                 self.out.push(b',');
             }
-            // Paths are stored unescaped; write them as JSON strings. They
-            // are UTF-8: raw keys come from the checked input, escaped keys
-            // from decoded Strings.
+            // Paths are stored unescaped. A key without escapes in the input
+            // holds nothing that needs one, so most paths are copied as is.
             let p = &self.paths[l.path.0 as usize..l.path.1 as usize];
-            write_string(&String::from_utf8_lossy(p), &mut self.out);
+            if l.escape {
+                write_string(&String::from_utf8_lossy(p), &mut self.out);
+            } else {
+                self.out.push(b'"');
+                self.out.extend_from_slice(p);
+                self.out.push(b'"');
+            }
             self.out.push(b':');
             self.out
                 .extend_from_slice(&self.values[l.value.0 as usize..l.value.1 as usize]);
@@ -480,6 +491,7 @@ impl Canonicalizer {
         let leaf = LeafRef {
             path: (ps as u32, self.paths.len() as u32),
             value: (value_start as u32, self.values.len() as u32),
+            escape: self.special_keys > 0,
         };
         let p = &self.path;
         let audit = p.starts_with(AUDIT_PREFIX)
@@ -510,14 +522,17 @@ impl Canonicalizer {
             if base > 0 {
                 self.path.push(b'.');
             }
+            let mut special = false;
             if escaped {
                 let mut s = std::mem::take(&mut self.scratch);
                 unescape(raw, &mut s).map_err(|()| c.err("bad escape in key"))?;
+                special = s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
                 self.path.extend_from_slice(s.as_bytes());
                 self.scratch = s;
             } else {
                 self.path.extend_from_slice(raw);
             }
+            self.special_keys += u32::from(special);
             c.eat(b':')?;
             if c.peek() == Some(b'{') {
                 self.object_leaves(c)?;
@@ -530,6 +545,7 @@ impl Canonicalizer {
                 self.push_leaf(start);
             }
             self.path.truncate(base);
+            self.special_keys -= u32::from(special);
             match c.peek() {
                 Some(b',') => c.i += 1,
                 Some(b'}') => {
