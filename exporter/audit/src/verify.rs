@@ -56,6 +56,10 @@ pub struct VerifyOptions {
     /// checkpoint is a note, not a failure (an archive cut after a
     /// checkpoint looks the same, so the note says where it ends).
     pub open_end: bool,
+    /// Consecutive checkpoints of a run further apart than this (ms) mean
+    /// the exporter stopped checkpointing while it ran (`flowscribe verify`
+    /// uses twice the 60 s period; None: not checked).
+    pub max_checkpoint_gap_ms: Option<u64>,
 }
 
 /// A line of an input file.
@@ -102,6 +106,8 @@ pub enum FindingKind {
     CrashGap,
     /// The newest run has no stop checkpoint: cut, or still running.
     OpenEnd,
+    /// Two consecutive checkpoints further apart than allowed.
+    CheckpointLate,
 }
 
 impl FindingKind {
@@ -123,6 +129,7 @@ impl FindingKind {
             FindingKind::HeadMissing => "HEAD-MISSING",
             FindingKind::CrashGap => "CRASH-GAP",
             FindingKind::OpenEnd => "OPEN-END",
+            FindingKind::CheckpointLate => "CHECKPOINT-LATE",
         }
     }
 }
@@ -292,12 +299,14 @@ pub struct Verifier {
     options: VerifyOptions,
     files: Vec<String>,
     lines: u64,
-    chains: HashMap<ChainKey, ChainData>,
+    chains: Vec<(ChainKey, ChainData)>,
+    chain_index: HashMap<ChainKey, usize>,
+    /// The chain of the previous line: consecutive lines mostly share it.
+    last_chain: Option<usize>,
     findings: Vec<Finding>,
     /// Per file: lines without audit fields, and the first of them.
     unaudited: BTreeMap<u32, (u64, Location)>,
     canon: Canonicalizer,
-    last_key: Option<ChainKey>,
 }
 
 /// Find a value by dotted path in a record that may be nested, dotted or
@@ -372,11 +381,12 @@ impl Verifier {
             options,
             files: Vec::new(),
             lines: 0,
-            chains: HashMap::new(),
+            chains: Vec::new(),
+            chain_index: HashMap::new(),
+            last_chain: None,
             findings: Vec::new(),
             unaudited: BTreeMap::new(),
             canon: Canonicalizer::new(),
-            last_key: None,
         }
     }
 
@@ -460,14 +470,23 @@ impl Verifier {
         data.gaps.extend(gap);
     }
 
-    /// The data of a chain and view (the last one used is found first).
+    /// The data of a chain and view (the last one used is found first,
+    /// without allocating).
     fn chain_data(&mut self, chain: ChainId, view: &str) -> &mut ChainData {
-        let hit = matches!(&self.last_key, Some((c, v)) if *c == chain && v == view);
-        if !hit {
-            self.last_key = Some((chain, view.to_string()));
-        }
-        let key = self.last_key.clone().unwrap_or((chain, view.to_string()));
-        self.chains.entry(key).or_default()
+        let idx = match self.last_chain {
+            Some(i) if self.chains[i].0.0 == chain && self.chains[i].0.1 == view => i,
+            _ => {
+                let key = (chain, view.to_string());
+                let next = self.chains.len();
+                let i = *self.chain_index.entry(key.clone()).or_insert(next);
+                if i == next {
+                    self.chains.push((key, ChainData::default()));
+                }
+                i
+            }
+        };
+        self.last_chain = Some(idx);
+        &mut self.chains[idx].1
     }
 
     fn add_chain_record(&mut self, audit: &Map<String, Value>, seal: bool, loc: Location) {
@@ -518,12 +537,9 @@ impl Verifier {
     /// Check everything fed so far.
     pub fn finish(mut self) -> Report {
         let mut chains = Vec::new();
-        let mut keys: Vec<ChainKey> = self.chains.keys().cloned().collect();
-        keys.sort();
-        for key in keys {
-            let Some(data) = self.chains.remove(&key) else {
-                continue;
-            };
+        let mut all = std::mem::take(&mut self.chains);
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, data) in all {
             let mut check = ChainCheck::new(&key, &self.options);
             let summary = check.run(data);
             chains.push(summary);
@@ -751,6 +767,38 @@ impl<'a> ChainCheck<'a> {
             }
         }
         summary.checkpoints_verified = numbers.values().map(|s| s.len() as u64).sum();
+        if let Some(max_gap) = self.options.max_checkpoint_gap_ms {
+            let mut times: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+            for (status, _) in &data.checkpoints {
+                if let CheckpointStatus::Verified(cp) = status
+                    && cp.origin == origin
+                {
+                    times.insert((cp.run, cp.number), cp.time_unix_ms);
+                }
+            }
+            let late: Vec<(u64, u64, u64)> = times
+                .iter()
+                .zip(times.iter().skip(1))
+                .filter(|((a, _), (b, _))| a.0 == b.0 && a.1 + 1 == b.1)
+                .filter_map(|((a, ta), (_, tb))| {
+                    let gap = tb.saturating_sub(*ta);
+                    (gap > max_gap).then_some((a.0, a.1, gap))
+                })
+                .collect();
+            for (run, n, gap) in late {
+                self.finding(
+                    FindingKind::CheckpointLate,
+                    None,
+                    format!(
+                        "run {run}: checkpoints #{n} and #{} are {} s apart (more than {} s): the exporter was not checkpointing",
+                        n + 1,
+                        gap / 1000,
+                        max_gap / 1000
+                    ),
+                    None,
+                );
+            }
+        }
         for (run, nums) in &numbers {
             let max = nums.iter().next_back().copied().unwrap_or(0);
             let missing: Vec<u64> = (0..max).filter(|n| !nums.contains(n)).collect();
