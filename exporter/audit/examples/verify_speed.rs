@@ -3,7 +3,7 @@
 //! 60 s): prints CPU time per record for sealing and records/s per core for
 //! verifying. CPU time (from /proc) rather than wall time, because the
 //! machine is shared.
-//! `cargo run --release -p flowscribe-audit --example verify_speed [BATCHES]`
+//! `cargo run --release -p flowscribe-audit --example verify_speed [BATCHES [OUT.jsonl]]`
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/common/mod.rs"]
@@ -73,6 +73,13 @@ fn main() {
     lines.extend(cps.iter().map(|c| c.to_json_line()));
     let (seal_wall, seal_cpu) = (wall.elapsed().as_secs_f64(), cpu_seconds() - cpu);
     let records = batches * 1000;
+    // With a second argument, also write the archive there (a file sink's
+    // output) for `flowscribe verify`.
+    if let Some(path) = std::env::args().nth(2) {
+        let mut text = lines.join(&b'\n');
+        text.push(b'\n');
+        std::fs::write(&path, text).unwrap();
+    }
     let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
     // Phase 3: the auditor's side.
     let (wall, cpu) = (Instant::now(), cpu_seconds());

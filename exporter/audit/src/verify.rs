@@ -221,13 +221,14 @@ impl Report {
                     format!(" [{name}:{}]", l.line)
                 })
                 .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "{}{:<20} {chain}{seqs} {}{loc}",
+            let mut words: Vec<String> = vec![format!(
+                "{}{:<20}",
                 if f.fails { "" } else { "note: " },
-                f.kind.label(),
-                f.detail
-            );
+                f.kind.label()
+            )];
+            words.extend([chain.trim_end().to_string(), seqs, f.detail.clone()]);
+            words.retain(|w| !w.is_empty());
+            let _ = writeln!(out, "{}{loc}", words.join(" "));
         }
         let failing = self.findings.iter().filter(|f| f.fails).count();
         if self.ok() {
@@ -1402,13 +1403,14 @@ fn first_record(records: &[Rec], seq: u64) -> Option<usize> {
     records_at(records, seq).next()
 }
 
-/// Which elements form a longest strictly increasing subsequence.
+/// Which elements form a longest non-decreasing subsequence (two lines with
+/// one sequence number are a duplicate, reported as such, not disorder).
 fn longest_increasing(xs: &[u64]) -> Vec<bool> {
     // Patience sorting: tails[k] = index of the smallest tail of a run of k+1.
     let mut tails: Vec<usize> = Vec::new();
     let mut parent: Vec<Option<usize>> = vec![None; xs.len()];
     for (i, &x) in xs.iter().enumerate() {
-        let k = tails.partition_point(|&t| xs[t] < x);
+        let k = tails.partition_point(|&t| xs[t] <= x);
         parent[i] = k.checked_sub(1).map(|p| tails[p]);
         if k == tails.len() {
             tails.push(i);
@@ -1434,6 +1436,7 @@ mod tests {
         let keep = longest_increasing(&[1, 5, 3, 4, 2, 6]);
         assert_eq!(keep, vec![true, false, true, true, false, true]);
         assert!(longest_increasing(&[1, 2, 3]).iter().all(|k| *k));
+        assert!(longest_increasing(&[1, 2, 2, 3]).iter().all(|k| *k));
         assert!(longest_increasing(&[]).is_empty());
     }
 
