@@ -412,7 +412,7 @@ impl<S: StateStore> Auditor<S> {
             };
             persisted.insert(
                 v.name.clone(),
-                PersistedCheckpoint::new(v.size, &v.head, v.batches, v.checkpoints),
+                PersistedCheckpoint::new(self.run, v.size, &v.head, v.batches, v.checkpoints),
             );
             out.push(CheckpointRecord {
                 chain: self.chain,
@@ -541,7 +541,22 @@ mod tests {
         assert_eq!(gap.stopped, t(1), "the last state write before the crash");
         assert_eq!(gap.started, t(100));
         let cp = &gap.previous_checkpoints["ecs"];
-        assert_eq!((cp.size, cp.batches, cp.number), (0, 0, 0));
+        assert_eq!((cp.run, cp.size, cp.batches, cp.number), (1, 0, 0, 0));
+    }
+
+    #[test]
+    fn a_run_that_crashes_before_its_first_checkpoint_passes_on_the_older_one() {
+        let mut store = MemoryStateStore::default();
+        let (mut a, _) = Auditor::start(store, signer(), options(10), t(0), [6; 16]).unwrap();
+        a.tick(t(0)).unwrap();
+        store = a.store.clone(); // run 1 crashes after checkpoint #0
+        let (b, _) = Auditor::start(store, signer(), options(10), t(5), [6; 16]).unwrap();
+        store = b.store.clone(); // run 2 crashes before any checkpoint
+        let (_, gap) = Auditor::start(store, signer(), options(10), t(9), [6; 16]).unwrap();
+        let gap = gap.unwrap();
+        assert_eq!((gap.previous_run, gap.run), (2, 3));
+        assert_eq!(gap.previous_checkpoints["ecs"].run, 1);
+        assert_eq!((gap.resumed_seq, gap.previous_reserved_until), (20, 20));
     }
 
     #[test]

@@ -279,7 +279,8 @@ struct GapInfo {
     run: u64,
     clean: bool,
     resumed_seq: u64,
-    previous_checkpoint_number: Option<u64>,
+    /// (run, number) of the last checkpoint the previous runs persisted.
+    previous_checkpoint: Option<(u64, u64)>,
     loc: Location,
 }
 
@@ -368,10 +369,12 @@ fn parse_gap(record: &Value, view: &str, loc: Location) -> Option<GapInfo> {
         run: u("run")?,
         clean: lookup(gap, "clean").and_then(Value::as_bool)?,
         resumed_seq: u("resumed_seq")?,
-        previous_checkpoint_number: lookup(gap, "previous_checkpoints")
+        previous_checkpoint: lookup(gap, "previous_checkpoints")
             .and_then(|p| lookup(p, view))
-            .and_then(|c| lookup(c, "number"))
-            .and_then(Value::as_u64),
+            .and_then(|c| {
+                let field = |k: &str| lookup(c, k).and_then(Value::as_u64);
+                Some((field("run")?, field("number")?))
+            }),
         loc,
     })
 }
@@ -1105,15 +1108,15 @@ impl<'a> ChainCheck<'a> {
                     Some(gap.loc),
                 );
             }
-            if let Some(n) = gap.previous_checkpoint_number
-                && run_end.contains_key(&prev_run)
-                && !numbers.get(&prev_run).is_some_and(|s| s.contains(&n))
+            if let Some((cp_run, n)) = gap.previous_checkpoint
+                && run_end.contains_key(&cp_run)
+                && !numbers.get(&cp_run).is_some_and(|s| s.contains(&n))
             {
                 self.finding(
                     FindingKind::CheckpointMissing,
                     None,
                     format!(
-                        "run {prev_run} checkpoint #{n}, named by run {run}'s gap record, is not in the archive"
+                        "run {cp_run} checkpoint #{n}, named by run {run}'s gap record, is not in the archive"
                     ),
                     Some(gap.loc),
                 );
