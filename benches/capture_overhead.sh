@@ -420,7 +420,7 @@ start_flowscribe() {
     local tag=$1 before held
     before=$(all_prog_ids)
     FS_OUT=$WORK/fs-$tag.jsonl
-    ip netns exec "$NODE" "$FLOWSCRIBE" run --output "file:$FS_OUT" > "$WORK/fs-$tag.stdout" 2> "$WORK/fs-$tag.log" &
+    ip netns exec "$NODE" "$FLOWSCRIBE" run --format minimal --output "file:$FS_OUT" > "$WORK/fs-$tag.stdout" 2> "$WORK/fs-$tag.log" &
     FS_PID=$!
     PIDS+=("$FS_PID")
     wait_for_log "$WORK/fs-$tag.log" "capture running" "$FS_PID" 60
@@ -630,7 +630,7 @@ idle_rss() {
     SEQ=$((SEQ + 1))
     log "rep $rep/$R  #$SEQ  flowscribe idle RSS"
     FS_OUT=$WORK/fs-$tag.jsonl
-    ip netns exec "$NODE" "$FLOWSCRIBE" run --output "file:$FS_OUT" > /dev/null 2> "$WORK/fs-$tag.log" &
+    ip netns exec "$NODE" "$FLOWSCRIBE" run --format minimal --output "file:$FS_OUT" > /dev/null 2> "$WORK/fs-$tag.log" &
     FS_PID=$!
     PIDS+=("$FS_PID")
     wait_for_log "$WORK/fs-$tag.log" "capture running" "$FS_PID" 60

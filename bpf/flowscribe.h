@@ -96,10 +96,15 @@ enum fs_stat {
 	FS_STAT_MAX = 16,
 };
 
-/* Index 0 of the CONFIG array: how many entries EXCLUDE holds (0 = skip lookups). */
+/*
+ * Index 0 of the CONFIG array, written by userspace. Size 16, alignment 8.
+ * coarse_to_boot_ns is CLOCK_BOOTTIME - CLOCK_MONOTONIC: added to
+ * bpf_ktime_get_coarse_ns() it gives boot time at tick resolution.
+ */
 struct fs_config {
-	__u32 exclude_count;
+	__u32 exclude_count;      /* entries in EXCLUDE (0 = skip lookups) */
 	__u32 _pad;
+	__u64 coarse_to_boot_ns;
 };
 
 #endif

@@ -423,9 +423,57 @@ impl Exporter {
             code: status.code(),
             elapsed,
             records,
+            lines: text.lines().map(str::to_string).collect(),
             log: std::mem::take(&mut self.log),
         }
     }
+}
+
+impl Exporter {
+    /// The port of `--metrics-listen 127.0.0.1:0`, from its log line.
+    pub fn metrics_port(&mut self) -> u16 {
+        let line = self
+            .wait_for_log(
+                |l| l.contains("metrics endpoint listening"),
+                Duration::from_secs(5),
+            )
+            .expect("metrics endpoint listening line");
+        line.rsplit(':').next().unwrap().trim().parse().unwrap()
+    }
+
+    /// SIGKILL: no shutdown path runs. Returns the log so far.
+    pub fn kill9(mut self) -> Vec<String> {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        while let Ok(l) = self.stderr.recv_timeout(Duration::from_millis(500)) {
+            self.log.push(l);
+        }
+        let _ = std::fs::remove_file(&self.out_path);
+        std::mem::take(&mut self.log)
+    }
+}
+
+/// GET `path` from an exporter's metrics endpoint on 127.0.0.1:`port`
+/// inside namespace `ns`: (HTTP status, body).
+pub fn http_get(ns: &Netns, port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let path = path.to_string();
+    ns.run(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let status = text[9..12].parse().unwrap();
+        let body = text.split_once("\r\n\r\n").unwrap().1.to_string();
+        (status, body)
+    })
+}
+
+/// The value of the Prometheus sample `series` (name and labels exactly).
+pub fn metric_sample(body: &str, series: &str) -> Option<u64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 impl Drop for Exporter {
@@ -443,6 +491,8 @@ pub struct Stopped {
     pub code: Option<i32>,
     pub elapsed: Duration,
     pub records: Vec<Value>,
+    /// The output file's lines as written.
+    pub lines: Vec<String>,
     pub log: Vec<String>,
 }
 
@@ -604,5 +654,50 @@ fn tcp_info(s: &TcpStream) -> TcpCounts {
         segs_in: u64::from(info.tcpi_segs_in),
         bytes_sent: info.tcpi_bytes_sent,
         bytes_received: info.tcpi_bytes_received,
+    }
+}
+
+/// Transmit raw Ethernet frames on interface `ifname` of namespace `ns`
+/// through an AF_PACKET socket: they leave through the interface's egress
+/// hook exactly as written (an in-band VLAN tag stays in the frame), which
+/// is how tests produce VLAN-tagged traffic on a kernel without 8021q.
+/// Frames must be addressed to namespaces the test made.
+pub fn inject_frames(ns: &Netns, ifname: &str, frames: Vec<Vec<u8>>) {
+    let ifname = std::ffi::CString::new(ifname).unwrap();
+    ns.run(move || send_raw_frames(&ifname, &frames));
+}
+
+#[allow(unsafe_code, reason = "AF_PACKET socket through libc")]
+fn send_raw_frames(ifname: &std::ffi::CStr, frames: &[Vec<u8>]) {
+    // SAFETY: plain libc calls with valid pointers and lengths; the fd is
+    // closed before returning.
+    unsafe {
+        let ifindex = libc::if_nametoindex(ifname.as_ptr());
+        assert!(ifindex > 0, "no interface {ifname:?}");
+        // Protocol 0: a send-only socket, it receives nothing.
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        for f in frames {
+            addr.sll_addr[..6].copy_from_slice(&f[..6]);
+            let n = libc::sendto(
+                fd,
+                f.as_ptr().cast(),
+                f.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            let err = std::io::Error::last_os_error();
+            assert_eq!(n, f.len() as isize, "sendto: {err}");
+        }
+        libc::close(fd);
     }
 }

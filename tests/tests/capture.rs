@@ -429,3 +429,194 @@ fn active_and_idle_timeouts_cut_windows_while_running() {
         );
     }
 }
+
+/// Frame builders for the header shapes ordinary sockets cannot make here.
+mod frames {
+    const BROADCAST: [u8; 6] = [0xff; 6];
+    const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+    fn ethernet(vlan: Option<u16>, ethertype: u16, l3: &[u8]) -> Vec<u8> {
+        let mut f = Vec::with_capacity(18 + l3.len());
+        f.extend_from_slice(&BROADCAST);
+        f.extend_from_slice(&SRC_MAC);
+        if let Some(vid) = vlan {
+            f.extend_from_slice(&0x8100u16.to_be_bytes());
+            f.extend_from_slice(&vid.to_be_bytes());
+        }
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(l3);
+        f
+    }
+
+    fn checksum(bytes: &[u8]) -> u16 {
+        let mut sum: u32 = bytes
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+        let total = (20 + l4.len()) as u16;
+        let mut h = vec![0x45, 0];
+        h.extend_from_slice(&total.to_be_bytes());
+        h.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]);
+        h.extend_from_slice(&src);
+        h.extend_from_slice(&dst);
+        let c = checksum(&h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        h.extend_from_slice(l4);
+        h
+    }
+
+    fn ports(sport: u16, dport: u16) -> Vec<u8> {
+        let mut p = sport.to_be_bytes().to_vec();
+        p.extend_from_slice(&dport.to_be_bytes());
+        p
+    }
+
+    fn udp(sport: u16, dport: u16, payload: usize) -> Vec<u8> {
+        let mut u = ports(sport, dport);
+        u.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+        u.extend_from_slice(&[0, 0]); // no checksum (IPv4 allows it)
+        u.extend(std::iter::repeat_n(0x55, payload));
+        u
+    }
+
+    /// IPv4 UDP in an 802.1Q-tagged frame.
+    pub fn vlan_udp4(
+        vid: u16,
+        src: [u8; 4],
+        dst: [u8; 4],
+        sport: u16,
+        dport: u16,
+        payload: usize,
+    ) -> Vec<u8> {
+        ethernet(
+            Some(vid),
+            0x0800,
+            &ipv4(src, dst, 17, &udp(sport, dport, payload)),
+        )
+    }
+
+    /// IPv4 SCTP: common header and one INIT chunk (20 bytes).
+    pub fn sctp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+        let mut s = ports(sport, dport);
+        s.extend_from_slice(&[0; 8]); // verification tag 0 (INIT), checksum
+        s.extend_from_slice(&[1, 0, 0, 20]); // INIT, flags, length 20
+        s.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0x10, 0, 0, 1, 0, 1, 0, 0, 0, 1]);
+        ethernet(None, 0x0800, &ipv4(src, dst, 132, &s))
+    }
+
+    /// IPv6 UDP behind `exts` extension headers, each 8 bytes: 0 = hop-by-hop
+    /// or 60 = destination options (PadN), 44 = an atomic fragment header.
+    pub fn udp6_with_exts(
+        src: [u8; 16],
+        dst: [u8; 16],
+        exts: &[u8],
+        sport: u16,
+        dport: u16,
+        payload: usize,
+    ) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (i, &kind) in exts.iter().enumerate() {
+            let next = exts.get(i + 1).copied().unwrap_or(17);
+            match kind {
+                44 => body.extend_from_slice(&[next, 0, 0, 0, 0, 0, 0, 7]),
+                _ => body.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]),
+            }
+        }
+        let mut u = udp(sport, dport, payload);
+        // IPv6 needs a UDP checksum; a wrong one only makes the receiver drop it.
+        u[6..8].copy_from_slice(&[0xff, 0xff]);
+        body.extend_from_slice(&u);
+        let mut h = vec![0x60, 0, 0, 0];
+        h.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        h.push(exts.first().copied().unwrap_or(17));
+        h.push(64);
+        h.extend_from_slice(&src);
+        h.extend_from_slice(&dst);
+        h.extend_from_slice(&body);
+        ethernet(None, 0x86dd, &h)
+    }
+}
+
+fn octets4(a: IpAddr) -> [u8; 4] {
+    match a {
+        IpAddr::V4(v) => v.octets(),
+        IpAddr::V6(_) => panic!("not IPv4"),
+    }
+}
+
+fn octets6(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V6(v) => v.octets(),
+        IpAddr::V4(_) => panic!("not IPv6"),
+    }
+}
+
+/// Headers the fast path does not take: an in-band 802.1Q tag, SCTP, and
+/// IPv6 extension chains (within the walk bound, and one beyond it). The
+/// frames leave the node through the pod's host-side veth, so the egress
+/// program sees them byte for byte (ingress would see VLAN tags already
+/// stripped by the kernel).
+#[test]
+fn vlan_sctp_and_ipv6_extension_headers_are_parsed_with_exact_counts() {
+    let _serial = serial();
+    let node = Node::new(1);
+    let a = &node.pods[0];
+    let exporter = Exporter::start(&node.ns.name, ONE_WINDOW);
+    let (h4, h6): (IpAddr, IpAddr) = (
+        "10.201.1.1".parse().unwrap(),
+        "fd00:201:1::1".parse().unwrap(),
+    );
+    let (src4, dst4, src6, dst6) = (octets4(h4), octets4(a.v4), octets6(h6), octets6(a.v6));
+
+    let mut out = Vec::new();
+    // 7 VLAN-tagged UDP datagrams of 100 payload bytes: IP length 128.
+    out.extend((0..7).map(|_| frames::vlan_udp4(100, src4, dst4, 41001, 7001, 100)));
+    // 4 SCTP INITs: IP length 20 + 12 + 20 = 52.
+    out.extend((0..4).map(|_| frames::sctp4(src4, dst4, 41002, 7002)));
+    // 5 IPv6 UDP behind hop-by-hop, destination options and an atomic
+    // fragment header: IP length 40 + 24 + 8 + 60 = 132.
+    out.extend((0..5).map(|_| frames::udp6_with_exts(src6, dst6, &[0, 60, 44], 41003, 7003, 60)));
+    // 3 IPv6 packets behind 7 destination-options headers, one more than the
+    // walk bound: counted as such, recorded without ports.
+    out.extend((0..3).map(|_| frames::udp6_with_exts(src6, dst6, &[60; 7], 41004, 7004, 10)));
+    inject_frames(&node.ns, &a.host_if, out);
+
+    let stopped = exporter.stop();
+    assert_eq!(stopped.code, Some(0), "log: {:#?}", stopped.log);
+
+    let vlan = one_flow(&stopped, h4, a.v4, 7001);
+    assert_eq!(vlan["protocol"], "udp");
+    assert_eq!(
+        (vlan["src_port"].as_u64(), vlan["src_addr"].as_str()),
+        (Some(41001), Some("10.201.1.1"))
+    );
+    assert_eq!(counts(vlan, "forward"), (7, 7 * 128));
+    assert_eq!(vlan["initiator_hook"], "egress");
+
+    let sctp = one_flow(&stopped, h4, a.v4, 7002);
+    assert_eq!(sctp["protocol"], "sctp");
+    assert_eq!(sctp["src_port"], 41002);
+    assert_eq!(counts(sctp, "forward"), (4, 4 * 52));
+
+    let ext = one_flow(&stopped, h6, a.v6, 7003);
+    assert_eq!(ext["protocol"], "udp");
+    assert_eq!(ext["src_port"], 41003);
+    assert_eq!(counts(ext, "forward"), (5, 5 * 132));
+
+    // Beyond the bound: no ports, protocol = the header where the walk stopped.
+    let deep: Vec<&Value> = stopped
+        .flows_between(h6, a.v6)
+        .into_iter()
+        .filter(|r| r["protocol"] == "other")
+        .collect();
+    assert_eq!(deep.len(), 1, "{deep:#?}");
+    assert_eq!(counts(deep[0], "forward"), (3, 3 * (40 + 56 + 18)));
+    assert_eq!(stopped.stopped_counter("parse_ext_limit"), 3);
+}

@@ -129,3 +129,18 @@ fn the_exporters_own_sink_traffic_is_not_captured() {
         1
     );
 }
+
+#[test]
+fn compliance_mode_names_every_setting_that_could_lose_records() {
+    let config = TempConfig::new("mode: compliance\nsinks: ['syslog+udp://127.0.0.1:514']\n");
+    let (code, stderr) = run(&["--config", &config.arg()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "{stderr}");
+    assert!(lines[0].starts_with("flowscribe: sinks[0]: compliance mode: a memory queue"));
+    assert!(lines[1].contains("syslog over UDP"));
+    assert!(lines[2].contains("cef records cannot carry the audit fields"));
+    assert!(
+        lines[3].starts_with("flowscribe: audit.key_file: compliance mode needs the audit trail")
+    );
+}

@@ -159,3 +159,122 @@ fn a_forbidden_resource_is_named_and_records_say_identity_is_degraded() {
         .count();
     assert_eq!(failing, 1, "{:#?}", stopped.log);
 }
+
+/// ③ from the live cluster: NetworkPolicies listed and watched from the API
+/// server decide the recorded verdicts, a policy created while running
+/// applies to later flows, and the CRDs the fake does not serve (Calico,
+/// network-policy-api) are skipped without degrading anything.
+#[test]
+fn policies_from_the_api_server_decide_verdicts_and_follow_changes() {
+    let _serial = serial();
+    let node = Node::new_v4_only(2);
+    let rt = runtime();
+    let (fake, kubeconfig) = api_server(&rt, &node);
+    fake.apply(
+        "networkpolicies",
+        json!({"metadata": {"name": "db-ingress", "namespace": "shop", "uid": "np-db",
+                            "generation": 1},
+               "spec": {"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"],
+                        "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+                                     "ports": [{"port": 5432}]}]}}),
+    );
+    let path = kubeconfig.arg();
+    // Short windows: each flow is explained about a second after it ends,
+    // with the policies of that moment.
+    let config = TempConfig::new("capture:\n  drain_interval: 200ms\n");
+    let config_arg = config.arg();
+    let args = [
+        "--config",
+        &config_arg,
+        "--idle-timeout",
+        "1s",
+        "--format",
+        "ecs",
+    ];
+    let mut exporter =
+        Exporter::start_with_env(&node.ns.name, &args, &[("KUBECONFIG", path.as_str())]);
+    exporter
+        .wait_for_log(
+            |l| l.contains("policies listed") && l.contains("networkpolicies.networking.k8s.io"),
+            Duration::from_secs(15),
+        )
+        .unwrap_or_else(|| panic!("policies never listed; log:\n{}", exporter.log.join("\n")));
+    let record = |e: &Exporter, port: u16| {
+        e.records_so_far()
+            .into_iter()
+            .find(|r| r["source"]["port"] == port)
+    };
+    let wait_record = |e: &Exporter, port: u16| {
+        let mut found = None;
+        assert!(
+            wait_until(Duration::from_secs(15), || {
+                found = record(e, port);
+                found.is_some()
+            }),
+            "no record from port {port}"
+        );
+        found.unwrap()
+    };
+
+    let (web, db) = (&node.pods[0], &node.pods[1]);
+    // Not port 5432: db is isolated for ingress and no rule matches.
+    let (denied, _) = tcp_transfer(&web.ns, &db.ns, db.v4, 1_000);
+    // db's egress is not isolated (yet).
+    let (allowed, _) = tcp_transfer(&db.ns, &web.ns, web.v4, 1_000);
+    let d = wait_record(&exporter, denied);
+    assert_eq!(
+        d["flowscribe"]["policy"]["ingress"]["verdict"], "deny",
+        "{d:#}"
+    );
+    assert_eq!(
+        d["flowscribe"]["policy"]["ingress"]["hits"][0]["name"],
+        "db-ingress"
+    );
+    assert_eq!(d["rule"]["uuid"], "np-db");
+    let a = wait_record(&exporter, allowed);
+    assert_eq!(a["flowscribe"]["policy"]["verdict"], "allow", "{a:#}");
+
+    // A default-deny for egress in shop arrives through the watch; probe
+    // until a flow is explained with it (each probe's record is awaited).
+    fake.apply(
+        "networkpolicies",
+        json!({"metadata": {"name": "deny-egress", "namespace": "shop", "uid": "np-eg"},
+               "spec": {"podSelector": {}, "policyTypes": ["Egress"]}}),
+    );
+    let mut late = None;
+    let applied = wait_until(Duration::from_secs(20), || {
+        let (p, _) = tcp_transfer(&db.ns, &web.ns, web.v4, 100);
+        let r = wait_record(&exporter, p);
+        let deny = r["flowscribe"]["policy"]["egress"]["verdict"] == "deny";
+        late = Some(r);
+        deny
+    });
+    let late = late.unwrap();
+    assert!(applied, "the new policy never applied: {late:#}");
+    assert_eq!(
+        late["flowscribe"]["policy"]["egress"]["hits"][0]["name"],
+        "deny-egress"
+    );
+
+    let stopped = exporter.stop();
+    assert_eq!(stopped.code, Some(0), "log:\n{}", stopped.log.join("\n"));
+    // Nothing degraded: the unserved CRDs are absent, not failing.
+    let flows: Vec<&Value> = stopped
+        .records
+        .iter()
+        .filter(|r| r["event"]["dataset"] == "flowscribe.flow")
+        .collect();
+    assert!(flows.len() >= 3, "{:#?}", stopped.records);
+    assert!(
+        flows
+            .iter()
+            .all(|r| r["flowscribe"]["identity_degraded"] == false),
+        "a record says degraded"
+    );
+    assert!(
+        stopped.log.iter().any(|l| l.contains("CRD not installed")
+            && l.contains("globalnetworkpolicies.projectcalico.org")),
+        "{:#?}",
+        stopped.log
+    );
+}

@@ -77,12 +77,15 @@ pub struct RawEndpointKey {
     pub family: u8,
 }
 
-/// Mirror of `struct fs_config` (8 bytes).
+/// Mirror of `struct fs_config` (16 bytes).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RawConfig {
     pub exclude_count: u32,
     pub pad: u32,
+    /// CLOCK_BOOTTIME - CLOCK_MONOTONIC: the programs add it to the coarse
+    /// (monotonic, tick-resolution) clock they stamp existing flows with.
+    pub coarse_to_boot_ns: u64,
 }
 
 // SAFETY: each type is #[repr(C)], made only of integers and byte arrays,
@@ -165,7 +168,7 @@ mod tests {
         layout!(RawFlowEvent, 56, 8);
         layout!(RawDropVal, 40, 8);
         layout!(RawEndpointKey, 20, 2);
-        layout!(RawConfig, 8, 4);
+        layout!(RawConfig, 16, 8);
         assert_eq!(offset_of!(RawFlowKey, sport), 32);
         assert_eq!(offset_of!(RawFlowKey, ifindex), 36);
         assert_eq!(offset_of!(RawFlowKey, proto), 40);

@@ -198,6 +198,9 @@ pub struct Capture {
     unmatched_reported: u64,
     new_flow_events: u64,
     clock_offset_ns: u64,
+    /// The CONFIG array and what was last written to it.
+    config_map: Map,
+    kernel_config: RawConfig,
 }
 
 impl std::fmt::Debug for Capture {
@@ -211,6 +214,30 @@ impl std::fmt::Debug for Capture {
 
 fn load_err(e: impl std::fmt::Display) -> CaptureError {
     CaptureError::Load(e.to_string())
+}
+
+/// The kernel's clock discipline as adjtimex(2) reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelClock {
+    /// NTP (or PTP) discipline is on: `STA_UNSYNC` is clear and the call
+    /// did not report `TIME_ERROR`.
+    pub synchronized: bool,
+    pub max_error_us: u64,
+    pub est_error_us: u64,
+}
+
+/// Read the clock discipline (adjtimex with no change requested).
+#[allow(unsafe_code, reason = "adjtimex through libc")]
+pub fn kernel_clock() -> KernelClock {
+    // SAFETY: a zeroed timex with modes = 0 only reads the state.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: tx is a valid, writable timex.
+    let rc = unsafe { libc::adjtimex(&mut tx) };
+    KernelClock {
+        synchronized: rc != libc::TIME_ERROR && tx.status & libc::STA_UNSYNC == 0,
+        max_error_us: tx.maxerror.max(0) as u64,
+        est_error_us: tx.esterror.max(0) as u64,
+    }
 }
 
 /// Kernel boot-clock nanoseconds now (the clock the programs stamp with).
@@ -229,6 +256,12 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Boot clock minus monotonic clock (time spent suspended), in ns: what
+/// turns the programs' coarse monotonic stamps into boot time.
+fn coarse_to_boot_ns() -> u64 {
+    boot_ns().saturating_sub(clock_ns(libc::CLOCK_MONOTONIC))
+}
+
 /// Wall-clock minus boot-clock, in ns, measured now.
 fn measure_clock_offset() -> u64 {
     clock_ns(libc::CLOCK_REALTIME).saturating_sub(boot_ns())
@@ -239,7 +272,10 @@ fn measure_clock_offset() -> u64 {
 /// not line up); follow it only when the wall clock really moved (> 1 ms,
 /// e.g. an NTP step).
 fn refresh_clock_offset(current: u64) -> u64 {
-    let now = measure_clock_offset();
+    refresh_clock_offset_from(current, measure_clock_offset())
+}
+
+fn refresh_clock_offset_from(current: u64, now: u64) -> u64 {
     if now.abs_diff(current) > 1_000_000 {
         now
     } else {
@@ -311,6 +347,13 @@ impl Capture {
         let stats = take(&mut ebpf, "STATS")?;
         let events = RingBuf::try_from(take(&mut ebpf, "FLOW_EVENTS")?).map_err(load_err)?;
         set_exclusions(&mut ebpf, &config.excluded_endpoints)?;
+        let kernel_config = RawConfig {
+            exclude_count: config.excluded_endpoints.len() as u32,
+            pad: 0,
+            coarse_to_boot_ns: coarse_to_boot_ns(),
+        };
+        let mut config_map = take(&mut ebpf, "CONFIG")?;
+        write_kernel_config(&mut config_map, kernel_config)?;
 
         let mut capture = Capture {
             ebpf,
@@ -334,6 +377,8 @@ impl Capture {
             unmatched_reported: 0,
             new_flow_events: 0,
             clock_offset_ns: measure_clock_offset(),
+            config_map,
+            kernel_config,
         };
         let events = capture.reconcile()?;
         Ok((capture, events))
@@ -467,13 +512,6 @@ impl Capture {
         })
     }
 
-    fn flow_map(&self) -> Result<BpfHashMap<&MapData, RawFlowKey, RawFlowVal>, CaptureError> {
-        BpfHashMap::try_from(&self.flows).map_err(|e| CaptureError::Map {
-            map: "FLOWS",
-            reason: e.to_string(),
-        })
-    }
-
     fn map_data(map: &Map) -> Option<&MapData> {
         match map {
             Map::HashMap(d) => Some(d),
@@ -489,6 +527,14 @@ impl Capture {
     fn drain_inner(&mut self, shutdown: bool) -> Result<Batch, CaptureError> {
         self.clock_offset_ns = refresh_clock_offset(self.clock_offset_ns);
         let offset = self.clock_offset_ns;
+        // Boot time runs ahead of the monotonic clock after a suspend; keep
+        // the programs' coarse stamps in boot time.
+        let coarse =
+            refresh_clock_offset_from(self.kernel_config.coarse_to_boot_ns, coarse_to_boot_ns());
+        if coarse != self.kernel_config.coarse_to_boot_ns {
+            self.kernel_config.coarse_to_boot_ns = coarse;
+            write_kernel_config(&mut self.config_map, self.kernel_config)?;
+        }
         let to_system =
             move |ns: u64| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns.saturating_add(offset));
         while let Some(item) = self.events.next() {
@@ -498,10 +544,12 @@ impl Capture {
         }
         // Snapshot the flow map (cumulative counters).
         let now = boot_ns();
-        let snapshot: Vec<(RawFlowKey, RawFlowVal)> = {
-            let map = self.flow_map()?;
-            map.iter().filter_map(Result::ok).collect()
-        };
+        // One bpf(2) call per 4096 entries, not two per entry.
+        let flows = Self::map_data(&self.flows).ok_or(CaptureError::Map {
+            map: "FLOWS",
+            reason: "not a hash map".into(),
+        })?;
+        let snapshot: Vec<(RawFlowKey, RawFlowVal)> = sys::lookup_batch(flows.fd(), 4096)?;
         self.aggregator.ingest(&snapshot);
         // Drops: read and delete every entry.
         let drop_keys: Vec<RawFlowKey> = {
@@ -634,38 +682,36 @@ impl Capture {
     }
 }
 
-/// Write the excluded endpoints into the EXCLUDE and CONFIG maps.
+/// Write the excluded endpoints into the EXCLUDE map (CONFIG says how many).
 fn set_exclusions(ebpf: &mut Ebpf, endpoints: &[(IpAddr, u16, u8)]) -> Result<(), CaptureError> {
     let map_err = |e: aya::maps::MapError| CaptureError::Map {
         map: "EXCLUDE",
         reason: e.to_string(),
     };
-    {
-        let mut exclude: BpfHashMap<&mut MapData, RawEndpointKey, u8> = BpfHashMap::try_from(
-            ebpf.map_mut("EXCLUDE")
-                .ok_or_else(|| load_err("map EXCLUDE missing"))?,
-        )
-        .map_err(map_err)?;
-        for (addr, port, proto) in endpoints {
-            let (bytes, family) = abi::addr_bytes(*addr);
-            let key = RawEndpointKey {
-                addr: bytes,
-                port: *port,
-                proto: *proto,
-                family,
-            };
-            exclude.insert(key, 1, 0).map_err(map_err)?;
-        }
-    }
-    let mut config: Array<&mut MapData, RawConfig> = Array::try_from(
-        ebpf.map_mut("CONFIG")
-            .ok_or_else(|| load_err("map CONFIG missing"))?,
+    let mut exclude: BpfHashMap<&mut MapData, RawEndpointKey, u8> = BpfHashMap::try_from(
+        ebpf.map_mut("EXCLUDE")
+            .ok_or_else(|| load_err("map EXCLUDE missing"))?,
     )
     .map_err(map_err)?;
-    let value = RawConfig {
-        exclude_count: endpoints.len() as u32,
-        pad: 0,
-    };
-    config.set(0, value, 0).map_err(map_err)?;
+    for (addr, port, proto) in endpoints {
+        let (bytes, family) = abi::addr_bytes(*addr);
+        let key = RawEndpointKey {
+            addr: bytes,
+            port: *port,
+            proto: *proto,
+            family,
+        };
+        exclude.insert(key, 1, 0).map_err(map_err)?;
+    }
     Ok(())
+}
+
+/// Write index 0 of the CONFIG array.
+fn write_kernel_config(map: &mut Map, value: RawConfig) -> Result<(), CaptureError> {
+    let map_err = |e: aya::maps::MapError| CaptureError::Map {
+        map: "CONFIG",
+        reason: e.to_string(),
+    };
+    let mut config: Array<&mut MapData, RawConfig> = Array::try_from(map).map_err(map_err)?;
+    config.set(0, value, 0).map_err(map_err)
 }

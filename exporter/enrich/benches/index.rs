@@ -190,6 +190,29 @@ fn main() {
             black_box(index.resolve(black_box(*a), Some((443, 6)), now));
             external.push(t.elapsed().as_nanos() as u64);
         }
+        // Per flow, as enrich_batch resolves them: both ends of 512 flows
+        // (random pods of the 150k) in one resolve_batch call, the batch
+        // timed as a whole and divided by its flows.
+        let flows_per_batch = 512;
+        let mut batched = Vec::new();
+        let mut hot_batched = Vec::new();
+        for (set, out) in [(&addrs, &mut batched), (&hot, &mut hot_batched)] {
+            for chunk in set.chunks_exact(flows_per_batch * 2) {
+                let queries: Vec<flowscribe_enrich::index::Query> = chunk
+                    .chunks_exact(2)
+                    .flat_map(|p| [(p[0], None, now), (p[1], Some((8080, 6)), now)])
+                    .collect();
+                let t = Instant::now();
+                black_box(index.resolve_batch(black_box(&queries)));
+                out.push(t.elapsed().as_nanos() as u64 / flows_per_batch as u64);
+            }
+        }
+        let (b50, b99, b999) = percentiles(batched);
+        let (hb50, hb99, _) = percentiles(hot_batched);
+        println!(
+            "round {round}: per flow (2 ends, batches of {flows_per_batch}): random p50 {b50} p99 {b99} \
+             p99.9 {b999} | hot p50 {hb50} p99 {hb99} (ns)"
+        );
         let (t50, t99, _) = percentiles(timer);
         let (p50, p99, p999) = percentiles(pods);
         let (e50, e99, e999) = percentiles(external);

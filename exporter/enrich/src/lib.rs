@@ -10,9 +10,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use flowscribe_model::{EndpointKind, EnrichedFlow, Flow};
+use flowscribe_model::{Endpoint, EndpointKind, EnrichedFlow, Flow};
 
 pub mod index;
+pub mod kube_policies;
 pub mod kube_source;
 pub mod manifests;
 pub mod networks;
@@ -27,17 +28,30 @@ pub use index::{Change, IdentityIndex, IndexConfig};
 /// one of the service's endpoints, seen at the backend's interface): the
 /// service endpoint then carries the backend pod.
 pub fn enrich_batch(index: &IdentityIndex, flows: Vec<Flow>, degraded: bool) -> Vec<EnrichedFlow> {
+    // Both ends of every flow in one batch lookup (see resolve_batch).
+    let queries: Vec<_> = flows
+        .iter()
+        .flat_map(|f| {
+            let (k, at) = (f.key, f.last_packet);
+            [
+                (k.src_addr, None, at),
+                (k.dst_addr, Some((k.dst_port, k.protocol)), at),
+            ]
+        })
+        .collect();
+    let mut ends = index.resolve_batch(&queries).into_iter();
+    // Two ends per flow, in order; the fallback never happens.
+    let mut next = || {
+        ends.next()
+            .unwrap_or_else(|| Endpoint::of_kind(EndpointKind::Unknown))
+    };
     let mut out: Vec<EnrichedFlow> = flows
         .into_iter()
-        .map(|flow| {
-            let at = flow.last_packet;
-            let k = flow.key;
-            EnrichedFlow {
-                source: index.resolve(k.src_addr, None, at),
-                destination: index.resolve(k.dst_addr, Some((k.dst_port, k.protocol)), at),
-                flow,
-                identity_degraded: degraded,
-            }
+        .map(|flow| EnrichedFlow {
+            source: next(),
+            destination: next(),
+            flow,
+            identity_degraded: degraded,
         })
         .collect();
     join_service_backends(index, &mut out);

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use flowscribe_model::EndpointKind;
 use ipnet::IpNet;
+use rustc_hash::FxHashMap;
 
 pub const PRIVATE_NETWORK: &str = "PRIVATE NETWORK";
 pub const PUBLIC_NETWORK: &str = "PUBLIC NETWORK";
@@ -67,14 +68,16 @@ struct Entry {
     kind: Option<EndpointKind>,
 }
 
-/// An entry in the form the lookup loop wants: the address as a u128
-/// (IPv4 in the low bits), masked compare, no enum matching per step.
+/// All entries of one prefix length, addresses as u128 (IPv4 in the low
+/// bits): one hash probe finds the ones that
+/// contain an address, so a lookup costs one probe per distinct length
+/// (a handful), not one compare per network (hundreds with a pod CIDR per
+/// node).
 #[derive(Debug, Clone)]
-struct Compiled {
-    bits: u128,
+struct Level {
     mask: u128,
-    /// Index into `entries`.
-    entry: usize,
+    /// Network bits -> indexes into `entries`, in priority order.
+    by_bits: FxHashMap<u128, Vec<usize>>,
 }
 
 /// A set of named networks, searched most-specific first.
@@ -82,8 +85,9 @@ struct Compiled {
 pub struct Networks {
     /// Sorted by prefix length, longest first.
     entries: Vec<Entry>,
-    v4: Vec<Compiled>,
-    v6: Vec<Compiled>,
+    /// One level per prefix length, longest first.
+    v4: Vec<Level>,
+    v6: Vec<Level>,
     public: Arc<str>,
 }
 
@@ -165,14 +169,25 @@ impl Networks {
         self.v4.clear();
         self.v6.clear();
         for (i, e) in self.entries.iter().enumerate() {
-            let c = Compiled {
-                bits: bits(e.net.network()),
-                mask: bits(e.net.netmask()),
-                entry: i,
+            let mask = bits(e.net.netmask());
+            let levels = match e.net {
+                IpNet::V4(_) => &mut self.v4,
+                IpNet::V6(_) => &mut self.v6,
             };
-            match e.net {
-                IpNet::V4(_) => self.v4.push(c),
-                IpNet::V6(_) => self.v6.push(c),
+            // Entries come longest prefix first, so a new length is a new
+            // last level.
+            if levels.last().is_none_or(|l| l.mask != mask) {
+                levels.push(Level {
+                    mask,
+                    by_bits: FxHashMap::default(),
+                });
+            }
+            if let Some(level) = levels.last_mut() {
+                level
+                    .by_bits
+                    .entry(bits(e.net.network()))
+                    .or_default()
+                    .push(i);
             }
         }
     }
@@ -185,14 +200,16 @@ impl Networks {
         };
         let a = bits(addr);
         let mut name: Option<&Arc<str>> = None;
-        for c in list {
-            if a & c.mask != c.bits {
+        for level in list {
+            let Some(ids) = level.by_bits.get(&(a & level.mask)) else {
                 continue;
-            }
-            let e = &self.entries[c.entry];
-            let name = name.get_or_insert(&e.name);
-            if let Some(kind) = e.kind {
-                return (kind, Arc::clone(name));
+            };
+            for &i in ids {
+                let e = &self.entries[i];
+                let name = name.get_or_insert(&e.name);
+                if let Some(kind) = e.kind {
+                    return (kind, Arc::clone(name));
+                }
             }
         }
         (

@@ -11,6 +11,9 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant, SystemTime};
 
 use fake_apiserver::FakeApiServer;
+use flowscribe_enrich::kube_policies::{
+    POLICY_RESOURCES, PolicyEvent, PolicyObjects, PolicyReport, spawn_policy_watchers,
+};
 use flowscribe_enrich::kube_source::{SourceEvent, SourceReport, SourceState, spawn_watchers};
 use flowscribe_enrich::objects::Kind;
 use flowscribe_enrich::{IdentityIndex, IndexConfig};
@@ -306,5 +309,189 @@ async fn malformed_objects_are_skipped_and_counted() {
     assert!(
         matches!(skipped[1], SourceReport::Skipped(m) if m.contains("shop/bad-2") && m.contains("status.podIP")),
         "{skipped:?}"
+    );
+}
+
+/// The policy watchers, as the daemon consumes them.
+struct PolicyConsumer {
+    rx: Receiver<(SystemTime, PolicyEvent)>,
+    objects: PolicyObjects,
+    reports: Vec<PolicyReport>,
+}
+
+impl PolicyConsumer {
+    fn start(fake: &FakeApiServer) -> PolicyConsumer {
+        let config = kube::Config::new(fake.url().parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let (tx, rx) = channel();
+        spawn_policy_watchers(client, tx);
+        PolicyConsumer {
+            rx,
+            objects: PolicyObjects::default(),
+            reports: Vec::new(),
+        }
+    }
+
+    fn until(&mut self, what: &str, cond: impl Fn(&PolicyConsumer) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond(self) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::task::block_in_place(|| self.rx.recv_timeout(left)) {
+                Ok((_, ev)) => self.reports.extend(self.objects.apply(ev)),
+                Err(_) => panic!("timed out waiting for {what}; reports: {:#?}", self.reports),
+            }
+        }
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .objects
+            .objects()
+            .map(|o| {
+                format!(
+                    "{}/{}/{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["namespace"].as_str().unwrap_or(""),
+                    o["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn netpol(ns: &str, name: &str) -> Value {
+    json!({"metadata": {"name": name, "namespace": ns, "uid": format!("np-{name}")},
+           "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_are_watched_and_missing_crds_are_not_a_degradation() {
+    let fake = FakeApiServer::start().await;
+    fake.apply("networkpolicies", netpol("shop", "deny-all"));
+    fake.apply(
+        "stagednetworkpolicies",
+        json!({"metadata": {"name": "lockdown", "namespace": "shop"},
+               "spec": {"podSelector": {}, "policyTypes": ["Egress"]}}),
+    );
+    let mut c = PolicyConsumer::start(&fake);
+    c.until("policies listed, CRDs found absent", |c| {
+        !c.objects.degraded()
+    });
+    // The fake serves two of the resources; every other CRD (Calico's,
+    // network-policy-api's) answers 404 and is reported absent once.
+    assert_eq!(
+        c.names(),
+        vec![
+            "NetworkPolicy/shop/deny-all",
+            "StagedNetworkPolicy/shop/lockdown"
+        ]
+    );
+    let absent = c
+        .reports
+        .iter()
+        .filter(|r| matches!(r, PolicyReport::Absent { .. }))
+        .count();
+    assert_eq!(absent, POLICY_RESOURCES.len() - 2, "{:#?}", c.reports);
+    // Calico's NetworkPolicy shares the plural with Kubernetes' and must
+    // not be confused with it.
+    assert!(c.reports.iter().any(|r| matches!(r,
+        PolicyReport::Absent { resource } if resource.group == "projectcalico.org" && resource.plural == "networkpolicies")));
+    assert!(c.objects.take_changed());
+
+    // A change, a new policy and a deletion arrive through the watch.
+    let mut changed = netpol("shop", "deny-all");
+    changed["spec"]["policyTypes"] = json!(["Ingress", "Egress"]);
+    fake.apply("networkpolicies", changed);
+    fake.apply("networkpolicies", netpol("ops", "allow-dns"));
+    fake.delete("stagednetworkpolicies", "shop", "lockdown");
+    c.until("watch events applied", |c| {
+        c.names() == vec!["NetworkPolicy/ops/allow-dns", "NetworkPolicy/shop/deny-all"]
+    });
+    let current = c
+        .objects
+        .objects()
+        .find(|o| o["metadata"]["name"] == "deny-all")
+        .unwrap()
+        .clone();
+    assert_eq!(current["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(current["apiVersion"], "networking.k8s.io/v1");
+    // Each change is reported once, with what identifies it (the initial
+    // list is the baseline, not a change).
+    let mut changes: Vec<(&str, &str, Vec<String>)> = c
+        .reports
+        .iter()
+        .filter_map(|r| match r {
+            PolicyReport::Changed(ch) => {
+                Some((ch.change.as_str(), ch.name.as_str(), ch.changed.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    // Two watchers (networkpolicies, stagednetworkpolicies): no order
+    // between them.
+    changes.sort_by_key(|(_, name, _)| name.to_string());
+    assert_eq!(
+        changes,
+        vec![
+            ("created", "allow-dns", vec![]),
+            ("updated", "deny-all", vec!["spec.policyTypes".to_string()]),
+            ("deleted", "lockdown", vec![]),
+        ],
+        "{:#?}",
+        c.reports
+    );
+    let updated = c
+        .reports
+        .iter()
+        .find_map(|r| match r {
+            PolicyReport::Changed(ch) if ch.name == "deny-all" => Some(ch),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(updated.uid, "np-deny-all");
+    assert_ne!(
+        updated.previous_resource_version.as_deref(),
+        Some(updated.resource_version.as_str())
+    );
+    assert!(c.objects.take_changed());
+    assert!(!c.objects.degraded());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_policies_degrade_the_source_and_name_the_permission() {
+    let fake = FakeApiServer::start().await;
+    fake.forbid("networkpolicies", true);
+    let mut c = PolicyConsumer::start(&fake);
+    c.until("the 403 reported", |c| {
+        c.reports
+            .iter()
+            .any(|r| matches!(r, PolicyReport::Failing { .. }))
+    });
+    assert!(
+        c.objects.degraded(),
+        "verdicts cannot be trusted without NetworkPolicies"
+    );
+    let failing: Vec<&PolicyReport> = c
+        .reports
+        .iter()
+        .filter(|r| matches!(r, PolicyReport::Failing { .. }))
+        .collect();
+    let PolicyReport::Failing { problem, .. } = failing[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        problem.missing_permission.as_deref(),
+        Some("get/list/watch on networkpolicies (apiGroups: [\"networking.k8s.io\"])")
+    );
+    fake.forbid("networkpolicies", false);
+    fake.apply("networkpolicies", netpol("shop", "deny-all"));
+    c.until("recovered", |c| !c.objects.degraded());
+    assert_eq!(c.names(), vec!["NetworkPolicy/shop/deny-all"]);
+    assert!(
+        c.reports
+            .iter()
+            .any(|r| matches!(r, PolicyReport::Recovered { .. }))
     );
 }

@@ -53,10 +53,28 @@ pub const FIELDS: &[FieldDoc] = &[
         doc: "Cluster name written into every record (`orchestrator.cluster.name`, `k8s.cluster.name`).",
     },
     FieldDoc {
+        path: "redact",
+        kind: "list of {field, action, ...}",
+        default: "[]",
+        doc: "Applied to every flow before it is encoded, in order, and declared in the audit start record. `{field: ip | source.ip | destination.ip, action: truncate, prefix_v4: 24, prefix_v6: 48, only: all | public}` (public keeps cluster and private addresses whole); `{field: pod.name | pod.service_account, action: keyed_hash, key_file: PATH}` (HMAC-SHA256, `h:` + 16 hex, a key of at least 16 bytes); `{field: pod.labels | namespace.labels | pod.service_account, action: drop}`.",
+    },
+    FieldDoc {
+        path: "mode",
+        kind: "standard | compliance",
+        default: "standard",
+        doc: "`compliance` refuses, with one error per field, any setting that could lose records silently or keep them out of the audit trail: no `audit.key_file`, a sink with a memory queue (`queue=memory`), a lossy transport (`syslog+udp`), a sink format that cannot carry the audit fields (CEF). The exporter never samples and retries delivery without a time limit, so there is nothing else to refuse.",
+    },
+    FieldDoc {
+        path: "metrics_listen",
+        kind: "HOST:PORT",
+        default: "off",
+        doc: "Serve Prometheus metrics at `http://HOST:PORT/metrics` (docs/metrics.md). No authentication: bind loopback or a node-internal address. `--metrics-listen` sets it.",
+    },
+    FieldDoc {
         path: "sinks",
         kind: "list of URLs",
         default: "[]",
-        doc: "Delivery with a queue per sink, retries and the error table of docs/sinks.md: `stdout`, `file:PATH`, `syslog+tcp://HOST:PORT`, `syslog+tls://HOST:PORT?ca=FILE[&cert=FILE&key=FILE&server_name=NAME]`, `syslog+udp://HOST:PORT` (lossy). Query parameters for all: `format=` (default cef for syslog, ecs otherwise), `queue=memory|disk`, `queue_dir=DIR` (required for disk). `--sink URL` adds one.",
+        doc: "Delivery with a queue per sink, retries and the error table of docs/sinks.md: `stdout`, `file:PATH`, `syslog+tcp://HOST:PORT`, `syslog+tls://HOST:PORT?ca=FILE[&cert=FILE&key=FILE&server_name=NAME]`, `syslog+udp://HOST:PORT[?max_datagram=BYTES]` (lossy; larger records are rejected and counted, default 2048), `elasticsearch://HOST:PORT?[tls=true&ca=FILE&]api_key_file=FILE|user=NAME&password_file=FILE[&namespace=NS]`, `splunk-hec://HOST:PORT?token_file=FILE[&tls=true&ca=FILE&index=NAME&ack=true]`, `loki://HOST:PORT[?tenant=ID&token_file=FILE&labels=NAME:PATH,...]` (secrets also as `*_env=VAR`; see docs/sinks.md). Query parameters for all: `format=` (default cef for syslog, ecs otherwise), `queue=memory|disk`, `queue_dir=DIR` (required for disk). `--sink URL` adds one.",
     },
     FieldDoc {
         path: "capture.interfaces",
@@ -122,7 +140,7 @@ pub const FIELDS: &[FieldDoc] = &[
         path: "capture.exclude_endpoints",
         kind: "list of ADDR:PORT/PROTO",
         default: "[]",
-        doc: "Endpoints whose traffic is never captured, e.g. `10.0.0.5:4317/tcp`. The exporter adds its own sinks here.",
+        doc: "Endpoints whose traffic is never captured, e.g. `10.0.0.5:4317/tcp`. The exporter adds its own: every network sink (its URL host resolved at start, UDP for `syslog+udp`, TCP otherwise) and the API server.",
     },
     FieldDoc {
         path: "enrich.manifests",
@@ -154,6 +172,36 @@ pub const FIELDS: &[FieldDoc] = &[
         default: "[]",
         doc: "Named networks, e.g. `{name: corp-vpn, cidrs: [10.50.0.0/16]}`. The most specific range wins; a configured name wins over a built-in one of equal prefix. Built-in: LOOPBACK, MULTICAST, CLOUD METADATA (169.254.169.254, fd00:ec2::254), LINK LOCAL, PRIVATE NETWORK (RFC 1918, 100.64/10, fc00::/7), pod-network (Node pod CIDRs), PUBLIC NETWORK (everything else).",
     },
+    FieldDoc {
+        path: "audit.key_file",
+        kind: "path",
+        default: "none (audit trail off)",
+        doc: "Ed25519 signing key (32-byte raw seed, or PKCS#8 PEM/DER) for the checkpoints. Setting it turns the audit trail on (docs/compliance.md): every JSON record gets `flowscribe.audit` {chain, view, run, batch, seq}, each batch a seal record, and a signed checkpoint per format goes out every `checkpoint_interval`. CEF and OTLP protobuf records are not part of the trail.",
+    },
+    FieldDoc {
+        path: "audit.key_name",
+        kind: "string",
+        default: "flowscribe",
+        doc: "The key's name in signed checkpoints and in `flowscribe audit public-key` output.",
+    },
+    FieldDoc {
+        path: "audit.state_dir",
+        kind: "path",
+        default: "/var/lib/flowscribe",
+        doc: "Where the sequence-number state is persisted (atomically, before numbers are handed out), so a restart continues the chain and a crash shows as a gap record.",
+    },
+    FieldDoc {
+        path: "audit.checkpoint_interval",
+        kind: "duration",
+        default: "60s",
+        doc: "Signed checkpoint period, also when idle.",
+    },
+    FieldDoc {
+        path: "audit.heartbeat_interval",
+        kind: "duration",
+        default: "30s",
+        doc: "Heartbeat record period: clock state (adjtimex), interfaces attached, degraded conditions.",
+    },
 ];
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -163,11 +211,36 @@ pub struct RawConfig {
     pub output: Option<String>,
     pub format: Option<String>,
     pub cluster_name: Option<String>,
+    pub redact: Option<Vec<crate::redact::RawRule>>,
+    pub mode: Option<String>,
+    pub metrics_listen: Option<String>,
     pub sinks: Option<Vec<String>>,
     #[serde(default)]
     pub capture: RawCapture,
     #[serde(default)]
     pub enrich: RawEnrich,
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub key_file: Option<PathBuf>,
+    pub key_name: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub checkpoint_interval: Option<String>,
+    pub heartbeat_interval: Option<String>,
+}
+
+/// Validated `audit` settings (present when the trail is on).
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub key_file: PathBuf,
+    pub key_name: String,
+    pub state_dir: PathBuf,
+    pub checkpoint_interval: Duration,
+    pub heartbeat_interval: Duration,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -255,6 +328,11 @@ pub struct Config {
     pub output: Output,
     pub format: Format,
     pub cluster_name: Option<String>,
+    /// Where the Prometheus endpoint listens, when on.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The audit trail, when on.
+    pub audit: Option<AuditSettings>,
+    pub redactor: crate::redact::Redactor,
     pub sinks: Vec<SinkSpec>,
     pub capture: CaptureConfig,
     pub drain_interval: Duration,
@@ -382,12 +460,36 @@ impl RawConfig {
                 Format::Schema(Schema::Ecs)
             }
         };
+        let compliance = match self.mode.as_deref() {
+            None | Some("standard") => false,
+            Some("compliance") => true,
+            Some(other) => {
+                p.push(problem(
+                    "mode",
+                    format!("{other:?} is not a mode; use standard or compliance"),
+                ));
+                false
+            }
+        };
         let mut sinks = Vec::new();
         for (i, url) in self.sinks.iter().flatten().enumerate() {
             match parse_sink(url, &node_name) {
-                Ok(s) => sinks.push(s),
+                Ok(s) => {
+                    if compliance {
+                        for m in compliance_problems(&s) {
+                            p.push(problem(&format!("sinks[{i}]"), m));
+                        }
+                    }
+                    sinks.push(s)
+                }
                 Err(e) => p.push(problem(&format!("sinks[{i}]"), e)),
             }
+        }
+        if compliance && self.audit.key_file.is_none() {
+            p.push(problem(
+                "audit.key_file",
+                "compliance mode needs the audit trail: set a signing key".into(),
+            ));
         }
         let include = c.interfaces.clone().unwrap_or_default();
         let exclude = c
@@ -479,11 +581,38 @@ impl RawConfig {
             }
         }
         let enrich = self.enrich.validate(&mut p);
+        let metrics_listen = match self.metrics_listen.as_deref().map(str::parse) {
+            None => None,
+            Some(Ok(a)) => Some(a),
+            Some(Err(_)) => {
+                p.push(problem(
+                    "metrics_listen",
+                    format!(
+                        "{:?} is not HOST:PORT with an IP address, e.g. 127.0.0.1:9464",
+                        self.metrics_listen.as_deref().unwrap_or_default()
+                    ),
+                ));
+                None
+            }
+        };
+        let audit = self.audit.validate(&mut p);
+        let redactor = match crate::redact::compile(self.redact.as_deref().unwrap_or_default()) {
+            Ok(r) => r,
+            Err(problems) => {
+                for (path, message) in problems {
+                    p.push(problem(&path, message));
+                }
+                crate::redact::Redactor::default()
+            }
+        };
         if !p.is_empty() {
             return Err(p);
         }
         Ok(Config {
             enrich,
+            metrics_listen,
+            audit,
+            redactor,
             format,
             cluster_name: self.cluster_name.clone(),
             sinks,
@@ -522,6 +651,85 @@ fn cidrs(p: &mut Vec<ConfigProblem>, path: &str, raw: &[String]) -> Vec<ipnet::I
         }
     }
     out
+}
+
+/// Why a sink could lose records silently or stay outside the audit trail.
+fn compliance_problems(s: &SinkSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    if s.durability() != flowscribe_sinks::core::queue::Durability::Disk {
+        out.push(
+            "compliance mode: a memory queue loses what it holds on a crash; \
+             add queue=disk&queue_dir=DIR"
+                .to_string(),
+        );
+    }
+    if s.scheme() == "syslog+udp" {
+        out.push(
+            "compliance mode: syslog over UDP drops without telling (RFC 5426); \
+             use syslog+tcp or syslog+tls"
+                .to_string(),
+        );
+    }
+    if crate::audit_trail::view_name(s.format).is_none() {
+        out.push(format!(
+            "compliance mode: {} records cannot carry the audit fields; \
+             use format=ecs, ocsf or otlp-json",
+            match s.format {
+                Format::Minimal => "minimal",
+                Format::Schema(sc) => sc.name(),
+            }
+        ));
+    }
+    out
+}
+
+impl RawAudit {
+    fn validate(&self, p: &mut Vec<ConfigProblem>) -> Option<AuditSettings> {
+        let checkpoint_interval = duration(
+            p,
+            "audit.checkpoint_interval",
+            &self.checkpoint_interval,
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+        );
+        let heartbeat_interval = duration(
+            p,
+            "audit.heartbeat_interval",
+            &self.heartbeat_interval,
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+        );
+        let key_name = self
+            .key_name
+            .clone()
+            .unwrap_or_else(|| "flowscribe".to_string());
+        // A note key name: printable, no spaces or '+' (C2SP signed-note).
+        if key_name.is_empty() || key_name.chars().any(|c| c.is_whitespace() || c == '+') {
+            p.push(problem(
+                "audit.key_name",
+                format!("{key_name:?} must be non-empty, without spaces or '+'"),
+            ));
+        }
+        let Some(key_file) = self.key_file.clone() else {
+            if self.key_name.is_some() || self.state_dir.is_some() {
+                p.push(problem(
+                    "audit.key_file",
+                    "required when other audit settings are given (it turns the trail on)".into(),
+                ));
+            }
+            return None;
+        };
+        Some(AuditSettings {
+            key_file,
+            key_name,
+            state_dir: self
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/var/lib/flowscribe")),
+            checkpoint_interval,
+            heartbeat_interval,
+        })
+    }
 }
 
 impl RawEnrich {
@@ -646,6 +854,37 @@ mod tests {
                 "enrich.networks[0].cidrs[0]",
             ]
         );
+    }
+
+    #[test]
+    fn compliance_mode_refuses_every_silent_loss_with_its_path() {
+        let raw = parse(
+            "mode: compliance\nsinks:\n  - syslog+udp://10.0.0.1:514\n  - 'syslog+tcp://10.0.0.1:601?queue=disk&queue_dir=/q'\n  - 'file:/var/log/f.jsonl?queue=disk&queue_dir=/q2'\n  - 'file:/var/log/g.jsonl'\n",
+        );
+        let problems = raw.validate("n").unwrap_err();
+        let got: Vec<(String, bool)> = problems
+            .iter()
+            .map(|p| (p.path.clone(), p.message.contains("compliance")))
+            .collect();
+        let want: Vec<(String, bool)> = [
+            "sinks[0]", // memory queue
+            "sinks[0]", // UDP
+            "sinks[0]", // CEF (syslog's default) cannot carry the fields
+            "sinks[1]", // the same
+            "sinks[3]", // memory queue
+            "audit.key_file",
+        ]
+        .iter()
+        .map(|p| (p.to_string(), true))
+        .collect();
+        assert_eq!(got, want, "{problems:#?}");
+        // The same sinks are fine in standard mode (with a key, a clean bill).
+        let ok = parse(
+            "mode: compliance\naudit:\n  key_file: /k\nsinks:\n  - 'file:/var/log/f.jsonl?queue=disk&queue_dir=/q2'\n  - 'syslog+tls://10.0.0.1:6514?format=ecs&queue=disk&queue_dir=/q'\n",
+        );
+        let c = ok.validate("n").unwrap();
+        assert_eq!(c.audit.unwrap().key_name, "flowscribe");
+        assert!(parse("mode: lax\n").validate("n").unwrap_err()[0].path == "mode");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::SystemTime;
 
+use flowscribe_enrich::kube_policies::{PolicyChange, PolicyEvent, PolicyObjects, PolicyReport};
 use flowscribe_enrich::kube_source::{SourceEvent, SourceReport, SourceState};
 use flowscribe_enrich::manifests::{self, DirectoryStamp};
 use flowscribe_enrich::objects::{Kind, Object};
@@ -28,8 +29,14 @@ pub struct Identities {
     /// Objects skipped because they could not be parsed (each re-read counts).
     pub malformed_objects: u64,
     kube: Option<(Receiver<(SystemTime, SourceEvent)>, SourceState)>,
-    /// Policies from the manifests directory; `None` without a policy
-    /// source (then flows carry no trace rather than a made-up verdict).
+    /// Policy objects of the manifests directory (as last read).
+    manifest_policies: Vec<serde_json::Value>,
+    /// Policy objects from the API server's policy watchers.
+    kube_policies: Option<(Receiver<(SystemTime, PolicyEvent)>, PolicyObjects)>,
+    /// Policy changes seen since the last [`Identities::take_policy_changes`].
+    policy_changes: Vec<(SystemTime, PolicyChange)>,
+    /// Compiled from both sources; `None` without a policy source (then
+    /// flows carry no trace rather than a made-up verdict).
     policies: Option<PolicyIndex>,
 }
 
@@ -42,8 +49,17 @@ impl Identities {
             reported: HashSet::new(),
             malformed_objects: 0,
             kube: None,
+            manifest_policies: Vec::new(),
+            kube_policies: None,
+            policy_changes: Vec::new(),
             policies: None,
         }
+    }
+
+    /// Take policy events from the API server's policy watchers.
+    pub fn with_kube_policies(mut self, events: Receiver<(SystemTime, PolicyEvent)>) -> Self {
+        self.kube_policies = Some((events, PolicyObjects::default()));
+        self
     }
 
     /// Take events from the API server watchers.
@@ -66,7 +82,12 @@ impl Identities {
     pub fn degraded(&self) -> bool {
         let manifests = self.manifests.is_some() && self.stamp.is_none();
         let kube = self.kube.as_ref().is_some_and(|(_, s)| s.degraded());
-        manifests || kube
+        // Missing policies would turn denies into "not isolated" allows.
+        let policies = self
+            .kube_policies
+            .as_ref()
+            .is_some_and(|(_, p)| p.degraded());
+        manifests || kube || policies
     }
 
     /// Pick up changed manifests and API events; forget expired deletions.
@@ -75,7 +96,79 @@ impl Identities {
             self.reload_if_changed(&dir, now);
         }
         self.apply_kube_events();
+        if self.apply_policy_events() {
+            self.compile_policies();
+        }
         self.index.expire(now);
+    }
+
+    /// Policy changes (created, updated, deleted) since the last call, with
+    /// when they arrived: the audit trail records them.
+    pub fn take_policy_changes(&mut self) -> Vec<(SystemTime, PolicyChange)> {
+        std::mem::take(&mut self.policy_changes)
+    }
+
+    /// Apply the policy watchers' events; true when the objects changed.
+    fn apply_policy_events(&mut self) -> bool {
+        let Some((rx, objects)) = &mut self.kube_policies else {
+            return false;
+        };
+        loop {
+            let (at, event) = match rx.try_recv() {
+                Ok(e) => e,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    warn!("Kubernetes policy watchers stopped; policy verdicts may be stale");
+                    break;
+                }
+            };
+            for report in objects.apply(event) {
+                match report {
+                    PolicyReport::Listed { resource, objects } => {
+                        info!(resource = %format!("{}.{}", resource.plural, resource.group), objects, "policies listed")
+                    }
+                    PolicyReport::Absent { resource } => {
+                        info!(resource = %format!("{}.{}", resource.plural, resource.group), "policy resource not served (CRD not installed); skipped")
+                    }
+                    PolicyReport::Failing { resource, problem } => {
+                        warn!(resource = %format!("{}.{}", resource.plural, resource.group), problem = %problem, "policy watch failing; verdicts are marked degraded")
+                    }
+                    PolicyReport::Recovered { resource } => {
+                        info!(resource = %format!("{}.{}", resource.plural, resource.group), "policy watch recovered")
+                    }
+                    PolicyReport::Changed(change) => {
+                        info!(
+                            change = change.change.as_str(),
+                            kind = change.resource.kind,
+                            namespace = %change.namespace,
+                            name = %change.name,
+                            resource_version = %change.resource_version,
+                            changed = ?change.changed,
+                            "policy changed"
+                        );
+                        self.policy_changes.push((at, change));
+                    }
+                }
+            }
+        }
+        objects.take_changed()
+    }
+
+    /// Compile the policies of both sources into the index explain uses.
+    fn compile_policies(&mut self) {
+        let from_kube = self
+            .kube_policies
+            .iter()
+            .flat_map(|(_, objects)| objects.objects());
+        let (policies, problems) =
+            PolicyIndex::from_objects(self.manifest_policies.iter().chain(from_kube));
+        for p in &problems {
+            if self.reported.insert(p.to_string()) {
+                self.malformed_objects += 1;
+                warn!(problem = %p, "policy is invalid; flows it may select are flagged");
+            }
+        }
+        self.policies = Some(policies);
     }
 
     fn apply_kube_events(&mut self) {
@@ -142,16 +235,11 @@ impl Identities {
                 warn!(location = %p.location, problem = %p.problem, "manifest skipped");
             }
         }
-        // ③ The same directory's policies, compiled for explain.
-        let (policies, policy_problems) = PolicyIndex::from_objects(&loaded.others);
-        self.malformed_objects += policy_problems.len() as u64;
-        for p in &policy_problems {
-            if self.reported.insert(p.to_string()) {
-                warn!(problem = %p, "policy is invalid; flows it may select are flagged");
-            }
-        }
-        let policy_count = policies.policies().len();
-        self.policies = Some(policies);
+        // ③ The same directory's policies, compiled for explain (with the
+        // API server's, when it is watched).
+        self.manifest_policies = loaded.others;
+        self.compile_policies();
+        let policy_count = self.policies.as_ref().map_or(0, |p| p.policies().len());
         let count = loaded.objects.len();
         let mut by_kind: Vec<(Kind, Vec<Object>)> =
             Kind::ALL.iter().map(|k| (*k, Vec::new())).collect();

@@ -4,10 +4,14 @@
 #![forbid(unsafe_code)]
 
 mod audit_cmd;
+mod audit_trail;
 mod config;
+mod explain_cmd;
 mod identity;
+mod metrics;
 mod output;
 mod pipeline;
+mod redact;
 mod sinks;
 mod verify;
 
@@ -38,6 +42,9 @@ enum Command {
     ConfigReference,
     /// Print an output schema's field mapping (Markdown) or its JSON Schema.
     Schema(SchemaArgs),
+    /// Which policy and rule allow or deny traffic between two endpoints,
+    /// enforced and staged (from a manifests directory).
+    Explain(explain_cmd::ExplainArgs),
     /// Verify exported archives: sequences, hash chain, signed checkpoints.
     Verify(verify::VerifyArgs),
     /// Audit-trail tools (`public-key`).
@@ -83,6 +90,9 @@ pub struct RunArgs {
     /// Resolve identities from a directory of Kubernetes manifests (re-read on change).
     #[arg(long, value_name = "DIR")]
     pub manifests: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -117,6 +127,23 @@ fn main() -> ExitCode {
                     args.name
                 );
                 ExitCode::from(EXIT_USAGE)
+            }
+        },
+        Command::Explain(args) => match explain_cmd::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(explain_cmd::ExplainError::Usage(e)) => {
+                eprintln!("flowscribe explain: {e}");
+                ExitCode::from(EXIT_USAGE)
+            }
+            Err(explain_cmd::ExplainError::Unanswered(n)) => {
+                eprintln!(
+                    "flowscribe explain: {n} question(s) could not be answered (see their error lines)"
+                );
+                ExitCode::FAILURE
+            }
+            Err(explain_cmd::ExplainError::Io(e)) => {
+                eprintln!("flowscribe explain: {e}");
+                ExitCode::FAILURE
             }
         },
         Command::Verify(args) => ExitCode::from(verify::command(&args)),

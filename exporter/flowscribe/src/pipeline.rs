@@ -9,17 +9,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
+use flowscribe_capture::abi::stat;
 use flowscribe_capture::{AttachEvent, Batch, Capture, CaptureError, interfaces::is_literal};
 use flowscribe_enrich::enrich_batch;
 use flowscribe_model::{CaptureLoss, ExplainedFlow};
-use flowscribe_normalize::{Context as SchemaContext, Schema, ecs, event_id, minimal, otlp};
+use flowscribe_normalize::{Context as SchemaContext, event_id, minimal};
 use tracing::{info, warn};
 
 use crate::RunArgs;
+use crate::audit_trail::{AuditTrail, Encoded, clock_state, view_name};
 use crate::config::{Config, Format, KubernetesMode, RawConfig};
 use crate::identity::Identities;
+use crate::metrics::{self, Metrics};
 use crate::output::RecordWriter;
 use crate::sinks::Sinks;
+use flowscribe_audit::HeartbeatRecord;
+use serde_json::json;
+use std::collections::BTreeMap;
 
 /// How `run` can fail: a usage problem (exit 2, one line each) or a runtime failure.
 #[derive(Debug)]
@@ -76,6 +82,9 @@ fn load_config(args: &RunArgs) -> Result<Config, RunError> {
     }
     if args.format.is_some() {
         raw.format = args.format.clone();
+    }
+    if args.metrics_listen.is_some() {
+        raw.metrics_listen = args.metrics_listen.clone();
     }
     if !args.sinks.is_empty() {
         raw.sinks
@@ -165,42 +174,140 @@ fn explain(batch: Batch, identities: &mut Identities) -> Explained {
     }
 }
 
+/// The configured redaction, on every flow before anything is encoded.
+fn redact(config: &Config, batch: &mut Explained) {
+    if !config.redactor.is_empty() {
+        for f in &mut batch.flows {
+            config.redactor.apply(f);
+        }
+    }
+}
+
+/// What the audit trail's start record says was running.
+fn start_details(config: &Config, capture: &Capture) -> BTreeMap<String, serde_json::Value> {
+    use sha2::Digest as _;
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let config_hash = hex_lower(&sha2::Sha256::digest(format!("{config:?}").as_bytes()));
+    BTreeMap::from([
+        ("version".to_string(), json!(env!("CARGO_PKG_VERSION"))),
+        ("config_sha256".to_string(), json!(config_hash)),
+        ("kernel".to_string(), json!(kernel)),
+        (
+            "attach_mode".to_string(),
+            json!(if capture.uses_tcx() { "tcx" } else { "tc" }),
+        ),
+        ("interfaces".to_string(), json!(capture.attached())),
+        ("sampling".to_string(), json!(1)),
+        ("redaction".to_string(), json!(config.redactor.declared())),
+    ])
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What is degraded right now, by condition, with a detail: the identity
+/// sources (`api_unreachable`), each sink whose last outcome was a degraded
+/// retry (`sink_blocked:<sink>`).
+fn degraded_conditions(identities: &Identities, sinks: &Sinks) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if identities.degraded() {
+        out.insert(
+            "identity_degraded".to_string(),
+            "an identity or policy source is incomplete".to_string(),
+        );
+    }
+    for s in &sinks.sinks {
+        if let Some(why) = s.degraded() {
+            out.insert(format!("sink_blocked:{}", s.spec.name), why.to_string());
+        }
+    }
+    out
+}
+
+/// The heartbeat's view of the node: clock discipline, coverage, health.
+fn heartbeat(capture: &Capture, identities: &Identities) -> HeartbeatRecord {
+    let mut degraded = Vec::new();
+    if identities.degraded() {
+        degraded.push("identity_degraded".to_string());
+    }
+    HeartbeatRecord {
+        clock: clock_state(),
+        interfaces_attached: capture.attached(),
+        sampling: 1,
+        degraded,
+    }
+}
+
+/// Refresh the metrics endpoint's view of the pipeline after a drain.
+fn report(metrics: &Metrics, capture: &Capture, identities: &Identities, batch: &Explained) {
+    let counters = capture.counters();
+    metrics.update(|m| {
+        m.kernel = counters.kernel.clone();
+        m.new_flow_events = counters.new_flow_events;
+        m.interfaces_attached = capture.attached().len() as u64;
+        m.flow_records += batch.flows.len() as u64;
+        m.loss_records += batch.losses.len() as u64;
+        m.identity_degraded = identities.degraded();
+        m.malformed_objects = identities.malformed_objects;
+        m.pods = identities.index().stats().pods as u64;
+    });
+}
+
 /// ④ Normalize one batch in `format` -> ⑤ the output, and every sink.
 fn deliver(
     batch: &Explained,
     encoder: &Encoder,
     writer: &mut RecordWriter,
     sinks: &Sinks,
+    audit: Option<&mut AuditTrail>,
 ) -> anyhow::Result<()> {
     // Each distinct format is encoded once, however many consumers share it.
+    let ids = encoder.event_ids(batch);
+    let mut encoded: Vec<Encoded> = Vec::new();
+    for format in consumer_formats(encoder, writer, sinks) {
+        encoded.push((format, encoder.encode(format, batch)?, ids.clone()));
+    }
+    // ⑤ The audit trail numbers, seals and checkpoints every JSON view.
+    if let Some(audit) = audit {
+        audit.seal(&mut encoded, batch.at)?;
+    }
+    send(&encoded, encoder, writer, sinks)
+}
+
+/// Every format some consumer (the output, a sink) wants, once each.
+fn consumer_formats(encoder: &Encoder, writer: &RecordWriter, sinks: &Sinks) -> Vec<Format> {
+    let mut formats: Vec<Format> = Vec::new();
     let wanted = (!writer.is_none())
         .then_some(encoder.format)
         .into_iter()
         .chain(sinks.sinks.iter().map(|s| s.spec.format));
-    let mut encoded: Vec<(Format, Vec<Vec<u8>>)> = Vec::new();
-    for format in wanted {
-        if !encoded.iter().any(|(f, _)| *f == format) {
-            encoded.push((format, encoder.encode(format, batch)?));
+    for f in wanted {
+        if !formats.contains(&f) {
+            formats.push(f);
         }
     }
-    let lines = |format: Format| {
-        encoded
-            .iter()
-            .find(|(f, _)| *f == format)
-            .map(|(_, l)| l.as_slice())
-            .unwrap_or_default()
-    };
-    if !writer.is_none() {
-        writer.write_lines(lines(encoder.format))?;
+    formats
+}
+
+/// Hand each consumer its format's lines (with their event ids).
+fn send(
+    encoded: &[Encoded],
+    encoder: &Encoder,
+    writer: &mut RecordWriter,
+    sinks: &Sinks,
+) -> anyhow::Result<()> {
+    let of = |format: Format| encoded.iter().find(|(f, _, _)| *f == format);
+    if !writer.is_none()
+        && let Some((_, lines, _)) = of(encoder.format)
+    {
+        writer.write_lines(lines)?;
     }
-    if !sinks.sinks.is_empty() {
-        let ids = encoder.event_ids(batch);
-        for (i, sink) in sinks.sinks.iter().enumerate() {
-            let records = ids
-                .iter()
-                .cloned()
-                .zip(lines(sink.spec.format).iter().cloned());
-            sinks.push(i, records.collect())?;
+    for (i, sink) in sinks.sinks.iter().enumerate() {
+        if let Some((_, lines, ids)) = of(sink.spec.format) {
+            sinks.push(i, ids.iter().cloned().zip(lines.iter().cloned()).collect())?;
         }
     }
     Ok(())
@@ -280,22 +387,16 @@ impl Encoder {
         Ok(line)
     }
 
-    /// Loss records in the format's own shape where it has one (ECS,
-    /// OTLP); the minimal loss line otherwise (docs/record.md).
+    /// Loss records in the format's own shape (ECS, OTLP/JSON, OCSF, CEF:
+    /// `encode_loss`); the minimal loss line for the minimal format
+    /// (docs/record.md).
     fn loss(&self, format: Format, loss: &CaptureLoss, now: SystemTime) -> anyhow::Result<Vec<u8>> {
         let mut line = Vec::new();
         match format {
-            Format::Schema(Schema::Ecs) => {
-                serde_json::to_writer(&mut line, &ecs::loss_document(&self.context, loss, now))?
+            Format::Schema(schema) => {
+                flowscribe_normalize::encode_loss(schema, &self.context, loss, now, &mut line)?
             }
-            Format::Schema(Schema::OtlpJson) => {
-                let record = otlp::loss_record(&self.context, loss, now);
-                otlp::write_json(
-                    &otlp::export_request(&self.context, vec![record]),
-                    &mut line,
-                );
-            }
-            Format::Minimal | Format::Schema(Schema::Ocsf | Schema::Cef) => {
+            Format::Minimal => {
                 serde_json::to_writer(&mut line, &minimal::loss(loss, &self.context.node))?
             }
         }
@@ -351,6 +452,30 @@ fn api_server_endpoint(url: &http::Uri) -> Option<(std::net::IpAddr, u16, u8)> {
     Some((ip, port, 6))
 }
 
+/// Where each network sink sends (its URL's host and port, resolved now;
+/// UDP for `syslog+udp`, TCP otherwise): the exporter's own delivery
+/// traffic is not a flow worth recording, and would feed itself.
+fn sink_endpoints(config: &Config) -> Vec<(std::net::IpAddr, u16, u8)> {
+    use std::net::ToSocketAddrs;
+    let mut out = Vec::new();
+    for spec in &config.sinks {
+        let Some((scheme, rest)) = spec.name.split_once("://") else {
+            continue; // stdout, file:
+        };
+        let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+        let proto = if scheme == "syslog+udp" { 17 } else { 6 };
+        match authority.to_socket_addrs() {
+            Ok(addrs) => out.extend(addrs.map(|a| (a.ip(), a.port(), proto))),
+            Err(e) => {
+                warn!(sink = %spec.name, error = %e, "cannot resolve the sink's address now; its traffic may be captured")
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// A manifests directory that does not exist is a usage error, not a
 /// silently empty identity index.
 fn check_manifests_dir(config: &Config) -> Result<(), RunError> {
@@ -376,12 +501,27 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             .excluded_endpoints
             .extend(api_server_endpoint(url));
     }
+    let own = sink_endpoints(&config);
+    config.capture.excluded_endpoints.extend(own);
     let config = config;
     let mut writer = RecordWriter::open(&config.output).map_err(RunError::Failed)?;
     let encoder = Encoder::new(&config);
     // ⑤ Deliver: a queue and a driver per sink (queues recover what a
     // previous run left before anything new is pushed).
     let sinks = Sinks::start(config.sinks.clone()).map_err(RunError::Failed)?;
+    let metrics = Metrics::new(sinks.handles());
+    if let Some(addr) = config.metrics_listen {
+        let listener = metrics::bind(addr).map_err(|e| {
+            RunError::Usage(vec![format!(
+                "metrics_listen: cannot listen on {addr}: {e}"
+            )])
+        })?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| RunError::Failed(e.into()))?;
+        sinks.spawn(metrics::serve(listener, Arc::clone(&metrics)));
+        info!(addr = %local, "metrics endpoint listening");
+    }
 
     // SIGINT/SIGTERM set a flag; the loop below notices within one link-watch timeout.
     let stop = Arc::new(AtomicBool::new(false));
@@ -391,6 +531,21 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             .map_err(RunError::Failed)?;
     }
 
+    // ⑤ The audit trail, when on: key and chain state first, so a bad key
+    // stops the start before anything is attached.
+    let mut audit = match &config.audit {
+        Some(settings) => Some(
+            AuditTrail::start(
+                settings,
+                &config.node_name,
+                &consumer_formats(&encoder, &writer, &sinks),
+                SystemTime::now(),
+            )
+            .map_err(|e| RunError::Usage(vec![format!("{e:#}")]))?,
+        ),
+        None => None,
+    };
+
     // ① Capture: check the host, load the programs, attach to interfaces.
     let (mut capture, events) = Capture::start(&config.capture).map_err(|e| match e {
         CaptureError::Preflight(p) => RunError::Usage(vec![p.to_string()]),
@@ -398,6 +553,9 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         other => RunError::Failed(other.into()),
     })?;
     log_attach_events(&events);
+    if let Some(a) = audit.as_mut() {
+        a.started(start_details(&config, &capture), SystemTime::now());
+    }
     info!(
         node = %config.node_name,
         mode = if capture.uses_tcx() { "tcx" } else { "tc" },
@@ -413,9 +571,13 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let _kube_runtime = match kube_client {
         Some((runtime, client, _)) => {
             let (tx, rx) = std::sync::mpsc::channel();
+            let (policy_tx, policy_rx) = std::sync::mpsc::channel();
             let _enter = runtime.enter();
-            flowscribe_enrich::kube_source::spawn_watchers(client, tx);
-            identities = identities.with_kube(rx);
+            flowscribe_enrich::kube_source::spawn_watchers(client.clone(), tx);
+            // ③ Policies from the API server too (CRDs that are not
+            // installed are skipped).
+            flowscribe_enrich::kube_policies::spawn_policy_watchers(client, policy_tx);
+            identities = identities.with_kube(rx).with_kube_policies(policy_rx);
             Some(runtime)
         }
         None => None,
@@ -423,6 +585,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     identities.refresh(SystemTime::now());
 
     let mut next_drain = Instant::now() + config.drain_interval;
+    let mut loss_window = SystemTime::now();
     while !stop.load(Ordering::Relaxed) {
         // ① Follow interfaces as pods come and go (netlink, at most 200 ms late).
         let wait = next_drain
@@ -436,29 +599,66 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         next_drain += config.drain_interval;
         // ① Drain the kernel maps -> ② enrich -> ④ normalize -> output.
         let batch = capture.drain().map_err(anyhow::Error::from)?;
-        deliver(
-            &explain(batch, &mut identities),
-            &encoder,
-            &mut writer,
-            &sinks,
-        )?;
+        let mut explained = explain(batch, &mut identities);
+        redact(&config, &mut explained);
+        let changes = identities.take_policy_changes();
+        let sink_losses = sinks.take_losses();
+        let now = SystemTime::now();
+        if let Some(a) = audit.as_mut() {
+            a.conditions(degraded_conditions(&identities, &sinks), now);
+            a.policy_changes(changes);
+            a.sink_losses(sink_losses, loss_window, now);
+            a.tick(now, || heartbeat(&capture, &identities))?;
+        }
+        loss_window = now;
+        deliver(&explained, &encoder, &mut writer, &sinks, audit.as_mut())?;
+        report(&metrics, &capture, &identities, &explained);
     }
 
     // Shutdown: detach everything first, then the final drain, so nothing
     // the kernel counted is lost.
     info!("stopping: final drain");
     let (batch, counters) = capture.shutdown().map_err(anyhow::Error::from)?;
-    deliver(
-        &explain(batch, &mut identities),
-        &encoder,
-        &mut writer,
-        &sinks,
-    )?;
+    let mut explained = explain(batch, &mut identities);
+    redact(&config, &mut explained);
+    deliver(&explained, &encoder, &mut writer, &sinks, audit.as_mut())?;
+    if let Some(a) = audit.as_mut() {
+        // What the sinks lost while delivering the last records, then the
+        // stop record, in one last numbered batch.
+        sinks.settle(Duration::from_secs(5));
+        let now = SystemTime::now();
+        a.sink_losses(sinks.take_losses(), loss_window, now);
+        a.stopping(now);
+        let last = Explained {
+            flows: Vec::new(),
+            losses: Vec::new(),
+            at: now,
+        };
+        deliver(&last, &encoder, &mut writer, &sinks, Some(a))?;
+    }
+    // The last signed checkpoints close the chain of this run.
+    if let Some(a) = audit.take() {
+        let formats = consumer_formats(&encoder, &writer, &sinks);
+        let mut last: Vec<Encoded> = Vec::new();
+        for (view, line, id) in a.finish(SystemTime::now())? {
+            for f in formats
+                .iter()
+                .filter(|f| view_name(**f) == Some(view.as_str()))
+            {
+                last.push((*f, vec![line.clone()], vec![id.clone()]));
+            }
+        }
+        send(&last, &encoder, &mut writer, &sinks)?;
+    }
     // ⑤ Deliver what is queued, then stop the drivers.
     sinks.shutdown(Duration::from_secs(10));
+    let kernel = |i: u32| counters.kernel.get(i as usize).copied().unwrap_or(0);
     info!(
         new_flow_events = counters.new_flow_events,
         counter_resets = counters.aggregator.counter_resets,
+        non_ip = kernel(stat::NON_IP),
+        parse_ext_limit = kernel(stat::PARSE_EXT_LIMIT),
+        excluded = kernel(stat::EXCLUDED),
         "stopped"
     );
     Ok(())

@@ -1,8 +1,10 @@
 //! Records per second per core for each schema, record build included:
 //! every iteration encodes the seven golden cases (allowed, denied,
 //! staged-would-deny, stale, external, ICMP, IPv6) from their canonical
-//! `ExplainedFlow`s. Goals (issue 5): ECS JSON ≥ 1.5 M/s, OTLP protobuf
-//! ≥ 3 M/s per core.
+//! `ExplainedFlow`s. `encode_line/*` is `encode_flow`, `otlp_record` one
+//! protobuf `LogRecord` per record (what the OTLP sink queues),
+//! `otlp_batch` a 511-record request. Goals (issue 5): ECS JSON ≥ 1.5 M/s,
+//! OTLP protobuf ≥ 3 M/s per core; docs/benchmarks.md has the runs.
 //!
 //! Run: `cargo bench -p flowscribe-normalize --bench encode -- --quick`.
 #![allow(clippy::unwrap_used, reason = "benchmark setup")]
@@ -39,6 +41,26 @@ fn per_schema(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+}
+
+/// OTLP as the sink queues it: one `LogRecord` per record, protobuf.
+fn otlp_protobuf_record(c: &mut Criterion) {
+    let ctx = fixtures::context();
+    let observed = fixtures::observed();
+    let flows = flows();
+    let mut group = c.benchmark_group("otlp_record");
+    group.throughput(Throughput::Elements(flows.len() as u64));
+    let mut out = Vec::with_capacity(64 * 1024);
+    group.bench_function("protobuf", |b| {
+        b.iter(|| {
+            out.clear();
+            for f in &flows {
+                otlp::write_log_record_protobuf(&ctx, black_box(f), observed, &mut out);
+            }
+            black_box(out.len())
+        })
+    });
     group.finish();
 }
 
@@ -91,5 +113,10 @@ fn otlp_protobuf_batch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, per_schema, otlp_protobuf_batch);
+criterion_group!(
+    benches,
+    per_schema,
+    otlp_protobuf_record,
+    otlp_protobuf_batch
+);
 criterion_main!(benches);

@@ -6,9 +6,10 @@
 //! `valgrind --tool=callgrind target/release/examples/encode_profile ecs 1000`
 //! and divide the instruction count by `7 * 1000` (after subtracting a run
 //! with 0 rounds, which measures start-up and fixture building).
-//! Schemas: `ecs`, `otlp-json`, `ocsf`, `cef`, `otlp-protobuf` (a batch
-//! request, as a sink sends it) and `otlp-prost` (the same request through
-//! the prost types).
+//! Schemas: `ecs`, `otlp-json`, `ocsf`, `cef`, `otlp-record` (one
+//! protobuf `LogRecord` per record, as the OTLP sink queues them),
+//! `otlp-protobuf` (a batch request, as a sink sends it) and `otlp-prost`
+//! (the same request through the prost types).
 #![allow(clippy::unwrap_used, reason = "profiling harness")]
 
 #[path = "../tests/fixtures/mod.rs"]
@@ -28,7 +29,15 @@ fn main() {
     let flows: Vec<ExplainedFlow> = fixtures::CASES.iter().map(|c| fixtures::case(c)).collect();
     let mut out = Vec::with_capacity(64 * 1024);
     let mut total = 0usize;
-    if schema == "otlp-protobuf" {
+    if schema == "otlp-record" {
+        for _ in 0..rounds {
+            out.clear();
+            for f in &flows {
+                otlp::write_log_record_protobuf(&ctx, black_box(f), observed, &mut out);
+            }
+            total += out.len();
+        }
+    } else if schema == "otlp-protobuf" {
         let mut writer = otlp::ProtobufRequestWriter::new();
         for _ in 0..rounds {
             for f in &flows {

@@ -14,12 +14,13 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use flowscribe_model::{ExplainedFlow, Verdict};
+use flowscribe_model::{CaptureLoss, ExplainedFlow, Verdict};
 
+use crate::event_id::loss_event_id;
 use crate::schema::row;
 use crate::view::{
-    FlowView, NodeDirection, Severity, endpoint_label, has_ports, is_icmp, policy_display,
-    rule_name, unix_millis,
+    FlowView, NodeDirection, Severity, endpoint_label, has_ports, is_icmp, loss_summary, loss_unit,
+    policy_display, rule_name, unix_millis,
 };
 use crate::{Context, FieldMapping};
 
@@ -28,13 +29,19 @@ pub const UPSTREAM: &str = "ArcSight Common Event Format (CEF) version 0, \
 
 pub const JSON_SCHEMA: &str = include_str!("../../../schemas/cef/flow.schema.json");
 
+/// The JSON Schema of a capture loss line ([`loss_line`]), as a JSON string.
+pub const LOSS_JSON_SCHEMA: &str = include_str!("../../../schemas/cef/loss.schema.json");
+
 pub const NOTES: &str = "One line per flow record: \
 `CEF:0|flowscribe|flowscribe|<version>|<class>|<name>|<severity>|<extension>`. Class ids: \
 `flow-allowed`, `flow-denied`, `flow` (no policy trace). Severity 3 (Low) for allowed flows, 6 \
 (Medium) for denied flows or a verdict mismatch. `out`/`cn1` count initiator → responder, \
 `in`/`cn2` responder → initiator. IPv6 addresses are in `src`/`dst` and also in `c6a2`/`c6a3` \
 for consumers that take only IPv4 in `src`/`dst`. Custom strings `cs1`..`cs6` carry their \
-labels in `cs<n>Label`.";
+labels in `cs<n>Label`. Capture loss lines have class `capture-loss` (Name `Capture loss`, \
+severity 6): the count in `flexNumber1` (`lostCount`, packets or events as `cs1` `lossUnit` \
+says), bytes in `flexNumber2` (`lostBytes`), the reason in `reason`; their JSON Schema is \
+`schemas/cef/loss.schema.json`.";
 
 /// `s` escaped for a CEF header field: `\` → `\\`, `|` → `\|`; line breaks
 /// (not allowed in the header) become spaces.
@@ -149,7 +156,7 @@ pub fn flow_line(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> S
     x.push("deviceExternalId", &ctx.node);
     x.push("externalId", view.event_id.as_str());
     x.push("cat", "network/flow");
-    x.push("msg", &view.summary);
+    x.push("msg", &view.summary());
 
     if let Some(d) = &view.decision {
         if let Some(h) = d.hit {
@@ -192,6 +199,42 @@ pub fn flow_line(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> S
     if ef.source.stale.is_some() || ef.destination.stale.is_some() {
         x.labelled("flexString2", "stale", "true");
     }
+    x.line
+}
+
+/// The CEF line of one capture loss report (no newline): class
+/// `capture-loss`, severity 6 (data is missing), the counts in
+/// `flexNumber1` (packets or events, as `cs1` says) and `flexNumber2`
+/// (bytes).
+pub fn loss_line(ctx: &Context, loss: &CaptureLoss, observed: SystemTime) -> String {
+    let mut line = String::with_capacity(512);
+    line.push_str("CEF:0|flowscribe|flowscribe|");
+    escape_header(&ctx.service_version, &mut line);
+    line.push_str("|capture-loss|Capture loss|6|");
+    let mut x = Extension { line };
+    x.num("rt", unix_millis(observed));
+    x.num("start", unix_millis(loss.window_start));
+    x.num("end", unix_millis(loss.window_end));
+    x.push("outcome", "failure");
+    x.push("reason", loss.reason.as_str());
+    x.push("dvchost", &ctx.node);
+    x.push("deviceExternalId", &ctx.node);
+    x.push("externalId", &loss_event_id(&ctx.node, loss));
+    x.push("cat", "capture/loss");
+    x.push("msg", &loss_summary(ctx, loss));
+    x.labelled("flexNumber1", "lostCount", &loss.count.to_string());
+    x.labelled("flexNumber2", "lostBytes", &loss.bytes.to_string());
+    x.labelled("cs1", "lossUnit", loss_unit(loss.reason));
+    x.labelled("cs2", "lossStage", "capture");
+    x.labelled(
+        "cs3",
+        "losesFlowData",
+        if loss.reason.loses_flow_data() {
+            "true"
+        } else {
+            "false"
+        },
+    );
     x.line
 }
 
@@ -404,11 +447,87 @@ pub const MAPPING: &[FieldMapping] = &[
         "true",
         "flexString2Label=stale.",
     ),
+    // Capture loss records (`loss_line`).
+    row(
+        "loss record",
+        "header:Device Event Class ID",
+        "string",
+        "capture-loss",
+        "Capture loss lines: Name `Capture loss`, Severity 6, `rt`/`start`/`end`, `outcome=failure`, `reason` the loss reason, `dvchost`, `deviceExternalId`, `externalId` `loss-<node>-<reason>-<window end ns>`, `cat=capture/loss`, `msg`; no flow keys.",
+    ),
+    row(
+        "loss.count",
+        "flexNumber1",
+        "long",
+        "7",
+        "Label `lostCount`: packets lost (events for ring_reserve_failed).",
+    ),
+    row(
+        "loss.bytes",
+        "flexNumber2",
+        "long",
+        "4200",
+        "Label `lostBytes`.",
+    ),
+    row(
+        "loss unit",
+        "cs1",
+        "string",
+        "packets",
+        "Loss lines: label `lossUnit`, `packets` or `events`.",
+    ),
+    row(
+        "(constant)",
+        "cs2",
+        "string",
+        "capture",
+        "Loss lines: label `lossStage`.",
+    ),
+    row(
+        "loss.reason.loses_flow_data()",
+        "cs3",
+        "string",
+        "true",
+        "Loss lines: label `losesFlowData`.",
+    ),
 ];
 
 #[cfg(test)]
 mod tests {
     use super::{escape_extension, escape_header};
+
+    /// A node name and version with CEF's special characters stay inside
+    /// their fields in a loss line: escaped header, escaped extension
+    /// values (including the id and the message that carry the name).
+    #[test]
+    fn loss_line_escapes_what_comes_from_configuration() {
+        let ctx = crate::Context {
+            node: "n=1\\x".into(),
+            cluster: None,
+            service_version: "1|2".into(),
+            community_id_seed: 0,
+        };
+        let loss = flowscribe_model::CaptureLoss {
+            reason: flowscribe_model::LossReason::DropMapFull,
+            count: 2,
+            bytes: 0,
+            window_start: std::time::UNIX_EPOCH,
+            window_end: std::time::UNIX_EPOCH + std::time::Duration::from_millis(1500),
+        };
+        let line = super::loss_line(&ctx, &loss, std::time::UNIX_EPOCH);
+        assert!(
+            line.starts_with("CEF:0|flowscribe|flowscribe|1\\|2|capture-loss|"),
+            "{line}"
+        );
+        for part in [
+            " dvchost=n\\=1\\\\x ",
+            " externalId=loss-n\\=1\\\\x-drop_map_full-1500000000 ",
+            " msg=capture lost 2 packets (0 bytes) on n\\=1\\\\x: drop_map_full ",
+            " cs3=false",
+        ] {
+            assert!(line.contains(part), "{part:?} in {line}");
+        }
+    }
 
     #[test]
     fn header_escaping() {

@@ -23,11 +23,11 @@ use flowscribe_model::{
 };
 use serde_json::{Value, json};
 
-use crate::json::JsonWriter;
+use crate::json::{Fragment, JsonWriter, Key, frag, k};
 use crate::schema::row;
 use crate::view::{
-    AddrText, FlowView, duration_nanos, has_ports, is_icmp, observed_str, rfc3339, rfc3339_bytes,
-    tcp_flag_names, write_policy_display, write_rule_id, write_rule_name,
+    AddrText, FlowView, Rfc3339Dates, duration_nanos, has_ports, is_icmp, observed_str, rfc3339,
+    rfc3339_bytes, tcp_flag_iter, write_policy_display, write_rule_id, write_rule_name,
 };
 use crate::{Context, FieldMapping};
 
@@ -48,8 +48,10 @@ are in `flowscribe.flow.icmp.*`. Absent values are left out, never `null`.";
 
 /// The ECS document of one flow record, appended to `out` as one compact
 /// JSON line (no newline), members in sorted order at every level. This is
-/// the encode path: it builds no `Value` and allocates only for the summary
-/// line (and, rarely, to re-sort de-dotted label keys).
+/// the encode path: it builds no `Value` and allocates nothing (but, rarely,
+/// to re-sort de-dotted label keys). Text is copied unescaped and written a
+/// second time, escaped, only when some of it needed escaping (see
+/// `crate::json`).
 pub fn write_flow_document(
     ctx: &Context,
     flow: &ExplainedFlow,
@@ -57,35 +59,75 @@ pub fn write_flow_document(
     out: &mut Vec<u8>,
 ) {
     let view = FlowView::new(ctx, flow);
+    let times = Times::new(&flow.flow, observed);
+    // Documents are 2-4 KiB: one reservation instead of growth steps.
+    out.reserve(4096);
+    let start = out.len();
+    let mut w = JsonWriter::new(out);
+    document(&mut w, ctx, &view, &times);
+    if w.needed_escaping() {
+        out.truncate(start);
+        document(&mut JsonWriter::escaping(out), ctx, &view, &times);
+    }
+}
+
+/// `ecs.version`, pre-rendered (a test holds it to
+/// [`crate::ecs_fields::ECS_VERSION`]).
+const ECS_VERSION_MEMBER: Fragment = Fragment::new(r#""ecs":{"version":"9.4.0"}"#);
+
+/// Every timestamp of the document, formatted once (for both passes),
+/// sharing the date arithmetic ([`Rfc3339Dates`]).
+struct Times {
+    window_start: [u8; 30],
+    window_end: [u8; 30],
+    first_packet: [u8; 30],
+    last_packet: [u8; 30],
+    observed: [u8; 30],
+    source_deleted_at: Option<[u8; 30]>,
+    destination_deleted_at: Option<[u8; 30]>,
+}
+
+impl Times {
+    fn new(ef: &flowscribe_model::EnrichedFlow, observed: SystemTime) -> Times {
+        let f = &ef.flow;
+        let mut dates = Rfc3339Dates::default();
+        Times {
+            window_end: dates.format(f.window_end),
+            window_start: dates.format(f.window_start),
+            first_packet: dates.format(f.first_packet),
+            last_packet: dates.format(f.last_packet),
+            observed: dates.format(observed),
+            source_deleted_at: ef.source.stale.map(|s| dates.format(s.deleted_at)),
+            destination_deleted_at: ef.destination.stale.map(|s| dates.format(s.deleted_at)),
+        }
+    }
+}
+
+fn document(w: &mut JsonWriter<'_>, ctx: &Context, view: &FlowView<'_>, times: &Times) {
+    let flow = view.flow;
     let ef = &flow.flow;
     let f = &ef.flow;
     let key = &f.key;
     let ports = has_ports(key.protocol);
-    // Documents are 2-4 KiB: one reservation instead of growth steps.
-    out.reserve(4096);
-    let mut w = JsonWriter::new(out);
 
     w.begin_object();
-    w.field_plain("@timestamp", &rfc3339_bytes(f.window_end));
+    w.field_plain(k!("@timestamp"), &times.window_end);
     side(
-        &mut w,
-        "destination",
+        w,
+        k!("destination"),
         &view.dst_text,
         key.dst_port,
         &f.reverse,
         ports,
     );
-    w.key("ecs");
+    w.members(ECS_VERSION_MEMBER);
+    event(w, view, times);
+    w.key(k!("flowscribe"));
+    flowscribe_namespace(w, view, times);
+    w.key(k!("host"));
     w.begin_object();
-    w.field_str("version", crate::ecs_fields::ECS_VERSION);
-    w.end_object();
-    event(&mut w, &view, observed);
-    w.key("flowscribe");
-    flowscribe_namespace(&mut w, &view);
-    w.key("host");
-    w.begin_object();
-    w.field_str("hostname", &ctx.node);
-    w.field_str("name", &ctx.node);
+    w.field_str(k!("hostname"), &ctx.node);
+    w.field_str(k!("name"), &ctx.node);
     w.end_object();
 
     let local_pod = view
@@ -97,80 +139,83 @@ pub fn write_flow_document(
         } else {
             &view.dst_text
         };
-        w.key("kubernetes");
-        beats_kubernetes(&mut w, p, ip);
+        w.key(k!("kubernetes"));
+        beats_kubernetes(w, p, ip);
     }
-    w.field_str("message", &view.summary);
+    w.key(k!("message"));
+    w.str_with(|t| {
+        let _ = view.write_summary(t);
+    });
 
-    w.key("network");
+    w.key(k!("network"));
     w.begin_object();
-    w.field_u64("bytes", f.forward.bytes + f.reverse.bytes);
+    w.field_u64(k!("bytes"), f.forward.bytes + f.reverse.bytes);
     if let Some(c) = &view.community_id {
-        w.field_plain("community_id", c.as_bytes());
+        w.field_plain(k!("community_id"), c.as_bytes());
     }
-    w.field_str("direction", view.direction.as_str());
-    w.key("iana_number");
-    w.str_fmt(|s| write!(s, "{}", key.protocol));
-    w.field_u64("packets", f.forward.packets + f.reverse.packets);
-    w.field_str("transport", flowscribe_model::protocol_name(key.protocol));
-    w.field_str(
-        "type",
-        if key.src_addr.is_ipv4() {
-            "ipv4"
-        } else {
-            "ipv6"
-        },
+    w.field_plain(k!("direction"), view.direction.as_str().as_bytes());
+    w.key(k!("iana_number"));
+    w.u64_str(key.protocol.into());
+    w.field_u64(k!("packets"), f.forward.packets + f.reverse.packets);
+    w.field_plain(
+        k!("transport"),
+        flowscribe_model::protocol_name(key.protocol).as_bytes(),
     );
+    w.members(if key.src_addr.is_ipv4() {
+        frag!(r#""type":"ipv4""#)
+    } else {
+        frag!(r#""type":"ipv6""#)
+    });
     w.end_object();
 
-    w.key("observer");
+    w.key(k!("observer"));
     w.begin_object();
-    w.field_str("hostname", &ctx.node);
-    w.key("ingress");
+    w.field_str(k!("hostname"), &ctx.node);
+    w.key(k!("ingress"));
     w.begin_object();
-    w.key("interface");
+    w.key(k!("interface"));
     w.begin_object();
-    w.key("id");
-    w.str_fmt(|s| write!(s, "{}", f.interface.ifindex));
-    w.field_str("name", &f.interface.name);
+    w.key(k!("id"));
+    w.u64_str(f.interface.ifindex.into());
+    w.field_str(k!("name"), &f.interface.name);
     w.end_object();
     w.end_object();
-    w.field_str("name", &ctx.node);
-    w.field_str("product", "flowscribe");
-    w.field_str("type", "sensor");
-    w.field_str("vendor", "flowscribe");
-    w.field_str("version", &ctx.service_version);
+    w.field_str(k!("name"), &ctx.node);
+    w.members(frag!(
+        r#""product":"flowscribe","type":"sensor","vendor":"flowscribe""#
+    ));
+    w.field_str(k!("version"), &ctx.service_version);
     w.end_object();
 
-    w.key("orchestrator");
+    w.key(k!("orchestrator"));
     w.begin_object();
     if let Some(c) = &ctx.cluster {
-        w.key("cluster");
+        w.key(k!("cluster"));
         w.begin_object();
-        w.field_str("name", c);
+        w.field_str(k!("name"), c);
         w.end_object();
     }
     if let Some((_, p)) = local_pod {
-        w.field_str("namespace", &p.namespace);
-        w.key("resource");
+        w.field_str(k!("namespace"), &p.namespace);
+        w.key(k!("resource"));
         w.begin_object();
-        w.field_str("id", &p.uid);
-        w.field_str("name", &p.name);
+        w.field_str(k!("id"), &p.uid);
+        w.field_str(k!("name"), &p.name);
         if let Some(wl) = &p.workload {
-            w.key("parent");
+            w.key(k!("parent"));
             w.begin_object();
-            w.field_str("type", &wl.kind);
+            w.field_str(k!("type"), &wl.kind);
             w.end_object();
         }
-        w.field_str("type", "pod");
+        w.members(frag!(r#""type":"pod""#));
         w.end_object();
     }
-    w.field_str("type", "kubernetes");
+    w.members(frag!(r#""type":"kubernetes""#));
     w.end_object();
 
-    w.key("related");
+    w.key(k!("related"));
     w.begin_object();
-    w.key("ip");
+    w.key(k!("ip"));
     w.begin_array();
     w.plain_str(view.src_text.as_bytes());
     if key.dst_addr != key.src_addr {
@@ -180,34 +225,48 @@ pub fn write_flow_document(
     w.end_object();
 
     if let Some(d) = &view.decision {
-        w.key("rule");
+        w.key(k!("rule"));
         w.begin_object();
-        w.field_str("category", d.side.direction.as_str());
+        w.field_plain(k!("category"), d.side.direction.as_str().as_bytes());
         if let Some(h) = d.hit {
             let p = &h.policy;
-            w.key("description");
-            w.str_fmt(|s| {
-                write!(s, "{} {} (", p.kind.api_version(), p.kind.as_str())?;
-                write_policy_display(s, p)?;
-                write!(s, "), tier {}, action {}", p.tier, h.action.as_str())
+            w.key(k!("description"));
+            w.str_with(|s| {
+                let _ = (|| {
+                    s.write_str(p.kind.api_version())?;
+                    s.write_char(' ')?;
+                    s.write_str(p.kind.as_str())?;
+                    s.write_str(" (")?;
+                    write_policy_display(s, p)?;
+                    s.write_str("), tier ")?;
+                    s.write_str(&p.tier)?;
+                    s.write_str(", action ")?;
+                    s.write_str(h.action.as_str())
+                })();
             });
-            w.key("id");
-            w.str_fmt(|s| write_rule_id(s, d));
+            w.key(k!("id"));
+            w.str_with(|s| {
+                let _ = write_rule_id(s, d);
+            });
         }
-        w.key("name");
-        w.str_fmt(|s| write_rule_name(s, d));
+        w.key(k!("name"));
+        w.str_with(|s| {
+            let _ = write_rule_name(s, d);
+        });
         if let Some(h) = d.hit {
-            w.key("ruleset");
-            w.str_fmt(|s| write_policy_display(s, &h.policy));
-            w.field_str("uuid", &h.policy.uid);
-            w.field_str("version", &h.policy.resource_version);
+            w.key(k!("ruleset"));
+            w.str_with(|s| {
+                let _ = write_policy_display(s, &h.policy);
+            });
+            w.field_str(k!("uuid"), &h.policy.uid);
+            w.field_str(k!("version"), &h.policy.resource_version);
         }
         w.end_object();
     }
 
     side(
-        &mut w,
-        "source",
+        w,
+        k!("source"),
         &view.src_text,
         key.src_port,
         &f.forward,
@@ -229,61 +288,56 @@ pub fn flow_document(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) 
 }
 
 /// `event.*`.
-fn event(w: &mut JsonWriter<'_>, view: &FlowView<'_>, observed: SystemTime) {
+fn event(w: &mut JsonWriter<'_>, view: &FlowView<'_>, times: &Times) {
     let f = &view.flow.flow.flow;
-    let (action, outcome) = match view.verdict {
-        Some(Verdict::Allow) => ("network-policy-allow", "success"),
-        Some(Verdict::Deny) => ("network-policy-deny", "failure"),
-        None => ("network-flow", "unknown"),
-    };
-    w.key("event");
+    w.key(k!("event"));
     w.begin_object();
-    w.field_str("action", action);
-    w.key("category");
-    w.begin_array();
-    w.str("network");
-    w.end_array();
-    w.field_plain("created", &rfc3339_bytes(observed));
-    w.field_str("dataset", "flowscribe.flow");
-    w.field_u64("duration", duration_nanos(f.window_start, f.window_end));
-    w.field_plain("end", &rfc3339_bytes(f.window_end));
-    w.field_plain("id", view.event_id.as_bytes());
-    w.field_str("kind", "event");
-    w.field_str("module", "flowscribe");
-    w.field_str("outcome", outcome);
-    w.field_str("provider", "flowscribe");
+    w.members(match view.verdict {
+        Some(Verdict::Allow) => frag!(r#""action":"network-policy-allow","category":["network"]"#),
+        Some(Verdict::Deny) => frag!(r#""action":"network-policy-deny","category":["network"]"#),
+        None => frag!(r#""action":"network-flow","category":["network"]"#),
+    });
+    w.field_plain(k!("created"), &times.observed);
+    w.members(frag!(r#""dataset":"flowscribe.flow""#));
+    w.field_u64(k!("duration"), duration_nanos(f.window_start, f.window_end));
+    w.field_plain(k!("end"), &times.window_end);
+    w.field_plain(k!("id"), view.event_id.as_bytes());
+    w.members(match view.verdict {
+        Some(Verdict::Allow) => {
+            frag!(r#""kind":"event","module":"flowscribe","outcome":"success","provider":"flowscribe""#)
+        }
+        Some(Verdict::Deny) => {
+            frag!(r#""kind":"event","module":"flowscribe","outcome":"failure","provider":"flowscribe""#)
+        }
+        None => {
+            frag!(r#""kind":"event","module":"flowscribe","outcome":"unknown","provider":"flowscribe""#)
+        }
+    });
     if let Some(d) = &view.decision {
-        w.field_str("reason", d.side.reason.as_str());
+        w.field_plain(k!("reason"), d.side.reason.as_str().as_bytes());
     }
-    w.field_u64(
-        "severity",
-        match view.severity {
-            crate::view::Severity::Info => 9,
-            crate::view::Severity::Warn => 13,
-        },
-    );
-    w.field_plain("start", &rfc3339_bytes(f.window_start));
-    w.key("type");
-    w.begin_array();
-    w.str("connection");
-    match view.verdict {
-        Some(Verdict::Allow) => w.str("allowed"),
-        Some(Verdict::Deny) => w.str("denied"),
-        None => {}
-    }
-    match f.state {
-        FlowState::Started => w.str("start"),
-        FlowState::Completed | FlowState::OneSided => w.str("end"),
-        FlowState::Live => {}
-    }
-    w.end_array();
+    w.members(match view.severity {
+        crate::view::Severity::Info => frag!(r#""severity":9"#),
+        crate::view::Severity::Warn => frag!(r#""severity":13"#),
+    });
+    w.field_plain(k!("start"), &times.window_start);
+    w.members(match view.verdict {
+        Some(Verdict::Allow) => frag!(r#""type":["connection","allowed""#),
+        Some(Verdict::Deny) => frag!(r#""type":["connection","denied""#),
+        None => frag!(r#""type":["connection""#),
+    });
+    w.raw(match f.state {
+        FlowState::Started => frag!(r#","start"]"#),
+        FlowState::Completed | FlowState::OneSided => frag!(r#","end"]"#),
+        FlowState::Live => frag!("]"),
+    });
     w.end_object();
 }
 
 /// `source.*` or `destination.*`.
 fn side(
     w: &mut JsonWriter<'_>,
-    name: &str,
+    name: Key,
     addr: &AddrText,
     port: u16,
     c: &DirectionCounters,
@@ -291,12 +345,12 @@ fn side(
 ) {
     w.key(name);
     w.begin_object();
-    w.field_plain("address", addr.as_bytes());
-    w.field_u64("bytes", c.bytes);
-    w.field_plain("ip", addr.as_bytes());
-    w.field_u64("packets", c.packets);
+    w.field_plain(k!("address"), addr.as_bytes());
+    w.field_u64(k!("bytes"), c.bytes);
+    w.field_plain(k!("ip"), addr.as_bytes());
+    w.field_u64(k!("packets"), c.packets);
     if ports {
-        w.field_u64("port", port.into());
+        w.field_u64(k!("port"), port.into());
     }
     w.end_object();
 }
@@ -345,47 +399,48 @@ pub fn loss_document(ctx: &Context, loss: &CaptureLoss, observed: SystemTime) ->
 fn beats_kubernetes(w: &mut JsonWriter<'_>, p: &PodIdentity, ip: &AddrText) {
     // The workload's field sorts before `labels` or after `pod`.
     let workload = p.workload.as_ref().and_then(|wl| {
+        // (name, pre-rendered key)
         let field = match &*wl.kind {
-            "Deployment" => "deployment",
-            "ReplicaSet" => "replicaset",
-            "StatefulSet" => "statefulset",
-            "DaemonSet" => "daemonset",
-            "Job" => "job",
-            "CronJob" => "cronjob",
+            "Deployment" => ("deployment", k!("deployment")),
+            "ReplicaSet" => ("replicaset", k!("replicaset")),
+            "StatefulSet" => ("statefulset", k!("statefulset")),
+            "DaemonSet" => ("daemonset", k!("daemonset")),
+            "Job" => ("job", k!("job")),
+            "CronJob" => ("cronjob", k!("cronjob")),
             _ => return None,
         };
         Some((field, &*wl.name))
     });
     let workload_field = |w: &mut JsonWriter<'_>| {
-        if let Some((field, name)) = workload {
-            w.key(field);
+        if let Some(((_, key), name)) = workload {
+            w.key(key);
             w.begin_object();
-            w.field_str("name", name);
+            w.field_str(k!("name"), name);
             w.end_object();
         }
     };
     w.begin_object();
-    if workload.is_some_and(|(field, _)| field < "labels") {
+    if workload.is_some_and(|((field, _), _)| field < "labels") {
         workload_field(w);
     }
     if !p.labels.is_empty() {
-        w.key("labels");
+        w.key(k!("labels"));
         dedotted_labels(w, &p.labels);
     }
-    w.field_str("namespace", &p.namespace);
+    w.field_str(k!("namespace"), &p.namespace);
     if let Some(n) = &p.node {
-        w.key("node");
+        w.key(k!("node"));
         w.begin_object();
-        w.field_str("name", n);
+        w.field_str(k!("name"), n);
         w.end_object();
     }
-    w.key("pod");
+    w.key(k!("pod"));
     w.begin_object();
-    w.field_plain("ip", ip.as_bytes());
-    w.field_str("name", &p.name);
-    w.field_str("uid", &p.uid);
+    w.field_plain(k!("ip"), ip.as_bytes());
+    w.field_str(k!("name"), &p.name);
+    w.field_str(k!("uid"), &p.uid);
     w.end_object();
-    if workload.is_some_and(|(field, _)| field > "pod") {
+    if workload.is_some_and(|((field, _), _)| field > "pod") {
         workload_field(w);
     }
     w.end_object();
@@ -435,15 +490,18 @@ fn dedotted_labels(w: &mut JsonWriter<'_>, labels: &BTreeMap<String, String>) {
 }
 
 /// `flowscribe.source.*` / `flowscribe.destination.*`.
-fn endpoint(w: &mut JsonWriter<'_>, e: &Endpoint) {
+fn endpoint(w: &mut JsonWriter<'_>, e: &Endpoint, deleted_at: Option<&[u8; 30]>) {
     w.begin_object();
     if let Some(s) = e.stale {
-        w.field_plain("deleted_at", &rfc3339_bytes(s.deleted_at));
+        w.field_plain(
+            k!("deleted_at"),
+            deleted_at.unwrap_or(&rfc3339_bytes(s.deleted_at)),
+        );
     }
-    w.field_str("kind", e.kind.as_str());
+    w.field_str(k!("kind"), e.kind.as_str());
     if let Some(p) = &e.pod {
         if !p.labels.is_empty() {
-            w.key("labels");
+            w.key(k!("labels"));
             w.begin_object();
             for (k, v) in p.labels.iter() {
                 w.key_escaped(k);
@@ -451,42 +509,42 @@ fn endpoint(w: &mut JsonWriter<'_>, e: &Endpoint) {
             }
             w.end_object();
         }
-        w.field_str("namespace", &p.namespace);
+        w.field_str(k!("namespace"), &p.namespace);
     }
     if let Some(n) = &e.network {
-        w.field_str("network", n);
+        w.field_str(k!("network"), n);
     }
     if let Some(n) = &e.node {
-        w.field_str("node", n);
+        w.field_str(k!("node"), n);
     }
     if let Some(p) = &e.pod {
-        w.key("pod");
+        w.key(k!("pod"));
         w.begin_object();
-        w.field_str("name", &p.name);
-        w.field_str("uid", &p.uid);
+        w.field_str(k!("name"), &p.name);
+        w.field_str(k!("uid"), &p.uid);
         w.end_object();
     }
     if let Some(s) = &e.service {
-        w.key("service");
+        w.key(k!("service"));
         w.begin_object();
-        w.field_str("name", &s.name);
-        w.field_str("namespace", &s.namespace);
+        w.field_str(k!("name"), &s.name);
+        w.field_str(k!("namespace"), &s.namespace);
         if let Some(port) = &s.port_name {
-            w.field_str("port_name", port);
+            w.field_str(k!("port_name"), port);
         }
         w.end_object();
     }
     if let Some(sa) = e.pod.as_ref().and_then(|p| p.service_account.as_ref()) {
-        w.field_str("service_account", sa);
+        w.field_str(k!("service_account"), sa);
     }
     if e.stale.is_some() {
-        w.field_bool("stale", true);
+        w.field_bool(k!("stale"), true);
     }
     if let Some(wl) = e.pod.as_ref().and_then(|p| p.workload.as_ref()) {
-        w.key("workload");
+        w.key(k!("workload"));
         w.begin_object();
-        w.field_str("kind", &wl.kind);
-        w.field_str("name", &wl.name);
+        w.field_str(k!("kind"), &wl.kind);
+        w.field_str(k!("name"), &wl.name);
         w.end_object();
     }
     w.end_object();
@@ -495,92 +553,92 @@ fn endpoint(w: &mut JsonWriter<'_>, e: &Endpoint) {
 fn hit(w: &mut JsonWriter<'_>, h: &PolicyHit) {
     let p = &h.policy;
     w.begin_object();
-    w.field_str("action", h.action.as_str());
-    w.field_str("api_version", p.kind.api_version());
-    w.field_str("kind", p.kind.as_str());
-    w.field_str("name", &p.name);
+    w.field_str(k!("action"), h.action.as_str());
+    w.field_str(k!("api_version"), p.kind.api_version());
+    w.field_str(k!("kind"), p.kind.as_str());
+    w.field_str(k!("name"), &p.name);
     if let Some(ns) = &p.namespace {
-        w.field_str("namespace", ns);
+        w.field_str(k!("namespace"), ns);
     }
-    w.field_str("resource_version", &p.resource_version);
+    w.field_str(k!("resource_version"), &p.resource_version);
     if let Some(i) = h.rule_index {
-        w.field_u64("rule_index", i.into());
+        w.field_u64(k!("rule_index"), i.into());
     }
     if let Some(n) = &h.rule_name {
-        w.field_str("rule_name", n);
+        w.field_str(k!("rule_name"), n);
     }
-    w.field_bool("staged", p.kind.is_staged());
-    w.field_str("tier", &p.tier);
-    w.field_str("uid", &p.uid);
+    w.field_bool(k!("staged"), p.kind.is_staged());
+    w.field_str(k!("tier"), &p.tier);
+    w.field_str(k!("uid"), &p.uid);
     w.end_object();
 }
 
-fn side_verdict(w: &mut JsonWriter<'_>, name: &str, s: &SideVerdict) {
+fn side_verdict(w: &mut JsonWriter<'_>, name: Key, s: &SideVerdict) {
     w.key(name);
     w.begin_object();
-    w.key("hits");
+    w.key(k!("hits"));
     w.begin_array();
     for h in &s.hits {
         hit(w, h);
     }
     w.end_array();
-    w.field_str("reason", s.reason.as_str());
-    w.field_str("verdict", s.verdict.as_str());
+    w.field_str(k!("reason"), s.reason.as_str());
+    w.field_str(k!("verdict"), s.verdict.as_str());
     w.end_object();
 }
 
 /// `flowscribe.*`: everything ECS has no field for. Shared with OCSF's
 /// `unmapped.flowscribe` through [`flowscribe_namespace_value`].
-fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>) {
+fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>, times: &Times) {
     let ef = &view.flow.flow;
     let f = &ef.flow;
     w.begin_object();
-    w.key("destination");
-    endpoint(w, &ef.destination);
+    w.key(k!("destination"));
+    endpoint(w, &ef.destination, times.destination_deleted_at.as_ref());
 
-    w.key("flow");
+    w.key(k!("flow"));
     w.begin_object();
     if let Some(d) = &f.drops {
-        w.key("drops");
+        w.key(k!("drops"));
         w.begin_object();
-        w.field_u64("bytes", d.bytes);
-        w.field_str("last_reason", &d.last_reason);
-        w.field_u64("packets_forward", d.packets_forward);
-        w.field_u64("packets_reverse", d.packets_reverse);
+        w.field_u64(k!("bytes"), d.bytes);
+        w.field_str(k!("last_reason"), &d.last_reason);
+        w.field_u64(k!("packets_forward"), d.packets_forward);
+        w.field_u64(k!("packets_reverse"), d.packets_reverse);
         w.end_object();
     }
     if let Some(e) = f.end_reason {
-        w.field_str("end_reason", e.as_str());
+        w.field_str(k!("end_reason"), e.as_str());
     }
-    w.field_plain("first_packet", &rfc3339_bytes(f.first_packet));
+    w.field_plain(k!("first_packet"), &times.first_packet);
     if is_icmp(f.key.protocol) {
-        w.key("icmp");
+        w.key(k!("icmp"));
         w.begin_object();
-        w.field_u64("code", f.key.dst_port.into());
-        w.field_u64("type", f.key.src_port.into());
+        w.field_u64(k!("code"), f.key.dst_port.into());
+        w.field_u64(k!("type"), f.key.src_port.into());
         w.end_object();
     }
-    w.field_str("initiator_hook", f.initiator_hook.as_str());
-    w.key("interfaces");
+    w.field_str(k!("initiator_hook"), f.initiator_hook.as_str());
+    w.key(k!("interfaces"));
     w.begin_array();
     for i in &f.interfaces {
         w.str(&i.name);
     }
     w.end_array();
-    w.field_plain("last_packet", &rfc3339_bytes(f.last_packet));
-    w.field_str("orientation", f.orientation.as_str());
-    w.field_str("state", f.state.as_str());
+    w.field_plain(k!("last_packet"), &times.last_packet);
+    w.field_str(k!("orientation"), f.orientation.as_str());
+    w.field_str(k!("state"), f.state.as_str());
     if f.key.protocol == 6 {
-        w.key("tcp_flags");
+        w.key(k!("tcp_flags"));
         w.begin_object();
         for (name, flags) in [
-            ("forward", f.forward.tcp_flags),
-            ("reverse", f.reverse.tcp_flags),
+            (k!("forward"), f.forward.tcp_flags),
+            (k!("reverse"), f.reverse.tcp_flags),
         ] {
             w.key(name);
             w.begin_array();
-            for flag in tcp_flag_names(flags) {
-                w.str(flag);
+            for flag in tcp_flag_iter(flags) {
+                w.plain_str(flag.as_bytes());
             }
             w.end_array();
         }
@@ -588,58 +646,60 @@ fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>) {
     }
     w.end_object();
 
-    w.field_bool("identity_degraded", ef.identity_degraded);
+    w.field_bool(k!("identity_degraded"), ef.identity_degraded);
 
     if let Some(t) = &view.flow.trace {
-        w.key("policy");
+        w.key(k!("policy"));
         w.begin_object();
         if let Some(d) = &view.decision {
-            w.field_str("direction", d.side.direction.as_str());
+            w.field_str(k!("direction"), d.side.direction.as_str());
         }
-        side_verdict(w, "egress", &t.enforced.egress);
-        side_verdict(w, "ingress", &t.enforced.ingress);
+        side_verdict(w, k!("egress"), &t.enforced.egress);
+        side_verdict(w, k!("ingress"), &t.enforced.ingress);
         if !t.invalid_policies.is_empty() {
-            w.key("invalid_policies");
+            w.key(k!("invalid_policies"));
             w.begin_array();
             for p in &t.invalid_policies {
-                w.str_fmt(|s| {
-                    s.write_str(p.kind.as_str())?;
-                    s.write_char(' ')?;
-                    write_policy_display(s, p)
+                w.str_with(|s| {
+                    let _ = (|| {
+                        s.write_str(p.kind.as_str())?;
+                        s.write_char(' ')?;
+                        write_policy_display(s, p)
+                    })();
                 });
             }
             w.end_array();
         }
         if let Some(m) = t.mismatch {
-            w.field_str("mismatch", m.as_str());
+            w.field_str(k!("mismatch"), m.as_str());
         }
-        w.field_str("observed", observed_str(&t.observed));
+        w.field_str(k!("observed"), observed_str(&t.observed));
         if let Observed::Dropped { reason } = &t.observed {
-            w.field_str("observed_drop_reason", reason);
+            w.field_str(k!("observed_drop_reason"), reason);
         }
         if let Some(p) = &t.pending {
-            w.key("pending");
+            w.key(k!("pending"));
             evaluation(w, p, t.would_change());
         }
         if let Some(d) = &view.decision {
-            w.field_str("reason", d.side.reason.as_str());
+            w.field_str(k!("reason"), d.side.reason.as_str());
         }
-        w.field_str("verdict", t.enforced.verdict.as_str());
-        w.field_str("verdict_source", t.verdict_source.as_str());
+        w.field_str(k!("verdict"), t.enforced.verdict.as_str());
+        w.field_str(k!("verdict_source"), t.verdict_source.as_str());
         w.end_object();
     }
 
-    w.key("source");
-    endpoint(w, &ef.source);
+    w.key(k!("source"));
+    endpoint(w, &ef.source, times.source_deleted_at.as_ref());
     w.end_object();
 }
 
 fn evaluation(w: &mut JsonWriter<'_>, e: &Evaluation, would_change: bool) {
     w.begin_object();
-    side_verdict(w, "egress", &e.egress);
-    side_verdict(w, "ingress", &e.ingress);
-    w.field_str("verdict", e.verdict.as_str());
-    w.field_bool("would_change", would_change);
+    side_verdict(w, k!("egress"), &e.egress);
+    side_verdict(w, k!("ingress"), &e.ingress);
+    w.field_str(k!("verdict"), e.verdict.as_str());
+    w.field_bool(k!("would_change"), would_change);
     w.end_object();
 }
 
@@ -647,7 +707,9 @@ fn evaluation(w: &mut JsonWriter<'_>, e: &Evaluation, would_change: bool) {
 /// which still builds a `Value` document.
 pub(crate) fn flowscribe_namespace_value(view: &FlowView<'_>) -> Value {
     let mut buf = Vec::with_capacity(2048);
-    flowscribe_namespace(&mut JsonWriter::new(&mut buf), view);
+    // Escaping writer: there is no second pass here.
+    let times = Times::new(&view.flow.flow, std::time::UNIX_EPOCH);
+    flowscribe_namespace(&mut JsonWriter::escaping(&mut buf), view, &times);
     // Valid JSON by construction (see `flow_document`).
     serde_json::from_slice(&buf).unwrap_or(Value::Null)
 }
@@ -1408,6 +1470,49 @@ pub const MAPPING: &[FieldMapping] = &[
         "[\"NetworkPolicy db/broken\"]",
         "",
     ),
+    // Capture loss records (`loss_document`).
+    row(
+        "loss record",
+        "event.dataset",
+        "keyword",
+        "flowscribe.loss",
+        "Capture loss records: `event.kind` `metric`, `event.type` `[\"error\"]`, `event.action` `capture-loss`, `event.outcome` `failure`, `event.severity` 13, `event.reason` the loss reason; `@timestamp`/`event.start`/`event.end` the loss window; no flow fields.",
+    ),
+    row(
+        "(constant)",
+        "flowscribe.loss.stage",
+        "keyword",
+        "capture",
+        "Where the data was lost.",
+    ),
+    row(
+        "loss.reason",
+        "flowscribe.loss.reason",
+        "keyword",
+        "flow_map_full",
+        "flow_map_full, flow_map_update_failed, ring_reserve_failed, parse_truncated, drop_map_full, drop_unmatched.",
+    ),
+    row(
+        "loss.reason.loses_flow_data()",
+        "flowscribe.loss.loses_flow_data",
+        "boolean",
+        "true",
+        "Packets or bytes are missing from flow records (not only an annotation).",
+    ),
+    row(
+        "loss.count",
+        "flowscribe.loss.count",
+        "long",
+        "7",
+        "Packets lost (new-flow events for ring_reserve_failed).",
+    ),
+    row(
+        "loss.bytes",
+        "flowscribe.loss.bytes",
+        "long",
+        "4200",
+        "Bytes lost, where the kernel knows them.",
+    ),
 ];
 
 #[cfg(test)]
@@ -1418,6 +1523,43 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use flowscribe_model::{CaptureLoss, LossReason};
+
+    /// Clean golden flows take one pass: the writer counts every quote it
+    /// writes, so the escaping pass runs only for text that needs it (an
+    /// undercount would silently double the work of every record).
+    #[test]
+    fn clean_records_take_one_pass() {
+        use crate::json::JsonWriter;
+        use crate::test_flows::{fixtures, variations};
+        let observed = fixtures::observed();
+        let clean = |s: &str| !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+        let mut one_pass = 0;
+        for (ctx, flow) in variations() {
+            let view = crate::view::FlowView::new(&ctx, &flow);
+            let times = super::Times::new(&flow.flow, observed);
+            let mut out = Vec::new();
+            let mut w = JsonWriter::new(&mut out);
+            super::document(&mut w, &ctx, &view, &times);
+            let needed = w.needed_escaping();
+            let text_is_clean = clean(&ctx.node) && {
+                let doc = super::flow_document(&ctx, &flow, observed).to_string();
+                // Only structure is escaped in a clean document's text.
+                !doc.contains("\\")
+            };
+            assert_eq!(needed, !text_is_clean, "{}", ctx.node);
+            one_pass += usize::from(!needed);
+        }
+        assert!(one_pass >= fixtures::CASES.len() * 2, "{one_pass}");
+    }
+
+    #[test]
+    fn pre_rendered_version_is_the_pinned_one() {
+        let want = serde_json::json!({"ecs": {"version": crate::ecs_fields::ECS_VERSION}});
+        assert_eq!(
+            format!("{{{}}}", super::ECS_VERSION_MEMBER.text()),
+            want.to_string()
+        );
+    }
 
     #[test]
     fn loss_document_is_ecs() {

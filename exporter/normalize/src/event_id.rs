@@ -60,9 +60,13 @@ impl EventId {
 
     /// The id as 32 lowercase hex digits, held inline (no allocation).
     pub(crate) fn to_hex_text(self) -> crate::view::ShortText<32> {
-        let mut t = crate::view::ShortText::<32>::new();
-        crate::hex::write_lower(&mut t, &self.0);
-        t
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 32];
+        for (pair, b) in hex.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0x0f)];
+        }
+        crate::view::ShortText::from_ascii(hex)
     }
 }
 
@@ -80,37 +84,80 @@ pub fn event_id(
     window_start: SystemTime,
     window_end: SystemTime,
 ) -> EventId {
-    let mut hasher = Sha256::new();
-    hasher.update(EVENT_ID_V1_PREFIX);
-    // A node name longer than u32::MAX bytes cannot be configured; saturating
-    // keeps the function total without a panic path.
-    let node_len = u32::try_from(node.len()).unwrap_or(u32::MAX);
-    hasher.update(node_len.to_be_bytes());
-    hasher.update(node.as_bytes());
-    update_addr(&mut hasher, key.src_addr);
-    update_addr(&mut hasher, key.dst_addr);
-    hasher.update([key.protocol]);
-    hasher.update(key.src_port.to_be_bytes());
-    hasher.update(key.dst_port.to_be_bytes());
-    hasher.update(unix_nanos(window_start).to_be_bytes());
-    hasher.update(unix_nanos(window_end).to_be_bytes());
-    let digest = hasher.finalize();
+    let digest = {
+        // The whole input fits one stack buffer unless the node name is
+        // very long: hashing it in one call saves the hasher's buffering
+        // of a dozen small updates.
+        let mut buf = [0u8; 192];
+        let mut len = 0;
+        let mut fits = true;
+        feed(node, key, window_start, window_end, |part| {
+            match buf.get_mut(len..len + part.len()) {
+                Some(dst) => dst.copy_from_slice(part),
+                None => fits = false,
+            }
+            len += part.len();
+        });
+        if fits {
+            Sha256::digest(&buf[..len])
+        } else {
+            let mut hasher = Sha256::new();
+            feed(node, key, window_start, window_end, |part| {
+                hasher.update(part)
+            });
+            hasher.finalize()
+        }
+    };
     let mut id = [0u8; 16];
     id.copy_from_slice(&digest[..16]);
     EventId(id)
 }
 
-fn update_addr(hasher: &mut Sha256, addr: IpAddr) {
-    match addr {
-        IpAddr::V4(a) => {
-            hasher.update([4]);
-            hasher.update(a.octets());
-        }
-        IpAddr::V6(a) => {
-            hasher.update([6]);
-            hasher.update(a.octets());
+/// The id of a capture loss record: `loss-<node>-<reason>-<window end in
+/// nanoseconds since the epoch>` (one report per reason and drain window,
+/// so this is unique and the same on a replay). The daemon gives sinks the
+/// same string for deduplication.
+pub fn loss_event_id(node: &str, loss: &flowscribe_model::CaptureLoss) -> String {
+    // Times before the epoch print as 0.
+    let end = loss
+        .window_end
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("loss-{node}-{}-{end}", loss.reason.as_str())
+}
+
+/// The hashed bytes of the module doc, in order, as parts.
+fn feed(
+    node: &str,
+    key: &FlowKey,
+    window_start: SystemTime,
+    window_end: SystemTime,
+    mut put: impl FnMut(&[u8]),
+) {
+    put(EVENT_ID_V1_PREFIX);
+    // A node name longer than u32::MAX bytes cannot be configured; saturating
+    // keeps the function total without a panic path.
+    let node_len = u32::try_from(node.len()).unwrap_or(u32::MAX);
+    put(&node_len.to_be_bytes());
+    put(node.as_bytes());
+    for addr in [key.src_addr, key.dst_addr] {
+        match addr {
+            IpAddr::V4(a) => {
+                put(&[4]);
+                put(&a.octets());
+            }
+            IpAddr::V6(a) => {
+                put(&[6]);
+                put(&a.octets());
+            }
         }
     }
+    put(&[key.protocol]);
+    put(&key.src_port.to_be_bytes());
+    put(&key.dst_port.to_be_bytes());
+    put(&unix_nanos(window_start).to_be_bytes());
+    put(&unix_nanos(window_end).to_be_bytes());
 }
 
 /// Signed nanoseconds since the Unix epoch. `SystemTime` spans far less than
@@ -192,6 +239,43 @@ mod tests {
             assert_eq!(id.to_string(), want, "{node} {k:?}");
             assert_eq!(id.to_hex(), want);
             assert_eq!(crate::hex::lower(id.as_bytes()), want);
+            assert_eq!(id.to_hex_text().as_str(), want);
+        }
+    }
+
+    #[test]
+    fn loss_event_ids() {
+        let loss = |end: SystemTime| flowscribe_model::CaptureLoss {
+            reason: flowscribe_model::LossReason::DropUnmatched,
+            count: 1,
+            bytes: 0,
+            window_start: UNIX_EPOCH,
+            window_end: end,
+        };
+        assert_eq!(
+            loss_event_id("node-1", &loss(at(1_795_321_810, 5))),
+            "loss-node-1-drop_unmatched-1795321810000000005"
+        );
+        assert_eq!(
+            loss_event_id("n", &loss(UNIX_EPOCH - Duration::from_secs(1))),
+            "loss-n-drop_unmatched-0"
+        );
+    }
+
+    /// Long node names: the last one hashed from the stack buffer (94
+    /// bytes with IPv6 addresses), the first one streamed (95), and a much
+    /// longer one; pinned with the Python above.
+    #[test]
+    fn pinned_ids_for_long_node_names() {
+        let k = key("2001:db8::1", "2001:db8::2", 40000, 443, 6);
+        for (len, want) in [
+            (94, "7ada76cb22d283b670581b6fbbd40d38"),
+            (95, "03e29a33594d4208acd8060feffc6a99"),
+            (300, "aeedbedf3b331c5d91d08bac060d0873"),
+        ] {
+            let node = "n".repeat(len);
+            let id = event_id(&node, &k, at(100, 0), at(110, 0));
+            assert_eq!(id.to_hex(), want, "{len}");
         }
     }
 

@@ -12,15 +12,6 @@ pub(crate) fn lower(bytes: &[u8]) -> String {
     out
 }
 
-/// `bytes` as lowercase hex, appended to `out`.
-pub(crate) fn write_lower(out: &mut impl std::fmt::Write, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        let _ = out.write_char(char::from(DIGITS[usize::from(b >> 4)]));
-        let _ = out.write_char(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #[test]

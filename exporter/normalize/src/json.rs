@@ -8,21 +8,122 @@
 //! nothing else), integers in decimal. It does not order keys: callers
 //! write object members in the order the output contract needs (sorted,
 //! for the ECS goldens), and the golden tests check that order.
+//!
+//! Escaping is optimistic. Almost no text in a flow record needs escaping,
+//! so a writer made with [`JsonWriter::new`] copies data strings as they
+//! are and counts the quotes it writes itself. At the end one pass over
+//! the output ([`JsonWriter::needed_escaping`]) finds whether any data
+//! needed escaping: the structure never contains a control character or a
+//! backslash, and a quote in the data makes the output hold more quotes
+//! than the writer wrote. In that rare case the caller writes the record
+//! again with [`JsonWriter::escaping`], which escapes every data string.
 
 use std::fmt;
 
 use serde_json::Value;
+
+/// A constant member name, pre-rendered with the comma that may precede
+/// it: `k!("name")` is `,"name":` (see [`JsonWriter::key`]).
+macro_rules! k {
+    ($name:literal) => {
+        $crate::json::Key(concat!(",\"", $name, "\":"))
+    };
+}
+pub(crate) use k;
+
+/// Pre-rendered JSON text with its quotes counted at compile time: what
+/// [`JsonWriter::members`] and [`JsonWriter::raw`] take (see [`frag!`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fragment {
+    text: &'static str,
+    quotes: usize,
+}
+
+impl Fragment {
+    pub(crate) const fn new(text: &'static str) -> Fragment {
+        let b = text.as_bytes();
+        let mut quotes = 0;
+        let mut i = 0;
+        while i < b.len() {
+            assert!(b[i] >= 0x20 && b[i] != b'\\', "a fragment needs no escapes");
+            if b[i] == b'"' {
+                quotes += 1;
+            }
+            i += 1;
+        }
+        Fragment { text, quotes }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn text(&self) -> &'static str {
+        self.text
+    }
+}
+
+/// A [`Fragment`], counted at compile time.
+macro_rules! frag {
+    ($text:expr) => {
+        const { $crate::json::Fragment::new($text) }
+    };
+}
+pub(crate) use frag;
+
+/// A member name rendered by [`k!`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Key(pub(crate) &'static str);
 
 /// Appends JSON tokens to `out`, placing commas itself.
 pub(crate) struct JsonWriter<'a> {
     out: &'a mut Vec<u8>,
     /// Whether the next member or element needs a comma before it.
     comma: bool,
+    /// Escape data strings as they are written (the second pass).
+    escape: bool,
+    /// Where this writer's output starts in `out`.
+    start: usize,
+    /// Quotes written as structure (around names and strings, inside
+    /// fragments); see the module doc.
+    quotes: usize,
 }
 
 impl<'a> JsonWriter<'a> {
+    /// A writer that copies data strings unescaped and notes whether one
+    /// needed escaping (see the module doc).
     pub(crate) fn new(out: &'a mut Vec<u8>) -> Self {
-        JsonWriter { out, comma: false }
+        let start = out.len();
+        JsonWriter {
+            out,
+            comma: false,
+            escape: false,
+            start,
+            quotes: 0,
+        }
+    }
+
+    /// A writer that escapes every data string.
+    pub(crate) fn escaping(out: &'a mut Vec<u8>) -> Self {
+        let start = out.len();
+        JsonWriter {
+            out,
+            comma: false,
+            escape: true,
+            start,
+            quotes: 0,
+        }
+    }
+
+    /// Whether data written by a [`JsonWriter::new`] writer needed
+    /// escaping, so the output must be written again: one pass over the
+    /// output for control characters, backslashes and quotes the writer did
+    /// not write itself. Always false for an escaping writer.
+    pub(crate) fn needed_escaping(&self) -> bool {
+        if self.escape {
+            return false;
+        }
+        let (special, quotes) = scan(&self.out[self.start..]);
+        // Data can only add quotes; fewer than written is a counting bug.
+        debug_assert!(quotes >= self.quotes, "{quotes} < {}", self.quotes);
+        special || quotes != self.quotes
     }
 
     #[inline]
@@ -58,81 +159,145 @@ impl<'a> JsonWriter<'a> {
         self.comma = true;
     }
 
-    /// A member name that needs no escaping (the constant names of a
-    /// schema; checked in debug builds).
+    /// A constant member name, pre-rendered by [`k!`] as `,"name":` (the
+    /// comma is left out where none is due); one copy per name.
     #[inline]
-    pub(crate) fn key(&mut self, k: &str) {
-        debug_assert!(!k.bytes().any(needs_escape), "{k:?} needs escaping");
-        self.out.reserve(k.len() + 4);
-        self.separate();
-        self.out.push(b'"');
-        self.out.extend_from_slice(k.as_bytes());
-        self.out.extend_from_slice(b"\":");
+    pub(crate) fn key(&mut self, Key(k): Key) {
+        debug_assert!(
+            k.len() >= 4
+                && k.starts_with(",\"")
+                && k.ends_with("\":")
+                && !k.as_bytes()[2..k.len() - 2]
+                    .iter()
+                    .copied()
+                    .any(needs_escape),
+            "{k:?} is not a k!() key"
+        );
+        self.quotes += 2;
+        let k = k.as_bytes();
+        if self.comma {
+            self.out.extend_from_slice(k);
+        } else {
+            self.out.extend_from_slice(&k[1..]);
+        }
         self.comma = false;
     }
 
-    /// A member name from data (label keys): escaped.
+    /// Pre-rendered members (`"a":"x","b":1`, the crate's own constant
+    /// text, written as they are), preceded by a comma where one is due.
+    #[inline]
+    pub(crate) fn members(&mut self, f: Fragment) {
+        self.separate();
+        self.quotes += f.quotes;
+        self.out.extend_from_slice(f.text.as_bytes());
+        self.comma = true;
+    }
+
+    /// Pre-rendered text appended as it is, with no separator (the end of
+    /// a pre-rendered array).
+    #[inline]
+    pub(crate) fn raw(&mut self, f: Fragment) {
+        self.quotes += f.quotes;
+        self.out.extend_from_slice(f.text.as_bytes());
+    }
+
+    /// A member name from data (label keys).
     pub(crate) fn key_escaped(&mut self, k: &str) {
         self.separate();
-        write_escaped(self.out, k);
+        self.string(k);
         self.out.push(b':');
         self.comma = false;
     }
 
     /// A member name from data with every `.` written as `_` (Beats
-    /// de-dotting), escaped.
+    /// de-dotting).
     pub(crate) fn key_dedotted(&mut self, k: &str) {
         self.separate();
+        self.quotes += 2;
         self.out.push(b'"');
-        let mut start = 0;
-        for (i, b) in k.bytes().enumerate() {
-            if b == b'.' {
-                write_escaped_body(self.out, &k[start..i]);
-                self.out.push(b'_');
-                start = i + 1;
+        let start = self.out.len();
+        let mut text = self.text();
+        fmt::Write::write_str(&mut text, k).ok();
+        for b in &mut self.out[start..] {
+            if *b == b'.' {
+                *b = b'_';
             }
         }
-        write_escaped_body(self.out, &k[start..]);
         self.out.extend_from_slice(b"\":");
         self.comma = false;
+    }
+
+    /// A data string, quoted.
+    #[inline]
+    fn string(&mut self, v: &str) {
+        self.quotes += 2;
+        if self.escape {
+            write_escaped_cold(self.out, v);
+        } else {
+            self.out.reserve(v.len() + 2);
+            self.out.push(b'"');
+            self.out.extend_from_slice(v.as_bytes());
+            self.out.push(b'"');
+        }
     }
 
     #[inline]
     pub(crate) fn str(&mut self, v: &str) {
         self.separate();
-        write_escaped(self.out, v);
+        self.string(v);
         self.comma = true;
     }
 
     /// A string value that is known to need no escaping (digits, hex, base64,
-    /// addresses, timestamps).
+    /// addresses, timestamps, the crate's constants).
     #[inline]
     pub(crate) fn plain_str(&mut self, v: &[u8]) {
         debug_assert!(!v.iter().copied().any(needs_escape));
         self.separate();
+        self.quotes += 2;
+        self.out.reserve(v.len() + 2);
         self.out.push(b'"');
         self.out.extend_from_slice(v);
         self.out.push(b'"');
         self.comma = true;
     }
 
-    /// A string value built with `write!`: escaped as it is written, so a
-    /// derived value (`namespace/name`, a rule id) needs no temporary
-    /// `String`.
-    pub(crate) fn str_fmt(&mut self, f: impl FnOnce(&mut EscapingWriter<'_>) -> fmt::Result) {
+    /// A string value written in pieces through [`Text`] (`namespace/name`,
+    /// a rule id), so a derived value needs no temporary `String`.
+    #[inline]
+    pub(crate) fn str_with(&mut self, f: impl FnOnce(&mut Text<'_>)) {
         self.separate();
+        self.quotes += 2;
         self.out.push(b'"');
-        // Writing to a Vec cannot fail; an error from `f` itself would only
-        // shorten the string, and our callers write plain text.
-        let _ = f(&mut EscapingWriter { out: self.out });
+        f(&mut self.text());
         self.out.push(b'"');
         self.comma = true;
+    }
+
+    /// Text appended inside an open string.
+    #[inline]
+    fn text(&mut self) -> Text<'_> {
+        Text {
+            out: self.out,
+            escape: self.escape,
+        }
     }
 
     #[inline]
     pub(crate) fn u64(&mut self, v: u64) {
         self.separate();
         push_u64(self.out, v);
+        self.comma = true;
+    }
+
+    /// An integer as a JSON string (`"6"`).
+    #[inline]
+    pub(crate) fn u64_str(&mut self, v: u64) {
+        self.separate();
+        self.quotes += 2;
+        self.out.push(b'"');
+        push_u64(self.out, v);
+        self.out.push(b'"');
         self.comma = true;
     }
 
@@ -145,44 +310,86 @@ impl<'a> JsonWriter<'a> {
     }
 
     #[inline]
-    pub(crate) fn field_str(&mut self, k: &str, v: &str) {
+    pub(crate) fn field_str(&mut self, k: Key, v: &str) {
         self.key(k);
         self.str(v);
     }
 
     #[inline]
-    pub(crate) fn field_plain(&mut self, k: &str, v: &[u8]) {
+    pub(crate) fn field_plain(&mut self, k: Key, v: &[u8]) {
         self.key(k);
         self.plain_str(v);
     }
 
     #[inline]
-    pub(crate) fn field_u64(&mut self, k: &str, v: u64) {
+    pub(crate) fn field_u64(&mut self, k: Key, v: u64) {
         self.key(k);
         self.u64(v);
     }
 
     #[inline]
-    pub(crate) fn field_bool(&mut self, k: &str, v: bool) {
+    pub(crate) fn field_bool(&mut self, k: Key, v: bool) {
         self.key(k);
         self.bool(v);
     }
 }
 
-/// A `fmt::Write` that appends JSON-escaped text (no quotes).
-pub(crate) struct EscapingWriter<'a> {
+/// Text inside an open JSON string: copied (and checked) or escaped, as
+/// its [`JsonWriter`] does.
+pub(crate) struct Text<'a> {
     out: &'a mut Vec<u8>,
+    escape: bool,
 }
 
-impl fmt::Write for EscapingWriter<'_> {
+impl fmt::Write for Text<'_> {
+    #[inline]
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        write_escaped_body(self.out, s);
+        if self.escape {
+            write_escaped_body(self.out, s);
+        } else {
+            self.out.extend_from_slice(s.as_bytes());
+        }
         Ok(())
     }
 }
 
 fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Whether `s` holds a control character or a backslash, and how many
+/// quotes: branch-free over blocks of 64 bytes, which the compiler turns
+/// into vector instructions.
+fn scan(s: &[u8]) -> (bool, usize) {
+    let mut special = 0u8;
+    let mut quotes = 0usize;
+    let mut blocks = s.chunks_exact(64);
+    for block in &mut blocks {
+        let (sp, q) = scan_block(block);
+        special |= sp;
+        quotes += usize::from(q);
+    }
+    let (sp, q) = scan_block(blocks.remainder());
+    (special | sp != 0, quotes + usize::from(q))
+}
+
+/// [`scan`] of at most 255 bytes (so that the count fits a byte).
+#[inline]
+fn scan_block(block: &[u8]) -> (u8, u8) {
+    let mut special = 0u8;
+    let mut quotes = 0u8;
+    for &b in block {
+        special |= u8::from(b < 0x20) | u8::from(b == b'\\');
+        quotes += u8::from(b == b'"');
+    }
+    (special, quotes)
+}
+
+/// [`write_escaped`] out of line: the second pass of a record, rarely run.
+#[cold]
+#[inline(never)]
+fn write_escaped_cold(out: &mut Vec<u8>, s: &str) {
+    write_escaped(out, s);
 }
 
 /// `s` as a JSON string literal, escaped as serde_json escapes it.
@@ -214,7 +421,7 @@ fn find_escape(bytes: &[u8], from: usize) -> Option<usize> {
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        if word_needs_escape(u64::from_le_bytes(word)) {
+        if escape_bits(u64::from_le_bytes(word)) != 0 {
             return chunk.iter().position(|&b| needs_escape(b)).map(|p| i + p);
         }
         i += 8;
@@ -222,24 +429,24 @@ fn find_escape(bytes: &[u8], from: usize) -> Option<usize> {
     let tail = chunks.remainder();
     let mut word = [b'a'; 8];
     word[..tail.len()].copy_from_slice(tail);
-    if word_needs_escape(u64::from_le_bytes(word)) {
+    if escape_bits(u64::from_le_bytes(word)) != 0 {
         return tail.iter().position(|&b| needs_escape(b)).map(|p| i + p);
     }
     None
 }
 
-/// Whether any of the eight bytes of `x` is below 0x20, `"` or `\\`
+/// Non-zero when any of the eight bytes of `x` is below 0x20, `"` or `\\`
 /// (the classic "has a zero / has a byte less than" bit tricks: exact about
-/// whether such a byte exists, which is all the caller needs).
+/// whether such a byte exists, which is all the callers need).
 #[inline]
-fn word_needs_escape(x: u64) -> bool {
+fn escape_bits(x: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let zero_bytes = |y: u64| y.wrapping_sub(ONES) & !y & HIGHS;
     let control = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
     let quote = zero_bytes(x ^ (ONES * u64::from(b'"')));
     let backslash = zero_bytes(x ^ (ONES * u64::from(b'\\')));
-    control | quote | backslash != 0
+    control | quote | backslash
 }
 
 #[cold]
@@ -266,18 +473,8 @@ fn write_escape(out: &mut Vec<u8>, b: u8) {
 
 /// `v` in decimal, appended to `out`.
 #[inline]
-pub(crate) fn push_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
+pub(crate) fn push_u64(out: &mut Vec<u8>, v: u64) {
+    crate::view::Decimal::new(v).append_to(out);
 }
 
 /// A short description of a JSON value for problem messages.
@@ -326,14 +523,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn numbers_and_nesting_like_serde_json() {
-        let mut out = Vec::new();
-        let mut w = JsonWriter::new(&mut out);
+    /// The document of `numbers_and_nesting_like_serde_json`, with or
+    /// without text that needs escaping.
+    fn nested(w: &mut JsonWriter<'_>, special: &str) {
         w.begin_object();
-        w.field_u64("a", 0);
-        w.field_u64("b", u64::MAX);
-        w.key("c");
+        w.field_u64(k!("a"), 0);
+        w.field_u64(k!("b"), u64::MAX);
+        w.key(k!("c"));
         w.begin_array();
         w.u64(10);
         w.begin_object();
@@ -341,17 +537,76 @@ mod tests {
         w.begin_array();
         w.end_array();
         w.bool(true);
-        w.str_fmt(|f| fmt::Write::write_fmt(f, format_args!("x{}\"y", 1)));
+        w.str_with(|f| fmt::Write::write_fmt(f, format_args!("x{}{special}y", 1)).unwrap());
+        w.u64_str(7);
         w.end_array();
-        w.key_dedotted("k.a\"b.c");
+        w.key_dedotted(&format!("k.a{special}b.c"));
         w.bool(false);
-        w.key_escaped("q\n");
+        w.key_escaped(&format!("q{special}"));
         w.plain_str(b"1:abc=");
+        w.members(frag!(r#""r":1,"s":"o""#));
+        w.key(k!("t"));
+        w.begin_array();
+        w.members(frag!(r#""x""#));
+        w.raw(frag!(r#","y"]"#));
         w.end_object();
-        let want = serde_json::json!({
-            "a": 0, "b": u64::MAX, "c": [10, {}, [], true, "x1\"y"],
-            "k_a\"b_c": false, "q\n": "1:abc=",
-        });
-        assert_eq!(out, serde_json::to_vec(&want).unwrap());
+    }
+
+    #[test]
+    fn numbers_and_nesting_like_serde_json() {
+        for special in ["", "-", "\"", "\n"] {
+            let want = serde_json::json!({
+                "a": 0, "b": u64::MAX, "c": [10, {}, [], true, format!("x1{special}y"), "7"],
+                format!("k_a{special}b_c"): false, format!("q{special}"): "1:abc=",
+                "r": 1, "s": "o", "t": ["x", "y"],
+            });
+            let want = serde_json::to_vec(&want).unwrap();
+            let mut out = Vec::new();
+            let mut w = JsonWriter::escaping(&mut out);
+            nested(&mut w, special);
+            assert!(!w.needed_escaping(), "the escaping writer never asks");
+            assert_eq!(out, want, "{special:?}");
+
+            // The optimistic writer is exact when nothing needs escaping,
+            // and says so when something did.
+            let mut out = Vec::new();
+            let mut w = JsonWriter::new(&mut out);
+            nested(&mut w, special);
+            let needed = w.needed_escaping();
+            assert_eq!(needed, special.len() == 1 && special != "-", "{special:?}");
+            if !needed {
+                assert_eq!(out, want, "{special:?}");
+            }
+        }
+    }
+
+    /// `scan` sees every special byte at every position of strings of up
+    /// to 200 bytes (three blocks and a remainder), counts quotes exactly,
+    /// and finds nothing in clean text.
+    #[test]
+    fn scan_finds_every_special_byte_and_counts_quotes() {
+        let clean: String = (0x20u8..0x7f)
+            .filter(|b| *b != b'"' && *b != b'\\')
+            .map(char::from)
+            .chain("é → ✓ \u{7f}\u{10ffff}".chars())
+            .collect();
+        assert_eq!(scan(clean.as_bytes()), (false, 0));
+        for len in [4095, 4096, 10_000] {
+            assert_eq!(scan(&vec![b'"'; len]), (false, len));
+        }
+        for len in 0..200 {
+            assert_eq!(scan(&vec![b'a'; len]), (false, 0));
+            assert_eq!(scan(&vec![b'"'; len]), (false, len));
+            for at in 0..len {
+                for special in (0u8..0x20).chain([b'\\']) {
+                    let mut s = vec![0xffu8; len];
+                    s[at] = special;
+                    assert_eq!(scan(&s), (true, 0), "{len} {at} {special}");
+                }
+                let mut s = vec![b'x'; len];
+                s[at] = b'"';
+                assert_eq!(scan(&s), (false, 1), "{len} {at}");
+            }
+        }
     }
 }

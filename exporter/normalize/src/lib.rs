@@ -38,6 +38,6 @@ mod test_flows;
 mod view;
 
 pub use schema::{
-    Context, EncodeError, FieldMapping, Schema, UnknownSchema, encode_flow, json_schema,
-    mapping_json, mapping_markdown,
+    Context, EncodeError, FieldMapping, Schema, UnknownSchema, encode_flow, encode_loss,
+    json_schema, loss_json_schema, mapping_json, mapping_markdown,
 };

@@ -12,13 +12,16 @@
 
 use std::time::SystemTime;
 
-use flowscribe_model::{Endpoint, EndpointKind, ExplainedFlow, FlowState, Observed, Verdict};
+use flowscribe_model::{
+    CaptureLoss, Endpoint, EndpointKind, ExplainedFlow, FlowState, Observed, Verdict,
+};
 use serde_json::{Value, json};
 
+use crate::event_id::loss_event_id;
 use crate::schema::row;
 use crate::view::{
-    Decision, FlowView, NodeDirection, Severity, endpoint_label, has_ports, policy_display,
-    rule_id, rule_name, unix_millis,
+    Decision, FlowView, NodeDirection, Severity, endpoint_label, has_ports, loss_description,
+    loss_summary, loss_unit, policy_display, rule_id, rule_name, unix_millis,
 };
 use crate::{Context, FieldMapping};
 
@@ -27,6 +30,9 @@ pub const UPSTREAM: &str = "OCSF 1.8.0 (ocsf/ocsf-schema tag 1.8.0), class Netwo
 
 pub const JSON_SCHEMA: &str = include_str!("../../../schemas/ocsf/flow.schema.json");
 
+/// The JSON Schema of a capture loss event ([`loss_event`]).
+pub const LOSS_JSON_SCHEMA: &str = include_str!("../../../schemas/ocsf/loss.schema.json");
+
 pub const NOTES: &str = "One Network Activity event per flow record and aggregation window. \
 `activity_id` is 6 Traffic for records of a live connection, 2 Close for final records, and 5 \
 Refuse for a denied connection the dataplane did not deliver. `time` is the end of the window \
@@ -34,7 +40,14 @@ Refuse for a denied connection the dataplane did not deliver. `time` is the end 
 `*_in` the reverse. `firewall_rule` is the enforced deciding rule; `policy` is the staged policy \
 that would change the verdict (`is_applied: false`) when there is one, else the enforced deciding \
 policy (`is_applied: true`). Kubernetes identities and the full trace are under \
-`unmapped.flowscribe` (same shape as ECS `flowscribe.*`).";
+`unmapped.flowscribe` (same shape as ECS `flowscribe.*`). \
+Capture loss records are Network Activity events too: activity 99 Other, status 2 Failure, the \
+reason in `status_code` and the exact counts in `unmapped.flowscribe.loss`. OCSF 1.8 has no class \
+for telemetry loss (Event Log Activity is about logs being cleared or rotated, and carries no \
+counts), and in 4001 the gap lands in the same class, table and Security Lake custom source (one \
+per class) as the flows it is missing from. The class requires a source or destination endpoint: \
+`src_endpoint` is the node that reports the loss. Loss events have their own JSON Schema, \
+`schemas/ocsf/loss.schema.json`.";
 
 /// The OCSF Network Activity event of one flow record.
 pub fn network_activity(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> Value {
@@ -109,7 +122,7 @@ pub fn network_activity(ctx: &Context, flow: &ExplainedFlow, observed: SystemTim
         "start_time": unix_millis(f.window_start),
         "end_time": unix_millis(f.window_end),
         "duration": unix_millis(f.window_end).saturating_sub(unix_millis(f.window_start)),
-        "message": view.summary,
+        "message": view.summary(),
         "metadata": {
             "version": crate::ocsf_check::OCSF_VERSION,
             "product": {"name": "flowscribe", "vendor_name": "flowscribe",
@@ -190,6 +203,65 @@ pub fn network_activity(ctx: &Context, flow: &ExplainedFlow, observed: SystemTim
     unmapped["node"] = json!(ctx.node);
     event["unmapped"] = json!({"flowscribe": unmapped});
     event
+}
+
+/// The OCSF event of one capture loss report: a Network Activity event
+/// (4001) with activity 99 Other and status Failure, so that the gap lands
+/// in the same class, table and Security Lake custom source as the flows
+/// it is missing from. OCSF has no class for telemetry loss; the counts
+/// and the reason are under `unmapped.flowscribe.loss` (as ECS
+/// `flowscribe.loss.*`), `status_code` is the reason and `status_detail`
+/// says what it means. The class needs a source or destination endpoint:
+/// `src_endpoint` is the node that reports the loss.
+pub fn loss_event(ctx: &Context, loss: &CaptureLoss, observed: SystemTime) -> Value {
+    let (start, end) = (unix_millis(loss.window_start), unix_millis(loss.window_end));
+    let mut unmapped = json!({
+        "loss": {
+            "stage": "capture",
+            "reason": loss.reason.as_str(),
+            "unit": loss_unit(loss.reason),
+            "loses_flow_data": loss.reason.loses_flow_data(),
+            "count": loss.count,
+            "bytes": loss.bytes,
+        },
+        "node": ctx.node,
+    });
+    if let Some(c) = &ctx.cluster {
+        unmapped["cluster"] = json!(c);
+    }
+    json!({
+        "class_uid": 4001,
+        "class_name": "Network Activity",
+        "category_uid": 4,
+        "category_name": "Network Activity",
+        "activity_id": 99,
+        "activity_name": "Other",
+        "type_uid": 4001 * 100 + 99,
+        "type_name": "Network Activity: Other",
+        "severity_id": 3,
+        "severity": "Medium",
+        "status_id": 2,
+        "status": "Failure",
+        "status_code": loss.reason.as_str(),
+        "status_detail": loss_description(loss.reason),
+        "time": end,
+        "start_time": start,
+        "end_time": end,
+        "duration": end.saturating_sub(start),
+        "message": loss_summary(ctx, loss),
+        "metadata": {
+            "version": crate::ocsf_check::OCSF_VERSION,
+            "product": {"name": "flowscribe", "vendor_name": "flowscribe",
+                        "version": ctx.service_version},
+            "uid": loss_event_id(&ctx.node, loss),
+            "log_name": "flowscribe.loss",
+            "processed_time": unix_millis(observed),
+            "profiles": ["host"],
+        },
+        "src_endpoint": {"hostname": ctx.node, "name": ctx.node},
+        "device": {"type_id": 1, "type": "Server", "hostname": ctx.node, "name": ctx.node},
+        "unmapped": {"flowscribe": unmapped},
+    })
 }
 
 fn firewall_rule(d: &Decision<'_>) -> Value {
@@ -704,4 +776,65 @@ pub const MAPPING: &[FieldMapping] = &[
         "node-1",
         "",
     ),
+    // Capture loss records (`loss_event`).
+    row(
+        "loss record",
+        "activity_id",
+        "integer_t",
+        "99",
+        "Capture loss records are Network Activity events with activity 99 Other (`type_uid` 400199, `type_name` `Network Activity: Other`), severity 3 Medium, `metadata.log_name` `flowscribe.loss`, `metadata.uid` `loss-<node>-<reason>-<window end ns>`, `src_endpoint` and `device` the reporting node, `time`/`start_time`/`end_time` the loss window; no flow attributes.",
+    ),
+    row(
+        "(constant, loss)",
+        "status_id",
+        "integer_t",
+        "2",
+        "2 Failure: the exporter failed to record traffic.",
+    ),
+    row("(constant, loss)", "status", "string_t", "Failure", ""),
+    row(
+        "loss.reason",
+        "status_code",
+        "string_t",
+        "flow_map_full",
+        "flow_map_full, flow_map_update_failed, ring_reserve_failed, parse_truncated, drop_map_full, drop_unmatched.",
+    ),
+    row(
+        "loss.reason (described)",
+        "status_detail",
+        "string_t",
+        "the kernel flow map was full: packets of new flows were not counted",
+        "",
+    ),
+    row(
+        "loss.count",
+        "unmapped.flowscribe.loss.count",
+        "long",
+        "7",
+        "Exact count; with `unit` (`packets`, or `events` for ring_reserve_failed), `bytes`, `reason`, `stage`, `loses_flow_data` as in ECS `flowscribe.loss.*`.",
+    ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use crate::test_flows::{fixtures, variations};
+
+    /// `unmapped.flowscribe` is ECS `flowscribe.*` plus the node and
+    /// cluster, for every variation, including text that needs escaping.
+    #[test]
+    fn unmapped_is_the_ecs_namespace() {
+        let observed = fixtures::observed();
+        for (ctx, flow) in variations() {
+            let event = super::network_activity(&ctx, &flow, observed);
+            let mut unmapped = event["unmapped"]["flowscribe"].clone();
+            let object = unmapped.as_object_mut().unwrap();
+            assert_eq!(object.remove("node").unwrap(), ctx.node.as_str());
+            assert_eq!(
+                object.remove("cluster").as_ref().and_then(|c| c.as_str()),
+                ctx.cluster.as_deref()
+            );
+            let ecs = crate::ecs::flow_document(&ctx, &flow, observed);
+            assert_eq!(unmapped, ecs["flowscribe"], "{}", ctx.node);
+        }
+    }
+}

@@ -38,7 +38,7 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 
-use crate::protobuf::{Nested, ProtoWriter};
+use crate::protobuf::{Nested, ProtoWriter, varint_len};
 use crate::schema::row;
 use crate::view::{
     FlowView, Severity, has_ports, is_icmp, observed_str, tcp_flag_names, unix_nanos,
@@ -148,6 +148,21 @@ pub fn log_record(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> 
     LogRecord::decode(buf.as_slice()).unwrap_or_default()
 }
 
+/// The protobuf encoding of the `LogRecord` of one flow record (the bytes
+/// of `prost::Message::encode_to_vec(&log_record(ctx, flow, observed))`),
+/// appended to `out`: what an OTLP sink queues per record, written
+/// straight from the flow without building the prost types.
+pub fn write_log_record_protobuf(
+    ctx: &Context,
+    flow: &ExplainedFlow,
+    observed: SystemTime,
+    out: &mut Vec<u8>,
+) {
+    // Records are 1.5-4 KiB: one reservation instead of growth steps.
+    out.reserve(4096);
+    write_flow_record(&mut ProtoWriter::new(out), ctx, flow, observed);
+}
+
 /// An `ExportLogsServiceRequest` encoded as records are added: the
 /// protobuf body an OTLP sink sends, written without building the prost
 /// message tree and reusable across batches (its buffer is kept).
@@ -168,7 +183,7 @@ impl ProtobufRequestWriter {
     /// Adds the LogRecord of one flow record.
     pub fn push_flow(&mut self, ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) {
         let mut w = ProtoWriter::new(&mut self.records);
-        let record = w.begin(SCOPE_LOGS_LOG_RECORDS);
+        let record = w.begin_wide(SCOPE_LOGS_LOG_RECORDS);
         write_flow_record(&mut w, ctx, flow, observed);
         w.end(record);
         self.count += 1;
@@ -263,11 +278,69 @@ struct Attributes<'w, 'a> {
     field: u32,
 }
 
+/// A constant attribute key, pre-encoded as the `KeyValue.key` field
+/// (see [`key!`]).
+#[derive(Debug, Clone, Copy)]
+struct EncodedKey(&'static [u8]);
+
+/// The [`EncodedKey`] of a constant key, built at compile time.
+macro_rules! key {
+    ($k:expr) => {{
+        const K: &str = $k;
+        const F: [u8; K.len() + 2] = crate::protobuf::key_field::<{ K.len() + 2 }>(K);
+        EncodedKey(&F)
+    }};
+}
+
+/// An attribute key: pre-encoded, or parts written back to back (label
+/// keys under a prefix).
+trait AttrKey: Copy {
+    /// Bytes of the whole `KeyValue.key` field.
+    fn field_len(self) -> usize;
+    fn write(self, w: &mut ProtoWriter<'_>);
+}
+
+impl AttrKey for EncodedKey {
+    #[inline(always)]
+    fn field_len(self) -> usize {
+        self.0.len()
+    }
+
+    #[inline(always)]
+    fn write(self, w: &mut ProtoWriter<'_>) {
+        w.encoded(self.0);
+    }
+}
+
+impl<const N: usize> AttrKey for &[&str; N] {
+    #[inline(always)]
+    fn field_len(self) -> usize {
+        let len: usize = self.iter().map(|k| k.len()).sum();
+        1 + varint_len(len as u64) + len
+    }
+
+    #[inline(always)]
+    fn write(self, w: &mut ProtoWriter<'_>) {
+        w.string_parts(KEY_VALUE_KEY, self);
+    }
+}
+
 impl<'a> Attributes<'_, 'a> {
-    fn begin_value(&mut self, key: &[&str]) -> (Nested, Nested) {
-        let kv = self.w.begin(self.field);
-        self.w.string_parts(KEY_VALUE_KEY, key);
-        let any = self.w.begin(KEY_VALUE_VALUE);
+    /// Opens a `KeyValue` whose value is written next; `wide` when the
+    /// value is expected to be 128 bytes or more (see
+    /// [`ProtoWriter::begin_wide`]).
+    fn begin_value(&mut self, key: impl AttrKey, wide: bool) -> (Nested, Nested) {
+        let kv = if wide {
+            self.w.begin_wide(self.field)
+        } else {
+            self.w.begin(self.field)
+        };
+        key.write(self.w);
+        let any = if wide {
+            self.w.begin_wide(KEY_VALUE_VALUE)
+        } else {
+            self.w.begin(KEY_VALUE_VALUE)
+        };
         (kv, any)
     }
 
@@ -276,19 +349,36 @@ impl<'a> Attributes<'_, 'a> {
         self.w.end(kv);
     }
 
-    fn string(&mut self, key: &[&str], v: &str) {
-        let open = self.begin_value(key);
-        self.w.string_parts(ANY_VALUE_STRING, &[v]);
-        self.end_value(open);
+    /// A `KeyValue` whose `AnyValue` is `any_len` bytes long, opened with
+    /// every length known up front; the caller writes the `AnyValue`'s one
+    /// field next.
+    #[inline(always)]
+    fn begin_sized_value(&mut self, key: impl AttrKey, any_len: usize) {
+        let kv_len = key.field_len() + 1 + varint_len(any_len as u64) + any_len;
+        self.w.begin_sized(self.field, kv_len);
+        key.write(self.w);
+        self.w.begin_sized(KEY_VALUE_VALUE, any_len);
+    }
+
+    #[inline(always)]
+    fn string(&mut self, key: impl AttrKey, v: &str) {
+        self.ascii(key, v.as_bytes());
+    }
+
+    /// A string value from bytes known to be UTF-8 (text held inline).
+    #[inline(always)]
+    fn ascii(&mut self, key: impl AttrKey, v: &[u8]) {
+        self.begin_sized_value(key, 1 + varint_len(v.len() as u64) + v.len());
+        self.w.ascii(ANY_VALUE_STRING, v);
     }
 
     /// A string value written with `write!` straight into the record.
     fn string_fmt(
         &mut self,
-        key: &[&str],
+        key: impl AttrKey,
         f: impl FnOnce(&mut crate::protobuf::TextWriter<'_>) -> fmt::Result,
     ) {
-        let open = self.begin_value(key);
+        let open = self.begin_value(key, false);
         let s = self.w.begin(ANY_VALUE_STRING);
         // Writing to a Vec cannot fail.
         let _ = f(&mut self.w.text());
@@ -297,27 +387,27 @@ impl<'a> Attributes<'_, 'a> {
     }
 
     /// An int64 value; counters beyond `i64::MAX` saturate.
-    fn int(&mut self, key: &[&str], v: u64) {
-        let open = self.begin_value(key);
-        self.w
-            .varint(ANY_VALUE_INT, i64::try_from(v).unwrap_or(i64::MAX) as u64);
-        self.end_value(open);
+    #[inline(always)]
+    fn int(&mut self, key: impl AttrKey, v: u64) {
+        let v = i64::try_from(v).unwrap_or(i64::MAX) as u64;
+        self.begin_sized_value(key, 1 + varint_len(v));
+        self.w.varint(ANY_VALUE_INT, v);
     }
 
-    fn boolean(&mut self, key: &[&str], v: bool) {
-        let open = self.begin_value(key);
+    #[inline(always)]
+    fn boolean(&mut self, key: impl AttrKey, v: bool) {
+        self.begin_sized_value(key, 2);
         self.w.varint(ANY_VALUE_BOOL, u64::from(v));
-        self.end_value(open);
     }
 
     /// An array of strings, each written by `item`.
     fn strings<T>(
         &mut self,
-        key: &[&str],
+        key: impl AttrKey,
         items: impl IntoIterator<Item = T>,
         mut item: impl FnMut(&mut crate::protobuf::TextWriter<'_>, T) -> fmt::Result,
     ) {
-        let open = self.begin_value(key);
+        let open = self.begin_value(key, false);
         let array = self.w.begin(ANY_VALUE_ARRAY);
         for i in items {
             let any = self.w.begin(ARRAY_VALUE_VALUES);
@@ -331,9 +421,19 @@ impl<'a> Attributes<'_, 'a> {
     }
 
     /// A `kvlist` value whose members `members` writes.
-    fn kvlist(&mut self, key: &[&str], members: impl FnOnce(&mut Attributes<'_, 'a>)) {
-        let open = self.begin_value(key);
-        let list = self.w.begin(ANY_VALUE_KVLIST);
+    /// `wide` as for [`Attributes::begin_value`].
+    fn kvlist(
+        &mut self,
+        key: impl AttrKey,
+        wide: bool,
+        members: impl FnOnce(&mut Attributes<'_, 'a>),
+    ) {
+        let open = self.begin_value(key, wide);
+        let list = if wide {
+            self.w.begin_wide(ANY_VALUE_KVLIST)
+        } else {
+            self.w.begin(ANY_VALUE_KVLIST)
+        };
         members(&mut Attributes {
             w: self.w,
             field: KEY_VALUE_LIST_VALUES,
@@ -367,7 +467,9 @@ fn write_flow_record(
     w.varint(LOG_RECORD_SEVERITY_NUMBER, severity_number);
     w.string_parts(LOG_RECORD_SEVERITY_TEXT, &[severity_text]);
     let body = w.begin(LOG_RECORD_BODY);
-    w.string_parts(ANY_VALUE_STRING, &[&view.summary]);
+    let summary = w.begin(ANY_VALUE_STRING);
+    let _ = view.write_summary(&mut w.text());
+    w.end(summary);
     w.end(body);
 
     let mut a = Attributes {
@@ -375,123 +477,139 @@ fn write_flow_record(
         field: LOG_RECORD_ATTRIBUTES,
     };
     a.string(
-        &["network.transport"],
+        key!("network.transport"),
         flowscribe_model::protocol_name(key.protocol),
     );
     a.string(
-        &["network.type"],
+        key!("network.type"),
         if key.src_addr.is_ipv4() {
             "ipv4"
         } else {
             "ipv6"
         },
     );
-    a.string(&["source.address"], view.src_text.as_str());
-    a.string(&["destination.address"], view.dst_text.as_str());
+    a.ascii(key!("source.address"), view.src_text.as_bytes());
+    a.ascii(key!("destination.address"), view.dst_text.as_bytes());
     if has_ports(key.protocol) {
-        a.int(&["source.port"], key.src_port.into());
-        a.int(&["destination.port"], key.dst_port.into());
+        a.int(key!("source.port"), key.src_port.into());
+        a.int(key!("destination.port"), key.dst_port.into());
     }
-    a.string(&["network.interface.name"], &f.interface.name);
-    a.string(&["flowscribe.event_id"], view.event_id.as_str());
+    a.string(key!("network.interface.name"), &f.interface.name);
+    a.ascii(key!("flowscribe.event_id"), view.event_id.as_bytes());
     if let Some(c) = &view.community_id {
-        a.string(&["flowscribe.community_id"], c.as_str());
+        a.ascii(key!("flowscribe.community_id"), c.as_bytes());
     }
-    a.string(&["flowscribe.flow.state"], f.state.as_str());
+    a.string(key!("flowscribe.flow.state"), f.state.as_str());
     if let Some(e) = f.end_reason {
-        a.string(&["flowscribe.flow.end_reason"], e.as_str());
+        a.string(key!("flowscribe.flow.end_reason"), e.as_str());
     }
-    a.string(&["flowscribe.flow.direction"], view.direction.as_str());
-    a.int(&["flowscribe.flow.iana_number"], key.protocol.into());
+    a.string(key!("flowscribe.flow.direction"), view.direction.as_str());
+    a.int(key!("flowscribe.flow.iana_number"), key.protocol.into());
     a.int(
-        &["flowscribe.flow.window.start_unix_nano"],
+        key!("flowscribe.flow.window.start_unix_nano"),
         unix_nanos(f.window_start),
     );
     a.int(
-        &["flowscribe.flow.first_packet_unix_nano"],
+        key!("flowscribe.flow.first_packet_unix_nano"),
         unix_nanos(f.first_packet),
     );
     a.int(
-        &["flowscribe.flow.last_packet_unix_nano"],
+        key!("flowscribe.flow.last_packet_unix_nano"),
         unix_nanos(f.last_packet),
     );
-    a.int(&["flowscribe.flow.bytes.forward"], f.forward.bytes);
-    a.int(&["flowscribe.flow.bytes.reverse"], f.reverse.bytes);
-    a.int(&["flowscribe.flow.packets.forward"], f.forward.packets);
-    a.int(&["flowscribe.flow.packets.reverse"], f.reverse.packets);
+    a.int(key!("flowscribe.flow.bytes.forward"), f.forward.bytes);
+    a.int(key!("flowscribe.flow.bytes.reverse"), f.reverse.bytes);
+    a.int(key!("flowscribe.flow.packets.forward"), f.forward.packets);
+    a.int(key!("flowscribe.flow.packets.reverse"), f.reverse.packets);
     if key.protocol == 6 {
         a.strings(
-            &["flowscribe.flow.tcp_flags.forward"],
+            key!("flowscribe.flow.tcp_flags.forward"),
             tcp_flag_names(f.forward.tcp_flags),
             |t, n| t.write_str(n),
         );
         a.strings(
-            &["flowscribe.flow.tcp_flags.reverse"],
+            key!("flowscribe.flow.tcp_flags.reverse"),
             tcp_flag_names(f.reverse.tcp_flags),
             |t, n| t.write_str(n),
         );
     }
     if is_icmp(key.protocol) {
-        a.int(&["flowscribe.flow.icmp.type"], key.src_port.into());
-        a.int(&["flowscribe.flow.icmp.code"], key.dst_port.into());
+        a.int(key!("flowscribe.flow.icmp.type"), key.src_port.into());
+        a.int(key!("flowscribe.flow.icmp.code"), key.dst_port.into());
     }
     if let Some(d) = &f.drops {
         a.int(
-            &["flowscribe.flow.drops.packets_forward"],
+            key!("flowscribe.flow.drops.packets_forward"),
             d.packets_forward,
         );
         a.int(
-            &["flowscribe.flow.drops.packets_reverse"],
+            key!("flowscribe.flow.drops.packets_reverse"),
             d.packets_reverse,
         );
-        a.int(&["flowscribe.flow.drops.bytes"], d.bytes);
-        a.string(&["flowscribe.flow.drops.last_reason"], &d.last_reason);
+        a.int(key!("flowscribe.flow.drops.bytes"), d.bytes);
+        a.string(key!("flowscribe.flow.drops.last_reason"), &d.last_reason);
     }
-    endpoint_attributes(&mut a, "flowscribe.source.", &ef.source);
-    endpoint_attributes(&mut a, "flowscribe.destination.", &ef.destination);
-    a.boolean(&["flowscribe.identity_degraded"], ef.identity_degraded);
+    endpoint_attributes(&mut a, &SOURCE_KEYS, &ef.source);
+    endpoint_attributes(&mut a, &DESTINATION_KEYS, &ef.destination);
+    a.boolean(key!("flowscribe.identity_degraded"), ef.identity_degraded);
 
     if let Some(d) = &view.decision {
-        a.string_fmt(&["security_rule.name"], |t| write_rule_name(t, d));
-        a.string(&["security_rule.category"], d.side.direction.as_str());
+        a.string_fmt(key!("security_rule.name"), |t| write_rule_name(t, d));
+        a.string(key!("security_rule.category"), d.side.direction.as_str());
         if let Some(h) = d.hit {
-            a.string_fmt(&["security_rule.ruleset.name"], |t| {
+            a.string_fmt(key!("security_rule.ruleset.name"), |t| {
                 write_policy_display(t, &h.policy)
             });
-            a.string(&["security_rule.uuid"], &h.policy.uid);
-            a.string(&["security_rule.version"], &h.policy.resource_version);
-            a.string_fmt(&["flowscribe.policy.rule_id"], |t| write_rule_id(t, d));
+            a.string(key!("security_rule.uuid"), &h.policy.uid);
+            a.string(key!("security_rule.version"), &h.policy.resource_version);
+            a.string_fmt(key!("flowscribe.policy.rule_id"), |t| write_rule_id(t, d));
         }
-        a.string(&["flowscribe.policy.reason"], d.side.reason.as_str());
-        a.string(&["flowscribe.policy.direction"], d.side.direction.as_str());
+        a.string(key!("flowscribe.policy.reason"), d.side.reason.as_str());
+        a.string(
+            key!("flowscribe.policy.direction"),
+            d.side.direction.as_str(),
+        );
     }
     if let Some(t) = &flow.trace {
-        a.string(&["flowscribe.policy.verdict"], t.enforced.verdict.as_str());
         a.string(
-            &["flowscribe.policy.verdict_source"],
+            key!("flowscribe.policy.verdict"),
+            t.enforced.verdict.as_str(),
+        );
+        a.string(
+            key!("flowscribe.policy.verdict_source"),
             t.verdict_source.as_str(),
         );
-        a.string(&["flowscribe.policy.observed"], observed_str(&t.observed));
+        a.string(
+            key!("flowscribe.policy.observed"),
+            observed_str(&t.observed),
+        );
         if let Observed::Dropped { reason } = &t.observed {
-            a.string(&["flowscribe.policy.observed_drop_reason"], reason);
+            a.string(key!("flowscribe.policy.observed_drop_reason"), reason);
         }
         if let Some(m) = t.mismatch {
-            a.string(&["flowscribe.policy.mismatch"], m.as_str());
+            a.string(key!("flowscribe.policy.mismatch"), m.as_str());
         }
-        a.kvlist(&["flowscribe.policy.egress"], |l| {
-            side(l, &t.enforced.egress)
-        });
-        a.kvlist(&["flowscribe.policy.ingress"], |l| {
-            side(l, &t.enforced.ingress)
-        });
+        // A side without hits is about 60 bytes, one with hits 200 or more.
+        let egress = &t.enforced.egress;
+        a.kvlist(
+            key!("flowscribe.policy.egress"),
+            !egress.hits.is_empty(),
+            |l| side(l, &t.enforced.egress),
+        );
+        let ingress = &t.enforced.ingress;
+        a.kvlist(
+            key!("flowscribe.policy.ingress"),
+            !ingress.hits.is_empty(),
+            |l| side(l, &t.enforced.ingress),
+        );
         if let Some(p) = &t.pending {
-            a.kvlist(&["flowscribe.policy.pending"], |l| {
+            a.kvlist(key!("flowscribe.policy.pending"), true, |l| {
                 evaluation(l, p, t.would_change())
             });
         }
         if !t.invalid_policies.is_empty() {
             a.strings(
-                &["flowscribe.policy.invalid_policies"],
+                key!("flowscribe.policy.invalid_policies"),
                 &t.invalid_policies,
                 |w, p| {
                     w.write_str(p.kind.as_str())?;
@@ -550,72 +668,122 @@ pub fn loss_record(ctx: &Context, loss: &CaptureLoss, observed: SystemTime) -> L
     }
 }
 
-fn endpoint_attributes(a: &mut Attributes<'_, '_>, prefix: &str, e: &Endpoint) {
-    a.string(&[prefix, "kind"], e.kind.as_str());
+/// The pre-encoded attribute keys of one endpoint (under
+/// `flowscribe.source.` or `flowscribe.destination.`).
+struct EndpointKeys {
+    prefix: &'static str,
+    kind: EncodedKey,
+    namespace: EncodedKey,
+    pod_name: EncodedKey,
+    pod_uid: EncodedKey,
+    service_account: EncodedKey,
+    workload_kind: EncodedKey,
+    workload_name: EncodedKey,
+    node_name: EncodedKey,
+    service_name: EncodedKey,
+    service_namespace: EncodedKey,
+    service_port_name: EncodedKey,
+    network: EncodedKey,
+    stale: EncodedKey,
+    deleted_at: EncodedKey,
+}
+
+macro_rules! endpoint_keys {
+    ($prefix:literal) => {
+        EndpointKeys {
+            prefix: $prefix,
+            kind: key!(concat!($prefix, "kind")),
+            namespace: key!(concat!($prefix, "k8s.namespace.name")),
+            pod_name: key!(concat!($prefix, "k8s.pod.name")),
+            pod_uid: key!(concat!($prefix, "k8s.pod.uid")),
+            service_account: key!(concat!($prefix, "service_account")),
+            workload_kind: key!(concat!($prefix, "workload.kind")),
+            workload_name: key!(concat!($prefix, "workload.name")),
+            node_name: key!(concat!($prefix, "k8s.node.name")),
+            service_name: key!(concat!($prefix, "k8s.service.name")),
+            service_namespace: key!(concat!($prefix, "k8s.service.namespace")),
+            service_port_name: key!(concat!($prefix, "k8s.service.port_name")),
+            network: key!(concat!($prefix, "network")),
+            stale: key!(concat!($prefix, "stale")),
+            deleted_at: key!(concat!($prefix, "deleted_at_unix_nano")),
+        }
+    };
+}
+
+const SOURCE_KEYS: EndpointKeys = endpoint_keys!("flowscribe.source.");
+const DESTINATION_KEYS: EndpointKeys = endpoint_keys!("flowscribe.destination.");
+
+fn endpoint_attributes(a: &mut Attributes<'_, '_>, keys: &EndpointKeys, e: &Endpoint) {
+    a.string(keys.kind, e.kind.as_str());
     if let Some(p) = &e.pod {
-        a.string(&[prefix, "k8s.namespace.name"], &p.namespace);
-        a.string(&[prefix, "k8s.pod.name"], &p.name);
-        a.string(&[prefix, "k8s.pod.uid"], &p.uid);
+        a.string(keys.namespace, &p.namespace);
+        a.string(keys.pod_name, &p.name);
+        a.string(keys.pod_uid, &p.uid);
         for (k, v) in p.labels.iter() {
-            a.string(&[prefix, "k8s.pod.label.", k], v);
+            a.string(&[keys.prefix, "k8s.pod.label.", k], v);
         }
         if let Some(sa) = &p.service_account {
-            a.string(&[prefix, "service_account"], sa);
+            a.string(keys.service_account, sa);
         }
         if let Some(wl) = &p.workload {
-            a.string(&[prefix, "workload.kind"], &wl.kind);
-            a.string(&[prefix, "workload.name"], &wl.name);
+            a.string(keys.workload_kind, &wl.kind);
+            a.string(keys.workload_name, &wl.name);
         }
     }
     if let Some(n) = &e.node {
-        a.string(&[prefix, "k8s.node.name"], n);
+        a.string(keys.node_name, n);
     }
     if let Some(svc) = &e.service {
-        a.string(&[prefix, "k8s.service.name"], &svc.name);
-        a.string(&[prefix, "k8s.service.namespace"], &svc.namespace);
+        a.string(keys.service_name, &svc.name);
+        a.string(keys.service_namespace, &svc.namespace);
         if let Some(p) = &svc.port_name {
-            a.string(&[prefix, "k8s.service.port_name"], p);
+            a.string(keys.service_port_name, p);
         }
     }
     if let Some(n) = &e.network {
-        a.string(&[prefix, "network"], n);
+        a.string(keys.network, n);
     }
     if let Some(st) = e.stale {
-        a.boolean(&[prefix, "stale"], true);
-        a.int(&[prefix, "deleted_at_unix_nano"], unix_nanos(st.deleted_at));
+        a.boolean(keys.stale, true);
+        a.int(keys.deleted_at, unix_nanos(st.deleted_at));
     }
 }
 
 fn hit(l: &mut Attributes<'_, '_>, h: &PolicyHit) {
     let p = &h.policy;
-    l.string(&["tier"], &p.tier);
-    l.string(&["kind"], p.kind.as_str());
-    l.string(&["api_version"], p.kind.api_version());
+    l.string(key!("tier"), &p.tier);
+    l.string(key!("kind"), p.kind.as_str());
+    l.string(key!("api_version"), p.kind.api_version());
     if let Some(ns) = &p.namespace {
-        l.string(&["namespace"], ns);
+        l.string(key!("namespace"), ns);
     }
-    l.string(&["name"], &p.name);
-    l.string(&["uid"], &p.uid);
-    l.string(&["resource_version"], &p.resource_version);
+    l.string(key!("name"), &p.name);
+    l.string(key!("uid"), &p.uid);
+    l.string(key!("resource_version"), &p.resource_version);
     if let Some(i) = h.rule_index {
-        l.int(&["rule_index"], i.into());
+        l.int(key!("rule_index"), i.into());
     }
     if let Some(n) = &h.rule_name {
-        l.string(&["rule_name"], n);
+        l.string(key!("rule_name"), n);
     }
-    l.string(&["action"], h.action.as_str());
-    l.boolean(&["staged"], p.kind.is_staged());
+    l.string(key!("action"), h.action.as_str());
+    l.boolean(key!("staged"), p.kind.is_staged());
 }
 
 fn side(l: &mut Attributes<'_, '_>, sv: &SideVerdict) {
-    l.string(&["verdict"], sv.verdict.as_str());
-    l.string(&["reason"], sv.reason.as_str());
+    l.string(key!("verdict"), sv.verdict.as_str());
+    l.string(key!("reason"), sv.reason.as_str());
     // `hits`: an array of kvlists.
-    let open = l.begin_value(&["hits"]);
-    let array = l.w.begin(ANY_VALUE_ARRAY);
+    let wide = !sv.hits.is_empty();
+    let open = l.begin_value(key!("hits"), wide);
+    let array = if wide {
+        l.w.begin_wide(ANY_VALUE_ARRAY)
+    } else {
+        l.w.begin(ANY_VALUE_ARRAY)
+    };
     for h in &sv.hits {
-        let any = l.w.begin(ARRAY_VALUE_VALUES);
-        let list = l.w.begin(ANY_VALUE_KVLIST);
+        let any = l.w.begin_wide(ARRAY_VALUE_VALUES);
+        let list = l.w.begin_wide(ANY_VALUE_KVLIST);
         hit(
             &mut Attributes {
                 w: l.w,
@@ -631,10 +799,14 @@ fn side(l: &mut Attributes<'_, '_>, sv: &SideVerdict) {
 }
 
 fn evaluation(l: &mut Attributes<'_, '_>, e: &Evaluation, would_change: bool) {
-    l.string(&["verdict"], e.verdict.as_str());
-    l.boolean(&["would_change"], would_change);
-    l.kvlist(&["egress"], |s| side(s, &e.egress));
-    l.kvlist(&["ingress"], |s| side(s, &e.ingress));
+    l.string(key!("verdict"), e.verdict.as_str());
+    l.boolean(key!("would_change"), would_change);
+    l.kvlist(key!("egress"), !e.egress.hits.is_empty(), |s| {
+        side(s, &e.egress)
+    });
+    l.kvlist(key!("ingress"), !e.ingress.hits.is_empty(), |s| {
+        side(s, &e.ingress)
+    });
 }
 
 // ---- OTLP/JSON -----------------------------------------------------------
@@ -1414,6 +1586,56 @@ pub const MAPPING: &[FieldMapping] = &[
         "flowscribe.policy.invalid_policies",
         "string[]",
         "[\"NetworkPolicy db/broken\"]",
+        "",
+    ),
+    // Capture loss records (`loss_record`).
+    row(
+        "loss record",
+        "event_name",
+        "string",
+        "flowscribe.loss",
+        "Capture loss records: severity 13 WARN, `time_unix_nano` the end of the loss window, body `capture lost 7 packets (4200 bytes) on node-1`.",
+    ),
+    row(
+        "(constant)",
+        "flowscribe.loss.stage",
+        "string",
+        "capture",
+        "Where the data was lost.",
+    ),
+    row(
+        "loss.reason",
+        "flowscribe.loss.reason",
+        "string",
+        "flow_map_full",
+        "flow_map_full, flow_map_update_failed, ring_reserve_failed, parse_truncated, drop_map_full, drop_unmatched.",
+    ),
+    row(
+        "loss.reason.loses_flow_data()",
+        "flowscribe.loss.loses_flow_data",
+        "bool",
+        "true",
+        "Packets or bytes are missing from flow records.",
+    ),
+    row(
+        "loss.count",
+        "flowscribe.loss.count",
+        "int",
+        "7",
+        "Packets lost (new-flow events for ring_reserve_failed).",
+    ),
+    row(
+        "loss.bytes",
+        "flowscribe.loss.bytes",
+        "int",
+        "4200",
+        "Bytes lost, where the kernel knows them.",
+    ),
+    row(
+        "loss.window_start",
+        "flowscribe.loss.window.start_unix_nano",
+        "int",
+        "1795321800000000000",
         "",
     ),
 ];

@@ -13,36 +13,91 @@
 
 use std::fmt;
 
-use prost::encoding::{encode_varint, encoded_len_varint};
-
 const WIRE_VARINT: u32 = 0;
 const WIRE_FIXED64: u32 = 1;
 const WIRE_LEN: u32 = 2;
+
+/// The longest varint (a `u64`).
+const MAX_VARINT: usize = 10;
+
+/// Bytes of `v` as a varint.
+#[inline]
+pub(crate) fn varint_len(v: u64) -> usize {
+    // One byte per started group of seven bits, at least one.
+    ((64 - (v | 1).leading_zeros() as usize) * 9 + 64) / 64
+}
+
+/// `v` as a varint, appended to `buf`; one byte, the common case, without
+/// a loop.
+#[inline(always)]
+pub(crate) fn push_varint(buf: &mut Vec<u8>, v: u64) {
+    if v < 0x80 {
+        buf.push(v as u8);
+    } else {
+        push_varint_long(buf, v);
+    }
+}
+
+fn push_varint_long(buf: &mut Vec<u8>, mut v: u64) {
+    let mut bytes = [0u8; MAX_VARINT];
+    let mut n = 0;
+    while v >= 0x80 {
+        bytes[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    bytes[n] = v as u8;
+    buf.extend_from_slice(&bytes[..=n]);
+}
+
+/// A constant string field, pre-encoded: field 1 with wire type LEN (the
+/// `key` of a `KeyValue`), its length and its bytes. Built at compile time
+/// by `otlp`'s `key!`; a key of 128 bytes or more does not compile.
+pub(crate) const fn key_field<const N: usize>(key: &str) -> [u8; N] {
+    let b = key.as_bytes();
+    assert!(
+        b.len() + 2 == N && b.len() < 0x80,
+        "a short key, two bytes longer"
+    );
+    let mut out = [0u8; N];
+    out[0] = 0x0a;
+    out[1] = b.len() as u8;
+    let mut i = 0;
+    while i < b.len() {
+        out[i + 2] = b[i];
+        i += 1;
+    }
+    out
+}
 
 /// Appends protobuf fields to `buf`.
 pub(crate) struct ProtoWriter<'a> {
     pub(crate) buf: &'a mut Vec<u8>,
 }
 
-/// Where a nested message's bytes start (just after its length byte).
+/// Where a nested message's bytes start (just after its length
+/// placeholder) and how many bytes the placeholder has.
 #[derive(Debug, Clone, Copy)]
 #[must_use = "a nested message must be ended"]
-pub(crate) struct Nested(usize);
+pub(crate) struct Nested {
+    start: usize,
+    placeholder: usize,
+}
 
 impl<'a> ProtoWriter<'a> {
     pub(crate) fn new(buf: &'a mut Vec<u8>) -> Self {
         ProtoWriter { buf }
     }
 
-    #[inline]
+    #[inline(always)]
     fn tag(&mut self, field: u32, wire: u32) {
-        encode_varint(u64::from(field << 3 | wire), self.buf);
+        push_varint(self.buf, u64::from(field << 3 | wire));
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn varint(&mut self, field: u32, v: u64) {
         self.tag(field, WIRE_VARINT);
-        encode_varint(v, self.buf);
+        push_varint(self.buf, v);
     }
 
     #[inline]
@@ -57,42 +112,90 @@ impl<'a> ProtoWriter<'a> {
     pub(crate) fn string_parts(&mut self, field: u32, parts: &[&str]) {
         self.tag(field, WIRE_LEN);
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        encode_varint(len as u64, self.buf);
+        push_varint(self.buf, len as u64);
         for p in parts {
             self.buf.extend_from_slice(p.as_bytes());
         }
     }
 
-    /// Starts a length-delimited field (a nested message, or a string
-    /// written with [`ProtoWriter::text`]).
-    #[inline]
-    pub(crate) fn begin(&mut self, field: u32) -> Nested {
-        self.tag(field, WIRE_LEN);
-        self.buf.push(0);
-        Nested(self.buf.len())
+    /// Pre-encoded fields (tags and lengths included), copied as they are.
+    #[inline(always)]
+    pub(crate) fn encoded(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
     }
 
-    /// Ends the field started at `start`, writing its length.
+    /// A string field from bytes that are known to be UTF-8 (ASCII text
+    /// held inline: addresses, ids).
+    #[inline(always)]
+    pub(crate) fn ascii(&mut self, field: u32, v: &[u8]) {
+        self.tag(field, WIRE_LEN);
+        push_varint(self.buf, v.len() as u64);
+        self.buf.extend_from_slice(v);
+    }
+
+    /// A length-delimited field whose length is known before its bytes
+    /// are written: the tag and the length, nothing to patch later.
+    #[inline(always)]
+    pub(crate) fn begin_sized(&mut self, field: u32, len: usize) {
+        self.tag(field, WIRE_LEN);
+        push_varint(self.buf, len as u64);
+    }
+
+    /// Starts a length-delimited field (a nested message, or a string
+    /// written with [`ProtoWriter::text`]) expected to be short: a one-byte
+    /// length placeholder.
     #[inline]
-    pub(crate) fn end(&mut self, start: Nested) {
-        let start = start.0;
-        let len = self.buf.len() - start;
-        if len < 0x80 {
-            // `len` fits the placeholder byte.
-            self.buf[start - 1] = len as u8;
-            return;
+    pub(crate) fn begin(&mut self, field: u32) -> Nested {
+        self.begin_with(field, 1)
+    }
+
+    /// Starts a length-delimited field expected to be 128 bytes to 16 KiB
+    /// long (a whole record, a policy side): a two-byte placeholder, so
+    /// that ending it moves nothing when the guess is right.
+    #[inline]
+    pub(crate) fn begin_wide(&mut self, field: u32) -> Nested {
+        self.begin_with(field, 2)
+    }
+
+    #[inline]
+    fn begin_with(&mut self, field: u32, placeholder: usize) -> Nested {
+        self.tag(field, WIRE_LEN);
+        self.buf.extend_from_slice(&[0, 0][..placeholder]);
+        Nested {
+            start: self.buf.len(),
+            placeholder,
         }
-        self.end_long(start, len);
+    }
+
+    /// Ends the field started at `start`, writing its length as a minimal
+    /// varint (moving the bytes when the placeholder had the wrong size).
+    #[inline]
+    pub(crate) fn end(&mut self, nested: Nested) {
+        let Nested { start, placeholder } = nested;
+        let len = self.buf.len() - start;
+        match (placeholder, len) {
+            (1, 0..0x80) => self.buf[start - 1] = len as u8,
+            (2, 0x80..0x4000) => {
+                self.buf[start - 2] = (len as u8) | 0x80;
+                self.buf[start - 1] = (len >> 7) as u8;
+            }
+            _ => self.end_resized(nested, len),
+        }
     }
 
     #[cold]
-    fn end_long(&mut self, start: usize, len: usize) {
-        let extra = encoded_len_varint(len as u64) - 1;
-        self.buf.resize(self.buf.len() + extra, 0);
-        self.buf.copy_within(start..start + len, start + extra);
-        let mut prefix = Vec::with_capacity(10);
-        encode_varint(len as u64, &mut prefix);
-        self.buf[start - 1..start + extra].copy_from_slice(&prefix);
+    fn end_resized(&mut self, Nested { start, placeholder }: Nested, len: usize) {
+        let mut prefix = [0u8; MAX_VARINT];
+        let n = varint_len(len as u64);
+        let mut v = len as u64;
+        for b in &mut prefix[..n] {
+            *b = (v as u8 & 0x7f) | 0x80;
+            v >>= 7;
+        }
+        prefix[n - 1] &= 0x7f;
+        // Replace the placeholder by exactly the length's bytes.
+        self.buf
+            .splice(start - placeholder..start, prefix[..n].iter().copied());
     }
 
     /// Text appended to an open string field (see [`ProtoWriter::begin`]).
@@ -107,6 +210,7 @@ pub(crate) struct TextWriter<'a> {
 }
 
 impl fmt::Write for TextWriter<'_> {
+    #[inline]
     fn write_str(&mut self, s: &str) -> fmt::Result {
         self.buf.extend_from_slice(s.as_bytes());
         Ok(())
@@ -120,10 +224,29 @@ mod tests {
 
     use super::*;
 
-    /// Lengths on both sides of every varint size boundary that matters.
+    #[test]
+    fn varints_match_prost() {
+        let mut values = vec![0u64, 1, u64::MAX, i64::MAX as u64];
+        for shift in 1..64 {
+            values.extend([(1u64 << shift) - 1, 1 << shift, (1 << shift) + 1]);
+        }
+        for v in values {
+            let mut want = Vec::new();
+            prost::encoding::encode_varint(v, &mut want);
+            let mut got = Vec::new();
+            push_varint(&mut got, v);
+            assert_eq!(got, want, "{v}");
+            assert_eq!(varint_len(v), want.len(), "{v}");
+        }
+    }
+
+    /// Lengths on both sides of every varint size boundary that matters,
+    /// with both placeholder sizes.
     #[test]
     fn nested_lengths_match_prost() {
-        for n in [0usize, 1, 126, 127, 128, 129, 16_383, 16_384, 70_000] {
+        for n in [
+            0usize, 1, 123, 124, 125, 126, 127, 128, 129, 16_380, 16_383, 16_384, 70_000,
+        ] {
             let text = "x".repeat(n);
             let want = KeyValue {
                 key: "k".into(),
@@ -133,15 +256,24 @@ mod tests {
                 ..Default::default()
             }
             .encode_to_vec();
-            let mut buf = Vec::new();
-            let mut w = ProtoWriter::new(&mut buf);
-            w.string_parts(1, &["k"]);
-            let any = w.begin(2);
-            let s = w.begin(1);
-            fmt::Write::write_str(&mut w.text(), &text).unwrap();
-            w.end(s);
-            w.end(any);
-            assert_eq!(buf, want, "{n}");
+            for wide in [false, true] {
+                let mut buf = Vec::new();
+                let mut w = ProtoWriter::new(&mut buf);
+                w.string_parts(1, &["k"]);
+                let any = if wide { w.begin_wide(2) } else { w.begin(2) };
+                let s = w.begin(1);
+                fmt::Write::write_str(&mut w.text(), &text).unwrap();
+                w.end(s);
+                w.end(any);
+                assert_eq!(buf, want, "{n} {wide}");
+
+                let mut buf = Vec::new();
+                let mut w = ProtoWriter::new(&mut buf);
+                w.string_parts(1, &["k"]);
+                w.begin_sized(2, 1 + varint_len(n as u64) + n);
+                w.string_parts(1, &[&text]);
+                assert_eq!(buf, want, "{n} sized");
+            }
         }
     }
 }

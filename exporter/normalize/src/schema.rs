@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::SystemTime;
 
-use flowscribe_model::ExplainedFlow;
+use flowscribe_model::{CaptureLoss, ExplainedFlow};
 
 use crate::{cef, ecs, ocsf, otlp};
 
@@ -171,6 +171,29 @@ pub fn encode_flow(
     Ok(())
 }
 
+/// Encodes one capture loss report in `schema` and appends it to `out` as
+/// one line (without the newline): ECS [`ecs::loss_document`], an OTLP/JSON
+/// request carrying [`otlp::loss_record`], OCSF [`ocsf::loss_event`], CEF
+/// [`cef::loss_line`]. `observed` is as for [`encode_flow`].
+pub fn encode_loss(
+    schema: Schema,
+    ctx: &Context,
+    loss: &CaptureLoss,
+    observed: SystemTime,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    match schema {
+        Schema::Ecs => serde_json::to_writer(out, &ecs::loss_document(ctx, loss, observed))?,
+        Schema::Ocsf => serde_json::to_writer(out, &ocsf::loss_event(ctx, loss, observed))?,
+        Schema::OtlpJson => {
+            let request = otlp::export_request(ctx, vec![otlp::loss_record(ctx, loss, observed)]);
+            otlp::write_json(&request, out);
+        }
+        Schema::Cef => out.extend_from_slice(cef::loss_line(ctx, loss, observed).as_bytes()),
+    }
+    Ok(())
+}
+
 /// A record could not be encoded.
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
@@ -187,6 +210,18 @@ pub fn json_schema(schema: Schema) -> &'static str {
         Schema::OtlpJson => otlp::JSON_SCHEMA,
         Schema::Ocsf => ocsf::JSON_SCHEMA,
         Schema::Cef => cef::JSON_SCHEMA,
+    }
+}
+
+/// The JSON Schema of one capture loss record of `schema`, where the
+/// contract has one (OCSF, CEF). ECS loss documents are held against the
+/// ECS field definitions and OTLP loss records round-trip through the
+/// proto instead.
+pub fn loss_json_schema(schema: Schema) -> Option<&'static str> {
+    match schema {
+        Schema::Ecs | Schema::OtlpJson => None,
+        Schema::Ocsf => Some(ocsf::LOSS_JSON_SCHEMA),
+        Schema::Cef => Some(cef::LOSS_JSON_SCHEMA),
     }
 }
 

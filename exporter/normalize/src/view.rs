@@ -17,7 +17,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64_STANDARD;
 
 use flowscribe_model::{
-    Endpoint, EndpointKind, ExplainedFlow, Observed, PolicyHit, PolicyRef, SideVerdict, Verdict,
+    CaptureLoss, Endpoint, EndpointKind, ExplainedFlow, LossReason, Observed, PolicyHit, PolicyRef,
+    SideVerdict, Verdict,
 };
 
 use crate::Context;
@@ -50,6 +51,12 @@ impl<const N: usize> ShortText<N> {
         &self.bytes[..self.len]
     }
 
+    /// Text made of exactly `N` ASCII bytes.
+    pub(crate) fn from_ascii(bytes: [u8; N]) -> Self {
+        debug_assert!(bytes.is_ascii());
+        ShortText { bytes, len: N }
+    }
+
     fn push_bytes(&mut self, b: &[u8]) -> fmt::Result {
         let end = self.len + b.len();
         let dst = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
@@ -74,6 +81,69 @@ impl<const N: usize> fmt::Write for ShortText<N> {
 /// An address as text, exactly as `IpAddr`'s `Display` writes it (the
 /// longest form, an IPv4-mapped IPv6 address, has 45 characters).
 pub type AddrText = ShortText<45>;
+
+/// Two decimal digits of every value below 100, for writing integers two
+/// digits at a time.
+static DIGIT_PAIRS: [[u8; 2]; 100] = {
+    let mut t = [[0u8; 2]; 100];
+    let mut i = 0;
+    while i < 100 {
+        t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+        i += 1;
+    }
+    t
+};
+
+/// The two digits of `v % 100`.
+#[inline]
+fn pair(v: u64) -> [u8; 2] {
+    DIGIT_PAIRS[(v % 100) as usize]
+}
+
+/// An unsigned integer in decimal, held inline: what `Display` writes,
+/// without the formatting machinery.
+#[derive(Debug, Clone, Copy)]
+pub struct Decimal {
+    bytes: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    #[inline]
+    pub fn new(mut v: u64) -> Decimal {
+        let mut bytes = [b'0'; 20];
+        let mut i = bytes.len();
+        while v >= 100 {
+            i -= 2;
+            bytes[i..i + 2].copy_from_slice(&pair(v));
+            v /= 100;
+        }
+        if v >= 10 {
+            i -= 2;
+            bytes[i..i + 2].copy_from_slice(&pair(v));
+        } else {
+            i -= 1;
+            bytes[i] = b'0' + v as u8;
+        }
+        Decimal { bytes, start: i }
+    }
+
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits are ever written, so this cannot fail.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("0")
+    }
+
+    /// Appends the digits to `out`.
+    #[inline]
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+}
 
 /// `addr` as text. IPv4 is formatted by hand (it is most of the traffic and
 /// `Display` goes through the formatting machinery); IPv6 uses `Display`
@@ -105,6 +175,53 @@ pub fn addr_text(addr: IpAddr) -> AddrText {
         }
     }
     t
+}
+
+/// What a capture loss report counts: lost new-flow events for
+/// [`LossReason::RingReserveFailed`], lost packets otherwise.
+pub fn loss_unit(reason: LossReason) -> &'static str {
+    if reason == LossReason::RingReserveFailed {
+        "events"
+    } else {
+        "packets"
+    }
+}
+
+/// What a loss reason means, in one sentence (OCSF `status_detail`).
+pub fn loss_description(reason: LossReason) -> &'static str {
+    match reason {
+        LossReason::FlowMapFull => {
+            "the kernel flow map was full: packets of new flows were not counted"
+        }
+        LossReason::FlowMapUpdateFailed => {
+            "updating the kernel flow map failed: packets were not counted"
+        }
+        LossReason::RingReserveFailed => {
+            "the new-flow ring buffer was full: new-flow events were lost (the flows were still counted)"
+        }
+        LossReason::ParseTruncated => {
+            "packet headers were shorter than they claim: counted, not attributed to a flow"
+        }
+        LossReason::DropMapFull => {
+            "the kernel drop map was full: drops were not joined to their flow"
+        }
+        LossReason::DropUnmatched => {
+            "kernel drops of connections never seen on a captured interface"
+        }
+    }
+}
+
+/// The one-line summary of a capture loss report for OCSF and CEF, e.g.
+/// `capture lost 7 packets (4200 bytes) on node-1: flow_map_full`.
+pub fn loss_summary(ctx: &Context, loss: &CaptureLoss) -> String {
+    format!(
+        "capture lost {} {} ({} bytes) on {}: {}",
+        loss.count,
+        loss_unit(loss.reason),
+        loss.bytes,
+        ctx.node,
+        loss.reason.as_str()
+    )
 }
 
 /// OTel-style severity of a record: INFO for allowed flows, WARN for denied
@@ -169,7 +286,6 @@ pub struct FlowView<'a> {
     pub pending_decision: Option<Decision<'a>>,
     pub severity: Severity,
     pub direction: NodeDirection,
-    pub summary: String,
 }
 
 impl<'a> FlowView<'a> {
@@ -187,7 +303,7 @@ impl<'a> FlowView<'a> {
             }
             _ => Severity::Info,
         };
-        let mut view = FlowView {
+        FlowView {
             flow,
             event_id: event_id(&ctx.node, &f.key, f.window_start, f.window_end).to_hex_text(),
             community_id: community_id_text(&f.key, ctx.community_id_seed),
@@ -198,10 +314,21 @@ impl<'a> FlowView<'a> {
             pending_decision,
             severity,
             direction: node_direction(&ctx.node, &flow.flow.source, &flow.flow.destination),
-            summary: String::new(),
-        };
-        view.summary = summary(&view);
-        view
+        }
+    }
+
+    /// The one-line human summary, e.g.
+    /// `x/a → y/b:80/TCP denied: isolated-no-match (ingress, ns y)`.
+    pub fn summary(&self) -> String {
+        let mut s = String::with_capacity(128);
+        let _ = write_summary(&mut s, self);
+        s
+    }
+
+    /// [`FlowView::summary`] written to `w` (the encoders write it straight
+    /// into the record).
+    pub fn write_summary(&self, w: &mut impl fmt::Write) -> fmt::Result {
+        write_summary(w, self)
     }
 
     /// The endpoint on this node that Beats-style single-pod fields
@@ -316,16 +443,58 @@ pub fn rfc3339(t: SystemTime) -> String {
 /// machinery. humantime panics outside 1970..=9999; here times before the
 /// epoch print as the epoch and times after 9999 as its last nanosecond.
 pub fn rfc3339_bytes(t: SystemTime) -> [u8; 30] {
-    // 10000-01-01T00:00:00Z.
-    const END_SECS: u64 = 253_402_300_800;
-    let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) if d.as_secs() < END_SECS => (d.as_secs(), d.subsec_nanos()),
-        Ok(_) => (END_SECS - 1, 999_999_999),
-        Err(_) => (0, 0),
-    };
-    // Days to civil date: Howard Hinnant's `civil_from_days`, for days >= 0.
-    let days = secs / 86_400;
-    let secs_of_day = secs % 86_400;
+    Rfc3339Dates::default().format(t)
+}
+
+/// [`rfc3339_bytes`] for several times of one record: the date part
+/// (the costly days-to-civil-date arithmetic) is kept for the last day
+/// seen, which the window, the packets and the observed time almost always
+/// share.
+#[derive(Debug, Default)]
+pub struct Rfc3339Dates {
+    /// The day (since the epoch) of `date`, when one was computed.
+    day: Option<u64>,
+    /// `YYYY-MM-DD`.
+    date: [u8; 10],
+}
+
+impl Rfc3339Dates {
+    pub fn format(&mut self, t: SystemTime) -> [u8; 30] {
+        // 10000-01-01T00:00:00Z.
+        const END_SECS: u64 = 253_402_300_800;
+        let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
+            Ok(d) if d.as_secs() < END_SECS => (d.as_secs(), d.subsec_nanos()),
+            Ok(_) => (END_SECS - 1, 999_999_999),
+            Err(_) => (0, 0),
+        };
+        let days = secs / 86_400;
+        if self.day != Some(days) {
+            self.date = civil_date(days);
+            self.day = Some(days);
+        }
+        let secs_of_day = secs % 86_400;
+        let (hour, minute, second) = (secs_of_day / 3600, secs_of_day / 60 % 60, secs_of_day % 60);
+
+        let mut b = *b"0000-00-00T00:00:00.000000000Z";
+        b[..10].copy_from_slice(&self.date);
+        let put = |b: &mut [u8; 30], at: usize, v: u64| b[at..at + 2].copy_from_slice(&pair(v));
+        put(&mut b, 11, hour);
+        put(&mut b, 14, minute);
+        put(&mut b, 17, second);
+        // Nine digits of nanoseconds: one, then four pairs.
+        let n = u64::from(nanos);
+        b[20] = b'0' + (n / 100_000_000) as u8;
+        put(&mut b, 21, n / 1_000_000);
+        put(&mut b, 23, n / 10_000);
+        put(&mut b, 25, n / 100);
+        put(&mut b, 27, n);
+        b
+    }
+}
+
+/// `YYYY-MM-DD` of a day since the epoch: Howard Hinnant's
+/// `civil_from_days`, for days >= 0 and years up to 9999.
+fn civil_date(days: u64) -> [u8; 10] {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z % 146_097;
@@ -335,41 +504,27 @@ pub fn rfc3339_bytes(t: SystemTime) -> [u8; 30] {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
-    let (hour, minute, second) = (secs_of_day / 3600, secs_of_day / 60 % 60, secs_of_day % 60);
-
-    let mut b = *b"0000-00-00T00:00:00.000000000Z";
-    let digit = |v: u64| b'0' + (v % 10) as u8;
-    b[0] = digit(year / 1000);
-    b[1] = digit(year / 100);
-    b[2] = digit(year / 10);
-    b[3] = digit(year);
-    b[5] = digit(month / 10);
-    b[6] = digit(month);
-    b[8] = digit(day / 10);
-    b[9] = digit(day);
-    b[11] = digit(hour / 10);
-    b[12] = digit(hour);
-    b[14] = digit(minute / 10);
-    b[15] = digit(minute);
-    b[17] = digit(second / 10);
-    b[18] = digit(second);
-    let mut n = u64::from(nanos);
-    for i in (20..29).rev() {
-        b[i] = digit(n);
-        n /= 10;
-    }
+    let mut b = *b"0000-00-00";
+    b[0..2].copy_from_slice(&pair(year / 100));
+    b[2..4].copy_from_slice(&pair(year));
+    b[5..7].copy_from_slice(&pair(month));
+    b[8..10].copy_from_slice(&pair(day));
     b
 }
 
 /// TCP flag names in header bit order.
 pub fn tcp_flag_names(flags: u8) -> Vec<&'static str> {
+    tcp_flag_iter(flags).collect()
+}
+
+/// [`tcp_flag_names`] without the `Vec`.
+pub fn tcp_flag_iter(flags: u8) -> impl Iterator<Item = &'static str> {
     const NAMES: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
     NAMES
-        .iter()
+        .into_iter()
         .enumerate()
-        .filter(|(i, _)| flags & (1 << i) != 0)
-        .map(|(_, n)| *n)
-        .collect()
+        .filter(move |(i, _)| flags & (1 << i) != 0)
+        .map(|(_, n)| n)
 }
 
 pub fn observed_str(o: &Observed) -> &'static str {
@@ -413,7 +568,12 @@ pub fn write_rule_name(w: &mut impl fmt::Write, d: &Decision<'_>) -> fmt::Result
         Some(PolicyHit {
             rule_index: Some(i),
             ..
-        }) => write!(w, "{}[{i}]", d.side.direction.as_str()),
+        }) => {
+            w.write_str(d.side.direction.as_str())?;
+            w.write_char('[')?;
+            w.write_str(Decimal::new((*i).into()).as_str())?;
+            w.write_char(']')
+        }
         _ => w.write_str(d.side.reason.as_str()),
     }
 }
@@ -435,7 +595,10 @@ pub fn write_rule_id(w: &mut impl fmt::Write, d: &Decision<'_>) -> fmt::Result {
     w.write_char('/')?;
     w.write_str(d.side.direction.as_str())?;
     match hit.rule_index {
-        Some(i) => write!(w, "/{i}"),
+        Some(i) => {
+            w.write_char('/')?;
+            w.write_str(Decimal::new(i.into()).as_str())
+        }
         None => w.write_str("/default"),
     }
 }
@@ -454,19 +617,26 @@ pub fn write_endpoint_label(w: &mut impl fmt::Write, e: &Endpoint, addr: &str) -
     if let Some(p) = &e.pod
         && matches!(e.kind, EndpointKind::Pod | EndpointKind::HostNetworkPod)
     {
-        return write!(w, "{}/{}", p.namespace, p.name);
+        w.write_str(&p.namespace)?;
+        w.write_char('/')?;
+        return w.write_str(&p.name);
     }
     if let Some(s) = &e.service {
-        return write!(w, "{}/{}", s.namespace, s.name);
+        w.write_str(&s.namespace)?;
+        w.write_char('/')?;
+        return w.write_str(&s.name);
     }
     if e.kind == EndpointKind::Node
         && let Some(n) = &e.node
     {
-        return write!(w, "node/{n}");
+        w.write_str("node/")?;
+        return w.write_str(n);
     }
     w.write_str(addr)?;
     if let Some(n) = &e.network {
-        write!(w, " ({n})")?;
+        w.write_str(" (")?;
+        w.write_str(n)?;
+        w.write_char(')')?;
     }
     Ok(())
 }
@@ -484,35 +654,41 @@ fn protocol_upper(protocol: u8) -> &'static str {
     }
 }
 
-/// The one-line human summary, e.g.
-/// `x/a → y/b:80/TCP denied: isolated-no-match (ingress, ns y)`.
-fn summary(v: &FlowView<'_>) -> String {
+/// The one-line human summary (see [`FlowView::summary`]), written in
+/// pieces: integers through [`Decimal`], never the formatting machinery.
+fn write_summary(s: &mut impl fmt::Write, v: &FlowView<'_>) -> fmt::Result {
     let ef = &v.flow.flow;
     let key = &ef.flow.key;
     let proto = protocol_upper(key.protocol);
-    let mut s = String::with_capacity(128);
-    let _ = write_endpoint_label(&mut s, &ef.source, v.src_text.as_str());
-    s.push_str(" → ");
-    let _ = write_endpoint_label(&mut s, &ef.destination, v.dst_text.as_str());
+    let int = |v: u64| Decimal::new(v);
+    write_endpoint_label(s, &ef.source, v.src_text.as_str())?;
+    s.write_str(" → ")?;
+    write_endpoint_label(s, &ef.destination, v.dst_text.as_str())?;
     if has_ports(key.protocol) {
-        let _ = write!(s, ":{}/{proto}", key.dst_port);
+        s.write_char(':')?;
+        s.write_str(int(key.dst_port.into()).as_str())?;
+        s.write_char('/')?;
+        s.write_str(proto)?;
     } else if is_icmp(key.protocol) {
-        let _ = write!(s, " {proto} type {} code {}", key.src_port, key.dst_port);
+        s.write_char(' ')?;
+        s.write_str(proto)?;
+        s.write_str(" type ")?;
+        s.write_str(int(key.src_port.into()).as_str())?;
+        s.write_str(" code ")?;
+        s.write_str(int(key.dst_port.into()).as_str())?;
     } else {
-        let _ = write!(s, " proto {}", key.protocol);
+        s.write_str(" proto ")?;
+        s.write_str(int(key.protocol.into()).as_str())?;
     }
     match (&v.flow.trace, &v.decision) {
         (Some(t), Some(d)) => {
-            let word = match t.enforced.verdict {
-                Verdict::Allow => "allowed",
-                Verdict::Deny => "denied",
-            };
-            let _ = write!(
-                s,
-                " {word}: {} ({}",
-                d.side.reason.as_str(),
-                d.side.direction.as_str()
-            );
+            s.write_str(match t.enforced.verdict {
+                Verdict::Allow => " allowed: ",
+                Verdict::Deny => " denied: ",
+            })?;
+            s.write_str(d.side.reason.as_str())?;
+            s.write_str(" (")?;
+            s.write_str(d.side.direction.as_str())?;
             let ns = d
                 .hit
                 .and_then(|h| h.policy.namespace.as_deref())
@@ -524,39 +700,42 @@ fn summary(v: &FlowView<'_>) -> String {
                     e.pod.as_ref().map(|p| &*p.namespace)
                 });
             if let Some(ns) = ns {
-                let _ = write!(s, ", ns {ns}");
+                s.write_str(", ns ")?;
+                s.write_str(ns)?;
             }
-            s.push(')');
+            s.write_char(')')?;
             if let (Some(p), Some(pd)) = (&t.pending, &v.pending_decision)
                 && p.verdict != t.enforced.verdict
             {
-                let _ = write!(s, "; staged would {}", p.verdict.as_str());
+                s.write_str("; staged would ")?;
+                s.write_str(p.verdict.as_str())?;
                 if let Some(h) = pd.hit {
-                    s.push_str(" (");
-                    let _ = write_policy_display(&mut s, &h.policy);
-                    s.push(')');
+                    s.write_str(" (")?;
+                    write_policy_display(s, &h.policy)?;
+                    s.write_char(')')?;
                 }
             }
             if let Some(m) = t.mismatch {
-                let _ = write!(s, "; mismatch: {}", m.as_str());
+                s.write_str("; mismatch: ")?;
+                s.write_str(m.as_str())?;
             }
         }
         _ => {
-            let _ = write!(s, " {}", ef.flow.state.as_str());
+            s.write_char(' ')?;
+            s.write_str(ef.flow.state.as_str())?;
         }
     }
     if let Some(d) = &ef.flow.drops {
-        let _ = write!(
-            s,
-            "; kernel dropped {} packets ({})",
-            d.packets_forward + d.packets_reverse,
-            d.last_reason
-        );
+        s.write_str("; kernel dropped ")?;
+        s.write_str(int(d.packets_forward + d.packets_reverse).as_str())?;
+        s.write_str(" packets (")?;
+        s.write_str(&d.last_reason)?;
+        s.write_char(')')?;
     }
     if ef.source.stale.is_some() || ef.destination.stale.is_some() {
-        s.push_str("; stale identity");
+        s.write_str("; stale identity")?;
     }
-    s
+    Ok(())
 }
 
 #[cfg(test)]
@@ -585,12 +764,56 @@ mod tests {
         }
     }
 
+    /// One `Rfc3339Dates` reused over times in every order (same day,
+    /// next day, back, far apart) writes what a fresh one writes.
+    #[test]
+    fn rfc3339_dates_reused_match_fresh() {
+        let mut dates = super::Rfc3339Dates::default();
+        let base = 1_795_321_800u64;
+        let offsets: [i64; 9] = [
+            0,
+            5,
+            86_399,
+            86_400,
+            -1,
+            3 * 86_400 + 7,
+            0,
+            -400 * 86_400,
+            11,
+        ];
+        for (i, o) in offsets.into_iter().enumerate() {
+            let t = UNIX_EPOCH + Duration::new(base.saturating_add_signed(o), i as u32 * 7);
+            assert_eq!(dates.format(t), rfc3339_bytes(t), "{o}");
+            assert_eq!(
+                std::str::from_utf8(&dates.format(t)).unwrap(),
+                humantime::format_rfc3339_nanos(t).to_string()
+            );
+        }
+    }
+
     #[test]
     fn rfc3339_outside_humantime_range_is_clamped() {
         let before = UNIX_EPOCH - Duration::from_secs(1);
         assert_eq!(&rfc3339_bytes(before), b"1970-01-01T00:00:00.000000000Z");
         let after = UNIX_EPOCH + Duration::from_secs(300_000_000_000);
         assert_eq!(&rfc3339_bytes(after), b"9999-12-31T23:59:59.999999999Z");
+    }
+
+    #[test]
+    fn decimal_matches_display() {
+        let mut values = vec![0u64, 1, 9, u64::MAX, u64::MAX - 1];
+        let mut p = 1u64;
+        for _ in 0..19 {
+            p *= 10;
+            values.extend([p - 1, p, p + 1]);
+        }
+        for v in values {
+            let d = super::Decimal::new(v);
+            assert_eq!(d.as_str(), v.to_string());
+            let mut out = b"x".to_vec();
+            d.append_to(&mut out);
+            assert_eq!(out, format!("x{v}").into_bytes());
+        }
     }
 
     #[test]

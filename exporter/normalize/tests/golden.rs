@@ -11,7 +11,8 @@ mod fixtures;
 use std::path::{Path, PathBuf};
 
 use flowscribe_normalize::{
-    FieldMapping, Schema, encode_flow, json_schema, mapping_json, mapping_markdown, otlp,
+    FieldMapping, Schema, encode_flow, encode_loss, json_schema, loss_json_schema, mapping_json,
+    mapping_markdown, otlp,
 };
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use prost::Message as _;
@@ -46,6 +47,29 @@ fn encoded(schema: Schema, case: &str) -> Vec<u8> {
     )
     .unwrap();
     out
+}
+
+/// The loss record as `encode_loss` writes it.
+fn encoded_loss(schema: Schema, case: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_loss(
+        schema,
+        &fixtures::context(),
+        &fixtures::loss_case(case),
+        fixtures::observed(),
+        &mut out,
+    )
+    .unwrap();
+    out
+}
+
+/// Every golden case of `schema`, flows then losses: (case, line).
+fn all_encoded(schema: Schema) -> Vec<(&'static str, Vec<u8>)> {
+    let flows = fixtures::CASES.iter().map(|c| (*c, encoded(schema, c)));
+    let losses = fixtures::LOSS_CASES
+        .iter()
+        .map(|c| (*c, encoded_loss(schema, c)));
+    flows.chain(losses).collect()
 }
 
 /// The golden file text: pretty JSON for ECS and OCSF (their key order is
@@ -86,8 +110,8 @@ fn check_file(path: &Path, actual: &str, env: &str) -> Result<(), String> {
 fn goldens_match_byte_for_byte() {
     let mut failures = Vec::new();
     for schema in Schema::ALL {
-        for case in fixtures::CASES {
-            let text = golden_text(schema, &encoded(schema, case));
+        for (case, line) in all_encoded(schema) {
+            let text = golden_text(schema, &line);
             if let Err(e) = check_file(
                 &golden_path(schema, case),
                 &text,
@@ -126,8 +150,8 @@ fn json_record(schema: Schema, case: &str) -> Value {
 
 #[test]
 fn ecs_goldens_are_ecs_documents() {
-    for case in fixtures::CASES {
-        let doc = json_record(Schema::Ecs, case);
+    for (case, line) in all_encoded(Schema::Ecs) {
+        let doc: Value = serde_json::from_slice(&line).unwrap();
         let problems = flowscribe_normalize::ecs_fields::check_ecs_document(&doc).unwrap();
         assert!(
             problems.is_empty(),
@@ -143,8 +167,8 @@ fn ecs_goldens_are_ecs_documents() {
 
 #[test]
 fn ocsf_goldens_are_network_activity_events() {
-    for case in fixtures::CASES {
-        let event = json_record(Schema::Ocsf, case);
+    for (case, line) in all_encoded(Schema::Ocsf) {
+        let event: Value = serde_json::from_slice(&line).unwrap();
         let problems = flowscribe_normalize::ocsf_check::check_network_activity(&event).unwrap();
         assert!(
             problems.is_empty(),
@@ -159,7 +183,11 @@ fn ocsf_goldens_are_network_activity_events() {
 }
 
 fn validator(schema: Schema) -> jsonschema::Validator {
-    let js: Value = serde_json::from_str(json_schema(schema)).unwrap();
+    compile(schema, json_schema(schema))
+}
+
+fn compile(schema: Schema, text: &str) -> jsonschema::Validator {
+    let js: Value = serde_json::from_str(text).unwrap();
     jsonschema::options()
         .should_validate_formats(true)
         .build(&js)
@@ -225,6 +253,84 @@ fn goldens_validate_against_our_json_schemas() {
             );
         }
     }
+}
+
+/// Loss goldens validate against the loss JSON Schemas, flow records do
+/// not (and loss records do not pass as flows): the two shapes cannot be
+/// confused.
+#[test]
+fn loss_goldens_validate_against_the_loss_json_schemas() {
+    let mut checked = 0;
+    for schema in Schema::ALL {
+        let Some(text) = loss_json_schema(schema) else {
+            continue;
+        };
+        let loss_validator = compile(schema, text);
+        let flow_validator = validator(schema);
+        let instance = |line: Vec<u8>| match schema {
+            Schema::Cef => Value::String(String::from_utf8(line).unwrap()),
+            _ => serde_json::from_slice(&line).unwrap(),
+        };
+        for case in fixtures::LOSS_CASES {
+            let v = instance(encoded_loss(schema, case));
+            let errors: Vec<String> = loss_validator
+                .iter_errors(&v)
+                .map(|e| format!("{} at {}", e, e.instance_path()))
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{} {case}: {}",
+                schema.name(),
+                errors.join("\n")
+            );
+            assert!(!flow_validator.is_valid(&v), "{} {case}", schema.name());
+            checked += 1;
+        }
+        for case in fixtures::CASES {
+            let v = instance(encoded(schema, case));
+            assert!(!loss_validator.is_valid(&v), "{} {case}", schema.name());
+        }
+    }
+    assert_eq!(checked, 4, "OCSF and CEF, two cases each");
+}
+
+/// What the loss shapes promise beyond their schemas: OCSF activity 99
+/// Other with the exact counts, CEF class `capture-loss` with the counts,
+/// one id per report shared by both.
+#[test]
+fn loss_records_carry_counts_and_ids() {
+    let loss = fixtures::loss_case("loss_flow_map_full");
+    let event: Value =
+        serde_json::from_slice(&encoded_loss(Schema::Ocsf, "loss_flow_map_full")).unwrap();
+    assert_eq!(event["type_uid"], 400199);
+    assert_eq!(event["status_code"], "flow_map_full");
+    let l = &event["unmapped"]["flowscribe"]["loss"];
+    assert_eq!(
+        (l["count"].as_u64(), l["bytes"].as_u64()),
+        (Some(7), Some(4200))
+    );
+    assert_eq!(l["unit"], "packets");
+    assert_eq!(l["loses_flow_data"], true);
+    let id = flowscribe_normalize::event_id::loss_event_id("node-1", &loss);
+    assert_eq!(event["metadata"]["uid"], id.as_str());
+
+    let line = String::from_utf8(encoded_loss(Schema::Cef, "loss_flow_map_full")).unwrap();
+    assert!(line.contains("|capture-loss|Capture loss|6|"), "{line}");
+    for part in [
+        "flexNumber1=7 ",
+        "flexNumber2=4200 ",
+        "cs1=packets ",
+        "cs3=true",
+        &format!("externalId={id} "),
+    ] {
+        assert!(line.contains(part), "{part} in {line}");
+    }
+    let events = String::from_utf8(encoded_loss(Schema::Cef, "loss_ring_reserve_failed")).unwrap();
+    assert!(
+        events.contains("flexNumber1=3 ") && events.contains("cs1=events "),
+        "{events}"
+    );
+    assert!(events.ends_with("cs3=false"), "{events}");
 }
 
 /// Whether `field` (a leaf path or attribute key) is covered by a row.
@@ -300,16 +406,34 @@ fn every_field_written_is_in_the_mapping_table() {
             }
         }
         let line = String::from_utf8(encoded(Schema::Cef, case)).unwrap();
-        let extension = line.splitn(8, '|').nth(7).unwrap();
-        for token in extension.split(' ') {
-            if let Some((k, _)) = token.split_once('=')
-                && !k.contains('\\')
-                && k.chars().all(|c| c.is_ascii_alphanumeric())
-            {
-                let k = k.strip_suffix("Label").unwrap_or(k);
-                if !covered(Schema::Cef.mapping(), k) {
-                    missing.push(format!("cef {case}: {k}"));
+        for k in cef_keys(&line) {
+            if !covered(Schema::Cef.mapping(), &k) {
+                missing.push(format!("cef {case}: {k}"));
+            }
+        }
+    }
+    for case in fixtures::LOSS_CASES {
+        for schema in [Schema::Ecs, Schema::Ocsf] {
+            let mut paths = Vec::new();
+            let v: Value = serde_json::from_slice(&encoded_loss(schema, case)).unwrap();
+            leaves("", &v, &mut paths);
+            for p in paths {
+                if !covered(schema.mapping(), &p) {
+                    missing.push(format!("{} {case}: {p}", schema.name()));
                 }
+            }
+        }
+        let ctx = fixtures::context();
+        let record = otlp::loss_record(&ctx, &fixtures::loss_case(case), fixtures::observed());
+        for kv in &record.attributes {
+            if !covered(Schema::OtlpJson.mapping(), &kv.key) {
+                missing.push(format!("otlp {case}: {}", kv.key));
+            }
+        }
+        let line = String::from_utf8(encoded_loss(Schema::Cef, case)).unwrap();
+        for k in cef_keys(&line) {
+            if !covered(Schema::Cef.mapping(), &k) {
+                missing.push(format!("cef {case}: {k}"));
             }
         }
     }
@@ -318,6 +442,17 @@ fn every_field_written_is_in_the_mapping_table() {
         "not in the mapping table:\n{}",
         missing.join("\n")
     );
+}
+
+/// The extension keys of a CEF line, `Label` suffixes removed.
+fn cef_keys(line: &str) -> Vec<String> {
+    let extension = line.splitn(8, '|').nth(7).unwrap();
+    extension
+        .split(' ')
+        .filter_map(|token| token.split_once('=').map(|(k, _)| k))
+        .filter(|k| !k.contains('\\') && k.chars().all(|c| c.is_ascii_alphanumeric()))
+        .map(|k| k.strip_suffix("Label").unwrap_or(k).to_string())
+        .collect()
 }
 
 #[test]

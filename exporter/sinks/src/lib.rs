@@ -5,13 +5,16 @@
 //! works on encoded records (bytes) plus a per-record event id, so a
 //! duplicate delivered after a retry or a crash is identifiable;
 //! [`core::driver`] is the per-sink delivery loop. Each sink folder
-//! ([`syslog`], [`file`]; OTLP, Loki, Elasticsearch and Splunk HEC come
-//! later) is a [`core::driver::Transport`], listed in the closed
+//! ([`syslog`], [`file`], [`elasticsearch`], [`splunk`], [`loki`]; OTLP
+//! comes later) is a [`core::driver::Transport`], listed in the closed
 //! [`sink::SinkTransport`], and must not re-implement classification,
 //! backoff, batching or queueing.
 #![forbid(unsafe_code)]
 
 pub mod core;
+pub mod elasticsearch;
 pub mod file;
+pub mod loki;
 pub mod sink;
+pub mod splunk;
 pub mod syslog;

@@ -7,7 +7,10 @@
 
 use crate::core::driver::{SendReport, Transport, TransportError};
 use crate::core::queue::QueuedRecord;
+use crate::elasticsearch::ElasticsearchTransport;
 use crate::file::{FileTransport, StdoutTransport};
+use crate::loki::LokiTransport;
+use crate::splunk::SplunkHecTransport;
 use crate::syslog::SyslogTransport;
 
 /// Every sink transport.
@@ -16,6 +19,9 @@ pub enum SinkTransport {
     Syslog(SyslogTransport),
     File(FileTransport),
     Stdout(StdoutTransport),
+    Elasticsearch(ElasticsearchTransport),
+    SplunkHec(SplunkHecTransport),
+    Loki(LokiTransport),
 }
 
 impl Transport for SinkTransport {
@@ -24,6 +30,9 @@ impl Transport for SinkTransport {
             SinkTransport::Syslog(t) => t.send(batch).await,
             SinkTransport::File(t) => t.send(batch).await,
             SinkTransport::Stdout(t) => t.send(batch).await,
+            SinkTransport::Elasticsearch(t) => t.send(batch).await,
+            SinkTransport::SplunkHec(t) => t.send(batch).await,
+            SinkTransport::Loki(t) => t.send(batch).await,
         }
     }
 
@@ -32,6 +41,9 @@ impl Transport for SinkTransport {
             SinkTransport::Syslog(t) => t.flush().await,
             SinkTransport::File(t) => t.flush().await,
             SinkTransport::Stdout(t) => t.flush().await,
+            SinkTransport::Elasticsearch(t) => t.flush().await,
+            SinkTransport::SplunkHec(t) => t.flush().await,
+            SinkTransport::Loki(t) => t.flush().await,
         }
     }
 
@@ -40,6 +52,9 @@ impl Transport for SinkTransport {
             SinkTransport::Syslog(t) => t.shutdown().await,
             SinkTransport::File(t) => t.shutdown().await,
             SinkTransport::Stdout(t) => t.shutdown().await,
+            SinkTransport::Elasticsearch(t) => t.shutdown().await,
+            SinkTransport::SplunkHec(t) => t.shutdown().await,
+            SinkTransport::Loki(t) => t.shutdown().await,
         }
     }
 }

@@ -400,3 +400,71 @@ fn an_unchanged_pod_is_skipped_and_any_changed_field_is_applied() {
         );
     }
 }
+
+#[test]
+fn batch_resolution_answers_exactly_as_one_by_one() {
+    let mut idx = IdentityIndex::new(IndexConfig {
+        service_cidrs: vec!["10.96.0.0/12".parse().expect("cidr")],
+        ..IndexConfig::default()
+    });
+    idx.apply(
+        Change::Upsert(pod("old", "u-old", "10.1.0.5", 0, None)),
+        t(1),
+    );
+    idx.apply(Change::Delete(key(Kind::Pod, "shop", "old")), t(100));
+    idx.apply(
+        Change::Upsert(pod("new", "u-new", "10.1.0.5", 130, None)),
+        t(131),
+    );
+    idx.apply(
+        Change::Upsert(pod(
+            "web",
+            "u-web",
+            "10.1.0.6",
+            0,
+            Some(("ReplicaSet", "web-1")),
+        )),
+        t(1),
+    );
+    for v in [
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"},
+               "spec": {"podCIDR": "10.244.1.0/24"},
+               "status": {"addresses": [{"type": "InternalIP", "address": "192.168.5.10"}]}}),
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "db", "namespace": "shop", "uid": "s1"},
+               "spec": {"clusterIP": "10.96.0.20", "ports": [{"name": "pg", "port": 5432}]}}),
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "node-exporter-x", "namespace": "mon", "uid": "h1"},
+               "spec": {"nodeName": "node-a", "hostNetwork": true,
+                        "containers": [{"name": "c", "ports": [{"containerPort": 9100}]}]},
+               "status": {"podIP": "192.168.5.10"}}),
+    ] {
+        idx.apply(Change::Upsert(obj(v)), t(1));
+    }
+    let queries: Vec<Query> = [
+        ("10.1.0.5", None, 50),
+        ("10.1.0.5", None, 120),
+        ("10.1.0.5", Some((80, 6)), 140),
+        ("10.1.0.6", None, 2),
+        ("10.96.0.20", Some((5432, 6)), 2),
+        ("192.168.5.10", Some((9100, 6)), 2),
+        ("192.168.5.10", Some((22, 6)), 2),
+        ("10.244.1.77", None, 2),
+        ("169.254.169.254", Some((80, 6)), 2),
+        ("8.8.8.8", Some((53, 17)), 2),
+        ("fd00::1", None, 2),
+    ]
+    .iter()
+    .map(|(a, l, s)| (ip(a), *l, t(*s)))
+    .collect();
+    let one_by_one: Vec<Endpoint> = queries
+        .iter()
+        .map(|(a, l, at)| idx.resolve(*a, *l, *at))
+        .collect();
+    assert_eq!(idx.resolve_batch(&queries), one_by_one);
+    // The cases are distinct: stale, reused, service, host-network, node, ...
+    assert_eq!(one_by_one[1].stale, Some(Stale { deleted_at: t(100) }));
+    assert_eq!(pod_name(&one_by_one[2]), Some("new"));
+    assert_eq!(one_by_one[5].kind, EndpointKind::HostNetworkPod);
+    assert_eq!(one_by_one[9].kind, EndpointKind::PublicNetwork);
+}

@@ -29,8 +29,25 @@ fn kind_of(plural: &str) -> Option<(&'static str, &'static str)> {
         "endpointslices" => ("discovery.k8s.io/v1", "EndpointSlice"),
         "replicasets" => ("apps/v1", "ReplicaSet"),
         "jobs" => ("batch/v1", "Job"),
+        "networkpolicies" => ("networking.k8s.io/v1", "NetworkPolicy"),
+        "stagednetworkpolicies" => ("flowscribe.dev/v1alpha1", "StagedNetworkPolicy"),
         _ => return None,
     })
+}
+
+/// The apiVersion a request path addresses: `/api/v1/pods` -> `v1`,
+/// `/apis/networking.k8s.io/v1/networkpolicies` -> `networking.k8s.io/v1`.
+fn path_api_version(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.get(1) {
+        Some(&"api") => parts.get(2).copied().unwrap_or("").to_string(),
+        Some(&"apis") => format!(
+            "{}/{}",
+            parts.get(2).copied().unwrap_or(""),
+            parts.get(3).copied().unwrap_or("")
+        ),
+        _ => String::new(),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -275,7 +292,10 @@ impl FakeApiServer {
             .map(|(k, v)| (k, percent_decode(v)))
             .collect();
         let plural = path.rsplit('/').next().unwrap_or("").to_string();
-        if method != "GET" || kind_of(&plural).is_none() {
+        // A resource of another API group with the same plural (Calico's
+        // networkpolicies) is not served: a CRD that is not installed.
+        let served = kind_of(&plural).is_some_and(|(v, _)| v == path_api_version(path));
+        if method != "GET" || !served {
             return send_json(
                 sock,
                 404,

@@ -108,7 +108,7 @@ pub fn flow_document(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) 
     let mut doc = json!({
         "@timestamp": rfc3339(f.window_end),
         "ecs": {"version": crate::ecs_fields::ECS_VERSION},
-        "message": view.summary,
+        "message": view.summary(),
         "event": event,
         "source": side(key.src_addr, key.src_port, &f.forward),
         "destination": side(key.dst_addr, key.dst_port, &f.reverse),

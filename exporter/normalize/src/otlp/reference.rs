@@ -194,7 +194,7 @@ pub fn log_record(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> 
         severity_number,
         severity_text: severity_text.to_string(),
         body: Some(AnyValue {
-            value: Some(s(view.summary)),
+            value: Some(s(view.summary())),
         }),
         attributes: a,
         event_name: FLOW_EVENT_NAME.to_string(),
@@ -294,6 +294,25 @@ fn evaluation(e: &Evaluation, would_change: bool) -> any_value::Value {
 mod tests {
     use crate::otlp::{ProtobufRequestWriter, encode_protobuf, export_request};
     use crate::test_flows::{fixtures, variations};
+
+    /// The public per-record writer gives exactly prost's bytes of the
+    /// reference builder's record, appended after what `out` held.
+    #[test]
+    fn write_log_record_protobuf_is_prost_encode_to_vec() {
+        use prost::Message as _;
+        let observed = fixtures::observed();
+        let variations = variations();
+        let mut out = Vec::new();
+        for (i, (c, flow)) in variations.iter().enumerate() {
+            let want = super::log_record(c, flow, observed).encode_to_vec();
+            out.clear();
+            out.extend_from_slice(&[0xAA; 3][..i % 4]);
+            let before = out.len();
+            crate::otlp::write_log_record_protobuf(c, flow, observed, &mut out);
+            assert_eq!(&out[..before], &[0xAA; 3][..i % 4], "kept what was there");
+            assert_eq!(out[before..], want[..], "case {i}");
+        }
+    }
 
     /// The direct writer gives prost's bytes of the reference builder's
     /// records, record by record and as a whole request.

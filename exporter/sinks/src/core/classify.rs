@@ -545,7 +545,7 @@ pub const CLASSIFICATION_TABLE: &[ClassifyRow] = &[
         "HTTP 1xx / 3xx / non-HTTP status",
         RETRY,
         true,
-        "The client follows redirects, so one reaching the sink means a misrouted endpoint; keep the data until it is fixed."
+        "The HTTP client does not follow redirects (a redirected POST means a misrouted endpoint); keep the data until it is fixed."
     ),
     row!(
         C::Http(H::BadRequest400),

@@ -12,7 +12,10 @@ pub mod backoff;
 pub mod batch;
 pub mod classify;
 pub mod driver;
+pub mod http;
+pub mod json;
 pub mod queue;
+pub mod tls;
 
 #[cfg(test)]
 mod docs;

@@ -56,7 +56,7 @@ pub struct SyslogTransport {
     protocol: SyslogProtocol,
     address: String,
     header: SyslogHeader,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+    tls: Option<Box<tls::ReloadingConnector>>,
     connect_timeout: Duration,
     max_datagram_bytes: usize,
     replay_window_records: usize,
@@ -91,7 +91,7 @@ impl SyslogTransport {
                 let (host, _) = split_host_port(&cfg.address).ok_or_else(|| {
                     TransportError::InvalidConfig("address: expected host:port".into())
                 })?;
-                Some(tls::connector(t, host)?)
+                Some(Box::new(tls::reloading(t, host)?))
             }
             _ => None,
         };
@@ -124,7 +124,10 @@ impl SyslogTransport {
         m
     }
 
-    async fn connect(&self) -> Result<Box<dyn Stream>, TransportFailure> {
+    async fn connect(
+        &self,
+        tls: Option<(TlsConnector, ServerName<'static>)>,
+    ) -> Result<Box<dyn Stream>, TransportFailure> {
         let (host, port) = split_host_port(&self.address).ok_or(TransportFailure::DnsFailure)?;
         let attempt = async {
             let addrs = tokio::net::lookup_host((host, port))
@@ -144,7 +147,7 @@ impl SyslogTransport {
             let stream = stream.ok_or(failure)?;
             // Batches are written whole; Nagle would only add latency.
             let _ = stream.set_nodelay(true);
-            match &self.tls {
+            match &tls {
                 None => Ok(Box::new(stream) as Box<dyn Stream>),
                 Some((connector, name)) => connector
                     .connect(name.clone(), stream)
@@ -179,7 +182,8 @@ impl SyslogTransport {
         }
         self.writing = false;
         if self.conn.is_none() {
-            match self.connect().await {
+            let tls = self.tls.as_mut().map(|t| t.current());
+            match self.connect(tls).await {
                 Ok(c) => {
                     self.stats.connects_total.fetch_add(1, Ordering::Relaxed);
                     self.conn = Some(c);

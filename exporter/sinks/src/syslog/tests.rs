@@ -470,6 +470,60 @@ async fn tls_with_the_wrong_ca_is_a_verification_failure_and_retried() {
     task.await.unwrap();
 }
 
+/// Certificate rotation without a restart: the CA file the sink trusts is
+/// replaced (as cert-manager or a Secret update does, by rename); the next
+/// connection uses the new file, and what waited in the queue is delivered.
+#[tokio::test]
+async fn tls_files_are_reloaded_when_they_change() {
+    let dir = tempfile::tempdir().unwrap();
+    make_pki(dir.path());
+    let p = |f: &str| dir.path().join(f);
+    let rs_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let rs = Rsyslog::start(
+        rs_dir.path(),
+        port,
+        Some(&ServerTls {
+            ca: p("ca.pem"),
+            cert: p("server.pem"),
+            key: p("server.key"),
+            auth_mode: "anon",
+        }),
+        false,
+    );
+    // The sink starts out trusting the wrong CA.
+    std::fs::copy(p("other-ca.pem"), p("trust.pem")).unwrap();
+    let mut cfg = SyslogConfig::new(format!("127.0.0.1:{port}"), SyslogProtocol::Tls, "node-1");
+    cfg.tls = Some(SyslogTlsConfig {
+        ca_file: Some(p("trust.pem")),
+        ..SyslogTlsConfig::default()
+    });
+    let queue = DurableQueue::open(QueueConfig::new("reload", None, Durability::Memory)).unwrap();
+    queue.push((0..10).map(record).collect()).await.unwrap();
+    let (h, task) = start_driver("reload", queue, cfg.build().unwrap());
+    assert!(matches!(
+        h.flush(Instant::now() + Duration::from_millis(500)).await,
+        Err(crate::core::driver::DriverError::DeadlineExceeded)
+    ));
+    assert_eq!(
+        h.snapshot().degraded,
+        Some("TLS verification failure (expired, unknown CA, name)")
+    );
+    assert_eq!(h.snapshot().acknowledged_records_total(), 0);
+    // Rotate: the right CA replaces the file atomically.
+    std::fs::copy(p("ca.pem"), p("trust.pem.new")).unwrap();
+    std::fs::rename(p("trust.pem.new"), p("trust.pem")).unwrap();
+    h.flush(in_secs(15)).await.unwrap();
+    let lines = rs.wait_for("10 records", |l| records_in(l).len() >= 10);
+    assert_eq!(records_in(&lines).len(), 10);
+    let snap = h.snapshot();
+    assert_eq!(snap.acknowledged_records_total(), 10);
+    assert_eq!(snap.rejected_total(), 0);
+    assert_eq!(snap.degraded, None);
+    h.shutdown(in_secs(5)).await.unwrap();
+    task.await.unwrap();
+}
+
 #[tokio::test]
 async fn tcp_connection_refused_is_retried_until_the_receiver_appears() {
     let dir = tempfile::tempdir().unwrap();

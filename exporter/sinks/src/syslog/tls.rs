@@ -1,89 +1,33 @@
-//! The rustls client configuration of the syslog sink (RFC 5425): system
-//! roots or a custom CA file, optional client certificate, verification
-//! always on.
+//! The rustls client configuration of the syslog sink (RFC 5425): the
+//! shared [`crate::core::tls`] setup with the syslog config's files.
 //!
-//! Pipeline position: built once by [`SyslogConfig::build`](super::SyslogConfig::build);
-//! the transport uses the connector for every (re)connection. This module
-//! must not open sockets.
-
-use std::sync::Arc;
-
-use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto};
+//! Pipeline position: built by [`SyslogConfig::build`](super::SyslogConfig::build);
+//! the transport asks [`ReloadingConnector::current`] for every
+//! (re)connection, which rebuilds the settings first when one of the files
+//! changed (certificate rotation without a restart). This module must not
+//! open sockets.
 
 use super::config::SyslogTlsConfig;
 use crate::core::driver::TransportError;
+pub(crate) use crate::core::tls::ReloadingConnector;
+use crate::core::tls::{TlsFiles, TlsSetupError};
 
-fn invalid(msg: String) -> TransportError {
-    TransportError::InvalidConfig(msg)
-}
-
-fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, TransportError> {
-    let pem = std::fs::read(path).map_err(|source| TransportError::Io {
-        context: "reading a TLS certificate file",
-        source,
-    })?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(invalid(format!("{}: no PEM certificate", path.display())));
-    }
-    Ok(certs)
-}
-
-/// The connector and the server name to verify.
-pub(crate) fn connector(
+/// The reloading connector for a syslog sink's TLS files.
+pub(crate) fn reloading(
     cfg: &SyslogTlsConfig,
     host: &str,
-) -> Result<(TlsConnector, ServerName<'static>), TransportError> {
-    let mut roots = RootCertStore::empty();
-    match &cfg.ca_file {
-        Some(path) => {
-            for cert in read_certs(path)? {
-                roots
-                    .add(cert)
-                    .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for e in &found.errors {
-                tracing::warn!(error = %e, "syslog TLS: a system root certificate could not be loaded");
-            }
-            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                return Err(invalid(
-                    "tls: no system root certificates found; set ca_file".into(),
-                ));
-            }
-        }
-    }
-    // The provider is named explicitly: the process may link more than one
-    // and rustls refuses to guess.
-    let builder = ClientConfig::builder_with_provider(Arc::new(crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid(format!("tls: {e}")))?
-        .with_root_certificates(roots);
-    let config = match (&cfg.client_cert_file, &cfg.client_key_file) {
-        (Some(cert), Some(key)) => {
-            let chain = read_certs(cert)?;
-            let pem = std::fs::read(key).map_err(|source| TransportError::Io {
-                context: "reading the TLS client key file",
-                source,
-            })?;
-            let key_der = PrivateKeyDer::from_pem_slice(&pem)
-                .map_err(|e| invalid(format!("{}: {e}", key.display())))?;
-            builder
-                .with_client_auth_cert(chain, key_der)
-                .map_err(|e| invalid(format!("tls client certificate: {e}")))?
-        }
-        _ => builder.with_no_client_auth(),
+) -> Result<ReloadingConnector, TransportError> {
+    let files = TlsFiles {
+        ca_file: cfg.ca_file.clone(),
+        client_cert_file: cfg.client_cert_file.clone(),
+        client_key_file: cfg.client_key_file.clone(),
+        server_name: cfg.server_name.clone(),
     };
-    let name = cfg.server_name.clone().unwrap_or_else(|| host.to_string());
-    let server_name = ServerName::try_from(name.clone())
-        .map_err(|e| invalid(format!("tls server name {name:?}: {e}")))?;
-    Ok((TlsConnector::from(Arc::new(config)), server_name))
+    ReloadingConnector::new(files, host, &[], "syslog").map_err(|e| match e {
+        TlsSetupError::Read { source, .. } => TransportError::Io {
+            context: "reading a TLS certificate or key file",
+            source,
+        },
+        TlsSetupError::Invalid(m) => TransportError::InvalidConfig(format!("tls: {m}")),
+    })
 }

@@ -1,0 +1,352 @@
+//! ⑤ The audit trail as the daemon runs it (issue 7; the chain, seals,
+//! checkpoints and verifier are `flowscribe-audit`).
+//!
+//! Per drain, after encoding: every JSON format in use (the output's and
+//! each sink's) is one *view* with its own hash chain over the same
+//! sequence numbers. The batch is stamped once, every record of every view
+//! gets its `flowscribe.audit` fields, and each view's lines end with that
+//! view's seal. Records the trail itself makes (the gap after a restart,
+//! start and stop, heartbeats) travel in the batch like flows, so they are
+//! numbered and sealed too. Signed checkpoints go out every
+//! `audit.checkpoint_interval`, also when idle, and one last at shutdown.
+//!
+//! CEF lines and OTLP protobuf records cannot carry the fields; those
+//! consumers are outside the trail (the config reference says so).
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use flowscribe_audit::fields::chain_hex;
+use flowscribe_audit::{
+    Auditor, AuditorOptions, ClockState, FileStateStore, HeartbeatRecord, LifecycleEvent,
+    LifecycleRecord, LossRecord, LossStage, NoteSigner,
+};
+use flowscribe_enrich::kube_policies::PolicyChange;
+use flowscribe_normalize::Schema;
+use serde_json::Value;
+
+use crate::config::{AuditSettings, Format};
+use crate::sinks::SinkLoss;
+
+/// One format's share of a drain: its encoded lines and their event ids.
+pub type Encoded = (Format, Vec<Vec<u8>>, Vec<String>);
+
+/// The view name of a format that can carry audit fields (JSON objects).
+pub fn view_name(format: Format) -> Option<&'static str> {
+    match format {
+        Format::Minimal => Some("minimal"),
+        Format::Schema(Schema::Cef) => None,
+        Format::Schema(s) => Some(s.name()),
+    }
+}
+
+/// The daemon's audit trail.
+#[derive(Debug)]
+pub struct AuditTrail {
+    auditor: Auditor<FileStateStore>,
+    node: String,
+    chain: String,
+    /// Records the trail made, waiting for the next batch.
+    pending: Vec<Value>,
+    /// Checkpoints due, per view, waiting for the next delivery.
+    checkpoints: Vec<(String, Vec<u8>, String)>,
+    /// Open incidents: condition -> incident id.
+    incidents: BTreeMap<String, String>,
+    incident_seq: u64,
+}
+
+impl AuditTrail {
+    /// Load the key and resume the chain from the state directory (a gap
+    /// record when a previous run existed). Call [`AuditTrail::started`]
+    /// once capture runs.
+    pub fn start(
+        settings: &AuditSettings,
+        node: &str,
+        formats: &[Format],
+        now: SystemTime,
+    ) -> anyhow::Result<AuditTrail> {
+        let mut views: Vec<String> = Vec::new();
+        for f in formats {
+            if let Some(v) = view_name(*f)
+                && !views.iter().any(|x| x == v)
+            {
+                views.push(v.to_string());
+            }
+        }
+        anyhow::ensure!(
+            !views.is_empty(),
+            "audit: no JSON output or sink to carry the trail (CEF and OTLP protobuf cannot)"
+        );
+        let key = std::fs::read(&settings.key_file)
+            .with_context(|| format!("audit.key_file {}", settings.key_file.display()))?;
+        let signer = NoteSigner::from_key_bytes(&settings.key_name, &key)
+            .with_context(|| format!("audit.key_file {}", settings.key_file.display()))?;
+        std::fs::create_dir_all(&settings.state_dir)
+            .with_context(|| format!("audit.state_dir {}", settings.state_dir.display()))?;
+        let store = FileStateStore::new(settings.state_dir.join("audit-state.json"));
+        let mut options = AuditorOptions::new(node, views);
+        options.checkpoint_interval = settings.checkpoint_interval;
+        options.heartbeat_interval = settings.heartbeat_interval;
+        let new_chain = flowscribe_audit::random_chain_id()
+            .map_err(|e| anyhow::anyhow!("audit: random chain id: {e}"))?;
+        let (auditor, gap) = Auditor::start(store, signer, options, now, new_chain)
+            .context("audit: resuming the chain")?;
+        let mut trail = AuditTrail {
+            chain: chain_hex(&auditor.chain()),
+            auditor,
+            node: node.to_string(),
+            pending: Vec::new(),
+            checkpoints: Vec::new(),
+            incidents: BTreeMap::new(),
+            incident_seq: 0,
+        };
+        if let Some(gap) = gap {
+            trail.pending.push(gap.to_json(node));
+        }
+        tracing::info!(chain = %trail.chain, run = trail.auditor.run(), first_seq = trail.auditor.next_seq(), key = %trail.auditor.verifier_key(), "audit trail on");
+        Ok(trail)
+    }
+
+    /// Queue the start record: version, config hash, kernel, attach mode,
+    /// interfaces (what an auditor needs to know was running).
+    pub fn started(&mut self, details: BTreeMap<String, Value>, now: SystemTime) {
+        self.lifecycle(LifecycleEvent::Start, details, now);
+    }
+
+    fn lifecycle(
+        &mut self,
+        event: LifecycleEvent,
+        details: BTreeMap<String, Value>,
+        now: SystemTime,
+    ) {
+        let r = LifecycleRecord {
+            event,
+            reason: None,
+            incident_id: None,
+            details,
+        };
+        self.pending.push(r.to_json(&self.node, now));
+    }
+
+    /// Queue policy change records (PCI DSS 1.2.2, 10.2.1.7): which policy,
+    /// which version replaced which, and what changed.
+    pub fn policy_changes(&mut self, changes: Vec<(SystemTime, PolicyChange)>) {
+        for (at, c) in changes {
+            let record = serde_json::json!({
+                "@timestamp": humantime::format_rfc3339_millis(at).to_string(),
+                "event": {"kind": "event", "dataset": "flowscribe.audit", "action": "policy-change"},
+                "host": {"name": self.node},
+                "flowscribe": {
+                    "record": "policy_change",
+                    "policy_change": {
+                        "change": c.change.as_str(),
+                        "api_version": c.resource.api_version(),
+                        "kind": c.resource.kind,
+                        "namespace": c.namespace,
+                        "name": c.name,
+                        "uid": c.uid,
+                        "resource_version": c.resource_version,
+                        "generation": c.generation,
+                        "previous_resource_version": c.previous_resource_version,
+                        "changed": c.changed,
+                    }
+                }
+            });
+            self.pending.push(record);
+        }
+    }
+
+    /// Compare the conditions that are degraded now (`name` -> detail) with
+    /// the last call, and queue a `degraded` record for each that began and
+    /// a `recovered` record (same incident id) for each that ended.
+    pub fn conditions(&mut self, now_degraded: BTreeMap<String, String>, at: SystemTime) {
+        let began: Vec<(String, String)> = now_degraded
+            .iter()
+            .filter(|(k, _)| !self.incidents.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let ended: Vec<String> = self
+            .incidents
+            .keys()
+            .filter(|k| !now_degraded.contains_key(*k))
+            .cloned()
+            .collect();
+        for (reason, detail) in began {
+            self.incident_seq += 1;
+            let id = format!(
+                "{}-{}-{}",
+                self.chain,
+                self.auditor.run(),
+                self.incident_seq
+            );
+            let r = LifecycleRecord {
+                event: LifecycleEvent::Degraded,
+                reason: Some(reason.clone()),
+                incident_id: Some(id.clone()),
+                details: BTreeMap::from([("detail".to_string(), Value::from(detail))]),
+            };
+            self.pending.push(r.to_json(&self.node, at));
+            self.incidents.insert(reason, id);
+        }
+        for reason in ended {
+            let id = self.incidents.remove(&reason);
+            let r = LifecycleRecord {
+                event: LifecycleEvent::Recovered,
+                reason: Some(reason),
+                incident_id: id,
+                details: BTreeMap::new(),
+            };
+            self.pending.push(r.to_json(&self.node, at));
+        }
+    }
+
+    /// Queue loss records for what sinks shed or had rejected in the window
+    /// (counts equal the increase of the sinks' shed and rejected metrics).
+    pub fn sink_losses(&mut self, losses: Vec<SinkLoss>, start: SystemTime, end: SystemTime) {
+        for l in losses {
+            let record = LossRecord {
+                stage: if l.stage == "queue" {
+                    LossStage::Queue
+                } else {
+                    LossStage::Sink
+                },
+                reason: l.reason.to_string(),
+                sink: Some(l.sink),
+                count: l.count,
+                count_is_exact: true,
+                bytes: None,
+                seq_range: None,
+                window_start: start,
+                window_end: end,
+            };
+            self.pending.push(record.to_json(&self.node, end));
+        }
+    }
+
+    /// Once per loop: queue the checkpoints and the heartbeat that are due.
+    pub fn tick(
+        &mut self,
+        now: SystemTime,
+        heartbeat: impl FnOnce() -> HeartbeatRecord,
+    ) -> anyhow::Result<()> {
+        let tick = self.auditor.tick(now).context("audit: checkpoint")?;
+        if tick.heartbeat_due {
+            self.pending.push(heartbeat().to_json(&self.node, now));
+        }
+        self.queue_checkpoints(tick.checkpoints);
+        Ok(())
+    }
+
+    fn queue_checkpoints(&mut self, checkpoints: Vec<flowscribe_audit::CheckpointRecord>) {
+        for c in checkpoints {
+            let id = format!(
+                "checkpoint-{}-{}-{}-{}",
+                self.chain, c.view, c.run, c.number
+            );
+            self.checkpoints
+                .push((c.view.clone(), c.to_json_line(), id));
+        }
+    }
+
+    /// Number, seal and checkpoint one delivery: `encoded` holds every
+    /// format's lines of this drain (flows and losses, the same records in
+    /// each); audited views get the trail's own records, the audit fields,
+    /// their seal, and any checkpoint that is due.
+    pub fn seal(&mut self, encoded: &mut [Encoded], now: SystemTime) -> anyhow::Result<()> {
+        let data = encoded.first().map_or(0, |(_, lines, _)| lines.len());
+        let extras: Vec<Vec<u8>> = self
+            .pending
+            .drain(..)
+            .map(|v| serde_json::to_vec(&v).unwrap_or_default())
+            .collect();
+        let count = data + extras.len();
+        // Checkpoints first: they cover what was sealed before this batch.
+        for (format, lines, ids) in encoded.iter_mut() {
+            let Some(view) = view_name(*format) else {
+                continue;
+            };
+            let mut front: Vec<(Vec<u8>, String)> = self
+                .checkpoints
+                .iter()
+                .filter(|(v, _, _)| v == view)
+                .map(|(_, l, id)| (l.clone(), id.clone()))
+                .collect();
+            if !front.is_empty() {
+                front.extend(lines.drain(..).zip(ids.drain(..)));
+                let (l, i): (Vec<_>, Vec<_>) = front.into_iter().unzip();
+                *lines = l;
+                *ids = i;
+            }
+        }
+        let checkpoints_sent = self.checkpoints.len();
+        if count == 0 {
+            self.checkpoints.drain(..checkpoints_sent);
+            return Ok(());
+        }
+        let stamp = self.auditor.stamp(count, now).context("audit: numbering")?;
+        for (format, lines, ids) in encoded.iter_mut() {
+            let Some(view) = view_name(*format) else {
+                continue;
+            };
+            let skip = lines.len() - data; // the checkpoints put in front
+            for (i, extra) in extras.iter().enumerate() {
+                lines.push(extra.clone());
+                ids.push(format!(
+                    "audit-{}-{}",
+                    self.chain,
+                    stamp.first_seq + (data + i) as u64
+                ));
+            }
+            for (i, line) in lines[skip..].iter_mut().enumerate() {
+                if !stamp.fields(view, i as u64).append_to_json_object(line) {
+                    anyhow::bail!("audit: a {view} record is not a JSON object");
+                }
+            }
+            let seal = self
+                .auditor
+                .seal(view, &stamp, &lines[skip..], now)
+                .context("audit: sealing")?;
+            lines.push(seal.to_json_line());
+            ids.push(format!(
+                "seal-{}-{view}-{}-{}",
+                self.chain, stamp.run, stamp.batch
+            ));
+        }
+        self.checkpoints.drain(..checkpoints_sent);
+        Ok(())
+    }
+
+    /// Queue the stop record (deliver it with the final batch), then close
+    /// the chain with [`AuditTrail::finish`].
+    pub fn stopping(&mut self, now: SystemTime) {
+        self.lifecycle(LifecycleEvent::Stop, BTreeMap::new(), now);
+    }
+
+    /// The final checkpoints (stop = true), to deliver last; the state is
+    /// marked clean so the next start records a clean gap.
+    pub fn finish(self, now: SystemTime) -> anyhow::Result<Vec<(String, Vec<u8>, String)>> {
+        let chain = self.chain.clone();
+        let (checkpoints, _) = self
+            .auditor
+            .shutdown(now)
+            .context("audit: final checkpoint")?;
+        Ok(checkpoints
+            .into_iter()
+            .map(|c| {
+                let id = format!("checkpoint-{chain}-{}-{}-{}", c.view, c.run, c.number);
+                (c.view.clone(), c.to_json_line(), id)
+            })
+            .collect())
+    }
+}
+
+/// The kernel's clock discipline, for heartbeats.
+pub fn clock_state() -> ClockState {
+    let c = flowscribe_capture::kernel_clock();
+    ClockState {
+        synchronized: c.synchronized,
+        max_error_us: c.max_error_us,
+        est_error_us: c.est_error_us,
+    }
+}
