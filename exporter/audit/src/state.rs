@@ -43,7 +43,9 @@ pub struct PersistedState {
 #[serde(deny_unknown_fields)]
 pub struct PersistedCheckpoint {
     /// The run that made it: a run that crashes before its first checkpoint
-    /// leaves its predecessor's here.
+    /// leaves its predecessor's here. 0 in state files written before this
+    /// field existed (read as "the previous run").
+    #[serde(default)]
     pub run: u64,
     pub size: u64,
     /// base64 head.

@@ -373,7 +373,9 @@ fn parse_gap(record: &Value, view: &str, loc: Location) -> Option<GapInfo> {
             .and_then(|p| lookup(p, view))
             .and_then(|c| {
                 let field = |k: &str| lookup(c, k).and_then(Value::as_u64);
-                Some((field("run")?, field("number")?))
+                // Older gap records name no run: the previous one.
+                let run = field("run").filter(|r| *r > 0).or(u("previous_run"))?;
+                Some((run, field("number")?))
             }),
         loc,
     })
