@@ -18,10 +18,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use serde_json::Value;
-
-use crate::canonical::canonical_bytes;
-use crate::fields::{AuditFields, audit_object, chain_hex};
+use crate::canonical::Canonicalizer;
+use crate::fields::{AuditFields, chain_hex};
 use crate::hash::{
     ChainId, Hash, HeadInput, LeafPosition, TAG_BYTES, batch_head, content_digest, leaf_hash,
     merkle_root, run_genesis,
@@ -309,24 +307,25 @@ impl<S: StateStore> Auditor<S> {
         }
         let mut leaves = Vec::with_capacity(lines.len());
         let mut tags = Vec::with_capacity(lines.len() * TAG_BYTES);
+        let mut canon = Canonicalizer::new();
         for (i, line) in lines.iter().enumerate() {
             let bad = |reason: String| AuditError::BadRecord {
                 batch: stamp.batch,
                 index: i,
                 reason,
             };
-            let value: Value =
-                serde_json::from_slice(line.as_ref()).map_err(|e| bad(format!("not JSON: {e}")))?;
+            let digest = content_digest(
+                canon
+                    .canonicalize(line.as_ref())
+                    .map_err(|e| bad(e.to_string()))?,
+            );
             let want = stamp.fields(view, i as u64);
-            let got = audit_object(&value)
-                .ok_or_else(|| bad("no flowscribe.audit fields".into()))
-                .and_then(|o| AuditFields::from_object(&o).map_err(|e| bad(e.to_string())))?;
+            let got = AuditFields::from_canonical(&canon).map_err(|e| bad(e.to_string()))?;
             if got != want {
                 return Err(bad(format!(
                     "audit fields {got:?} differ from the stamp {want:?}"
                 )));
             }
-            let digest = content_digest(&canonical_bytes(&value));
             tags.extend_from_slice(&digest[..TAG_BYTES]);
             leaves.push(leaf_hash(
                 LeafPosition {
@@ -413,7 +412,7 @@ impl<S: StateStore> Auditor<S> {
             };
             persisted.insert(
                 v.name.clone(),
-                PersistedCheckpoint::new(v.size, &v.head, v.batches, v.checkpoints),
+                PersistedCheckpoint::new(self.run, v.size, &v.head, v.batches, v.checkpoints),
             );
             out.push(CheckpointRecord {
                 chain: self.chain,
@@ -542,7 +541,22 @@ mod tests {
         assert_eq!(gap.stopped, t(1), "the last state write before the crash");
         assert_eq!(gap.started, t(100));
         let cp = &gap.previous_checkpoints["ecs"];
-        assert_eq!((cp.size, cp.batches, cp.number), (0, 0, 0));
+        assert_eq!((cp.run, cp.size, cp.batches, cp.number), (1, 0, 0, 0));
+    }
+
+    #[test]
+    fn a_run_that_crashes_before_its_first_checkpoint_passes_on_the_older_one() {
+        let mut store = MemoryStateStore::default();
+        let (mut a, _) = Auditor::start(store, signer(), options(10), t(0), [6; 16]).unwrap();
+        a.tick(t(0)).unwrap();
+        store = a.store.clone(); // run 1 crashes after checkpoint #0
+        let (b, _) = Auditor::start(store, signer(), options(10), t(5), [6; 16]).unwrap();
+        store = b.store.clone(); // run 2 crashes before any checkpoint
+        let (_, gap) = Auditor::start(store, signer(), options(10), t(9), [6; 16]).unwrap();
+        let gap = gap.unwrap();
+        assert_eq!((gap.previous_run, gap.run), (2, 3));
+        assert_eq!(gap.previous_checkpoints["ecs"].run, 1);
+        assert_eq!((gap.resumed_seq, gap.previous_reserved_until), (20, 20));
     }
 
     #[test]

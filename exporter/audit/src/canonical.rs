@@ -43,6 +43,14 @@ fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) {
 }
 
 fn write_string(s: &str, out: &mut Vec<u8>) {
+    // Most strings need no escape: copy them (the common, fast case).
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // serde_json writes a &str as a JSON string with the minimal escapes
     // described above; writing into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
@@ -207,10 +215,462 @@ mod tests {
         );
     }
 
+    /// The streaming form and the Value form agree (the Value form is the
+    /// readable reference; production uses the streaming one).
+    #[test]
+    fn streaming_matches_the_value_form() {
+        let inputs = [
+            r#"{"source": {"ip": "10.0.0.1", "port": 443}, "a": 1}"#,
+            r#"{"source.port": 443, "a": 1, "source.ip": "10.0.0.1"}"#,
+            r#"{"n": 5.0, "f": 5e-1, "big": 18446744073709551615, "neg": -12, "z": -0, "huge": 1e300, "over": 123456789012345678901234}"#,
+            r#"{"x": 1, "flowscribe": {"audit": {"seq": 7}, "kind": "flow"}}"#,
+            r#"{"x": 1, "flowscribe.audit.seq": 9, "flowscribe": {"kind": "flow"}}"#,
+            r#"{"tags": [{"b": 1, "a": "x", "c": {"z": [], "y": {}}}, 2, null, true, false], "empty": {}, "e": []}"#,
+            r#"{"s": "caf\u00e9 \ud83d\ude00 \/ \" \\ \n \u0001", "k\u0065y": "v", "plain": "é😀"}"#,
+            "{ \"spaced\" :\t{ \"out\" : [ 1 , 2 ] } }\n",
+            r#"{"we\"ird": {"k\\ey": 1, "ok": 2}, "tab\tkey": 3}"#,
+            r#"{"flowscribe":{"state":"completed","policy":{"hits":[{"kind":"NetworkPolicy","rule":0}]}},"flowscribe.audit":{"chain":"ab","seq":1}}"#,
+        ];
+        let mut c = Canonicalizer::new();
+        for input in inputs {
+            let v: Value = serde_json::from_str(input).unwrap();
+            let streamed = c.canonicalize(input.as_bytes()).unwrap().to_vec();
+            assert_eq!(
+                String::from_utf8(streamed).unwrap(),
+                String::from_utf8(canonical_bytes(&v)).unwrap(),
+                "{input}"
+            );
+        }
+        c.canonicalize(br#"{"a":1,"flowscribe.audit":{"seq":"12","chain":"ab"}}"#)
+            .unwrap();
+        assert_eq!(c.audit_field("seq"), Some(&b"\"12\""[..]));
+        assert_eq!(c.audit_field("chain"), Some(&b"\"ab\""[..]));
+        assert_eq!(c.leaf("a"), Some(&b"1"[..]));
+        assert!(c.has_audit());
+    }
+
+    #[test]
+    fn streaming_rejects_what_is_not_a_json_object() {
+        let mut c = Canonicalizer::new();
+        for bad in [
+            &b"[1]"[..],
+            b"{\"a\":1} x",
+            b"{\"a\":}",
+            b"{\"a\":tru}",
+            b"{\"a\":\"unterminated}",
+            b"{\"a\":1,}",
+            b"{\"a\":\"\xff\"}",
+            b"{\"a\":1e}",
+            b"",
+        ] {
+            assert!(
+                c.canonicalize(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
     #[test]
     fn a_changed_value_changes_the_form() {
         assert_ne!(canon(json!({"bytes": 100})), canon(json!({"bytes": 101})));
         assert_ne!(canon(json!({"a": "1"})), canon(json!({"a": 1})));
         assert_ne!(canon(json!({"a": null})), canon(json!({})));
+    }
+}
+
+/// Why a line has no canonical form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a JSON object: {0} at byte {1}")]
+pub struct CanonicalError(pub &'static str, pub usize);
+
+/// One leaf: ranges into the path and value arenas.
+#[derive(Debug, Clone, Copy)]
+struct LeafRef {
+    path: (u32, u32),
+    value: (u32, u32),
+    /// A key of the path holds `"`, `\\` or a control character.
+    escape: bool,
+}
+
+/// The canonical form computed straight from JSON bytes, without building a
+/// `serde_json::Value`: the hot path of sealing and verifying. It produces
+/// the same bytes as [`canonical_bytes`] (a test checks both on the same
+/// inputs) and keeps the audit fields aside. Reusable: buffers are kept
+/// between calls.
+#[derive(Debug, Default)]
+pub struct Canonicalizer {
+    path: Vec<u8>,
+    /// Keys on the current path that need escaping when written.
+    special_keys: u32,
+    paths: Vec<u8>,
+    values: Vec<u8>,
+    leaves: Vec<LeafRef>,
+    audit: Vec<LeafRef>,
+    out: Vec<u8>,
+    scratch: String,
+}
+
+const AUDIT_PREFIX: &[u8] = b"flowscribe.audit";
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Cursor<'_> {
+    fn ws(&mut self) {
+        while let Some(c) = self.b.get(self.i) {
+            if matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+    }
+    fn err(&self, what: &'static str) -> CanonicalError {
+        CanonicalError(what, self.i)
+    }
+    fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.b.get(self.i).copied()
+    }
+    fn eat(&mut self, c: u8) -> Result<(), CanonicalError> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(self.err("unexpected character"))
+        }
+    }
+    fn literal(&mut self, word: &'static [u8]) -> Result<(), CanonicalError> {
+        if self.b[self.i..].starts_with(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(self.err("bad literal"))
+        }
+    }
+
+    /// A string's raw content (between the quotes) and whether it has escapes.
+    fn raw_string(&mut self) -> Result<(&[u8], bool), CanonicalError> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            match self.b.get(self.i) {
+                None => return Err(self.err("unterminated string")),
+                Some(b'"') => break,
+                Some(b'\\') => {
+                    escaped = true;
+                    self.i += 2;
+                }
+                Some(c) if *c < 0x20 => return Err(self.err("control character in string")),
+                Some(_) => self.i += 1,
+            }
+        }
+        let raw = &self.b[start..self.i.min(self.b.len())];
+        self.i += 1;
+        Ok((raw, escaped))
+    }
+}
+
+/// Decode a JSON string body with escapes (via serde_json, which knows
+/// surrogate pairs) into `out`.
+fn unescape(raw: &[u8], out: &mut String) -> Result<(), ()> {
+    let mut quoted = Vec::with_capacity(raw.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(raw);
+    quoted.push(b'"');
+    *out = serde_json::from_slice::<String>(&quoted).map_err(|_| ())?;
+    Ok(())
+}
+
+/// A JSON number's canonical text.
+fn write_number_text(text: &str, out: &mut Vec<u8>) -> Result<(), ()> {
+    let plain_integer = {
+        let digits = text.strip_prefix('-').unwrap_or(text);
+        !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && (digits == "0" || !digits.starts_with('0'))
+    };
+    if plain_integer && (text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok()) {
+        // "-0" is an i64 0 for serde_json: written as 0.
+        if text == "-0" {
+            out.push(b'0');
+        } else {
+            out.extend_from_slice(text.as_bytes());
+        }
+        return Ok(());
+    }
+    let n: serde_json::Number = serde_json::from_str(text).map_err(|_| ())?;
+    write_number(&n, out);
+    Ok(())
+}
+
+impl Canonicalizer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Compute the canonical form of one JSON object.
+    pub fn canonicalize(&mut self, json: &[u8]) -> Result<&[u8], CanonicalError> {
+        std::str::from_utf8(json).map_err(|e| CanonicalError("invalid UTF-8", e.valid_up_to()))?;
+        self.path.clear();
+        self.special_keys = 0;
+        self.paths.clear();
+        self.values.clear();
+        self.leaves.clear();
+        self.audit.clear();
+        self.out.clear();
+        let mut c = Cursor { b: json, i: 0 };
+        if c.peek() != Some(b'{') {
+            return Err(c.err("expected an object"));
+        }
+        self.object_leaves(&mut c)?;
+        if c.peek().is_some() {
+            return Err(c.err("trailing characters"));
+        }
+        let (paths, values) = (&self.paths, &self.values);
+        let key = |l: &LeafRef| {
+            (
+                &paths[l.path.0 as usize..l.path.1 as usize],
+                &values[l.value.0 as usize..l.value.1 as usize],
+            )
+        };
+        self.leaves.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+        self.out.push(b'{');
+        for (n, l) in self.leaves.iter().enumerate() {
+            if n > 0 {
+                self.out.push(b',');
+            }
+            // Paths are stored unescaped. A key without escapes in the input
+            // holds nothing that needs one, so most paths are copied as is.
+            let p = &self.paths[l.path.0 as usize..l.path.1 as usize];
+            if l.escape {
+                write_string(&String::from_utf8_lossy(p), &mut self.out);
+            } else {
+                self.out.push(b'"');
+                self.out.extend_from_slice(p);
+                self.out.push(b'"');
+            }
+            self.out.push(b':');
+            self.out
+                .extend_from_slice(&self.values[l.value.0 as usize..l.value.1 as usize]);
+        }
+        self.out.push(b'}');
+        Ok(&self.out)
+    }
+
+    /// The canonical JSON value of audit field `name` (under
+    /// `flowscribe.audit`) of the last record, if present.
+    pub fn audit_field(&self, name: &str) -> Option<&[u8]> {
+        self.audit.iter().find_map(|l| {
+            let p = &self.paths[l.path.0 as usize..l.path.1 as usize];
+            let rest = p.strip_prefix(AUDIT_PREFIX)?.strip_prefix(b".")?;
+            (rest == name.as_bytes()).then(|| &self.values[l.value.0 as usize..l.value.1 as usize])
+        })
+    }
+
+    /// Whether the last record had any audit field.
+    pub fn has_audit(&self) -> bool {
+        !self.audit.is_empty()
+    }
+
+    /// The canonical JSON value at a (flattened) path of the last record.
+    pub fn leaf(&self, path: &str) -> Option<&[u8]> {
+        self.leaves.iter().find_map(|l| {
+            (&self.paths[l.path.0 as usize..l.path.1 as usize] == path.as_bytes())
+                .then(|| &self.values[l.value.0 as usize..l.value.1 as usize])
+        })
+    }
+
+    fn push_leaf(&mut self, value_start: usize) {
+        let ps = self.paths.len();
+        self.paths.extend_from_slice(&self.path);
+        let leaf = LeafRef {
+            path: (ps as u32, self.paths.len() as u32),
+            value: (value_start as u32, self.values.len() as u32),
+            escape: self.special_keys > 0,
+        };
+        let p = &self.path;
+        let audit = p.starts_with(AUDIT_PREFIX)
+            && (p.len() == AUDIT_PREFIX.len() || p[AUDIT_PREFIX.len()] == b'.');
+        if audit {
+            self.audit.push(leaf);
+        } else {
+            self.leaves.push(leaf);
+        }
+    }
+
+    /// The members of an object at the current path, as leaves.
+    fn object_leaves(&mut self, c: &mut Cursor<'_>) -> Result<(), CanonicalError> {
+        c.eat(b'{')?;
+        if c.peek() == Some(b'}') {
+            c.i += 1;
+            if !self.path.is_empty() {
+                let start = self.values.len();
+                self.values.extend_from_slice(b"{}");
+                self.push_leaf(start);
+            }
+            return Ok(());
+        }
+        loop {
+            c.ws();
+            let (raw, escaped) = c.raw_string()?;
+            let base = self.path.len();
+            if base > 0 {
+                self.path.push(b'.');
+            }
+            let mut special = false;
+            if escaped {
+                let mut s = std::mem::take(&mut self.scratch);
+                unescape(raw, &mut s).map_err(|()| c.err("bad escape in key"))?;
+                special = s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+                self.path.extend_from_slice(s.as_bytes());
+                self.scratch = s;
+            } else {
+                self.path.extend_from_slice(raw);
+            }
+            self.special_keys += u32::from(special);
+            c.eat(b':')?;
+            if c.peek() == Some(b'{') {
+                self.object_leaves(c)?;
+            } else {
+                let start = self.values.len();
+                let mut values = std::mem::take(&mut self.values);
+                let r = self.value(c, &mut values);
+                self.values = values;
+                r?;
+                self.push_leaf(start);
+            }
+            self.path.truncate(base);
+            self.special_keys -= u32::from(special);
+            match c.peek() {
+                Some(b',') => c.i += 1,
+                Some(b'}') => {
+                    c.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(c.err("expected , or }")),
+            }
+        }
+    }
+
+    /// Any value, written canonically to `out` (objects with sorted keys).
+    fn value(&mut self, c: &mut Cursor<'_>, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+        match c.peek() {
+            Some(b'"') => {
+                let (raw, escaped) = c.raw_string()?;
+                if escaped {
+                    let mut s = std::mem::take(&mut self.scratch);
+                    unescape(raw, &mut s).map_err(|()| c.err("bad escape"))?;
+                    write_string(&s, out);
+                    self.scratch = s;
+                } else {
+                    // Valid JSON without escapes holds no `"`, `\` or control
+                    // characters: the raw bytes are already canonical.
+                    out.push(b'"');
+                    out.extend_from_slice(raw);
+                    out.push(b'"');
+                }
+            }
+            Some(b'{') => {
+                c.i += 1;
+                let mut members: Vec<(String, Vec<u8>)> = Vec::new();
+                if c.peek() == Some(b'}') {
+                    c.i += 1;
+                } else {
+                    loop {
+                        c.ws();
+                        let (raw, escaped) = c.raw_string()?;
+                        let mut key = String::new();
+                        if escaped {
+                            unescape(raw, &mut key).map_err(|()| c.err("bad escape in key"))?;
+                        } else {
+                            key = String::from_utf8_lossy(raw).into_owned();
+                        }
+                        c.eat(b':')?;
+                        let mut v = Vec::new();
+                        self.value(c, &mut v)?;
+                        members.push((key, v));
+                        match c.peek() {
+                            Some(b',') => c.i += 1,
+                            Some(b'}') => {
+                                c.i += 1;
+                                break;
+                            }
+                            _ => return Err(c.err("expected , or }")),
+                        }
+                    }
+                }
+                // serde_json's Map keeps the last of duplicate keys.
+                members.reverse();
+                members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                members.dedup_by(|a, b| a.0 == b.0);
+                out.push(b'{');
+                for (n, (k, v)) in members.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    write_string(k, out);
+                    out.push(b':');
+                    out.extend_from_slice(v);
+                }
+                out.push(b'}');
+            }
+            Some(b'[') => {
+                c.i += 1;
+                out.push(b'[');
+                if c.peek() == Some(b']') {
+                    c.i += 1;
+                } else {
+                    let mut first = true;
+                    loop {
+                        if !first {
+                            out.push(b',');
+                        }
+                        first = false;
+                        self.value(c, out)?;
+                        match c.peek() {
+                            Some(b',') => c.i += 1,
+                            Some(b']') => {
+                                c.i += 1;
+                                break;
+                            }
+                            _ => return Err(c.err("expected , or ]")),
+                        }
+                    }
+                }
+                out.push(b']');
+            }
+            Some(b't') => {
+                c.literal(b"true")?;
+                out.extend_from_slice(b"true");
+            }
+            Some(b'f') => {
+                c.literal(b"false")?;
+                out.extend_from_slice(b"false");
+            }
+            Some(b'n') => {
+                c.literal(b"null")?;
+                out.extend_from_slice(b"null");
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                let start = c.i;
+                while let Some(b) = c.b.get(c.i) {
+                    if matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                        c.i += 1;
+                    } else {
+                        break;
+                    }
+                }
+                let text =
+                    std::str::from_utf8(&c.b[start..c.i]).map_err(|_| c.err("bad number"))?;
+                write_number_text(text, out).map_err(|()| CanonicalError("bad number", start))?;
+            }
+            _ => return Err(c.err("expected a value")),
+        }
+        Ok(())
     }
 }

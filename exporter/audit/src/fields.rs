@@ -191,7 +191,47 @@ pub fn get_chain(obj: &Map<String, Value>) -> Result<ChainId, FieldError> {
     parse_chain_hex(get_str(obj, "chain")?).ok_or(FieldError::Invalid("chain"))
 }
 
+/// A string from a canonical JSON value (`"…"`).
+pub fn canonical_str(v: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    let inner = v.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if inner.contains(&b'\\') {
+        serde_json::from_slice::<String>(v).ok().map(Into::into)
+    } else {
+        std::str::from_utf8(inner).ok().map(Into::into)
+    }
+}
+
+/// A u64 from a canonical JSON value: an integer, or a decimal string.
+pub fn canonical_u64(v: &[u8]) -> Option<u64> {
+    let text = v
+        .strip_prefix(b"\"")
+        .and_then(|s| s.strip_suffix(b"\""))
+        .unwrap_or(v);
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
 impl AuditFields {
+    /// Read the audit fields of a data record from a canonicalised line.
+    pub fn from_canonical(c: &crate::canonical::Canonicalizer) -> Result<Self, FieldError> {
+        let field = |name: &'static str| c.audit_field(name).ok_or(FieldError::Missing(name));
+        let u = |name: &'static str| {
+            field(name).and_then(|v| canonical_u64(v).ok_or(FieldError::Invalid(name)))
+        };
+        let chain = canonical_str(field("chain")?)
+            .and_then(|s| parse_chain_hex(&s))
+            .ok_or(FieldError::Invalid("chain"))?;
+        let view = canonical_str(field("view")?)
+            .ok_or(FieldError::Invalid("view"))?
+            .into_owned();
+        Ok(AuditFields {
+            chain,
+            view,
+            run: u("run")?,
+            batch: u("batch")?,
+            seq: u("seq")?,
+        })
+    }
+
     /// Read the audit fields of a data record from its audit object.
     pub fn from_object(obj: &Map<String, Value>) -> Result<Self, FieldError> {
         Ok(AuditFields {

@@ -42,6 +42,11 @@ pub struct PersistedState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PersistedCheckpoint {
+    /// The run that made it: a run that crashes before its first checkpoint
+    /// leaves its predecessor's here. 0 in state files written before this
+    /// field existed (read as "the previous run").
+    #[serde(default)]
+    pub run: u64,
     pub size: u64,
     /// base64 head.
     pub head: String,
@@ -50,8 +55,9 @@ pub struct PersistedCheckpoint {
 }
 
 impl PersistedCheckpoint {
-    pub fn new(size: u64, head: &Hash, batches: u64, number: u64) -> Self {
+    pub fn new(run: u64, size: u64, head: &Hash, batches: u64, number: u64) -> Self {
         PersistedCheckpoint {
+            run,
             size,
             head: B64.encode(head),
             batches,

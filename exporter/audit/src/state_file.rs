@@ -122,6 +122,15 @@ mod tests {
     }
 
     #[test]
+    fn a_state_file_from_before_checkpoint_runs_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        std::fs::write(&path, format!(r#"{{"version":1,"chain":"{}","run":2,"reserved_until":70,"clean_next_seq":null,"written_unix_ms":5,"views":{{"ecs":{{"size":10,"head":"{}","batches":1,"number":3}}}}}}"#, "ab".repeat(16), "A".repeat(43) + "=")).unwrap();
+        let s = FileStateStore::new(&path).load().unwrap().unwrap();
+        assert_eq!((s.views["ecs"].run, s.views["ecs"].number), (0, 3));
+    }
+
+    #[test]
     fn a_corrupt_state_is_an_error_that_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.json");

@@ -29,8 +29,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Map, Value};
 
-use crate::canonical::canonical_bytes;
-use crate::fields::{AuditFields, audit_object, chain_hex, get_chain, get_str, get_u64};
+use crate::canonical::Canonicalizer;
+use crate::fields::{
+    AuditFields, audit_object, canonical_str, chain_hex, get_chain, get_str, get_u64,
+};
 use crate::hash::{
     ChainId, Hash, HeadInput, LeafPosition, TAG_BYTES, batch_head, content_digest, leaf_hash,
     merkle_root,
@@ -54,6 +56,10 @@ pub struct VerifyOptions {
     /// checkpoint is a note, not a failure (an archive cut after a
     /// checkpoint looks the same, so the note says where it ends).
     pub open_end: bool,
+    /// Consecutive checkpoints of a run further apart than this (ms) mean
+    /// the exporter stopped checkpointing while it ran (`flowscribe verify`
+    /// uses twice the 60 s period; None: not checked).
+    pub max_checkpoint_gap_ms: Option<u64>,
 }
 
 /// A line of an input file.
@@ -100,6 +106,8 @@ pub enum FindingKind {
     CrashGap,
     /// The newest run has no stop checkpoint: cut, or still running.
     OpenEnd,
+    /// Two consecutive checkpoints further apart than allowed.
+    CheckpointLate,
 }
 
 impl FindingKind {
@@ -121,6 +129,7 @@ impl FindingKind {
             FindingKind::HeadMissing => "HEAD-MISSING",
             FindingKind::CrashGap => "CRASH-GAP",
             FindingKind::OpenEnd => "OPEN-END",
+            FindingKind::CheckpointLate => "CHECKPOINT-LATE",
         }
     }
 }
@@ -212,13 +221,14 @@ impl Report {
                     format!(" [{name}:{}]", l.line)
                 })
                 .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "{}{:<20} {chain}{seqs} {}{loc}",
+            let mut words: Vec<String> = vec![format!(
+                "{}{:<20}",
                 if f.fails { "" } else { "note: " },
-                f.kind.label(),
-                f.detail
-            );
+                f.kind.label()
+            )];
+            words.extend([chain.trim_end().to_string(), seqs, f.detail.clone()]);
+            words.retain(|w| !w.is_empty());
+            let _ = writeln!(out, "{}{loc}", words.join(" "));
         }
         let failing = self.findings.iter().filter(|f| f.fails).count();
         if self.ok() {
@@ -269,7 +279,8 @@ struct GapInfo {
     run: u64,
     clean: bool,
     resumed_seq: u64,
-    previous_checkpoint_number: Option<u64>,
+    /// (run, number) of the last checkpoint the previous runs persisted.
+    previous_checkpoint: Option<(u64, u64)>,
     loc: Location,
 }
 
@@ -290,10 +301,14 @@ pub struct Verifier {
     options: VerifyOptions,
     files: Vec<String>,
     lines: u64,
-    chains: HashMap<ChainKey, ChainData>,
+    chains: Vec<(ChainKey, ChainData)>,
+    chain_index: HashMap<ChainKey, usize>,
+    /// The chain of the previous line: consecutive lines mostly share it.
+    last_chain: Option<usize>,
     findings: Vec<Finding>,
     /// Per file: lines without audit fields, and the first of them.
     unaudited: BTreeMap<u32, (u64, Location)>,
+    canon: Canonicalizer,
 }
 
 /// Find a value by dotted path in a record that may be nested, dotted or
@@ -354,10 +369,14 @@ fn parse_gap(record: &Value, view: &str, loc: Location) -> Option<GapInfo> {
         run: u("run")?,
         clean: lookup(gap, "clean").and_then(Value::as_bool)?,
         resumed_seq: u("resumed_seq")?,
-        previous_checkpoint_number: lookup(gap, "previous_checkpoints")
+        previous_checkpoint: lookup(gap, "previous_checkpoints")
             .and_then(|p| lookup(p, view))
-            .and_then(|c| lookup(c, "number"))
-            .and_then(Value::as_u64),
+            .and_then(|c| {
+                let field = |k: &str| lookup(c, k).and_then(Value::as_u64);
+                // Older gap records name no run: the previous one.
+                let run = field("run").filter(|r| *r > 0).or(u("previous_run"))?;
+                Some((run, field("number")?))
+            }),
         loc,
     })
 }
@@ -368,9 +387,12 @@ impl Verifier {
             options,
             files: Vec::new(),
             lines: 0,
-            chains: HashMap::new(),
+            chains: Vec::new(),
+            chain_index: HashMap::new(),
+            last_chain: None,
             findings: Vec::new(),
             unaudited: BTreeMap::new(),
+            canon: Canonicalizer::new(),
         }
     }
 
@@ -398,99 +420,132 @@ impl Verifier {
             return;
         }
         self.lines += 1;
-        let value: Value = match serde_json::from_slice(bytes) {
-            Ok(v) => v,
-            Err(e) => return self.malformed(loc, format!("not JSON: {e}")),
+        let mut canon = std::mem::take(&mut self.canon);
+        self.add_canonicalized(&mut canon, loc, bytes);
+        self.canon = canon;
+    }
+
+    fn add_canonicalized(&mut self, canon: &mut Canonicalizer, loc: Location, bytes: &[u8]) {
+        let digest = match canon.canonicalize(bytes) {
+            Ok(c) => content_digest(c),
+            Err(e) => return self.malformed(loc, e.to_string()),
         };
-        let Some(audit) = audit_object(&value) else {
-            let entry = self.unaudited.entry(file).or_insert((0, loc));
+        if !canon.has_audit() {
+            let entry = self.unaudited.entry(loc.file).or_insert((0, loc));
             entry.0 += 1;
             return;
+        }
+        let kind = canon.audit_field("type").and_then(canonical_str);
+        if let Some(kind @ ("seal" | "checkpoint")) = kind.as_deref() {
+            // Chain records are few: read them through serde_json.
+            let seal = kind == "seal";
+            let value: Value = match serde_json::from_slice(bytes) {
+                Ok(v) => v,
+                Err(e) => return self.malformed(loc, format!("not JSON: {e}")),
+            };
+            if let Some(audit) = audit_object(&value) {
+                self.add_chain_record(&audit, seal, loc);
+            }
+            return;
+        }
+        let fields = match AuditFields::from_canonical(canon) {
+            Ok(f) => f,
+            Err(e) => return self.malformed(loc, e.to_string()),
         };
-        let chain = match get_chain(&audit) {
+        let gap = if canon.leaf("flowscribe.record") == Some(b"\"gap\"") {
+            serde_json::from_slice::<Value>(bytes)
+                .ok()
+                .and_then(|v| parse_gap(&v, &fields.view, loc))
+        } else {
+            None
+        };
+        let node = canon.leaf("host.name").and_then(canonical_str);
+        let data = self.chain_data(fields.chain, &fields.view);
+        if let Some(node) = node
+            && !data.nodes.contains(node.as_ref())
+        {
+            data.nodes.insert(node.into_owned());
+        }
+        data.records.push(Rec {
+            seq: fields.seq,
+            run: fields.run,
+            batch: fields.batch,
+            digest,
+            loc,
+        });
+        data.gaps.extend(gap);
+    }
+
+    /// The data of a chain and view (the last one used is found first,
+    /// without allocating).
+    fn chain_data(&mut self, chain: ChainId, view: &str) -> &mut ChainData {
+        let idx = match self.last_chain {
+            Some(i) if self.chains[i].0.0 == chain && self.chains[i].0.1 == view => i,
+            _ => {
+                let key = (chain, view.to_string());
+                let next = self.chains.len();
+                let i = *self.chain_index.entry(key.clone()).or_insert(next);
+                if i == next {
+                    self.chains.push((key, ChainData::default()));
+                }
+                i
+            }
+        };
+        self.last_chain = Some(idx);
+        &mut self.chains[idx].1
+    }
+
+    fn add_chain_record(&mut self, audit: &Map<String, Value>, seal: bool, loc: Location) {
+        let chain = match get_chain(audit) {
             Ok(c) => c,
             Err(e) => return self.malformed(loc, e.to_string()),
         };
-        let view = match get_str(&audit, "view") {
+        let view = match get_str(audit, "view") {
             Ok(v) => v.to_string(),
             Err(e) => return self.malformed(loc, e.to_string()),
         };
-        let kind = audit
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("record");
-        match kind {
-            "seal" => match parse_seal(&audit) {
+        if seal {
+            match parse_seal(audit) {
                 Ok(seal) => {
-                    let data = self.chains.entry((chain, view)).or_default();
-                    if let Ok(node) = get_str(&audit, "node") {
+                    let data = self.chain_data(chain, &view);
+                    if let Ok(node) = get_str(audit, "node") {
                         data.nodes.insert(node.to_string());
                     }
                     data.seals.push((seal, loc));
                 }
                 Err(e) => self.malformed(loc, e),
-            },
-            "checkpoint" => {
-                let status = match get_str(&audit, "note") {
-                    Err(e) => CheckpointStatus::Malformed(e.to_string()),
-                    Ok(text) => match SignedNote::parse(text) {
-                        Err(e) => CheckpointStatus::Malformed(e.to_string()),
-                        Ok(note) => match note.check(&self.options.trusted) {
-                            NoteCheck::Verified { .. } => {
-                                match Checkpoint::parse_body(&note.body) {
-                                    Ok(cp) => CheckpointStatus::Verified(cp),
-                                    Err(e) => CheckpointStatus::Malformed(e.to_string()),
-                                }
-                            }
-                            NoteCheck::BadSignature { key } => CheckpointStatus::Bad(format!(
-                                "signature by trusted key {key} does not verify"
-                            )),
-                            NoteCheck::UnknownKey { signers } => CheckpointStatus::Unknown(signers),
-                        },
-                    },
-                };
-                let data = self.chains.entry((chain, view)).or_default();
-                if let Ok(node) = get_str(&audit, "node") {
-                    data.nodes.insert(node.to_string());
-                }
-                data.checkpoints.push((status, loc));
             }
-            _ => {
-                let fields = match AuditFields::from_object(&audit) {
-                    Ok(f) => f,
-                    Err(e) => return self.malformed(loc, e.to_string()),
-                };
-                let digest = content_digest(&canonical_bytes(&value));
-                let gap = if kind == "record" {
-                    parse_gap(&value, &fields.view, loc)
-                } else {
-                    None
-                };
-                let data = self.chains.entry((chain, view)).or_default();
-                if let Some(node) = lookup(&value, "host.name").and_then(Value::as_str) {
-                    data.nodes.insert(node.to_string());
-                }
-                data.records.push(Rec {
-                    seq: fields.seq,
-                    run: fields.run,
-                    batch: fields.batch,
-                    digest,
-                    loc,
-                });
-                data.gaps.extend(gap);
-            }
+            return;
         }
+        let status = match get_str(audit, "note") {
+            Err(e) => CheckpointStatus::Malformed(e.to_string()),
+            Ok(text) => match SignedNote::parse(text) {
+                Err(e) => CheckpointStatus::Malformed(e.to_string()),
+                Ok(note) => match note.check(&self.options.trusted) {
+                    NoteCheck::Verified { .. } => match Checkpoint::parse_body(&note.body) {
+                        Ok(cp) => CheckpointStatus::Verified(cp),
+                        Err(e) => CheckpointStatus::Malformed(e.to_string()),
+                    },
+                    NoteCheck::BadSignature { key } => CheckpointStatus::Bad(format!(
+                        "signature by trusted key {key} does not verify"
+                    )),
+                    NoteCheck::UnknownKey { signers } => CheckpointStatus::Unknown(signers),
+                },
+            },
+        };
+        let data = self.chain_data(chain, &view);
+        if let Ok(node) = get_str(audit, "node") {
+            data.nodes.insert(node.to_string());
+        }
+        data.checkpoints.push((status, loc));
     }
 
     /// Check everything fed so far.
     pub fn finish(mut self) -> Report {
         let mut chains = Vec::new();
-        let mut keys: Vec<ChainKey> = self.chains.keys().cloned().collect();
-        keys.sort();
-        for key in keys {
-            let Some(data) = self.chains.remove(&key) else {
-                continue;
-            };
+        let mut all = std::mem::take(&mut self.chains);
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, data) in all {
             let mut check = ChainCheck::new(&key, &self.options);
             let summary = check.run(data);
             chains.push(summary);
@@ -718,6 +773,38 @@ impl<'a> ChainCheck<'a> {
             }
         }
         summary.checkpoints_verified = numbers.values().map(|s| s.len() as u64).sum();
+        if let Some(max_gap) = self.options.max_checkpoint_gap_ms {
+            let mut times: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+            for (status, _) in &data.checkpoints {
+                if let CheckpointStatus::Verified(cp) = status
+                    && cp.origin == origin
+                {
+                    times.insert((cp.run, cp.number), cp.time_unix_ms);
+                }
+            }
+            let late: Vec<(u64, u64, u64)> = times
+                .iter()
+                .zip(times.iter().skip(1))
+                .filter(|((a, _), (b, _))| a.0 == b.0 && a.1 + 1 == b.1)
+                .filter_map(|((a, ta), (_, tb))| {
+                    let gap = tb.saturating_sub(*ta);
+                    (gap > max_gap).then_some((a.0, a.1, gap))
+                })
+                .collect();
+            for (run, n, gap) in late {
+                self.finding(
+                    FindingKind::CheckpointLate,
+                    None,
+                    format!(
+                        "run {run}: checkpoints #{n} and #{} are {} s apart (more than {} s): the exporter was not checkpointing",
+                        n + 1,
+                        gap / 1000,
+                        max_gap / 1000
+                    ),
+                    None,
+                );
+            }
+        }
         for (run, nums) in &numbers {
             let max = nums.iter().next_back().copied().unwrap_or(0);
             let missing: Vec<u64> = (0..max).filter(|n| !nums.contains(n)).collect();
@@ -1023,15 +1110,15 @@ impl<'a> ChainCheck<'a> {
                     Some(gap.loc),
                 );
             }
-            if let Some(n) = gap.previous_checkpoint_number
-                && run_end.contains_key(&prev_run)
-                && !numbers.get(&prev_run).is_some_and(|s| s.contains(&n))
+            if let Some((cp_run, n)) = gap.previous_checkpoint
+                && run_end.contains_key(&cp_run)
+                && !numbers.get(&cp_run).is_some_and(|s| s.contains(&n))
             {
                 self.finding(
                     FindingKind::CheckpointMissing,
                     None,
                     format!(
-                        "run {prev_run} checkpoint #{n}, named by run {run}'s gap record, is not in the archive"
+                        "run {cp_run} checkpoint #{n}, named by run {run}'s gap record, is not in the archive"
                     ),
                     Some(gap.loc),
                 );
@@ -1321,13 +1408,14 @@ fn first_record(records: &[Rec], seq: u64) -> Option<usize> {
     records_at(records, seq).next()
 }
 
-/// Which elements form a longest strictly increasing subsequence.
+/// Which elements form a longest non-decreasing subsequence (two lines with
+/// one sequence number are a duplicate, reported as such, not disorder).
 fn longest_increasing(xs: &[u64]) -> Vec<bool> {
     // Patience sorting: tails[k] = index of the smallest tail of a run of k+1.
     let mut tails: Vec<usize> = Vec::new();
     let mut parent: Vec<Option<usize>> = vec![None; xs.len()];
     for (i, &x) in xs.iter().enumerate() {
-        let k = tails.partition_point(|&t| xs[t] < x);
+        let k = tails.partition_point(|&t| xs[t] <= x);
         parent[i] = k.checked_sub(1).map(|p| tails[p]);
         if k == tails.len() {
             tails.push(i);
@@ -1353,6 +1441,7 @@ mod tests {
         let keep = longest_increasing(&[1, 5, 3, 4, 2, 6]);
         assert_eq!(keep, vec![true, false, true, true, false, true]);
         assert!(longest_increasing(&[1, 2, 3]).iter().all(|k| *k));
+        assert!(longest_increasing(&[1, 2, 2, 3]).iter().all(|k| *k));
         assert!(longest_increasing(&[]).is_empty());
     }
 

@@ -185,9 +185,12 @@ fn mutate(lines: &[String], m: Mutation, rng: &mut Rng) -> (Vec<String>, VerifyO
             out[b] = format!("{ba}{ab}");
         }
         Mutation::SwapLinesOrdered => {
+            // Two lines of one chain: lines of different nodes in one file
+            // have no order between them.
+            let chain = |i: usize| &lines[i][lines[i].find("\"chain\":").unwrap()..][..42];
             let a = data[rng.below(data.len())];
             let mut b = data[rng.below(data.len())];
-            while b == a {
+            while b == a || chain(b) != chain(a) {
                 b = data[rng.below(data.len())];
             }
             out.swap(a, b);
@@ -197,7 +200,12 @@ fn mutate(lines: &[String], m: Mutation, rng: &mut Rng) -> (Vec<String>, VerifyO
             // Cut the file at a byte offset that removes at least one byte
             // of content (cutting only the final newline changes nothing).
             let text = lines.join("\n");
-            let cut = rng.below(text.len());
+            let mut cut = rng.below(text.len());
+            // On a character boundary, so the lines stay strings (a byte
+            // cut inside a character would be malformed all the same).
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
             out = text[..cut].split('\n').map(str::to_string).collect();
         }
         Mutation::DropCheckpoint => {

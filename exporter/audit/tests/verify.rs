@@ -526,3 +526,44 @@ fn an_archive_cut_after_a_checkpoint_has_an_open_end() {
     assert!(r.ok(), "{}", r.render());
     assert_eq!(r.of_kind(FindingKind::OpenEnd).len(), 1);
 }
+
+#[test]
+fn checkpoints_further_apart_than_allowed_are_late() {
+    // One batch every 50 s: checkpoints come at 0, 100 and 200 s (due at
+    // 60 s, made at the next tick), then the stop checkpoint at 250 s.
+    let a = run_node_every(
+        "node-a",
+        flowscribe_audit::MemoryStateStore::default(),
+        0,
+        50_000,
+        5,
+        3,
+        true,
+        [0xe5; 16],
+    )
+    .0;
+    assert!(verify_lines(&a.lines, options()).ok());
+    let strict = VerifyOptions {
+        max_checkpoint_gap_ms: Some(90_000),
+        ..options()
+    };
+    let r = verify_lines(&a.lines, strict);
+    assert_eq!(
+        failures(&r),
+        vec![
+            (FindingKind::CheckpointLate, None),
+            (FindingKind::CheckpointLate, None)
+        ]
+    );
+    assert!(
+        r.render()
+            .contains("checkpoints #0 and #1 are 100 s apart (more than 90 s)"),
+        "{}",
+        r.render()
+    );
+    let relaxed = VerifyOptions {
+        max_checkpoint_gap_ms: Some(120_000),
+        ..options()
+    };
+    assert!(verify_lines(&a.lines, relaxed).ok());
+}

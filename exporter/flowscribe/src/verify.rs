@@ -43,6 +43,10 @@ pub struct VerifyArgs {
     /// The newest run may still be running (no stop checkpoint yet).
     #[arg(long)]
     pub open_end: bool,
+    /// Report consecutive checkpoints further apart than this many seconds
+    /// (twice the exporter's 60 s period; 0 turns the check off).
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub max_checkpoint_gap: u64,
 }
 
 /// Why `verify` could not even start.
@@ -99,6 +103,8 @@ pub fn verify(args: &VerifyArgs) -> Result<Report, UsageError> {
         partial: args.partial,
         accept_crash_tail: args.accept_crash_tail,
         open_end: args.open_end,
+        max_checkpoint_gap_ms: (args.max_checkpoint_gap > 0)
+            .then(|| args.max_checkpoint_gap.saturating_mul(1000)),
     };
     let mut verifier = Verifier::new(options);
     for path in &args.files {
@@ -182,6 +188,7 @@ mod tests {
             partial: false,
             accept_crash_tail: false,
             open_end: false,
+            max_checkpoint_gap: 120,
         }
     }
 
