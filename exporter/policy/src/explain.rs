@@ -6,13 +6,17 @@
 //! Pure: reads a [`PolicyIndex`] and a flow, allocates only the trace. No
 //! IO, no clocks, no logging per flow.
 //!
-//! Semantics (networking.k8s.io/v1): a pod is isolated for a direction when
-//! some policy selects it and governs that direction; an isolated pod's
-//! traffic is allowed when any rule of any of those policies matches (the
-//! union), else denied. A pod no policy selects is not isolated. docs/policy.md
-//! has the whole list, including what is `indeterminate`.
+//! Per side, tiers are walked in order (see [`crate::index`]): Admin →
+//! Calico tiers → `default` (Calico policies and the Kubernetes
+//! NetworkPolicy group) → Baseline. In a tiered policy the first matching
+//! rule decides (Allow/Deny), passes to the next tier (Pass) or is recorded
+//! (Log). Kubernetes NetworkPolicies keep their own semantics inside the
+//! default tier: a pod is isolated for a direction when some policy selects
+//! it and governs that direction; an isolated pod's traffic is allowed when
+//! any rule of any of those policies matches (the union), else denied. A
+//! pod no policy selects is not isolated. docs/policy.md has the whole
+//! list, including what is `indeterminate`.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use flowscribe_model::{
@@ -21,13 +25,11 @@ use flowscribe_model::{
     VerdictSource,
 };
 
-use crate::index::{Entry, PolicyIndex};
+use crate::calico::selector_selects;
+use crate::index::{Entry, KUBERNETES_GROUP_ORDER, PolicyIndex, Slot, Tier, TierKind, View};
 use crate::kubernetes::{KubernetesPolicySpec, Peer, PortMatch, PortRange, Rule};
-use crate::policy::PolicySpec;
-
-/// The label the API server puts on every namespace; manifests often lack
-/// it, so it is implied.
-const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+use crate::matching::{EndpointView, FlowCtx, Tri, namespace_label};
+use crate::policy::{InvalidPolicy, InvalidScope, Policy, PolicySpec};
 
 /// What the dataplane did, from the flow's own counters: a reply means the
 /// traffic got through (even if some packets were dropped on the way); no
@@ -49,48 +51,35 @@ pub fn observe(flow: &Flow) -> Observed {
 /// stream, a later window) can supply it.
 pub fn explain(index: &PolicyIndex, flow: &EnrichedFlow, observed: Observed) -> PolicyTrace {
     let key = flow.flow.key;
+    let degraded = flow.identity_degraded;
     let source = subject_of(flow, Side::Source);
     let destination = subject_of(flow, Side::Destination);
     let ctx = FlowCtx {
         protocol: key.protocol,
         dst_port: key.dst_port,
-        degraded: flow.identity_degraded,
-        // Named ports in both directions resolve against the pod that
-        // receives the traffic: the subject for ingress, the peer for egress.
-        dst_pod: peer_pod(&flow.destination),
-    };
-    let egress_peer = PeerView {
-        pod: peer_pod(&flow.destination),
-        addr: key.dst_addr,
-        unresolved_service: is_unresolved_service(&flow.destination),
-    };
-    let ingress_peer = PeerView {
-        pod: peer_pod(&flow.source),
-        addr: key.src_addr,
-        unresolved_service: is_unresolved_service(&flow.source),
+        src_port: key.src_port,
+        source: endpoint_view(&flow.source, key.src_addr, degraded),
+        destination: endpoint_view(&flow.destination, key.dst_addr, degraded),
     };
 
     let mut invalid = Vec::new();
     let enforced = evaluate(
         index,
-        View::Enforced,
+        index.view(false),
         &ctx,
-        (&source, &egress_peer),
-        (&destination, &ingress_peer),
+        &source,
+        &destination,
         &mut invalid,
     );
-    let has_staged = |s: &Subject| {
-        s.namespace()
-            .and_then(|ns| index.namespace(ns))
-            .is_some_and(|n| n.pending.is_some())
-    };
-    let pending = if has_staged(&source) || has_staged(&destination) {
+    let pending = if index.has_staged_for(source.namespace())
+        || index.has_staged_for(destination.namespace())
+    {
         let pending = evaluate(
             index,
-            View::Pending,
+            index.view(true),
             &ctx,
-            (&source, &egress_peer),
-            (&destination, &ingress_peer),
+            &source,
+            &destination,
             &mut invalid,
         );
         // Staged policies that neither select an endpoint nor remove a
@@ -125,12 +114,6 @@ enum Side {
     Destination,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum View {
-    Enforced,
-    Pending,
-}
-
 /// Whose policies decide a side.
 enum Subject<'a> {
     /// A pod of the cluster's pod network.
@@ -138,7 +121,7 @@ enum Subject<'a> {
     /// A Service whose backend pod is not known: its namespace is, and that
     /// is enough when the namespace has no ingress policy at all.
     UnresolvedService { namespace: Option<&'a str> },
-    /// Outside NetworkPolicy's reach: not a pod, or a host-network pod.
+    /// Outside policy's reach: not a pod, or a host-network pod.
     Outside,
 }
 
@@ -169,40 +152,37 @@ fn subject_of(flow: &EnrichedFlow, side: Side) -> Subject<'_> {
     }
 }
 
-/// The pod a rule's selectors see at the other end. Host-network pods use
-/// their node's address and are not matched by pod selectors (as on most
-/// CNIs); a Service counts as its backend pod when known.
-fn peer_pod(endpoint: &flowscribe_model::Endpoint) -> Option<&PodIdentity> {
-    match endpoint.kind {
+/// The other end as rules see it. Host-network pods use their node's
+/// address and are not matched by pod selectors (as on most CNIs); a
+/// Service counts as its backend pod when known.
+fn endpoint_view(
+    endpoint: &flowscribe_model::Endpoint,
+    addr: std::net::IpAddr,
+    degraded: bool,
+) -> EndpointView<'_> {
+    let pod = match endpoint.kind {
         EndpointKind::Pod | EndpointKind::Service => endpoint.pod.as_deref(),
         _ => None,
+    };
+    EndpointView {
+        pod,
+        addr,
+        kind: endpoint.kind,
+        node: endpoint
+            .node
+            .as_deref()
+            .or_else(|| endpoint.pod.as_deref().and_then(|p| p.node.as_deref())),
+        unresolved_service: endpoint.kind == EndpointKind::Service && endpoint.pod.is_none(),
+        degraded,
     }
-}
-
-fn is_unresolved_service(endpoint: &flowscribe_model::Endpoint) -> bool {
-    endpoint.kind == EndpointKind::Service && endpoint.pod.is_none()
-}
-
-struct FlowCtx<'a> {
-    protocol: u8,
-    dst_port: u16,
-    degraded: bool,
-    dst_pod: Option<&'a PodIdentity>,
-}
-
-/// The other end of the flow as rules see it.
-struct PeerView<'a> {
-    pod: Option<&'a PodIdentity>,
-    addr: IpAddr,
-    unresolved_service: bool,
 }
 
 fn evaluate(
     index: &PolicyIndex,
-    view: View,
+    view: &View,
     ctx: &FlowCtx,
-    egress: (&Subject, &PeerView),
-    ingress: (&Subject, &PeerView),
+    source: &Subject,
+    destination: &Subject,
     invalid: &mut Vec<Arc<PolicyRef>>,
 ) -> Evaluation {
     let egress = side(
@@ -210,8 +190,8 @@ fn evaluate(
         view,
         ctx,
         PolicyDirection::Egress,
-        egress.0,
-        egress.1,
+        source,
+        &ctx.destination,
         invalid,
     );
     let ingress = side(
@@ -219,27 +199,26 @@ fn evaluate(
         view,
         ctx,
         PolicyDirection::Ingress,
-        ingress.0,
-        ingress.1,
+        destination,
+        &ctx.source,
         invalid,
     );
     Evaluation::new(egress, ingress)
-}
-
-fn entries<'i>(index: &'i PolicyIndex, view: View, ns: &str) -> &'i [Entry] {
-    match index.namespace(ns) {
-        None => &[],
-        Some(n) => match (view, &n.pending) {
-            (View::Pending, Some(p)) => p,
-            _ => &n.enforced,
-        },
-    }
 }
 
 fn rules_for(spec: &KubernetesPolicySpec, direction: PolicyDirection) -> Option<&[Rule]> {
     match direction {
         PolicyDirection::Ingress => spec.ingress.as_deref(),
         PolicyDirection::Egress => spec.egress.as_deref(),
+    }
+}
+
+/// Whether a valid policy has anything to say about a direction.
+fn governs(policy: &Policy, direction: PolicyDirection) -> bool {
+    match &policy.spec {
+        PolicySpec::Kubernetes(k) => rules_for(k, direction).is_some(),
+        PolicySpec::Admin(a) => !a.rules(direction).is_empty(),
+        PolicySpec::Calico(c) => c.rules(direction).is_some(),
     }
 }
 
@@ -276,66 +255,368 @@ fn verdict_of(
 
 fn side(
     index: &PolicyIndex,
-    view: View,
+    view: &View,
     ctx: &FlowCtx,
     direction: PolicyDirection,
     subject: &Subject,
-    peer: &PeerView,
+    peer: &EndpointView,
     invalid: &mut Vec<Arc<PolicyRef>>,
 ) -> SideVerdict {
-    let pod = match subject {
-        Subject::Outside => {
-            return verdict_of(direction, Vec::new(), VerdictReason::NotSubject);
-        }
+    match subject {
+        Subject::Outside => verdict_of(direction, Vec::new(), VerdictReason::NotSubject),
         Subject::UnresolvedService { namespace } => {
-            // Without the backend's labels no selector can be matched; the
-            // one certain case is a namespace with nothing that could
-            // isolate any pod for ingress.
-            let mut could_isolate = namespace.is_none() && !index.is_empty();
-            for entry in namespace.map_or(&[][..], |ns| entries(index, view, ns)) {
-                match *entry {
-                    Entry::Valid(i) => {
-                        let PolicySpec::Kubernetes(spec) = &index.valid(i).spec;
-                        could_isolate |= rules_for(spec, direction).is_some();
-                    }
-                    Entry::Invalid(i) => {
-                        could_isolate = true;
-                        if let Some(r) = &index.invalid_at(i).reference {
-                            flag(invalid, r);
-                        }
-                    }
-                }
-            }
-            let reason = if could_isolate {
+            let reason = if could_isolate_unknown_pod(index, view, direction, *namespace, invalid) {
                 VerdictReason::Indeterminate
             } else {
                 VerdictReason::NotIsolatedDefaultAllow
             };
-            return verdict_of(direction, Vec::new(), reason);
+            verdict_of(direction, Vec::new(), reason)
         }
-        Subject::Pod(pod) => *pod,
+        Subject::Pod(pod) => {
+            let mut hits = Vec::new();
+            let mut passed_calico = false;
+            for tier in view.tiers.iter() {
+                match walk_tier(
+                    index, view, tier, ctx, direction, pod, peer, &mut hits, invalid,
+                ) {
+                    TierOutcome::NotApplied => {}
+                    TierOutcome::Passed => passed_calico |= tier.kind == TierKind::Calico,
+                    TierOutcome::Decided(reason) => return verdict_of(direction, hits, reason),
+                    TierOutcome::Unknown => {
+                        return verdict_of(direction, hits, VerdictReason::Indeterminate);
+                    }
+                }
+            }
+            // Past every tier: Calico hands the endpoint to its profiles
+            // (allow in Kubernetes); otherwise nothing isolates it.
+            let reason = if passed_calico {
+                VerdictReason::ProfileAllow
+            } else {
+                VerdictReason::NotIsolatedDefaultAllow
+            };
+            verdict_of(direction, hits, reason)
+        }
+    }
+}
+
+/// A Service without a known backend: no selector can be evaluated, so the
+/// one certain case is a namespace where nothing could select any pod for
+/// this direction.
+fn could_isolate_unknown_pod(
+    index: &PolicyIndex,
+    view: &View,
+    direction: PolicyDirection,
+    namespace: Option<&str>,
+    invalid: &mut Vec<Arc<PolicyRef>>,
+) -> bool {
+    let mut could = namespace.is_none() && !index.is_empty();
+    let mut consider = |entry: Entry, could: &mut bool| match entry {
+        Entry::Valid(i) => *could |= governs(index.valid(i), direction),
+        Entry::Invalid(i) => {
+            *could = true;
+            if let Some(r) = &index.invalid_at(i).reference {
+                flag(invalid, r);
+            }
+        }
     };
-    let mut hits = Vec::new();
-    let mut allowed = false;
-    let mut isolated = false;
-    let mut invalid_selects = false;
-    for entry in entries(index, view, &pod.namespace) {
+    if let Some(ns) = namespace {
+        for entry in view.kubernetes.get(ns).map_or(&[][..], |e| e) {
+            consider(*entry, &mut could);
+        }
+    }
+    for tier in view.tiers.iter() {
+        let namespaced = namespace
+            .and_then(|ns| tier.namespaced.get(ns))
+            .map_or(&[][..], |s| s);
+        for slot in tier.global.iter().chain(namespaced) {
+            consider(slot.entry, &mut could);
+        }
+    }
+    could
+}
+
+enum TierOutcome {
+    /// No policy of the tier applies to the endpoint for this direction.
+    NotApplied,
+    /// A Pass rule, or the end of a tier whose default action is Pass.
+    Passed,
+    Decided(VerdictReason),
+    /// An invalid policy, or an identity the index does not know, decides.
+    Unknown,
+}
+
+/// The next policy of a tier in evaluation order.
+enum Next<'a> {
+    Slot(&'a Slot),
+    KubernetesGroup,
+}
+
+fn key_less(a: (f64, &str), b: (f64, &str)) -> bool {
+    a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)).is_lt()
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one flow's evaluation state, passed down"
+)]
+fn walk_tier(
+    index: &PolicyIndex,
+    view: &View,
+    tier: &Tier,
+    ctx: &FlowCtx,
+    direction: PolicyDirection,
+    pod: &PodIdentity,
+    peer: &EndpointView,
+    hits: &mut Vec<PolicyHit>,
+    invalid: &mut Vec<Arc<PolicyRef>>,
+) -> TierOutcome {
+    let namespaced = tier.namespaced.get(&*pod.namespace).map_or(&[][..], |s| s);
+    let (mut g, mut n) = (0, 0);
+    let mut group_pending = tier.kubernetes;
+    let mut applied = false;
+    let mut kubernetes_only = true;
+    // Policies that applied but decided nothing: recorded when the tier's
+    // end decides.
+    let mut undecided: Vec<PolicyHit> = Vec::new();
+    loop {
+        // Merge the three ordered streams: cluster-scoped policies, this
+        // namespace's policies, and the Kubernetes group.
+        let mut next: Option<(Next, (f64, &str))> = None;
+        if let Some(s) = tier.global.get(g) {
+            next = Some((Next::Slot(s), (s.order, &s.name)));
+        }
+        if let Some(s) = namespaced.get(n)
+            && next
+                .as_ref()
+                .is_none_or(|(_, k)| key_less((s.order, &s.name), *k))
+        {
+            next = Some((Next::Slot(s), (s.order, &s.name)));
+        }
+        if group_pending
+            && next
+                .as_ref()
+                .is_none_or(|(_, k)| key_less(KUBERNETES_GROUP_ORDER, *k))
+        {
+            next = Some((Next::KubernetesGroup, KUBERNETES_GROUP_ORDER));
+        }
+        let Some((item, _)) = next else { break };
+        let slot = match item {
+            Next::KubernetesGroup => {
+                group_pending = false;
+                let group = kubernetes_group(index, view, ctx, direction, pod, peer, invalid);
+                if group.allowed {
+                    hits.extend(group.hits);
+                    return TierOutcome::Decided(VerdictReason::AllowedByRule);
+                }
+                if group.invalid_selects {
+                    hits.extend(group.hits);
+                    return TierOutcome::Unknown;
+                }
+                if group.isolated {
+                    applied = true;
+                    // The peer may be a pod the selectors would have
+                    // allowed, had its identity been known.
+                    if peer.unknown_pod() == Tri::Unknown {
+                        hits.extend(group.hits);
+                        return TierOutcome::Unknown;
+                    }
+                    undecided.extend(group.hits);
+                }
+                continue;
+            }
+            Next::Slot(slot) => slot,
+        };
+        if tier.global.get(g).is_some_and(|s| std::ptr::eq(s, slot)) {
+            g += 1;
+        } else {
+            n += 1;
+        }
+        match slot.entry {
+            Entry::Invalid(i) => {
+                let inv = index.invalid_at(i);
+                if invalid_may_select(inv, pod) {
+                    if let Some(r) = &inv.reference {
+                        flag(invalid, r);
+                    }
+                    return TierOutcome::Unknown;
+                }
+            }
+            Entry::Valid(i) => {
+                let policy = index.valid(i);
+                let namespace = policy.reference.namespace.as_deref();
+                let selected = match &policy.spec {
+                    PolicySpec::Admin(a) if !a.rules(direction).is_empty() => {
+                        Tri::from_bool(a.subject.selects(pod))
+                    }
+                    PolicySpec::Calico(c) if c.rules(direction).is_some() => {
+                        c.selects(namespace, pod)
+                    }
+                    _ => continue,
+                };
+                match selected {
+                    Tri::No => continue,
+                    Tri::Unknown => return TierOutcome::Unknown,
+                    Tri::Yes => {}
+                }
+                if tier.broken {
+                    flag(invalid, &policy.reference);
+                    return TierOutcome::Unknown;
+                }
+                applied = true;
+                kubernetes_only = false;
+                match tiered_rules(policy, direction, ctx, peer, hits) {
+                    RulesOutcome::NoMatch => {
+                        if tier.kind == TierKind::Calico {
+                            undecided.push(PolicyHit {
+                                policy: policy.reference.clone(),
+                                rule_index: None,
+                                rule_name: None,
+                                action: tier.default_action,
+                            });
+                        }
+                    }
+                    RulesOutcome::Action(PolicyAction::Allow) => {
+                        return TierOutcome::Decided(VerdictReason::AllowedByRule);
+                    }
+                    RulesOutcome::Action(PolicyAction::Deny) => {
+                        return TierOutcome::Decided(VerdictReason::DeniedByRule);
+                    }
+                    RulesOutcome::Action(_) => return TierOutcome::Passed,
+                    RulesOutcome::Unknown => return TierOutcome::Unknown,
+                }
+            }
+        }
+    }
+    if !applied {
+        return TierOutcome::NotApplied;
+    }
+    hits.extend(undecided);
+    match tier.default_action {
+        PolicyAction::Deny if kubernetes_only => {
+            TierOutcome::Decided(VerdictReason::IsolatedNoMatch)
+        }
+        PolicyAction::Deny => TierOutcome::Decided(VerdictReason::EndOfTierDeny),
+        _ => TierOutcome::Passed,
+    }
+}
+
+enum RulesOutcome {
+    NoMatch,
+    /// Allow, Deny or Pass (Log rules are recorded and evaluation goes on).
+    Action(PolicyAction),
+    Unknown,
+}
+
+/// A tiered policy's rules for a direction, first match wins; Log rules
+/// record a hit and go on.
+fn tiered_rules(
+    policy: &Policy,
+    direction: PolicyDirection,
+    ctx: &FlowCtx,
+    peer: &EndpointView,
+    hits: &mut Vec<PolicyHit>,
+) -> RulesOutcome {
+    let namespace = policy.reference.namespace.as_deref();
+    let mut hit = |index: usize, name: Option<Arc<str>>, action: PolicyAction| {
+        hits.push(PolicyHit {
+            policy: policy.reference.clone(),
+            rule_index: u32::try_from(index).ok(),
+            rule_name: name,
+            action,
+        });
+    };
+    match &policy.spec {
+        PolicySpec::Admin(a) => {
+            for (i, rule) in a.rules(direction).iter().enumerate() {
+                match rule.matches(ctx, peer) {
+                    Tri::No => {}
+                    Tri::Unknown => return RulesOutcome::Unknown,
+                    Tri::Yes => {
+                        hit(i, rule.name.clone(), rule.action);
+                        return RulesOutcome::Action(rule.action);
+                    }
+                }
+            }
+        }
+        PolicySpec::Calico(c) => {
+            for (i, rule) in c.rules(direction).unwrap_or_default().iter().enumerate() {
+                match rule.matches(namespace, ctx) {
+                    Tri::No => {}
+                    Tri::Unknown => return RulesOutcome::Unknown,
+                    Tri::Yes => {
+                        hit(i, None, rule.action);
+                        if rule.action != PolicyAction::Log {
+                            return RulesOutcome::Action(rule.action);
+                        }
+                    }
+                }
+            }
+        }
+        PolicySpec::Kubernetes(_) => {}
+    }
+    RulesOutcome::NoMatch
+}
+
+/// Whether an invalid policy may select the pod, from what can be read.
+fn invalid_may_select(inv: &InvalidPolicy, pod: &PodIdentity) -> bool {
+    let namespace = inv.reference.as_ref().and_then(|r| r.namespace.as_deref());
+    if namespace.is_some_and(|ns| ns != &*pod.namespace) {
+        return false;
+    }
+    match &*inv.scope {
+        InvalidScope::Kubernetes => inv
+            .pod_selector
+            .as_ref()
+            .is_none_or(|s| s.matches(&pod.labels)),
+        InvalidScope::Admin { subject, .. } => subject.as_ref().is_none_or(|s| s.selects(pod)),
+        InvalidScope::Calico { selector, .. } => selector
+            .as_ref()
+            .is_none_or(|s| selector_selects(s, pod) != Tri::No),
+    }
+}
+
+/// The Kubernetes NetworkPolicies of the pod's namespace, as one union.
+struct GroupOutcome {
+    hits: Vec<PolicyHit>,
+    allowed: bool,
+    isolated: bool,
+    invalid_selects: bool,
+}
+
+fn kubernetes_group(
+    index: &PolicyIndex,
+    view: &View,
+    ctx: &FlowCtx,
+    direction: PolicyDirection,
+    pod: &PodIdentity,
+    peer: &EndpointView,
+    invalid: &mut Vec<Arc<PolicyRef>>,
+) -> GroupOutcome {
+    let mut out = GroupOutcome {
+        hits: Vec::new(),
+        allowed: false,
+        isolated: false,
+        invalid_selects: false,
+    };
+    for entry in view.kubernetes.get(&*pod.namespace).map_or(&[][..], |e| e) {
         match *entry {
             Entry::Valid(i) => {
                 let policy = index.valid(i);
-                let PolicySpec::Kubernetes(spec) = &policy.spec;
+                let PolicySpec::Kubernetes(spec) = &policy.spec else {
+                    continue;
+                };
                 let Some(rules) = rules_for(spec, direction) else {
                     continue;
                 };
                 if !spec.pod_selector.matches(&pod.labels) {
                     continue;
                 }
-                isolated = true;
+                out.isolated = true;
                 let first = rules
                     .iter()
                     .position(|r| rule_matches(r, &pod.namespace, ctx, peer));
-                allowed |= first.is_some();
-                hits.push(PolicyHit {
+                out.allowed |= first.is_some();
+                out.hits.push(PolicyHit {
                     policy: policy.reference.clone(),
                     rule_index: first.and_then(|i| u32::try_from(i).ok()),
                     // NetworkPolicy rules have no names.
@@ -349,12 +630,8 @@ fn side(
             }
             Entry::Invalid(i) => {
                 let inv = index.invalid_at(i);
-                let selects = inv
-                    .pod_selector
-                    .as_ref()
-                    .is_none_or(|s| s.matches(&pod.labels));
-                if selects {
-                    invalid_selects = true;
+                if invalid_may_select(inv, pod) {
+                    out.invalid_selects = true;
                     if let Some(r) = &inv.reference {
                         flag(invalid, r);
                     }
@@ -362,27 +639,10 @@ fn side(
             }
         }
     }
-    let reason = if allowed {
-        // NetworkPolicies only allow, so one valid allow is certain whatever
-        // an invalid policy says.
-        VerdictReason::AllowedByRule
-    } else if invalid_selects {
-        VerdictReason::Indeterminate
-    } else if isolated {
-        // The peer may be a pod the selectors would have allowed, had its
-        // identity been known.
-        if peer.unresolved_service || (ctx.degraded && peer.pod.is_none()) {
-            VerdictReason::Indeterminate
-        } else {
-            VerdictReason::IsolatedNoMatch
-        }
-    } else {
-        VerdictReason::NotIsolatedDefaultAllow
-    };
-    verdict_of(direction, hits, reason)
+    out
 }
 
-fn rule_matches(rule: &Rule, policy_ns: &str, ctx: &FlowCtx, peer: &PeerView) -> bool {
+fn rule_matches(rule: &Rule, policy_ns: &str, ctx: &FlowCtx, peer: &EndpointView) -> bool {
     ports_match(&rule.ports, ctx)
         && rule
             .peers
@@ -397,7 +657,7 @@ fn ports_match(ports: &[PortMatch], ctx: &FlowCtx) -> bool {
                 && match &p.port {
                     PortRange::All => true,
                     PortRange::Range { start, end } => (*start..=*end).contains(&ctx.dst_port),
-                    PortRange::Named(name) => ctx.dst_pod.is_some_and(|pod| {
+                    PortRange::Named(name) => ctx.destination.pod.is_some_and(|pod| {
                         pod.ports.iter().any(|(n, number, protocol)| {
                             n == name && *number == ctx.dst_port && *protocol == ctx.protocol
                         })
@@ -406,7 +666,7 @@ fn ports_match(ports: &[PortMatch], ctx: &FlowCtx) -> bool {
         })
 }
 
-fn peer_matches(peer: &Peer, policy_ns: &str, view: &PeerView) -> bool {
+fn peer_matches(peer: &Peer, policy_ns: &str, view: &EndpointView) -> bool {
     match peer {
         Peer::IpBlock(block) => block.contains(view.addr),
         Peer::Pods { pods, namespaces } => {
@@ -415,12 +675,7 @@ fn peer_matches(peer: &Peer, policy_ns: &str, view: &PeerView) -> bool {
             };
             let namespace_ok = match namespaces {
                 None => &*pod.namespace == policy_ns,
-                Some(sel) => sel.matches_with(|k| {
-                    pod.namespace_labels
-                        .get(k)
-                        .map(String::as_str)
-                        .or_else(|| (k == NAMESPACE_NAME_LABEL).then_some(&*pod.namespace))
-                }),
+                Some(sel) => sel.matches_with(|k| namespace_label(pod, k)),
             };
             namespace_ok && pods.as_ref().is_none_or(|sel| sel.matches(&pod.labels))
         }
@@ -429,3 +684,9 @@ fn peer_matches(peer: &Peer, policy_ns: &str, view: &PeerView) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod admin_tests;
+
+#[cfg(test)]
+mod calico_tests;

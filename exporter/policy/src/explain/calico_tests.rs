@@ -1,0 +1,1 @@
+//! Calico tiers and policies.
