@@ -688,3 +688,176 @@ fn parse_port(ctx: &Ctx, v: &Value, path: &str) -> Result<PortRange, PolicyError
         other => Err(ctx.err(path, format!("expected a port, found {}", type_of(other)))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::{Policy, PolicySpec, Stage, StagedAction, parse_policy, parse_tier};
+
+    fn calico(kind: &str, spec: serde_json::Value) -> serde_json::Value {
+        json!({"apiVersion": "projectcalico.org/v3", "kind": kind,
+               "metadata": {"name": "p", "namespace": "x"}, "spec": spec})
+    }
+
+    fn parse(v: &serde_json::Value) -> Result<Policy, crate::InvalidPolicy> {
+        parse_policy(v).expect("a policy kind")
+    }
+
+    #[test]
+    fn invalid_specs_name_the_field() {
+        let rule = |r: serde_json::Value| json!({"ingress": [r]});
+        let cases = [
+            (json!({"order": "first"}), "spec.order"),
+            (json!({"selector": "a ==="}), "spec.selector"),
+            (json!({"types": ["Sideways"]}), "spec.types[0]"),
+            (
+                json!({"types": ["Egress"], "ingress": [{"action": "Allow"}]}),
+                "spec.ingress",
+            ),
+            (
+                json!({"namespaceSelector": "all()"}),
+                "spec.namespaceSelector",
+            ),
+            (rule(json!({"action": "Reject"})), "spec.ingress[0].action"),
+            (rule(json!({})), "spec.ingress[0].action"),
+            (
+                rule(json!({"action": "Allow", "protocol": "GRE"})),
+                "spec.ingress[0].protocol",
+            ),
+            (
+                rule(json!({"action": "Allow", "protocol": 300})),
+                "spec.ingress[0].protocol",
+            ),
+            (
+                rule(json!({"action": "Allow", "destination": {"ports": [80]}})),
+                "spec.ingress[0].destination.ports",
+            ),
+            (
+                rule(
+                    json!({"action": "Allow", "protocol": "TCP", "destination": {"ports": ["90:80"]}}),
+                ),
+                "spec.ingress[0].destination.ports[0]",
+            ),
+            (
+                rule(
+                    json!({"action": "Allow", "protocol": "TCP", "destination": {"ports": [70000]}}),
+                ),
+                "spec.ingress[0].destination.ports[0]",
+            ),
+            (
+                rule(
+                    json!({"action": "Allow", "protocol": "TCP", "destination": {"ports": ["no spaces"]}}),
+                ),
+                "spec.ingress[0].destination.ports[0]",
+            ),
+            (
+                rule(json!({"action": "Allow", "source": {"nets": ["10.0.0.0/33"]}})),
+                "spec.ingress[0].source.nets[0]",
+            ),
+            (
+                rule(json!({"action": "Allow", "source": {"selector": "has(a"}})),
+                "spec.ingress[0].source.selector",
+            ),
+            (
+                rule(json!({"action": "Allow", "source": {"services": {"name": "s"}}})),
+                "spec.ingress[0].source.services",
+            ),
+            (
+                rule(json!({"action": "Allow", "http": {"methods": ["GET"]}})),
+                "spec.ingress[0].http",
+            ),
+            (
+                rule(json!({"action": "Allow", "icmp": {"type": 8}})),
+                "spec.ingress[0]",
+            ),
+            (
+                rule(json!({"action": "Allow", "ipVersion": 5})),
+                "spec.ingress[0].ipVersion",
+            ),
+            (
+                rule(json!({"action": "Allow", "source": {"serviceAccounts": {"names": [1]}}})),
+                "spec.ingress[0].source.serviceAccounts.names[0]",
+            ),
+        ];
+        for (spec, field) in cases {
+            let e = parse(&calico("NetworkPolicy", spec.clone())).expect_err("invalid");
+            assert_eq!(e.error.field, field, "{spec}: {}", e.error);
+        }
+        let e = parse(&calico(
+            "StagedNetworkPolicy",
+            json!({"stagedAction": "Maybe"}),
+        ))
+        .expect_err("invalid");
+        assert_eq!(e.error.field, "spec.stagedAction");
+    }
+
+    #[test]
+    fn kinds_defaults_and_staged_actions() {
+        let p = parse(&calico(
+            "NetworkPolicy",
+            json!({"egress": [{"action": "Allow"}]}),
+        ))
+        .expect("valid");
+        let PolicySpec::Calico(s) = &p.spec else {
+            panic!("calico")
+        };
+        assert_eq!(
+            (s.ingress.is_some(), s.egress.is_some()),
+            (false, true),
+            "types from rules"
+        );
+        assert_eq!((&*s.tier, s.order), ("default", None));
+        assert_eq!(p.reference.namespace.as_deref(), Some("x"));
+
+        let p = parse(&calico(
+            "GlobalNetworkPolicy",
+            json!({"tier": "security", "order": 10.5}),
+        ))
+        .expect("valid");
+        let PolicySpec::Calico(s) = &p.spec else {
+            panic!("calico")
+        };
+        assert_eq!(
+            (s.ingress.is_some(), s.egress.is_some()),
+            (true, false),
+            "no rules: Ingress"
+        );
+        assert_eq!((&*s.tier, s.order), ("security", Some(10.5)));
+        assert_eq!(&*p.reference.tier, "security");
+        assert_eq!(p.reference.namespace, None, "cluster-scoped");
+
+        let p = parse(&calico(
+            "StagedGlobalNetworkPolicy",
+            json!({"stagedAction": "Delete"}),
+        ))
+        .expect("valid");
+        assert_eq!(p.stage, Stage::Staged(StagedAction::Delete));
+        let p = parse(&calico("StagedNetworkPolicy", json!({}))).expect("valid");
+        assert_eq!(p.stage, Stage::Staged(StagedAction::Set));
+    }
+
+    #[test]
+    fn tiers() {
+        let tier = |name: &str, spec: serde_json::Value| {
+            parse_tier(
+                &json!({"apiVersion": "projectcalico.org/v3", "kind": "Tier",
+                               "metadata": {"name": name}, "spec": spec}),
+            )
+            .expect("a tier")
+        };
+        let t = tier("security", json!({"order": 100, "defaultAction": "Pass"})).expect("valid");
+        assert_eq!(
+            (t.order, t.default_action),
+            (Some(100.0), flowscribe_model::PolicyAction::Pass)
+        );
+        let t = tier("default", json!({})).expect("valid");
+        assert_eq!(
+            (t.order, t.default_action),
+            (Some(1_000_000.0), flowscribe_model::PolicyAction::Deny)
+        );
+        let e = tier("x", json!({"order": 1, "colour": "red"})).expect_err("invalid");
+        assert_eq!(e.error.field, "spec.colour");
+        assert!(parse_tier(&json!({"apiVersion": "v1", "kind": "Tier"})).is_none());
+    }
+}

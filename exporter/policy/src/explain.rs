@@ -289,7 +289,7 @@ fn side(
             }
             // Past every tier: Calico hands the endpoint to its profiles
             // (allow in Kubernetes); otherwise nothing isolates it.
-            let reason = if passed_calico {
+            let reason = if passed_calico || index.calico_present() {
                 VerdictReason::ProfileAllow
             } else {
                 VerdictReason::NotIsolatedDefaultAllow

@@ -99,6 +99,9 @@ pub struct PolicyIndex {
     /// A cluster-scoped staged policy exists: every flow gets a pending
     /// evaluation.
     staged_global: bool,
+    /// Calico objects are present: an endpoint no policy applies to is
+    /// allowed by its profile (`profile-allow`).
+    calico_present: bool,
 }
 
 /// Which enforced policy a staged one replaces or deletes: same family,
@@ -343,6 +346,15 @@ impl PolicyIndex {
 
         self.staged_namespaces.clear();
         self.staged_global = false;
+        self.calico_present = !self.tiers.is_empty()
+            || self
+                .policies
+                .iter()
+                .any(|p| matches!(p.spec, PolicySpec::Calico(_)))
+            || self
+                .invalid
+                .iter()
+                .any(|i| matches!(*i.scope, InvalidScope::Calico { .. }));
         for (r, stage, placement, entry) in placed {
             if let Placement::Tier { tier, .. } = &placement
                 && !defs.contains_key(tier)
@@ -445,6 +457,10 @@ impl PolicyIndex {
         self.pending.is_some()
             && (self.staged_global
                 || namespace.is_some_and(|ns| self.staged_namespaces.contains(ns)))
+    }
+
+    pub(crate) fn calico_present(&self) -> bool {
+        self.calico_present
     }
 
     pub(crate) fn valid(&self, i: u32) -> &Policy {
