@@ -29,7 +29,7 @@ use flowscribe_model::{
     DirectionCounters, Endpoint, EndpointKind, EnrichedFlow, Flow, FlowKey, FlowState,
     HookDirection, InterfaceRef, Observed, Orientation, PodIdentity,
 };
-use flowscribe_policy::{PolicyIndex, explain, parse_policy};
+use flowscribe_policy::{PolicyIndex, explain, parse_policy, parse_tier};
 use serde_json::{Value, json};
 
 const NAMESPACES: usize = 1000;
@@ -333,6 +333,17 @@ fn bench(c: &mut Criterion) {
         hits as f64 / 10_000.0
     );
     drop(traces);
+    // Where a rebuild's time goes: parsing the JSON, then compiling.
+    let start = Instant::now();
+    let parsed: Vec<_> = objects.iter().filter_map(parse_policy).collect();
+    let tiers: Vec<_> = objects.iter().filter_map(parse_tier).collect();
+    let parse_time = start.elapsed();
+    let start = Instant::now();
+    black_box(PolicyIndex::build_with_tiers(parsed, tiers));
+    eprintln!(
+        "rebuild, once: parse {parse_time:?}, compile {:?}",
+        start.elapsed()
+    );
     // Per flow, cold (a fresh index: no subject seen before) then warm.
     let (fresh, _) = PolicyIndex::from_objects(&objects);
     eprintln!("per flow, cold: {}", latency_distribution(&fresh, &sample));

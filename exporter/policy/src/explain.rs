@@ -26,7 +26,10 @@ use flowscribe_model::{
 };
 
 use crate::calico::selector_selects;
-use crate::index::{Entry, KUBERNETES_GROUP_ORDER, PolicyIndex, Slot, Tier, TierKind, View};
+use crate::index::{
+    Entry, KUBERNETES_GROUP_ORDER, PolicyIndex, SELECTED_UNKNOWN, Selection, Slot, Tier, TierKind,
+    TierSelection, View,
+};
 use crate::kubernetes::{KubernetesPolicySpec, Peer, PortMatch, PortRange, Rule};
 use crate::matching::{EndpointView, FlowCtx, Tri, namespace_label};
 use crate::policy::{InvalidPolicy, InvalidScope, Policy, PolicySpec};
@@ -117,7 +120,7 @@ enum Side {
 /// Whose policies decide a side.
 enum Subject<'a> {
     /// A pod of the cluster's pod network.
-    Pod(&'a PodIdentity),
+    Pod(&'a Arc<PodIdentity>),
     /// A Service whose backend pod is not known: its namespace is, and that
     /// is enough when the namespace has no ingress policy at all.
     UnresolvedService { namespace: Option<&'a str> },
@@ -140,7 +143,7 @@ fn subject_of(flow: &EnrichedFlow, side: Side) -> Subject<'_> {
         Side::Source => &flow.source,
         Side::Destination => &flow.destination,
     };
-    match (endpoint.kind, endpoint.pod.as_deref()) {
+    match (endpoint.kind, endpoint.pod.as_ref()) {
         (EndpointKind::Pod, Some(pod)) => Subject::Pod(pod),
         // The backend of a Service decides ingress; only the destination is
         // reached through a Service.
@@ -272,12 +275,25 @@ fn side(
             };
             verdict_of(direction, Vec::new(), reason)
         }
-        Subject::Pod(pod) => {
+        Subject::Pod(pod_arc) => {
+            let pod: &PodIdentity = pod_arc;
+            let pending = !std::ptr::eq(view, index.view(false));
+            let selection = index.selection(pending, pod_arc, || select(index, view, pod));
             let mut hits = Vec::new();
             let mut passed_calico = false;
-            for tier in view.tiers.iter() {
+            for (tier, selected) in view.tiers.iter().zip(selection.tiers.iter()) {
                 match walk_tier(
-                    index, view, tier, ctx, direction, pod, peer, &mut hits, invalid,
+                    index,
+                    view,
+                    tier,
+                    selected,
+                    &selection.kubernetes,
+                    ctx,
+                    direction,
+                    pod,
+                    peer,
+                    &mut hits,
+                    invalid,
                 ) {
                     TierOutcome::NotApplied => {}
                     TierOutcome::Passed => passed_calico |= tier.kind == TierKind::Calico,
@@ -296,6 +312,61 @@ fn side(
             };
             verdict_of(direction, hits, reason)
         }
+    }
+}
+
+/// Whether a policy in a tier slot may select the pod.
+fn slot_selects(index: &PolicyIndex, entry: Entry, pod: &PodIdentity) -> Tri {
+    match entry {
+        Entry::Invalid(i) => Tri::from_bool(invalid_may_select(index.invalid_at(i), pod)),
+        Entry::Valid(i) => {
+            let policy = index.valid(i);
+            match &policy.spec {
+                PolicySpec::Admin(a) => Tri::from_bool(a.subject.selects(pod)),
+                PolicySpec::Calico(c) => c.selects(policy.reference.namespace.as_deref(), pod),
+                PolicySpec::Kubernetes(k) => Tri::from_bool(k.pod_selector.matches(&pod.labels)),
+            }
+        }
+    }
+}
+
+/// The positions of the entries that may select the pod.
+fn positions<T>(items: &[T], selects: impl Fn(&T) -> Tri) -> Box<[u32]> {
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| {
+            let i = u32::try_from(i).ok()?;
+            match selects(item) {
+                Tri::No => None,
+                Tri::Yes => Some(i),
+                Tri::Unknown => Some(i | SELECTED_UNKNOWN),
+            }
+        })
+        .collect()
+}
+
+/// Everything of a view that may select the pod, once per pod.
+fn select(index: &PolicyIndex, view: &View, pod: &PodIdentity) -> Selection {
+    fn namespaced<'t>(tier: &'t Tier, pod: &PodIdentity) -> &'t [Slot] {
+        tier.namespaced.get(&*pod.namespace).map_or(&[][..], |s| s)
+    }
+    Selection {
+        tiers: view
+            .tiers
+            .iter()
+            .map(|tier| {
+                let select = |slot: &Slot| slot_selects(index, slot.entry, pod);
+                (
+                    positions(&tier.global, select),
+                    positions(namespaced(tier, pod), select),
+                )
+            })
+            .collect(),
+        kubernetes: positions(
+            view.kubernetes.get(&*pod.namespace).map_or(&[][..], |e| e),
+            |entry| slot_selects(index, *entry, pod),
+        ),
     }
 }
 
@@ -345,9 +416,10 @@ enum TierOutcome {
     Unknown,
 }
 
-/// The next policy of a tier in evaluation order.
+/// The next policy of a tier in evaluation order (and whether its
+/// selector's answer was unknown).
 enum Next<'a> {
-    Slot(&'a Slot),
+    Slot(&'a Slot, bool),
     KubernetesGroup,
 }
 
@@ -363,6 +435,8 @@ fn walk_tier(
     index: &PolicyIndex,
     view: &View,
     tier: &Tier,
+    (selected_global, selected_namespaced): &TierSelection,
+    selected_kubernetes: &[u32],
     ctx: &FlowCtx,
     direction: PolicyDirection,
     pod: &PodIdentity,
@@ -378,19 +452,29 @@ fn walk_tier(
     // Policies that applied but decided nothing: recorded when the tier's
     // end decides.
     let mut undecided: Vec<PolicyHit> = Vec::new();
+    fn at<'t>(slots: &'t [Slot], positions: &[u32], i: usize) -> Option<(&'t Slot, bool)> {
+        positions.get(i).and_then(|p| {
+            let unknown = p & SELECTED_UNKNOWN != 0;
+            slots
+                .get((p & !SELECTED_UNKNOWN) as usize)
+                .map(|slot| (slot, unknown))
+        })
+    }
     loop {
         // Merge the three ordered streams: cluster-scoped policies, this
         // namespace's policies, and the Kubernetes group.
+        let global = at(&tier.global, selected_global, g);
+        let local = at(namespaced, selected_namespaced, n);
         let mut next: Option<(Next, (f64, &str))> = None;
-        if let Some(s) = tier.global.get(g) {
-            next = Some((Next::Slot(s), (s.order, &s.name)));
+        if let Some((s, unknown)) = global {
+            next = Some((Next::Slot(s, unknown), (s.order, &s.name)));
         }
-        if let Some(s) = namespaced.get(n)
+        if let Some((s, unknown)) = local
             && next
                 .as_ref()
                 .is_none_or(|(_, k)| key_less((s.order, &s.name), *k))
         {
-            next = Some((Next::Slot(s), (s.order, &s.name)));
+            next = Some((Next::Slot(s, unknown), (s.order, &s.name)));
         }
         if group_pending
             && next
@@ -400,10 +484,19 @@ fn walk_tier(
             next = Some((Next::KubernetesGroup, KUBERNETES_GROUP_ORDER));
         }
         let Some((item, _)) = next else { break };
-        let slot = match item {
+        let (slot, unknown) = match item {
             Next::KubernetesGroup => {
                 group_pending = false;
-                let group = kubernetes_group(index, view, ctx, direction, pod, peer, invalid);
+                let group = kubernetes_group(
+                    index,
+                    view,
+                    selected_kubernetes,
+                    ctx,
+                    direction,
+                    pod,
+                    peer,
+                    invalid,
+                );
                 if group.allowed {
                     hits.extend(group.hits);
                     return TierOutcome::Decided(VerdictReason::AllowedByRule);
@@ -424,9 +517,9 @@ fn walk_tier(
                 }
                 continue;
             }
-            Next::Slot(slot) => slot,
+            Next::Slot(slot, unknown) => (slot, unknown),
         };
-        if tier.global.get(g).is_some_and(|s| std::ptr::eq(s, slot)) {
+        if global.is_some_and(|(s, _)| std::ptr::eq(s, slot)) {
             g += 1;
         } else {
             n += 1;
@@ -443,20 +536,14 @@ fn walk_tier(
             }
             Entry::Valid(i) => {
                 let policy = index.valid(i);
-                let namespace = policy.reference.namespace.as_deref();
-                let selected = match &policy.spec {
-                    PolicySpec::Admin(a) if !a.rules(direction).is_empty() => {
-                        Tri::from_bool(a.subject.selects(pod))
-                    }
-                    PolicySpec::Calico(c) if c.rules(direction).is_some() => {
-                        c.selects(namespace, pod)
-                    }
-                    _ => continue,
-                };
-                match selected {
-                    Tri::No => continue,
-                    Tri::Unknown => return TierOutcome::Unknown,
-                    Tri::Yes => {}
+                // Only policies that may select the pod are here; one whose
+                // selector could not be decided makes the side unknown, if
+                // it governs the direction at all.
+                if !governs(policy, direction) {
+                    continue;
+                }
+                if unknown {
+                    return TierOutcome::Unknown;
                 }
                 if tier.broken {
                     flag(invalid, &policy.reference);
@@ -583,9 +670,14 @@ struct GroupOutcome {
     invalid_selects: bool,
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one flow's evaluation state, passed down"
+)]
 fn kubernetes_group(
     index: &PolicyIndex,
     view: &View,
+    selected: &[u32],
     ctx: &FlowCtx,
     direction: PolicyDirection,
     pod: &PodIdentity,
@@ -598,19 +690,21 @@ fn kubernetes_group(
         isolated: false,
         invalid_selects: false,
     };
-    for entry in view.kubernetes.get(&*pod.namespace).map_or(&[][..], |e| e) {
+    let entries = view.kubernetes.get(&*pod.namespace).map_or(&[][..], |e| e);
+    for entry in selected
+        .iter()
+        .filter_map(|p| entries.get((p & !SELECTED_UNKNOWN) as usize))
+    {
         match *entry {
             Entry::Valid(i) => {
                 let policy = index.valid(i);
                 let PolicySpec::Kubernetes(spec) = &policy.spec else {
                     continue;
                 };
+                // Selected already (the pod selector matched).
                 let Some(rules) = rules_for(spec, direction) else {
                     continue;
                 };
-                if !spec.pod_selector.matches(&pod.labels) {
-                    continue;
-                }
                 out.isolated = true;
                 let first = rules
                     .iter()
@@ -629,12 +723,10 @@ fn kubernetes_group(
                 });
             }
             Entry::Invalid(i) => {
-                let inv = index.invalid_at(i);
-                if invalid_may_select(inv, pod) {
-                    out.invalid_selects = true;
-                    if let Some(r) = &inv.reference {
-                        flag(invalid, r);
-                    }
+                // Selected already: it may select the pod.
+                out.invalid_selects = true;
+                if let Some(r) = &index.invalid_at(i).reference {
+                    flag(invalid, r);
                 }
             }
         }

@@ -17,9 +17,9 @@
 //! recompiles the views from the already parsed policies.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use flowscribe_model::{PolicyAction, PolicyKind, PolicyRef};
+use flowscribe_model::{PodIdentity, PolicyAction, PolicyKind, PolicyRef};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 
@@ -102,7 +102,64 @@ pub struct PolicyIndex {
     /// Calico objects are present: an endpoint no policy applies to is
     /// allowed by its profile (`profile-allow`).
     calico_present: bool,
+    /// Which policies may select a pod, memoised per pod.
+    selections: Mutex<SelectionCache>,
+    /// The compiled state kept for incremental changes: tier definitions,
+    /// the enforced set, staged policies, and the pending set.
+    defs: FxHashMap<Arc<str>, TierDef>,
+    /// Tiers that policies name but no Tier object defines.
+    missing_tiers: FxHashSet<Arc<str>>,
+    enforced_set: BTreeMap<Family, (Placement, Entry)>,
+    staged_set: BTreeMap<StagedKey, (StagedAction, Family, Placement, Entry)>,
+    pending_set: Option<BTreeMap<Family, (Placement, Entry)>>,
 }
+
+type StagedKey = (PolicyKind, Option<Arc<str>>, Arc<str>);
+
+/// The policies of a view that may select one pod (selector `Yes` or
+/// `Unknown`, or an invalid policy that may select it), so that a flow
+/// walks only those and matches no subject selector again. Positions carry
+/// [`SELECTED_UNKNOWN`] when the selector's answer was `Unknown`.
+#[derive(Debug, Default)]
+pub(crate) struct Selection {
+    /// Per tier of the view: positions in [`Tier::global`] and in the
+    /// tier's slots of the pod's namespace.
+    pub(crate) tiers: Box<[TierSelection]>,
+    /// Positions in the view's Kubernetes NetworkPolicies of the pod's
+    /// namespace.
+    pub(crate) kubernetes: Box<[u32]>,
+}
+
+/// Positions in a tier's cluster-scoped policies, and in its policies of
+/// the pod's namespace.
+pub(crate) type TierSelection = (Box<[u32]>, Box<[u32]>);
+
+/// Marks a selected position whose selector answered `Unknown`.
+pub(crate) const SELECTED_UNKNOWN: u32 = 1 << 31;
+
+/// Memoised [`Selection`]s, keyed by the address of the pod's identity.
+/// The entry holds a clone of that `Arc`, so the address cannot be reused
+/// by another identity while it is cached; identities are immutable, so
+/// the same address means the same labels. Cleared when full, and rebuilt
+/// empty with the index (it depends on the policies).
+#[derive(Debug, Default)]
+struct SelectionCache {
+    /// Bumped by every change to the views; older entries are recomputed.
+    generation: u64,
+    entries: FxHashMap<usize, CachedSelection>,
+}
+
+#[derive(Debug)]
+struct CachedSelection {
+    generation: u64,
+    /// Keeps the address from being reused while cached.
+    _pod: Arc<PodIdentity>,
+    views: [Option<Arc<Selection>>; 2],
+}
+
+/// More pods than this and the cache starts over (about 40 MB at the
+/// policy mix of the explain_scale bench).
+const SELECTION_CACHE_CAPACITY: usize = 1 << 19;
 
 /// Which enforced policy a staged one replaces or deletes: same family,
 /// namespace and name.
@@ -122,7 +179,7 @@ fn family_of(kind: PolicyKind) -> u8 {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum Placement {
     Kubernetes(Arc<str>),
     Tier {
@@ -198,9 +255,19 @@ impl PolicyIndex {
         (index, problems)
     }
 
-    /// Add or replace one policy (same kind, namespace and name) and
-    /// recompile. Parsing is the caller's (off the data path).
+    /// Add or replace one policy (same kind, namespace and name). Parsing is
+    /// the caller's (off the data path). A valid policy that replaces a
+    /// valid one, or is new, updates only the policy lists it sits in;
+    /// anything else (a policy turning invalid or back, a tier that does
+    /// not exist) recompiles the whole index.
     pub fn upsert(&mut self, item: Result<Policy, InvalidPolicy>) {
+        let item = match item {
+            Ok(policy) => match self.upsert_in_place(policy) {
+                Ok(()) => return,
+                Err(policy) => Ok(*policy),
+            },
+            Err(invalid) => Err(invalid),
+        };
         let reference = match &item {
             Ok(p) => Some(p.reference.clone()),
             Err(i) => i.reference.clone(),
@@ -224,6 +291,109 @@ impl PolicyIndex {
         found
     }
 
+    /// The incremental path of [`PolicyIndex::upsert`]; gives the policy
+    /// back when the whole index must be recompiled instead.
+    fn upsert_in_place(&mut self, policy: Policy) -> Result<(), Box<Policy>> {
+        let new_placement = placement_of(&policy);
+        let tier_ok = |p: &Placement,
+                       defs: &FxHashMap<Arc<str>, TierDef>,
+                       missing: &FxHashSet<Arc<str>>| match p {
+            Placement::Kubernetes(_) => true,
+            Placement::Tier { tier, .. } => defs.contains_key(tier) && !missing.contains(tier),
+        };
+        let r = policy.reference.clone();
+        let same =
+            |x: &PolicyRef| x.kind == r.kind && x.namespace == r.namespace && x.name == r.name;
+        if !tier_ok(&new_placement, &self.defs, &self.missing_tiers)
+            || self
+                .invalid
+                .iter()
+                .any(|i| i.reference.as_deref().is_some_and(same))
+            || (matches!(policy.stage, Stage::Staged(_)) && self.pending_set.is_none())
+        {
+            return Err(Box::new(policy));
+        }
+        let existing = self.policies.iter().position(|p| same(&p.reference));
+        let old_placement = existing.map(|k| placement_of(&self.policies[k]));
+        if old_placement
+            .as_ref()
+            .is_some_and(|p| !tier_ok(p, &self.defs, &self.missing_tiers))
+        {
+            return Err(Box::new(policy));
+        }
+        let stage = policy.stage;
+        let k = match existing {
+            Some(k) => {
+                self.policies[k] = policy;
+                k
+            }
+            None => {
+                self.policies.push(policy);
+                self.policies.len() - 1
+            }
+        };
+        let entry = Entry::Valid(k as u32);
+        let family = Family(family_of(r.kind), r.namespace.clone(), r.name.clone());
+        match stage {
+            Stage::Enforced => {
+                self.enforced_set
+                    .insert(family.clone(), (new_placement.clone(), entry));
+            }
+            Stage::Staged(action) => {
+                self.staged_set.insert(
+                    (r.kind, r.namespace.clone(), r.name.clone()),
+                    (action, family.clone(), new_placement.clone(), entry),
+                );
+            }
+        }
+        // The pending set's entry for this family: the enforced one with
+        // the staged ones of the family applied, in key order.
+        if let Some(pending) = &mut self.pending_set {
+            let mut value = self.enforced_set.get(&family).cloned();
+            for (action, f, placement, e) in self.staged_set.values() {
+                if *f == family {
+                    value = match action {
+                        StagedAction::Set => Some((placement.clone(), *e)),
+                        StagedAction::Delete => None,
+                    };
+                }
+            }
+            match value {
+                Some(v) => pending.insert(family, v),
+                None => pending.remove(&family),
+            };
+        }
+        let mut groups = vec![new_placement];
+        if let Some(old) = old_placement
+            && !groups.contains(&old)
+        {
+            groups.push(old);
+        }
+        for group in &groups {
+            let rebuilt = rebuild_group(&mut self.enforced, &self.enforced_set, group)
+                && match (&mut self.pending, &self.pending_set) {
+                    (Some(view), Some(set)) => rebuild_group(view, set, group),
+                    _ => true,
+                };
+            if !rebuilt {
+                // A tier the views do not have yet: start over.
+                self.compile();
+                return Ok(());
+            }
+        }
+        self.staged_namespaces = self
+            .staged_set
+            .keys()
+            .filter_map(|(_, ns, _)| ns.clone())
+            .collect();
+        self.staged_global = self.staged_set.keys().any(|(_, ns, _)| ns.is_none());
+        self.calico_present |= matches!(self.policies[k].spec, PolicySpec::Calico(_));
+        if let Ok(cache) = self.selections.get_mut() {
+            cache.generation += 1;
+        }
+        Ok(())
+    }
+
     fn forget(&mut self, kind: PolicyKind, namespace: Option<&str>, name: &str) -> bool {
         let same = |r: &PolicyRef| {
             r.kind == kind && r.namespace.as_deref() == namespace && &*r.name == name
@@ -238,6 +408,7 @@ impl PolicyIndex {
     /// Resolve the enforced and pending views from the parsed policies.
     fn compile(&mut self) {
         self.compile_problems.clear();
+        self.selections = Mutex::default();
         let mut defs: FxHashMap<Arc<str>, TierDef> = FxHashMap::default();
         defs.insert(
             Arc::from(ADMIN_TIER),
@@ -298,29 +469,12 @@ impl PolicyIndex {
         }
 
         let mut enforced: BTreeMap<Family, (Placement, Entry)> = BTreeMap::new();
-        type StagedKey = (PolicyKind, Option<Arc<str>>, Arc<str>);
         let mut staged: BTreeMap<StagedKey, (StagedAction, Family, Placement, Entry)> =
             BTreeMap::new();
         let mut placed: Vec<(Arc<PolicyRef>, Stage, Placement, Entry)> = Vec::new();
         for (i, p) in self.policies.iter().enumerate() {
             let entry = Entry::Valid(i as u32);
-            let r = &p.reference;
-            let placement = match &p.spec {
-                PolicySpec::Kubernetes(_) => {
-                    Placement::Kubernetes(r.namespace.clone().unwrap_or_else(|| Arc::from("")))
-                }
-                PolicySpec::Admin(a) => Placement::Tier {
-                    tier: Arc::from(admin_tier_name(a.tier)),
-                    order: f64::from(a.priority),
-                    namespace: None,
-                },
-                PolicySpec::Calico(c) => Placement::Tier {
-                    tier: c.tier.clone(),
-                    order: c.order.unwrap_or(f64::INFINITY),
-                    namespace: r.namespace.clone(),
-                },
-            };
-            placed.push((r.clone(), p.stage, placement, entry));
+            placed.push((p.reference.clone(), p.stage, placement_of(p), entry));
         }
         for (i, inv) in self.invalid.iter().enumerate() {
             // Without a name it cannot be placed; it is only reported.
@@ -397,22 +551,36 @@ impl PolicyIndex {
                 }
             }
         }
-        let pending = (!staged.is_empty()).then(|| {
+        let pending_set = (!staged.is_empty()).then(|| {
             let mut pending = enforced.clone();
-            for (action, family, placement, entry) in staged.into_values() {
+            for (action, family, placement, entry) in staged.values() {
                 match action {
                     StagedAction::Set => {
-                        pending.insert(family, (placement, entry));
+                        pending.insert(family.clone(), (placement.clone(), *entry));
                     }
                     StagedAction::Delete => {
-                        pending.remove(&family);
+                        pending.remove(family);
                     }
                 }
             }
-            compile_view(&defs, pending)
+            pending
         });
-        self.enforced = compile_view(&defs, enforced);
-        self.pending = pending;
+        self.pending = pending_set.as_ref().map(|p| compile_view(&defs, p));
+        self.enforced = compile_view(&defs, &enforced);
+        self.missing_tiers =
+            defs.iter()
+                .filter(|(name, d)| {
+                    d.broken
+                        && !self.tiers.iter().any(
+                            |t| matches!(t, Err(InvalidTier { name: Some(n), .. }) if n == *name),
+                        )
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+        self.defs = defs;
+        self.enforced_set = enforced;
+        self.staged_set = staged;
+        self.pending_set = pending_set;
     }
 
     /// Valid policies, enforced and staged, in input order (after
@@ -459,6 +627,44 @@ impl PolicyIndex {
                 || namespace.is_some_and(|ns| self.staged_namespaces.contains(ns)))
     }
 
+    /// The cluster-scoped policies of each tier of a view that may select
+    /// `pod`, computed with `compute` on a miss.
+    pub(crate) fn selection(
+        &self,
+        pending: bool,
+        pod: &Arc<PodIdentity>,
+        compute: impl FnOnce() -> Selection,
+    ) -> Arc<Selection> {
+        let view = usize::from(pending && self.pending.is_some());
+        let key = Arc::as_ptr(pod) as usize;
+        if let Ok(cache) = self.selections.lock()
+            && let Some(cached) = cache.entries.get(&key)
+            && cached.generation == cache.generation
+            && let Some(found) = &cached.views[view]
+        {
+            return found.clone();
+        }
+        let computed = Arc::new(compute());
+        // A poisoned lock only loses the memo, never the answer.
+        if let Ok(mut cache) = self.selections.lock() {
+            if cache.entries.len() >= SELECTION_CACHE_CAPACITY {
+                cache.entries.clear();
+            }
+            let generation = cache.generation;
+            let entry = cache.entries.entry(key).or_insert_with(|| CachedSelection {
+                generation,
+                _pod: pod.clone(),
+                views: [None, None],
+            });
+            if entry.generation != generation {
+                entry.generation = generation;
+                entry.views = [None, None];
+            }
+            entry.views[view] = Some(computed.clone());
+        }
+        computed
+    }
+
     pub(crate) fn calico_present(&self) -> bool {
         self.calico_present
     }
@@ -472,9 +678,98 @@ impl PolicyIndex {
     }
 }
 
+/// Where a valid policy sits.
+fn placement_of(p: &Policy) -> Placement {
+    let r = &p.reference;
+    match &p.spec {
+        PolicySpec::Kubernetes(_) => {
+            Placement::Kubernetes(r.namespace.clone().unwrap_or_else(|| Arc::from("")))
+        }
+        PolicySpec::Admin(a) => Placement::Tier {
+            tier: Arc::from(admin_tier_name(a.tier)),
+            order: f64::from(a.priority),
+            namespace: None,
+        },
+        PolicySpec::Calico(c) => Placement::Tier {
+            tier: c.tier.clone(),
+            order: c.order.unwrap_or(f64::INFINITY),
+            namespace: r.namespace.clone(),
+        },
+    }
+}
+
+fn sort_slots(slots: &mut [Slot]) {
+    slots.sort_by(|a, b| {
+        a.order
+            .total_cmp(&b.order)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+}
+
+/// Recompute one policy list of a view (a namespace's NetworkPolicies, or
+/// a tier's cluster-scoped or per-namespace policies) from the set. False
+/// when the view has no such tier.
+fn rebuild_group(
+    view: &mut View,
+    set: &BTreeMap<Family, (Placement, Entry)>,
+    group: &Placement,
+) -> bool {
+    let empty: Arc<str> = Arc::from("");
+    match group {
+        Placement::Kubernetes(ns) => {
+            let entries: Box<[Entry]> = set
+                .range(Family(0, Some(ns.clone()), empty)..)
+                .take_while(|(f, _)| f.0 == 0 && f.1.as_ref() == Some(ns))
+                .filter(|(_, (p, _))| p == group)
+                .map(|(_, (_, e))| *e)
+                .collect();
+            view.kubernetes.insert(ns.clone(), entries);
+            true
+        }
+        Placement::Tier {
+            tier, namespace, ..
+        } => {
+            let in_tier = |p: &Placement| matches!(p, Placement::Tier { tier: t, .. } if t == tier);
+            let slot = |f: &Family, p: &Placement, e: &Entry| match p {
+                Placement::Tier { order, .. } => Some(Slot {
+                    order: *order,
+                    name: f.2.clone(),
+                    entry: *e,
+                }),
+                Placement::Kubernetes(_) => None,
+            };
+            let mut slots: Vec<Slot> = match namespace {
+                Some(ns) => set
+                    .range(Family(1, Some(ns.clone()), empty)..)
+                    .take_while(|(f, _)| f.0 == 1 && f.1.as_ref() == Some(ns))
+                    .filter(|(_, (p, _))| in_tier(p))
+                    .filter_map(|(f, (p, e))| slot(f, p, e))
+                    .collect(),
+                // Cluster-scoped families are 2..=5, all without namespace.
+                None => set
+                    .range(Family(2, None, empty)..)
+                    .filter(|(f, (p, _))| f.1.is_none() && in_tier(p))
+                    .filter_map(|(f, (p, e))| slot(f, p, e))
+                    .collect(),
+            };
+            sort_slots(&mut slots);
+            let Some(t) = view.tiers.iter_mut().find(|t| &t.name == tier) else {
+                return false;
+            };
+            match namespace {
+                Some(ns) => {
+                    t.namespaced.insert(ns.clone(), slots.into());
+                }
+                None => t.global = slots.into(),
+            }
+            true
+        }
+    }
+}
+
 fn compile_view(
     defs: &FxHashMap<Arc<str>, TierDef>,
-    set: BTreeMap<Family, (Placement, Entry)>,
+    set: &BTreeMap<Family, (Placement, Entry)>,
 ) -> View {
     let mut kubernetes: FxHashMap<Arc<str>, Vec<Entry>> = FxHashMap::default();
     type Slots = (Vec<Slot>, FxHashMap<Arc<str>, Vec<Slot>>);
@@ -483,28 +778,26 @@ fn compile_view(
     // namespace come out ordered by name.
     for (Family(_, _, name), (placement, entry)) in set {
         match placement {
-            Placement::Kubernetes(ns) => kubernetes.entry(ns).or_default().push(entry),
+            Placement::Kubernetes(ns) => kubernetes.entry(ns.clone()).or_default().push(*entry),
             Placement::Tier {
                 tier,
                 order,
                 namespace,
             } => {
-                let (global, namespaced) = by_tier.entry(tier).or_default();
-                let slot = Slot { order, name, entry };
+                let (global, namespaced) = by_tier.entry(tier.clone()).or_default();
+                let slot = Slot {
+                    order: *order,
+                    name: name.clone(),
+                    entry: *entry,
+                };
                 match namespace {
                     None => global.push(slot),
-                    Some(ns) => namespaced.entry(ns).or_default().push(slot),
+                    Some(ns) => namespaced.entry(ns.clone()).or_default().push(slot),
                 }
             }
         }
     }
-    let sort = |slots: &mut Vec<Slot>| {
-        slots.sort_by(|a, b| {
-            a.order
-                .total_cmp(&b.order)
-                .then_with(|| a.name.cmp(&b.name))
-        });
-    };
+    let sort = |slots: &mut Vec<Slot>| sort_slots(slots);
     let mut tiers: Vec<(f64, Tier)> = Vec::new();
     let default_tier: Arc<str> = Arc::from(DEFAULT_TIER);
     if !by_tier.contains_key(&default_tier) {
