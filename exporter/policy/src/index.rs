@@ -59,7 +59,7 @@ pub(crate) struct Slot {
     pub(crate) entry: Entry,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Tier {
     pub(crate) name: Arc<str>,
     pub(crate) kind: TierKind,
@@ -76,7 +76,7 @@ pub(crate) struct Tier {
 }
 
 /// The enforced or the pending set, compiled.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct View {
     pub(crate) tiers: Box<[Tier]>,
     /// Kubernetes NetworkPolicies per namespace, ordered by name.
@@ -565,8 +565,31 @@ impl PolicyIndex {
             }
             pending
         });
-        self.pending = pending_set.as_ref().map(|p| compile_view(&defs, p));
         self.enforced = compile_view(&defs, &enforced);
+        // The pending view differs from the enforced one only in the lists
+        // staged policies touch: copy the enforced view and rebuild those.
+        self.pending = pending_set.as_ref().map(|pending| {
+            let mut view = self.enforced.clone();
+            let mut groups: Vec<&Placement> = Vec::new();
+            for (_, family, placement, _) in staged.values() {
+                groups.push(placement);
+                if let Some((target, _)) = enforced.get(family) {
+                    groups.push(target);
+                }
+            }
+            let mut done: Vec<&Placement> = Vec::new();
+            for group in groups {
+                if done.contains(&group) {
+                    continue;
+                }
+                done.push(group);
+                if !rebuild_group(&mut view, pending, group) {
+                    // A tier only staged policies use: compile it whole.
+                    return compile_view(&defs, pending);
+                }
+            }
+            view
+        });
         self.missing_tiers =
             defs.iter()
                 .filter(|(name, d)| {

@@ -94,10 +94,21 @@ pub(crate) fn parse_selector(
         None | Some(Value::Null) => {}
         Some(Value::Object(labels)) => {
             for (key, value) in labels {
-                let field = join(&join(path, "matchLabels"), key);
-                let value = ctx.str(value, &field)?;
-                check_key(ctx, key, &field)?;
-                check_value(ctx, value, &field)?;
+                // The field path is only built for an error: this runs for
+                // every label of every selector of every policy.
+                let field = || join(&join(path, "matchLabels"), key);
+                let Some(value) = value.as_str() else {
+                    return Err(ctx.err(
+                        &field(),
+                        format!("expected a string, found {}", type_of(value)),
+                    ));
+                };
+                if !is_key(key) {
+                    return Err(ctx.err(&field(), format!("{key:?} is not a valid label key")));
+                }
+                if !is_value(value) {
+                    return Err(ctx.err(&field(), format!("{value:?} is not a valid label value")));
+                }
                 requirements.push(Requirement::Equals {
                     key: key.clone(),
                     value: value.to_string(),
@@ -202,12 +213,19 @@ fn is_dns_subdomain(s: &str) -> bool {
         })
 }
 
-fn check_key(ctx: &Ctx, key: &str, path: &str) -> Result<(), PolicyError> {
-    let ok = match key.split_once('/') {
+fn is_key(key: &str) -> bool {
+    match key.split_once('/') {
         Some((prefix, name)) => is_dns_subdomain(prefix) && is_name_segment(name),
         None => is_name_segment(key),
-    };
-    if ok {
+    }
+}
+
+fn is_value(value: &str) -> bool {
+    value.is_empty() || is_name_segment(value)
+}
+
+fn check_key(ctx: &Ctx, key: &str, path: &str) -> Result<(), PolicyError> {
+    if is_key(key) {
         Ok(())
     } else {
         Err(ctx.err(path, format!("{key:?} is not a valid label key")))
@@ -215,7 +233,7 @@ fn check_key(ctx: &Ctx, key: &str, path: &str) -> Result<(), PolicyError> {
 }
 
 fn check_value(ctx: &Ctx, value: &str, path: &str) -> Result<(), PolicyError> {
-    if value.is_empty() || is_name_segment(value) {
+    if is_value(value) {
         Ok(())
     } else {
         Err(ctx.err(path, format!("{value:?} is not a valid label value")))
