@@ -87,7 +87,7 @@ pub fn explain(index: &PolicyIndex, flow: &EnrichedFlow, observed: Observed) -> 
         );
         // Staged policies that neither select an endpoint nor remove a
         // policy that does leave every hit, and so the evaluation, as it was.
-        (pending != enforced).then_some(pending)
+        (!same_evaluation(&pending, &enforced)).then_some(pending)
     } else {
         None
     };
@@ -109,6 +109,24 @@ pub fn explain(index: &PolicyIndex, flow: &EnrichedFlow, observed: Observed) -> 
         mismatch,
         invalid_policies: invalid,
     }
+}
+
+/// `a == b`, comparing policy references by address first (the index
+/// hands out one `Arc` per policy object, so equal addresses are the
+/// common case and spare comparing their strings).
+fn same_evaluation(a: &Evaluation, b: &Evaluation) -> bool {
+    let same_side = |x: &SideVerdict, y: &SideVerdict| {
+        x.verdict == y.verdict
+            && x.reason == y.reason
+            && x.hits.len() == y.hits.len()
+            && x.hits.iter().zip(&y.hits).all(|(h, k)| {
+                (Arc::ptr_eq(&h.policy, &k.policy) || h.policy == k.policy)
+                    && h.rule_index == k.rule_index
+                    && h.rule_name == k.rule_name
+                    && h.action == k.action
+            })
+    };
+    a.verdict == b.verdict && same_side(&a.egress, &b.egress) && same_side(&a.ingress, &b.ingress)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
