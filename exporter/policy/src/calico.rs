@@ -113,6 +113,15 @@ impl CalicoPolicySpec {
         }
     }
 
+    /// Some rule matches the source port (`source.ports`/`notPorts`).
+    pub fn uses_source_ports(&self) -> bool {
+        [&self.ingress, &self.egress]
+            .into_iter()
+            .flatten()
+            .flat_map(|rules| rules.iter())
+            .any(|r| !r.source.ports.is_empty() || !r.source.not_ports.is_empty())
+    }
+
     pub fn rules(&self, direction: PolicyDirection) -> Option<&[CalicoRule]> {
         if self.host_only {
             return None;

@@ -53,6 +53,91 @@ pub fn observe(flow: &Flow) -> Observed {
 /// a parameter so that a caller with better evidence (a CNI's verdict
 /// stream, a later window) can supply it.
 pub fn explain(index: &PolicyIndex, flow: &EnrichedFlow, observed: Observed) -> PolicyTrace {
+    // Pod to pod, the evaluation depends only on the two identities, the
+    // addresses, the protocol and port: memoised per such pair.
+    let pair = pair_key(index, flow);
+    let evaluated = match &pair {
+        Some((key, pods)) => match index.pair_lookup(key) {
+            Some(found) => found,
+            None => {
+                let computed = Arc::new(evaluate_flow(index, flow));
+                index.pair_insert(*key, pods.clone(), computed.clone());
+                computed
+            }
+        },
+        None => Arc::new(evaluate_flow(index, flow)),
+    };
+    let (enforced, pending, invalid) = (*evaluated).clone();
+
+    let indeterminate = enforced.egress.reason == VerdictReason::Indeterminate
+        || enforced.ingress.reason == VerdictReason::Indeterminate;
+    let mismatch = match (&observed, enforced.verdict) {
+        // An indeterminate deny is "not proven allowed", not a claim the
+        // dataplane failed to enforce.
+        (Observed::Delivered, Verdict::Deny) if !indeterminate => Some(Mismatch::PolicyNotEnforced),
+        (Observed::Dropped { .. }, Verdict::Allow) => Some(Mismatch::UnexplainedDrop),
+        _ => None,
+    };
+    PolicyTrace {
+        enforced,
+        pending,
+        observed,
+        verdict_source: VerdictSource::Evaluated,
+        mismatch,
+        invalid_policies: invalid,
+    }
+}
+
+/// What [`explain`] memoises: the enforced evaluation, the pending one,
+/// and the invalid policies that touched the flow.
+pub(crate) type Evaluated = (Evaluation, Option<Evaluation>, Vec<Arc<PolicyRef>>);
+
+/// The memo key of a pod-to-pod flow: both identities by address (held by
+/// the memo, see [`PolicyIndex::pair_insert`]), both addresses, protocol,
+/// destination port, the source port only when some rule matches source
+/// ports, and whether identity was degraded. `None` for any other flow.
+/// The two identities of a memoised pair.
+pub(crate) type PodPair = (Arc<PodIdentity>, Arc<PodIdentity>);
+
+pub(crate) type PairKey = (
+    usize,
+    usize,
+    std::net::IpAddr,
+    std::net::IpAddr,
+    u8,
+    u16,
+    u16,
+    bool,
+);
+
+fn pair_key(index: &PolicyIndex, flow: &EnrichedFlow) -> Option<(PairKey, PodPair)> {
+    let Subject::Pod(src) = subject_of(flow, Side::Source) else {
+        return None;
+    };
+    let Subject::Pod(dst) = subject_of(flow, Side::Destination) else {
+        return None;
+    };
+    let key = flow.flow.key;
+    Some((
+        (
+            Arc::as_ptr(src) as usize,
+            Arc::as_ptr(dst) as usize,
+            key.src_addr,
+            key.dst_addr,
+            key.protocol,
+            key.dst_port,
+            if index.uses_source_ports() {
+                key.src_port
+            } else {
+                0
+            },
+            flow.identity_degraded,
+        ),
+        (src.clone(), dst.clone()),
+    ))
+}
+
+fn evaluate_flow(index: &PolicyIndex, flow: &EnrichedFlow) -> Evaluated {
     let key = flow.flow.key;
     let degraded = flow.identity_degraded;
     let source = subject_of(flow, Side::Source);
@@ -91,24 +176,7 @@ pub fn explain(index: &PolicyIndex, flow: &EnrichedFlow, observed: Observed) -> 
     } else {
         None
     };
-
-    let indeterminate = enforced.egress.reason == VerdictReason::Indeterminate
-        || enforced.ingress.reason == VerdictReason::Indeterminate;
-    let mismatch = match (&observed, enforced.verdict) {
-        // An indeterminate deny is "not proven allowed", not a claim the
-        // dataplane failed to enforce.
-        (Observed::Delivered, Verdict::Deny) if !indeterminate => Some(Mismatch::PolicyNotEnforced),
-        (Observed::Dropped { .. }, Verdict::Allow) => Some(Mismatch::UnexplainedDrop),
-        _ => None,
-    };
-    PolicyTrace {
-        enforced,
-        pending,
-        observed,
-        verdict_source: VerdictSource::Evaluated,
-        mismatch,
-        invalid_policies: invalid,
-    }
+    (enforced, pending, invalid)
 }
 
 /// `a == b`, comparing policy references by address first (the index

@@ -25,6 +25,7 @@ use serde_json::Value;
 
 use crate::admin::AdminTier;
 use crate::calico::{CalicoTier, DEFAULT_TIER, DEFAULT_TIER_ORDER, KUBERNETES_POLICY_ORDER};
+use crate::explain::{Evaluated, PairKey, PodPair};
 use crate::policy::{
     ADMIN_TIER, BASELINE_TIER, InvalidPolicy, InvalidScope, InvalidTier, Policy, PolicyError,
     PolicySpec, Stage, StagedAction, parse_policy, parse_tier,
@@ -104,6 +105,10 @@ pub struct PolicyIndex {
     calico_present: bool,
     /// Which policies may select a pod, memoised per pod.
     selections: Mutex<SelectionCache>,
+    /// Whole evaluations of pod-to-pod flows, memoised per identity pair.
+    pairs: Mutex<PairMemo>,
+    /// Some Calico rule matches source ports: they are part of the pair key.
+    uses_source_ports: bool,
     /// The compiled state kept for incremental changes: tier definitions,
     /// the enforced set, staged policies, and the pending set.
     defs: FxHashMap<Arc<str>, TierDef>,
@@ -156,6 +161,19 @@ struct CachedSelection {
     _pod: Arc<PodIdentity>,
     views: [Option<Arc<Selection>>; 2],
 }
+
+/// Memoised evaluations per identity pair ([`crate::explain`]); entries
+/// hold both identities so that their addresses cannot be reused while
+/// cached. Cleared on every change and when full.
+#[derive(Debug, Default)]
+struct PairMemo {
+    entries: FxHashMap<PairKey, PairEntry>,
+}
+
+type PairEntry = (PodPair, Arc<Evaluated>);
+
+/// More pairs than this and the memo starts over.
+const PAIR_MEMO_CAPACITY: usize = 1 << 17;
 
 /// More pods than this and the cache starts over (about 40 MB at the
 /// policy mix of the explain_scale bench).
@@ -391,6 +409,12 @@ impl PolicyIndex {
         if let Ok(cache) = self.selections.get_mut() {
             cache.generation += 1;
         }
+        if let Ok(memo) = self.pairs.get_mut() {
+            memo.entries.clear();
+        }
+        if let PolicySpec::Calico(c) = &self.policies[k].spec {
+            self.uses_source_ports |= c.uses_source_ports();
+        }
         Ok(())
     }
 
@@ -409,6 +433,11 @@ impl PolicyIndex {
     fn compile(&mut self) {
         self.compile_problems.clear();
         self.selections = Mutex::default();
+        self.pairs = Mutex::default();
+        self.uses_source_ports = self.policies.iter().any(|p| match &p.spec {
+            PolicySpec::Calico(c) => c.uses_source_ports(),
+            _ => false,
+        });
         let mut defs: FxHashMap<Arc<str>, TierDef> = FxHashMap::default();
         defs.insert(
             Arc::from(ADMIN_TIER),
@@ -686,6 +715,25 @@ impl PolicyIndex {
             entry.views[view] = Some(computed.clone());
         }
         computed
+    }
+
+    pub(crate) fn pair_lookup(&self, key: &PairKey) -> Option<Arc<Evaluated>> {
+        let memo = self.pairs.lock().ok()?;
+        memo.entries.get(key).map(|(_, e)| e.clone())
+    }
+
+    pub(crate) fn pair_insert(&self, key: PairKey, pods: PodPair, evaluated: Arc<Evaluated>) {
+        // A poisoned lock only loses the memo, never the answer.
+        if let Ok(mut memo) = self.pairs.lock() {
+            if memo.entries.len() >= PAIR_MEMO_CAPACITY {
+                memo.entries.clear();
+            }
+            memo.entries.insert(key, (pods, evaluated));
+        }
+    }
+
+    pub(crate) fn uses_source_ports(&self) -> bool {
+        self.uses_source_ports
     }
 
     pub(crate) fn calico_present(&self) -> bool {

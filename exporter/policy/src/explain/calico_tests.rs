@@ -625,3 +625,35 @@ fn incremental_changes_agree_with_a_full_rebuild() {
         assert_eq!(a, b);
     }
 }
+
+/// The per-pair memo keys on what the evaluation reads: the same two pods
+/// answer differently by port, and by source port once a rule matches it.
+#[test]
+fn memoised_pairs_keep_ports_apart() {
+    let idx = index(&[gnp(
+        "dns-replies-only",
+        json!({"selector": "pod == 'a'",
+               "ingress": [{"action": "Allow", "protocol": "UDP", "source": {"ports": [53]}},
+                           {"action": "Allow", "protocol": "TCP", "destination": {"ports": [80]}}]}),
+    )]);
+    let from_53 = {
+        let mut f = flow("x/b", "y/a", 5353, UDP);
+        f.flow.key.src_port = 53;
+        f
+    };
+    // The same identities (the same Arcs) with other ports.
+    let mut from_other = from_53.clone();
+    from_other.flow.key.src_port = 40000;
+    let mut tcp_80 = from_53.clone();
+    tcp_80.flow.key.protocol = TCP;
+    tcp_80.flow.key.dst_port = 80;
+    let mut tcp_81 = tcp_80.clone();
+    tcp_81.flow.key.dst_port = 81;
+    for _ in 0..2 {
+        let reason = |f: &EnrichedFlow| explain(&idx, f, Observed::Unknown).enforced.ingress.reason;
+        assert_eq!(reason(&from_53), VerdictReason::AllowedByRule);
+        assert_eq!(reason(&from_other), VerdictReason::EndOfTierDeny);
+        assert_eq!(reason(&tcp_80), VerdictReason::AllowedByRule);
+        assert_eq!(reason(&tcp_81), VerdictReason::EndOfTierDeny);
+    }
+}
