@@ -173,7 +173,7 @@ struct PairMemo {
 type PairEntry = (PodPair, Arc<Evaluated>);
 
 /// More pairs than this and the memo starts over.
-const PAIR_MEMO_CAPACITY: usize = 1 << 17;
+const PAIR_MEMO_CAPACITY: usize = 1 << 16;
 
 /// More pods than this and the cache starts over (about 40 MB at the
 /// policy mix of the explain_scale bench).
