@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use serde_json::{Map, Value};
 
 use crate::PolicyError;
-use crate::json::{Ctx, join, present, type_of};
+use crate::json::{Ctx, indexed, join, present, type_of};
 use crate::kubernetes::PortRange;
 use crate::matching::{
     EndpointView, FlowCtx, NODE_HOSTNAME_LABEL, Tri, namespace_label, port_range,
@@ -337,7 +337,7 @@ fn parse_rules(
     };
     let mut rules = Vec::with_capacity(list.len());
     for (i, r) in list.iter().enumerate() {
-        let rpath = format!("spec.{key}[{i}]");
+        let rpath = indexed("spec", key, i);
         let rule = ctx.object(r, &rpath, &["name", "action", peers_key, ports_key])?;
         let name = ctx.opt_str(rule, "name", &rpath)?;
         if name.is_some_and(|n| n.chars().count() > 100) {
@@ -376,7 +376,7 @@ fn parse_rules(
         }
         let mut peers = Vec::with_capacity(peer_list.len());
         for (j, p) in peer_list.iter().enumerate() {
-            let peer = parse_peer(ctx, dialect, direction, p, &format!("{peers_path}[{j}]"))?;
+            let peer = parse_peer(ctx, dialect, direction, p, &indexed(&peers_path, "", j))?;
             if matches!(peer, AdminPeer::DomainNames(_)) && action != PolicyAction::Allow {
                 return Err(ctx.err(
                     &format!("{peers_path}[{j}].domainNames"),
@@ -394,7 +394,7 @@ fn parse_rules(
                 }
                 let mut ports = Vec::with_capacity(list.len());
                 for (j, p) in list.iter().enumerate() {
-                    let path = format!("{ppath}[{j}]");
+                    let path = indexed(&ppath, "", j);
                     ports.push(if dialect == Dialect::Cluster {
                         parse_protocol(ctx, p, &path)?
                     } else {
@@ -468,7 +468,7 @@ fn parse_peer(
             }
             let mut nets = Vec::with_capacity(list.len());
             for (i, c) in list.iter().enumerate() {
-                let cpath = format!("{fpath}[{i}]");
+                let cpath = indexed(&fpath, "", i);
                 let s = ctx.str(c, &cpath)?;
                 let net: IpNet = s
                     .parse()
@@ -486,7 +486,7 @@ fn parse_peer(
             }
             let mut names = Vec::with_capacity(list.len());
             for (i, d) in list.iter().enumerate() {
-                let dpath = format!("{fpath}[{i}]");
+                let dpath = indexed(&fpath, "", i);
                 let s = ctx.str(d, &dpath)?;
                 if !is_domain_name(s) {
                     return Err(ctx.err(&dpath, format!("{s:?} is not a domain name")));

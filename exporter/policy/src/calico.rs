@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::PolicyError;
 use crate::calico_selector::{CalicoSelector, Label};
-use crate::json::{Ctx, join, present, type_of};
+use crate::json::{Ctx, indexed, join, present, type_of};
 use crate::kubernetes::PortRange;
 use crate::matching::{EndpointView, FlowCtx, NAMESPACE_NAME_LABEL, Tri, pod_named_port};
 
@@ -408,7 +408,7 @@ pub(crate) fn parse_calico_spec(
     let (mut governs_ingress, mut governs_egress) = (false, false);
     let types = ctx.opt_list(map, "types", "spec")?.unwrap_or_default();
     for (i, t) in types.iter().enumerate() {
-        let path = format!("spec.types[{i}]");
+        let path = indexed("spec", "types", i);
         match ctx.str(t, &path)? {
             "Ingress" => governs_ingress = true,
             "Egress" => governs_egress = true,
@@ -466,7 +466,7 @@ fn parse_rules(
     let list = ctx.opt_list(map, key, "spec")?.unwrap_or_default();
     let mut rules = Vec::with_capacity(list.len());
     for (i, r) in list.iter().enumerate() {
-        let rpath = format!("spec.{key}[{i}]");
+        let rpath = indexed("spec", key, i);
         let rule = ctx.object(
             r,
             &rpath,
@@ -483,7 +483,7 @@ fn parse_rules(
                 "metadata",
             ],
         )?;
-        let action_path = join(&rpath, "action");
+        let action_path = || join(&rpath, "action");
         let action = match ctx.opt_str(rule, "action", &rpath)? {
             Some("Allow") => PolicyAction::Allow,
             Some("Deny") => PolicyAction::Deny,
@@ -491,11 +491,11 @@ fn parse_rules(
             Some("Log") => PolicyAction::Log,
             Some(other) => {
                 return Err(ctx.err(
-                    &action_path,
+                    &action_path(),
                     format!("{other:?} is not an action (Allow, Deny, Pass, Log)"),
                 ));
             }
-            None => return Err(ctx.err(&action_path, "missing")),
+            None => return Err(ctx.err(&action_path(), "missing")),
         };
         if present(rule, "http").is_some() {
             // An HTTP match is decided by an L7 proxy on request contents a
@@ -551,7 +551,7 @@ fn parse_protocol(
     key: &str,
     path: &str,
 ) -> Result<Option<u8>, PolicyError> {
-    let p = join(path, key);
+    let p = || join(path, key);
     match present(rule, key) {
         None => Ok(None),
         Some(Value::String(s)) => match s.as_str() {
@@ -562,7 +562,7 @@ fn parse_protocol(
             "SCTP" => Ok(Some(132)),
             "UDPLite" => Ok(Some(136)),
             other => Err(ctx.err(
-                &p,
+                &p(),
                 format!(
                     "{other:?} is not a protocol (TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite, or 1-255)"
                 ),
@@ -573,7 +573,12 @@ fn parse_protocol(
             .and_then(|n| u8::try_from(n).ok())
             .filter(|n| *n != 0)
             .map(Some)
-            .ok_or_else(|| ctx.err(&p, format!("expected a protocol name or 1-255, found {v}"))),
+            .ok_or_else(|| {
+                ctx.err(
+                    &p(),
+                    format!("expected a protocol name or 1-255, found {v}"),
+                )
+            }),
     }
 }
 
@@ -612,7 +617,7 @@ fn parse_entity(
             .iter()
             .enumerate()
         {
-            let npath = format!("{}[{i}]", join(path, key));
+            let npath = indexed(path, key, i);
             let s = ctx.str(n, &npath)?;
             // Calico accepts a bare address as a /32 or /128.
             let net = s
@@ -633,7 +638,7 @@ fn parse_entity(
         }
         let mut out = Vec::with_capacity(list.len());
         for (i, p) in list.iter().enumerate() {
-            out.push(parse_port(ctx, p, &format!("{}[{i}]", join(path, key)))?);
+            out.push(parse_port(ctx, p, &indexed(path, key, i))?);
         }
         Ok(out.into())
     };
@@ -649,7 +654,7 @@ fn parse_entity(
                 .iter()
                 .enumerate()
             {
-                names.push(Arc::from(ctx.str(n, &format!("{sapath}.names[{i}]"))?));
+                names.push(Arc::from(ctx.str(n, &indexed(&sapath, "names", i))?));
             }
             (names.into(), selector_field(ctx, m, "selector", &sapath)?)
         }

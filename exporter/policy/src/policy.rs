@@ -180,10 +180,11 @@ pub fn parse_tier(v: &Value) -> Option<Result<CalicoTier, InvalidTier>> {
     {
         return None;
     }
-    let name = v.pointer("/metadata/name").and_then(Value::as_str);
+    let name = field2(v, "metadata", "name").and_then(Value::as_str);
     let ctx = Ctx {
         kind: "Tier",
-        name: name.unwrap_or("?").to_string(),
+        namespace: None,
+        name,
     };
     Some(match name {
         None => Err(InvalidTier {
@@ -209,21 +210,17 @@ pub fn parse_policy(v: &Value) -> Option<Result<Policy, InvalidPolicy>> {
 /// Parse an object whose kind is known from context (a watch on one
 /// resource).
 pub fn parse_policy_as(kind: PolicyKind, v: &Value) -> Result<Policy, InvalidPolicy> {
-    let ns = v.pointer("/metadata/namespace").and_then(Value::as_str);
-    let name = v.pointer("/metadata/name").and_then(Value::as_str);
+    let ns = field2(v, "metadata", "namespace").and_then(Value::as_str);
+    let name = field2(v, "metadata", "name").and_then(Value::as_str);
     let ctx = Ctx {
         kind: kind.as_str(),
-        name: match name {
-            Some(n) if is_cluster_scoped(kind) => n.to_string(),
-            Some(n) => format!("{}/{n}", ns.unwrap_or("default")),
-            None => "?".to_string(),
-        },
+        namespace: (!is_cluster_scoped(kind)).then(|| ns.unwrap_or("default")),
+        name,
     };
     let invalid = |error: PolicyError, reference: Option<Arc<PolicyRef>>| {
         // Best effort: if the pod selector alone is valid, flag only the
         // pods it selects; otherwise any pod of the namespace.
-        let pod_selector = v
-            .pointer("/spec/podSelector")
+        let pod_selector = field2(v, "spec", "podSelector")
             .map(|s| parse_selector(&ctx, s, "spec.podSelector").ok())
             .unwrap_or(Some(LabelSelector::everything()));
         InvalidPolicy {
@@ -289,7 +286,8 @@ fn reference(ctx: &Ctx, kind: PolicyKind, v: &Value) -> Result<Arc<PolicyRef>, P
         | PolicyKind::CalicoStagedKubernetesNetworkPolicy => Arc::from(crate::calico::DEFAULT_TIER),
         PolicyKind::AdminNetworkPolicy => Arc::from(ADMIN_TIER),
         PolicyKind::BaselineAdminNetworkPolicy => Arc::from(BASELINE_TIER),
-        PolicyKind::ClusterNetworkPolicy => match v.pointer("/spec/tier").and_then(Value::as_str) {
+        PolicyKind::ClusterNetworkPolicy => match field2(v, "spec", "tier").and_then(Value::as_str)
+        {
             Some("Baseline") => Arc::from(BASELINE_TIER),
             _ => Arc::from(ADMIN_TIER),
         },
@@ -352,8 +350,7 @@ fn parse_body(ctx: &Ctx, kind: PolicyKind, v: &Value) -> Result<(Stage, PolicySp
         PolicyKind::AdminNetworkPolicy
         | PolicyKind::BaselineAdminNetworkPolicy
         | PolicyKind::ClusterNetworkPolicy => {
-            let name = v
-                .pointer("/metadata/name")
+            let name = field2(v, "metadata", "name")
                 .and_then(Value::as_str)
                 .unwrap_or("");
             Ok((
@@ -451,6 +448,12 @@ fn invalid_scope(ctx: &Ctx, kind: PolicyKind, v: &Value) -> InvalidScope {
             }
         }
     }
+}
+
+/// `v[a][b]`, without `Value::pointer`'s parsing of the path (it builds a
+/// string per segment, and policies are read by the ten thousand).
+fn field2<'v>(v: &'v Value, a: &str, b: &str) -> Option<&'v Value> {
+    v.get(a).and_then(|x| x.get(b))
 }
 
 fn present_value<'v>(v: &'v Value, key: &str) -> Option<&'v Value> {
