@@ -1,17 +1,23 @@
-//! The rebuild of the explain_scale bench's 10,000 policies, once, for
-//! instruction counts that do not depend on the machine's load:
-//!
-//!     cargo build --release -p flowscribe-policy --example rebuild_profile
-//!     valgrind --tool=callgrind --toggle-collect='*PolicyIndex*from_objects*' \
-//!         target/release/examples/rebuild_profile
-//!
-//! The policy generator is the bench's (benches/explain_scale.rs).
-#![allow(clippy::unwrap_used, reason = "example")]
-
-use flowscribe_policy::PolicyIndex;
-use serde_json::{Value, json};
+// The synthetic cluster of the explain_scale bench: 10,000 policy objects
+// over 150,000 pods, and random flows between them. Included (with
+// `include!`) by benches/explain_scale.rs and examples/*_profile.rs, which
+// bring the imports.
 
 const NAMESPACES: usize = 1000;
+const PODS_PER_NAMESPACE: usize = 150;
+
+/// A deterministic generator, so runs compare.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as usize) % n
+    }
+}
 
 fn ns_name(ns: usize) -> String {
     format!("ns-{ns}")
@@ -148,9 +154,99 @@ fn policies() -> Vec<Value> {
     out
 }
 
-fn main() {
-    let objects = policies();
-    let (index, problems) = PolicyIndex::from_objects(&objects);
-    assert!(problems.is_empty());
-    println!("{} policies", index.policies().len());
+fn pod(ns: usize, i: usize) -> (IpAddr, Endpoint) {
+    let labels = BTreeMap::from([
+        ("app".to_string(), format!("app-{}", i % 10)),
+        ("version".to_string(), format!("v{}", i % 4)),
+        (
+            "pod-template-hash".to_string(),
+            format!("{:08x}", ns * 1000 + i),
+        ),
+    ]);
+    let namespace_labels = BTreeMap::from([
+        ("team".to_string(), format!("team-{}", ns % 50)),
+        (
+            "env".to_string(),
+            ["prod", "dev", "staging"][ns % 3].to_string(),
+        ),
+        ("kubernetes.io/metadata.name".to_string(), ns_name(ns)),
+    ]);
+    let identity = PodIdentity {
+        name: Arc::from(format!("app-{}-{i}", i % 10)),
+        uid: Arc::from(format!("uid-{ns}-{i}")),
+        namespace: Arc::from(ns_name(ns)),
+        labels: Arc::new(labels),
+        service_account: Some(Arc::from(format!("app-{}", i % 10))),
+        node: None,
+        workload: None,
+        namespace_labels: Arc::new(namespace_labels),
+        ports: Arc::from(vec![
+            (Arc::from("http"), 8080u16, 6u8),
+            (Arc::from("metrics"), 9090, 6),
+        ]),
+    };
+    let mut e = Endpoint::of_kind(EndpointKind::Pod);
+    e.pod = Some(Arc::new(identity));
+    let n = ns * PODS_PER_NAMESPACE + i;
+    (
+        IpAddr::from([10, (n >> 16) as u8, (n >> 8) as u8, n as u8]),
+        e,
+    )
+}
+
+fn all_pods() -> Vec<(IpAddr, Endpoint)> {
+    (0..NAMESPACES)
+        .flat_map(|ns| (0..PODS_PER_NAMESPACE).map(move |i| pod(ns, i)))
+        .collect()
+}
+
+fn flows(pods: &[(IpAddr, Endpoint)], n: usize, seed: u64) -> Vec<EnrichedFlow> {
+    let mut rng = Lcg(seed);
+    let interface = InterfaceRef {
+        ifindex: 2,
+        name: "eth0".to_string(),
+    };
+    (0..n)
+        .map(|_| {
+            let (src_addr, source) = pods[rng.next(pods.len())].clone();
+            let (dst_addr, destination) = pods[rng.next(pods.len())].clone();
+            let (dst_port, protocol) =
+                [(8080, 6), (9090, 6), (8443, 6), (53, 17), (9050, 6)][rng.next(5)];
+            EnrichedFlow {
+                flow: Flow {
+                    key: FlowKey {
+                        src_addr,
+                        dst_addr,
+                        src_port: 40000,
+                        dst_port,
+                        protocol,
+                    },
+                    interface: interface.clone(),
+                    initiator_hook: HookDirection::Egress,
+                    interfaces: vec![interface.clone()],
+                    orientation: Orientation::Syn,
+                    window_start: SystemTime::UNIX_EPOCH,
+                    window_end: SystemTime::UNIX_EPOCH,
+                    first_packet: SystemTime::UNIX_EPOCH,
+                    last_packet: SystemTime::UNIX_EPOCH,
+                    forward: DirectionCounters {
+                        packets: 3,
+                        bytes: 180,
+                        tcp_flags: 0x02,
+                    },
+                    reverse: DirectionCounters {
+                        packets: 2,
+                        bytes: 120,
+                        tcp_flags: 0x12,
+                    },
+                    state: FlowState::Started,
+                    end_reason: None,
+                    drops: None,
+                },
+                source,
+                destination,
+                identity_degraded: false,
+            }
+        })
+        .collect()
 }
