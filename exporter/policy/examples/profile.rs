@@ -9,8 +9,8 @@
 //!         target/release/examples/profile MODE
 //!
 //! Modes, each doing what the one before did and more: `rebuild` (parse
-//! and compile the policies once); `prewarm` (also one flow from every pod
-//! to the next, so every pod's selection is memoised); `new-pairs` (also
+//! and compile the policies once); `prewarm` (also the 10,000 flows below
+//! reversed, so every pod's selection is memoised); `new-pairs` (also
 //! 10,000 flows between new pairs); `repeated` (also the same 10,000 flows
 //! again). The cost per flow of a new pair is (`new-pairs` − `prewarm`) /
 //! 10,000 instructions; of a repeated pair, (`repeated` − `new-pairs`) /
@@ -46,17 +46,18 @@ fn main() {
         return;
     }
     let pods = all_pods();
-    // One flow from every pod to the next: every pod's selection memoised.
-    let template = flows(&pods, 1, 1).remove(0);
-    let every_pod: Vec<EnrichedFlow> = (0..pods.len())
-        .map(|i| {
-            let mut f = template.clone();
-            (f.flow.key.src_addr, f.source) = pods[i].clone();
-            (f.flow.key.dst_addr, f.destination) = pods[(i + 1) % pods.len()].clone();
-            f
+    let new_pairs = flows(&pods, 10_000, 9);
+    // The same pods the other way round: their selections get memoised,
+    // while each pair (source, destination) stays new.
+    let reversed: Vec<EnrichedFlow> = new_pairs
+        .iter()
+        .map(|f| {
+            let mut r = f.clone();
+            std::mem::swap(&mut r.source, &mut r.destination);
+            std::mem::swap(&mut r.flow.key.src_addr, &mut r.flow.key.dst_addr);
+            r
         })
         .collect();
-    let new_pairs = flows(&pods, 10_000, 9);
     let rounds = match mode.as_str() {
         "prewarm" => 0,
         "new-pairs" => 1,
@@ -66,7 +67,7 @@ fn main() {
             return;
         }
     };
-    for f in &every_pod {
+    for f in &reversed {
         black_box(explain(&index, f, Observed::Delivered));
     }
     for _ in 0..rounds {
