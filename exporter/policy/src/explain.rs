@@ -6,13 +6,17 @@
 //! Pure: reads a [`PolicyIndex`] and a flow, allocates only the trace. No
 //! IO, no clocks, no logging per flow.
 //!
-//! Semantics (networking.k8s.io/v1): a pod is isolated for a direction when
-//! some policy selects it and governs that direction; an isolated pod's
-//! traffic is allowed when any rule of any of those policies matches (the
-//! union), else denied. A pod no policy selects is not isolated. docs/policy.md
-//! has the whole list, including what is `indeterminate`.
+//! Per side, tiers are walked in order (see [`crate::index`]): Admin →
+//! Calico tiers → `default` (Calico policies and the Kubernetes
+//! NetworkPolicy group) → Baseline. In a tiered policy the first matching
+//! rule decides (Allow/Deny), passes to the next tier (Pass) or is recorded
+//! (Log). Kubernetes NetworkPolicies keep their own semantics inside the
+//! default tier: a pod is isolated for a direction when some policy selects
+//! it and governs that direction; an isolated pod's traffic is allowed when
+//! any rule of any of those policies matches (the union), else denied. A
+//! pod no policy selects is not isolated. docs/policy.md has the whole
+//! list, including what is `indeterminate`.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use flowscribe_model::{
@@ -21,13 +25,14 @@ use flowscribe_model::{
     VerdictSource,
 };
 
-use crate::index::{Entry, PolicyIndex};
+use crate::calico::selector_selects;
+use crate::index::{
+    Entry, KUBERNETES_GROUP_ORDER, PolicyIndex, SELECTED_UNKNOWN, Selection, Slot, Tier, TierKind,
+    TierSelection, View,
+};
 use crate::kubernetes::{KubernetesPolicySpec, Peer, PortMatch, PortRange, Rule};
-use crate::policy::PolicySpec;
-
-/// The label the API server puts on every namespace; manifests often lack
-/// it, so it is implied.
-const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+use crate::matching::{EndpointView, FlowCtx, Tri, namespace_label};
+use crate::policy::{InvalidPolicy, InvalidScope, Policy, PolicySpec};
 
 /// What the dataplane did, from the flow's own counters: a reply means the
 /// traffic got through (even if some packets were dropped on the way); no
@@ -48,57 +53,21 @@ pub fn observe(flow: &Flow) -> Observed {
 /// a parameter so that a caller with better evidence (a CNI's verdict
 /// stream, a later window) can supply it.
 pub fn explain(index: &PolicyIndex, flow: &EnrichedFlow, observed: Observed) -> PolicyTrace {
-    let key = flow.flow.key;
-    let source = subject_of(flow, Side::Source);
-    let destination = subject_of(flow, Side::Destination);
-    let ctx = FlowCtx {
-        protocol: key.protocol,
-        dst_port: key.dst_port,
-        degraded: flow.identity_degraded,
-        // Named ports in both directions resolve against the pod that
-        // receives the traffic: the subject for ingress, the peer for egress.
-        dst_pod: peer_pod(&flow.destination),
+    // Pod to pod, the evaluation depends only on the two identities, the
+    // addresses, the protocol and port: memoised per such pair.
+    let pair = pair_key(index, flow);
+    let evaluated = match &pair {
+        Some((key, pods)) => match index.pair_lookup(key) {
+            Some(found) => found,
+            None => {
+                let computed = Arc::new(evaluate_flow(index, flow));
+                index.pair_insert(*key, pods.clone(), computed.clone());
+                computed
+            }
+        },
+        None => Arc::new(evaluate_flow(index, flow)),
     };
-    let egress_peer = PeerView {
-        pod: peer_pod(&flow.destination),
-        addr: key.dst_addr,
-        unresolved_service: is_unresolved_service(&flow.destination),
-    };
-    let ingress_peer = PeerView {
-        pod: peer_pod(&flow.source),
-        addr: key.src_addr,
-        unresolved_service: is_unresolved_service(&flow.source),
-    };
-
-    let mut invalid = Vec::new();
-    let enforced = evaluate(
-        index,
-        View::Enforced,
-        &ctx,
-        (&source, &egress_peer),
-        (&destination, &ingress_peer),
-        &mut invalid,
-    );
-    let has_staged = |s: &Subject| {
-        s.namespace()
-            .and_then(|ns| index.namespace(ns))
-            .is_some_and(|n| n.pending.is_some())
-    };
-    let pending = if has_staged(&source) || has_staged(&destination) {
-        let pending = evaluate(
-            index,
-            View::Pending,
-            &ctx,
-            (&source, &egress_peer),
-            (&destination, &ingress_peer),
-            &mut invalid,
-        );
-        // Staged policies that neither select an endpoint nor remove a
-        // policy that does leave every hit, and so the evaluation, as it was.
-        (pending != enforced).then_some(pending)
-    } else {
-        None
-    };
+    let (enforced, pending, invalid) = (*evaluated).clone();
 
     let indeterminate = enforced.egress.reason == VerdictReason::Indeterminate
         || enforced.ingress.reason == VerdictReason::Indeterminate;
@@ -119,26 +88,129 @@ pub fn explain(index: &PolicyIndex, flow: &EnrichedFlow, observed: Observed) -> 
     }
 }
 
+/// What [`explain`] memoises: the enforced evaluation, the pending one,
+/// and the invalid policies that touched the flow.
+pub(crate) type Evaluated = (Evaluation, Option<Evaluation>, Vec<Arc<PolicyRef>>);
+
+/// The memo key of a pod-to-pod flow: both identities by address (held by
+/// the memo, see [`PolicyIndex::pair_insert`]), both addresses, protocol,
+/// destination port, the source port only when some rule matches source
+/// ports, and whether identity was degraded. `None` for any other flow.
+/// The two identities of a memoised pair.
+pub(crate) type PodPair = (Arc<PodIdentity>, Arc<PodIdentity>);
+
+pub(crate) type PairKey = (
+    usize,
+    usize,
+    std::net::IpAddr,
+    std::net::IpAddr,
+    u8,
+    u16,
+    u16,
+    bool,
+);
+
+fn pair_key(index: &PolicyIndex, flow: &EnrichedFlow) -> Option<(PairKey, PodPair)> {
+    let Subject::Pod(src) = subject_of(flow, Side::Source) else {
+        return None;
+    };
+    let Subject::Pod(dst) = subject_of(flow, Side::Destination) else {
+        return None;
+    };
+    let key = flow.flow.key;
+    Some((
+        (
+            Arc::as_ptr(src) as usize,
+            Arc::as_ptr(dst) as usize,
+            key.src_addr,
+            key.dst_addr,
+            key.protocol,
+            key.dst_port,
+            if index.uses_source_ports() {
+                key.src_port
+            } else {
+                0
+            },
+            flow.identity_degraded,
+        ),
+        (src.clone(), dst.clone()),
+    ))
+}
+
+fn evaluate_flow(index: &PolicyIndex, flow: &EnrichedFlow) -> Evaluated {
+    let key = flow.flow.key;
+    let degraded = flow.identity_degraded;
+    let source = subject_of(flow, Side::Source);
+    let destination = subject_of(flow, Side::Destination);
+    let ctx = FlowCtx {
+        protocol: key.protocol,
+        dst_port: key.dst_port,
+        src_port: key.src_port,
+        source: endpoint_view(&flow.source, key.src_addr, degraded),
+        destination: endpoint_view(&flow.destination, key.dst_addr, degraded),
+    };
+
+    let mut invalid = Vec::new();
+    let enforced = evaluate(
+        index,
+        index.view(false),
+        &ctx,
+        &source,
+        &destination,
+        &mut invalid,
+    );
+    let pending = if index.has_staged_for(source.namespace())
+        || index.has_staged_for(destination.namespace())
+    {
+        let pending = evaluate(
+            index,
+            index.view(true),
+            &ctx,
+            &source,
+            &destination,
+            &mut invalid,
+        );
+        // Staged policies that neither select an endpoint nor remove a
+        // policy that does leave every hit, and so the evaluation, as it was.
+        (!same_evaluation(&pending, &enforced)).then_some(pending)
+    } else {
+        None
+    };
+    (enforced, pending, invalid)
+}
+
+/// `a == b`, comparing policy references by address first (the index
+/// hands out one `Arc` per policy object, so equal addresses are the
+/// common case and spare comparing their strings).
+fn same_evaluation(a: &Evaluation, b: &Evaluation) -> bool {
+    let same_side = |x: &SideVerdict, y: &SideVerdict| {
+        x.verdict == y.verdict
+            && x.reason == y.reason
+            && x.hits.len() == y.hits.len()
+            && x.hits.iter().zip(&y.hits).all(|(h, k)| {
+                (Arc::ptr_eq(&h.policy, &k.policy) || h.policy == k.policy)
+                    && h.rule_index == k.rule_index
+                    && h.rule_name == k.rule_name
+                    && h.action == k.action
+            })
+    };
+    a.verdict == b.verdict && same_side(&a.egress, &b.egress) && same_side(&a.ingress, &b.ingress)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
     Source,
     Destination,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum View {
-    Enforced,
-    Pending,
-}
-
 /// Whose policies decide a side.
 enum Subject<'a> {
     /// A pod of the cluster's pod network.
-    Pod(&'a PodIdentity),
+    Pod(&'a Arc<PodIdentity>),
     /// A Service whose backend pod is not known: its namespace is, and that
     /// is enough when the namespace has no ingress policy at all.
     UnresolvedService { namespace: Option<&'a str> },
-    /// Outside NetworkPolicy's reach: not a pod, or a host-network pod.
+    /// Outside policy's reach: not a pod, or a host-network pod.
     Outside,
 }
 
@@ -157,7 +229,7 @@ fn subject_of(flow: &EnrichedFlow, side: Side) -> Subject<'_> {
         Side::Source => &flow.source,
         Side::Destination => &flow.destination,
     };
-    match (endpoint.kind, endpoint.pod.as_deref()) {
+    match (endpoint.kind, endpoint.pod.as_ref()) {
         (EndpointKind::Pod, Some(pod)) => Subject::Pod(pod),
         // The backend of a Service decides ingress; only the destination is
         // reached through a Service.
@@ -169,40 +241,37 @@ fn subject_of(flow: &EnrichedFlow, side: Side) -> Subject<'_> {
     }
 }
 
-/// The pod a rule's selectors see at the other end. Host-network pods use
-/// their node's address and are not matched by pod selectors (as on most
-/// CNIs); a Service counts as its backend pod when known.
-fn peer_pod(endpoint: &flowscribe_model::Endpoint) -> Option<&PodIdentity> {
-    match endpoint.kind {
+/// The other end as rules see it. Host-network pods use their node's
+/// address and are not matched by pod selectors (as on most CNIs); a
+/// Service counts as its backend pod when known.
+fn endpoint_view(
+    endpoint: &flowscribe_model::Endpoint,
+    addr: std::net::IpAddr,
+    degraded: bool,
+) -> EndpointView<'_> {
+    let pod = match endpoint.kind {
         EndpointKind::Pod | EndpointKind::Service => endpoint.pod.as_deref(),
         _ => None,
+    };
+    EndpointView {
+        pod,
+        addr,
+        kind: endpoint.kind,
+        node: endpoint
+            .node
+            .as_deref()
+            .or_else(|| endpoint.pod.as_deref().and_then(|p| p.node.as_deref())),
+        unresolved_service: endpoint.kind == EndpointKind::Service && endpoint.pod.is_none(),
+        degraded,
     }
-}
-
-fn is_unresolved_service(endpoint: &flowscribe_model::Endpoint) -> bool {
-    endpoint.kind == EndpointKind::Service && endpoint.pod.is_none()
-}
-
-struct FlowCtx<'a> {
-    protocol: u8,
-    dst_port: u16,
-    degraded: bool,
-    dst_pod: Option<&'a PodIdentity>,
-}
-
-/// The other end of the flow as rules see it.
-struct PeerView<'a> {
-    pod: Option<&'a PodIdentity>,
-    addr: IpAddr,
-    unresolved_service: bool,
 }
 
 fn evaluate(
     index: &PolicyIndex,
-    view: View,
+    view: &View,
     ctx: &FlowCtx,
-    egress: (&Subject, &PeerView),
-    ingress: (&Subject, &PeerView),
+    source: &Subject,
+    destination: &Subject,
     invalid: &mut Vec<Arc<PolicyRef>>,
 ) -> Evaluation {
     let egress = side(
@@ -210,8 +279,8 @@ fn evaluate(
         view,
         ctx,
         PolicyDirection::Egress,
-        egress.0,
-        egress.1,
+        source,
+        &ctx.destination,
         invalid,
     );
     let ingress = side(
@@ -219,27 +288,26 @@ fn evaluate(
         view,
         ctx,
         PolicyDirection::Ingress,
-        ingress.0,
-        ingress.1,
+        destination,
+        &ctx.source,
         invalid,
     );
     Evaluation::new(egress, ingress)
-}
-
-fn entries<'i>(index: &'i PolicyIndex, view: View, ns: &str) -> &'i [Entry] {
-    match index.namespace(ns) {
-        None => &[],
-        Some(n) => match (view, &n.pending) {
-            (View::Pending, Some(p)) => p,
-            _ => &n.enforced,
-        },
-    }
 }
 
 fn rules_for(spec: &KubernetesPolicySpec, direction: PolicyDirection) -> Option<&[Rule]> {
     match direction {
         PolicyDirection::Ingress => spec.ingress.as_deref(),
         PolicyDirection::Egress => spec.egress.as_deref(),
+    }
+}
+
+/// Whether a valid policy has anything to say about a direction.
+fn governs(policy: &Policy, direction: PolicyDirection) -> bool {
+    match &policy.spec {
+        PolicySpec::Kubernetes(k) => rules_for(k, direction).is_some(),
+        PolicySpec::Admin(a) => !a.rules(direction).is_empty(),
+        PolicySpec::Calico(c) => c.rules(direction).is_some(),
     }
 }
 
@@ -276,66 +344,459 @@ fn verdict_of(
 
 fn side(
     index: &PolicyIndex,
-    view: View,
+    view: &View,
     ctx: &FlowCtx,
     direction: PolicyDirection,
     subject: &Subject,
-    peer: &PeerView,
+    peer: &EndpointView,
     invalid: &mut Vec<Arc<PolicyRef>>,
 ) -> SideVerdict {
-    let pod = match subject {
-        Subject::Outside => {
-            return verdict_of(direction, Vec::new(), VerdictReason::NotSubject);
-        }
+    match subject {
+        Subject::Outside => verdict_of(direction, Vec::new(), VerdictReason::NotSubject),
         Subject::UnresolvedService { namespace } => {
-            // Without the backend's labels no selector can be matched; the
-            // one certain case is a namespace with nothing that could
-            // isolate any pod for ingress.
-            let mut could_isolate = namespace.is_none() && !index.is_empty();
-            for entry in namespace.map_or(&[][..], |ns| entries(index, view, ns)) {
-                match *entry {
-                    Entry::Valid(i) => {
-                        let PolicySpec::Kubernetes(spec) = &index.valid(i).spec;
-                        could_isolate |= rules_for(spec, direction).is_some();
-                    }
-                    Entry::Invalid(i) => {
-                        could_isolate = true;
-                        if let Some(r) = &index.invalid_at(i).reference {
-                            flag(invalid, r);
-                        }
-                    }
-                }
-            }
-            let reason = if could_isolate {
+            let reason = if could_isolate_unknown_pod(index, view, direction, *namespace, invalid) {
                 VerdictReason::Indeterminate
             } else {
                 VerdictReason::NotIsolatedDefaultAllow
             };
-            return verdict_of(direction, Vec::new(), reason);
+            verdict_of(direction, Vec::new(), reason)
         }
-        Subject::Pod(pod) => *pod,
+        Subject::Pod(pod_arc) => {
+            let pod: &PodIdentity = pod_arc;
+            let pending = !std::ptr::eq(view, index.view(false));
+            let selection = index.selection(pending, pod_arc, || select(index, view, pod));
+            let mut hits = Vec::new();
+            let mut passed_calico = false;
+            for (tier, selected) in view.tiers.iter().zip(selection.tiers.iter()) {
+                match walk_tier(
+                    index,
+                    view,
+                    tier,
+                    selected,
+                    &selection.kubernetes,
+                    ctx,
+                    direction,
+                    pod,
+                    peer,
+                    &mut hits,
+                    invalid,
+                ) {
+                    TierOutcome::NotApplied => {}
+                    TierOutcome::Passed => passed_calico |= tier.kind == TierKind::Calico,
+                    TierOutcome::Decided(reason) => return verdict_of(direction, hits, reason),
+                    TierOutcome::Unknown => {
+                        return verdict_of(direction, hits, VerdictReason::Indeterminate);
+                    }
+                }
+            }
+            // Past every tier: Calico hands the endpoint to its profiles
+            // (allow in Kubernetes); otherwise nothing isolates it.
+            let reason = if passed_calico || index.calico_present() {
+                VerdictReason::ProfileAllow
+            } else {
+                VerdictReason::NotIsolatedDefaultAllow
+            };
+            verdict_of(direction, hits, reason)
+        }
+    }
+}
+
+/// Whether a policy in a tier slot may select the pod.
+fn slot_selects(index: &PolicyIndex, entry: Entry, pod: &PodIdentity) -> Tri {
+    match entry {
+        Entry::Invalid(i) => Tri::from_bool(invalid_may_select(index.invalid_at(i), pod)),
+        Entry::Valid(i) => {
+            let policy = index.valid(i);
+            match &policy.spec {
+                PolicySpec::Admin(a) => Tri::from_bool(a.subject.selects(pod)),
+                PolicySpec::Calico(c) => c.selects(policy.reference.namespace.as_deref(), pod),
+                PolicySpec::Kubernetes(k) => Tri::from_bool(k.pod_selector.matches(&pod.labels)),
+            }
+        }
+    }
+}
+
+/// The positions of the entries that may select the pod.
+fn positions<T>(items: &[T], selects: impl Fn(&T) -> Tri) -> Box<[u32]> {
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| {
+            let i = u32::try_from(i).ok()?;
+            match selects(item) {
+                Tri::No => None,
+                Tri::Yes => Some(i),
+                Tri::Unknown => Some(i | SELECTED_UNKNOWN),
+            }
+        })
+        .collect()
+}
+
+/// Everything of a view that may select the pod, once per pod.
+fn select(index: &PolicyIndex, view: &View, pod: &PodIdentity) -> Selection {
+    fn namespaced<'t>(tier: &'t Tier, pod: &PodIdentity) -> &'t [Slot] {
+        tier.namespaced.get(&*pod.namespace).map_or(&[][..], |s| s)
+    }
+    Selection {
+        tiers: view
+            .tiers
+            .iter()
+            .map(|tier| {
+                let select = |slot: &Slot| slot_selects(index, slot.entry, pod);
+                (
+                    positions(&tier.global, select),
+                    positions(namespaced(tier, pod), select),
+                )
+            })
+            .collect(),
+        kubernetes: positions(
+            view.kubernetes.get(&*pod.namespace).map_or(&[][..], |e| e),
+            |entry| slot_selects(index, *entry, pod),
+        ),
+    }
+}
+
+/// A Service without a known backend: no selector can be evaluated, so the
+/// one certain case is a namespace where nothing could select any pod for
+/// this direction.
+fn could_isolate_unknown_pod(
+    index: &PolicyIndex,
+    view: &View,
+    direction: PolicyDirection,
+    namespace: Option<&str>,
+    invalid: &mut Vec<Arc<PolicyRef>>,
+) -> bool {
+    let mut could = namespace.is_none() && !index.is_empty();
+    let mut consider = |entry: Entry, could: &mut bool| match entry {
+        Entry::Valid(i) => *could |= governs(index.valid(i), direction),
+        Entry::Invalid(i) => {
+            *could = true;
+            if let Some(r) = &index.invalid_at(i).reference {
+                flag(invalid, r);
+            }
+        }
     };
-    let mut hits = Vec::new();
-    let mut allowed = false;
-    let mut isolated = false;
-    let mut invalid_selects = false;
-    for entry in entries(index, view, &pod.namespace) {
+    if let Some(ns) = namespace {
+        for entry in view.kubernetes.get(ns).map_or(&[][..], |e| e) {
+            consider(*entry, &mut could);
+        }
+    }
+    for tier in view.tiers.iter() {
+        let namespaced = namespace
+            .and_then(|ns| tier.namespaced.get(ns))
+            .map_or(&[][..], |s| s);
+        for slot in tier.global.iter().chain(namespaced) {
+            consider(slot.entry, &mut could);
+        }
+    }
+    could
+}
+
+enum TierOutcome {
+    /// No policy of the tier applies to the endpoint for this direction.
+    NotApplied,
+    /// A Pass rule, or the end of a tier whose default action is Pass.
+    Passed,
+    Decided(VerdictReason),
+    /// An invalid policy, or an identity the index does not know, decides.
+    Unknown,
+}
+
+/// The next policy of a tier in evaluation order (and whether its
+/// selector's answer was unknown).
+enum Next<'a> {
+    Slot(&'a Slot, bool),
+    KubernetesGroup,
+}
+
+fn key_less(a: (f64, &str), b: (f64, &str)) -> bool {
+    a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)).is_lt()
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one flow's evaluation state, passed down"
+)]
+fn walk_tier(
+    index: &PolicyIndex,
+    view: &View,
+    tier: &Tier,
+    (selected_global, selected_namespaced): &TierSelection,
+    selected_kubernetes: &[u32],
+    ctx: &FlowCtx,
+    direction: PolicyDirection,
+    pod: &PodIdentity,
+    peer: &EndpointView,
+    hits: &mut Vec<PolicyHit>,
+    invalid: &mut Vec<Arc<PolicyRef>>,
+) -> TierOutcome {
+    let namespaced = tier.namespaced.get(&*pod.namespace).map_or(&[][..], |s| s);
+    let (mut g, mut n) = (0, 0);
+    let mut group_pending = tier.kubernetes;
+    let mut applied = false;
+    let mut kubernetes_only = true;
+    // Policies that applied but decided nothing: recorded when the tier's
+    // end decides.
+    let mut undecided: Vec<PolicyHit> = Vec::new();
+    fn at<'t>(slots: &'t [Slot], positions: &[u32], i: usize) -> Option<(&'t Slot, bool)> {
+        positions.get(i).and_then(|p| {
+            let unknown = p & SELECTED_UNKNOWN != 0;
+            slots
+                .get((p & !SELECTED_UNKNOWN) as usize)
+                .map(|slot| (slot, unknown))
+        })
+    }
+    loop {
+        // Merge the three ordered streams: cluster-scoped policies, this
+        // namespace's policies, and the Kubernetes group.
+        let global = at(&tier.global, selected_global, g);
+        let local = at(namespaced, selected_namespaced, n);
+        let mut next: Option<(Next, (f64, &str))> = None;
+        if let Some((s, unknown)) = global {
+            next = Some((Next::Slot(s, unknown), (s.order, &s.name)));
+        }
+        if let Some((s, unknown)) = local
+            && next
+                .as_ref()
+                .is_none_or(|(_, k)| key_less((s.order, &s.name), *k))
+        {
+            next = Some((Next::Slot(s, unknown), (s.order, &s.name)));
+        }
+        if group_pending
+            && next
+                .as_ref()
+                .is_none_or(|(_, k)| key_less(KUBERNETES_GROUP_ORDER, *k))
+        {
+            next = Some((Next::KubernetesGroup, KUBERNETES_GROUP_ORDER));
+        }
+        let Some((item, _)) = next else { break };
+        let (slot, unknown) = match item {
+            Next::KubernetesGroup => {
+                group_pending = false;
+                let group = kubernetes_group(
+                    index,
+                    view,
+                    selected_kubernetes,
+                    ctx,
+                    direction,
+                    pod,
+                    peer,
+                    invalid,
+                );
+                if group.allowed {
+                    hits.extend(group.hits);
+                    return TierOutcome::Decided(VerdictReason::AllowedByRule);
+                }
+                if group.invalid_selects {
+                    hits.extend(group.hits);
+                    return TierOutcome::Unknown;
+                }
+                if group.isolated {
+                    applied = true;
+                    // The peer may be a pod the selectors would have
+                    // allowed, had its identity been known.
+                    if peer.unknown_pod() == Tri::Unknown {
+                        hits.extend(group.hits);
+                        return TierOutcome::Unknown;
+                    }
+                    undecided.extend(group.hits);
+                }
+                continue;
+            }
+            Next::Slot(slot, unknown) => (slot, unknown),
+        };
+        if global.is_some_and(|(s, _)| std::ptr::eq(s, slot)) {
+            g += 1;
+        } else {
+            n += 1;
+        }
+        match slot.entry {
+            Entry::Invalid(i) => {
+                let inv = index.invalid_at(i);
+                if invalid_may_select(inv, pod) {
+                    if let Some(r) = &inv.reference {
+                        flag(invalid, r);
+                    }
+                    return TierOutcome::Unknown;
+                }
+            }
+            Entry::Valid(i) => {
+                let policy = index.valid(i);
+                // Only policies that may select the pod are here; one whose
+                // selector could not be decided makes the side unknown, if
+                // it governs the direction at all.
+                if !governs(policy, direction) {
+                    continue;
+                }
+                if unknown {
+                    return TierOutcome::Unknown;
+                }
+                if tier.broken {
+                    flag(invalid, &policy.reference);
+                    return TierOutcome::Unknown;
+                }
+                applied = true;
+                kubernetes_only = false;
+                match tiered_rules(policy, direction, ctx, peer, hits) {
+                    RulesOutcome::NoMatch => {
+                        if tier.kind == TierKind::Calico {
+                            undecided.push(PolicyHit {
+                                policy: policy.reference.clone(),
+                                rule_index: None,
+                                rule_name: None,
+                                action: tier.default_action,
+                            });
+                        }
+                    }
+                    RulesOutcome::Action(PolicyAction::Allow) => {
+                        return TierOutcome::Decided(VerdictReason::AllowedByRule);
+                    }
+                    RulesOutcome::Action(PolicyAction::Deny) => {
+                        return TierOutcome::Decided(VerdictReason::DeniedByRule);
+                    }
+                    RulesOutcome::Action(_) => return TierOutcome::Passed,
+                    RulesOutcome::Unknown => return TierOutcome::Unknown,
+                }
+            }
+        }
+    }
+    if !applied {
+        return TierOutcome::NotApplied;
+    }
+    hits.extend(undecided);
+    match tier.default_action {
+        PolicyAction::Deny if kubernetes_only => {
+            TierOutcome::Decided(VerdictReason::IsolatedNoMatch)
+        }
+        PolicyAction::Deny => TierOutcome::Decided(VerdictReason::EndOfTierDeny),
+        _ => TierOutcome::Passed,
+    }
+}
+
+enum RulesOutcome {
+    NoMatch,
+    /// Allow, Deny or Pass (Log rules are recorded and evaluation goes on).
+    Action(PolicyAction),
+    Unknown,
+}
+
+/// A tiered policy's rules for a direction, first match wins; Log rules
+/// record a hit and go on.
+fn tiered_rules(
+    policy: &Policy,
+    direction: PolicyDirection,
+    ctx: &FlowCtx,
+    peer: &EndpointView,
+    hits: &mut Vec<PolicyHit>,
+) -> RulesOutcome {
+    let namespace = policy.reference.namespace.as_deref();
+    let mut hit = |index: usize, name: Option<Arc<str>>, action: PolicyAction| {
+        hits.push(PolicyHit {
+            policy: policy.reference.clone(),
+            rule_index: u32::try_from(index).ok(),
+            rule_name: name,
+            action,
+        });
+    };
+    match &policy.spec {
+        PolicySpec::Admin(a) => {
+            for (i, rule) in a.rules(direction).iter().enumerate() {
+                match rule.matches(ctx, peer) {
+                    Tri::No => {}
+                    Tri::Unknown => return RulesOutcome::Unknown,
+                    Tri::Yes => {
+                        hit(i, rule.name.clone(), rule.action);
+                        return RulesOutcome::Action(rule.action);
+                    }
+                }
+            }
+        }
+        PolicySpec::Calico(c) => {
+            for (i, rule) in c.rules(direction).unwrap_or_default().iter().enumerate() {
+                match rule.matches(namespace, ctx) {
+                    Tri::No => {}
+                    Tri::Unknown => return RulesOutcome::Unknown,
+                    Tri::Yes => {
+                        hit(i, None, rule.action);
+                        if rule.action != PolicyAction::Log {
+                            return RulesOutcome::Action(rule.action);
+                        }
+                    }
+                }
+            }
+        }
+        PolicySpec::Kubernetes(_) => {}
+    }
+    RulesOutcome::NoMatch
+}
+
+/// Whether an invalid policy may select the pod, from what can be read.
+fn invalid_may_select(inv: &InvalidPolicy, pod: &PodIdentity) -> bool {
+    let namespace = inv.reference.as_ref().and_then(|r| r.namespace.as_deref());
+    if namespace.is_some_and(|ns| ns != &*pod.namespace) {
+        return false;
+    }
+    match &*inv.scope {
+        InvalidScope::Kubernetes => inv
+            .pod_selector
+            .as_ref()
+            .is_none_or(|s| s.matches(&pod.labels)),
+        InvalidScope::Admin { subject, .. } => subject.as_ref().is_none_or(|s| s.selects(pod)),
+        InvalidScope::Calico { selector, .. } => selector
+            .as_ref()
+            .is_none_or(|s| selector_selects(s, pod) != Tri::No),
+    }
+}
+
+/// The Kubernetes NetworkPolicies of the pod's namespace, as one union.
+struct GroupOutcome {
+    hits: Vec<PolicyHit>,
+    allowed: bool,
+    isolated: bool,
+    invalid_selects: bool,
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one flow's evaluation state, passed down"
+)]
+fn kubernetes_group(
+    index: &PolicyIndex,
+    view: &View,
+    selected: &[u32],
+    ctx: &FlowCtx,
+    direction: PolicyDirection,
+    pod: &PodIdentity,
+    peer: &EndpointView,
+    invalid: &mut Vec<Arc<PolicyRef>>,
+) -> GroupOutcome {
+    let mut out = GroupOutcome {
+        hits: Vec::new(),
+        allowed: false,
+        isolated: false,
+        invalid_selects: false,
+    };
+    let entries = view.kubernetes.get(&*pod.namespace).map_or(&[][..], |e| e);
+    for entry in selected
+        .iter()
+        .filter_map(|p| entries.get((p & !SELECTED_UNKNOWN) as usize))
+    {
         match *entry {
             Entry::Valid(i) => {
                 let policy = index.valid(i);
-                let PolicySpec::Kubernetes(spec) = &policy.spec;
+                let PolicySpec::Kubernetes(spec) = &policy.spec else {
+                    continue;
+                };
+                // Selected already (the pod selector matched).
                 let Some(rules) = rules_for(spec, direction) else {
                     continue;
                 };
-                if !spec.pod_selector.matches(&pod.labels) {
-                    continue;
-                }
-                isolated = true;
+                out.isolated = true;
                 let first = rules
                     .iter()
                     .position(|r| rule_matches(r, &pod.namespace, ctx, peer));
-                allowed |= first.is_some();
-                hits.push(PolicyHit {
+                out.allowed |= first.is_some();
+                out.hits.push(PolicyHit {
                     policy: policy.reference.clone(),
                     rule_index: first.and_then(|i| u32::try_from(i).ok()),
                     // NetworkPolicy rules have no names.
@@ -348,41 +809,18 @@ fn side(
                 });
             }
             Entry::Invalid(i) => {
-                let inv = index.invalid_at(i);
-                let selects = inv
-                    .pod_selector
-                    .as_ref()
-                    .is_none_or(|s| s.matches(&pod.labels));
-                if selects {
-                    invalid_selects = true;
-                    if let Some(r) = &inv.reference {
-                        flag(invalid, r);
-                    }
+                // Selected already: it may select the pod.
+                out.invalid_selects = true;
+                if let Some(r) = &index.invalid_at(i).reference {
+                    flag(invalid, r);
                 }
             }
         }
     }
-    let reason = if allowed {
-        // NetworkPolicies only allow, so one valid allow is certain whatever
-        // an invalid policy says.
-        VerdictReason::AllowedByRule
-    } else if invalid_selects {
-        VerdictReason::Indeterminate
-    } else if isolated {
-        // The peer may be a pod the selectors would have allowed, had its
-        // identity been known.
-        if peer.unresolved_service || (ctx.degraded && peer.pod.is_none()) {
-            VerdictReason::Indeterminate
-        } else {
-            VerdictReason::IsolatedNoMatch
-        }
-    } else {
-        VerdictReason::NotIsolatedDefaultAllow
-    };
-    verdict_of(direction, hits, reason)
+    out
 }
 
-fn rule_matches(rule: &Rule, policy_ns: &str, ctx: &FlowCtx, peer: &PeerView) -> bool {
+fn rule_matches(rule: &Rule, policy_ns: &str, ctx: &FlowCtx, peer: &EndpointView) -> bool {
     ports_match(&rule.ports, ctx)
         && rule
             .peers
@@ -397,7 +835,7 @@ fn ports_match(ports: &[PortMatch], ctx: &FlowCtx) -> bool {
                 && match &p.port {
                     PortRange::All => true,
                     PortRange::Range { start, end } => (*start..=*end).contains(&ctx.dst_port),
-                    PortRange::Named(name) => ctx.dst_pod.is_some_and(|pod| {
+                    PortRange::Named(name) => ctx.destination.pod.is_some_and(|pod| {
                         pod.ports.iter().any(|(n, number, protocol)| {
                             n == name && *number == ctx.dst_port && *protocol == ctx.protocol
                         })
@@ -406,7 +844,7 @@ fn ports_match(ports: &[PortMatch], ctx: &FlowCtx) -> bool {
         })
 }
 
-fn peer_matches(peer: &Peer, policy_ns: &str, view: &PeerView) -> bool {
+fn peer_matches(peer: &Peer, policy_ns: &str, view: &EndpointView) -> bool {
     match peer {
         Peer::IpBlock(block) => block.contains(view.addr),
         Peer::Pods { pods, namespaces } => {
@@ -415,12 +853,7 @@ fn peer_matches(peer: &Peer, policy_ns: &str, view: &PeerView) -> bool {
             };
             let namespace_ok = match namespaces {
                 None => &*pod.namespace == policy_ns,
-                Some(sel) => sel.matches_with(|k| {
-                    pod.namespace_labels
-                        .get(k)
-                        .map(String::as_str)
-                        .or_else(|| (k == NAMESPACE_NAME_LABEL).then_some(&*pod.namespace))
-                }),
+                Some(sel) => sel.matches_with(|k| namespace_label(pod, k)),
             };
             namespace_ok && pods.as_ref().is_none_or(|sel| sel.matches(&pod.labels))
         }
@@ -429,3 +862,9 @@ fn peer_matches(peer: &Peer, policy_ns: &str, view: &PeerView) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod admin_tests;
+
+#[cfg(test)]
+mod calico_tests;

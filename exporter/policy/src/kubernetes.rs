@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use serde_json::{Map, Value};
 
 use crate::PolicyError;
-use crate::json::{Ctx, join, present, type_of};
+use crate::json::{Ctx, indexed, join, present, type_of};
 use crate::selector::{LabelSelector, parse_selector};
 
 /// A compiled NetworkPolicy spec.
@@ -124,7 +124,7 @@ pub(crate) fn parse_spec(
         .opt_list(map, "policyTypes", "spec")?
         .unwrap_or_default();
     for (i, t) in types.iter().enumerate() {
-        let path = format!("spec.policyTypes[{i}]");
+        let path = indexed("spec", "policyTypes", i);
         match ctx.str(t, &path)? {
             "Ingress" => governs_ingress = true,
             "Egress" => governs_egress = true,
@@ -165,7 +165,7 @@ fn parse_rules(
         .iter()
         .enumerate()
     {
-        let rpath = format!("spec.{key}[{i}]");
+        let rpath = indexed("spec", key, i);
         let rule = ctx.object(r, &rpath, &[peers_key, "ports"])?;
         let mut peers = Vec::new();
         for (j, p) in ctx
@@ -174,7 +174,7 @@ fn parse_rules(
             .iter()
             .enumerate()
         {
-            peers.push(parse_peer(ctx, p, &format!("{rpath}.{peers_key}[{j}]"))?);
+            peers.push(parse_peer(ctx, p, &indexed(&rpath, peers_key, j))?);
         }
         let mut ports = Vec::new();
         for (j, p) in ctx
@@ -183,7 +183,7 @@ fn parse_rules(
             .iter()
             .enumerate()
         {
-            ports.push(parse_port(ctx, p, &format!("{rpath}.ports[{j}]"))?);
+            ports.push(parse_port(ctx, p, &indexed(&rpath, "ports", j))?);
         }
         rules.push(Rule {
             peers: (!peers.is_empty()).then(|| peers.into()),
@@ -236,7 +236,7 @@ fn parse_ip_block(ctx: &Ctx, v: &Value, path: &str) -> Result<IpBlock, PolicyErr
         .iter()
         .enumerate()
     {
-        let epath = format!("{path}.except[{i}]");
+        let epath = indexed(path, "except", i);
         let net = parse_cidr(ctx, e, &epath)?;
         // As the API server: an except outside the block, or the whole
         // block, is a mistake worth reporting rather than guessing at.

@@ -13,20 +13,28 @@
 //! binary owns watchers and files and hands the index over.
 //!
 //! Implemented kinds: networking.k8s.io/v1 NetworkPolicy, flowscribe.dev
-//! StagedNetworkPolicy, Calico StagedKubernetesNetworkPolicy. See
-//! `docs/policy.md` for the semantics and what is not yet supported.
+//! StagedNetworkPolicy; policy.networking.k8s.io AdminNetworkPolicy,
+//! BaselineAdminNetworkPolicy (v1alpha1) and ClusterNetworkPolicy
+//! (v1alpha2); projectcalico.org/v3 Tier, NetworkPolicy,
+//! GlobalNetworkPolicy, StagedNetworkPolicy, StagedGlobalNetworkPolicy and
+//! StagedKubernetesNetworkPolicy. See `docs/policy.md` for the semantics
+//! and what is not supported.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod calico;
+pub mod calico_selector;
 mod explain;
 mod index;
 mod json;
 pub mod kubernetes;
+mod matching;
 mod policy;
 pub mod selector;
 
 pub use explain::{explain, observe};
 pub use index::PolicyIndex;
 pub use policy::{
-    InvalidPolicy, Policy, PolicyError, PolicySpec, Stage, StagedAction, parse_policy,
-    parse_policy_as, policy_kind,
+    ADMIN_TIER, BASELINE_TIER, InvalidPolicy, InvalidScope, InvalidTier, Policy, PolicyError,
+    PolicySpec, Stage, StagedAction, parse_policy, parse_policy_as, parse_tier, policy_kind,
 };

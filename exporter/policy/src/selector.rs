@@ -94,10 +94,21 @@ pub(crate) fn parse_selector(
         None | Some(Value::Null) => {}
         Some(Value::Object(labels)) => {
             for (key, value) in labels {
-                let field = join(&join(path, "matchLabels"), key);
-                let value = ctx.str(value, &field)?;
-                check_key(ctx, key, &field)?;
-                check_value(ctx, value, &field)?;
+                // The field path is only built for an error: this runs for
+                // every label of every selector of every policy.
+                let field = || join(&join(path, "matchLabels"), key);
+                let Some(value) = value.as_str() else {
+                    return Err(ctx.err(
+                        &field(),
+                        format!("expected a string, found {}", type_of(value)),
+                    ));
+                };
+                if !is_key(key) {
+                    return Err(ctx.err(&field(), format!("{key:?} is not a valid label key")));
+                }
+                if !is_value(value) {
+                    return Err(ctx.err(&field(), format!("{value:?} is not a valid label value")));
+                }
                 requirements.push(Requirement::Equals {
                     key: key.clone(),
                     value: value.to_string(),
@@ -117,38 +128,75 @@ pub(crate) fn parse_selector(
         .iter()
         .enumerate()
     {
-        let epath = format!("{}[{i}]", join(path, "matchExpressions"));
-        let expr = ctx.object(e, &epath, &["key", "operator", "values"])?;
-        let key = ctx
-            .opt_str(expr, "key", &epath)?
-            .ok_or_else(|| ctx.err(&join(&epath, "key"), "missing"))?;
-        check_key(ctx, key, &join(&epath, "key"))?;
-        let operator = ctx
-            .opt_str(expr, "operator", &epath)?
-            .ok_or_else(|| ctx.err(&join(&epath, "operator"), "missing"))?;
-        let mut values = Vec::new();
-        for (j, x) in ctx
-            .opt_list(expr, "values", &epath)?
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
+        // Field paths are built only for errors (this runs for every
+        // expression of every selector of every policy).
+        let epath = || format!("{}[{i}]", join(path, "matchExpressions"));
+        let field = |f: &str| join(&epath(), f);
+        let Value::Object(expr) = e else {
+            return Err(ctx.err(
+                &epath(),
+                format!("expected an object, found {}", type_of(e)),
+            ));
+        };
+        if let Some(unknown) = expr
+            .keys()
+            .find(|k| !["key", "operator", "values"].contains(&k.as_str()))
         {
-            let vpath = format!("{}[{j}]", join(&epath, "values"));
-            let x = ctx.str(x, &vpath)?;
-            check_value(ctx, x, &vpath)?;
-            values.push(x.to_string());
+            return Err(ctx.err(
+                &field(unknown),
+                "unknown field (known: key, operator, values)",
+            ));
+        }
+        let text = |k: &str| -> Result<Option<&str>, PolicyError> {
+            match expr.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s)),
+                Some(other) => Err(ctx.err(
+                    &field(k),
+                    format!("expected a string, found {}", type_of(other)),
+                )),
+            }
+        };
+        let key = text("key")?.ok_or_else(|| ctx.err(&field("key"), "missing"))?;
+        if !is_key(key) {
+            return Err(ctx.err(&field("key"), format!("{key:?} is not a valid label key")));
+        }
+        let operator = text("operator")?.ok_or_else(|| ctx.err(&field("operator"), "missing"))?;
+        let mut values = Vec::new();
+        match expr.get("values") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(list)) => {
+                for (j, x) in list.iter().enumerate() {
+                    let vpath = || format!("{}[{j}]", field("values"));
+                    let Some(x) = x.as_str() else {
+                        return Err(
+                            ctx.err(&vpath(), format!("expected a string, found {}", type_of(x)))
+                        );
+                    };
+                    if !is_value(x) {
+                        return Err(ctx.err(&vpath(), format!("{x:?} is not a valid label value")));
+                    }
+                    values.push(x.to_string());
+                }
+            }
+            Some(other) => {
+                return Err(ctx.err(
+                    &field("values"),
+                    format!("expected a list, found {}", type_of(other)),
+                ));
+            }
         }
         let key = key.to_string();
         let requirement = match operator {
             "In" | "NotIn" if values.is_empty() => {
                 return Err(ctx.err(
-                    &join(&epath, "values"),
+                    &field("values"),
                     format!("must be non-empty when operator is {operator}"),
                 ));
             }
             "Exists" | "DoesNotExist" if !values.is_empty() => {
                 return Err(ctx.err(
-                    &join(&epath, "values"),
+                    &field("values"),
                     format!("must be empty when operator is {operator}"),
                 ));
             }
@@ -164,7 +212,7 @@ pub(crate) fn parse_selector(
             "DoesNotExist" => Requirement::DoesNotExist { key },
             other => {
                 return Err(ctx.err(
-                    &join(&epath, "operator"),
+                    &field("operator"),
                     format!("{other:?} is not a valid operator (In, NotIn, Exists, DoesNotExist)"),
                 ));
             }
@@ -202,24 +250,15 @@ fn is_dns_subdomain(s: &str) -> bool {
         })
 }
 
-fn check_key(ctx: &Ctx, key: &str, path: &str) -> Result<(), PolicyError> {
-    let ok = match key.split_once('/') {
+fn is_key(key: &str) -> bool {
+    match key.split_once('/') {
         Some((prefix, name)) => is_dns_subdomain(prefix) && is_name_segment(name),
         None => is_name_segment(key),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(ctx.err(path, format!("{key:?} is not a valid label key")))
     }
 }
 
-fn check_value(ctx: &Ctx, value: &str, path: &str) -> Result<(), PolicyError> {
-    if value.is_empty() || is_name_segment(value) {
-        Ok(())
-    } else {
-        Err(ctx.err(path, format!("{value:?} is not a valid label value")))
-    }
+fn is_value(value: &str) -> bool {
+    value.is_empty() || is_name_segment(value)
 }
 
 #[cfg(test)]
@@ -231,7 +270,8 @@ mod tests {
     fn ctx() -> Ctx<'static> {
         Ctx {
             kind: "NetworkPolicy",
-            name: "x/p".to_string(),
+            namespace: Some("x"),
+            name: Some("p"),
         }
     }
 

@@ -18,9 +18,9 @@ use serde_json::{Value, json};
 
 use crate::{PolicyIndex, explain, observe};
 
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-const SCTP: u8 = 132;
+pub(super) const TCP: u8 = 6;
+pub(super) const UDP: u8 = 17;
+pub(super) const SCTP: u8 = 132;
 const ICMP: u8 = 1;
 
 fn ns_index(ns: &str) -> u8 {
@@ -44,7 +44,7 @@ fn pod_index(name: &str) -> u8 {
 /// Pod `ns/name` with label `pod=<name>` in a namespace labelled `ns=<ns>`
 /// (deliberately without `kubernetes.io/metadata.name`, which is implied),
 /// serving 80 and 81 on TCP, UDP and SCTP with the e2e port names.
-fn pod(spec: &str) -> Arc<PodIdentity> {
+pub(super) fn pod(spec: &str) -> Arc<PodIdentity> {
     let (ns, name) = spec.split_once('/').expect("ns/name");
     let labels = |k: &str, v: &str| Arc::new(BTreeMap::from([(k.to_string(), v.to_string())]));
     let mut ports = Vec::new();
@@ -69,7 +69,7 @@ fn pod(spec: &str) -> Arc<PodIdentity> {
 /// `x/a` (a pod), `ip:192.0.2.10` (a public address), `hostnet:x/a` (a
 /// host-network pod on a node address), `svc:y/s` (a ClusterIP whose
 /// backend is unknown), `svc:y/s>y/b` (whose backend is known).
-fn endpoint(spec: &str) -> (IpAddr, Endpoint) {
+pub(super) fn endpoint(spec: &str) -> (IpAddr, Endpoint) {
     if let Some(ip) = spec.strip_prefix("ip:") {
         return (
             ip.parse().expect("ip"),
@@ -103,7 +103,7 @@ fn endpoint(spec: &str) -> (IpAddr, Endpoint) {
     (addr, e)
 }
 
-fn flow(from: &str, to: &str, port: u16, protocol: u8) -> EnrichedFlow {
+pub(super) fn flow(from: &str, to: &str, port: u16, protocol: u8) -> EnrichedFlow {
     let (src_addr, source) = endpoint(from);
     let (dst_addr, destination) = endpoint(to);
     let interface = InterfaceRef {
@@ -139,7 +139,7 @@ fn flow(from: &str, to: &str, port: u16, protocol: u8) -> EnrichedFlow {
     }
 }
 
-fn np(ns: &str, name: &str, spec: Value) -> Value {
+pub(super) fn np(ns: &str, name: &str, spec: Value) -> Value {
     json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}")},

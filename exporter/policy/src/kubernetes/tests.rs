@@ -18,7 +18,9 @@ fn parse(v: &Value) -> Result<Policy, InvalidPolicy> {
 }
 
 fn spec_of(p: &Policy) -> &KubernetesPolicySpec {
-    let PolicySpec::Kubernetes(s) = &p.spec;
+    let PolicySpec::Kubernetes(s) = &p.spec else {
+        panic!("not a NetworkPolicy spec")
+    };
     s
 }
 
