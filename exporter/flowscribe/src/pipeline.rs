@@ -635,7 +635,6 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         "capture running"
     );
 
-
     let mut next_drain = Instant::now() + config.drain_interval;
     let mut loss_window = SystemTime::now();
     while !stop.load(Ordering::Relaxed) {
