@@ -42,6 +42,26 @@ fn verify(files: &[(&str, &str)]) -> Report {
 
 struct Dir(PathBuf);
 
+impl Dir {
+    /// A fresh scratch directory holding the checkpoint signing key.
+    fn with_key(tag: &str) -> Dir {
+        let dir = Dir(std::env::temp_dir().join(format!("fst-{tag}-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(&dir.0);
+        std::fs::create_dir_all(&dir.0).unwrap();
+        std::fs::write(dir.0.join("audit.key"), SEED).unwrap();
+        dir
+    }
+
+    /// The `audit:` section for this directory's key and state.
+    fn audit_yaml(&self) -> String {
+        format!(
+            "audit:\n  key_file: {}\n  key_name: flowscribe-test-node\n  state_dir: {}\n",
+            self.0.join("audit.key").display(),
+            self.0.join("state").display()
+        )
+    }
+}
+
 impl Drop for Dir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -89,19 +109,13 @@ fn count(lines: &[String], pred: impl Fn(&Value) -> bool) -> usize {
 fn a_restarted_exporter_s_archive_verifies_and_tampering_is_pinpointed() {
     let _serial = serial();
     let node = Node::new_v4_only(2);
-    let dir = Dir(std::env::temp_dir().join(format!("fst-audit-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let key = dir.0.join("audit.key");
-    std::fs::write(&key, SEED).unwrap();
+    let dir = Dir::with_key("audit");
     let sink_file = dir.0.join("ecs.jsonl");
     let sink = format!("file:{}", sink_file.display());
     let config = TempConfig::new(&format!(
-        "node_name: test-node\ncapture:\n  drain_interval: 200ms\naudit:\n  key_file: {}\n  \
-         key_name: flowscribe-test-node\n  state_dir: {}\n  checkpoint_interval: 1s\n  \
+        "node_name: test-node\ncapture:\n  drain_interval: 200ms\n{}  checkpoint_interval: 1s\n  \
          heartbeat_interval: 1s\n",
-        key.display(),
-        Path::new(&dir.0).join("state").display()
+        dir.audit_yaml()
     ));
     let config_arg = config.arg();
 
@@ -230,16 +244,10 @@ fn policy_changes_in_the_cluster_are_recorded_in_the_trail() {
          contexts: [{{name: test, context: {{cluster: fake, user: nobody}}}}]\n",
         fake.url()
     ));
-    let dir = Dir(std::env::temp_dir().join(format!("fst-audit-pc-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let key = dir.0.join("audit.key");
-    std::fs::write(&key, SEED).unwrap();
+    let dir = Dir::with_key("audit-pc");
     let config = TempConfig::new(&format!(
-        "node_name: test-node\ncapture:\n  drain_interval: 200ms\naudit:\n  key_file: {}\n  \
-         key_name: flowscribe-test-node\n  state_dir: {}\n",
-        key.display(),
-        dir.0.join("state").display()
+        "node_name: test-node\ncapture:\n  drain_interval: 200ms\n{}",
+        dir.audit_yaml()
     ));
     let config_arg = config.arg();
     let kube_arg = kubeconfig.arg();
@@ -308,16 +316,10 @@ fn sink_rejects_become_numbered_loss_records_that_add_up() {
     let _serial = serial();
     let node = Node::new_v4_only(2);
     let (a, b) = (&node.pods[0], &node.pods[1]);
-    let dir = Dir(std::env::temp_dir().join(format!("fst-audit-loss-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let key = dir.0.join("audit.key");
-    std::fs::write(&key, SEED).unwrap();
+    let dir = Dir::with_key("audit-loss");
     let config = TempConfig::new(&format!(
-        "node_name: test-node\ncapture:\n  drain_interval: 200ms\naudit:\n  key_file: {}\n  \
-         key_name: flowscribe-test-node\n  state_dir: {}\n",
-        key.display(),
-        dir.0.join("state").display()
+        "node_name: test-node\ncapture:\n  drain_interval: 200ms\n{}",
+        dir.audit_yaml()
     ));
     let config_arg = config.arg();
     // A UDP socket that takes the datagrams that fit. Flow documents (well
@@ -396,16 +398,10 @@ fn a_blocked_sink_opens_and_closes_an_incident_in_the_trail() {
     let _serial = serial();
     let node = Node::new_v4_only(2);
     let (a, b) = (&node.pods[0], &node.pods[1]);
-    let dir = Dir(std::env::temp_dir().join(format!("fst-audit-inc-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let key = dir.0.join("audit.key");
-    std::fs::write(&key, SEED).unwrap();
+    let dir = Dir::with_key("audit-inc");
     let config = TempConfig::new(&format!(
-        "node_name: test-node\ncapture:\n  drain_interval: 200ms\naudit:\n  key_file: {}\n  \
-         key_name: flowscribe-test-node\n  state_dir: {}\n",
-        key.display(),
-        dir.0.join("state").display()
+        "node_name: test-node\ncapture:\n  drain_interval: 200ms\n{}",
+        dir.audit_yaml()
     ));
     let config_arg = config.arg();
     let port = node.ns.run(|| {
@@ -490,11 +486,7 @@ fn redaction_rules_apply_to_every_record_and_are_declared() {
     let _serial = serial();
     let node = Node::new_v4_only(3);
     let (a, b, c) = (&node.pods[0], &node.pods[1], &node.pods[2]);
-    let dir = Dir(std::env::temp_dir().join(format!("fst-redact-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let key = dir.0.join("audit.key");
-    std::fs::write(&key, SEED).unwrap();
+    let dir = Dir::with_key("redact");
     let pseudo = dir.0.join("pseudo.key");
     std::fs::write(&pseudo, b"0123456789abcdef0123456789abcdef").unwrap();
     let manifests = ManifestsDir::new("redact");
@@ -514,12 +506,10 @@ fn redaction_rules_apply_to_every_record_and_are_declared() {
         ),
     );
     let config = TempConfig::new(&format!(
-        "node_name: test-node\naudit:\n  key_file: {}\n  key_name: flowscribe-test-node\n  state_dir: {}\n\
-         redact:\n  - {{field: ip, action: truncate, prefix_v4: 16}}\n  \
+        "node_name: test-node\n{}redact:\n  - {{field: ip, action: truncate, prefix_v4: 16}}\n  \
          - {{field: pod.name, action: keyed_hash, key_file: {}}}\n  \
          - {{field: pod.labels, action: drop}}\n",
-        key.display(),
-        dir.0.join("state").display(),
+        dir.audit_yaml(),
         pseudo.display()
     ));
     let config_arg = config.arg();
