@@ -31,6 +31,10 @@ items:
   kind: NetworkPolicy
   metadata: {name: default-deny, namespace: backend, uid: np-1, resourceVersion: "42", generation: 1}
   spec: {podSelector: {}, policyTypes: [Ingress]}
+- apiVersion: flowscribe.dev/v1alpha1
+  kind: StagedNetworkPolicy
+  metadata: {name: lock-egress, namespace: backend, uid: snp-1}
+  spec: {podSelector: {matchLabels: {app: db}}, policyTypes: [Egress]}
 "#;
 
 fn flow_from(docs: &[Value], port: u16) -> &Value {
@@ -74,8 +78,19 @@ fn a_denying_policy_names_itself_and_disagreement_with_the_dataplane_is_flagged(
         }
         s.local_addr().unwrap().port()
     });
+    // Allowed today (frontend is not isolated), denied once the staged
+    // egress lockdown of db is enforced.
+    let (staged_port, _) = tcp_transfer(&db.ns, &web.ns, web.v4, 2_000);
     let stopped = exporter.stop();
     assert_eq!(stopped.code, Some(0), "log:\n{}", stopped.log.join("\n"));
+
+    let st = flow_from(&stopped.records, staged_port);
+    let p = &st["flowscribe"]["policy"];
+    assert_eq!(p["verdict"], "allow", "{p:#}");
+    assert_eq!(p["pending"]["verdict"], "deny", "{p:#}");
+    assert_eq!(p["pending"]["would_change"], true);
+    assert_eq!(p["pending"]["egress"]["hits"][0]["name"], "lock-egress");
+    assert_eq!(p["pending"]["egress"]["reason"], "isolated-no-match");
 
     let d = flow_from(&stopped.records, tcp_port);
     assert_eq!(
