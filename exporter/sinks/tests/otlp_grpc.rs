@@ -353,6 +353,50 @@ async fn mutual_tls_with_a_custom_ca_and_a_wrong_ca_is_retried() {
     assert_eq!(server.received().len(), 1, "nothing reached the receiver");
 }
 
+/// Certificate rotation without a restart: the CA file the sink trusts is
+/// replaced by rename; the next export builds a new channel with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_tls_files_are_reloaded_when_they_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path());
+    let server = OtlpServer::grpc(
+        "127.0.0.1:0",
+        Some(ServerTls {
+            cert_pem: std::fs::read(&pki.server_cert).unwrap(),
+            key_pem: std::fs::read(&pki.server_key).unwrap(),
+            client_ca_pem: None,
+        }),
+    )
+    .await;
+    let trust = dir.path().join("trust.pem");
+    std::fs::copy(&pki.other_ca, &trust).unwrap();
+    let mut cfg = OtlpConfig::new(
+        format!("localhost:{}", server.addr.port()),
+        OtlpProtocol::Grpc,
+        envelope(),
+    );
+    cfg.tls = Some(OtlpTlsConfig {
+        ca_file: Some(trust.clone()),
+        ..OtlpTlsConfig::default()
+    });
+    let mut t = cfg.build().unwrap();
+    let report = t.send(&queued(0..3)).await;
+    assert_eq!(
+        report.outcomes,
+        SendOutcomes::Batch(Outcome::Transport(TransportFailure::TlsVerification))
+    );
+    // Rotate: the right CA replaces the file atomically.
+    let next = dir.path().join("trust.pem.new");
+    std::fs::copy(&pki.ca, &next).unwrap();
+    std::fs::rename(&next, &trust).unwrap();
+    let report = t.send(&queued(0..3)).await;
+    assert_eq!(
+        report.outcomes,
+        SendOutcomes::PerRecord(vec![grpc(GrpcCode::Ok); 3])
+    );
+    assert_exactly_once(&server.accepted_bodies(), 0..3);
+}
+
 /// A name that does not resolve is a DNS failure (retried, never a drop),
 /// for both protocols.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

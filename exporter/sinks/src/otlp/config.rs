@@ -281,7 +281,7 @@ impl fmt::Debug for TlsFiles {
 }
 
 impl TlsFiles {
-    fn load(c: &OtlpTlsConfig) -> Result<TlsFiles, TransportError> {
+    pub(crate) fn load(c: &OtlpTlsConfig) -> Result<TlsFiles, TransportError> {
         let read = |p: &PathBuf, context: &'static str| {
             std::fs::read(p).map_err(|source| TransportError::Io { context, source })
         };

@@ -46,10 +46,37 @@ enum Exporter {
     Http(HttpExporter),
 }
 
+/// gRPC TLS from files: tonic takes the PEM bytes when the channel is
+/// built, so a changed file means a new channel (for the next export; the
+/// batch in flight keeps the old one). A file caught mid-rotation keeps the
+/// previous channel, is reported once, and is tried again next time.
+#[derive(Debug)]
+struct GrpcReload {
+    cfg: OtlpConfig,
+    headers: Headers,
+    stamp: Vec<Option<(std::time::SystemTime, u64)>>,
+    failed: Option<Vec<Option<(std::time::SystemTime, u64)>>>,
+}
+
+fn tls_stamp(cfg: &OtlpConfig) -> Vec<Option<(std::time::SystemTime, u64)>> {
+    let Some(t) = &cfg.tls else {
+        return Vec::new();
+    };
+    [&t.ca_file, &t.client_cert_file, &t.client_key_file]
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            let m = std::fs::metadata(f).ok()?;
+            Some((m.modified().ok()?, m.len()))
+        })
+        .collect()
+}
+
 /// The OTLP logs sink transport.
 #[derive(Debug)]
 pub struct OtlpTransport {
     sink: String,
+    grpc_reload: Option<Box<GrpcReload>>,
     // Boxed so the closed SinkTransport enum stays small.
     builder: Box<OtlpRequestBuilder>,
     exporter: Box<Exporter>,
@@ -70,13 +97,52 @@ impl OtlpTransport {
             }
             OtlpProtocol::Http => Exporter::Http(HttpExporter::new(cfg, &headers)?),
         };
+        let grpc_reload = (cfg.protocol == OtlpProtocol::Grpc && cfg.tls.is_some()).then(|| {
+            Box::new(GrpcReload {
+                cfg: cfg.clone(),
+                headers: headers.clone(),
+                stamp: tls_stamp(cfg),
+                failed: None,
+            })
+        });
         Ok(OtlpTransport {
+            grpc_reload,
             sink: format!("otlp://{}", cfg.endpoint),
             builder: Box::new(OtlpRequestBuilder::new(&cfg.envelope)),
             exporter: Box::new(exporter),
             stats: Arc::new(OtlpStats::default()),
             body: Vec::new(),
         })
+    }
+
+    /// Rebuild the gRPC channel when its TLS files changed.
+    fn reload_grpc_tls(&mut self) {
+        let Some(r) = self.grpc_reload.as_mut() else {
+            return;
+        };
+        let now = tls_stamp(&r.cfg);
+        if now == r.stamp || r.failed.as_ref() == Some(&now) {
+            return;
+        }
+        let rebuilt = r
+            .cfg
+            .tls
+            .as_ref()
+            .map(TlsFiles::load)
+            .transpose()
+            .and_then(|files| GrpcExporter::new(&r.cfg, &r.headers, files.as_ref()));
+        match rebuilt {
+            Ok(e) => {
+                *self.exporter = Exporter::Grpc(Box::new(e));
+                r.stamp = now;
+                r.failed = None;
+                tracing::info!(sink = %self.sink, "OTLP/gRPC TLS files changed; reloaded");
+            }
+            Err(e) => {
+                tracing::warn!(sink = %self.sink, error = %e, "OTLP/gRPC TLS files changed but do not load; keeping the previous ones");
+                r.failed = Some(now);
+            }
+        }
     }
 
     /// The transport's counters (shared; read them while it runs).
@@ -114,6 +180,7 @@ impl OtlpTransport {
 
 impl Transport for OtlpTransport {
     async fn send(&mut self, batch: &[QueuedRecord]) -> SendReport {
+        self.reload_grpc_tls();
         // A record that is not a LogRecord is left out and gets what the
         // receiver would answer for it.
         let (encoding, malformed) = match &*self.exporter {
