@@ -25,7 +25,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use serde_json::Value;
 
-use crate::kube_source::SourceProblem;
+use crate::kube_source::{SourceProblem, rbac_rule, source_problem, status_of};
 
 /// One policy resource of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,10 +46,7 @@ impl PolicyResource {
 
     /// The RBAC rule needed to watch it.
     pub fn permission(&self) -> String {
-        format!(
-            "get/list/watch on {} (apiGroups: [\"{}\"])",
-            self.plural, self.group
-        )
+        rbac_rule(self.group, self.plural)
     }
 }
 
@@ -161,16 +158,6 @@ pub enum PolicyEvent {
     },
 }
 
-fn status_of(e: &watcher::Error) -> Option<&kube::core::Status> {
-    match e {
-        watcher::Error::InitialListFailed(kube::Error::Api(s))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.as_ref()),
-        watcher::Error::WatchError(s) => Some(s.as_ref()),
-        _ => None,
-    }
-}
-
 /// The object with the `apiVersion` and `kind` a list item may lack.
 fn typed(resource: &PolicyResource, o: &DynamicObject) -> Value {
     let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
@@ -214,18 +201,10 @@ async fn watch_resource<S>(
                 name: o.metadata.name.clone().unwrap_or_default(),
             },
             Err(e) => match status_of(&e) {
-                Some(s) if s.code == 404 && resource.optional => PolicyEvent::Absent { resource },
-                status => PolicyEvent::Failing {
+                Some(st) if st.code == 404 && resource.optional => PolicyEvent::Absent { resource },
+                _ => PolicyEvent::Failing {
                     resource,
-                    problem: SourceProblem {
-                        message: match status {
-                            Some(s) => format!("{} {}: {}", s.code, s.reason, s.message),
-                            None => e.to_string(),
-                        },
-                        missing_permission: status
-                            .is_some_and(|s| s.code == 403)
-                            .then(|| resource.permission()),
-                    },
+                    problem: source_problem(&e, || resource.permission()),
                 },
             },
         };

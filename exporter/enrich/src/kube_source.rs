@@ -67,25 +67,42 @@ impl std::fmt::Display for SourceProblem {
 /// The RBAC rule needed to watch `kind`, as a ClusterRole would say it.
 pub fn permission_for(kind: Kind) -> String {
     let (group, _, plural) = kind.api();
+    rbac_rule(group, plural)
+}
+
+/// The RBAC rule needed to watch a resource, as a ClusterRole would say it.
+pub(crate) fn rbac_rule(group: &str, plural: &str) -> String {
     format!("get/list/watch on {plural} (apiGroups: [\"{group}\"])")
 }
 
-fn problem(kind: Kind, e: &watcher::Error) -> SourceProblem {
-    let status = match e {
+/// The API server's answer inside a watcher error, when there is one.
+pub(crate) fn status_of(e: &watcher::Error) -> Option<&kube::core::Status> {
+    match e {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
         | watcher::Error::WatchStartFailed(kube::Error::Api(s))
         | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.as_ref()),
         watcher::Error::WatchError(s) => Some(s.as_ref()),
         _ => None,
-    };
-    let forbidden = status.is_some_and(|s| s.code == 403);
+    }
+}
+
+/// A failing list/watch as reported: a 403 names `permission`.
+pub(crate) fn source_problem(
+    e: &watcher::Error,
+    permission: impl FnOnce() -> String,
+) -> SourceProblem {
+    let status = status_of(e);
     SourceProblem {
         message: match status {
             Some(s) => format!("{} {}: {}", s.code, s.reason, s.message),
             None => e.to_string(),
         },
-        missing_permission: forbidden.then(|| permission_for(kind)),
+        missing_permission: status.is_some_and(|s| s.code == 403).then(permission),
     }
+}
+
+fn problem(kind: Kind, e: &watcher::Error) -> SourceProblem {
+    source_problem(e, || permission_for(kind))
 }
 
 fn to_object(kind: Kind, v: &Value) -> Result<Object, ObjectError> {
