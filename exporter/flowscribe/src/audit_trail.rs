@@ -239,14 +239,9 @@ impl AuditTrail {
     }
 
     fn queue_checkpoints(&mut self, checkpoints: Vec<flowscribe_audit::CheckpointRecord>) {
-        for c in checkpoints {
-            let id = format!(
-                "checkpoint-{}-{}-{}-{}",
-                self.chain, c.view, c.run, c.number
-            );
-            self.checkpoints
-                .push((c.view.clone(), c.to_json_line(), id));
-        }
+        let chain = self.chain.clone();
+        self.checkpoints
+            .extend(checkpoints.iter().map(|c| checkpoint_line(&chain, c)));
     }
 
     /// Number, seal and checkpoint one delivery: `encoded` holds every
@@ -266,22 +261,17 @@ impl AuditTrail {
             let Some(view) = view_name(*format) else {
                 continue;
             };
-            let mut front: Vec<(Vec<u8>, String)> = self
+            let (l, i): (Vec<Vec<u8>>, Vec<String>) = self
                 .checkpoints
                 .iter()
                 .filter(|(v, _, _)| v == view)
                 .map(|(_, l, id)| (l.clone(), id.clone()))
-                .collect();
-            if !front.is_empty() {
-                front.extend(lines.drain(..).zip(ids.drain(..)));
-                let (l, i): (Vec<_>, Vec<_>) = front.into_iter().unzip();
-                *lines = l;
-                *ids = i;
-            }
+                .unzip();
+            lines.splice(0..0, l);
+            ids.splice(0..0, i);
         }
-        let checkpoints_sent = self.checkpoints.len();
+        self.checkpoints.clear();
         if count == 0 {
-            self.checkpoints.drain(..checkpoints_sent);
             return Ok(());
         }
         let stamp = self.auditor.stamp(count, now).context("audit: numbering")?;
@@ -313,7 +303,6 @@ impl AuditTrail {
                 self.chain, stamp.run, stamp.batch
             ));
         }
-        self.checkpoints.drain(..checkpoints_sent);
         Ok(())
     }
 
@@ -332,13 +321,19 @@ impl AuditTrail {
             .shutdown(now)
             .context("audit: final checkpoint")?;
         Ok(checkpoints
-            .into_iter()
-            .map(|c| {
-                let id = format!("checkpoint-{chain}-{}-{}-{}", c.view, c.run, c.number);
-                (c.view.clone(), c.to_json_line(), id)
-            })
+            .iter()
+            .map(|c| checkpoint_line(&chain, c))
             .collect())
     }
+}
+
+/// A checkpoint as delivered: its view, its JSON line and its event id.
+fn checkpoint_line(
+    chain: &str,
+    c: &flowscribe_audit::CheckpointRecord,
+) -> (String, Vec<u8>, String) {
+    let id = format!("checkpoint-{chain}-{}-{}-{}", c.view, c.run, c.number);
+    (c.view.clone(), c.to_json_line(), id)
 }
 
 /// The kernel's clock discipline, for heartbeats.

@@ -16,21 +16,22 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use flowscribe_capture::abi::stat;
 use flowscribe_sinks::core::driver::DriverHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Names of capture's per-CPU kernel counters, by index (`enum fs_stat`).
 const KERNEL_COUNTERS: &[(u32, &str)] = &[
-    (0, "ring_reserve_failed"),
-    (1, "flow_map_full_packets"),
-    (2, "flow_lost_bytes"),
-    (3, "parse_truncated"),
-    (4, "parse_ext_limit"),
-    (5, "non_ip"),
-    (6, "excluded"),
-    (7, "drop_map_full"),
-    (8, "drops_seen"),
-    (9, "flow_update_failed_packets"),
+    (stat::RING_RESERVE_FAILED, "ring_reserve_failed"),
+    (stat::FLOW_MAP_FULL, "flow_map_full_packets"),
+    (stat::FLOW_LOST_BYTES, "flow_lost_bytes"),
+    (stat::PARSE_TRUNCATED, "parse_truncated"),
+    (stat::PARSE_EXT_LIMIT, "parse_ext_limit"),
+    (stat::NON_IP, "non_ip"),
+    (stat::EXCLUDED, "excluded"),
+    (stat::DROP_MAP_FULL, "drop_map_full"),
+    (stat::DROPS_SEEN, "drops_seen"),
+    (stat::FLOW_UPDATE_FAILED, "flow_update_failed_packets"),
 ];
 
 /// What the run loop reports after each drain.

@@ -509,11 +509,11 @@ fn sink_endpoints(config: &Config) -> Vec<(std::net::IpAddr, u16, u8)> {
     use std::net::ToSocketAddrs;
     let mut out = Vec::new();
     for spec in &config.sinks {
-        let Some((scheme, rest)) = spec.name.split_once("://") else {
+        let Some((_, rest)) = spec.name.split_once("://") else {
             continue; // stdout, file:
         };
         let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-        let proto = if scheme == "syslog+udp" { 17 } else { 6 };
+        let proto = if spec.scheme() == "syslog+udp" { 17 } else { 6 };
         match authority.to_socket_addrs() {
             Ok(addrs) => out.extend(addrs.map(|a| (a.ip(), a.port(), proto))),
             Err(e) => {
