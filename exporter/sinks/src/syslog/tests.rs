@@ -32,6 +32,18 @@ struct ServerTls {
     auth_mode: &'static str,
 }
 
+impl ServerTls {
+    /// The server side of the PKI `make_pki` wrote into `dir`.
+    fn of_pki(dir: &Path, auth_mode: &'static str) -> ServerTls {
+        ServerTls {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+            auth_mode,
+        }
+    }
+}
+
 /// A private rsyslogd; killed on drop.
 struct Rsyslog {
     child: Option<Child>,
@@ -383,12 +395,7 @@ async fn tls_with_a_custom_ca_and_with_a_client_certificate() {
         let rs = Rsyslog::start(
             rs_dir.path(),
             port,
-            Some(&ServerTls {
-                ca: p("ca.pem"),
-                cert: p("server.pem"),
-                key: p("server.key"),
-                auth_mode: mode,
-            }),
+            Some(&ServerTls::of_pki(dir.path(), mode)),
             false,
         );
         let mut cfg = SyslogConfig::new(format!("127.0.0.1:{port}"), SyslogProtocol::Tls, "node-1");
@@ -425,12 +432,7 @@ async fn tls_with_the_wrong_ca_is_a_verification_failure_and_retried() {
     let _rs = Rsyslog::start(
         rs_dir.path(),
         port,
-        Some(&ServerTls {
-            ca: p("ca.pem"),
-            cert: p("server.pem"),
-            key: p("server.key"),
-            auth_mode: "anon",
-        }),
+        Some(&ServerTls::of_pki(dir.path(), "anon")),
         false,
     );
     let mut cfg = SyslogConfig::new(format!("127.0.0.1:{port}"), SyslogProtocol::Tls, "node-1");
@@ -483,12 +485,7 @@ async fn tls_files_are_reloaded_when_they_change() {
     let rs = Rsyslog::start(
         rs_dir.path(),
         port,
-        Some(&ServerTls {
-            ca: p("ca.pem"),
-            cert: p("server.pem"),
-            key: p("server.key"),
-            auth_mode: "anon",
-        }),
+        Some(&ServerTls::of_pki(dir.path(), "anon")),
         false,
     );
     // The sink starts out trusting the wrong CA.
