@@ -22,7 +22,7 @@ use flowscribe_sinks::core::http::{HttpAuth, HttpTlsConfig, SecretSource};
 use flowscribe_sinks::core::queue::{Durability, DurableQueue, QueueConfig, Record};
 use flowscribe_sinks::elasticsearch::ElasticsearchConfig;
 use flowscribe_sinks::file::{FileConfig, StdoutTransport};
-use flowscribe_sinks::loki::{LokiConfig, LokiField};
+use flowscribe_sinks::loki::{LokiConfig, LokiEncoding, LokiField};
 use flowscribe_sinks::otlp::{OtlpConfig, OtlpEncoding, OtlpProtocol, OtlpTlsConfig};
 use flowscribe_sinks::sink::SinkTransport;
 use flowscribe_sinks::splunk::{HecAckConfig, SplunkHecConfig};
@@ -350,7 +350,8 @@ fn splunk_hec_spec(
 }
 
 /// `loki://HOST:PORT[/PREFIX]?[tenant=…&tls=true&ca=…&token_file=…|user=…&password_file=…
-/// &labels=NAME:PATH,…&static_labels=NAME:VALUE,…&metadata=NAME:PATH,…]`.
+/// &labels=NAME:PATH,…&static_labels=NAME:VALUE,…&metadata=NAME:PATH,…
+/// &encoding=protobuf|json&gzip=true|false]` (`gzip=` with JSON only).
 fn loki_spec(url: &str, addr: &str, q: &mut Query<'_>) -> Result<TransportSpec, String> {
     let (https, tls) = q.take_http_tls()?;
     let scheme = if https { "https" } else { "http" };
@@ -397,6 +398,19 @@ fn loki_spec(url: &str, addr: &str, q: &mut Query<'_>) -> Result<TransportSpec, 
             .into_iter()
             .map(|(n, p)| LokiField::new(n, p))
             .collect();
+    }
+    c.encoding = match q.take("encoding") {
+        None | Some("protobuf") => LokiEncoding::Protobuf,
+        Some("json") => LokiEncoding::Json,
+        Some(v) => return Err(format!("{url}: encoding={v:?} is not protobuf or json")),
+    };
+    if let Some(g) = q.take_bool("gzip")? {
+        if c.encoding == LokiEncoding::Protobuf {
+            return Err(format!(
+                "{url}: gzip= applies to encoding=json (protobuf pushes are always snappy-compressed)"
+            ));
+        }
+        c.gzip = g;
     }
     c.validate()
         .map_err(|e| format!("{url}: {}", e.0.join("; ")))?;
@@ -719,6 +733,14 @@ mod tests {
             panic!();
         };
         assert_eq!(d.labels.len(), 3, "default node, namespace, verdict");
+        assert_eq!(d.encoding, LokiEncoding::Protobuf);
+        let TransportSpec::Loki(j) = parse_sink("loki://l:3100?encoding=json&gzip=false", "n")
+            .unwrap()
+            .transport
+        else {
+            panic!();
+        };
+        assert_eq!((j.encoding, j.gzip), (LokiEncoding::Json, false));
     }
 
     #[test]
@@ -751,6 +773,11 @@ mod tests {
             ("splunk-hec://h:8088?token_env=T&channel=x", "GUID"),
             ("loki://h:3100?labels=k8s.ns:x", "not a Loki label name"),
             ("loki://h:3100?labels=nocolon", "is not NAME:VALUE"),
+            ("loki://h:3100?gzip=true", "gzip= applies to encoding=json"),
+            (
+                "loki://h:3100?encoding=avro",
+                "encoding=\"avro\" is not protobuf or json",
+            ),
             ("loki://h:3100?token_env=T&user=u", "not a mix"),
         ] {
             let err = parse_sink(url, "n").unwrap_err();

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fakes::loki::LokiFake;
 use flowscribe_sinks::core::classify::RejectReason;
 use flowscribe_sinks::core::queue::Record;
-use flowscribe_sinks::loki::LokiConfig;
+use flowscribe_sinks::loki::{LokiConfig, LokiEncoding};
 use support::{Running, driver_config, wait_for};
 
 fn loki_config(url: &str) -> LokiConfig {
@@ -64,8 +64,21 @@ fn flow(i: usize, ts: &str, ns: &str, verdict: &str) -> Record {
 
 #[tokio::test]
 async fn records_become_ordered_streams_with_labels_and_metadata() {
+    streams_case(LokiEncoding::Protobuf, false).await;
+}
+
+#[tokio::test]
+async fn json_pushes_carry_the_same_streams_gzip_and_plain() {
+    streams_case(LokiEncoding::Json, true).await;
+    streams_case(LokiEncoding::Json, false).await;
+}
+
+async fn streams_case(encoding: LokiEncoding, gzip: bool) {
     let loki = LokiFake::start().await;
-    let run = Running::start(loki_config(&loki.url()).build().unwrap(), driver_config(40));
+    let mut cfg = loki_config(&loki.url());
+    cfg.encoding = encoding;
+    cfg.gzip = gzip;
+    let run = Running::start(cfg.build().unwrap(), driver_config(40));
     let namespaces = ["shop", "db", "kube-system"];
     let verdicts = ["allow", "deny"];
     // Timestamps decrease with i inside each batch, so per-stream ordering
@@ -90,6 +103,9 @@ async fn records_become_ordered_streams_with_labels_and_metadata() {
     {
         let st = loki.state();
         assert_eq!(st.pushes, 3);
+        let json = encoding == LokiEncoding::Json;
+        assert_eq!(st.json_pushes, if json { 3 } else { 0 });
+        assert_eq!(st.gzip_pushes, if json && gzip { 3 } else { 0 });
         assert_eq!(st.streams.len(), 6);
         assert!(st.streams.contains_key(
             r#"{job="flowscribe", namespace="kube-system", node="node-1", verdict="deny"}"#
@@ -104,9 +120,25 @@ async fn records_become_ordered_streams_with_labels_and_metadata() {
                 }
             }
             assert!(entries.windows(2).any(|w| w[0].push == w[1].push));
-            let md = &entries[0].metadata;
-            assert_eq!(md[0].0, "event_id");
-            assert_eq!(md[1].0, "community_id");
+            // JSON metadata is an object: compare as a set.
+            let mut md: Vec<&str> = entries[0]
+                .metadata
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect();
+            md.sort_unstable();
+            assert_eq!(md, ["community_id", "event_id"]);
+            let n: usize = entries[0].line[entries[0].line.rfind(':').unwrap() + 1..]
+                .trim_end_matches('}')
+                .parse()
+                .unwrap();
+            assert!(
+                entries[0]
+                    .metadata
+                    .contains(&("community_id".to_string(), format!("1:c{n}"))),
+                "{:?}",
+                entries[0].metadata
+            );
         }
     }
     run.stop().await;
@@ -114,8 +146,15 @@ async fn records_become_ordered_streams_with_labels_and_metadata() {
 
 #[tokio::test]
 async fn an_entry_too_old_rejects_its_push_and_is_counted() {
+    too_old_case(LokiEncoding::Protobuf).await;
+    too_old_case(LokiEncoding::Json).await;
+}
+
+async fn too_old_case(encoding: LokiEncoding) {
     let loki = LokiFake::start().await;
-    let transport = loki_config(&loki.url()).build().unwrap();
+    let mut cfg = loki_config(&loki.url());
+    cfg.encoding = encoding;
+    let transport = cfg.build().unwrap();
     let stats = transport.stats();
     let run = Running::start(transport, driver_config(50));
     run.push(vec![

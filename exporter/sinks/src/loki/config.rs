@@ -26,6 +26,19 @@ impl LokiField {
     }
 }
 
+/// How a push is written on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LokiEncoding {
+    /// `application/x-protobuf`: a `logproto.PushRequest` in raw snappy
+    /// (the default; what Promtail and Alloy send).
+    #[default]
+    Protobuf,
+    /// `application/json`: `{"streams":[{"stream":{…},"values":[[ns, line,
+    /// {metadata}]]}]}`, gzip-compressed unless `gzip` is off. For gateways
+    /// and proxies that only pass JSON.
+    Json,
+}
+
 /// Loki's default `max_label_names_per_series`.
 pub const MAX_LABELS: usize = 15;
 
@@ -50,6 +63,12 @@ pub struct LokiConfig {
     /// id is always added as `event_id`. Default: `community_id` ←
     /// `network.community_id`.
     pub structured_metadata: Vec<LokiField>,
+    /// Protobuf + snappy (default) or JSON.
+    pub encoding: LokiEncoding,
+    /// JSON pushes only: compress the body with gzip (`Content-Encoding:
+    /// gzip`, default on). Protobuf pushes are always snappy-compressed,
+    /// as the format requires.
+    pub gzip: bool,
 }
 
 impl LokiConfig {
@@ -65,6 +84,8 @@ impl LokiConfig {
             ],
             static_labels: vec![("job".into(), "flowscribe".into())],
             structured_metadata: vec![LokiField::new("community_id", "network.community_id")],
+            encoding: LokiEncoding::Protobuf,
+            gzip: true,
         }
     }
 

@@ -1,5 +1,5 @@
 //! The Grafana Loki sink: `POST /loki/api/v1/push` with a snappy-compressed
-//! (raw/block format) protobuf `PushRequest`.
+//! (raw/block format) protobuf `PushRequest`, or the JSON push (gzip).
 //!
 //! Pipeline position: one of the sink transports driven by
 //! [`crate::core::driver::SinkDriver`]. [`request_builder`] reads the few
@@ -15,6 +15,6 @@ pub mod logproto;
 pub mod request_builder;
 pub mod service;
 
-pub use config::{LokiConfig, LokiConfigError, LokiField};
+pub use config::{LokiConfig, LokiConfigError, LokiEncoding, LokiField};
 pub use request_builder::LokiRequestBuilder;
 pub use service::{LokiStats, LokiTransport};

@@ -1,7 +1,8 @@
 //! Batch → Loki push body: records grouped into streams by their label
 //! set, each stream ordered by time, encoded as a protobuf `PushRequest`
 //! and compressed with snappy's raw (block) format, which is what Loki
-//! expects for `application/x-protobuf` (not the framed format).
+//! expects for `application/x-protobuf` (not the framed format); or the
+//! same streams as Loki's JSON push (`application/json`).
 //!
 //! Per record: the label values are read from the record's JSON at the
 //! configured paths (a missing or non-scalar value leaves the label out),
@@ -48,9 +49,9 @@ impl LokiRequestBuilder {
         }
     }
 
-    /// The push request for `batch`; `now` stamps records without a
-    /// timestamp.
-    pub fn push_request(&self, batch: &[QueuedRecord], now: SystemTime) -> PushRequest {
+    /// The batch grouped into streams (sorted by label set), each stream's
+    /// entries in time order.
+    fn streams(&self, batch: &[QueuedRecord], now: SystemTime) -> Vec<Grouped> {
         let now_ts = {
             let d = now.duration_since(UNIX_EPOCH).unwrap_or_default();
             Timestamp {
@@ -58,13 +59,10 @@ impl LokiRequestBuilder {
                 nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
             }
         };
-        let mut streams: BTreeMap<String, Vec<(Timestamp, usize, EntryAdapter)>> = BTreeMap::new();
+        type Entries = Vec<(Timestamp, usize, EntryAdapter)>;
+        let mut streams: BTreeMap<String, (Vec<(String, String)>, Entries)> = BTreeMap::new();
         for (i, r) in batch.iter().enumerate() {
-            let mut pairs: Vec<(&str, String)> = self
-                .static_labels
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.clone()))
-                .collect();
+            let mut pairs: Vec<(String, String)> = self.static_labels.clone();
             let mut metadata = vec![LabelPairAdapter {
                 name: "event_id".into(),
                 value: r.event_id.clone(),
@@ -73,7 +71,7 @@ impl LokiRequestBuilder {
                 let (label_values, metadata_values) = values.split_at_mut(self.labels.len());
                 for (f, v) in self.labels.iter().zip(label_values) {
                     if let Some(v) = v.take() {
-                        pairs.push((&f.name, v));
+                        pairs.push((f.name.clone(), v));
                     }
                 }
                 for (f, v) in self.metadata.iter().zip(metadata_values) {
@@ -85,7 +83,7 @@ impl LokiRequestBuilder {
                     }
                 }
             }
-            pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             let ts = ecs_timestamp(&r.payload)
                 .and_then(rfc3339_to_parts)
                 .map(|(seconds, nanos)| Timestamp {
@@ -100,21 +98,36 @@ impl LokiRequestBuilder {
             };
             streams
                 .entry(label_string(&pairs))
-                .or_default()
+                .or_insert_with(|| (pairs, Vec::new()))
+                .1
                 .push((ts, i, entry));
         }
+        streams
+            .into_iter()
+            .map(|(labels, (pairs, mut entries))| {
+                // Loki orders a stream by time; keep equal times in batch
+                // order.
+                entries.sort_by_key(|(ts, i, _)| (*ts, *i));
+                Grouped {
+                    labels,
+                    pairs,
+                    entries: entries.into_iter().map(|(_, _, e)| e).collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// The push request for `batch`; `now` stamps records without a
+    /// timestamp.
+    pub fn push_request(&self, batch: &[QueuedRecord], now: SystemTime) -> PushRequest {
         PushRequest {
-            streams: streams
+            streams: self
+                .streams(batch, now)
                 .into_iter()
-                .map(|(labels, mut entries)| {
-                    // Loki orders a stream by time; keep equal times in
-                    // batch order.
-                    entries.sort_by_key(|(ts, i, _)| (*ts, *i));
-                    StreamAdapter {
-                        labels,
-                        entries: entries.into_iter().map(|(_, _, e)| e).collect(),
-                        hash: 0,
-                    }
+                .map(|g| StreamAdapter {
+                    labels: g.labels,
+                    entries: g.entries,
+                    hash: 0,
                 })
                 .collect(),
         }
@@ -128,10 +141,76 @@ impl LokiRequestBuilder {
             .compress_vec(&proto)
             .unwrap_or_default()
     }
+
+    /// The JSON push body for `batch` (uncompressed): the same streams,
+    /// order and metadata as [`Self::push_request`], timestamps as
+    /// nanosecond epoch strings, structured metadata as the third element
+    /// of each value.
+    pub fn json_body(&self, batch: &[QueuedRecord], now: SystemTime) -> Vec<u8> {
+        let streams = self.streams(batch, now);
+        let line_bytes: usize = batch.iter().map(|r| r.payload.len() + 128).sum();
+        let mut out = Vec::with_capacity(line_bytes + 64);
+        out.extend_from_slice(b"{\"streams\":[");
+        for (i, g) in streams.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"stream\":{");
+            for (j, (name, value)) in g.pairs.iter().enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                json_string(&mut out, name);
+                out.push(b':');
+                json_string(&mut out, value);
+            }
+            out.extend_from_slice(b"},\"values\":[");
+            for (j, e) in g.entries.iter().enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                let ts = e.timestamp.unwrap_or_default();
+                let ns = i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos);
+                out.extend_from_slice(b"[\"");
+                out.extend_from_slice(ns.to_string().as_bytes());
+                out.extend_from_slice(b"\",");
+                json_string(&mut out, &e.line);
+                out.extend_from_slice(b",{");
+                for (k, p) in e.structured_metadata.iter().enumerate() {
+                    if k > 0 {
+                        out.push(b',');
+                    }
+                    json_string(&mut out, &p.name);
+                    out.push(b':');
+                    json_string(&mut out, &p.value);
+                }
+                out.extend_from_slice(b"}]");
+            }
+            out.extend_from_slice(b"]}");
+        }
+        out.extend_from_slice(b"]}");
+        out
+    }
+}
+
+/// One stream of a push.
+struct Grouped {
+    /// Prometheus form, `{a="x", b="y"}`.
+    labels: String,
+    /// The same labels, sorted by name.
+    pairs: Vec<(String, String)>,
+    /// In time order.
+    entries: Vec<EntryAdapter>,
+}
+
+/// `s` as a JSON string.
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    // Serialising a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// `{a="x", b="y\"z"}`: the Prometheus label-set form Loki parses.
-fn label_string(pairs: &[(&str, String)]) -> String {
+fn label_string(pairs: &[(String, String)]) -> String {
     let mut out = String::from("{");
     for (i, (name, value)) in pairs.iter().enumerate() {
         if i > 0 {
@@ -226,9 +305,64 @@ mod tests {
     }
 
     #[test]
+    fn json_body_carries_the_same_streams_as_the_protobuf() {
+        let b = LokiRequestBuilder::new(&LokiConfig::new("http://loki:3100"));
+        let now = UNIX_EPOCH + std::time::Duration::from_secs(2_000_000_000);
+        let batch = [
+            rec("e1", &doc("2026-11-21T04:30:02Z", "shop", "deny")),
+            rec("e2", &doc("2026-11-21T04:30:01.5Z", "shop", "deny")),
+            // A label value that needs escaping in both forms.
+            rec("e3", &doc("2026-11-21T04:30:00Z", "d\\\"b", "allow")),
+        ];
+        let json: serde_json::Value = serde_json::from_slice(&b.json_body(&batch, now)).unwrap();
+        let proto = b.push_request(&batch, now);
+        let streams = json["streams"].as_array().unwrap();
+        assert_eq!(streams.len(), proto.streams.len());
+        for (j, p) in streams.iter().zip(&proto.streams) {
+            // The label map spells the same set as the protobuf's string.
+            let labels: Vec<(String, String)> = j["stream"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            assert_eq!(label_string(&labels), p.labels);
+            let values = j["values"].as_array().unwrap();
+            assert_eq!(values.len(), p.entries.len());
+            for (v, e) in values.iter().zip(&p.entries) {
+                let ts = e.timestamp.unwrap();
+                let ns = i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos);
+                assert_eq!(v[0].as_str().unwrap(), ns.to_string());
+                assert_eq!(v[1].as_str().unwrap(), e.line);
+                let md: Vec<(&str, &str)> = v[2]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
+                    .collect();
+                let want: Vec<(&str, &str)> = e
+                    .structured_metadata
+                    .iter()
+                    .map(|p| (p.name.as_str(), p.value.as_str()))
+                    .collect();
+                // serde_json's map is sorted; compare as sets.
+                let mut want_sorted = want.clone();
+                want_sorted.sort_unstable();
+                assert_eq!(md, want_sorted);
+            }
+        }
+        assert_eq!(
+            streams[1]["values"][0][0].as_str(),
+            Some("1795235401500000000"),
+            "nanosecond epoch string"
+        );
+        assert_eq!(streams[0]["stream"]["namespace"].as_str(), Some("d\"b"));
+    }
+
+    #[test]
     fn label_values_are_escaped() {
         assert_eq!(
-            label_string(&[("a", "x\"y\\z\nw".into())]),
+            label_string(&[("a".into(), "x\"y\\z\nw".into())]),
             r#"{a="x\"y\\z\nw"}"#
         );
     }

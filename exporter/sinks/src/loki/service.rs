@@ -1,4 +1,5 @@
-//! The Loki transport: one push per batch.
+//! The Loki transport: one push per batch, protobuf + snappy or JSON
+//! (gzip).
 //!
 //! Pipeline position: a [`Transport`] for the sink driver. Loki answers
 //! 204 when it took the push. A 400 means validation failed for some
@@ -21,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use super::config::LokiConfig;
+use super::config::{LokiConfig, LokiEncoding};
 use super::request_builder::LokiRequestBuilder;
 use crate::core::driver::{SendReport, Transport, TransportError};
 use crate::core::http::{HttpClient, HttpRequest};
@@ -50,6 +51,8 @@ pub struct LokiStats {
 pub struct LokiTransport {
     client: HttpClient,
     builder: LokiRequestBuilder,
+    encoding: LokiEncoding,
+    gzip: bool,
     stats: Arc<LokiStats>,
 }
 
@@ -58,6 +61,8 @@ impl LokiTransport {
         LokiTransport {
             client,
             builder: LokiRequestBuilder::new(cfg),
+            encoding: cfg.encoding,
+            gzip: cfg.gzip,
             stats: Arc::new(LokiStats::default()),
         }
     }
@@ -89,9 +94,22 @@ impl LokiTransport {
 
 impl Transport for LokiTransport {
     async fn send(&mut self, batch: &[QueuedRecord]) -> SendReport {
-        let body = Bytes::from(self.builder.body(batch, SystemTime::now()));
-        // Snappy is the protobuf push's own compression; no Content-Encoding.
-        let req = HttpRequest::post(PUSH_PATH, "application/x-protobuf", body);
+        let now = SystemTime::now();
+        let req = match self.encoding {
+            // Snappy is the protobuf push's own compression; no
+            // Content-Encoding.
+            LokiEncoding::Protobuf => HttpRequest::post(
+                PUSH_PATH,
+                "application/x-protobuf",
+                Bytes::from(self.builder.body(batch, now)),
+            ),
+            LokiEncoding::Json => HttpRequest::post(
+                PUSH_PATH,
+                "application/json",
+                Bytes::from(self.builder.json_body(batch, now)),
+            )
+            .gzip(self.gzip),
+        };
         let resp = match self.client.send(req).await {
             Ok(r) => r,
             Err(e) => {

@@ -3,8 +3,12 @@
 //! `logproto.PushRequest` protobuf (its own prost messages, written from
 //! `pkg/push/push.proto`, not shared with the sink).
 //!
-//! * `Content-Type: application/x-protobuf` (others: 415); a body that is
-//!   not raw snappy or not a `PushRequest` is a 400.
+//! * `Content-Type: application/x-protobuf`: a body that is not raw snappy
+//!   or not a `PushRequest` is a 400. `application/json` (optionally
+//!   `Content-Encoding: gzip`): `{"streams":[{"stream":{name: value},
+//!   "values":[["<ns epoch string>", "<line>", {metadata}]]}]}`, decoded
+//!   with its own serde types; a malformed body or timestamp is a 400.
+//!   Other content types: 415.
 //! * Labels parsed from the Prometheus form; at least one, valid names,
 //!   at most `max_label_names` (15): else 400 for the whole push.
 //! * Per entry, as Loki's validation does: older than
@@ -86,6 +90,9 @@ pub struct LokiState {
     /// arrival order.
     pub streams: BTreeMap<String, Vec<Stored>>,
     pub pushes: u64,
+    /// Pushes that came as JSON, and of those, gzip-compressed.
+    pub json_pushes: u64,
+    pub gzip_pushes: u64,
     pub answers: VecDeque<(u16, Option<String>)>,
     pub require_tenant: Option<String>,
     pub reject_old_samples_max_age: Duration,
@@ -99,6 +106,8 @@ impl Default for LokiState {
         LokiState {
             streams: BTreeMap::new(),
             pushes: 0,
+            json_pushes: 0,
+            gzip_pushes: 0,
             answers: VecDeque::new(),
             require_tenant: None,
             // Loki's defaults.
@@ -243,16 +252,32 @@ fn handle(st: &mut LokiState, req: FakeRequest) -> FakeResponse {
         }
         return r;
     }
-    if req.header("content-type") != Some("application/x-protobuf") {
-        return text(415, "unsupported content type\n");
-    }
-    let raw = match snap::raw::Decoder::new().decompress_vec(&req.body) {
-        Ok(r) => r,
-        Err(e) => return text(400, format!("snappy: {e}\n")),
-    };
-    let push = match PushRequest::decode(&raw[..]) {
-        Ok(p) => p,
-        Err(e) => return text(400, format!("proto: {e}\n")),
+    let push = match req.header("content-type") {
+        Some("application/x-protobuf") => {
+            let raw = match snap::raw::Decoder::new().decompress_vec(&req.body) {
+                Ok(r) => r,
+                Err(e) => return text(400, format!("snappy: {e}\n")),
+            };
+            match PushRequest::decode(&raw[..]) {
+                Ok(p) => p,
+                Err(e) => return text(400, format!("proto: {e}\n")),
+            }
+        }
+        Some("application/json") => {
+            st.json_pushes += 1;
+            let body = match req.decoded_body() {
+                Ok(b) => b,
+                Err(e) => return text(400, format!("{e}\n")),
+            };
+            if req.header("content-encoding") == Some("gzip") {
+                st.gzip_pushes += 1;
+            }
+            match json_push(&body) {
+                Ok(p) => p,
+                Err(e) => return text(400, format!("{e}\n")),
+            }
+        }
+        _ => return text(415, "unsupported content type\n"),
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -343,4 +368,64 @@ fn handle(st: &mut LokiState, req: FakeRequest) -> FakeResponse {
         400,
         format!("{}\ntotal ignored: {n} out of {total}\n", errors.join("\n")),
     )
+}
+
+/// Loki's JSON push, as its own serde types.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonPush {
+    streams: Vec<JsonStream>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonStream {
+    stream: BTreeMap<String, String>,
+    values: Vec<JsonValue>,
+}
+
+/// `[ts, line]` or `[ts, line, {metadata}]`.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum JsonValue {
+    Two(String, String),
+    Three(String, String, BTreeMap<String, String>),
+}
+
+/// The JSON body as the same `PushRequest` the protobuf path decodes, so
+/// both go through one validation.
+fn json_push(body: &[u8]) -> Result<PushRequest, String> {
+    let push: JsonPush = serde_json::from_slice(body).map_err(|e| format!("json: {e}"))?;
+    let mut streams = Vec::new();
+    for s in push.streams {
+        let pairs: Vec<(String, String)> = s.stream.into_iter().collect();
+        let mut entries = Vec::new();
+        for v in s.values {
+            let (ts, line, md) = match v {
+                JsonValue::Two(t, l) => (t, l, BTreeMap::new()),
+                JsonValue::Three(t, l, m) => (t, l, m),
+            };
+            let ns: i64 = ts
+                .parse()
+                .map_err(|_| format!("json: timestamp {ts:?} is not nanoseconds"))?;
+            entries.push(Entry {
+                timestamp: Some(Ts {
+                    seconds: ns.div_euclid(1_000_000_000),
+                    nanos: i32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0),
+                }),
+                line,
+                structured_metadata: md
+                    .into_iter()
+                    .map(|(name, value)| Pair { name, value })
+                    .collect(),
+                parsed: Vec::new(),
+            });
+        }
+        streams.push(Stream {
+            labels: canonical(&pairs),
+            entries,
+            hash: 0,
+        });
+    }
+    Ok(PushRequest { streams })
 }
