@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
+use bytes::Bytes;
 use flowscribe_capture::abi::stat;
 use flowscribe_capture::{AttachEvent, Batch, Capture, CaptureError, interfaces::is_literal};
 use flowscribe_enrich::enrich_batch;
@@ -274,7 +275,7 @@ fn deliver(
     if let Some(audit) = audit {
         audit.seal(&mut encoded, batch.at)?;
     }
-    send(&encoded, encoder, writer, sinks)?;
+    send(encoded, encoder, writer, sinks)?;
     push_otlp_log_records(batch, encoder, sinks, &ids)
 }
 
@@ -290,7 +291,11 @@ fn push_otlp_log_records(
     if !sinks.sinks.iter().any(|s| s.spec.sends_otlp_log_records()) {
         return Ok(());
     }
-    let records = encoder.otlp_log_records(batch);
+    let records: Vec<Bytes> = encoder
+        .otlp_log_records(batch)
+        .into_iter()
+        .map(Bytes::from)
+        .collect();
     for (i, sink) in sinks.sinks.iter().enumerate() {
         if sink.spec.sends_otlp_log_records() {
             sinks.push(
@@ -323,24 +328,28 @@ fn consumer_formats(encoder: &Encoder, writer: &RecordWriter, sinks: &Sinks) -> 
     formats
 }
 
-/// Hand each consumer its format's lines (with their event ids).
+/// Hand each consumer its format's lines (with their event ids). Each line
+/// becomes one shared buffer: sinks of the same format queue the same bytes.
 fn send(
-    encoded: &[Encoded],
+    encoded: Vec<Encoded>,
     encoder: &Encoder,
     writer: &mut RecordWriter,
     sinks: &Sinks,
 ) -> anyhow::Result<()> {
-    let of = |format: Format| encoded.iter().find(|(f, _, _)| *f == format);
     if !writer.is_none()
-        && let Some((_, lines, _)) = of(encoder.format)
+        && let Some((_, lines, _)) = encoded.iter().find(|(f, _, _)| *f == encoder.format)
     {
         writer.write_lines(lines)?;
     }
+    let shared: Vec<(Format, Vec<Bytes>, Vec<String>)> = encoded
+        .into_iter()
+        .map(|(f, lines, ids)| (f, lines.into_iter().map(Bytes::from).collect(), ids))
+        .collect();
     for (i, sink) in sinks.sinks.iter().enumerate() {
         if sink.spec.sends_otlp_log_records() {
             continue; // fed by push_otlp_log_records
         }
-        if let Some((_, lines, ids)) = of(sink.spec.format) {
+        if let Some((_, lines, ids)) = shared.iter().find(|(f, _, _)| *f == sink.spec.format) {
             sinks.push(i, ids.iter().cloned().zip(lines.iter().cloned()).collect())?;
         }
     }
@@ -699,7 +708,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
                 last.push((*f, vec![line.clone()], vec![id.clone()]));
             }
         }
-        send(&last, &encoder, &mut writer, &sinks)?;
+        send(last, &encoder, &mut writer, &sinks)?;
     }
     // ⑤ Deliver what is queued, then stop the drivers.
     sinks.shutdown(Duration::from_secs(10));

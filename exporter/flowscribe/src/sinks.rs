@@ -15,6 +15,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use flowscribe_normalize::{Context as SchemaContext, Schema};
 use flowscribe_sinks::core::classify::RejectReason;
 use flowscribe_sinks::core::driver::{DriverConfig, DriverHandle, SinkDriver};
@@ -539,7 +540,7 @@ impl Sinks {
     /// record: a line, or an OTLP LogRecord).
     /// With a full queue this waits (`block`: backpressure into capture,
     /// where the kernel keeps aggregating).
-    pub fn push(&self, sink: usize, records: Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
+    pub fn push(&self, sink: usize, records: Vec<(String, Bytes)>) -> anyhow::Result<()> {
         if records.is_empty() {
             return Ok(());
         }
@@ -896,7 +897,7 @@ mod otlp_tests {
             let spec = parse_sink(&url, "node-a").unwrap();
             let sinks = Sinks::start(vec![spec], &context).unwrap();
             sinks
-                .push(0, vec![("ev-1".into(), b"\x08\x01".to_vec())])
+                .push(0, vec![("ev-1".into(), Bytes::from_static(b"\x08\x01"))])
                 .unwrap();
             let (mut conn, _) = listener.accept().unwrap();
             let mut head = vec![0u8; expect.len()];
