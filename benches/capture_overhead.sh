@@ -17,16 +17,21 @@
 #   empty_bpf   an empty tc classifier on the same hooks (clsact), the
 #               baseline for "BPF ns over an empty program"; skipped when
 #               clang is missing
-# plus BPF run time per program run (kernel.bpf_stats_enabled=1 during the
-# flowscribe and empty_bpf runs), CPU seconds of flowscribe and softflowd per
+# plus BPF run time per program run, CPU seconds of flowscribe and softflowd per
 # run, packets each one accounted for the UDP flow against what iperf3 sent,
 # and flowscribe's idle RSS. It prints a Markdown table of medians and
 # ratios and keeps raw per-run numbers in a CSV under a temporary directory.
+#
+# kernel.bpf_stats_enabled costs two clock reads per program run, so it is
+# off during the throughput runs (workloads tcp, udp) and on only in separate
+# cost runs of the flowscribe and empty_bpf conditions (workloads tcp_cost,
+# udp_cost, COST_DURATION seconds each), which give the BPF ns per run.
 #
 # Environment: R (repetitions, 5), DURATION (seconds per run, 10), PIN=0
 # (do not pin the iperf3 client to CPU 0 and server to CPU 1),
 # FLOWSCRIBE (binary, target/release/flowscribe; relative paths are from the
 # repository root), IDLE_SETTLE (seconds before the idle RSS read, 5),
+# COST_DURATION (seconds per BPF cost run, 5),
 # SKIP_EMPTY=1 (no empty_bpf condition), SKIP_SOFTFLOWD=1.
 # REPORT_FROM_CSV=/tmp/fsbench.X/runs.csv only prints the tables of an
 # earlier run (no root, no traffic). The CSV also records host steal time.
@@ -40,6 +45,7 @@ set -euo pipefail
 
 R=${R:-5}
 DURATION=${DURATION:-10}
+COST_DURATION=${COST_DURATION:-5}
 IDLE_SETTLE=${IDLE_SETTLE:-5}
 SKIP_EMPTY=${SKIP_EMPTY:-0}
 SKIP_SOFTFLOWD=${SKIP_SOFTFLOWD:-0}
@@ -121,13 +127,15 @@ metrics = [
     ("TCP single stream, Gbit/s", "tcp", "tcp_gbps", 2, None),
     ("UDP 64 B, received kpps", "udp", "udp_recv_kpps", 1, None),
     ("UDP 64 B, sent kpps", "udp", "udp_sent_kpps", 1, None),
-    ("BPF tc ns/run, TCP", "tcp", "bpf_tc_ns_per_run", 1, None),
-    ("BPF tc ns/run, UDP", "udp", "bpf_tc_ns_per_run", 1, None),
-    ("BPF tc runs per run, TCP (millions)", "tcp", "bpf_tc_runs", 2, millions),
-    ("BPF tc runs per run, UDP (millions)", "udp", "bpf_tc_runs", 2, millions),
-    ("BPF tc CPU s per run (runs × ns/run), TCP", "tcp", "", 3, bpf_cpu),
-    ("BPF tc CPU s per run (runs × ns/run), UDP", "udp", "", 3, bpf_cpu),
-    ("BPF kfree_skb ns/run, UDP (host-wide drops)", "udp", "bpf_kfree_ns_per_run", 1, None),
+    ("BPF tc ns/run, TCP (cost run, stats on)", "tcp_cost", "bpf_tc_ns_per_run", 1, None),
+    ("BPF tc ns/run, UDP (cost run, stats on)", "udp_cost", "bpf_tc_ns_per_run", 1, None),
+    ("BPF tc runs per cost run, TCP (millions)", "tcp_cost", "bpf_tc_runs", 2, millions),
+    ("BPF tc runs per cost run, UDP (millions)", "udp_cost", "bpf_tc_runs", 2, millions),
+    ("BPF tc CPU s per cost run (runs × ns/run), TCP", "tcp_cost", "", 3, bpf_cpu),
+    ("BPF tc CPU s per cost run (runs × ns/run), UDP", "udp_cost", "", 3, bpf_cpu),
+    ("BPF kfree_skb ns/run, UDP (host-wide drops)", "udp_cost", "bpf_kfree_ns_per_run", 1, None),
+    ("TCP Gbit/s with stats on (cost run)", "tcp_cost", "tcp_gbps", 2, None),
+    ("UDP received kpps with stats on (cost run)", "udp_cost", "udp_recv_kpps", 1, None),
     ("process CPU s per run, TCP", "tcp", "cpu_s", 2, None),
     ("process CPU s per run, UDP", "udp", "cpu_s", 2, None),
     ("UDP packets accounted / sent", "udp", "capture_ratio", 4, None),
@@ -164,9 +172,9 @@ t, tp = ratio("flowscribe", "tcp", "tcp_gbps")
 print(f"| TCP throughput ratio >= 0.99 | {fmt(t, 3)} | {cell(tp, 3)} | {verdict(t, lambda x: x >= 0.99)} |")
 u, up = ratio("flowscribe", "udp", "udp_recv_kpps")
 print(f"| UDP pps ratio >= 0.96 | {fmt(u, 3)} | {cell(up, 3)} | {verdict(u, lambda x: x >= 0.96)} |")
-fs, em = med(vals("flowscribe", "udp", "bpf_tc_ns_per_run")), med(vals("empty_bpf", "udp", "bpf_tc_ns_per_run"))
+fs, em = med(vals("flowscribe", "udp_cost", "bpf_tc_ns_per_run")), med(vals("empty_bpf", "udp_cost", "bpf_tc_ns_per_run"))
 over = None if fs is None or em is None else fs - em
-op = paired("flowscribe", "udp", "bpf_tc_ns_per_run", lambda x, y: x - y)
+op = paired("flowscribe", "udp_cost", "bpf_tc_ns_per_run", lambda x, y: x - y)
 print(f"| BPF <= 80 ns/packet over an empty program (UDP, existing flow) | "
       + ("n/a" if over is None else f"{over:.1f} ns ({fs:.1f} − {em:.1f})")
       + f" | {cell(op, 1)} | {verdict(over, lambda x: x <= 80)} |")
@@ -183,6 +191,7 @@ fi
 
 [[ $R =~ ^[1-9][0-9]*$ ]] || die "R must be a positive integer (got '$R')"
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive integer (got '$DURATION')"
+[[ $COST_DURATION =~ ^[1-9][0-9]*$ ]] || die "COST_DURATION must be a positive integer (got '$COST_DURATION')"
 [[ $IDLE_SETTLE =~ ^[0-9]+$ ]] || die "IDLE_SETTLE must be a whole number of seconds"
 [[ $EUID -eq 0 ]] || die "run as root: sudo bash benches/capture_overhead.sh"
 
@@ -548,8 +557,9 @@ iperf_client() {
     local json=$1; shift
     local attempt
     for attempt in 1 2 3; do
-        if ip netns exec "$PODA" timeout $((DURATION + 30)) \
-            iperf3 -c $B_ADDR -t "$DURATION" -J "${PIN_ARGS[@]}" "$@" > "$json" 2> "$json.err" \
+        local d=${IPERF_DURATION:-$DURATION}
+        if ip netns exec "$PODA" timeout $((d + 30)) \
+            iperf3 -c $B_ADDR -t "$d" -J "${PIN_ARGS[@]}" "$@" > "$json" 2> "$json.err" \
             && jq -e '.error == null' "$json" >/dev/null; then
             return 0
         fi
@@ -564,15 +574,17 @@ echo "rep,seq,condition,workload,tcp_gbps,udp_recv_kpps,udp_sent_kpps,udp_sent_p
 SEQ=0
 run_one() {
     local rep=$1 cond=$2 wl=$3
-    local tag="r$rep-$cond-$wl" json p
+    local tag="r$rep-$cond-$wl" json p base=${wl%_cost} stats=0 dur=$DURATION
+    if [[ $wl == *_cost ]]; then stats=1; dur=$COST_DURATION; fi
     SEQ=$((SEQ + 1))
     log "rep $rep/$R  #$SEQ  $cond  $wl"
     COND_PIDS=() TC_IDS='[]' KFREE_IDS='[]'
+    (( stats )) && set_stats 1
     case $cond in
         none) ;;
-        flowscribe) set_stats 1; start_flowscribe "$tag" ;;
+        flowscribe) start_flowscribe "$tag" ;;
         softflowd) start_softflowd "$tag" ;;
-        empty_bpf) set_stats 1; start_empty ;;
+        empty_bpf) start_empty ;;
     esac
     sleep 1
 
@@ -582,10 +594,10 @@ run_one() {
     st0=$(steal_ticks)
 
     json=$WORK/iperf-$tag.json
-    if [[ $wl == tcp ]]; then
-        iperf_client "$json"
+    if [[ $base == tcp ]]; then
+        IPERF_DURATION=$dur iperf_client "$json"
     else
-        iperf_client "$json" -u -b 0 -l 64
+        IPERF_DURATION=$dur iperf_client "$json" -u -b 0 -l 64
     fi
 
     st1=$(steal_ticks)
@@ -594,15 +606,16 @@ run_one() {
 
     local captured=""
     case $cond in
-        flowscribe) stop_flowscribe "$tag"; set_stats "$OLD_STATS"
-                    if [[ $wl == udp ]]; then captured=$(fs_udp_packets); fi ;;
+        flowscribe) stop_flowscribe "$tag"
+                    if [[ $base == udp ]]; then captured=$(fs_udp_packets); fi ;;
         softflowd) stop_softflowd
-                   if [[ $wl == udp ]]; then captured=$(jq .udp_5201_packets "$COLLECTOR_OUT"); fi ;;
-        empty_bpf) stop_empty; set_stats "$OLD_STATS" ;;
+                   if [[ $base == udp ]]; then captured=$(jq .udp_5201_packets "$COLLECTOR_OUT"); fi ;;
+        empty_bpf) stop_empty ;;
     esac
+    (( stats )) && set_stats "$OLD_STATS"
 
     local gbps="" rkpps="" skpps="" sent="" ratio="" cpu=""
-    if [[ $wl == tcp ]]; then
+    if [[ $base == tcp ]]; then
         gbps=$(jq '.end.sum_received.bits_per_second / 1e9' "$json")
     else
         read -r sent rkpps skpps < <(jq -r '.end as $e
@@ -621,7 +634,7 @@ run_one() {
         kfr=$((c1 - c0)); kfn=$(fdiv $((a1 - a0)) "$kfr")
     fi
     if (( ${#COND_PIDS[@]} )); then cpu=$(fdiv $((cpu1 - cpu0)) "$CLK_TCK"); fi
-    echo "$rep,$SEQ,$cond,$wl,$gbps,$rkpps,$skpps,$sent,$captured,$ratio,$tcr,$tcn,$kfr,$kfn,$cpu,,$(fdiv $((st1 - st0)) "$CLK_TCK"),$DURATION" >> "$CSV"
+    echo "$rep,$SEQ,$cond,$wl,$gbps,$rkpps,$skpps,$sent,$captured,$ratio,$tcr,$tcn,$kfr,$kfn,$cpu,,$(fdiv $((st1 - st0)) "$CLK_TCK"),$dur" >> "$CSV"
     sleep 1
 }
 
@@ -649,6 +662,11 @@ CONDS=(none flowscribe)
 [[ $SKIP_EMPTY == 1 ]] || CONDS+=(empty_bpf)
 ORDER=()
 for wl in tcp udp; do for c in "${CONDS[@]}"; do ORDER+=("$c:$wl"); done; done
+for wl in tcp_cost udp_cost; do
+    for c in "${CONDS[@]}"; do
+        [[ $c == flowscribe || $c == empty_bpf ]] && ORDER+=("$c:$wl")
+    done
+done
 
 log "R=$R DURATION=${DURATION}s conditions: ${CONDS[*]}; work dir $WORK"
 for rep in $(seq "$R"); do
