@@ -1,0 +1,239 @@
+//! End to end to a local HTTP receiver, per core: encode + compress + send
+//! (issue 6's goal: ≥ 200 k records/s per core for ECS `_bulk` and for
+//! OTLP/HTTP).
+//!
+//! `cargo bench -p flowscribe-sinks --bench e2e [-- SECONDS] [CASE]` (default
+//! 5 s per case, every case twice, interleaved; CASE picks the cases whose
+//! name contains it, e.g. `gzip`).
+//!
+//! One thread does what the daemon and one sink driver do for a record:
+//! the event id (what the daemon queues with the record), the encoding
+//! (`encode_flow` ECS line, or the OTLP `LogRecord` protobuf), the queued
+//! `Bytes`, and `Transport::send` of batches of 500: request body, gzip
+//! level 1 where named, the HTTP/1.1 POST on a kept-alive loopback
+//! connection, the response read and classified. The flows are normalize's
+//! seven golden cases, each record with its own time window (so every event
+//! id and timestamp differs). Not included: capture, enrichment and
+//! explanation, the queue (see the `queue` bench), the receiver.
+//!
+//! Cost is the CPU time of that one thread (`CLOCK_THREAD_CPUTIME_ID`), so another process's load does not inflate it the way it
+//! inflates wall time; the receiver runs on its own thread and only reads
+//! bodies. The encode and send shares are timed the same way, apart.
+#![allow(clippy::unwrap_used)] // a benchmark that cannot set up should stop
+
+#[path = "../tests/fakes/mod.rs"]
+mod fakes;
+#[path = "../../normalize/tests/fixtures/mod.rs"]
+mod fixtures;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fakes::{FakeResponse, serve};
+use flowscribe_model::ExplainedFlow;
+use flowscribe_normalize::{Context, Schema, encode_flow, event_id, otlp};
+use flowscribe_sinks::core::classify::{Action, classify};
+use flowscribe_sinks::core::driver::{SendOutcomes, Transport};
+use flowscribe_sinks::core::queue::QueuedRecord;
+use flowscribe_sinks::elasticsearch::ElasticsearchConfig;
+use flowscribe_sinks::otlp::{OtlpConfig, OtlpEncoding, OtlpProtocol};
+
+const BATCH: usize = 500;
+
+/// CPU time of the calling thread, ns (`CLOCK_THREAD_CPUTIME_ID`, exact at
+/// the call, unlike `/proc/thread-self/schedstat`, which lags by up to a
+/// scheduler tick).
+#[expect(
+    unsafe_code,
+    reason = "std has no thread CPU clock; clock_gettime is the one libc call"
+)]
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
+    assert_eq!(rc, 0);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The golden flows, each copy with its own window (`i` ms later).
+fn flows(n: usize) -> Vec<ExplainedFlow> {
+    let base: Vec<ExplainedFlow> = fixtures::CASES.iter().map(|c| fixtures::case(c)).collect();
+    (0..n)
+        .map(|i| {
+            let mut f = base[i % base.len()].clone();
+            let shift = Duration::from_millis(i as u64);
+            f.flow.flow.window_start += shift;
+            f.flow.flow.window_end += shift;
+            f
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Encoding {
+    Ecs,
+    OtlpProtobuf,
+}
+
+/// The daemon's part for one batch: event ids and encoded payloads.
+fn encode_batch(ctx: &Context, enc: Encoding, flows: &[ExplainedFlow]) -> Vec<QueuedRecord> {
+    let observed = fixtures::observed();
+    flows
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let flow = &f.flow.flow;
+            let id = event_id::event_id(&ctx.node, &flow.key, flow.window_start, flow.window_end)
+                .to_hex();
+            let mut out = Vec::with_capacity(3072);
+            match enc {
+                Encoding::Ecs => encode_flow(Schema::Ecs, ctx, f, observed, &mut out).unwrap(),
+                Encoding::OtlpProtobuf => {
+                    otlp::write_log_record_protobuf(ctx, f, observed, &mut out)
+                }
+            }
+            QueuedRecord {
+                seq: i as u64,
+                event_id: id,
+                payload: Bytes::from(out),
+            }
+        })
+        .collect()
+}
+
+fn delivered(outcomes: &SendOutcomes) -> bool {
+    match outcomes {
+        SendOutcomes::Batch(o) => classify(o).action == Action::Delivered,
+        SendOutcomes::PerRecord(v) => v.iter().all(|o| classify(o).action == Action::Delivered),
+    }
+}
+
+/// A receiver on its own thread that reads each body and answers `reply`.
+fn receiver(
+    content_type: &'static str,
+    reply: &'static [u8],
+) -> (tokio::runtime::Runtime, fakes::FakeServer) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(serve(Arc::new(move |_req| FakeResponse::Reply {
+        status: 200,
+        headers: vec![("content-type", content_type.into())],
+        body: reply.to_vec(),
+    })));
+    (rt, server)
+}
+
+struct Result {
+    records: u64,
+    encode_ns: u64,
+    send_ns: u64,
+    wall: Duration,
+    body_bytes: u64,
+}
+
+fn run_case<T: Transport>(
+    rt: &tokio::runtime::Runtime,
+    t: &mut T,
+    enc: Encoding,
+    flows: &[ExplainedFlow],
+    seconds: f64,
+) -> Result {
+    let ctx = fixtures::context();
+    let mut r = Result {
+        records: 0,
+        encode_ns: 0,
+        send_ns: 0,
+        wall: Duration::ZERO,
+        body_bytes: 0,
+    };
+    let start = Instant::now();
+    let mut k = 0;
+    while start.elapsed().as_secs_f64() < seconds {
+        let chunk = &flows[k * BATCH..(k + 1) * BATCH];
+        k = (k + 1) % (flows.len() / BATCH);
+        let c0 = thread_cpu_ns();
+        let batch = encode_batch(&ctx, enc, chunk);
+        let c1 = thread_cpu_ns();
+        let report = rt.block_on(t.send(&batch));
+        let c2 = thread_cpu_ns();
+        assert!(delivered(&report.outcomes), "{:?}", report.outcomes);
+        r.encode_ns += c1 - c0;
+        r.send_ns += c2 - c1;
+        r.records += BATCH as u64;
+        r.body_bytes += batch.iter().map(|q| q.payload.len() as u64).sum::<u64>();
+    }
+    r.wall = start.elapsed();
+    r
+}
+
+fn main() {
+    let seconds: f64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(5.0);
+    // A word that is not a number picks the cases whose name contains it.
+    let only: Option<String> = std::env::args()
+        .skip(1)
+        .find(|a| a.parse::<f64>().is_err() && !a.starts_with('-'));
+    let flows = flows(BATCH * 14);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_es_rt, es) = receiver("application/json", br#"{"errors":false}"#);
+    let (_otlp_rt, otlp_rx) = receiver("application/x-protobuf", b"");
+    let otlp_addr = otlp_rx.url().trim_start_matches("http://").to_string();
+
+    println!(
+        "| case | round | records per CPU-second (encode + send) | encode ns/record | send ns/record | wall records/s | payload B/record |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for round in 1..=2 {
+        for (name, enc, gzip) in [
+            ("es_bulk gzip", Encoding::Ecs, true),
+            ("otlp_http gzip", Encoding::OtlpProtobuf, true),
+            ("es_bulk plain", Encoding::Ecs, false),
+            ("otlp_http plain", Encoding::OtlpProtobuf, false),
+        ] {
+            if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+                continue;
+            }
+            let r = match enc {
+                Encoding::Ecs => {
+                    let mut cfg = ElasticsearchConfig::new(es.url());
+                    cfg.gzip = gzip;
+                    let mut t = cfg.build().unwrap();
+                    run_case(&rt, &mut t, enc, &flows, seconds)
+                }
+                Encoding::OtlpProtobuf => {
+                    let _enter = rt.enter();
+                    let mut cfg = OtlpConfig::new(
+                        otlp_addr.clone(),
+                        OtlpProtocol::Http,
+                        otlp::resource_logs(&fixtures::context(), vec![]),
+                    );
+                    cfg.encoding = OtlpEncoding::Protobuf;
+                    cfg.gzip = gzip;
+                    let mut t = cfg.build().unwrap();
+                    run_case(&rt, &mut t, enc, &flows, seconds)
+                }
+            };
+            let per = |ns: u64| ns as f64 / r.records as f64;
+            println!(
+                "| {name} | {round} | **{:.0} k** | {:.0} | {:.0} | {:.0} k | {} |",
+                r.records as f64 / ((r.encode_ns + r.send_ns) as f64 / 1e9) / 1e3,
+                per(r.encode_ns),
+                per(r.send_ns),
+                r.records as f64 / r.wall.as_secs_f64() / 1e3,
+                r.body_bytes / r.records,
+            );
+        }
+    }
+}
