@@ -99,3 +99,61 @@ fn an_unusable_metrics_address_is_a_usage_error() {
         "{err}"
     );
 }
+
+/// Kernel drops of connections no captured interface saw (here: UDP to a
+/// closed port on a pod's loopback, which capture does not watch) are
+/// counted live in the metric and summarised in-band once a minute and at
+/// shutdown, not in every drain.
+#[test]
+fn drops_of_unseen_connections_are_a_metric_and_one_summary_record() {
+    let _serial = serial();
+    let node = Node::new_v4_only(1);
+    let pod = &node.pods[0];
+    let config = TempConfig::new("capture:\n  drain_interval: 100ms\n");
+    let config_arg = config.arg();
+    let mut exporter = Exporter::start(
+        &node.ns.name,
+        &["--config", &config_arg, "--metrics-listen", "127.0.0.1:0"],
+    );
+    let port = exporter.metrics_port();
+    const SENT: u64 = 20;
+    pod.ns.run(|| {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..SENT {
+            // Port 9 (discard) has no listener: the kernel drops each
+            // datagram (NO_SOCKET) on lo.
+            s.send_to(b"nobody listens", "127.0.0.1:9").unwrap();
+        }
+    });
+    let series = "flowscribe_capture_drops_unmatched_packets_total";
+    let mut seen = 0;
+    let counted = wait_until(Duration::from_secs(10), || {
+        let (_, body) = http_get(&node.ns, port, "/metrics");
+        seen = metric_sample(&body, series).unwrap_or(0);
+        seen >= SENT
+    });
+    assert!(counted, "{series} stayed at {seen}, want >= {SENT}");
+    // The metric is updated after a drain has written its records, so the
+    // drain that counted these drops is in the output already: without the
+    // once-a-minute summary it would hold a drop_unmatched loss record.
+    let early: Vec<_> = exporter
+        .records_so_far()
+        .into_iter()
+        .filter(|r| r["record"] == "loss" && r["reason"] == "drop_unmatched")
+        .collect();
+    assert!(early.is_empty(), "summarised before the minute: {early:?}");
+    let stopped = exporter.stop();
+    assert_eq!(stopped.code, Some(0), "log: {:#?}", stopped.log);
+    let summaries: Vec<&serde_json::Value> = stopped
+        .records
+        .iter()
+        .filter(|r| r["record"] == "loss" && r["reason"] == "drop_unmatched")
+        .collect();
+    assert_eq!(summaries.len(), 1, "one summary at shutdown: {summaries:?}");
+    // Host-wide: other drops on the machine may add to ours, never less.
+    assert!(
+        stopped.lost("drop_unmatched") >= seen,
+        "summary {} < metric {seen}",
+        stopped.lost("drop_unmatched")
+    );
+}

@@ -46,6 +46,10 @@ pub use crate::preflight::{PreflightError, preflight};
 /// The compiled eBPF object, built from `bpf/flow.bpf.c` by `make -C bpf`.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../../../bpf/flow.bpf.o");
 
+/// How often kernel drops of connections never seen on a captured
+/// interface are summarised in a `drop_unmatched` loss record.
+pub const UNMATCHED_DROPS_INTERVAL: Duration = Duration::from_secs(60);
+
 /// How programs are attached to interfaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttachMode {
@@ -196,6 +200,8 @@ pub struct Capture {
     last_kernel: Vec<u64>,
     last_loss_report: SystemTime,
     unmatched_reported: u64,
+    /// When drops of connections never seen here were last summarised.
+    last_unmatched_report: SystemTime,
     new_flow_events: u64,
     clock_offset_ns: u64,
     /// The CONFIG array and what was last written to it.
@@ -375,6 +381,7 @@ impl Capture {
             last_kernel: vec![0; stat::COUNT as usize],
             last_loss_report: SystemTime::now(),
             unmatched_reported: 0,
+            last_unmatched_report: SystemTime::now(),
             new_flow_events: 0,
             clock_offset_ns: measure_clock_offset(),
             config_map,
@@ -583,7 +590,7 @@ impl Capture {
             reasons: &self.reasons,
         };
         let flows = self.aggregator.emit(now, shutdown, &to_system, &names);
-        let losses = self.losses()?;
+        let losses = self.losses(shutdown)?;
         Ok(Batch { flows, losses })
     }
 
@@ -605,7 +612,12 @@ impl Capture {
     }
 
     /// Loss reports for every loss counter that moved since the last call.
-    fn losses(&mut self) -> Result<Vec<CaptureLoss>, CaptureError> {
+    /// Kernel drops of connections never seen on a captured interface are
+    /// context rather than a loss of this exporter's records, and a busy
+    /// host has some all the time: they are summarised once per
+    /// [`UNMATCHED_DROPS_INTERVAL`] (and at shutdown) instead of in every
+    /// drain, so the record stream is not a loss report per second.
+    fn losses(&mut self, shutdown: bool) -> Result<Vec<CaptureLoss>, CaptureError> {
         let now = self.read_kernel_stats()?;
         let delta = |i: u32| now[i as usize].saturating_sub(self.last_kernel[i as usize]);
         let lost_bytes = delta(stat::FLOW_LOST_BYTES);
@@ -640,18 +652,31 @@ impl Capture {
             ),
         ];
         let window_end = SystemTime::now();
+        let unmatched_due = shutdown
+            || window_end
+                .duration_since(self.last_unmatched_report)
+                .is_ok_and(|d| d >= UNMATCHED_DROPS_INTERVAL);
         let losses = candidates
             .into_iter()
-            .filter(|(_, count, _)| *count > 0)
+            .filter(|(reason, count, _)| {
+                *count > 0 && (*reason != LossReason::DropUnmatched || unmatched_due)
+            })
             .map(|(reason, count, bytes)| CaptureLoss {
                 reason,
                 count,
                 bytes,
-                window_start: self.last_loss_report,
+                window_start: if reason == LossReason::DropUnmatched {
+                    self.last_unmatched_report
+                } else {
+                    self.last_loss_report
+                },
                 window_end,
             })
             .collect();
-        self.unmatched_reported = self.aggregator.stats().drops_unmatched_packets;
+        if unmatched_due {
+            self.unmatched_reported = self.aggregator.stats().drops_unmatched_packets;
+            self.last_unmatched_report = window_end;
+        }
         self.last_kernel = now;
         self.last_loss_report = window_end;
         Ok(losses)

@@ -40,6 +40,9 @@ pub struct PipelineState {
     /// Capture's kernel counters (cumulative, summed over CPUs).
     pub kernel: Vec<u64>,
     pub new_flow_events: u64,
+    /// Kernel drop packets of connections never seen on a captured
+    /// interface (summarised in-band once a minute as `drop_unmatched`).
+    pub drops_unmatched: u64,
     pub interfaces_attached: u64,
     pub flow_records: u64,
     pub loss_records: u64,
@@ -90,12 +93,18 @@ impl Metrics {
             let v = p.kernel.get(*i as usize).copied().unwrap_or(0);
             let _ = writeln!(lines, "{name}{{counter=\"{counter}\"}} {v}");
         }
-        let scalars: [(&str, &str, &str, u64); 7] = [
+        let scalars: [(&str, &str, &str, u64); 8] = [
             (
                 "flowscribe_capture_new_flow_events_total",
                 "counter",
                 "new-flow events read from the ring buffer",
                 p.new_flow_events,
+            ),
+            (
+                "flowscribe_capture_drops_unmatched_packets_total",
+                "counter",
+                "kernel drops of connections never seen on a captured interface",
+                p.drops_unmatched,
             ),
             (
                 "flowscribe_capture_interfaces_attached",

@@ -248,6 +248,7 @@ fn report(metrics: &Metrics, capture: &Capture, identities: &Identities, batch: 
     metrics.update(|m| {
         m.kernel = counters.kernel.clone();
         m.new_flow_events = counters.new_flow_events;
+        m.drops_unmatched = counters.aggregator.drops_unmatched_packets;
         m.interfaces_attached = capture.attached().len() as u64;
         m.flow_records += batch.flows.len() as u64;
         m.loss_records += batch.losses.len() as u64;
