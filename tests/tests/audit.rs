@@ -308,6 +308,96 @@ fn policy_changes_in_the_cluster_are_recorded_in_the_trail() {
     assert!(report.ok(), "{}", report.render());
 }
 
+/// The manifests directory is the policy source of air-gapped nodes: when
+/// it changes, the trail gets a reload record and one policy change record
+/// per created, updated and deleted policy, numbered and sealed.
+#[test]
+fn a_changed_manifests_directory_is_a_reload_with_its_policy_changes() {
+    let _serial = serial();
+    let node = Node::new_v4_only(1);
+    let manifests = ManifestsDir::new("audit-reload");
+    let np = |name: &str, types: &str, rv: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\n  \
+             namespace: shop\n  uid: uid-{name}\n  resourceVersion: \"{rv}\"\nspec:\n  \
+             podSelector: {{}}\n  policyTypes: [{types}]\n"
+        )
+    };
+    manifests.write("keep.yaml", &np("keep", "Ingress", "1"));
+    manifests.write("edit.yaml", &np("edit", "Ingress", "1"));
+    manifests.write("gone.yaml", &np("gone", "Ingress", "1"));
+    let dir = Dir::with_key("audit-reload");
+    let config = TempConfig::new(&format!(
+        "node_name: test-node\ncapture:\n  drain_interval: 200ms\n{}",
+        dir.audit_yaml()
+    ));
+    let config_arg = config.arg();
+    let manifests_arg = manifests.arg().display().to_string();
+    let mut exporter = Exporter::start(
+        &node.ns.name,
+        &["--config", &config_arg, "--manifests", &manifests_arg],
+    );
+    exporter
+        .wait_for_log(|l| l.contains("manifests loaded"), Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("manifests never loaded; log:\n{}", exporter.log.join("\n")));
+    // Nothing changed yet: the first read is the start, not a reload.
+    manifests.write("edit.yaml", &np("edit", "Ingress, Egress", "2"));
+    manifests.write("new.yaml", &np("new", "Egress", "1"));
+    std::fs::remove_file(manifests.arg().join("gone.yaml")).unwrap();
+    let changes = |e: &Exporter| {
+        e.records_so_far()
+            .iter()
+            .filter(|r| r["flowscribe"]["record"] == "policy_change")
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || changes(&exporter) >= 3),
+        "policy changes missing; log:\n{}",
+        exporter.log.join("\n")
+    );
+    let stopped = exporter.stop();
+    assert_eq!(stopped.code, Some(0), "log: {:#?}", stopped.log);
+    let reloads: Vec<&Value> = stopped
+        .records
+        .iter()
+        .filter(|r| r["flowscribe"]["lifecycle"]["event"] == "reload")
+        .collect();
+    // The three file changes may land in one re-read or in several; every
+    // re-read after start is one reload record, the last with 3 policies.
+    assert!(!reloads.is_empty());
+    let last = &reloads[reloads.len() - 1]["flowscribe"]["lifecycle"]["details"];
+    assert_eq!(last["source"], "manifests");
+    assert_eq!(last["policies"], 3, "{last}");
+    let mut got: Vec<(String, String, Value)> = stopped
+        .records
+        .iter()
+        .filter(|r| r["flowscribe"]["record"] == "policy_change")
+        .map(|r| {
+            let c = &r["flowscribe"]["policy_change"];
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["change"].as_str().unwrap().to_string(),
+                c["changed"].clone(),
+            )
+        })
+        .collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        [
+            (
+                "edit".into(),
+                "updated".into(),
+                serde_json::json!(["spec.policyTypes"])
+            ),
+            ("gone".into(), "deleted".into(), serde_json::json!([])),
+            ("new".into(), "created".into(), serde_json::json!([])),
+        ]
+    );
+    let report = verify(&[("minimal", &stopped.lines.join("\n"))]);
+    assert!(report.ok(), "{}", report.render());
+}
+
 /// Records a sink rejects for good (here: every ECS document is larger
 /// than the UDP datagram limit the sink is given) come back in-band as loss
 /// records in the trail, whose counts add up to what the sink rejected.

@@ -312,6 +312,55 @@ impl PolicyChange {
     }
 }
 
+/// The policy changes between two sets of policy objects from one source
+/// (e.g. the manifests directory before and after it changed): created,
+/// updated (the object differs) and deleted, for the kinds in
+/// [`POLICY_RESOURCES`], ordered by resource, namespace and name. Objects of
+/// other kinds are ignored.
+pub fn policy_changes_between(before: &[Value], after: &[Value]) -> Vec<PolicyChange> {
+    fn keyed(objects: &[Value]) -> BTreeMap<(PolicyResource, String, String), &Value> {
+        objects
+            .iter()
+            .filter_map(|o| {
+                let api_version = o.get("apiVersion").and_then(Value::as_str)?;
+                let kind = o.get("kind").and_then(Value::as_str)?;
+                let resource = POLICY_RESOURCES
+                    .iter()
+                    .find(|r| r.kind == kind && r.api_version() == api_version)?;
+                Some(((*resource, meta(o, "namespace"), meta(o, "name")), o))
+            })
+            .collect()
+    }
+    let (b, a) = (keyed(before), keyed(after));
+    let mut out = Vec::new();
+    for (key, now) in &a {
+        match b.get(key) {
+            None => out.push(PolicyChange::new(ChangeKind::Created, key.0, now, None)),
+            Some(old) if old != now => out.push(PolicyChange::new(
+                ChangeKind::Updated,
+                key.0,
+                now,
+                Some(old),
+            )),
+            Some(_) => {}
+        }
+    }
+    for (key, old) in &b {
+        if !a.contains_key(key) {
+            out.push(PolicyChange::new(
+                ChangeKind::Deleted,
+                key.0,
+                old,
+                Some(old),
+            ));
+        }
+    }
+    out.sort_by(|x, y| {
+        (x.resource.kind, &x.namespace, &x.name).cmp(&(y.resource.kind, &y.namespace, &y.name))
+    });
+    out
+}
+
 /// The parts of a policy that differ between two versions.
 fn changed_parts(before: &Value, after: &Value) -> Vec<String> {
     let mut out = Vec::new();
@@ -508,6 +557,47 @@ mod tests {
     fn np(ns: &str, name: &str) -> Value {
         serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"namespace": ns, "name": name}, "spec": {"podSelector": {}}})
+    }
+
+    #[test]
+    fn changes_between_two_sets_are_created_updated_and_deleted() {
+        let mut changed = np("a", "x");
+        changed["spec"]["policyTypes"] = serde_json::json!(["Ingress"]);
+        changed["metadata"]["resourceVersion"] = "7".into();
+        let configmap = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"namespace": "a", "name": "x"}});
+        let before = [
+            np("a", "x"),
+            np("a", "same"),
+            np("b", "gone"),
+            configmap.clone(),
+        ];
+        let after = [
+            changed,
+            np("a", "same"),
+            np("c", "new"),
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"namespace": "a", "name": "other"}}),
+        ];
+        let got: Vec<(ChangeKind, String, String, Vec<String>)> =
+            policy_changes_between(&before, &after)
+                .into_iter()
+                .map(|c| (c.change, c.namespace, c.name, c.changed))
+                .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    ChangeKind::Updated,
+                    "a".into(),
+                    "x".into(),
+                    vec!["spec.policyTypes".into()]
+                ),
+                (ChangeKind::Deleted, "b".into(), "gone".into(), vec![]),
+                (ChangeKind::Created, "c".into(), "new".into(), vec![]),
+            ]
+        );
+        assert!(policy_changes_between(&before, &before).is_empty());
     }
 
     #[test]

@@ -114,6 +114,14 @@ impl AuditTrail {
         self.lifecycle(LifecycleEvent::Start, details, now);
     }
 
+    /// Queue a reload record for each source re-read after start (what was
+    /// loaded, in `details`).
+    pub fn reloads(&mut self, reloads: Vec<(SystemTime, BTreeMap<String, Value>)>) {
+        for (at, details) in reloads {
+            self.lifecycle(LifecycleEvent::Reload, details, at);
+        }
+    }
+
     fn lifecycle(
         &mut self,
         event: LifecycleEvent,

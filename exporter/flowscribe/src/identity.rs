@@ -7,12 +7,14 @@
 //! missing permission and makes records say `identity_degraded`. Capture
 //! never stops for any of them.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::SystemTime;
 
-use flowscribe_enrich::kube_policies::{PolicyChange, PolicyEvent, PolicyObjects, PolicyReport};
+use flowscribe_enrich::kube_policies::{
+    PolicyChange, PolicyEvent, PolicyObjects, PolicyReport, policy_changes_between,
+};
 use flowscribe_enrich::kube_source::{SourceEvent, SourceReport, SourceState};
 use flowscribe_enrich::manifests::{self, DirectoryStamp};
 use flowscribe_enrich::objects::{Kind, Object};
@@ -25,6 +27,8 @@ pub struct Identities {
     index: IdentityIndex,
     manifests: Option<PathBuf>,
     stamp: Option<DirectoryStamp>,
+    /// The manifests directory has been read once (later reads are reloads).
+    loaded_once: bool,
     reported: HashSet<String>,
     /// Objects skipped because they could not be parsed (each re-read counts).
     pub malformed_objects: u64,
@@ -35,6 +39,9 @@ pub struct Identities {
     kube_policies: Option<(Receiver<(SystemTime, PolicyEvent)>, PolicyObjects)>,
     /// Policy changes seen since the last [`Identities::take_policy_changes`].
     policy_changes: Vec<(SystemTime, PolicyChange)>,
+    /// Sources re-read after start, since the last [`Identities::take_reloads`]:
+    /// when, and what was loaded (the audit trail's reload records).
+    reloads: Vec<(SystemTime, BTreeMap<String, serde_json::Value>)>,
     /// Compiled from both sources; `None` without a policy source (then
     /// flows carry no trace rather than a made-up verdict).
     policies: Option<PolicyIndex>,
@@ -46,12 +53,14 @@ impl Identities {
             index: IdentityIndex::new(config),
             manifests,
             stamp: None,
+            loaded_once: false,
             reported: HashSet::new(),
             malformed_objects: 0,
             kube: None,
             manifest_policies: Vec::new(),
             kube_policies: None,
             policy_changes: Vec::new(),
+            reloads: Vec::new(),
             policies: None,
         }
     }
@@ -106,6 +115,12 @@ impl Identities {
     /// when they arrived: the audit trail records them.
     pub fn take_policy_changes(&mut self) -> Vec<(SystemTime, PolicyChange)> {
         std::mem::take(&mut self.policy_changes)
+    }
+
+    /// Sources re-read after start (the manifests directory changed), with
+    /// when and what was loaded.
+    pub fn take_reloads(&mut self) -> Vec<(SystemTime, BTreeMap<String, serde_json::Value>)> {
+        std::mem::take(&mut self.reloads)
     }
 
     /// Apply the policy watchers' events; true when the objects changed.
@@ -220,6 +235,8 @@ impl Identities {
         if self.stamp.as_ref() == Some(&stamp) {
             return;
         }
+        // The first read is the start; every later one is a reload.
+        let reload = self.loaded_once;
         let loaded = match manifests::load_dir(dir) {
             Ok(l) => l,
             Err(e) => {
@@ -229,6 +246,7 @@ impl Identities {
             }
         };
         self.stamp = Some(stamp);
+        self.loaded_once = true;
         self.malformed_objects += loaded.problems.len() as u64;
         for p in &loaded.problems {
             if self.reported.insert(p.to_string()) {
@@ -237,6 +255,21 @@ impl Identities {
         }
         // ③ The same directory's policies, compiled for explain (with the
         // API server's, when it is watched).
+        if reload {
+            // Policy change records for the manifests, as the API watchers
+            // give them for the cluster's policies.
+            for change in policy_changes_between(&self.manifest_policies, &loaded.others) {
+                info!(
+                    change = change.change.as_str(),
+                    kind = change.resource.kind,
+                    namespace = %change.namespace,
+                    name = %change.name,
+                    changed = ?change.changed,
+                    "policy changed (manifests)"
+                );
+                self.policy_changes.push((now, change));
+            }
+        }
         self.manifest_policies = loaded.others;
         self.compile_policies();
         let policy_count = self.policies.as_ref().map_or(0, |p| p.policies().len());
@@ -264,5 +297,21 @@ impl Identities {
             policies = policy_count,
             "manifests loaded"
         );
+        if reload {
+            let details = [
+                ("source", serde_json::json!("manifests")),
+                ("dir", serde_json::json!(dir.display().to_string())),
+                ("objects", serde_json::json!(count)),
+                ("skipped", serde_json::json!(loaded.problems.len())),
+                ("policies", serde_json::json!(policy_count)),
+            ];
+            self.reloads.push((
+                now,
+                details
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            ));
+        }
     }
 }

@@ -663,10 +663,12 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         let mut explained = explain(batch, &mut identities);
         redact(&config, &mut explained);
         let changes = identities.take_policy_changes();
+        let reloads = identities.take_reloads();
         let sink_losses = sinks.take_losses();
         let now = SystemTime::now();
         if let Some(a) = audit.as_mut() {
             a.conditions(degraded_conditions(&identities, &sinks), now);
+            a.reloads(reloads);
             a.policy_changes(changes);
             a.sink_losses(sink_losses, loss_window, now);
             a.tick(now, || heartbeat(&capture, &identities))?;
