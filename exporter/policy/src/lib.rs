@@ -29,6 +29,7 @@ mod index;
 mod json;
 pub mod kubernetes;
 mod matching;
+mod memo;
 mod policy;
 pub mod selector;
 
