@@ -386,7 +386,7 @@ fn side(
 }
 
 /// Whether a policy in a tier slot may select the pod.
-fn slot_selects(index: &PolicyIndex, entry: Entry, pod: &PodIdentity) -> Tri {
+pub(crate) fn slot_selects(index: &PolicyIndex, entry: Entry, pod: &PodIdentity) -> Tri {
     match entry {
         Entry::Invalid(i) => Tri::from_bool(invalid_may_select(index.invalid_at(i), pod)),
         Entry::Valid(i) => {
@@ -427,10 +427,22 @@ fn select(index: &PolicyIndex, view: &View, pod: &PodIdentity) -> Selection {
             .iter()
             .map(|tier| {
                 let select = |slot: &Slot| slot_selects(index, slot.entry, pod);
-                (
-                    positions(&tier.global, select),
-                    positions(namespaced(tier, pod), select),
-                )
+                // Of the cluster-scoped policies, only those whose
+                // selectors' required label the pod has.
+                let global: Box<[u32]> = tier
+                    .candidates
+                    .for_pod(pod)
+                    .into_iter()
+                    .filter_map(|p| {
+                        let slot = tier.global.get(p as usize)?;
+                        match select(slot) {
+                            Tri::No => None,
+                            Tri::Yes => Some(p),
+                            Tri::Unknown => Some(p | SELECTED_UNKNOWN),
+                        }
+                    })
+                    .collect();
+                (global, positions(namespaced(tier, pod), select))
             })
             .collect(),
         kubernetes: positions(

@@ -25,6 +25,7 @@ use serde_json::Value;
 
 use crate::admin::AdminTier;
 use crate::calico::{CalicoTier, DEFAULT_TIER, DEFAULT_TIER_ORDER, KUBERNETES_POLICY_ORDER};
+use crate::candidates::Candidates;
 use crate::explain::Evaluated;
 use crate::memo::{AddressClasses, Memo, PairKey};
 use crate::policy::{
@@ -71,6 +72,9 @@ pub(crate) struct Tier {
     pub(crate) broken: bool,
     /// Cluster-scoped policies, in evaluation order.
     pub(crate) global: Box<[Slot]>,
+    /// `global` filed by a label their selectors require, so that a new
+    /// identity evaluates only the selectors it may satisfy.
+    pub(crate) candidates: Candidates,
     /// Namespaced Calico policies per namespace, in evaluation order.
     pub(crate) namespaced: FxHashMap<Arc<str>, Box<[Slot]>>,
     /// This is the tier Kubernetes NetworkPolicies are evaluated in.
@@ -363,6 +367,17 @@ impl PolicyIndex {
                 self.compile();
                 return Ok(());
             }
+            if let Placement::Tier {
+                tier,
+                namespace: None,
+                ..
+            } = group
+            {
+                file_globals(&mut self.enforced, &self.policies, Some(tier));
+                if let Some(view) = &mut self.pending {
+                    file_globals(view, &self.policies, Some(tier));
+                }
+            }
         }
         self.staged_namespaces = self
             .staged_set
@@ -561,6 +576,7 @@ impl PolicyIndex {
             pending
         });
         self.enforced = compile_view(&defs, &enforced);
+        file_globals(&mut self.enforced, &self.policies, None);
         // The pending view differs from the enforced one only in the lists
         // staged policies touch: copy the enforced view and rebuild those.
         self.pending = pending_set.as_ref().map(|pending| {
@@ -585,6 +601,9 @@ impl PolicyIndex {
             }
             view
         });
+        if let Some(view) = &mut self.pending {
+            file_globals(view, &self.policies, None);
+        }
         self.missing_tiers =
             defs.iter()
                 .filter(|(name, d)| {
@@ -786,6 +805,16 @@ fn for_each_net(policy: &Policy, mut f: impl FnMut(&ipnet::IpNet)) {
     }
 }
 
+/// File the cluster-scoped policies of a view's tiers (of one tier when
+/// `only` names it) by the labels their selectors require.
+fn file_globals(view: &mut View, policies: &[Policy], only: Option<&str>) {
+    for tier in view.tiers.iter_mut() {
+        if only.is_none_or(|name| *tier.name == *name) {
+            tier.candidates = Candidates::build(&tier.global, |i| &policies[i as usize]);
+        }
+    }
+}
+
 /// Where a valid policy sits.
 fn placement_of(p: &Policy) -> Placement {
     let r = &p.reference;
@@ -930,6 +959,7 @@ fn compile_view(
                 default_action: def.default_action,
                 broken: def.broken,
                 global: global.into(),
+                candidates: Candidates::default(),
                 namespaced,
             },
         ));

@@ -24,6 +24,7 @@
 pub mod admin;
 pub mod calico;
 pub mod calico_selector;
+mod candidates;
 mod explain;
 mod index;
 mod json;
