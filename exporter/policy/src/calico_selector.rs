@@ -110,12 +110,12 @@ impl CalicoSelector {
         self.expr == Expr::All
     }
 
-    /// A label the selector requires to have one of some values: the
-    /// selector itself, or a term of its top-level `&&`, that is
-    /// `key == 'v'` or `key in {…}`. When the label is absent or has
+    /// The labels the selector requires to have one of some values: the
+    /// selector itself, or the terms of its top-level `&&`, that are
+    /// `key == 'v'` or `key in {…}`. When any such label is absent or has
     /// another value, the selector answers `No` (whatever its other terms
     /// say: `No && x` is `No` in three-valued logic too).
-    pub(crate) fn required(&self) -> Option<(&str, Vec<&str>)> {
+    pub(crate) fn required(&self) -> Vec<(&str, Vec<&str>)> {
         fn term(e: &Expr) -> Option<(&str, Vec<&str>)> {
             match e {
                 Expr::Equals(k, v) => Some((&**k, vec![&**v])),
@@ -124,8 +124,8 @@ impl CalicoSelector {
             }
         }
         match &self.expr {
-            Expr::And(items) => items.iter().find_map(term),
-            e => term(e),
+            Expr::And(items) => items.iter().filter_map(term).collect(),
+            e => term(e).into_iter().collect(),
         }
     }
 
