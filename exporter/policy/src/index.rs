@@ -702,11 +702,14 @@ impl PolicyIndex {
         let Ok(mut memo) = self.memo.lock() else {
             return Err(None);
         };
+        let (source, source_class) = memo.identity_and_class(source, key.src_addr, &self.classes);
+        let (destination, destination_class) =
+            memo.identity_and_class(destination, key.dst_addr, &self.classes);
         let key = PairKey {
-            source: memo.identity(source),
-            destination: memo.identity(destination),
-            source_class: self.classes.class(key.src_addr),
-            destination_class: self.classes.class(key.dst_addr),
+            source,
+            destination,
+            source_class,
+            destination_class,
             protocol: key.protocol,
             dst_port: key.dst_port,
             src_port: if self.uses_source_ports {

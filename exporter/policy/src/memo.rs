@@ -68,6 +68,18 @@ struct Identity {
     selections: [Option<Arc<Selection>>; 2],
 }
 
+#[derive(Debug)]
+struct PodEntry {
+    /// Keeps the address from being reused while cached.
+    _pod: Arc<PodIdentity>,
+    id: IdentityId,
+    /// The pod's last address and its class, valid for `class_generation`
+    /// (a policy change may add CIDR boundaries): a pod keeps its address,
+    /// so this spares the class lookup.
+    address: Option<(IpAddr, u32)>,
+    class_generation: u64,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Memo {
     /// Bumped whenever ids are reset: an id from an older epoch is stale.
@@ -78,12 +90,39 @@ pub(crate) struct Memo {
     /// Pods by the address of their `Arc`: the entry holds a clone, so the
     /// address cannot be reused by another pod while cached; identities are
     /// immutable, so the same address means the same identity.
-    pods: FxHashMap<usize, (Arc<PodIdentity>, IdentityId)>,
+    pods: FxHashMap<usize, PodEntry>,
     /// Identities by the hash of what evaluation reads; collisions share a
     /// list.
     by_content: FxHashMap<u64, Vec<IdentityId>>,
     identities: Vec<Identity>,
     pairs: FxHashMap<PairKey, Evaluated>,
+}
+
+/// A new pod's identity: an existing one with the same contents, or a new
+/// one.
+fn intern(
+    by_content: &mut FxHashMap<u64, Vec<IdentityId>>,
+    identities: &mut Vec<Identity>,
+    generation: u64,
+    pod: &Arc<PodIdentity>,
+) -> IdentityId {
+    let ids = by_content.entry(content_hash(pod)).or_default();
+    if let Some(id) = ids
+        .iter()
+        .copied()
+        .find(|id| same_content(&identities[*id as usize].representative, pod))
+    {
+        return id;
+    }
+    // At most POD_CAPACITY identities, well inside u32.
+    let id = identities.len() as IdentityId;
+    identities.push(Identity {
+        representative: pod.clone(),
+        generation,
+        selections: [None, None],
+    });
+    ids.push(id);
+    id
 }
 
 /// The hash of what evaluation reads of a pod.
@@ -115,39 +154,53 @@ impl Memo {
     /// The identity of a pod, interned on first sight (hashing its
     /// contents once per pod).
     pub(crate) fn identity(&mut self, pod: &Arc<PodIdentity>) -> IdentityId {
-        let address = Arc::as_ptr(pod) as usize;
-        if let Some((_, id)) = self.pods.get(&address) {
-            return *id;
+        self.entry(pod).id
+    }
+
+    /// The identity of a pod and the class of its address.
+    pub(crate) fn identity_and_class(
+        &mut self,
+        pod: &Arc<PodIdentity>,
+        addr: IpAddr,
+        classes: &AddressClasses,
+    ) -> (IdentityId, u32) {
+        let generation = self.generation;
+        let entry = self.entry(pod);
+        match entry.address {
+            Some((a, class)) if a == addr && entry.class_generation == generation => {
+                (entry.id, class)
+            }
+            _ => {
+                let class = classes.class(addr);
+                entry.address = Some((addr, class));
+                entry.class_generation = generation;
+                (entry.id, class)
+            }
         }
-        if self.pods.len() >= POD_CAPACITY {
+    }
+
+    fn entry(&mut self, pod: &Arc<PodIdentity>) -> &mut PodEntry {
+        let address = Arc::as_ptr(pod) as usize;
+        if self.pods.len() >= POD_CAPACITY && !self.pods.contains_key(&address) {
             self.pods.clear();
             self.by_content.clear();
             self.identities.clear();
             self.pairs.clear();
             self.epoch += 1;
         }
-        let hash = content_hash(pod);
-        let ids = self.by_content.entry(hash).or_default();
-        let found = ids
-            .iter()
-            .copied()
-            .find(|id| same_content(&self.identities[*id as usize].representative, pod));
-        let id = match found {
-            Some(id) => id,
-            None => {
-                // At most POD_CAPACITY identities, well inside u32.
-                let id = self.identities.len() as IdentityId;
-                self.identities.push(Identity {
-                    representative: pod.clone(),
-                    generation: self.generation,
-                    selections: [None, None],
-                });
-                ids.push(id);
-                id
-            }
-        };
-        self.pods.insert(address, (pod.clone(), id));
-        id
+        let Memo {
+            pods,
+            by_content,
+            identities,
+            generation,
+            ..
+        } = self;
+        pods.entry(address).or_insert_with(|| PodEntry {
+            _pod: pod.clone(),
+            id: intern(by_content, identities, *generation, pod),
+            address: None,
+            class_generation: 0,
+        })
     }
 
     /// How many distinct identities are interned (for tests and benches).

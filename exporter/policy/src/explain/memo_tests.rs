@@ -280,13 +280,14 @@ fn a_changed_policy_is_seen_by_memoised_pairs() {
         json!({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.1.0.0/29"}}]}]}),
     );
     idx.upsert(crate::parse_policy(&allow).expect("a policy"));
-    let other = pod_flow((&web, "10.1.0.9"), (&api, "10.2.0.1"), 8080, TCP);
+    // Another replica below the new boundaries first: its class must not
+    // be mistaken for the one `web` had cached before the change.
+    let web_2 = replica("x", "web", 2, "web", "http");
+    let below = pod_flow((&web_2, "9.0.0.1"), (&api, "10.2.0.1"), 8080, TCP);
+    let above = pod_flow((&web_2, "10.1.0.9"), (&api, "10.2.0.1"), 8080, TCP);
+    let reason_of = |f: &EnrichedFlow| explain(&idx, f, Observed::Unknown).enforced.ingress.reason;
+    assert_eq!(reason_of(&below), VerdictReason::IsolatedNoMatch);
     assert_eq!(reason(&idx), VerdictReason::AllowedByRule);
-    assert_eq!(
-        explain(&idx, &other, Observed::Unknown)
-            .enforced
-            .ingress
-            .reason,
-        VerdictReason::IsolatedNoMatch
-    );
+    assert_eq!(reason_of(&above), VerdictReason::IsolatedNoMatch);
+    assert_eq!(idx.interned_identities(), 2);
 }
