@@ -17,8 +17,8 @@
 //! replicas of the same Deployments: other pods and addresses, the same
 //! identity pairs). The cost per flow of a new pair is (`new-pairs` −
 //! `prewarm`) / 10,000 instructions; of a repeated pair, (`repeated` −
-//! `new-pairs`) / 10,000; of a seen identity pair, (`replicas` −
-//! `repeated`) / 10,000.
+//! `new-pairs`) / 10,000; of a seen identity pair between other (known)
+//! pods, (`replicas` − `replicas-prewarm`) / 10,000.
 //!
 //! A new identity: `cold-base` explains one flow from every pod of the
 //! second half of the namespaces; `cold` also explains 10,000 flows, each
@@ -73,22 +73,14 @@ fn main() {
     // The same pods the other way round: their identities get interned
     // and their selections memoised, while each pair (source,
     // destination) stays new.
-    let reversed: Vec<EnrichedFlow> = new_pairs
-        .iter()
-        .map(|f| {
-            let mut r = f.clone();
-            std::mem::swap(&mut r.source, &mut r.destination);
-            std::mem::swap(&mut r.flow.key.src_addr, &mut r.flow.key.dst_addr);
-            r
-        })
-        .collect();
+    let reversed = reversed_flows(&new_pairs);
     let rounds = match mode.as_str() {
         "prewarm" => 0,
         "new-pairs" => 1,
-        "repeated" | "replicas" => 2,
+        "repeated" | "replicas-prewarm" | "replicas" => 2,
         other => {
             println!(
-                "unknown mode {other:?}: rebuild, prewarm, new-pairs, repeated, replicas, cold-base, cold"
+                "unknown mode {other:?}: rebuild, prewarm, new-pairs, repeated, replicas-prewarm, replicas, cold-base, cold"
             );
             return;
         }
@@ -101,9 +93,17 @@ fn main() {
             black_box(explain(&index, f, Observed::Delivered));
         }
     }
-    if mode == "replicas" {
-        for f in &replica_flows(&pods, &new_pairs) {
+    if mode.starts_with("replicas") {
+        // The replicas' pods seen before (in the other direction: other
+        // identity pairs), as on a node in its steady state.
+        let replicas = replica_flows(&pods, &new_pairs);
+        for f in &reversed_flows(&replicas) {
             black_box(explain(&index, f, Observed::Delivered));
+        }
+        if mode == "replicas" {
+            for f in &replicas {
+                black_box(explain(&index, f, Observed::Delivered));
+            }
         }
     }
     println!("{} identities", index.interned_identities());

@@ -238,6 +238,19 @@ fn replica_flows(pods: &[(IpAddr, Endpoint)], flows: &[EnrichedFlow]) -> Vec<Enr
         .collect()
 }
 
+/// The flows the other way round (other identity pairs, the same pods).
+fn reversed_flows(flows: &[EnrichedFlow]) -> Vec<EnrichedFlow> {
+    flows
+        .iter()
+        .map(|f| {
+            let mut r = f.clone();
+            std::mem::swap(&mut r.source, &mut r.destination);
+            std::mem::swap(&mut r.flow.key.src_addr, &mut r.flow.key.dst_addr);
+            r
+        })
+        .collect()
+}
+
 /// Flows whose source is the first pod of a Deployment in namespaces
 /// `0..NAMESPACES / 2`, one per Deployment (each source a new identity
 /// for an index that has only seen the other half), to a random pod of the
