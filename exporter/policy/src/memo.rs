@@ -54,7 +54,7 @@ pub(crate) struct PairKey {
 const POD_CAPACITY: usize = 1 << 19;
 
 /// More identity pairs (with their ports and address classes) than this
-/// and the pair memo starts over: about 40 MB at the explain_scale
+/// and the pair memo starts over: roughly 50 MB at the explain_scale
 /// bench's policy mix.
 const PAIR_CAPACITY: usize = 1 << 17;
 
