@@ -12,12 +12,17 @@
 //! BaselineAdminNetworkPolicy; staged: 100 StagedNetworkPolicies and 100
 //! Calico StagedNetworkPolicies. Flows go between random pods.
 //!
+//! Pods come from Deployments of 7-8 replicas that share labels, service
+//! account and ports (20 per namespace: 20,000 identities).
+//!
 //! Before criterion runs, the per-flow latency distribution (p50, p99,
-//! p99.9) is measured flow by flow with `Instant` over 100,000 flows, and
-//! printed: on a fresh index (nothing memoised); for new pairs of pods whose
-//! selections are memoised (after one flow from every pod to the next);
-//! and for the same pairs again (the pair memo answers). The criterion
-//! batch repeats the same 1,024 flows, so it measures the last case.
+//! p99.9) is measured flow by flow with `Instant` and printed: on a fresh
+//! index (100,000 random flows, nothing memoised); (c) flows whose source
+//! is a new identity (10,000); (b) new pairs of known identities (40,000,
+//! after one flow from every pod to the next); (a) the same identity pairs
+//! between other replicas, and the same pods again (the pair memo
+//! answers). The criterion batch repeats the same 1,024 flows, so it
+//! measures the last case.
 #![allow(clippy::unwrap_used, reason = "bench")]
 
 use std::collections::BTreeMap;
@@ -101,11 +106,22 @@ fn bench(c: &mut Criterion) {
         "rebuild, once: parse {parse_time:?}, compile {:?}",
         start.elapsed()
     );
-    // Per flow: cold (a fresh index, nothing memoised); a new pair of
-    // known pods (every pod's selection memoised, the pair not); the same
-    // pairs again (the pair memo answers).
+    // Per flow, on a fresh index each: (c) cold, nothing memoised; and
+    // flows whose source is a new identity (a Deployment never seen) to
+    // pods whose identities are known.
     let (fresh, _) = PolicyIndex::from_objects(&objects);
     eprintln!("per flow, cold: {}", latency_distribution(&fresh, &sample));
+    let (fresh, _) = PolicyIndex::from_objects(&objects);
+    for f in &second_half_flows(&pods) {
+        black_box(explain(&fresh, f, Observed::Delivered));
+    }
+    eprintln!(
+        "per flow, (c) new identity: {}",
+        latency_distribution(&fresh, &new_identity_flows(&pods, 11))
+    );
+    // (b) a new pair of known identities: every identity interned and its
+    // selection memoised, the pair not.
+    let (fresh, _) = PolicyIndex::from_objects(&objects);
     let every_pod: Vec<EnrichedFlow> = (0..pods.len())
         .map(|i| {
             let mut f = sample[0].clone();
@@ -117,14 +133,32 @@ fn bench(c: &mut Criterion) {
     for f in &every_pod {
         black_box(explain(&fresh, f, Observed::Delivered));
     }
-    // 50,000: within the pair memo's capacity (65,536).
-    let new_pairs = flows(&pods, 50_000, 9);
     eprintln!(
-        "per flow, new pair of known pods: {}",
+        "{} pods, {} identities",
+        pods.len(),
+        fresh.interned_identities()
+    );
+    // 40,000 pairs, the 20,000 the loop above memoised and 40,000 more
+    // below: within the pair memo's capacity (131,072).
+    let new_pairs = flows(&pods, 40_000, 9);
+    eprintln!(
+        "per flow, (b) new pair of known identities: {}",
         latency_distribution(&fresh, &new_pairs)
     );
+    // (a) steady state: the same identity pairs between other replicas
+    // (other pods, other addresses); and the same pods again.
+    let replicas = replica_flows(&pods, &new_pairs);
+    // The replicas' pods are known (seen the other way round, with other
+    // identity pairs), as on a node in its steady state.
+    for f in &reversed_flows(&replicas) {
+        black_box(explain(&fresh, f, Observed::Delivered));
+    }
     eprintln!(
-        "per flow, repeated pair: {}",
+        "per flow, (a) identity pair seen, other replicas: {}",
+        latency_distribution(&fresh, &replicas)
+    );
+    eprintln!(
+        "per flow, (a) identity pair seen, same pods: {}",
         latency_distribution(&fresh, &new_pairs)
     );
 

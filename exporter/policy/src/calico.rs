@@ -158,7 +158,7 @@ pub(crate) fn selector_selects(selector: &CalicoSelector, pod: &PodIdentity) -> 
 /// Labels of a workload endpoint as Calico sees them: the pod's, Calico's
 /// own, and those inherited from the namespace (`pcns.`) and service
 /// account (`pcsa.`) profiles.
-fn endpoint_lookup<'a>(pod: &'a PodIdentity, key: &str) -> Label<'a> {
+pub(crate) fn endpoint_lookup<'a>(pod: &'a PodIdentity, key: &str) -> Label<'a> {
     if let Some(v) = pod.labels.get(key) {
         return Label::Value(v);
     }
@@ -181,7 +181,7 @@ fn endpoint_lookup<'a>(pod: &'a PodIdentity, key: &str) -> Label<'a> {
     }
 }
 
-fn namespace_lookup<'a>(pod: &'a PodIdentity, key: &str) -> Label<'a> {
+pub(crate) fn namespace_lookup<'a>(pod: &'a PodIdentity, key: &str) -> Label<'a> {
     match pod.namespace_labels.get(key) {
         Some(v) => Label::Value(v),
         None if key == NAME_LABEL || key == NAMESPACE_NAME_LABEL => Label::Value(&pod.namespace),

@@ -110,6 +110,25 @@ impl CalicoSelector {
         self.expr == Expr::All
     }
 
+    /// The labels the selector requires to have one of some values: the
+    /// selector itself, or the terms of its top-level `&&`, that are
+    /// `key == 'v'` or `key in {…}`. When any such label is absent or has
+    /// another value, the selector answers `No` (whatever its other terms
+    /// say: `No && x` is `No` in three-valued logic too).
+    pub(crate) fn required(&self) -> Vec<(&str, Vec<&str>)> {
+        fn term(e: &Expr) -> Option<(&str, Vec<&str>)> {
+            match e {
+                Expr::Equals(k, v) => Some((&**k, vec![&**v])),
+                Expr::In(k, set) => Some((&**k, set.iter().map(|s| &**s).collect())),
+                _ => None,
+            }
+        }
+        match &self.expr {
+            Expr::And(items) => items.iter().filter_map(term).collect(),
+            e => term(e).into_iter().collect(),
+        }
+    }
+
     /// Evaluate against a lookup. `global`: the object is not namespaced
     /// (what `global()` tests).
     pub(crate) fn eval<'a>(&self, global: bool, label: &impl Fn(&str) -> Label<'a>) -> Tri {

@@ -27,8 +27,8 @@ use flowscribe_model::{
 
 use crate::calico::selector_selects;
 use crate::index::{
-    Entry, KUBERNETES_GROUP_ORDER, PolicyIndex, SELECTED_UNKNOWN, Selection, Slot, Tier, TierKind,
-    TierSelection, View,
+    Entry, KUBERNETES_GROUP_ORDER, PairFacts, PolicyIndex, SELECTED_UNKNOWN, Selection, Slot, Tier,
+    TierKind, TierSelection, View,
 };
 use crate::kubernetes::{KubernetesPolicySpec, Peer, PortMatch, PortRange, Rule};
 use crate::matching::{EndpointView, FlowCtx, Tri, namespace_label};
@@ -53,21 +53,22 @@ pub fn observe(flow: &Flow) -> Observed {
 /// a parameter so that a caller with better evidence (a CNI's verdict
 /// stream, a later window) can supply it.
 pub fn explain(index: &PolicyIndex, flow: &EnrichedFlow, observed: Observed) -> PolicyTrace {
-    // Pod to pod, the evaluation depends only on the two identities, the
-    // addresses, the protocol and port: memoised per such pair.
-    let pair = pair_key(index, flow);
-    let evaluated = match &pair {
-        Some((key, pods)) => match index.pair_lookup(key) {
-            Some(found) => found,
-            None => {
-                let computed = Arc::new(evaluate_flow(index, flow));
-                index.pair_insert(*key, pods.clone(), computed.clone());
+    // Pod to pod, the evaluation depends only on what it reads of the two
+    // identities, the addresses' classes, the protocol and port: memoised
+    // per such identity pair, so the replicas of one Deployment share it.
+    let (enforced, pending, invalid) = match pods_of(flow) {
+        Some(pods) => match index.pair_lookup(pods, pair_facts(flow)) {
+            Ok(found) => found,
+            Err(key) => {
+                let computed = evaluate_flow(index, flow);
+                if let Some(key) = key {
+                    index.pair_insert(key, &computed);
+                }
                 computed
             }
         },
-        None => Arc::new(evaluate_flow(index, flow)),
+        None => evaluate_flow(index, flow),
     };
-    let (enforced, pending, invalid) = (*evaluated).clone();
 
     let indeterminate = enforced.egress.reason == VerdictReason::Indeterminate
         || enforced.ingress.reason == VerdictReason::Indeterminate;
@@ -92,49 +93,32 @@ pub fn explain(index: &PolicyIndex, flow: &EnrichedFlow, observed: Observed) -> 
 /// and the invalid policies that touched the flow.
 pub(crate) type Evaluated = (Evaluation, Option<Evaluation>, Vec<Arc<PolicyRef>>);
 
-/// The memo key of a pod-to-pod flow: both identities by address (held by
-/// the memo, see [`PolicyIndex::pair_insert`]), both addresses, protocol,
-/// destination port, the source port only when some rule matches source
-/// ports, and whether identity was degraded. `None` for any other flow.
-/// The two identities of a memoised pair.
-pub(crate) type PodPair = (Arc<PodIdentity>, Arc<PodIdentity>);
-
-pub(crate) type PairKey = (
-    usize,
-    usize,
-    std::net::IpAddr,
-    std::net::IpAddr,
-    u8,
-    u16,
-    u16,
-    bool,
-);
-
-fn pair_key(index: &PolicyIndex, flow: &EnrichedFlow) -> Option<(PairKey, PodPair)> {
+/// Both pods of a pod-to-pod flow (the destination may be a Service's
+/// known backend); `None` for any other flow.
+fn pods_of(flow: &EnrichedFlow) -> Option<(&Arc<PodIdentity>, &Arc<PodIdentity>)> {
     let Subject::Pod(src) = subject_of(flow, Side::Source) else {
         return None;
     };
     let Subject::Pod(dst) = subject_of(flow, Side::Destination) else {
         return None;
     };
+    Some((src, dst))
+}
+
+/// What the pair memo keys on besides the identities: the addresses (by
+/// class), protocol, ports, degraded identity, and whether the destination
+/// is a Service's backend.
+fn pair_facts(flow: &EnrichedFlow) -> PairFacts {
     let key = flow.flow.key;
-    Some((
-        (
-            Arc::as_ptr(src) as usize,
-            Arc::as_ptr(dst) as usize,
-            key.src_addr,
-            key.dst_addr,
-            key.protocol,
-            key.dst_port,
-            if index.uses_source_ports() {
-                key.src_port
-            } else {
-                0
-            },
-            flow.identity_degraded,
-        ),
-        (src.clone(), dst.clone()),
-    ))
+    PairFacts {
+        src_addr: key.src_addr,
+        dst_addr: key.dst_addr,
+        protocol: key.protocol,
+        dst_port: key.dst_port,
+        src_port: key.src_port,
+        degraded: flow.identity_degraded,
+        via_service: flow.destination.kind == EndpointKind::Service,
+    }
 }
 
 fn evaluate_flow(index: &PolicyIndex, flow: &EnrichedFlow) -> Evaluated {
@@ -402,7 +386,7 @@ fn side(
 }
 
 /// Whether a policy in a tier slot may select the pod.
-fn slot_selects(index: &PolicyIndex, entry: Entry, pod: &PodIdentity) -> Tri {
+pub(crate) fn slot_selects(index: &PolicyIndex, entry: Entry, pod: &PodIdentity) -> Tri {
     match entry {
         Entry::Invalid(i) => Tri::from_bool(invalid_may_select(index.invalid_at(i), pod)),
         Entry::Valid(i) => {
@@ -443,10 +427,22 @@ fn select(index: &PolicyIndex, view: &View, pod: &PodIdentity) -> Selection {
             .iter()
             .map(|tier| {
                 let select = |slot: &Slot| slot_selects(index, slot.entry, pod);
-                (
-                    positions(&tier.global, select),
-                    positions(namespaced(tier, pod), select),
-                )
+                // Of the cluster-scoped policies, only those whose
+                // selectors' required label the pod has.
+                let global: Box<[u32]> = tier
+                    .candidates
+                    .for_pod(pod)
+                    .into_iter()
+                    .filter_map(|p| {
+                        let slot = tier.global.get(p as usize)?;
+                        match select(slot) {
+                            Tri::No => None,
+                            Tri::Yes => Some(p),
+                            Tri::Unknown => Some(p | SELECTED_UNKNOWN),
+                        }
+                    })
+                    .collect();
+                (global, positions(namespaced(tier, pod), select))
             })
             .collect(),
         kubernetes: positions(
@@ -868,3 +864,6 @@ mod admin_tests;
 
 #[cfg(test)]
 mod calico_tests;
+
+#[cfg(test)]
+mod memo_tests;

@@ -25,7 +25,9 @@ use serde_json::Value;
 
 use crate::admin::AdminTier;
 use crate::calico::{CalicoTier, DEFAULT_TIER, DEFAULT_TIER_ORDER, KUBERNETES_POLICY_ORDER};
-use crate::explain::{Evaluated, PairKey, PodPair};
+use crate::candidates::Candidates;
+use crate::explain::Evaluated;
+use crate::memo::{AddressClasses, Memo, PairKey};
 use crate::policy::{
     ADMIN_TIER, BASELINE_TIER, InvalidPolicy, InvalidScope, InvalidTier, Policy, PolicyError,
     PolicySpec, Stage, StagedAction, parse_policy, parse_tier,
@@ -70,6 +72,9 @@ pub(crate) struct Tier {
     pub(crate) broken: bool,
     /// Cluster-scoped policies, in evaluation order.
     pub(crate) global: Box<[Slot]>,
+    /// `global` filed by a label their selectors require, so that a new
+    /// identity evaluates only the selectors it may satisfy.
+    pub(crate) candidates: Candidates,
     /// Namespaced Calico policies per namespace, in evaluation order.
     pub(crate) namespaced: FxHashMap<Arc<str>, Box<[Slot]>>,
     /// This is the tier Kubernetes NetworkPolicies are evaluated in.
@@ -103,10 +108,11 @@ pub struct PolicyIndex {
     /// Calico objects are present: an endpoint no policy applies to is
     /// allowed by its profile (`profile-allow`).
     calico_present: bool,
-    /// Which policies may select a pod, memoised per pod.
-    selections: Mutex<SelectionCache>,
-    /// Whole evaluations of pod-to-pod flows, memoised per identity pair.
-    pairs: Mutex<PairMemo>,
+    /// Interned identities, their selections and evaluations per identity
+    /// pair (see [`crate::memo`]).
+    memo: Mutex<Memo>,
+    /// The CIDRs rules name, as address classes for the pair memo's key.
+    classes: AddressClasses,
     /// Some Calico rule matches source ports: they are part of the pair key.
     uses_source_ports: bool,
     /// The compiled state kept for incremental changes: tier definitions,
@@ -141,43 +147,6 @@ pub(crate) type TierSelection = (Box<[u32]>, Box<[u32]>);
 
 /// Marks a selected position whose selector answered `Unknown`.
 pub(crate) const SELECTED_UNKNOWN: u32 = 1 << 31;
-
-/// Memoised [`Selection`]s, keyed by the address of the pod's identity.
-/// The entry holds a clone of that `Arc`, so the address cannot be reused
-/// by another identity while it is cached; identities are immutable, so
-/// the same address means the same labels. Cleared when full, and rebuilt
-/// empty with the index (it depends on the policies).
-#[derive(Debug, Default)]
-struct SelectionCache {
-    /// Bumped by every change to the views; older entries are recomputed.
-    generation: u64,
-    entries: FxHashMap<usize, CachedSelection>,
-}
-
-#[derive(Debug)]
-struct CachedSelection {
-    generation: u64,
-    /// Keeps the address from being reused while cached.
-    _pod: Arc<PodIdentity>,
-    views: [Option<Arc<Selection>>; 2],
-}
-
-/// Memoised evaluations per identity pair ([`crate::explain`]); entries
-/// hold both identities so that their addresses cannot be reused while
-/// cached. Cleared on every change and when full.
-#[derive(Debug, Default)]
-struct PairMemo {
-    entries: FxHashMap<PairKey, PairEntry>,
-}
-
-type PairEntry = (PodPair, Arc<Evaluated>);
-
-/// More pairs than this and the memo starts over.
-const PAIR_MEMO_CAPACITY: usize = 1 << 16;
-
-/// More pods than this and the cache starts over (about 40 MB at the
-/// policy mix of the explain_scale bench).
-const SELECTION_CACHE_CAPACITY: usize = 1 << 19;
 
 /// Which enforced policy a staged one replaces or deletes: same family,
 /// namespace and name.
@@ -398,6 +367,17 @@ impl PolicyIndex {
                 self.compile();
                 return Ok(());
             }
+            if let Placement::Tier {
+                tier,
+                namespace: None,
+                ..
+            } = group
+            {
+                file_globals(&mut self.enforced, &self.policies, Some(tier));
+                if let Some(view) = &mut self.pending {
+                    file_globals(view, &self.policies, Some(tier));
+                }
+            }
         }
         self.staged_namespaces = self
             .staged_set
@@ -406,12 +386,10 @@ impl PolicyIndex {
             .collect();
         self.staged_global = self.staged_set.keys().any(|(_, ns, _)| ns.is_none());
         self.calico_present |= matches!(self.policies[k].spec, PolicySpec::Calico(_));
-        if let Ok(cache) = self.selections.get_mut() {
-            cache.generation += 1;
+        if let Ok(memo) = self.memo.get_mut() {
+            memo.policies_changed();
         }
-        if let Ok(memo) = self.pairs.get_mut() {
-            memo.entries.clear();
-        }
+        for_each_net(&self.policies[k], |net| self.classes.add(net));
         if let PolicySpec::Calico(c) = &self.policies[k].spec {
             self.uses_source_ports |= c.uses_source_ports();
         }
@@ -432,8 +410,11 @@ impl PolicyIndex {
     /// Resolve the enforced and pending views from the parsed policies.
     fn compile(&mut self) {
         self.compile_problems.clear();
-        self.selections = Mutex::default();
-        self.pairs = Mutex::default();
+        self.memo = Mutex::default();
+        self.classes = AddressClasses::default();
+        for p in &self.policies {
+            for_each_net(p, |net| self.classes.add(net));
+        }
         self.uses_source_ports = self.policies.iter().any(|p| match &p.spec {
             PolicySpec::Calico(c) => c.uses_source_ports(),
             _ => false,
@@ -595,6 +576,7 @@ impl PolicyIndex {
             pending
         });
         self.enforced = compile_view(&defs, &enforced);
+        file_globals(&mut self.enforced, &self.policies, None);
         // The pending view differs from the enforced one only in the lists
         // staged policies touch: copy the enforced view and rebuild those.
         self.pending = pending_set.as_ref().map(|pending| {
@@ -619,6 +601,9 @@ impl PolicyIndex {
             }
             view
         });
+        if let Some(view) = &mut self.pending {
+            file_globals(view, &self.policies, None);
+        }
         self.missing_tiers =
             defs.iter()
                 .filter(|(name, d)| {
@@ -679,8 +664,8 @@ impl PolicyIndex {
                 || namespace.is_some_and(|ns| self.staged_namespaces.contains(ns)))
     }
 
-    /// The cluster-scoped policies of each tier of a view that may select
-    /// `pod`, computed with `compute` on a miss.
+    /// The policies of each tier of a view that may select `pod`, memoised
+    /// per identity and computed with `compute` on a miss.
     pub(crate) fn selection(
         &self,
         pending: bool,
@@ -688,52 +673,70 @@ impl PolicyIndex {
         compute: impl FnOnce() -> Selection,
     ) -> Arc<Selection> {
         let view = usize::from(pending && self.pending.is_some());
-        let key = Arc::as_ptr(pod) as usize;
-        if let Ok(cache) = self.selections.lock()
-            && let Some(cached) = cache.entries.get(&key)
-            && cached.generation == cache.generation
-            && let Some(found) = &cached.views[view]
-        {
-            return found.clone();
-        }
-        let computed = Arc::new(compute());
         // A poisoned lock only loses the memo, never the answer.
-        if let Ok(mut cache) = self.selections.lock() {
-            if cache.entries.len() >= SELECTION_CACHE_CAPACITY {
-                cache.entries.clear();
-            }
-            let generation = cache.generation;
-            let entry = cache.entries.entry(key).or_insert_with(|| CachedSelection {
-                generation,
-                _pod: pod.clone(),
-                views: [None, None],
-            });
-            if entry.generation != generation {
-                entry.generation = generation;
-                entry.views = [None, None];
-            }
-            entry.views[view] = Some(computed.clone());
+        let Ok(mut memo) = self.memo.lock() else {
+            return Arc::new(compute());
+        };
+        let id = memo.identity(pod);
+        if let Some(found) = memo.selection(id, view) {
+            return found;
+        }
+        let epoch = memo.epoch();
+        drop(memo);
+        let computed = Arc::new(compute());
+        if let Ok(mut memo) = self.memo.lock()
+            && memo.epoch() == epoch
+        {
+            memo.set_selection(id, view, computed.clone());
         }
         computed
     }
 
-    pub(crate) fn pair_lookup(&self, key: &PairKey) -> Option<Arc<Evaluated>> {
-        let memo = self.pairs.lock().ok()?;
-        memo.entries.get(key).map(|(_, e)| e.clone())
-    }
-
-    pub(crate) fn pair_insert(&self, key: PairKey, pods: PodPair, evaluated: Arc<Evaluated>) {
-        // A poisoned lock only loses the memo, never the answer.
-        if let Ok(mut memo) = self.pairs.lock() {
-            if memo.entries.len() >= PAIR_MEMO_CAPACITY {
-                memo.entries.clear();
-            }
-            memo.entries.insert(key, (pods, evaluated));
+    /// The memoised evaluation of a pod-to-pod flow, cloned; or the key and
+    /// epoch to store it under once evaluated.
+    pub(crate) fn pair_lookup(
+        &self,
+        (source, destination): (&Arc<PodIdentity>, &Arc<PodIdentity>),
+        key: PairFacts,
+    ) -> Result<Evaluated, Option<(u64, PairKey)>> {
+        let Ok(mut memo) = self.memo.lock() else {
+            return Err(None);
+        };
+        let (source, source_class) = memo.identity_and_class(source, key.src_addr, &self.classes);
+        let (destination, destination_class) =
+            memo.identity_and_class(destination, key.dst_addr, &self.classes);
+        let key = PairKey {
+            source,
+            destination,
+            source_class,
+            destination_class,
+            protocol: key.protocol,
+            dst_port: key.dst_port,
+            src_port: if self.uses_source_ports {
+                key.src_port
+            } else {
+                0
+            },
+            degraded: key.degraded,
+            via_service: key.via_service,
+        };
+        match memo.pair(&key) {
+            Some(found) => Ok(found.clone()),
+            None => Err(Some((memo.epoch(), key))),
         }
     }
 
-    pub(crate) fn uses_source_ports(&self) -> bool {
-        self.uses_source_ports
+    pub(crate) fn pair_insert(&self, (epoch, key): (u64, PairKey), evaluated: &Evaluated) {
+        // A poisoned lock only loses the memo, never the answer.
+        if let Ok(mut memo) = self.memo.lock() {
+            memo.insert_pair(epoch, key, evaluated.clone());
+        }
+    }
+
+    /// How many distinct identities explain has seen since the last
+    /// rebuild (pods that agree on everything policy reads are one).
+    pub fn interned_identities(&self) -> usize {
+        self.memo.lock().map_or(0, |m| m.identity_count())
     }
 
     pub(crate) fn calico_present(&self) -> bool {
@@ -746,6 +749,72 @@ impl PolicyIndex {
 
     pub(crate) fn invalid_at(&self, i: u32) -> &InvalidPolicy {
         &self.invalid[i as usize]
+    }
+}
+
+/// What the pair memo's key takes from a flow besides the two pods.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PairFacts {
+    pub(crate) src_addr: std::net::IpAddr,
+    pub(crate) dst_addr: std::net::IpAddr,
+    pub(crate) protocol: u8,
+    pub(crate) dst_port: u16,
+    pub(crate) src_port: u16,
+    pub(crate) degraded: bool,
+    pub(crate) via_service: bool,
+}
+
+/// Every CIDR a policy's rules name (the addresses rules can tell apart).
+fn for_each_net(policy: &Policy, mut f: impl FnMut(&ipnet::IpNet)) {
+    match &policy.spec {
+        PolicySpec::Kubernetes(k) => {
+            for rule in [&k.ingress, &k.egress]
+                .into_iter()
+                .flatten()
+                .flat_map(|r| r.iter())
+            {
+                for peer in rule.peers.iter().flat_map(|p| p.iter()) {
+                    if let crate::kubernetes::Peer::IpBlock(block) = peer {
+                        f(&block.cidr);
+                        block.except.iter().for_each(&mut f);
+                    }
+                }
+            }
+        }
+        PolicySpec::Admin(a) => {
+            for rule in a.ingress.iter().chain(a.egress.iter()) {
+                for peer in rule.peers.iter() {
+                    if let crate::admin::AdminPeer::Networks(nets) = peer {
+                        nets.iter().for_each(&mut f);
+                    }
+                }
+            }
+        }
+        PolicySpec::Calico(c) => {
+            for rule in [&c.ingress, &c.egress]
+                .into_iter()
+                .flatten()
+                .flat_map(|r| r.iter())
+            {
+                for entity in [&rule.source, &rule.destination] {
+                    entity
+                        .nets
+                        .iter()
+                        .chain(entity.not_nets.iter())
+                        .for_each(&mut f);
+                }
+            }
+        }
+    }
+}
+
+/// File the cluster-scoped policies of a view's tiers (of one tier when
+/// `only` names it) by the labels their selectors require.
+fn file_globals(view: &mut View, policies: &[Policy], only: Option<&str>) {
+    for tier in view.tiers.iter_mut() {
+        if only.is_none_or(|name| *tier.name == *name) {
+            tier.candidates = Candidates::build(&tier.global, |i| &policies[i as usize]);
+        }
     }
 }
 
@@ -893,6 +962,7 @@ fn compile_view(
                 default_action: def.default_action,
                 broken: def.broken,
                 global: global.into(),
+                candidates: Candidates::default(),
                 namespaced,
             },
         ));

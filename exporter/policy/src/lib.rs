@@ -24,11 +24,13 @@
 pub mod admin;
 pub mod calico;
 pub mod calico_selector;
+mod candidates;
 mod explain;
 mod index;
 mod json;
 pub mod kubernetes;
 mod matching;
+mod memo;
 mod policy;
 pub mod selector;
 

@@ -154,13 +154,19 @@ fn policies() -> Vec<Value> {
     out
 }
 
+/// Pods per namespace come from this many Deployments (`i % DEPLOYMENTS`),
+/// 7 or 8 replicas each; replicas share labels (`pod-template-hash` is
+/// the ReplicaSet's), service account and ports, as in a real cluster.
+const DEPLOYMENTS: usize = 20;
+
 fn pod(ns: usize, i: usize) -> (IpAddr, Endpoint) {
+    let deployment = i % DEPLOYMENTS;
     let labels = BTreeMap::from([
-        ("app".to_string(), format!("app-{}", i % 10)),
-        ("version".to_string(), format!("v{}", i % 4)),
+        ("app".to_string(), format!("app-{}", deployment % 10)),
+        ("version".to_string(), format!("v{}", deployment % 4)),
         (
             "pod-template-hash".to_string(),
-            format!("{:08x}", ns * 1000 + i),
+            format!("{:08x}", ns * 1000 + deployment),
         ),
     ]);
     let namespace_labels = BTreeMap::from([
@@ -172,11 +178,11 @@ fn pod(ns: usize, i: usize) -> (IpAddr, Endpoint) {
         ("kubernetes.io/metadata.name".to_string(), ns_name(ns)),
     ]);
     let identity = PodIdentity {
-        name: Arc::from(format!("app-{}-{i}", i % 10)),
+        name: Arc::from(format!("app-{}-{i}", deployment % 10)),
         uid: Arc::from(format!("uid-{ns}-{i}")),
         namespace: Arc::from(ns_name(ns)),
         labels: Arc::new(labels),
-        service_account: Some(Arc::from(format!("app-{}", i % 10))),
+        service_account: Some(Arc::from(format!("app-{}", deployment % 10))),
         node: None,
         workload: None,
         namespace_labels: Arc::new(namespace_labels),
@@ -192,6 +198,94 @@ fn pod(ns: usize, i: usize) -> (IpAddr, Endpoint) {
         IpAddr::from([10, (n >> 16) as u8, (n >> 8) as u8, n as u8]),
         e,
     )
+}
+
+/// The number of the pod at `addr` (the inverse of [`pod`]'s address).
+fn pod_number(addr: IpAddr) -> usize {
+    match addr {
+        IpAddr::V4(a) => {
+            let [_, b, c, d] = a.octets();
+            (usize::from(b) << 16) | (usize::from(c) << 8) | usize::from(d)
+        }
+        IpAddr::V6(_) => unreachable!("the bench's pods are IPv4"),
+    }
+}
+
+/// Another replica of the same Deployment.
+fn other_replica(n: usize) -> usize {
+    let (ns, i) = (n / PODS_PER_NAMESPACE, n % PODS_PER_NAMESPACE);
+    let j = if i + DEPLOYMENTS < PODS_PER_NAMESPACE {
+        i + DEPLOYMENTS
+    } else {
+        i % DEPLOYMENTS
+    };
+    ns * PODS_PER_NAMESPACE + j
+}
+
+/// The same flows between other replicas of the same Deployments (so the
+/// same identity pairs, other pods and addresses).
+fn replica_flows(pods: &[(IpAddr, Endpoint)], flows: &[EnrichedFlow]) -> Vec<EnrichedFlow> {
+    flows
+        .iter()
+        .map(|f| {
+            let mut r = f.clone();
+            let src = other_replica(pod_number(f.flow.key.src_addr));
+            let dst = other_replica(pod_number(f.flow.key.dst_addr));
+            (r.flow.key.src_addr, r.source) = pods[src].clone();
+            (r.flow.key.dst_addr, r.destination) = pods[dst].clone();
+            r
+        })
+        .collect()
+}
+
+/// The flows the other way round (other identity pairs, the same pods).
+fn reversed_flows(flows: &[EnrichedFlow]) -> Vec<EnrichedFlow> {
+    flows
+        .iter()
+        .map(|f| {
+            let mut r = f.clone();
+            std::mem::swap(&mut r.source, &mut r.destination);
+            std::mem::swap(&mut r.flow.key.src_addr, &mut r.flow.key.dst_addr);
+            r
+        })
+        .collect()
+}
+
+/// Flows whose source is the first pod of a Deployment in namespaces
+/// `0..NAMESPACES / 2`, one per Deployment (each source a new identity
+/// for an index that has only seen the other half), to a random pod of the
+/// other half.
+fn new_identity_flows(pods: &[(IpAddr, Endpoint)], seed: u64) -> Vec<EnrichedFlow> {
+    let half = NAMESPACES / 2 * PODS_PER_NAMESPACE;
+    let template = &flows(pods, 1, seed)[0];
+    let mut rng = Lcg(seed);
+    (0..NAMESPACES / 2)
+        .flat_map(|ns| (0..DEPLOYMENTS).map(move |d| ns * PODS_PER_NAMESPACE + d))
+        .map(|src| {
+            let mut f = template.clone();
+            (f.flow.key.src_addr, f.source) = pods[src].clone();
+            (f.flow.key.dst_addr, f.destination) = pods[half + rng.next(pods.len() - half)].clone();
+            f.flow.key.dst_port = [8080, 9090, 8443, 9050][rng.next(4)];
+            f.flow.key.protocol = 6;
+            f
+        })
+        .collect()
+}
+
+/// Flows among the pods of namespaces `NAMESPACES / 2..`: one from every
+/// pod, so every identity there is interned and its selection memoised.
+fn second_half_flows(pods: &[(IpAddr, Endpoint)]) -> Vec<EnrichedFlow> {
+    let half = NAMESPACES / 2 * PODS_PER_NAMESPACE;
+    let template = &flows(pods, 1, 1)[0];
+    (half..pods.len())
+        .map(|n| {
+            let mut f = template.clone();
+            (f.flow.key.src_addr, f.source) = pods[n].clone();
+            let m = if n + 1 < pods.len() { n + 1 } else { half };
+            (f.flow.key.dst_addr, f.destination) = pods[m].clone();
+            f
+        })
+        .collect()
 }
 
 fn all_pods() -> Vec<(IpAddr, Endpoint)> {

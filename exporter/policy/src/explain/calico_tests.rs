@@ -571,6 +571,12 @@ fn incremental_changes_agree_with_a_full_rebuild() {
             "guard",
             json!({"tier": "security", "order": 1, "selector": "pod == 'b'", "ingress": [{"action": "Deny"}]}),
         ),
+        // A cluster-scoped selector on another label: the policy must be
+        // filed anew (x/a is selected now, z/b no longer).
+        gnp(
+            "security.z",
+            json!({"tier": "security", "selector": "pod == 'a'", "types": ["Egress"], "egress": [{"action": "Deny"}]}),
+        ),
         // New policies of other kinds.
         gnp(
             "security.pass-all",
