@@ -79,11 +79,45 @@ pub(crate) struct JsonWriter<'a> {
     comma: bool,
     /// Escape data strings as they are written (the second pass).
     escape: bool,
-    /// Where this writer's output starts in `out`.
-    start: usize,
     /// Quotes written as structure (around names and strings, inside
     /// fragments); see the module doc.
     quotes: usize,
+    /// Where the output not yet scanned for escapes starts: cached
+    /// fragments ([`JsonWriter::splice`]) are exact already and skipped.
+    scanned: usize,
+    /// What the scan found in the output before `scanned`.
+    scan_special: bool,
+    scan_quotes: usize,
+}
+
+/// JSON rendered once and copied into many records (see
+/// `crate::fragment_cache`): escaped exactly as the escaping writer
+/// escapes, with the comma state it needs before and leaves after.
+#[derive(Debug, Clone)]
+pub(crate) struct CachedJson {
+    bytes: Box<[u8]>,
+    /// Rendered after a member or element, so it carries its own leading
+    /// comma (the tail of an object).
+    separated: bool,
+    /// Whether a comma is due after it.
+    comma_after: bool,
+}
+
+impl CachedJson {
+    /// Renders what `f` writes to a fresh escaping writer that starts with
+    /// a comma due (`separated`) or not.
+    pub(crate) fn render(separated: bool, f: impl FnOnce(&mut JsonWriter<'_>)) -> CachedJson {
+        let mut buf = Vec::with_capacity(256);
+        let mut w = JsonWriter::escaping(&mut buf);
+        w.comma = separated;
+        f(&mut w);
+        let comma_after = w.comma;
+        CachedJson {
+            bytes: buf.into_boxed_slice(),
+            separated,
+            comma_after,
+        }
+    }
 }
 
 impl<'a> JsonWriter<'a> {
@@ -95,8 +129,10 @@ impl<'a> JsonWriter<'a> {
             out,
             comma: false,
             escape: false,
-            start,
             quotes: 0,
+            scanned: start,
+            scan_special: false,
+            scan_quotes: 0,
         }
     }
 
@@ -107,8 +143,10 @@ impl<'a> JsonWriter<'a> {
             out,
             comma: false,
             escape: true,
-            start,
             quotes: 0,
+            scanned: start,
+            scan_special: false,
+            scan_quotes: 0,
         }
     }
 
@@ -120,10 +158,46 @@ impl<'a> JsonWriter<'a> {
         if self.escape {
             return false;
         }
-        let (special, quotes) = scan(&self.out[self.start..]);
+        let (special, quotes) = scan(&self.out[self.scanned..]);
+        let (special, quotes) = (special || self.scan_special, quotes + self.scan_quotes);
         // Data can only add quotes; fewer than written is a counting bug.
         debug_assert!(quotes >= self.quotes, "{quotes} < {}", self.quotes);
         special || quotes != self.quotes
+    }
+
+    /// Copies a cached fragment, preceded by a comma where one is due
+    /// (unless it carries its own). The fragment is exact as it is, so the
+    /// escape check skips it: the output before it is scanned now, and the
+    /// final scan starts after it.
+    #[inline]
+    pub(crate) fn splice(&mut self, f: &CachedJson) {
+        if !f.separated {
+            self.separate();
+        }
+        if !self.escape {
+            let (special, quotes) = scan(&self.out[self.scanned..]);
+            self.scan_special |= special;
+            self.scan_quotes += quotes;
+        }
+        self.out.extend_from_slice(&f.bytes);
+        self.scanned = self.out.len();
+        self.comma = f.comma_after;
+    }
+
+    /// Opens a string value whose text is written with
+    /// [`JsonWriter::text`] and closed by [`JsonWriter::close_string`].
+    #[inline]
+    pub(crate) fn open_string(&mut self) {
+        self.separate();
+        self.quotes += 1;
+        self.out.push(b'"');
+    }
+
+    #[inline]
+    pub(crate) fn close_string(&mut self) {
+        self.quotes += 1;
+        self.out.push(b'"');
+        self.comma = true;
     }
 
     #[inline]
@@ -276,7 +350,7 @@ impl<'a> JsonWriter<'a> {
 
     /// Text appended inside an open string.
     #[inline]
-    fn text(&mut self) -> Text<'_> {
+    pub(crate) fn text(&mut self) -> Text<'_> {
         Text {
             out: self.out,
             escape: self.escape,

@@ -24,6 +24,7 @@ pub mod community_id;
 pub mod ecs;
 pub mod ecs_fields;
 pub mod event_id;
+pub mod fragment_cache;
 mod hex;
 mod json;
 pub mod minimal;
