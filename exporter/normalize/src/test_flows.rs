@@ -219,7 +219,7 @@ impl RandomFlows {
     fn pick_endpoint(&mut self) -> Endpoint {
         let i = self.rng.below(self.endpoints.len());
         let e = self.endpoints[i].clone();
-        match self.rng.below(20) {
+        let e = match self.rng.below(20) {
             0 => self.fresh_endpoint(&e, false),
             1 => self.fresh_endpoint(&e, true),
             2 => {
@@ -230,7 +230,27 @@ impl RandomFlows {
                 new
             }
             _ => e,
+        };
+        // The same shared objects in another role: late (stale), or seen
+        // as another kind (a Service's backend pod).
+        let mut e = e;
+        if self.rng.chance(10) {
+            e.stale = match e.stale {
+                Some(_) => None,
+                None => Some(Stale {
+                    deleted_at: fixtures::t(self.rng.next() % 100_000),
+                }),
+            };
         }
+        if self.rng.chance(5) {
+            e.kind = [
+                EndpointKind::Pod,
+                EndpointKind::Service,
+                EndpointKind::HostNetworkPod,
+                EndpointKind::PublicNetwork,
+            ][self.rng.below(4)];
+        }
+        e
     }
 
     fn pick_policy(&mut self) -> Arc<flowscribe_model::PolicyRef> {
