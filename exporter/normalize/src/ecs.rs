@@ -67,18 +67,22 @@ pub fn write_flow_document(
 
 /// [`write_flow_document`] with the parts that depend only on shared
 /// objects taken from `parts` (rendered on the spot, or cached).
-fn write_document(
+fn write_document<P: Parts>(
     ctx: &Context,
     flow: &ExplainedFlow,
     times: &Times,
-    parts: &mut impl Parts,
+    parts: &mut P,
     out: &mut Vec<u8>,
 ) {
     let view = FlowView::new(ctx, flow);
     // Documents are 2-4 KiB: one reservation instead of growth steps.
     out.reserve(4096);
     let start = out.len();
-    let mut w = JsonWriter::new(out);
+    let mut w = if P::CHECK_ON_WRITE {
+        JsonWriter::checking(out)
+    } else {
+        JsonWriter::new(out)
+    };
     document(&mut w, ctx, &view, times, parts);
     if w.needed_escaping() {
         out.truncate(start);
@@ -92,6 +96,11 @@ fn write_document(
 /// cache. Each method writes a whole member or value, per-record data
 /// included, so both implementations share the skeleton of the document.
 trait Parts {
+    /// Whether the first pass checks data strings as they are written
+    /// (`JsonWriter::checking`, for documents made mostly of cached
+    /// fragments) rather than scanning the document at the end.
+    const CHECK_ON_WRITE: bool;
+
     /// `host`.
     fn host(&mut self, w: &mut JsonWriter<'_>, ctx: &Context);
     /// `observer`, with the record's capturing interface.
@@ -117,6 +126,8 @@ trait Parts {
 struct Direct;
 
 impl Parts for Direct {
+    const CHECK_ON_WRITE: bool = false;
+
     fn host(&mut self, w: &mut JsonWriter<'_>, ctx: &Context) {
         host(w, ctx);
     }
@@ -143,7 +154,7 @@ impl Parts for Direct {
 
     fn hit(&mut self, w: &mut JsonWriter<'_>, h: &PolicyHit) {
         w.begin_object();
-        w.field_str(k!("action"), h.action.as_str());
+        w.field_plain(k!("action"), h.action.as_str().as_bytes());
         hit_policy_head(w, &h.policy);
         hit_rule(w, h);
         hit_policy_tail(w, &h.policy);
@@ -674,7 +685,7 @@ fn endpoint(
 
 /// The members of an endpoint object after `deleted_at`.
 fn endpoint_members(w: &mut JsonWriter<'_>, e: &Endpoint) {
-    w.field_str(k!("kind"), e.kind.as_str());
+    w.field_plain(k!("kind"), e.kind.as_str().as_bytes());
     if let Some(p) = &e.pod {
         if !p.labels.is_empty() {
             w.key(k!("labels"));
@@ -729,7 +740,7 @@ fn endpoint_members(w: &mut JsonWriter<'_>, e: &Endpoint) {
 /// `resource_version`.
 fn hit_policy_head(w: &mut JsonWriter<'_>, p: &PolicyRef) {
     w.field_str(k!("api_version"), p.kind.api_version());
-    w.field_str(k!("kind"), p.kind.as_str());
+    w.field_plain(k!("kind"), p.kind.as_str().as_bytes());
     w.field_str(k!("name"), &p.name);
     if let Some(ns) = &p.namespace {
         w.field_str(k!("namespace"), ns);
@@ -763,8 +774,8 @@ fn side_verdict(w: &mut JsonWriter<'_>, name: Key, s: &SideVerdict, parts: &mut 
         parts.hit(w, h);
     }
     w.end_array();
-    w.field_str(k!("reason"), s.reason.as_str());
-    w.field_str(k!("verdict"), s.verdict.as_str());
+    w.field_plain(k!("reason"), s.reason.as_str().as_bytes());
+    w.field_plain(k!("verdict"), s.verdict.as_str().as_bytes());
     w.end_object();
 }
 
@@ -799,7 +810,7 @@ fn flowscribe_namespace(
         w.end_object();
     }
     if let Some(e) = f.end_reason {
-        w.field_str(k!("end_reason"), e.as_str());
+        w.field_plain(k!("end_reason"), e.as_str().as_bytes());
     }
     w.field_plain(k!("first_packet"), &times.first_packet);
     if is_icmp(f.key.protocol) {
@@ -809,7 +820,7 @@ fn flowscribe_namespace(
         w.field_u64(k!("type"), f.key.src_port.into());
         w.end_object();
     }
-    w.field_str(k!("initiator_hook"), f.initiator_hook.as_str());
+    w.field_plain(k!("initiator_hook"), f.initiator_hook.as_str().as_bytes());
     w.key(k!("interfaces"));
     w.begin_array();
     for i in &f.interfaces {
@@ -817,8 +828,8 @@ fn flowscribe_namespace(
     }
     w.end_array();
     w.field_plain(k!("last_packet"), &times.last_packet);
-    w.field_str(k!("orientation"), f.orientation.as_str());
-    w.field_str(k!("state"), f.state.as_str());
+    w.field_plain(k!("orientation"), f.orientation.as_str().as_bytes());
+    w.field_plain(k!("state"), f.state.as_str().as_bytes());
     if f.key.protocol == 6 {
         w.key(k!("tcp_flags"));
         w.begin_object();
@@ -843,7 +854,7 @@ fn flowscribe_namespace(
         w.key(k!("policy"));
         w.begin_object();
         if let Some(d) = &view.decision {
-            w.field_str(k!("direction"), d.side.direction.as_str());
+            w.field_plain(k!("direction"), d.side.direction.as_str().as_bytes());
         }
         side_verdict(w, k!("egress"), &t.enforced.egress, parts);
         side_verdict(w, k!("ingress"), &t.enforced.ingress, parts);
@@ -862,9 +873,9 @@ fn flowscribe_namespace(
             w.end_array();
         }
         if let Some(m) = t.mismatch {
-            w.field_str(k!("mismatch"), m.as_str());
+            w.field_plain(k!("mismatch"), m.as_str().as_bytes());
         }
-        w.field_str(k!("observed"), observed_str(&t.observed));
+        w.field_plain(k!("observed"), observed_str(&t.observed).as_bytes());
         if let Observed::Dropped { reason } = &t.observed {
             w.field_str(k!("observed_drop_reason"), reason);
         }
@@ -873,10 +884,10 @@ fn flowscribe_namespace(
             evaluation(w, p, t.would_change(), parts);
         }
         if let Some(d) = &view.decision {
-            w.field_str(k!("reason"), d.side.reason.as_str());
+            w.field_plain(k!("reason"), d.side.reason.as_str().as_bytes());
         }
-        w.field_str(k!("verdict"), t.enforced.verdict.as_str());
-        w.field_str(k!("verdict_source"), t.verdict_source.as_str());
+        w.field_plain(k!("verdict"), t.enforced.verdict.as_str().as_bytes());
+        w.field_plain(k!("verdict_source"), t.verdict_source.as_str().as_bytes());
         w.end_object();
     }
 
@@ -889,7 +900,7 @@ fn evaluation(w: &mut JsonWriter<'_>, e: &Evaluation, would_change: bool, parts:
     w.begin_object();
     side_verdict(w, k!("egress"), &e.egress, parts);
     side_verdict(w, k!("ingress"), &e.ingress, parts);
-    w.field_str(k!("verdict"), e.verdict.as_str());
+    w.field_plain(k!("verdict"), e.verdict.as_str().as_bytes());
     w.field_bool(k!("would_change"), would_change);
     w.end_object();
 }

@@ -82,12 +82,13 @@ pub(crate) struct JsonWriter<'a> {
     /// Quotes written as structure (around names and strings, inside
     /// fragments); see the module doc.
     quotes: usize,
-    /// Where the output not yet scanned for escapes starts: cached
-    /// fragments ([`JsonWriter::splice`]) are exact already and skipped.
-    scanned: usize,
-    /// What the scan found in the output before `scanned`.
-    scan_special: bool,
-    scan_quotes: usize,
+    /// Where this writer's output starts in `out`.
+    start: usize,
+    /// Check each data string as it is written instead of scanning the
+    /// output at the end ([`JsonWriter::checking`]).
+    check: bool,
+    /// A checked data string needed escaping.
+    dirty: bool,
 }
 
 /// JSON rendered once and copied into many records (see
@@ -130,10 +131,21 @@ impl<'a> JsonWriter<'a> {
             comma: false,
             escape: false,
             quotes: 0,
-            scanned: start,
-            scan_special: false,
-            scan_quotes: 0,
+            start,
+            check: false,
+            dirty: false,
         }
+    }
+
+    /// A writer that copies data strings unescaped, checking each as it
+    /// is written (no scan of the output at the end): for records made
+    /// mostly of cached fragments ([`JsonWriter::splice`]), which need no
+    /// check, so that checking the few data strings left costs less than
+    /// scanning the whole record.
+    pub(crate) fn checking(out: &'a mut Vec<u8>) -> Self {
+        let mut w = JsonWriter::new(out);
+        w.check = true;
+        w
     }
 
     /// A writer that escapes every data string.
@@ -144,9 +156,9 @@ impl<'a> JsonWriter<'a> {
             comma: false,
             escape: true,
             quotes: 0,
-            scanned: start,
-            scan_special: false,
-            scan_quotes: 0,
+            start,
+            check: false,
+            dirty: false,
         }
     }
 
@@ -158,29 +170,26 @@ impl<'a> JsonWriter<'a> {
         if self.escape {
             return false;
         }
-        let (special, quotes) = scan(&self.out[self.scanned..]);
-        let (special, quotes) = (special || self.scan_special, quotes + self.scan_quotes);
+        if self.check {
+            return self.dirty;
+        }
+        let (special, quotes) = scan(&self.out[self.start..]);
         // Data can only add quotes; fewer than written is a counting bug.
         debug_assert!(quotes >= self.quotes, "{quotes} < {}", self.quotes);
         special || quotes != self.quotes
     }
 
     /// Copies a cached fragment, preceded by a comma where one is due
-    /// (unless it carries its own). The fragment is exact as it is, so the
-    /// escape check skips it: the output before it is scanned now, and the
-    /// final scan starts after it.
+    /// (unless it carries its own). The fragment is exact as it is: only an
+    /// escaping or a checking writer takes one (a scan of the output would
+    /// see its escapes).
     #[inline]
     pub(crate) fn splice(&mut self, f: &CachedJson) {
+        debug_assert!(self.escape || self.check, "a fragment needs no scan");
         if !f.separated {
             self.separate();
         }
-        if !self.escape {
-            let (special, quotes) = scan(&self.out[self.scanned..]);
-            self.scan_special |= special;
-            self.scan_quotes += quotes;
-        }
         self.out.extend_from_slice(&f.bytes);
-        self.scanned = self.out.len();
         self.comma = f.comma_after;
     }
 
@@ -302,12 +311,15 @@ impl<'a> JsonWriter<'a> {
     }
 
     /// A data string, quoted.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self, v: &str) {
         self.quotes += 2;
         if self.escape {
             write_escaped_cold(self.out, v);
         } else {
+            if self.check {
+                check_text(&mut self.dirty, v);
+            }
             self.out.reserve(v.len() + 2);
             self.out.push(b'"');
             self.out.extend_from_slice(v.as_bytes());
@@ -324,7 +336,7 @@ impl<'a> JsonWriter<'a> {
 
     /// A string value that is known to need no escaping (digits, hex, base64,
     /// addresses, timestamps, the crate's constants).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn plain_str(&mut self, v: &[u8]) {
         debug_assert!(!v.iter().copied().any(needs_escape));
         self.separate();
@@ -354,6 +366,8 @@ impl<'a> JsonWriter<'a> {
         Text {
             out: self.out,
             escape: self.escape,
+            check: self.check,
+            dirty: &mut self.dirty,
         }
     }
 
@@ -413,6 +427,8 @@ impl<'a> JsonWriter<'a> {
 pub(crate) struct Text<'a> {
     out: &'a mut Vec<u8>,
     escape: bool,
+    check: bool,
+    dirty: &'a mut bool,
 }
 
 impl fmt::Write for Text<'_> {
@@ -421,9 +437,21 @@ impl fmt::Write for Text<'_> {
         if self.escape {
             write_escaped_body(self.out, s);
         } else {
+            if self.check {
+                check_text(self.dirty, s);
+            }
             self.out.extend_from_slice(s.as_bytes());
         }
         Ok(())
+    }
+}
+
+/// Notes in `dirty` when `s` needs escaping (a checking writer's data);
+/// out of line, so that the writer's small methods stay inlined.
+#[inline(never)]
+fn check_text(dirty: &mut bool, s: &str) {
+    if find_escape(s.as_bytes(), 0).is_some() {
+        *dirty = true;
     }
 }
 

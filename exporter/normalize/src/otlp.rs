@@ -42,7 +42,7 @@ use prost::Message as _;
 use crate::protobuf::{Nested, ProtoWriter, varint_len};
 use crate::schema::row;
 use crate::view::{
-    FlowView, Severity, has_ports, is_icmp, observed_str, tcp_flag_names, unix_nanos,
+    FlowView, Severity, has_ports, is_icmp, observed_str, tcp_flag_iter, unix_nanos,
     write_policy_display, write_rule_id, write_rule_name,
 };
 use crate::{Context, FieldMapping};
@@ -545,12 +545,12 @@ fn write_flow_record(
     if key.protocol == 6 {
         a.strings(
             key!("flowscribe.flow.tcp_flags.forward"),
-            tcp_flag_names(f.forward.tcp_flags),
+            tcp_flag_iter(f.forward.tcp_flags),
             |t, n| t.write_str(n),
         );
         a.strings(
             key!("flowscribe.flow.tcp_flags.reverse"),
-            tcp_flag_names(f.reverse.tcp_flags),
+            tcp_flag_iter(f.reverse.tcp_flags),
             |t, n| t.write_str(n),
         );
     }

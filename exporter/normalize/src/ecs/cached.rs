@@ -11,13 +11,15 @@ use std::time::SystemTime;
 use flowscribe_model::{Endpoint, ExplainedFlow, PodIdentity, PolicyHit, PolicyRef};
 
 use super::{
-    Parts, Times, beats_kubernetes_head, beats_kubernetes_tail, endpoint_members, hit_policy_head,
-    hit_policy_tail, hit_rule, host, observer_head, observer_interface, observer_tail,
-    orchestrator_pod, rule_description_end, rule_description_head, rule_id_end, rule_id_head,
-    rule_policy_tail, write_document,
+    Direct, Parts, Times, beats_kubernetes_head, beats_kubernetes_tail, endpoint_members,
+    hit_policy_head, hit_policy_tail, hit_rule, host, observer_head, observer_interface,
+    observer_tail, orchestrator_pod, rule_description_end, rule_description_head, rule_id_end,
+    rule_id_head, rule_policy_tail, write_document,
 };
 use crate::Context;
-use crate::fragment_cache::{BoundedMap, DEFAULT_CAPACITY, EndpointKey, pin_endpoint, policy_key};
+use crate::fragment_cache::{
+    Admission, BoundedMap, DEFAULT_CAPACITY, EndpointKey, pin_endpoint, policy_key,
+};
 use crate::json::{CachedJson, JsonWriter, k};
 use crate::view::{Decision, Rfc3339Dates};
 
@@ -29,6 +31,8 @@ use crate::view::{Decision, Rfc3339Dates};
 pub struct EcsEncoder {
     ctx: Context,
     cache: EcsCache,
+    /// Whether a record goes through the cache (`None`: always).
+    admission: Option<Admission>,
     /// The last day's date text, shared by all records of the day.
     dates: Rfc3339Dates,
 }
@@ -90,6 +94,7 @@ impl EcsEncoder {
         EcsEncoder {
             ctx,
             cache,
+            admission: Some(Admission::default()),
             dates: Rfc3339Dates::default(),
         }
     }
@@ -102,7 +107,26 @@ impl EcsEncoder {
     /// [`crate::ecs::write_flow_document`] with this encoder's context.
     pub fn encode(&mut self, flow: &ExplainedFlow, observed: SystemTime, out: &mut Vec<u8>) {
         let times = Times::new(&flow.flow, observed, &mut self.dates);
-        write_document(&self.ctx, flow, &times, &mut self.cache, out);
+        let counts = self.cache.counts();
+        if self.admission.as_mut().is_none_or(|a| a.admit(counts)) {
+            write_document(&self.ctx, flow, &times, &mut self.cache, out);
+        } else {
+            write_document(&self.ctx, flow, &times, &mut Direct, out);
+        }
+    }
+
+    /// Records written without the cache because it missed too often
+    /// (see `crate::fragment_cache::Admission`).
+    pub fn bypassed(&self) -> u64 {
+        self.admission.as_ref().map_or(0, Admission::bypassed)
+    }
+
+    /// Every record through the cache, however often it misses (tests
+    /// of the cache itself).
+    #[cfg(test)]
+    fn always_cached(mut self) -> Self {
+        self.admission = None;
+        self
     }
 
     /// Endpoints and policies cached now.
@@ -117,6 +141,11 @@ impl EcsEncoder {
 }
 
 impl EcsCache {
+    fn counts(&self) -> (u64, u64) {
+        let (a, b) = (self.endpoints.counts(), self.policies.counts());
+        (a.0 + b.0, a.1 + b.1)
+    }
+
     #[inline]
     fn endpoint(&mut self, e: &Endpoint) -> &mut EndpointFragments {
         self.endpoints
@@ -143,6 +172,8 @@ impl EcsCache {
 }
 
 impl Parts for EcsCache {
+    const CHECK_ON_WRITE: bool = true;
+
     fn host(&mut self, w: &mut JsonWriter<'_>, _: &Context) {
         w.splice(&self.host);
     }
@@ -180,7 +211,7 @@ impl Parts for EcsCache {
     fn hit(&mut self, w: &mut JsonWriter<'_>, h: &PolicyHit) {
         let f = self.policy(&h.policy);
         w.begin_object();
-        w.field_str(k!("action"), h.action.as_str());
+        w.field_plain(k!("action"), h.action.as_str().as_bytes());
         w.splice(&f.hit_head);
         hit_rule(w, h);
         w.splice(&f.hit_tail);
@@ -216,7 +247,12 @@ mod tests {
 
     /// Encodes `n` random flows with one cached encoder per context and
     /// compares every document with the uncached writer's.
-    fn cached_equals_uncached(seed: u64, n: usize, capacity: usize) -> (u64, u64) {
+    fn cached_equals_uncached(
+        seed: u64,
+        n: usize,
+        capacity: usize,
+        admission: bool,
+    ) -> (u64, u64, u64) {
         let mut flows = RandomFlows::new(seed);
         let observed = crate::test_flows::fixtures::observed();
         let mut encoders: Vec<EcsEncoder> = Vec::new();
@@ -226,7 +262,12 @@ mod tests {
             let at = match encoders.iter().position(|e| e.context() == &ctx) {
                 Some(at) => at,
                 None => {
-                    encoders.push(EcsEncoder::with_capacity(ctx.clone(), capacity));
+                    let encoder = EcsEncoder::with_capacity(ctx.clone(), capacity);
+                    encoders.push(if admission {
+                        encoder
+                    } else {
+                        encoder.always_cached()
+                    });
                     encoders.len() - 1
                 }
             };
@@ -242,25 +283,33 @@ mod tests {
             );
         }
         assert!(flows.replaced > n / 20, "{} replacements", flows.replaced);
-        encoders.iter().fold((0, 0), |(e, p), enc| {
+        encoders.iter().fold((0, 0, 0), |(e, p, b), enc| {
             let (ce, cp) = enc.clears();
-            (e + ce, p + cp)
+            (e + ce, p + cp, b + enc.bypassed())
         })
     }
 
     #[test]
     fn cached_documents_equal_the_writer_s() {
-        let (endpoint_clears, policy_clears) = cached_equals_uncached(1, 20_000, 1 << 20);
-        assert_eq!((endpoint_clears, policy_clears), (0, 0));
+        let clears = cached_equals_uncached(1, 20_000, 1 << 20, false);
+        assert_eq!(clears, (0, 0, 0));
     }
 
     #[test]
     fn cached_documents_equal_the_writer_s_across_evictions() {
-        let (endpoint_clears, policy_clears) = cached_equals_uncached(2, 20_000, 8);
+        let (endpoint_clears, policy_clears, _) = cached_equals_uncached(2, 20_000, 8, false);
         assert!(
             endpoint_clears > 100 && policy_clears > 100,
             "{endpoint_clears} {policy_clears}"
         );
+    }
+
+    /// A cache that misses more than half the time is bypassed, and the
+    /// bypassed records are the same.
+    #[test]
+    fn a_missing_cache_is_bypassed_with_the_same_output() {
+        let (_, _, bypassed) = cached_equals_uncached(5, 20_000, 8, true);
+        assert!(bypassed > 10_000, "{bypassed}");
     }
 
     /// The cache keeps what it was made from alive: a pod dropped by its

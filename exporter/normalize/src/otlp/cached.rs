@@ -11,11 +11,13 @@ use std::time::SystemTime;
 use flowscribe_model::{Endpoint, ExplainedFlow, PolicyRef};
 
 use super::{
-    Attributes, KEY_VALUE_LIST_VALUES, LOG_RECORD_ATTRIBUTES, Parts, ProtobufRequestWriter, Side,
-    endpoint_attributes, hit_policy, render, rule_policy, write_flow_record,
+    Attributes, Direct, KEY_VALUE_LIST_VALUES, LOG_RECORD_ATTRIBUTES, Parts, ProtobufRequestWriter,
+    Side, endpoint_attributes, hit_policy, render, rule_policy, write_flow_record,
 };
 use crate::Context;
-use crate::fragment_cache::{BoundedMap, DEFAULT_CAPACITY, EndpointKey, pin_endpoint, policy_key};
+use crate::fragment_cache::{
+    Admission, BoundedMap, DEFAULT_CAPACITY, EndpointKey, pin_endpoint, policy_key,
+};
 use crate::protobuf::ProtoWriter;
 
 /// Encodes flow records as OTLP `LogRecord`s for one [`Context`], keeping
@@ -27,6 +29,8 @@ use crate::protobuf::ProtoWriter;
 pub struct OtlpEncoder {
     ctx: Context,
     cache: OtlpCache,
+    /// Whether a record goes through the cache (`None`: always).
+    admission: Option<Admission>,
 }
 
 #[derive(Debug)]
@@ -71,6 +75,7 @@ impl OtlpEncoder {
                 endpoints: BoundedMap::new(capacity),
                 policies: BoundedMap::new(capacity),
             },
+            admission: Some(Admission::default()),
         }
     }
 
@@ -89,13 +94,31 @@ impl OtlpEncoder {
     ) {
         // Records are 1.5-4 KiB: one reservation instead of growth steps.
         out.reserve(4096);
-        write_flow_record(
-            &mut ProtoWriter::new(out),
-            &self.ctx,
-            flow,
-            observed,
-            &mut self.cache,
-        );
+        let w = &mut ProtoWriter::new(out);
+        if self.admit() {
+            write_flow_record(w, &self.ctx, flow, observed, &mut self.cache);
+        } else {
+            write_flow_record(w, &self.ctx, flow, observed, &mut Direct);
+        }
+    }
+
+    fn admit(&mut self) -> bool {
+        let counts = self.cache.counts();
+        self.admission.as_mut().is_none_or(|a| a.admit(counts))
+    }
+
+    /// Records written without the cache because it missed too often
+    /// (see `crate::fragment_cache::Admission`).
+    pub fn bypassed(&self) -> u64 {
+        self.admission.as_ref().map_or(0, Admission::bypassed)
+    }
+
+    /// Every record through the cache, however often it misses (tests
+    /// of the cache itself).
+    #[cfg(test)]
+    fn always_cached(mut self) -> Self {
+        self.admission = None;
+        self
     }
 
     /// Adds the `LogRecord` of one flow record to `writer`, as
@@ -106,7 +129,11 @@ impl OtlpEncoder {
         flow: &ExplainedFlow,
         observed: SystemTime,
     ) {
-        writer.push_flow_with(&self.ctx, flow, observed, &mut self.cache);
+        if self.admit() {
+            writer.push_flow_with(&self.ctx, flow, observed, &mut self.cache);
+        } else {
+            writer.push_flow_with(&self.ctx, flow, observed, &mut Direct);
+        }
     }
 
     /// Endpoints and policies cached now.
@@ -121,6 +148,11 @@ impl OtlpEncoder {
 }
 
 impl OtlpCache {
+    fn counts(&self) -> (u64, u64) {
+        let (a, b) = (self.endpoints.counts(), self.policies.counts());
+        (a.0 + b.0, a.1 + b.1)
+    }
+
     #[inline]
     fn policy(&mut self, p: &Arc<PolicyRef>) -> &mut PolicyFragments {
         self.policies
@@ -174,7 +206,12 @@ mod tests {
     /// Encodes `n` random flows with one cached encoder per context, one
     /// record at a time and into a batch, and compares the bytes with the
     /// uncached writers'.
-    fn cached_equals_uncached(seed: u64, n: usize, capacity: usize) -> (u64, u64) {
+    fn cached_equals_uncached(
+        seed: u64,
+        n: usize,
+        capacity: usize,
+        admission: bool,
+    ) -> (u64, u64, u64) {
         let mut flows = RandomFlows::new(seed);
         let observed = crate::test_flows::fixtures::observed();
         let mut encoders: Vec<OtlpEncoder> = Vec::new();
@@ -186,7 +223,12 @@ mod tests {
             let at = match encoders.iter().position(|e| e.context() == &ctx) {
                 Some(at) => at,
                 None => {
-                    encoders.push(OtlpEncoder::with_capacity(ctx.clone(), capacity));
+                    let encoder = OtlpEncoder::with_capacity(ctx.clone(), capacity);
+                    encoders.push(if admission {
+                        encoder
+                    } else {
+                        encoder.always_cached()
+                    });
                     encoders.len() - 1
                 }
             };
@@ -205,24 +247,30 @@ mod tests {
             }
         }
         assert!(flows.replaced > n / 20, "{} replacements", flows.replaced);
-        encoders.iter().fold((0, 0), |(e, p), enc| {
+        encoders.iter().fold((0, 0, 0), |(e, p, b), enc| {
             let (ce, cp) = enc.clears();
-            (e + ce, p + cp)
+            (e + ce, p + cp, b + enc.bypassed())
         })
     }
 
     #[test]
     fn cached_records_equal_the_writer_s() {
-        let clears = cached_equals_uncached(3, 20_000, 1 << 20);
-        assert_eq!(clears, (0, 0));
+        let clears = cached_equals_uncached(3, 20_000, 1 << 20, false);
+        assert_eq!(clears, (0, 0, 0));
     }
 
     #[test]
     fn cached_records_equal_the_writer_s_across_evictions() {
-        let (endpoint_clears, policy_clears) = cached_equals_uncached(4, 20_000, 8);
+        let (endpoint_clears, policy_clears, _) = cached_equals_uncached(4, 20_000, 8, false);
         assert!(
             endpoint_clears > 100 && policy_clears > 100,
             "{endpoint_clears} {policy_clears}"
         );
+    }
+
+    #[test]
+    fn a_missing_cache_is_bypassed_with_the_same_output() {
+        let (_, _, bypassed) = cached_equals_uncached(6, 20_000, 8, true);
+        assert!(bypassed > 10_000, "{bypassed}");
     }
 }
