@@ -61,7 +61,7 @@ pub fn write_flow_document(
     observed: SystemTime,
     out: &mut Vec<u8>,
 ) {
-    let times = Times::new(&flow.flow, observed, &mut Rfc3339Dates::default());
+    let times = Times::new(&flow.flow, observed, &mut TimeFormatter::default());
     write_document(ctx, flow, &times, &mut Direct, out);
 }
 
@@ -284,6 +284,34 @@ fn rule_policy_tail(w: &mut JsonWriter<'_>, p: &PolicyRef) {
 /// [`crate::ecs_fields::ECS_VERSION`]).
 const ECS_VERSION_MEMBER: Fragment = Fragment::new(r#""ecs":{"version":"9.4.0"}"#);
 
+/// Formats the timestamps of a run of records: the date text of the last
+/// day, and the last window end and observed time with their text, which
+/// the records of one batch share (one drain, one encoding call).
+#[derive(Debug, Default)]
+struct TimeFormatter {
+    dates: Rfc3339Dates,
+    window_end: LastTime,
+    observed: LastTime,
+}
+
+/// The last time formatted for one field, and its text.
+#[derive(Debug, Default)]
+struct LastTime(Option<(SystemTime, [u8; 30])>);
+
+impl LastTime {
+    #[inline]
+    fn format(&mut self, dates: &mut Rfc3339Dates, t: SystemTime) -> [u8; 30] {
+        match self.0 {
+            Some((last, text)) if last == t => text,
+            _ => {
+                let text = dates.format(t);
+                self.0 = Some((t, text));
+                text
+            }
+        }
+    }
+}
+
 /// Every timestamp of the document, formatted once (for both passes),
 /// sharing the date arithmetic ([`Rfc3339Dates`]).
 struct Times {
@@ -300,15 +328,20 @@ impl Times {
     fn new(
         ef: &flowscribe_model::EnrichedFlow,
         observed: SystemTime,
-        dates: &mut Rfc3339Dates,
+        formatter: &mut TimeFormatter,
     ) -> Times {
         let f = &ef.flow;
+        let TimeFormatter {
+            dates,
+            window_end,
+            observed: last_observed,
+        } = formatter;
         Times {
-            window_end: dates.format(f.window_end),
+            window_end: window_end.format(dates, f.window_end),
             window_start: dates.format(f.window_start),
             first_packet: dates.format(f.first_packet),
             last_packet: dates.format(f.last_packet),
-            observed: dates.format(observed),
+            observed: last_observed.format(dates, observed),
             source_deleted_at: ef.source.stale.map(|s| dates.format(s.deleted_at)),
             destination_deleted_at: ef.destination.stale.map(|s| dates.format(s.deleted_at)),
         }
@@ -913,7 +946,7 @@ pub(crate) fn flowscribe_namespace_value(view: &FlowView<'_>) -> Value {
     let times = Times::new(
         &view.flow.flow,
         std::time::UNIX_EPOCH,
-        &mut Rfc3339Dates::default(),
+        &mut TimeFormatter::default(),
     );
     flowscribe_namespace(
         &mut JsonWriter::escaping(&mut buf),
@@ -1748,7 +1781,7 @@ mod tests {
         for (ctx, flow) in variations() {
             let view = crate::view::FlowView::new(&ctx, &flow);
             let times =
-                super::Times::new(&flow.flow, observed, &mut super::Rfc3339Dates::default());
+                super::Times::new(&flow.flow, observed, &mut super::TimeFormatter::default());
             let mut out = Vec::new();
             let mut w = JsonWriter::new(&mut out);
             super::document(&mut w, &ctx, &view, &times, &mut super::Direct);

@@ -89,6 +89,9 @@ pub(crate) struct JsonWriter<'a> {
     check: bool,
     /// A checked data string needed escaping.
     dirty: bool,
+    /// Where the text of the string open now starts (see
+    /// [`JsonWriter::close_string`]).
+    text_start: usize,
 }
 
 /// JSON rendered once and copied into many records (see
@@ -134,6 +137,7 @@ impl<'a> JsonWriter<'a> {
             start,
             check: false,
             dirty: false,
+            text_start: 0,
         }
     }
 
@@ -159,6 +163,7 @@ impl<'a> JsonWriter<'a> {
             start,
             check: false,
             dirty: false,
+            text_start: 0,
         }
     }
 
@@ -190,6 +195,7 @@ impl<'a> JsonWriter<'a> {
             self.separate();
         }
         self.out.extend_from_slice(&f.bytes);
+        self.text_start = self.out.len();
         self.comma = f.comma_after;
     }
 
@@ -200,10 +206,15 @@ impl<'a> JsonWriter<'a> {
         self.separate();
         self.quotes += 1;
         self.out.push(b'"');
+        self.text_start = self.out.len();
     }
 
+    /// Closes a string opened by [`JsonWriter::open_string`] (or by a
+    /// cached fragment that ends inside one: then only the text written
+    /// since the fragment is checked).
     #[inline]
     pub(crate) fn close_string(&mut self) {
+        self.check_from(self.text_start.min(self.out.len()));
         self.quotes += 1;
         self.out.push(b'"');
         self.comma = true;
@@ -301,6 +312,7 @@ impl<'a> JsonWriter<'a> {
         let start = self.out.len();
         let mut text = self.text();
         fmt::Write::write_str(&mut text, k).ok();
+        self.check_from(start);
         for b in &mut self.out[start..] {
             if *b == b'.' {
                 *b = b'_';
@@ -318,7 +330,7 @@ impl<'a> JsonWriter<'a> {
             write_escaped_cold(self.out, v);
         } else {
             if self.check {
-                check_text(&mut self.dirty, v);
+                check_bytes(&mut self.dirty, v.as_bytes());
             }
             self.out.reserve(v.len() + 2);
             self.out.push(b'"');
@@ -355,9 +367,20 @@ impl<'a> JsonWriter<'a> {
         self.separate();
         self.quotes += 2;
         self.out.push(b'"');
+        let start = self.out.len();
         f(&mut self.text());
+        self.check_from(start);
         self.out.push(b'"');
         self.comma = true;
+    }
+
+    /// In a checking writer, checks the data written since `start` (one
+    /// check for a string written in pieces).
+    #[inline]
+    fn check_from(&mut self, start: usize) {
+        if self.check && !self.escape {
+            check_bytes(&mut self.dirty, &self.out[start..]);
+        }
     }
 
     /// Text appended inside an open string.
@@ -366,8 +389,6 @@ impl<'a> JsonWriter<'a> {
         Text {
             out: self.out,
             escape: self.escape,
-            check: self.check,
-            dirty: &mut self.dirty,
         }
     }
 
@@ -427,8 +448,6 @@ impl<'a> JsonWriter<'a> {
 pub(crate) struct Text<'a> {
     out: &'a mut Vec<u8>,
     escape: bool,
-    check: bool,
-    dirty: &'a mut bool,
 }
 
 impl fmt::Write for Text<'_> {
@@ -437,9 +456,6 @@ impl fmt::Write for Text<'_> {
         if self.escape {
             write_escaped_body(self.out, s);
         } else {
-            if self.check {
-                check_text(self.dirty, s);
-            }
             self.out.extend_from_slice(s.as_bytes());
         }
         Ok(())
@@ -449,8 +465,8 @@ impl fmt::Write for Text<'_> {
 /// Notes in `dirty` when `s` needs escaping (a checking writer's data);
 /// out of line, so that the writer's small methods stay inlined.
 #[inline(never)]
-fn check_text(dirty: &mut bool, s: &str) {
-    if find_escape(s.as_bytes(), 0).is_some() {
+fn check_bytes(dirty: &mut bool, s: &[u8]) {
+    if find_escape(s, 0).is_some() {
         *dirty = true;
     }
 }

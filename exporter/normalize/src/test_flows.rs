@@ -207,7 +207,8 @@ impl RandomFlows {
         self.replaced += 1;
         let mut p = p.clone();
         if edit {
-            p.name = format!("{}-{}", p.name, self.replaced).into();
+            // A quote: the summary line, written per record, needs escaping.
+            p.name = format!("{}-\"{}", p.name, self.replaced).into();
             p.resource_version = self.replaced.to_string().into();
             p.tier = format!("t\\{}", self.replaced).into();
         } else {

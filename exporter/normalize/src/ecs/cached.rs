@@ -11,17 +11,17 @@ use std::time::SystemTime;
 use flowscribe_model::{Endpoint, ExplainedFlow, PodIdentity, PolicyHit, PolicyRef};
 
 use super::{
-    Direct, Parts, Times, beats_kubernetes_head, beats_kubernetes_tail, endpoint_members,
-    hit_policy_head, hit_policy_tail, hit_rule, host, observer_head, observer_interface,
-    observer_tail, orchestrator_pod, rule_description_end, rule_description_head, rule_id_end,
-    rule_id_head, rule_policy_tail, write_document,
+    Direct, Parts, TimeFormatter, Times, beats_kubernetes_head, beats_kubernetes_tail,
+    endpoint_members, hit_policy_head, hit_policy_tail, hit_rule, host, observer_head,
+    observer_interface, observer_tail, orchestrator_pod, rule_description_end,
+    rule_description_head, rule_id_end, rule_id_head, rule_policy_tail, write_document,
 };
 use crate::Context;
 use crate::fragment_cache::{
     Admission, BoundedMap, DEFAULT_CAPACITY, EndpointKey, pin_endpoint, policy_key,
 };
 use crate::json::{CachedJson, JsonWriter, k};
-use crate::view::{Decision, Rfc3339Dates};
+use crate::view::Decision;
 
 /// Encodes flow records as ECS documents for one [`Context`], keeping the
 /// rendered fragments of the endpoints and policies it has seen. One per
@@ -33,8 +33,8 @@ pub struct EcsEncoder {
     cache: EcsCache,
     /// Whether a record goes through the cache (`None`: always).
     admission: Option<Admission>,
-    /// The last day's date text, shared by all records of the day.
-    dates: Rfc3339Dates,
+    /// The last day's date text, window end and observed time.
+    times: TimeFormatter,
 }
 
 #[derive(Debug)]
@@ -95,7 +95,7 @@ impl EcsEncoder {
             ctx,
             cache,
             admission: Some(Admission::default()),
-            dates: Rfc3339Dates::default(),
+            times: TimeFormatter::default(),
         }
     }
 
@@ -106,7 +106,7 @@ impl EcsEncoder {
     /// Appends the ECS document of one flow record to `out`, as
     /// [`crate::ecs::write_flow_document`] with this encoder's context.
     pub fn encode(&mut self, flow: &ExplainedFlow, observed: SystemTime, out: &mut Vec<u8>) {
-        let times = Times::new(&flow.flow, observed, &mut self.dates);
+        let times = Times::new(&flow.flow, observed, &mut self.times);
         let counts = self.cache.counts();
         if self.admission.as_mut().is_none_or(|a| a.admit(counts)) {
             write_document(&self.ctx, flow, &times, &mut self.cache, out);
