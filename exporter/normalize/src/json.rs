@@ -17,6 +17,12 @@
 //! backslash, and a quote in the data makes the output hold more quotes
 //! than the writer wrote. In that rare case the caller writes the record
 //! again with [`JsonWriter::escaping`], which escapes every data string.
+//!
+//! Records assembled mostly from cached fragments ([`CachedJson`], made
+//! by the escaping writer and exact as they are) use
+//! [`JsonWriter::checking`] instead: the fragments are not checked again,
+//! and the few data strings written per record are checked as they are
+//! written, which costs less than scanning the whole record.
 
 use std::fmt;
 
