@@ -14,9 +14,11 @@
 //!
 //! Stage ④, per encoder instance: no global state, no locks. Bounded: when
 //! a map is full and a new key arrives the whole map is cleared (the
-//! objects in use come back at once; a steady state of more distinct
-//! objects than the bound costs what encoding without a cache costs plus
-//! one render).
+//! objects in use come back at once). Pinning means a pod or policy that
+//! enrich or explain has dropped stays in memory while its entry lives: at
+//! most [`DEFAULT_CAPACITY`] endpoints and as many policies per encoder
+//! unless configured, a few MiB with their fragments. When records share
+//! too little for the cache to pay, `Admission` turns it off for a while.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
