@@ -3,8 +3,13 @@
 //! staged-would-deny, stale, external, ICMP, IPv6) from their canonical
 //! `ExplainedFlow`s. `encode_line/*` is `encode_flow`, `otlp_record` one
 //! protobuf `LogRecord` per record (what the OTLP sink queues),
-//! `otlp_batch` a 511-record request. Goals (issue 5): ECS JSON ≥ 1.5 M/s,
-//! OTLP protobuf ≥ 3 M/s per core; docs/benchmarks.md has the runs.
+//! `otlp_batch` a 511-record request. `workload/*` encodes 512-flow
+//! batches of `fixtures::workload` with the writers and with the cached
+//! encoders (`EcsEncoder`, `OtlpEncoder`, kept across batches): `shared`
+//! draws pods from 200 identities and policies from 50, `distinct` gives
+//! every flow its own objects (cycling through 8,192 flows, twice the
+//! cache's bound). Goals (issue 5): ECS JSON ≥ 1.5 M/s, OTLP protobuf
+//! ≥ 3 M/s per core; docs/benchmarks.md has the runs.
 //!
 //! Run: `cargo bench -p flowscribe-normalize --bench encode -- --quick`.
 #![allow(clippy::unwrap_used, reason = "benchmark setup")]
@@ -16,7 +21,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flowscribe_model::ExplainedFlow;
-use flowscribe_normalize::{Schema, encode_flow, otlp};
+use flowscribe_normalize::{Schema, ecs, encode_flow, otlp};
 
 fn flows() -> Vec<ExplainedFlow> {
     fixtures::CASES.iter().map(|c| fixtures::case(c)).collect()
@@ -113,10 +118,74 @@ fn otlp_protobuf_batch(c: &mut Criterion) {
     group.finish();
 }
 
+/// 512-flow batches of a workload, uncached and cached, ECS lines and
+/// OTLP `LogRecord`s.
+fn workload(c: &mut Criterion) {
+    const BATCH: usize = 512;
+    let ctx = fixtures::context();
+    let observed = fixtures::observed();
+    let mut group = c.benchmark_group("workload");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for (sharing, flows) in [
+        ("shared", fixtures::workload(BATCH, 200, 50, true)),
+        ("distinct", fixtures::workload(16 * BATCH, 200, 50, false)),
+    ] {
+        let batches: Vec<&[ExplainedFlow]> = flows.chunks(BATCH).collect();
+        let mut out = Vec::with_capacity(4 * 1024 * 1024);
+        let mut next = 0;
+        let mut batch = || {
+            next = (next + 1) % batches.len();
+            batches[next]
+        };
+        group.bench_function(format!("ecs/{sharing}"), |b| {
+            b.iter(|| {
+                out.clear();
+                for f in batch() {
+                    ecs::write_flow_document(&ctx, black_box(f), observed, &mut out);
+                    out.push(b'\n');
+                }
+                black_box(out.len())
+            })
+        });
+        let mut encoder = ecs::EcsEncoder::new(ctx.clone());
+        group.bench_function(format!("ecs-cached/{sharing}"), |b| {
+            b.iter(|| {
+                out.clear();
+                for f in batch() {
+                    encoder.encode(black_box(f), observed, &mut out);
+                    out.push(b'\n');
+                }
+                black_box(out.len())
+            })
+        });
+        group.bench_function(format!("otlp-record/{sharing}"), |b| {
+            b.iter(|| {
+                out.clear();
+                for f in batch() {
+                    otlp::write_log_record_protobuf(&ctx, black_box(f), observed, &mut out);
+                }
+                black_box(out.len())
+            })
+        });
+        let mut encoder = otlp::OtlpEncoder::new(ctx.clone());
+        group.bench_function(format!("otlp-cached/{sharing}"), |b| {
+            b.iter(|| {
+                out.clear();
+                for f in batch() {
+                    encoder.write_log_record(black_box(f), observed, &mut out);
+                }
+                black_box(out.len())
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     per_schema,
     otlp_protobuf_record,
-    otlp_protobuf_batch
+    otlp_protobuf_batch,
+    workload
 );
 criterion_main!(benches);

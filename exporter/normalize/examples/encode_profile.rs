@@ -1,15 +1,35 @@
-//! A fixed amount of encoding work for instruction counting under
+//! A fixed amount of encoding work, for instruction counts under
 //! `valgrind --tool=callgrind` (stable on a noisy machine, unlike wall
-//! time): encodes the seven golden cases `ROUNDS` times in one schema.
+//! time) and for CPU time per record (printed at the end).
 //!
 //! Run: `cargo build --release -p flowscribe-normalize --example encode_profile`, then
-//! `valgrind --tool=callgrind target/release/examples/encode_profile ecs 1000`
-//! and divide the instruction count by `7 * 1000` (after subtracting a run
-//! with 0 rounds, which measures start-up and fixture building).
-//! Schemas: `ecs`, `otlp-json`, `ocsf`, `cef`, `otlp-record` (one
-//! protobuf `LogRecord` per record, as the OTLP sink queues them),
-//! `otlp-protobuf` (a batch request, as a sink sends it) and `otlp-prost`
-//! (the same request through the prost types).
+//! `target/release/examples/encode_profile <mode> <rounds>`; under
+//! callgrind, divide the instruction count by the records (after
+//! subtracting a run with 0 rounds, which measures start-up and fixture
+//! building).
+//!
+//! Modes over the seven golden cases (7 records a round): `ecs`,
+//! `otlp-json`, `ocsf`, `cef`, `otlp-record` (one protobuf `LogRecord` per
+//! record, as the OTLP sink queues them), `otlp-protobuf` (a batch request,
+//! as a sink sends it) and `otlp-prost` (the same request through the
+//! prost types).
+//!
+//! Modes over a workload of 512-flow batches (512 records a round; see
+//! `fixtures::workload`), `<encoding>-<sharing>`:
+//! - encoding `ecs` (`write_flow_document`), `ecs-cached` (`EcsEncoder`),
+//!   `otlp-record` (`write_log_record_protobuf`), `otlp-cached`
+//!   (`OtlpEncoder`);
+//! - sharing `shared`: the flows draw their pods from 200 pod identities
+//!   and their policies from 50 (shared `Arc`s); `distinct`: every flow
+//!   has its own endpoint and policy objects, and the batches cycle through
+//!   16 of them (8,192 flows, twice the cache's bound), so that a cached
+//!   encoder never finds a part it has seen. Cached encoders are kept
+//!   across batches, as the daemon keeps them.
+//!
+//! The last line printed is `<mode> records=<n> bytes/record=<b>
+//! cpu_ns/record=<t> records/s/core=<r> bypassed=<k>`: CPU time (user +
+//! system, from `/proc/self/stat`, 10 ms resolution) of the encoding loop
+//! only, and how many records a cached encoder wrote without its cache.
 #![allow(clippy::unwrap_used, reason = "profiling harness")]
 
 #[path = "../tests/fixtures/mod.rs"]
@@ -18,54 +38,128 @@ mod fixtures;
 use std::hint::black_box;
 
 use flowscribe_model::ExplainedFlow;
-use flowscribe_normalize::{Schema, encode_flow, otlp};
+use flowscribe_normalize::{Schema, ecs, encode_flow, otlp};
+
+/// Flows per batch in the workload modes.
+const BATCH: usize = 512;
+/// Distinct pod identities and policies of the shared workload.
+const PODS: usize = 200;
+const POLICIES: usize = 50;
+
+/// CPU time of this process so far, in nanoseconds (user + system).
+fn cpu_nanos() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name (which is in parentheses): utime is
+    // the 12th and stime the 13th of them, in USER_HZ (100 on Linux).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks * 10_000_000
+}
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let schema = args.next().unwrap_or_else(|| "ecs".to_string());
+    let mode = args.next().unwrap_or_else(|| "ecs".to_string());
     let rounds: usize = args.next().map_or(1000, |r| r.parse().unwrap());
     let ctx = fixtures::context();
     let observed = fixtures::observed();
-    let flows: Vec<ExplainedFlow> = fixtures::CASES.iter().map(|c| fixtures::case(c)).collect();
-    let mut out = Vec::with_capacity(64 * 1024);
+    let golden: Vec<ExplainedFlow> = fixtures::CASES.iter().map(|c| fixtures::case(c)).collect();
+    let (encoding, sharing) = match mode.rsplit_once('-') {
+        Some((e, s @ ("shared" | "distinct"))) => (e.to_string(), Some(s == "shared")),
+        _ => (mode.clone(), None),
+    };
+    let all = match sharing {
+        Some(true) => fixtures::workload(BATCH, PODS, POLICIES, true),
+        Some(false) => fixtures::workload(16 * BATCH, PODS, POLICIES, false),
+        None => golden,
+    };
+    // The flows of round `r`.
+    let per_round = all.len().min(BATCH);
+    let batch = |r: usize| {
+        let start = r * per_round % all.len();
+        &all[start..start + per_round]
+    };
+    let mut out = Vec::with_capacity(4 * 1024 * 1024);
     let mut total = 0usize;
-    if schema == "otlp-record" {
-        for _ in 0..rounds {
-            out.clear();
-            for f in &flows {
-                otlp::write_log_record_protobuf(&ctx, black_box(f), observed, &mut out);
+    // Records a cached encoder wrote without its cache (it missed too often).
+    let mut bypassed = 0;
+    let cpu_start = cpu_nanos();
+    match encoding.as_str() {
+        "otlp-record" => {
+            for r in 0..rounds {
+                out.clear();
+                for f in batch(r) {
+                    otlp::write_log_record_protobuf(&ctx, black_box(f), observed, &mut out);
+                }
+                total += out.len();
             }
-            total += out.len();
         }
-    } else if schema == "otlp-protobuf" {
-        let mut writer = otlp::ProtobufRequestWriter::new();
-        for _ in 0..rounds {
-            for f in &flows {
-                writer.push_flow(&ctx, black_box(f), observed);
+        "otlp-cached" => {
+            let mut encoder = otlp::OtlpEncoder::new(ctx.clone());
+            for r in 0..rounds {
+                out.clear();
+                for f in batch(r) {
+                    encoder.write_log_record(black_box(f), observed, &mut out);
+                }
+                total += out.len();
             }
-            out.clear();
-            writer.finish(&ctx, &mut out);
-            total += out.len();
+            bypassed = encoder.bypassed();
         }
-    } else if schema == "otlp-prost" {
-        for _ in 0..rounds {
-            let records = flows
-                .iter()
-                .map(|f| otlp::log_record(&ctx, black_box(f), observed))
-                .collect();
-            let request = otlp::export_request(&ctx, records);
-            total += otlp::encode_protobuf(&request).len();
-        }
-    } else {
-        let schema: Schema = schema.parse().unwrap();
-        for _ in 0..rounds {
-            out.clear();
-            for f in &flows {
-                encode_flow(schema, &ctx, black_box(f), observed, &mut out).unwrap();
-                out.push(b'\n');
+        "ecs-cached" => {
+            let mut encoder = ecs::EcsEncoder::new(ctx.clone());
+            for r in 0..rounds {
+                out.clear();
+                for f in batch(r) {
+                    encoder.encode(black_box(f), observed, &mut out);
+                    out.push(b'\n');
+                }
+                total += out.len();
             }
-            total += out.len();
+            bypassed = encoder.bypassed();
+        }
+        "otlp-protobuf" => {
+            let mut writer = otlp::ProtobufRequestWriter::new();
+            for r in 0..rounds {
+                for f in batch(r) {
+                    writer.push_flow(&ctx, black_box(f), observed);
+                }
+                out.clear();
+                writer.finish(&ctx, &mut out);
+                total += out.len();
+            }
+        }
+        "otlp-prost" => {
+            for _ in 0..rounds {
+                let records = all
+                    .iter()
+                    .map(|f| otlp::log_record(&ctx, black_box(f), observed))
+                    .collect();
+                let request = otlp::export_request(&ctx, records);
+                total += otlp::encode_protobuf(&request).len();
+            }
+        }
+        schema => {
+            let schema: Schema = schema.parse().unwrap();
+            for r in 0..rounds {
+                out.clear();
+                for f in batch(r) {
+                    encode_flow(schema, &ctx, black_box(f), observed, &mut out).unwrap();
+                    out.push(b'\n');
+                }
+                total += out.len();
+            }
         }
     }
-    println!("{total}");
+    let cpu = cpu_nanos() - cpu_start;
+    let records = (rounds * per_round).max(1);
+    println!(
+        "{mode} records={records} bytes/record={} cpu_ns/record={} records/s/core={} bypassed={bypassed}",
+        total / records,
+        cpu / records as u64,
+        if cpu == 0 {
+            0
+        } else {
+            records as u128 * 1_000_000_000 / u128::from(cpu)
+        }
+    );
 }

@@ -19,17 +19,20 @@ use std::fmt::Write as _;
 
 use flowscribe_model::{
     CaptureLoss, DirectionCounters, Endpoint, Evaluation, ExplainedFlow, FlowState, Observed,
-    PodIdentity, PolicyHit, SideVerdict, Verdict,
+    PodIdentity, PolicyHit, PolicyRef, SideVerdict, Verdict,
 };
 use serde_json::{Value, json};
 
 use crate::json::{Fragment, JsonWriter, Key, frag, k};
 use crate::schema::row;
 use crate::view::{
-    AddrText, FlowView, Rfc3339Dates, duration_nanos, has_ports, is_icmp, observed_str, rfc3339,
-    rfc3339_bytes, tcp_flag_iter, write_policy_display, write_rule_id, write_rule_name,
+    AddrText, Decision, FlowView, Rfc3339Dates, duration_nanos, has_ports, is_icmp, observed_str,
+    rfc3339, rfc3339_bytes, tcp_flag_iter, write_policy_display, write_rule_name,
 };
 use crate::{Context, FieldMapping};
+
+mod cached;
+pub use cached::EcsEncoder;
 
 pub const UPSTREAM: &str = "Elastic Common Schema 9.4.0 (elastic/ecs tag v9.4.0), plus the Beats \
      `add_kubernetes_metadata` fields under `kubernetes.*`";
@@ -58,22 +61,256 @@ pub fn write_flow_document(
     observed: SystemTime,
     out: &mut Vec<u8>,
 ) {
+    let times = Times::new(&flow.flow, observed, &mut TimeFormatter::default());
+    write_document(ctx, flow, &times, &mut Direct, out);
+}
+
+/// [`write_flow_document`] with the parts that depend only on shared
+/// objects taken from `parts` (rendered on the spot, or cached).
+fn write_document<P: Parts>(
+    ctx: &Context,
+    flow: &ExplainedFlow,
+    times: &Times,
+    parts: &mut P,
+    out: &mut Vec<u8>,
+) {
     let view = FlowView::new(ctx, flow);
-    let times = Times::new(&flow.flow, observed);
     // Documents are 2-4 KiB: one reservation instead of growth steps.
     out.reserve(4096);
     let start = out.len();
-    let mut w = JsonWriter::new(out);
-    document(&mut w, ctx, &view, &times);
+    let mut w = if P::CHECK_ON_WRITE {
+        JsonWriter::checking(out)
+    } else {
+        JsonWriter::new(out)
+    };
+    document(&mut w, ctx, &view, times, parts);
     if w.needed_escaping() {
         out.truncate(start);
-        document(&mut JsonWriter::escaping(out), ctx, &view, &times);
+        document(&mut JsonWriter::escaping(out), ctx, &view, times, parts);
     }
+}
+
+/// Where the parts of a document that depend only on shared objects (the
+/// context, an endpoint's pod/node/service/network, a policy) come from:
+/// written on the spot ([`Direct`]) or copied from an [`EcsEncoder`]'s
+/// cache. Each method writes a whole member or value, per-record data
+/// included, so both implementations share the skeleton of the document.
+trait Parts {
+    /// Whether the first pass checks data strings as they are written
+    /// (`JsonWriter::checking`, for documents made mostly of cached
+    /// fragments) rather than scanning the document at the end.
+    const CHECK_ON_WRITE: bool;
+
+    /// `host`.
+    fn host(&mut self, w: &mut JsonWriter<'_>, ctx: &Context);
+    /// `observer`, with the record's capturing interface.
+    fn observer(&mut self, w: &mut JsonWriter<'_>, ctx: &Context, ifindex: u32, ifname: &str);
+    /// The members of `flowscribe.source`/`.destination` after
+    /// `deleted_at`.
+    fn endpoint_members(&mut self, w: &mut JsonWriter<'_>, e: &Endpoint);
+    /// The value of `kubernetes` for the pod `p` of `e`, whose address is
+    /// `ip`.
+    fn kubernetes(&mut self, w: &mut JsonWriter<'_>, e: &Endpoint, p: &PodIdentity, ip: &[u8]);
+    /// `orchestrator.namespace` and `orchestrator.resource` of the pod `p`
+    /// of `e`.
+    fn orchestrator_pod(&mut self, w: &mut JsonWriter<'_>, e: &Endpoint, p: &PodIdentity);
+    /// One element of `flowscribe.policy.*.hits`.
+    fn hit(&mut self, w: &mut JsonWriter<'_>, h: &PolicyHit);
+    /// `rule.description` and `rule.id` of a decision with a hit.
+    fn rule_head(&mut self, w: &mut JsonWriter<'_>, d: &Decision<'_>, h: &PolicyHit);
+    /// `rule.ruleset`, `rule.uuid` and `rule.version` of a hit.
+    fn rule_tail(&mut self, w: &mut JsonWriter<'_>, h: &PolicyHit);
+}
+
+/// [`Parts`] written on the spot: what [`write_flow_document`] does.
+struct Direct;
+
+impl Parts for Direct {
+    const CHECK_ON_WRITE: bool = false;
+
+    fn host(&mut self, w: &mut JsonWriter<'_>, ctx: &Context) {
+        host(w, ctx);
+    }
+
+    fn observer(&mut self, w: &mut JsonWriter<'_>, ctx: &Context, ifindex: u32, ifname: &str) {
+        observer_head(w, ctx);
+        observer_interface(w, ifindex, ifname);
+        observer_tail(w, ctx);
+    }
+
+    fn endpoint_members(&mut self, w: &mut JsonWriter<'_>, e: &Endpoint) {
+        endpoint_members(w, e);
+    }
+
+    fn kubernetes(&mut self, w: &mut JsonWriter<'_>, _: &Endpoint, p: &PodIdentity, ip: &[u8]) {
+        beats_kubernetes_head(w, p);
+        w.plain_str(ip);
+        beats_kubernetes_tail(w, p);
+    }
+
+    fn orchestrator_pod(&mut self, w: &mut JsonWriter<'_>, _: &Endpoint, p: &PodIdentity) {
+        orchestrator_pod(w, p);
+    }
+
+    fn hit(&mut self, w: &mut JsonWriter<'_>, h: &PolicyHit) {
+        w.begin_object();
+        w.field_plain(k!("action"), h.action.as_str().as_bytes());
+        hit_policy_head(w, &h.policy);
+        hit_rule(w, h);
+        hit_policy_tail(w, &h.policy);
+        w.end_object();
+    }
+
+    fn rule_head(&mut self, w: &mut JsonWriter<'_>, d: &Decision<'_>, h: &PolicyHit) {
+        rule_description_head(w, &h.policy);
+        rule_description_end(w, h);
+        rule_id_head(w, &h.policy);
+        rule_id_end(w, d, h);
+    }
+
+    fn rule_tail(&mut self, w: &mut JsonWriter<'_>, h: &PolicyHit) {
+        rule_policy_tail(w, &h.policy);
+    }
+}
+
+fn host(w: &mut JsonWriter<'_>, ctx: &Context) {
+    w.key(k!("host"));
+    w.begin_object();
+    w.field_str(k!("hostname"), &ctx.node);
+    w.field_str(k!("name"), &ctx.node);
+    w.end_object();
+}
+
+/// `observer` up to the interface id's value.
+fn observer_head(w: &mut JsonWriter<'_>, ctx: &Context) {
+    w.key(k!("observer"));
+    w.begin_object();
+    w.field_str(k!("hostname"), &ctx.node);
+    w.key(k!("ingress"));
+    w.begin_object();
+    w.key(k!("interface"));
+    w.begin_object();
+    w.key(k!("id"));
+}
+
+fn observer_interface(w: &mut JsonWriter<'_>, ifindex: u32, ifname: &str) {
+    w.u64_str(ifindex.into());
+    w.field_str(k!("name"), ifname);
+}
+
+/// `observer` after the interface name.
+fn observer_tail(w: &mut JsonWriter<'_>, ctx: &Context) {
+    w.end_object();
+    w.end_object();
+    w.field_str(k!("name"), &ctx.node);
+    w.members(frag!(
+        r#""product":"flowscribe","type":"sensor","vendor":"flowscribe""#
+    ));
+    w.field_str(k!("version"), &ctx.service_version);
+    w.end_object();
+}
+
+fn orchestrator_pod(w: &mut JsonWriter<'_>, p: &PodIdentity) {
+    w.field_str(k!("namespace"), &p.namespace);
+    w.key(k!("resource"));
+    w.begin_object();
+    w.field_str(k!("id"), &p.uid);
+    w.field_str(k!("name"), &p.name);
+    if let Some(wl) = &p.workload {
+        w.key(k!("parent"));
+        w.begin_object();
+        w.field_str(k!("type"), &wl.kind);
+        w.end_object();
+    }
+    w.members(frag!(r#""type":"pod""#));
+    w.end_object();
+}
+
+/// `rule.description` up to the hit's action, the string left open.
+fn rule_description_head(w: &mut JsonWriter<'_>, p: &PolicyRef) {
+    w.key(k!("description"));
+    w.open_string();
+    let _ = (|| {
+        let s = &mut w.text();
+        s.write_str(p.kind.api_version())?;
+        s.write_char(' ')?;
+        s.write_str(p.kind.as_str())?;
+        s.write_str(" (")?;
+        write_policy_display(s, p)?;
+        s.write_str("), tier ")?;
+        s.write_str(&p.tier)?;
+        s.write_str(", action ")
+    })();
+}
+
+fn rule_description_end(w: &mut JsonWriter<'_>, h: &PolicyHit) {
+    let _ = w.text().write_str(h.action.as_str());
+    w.close_string();
+}
+
+/// `rule.id` up to the policy uid's `/`, the string left open (see
+/// [`crate::view::write_rule_id`]).
+fn rule_id_head(w: &mut JsonWriter<'_>, p: &PolicyRef) {
+    w.key(k!("id"));
+    w.open_string();
+    let mut s = w.text();
+    let _ = s.write_str(&p.uid);
+    let _ = s.write_char('/');
+}
+
+/// The rest of `rule.id`: as [`crate::view::write_rule_id`] writes it after the uid.
+fn rule_id_end(w: &mut JsonWriter<'_>, d: &Decision<'_>, h: &PolicyHit) {
+    let mut s = w.text();
+    let _ = s.write_str(d.side.direction.as_str());
+    let _ = match h.rule_index {
+        Some(i) => s
+            .write_char('/')
+            .and_then(|()| s.write_str(crate::view::Decimal::new(i.into()).as_str())),
+        None => s.write_str("/default"),
+    };
+    w.close_string();
+}
+
+fn rule_policy_tail(w: &mut JsonWriter<'_>, p: &PolicyRef) {
+    w.key(k!("ruleset"));
+    w.str_with(|s| {
+        let _ = write_policy_display(s, p);
+    });
+    w.field_str(k!("uuid"), &p.uid);
+    w.field_str(k!("version"), &p.resource_version);
 }
 
 /// `ecs.version`, pre-rendered (a test holds it to
 /// [`crate::ecs_fields::ECS_VERSION`]).
 const ECS_VERSION_MEMBER: Fragment = Fragment::new(r#""ecs":{"version":"9.4.0"}"#);
+
+/// Formats the timestamps of a run of records: the date text of the last
+/// day, and the last window end and observed time with their text, which
+/// the records of one batch share (one drain, one encoding call).
+#[derive(Debug, Default)]
+struct TimeFormatter {
+    dates: Rfc3339Dates,
+    window_end: LastTime,
+    observed: LastTime,
+}
+
+/// The last time formatted for one field, and its text.
+#[derive(Debug, Default)]
+struct LastTime(Option<(SystemTime, [u8; 30])>);
+
+impl LastTime {
+    #[inline]
+    fn format(&mut self, dates: &mut Rfc3339Dates, t: SystemTime) -> [u8; 30] {
+        match self.0 {
+            Some((last, text)) if last == t => text,
+            _ => {
+                let text = dates.format(t);
+                self.0 = Some((t, text));
+                text
+            }
+        }
+    }
+}
 
 /// Every timestamp of the document, formatted once (for both passes),
 /// sharing the date arithmetic ([`Rfc3339Dates`]).
@@ -88,22 +325,36 @@ struct Times {
 }
 
 impl Times {
-    fn new(ef: &flowscribe_model::EnrichedFlow, observed: SystemTime) -> Times {
+    fn new(
+        ef: &flowscribe_model::EnrichedFlow,
+        observed: SystemTime,
+        formatter: &mut TimeFormatter,
+    ) -> Times {
         let f = &ef.flow;
-        let mut dates = Rfc3339Dates::default();
+        let TimeFormatter {
+            dates,
+            window_end,
+            observed: last_observed,
+        } = formatter;
         Times {
-            window_end: dates.format(f.window_end),
+            window_end: window_end.format(dates, f.window_end),
             window_start: dates.format(f.window_start),
             first_packet: dates.format(f.first_packet),
             last_packet: dates.format(f.last_packet),
-            observed: dates.format(observed),
+            observed: last_observed.format(dates, observed),
             source_deleted_at: ef.source.stale.map(|s| dates.format(s.deleted_at)),
             destination_deleted_at: ef.destination.stale.map(|s| dates.format(s.deleted_at)),
         }
     }
 }
 
-fn document(w: &mut JsonWriter<'_>, ctx: &Context, view: &FlowView<'_>, times: &Times) {
+fn document(
+    w: &mut JsonWriter<'_>,
+    ctx: &Context,
+    view: &FlowView<'_>,
+    times: &Times,
+    parts: &mut impl Parts,
+) {
     let flow = view.flow;
     let ef = &flow.flow;
     let f = &ef.flow;
@@ -123,12 +374,8 @@ fn document(w: &mut JsonWriter<'_>, ctx: &Context, view: &FlowView<'_>, times: &
     w.members(ECS_VERSION_MEMBER);
     event(w, view, times);
     w.key(k!("flowscribe"));
-    flowscribe_namespace(w, view, times);
-    w.key(k!("host"));
-    w.begin_object();
-    w.field_str(k!("hostname"), &ctx.node);
-    w.field_str(k!("name"), &ctx.node);
-    w.end_object();
+    flowscribe_namespace(w, view, times, parts);
+    parts.host(w, ctx);
 
     let local_pod = view
         .local_pod_endpoint(&ctx.node)
@@ -140,7 +387,7 @@ fn document(w: &mut JsonWriter<'_>, ctx: &Context, view: &FlowView<'_>, times: &
             &view.dst_text
         };
         w.key(k!("kubernetes"));
-        beats_kubernetes(w, p, ip);
+        parts.kubernetes(w, e, p, ip.as_bytes());
     }
     w.key(k!("message"));
     w.str_with(|t| {
@@ -168,24 +415,7 @@ fn document(w: &mut JsonWriter<'_>, ctx: &Context, view: &FlowView<'_>, times: &
     });
     w.end_object();
 
-    w.key(k!("observer"));
-    w.begin_object();
-    w.field_str(k!("hostname"), &ctx.node);
-    w.key(k!("ingress"));
-    w.begin_object();
-    w.key(k!("interface"));
-    w.begin_object();
-    w.key(k!("id"));
-    w.u64_str(f.interface.ifindex.into());
-    w.field_str(k!("name"), &f.interface.name);
-    w.end_object();
-    w.end_object();
-    w.field_str(k!("name"), &ctx.node);
-    w.members(frag!(
-        r#""product":"flowscribe","type":"sensor","vendor":"flowscribe""#
-    ));
-    w.field_str(k!("version"), &ctx.service_version);
-    w.end_object();
+    parts.observer(w, ctx, f.interface.ifindex, &f.interface.name);
 
     w.key(k!("orchestrator"));
     w.begin_object();
@@ -195,20 +425,8 @@ fn document(w: &mut JsonWriter<'_>, ctx: &Context, view: &FlowView<'_>, times: &
         w.field_str(k!("name"), c);
         w.end_object();
     }
-    if let Some((_, p)) = local_pod {
-        w.field_str(k!("namespace"), &p.namespace);
-        w.key(k!("resource"));
-        w.begin_object();
-        w.field_str(k!("id"), &p.uid);
-        w.field_str(k!("name"), &p.name);
-        if let Some(wl) = &p.workload {
-            w.key(k!("parent"));
-            w.begin_object();
-            w.field_str(k!("type"), &wl.kind);
-            w.end_object();
-        }
-        w.members(frag!(r#""type":"pod""#));
-        w.end_object();
+    if let Some((e, p)) = local_pod {
+        parts.orchestrator_pod(w, e, p);
     }
     w.members(frag!(r#""type":"kubernetes""#));
     w.end_object();
@@ -229,37 +447,14 @@ fn document(w: &mut JsonWriter<'_>, ctx: &Context, view: &FlowView<'_>, times: &
         w.begin_object();
         w.field_plain(k!("category"), d.side.direction.as_str().as_bytes());
         if let Some(h) = d.hit {
-            let p = &h.policy;
-            w.key(k!("description"));
-            w.str_with(|s| {
-                let _ = (|| {
-                    s.write_str(p.kind.api_version())?;
-                    s.write_char(' ')?;
-                    s.write_str(p.kind.as_str())?;
-                    s.write_str(" (")?;
-                    write_policy_display(s, p)?;
-                    s.write_str("), tier ")?;
-                    s.write_str(&p.tier)?;
-                    s.write_str(", action ")?;
-                    s.write_str(h.action.as_str())
-                })();
-            });
-            w.key(k!("id"));
-            w.str_with(|s| {
-                let _ = write_rule_id(s, d);
-            });
+            parts.rule_head(w, d, h);
         }
         w.key(k!("name"));
         w.str_with(|s| {
             let _ = write_rule_name(s, d);
         });
         if let Some(h) = d.hit {
-            w.key(k!("ruleset"));
-            w.str_with(|s| {
-                let _ = write_policy_display(s, &h.policy);
-            });
-            w.field_str(k!("uuid"), &h.policy.uid);
-            w.field_str(k!("version"), &h.policy.resource_version);
+            parts.rule_tail(w, h);
         }
         w.end_object();
     }
@@ -394,11 +589,11 @@ pub fn loss_document(ctx: &Context, loss: &CaptureLoss, observed: SystemTime) ->
     })
 }
 
-/// The Beats `add_kubernetes_metadata` fields of one pod. Label keys are
-/// de-dotted (`.` → `_`) as Beats does by default.
-fn beats_kubernetes(w: &mut JsonWriter<'_>, p: &PodIdentity, ip: &AddrText) {
-    // The workload's field sorts before `labels` or after `pod`.
-    let workload = p.workload.as_ref().and_then(|wl| {
+/// The Beats workload field of a pod: (field name, its key), name.
+type BeatsWorkload<'a> = Option<((&'static str, Key), &'a str)>;
+
+fn beats_workload(p: &PodIdentity) -> BeatsWorkload<'_> {
+    p.workload.as_ref().and_then(|wl| {
         // (name, pre-rendered key)
         let field = match &*wl.kind {
             "Deployment" => ("deployment", k!("deployment")),
@@ -410,18 +605,27 @@ fn beats_kubernetes(w: &mut JsonWriter<'_>, p: &PodIdentity, ip: &AddrText) {
             _ => return None,
         };
         Some((field, &*wl.name))
-    });
-    let workload_field = |w: &mut JsonWriter<'_>| {
-        if let Some(((_, key), name)) = workload {
-            w.key(key);
-            w.begin_object();
-            w.field_str(k!("name"), name);
-            w.end_object();
-        }
-    };
+    })
+}
+
+fn beats_workload_field(w: &mut JsonWriter<'_>, workload: BeatsWorkload<'_>) {
+    if let Some(((_, key), name)) = workload {
+        w.key(key);
+        w.begin_object();
+        w.field_str(k!("name"), name);
+        w.end_object();
+    }
+}
+
+/// The Beats `add_kubernetes_metadata` fields of one pod, up to the value
+/// of `kubernetes.pod.ip` (the record's address of the pod). Label keys
+/// are de-dotted (`.` → `_`) as Beats does by default.
+fn beats_kubernetes_head(w: &mut JsonWriter<'_>, p: &PodIdentity) {
+    // The workload's field sorts before `labels` or after `pod`.
+    let workload = beats_workload(p);
     w.begin_object();
     if workload.is_some_and(|((field, _), _)| field < "labels") {
-        workload_field(w);
+        beats_workload_field(w, workload);
     }
     if !p.labels.is_empty() {
         w.key(k!("labels"));
@@ -436,12 +640,17 @@ fn beats_kubernetes(w: &mut JsonWriter<'_>, p: &PodIdentity, ip: &AddrText) {
     }
     w.key(k!("pod"));
     w.begin_object();
-    w.field_plain(k!("ip"), ip.as_bytes());
+    w.key(k!("ip"));
+}
+
+/// The Beats fields after `kubernetes.pod.ip`.
+fn beats_kubernetes_tail(w: &mut JsonWriter<'_>, p: &PodIdentity) {
+    let workload = beats_workload(p);
     w.field_str(k!("name"), &p.name);
     w.field_str(k!("uid"), &p.uid);
     w.end_object();
     if workload.is_some_and(|((field, _), _)| field > "pod") {
-        workload_field(w);
+        beats_workload_field(w, workload);
     }
     w.end_object();
 }
@@ -490,7 +699,12 @@ fn dedotted_labels(w: &mut JsonWriter<'_>, labels: &BTreeMap<String, String>) {
 }
 
 /// `flowscribe.source.*` / `flowscribe.destination.*`.
-fn endpoint(w: &mut JsonWriter<'_>, e: &Endpoint, deleted_at: Option<&[u8; 30]>) {
+fn endpoint(
+    w: &mut JsonWriter<'_>,
+    e: &Endpoint,
+    deleted_at: Option<&[u8; 30]>,
+    parts: &mut impl Parts,
+) {
     w.begin_object();
     if let Some(s) = e.stale {
         w.field_plain(
@@ -498,7 +712,13 @@ fn endpoint(w: &mut JsonWriter<'_>, e: &Endpoint, deleted_at: Option<&[u8; 30]>)
             deleted_at.unwrap_or(&rfc3339_bytes(s.deleted_at)),
         );
     }
-    w.field_str(k!("kind"), e.kind.as_str());
+    parts.endpoint_members(w, e);
+    w.end_object();
+}
+
+/// The members of an endpoint object after `deleted_at`.
+fn endpoint_members(w: &mut JsonWriter<'_>, e: &Endpoint) {
+    w.field_plain(k!("kind"), e.kind.as_str().as_bytes());
     if let Some(p) = &e.pod {
         if !p.labels.is_empty() {
             w.key(k!("labels"));
@@ -547,54 +767,69 @@ fn endpoint(w: &mut JsonWriter<'_>, e: &Endpoint, deleted_at: Option<&[u8; 30]>)
         w.field_str(k!("name"), &wl.name);
         w.end_object();
     }
-    w.end_object();
 }
 
-fn hit(w: &mut JsonWriter<'_>, h: &PolicyHit) {
-    let p = &h.policy;
-    w.begin_object();
-    w.field_str(k!("action"), h.action.as_str());
+/// The members of a hit from its policy, `api_version` to
+/// `resource_version`.
+fn hit_policy_head(w: &mut JsonWriter<'_>, p: &PolicyRef) {
     w.field_str(k!("api_version"), p.kind.api_version());
-    w.field_str(k!("kind"), p.kind.as_str());
+    w.field_plain(k!("kind"), p.kind.as_str().as_bytes());
     w.field_str(k!("name"), &p.name);
     if let Some(ns) = &p.namespace {
         w.field_str(k!("namespace"), ns);
     }
     w.field_str(k!("resource_version"), &p.resource_version);
+}
+
+/// The members of a hit from the hit itself.
+fn hit_rule(w: &mut JsonWriter<'_>, h: &PolicyHit) {
     if let Some(i) = h.rule_index {
         w.field_u64(k!("rule_index"), i.into());
     }
     if let Some(n) = &h.rule_name {
         w.field_str(k!("rule_name"), n);
     }
+}
+
+/// The members of a hit from its policy after the rule.
+fn hit_policy_tail(w: &mut JsonWriter<'_>, p: &PolicyRef) {
     w.field_bool(k!("staged"), p.kind.is_staged());
     w.field_str(k!("tier"), &p.tier);
     w.field_str(k!("uid"), &p.uid);
-    w.end_object();
 }
 
-fn side_verdict(w: &mut JsonWriter<'_>, name: Key, s: &SideVerdict) {
+fn side_verdict(w: &mut JsonWriter<'_>, name: Key, s: &SideVerdict, parts: &mut impl Parts) {
     w.key(name);
     w.begin_object();
     w.key(k!("hits"));
     w.begin_array();
     for h in &s.hits {
-        hit(w, h);
+        parts.hit(w, h);
     }
     w.end_array();
-    w.field_str(k!("reason"), s.reason.as_str());
-    w.field_str(k!("verdict"), s.verdict.as_str());
+    w.field_plain(k!("reason"), s.reason.as_str().as_bytes());
+    w.field_plain(k!("verdict"), s.verdict.as_str().as_bytes());
     w.end_object();
 }
 
 /// `flowscribe.*`: everything ECS has no field for. Shared with OCSF's
 /// `unmapped.flowscribe` through [`flowscribe_namespace_value`].
-fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>, times: &Times) {
+fn flowscribe_namespace(
+    w: &mut JsonWriter<'_>,
+    view: &FlowView<'_>,
+    times: &Times,
+    parts: &mut impl Parts,
+) {
     let ef = &view.flow.flow;
     let f = &ef.flow;
     w.begin_object();
     w.key(k!("destination"));
-    endpoint(w, &ef.destination, times.destination_deleted_at.as_ref());
+    endpoint(
+        w,
+        &ef.destination,
+        times.destination_deleted_at.as_ref(),
+        parts,
+    );
 
     w.key(k!("flow"));
     w.begin_object();
@@ -608,7 +843,7 @@ fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>, times: &Tim
         w.end_object();
     }
     if let Some(e) = f.end_reason {
-        w.field_str(k!("end_reason"), e.as_str());
+        w.field_plain(k!("end_reason"), e.as_str().as_bytes());
     }
     w.field_plain(k!("first_packet"), &times.first_packet);
     if is_icmp(f.key.protocol) {
@@ -618,7 +853,7 @@ fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>, times: &Tim
         w.field_u64(k!("type"), f.key.src_port.into());
         w.end_object();
     }
-    w.field_str(k!("initiator_hook"), f.initiator_hook.as_str());
+    w.field_plain(k!("initiator_hook"), f.initiator_hook.as_str().as_bytes());
     w.key(k!("interfaces"));
     w.begin_array();
     for i in &f.interfaces {
@@ -626,8 +861,8 @@ fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>, times: &Tim
     }
     w.end_array();
     w.field_plain(k!("last_packet"), &times.last_packet);
-    w.field_str(k!("orientation"), f.orientation.as_str());
-    w.field_str(k!("state"), f.state.as_str());
+    w.field_plain(k!("orientation"), f.orientation.as_str().as_bytes());
+    w.field_plain(k!("state"), f.state.as_str().as_bytes());
     if f.key.protocol == 6 {
         w.key(k!("tcp_flags"));
         w.begin_object();
@@ -652,10 +887,10 @@ fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>, times: &Tim
         w.key(k!("policy"));
         w.begin_object();
         if let Some(d) = &view.decision {
-            w.field_str(k!("direction"), d.side.direction.as_str());
+            w.field_plain(k!("direction"), d.side.direction.as_str().as_bytes());
         }
-        side_verdict(w, k!("egress"), &t.enforced.egress);
-        side_verdict(w, k!("ingress"), &t.enforced.ingress);
+        side_verdict(w, k!("egress"), &t.enforced.egress, parts);
+        side_verdict(w, k!("ingress"), &t.enforced.ingress, parts);
         if !t.invalid_policies.is_empty() {
             w.key(k!("invalid_policies"));
             w.begin_array();
@@ -671,34 +906,34 @@ fn flowscribe_namespace(w: &mut JsonWriter<'_>, view: &FlowView<'_>, times: &Tim
             w.end_array();
         }
         if let Some(m) = t.mismatch {
-            w.field_str(k!("mismatch"), m.as_str());
+            w.field_plain(k!("mismatch"), m.as_str().as_bytes());
         }
-        w.field_str(k!("observed"), observed_str(&t.observed));
+        w.field_plain(k!("observed"), observed_str(&t.observed).as_bytes());
         if let Observed::Dropped { reason } = &t.observed {
             w.field_str(k!("observed_drop_reason"), reason);
         }
         if let Some(p) = &t.pending {
             w.key(k!("pending"));
-            evaluation(w, p, t.would_change());
+            evaluation(w, p, t.would_change(), parts);
         }
         if let Some(d) = &view.decision {
-            w.field_str(k!("reason"), d.side.reason.as_str());
+            w.field_plain(k!("reason"), d.side.reason.as_str().as_bytes());
         }
-        w.field_str(k!("verdict"), t.enforced.verdict.as_str());
-        w.field_str(k!("verdict_source"), t.verdict_source.as_str());
+        w.field_plain(k!("verdict"), t.enforced.verdict.as_str().as_bytes());
+        w.field_plain(k!("verdict_source"), t.verdict_source.as_str().as_bytes());
         w.end_object();
     }
 
     w.key(k!("source"));
-    endpoint(w, &ef.source, times.source_deleted_at.as_ref());
+    endpoint(w, &ef.source, times.source_deleted_at.as_ref(), parts);
     w.end_object();
 }
 
-fn evaluation(w: &mut JsonWriter<'_>, e: &Evaluation, would_change: bool) {
+fn evaluation(w: &mut JsonWriter<'_>, e: &Evaluation, would_change: bool, parts: &mut impl Parts) {
     w.begin_object();
-    side_verdict(w, k!("egress"), &e.egress);
-    side_verdict(w, k!("ingress"), &e.ingress);
-    w.field_str(k!("verdict"), e.verdict.as_str());
+    side_verdict(w, k!("egress"), &e.egress, parts);
+    side_verdict(w, k!("ingress"), &e.ingress, parts);
+    w.field_plain(k!("verdict"), e.verdict.as_str().as_bytes());
     w.field_bool(k!("would_change"), would_change);
     w.end_object();
 }
@@ -708,8 +943,17 @@ fn evaluation(w: &mut JsonWriter<'_>, e: &Evaluation, would_change: bool) {
 pub(crate) fn flowscribe_namespace_value(view: &FlowView<'_>) -> Value {
     let mut buf = Vec::with_capacity(2048);
     // Escaping writer: there is no second pass here.
-    let times = Times::new(&view.flow.flow, std::time::UNIX_EPOCH);
-    flowscribe_namespace(&mut JsonWriter::escaping(&mut buf), view, &times);
+    let times = Times::new(
+        &view.flow.flow,
+        std::time::UNIX_EPOCH,
+        &mut TimeFormatter::default(),
+    );
+    flowscribe_namespace(
+        &mut JsonWriter::escaping(&mut buf),
+        view,
+        &times,
+        &mut Direct,
+    );
     // Valid JSON by construction (see `flow_document`).
     serde_json::from_slice(&buf).unwrap_or(Value::Null)
 }
@@ -1536,10 +1780,11 @@ mod tests {
         let mut one_pass = 0;
         for (ctx, flow) in variations() {
             let view = crate::view::FlowView::new(&ctx, &flow);
-            let times = super::Times::new(&flow.flow, observed);
+            let times =
+                super::Times::new(&flow.flow, observed, &mut super::TimeFormatter::default());
             let mut out = Vec::new();
             let mut w = JsonWriter::new(&mut out);
-            super::document(&mut w, &ctx, &view, &times);
+            super::document(&mut w, &ctx, &view, &times, &mut super::Direct);
             let needed = w.needed_escaping();
             let text_is_clean = clean(&ctx.node) && {
                 let doc = super::flow_document(&ctx, &flow, observed).to_string();

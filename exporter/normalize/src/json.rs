@@ -17,6 +17,12 @@
 //! backslash, and a quote in the data makes the output hold more quotes
 //! than the writer wrote. In that rare case the caller writes the record
 //! again with [`JsonWriter::escaping`], which escapes every data string.
+//!
+//! Records assembled mostly from cached fragments ([`CachedJson`], made
+//! by the escaping writer and exact as they are) use
+//! [`JsonWriter::checking`] instead: the fragments are not checked again,
+//! and the few data strings written per record are checked as they are
+//! written, which costs less than scanning the whole record.
 
 use std::fmt;
 
@@ -79,11 +85,49 @@ pub(crate) struct JsonWriter<'a> {
     comma: bool,
     /// Escape data strings as they are written (the second pass).
     escape: bool,
-    /// Where this writer's output starts in `out`.
-    start: usize,
     /// Quotes written as structure (around names and strings, inside
     /// fragments); see the module doc.
     quotes: usize,
+    /// Where this writer's output starts in `out`.
+    start: usize,
+    /// Check each data string as it is written instead of scanning the
+    /// output at the end ([`JsonWriter::checking`]).
+    check: bool,
+    /// A checked data string needed escaping.
+    dirty: bool,
+    /// Where the text of the string open now starts (see
+    /// [`JsonWriter::close_string`]).
+    text_start: usize,
+}
+
+/// JSON rendered once and copied into many records (see
+/// `crate::fragment_cache`): escaped exactly as the escaping writer
+/// escapes, with the comma state it needs before and leaves after.
+#[derive(Debug, Clone)]
+pub(crate) struct CachedJson {
+    bytes: Box<[u8]>,
+    /// Rendered after a member or element, so it carries its own leading
+    /// comma (the tail of an object).
+    separated: bool,
+    /// Whether a comma is due after it.
+    comma_after: bool,
+}
+
+impl CachedJson {
+    /// Renders what `f` writes to a fresh escaping writer that starts with
+    /// a comma due (`separated`) or not.
+    pub(crate) fn render(separated: bool, f: impl FnOnce(&mut JsonWriter<'_>)) -> CachedJson {
+        let mut buf = Vec::with_capacity(256);
+        let mut w = JsonWriter::escaping(&mut buf);
+        w.comma = separated;
+        f(&mut w);
+        let comma_after = w.comma;
+        CachedJson {
+            bytes: buf.into_boxed_slice(),
+            separated,
+            comma_after,
+        }
+    }
 }
 
 impl<'a> JsonWriter<'a> {
@@ -95,9 +139,23 @@ impl<'a> JsonWriter<'a> {
             out,
             comma: false,
             escape: false,
-            start,
             quotes: 0,
+            start,
+            check: false,
+            dirty: false,
+            text_start: 0,
         }
+    }
+
+    /// A writer that copies data strings unescaped, checking each as it
+    /// is written (no scan of the output at the end): for records made
+    /// mostly of cached fragments ([`JsonWriter::splice`]), which need no
+    /// check, so that checking the few data strings left costs less than
+    /// scanning the whole record.
+    pub(crate) fn checking(out: &'a mut Vec<u8>) -> Self {
+        let mut w = JsonWriter::new(out);
+        w.check = true;
+        w
     }
 
     /// A writer that escapes every data string.
@@ -107,8 +165,11 @@ impl<'a> JsonWriter<'a> {
             out,
             comma: false,
             escape: true,
-            start,
             quotes: 0,
+            start,
+            check: false,
+            dirty: false,
+            text_start: 0,
         }
     }
 
@@ -120,10 +181,49 @@ impl<'a> JsonWriter<'a> {
         if self.escape {
             return false;
         }
+        if self.check {
+            return self.dirty;
+        }
         let (special, quotes) = scan(&self.out[self.start..]);
         // Data can only add quotes; fewer than written is a counting bug.
         debug_assert!(quotes >= self.quotes, "{quotes} < {}", self.quotes);
         special || quotes != self.quotes
+    }
+
+    /// Copies a cached fragment, preceded by a comma where one is due
+    /// (unless it carries its own). The fragment is exact as it is: only an
+    /// escaping or a checking writer takes one (a scan of the output would
+    /// see its escapes).
+    #[inline]
+    pub(crate) fn splice(&mut self, f: &CachedJson) {
+        debug_assert!(self.escape || self.check, "a fragment needs no scan");
+        if !f.separated {
+            self.separate();
+        }
+        self.out.extend_from_slice(&f.bytes);
+        self.text_start = self.out.len();
+        self.comma = f.comma_after;
+    }
+
+    /// Opens a string value whose text is written with
+    /// [`JsonWriter::text`] and closed by [`JsonWriter::close_string`].
+    #[inline]
+    pub(crate) fn open_string(&mut self) {
+        self.separate();
+        self.quotes += 1;
+        self.out.push(b'"');
+        self.text_start = self.out.len();
+    }
+
+    /// Closes a string opened by [`JsonWriter::open_string`] (or by a
+    /// cached fragment that ends inside one: then only the text written
+    /// since the fragment is checked).
+    #[inline]
+    pub(crate) fn close_string(&mut self) {
+        self.check_from(self.text_start.min(self.out.len()));
+        self.quotes += 1;
+        self.out.push(b'"');
+        self.comma = true;
     }
 
     #[inline]
@@ -218,6 +318,7 @@ impl<'a> JsonWriter<'a> {
         let start = self.out.len();
         let mut text = self.text();
         fmt::Write::write_str(&mut text, k).ok();
+        self.check_from(start);
         for b in &mut self.out[start..] {
             if *b == b'.' {
                 *b = b'_';
@@ -228,12 +329,15 @@ impl<'a> JsonWriter<'a> {
     }
 
     /// A data string, quoted.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self, v: &str) {
         self.quotes += 2;
         if self.escape {
             write_escaped_cold(self.out, v);
         } else {
+            if self.check {
+                check_bytes(&mut self.dirty, v.as_bytes());
+            }
             self.out.reserve(v.len() + 2);
             self.out.push(b'"');
             self.out.extend_from_slice(v.as_bytes());
@@ -250,7 +354,7 @@ impl<'a> JsonWriter<'a> {
 
     /// A string value that is known to need no escaping (digits, hex, base64,
     /// addresses, timestamps, the crate's constants).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn plain_str(&mut self, v: &[u8]) {
         debug_assert!(!v.iter().copied().any(needs_escape));
         self.separate();
@@ -269,14 +373,25 @@ impl<'a> JsonWriter<'a> {
         self.separate();
         self.quotes += 2;
         self.out.push(b'"');
+        let start = self.out.len();
         f(&mut self.text());
+        self.check_from(start);
         self.out.push(b'"');
         self.comma = true;
     }
 
+    /// In a checking writer, checks the data written since `start` (one
+    /// check for a string written in pieces).
+    #[inline]
+    fn check_from(&mut self, start: usize) {
+        if self.check && !self.escape {
+            check_bytes(&mut self.dirty, &self.out[start..]);
+        }
+    }
+
     /// Text appended inside an open string.
     #[inline]
-    fn text(&mut self) -> Text<'_> {
+    pub(crate) fn text(&mut self) -> Text<'_> {
         Text {
             out: self.out,
             escape: self.escape,
@@ -350,6 +465,15 @@ impl fmt::Write for Text<'_> {
             self.out.extend_from_slice(s.as_bytes());
         }
         Ok(())
+    }
+}
+
+/// Notes in `dirty` when `s` needs escaping (a checking writer's data);
+/// out of line, so that the writer's small methods stay inlined.
+#[inline(never)]
+fn check_bytes(dirty: &mut bool, s: &[u8]) {
+    if find_escape(s, 0).is_some() {
+        *dirty = true;
     }
 }
 

@@ -10,6 +10,11 @@
 //! document against the pinned upstream schema ([`ecs_fields`],
 //! [`ocsf_check`]). [`minimal`] is the interim JSON line of `flowscribe run`.
 //!
+//! For streams of records, [`ecs::EcsEncoder`] and [`otlp::OtlpEncoder`]
+//! write the same bytes as [`ecs::write_flow_document`] and
+//! [`otlp::write_log_record_protobuf`], rendering the parts that depend only
+//! on shared pods, endpoints and policies once ([`fragment_cache`]).
+//!
 //! Pure functions: no IO, no clocks (the observed time is a parameter), no
 //! async. Batching, framing and transport belong to the sinks.
 #![forbid(unsafe_code)]
@@ -24,6 +29,7 @@ pub mod community_id;
 pub mod ecs;
 pub mod ecs_fields;
 pub mod event_id;
+pub mod fragment_cache;
 mod hex;
 mod json;
 pub mod minimal;

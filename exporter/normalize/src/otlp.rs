@@ -28,9 +28,10 @@
 use std::time::SystemTime;
 
 use std::fmt::{self, Write as _};
+use std::sync::Arc;
 
 use flowscribe_model::{
-    CaptureLoss, Endpoint, Evaluation, ExplainedFlow, Observed, PolicyHit, SideVerdict,
+    CaptureLoss, Endpoint, Evaluation, ExplainedFlow, Observed, PolicyHit, PolicyRef, SideVerdict,
 };
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
@@ -41,10 +42,13 @@ use prost::Message as _;
 use crate::protobuf::{Nested, ProtoWriter, varint_len};
 use crate::schema::row;
 use crate::view::{
-    FlowView, Severity, has_ports, is_icmp, observed_str, tcp_flag_names, unix_nanos,
+    FlowView, Severity, has_ports, is_icmp, observed_str, tcp_flag_iter, unix_nanos,
     write_policy_display, write_rule_id, write_rule_name,
 };
 use crate::{Context, FieldMapping};
+
+mod cached;
+pub use cached::OtlpEncoder;
 
 pub const UPSTREAM: &str = "OpenTelemetry semantic conventions 1.44.0, OTLP logs \
      (opentelemetry-proto 1.x via the opentelemetry-proto crate 0.33), OTLP/JSON encoding";
@@ -142,7 +146,13 @@ pub fn encode_protobuf(request: &ExportLogsServiceRequest) -> Vec<u8> {
 /// [`ProtobufRequestWriter`] writes, so the two encodings cannot disagree.
 pub fn log_record(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> LogRecord {
     let mut buf = Vec::with_capacity(2048);
-    write_flow_record(&mut ProtoWriter::new(&mut buf), ctx, flow, observed);
+    write_flow_record(
+        &mut ProtoWriter::new(&mut buf),
+        ctx,
+        flow,
+        observed,
+        &mut Direct,
+    );
     // The writer emits a valid LogRecord by construction (the tests decode
     // every case); an empty record keeps this total without a panic path.
     LogRecord::decode(buf.as_slice()).unwrap_or_default()
@@ -160,7 +170,7 @@ pub fn write_log_record_protobuf(
 ) {
     // Records are 1.5-4 KiB: one reservation instead of growth steps.
     out.reserve(4096);
-    write_flow_record(&mut ProtoWriter::new(out), ctx, flow, observed);
+    write_flow_record(&mut ProtoWriter::new(out), ctx, flow, observed, &mut Direct);
 }
 
 /// An `ExportLogsServiceRequest` encoded as records are added: the
@@ -182,9 +192,19 @@ impl ProtobufRequestWriter {
 
     /// Adds the LogRecord of one flow record.
     pub fn push_flow(&mut self, ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) {
+        self.push_flow_with(ctx, flow, observed, &mut Direct);
+    }
+
+    fn push_flow_with(
+        &mut self,
+        ctx: &Context,
+        flow: &ExplainedFlow,
+        observed: SystemTime,
+        parts: &mut impl Parts,
+    ) {
         let mut w = ProtoWriter::new(&mut self.records);
         let record = w.begin_wide(SCOPE_LOGS_LOG_RECORDS);
-        write_flow_record(&mut w, ctx, flow, observed);
+        write_flow_record(&mut w, ctx, flow, observed, parts);
         w.end(record);
         self.count += 1;
     }
@@ -449,6 +469,7 @@ fn write_flow_record(
     ctx: &Context,
     flow: &ExplainedFlow,
     observed: SystemTime,
+    parts: &mut impl Parts,
 ) {
     let view = FlowView::new(ctx, flow);
     let ef = &flow.flow;
@@ -524,12 +545,12 @@ fn write_flow_record(
     if key.protocol == 6 {
         a.strings(
             key!("flowscribe.flow.tcp_flags.forward"),
-            tcp_flag_names(f.forward.tcp_flags),
+            tcp_flag_iter(f.forward.tcp_flags),
             |t, n| t.write_str(n),
         );
         a.strings(
             key!("flowscribe.flow.tcp_flags.reverse"),
-            tcp_flag_names(f.reverse.tcp_flags),
+            tcp_flag_iter(f.reverse.tcp_flags),
             |t, n| t.write_str(n),
         );
     }
@@ -549,19 +570,17 @@ fn write_flow_record(
         a.int(key!("flowscribe.flow.drops.bytes"), d.bytes);
         a.string(key!("flowscribe.flow.drops.last_reason"), &d.last_reason);
     }
-    endpoint_attributes(&mut a, &SOURCE_KEYS, &ef.source);
-    endpoint_attributes(&mut a, &DESTINATION_KEYS, &ef.destination);
+    parts.endpoint(&mut a, Side::Source, &ef.source);
+    stale_attributes(&mut a, &SOURCE_KEYS, &ef.source);
+    parts.endpoint(&mut a, Side::Destination, &ef.destination);
+    stale_attributes(&mut a, &DESTINATION_KEYS, &ef.destination);
     a.boolean(key!("flowscribe.identity_degraded"), ef.identity_degraded);
 
     if let Some(d) = &view.decision {
         a.string_fmt(key!("security_rule.name"), |t| write_rule_name(t, d));
         a.string(key!("security_rule.category"), d.side.direction.as_str());
         if let Some(h) = d.hit {
-            a.string_fmt(key!("security_rule.ruleset.name"), |t| {
-                write_policy_display(t, &h.policy)
-            });
-            a.string(key!("security_rule.uuid"), &h.policy.uid);
-            a.string(key!("security_rule.version"), &h.policy.resource_version);
+            parts.rule_policy(&mut a, &h.policy);
             a.string_fmt(key!("flowscribe.policy.rule_id"), |t| write_rule_id(t, d));
         }
         a.string(key!("flowscribe.policy.reason"), d.side.reason.as_str());
@@ -594,17 +613,17 @@ fn write_flow_record(
         a.kvlist(
             key!("flowscribe.policy.egress"),
             !egress.hits.is_empty(),
-            |l| side(l, &t.enforced.egress),
+            |l| side(l, &t.enforced.egress, parts),
         );
         let ingress = &t.enforced.ingress;
         a.kvlist(
             key!("flowscribe.policy.ingress"),
             !ingress.hits.is_empty(),
-            |l| side(l, &t.enforced.ingress),
+            |l| side(l, &t.enforced.ingress, parts),
         );
         if let Some(p) = &t.pending {
             a.kvlist(key!("flowscribe.policy.pending"), true, |l| {
-                evaluation(l, p, t.would_change())
+                evaluation(l, p, t.would_change(), parts)
             });
         }
         if !t.invalid_policies.is_empty() {
@@ -713,6 +732,72 @@ macro_rules! endpoint_keys {
 const SOURCE_KEYS: EndpointKeys = endpoint_keys!("flowscribe.source.");
 const DESTINATION_KEYS: EndpointKeys = endpoint_keys!("flowscribe.destination.");
 
+/// Which end of the flow an endpoint is (its attributes' key prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Source,
+    Destination,
+}
+
+impl Side {
+    fn keys(self) -> &'static EndpointKeys {
+        match self {
+            Side::Source => &SOURCE_KEYS,
+            Side::Destination => &DESTINATION_KEYS,
+        }
+    }
+}
+
+/// Where the attributes that depend only on shared objects (an
+/// endpoint's pod/node/service/network, a policy) come from: written on the
+/// spot ([`Direct`]) or copied from an [`OtlpEncoder`]'s cache.
+trait Parts {
+    /// An endpoint's attributes up to (not including) `stale`.
+    fn endpoint(&mut self, a: &mut Attributes<'_, '_>, side: Side, e: &Endpoint);
+    /// A hit's attributes from its policy, `tier` to `resource_version`.
+    fn hit_policy(&mut self, l: &mut Attributes<'_, '_>, p: &Arc<PolicyRef>);
+    /// `security_rule.ruleset.name`, `.uuid` and `.version`.
+    fn rule_policy(&mut self, a: &mut Attributes<'_, '_>, p: &Arc<PolicyRef>);
+}
+
+/// [`Parts`] written on the spot.
+struct Direct;
+
+impl Parts for Direct {
+    fn endpoint(&mut self, a: &mut Attributes<'_, '_>, side: Side, e: &Endpoint) {
+        endpoint_attributes(a, side.keys(), e);
+    }
+
+    fn hit_policy(&mut self, l: &mut Attributes<'_, '_>, p: &Arc<PolicyRef>) {
+        hit_policy(l, p);
+    }
+
+    fn rule_policy(&mut self, a: &mut Attributes<'_, '_>, p: &Arc<PolicyRef>) {
+        rule_policy(a, p);
+    }
+}
+
+fn rule_policy(a: &mut Attributes<'_, '_>, p: &PolicyRef) {
+    a.string_fmt(key!("security_rule.ruleset.name"), |t| {
+        write_policy_display(t, p)
+    });
+    a.string(key!("security_rule.uuid"), &p.uid);
+    a.string(key!("security_rule.version"), &p.resource_version);
+}
+
+/// The attributes of a part, rendered once into bytes that are copied
+/// into every record that shares it: repeated `KeyValue` fields number
+/// `field`, complete (tags and lengths included), so they concatenate.
+fn render(field: u32, f: impl FnOnce(&mut Attributes<'_, '_>)) -> Box<[u8]> {
+    let mut buf = Vec::with_capacity(256);
+    f(&mut Attributes {
+        w: &mut ProtoWriter::new(&mut buf),
+        field,
+    });
+    buf.into_boxed_slice()
+}
+
+/// An endpoint's attributes up to `stale` (those of its shared objects).
 fn endpoint_attributes(a: &mut Attributes<'_, '_>, keys: &EndpointKeys, e: &Endpoint) {
     a.string(keys.kind, e.kind.as_str());
     if let Some(p) = &e.pod {
@@ -743,14 +828,29 @@ fn endpoint_attributes(a: &mut Attributes<'_, '_>, keys: &EndpointKeys, e: &Endp
     if let Some(n) = &e.network {
         a.string(keys.network, n);
     }
+}
+
+/// An endpoint's `stale` and `deleted_at_unix_nano` (per record).
+fn stale_attributes(a: &mut Attributes<'_, '_>, keys: &EndpointKeys, e: &Endpoint) {
     if let Some(st) = e.stale {
         a.boolean(keys.stale, true);
         a.int(keys.deleted_at, unix_nanos(st.deleted_at));
     }
 }
 
-fn hit(l: &mut Attributes<'_, '_>, h: &PolicyHit) {
-    let p = &h.policy;
+fn hit(l: &mut Attributes<'_, '_>, h: &PolicyHit, parts: &mut impl Parts) {
+    parts.hit_policy(l, &h.policy);
+    if let Some(i) = h.rule_index {
+        l.int(key!("rule_index"), i.into());
+    }
+    if let Some(n) = &h.rule_name {
+        l.string(key!("rule_name"), n);
+    }
+    l.string(key!("action"), h.action.as_str());
+    l.boolean(key!("staged"), h.policy.kind.is_staged());
+}
+
+fn hit_policy(l: &mut Attributes<'_, '_>, p: &PolicyRef) {
     l.string(key!("tier"), &p.tier);
     l.string(key!("kind"), p.kind.as_str());
     l.string(key!("api_version"), p.kind.api_version());
@@ -760,17 +860,9 @@ fn hit(l: &mut Attributes<'_, '_>, h: &PolicyHit) {
     l.string(key!("name"), &p.name);
     l.string(key!("uid"), &p.uid);
     l.string(key!("resource_version"), &p.resource_version);
-    if let Some(i) = h.rule_index {
-        l.int(key!("rule_index"), i.into());
-    }
-    if let Some(n) = &h.rule_name {
-        l.string(key!("rule_name"), n);
-    }
-    l.string(key!("action"), h.action.as_str());
-    l.boolean(key!("staged"), p.kind.is_staged());
 }
 
-fn side(l: &mut Attributes<'_, '_>, sv: &SideVerdict) {
+fn side(l: &mut Attributes<'_, '_>, sv: &SideVerdict, parts: &mut impl Parts) {
     l.string(key!("verdict"), sv.verdict.as_str());
     l.string(key!("reason"), sv.reason.as_str());
     // `hits`: an array of kvlists.
@@ -790,6 +882,7 @@ fn side(l: &mut Attributes<'_, '_>, sv: &SideVerdict) {
                 field: KEY_VALUE_LIST_VALUES,
             },
             h,
+            parts,
         );
         l.w.end(list);
         l.w.end(any);
@@ -798,14 +891,19 @@ fn side(l: &mut Attributes<'_, '_>, sv: &SideVerdict) {
     l.end_value(open);
 }
 
-fn evaluation(l: &mut Attributes<'_, '_>, e: &Evaluation, would_change: bool) {
+fn evaluation(
+    l: &mut Attributes<'_, '_>,
+    e: &Evaluation,
+    would_change: bool,
+    parts: &mut impl Parts,
+) {
     l.string(key!("verdict"), e.verdict.as_str());
     l.boolean(key!("would_change"), would_change);
     l.kvlist(key!("egress"), !e.egress.hits.is_empty(), |s| {
-        side(s, &e.egress)
+        side(s, &e.egress, parts)
     });
     l.kvlist(key!("ingress"), !e.ingress.hits.is_empty(), |s| {
-        side(s, &e.ingress)
+        side(s, &e.ingress, parts)
     });
 }
 

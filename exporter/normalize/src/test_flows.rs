@@ -98,3 +98,213 @@ fn restyle(e: &mut Endpoint, workload_kind: &str) {
         deleted_at: fixtures::t(1),
     });
 }
+
+/// A small deterministic PRNG (xorshift64*), so that a failing sequence
+/// can be replayed from its seed.
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    pub(crate) fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+/// An endless stream of flows for comparing a cached encoder with its
+/// uncached writer: the [`variations`] with their endpoints and policies
+/// swapped for ones from shared pools (so that flows share `Arc`s), for
+/// fresh copies (equal text, new allocations), and for edited copies; pool
+/// members are now and then replaced, dropping the pool's `Arc` so that
+/// only a cache can still hold it while new objects are allocated.
+pub(crate) struct RandomFlows {
+    rng: Rng,
+    bases: Vec<(crate::Context, ExplainedFlow)>,
+    endpoints: Vec<Endpoint>,
+    policies: Vec<Arc<flowscribe_model::PolicyRef>>,
+    /// Replacements made so far (a counter for unique names).
+    pub(crate) replaced: usize,
+}
+
+impl RandomFlows {
+    pub(crate) fn new(seed: u64) -> RandomFlows {
+        let bases = variations();
+        let mut endpoints = Vec::new();
+        let mut policies = Vec::new();
+        for (_, f) in &bases {
+            endpoints.push(f.flow.source.clone());
+            endpoints.push(f.flow.destination.clone());
+            if let Some(t) = &f.trace {
+                for e in [Some(&t.enforced), t.pending.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
+                    for h in e.egress.hits.iter().chain(&e.ingress.hits) {
+                        policies.push(h.policy.clone());
+                    }
+                }
+            }
+        }
+        RandomFlows {
+            rng: Rng::new(seed),
+            bases,
+            endpoints,
+            policies,
+            replaced: 0,
+        }
+    }
+
+    /// A copy of `e` in new allocations, with its text edited when `edit`.
+    fn fresh_endpoint(&mut self, e: &Endpoint, edit: bool) -> Endpoint {
+        self.replaced += 1;
+        let n = self.replaced;
+        let text = |s: &str| -> Arc<str> {
+            if edit {
+                format!("{s}-{n}").into()
+            } else {
+                s.into()
+            }
+        };
+        let mut e = e.clone();
+        if let Some(p) = &e.pod {
+            let mut p = PodIdentity::clone(p);
+            p.name = text(&p.name);
+            p.uid = text(&p.uid);
+            p.labels = Arc::new(BTreeMap::clone(&p.labels));
+            if edit {
+                Arc::make_mut(&mut p.labels).insert(format!("gen.{n}"), format!("v\"{n}"));
+            }
+            p.service_account = p.service_account.as_deref().map(text);
+            e.pod = Some(Arc::new(p));
+        }
+        e.node = e.node.as_deref().map(text);
+        e.network = e.network.as_deref().map(text);
+        if let Some(s) = &mut e.service {
+            s.name = text(&s.name);
+            s.port_name = s.port_name.as_deref().map(text);
+        }
+        e
+    }
+
+    fn fresh_policy(
+        &mut self,
+        p: &flowscribe_model::PolicyRef,
+        edit: bool,
+    ) -> Arc<flowscribe_model::PolicyRef> {
+        self.replaced += 1;
+        let mut p = p.clone();
+        if edit {
+            // A quote: the summary line, written per record, needs escaping.
+            p.name = format!("{}-\"{}", p.name, self.replaced).into();
+            p.resource_version = self.replaced.to_string().into();
+            p.tier = format!("t\\{}", self.replaced).into();
+        } else {
+            p.name = p.name.to_string().into();
+        }
+        Arc::new(p)
+    }
+
+    fn pick_endpoint(&mut self) -> Endpoint {
+        let i = self.rng.below(self.endpoints.len());
+        let e = self.endpoints[i].clone();
+        let e = match self.rng.below(20) {
+            0 => self.fresh_endpoint(&e, false),
+            1 => self.fresh_endpoint(&e, true),
+            2 => {
+                // Replace the pool's member: its old `Arc`s now live only
+                // in flows already encoded (dropped) and in caches.
+                let new = self.fresh_endpoint(&e, true);
+                self.endpoints[i] = new.clone();
+                new
+            }
+            _ => e,
+        };
+        // The same shared objects in another role: late (stale), or seen
+        // as another kind (a Service's backend pod).
+        let mut e = e;
+        if self.rng.chance(10) {
+            e.stale = match e.stale {
+                Some(_) => None,
+                None => Some(Stale {
+                    deleted_at: fixtures::t(self.rng.next() % 100_000),
+                }),
+            };
+        }
+        if self.rng.chance(5) {
+            e.kind = [
+                EndpointKind::Pod,
+                EndpointKind::Service,
+                EndpointKind::HostNetworkPod,
+                EndpointKind::PublicNetwork,
+            ][self.rng.below(4)];
+        }
+        e
+    }
+
+    fn pick_policy(&mut self) -> Arc<flowscribe_model::PolicyRef> {
+        let i = self.rng.below(self.policies.len());
+        let p = self.policies[i].clone();
+        match self.rng.below(20) {
+            0 => self.fresh_policy(&p, false),
+            1 => self.fresh_policy(&p, true),
+            2 => {
+                let new = self.fresh_policy(&p, true);
+                self.policies[i] = new.clone();
+                new
+            }
+            _ => p,
+        }
+    }
+
+    pub(crate) fn next_flow(&mut self) -> (crate::Context, ExplainedFlow) {
+        let (ctx, mut f) = self.bases[self.rng.below(self.bases.len())].clone();
+        if self.rng.chance(90) {
+            f.flow.source = self.pick_endpoint();
+        }
+        if self.rng.chance(90) {
+            f.flow.destination = self.pick_endpoint();
+        }
+        let ff = &mut f.flow.flow;
+        ff.key.src_port = self.rng.next() as u16;
+        ff.forward.bytes = self.rng.next() >> self.rng.below(64);
+        ff.reverse.packets = self.rng.next() >> 40;
+        if self.rng.chance(5) {
+            // Another day (the encoder keeps the last day's date).
+            let days = std::time::Duration::from_secs(86_400 * (self.rng.next() % 3000));
+            ff.window_end += days;
+            ff.last_packet += days;
+        }
+        if let Some(t) = f.trace.take() {
+            let mut t = t;
+            let mut evaluations = vec![&mut t.enforced];
+            if let Some(p) = &mut t.pending {
+                evaluations.push(p);
+            }
+            for e in evaluations {
+                for h in e.egress.hits.iter_mut().chain(&mut e.ingress.hits) {
+                    if self.rng.chance(80) {
+                        h.policy = self.pick_policy();
+                    }
+                    if self.rng.chance(10) {
+                        h.rule_index = Some(self.rng.next() as u32);
+                    }
+                }
+            }
+            f.trace = Some(t);
+        }
+        (ctx, f)
+    }
+}

@@ -1,0 +1,334 @@
+//! The ECS encoder with a fragment cache: the parts of a document that
+//! depend only on the context, on an endpoint's shared objects or on a
+//! policy are rendered once and copied into every record that shares them
+//! (see `crate::fragment_cache`). The bytes equal
+//! [`super::write_flow_document`]'s: both write through the same
+//! functions, this one into the cache first.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use flowscribe_model::{Endpoint, ExplainedFlow, PodIdentity, PolicyHit, PolicyRef};
+
+use super::{
+    Direct, Parts, TimeFormatter, Times, beats_kubernetes_head, beats_kubernetes_tail,
+    endpoint_members, hit_policy_head, hit_policy_tail, hit_rule, host, observer_head,
+    observer_interface, observer_tail, orchestrator_pod, rule_description_end,
+    rule_description_head, rule_id_end, rule_id_head, rule_policy_tail, write_document,
+};
+use crate::Context;
+use crate::fragment_cache::{
+    Admission, BoundedMap, DEFAULT_CAPACITY, EndpointKey, pin_endpoint, policy_key,
+};
+use crate::json::{CachedJson, JsonWriter, k};
+use crate::view::Decision;
+
+/// Encodes flow records as ECS documents for one [`Context`], keeping the
+/// rendered fragments of the endpoints and policies it has seen. One per
+/// thread (it needs `&mut`); the output of [`EcsEncoder::encode`] is byte
+/// for byte [`crate::ecs::write_flow_document`]'s.
+#[derive(Debug)]
+pub struct EcsEncoder {
+    ctx: Context,
+    cache: EcsCache,
+    /// Whether a record goes through the cache (`None`: always).
+    admission: Option<Admission>,
+    /// The last day's date text, window end and observed time.
+    times: TimeFormatter,
+}
+
+#[derive(Debug)]
+struct EcsCache {
+    host: CachedJson,
+    observer_head: CachedJson,
+    observer_tail: CachedJson,
+    endpoints: BoundedMap<EndpointKey, EndpointFragments>,
+    policies: BoundedMap<usize, PolicyFragments>,
+}
+
+#[derive(Debug)]
+struct EndpointFragments {
+    /// Holds every `Arc` of the key (see `crate::fragment_cache`).
+    _pin: Endpoint,
+    members: CachedJson,
+    /// Made when the endpoint is first the record's local pod.
+    kubernetes: Option<(CachedJson, CachedJson)>,
+    orchestrator: Option<CachedJson>,
+}
+
+#[derive(Debug)]
+struct PolicyFragments {
+    _pin: Arc<PolicyRef>,
+    hit_head: CachedJson,
+    hit_tail: CachedJson,
+    /// Made when the policy first decides a record.
+    rule: Option<RuleFragments>,
+}
+
+#[derive(Debug)]
+struct RuleFragments {
+    description_head: CachedJson,
+    id_head: CachedJson,
+    tail: CachedJson,
+}
+
+impl EcsEncoder {
+    /// An encoder keeping up to
+    /// [`DEFAULT_CAPACITY`](crate::fragment_cache::DEFAULT_CAPACITY)
+    /// endpoints and as many policies.
+    pub fn new(ctx: Context) -> Self {
+        Self::with_capacity(ctx, DEFAULT_CAPACITY)
+    }
+
+    /// An encoder keeping up to `capacity` endpoints and as many policies;
+    /// a full map is cleared when a new one arrives.
+    pub fn with_capacity(ctx: Context, capacity: usize) -> Self {
+        let cache = EcsCache {
+            // Both follow a member (`flowscribe`, `network`).
+            host: CachedJson::render(true, |w| host(w, &ctx)),
+            observer_head: CachedJson::render(true, |w| observer_head(w, &ctx)),
+            observer_tail: CachedJson::render(true, |w| observer_tail(w, &ctx)),
+            endpoints: BoundedMap::new(capacity),
+            policies: BoundedMap::new(capacity),
+        };
+        EcsEncoder {
+            ctx,
+            cache,
+            admission: Some(Admission::default()),
+            times: TimeFormatter::default(),
+        }
+    }
+
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Appends the ECS document of one flow record to `out`, as
+    /// [`crate::ecs::write_flow_document`] with this encoder's context.
+    pub fn encode(&mut self, flow: &ExplainedFlow, observed: SystemTime, out: &mut Vec<u8>) {
+        let times = Times::new(&flow.flow, observed, &mut self.times);
+        let counts = self.cache.counts();
+        if self.admission.as_mut().is_none_or(|a| a.admit(counts)) {
+            write_document(&self.ctx, flow, &times, &mut self.cache, out);
+        } else {
+            write_document(&self.ctx, flow, &times, &mut Direct, out);
+        }
+    }
+
+    /// Records written without the cache because it missed too often
+    /// (see `crate::fragment_cache::Admission`).
+    pub fn bypassed(&self) -> u64 {
+        self.admission.as_ref().map_or(0, Admission::bypassed)
+    }
+
+    /// Every record through the cache, however often it misses (tests
+    /// of the cache itself).
+    #[cfg(test)]
+    fn always_cached(mut self) -> Self {
+        self.admission = None;
+        self
+    }
+
+    /// Endpoints and policies cached now.
+    pub fn cached_entries(&self) -> (usize, usize) {
+        (self.cache.endpoints.len(), self.cache.policies.len())
+    }
+
+    /// How often a full map was cleared (endpoints, policies).
+    pub fn clears(&self) -> (u64, u64) {
+        (self.cache.endpoints.clears(), self.cache.policies.clears())
+    }
+}
+
+impl EcsCache {
+    fn counts(&self) -> (u64, u64) {
+        let (a, b) = (self.endpoints.counts(), self.policies.counts());
+        (a.0 + b.0, a.1 + b.1)
+    }
+
+    #[inline]
+    fn endpoint(&mut self, e: &Endpoint) -> &mut EndpointFragments {
+        self.endpoints
+            .get_or_insert_with(EndpointKey::new(e), || EndpointFragments {
+                _pin: pin_endpoint(e),
+                // Rendered without a leading comma: `splice` adds one
+                // when `deleted_at` came first.
+                members: CachedJson::render(false, |w| endpoint_members(w, e)),
+                kubernetes: None,
+                orchestrator: None,
+            })
+    }
+
+    #[inline]
+    fn policy(&mut self, p: &Arc<PolicyRef>) -> &mut PolicyFragments {
+        self.policies
+            .get_or_insert_with(policy_key(p), || PolicyFragments {
+                _pin: p.clone(),
+                hit_head: CachedJson::render(false, |w| hit_policy_head(w, p)),
+                hit_tail: CachedJson::render(false, |w| hit_policy_tail(w, p)),
+                rule: None,
+            })
+    }
+}
+
+impl Parts for EcsCache {
+    const CHECK_ON_WRITE: bool = true;
+
+    fn host(&mut self, w: &mut JsonWriter<'_>, _: &Context) {
+        w.splice(&self.host);
+    }
+
+    fn observer(&mut self, w: &mut JsonWriter<'_>, _: &Context, ifindex: u32, ifname: &str) {
+        w.splice(&self.observer_head);
+        observer_interface(w, ifindex, ifname);
+        w.splice(&self.observer_tail);
+    }
+
+    fn endpoint_members(&mut self, w: &mut JsonWriter<'_>, e: &Endpoint) {
+        w.splice(&self.endpoint(e).members);
+    }
+
+    fn kubernetes(&mut self, w: &mut JsonWriter<'_>, e: &Endpoint, p: &PodIdentity, ip: &[u8]) {
+        let (head, tail) = self.endpoint(e).kubernetes.get_or_insert_with(|| {
+            (
+                CachedJson::render(false, |w| beats_kubernetes_head(w, p)),
+                CachedJson::render(true, |w| beats_kubernetes_tail(w, p)),
+            )
+        });
+        w.splice(head);
+        w.plain_str(ip);
+        w.splice(tail);
+    }
+
+    fn orchestrator_pod(&mut self, w: &mut JsonWriter<'_>, e: &Endpoint, p: &PodIdentity) {
+        let f = self
+            .endpoint(e)
+            .orchestrator
+            .get_or_insert_with(|| CachedJson::render(false, |w| orchestrator_pod(w, p)));
+        w.splice(f);
+    }
+
+    fn hit(&mut self, w: &mut JsonWriter<'_>, h: &PolicyHit) {
+        let f = self.policy(&h.policy);
+        w.begin_object();
+        w.field_plain(k!("action"), h.action.as_str().as_bytes());
+        w.splice(&f.hit_head);
+        hit_rule(w, h);
+        w.splice(&f.hit_tail);
+        w.end_object();
+    }
+
+    fn rule_head(&mut self, w: &mut JsonWriter<'_>, d: &Decision<'_>, h: &PolicyHit) {
+        let r = rule_fragments(self.policy(&h.policy), &h.policy);
+        w.splice(&r.description_head);
+        rule_description_end(w, h);
+        w.splice(&r.id_head);
+        rule_id_end(w, d, h);
+    }
+
+    fn rule_tail(&mut self, w: &mut JsonWriter<'_>, h: &PolicyHit) {
+        let r = rule_fragments(self.policy(&h.policy), &h.policy);
+        w.splice(&r.tail);
+    }
+}
+
+fn rule_fragments<'f>(f: &'f mut PolicyFragments, p: &PolicyRef) -> &'f RuleFragments {
+    f.rule.get_or_insert_with(|| RuleFragments {
+        description_head: CachedJson::render(false, |w| rule_description_head(w, p)),
+        id_head: CachedJson::render(false, |w| rule_id_head(w, p)),
+        tail: CachedJson::render(false, |w| rule_policy_tail(w, p)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_flows::RandomFlows;
+
+    /// Encodes `n` random flows with one cached encoder per context and
+    /// compares every document with the uncached writer's.
+    fn cached_equals_uncached(
+        seed: u64,
+        n: usize,
+        capacity: usize,
+        admission: bool,
+    ) -> (u64, u64, u64) {
+        let mut flows = RandomFlows::new(seed);
+        let observed = crate::test_flows::fixtures::observed();
+        let mut encoders: Vec<EcsEncoder> = Vec::new();
+        let (mut want, mut got) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let (ctx, flow) = flows.next_flow();
+            let at = match encoders.iter().position(|e| e.context() == &ctx) {
+                Some(at) => at,
+                None => {
+                    let encoder = EcsEncoder::with_capacity(ctx.clone(), capacity);
+                    encoders.push(if admission {
+                        encoder
+                    } else {
+                        encoder.always_cached()
+                    });
+                    encoders.len() - 1
+                }
+            };
+            want.clear();
+            got.clear();
+            crate::ecs::write_flow_document(&ctx, &flow, observed, &mut want);
+            encoders[at].encode(&flow, observed, &mut got);
+            assert!(
+                want == got,
+                "record {i} of seed {seed}:\nwant {}\ngot  {}",
+                String::from_utf8_lossy(&want),
+                String::from_utf8_lossy(&got)
+            );
+        }
+        assert!(flows.replaced > n / 20, "{} replacements", flows.replaced);
+        encoders.iter().fold((0, 0, 0), |(e, p, b), enc| {
+            let (ce, cp) = enc.clears();
+            (e + ce, p + cp, b + enc.bypassed())
+        })
+    }
+
+    #[test]
+    fn cached_documents_equal_the_writer_s() {
+        let clears = cached_equals_uncached(1, 10_000, 1 << 20, false);
+        assert_eq!(clears, (0, 0, 0));
+    }
+
+    #[test]
+    fn cached_documents_equal_the_writer_s_across_evictions() {
+        let (endpoint_clears, policy_clears, _) = cached_equals_uncached(2, 10_000, 8, false);
+        assert!(
+            endpoint_clears > 100 && policy_clears > 100,
+            "{endpoint_clears} {policy_clears}"
+        );
+    }
+
+    /// A cache that misses more than half the time is bypassed, and the
+    /// bypassed records are the same.
+    #[test]
+    fn a_missing_cache_is_bypassed_with_the_same_output() {
+        let (_, _, bypassed) = cached_equals_uncached(5, 10_000, 8, true);
+        assert!(bypassed > 5_000, "{bypassed}");
+    }
+
+    /// The cache keeps what it was made from alive: a pod dropped by its
+    /// owner cannot be freed (and its address reused) while cached.
+    #[test]
+    fn cached_objects_stay_alive() {
+        let ctx = crate::test_flows::fixtures::context();
+        let flow = crate::test_flows::fixtures::case("allowed");
+        let pod = flow.flow.source.pod.clone().unwrap();
+        let before = Arc::strong_count(&pod);
+        let mut encoder = EcsEncoder::new(ctx);
+        encoder.encode(
+            &flow,
+            crate::test_flows::fixtures::observed(),
+            &mut Vec::new(),
+        );
+        assert_eq!(Arc::strong_count(&pod), before + 1);
+        assert_eq!(encoder.cached_entries().0, 2);
+        drop(encoder);
+        assert_eq!(Arc::strong_count(&pod), before);
+    }
+}

@@ -1,0 +1,276 @@
+//! The OTLP encoder with a fragment cache: the attributes of an
+//! endpoint's shared objects and of a policy are encoded once (complete
+//! `KeyValue` fields, which concatenate) and copied into every record
+//! that shares them (see `crate::fragment_cache`). The bytes equal
+//! [`super::write_log_record_protobuf`]'s: both write through the same
+//! functions, this one into the cache first.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use flowscribe_model::{Endpoint, ExplainedFlow, PolicyRef};
+
+use super::{
+    Attributes, Direct, KEY_VALUE_LIST_VALUES, LOG_RECORD_ATTRIBUTES, Parts, ProtobufRequestWriter,
+    Side, endpoint_attributes, hit_policy, render, rule_policy, write_flow_record,
+};
+use crate::Context;
+use crate::fragment_cache::{
+    Admission, BoundedMap, DEFAULT_CAPACITY, EndpointKey, pin_endpoint, policy_key,
+};
+use crate::protobuf::ProtoWriter;
+
+/// Encodes flow records as OTLP `LogRecord`s for one [`Context`], keeping
+/// the encoded attributes of the endpoints and policies it has seen. One
+/// per thread (it needs `&mut`); the bytes are those of
+/// [`crate::otlp::write_log_record_protobuf`] and
+/// [`ProtobufRequestWriter::push_flow`].
+#[derive(Debug)]
+pub struct OtlpEncoder {
+    ctx: Context,
+    cache: OtlpCache,
+    /// Whether a record goes through the cache (`None`: always).
+    admission: Option<Admission>,
+}
+
+#[derive(Debug)]
+struct OtlpCache {
+    endpoints: BoundedMap<EndpointKey, EndpointFragments>,
+    policies: BoundedMap<usize, PolicyFragments>,
+}
+
+#[derive(Debug)]
+struct EndpointFragments {
+    /// Holds every `Arc` of the key (see `crate::fragment_cache`).
+    _pin: Endpoint,
+    /// Made when the endpoint is first a source, or a destination.
+    source: Option<Box<[u8]>>,
+    destination: Option<Box<[u8]>>,
+}
+
+#[derive(Debug)]
+struct PolicyFragments {
+    _pin: Arc<PolicyRef>,
+    /// A hit's policy attributes (inside the hit's `KeyValueList`).
+    hit: Box<[u8]>,
+    /// `security_rule.*` (record attributes), made when the policy first
+    /// decides a record.
+    rule: Option<Box<[u8]>>,
+}
+
+impl OtlpEncoder {
+    /// An encoder keeping up to
+    /// [`DEFAULT_CAPACITY`](crate::fragment_cache::DEFAULT_CAPACITY)
+    /// endpoints and as many policies.
+    pub fn new(ctx: Context) -> Self {
+        Self::with_capacity(ctx, DEFAULT_CAPACITY)
+    }
+
+    /// An encoder keeping up to `capacity` endpoints and as many policies;
+    /// a full map is cleared when a new one arrives.
+    pub fn with_capacity(ctx: Context, capacity: usize) -> Self {
+        OtlpEncoder {
+            ctx,
+            cache: OtlpCache {
+                endpoints: BoundedMap::new(capacity),
+                policies: BoundedMap::new(capacity),
+            },
+            admission: Some(Admission::default()),
+        }
+    }
+
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Appends the protobuf `LogRecord` of one flow record to `out`, as
+    /// [`crate::otlp::write_log_record_protobuf`] with this encoder's
+    /// context.
+    pub fn write_log_record(
+        &mut self,
+        flow: &ExplainedFlow,
+        observed: SystemTime,
+        out: &mut Vec<u8>,
+    ) {
+        // Records are 1.5-4 KiB: one reservation instead of growth steps.
+        out.reserve(4096);
+        let w = &mut ProtoWriter::new(out);
+        if self.admit() {
+            write_flow_record(w, &self.ctx, flow, observed, &mut self.cache);
+        } else {
+            write_flow_record(w, &self.ctx, flow, observed, &mut Direct);
+        }
+    }
+
+    fn admit(&mut self) -> bool {
+        let counts = self.cache.counts();
+        self.admission.as_mut().is_none_or(|a| a.admit(counts))
+    }
+
+    /// Records written without the cache because it missed too often
+    /// (see `crate::fragment_cache::Admission`).
+    pub fn bypassed(&self) -> u64 {
+        self.admission.as_ref().map_or(0, Admission::bypassed)
+    }
+
+    /// Every record through the cache, however often it misses (tests
+    /// of the cache itself).
+    #[cfg(test)]
+    fn always_cached(mut self) -> Self {
+        self.admission = None;
+        self
+    }
+
+    /// Adds the `LogRecord` of one flow record to `writer`, as
+    /// [`ProtobufRequestWriter::push_flow`] with this encoder's context.
+    pub fn push_flow(
+        &mut self,
+        writer: &mut ProtobufRequestWriter,
+        flow: &ExplainedFlow,
+        observed: SystemTime,
+    ) {
+        if self.admit() {
+            writer.push_flow_with(&self.ctx, flow, observed, &mut self.cache);
+        } else {
+            writer.push_flow_with(&self.ctx, flow, observed, &mut Direct);
+        }
+    }
+
+    /// Endpoints and policies cached now.
+    pub fn cached_entries(&self) -> (usize, usize) {
+        (self.cache.endpoints.len(), self.cache.policies.len())
+    }
+
+    /// How often a full map was cleared (endpoints, policies).
+    pub fn clears(&self) -> (u64, u64) {
+        (self.cache.endpoints.clears(), self.cache.policies.clears())
+    }
+}
+
+impl OtlpCache {
+    fn counts(&self) -> (u64, u64) {
+        let (a, b) = (self.endpoints.counts(), self.policies.counts());
+        (a.0 + b.0, a.1 + b.1)
+    }
+
+    #[inline]
+    fn policy(&mut self, p: &Arc<PolicyRef>) -> &mut PolicyFragments {
+        self.policies
+            .get_or_insert_with(policy_key(p), || PolicyFragments {
+                _pin: p.clone(),
+                hit: render(KEY_VALUE_LIST_VALUES, |l| hit_policy(l, p)),
+                rule: None,
+            })
+    }
+}
+
+impl Parts for OtlpCache {
+    fn endpoint(&mut self, a: &mut Attributes<'_, '_>, side: Side, e: &Endpoint) {
+        let entry = self
+            .endpoints
+            .get_or_insert_with(EndpointKey::new(e), || EndpointFragments {
+                _pin: pin_endpoint(e),
+                source: None,
+                destination: None,
+            });
+        let slot = match side {
+            Side::Source => &mut entry.source,
+            Side::Destination => &mut entry.destination,
+        };
+        let bytes = slot.get_or_insert_with(|| {
+            render(LOG_RECORD_ATTRIBUTES, |a| {
+                endpoint_attributes(a, side.keys(), e)
+            })
+        });
+        a.w.encoded(bytes);
+    }
+
+    fn hit_policy(&mut self, l: &mut Attributes<'_, '_>, p: &Arc<PolicyRef>) {
+        l.w.encoded(&self.policy(p).hit);
+    }
+
+    fn rule_policy(&mut self, a: &mut Attributes<'_, '_>, p: &Arc<PolicyRef>) {
+        let bytes = self
+            .policy(p)
+            .rule
+            .get_or_insert_with(|| render(LOG_RECORD_ATTRIBUTES, |a| rule_policy(a, p)));
+        a.w.encoded(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_flows::RandomFlows;
+
+    /// Encodes `n` random flows with one cached encoder per context, one
+    /// record at a time and into a batch, and compares the bytes with the
+    /// uncached writers'.
+    fn cached_equals_uncached(
+        seed: u64,
+        n: usize,
+        capacity: usize,
+        admission: bool,
+    ) -> (u64, u64, u64) {
+        let mut flows = RandomFlows::new(seed);
+        let observed = crate::test_flows::fixtures::observed();
+        let mut encoders: Vec<OtlpEncoder> = Vec::new();
+        let (mut want, mut got) = (Vec::new(), Vec::new());
+        let (mut want_batch, mut got_batch) =
+            (ProtobufRequestWriter::new(), ProtobufRequestWriter::new());
+        for i in 0..n {
+            let (ctx, flow) = flows.next_flow();
+            let at = match encoders.iter().position(|e| e.context() == &ctx) {
+                Some(at) => at,
+                None => {
+                    let encoder = OtlpEncoder::with_capacity(ctx.clone(), capacity);
+                    encoders.push(if admission {
+                        encoder
+                    } else {
+                        encoder.always_cached()
+                    });
+                    encoders.len() - 1
+                }
+            };
+            want.clear();
+            got.clear();
+            crate::otlp::write_log_record_protobuf(&ctx, &flow, observed, &mut want);
+            encoders[at].write_log_record(&flow, observed, &mut got);
+            assert!(want == got, "record {i} of seed {seed}");
+            want_batch.push_flow(&ctx, &flow, observed);
+            encoders[at].push_flow(&mut got_batch, &flow, observed);
+            if i % 100 == 99 {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                want_batch.finish(&ctx, &mut a);
+                got_batch.finish(&ctx, &mut b);
+                assert!(a == b, "batch ending at {i} of seed {seed}");
+            }
+        }
+        assert!(flows.replaced > n / 20, "{} replacements", flows.replaced);
+        encoders.iter().fold((0, 0, 0), |(e, p, b), enc| {
+            let (ce, cp) = enc.clears();
+            (e + ce, p + cp, b + enc.bypassed())
+        })
+    }
+
+    #[test]
+    fn cached_records_equal_the_writer_s() {
+        let clears = cached_equals_uncached(3, 10_000, 1 << 20, false);
+        assert_eq!(clears, (0, 0, 0));
+    }
+
+    #[test]
+    fn cached_records_equal_the_writer_s_across_evictions() {
+        let (endpoint_clears, policy_clears, _) = cached_equals_uncached(4, 10_000, 8, false);
+        assert!(
+            endpoint_clears > 100 && policy_clears > 100,
+            "{endpoint_clears} {policy_clears}"
+        );
+    }
+
+    #[test]
+    fn a_missing_cache_is_bypassed_with_the_same_output() {
+        let (_, _, bypassed) = cached_equals_uncached(6, 10_000, 8, true);
+        assert!(bypassed > 5_000, "{bypassed}");
+    }
+}
