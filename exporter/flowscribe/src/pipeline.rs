@@ -14,7 +14,9 @@ use flowscribe_capture::abi::stat;
 use flowscribe_capture::{AttachEvent, Batch, Capture, CaptureError, interfaces::is_literal};
 use flowscribe_enrich::enrich_batch;
 use flowscribe_model::{CaptureLoss, ExplainedFlow};
-use flowscribe_normalize::{Context as SchemaContext, event_id, minimal, otlp};
+use flowscribe_normalize::ecs::EcsEncoder;
+use flowscribe_normalize::otlp::OtlpEncoder;
+use flowscribe_normalize::{Context as SchemaContext, Schema, event_id, minimal, otlp};
 use tracing::{info, warn};
 
 use crate::RunArgs;
@@ -26,6 +28,7 @@ use crate::output::RecordWriter;
 use crate::sinks::Sinks;
 use flowscribe_audit::HeartbeatRecord;
 use serde_json::json;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 /// How `run` can fail: a usage problem (exit 2, one line each) or a runtime failure.
@@ -357,22 +360,30 @@ fn send(
     Ok(())
 }
 
-/// ④ The configured record format.
+/// ④ The configured record format, and the encoders that keep the
+/// rendered fragments of shared pods, endpoints and policies between
+/// records (ECS lines and OTLP `LogRecord`s; byte-identical to the plain
+/// writers). The run loop is one thread, so the caches sit in `RefCell`s.
 struct Encoder {
     format: Format,
     context: SchemaContext,
+    ecs: RefCell<EcsEncoder>,
+    otlp: RefCell<OtlpEncoder>,
 }
 
 impl Encoder {
     fn new(config: &Config) -> Self {
+        let context = SchemaContext {
+            node: config.node_name.clone(),
+            cluster: config.cluster_name.clone(),
+            service_version: env!("CARGO_PKG_VERSION").to_string(),
+            community_id_seed: 0,
+        };
         Encoder {
             format: config.format,
-            context: SchemaContext {
-                node: config.node_name.clone(),
-                cluster: config.cluster_name.clone(),
-                service_version: env!("CARGO_PKG_VERSION").to_string(),
-                community_id_seed: 0,
-            },
+            ecs: RefCell::new(EcsEncoder::new(context.clone())),
+            otlp: RefCell::new(OtlpEncoder::new(context.clone())),
+            context,
         }
     }
 
@@ -392,9 +403,10 @@ impl Encoder {
     /// flows then losses (the payloads OTLP sinks queue).
     fn otlp_log_records(&self, batch: &Explained) -> Vec<Vec<u8>> {
         use prost::Message as _;
+        let mut encoder = self.otlp.borrow_mut();
         let flows = batch.flows.iter().map(|f| {
             let mut out = Vec::new();
-            otlp::write_log_record_protobuf(&self.context, f, batch.at, &mut out);
+            encoder.write_log_record(f, batch.at, &mut out);
             out
         });
         let losses = batch
@@ -440,6 +452,7 @@ impl Encoder {
                 &mut line,
                 &minimal::enriched_flow(&flow.flow, &self.context.node),
             )?,
+            Format::Schema(Schema::Ecs) => self.ecs.borrow_mut().encode(flow, now, &mut line),
             Format::Schema(schema) => {
                 flowscribe_normalize::encode_flow(schema, &self.context, flow, now, &mut line)?
             }

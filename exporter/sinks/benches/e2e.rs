@@ -8,7 +8,9 @@
 //!
 //! One thread does what the daemon and one sink driver do for a record:
 //! the event id (what the daemon queues with the record), the encoding
-//! (`encode_flow` ECS line, or the OTLP `LogRecord` protobuf), the queued
+//! (the daemon's `EcsEncoder` line or `OtlpEncoder` `LogRecord`, whose
+//! fragment caches see the seven cases' shared pods and policies again and
+//! again, as a node's encoder sees its pods and their peers), the queued
 //! `Bytes`, and `Transport::send` of batches of 500: request body, gzip
 //! level 1 where named, the HTTP/1.1 POST on a kept-alive loopback
 //! connection, the response read and classified. The flows are normalize's
@@ -32,7 +34,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fakes::{FakeResponse, serve};
 use flowscribe_model::ExplainedFlow;
-use flowscribe_normalize::{Context, Schema, encode_flow, event_id, otlp};
+use flowscribe_normalize::ecs::EcsEncoder;
+use flowscribe_normalize::otlp::{self, OtlpEncoder};
+use flowscribe_normalize::{Context, event_id};
 use flowscribe_sinks::core::classify::{Action, classify};
 use flowscribe_sinks::core::driver::{SendOutcomes, Transport};
 use flowscribe_sinks::core::queue::QueuedRecord;
@@ -79,9 +83,17 @@ enum Encoding {
     OtlpProtobuf,
 }
 
+/// The daemon's encoders (fragment caches kept across batches).
+struct Encoders {
+    ctx: Context,
+    ecs: EcsEncoder,
+    otlp: OtlpEncoder,
+}
+
 /// The daemon's part for one batch: event ids and encoded payloads.
-fn encode_batch(ctx: &Context, enc: Encoding, flows: &[ExplainedFlow]) -> Vec<QueuedRecord> {
+fn encode_batch(e: &mut Encoders, enc: Encoding, flows: &[ExplainedFlow]) -> Vec<QueuedRecord> {
     let observed = fixtures::observed();
+    let ctx = &e.ctx;
     flows
         .iter()
         .enumerate()
@@ -91,10 +103,8 @@ fn encode_batch(ctx: &Context, enc: Encoding, flows: &[ExplainedFlow]) -> Vec<Qu
                 .to_hex();
             let mut out = Vec::with_capacity(3072);
             match enc {
-                Encoding::Ecs => encode_flow(Schema::Ecs, ctx, f, observed, &mut out).unwrap(),
-                Encoding::OtlpProtobuf => {
-                    otlp::write_log_record_protobuf(ctx, f, observed, &mut out)
-                }
+                Encoding::Ecs => e.ecs.encode(f, observed, &mut out),
+                Encoding::OtlpProtobuf => e.otlp.write_log_record(f, observed, &mut out),
             }
             QueuedRecord {
                 seq: i as u64,
@@ -146,6 +156,11 @@ fn run_case<T: Transport>(
     seconds: f64,
 ) -> Result {
     let ctx = fixtures::context();
+    let mut encoders = Encoders {
+        ecs: EcsEncoder::new(ctx.clone()),
+        otlp: OtlpEncoder::new(ctx.clone()),
+        ctx,
+    };
     let mut r = Result {
         records: 0,
         encode_ns: 0,
@@ -159,7 +174,7 @@ fn run_case<T: Transport>(
         let chunk = &flows[k * BATCH..(k + 1) * BATCH];
         k = (k + 1) % (flows.len() / BATCH);
         let c0 = thread_cpu_ns();
-        let batch = encode_batch(&ctx, enc, chunk);
+        let batch = encode_batch(&mut encoders, enc, chunk);
         let c1 = thread_cpu_ns();
         let report = rt.block_on(t.send(&batch));
         let c2 = thread_cpu_ns();
