@@ -359,7 +359,7 @@ fn side_text(s: &SideVerdict, subject: &str) -> String {
     if s.hits.is_empty() {
         t.push_str("    no policy selects it for this direction\n");
     }
-    for h in &s.hits {
+    for h in s.hits.iter() {
         let p = &h.policy;
         let name = match &p.namespace {
             Some(ns) => format!("{ns}/{}", p.name),

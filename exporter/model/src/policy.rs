@@ -208,7 +208,7 @@ impl PolicyDirection {
 pub struct SideVerdict {
     pub direction: PolicyDirection,
     /// Hits in evaluation order; the last one decided (when any did).
-    pub hits: Vec<PolicyHit>,
+    pub hits: Arc<[PolicyHit]>,
     pub verdict: Verdict,
     pub reason: VerdictReason,
 }

@@ -803,7 +803,7 @@ fn side_verdict(w: &mut JsonWriter<'_>, name: Key, s: &SideVerdict, parts: &mut 
     w.begin_object();
     w.key(k!("hits"));
     w.begin_array();
-    for h in &s.hits {
+    for h in s.hits.iter() {
         parts.hit(w, h);
     }
     w.end_array();

@@ -873,7 +873,7 @@ fn side(l: &mut Attributes<'_, '_>, sv: &SideVerdict, parts: &mut impl Parts) {
     } else {
         l.w.begin(ANY_VALUE_ARRAY)
     };
-    for h in &sv.hits {
+    for h in sv.hits.iter() {
         let any = l.w.begin_wide(ARRAY_VALUE_VALUES);
         let list = l.w.begin_wide(ANY_VALUE_KVLIST);
         hit(

@@ -41,7 +41,7 @@ pub(crate) fn variations() -> Vec<(crate::Context, ExplainedFlow)> {
                 .ingress
                 .hits
                 .iter()
-                .chain(&t.enforced.egress.hits)
+                .chain(t.enforced.egress.hits.iter())
                 .map(|h| h.policy.clone())
                 .collect();
             out.push((ctx.clone(), odd));
@@ -152,7 +152,7 @@ impl RandomFlows {
                     .into_iter()
                     .flatten()
                 {
-                    for h in e.egress.hits.iter().chain(&e.ingress.hits) {
+                    for h in e.egress.hits.iter().chain(e.ingress.hits.iter()) {
                         policies.push(h.policy.clone());
                     }
                 }
@@ -294,13 +294,17 @@ impl RandomFlows {
                 evaluations.push(p);
             }
             for e in evaluations {
-                for h in e.egress.hits.iter_mut().chain(&mut e.ingress.hits) {
-                    if self.rng.chance(80) {
-                        h.policy = self.pick_policy();
+                for side in [&mut e.egress, &mut e.ingress] {
+                    let mut hits = side.hits.to_vec();
+                    for h in &mut hits {
+                        if self.rng.chance(80) {
+                            h.policy = self.pick_policy();
+                        }
+                        if self.rng.chance(10) {
+                            h.rule_index = Some(self.rng.next() as u32);
+                        }
                     }
-                    if self.rng.chance(10) {
-                        h.rule_index = Some(self.rng.next() as u32);
-                    }
+                    side.hits = hits.into();
                 }
             }
             f.trace = Some(t);

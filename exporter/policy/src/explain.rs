@@ -171,7 +171,7 @@ fn same_evaluation(a: &Evaluation, b: &Evaluation) -> bool {
         x.verdict == y.verdict
             && x.reason == y.reason
             && x.hits.len() == y.hits.len()
-            && x.hits.iter().zip(&y.hits).all(|(h, k)| {
+            && x.hits.iter().zip(y.hits.iter()).all(|(h, k)| {
                 (Arc::ptr_eq(&h.policy, &k.policy) || h.policy == k.policy)
                     && h.rule_index == k.rule_index
                     && h.rule_name == k.rule_name
@@ -320,7 +320,7 @@ fn verdict_of(
     };
     SideVerdict {
         direction,
-        hits,
+        hits: hits.into(),
         verdict,
         reason,
     }

@@ -215,7 +215,7 @@ const DENY: PolicyAction = PolicyAction::Deny;
 
 fn actual(s: &SideVerdict, direction: PolicyDirection, kind: PolicyKind) -> Side {
     assert_eq!(s.direction, direction);
-    for h in &s.hits {
+    for h in s.hits.iter() {
         assert_eq!(h.rule_name, None, "NetworkPolicy rules have no names");
         assert_eq!(h.policy.kind, kind);
         assert_eq!(&*h.policy.tier, "default");
@@ -1048,7 +1048,7 @@ fn invalid_policies_are_reported_flagged_and_never_silently_allow() {
     assert_eq!(flagged, vec!["bad-cidr"]);
     assert_eq!(trace.enforced.ingress.reason, VerdictReason::Indeterminate);
     assert_eq!(trace.enforced.ingress.verdict, Verdict::Deny);
-    assert_eq!(trace.enforced.ingress.hits, vec![]);
+    assert!(trace.enforced.ingress.hits.is_empty());
     assert_eq!(trace.mismatch, None);
 
     // It does not select y/a: nothing flagged.
