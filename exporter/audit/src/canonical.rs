@@ -458,6 +458,10 @@ impl Canonicalizer {
     /// Compute the canonical form of one JSON object.
     pub fn canonicalize(&mut self, json: &[u8]) -> Result<&[u8], CanonicalError> {
         std::str::from_utf8(json).map_err(|e| CanonicalError("invalid UTF-8", e.valid_up_to()))?;
+        // Offsets are kept as u32.
+        if u32::try_from(json.len()).is_err() {
+            return Err(CanonicalError("line longer than 4 GiB", 0));
+        }
         if !self.general_only {
             if self.try_shapes(json) {
                 self.fast_hits += 1;
@@ -471,7 +475,9 @@ impl Canonicalizer {
         // Learn the line's shape, unless lines keep coming in new shapes
         // (then only every 16th, so learning costs little on a SIEM export
         // with many shapes).
-        if !self.general_only && (self.misses_in_a_row < 64 || self.misses_in_a_row % 16 == 0) {
+        if !self.general_only
+            && (self.misses_in_a_row < 64 || self.misses_in_a_row.is_multiple_of(16))
+        {
             self.learn(json);
         }
         Ok(&self.out)
@@ -540,7 +546,7 @@ impl Canonicalizer {
         if !Self::no_control_characters(json) {
             return;
         }
-        let Some(shape) = shape::Shape::learn(json) else {
+        let Some(mut shape) = shape::Shape::learn(json) else {
             return;
         };
         if !shape.matches(json, &mut self.vals, &mut self.arena, &mut self.scratch) {

@@ -39,50 +39,100 @@ impl AuditFields {
     /// brace. Returns false, and leaves `line` alone, when `line` does not end
     /// with `}` (not a JSON object).
     pub fn append_to_json_object(&self, line: &mut Vec<u8>) -> bool {
-        // Tolerate a trailing newline or spaces after the object.
-        let end = line
-            .iter()
-            .rposition(|b| !b.is_ascii_whitespace())
-            .map_or(0, |i| i + 1);
-        line.truncate(end);
-        if line.last() != Some(&b'}') {
-            return false;
-        }
-        line.pop();
-        let empty_object = line.iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-        if !empty_object {
-            line.push(b',');
-        }
-        line.extend_from_slice(b"\"flowscribe.audit\":");
-        self.write_json(line);
-        line.push(b'}');
-        true
+        append_to_object(line, |out| self.write_json(out))
     }
 
     /// The audit object itself, as JSON.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"chain\":\"");
-        out.extend_from_slice(chain_hex(&self.chain).as_bytes());
-        out.extend_from_slice(b"\",\"view\":");
-        // A view name is a short format name; serde_json escapes it.
-        let _ = serde_json::to_writer(&mut *out, &self.view);
-        out.extend_from_slice(
-            format!(
-                ",\"run\":{},\"batch\":{},\"seq\":{}}}",
-                self.run, self.batch, self.seq
-            )
-            .as_bytes(),
-        );
+        write_audit_object(&self.chain, &self.view, self.run, self.batch, self.seq, out);
+    }
+}
+
+/// Append the audit object that `write` writes as a dotted top-level key
+/// `"flowscribe.audit"` before the closing brace of the JSON object `line`
+/// (see [`AuditFields::append_to_json_object`]).
+pub(crate) fn append_to_object(line: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) -> bool {
+    // Tolerate a trailing newline or spaces after the object.
+    let end = line
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    line.truncate(end);
+    if line.last() != Some(&b'}') {
+        return false;
+    }
+    line.pop();
+    let empty_object = line.iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if !empty_object {
+        line.push(b',');
+    }
+    line.extend_from_slice(b"\"flowscribe.audit\":");
+    write(line);
+    line.push(b'}');
+    true
+}
+
+/// Append `{"chain":…,"view":…,"run":…,"batch":…,"seq":…}` to `out` without
+/// allocating (the exporter writes one per record).
+pub(crate) fn write_audit_object(
+    chain: &ChainId,
+    view: &str,
+    run: u64,
+    batch: u64,
+    seq: u64,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(b"{\"chain\":\"");
+    push_chain_hex(chain, out);
+    out.extend_from_slice(b"\",\"view\":");
+    if view.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        // A view name is a short format name; serde_json escapes an odd one.
+        let _ = serde_json::to_writer(&mut *out, view);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(view.as_bytes());
+        out.push(b'"');
+    }
+    out.extend_from_slice(b",\"run\":");
+    push_decimal(run, out);
+    out.extend_from_slice(b",\"batch\":");
+    push_decimal(batch, out);
+    out.extend_from_slice(b",\"seq\":");
+    push_decimal(seq, out);
+    out.push(b'}');
+}
+
+/// Append `n` in decimal.
+pub(crate) fn push_decimal(mut n: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        // n % 10 < 10: the cast is exact.
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Append a chain id as 32 lowercase hex digits.
+pub(crate) fn push_chain_hex(chain: &ChainId, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in chain {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0xf)]);
     }
 }
 
 /// A chain id as 32 lowercase hex digits.
 pub fn chain_hex(chain: &ChainId) -> String {
-    let mut s = String::with_capacity(32);
-    for b in chain {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    let mut s = Vec::with_capacity(32);
+    push_chain_hex(chain, &mut s);
+    // Hex digits are ASCII.
+    String::from_utf8(s).unwrap_or_default()
 }
 
 /// Parse 32 hex digits into a chain id.

@@ -59,6 +59,11 @@ pub(super) struct Shape {
     /// The paths of `emits`, in the same (sorted) order, for leaf lookups.
     paths: Vec<u8>,
     path_ends: Vec<u32>,
+    /// Per slot: the last array seen there, as written and in canonical
+    /// form. Records of one view often repeat an array (`"category":
+    /// ["network"]`); bytes equal to a complete array parse to that array,
+    /// so its canonical form is reused without parsing.
+    arrays: Vec<Option<(Vec<u8>, Vec<u8>)>>,
     /// Audit leaves: the path after `flowscribe.audit` (`.seq`, ...; empty
     /// for a value at `flowscribe.audit` itself) and slot, in line order.
     audit: Vec<(Box<[u8]>, u32)>,
@@ -275,6 +280,7 @@ impl Shape {
             prefixes: Vec::new(),
             paths: Vec::new(),
             path_ends: Vec::with_capacity(content.len()),
+            arrays: vec![None; slots.len()],
             audit,
         };
         for (n, (path, slot)) in content.iter().enumerate() {
@@ -309,7 +315,7 @@ impl Shape {
     /// Match `json` against the shape, filling `vals` (one per slot) and the
     /// arena. False when the line is not in the shape.
     pub(super) fn matches(
-        &self,
+        &mut self,
         json: &[u8],
         vals: &mut Vec<Val>,
         arena: &mut Vec<u8>,
@@ -325,6 +331,16 @@ impl Shape {
                 return false;
             }
             pos += seg.len();
+            if json.get(pos) == Some(&b'[') {
+                match self.array(i, json, pos, arena, scratch) {
+                    Some((end, val)) => {
+                        vals.push(val);
+                        pos = end;
+                        continue;
+                    }
+                    None => return false,
+                }
+            }
             match scan_value(json, pos, arena, scratch) {
                 Some((end, val)) => {
                     vals.push(val);
@@ -334,6 +350,36 @@ impl Shape {
             }
         }
         &json[pos..] == self.segment(slots)
+    }
+
+    /// The array at `pos` in slot `slot`: the memo when the bytes repeat it,
+    /// else parsed (and remembered).
+    fn array(
+        &mut self,
+        slot: usize,
+        json: &[u8],
+        pos: usize,
+        arena: &mut Vec<u8>,
+        scratch: &mut String,
+    ) -> Option<(usize, Val)> {
+        let start = arena.len();
+        let val = |end: usize| Val {
+            start: start as u32,
+            end: end as u32,
+            in_arena: true,
+        };
+        if let Some((raw, canonical)) = &self.arrays[slot]
+            && json[pos..].starts_with(raw)
+        {
+            arena.extend_from_slice(canonical);
+            return Some((pos + raw.len(), val(arena.len())));
+        }
+        let (end, v) = into_arena(json, pos, arena, scratch)?;
+        self.arrays[slot] = Some((
+            json[pos..end].to_vec(),
+            arena[v.start as usize..v.end as usize].to_vec(),
+        ));
+        Some((end, v))
     }
 
     /// Write the canonical form of the matched line into `out`; the range of
