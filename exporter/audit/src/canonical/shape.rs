@@ -22,8 +22,6 @@
 //!
 //! Pure: no IO.
 
-use memchr::memchr2;
-
 use super::{Cursor, is_audit_path_bytes, write_canonical_value, write_number_text};
 
 /// Where a slot's canonical value lies: in the input line (already
@@ -80,10 +78,111 @@ fn canonical_integer_text(text: &[u8]) -> bool {
     }
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+fn load64(s: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&s[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn load32(s: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&s[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+
+/// The first `"` or `\` in `s`, eight bytes at a time: a byte equal to
+/// `c` is a zero byte of `w ^ c…c`, and the lowest flagged zero byte of
+/// `(v - 0x01…01) & !v & 0x80…80` is exact (only bytes above a zero can be
+/// flagged falsely).
+fn string_stop(s: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 8 <= s.len() {
+        let w = load64(s, i);
+        let q = w ^ (ONES * u64::from(b'"'));
+        let b = w ^ (ONES * u64::from(b'\\'));
+        let found = ((q.wrapping_sub(ONES) & !q) | (b.wrapping_sub(ONES) & !b)) & HIGHS;
+        if found != 0 {
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    s[i..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\')
+        .map(|p| i + p)
+}
+
+/// `rest` starts with `seg`. Segments are short: word compares (the last
+/// one overlapping) cost less than a call to `memcmp`.
+fn starts_with(rest: &[u8], seg: &[u8]) -> bool {
+    let n = seg.len();
+    let Some(r) = rest.get(..n) else {
+        return false;
+    };
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 <= n {
+            if load64(r, i) != load64(seg, i) {
+                return false;
+            }
+            i += 8;
+        }
+        load64(r, n - 8) == load64(seg, n - 8)
+    } else if n >= 4 {
+        load32(r, 0) == load32(seg, 0) && load32(r, n - 4) == load32(seg, n - 4)
+    } else {
+        r == seg
+    }
+}
+
 /// Scan the value that starts at `pos` (no whitespace before it); returns
 /// its end and where its canonical text is. `None` when the value is an
 /// object (a shape slot never is), is malformed, or starts with whitespace.
+/// The two common cases, a string without escapes and a small
+/// non-negative integer, are handled inline; the rest by
+/// [`scan_other_value`].
+#[inline]
 pub(super) fn scan_value(
+    json: &[u8],
+    pos: usize,
+    arena: &mut Vec<u8>,
+    scratch: &mut String,
+) -> Option<(usize, Val)> {
+    // The caller has checked that the line fits u32 offsets.
+    let input = |end: usize| Val {
+        start: pos as u32,
+        end: end as u32,
+        in_arena: false,
+    };
+    let first = *json.get(pos)?;
+    if first == b'"' {
+        let body = pos + 1;
+        let stop = body + string_stop(json.get(body..)?)?;
+        if json[stop] == b'"' {
+            // No escape: the raw bytes are canonical (the caller has
+            // checked that the line holds no control characters).
+            return Some((stop + 1, input(stop + 1)));
+        }
+    } else if first.is_ascii_digit() {
+        let mut end = pos + 1;
+        while json.get(end).is_some_and(u8::is_ascii_digit) {
+            end += 1;
+        }
+        // Digits only (the number does not go on with `.`, `e`, a sign),
+        // no leading zero, at most 18 digits: an i64 as written.
+        let plain = !matches!(json.get(end), Some(b'.' | b'e' | b'E' | b'+' | b'-'));
+        if plain && (first != b'0' || end == pos + 1) && end - pos <= 18 {
+            return Some((end, input(end)));
+        }
+    }
+    scan_other_value(json, pos, arena, scratch)
+}
+
+/// [`scan_value`] for everything but the two inline cases.
+fn scan_other_value(
     json: &[u8],
     pos: usize,
     arena: &mut Vec<u8>,
@@ -93,23 +192,14 @@ pub(super) fn scan_value(
         Some((
             end,
             Val {
-                start: u32::try_from(pos).ok()?,
-                end: u32::try_from(end).ok()?,
+                start: pos as u32,
+                end: end as u32,
                 in_arena: false,
             },
         ))
     };
     match *json.get(pos)? {
-        b'"' => {
-            let body = pos + 1;
-            let stop = body + memchr2(b'"', b'\\', json.get(body..)?)?;
-            if json[stop] == b'"' {
-                // No escape: the raw bytes are canonical (the caller has
-                // checked that the line holds no control characters).
-                return input(stop + 1);
-            }
-            into_arena(json, pos, arena, scratch)
-        }
+        b'"' => into_arena(json, pos, arena, scratch),
         b'-' | b'0'..=b'9' => {
             let mut end = pos;
             while let Some(b) = json.get(end) {
@@ -129,8 +219,8 @@ pub(super) fn scan_value(
             Some((
                 end,
                 Val {
-                    start: u32::try_from(start).ok()?,
-                    end: u32::try_from(arena.len()).ok()?,
+                    start: start as u32,
+                    end: arena.len() as u32,
                     in_arena: true,
                 },
             ))
@@ -156,8 +246,8 @@ fn into_arena(
     Some((
         c.i,
         Val {
-            start: u32::try_from(start).ok()?,
-            end: u32::try_from(arena.len()).ok()?,
+            start: start as u32,
+            end: arena.len() as u32,
             in_arena: true,
         },
     ))
@@ -327,7 +417,7 @@ impl Shape {
         let mut pos = 0;
         for i in 0..slots {
             let seg = self.segment(i);
-            if !json[pos..].starts_with(seg) {
+            if !starts_with(&json[pos..], seg) {
                 return false;
             }
             pos += seg.len();
@@ -706,6 +796,39 @@ mod tests {
             "{} fast of {learnable} learnable, {valid} valid",
             fast.fast_hits()
         );
+    }
+
+    /// The word-at-a-time helpers agree with the obvious loops on every
+    /// length and position around the 4- and 8-byte boundaries.
+    #[test]
+    fn word_helpers_match_the_plain_loops() {
+        let mut rng = Rng(7);
+        let alphabet = b"ab\"\\\x7f\xc3\xa9 ";
+        for _ in 0..20_000 {
+            let len = rng.below(40);
+            let s: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.below(alphabet.len())])
+                .collect();
+            let want = s.iter().position(|&b| b == b'"' || b == b'\\');
+            assert_eq!(super::string_stop(&s), want, "{s:?}");
+            let cut = rng.below(len + 1);
+            let mut seg = s[..cut].to_vec();
+            if !seg.is_empty() && rng.below(2) == 0 {
+                let k = rng.below(seg.len());
+                seg[k] ^= 1 << rng.below(8);
+            }
+            assert_eq!(
+                super::starts_with(&s, &seg),
+                s.starts_with(&seg),
+                "{s:?} {seg:?}"
+            );
+            if cut < len {
+                assert!(
+                    !super::starts_with(&s[..cut], &s),
+                    "segment longer than input"
+                );
+            }
+        }
     }
 
     #[test]
