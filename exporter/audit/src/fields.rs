@@ -138,16 +138,18 @@ pub fn chain_hex(chain: &ChainId) -> String {
 /// Parse 32 hex digits into a chain id.
 pub fn parse_chain_hex(s: &str) -> Option<ChainId> {
     // Lowercase only, as written: one value has one spelling.
-    if s.len() != 32
-        || !s
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let hex = s.as_bytes();
+    if hex.len() != 32 {
         return None;
     }
     let mut out = [0u8; 16];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
     }
     Some(out)
 }
@@ -263,22 +265,13 @@ pub fn canonical_u64(v: &[u8]) -> Option<u64> {
 impl AuditFields {
     /// Read the audit fields of a data record from a canonicalised line.
     pub fn from_canonical(c: &crate::canonical::Canonicalizer) -> Result<Self, FieldError> {
-        let field = |name: &'static str| c.audit_field(name).ok_or(FieldError::Missing(name));
-        let u = |name: &'static str| {
-            field(name).and_then(|v| canonical_u64(v).ok_or(FieldError::Invalid(name)))
-        };
-        let chain = canonical_str(field("chain")?)
-            .and_then(|s| parse_chain_hex(&s))
-            .ok_or(FieldError::Invalid("chain"))?;
-        let view = canonical_str(field("view")?)
-            .ok_or(FieldError::Invalid("view"))?
-            .into_owned();
+        let f = AuditFieldsRef::from_canonical(c)?;
         Ok(AuditFields {
-            chain,
-            view,
-            run: u("run")?,
-            batch: u("batch")?,
-            seq: u("seq")?,
+            chain: f.chain,
+            view: f.view.into_owned(),
+            run: f.run,
+            batch: f.batch,
+            seq: f.seq,
         })
     }
 
@@ -290,6 +283,38 @@ impl AuditFields {
             run: get_u64(obj, "run")?,
             batch: get_u64(obj, "batch")?,
             seq: get_u64(obj, "seq")?,
+        })
+    }
+}
+
+/// [`AuditFields`] with the view borrowed from the canonicaliser: what the
+/// verifier reads per record, without allocating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFieldsRef<'a> {
+    pub chain: ChainId,
+    pub view: std::borrow::Cow<'a, str>,
+    pub run: u64,
+    pub batch: u64,
+    pub seq: u64,
+}
+
+impl<'a> AuditFieldsRef<'a> {
+    /// Read the audit fields of a data record from a canonicalised line.
+    pub fn from_canonical(c: &'a crate::canonical::Canonicalizer) -> Result<Self, FieldError> {
+        let field = |name: &'static str| c.audit_field(name).ok_or(FieldError::Missing(name));
+        let u = |name: &'static str| {
+            field(name).and_then(|v| canonical_u64(v).ok_or(FieldError::Invalid(name)))
+        };
+        let chain = canonical_str(field("chain")?)
+            .and_then(|s| parse_chain_hex(&s))
+            .ok_or(FieldError::Invalid("chain"))?;
+        let view = canonical_str(field("view")?).ok_or(FieldError::Invalid("view"))?;
+        Ok(AuditFieldsRef {
+            chain,
+            view,
+            run: u("run")?,
+            batch: u("batch")?,
+            seq: u("seq")?,
         })
     }
 }
@@ -344,6 +369,25 @@ mod tests {
         let mut cef = b"CEF:0|flowscribe|x".to_vec();
         assert!(!fields().append_to_json_object(&mut cef));
         assert_eq!(cef, b"CEF:0|flowscribe|x");
+    }
+
+    #[test]
+    fn chain_ids_are_32_lowercase_hex_digits() {
+        assert_eq!(parse_chain_hex(&"ab".repeat(16)), Some([0xab; 16]));
+        assert_eq!(
+            parse_chain_hex("000102030405060708090a0b0c0d0e0f"),
+            Some([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15])
+        );
+        assert_eq!(chain_hex(&[0xf0; 16]), "f0".repeat(16));
+        for bad in [
+            "AB".repeat(16),
+            "ab".repeat(15),
+            "ab".repeat(17),
+            "zz".repeat(16),
+            format!("{}g", "a".repeat(31)),
+        ] {
+            assert_eq!(parse_chain_hex(&bad), None, "{bad}");
+        }
     }
 
     #[test]

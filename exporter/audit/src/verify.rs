@@ -31,7 +31,7 @@ use serde_json::{Map, Value};
 
 use crate::canonical::Canonicalizer;
 use crate::fields::{
-    AuditFields, audit_object, canonical_str, chain_hex, get_chain, get_str, get_u64,
+    AuditFieldsRef, audit_object, canonical_str, chain_hex, get_chain, get_str, get_u64,
 };
 use crate::hash::{
     ChainId, Hash, HeadInput, LeafPosition, TAG_BYTES, batch_head, content_digest, leaf_hash,
@@ -448,7 +448,7 @@ impl Verifier {
             }
             return;
         }
-        let fields = match AuditFields::from_canonical(canon) {
+        let fields = match AuditFieldsRef::from_canonical(canon) {
             Ok(f) => f,
             Err(e) => return self.malformed(loc, e.to_string()),
         };
@@ -1293,12 +1293,13 @@ impl<'a> ChainCheck<'a> {
         let mut verified = 0;
         for (i, tag) in v.tags.chunks_exact(TAG_BYTES).enumerate() {
             let seq = v.first_seq + i as u64;
-            let at: Vec<usize> = records_at(records, seq).collect();
-            let good = at.iter().copied().find(|&j| {
+            // The records with this seq: contiguous, as records are sorted.
+            let at = records_at(records, seq);
+            let good = at.clone().find(|&j| {
                 let r = &records[j];
                 &r.digest[..TAG_BYTES] == tag && r.run == run && r.batch == batch
             });
-            for &j in &at {
+            for j in at.clone() {
                 accounted[j] = true;
             }
             match good {
@@ -1308,7 +1309,7 @@ impl<'a> ChainCheck<'a> {
                 }
                 None => {
                     complete = false;
-                    for &j in &at {
+                    for j in at.clone() {
                         let r = &records[j];
                         if &r.digest[..TAG_BYTES] == tag {
                             self.point(
@@ -1335,7 +1336,7 @@ impl<'a> ChainCheck<'a> {
                         },
                         &gr.digest,
                     ));
-                    for &j in &at {
+                    for j in at.clone() {
                         let r = &records[j];
                         if j == g || (r.digest == gr.digest && r.run == run && r.batch == batch) {
                             continue; // the record itself, or an exact replay
@@ -1399,9 +1400,10 @@ impl<'a> ChainCheck<'a> {
 }
 
 /// Indices into `records` (sorted by seq) with this seq.
-fn records_at(records: &[Rec], seq: u64) -> impl Iterator<Item = usize> + '_ {
+fn records_at(records: &[Rec], seq: u64) -> std::ops::Range<usize> {
     let start = records.partition_point(|r| r.seq < seq);
-    (start..records.len()).take_while(move |&i| records[i].seq == seq)
+    let len = records[start..].iter().take_while(|r| r.seq == seq).count();
+    start..start + len
 }
 
 fn first_record(records: &[Rec], seq: u64) -> Option<usize> {

@@ -144,7 +144,7 @@ fn starts_with(rest: &[u8], seg: &[u8]) -> bool {
 /// The two common cases, a string without escapes and a small
 /// non-negative integer, are handled inline; the rest by
 /// [`scan_other_value`].
-#[inline]
+#[inline(always)]
 pub(super) fn scan_value(
     json: &[u8],
     pos: usize,
@@ -393,15 +393,6 @@ impl Shape {
         Some(shape)
     }
 
-    fn segment(&self, i: usize) -> &[u8] {
-        let start = if i == 0 {
-            0
-        } else {
-            self.segment_ends[i - 1] as usize
-        };
-        &self.segments[start..self.segment_ends[i] as usize]
-    }
-
     /// Match `json` against the shape, filling `vals` (one per slot) and the
     /// arena. False when the line is not in the shape.
     pub(super) fn matches(
@@ -415,23 +406,21 @@ impl Shape {
         arena.clear();
         let slots = self.segment_ends.len() - 1;
         let mut pos = 0;
+        let mut seg_start = 0;
         for i in 0..slots {
-            let seg = self.segment(i);
+            let seg_end = self.segment_ends[i] as usize;
+            let seg = &self.segments[seg_start..seg_end];
+            seg_start = seg_end;
             if !starts_with(&json[pos..], seg) {
                 return false;
             }
             pos += seg.len();
-            if json.get(pos) == Some(&b'[') {
-                match self.array(i, json, pos, arena, scratch) {
-                    Some((end, val)) => {
-                        vals.push(val);
-                        pos = end;
-                        continue;
-                    }
-                    None => return false,
-                }
-            }
-            match scan_value(json, pos, arena, scratch) {
+            let scanned = if json.get(pos) == Some(&b'[') {
+                self.array(i, json, pos, arena, scratch)
+            } else {
+                scan_value(json, pos, arena, scratch)
+            };
+            match scanned {
                 Some((end, val)) => {
                     vals.push(val);
                     pos = end;
@@ -439,7 +428,7 @@ impl Shape {
                 None => return false,
             }
         }
-        &json[pos..] == self.segment(slots)
+        json[pos..] == self.segments[seg_start..]
     }
 
     /// The array at `pos` in slot `slot`: the memo when the bytes repeat it,
@@ -482,25 +471,47 @@ impl Shape {
         out: &mut Vec<u8>,
         leaf_values: &mut Vec<(u32, u32)>,
     ) {
-        out.clear();
         leaf_values.clear();
-        let bytes = |v: &Val| {
-            let src = if v.in_arena { arena } else { json };
-            &src[v.start as usize..v.end as usize]
+        // Most pieces are short: each is copied as a fixed 16-byte block
+        // when its source has 16 bytes from its start (the bytes past its
+        // end are overwritten by the next piece or cut off at the end), so
+        // the copy is two moves rather than a call to `memcpy`. The values
+        // are disjoint ranges of the line and the arena, so this bounds the
+        // output (plus 16 bytes of slack for the last block).
+        let bound = self.prefixes.len() + json.len() + arena.len() + 1 + 16;
+        out.clear();
+        out.resize(bound, 0);
+        let mut at = 0;
+        let mut put = |out: &mut [u8], src: &[u8], start: usize, end: usize| {
+            let n = end - start;
+            if n <= 16 && start + 16 <= src.len() {
+                out[at..at + 16].copy_from_slice(&src[start..start + 16]);
+            } else {
+                out[at..at + n].copy_from_slice(&src[start..end]);
+            }
+            at += n;
+            at
         };
         for e in &self.emits {
-            out.extend_from_slice(&self.prefixes[e.prefix.0 as usize..e.prefix.1 as usize]);
-            let start = match e.slot {
+            let after_prefix = put(
+                out,
+                &self.prefixes,
+                e.prefix.0 as usize,
+                e.prefix.1 as usize,
+            );
+            let (start, end) = match e.slot {
                 Some(slot) => {
-                    let start = out.len();
-                    out.extend_from_slice(bytes(&vals[slot as usize]));
-                    start
+                    let v = vals[slot as usize];
+                    let src = if v.in_arena { arena } else { json };
+                    let end = put(out, src, v.start as usize, v.end as usize);
+                    (after_prefix, end)
                 }
-                None => out.len() - 2,
+                None => (after_prefix - 2, after_prefix),
             };
-            leaf_values.push((start as u32, out.len() as u32));
+            leaf_values.push((start as u32, end as u32));
         }
-        out.push(b'}');
+        out[at] = b'}';
+        out.truncate(at + 1);
     }
 
     /// The index (in output order) of the content leaf at `path`.
