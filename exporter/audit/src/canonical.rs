@@ -457,13 +457,17 @@ impl Canonicalizer {
 
     /// Compute the canonical form of one JSON object.
     pub fn canonicalize(&mut self, json: &[u8]) -> Result<&[u8], CanonicalError> {
-        std::str::from_utf8(json).map_err(|e| CanonicalError("invalid UTF-8", e.valid_up_to()))?;
+        let (ascii, no_controls) = Self::byte_classes(json);
+        if !ascii {
+            std::str::from_utf8(json)
+                .map_err(|e| CanonicalError("invalid UTF-8", e.valid_up_to()))?;
+        }
         // Offsets are kept as u32.
         if u32::try_from(json.len()).is_err() {
             return Err(CanonicalError("line longer than 4 GiB", 0));
         }
         if !self.general_only {
-            if self.try_shapes(json) {
+            if no_controls && self.try_shapes(json) {
                 self.fast_hits += 1;
                 self.misses_in_a_row = 0;
                 return Ok(&self.out);
@@ -475,7 +479,10 @@ impl Canonicalizer {
         // Learn the line's shape, unless lines keep coming in new shapes
         // (then only every 16th, so learning costs little on a SIEM export
         // with many shapes).
+        // A line with control characters never takes the fast path (see
+        // `byte_classes`): its shape is not worth a slot.
         if !self.general_only
+            && no_controls
             && (self.misses_in_a_row < 64 || self.misses_in_a_row.is_multiple_of(16))
         {
             self.learn(json);
@@ -483,25 +490,27 @@ impl Canonicalizer {
         Ok(&self.out)
     }
 
-    /// The line's bytes outside strings hold no control character other
-    /// than trailing whitespace; inside strings one would be invalid JSON,
-    /// which the fast path does not check for, so such lines take the
-    /// general path (which rejects them).
-    fn no_control_characters(json: &[u8]) -> bool {
+    /// In one pass: whether the line is ASCII (then it is valid UTF-8
+    /// without further checks), and whether it holds no control character
+    /// other than trailing whitespace. Inside a string a control character
+    /// is invalid JSON, which the fast path does not look for, so such lines
+    /// take the general path (which rejects them).
+    fn byte_classes(json: &[u8]) -> (bool, bool) {
         let end = json
             .iter()
             .rposition(|b| !b.is_ascii_whitespace())
             .map_or(0, |i| i + 1);
-        // A branch-free fold, so the compiler can vectorise it.
-        json[..end]
-            .iter()
-            .fold(0u8, |acc, &b| acc | u8::from(b < 0x20))
-            == 0
+        // Branch-free folds, so the compiler can vectorise them; the
+        // trailing whitespace is ASCII.
+        let (high, control) = json[..end].iter().fold((0u8, 0u8), |(high, control), &b| {
+            (high | b, control | u8::from(b < 0x20))
+        });
+        (high < 0x80, control == 0)
     }
 
     /// Try the known shapes, most recently used first.
     fn try_shapes(&mut self, json: &[u8]) -> bool {
-        if self.shapes.is_empty() || !Self::no_control_characters(json) {
+        if self.shapes.is_empty() {
             return false;
         }
         for k in 0..self.shapes.len() {
@@ -543,9 +552,6 @@ impl Canonicalizer {
     /// Learn the shape of the line the general path has just canonicalised,
     /// and keep it if it gives the same bytes and audit fields.
     fn learn(&mut self, json: &[u8]) {
-        if !Self::no_control_characters(json) {
-            return;
-        }
         let Some(mut shape) = shape::Shape::learn(json) else {
             return;
         };
