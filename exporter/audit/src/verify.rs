@@ -425,6 +425,23 @@ impl Verifier {
         self.canon = canon;
     }
 
+    /// Many lines at once: `chunk` holds whole lines (a last line without
+    /// its newline counts as one), the first of them is line `first_line`.
+    /// Returns how many lines it held, so a caller reading a file in large
+    /// blocks numbers the next block's lines on. The same as calling
+    /// [`Verifier::add_line`] per line, without copying each line out.
+    pub fn add_lines(&mut self, file: u32, first_line: u64, chunk: &[u8]) -> u64 {
+        let mut count = 0;
+        let mut start = 0;
+        while start < chunk.len() {
+            let end = memchr::memchr(b'\n', &chunk[start..]).map_or(chunk.len(), |i| start + i);
+            self.add_line(file, first_line + count, &chunk[start..end]);
+            count += 1;
+            start = end + 1;
+        }
+        count
+    }
+
     fn add_canonicalized(&mut self, canon: &mut Canonicalizer, loc: Location, bytes: &[u8]) {
         let digest = match canon.canonicalize(bytes) {
             Ok(c) => content_digest(c),
