@@ -39,7 +39,7 @@ fn hash_floor(lines: &[Vec<u8>]) -> f64 {
     let forms: Vec<Vec<u8>> = lines
         .iter()
         // Data records carry the dotted audit key; seals and checkpoints nest it.
-        .filter(|l| l.windows(19).any(|w| w == b"\"flowscribe.audit\":"))
+        .filter(|l| memchr::memmem::find(l, b"\"flowscribe.audit\":").is_some())
         .map(|l| canon.canonicalize(l).unwrap().to_vec())
         .collect();
     let cpu = cpu_seconds();

@@ -17,6 +17,14 @@
 //!    UTF-8); numbers that are integers (or floats with an integral value below
 //!    2^53) in plain decimal, other numbers in shortest round-trip form.
 //!
+//! A line nested deeper than 256 levels (objects and values) has no
+//! canonical form: it is an error, so that a hostile line cannot exhaust
+//! the stack (serde_json itself stops at 128).
+//!
+//! Two implementations give the same bytes: the general streaming parser
+//! ([`Canonicalizer`] on a line it has not seen the shape of) and learned
+//! record shapes (`canonical/shape.rs`) for the lines of one view.
+//!
 //! Pure: no IO, no clocks.
 
 use serde_json::Value;
@@ -343,9 +351,23 @@ mod shape;
 struct Cursor<'a> {
     b: &'a [u8],
     i: usize,
+    /// Objects and values entered and not yet left (see [`MAX_DEPTH`]).
+    depth: u32,
 }
 
+/// How deep a line may nest (objects and values entered at once). A hostile
+/// line of a million `[` must get an error, not exhaust the stack; no
+/// writer nests anywhere near this.
+const MAX_DEPTH: u32 = 256;
+
 impl Cursor<'_> {
+    fn enter(&mut self) -> Result<(), CanonicalError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err("nested too deep"));
+        }
+        Ok(())
+    }
     fn ws(&mut self) {
         while let Some(c) = self.b.get(self.i) {
             if matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
@@ -597,7 +619,11 @@ impl Canonicalizer {
         self.leaves.clear();
         self.audit.clear();
         self.out.clear();
-        let mut c = Cursor { b: json, i: 0 };
+        let mut c = Cursor {
+            b: json,
+            i: 0,
+            depth: 0,
+        };
         if c.peek() != Some(b'{') {
             return Err(c.err("expected an object"));
         }
@@ -691,6 +717,13 @@ impl Canonicalizer {
 
     /// The members of an object at the current path, as leaves.
     fn object_leaves(&mut self, c: &mut Cursor<'_>) -> Result<(), CanonicalError> {
+        c.enter()?;
+        let r = self.object_leaves_entered(c);
+        c.depth -= 1;
+        r
+    }
+
+    fn object_leaves_entered(&mut self, c: &mut Cursor<'_>) -> Result<(), CanonicalError> {
         c.eat(b'{')?;
         if c.peek() == Some(b'}') {
             c.i += 1;
@@ -744,6 +777,17 @@ impl Canonicalizer {
 /// Any value, written canonically to `out` (objects with sorted keys).
 /// `scratch` is a reusable buffer for unescaped strings.
 fn write_canonical_value(
+    c: &mut Cursor<'_>,
+    out: &mut Vec<u8>,
+    scratch: &mut String,
+) -> Result<(), CanonicalError> {
+    c.enter()?;
+    let r = write_canonical_value_entered(c, out, scratch);
+    c.depth -= 1;
+    r
+}
+
+fn write_canonical_value_entered(
     c: &mut Cursor<'_>,
     out: &mut Vec<u8>,
     scratch: &mut String,

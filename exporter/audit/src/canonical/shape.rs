@@ -57,6 +57,9 @@ pub(super) struct Shape {
     /// The paths of `emits`, in the same (sorted) order, for leaf lookups.
     paths: Vec<u8>,
     path_ends: Vec<u32>,
+    /// Per slot: the objects around it, so that a value rewritten by the
+    /// general writer meets the same nesting limit as on the general path.
+    slot_depths: Vec<u32>,
     /// Per slot: the last array seen there, as written and in canonical
     /// form. Records of one view often repeat an array (`"category":
     /// ["network"]`); bytes equal to a complete array parse to that array,
@@ -148,6 +151,7 @@ fn starts_with(rest: &[u8], seg: &[u8]) -> bool {
 pub(super) fn scan_value(
     json: &[u8],
     pos: usize,
+    depth: u32,
     arena: &mut Vec<u8>,
     scratch: &mut String,
 ) -> Option<(usize, Val)> {
@@ -178,13 +182,14 @@ pub(super) fn scan_value(
             return Some((end, input(end)));
         }
     }
-    scan_other_value(json, pos, arena, scratch)
+    scan_other_value(json, pos, depth, arena, scratch)
 }
 
 /// [`scan_value`] for everything but the two inline cases.
 fn scan_other_value(
     json: &[u8],
     pos: usize,
+    depth: u32,
     arena: &mut Vec<u8>,
     scratch: &mut String,
 ) -> Option<(usize, Val)> {
@@ -199,7 +204,7 @@ fn scan_other_value(
         ))
     };
     match *json.get(pos)? {
-        b'"' => into_arena(json, pos, arena, scratch),
+        b'"' => into_arena(json, pos, depth, arena, scratch),
         b'-' | b'0'..=b'9' => {
             let mut end = pos;
             while let Some(b) = json.get(end) {
@@ -228,7 +233,7 @@ fn scan_other_value(
         b't' if json[pos..].starts_with(b"true") => input(pos + 4),
         b'f' if json[pos..].starts_with(b"false") => input(pos + 5),
         b'n' if json[pos..].starts_with(b"null") => input(pos + 4),
-        b'[' => into_arena(json, pos, arena, scratch),
+        b'[' => into_arena(json, pos, depth, arena, scratch),
         _ => None,
     }
 }
@@ -237,11 +242,16 @@ fn scan_other_value(
 fn into_arena(
     json: &[u8],
     pos: usize,
+    depth: u32,
     arena: &mut Vec<u8>,
     scratch: &mut String,
 ) -> Option<(usize, Val)> {
     let start = arena.len();
-    let mut c = Cursor { b: json, i: pos };
+    let mut c = Cursor {
+        b: json,
+        i: pos,
+        depth,
+    };
     write_canonical_value(&mut c, arena, scratch).ok()?;
     Some((
         c.i,
@@ -259,6 +269,8 @@ struct Learner<'a> {
     path: Vec<u8>,
     /// Value ranges of the slots in the line, in line order.
     slots: Vec<(usize, usize)>,
+    /// Objects around each slot.
+    slot_depths: Vec<u32>,
     /// (path, slot) per leaf; `None`: an empty-object leaf.
     leaves: Vec<(Vec<u8>, Option<u32>)>,
     arena: Vec<u8>,
@@ -288,13 +300,22 @@ impl Learner<'_> {
             c.eat(b':').ok()?;
             if c.peek()? == b'{' {
                 c.i += 1;
+                c.depth += 1;
                 self.members(c)?;
+                c.depth -= 1;
             } else {
                 let start = c.i;
-                let (end, _) = scan_value(self.json, start, &mut self.arena, &mut self.scratch)?;
+                let (end, _) = scan_value(
+                    self.json,
+                    start,
+                    c.depth,
+                    &mut self.arena,
+                    &mut self.scratch,
+                )?;
                 c.i = end;
                 let slot = u32::try_from(self.slots.len()).ok()?;
                 self.slots.push((start, end));
+                self.slot_depths.push(c.depth);
                 self.leaves.push((self.path.clone(), Some(slot)));
             }
             self.path.truncate(base);
@@ -318,11 +339,17 @@ impl Shape {
             json,
             path: Vec::new(),
             slots: Vec::new(),
+            slot_depths: Vec::new(),
             leaves: Vec::new(),
             arena: Vec::new(),
             scratch: String::new(),
         };
-        let mut c = Cursor { b: json, i: 0 };
+        // The depth as the general path counts it: one per object entered.
+        let mut c = Cursor {
+            b: json,
+            i: 0,
+            depth: 1,
+        };
         c.eat(b'{').ok()?;
         if c.peek()? == b'}' {
             return None;
@@ -331,7 +358,12 @@ impl Shape {
         if c.peek().is_some() {
             return None;
         }
-        let Learner { slots, leaves, .. } = learner;
+        let Learner {
+            slots,
+            slot_depths,
+            leaves,
+            ..
+        } = learner;
 
         let mut segments = Vec::with_capacity(json.len());
         let mut segment_ends = Vec::with_capacity(slots.len() + 1);
@@ -371,6 +403,7 @@ impl Shape {
             paths: Vec::new(),
             path_ends: Vec::with_capacity(content.len()),
             arrays: vec![None; slots.len()],
+            slot_depths,
             audit,
         };
         for (n, (path, slot)) in content.iter().enumerate() {
@@ -418,7 +451,7 @@ impl Shape {
             let scanned = if json.get(pos) == Some(&b'[') {
                 self.array(i, json, pos, arena, scratch)
             } else {
-                scan_value(json, pos, arena, scratch)
+                scan_value(json, pos, self.slot_depths[i], arena, scratch)
             };
             match scanned {
                 Some((end, val)) => {
@@ -453,7 +486,7 @@ impl Shape {
             arena.extend_from_slice(canonical);
             return Some((pos + raw.len(), val(arena.len())));
         }
-        let (end, v) = into_arena(json, pos, arena, scratch)?;
+        let (end, v) = into_arena(json, pos, self.slot_depths[slot], arena, scratch)?;
         self.arrays[slot] = Some((
             json[pos..end].to_vec(),
             arena[v.start as usize..v.end as usize].to_vec(),
@@ -839,6 +872,37 @@ mod tests {
                     "segment longer than input"
                 );
             }
+        }
+    }
+
+    /// Nesting is limited the same way on both paths, and a hostile depth
+    /// is an error, not a stack overflow.
+    #[test]
+    fn nesting_limit_is_the_same_on_both_paths() {
+        let line = |k: usize| {
+            format!(
+                r#"{{"a":{{"b":{}{}}},"c":1}}"#,
+                "[".repeat(k),
+                "]".repeat(k)
+            )
+        };
+        let mut fast = Canonicalizer::new();
+        fast.canonicalize(line(1).as_bytes()).unwrap();
+        let mut ok = 0;
+        for k in 250..262 {
+            let want = Canonicalizer::general_only()
+                .canonicalize(line(k).as_bytes())
+                .map(<[u8]>::to_vec);
+            let got = fast.canonicalize(line(k).as_bytes()).map(<[u8]>::to_vec);
+            assert_eq!(got, want, "depth {k}");
+            ok += usize::from(want.is_ok());
+        }
+        // Two objects, then arrays: 254 arrays fit in 256 levels.
+        assert_eq!(ok, 5);
+        assert!(fast.fast_hits() >= 5);
+        for hostile in ["[".repeat(1_000_000), "{\"a\":".repeat(1_000_000)] {
+            let text = format!("{{\"x\":{hostile}");
+            assert!(fast.canonicalize(text.as_bytes()).is_err());
         }
     }
 
