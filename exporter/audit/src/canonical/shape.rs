@@ -784,6 +784,52 @@ mod tests {
         }
     }
 
+    /// Canonicalise `text` with `fast` and with a fresh general-only
+    /// canonicaliser and assert that everything a caller can read is the
+    /// same. Returns whether the line was valid and had a learnable shape.
+    fn compare_paths(fast: &mut Canonicalizer, text: &str) -> (bool, bool) {
+        let mut general = Canonicalizer::general_only();
+        // Leaf lookups: every path of the general form, and a few that are
+        // absent or audit paths.
+        let mut paths: Vec<String> = match general.canonicalize(text.as_bytes()) {
+            Ok(b) => serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(b)
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        paths.extend(["nope".into(), "flowscribe.audit.seq".into(), "a".into()]);
+        let want = observe(&mut general, text.as_bytes(), &paths);
+        let got = observe(fast, text.as_bytes(), &paths);
+        assert_eq!(got, want, "line {text}");
+        let ok = !want.starts_with("error");
+        (ok, ok && super::Shape::learn(text.as_bytes()).is_some())
+    }
+
+    /// Lines of 24 shapes in random order: more shapes than the cache
+    /// holds, so shapes are evicted, relearned and reordered all the time.
+    #[test]
+    fn interleaved_shapes_give_the_same_form_as_the_general_path() {
+        let mut rng = Rng(0x5eed);
+        let skeletons: Vec<(Node, bool)> = (0..24)
+            .map(|_| (skeleton(&mut rng, 0), rng.below(5) == 0))
+            .collect();
+        let mut fast = Canonicalizer::new();
+        let mut learnable = 0u64;
+        for _ in 0..6_000 {
+            let (skel, spaced) = &skeletons[rng.below(skeletons.len())];
+            let mut text = String::new();
+            write(skel, &mut rng, *spaced, &mut text);
+            learnable += u64::from(compare_paths(&mut fast, &text).1);
+        }
+        assert!(
+            learnable > 1_000 && fast.fast_hits() * 3 > learnable,
+            "{} fast of {learnable} learnable",
+            fast.fast_hits()
+        );
+    }
+
     /// The fast path (learned shapes) and the general path agree on every
     /// line: bytes, errors, audit fields and leaf lookups, over randomised
     /// records with nesting, arrays, escapes, odd numbers, dotted keys,
@@ -807,28 +853,10 @@ mod tests {
                 if newline || rng.below(50) == 0 {
                     text.push('\n');
                 }
-                let mut general = Canonicalizer::general_only();
-                // Leaf lookups: every path of the general form, and a few
-                // that are absent or audit paths.
-                let mut paths: Vec<String> = match general.canonicalize(text.as_bytes()) {
-                    Ok(b) => {
-                        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(b)
-                            .unwrap()
-                            .keys()
-                            .cloned()
-                            .collect()
-                    }
-                    Err(_) => Vec::new(),
-                };
-                paths.extend(["nope".into(), "flowscribe.audit.seq".into(), "a".into()]);
-                let want = observe(&mut general, text.as_bytes(), &paths);
-                let got = observe(&mut fast, text.as_bytes(), &paths);
-                assert_eq!(got, want, "line {text}");
+                let (ok, can_learn) = compare_paths(&mut fast, &text);
                 lines += 1;
-                if !want.starts_with("error") {
-                    valid += 1;
-                    learnable += u64::from(super::Shape::learn(text.as_bytes()).is_some());
-                }
+                valid += u64::from(ok);
+                learnable += u64::from(can_learn);
             }
         }
         assert_eq!(lines, 15_000);
