@@ -10,7 +10,8 @@ mod common;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use flowscribe_audit::canonical::canonical_bytes;
+use flowscribe_audit::canonical::{Canonicalizer, canonical_bytes};
+use flowscribe_audit::hash::{LeafPosition, content_digest, leaf_hash};
 use flowscribe_audit::{Auditor, AuditorOptions, MemoryStateStore};
 
 /// Exporter side: stamp + append the audit fields + seal one batch of 1000
@@ -36,7 +37,7 @@ fn seal(c: &mut Criterion) {
                 .enumerate()
                 .map(|(i, d)| {
                     let mut l = d.clone();
-                    stamp.fields("ecs", i as u64).append_to_json_object(&mut l);
+                    stamp.append_fields("ecs", i as u64, &mut l);
                     l
                 })
                 .collect();
@@ -48,6 +49,46 @@ fn seal(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("canonical_form_one_record", |b| {
         b.iter(|| black_box(canonical_bytes(black_box(&v))))
+    });
+    // The streaming canonical form: the general path (parse, flatten,
+    // sort) and a line in a learned shape (the hot path of seal and verify).
+    let mut line = docs[0].clone();
+    flowscribe_audit::AuditFields {
+        chain: [1; 16],
+        view: "ecs".into(),
+        run: 1,
+        batch: 0,
+        seq: 0,
+    }
+    .append_to_json_object(&mut line);
+    g.bench_function("canonicalize_general_one_record", |b| {
+        let mut c = Canonicalizer::general_only();
+        b.iter(|| black_box(c.canonicalize(black_box(&line)).unwrap().len()))
+    });
+    g.bench_function("canonicalize_learned_shape_one_record", |b| {
+        let mut c = Canonicalizer::new();
+        c.canonicalize(&line).unwrap();
+        b.iter(|| black_box(c.canonicalize(black_box(&line)).unwrap().len()));
+        assert!(c.fast_hits() > 0);
+    });
+    // The floor the hash definitions set: content digest and leaf hash of
+    // one record (plus, per record, about one Merkle node in a batch).
+    let form = Canonicalizer::new().canonicalize(&line).unwrap().to_vec();
+    g.bench_function("hash_content_and_leaf_one_record", |b| {
+        let chain = [1u8; 16];
+        b.iter(|| {
+            let digest = content_digest(black_box(&form));
+            black_box(leaf_hash(
+                LeafPosition {
+                    chain: &chain,
+                    view: "ecs",
+                    run: 1,
+                    batch: 0,
+                    seq: 0,
+                },
+                &digest,
+            ))
+        })
     });
     g.bench_function("parse_one_record", |b| {
         b.iter(|| {

@@ -17,6 +17,14 @@
 //!    UTF-8); numbers that are integers (or floats with an integral value below
 //!    2^53) in plain decimal, other numbers in shortest round-trip form.
 //!
+//! A line nested deeper than 256 levels (objects and values) has no
+//! canonical form: it is an error, so that a hostile line cannot exhaust
+//! the stack (serde_json itself stops at 128).
+//!
+//! Two implementations give the same bytes: the general streaming parser
+//! ([`Canonicalizer`] on a line it has not seen the shape of) and learned
+//! record shapes (`canonical/shape.rs`) for the lines of one view.
+//!
 //! Pure: no IO, no clocks.
 
 use serde_json::Value;
@@ -300,6 +308,23 @@ struct LeafRef {
 /// between calls.
 #[derive(Debug, Default)]
 pub struct Canonicalizer {
+    /// Learned record shapes, most recently used first (`shape.rs`).
+    shapes: Vec<shape::Shape>,
+    /// The last record went through `shapes[0]` rather than the general path.
+    last_was_shape: bool,
+    /// Only the general path (a reference for tests and benchmarks).
+    general_only: bool,
+    /// Lines since the last one that was in a known shape.
+    misses_in_a_row: u32,
+    fast_hits: u64,
+    /// Per slot of the matched shape: where its canonical value is.
+    vals: Vec<shape::Val>,
+    arena: Vec<u8>,
+    /// Per content leaf of the matched shape (output order): its value's
+    /// range in `out`.
+    leaf_values: Vec<(u32, u32)>,
+    /// The general path's output, kept while a newly learned shape is checked.
+    check: Vec<u8>,
     path: Vec<u8>,
     /// Keys on the current path that need escaping when written.
     special_keys: u32,
@@ -313,12 +338,36 @@ pub struct Canonicalizer {
 
 const AUDIT_PREFIX: &[u8] = b"flowscribe.audit";
 
+/// How many shapes a canonicalizer keeps (a view's records come in a few).
+const MAX_SHAPES: usize = 16;
+
+/// `flowscribe.audit` itself or anything below it.
+fn is_audit_path_bytes(p: &[u8]) -> bool {
+    p.starts_with(AUDIT_PREFIX) && (p.len() == AUDIT_PREFIX.len() || p[AUDIT_PREFIX.len()] == b'.')
+}
+
+mod shape;
+
 struct Cursor<'a> {
     b: &'a [u8],
     i: usize,
+    /// Objects and values entered and not yet left (see [`MAX_DEPTH`]).
+    depth: u32,
 }
 
+/// How deep a line may nest (objects and values entered at once). A hostile
+/// line of a million `[` must get an error, not exhaust the stack; no
+/// writer nests anywhere near this.
+const MAX_DEPTH: u32 = 256;
+
 impl Cursor<'_> {
+    fn enter(&mut self) -> Result<(), CanonicalError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err("nested too deep"));
+        }
+        Ok(())
+    }
     fn ws(&mut self) {
         while let Some(c) = self.b.get(self.i) {
             if matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
@@ -413,9 +462,156 @@ impl Canonicalizer {
         Self::default()
     }
 
+    /// A canonicalizer that never uses learned shapes: the reference the
+    /// fast path is tested against.
+    pub fn general_only() -> Self {
+        Canonicalizer {
+            general_only: true,
+            ..Self::default()
+        }
+    }
+
+    /// How many records so far went through a learned shape (tests and
+    /// benchmarks use it to prove the fast path ran).
+    pub fn fast_hits(&self) -> u64 {
+        self.fast_hits
+    }
+
     /// Compute the canonical form of one JSON object.
     pub fn canonicalize(&mut self, json: &[u8]) -> Result<&[u8], CanonicalError> {
-        std::str::from_utf8(json).map_err(|e| CanonicalError("invalid UTF-8", e.valid_up_to()))?;
+        let (ascii, no_controls) = Self::byte_classes(json);
+        if !ascii {
+            std::str::from_utf8(json)
+                .map_err(|e| CanonicalError("invalid UTF-8", e.valid_up_to()))?;
+        }
+        // Offsets are kept as u32.
+        if u32::try_from(json.len()).is_err() {
+            return Err(CanonicalError("line longer than 4 GiB", 0));
+        }
+        if !self.general_only {
+            if no_controls && self.try_shapes(json) {
+                self.fast_hits += 1;
+                self.misses_in_a_row = 0;
+                return Ok(&self.out);
+            }
+            self.misses_in_a_row = self.misses_in_a_row.saturating_add(1);
+        }
+        self.last_was_shape = false;
+        self.canonicalize_general(json)?;
+        // Learn the line's shape, unless lines keep coming in new shapes
+        // (then only every 16th, so learning costs little on a SIEM export
+        // with many shapes).
+        // A line with control characters never takes the fast path (see
+        // `byte_classes`): its shape is not worth a slot.
+        if !self.general_only
+            && no_controls
+            && (self.misses_in_a_row < 64 || self.misses_in_a_row.is_multiple_of(16))
+        {
+            self.learn(json);
+        }
+        Ok(&self.out)
+    }
+
+    /// In one pass: whether the line is ASCII (then it is valid UTF-8
+    /// without further checks), and whether it holds no control character
+    /// other than trailing whitespace. Inside a string a control character
+    /// is invalid JSON, which the fast path does not look for, so such lines
+    /// take the general path (which rejects them).
+    fn byte_classes(json: &[u8]) -> (bool, bool) {
+        let end = json
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
+        // Branch-free folds, so the compiler can vectorise them; the
+        // trailing whitespace is ASCII.
+        let (high, control) = json[..end].iter().fold((0u8, 0u8), |(high, control), &b| {
+            (high | b, control | u8::from(b < 0x20))
+        });
+        (high < 0x80, control == 0)
+    }
+
+    /// Try the known shapes, most recently used first.
+    fn try_shapes(&mut self, json: &[u8]) -> bool {
+        if self.shapes.is_empty() {
+            return false;
+        }
+        for k in 0..self.shapes.len() {
+            if self.shapes[k].matches(json, &mut self.vals, &mut self.arena, &mut self.scratch) {
+                self.shapes[..=k].rotate_right(1);
+                self.shapes[0].emit(
+                    json,
+                    &self.vals,
+                    &self.arena,
+                    &mut self.out,
+                    &mut self.leaf_values,
+                );
+                self.keep_audit_values(json);
+                self.last_was_shape = true;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Copy the matched shape's audit values (the line is not kept).
+    fn keep_audit_values(&mut self, json: &[u8]) {
+        self.values.clear();
+        self.audit.clear();
+        for (_, slot) in self.shapes[0].audit() {
+            let v = self.vals[*slot as usize];
+            let src = if v.in_arena { &self.arena } else { json };
+            let start = self.values.len() as u32;
+            self.values
+                .extend_from_slice(&src[v.start as usize..v.end as usize]);
+            self.audit.push(LeafRef {
+                path: (0, 0),
+                value: (start, self.values.len() as u32),
+                escape: false,
+            });
+        }
+    }
+
+    /// Learn the shape of the line the general path has just canonicalised,
+    /// and keep it if it gives the same bytes and audit fields.
+    fn learn(&mut self, json: &[u8]) {
+        let Some(mut shape) = shape::Shape::learn(json) else {
+            return;
+        };
+        if !shape.matches(json, &mut self.vals, &mut self.arena, &mut self.scratch) {
+            return;
+        }
+        let mut fast = std::mem::take(&mut self.check);
+        shape.emit(
+            json,
+            &self.vals,
+            &self.arena,
+            &mut fast,
+            &mut self.leaf_values,
+        );
+        let same_audit = shape.audit().len() == self.audit.len()
+            && shape
+                .audit()
+                .iter()
+                .zip(&self.audit)
+                .all(|((name, slot), l)| {
+                    let v = self.vals[*slot as usize];
+                    let src = if v.in_arena { &self.arena } else { json };
+                    let path = &self.paths[l.path.0 as usize..l.path.1 as usize];
+                    path.get(AUDIT_PREFIX.len()..) == Some(&name[..])
+                        && src[v.start as usize..v.end as usize]
+                            == self.values[l.value.0 as usize..l.value.1 as usize]
+                });
+        if fast == self.out && same_audit {
+            if self.shapes.len() == MAX_SHAPES {
+                self.shapes.pop();
+            }
+            self.shapes.insert(0, shape);
+        }
+        self.check = fast;
+    }
+
+    /// The general path: parse, flatten, sort.
+    fn canonicalize_general(&mut self, json: &[u8]) -> Result<(), CanonicalError> {
         self.path.clear();
         self.special_keys = 0;
         self.paths.clear();
@@ -423,7 +619,11 @@ impl Canonicalizer {
         self.leaves.clear();
         self.audit.clear();
         self.out.clear();
-        let mut c = Cursor { b: json, i: 0 };
+        let mut c = Cursor {
+            b: json,
+            i: 0,
+            depth: 0,
+        };
         if c.peek() != Some(b'{') {
             return Err(c.err("expected an object"));
         }
@@ -459,12 +659,22 @@ impl Canonicalizer {
                 .extend_from_slice(&self.values[l.value.0 as usize..l.value.1 as usize]);
         }
         self.out.push(b'}');
-        Ok(&self.out)
+        Ok(())
     }
 
     /// The canonical JSON value of audit field `name` (under
     /// `flowscribe.audit`) of the last record, if present.
     pub fn audit_field(&self, name: &str) -> Option<&[u8]> {
+        if self.last_was_shape {
+            return self.shapes[0]
+                .audit()
+                .iter()
+                .zip(&self.audit)
+                .find_map(|((field, _), l)| {
+                    (field.strip_prefix(b".")? == name.as_bytes())
+                        .then(|| &self.values[l.value.0 as usize..l.value.1 as usize])
+                });
+        }
         self.audit.iter().find_map(|l| {
             let p = &self.paths[l.path.0 as usize..l.path.1 as usize];
             let rest = p.strip_prefix(AUDIT_PREFIX)?.strip_prefix(b".")?;
@@ -479,6 +689,11 @@ impl Canonicalizer {
 
     /// The canonical JSON value at a (flattened) path of the last record.
     pub fn leaf(&self, path: &str) -> Option<&[u8]> {
+        if self.last_was_shape {
+            let k = self.shapes[0].leaf_index(path.as_bytes())?;
+            let (start, end) = self.leaf_values[k];
+            return Some(&self.out[start as usize..end as usize]);
+        }
         self.leaves.iter().find_map(|l| {
             (&self.paths[l.path.0 as usize..l.path.1 as usize] == path.as_bytes())
                 .then(|| &self.values[l.value.0 as usize..l.value.1 as usize])
@@ -493,10 +708,7 @@ impl Canonicalizer {
             value: (value_start as u32, self.values.len() as u32),
             escape: self.special_keys > 0,
         };
-        let p = &self.path;
-        let audit = p.starts_with(AUDIT_PREFIX)
-            && (p.len() == AUDIT_PREFIX.len() || p[AUDIT_PREFIX.len()] == b'.');
-        if audit {
+        if is_audit_path_bytes(&self.path) {
             self.audit.push(leaf);
         } else {
             self.leaves.push(leaf);
@@ -505,6 +717,13 @@ impl Canonicalizer {
 
     /// The members of an object at the current path, as leaves.
     fn object_leaves(&mut self, c: &mut Cursor<'_>) -> Result<(), CanonicalError> {
+        c.enter()?;
+        let r = self.object_leaves_entered(c);
+        c.depth -= 1;
+        r
+    }
+
+    fn object_leaves_entered(&mut self, c: &mut Cursor<'_>) -> Result<(), CanonicalError> {
         c.eat(b'{')?;
         if c.peek() == Some(b'}') {
             c.i += 1;
@@ -538,10 +757,7 @@ impl Canonicalizer {
                 self.object_leaves(c)?;
             } else {
                 let start = self.values.len();
-                let mut values = std::mem::take(&mut self.values);
-                let r = self.value(c, &mut values);
-                self.values = values;
-                r?;
+                write_canonical_value(c, &mut self.values, &mut self.scratch)?;
                 self.push_leaf(start);
             }
             self.path.truncate(base);
@@ -556,121 +772,134 @@ impl Canonicalizer {
             }
         }
     }
+}
 
-    /// Any value, written canonically to `out` (objects with sorted keys).
-    fn value(&mut self, c: &mut Cursor<'_>, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
-        match c.peek() {
-            Some(b'"') => {
-                let (raw, escaped) = c.raw_string()?;
-                if escaped {
-                    let mut s = std::mem::take(&mut self.scratch);
-                    unescape(raw, &mut s).map_err(|()| c.err("bad escape"))?;
-                    write_string(&s, out);
-                    self.scratch = s;
-                } else {
-                    // Valid JSON without escapes holds no `"`, `\` or control
-                    // characters: the raw bytes are already canonical.
-                    out.push(b'"');
-                    out.extend_from_slice(raw);
-                    out.push(b'"');
-                }
+/// Any value, written canonically to `out` (objects with sorted keys).
+/// `scratch` is a reusable buffer for unescaped strings.
+fn write_canonical_value(
+    c: &mut Cursor<'_>,
+    out: &mut Vec<u8>,
+    scratch: &mut String,
+) -> Result<(), CanonicalError> {
+    c.enter()?;
+    let r = write_canonical_value_entered(c, out, scratch);
+    c.depth -= 1;
+    r
+}
+
+fn write_canonical_value_entered(
+    c: &mut Cursor<'_>,
+    out: &mut Vec<u8>,
+    scratch: &mut String,
+) -> Result<(), CanonicalError> {
+    match c.peek() {
+        Some(b'"') => {
+            let (raw, escaped) = c.raw_string()?;
+            if escaped {
+                unescape(raw, scratch).map_err(|()| c.err("bad escape"))?;
+                write_string(scratch, out);
+            } else {
+                // Valid JSON without escapes holds no `"`, `\` or control
+                // characters: the raw bytes are already canonical.
+                out.push(b'"');
+                out.extend_from_slice(raw);
+                out.push(b'"');
             }
-            Some(b'{') => {
+        }
+        Some(b'{') => {
+            c.i += 1;
+            let mut members: Vec<(String, Vec<u8>)> = Vec::new();
+            if c.peek() == Some(b'}') {
                 c.i += 1;
-                let mut members: Vec<(String, Vec<u8>)> = Vec::new();
-                if c.peek() == Some(b'}') {
-                    c.i += 1;
-                } else {
-                    loop {
-                        c.ws();
-                        let (raw, escaped) = c.raw_string()?;
-                        let mut key = String::new();
-                        if escaped {
-                            unescape(raw, &mut key).map_err(|()| c.err("bad escape in key"))?;
-                        } else {
-                            key = String::from_utf8_lossy(raw).into_owned();
+            } else {
+                loop {
+                    c.ws();
+                    let (raw, escaped) = c.raw_string()?;
+                    let mut key = String::new();
+                    if escaped {
+                        unescape(raw, &mut key).map_err(|()| c.err("bad escape in key"))?;
+                    } else {
+                        key = String::from_utf8_lossy(raw).into_owned();
+                    }
+                    c.eat(b':')?;
+                    let mut v = Vec::new();
+                    write_canonical_value(c, &mut v, scratch)?;
+                    members.push((key, v));
+                    match c.peek() {
+                        Some(b',') => c.i += 1,
+                        Some(b'}') => {
+                            c.i += 1;
+                            break;
                         }
-                        c.eat(b':')?;
-                        let mut v = Vec::new();
-                        self.value(c, &mut v)?;
-                        members.push((key, v));
-                        match c.peek() {
-                            Some(b',') => c.i += 1,
-                            Some(b'}') => {
-                                c.i += 1;
-                                break;
-                            }
-                            _ => return Err(c.err("expected , or }")),
-                        }
+                        _ => return Err(c.err("expected , or }")),
                     }
                 }
-                // serde_json's Map keeps the last of duplicate keys.
-                members.reverse();
-                members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-                members.dedup_by(|a, b| a.0 == b.0);
-                out.push(b'{');
-                for (n, (k, v)) in members.iter().enumerate() {
-                    if n > 0 {
+            }
+            // serde_json's Map keeps the last of duplicate keys.
+            members.reverse();
+            members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            members.dedup_by(|a, b| a.0 == b.0);
+            out.push(b'{');
+            for (n, (k, v)) in members.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                write_string(k, out);
+                out.push(b':');
+                out.extend_from_slice(v);
+            }
+            out.push(b'}');
+        }
+        Some(b'[') => {
+            c.i += 1;
+            out.push(b'[');
+            if c.peek() == Some(b']') {
+                c.i += 1;
+            } else {
+                let mut first = true;
+                loop {
+                    if !first {
                         out.push(b',');
                     }
-                    write_string(k, out);
-                    out.push(b':');
-                    out.extend_from_slice(v);
+                    first = false;
+                    write_canonical_value(c, out, scratch)?;
+                    match c.peek() {
+                        Some(b',') => c.i += 1,
+                        Some(b']') => {
+                            c.i += 1;
+                            break;
+                        }
+                        _ => return Err(c.err("expected , or ]")),
+                    }
                 }
-                out.push(b'}');
             }
-            Some(b'[') => {
-                c.i += 1;
-                out.push(b'[');
-                if c.peek() == Some(b']') {
+            out.push(b']');
+        }
+        Some(b't') => {
+            c.literal(b"true")?;
+            out.extend_from_slice(b"true");
+        }
+        Some(b'f') => {
+            c.literal(b"false")?;
+            out.extend_from_slice(b"false");
+        }
+        Some(b'n') => {
+            c.literal(b"null")?;
+            out.extend_from_slice(b"null");
+        }
+        Some(b'-' | b'0'..=b'9') => {
+            let start = c.i;
+            while let Some(b) = c.b.get(c.i) {
+                if matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
                     c.i += 1;
                 } else {
-                    let mut first = true;
-                    loop {
-                        if !first {
-                            out.push(b',');
-                        }
-                        first = false;
-                        self.value(c, out)?;
-                        match c.peek() {
-                            Some(b',') => c.i += 1,
-                            Some(b']') => {
-                                c.i += 1;
-                                break;
-                            }
-                            _ => return Err(c.err("expected , or ]")),
-                        }
-                    }
+                    break;
                 }
-                out.push(b']');
             }
-            Some(b't') => {
-                c.literal(b"true")?;
-                out.extend_from_slice(b"true");
-            }
-            Some(b'f') => {
-                c.literal(b"false")?;
-                out.extend_from_slice(b"false");
-            }
-            Some(b'n') => {
-                c.literal(b"null")?;
-                out.extend_from_slice(b"null");
-            }
-            Some(b'-' | b'0'..=b'9') => {
-                let start = c.i;
-                while let Some(b) = c.b.get(c.i) {
-                    if matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
-                        c.i += 1;
-                    } else {
-                        break;
-                    }
-                }
-                let text =
-                    std::str::from_utf8(&c.b[start..c.i]).map_err(|_| c.err("bad number"))?;
-                write_number_text(text, out).map_err(|()| CanonicalError("bad number", start))?;
-            }
-            _ => return Err(c.err("expected a value")),
+            let text = std::str::from_utf8(&c.b[start..c.i]).map_err(|_| c.err("bad number"))?;
+            write_number_text(text, out).map_err(|()| CanonicalError("bad number", start))?;
         }
-        Ok(())
+        _ => return Err(c.err("expected a value")),
     }
+    Ok(())
 }

@@ -39,65 +39,117 @@ impl AuditFields {
     /// brace. Returns false, and leaves `line` alone, when `line` does not end
     /// with `}` (not a JSON object).
     pub fn append_to_json_object(&self, line: &mut Vec<u8>) -> bool {
-        // Tolerate a trailing newline or spaces after the object.
-        let end = line
-            .iter()
-            .rposition(|b| !b.is_ascii_whitespace())
-            .map_or(0, |i| i + 1);
-        line.truncate(end);
-        if line.last() != Some(&b'}') {
-            return false;
-        }
-        line.pop();
-        let empty_object = line.iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-        if !empty_object {
-            line.push(b',');
-        }
-        line.extend_from_slice(b"\"flowscribe.audit\":");
-        self.write_json(line);
-        line.push(b'}');
-        true
+        append_to_object(line, |out| self.write_json(out))
     }
 
     /// The audit object itself, as JSON.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"chain\":\"");
-        out.extend_from_slice(chain_hex(&self.chain).as_bytes());
-        out.extend_from_slice(b"\",\"view\":");
-        // A view name is a short format name; serde_json escapes it.
-        let _ = serde_json::to_writer(&mut *out, &self.view);
-        out.extend_from_slice(
-            format!(
-                ",\"run\":{},\"batch\":{},\"seq\":{}}}",
-                self.run, self.batch, self.seq
-            )
-            .as_bytes(),
-        );
+        write_audit_object(&self.chain, &self.view, self.run, self.batch, self.seq, out);
+    }
+}
+
+/// Append the audit object that `write` writes as a dotted top-level key
+/// `"flowscribe.audit"` before the closing brace of the JSON object `line`
+/// (see [`AuditFields::append_to_json_object`]).
+pub(crate) fn append_to_object(line: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) -> bool {
+    // Tolerate a trailing newline or spaces after the object.
+    let end = line
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    line.truncate(end);
+    if line.last() != Some(&b'}') {
+        return false;
+    }
+    line.pop();
+    let empty_object = line.iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if !empty_object {
+        line.push(b',');
+    }
+    line.extend_from_slice(b"\"flowscribe.audit\":");
+    write(line);
+    line.push(b'}');
+    true
+}
+
+/// Append `{"chain":…,"view":…,"run":…,"batch":…,"seq":…}` to `out` without
+/// allocating (the exporter writes one per record).
+pub(crate) fn write_audit_object(
+    chain: &ChainId,
+    view: &str,
+    run: u64,
+    batch: u64,
+    seq: u64,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(b"{\"chain\":\"");
+    push_chain_hex(chain, out);
+    out.extend_from_slice(b"\",\"view\":");
+    if view.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        // A view name is a short format name; serde_json escapes an odd one.
+        let _ = serde_json::to_writer(&mut *out, view);
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(view.as_bytes());
+        out.push(b'"');
+    }
+    out.extend_from_slice(b",\"run\":");
+    push_decimal(run, out);
+    out.extend_from_slice(b",\"batch\":");
+    push_decimal(batch, out);
+    out.extend_from_slice(b",\"seq\":");
+    push_decimal(seq, out);
+    out.push(b'}');
+}
+
+/// Append `n` in decimal.
+pub(crate) fn push_decimal(mut n: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        // n % 10 < 10: the cast is exact.
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Append a chain id as 32 lowercase hex digits.
+pub(crate) fn push_chain_hex(chain: &ChainId, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in chain {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0xf)]);
     }
 }
 
 /// A chain id as 32 lowercase hex digits.
 pub fn chain_hex(chain: &ChainId) -> String {
-    let mut s = String::with_capacity(32);
-    for b in chain {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    let mut s = Vec::with_capacity(32);
+    push_chain_hex(chain, &mut s);
+    // Hex digits are ASCII.
+    String::from_utf8(s).unwrap_or_default()
 }
 
 /// Parse 32 hex digits into a chain id.
 pub fn parse_chain_hex(s: &str) -> Option<ChainId> {
     // Lowercase only, as written: one value has one spelling.
-    if s.len() != 32
-        || !s
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let hex = s.as_bytes();
+    if hex.len() != 32 {
         return None;
     }
     let mut out = [0u8; 16];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
     }
     Some(out)
 }
@@ -213,22 +265,13 @@ pub fn canonical_u64(v: &[u8]) -> Option<u64> {
 impl AuditFields {
     /// Read the audit fields of a data record from a canonicalised line.
     pub fn from_canonical(c: &crate::canonical::Canonicalizer) -> Result<Self, FieldError> {
-        let field = |name: &'static str| c.audit_field(name).ok_or(FieldError::Missing(name));
-        let u = |name: &'static str| {
-            field(name).and_then(|v| canonical_u64(v).ok_or(FieldError::Invalid(name)))
-        };
-        let chain = canonical_str(field("chain")?)
-            .and_then(|s| parse_chain_hex(&s))
-            .ok_or(FieldError::Invalid("chain"))?;
-        let view = canonical_str(field("view")?)
-            .ok_or(FieldError::Invalid("view"))?
-            .into_owned();
+        let f = AuditFieldsRef::from_canonical(c)?;
         Ok(AuditFields {
-            chain,
-            view,
-            run: u("run")?,
-            batch: u("batch")?,
-            seq: u("seq")?,
+            chain: f.chain,
+            view: f.view.into_owned(),
+            run: f.run,
+            batch: f.batch,
+            seq: f.seq,
         })
     }
 
@@ -240,6 +283,38 @@ impl AuditFields {
             run: get_u64(obj, "run")?,
             batch: get_u64(obj, "batch")?,
             seq: get_u64(obj, "seq")?,
+        })
+    }
+}
+
+/// [`AuditFields`] with the view borrowed from the canonicaliser: what the
+/// verifier reads per record, without allocating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFieldsRef<'a> {
+    pub chain: ChainId,
+    pub view: std::borrow::Cow<'a, str>,
+    pub run: u64,
+    pub batch: u64,
+    pub seq: u64,
+}
+
+impl<'a> AuditFieldsRef<'a> {
+    /// Read the audit fields of a data record from a canonicalised line.
+    pub fn from_canonical(c: &'a crate::canonical::Canonicalizer) -> Result<Self, FieldError> {
+        let field = |name: &'static str| c.audit_field(name).ok_or(FieldError::Missing(name));
+        let u = |name: &'static str| {
+            field(name).and_then(|v| canonical_u64(v).ok_or(FieldError::Invalid(name)))
+        };
+        let chain = canonical_str(field("chain")?)
+            .and_then(|s| parse_chain_hex(&s))
+            .ok_or(FieldError::Invalid("chain"))?;
+        let view = canonical_str(field("view")?).ok_or(FieldError::Invalid("view"))?;
+        Ok(AuditFieldsRef {
+            chain,
+            view,
+            run: u("run")?,
+            batch: u("batch")?,
+            seq: u("seq")?,
         })
     }
 }
@@ -294,6 +369,25 @@ mod tests {
         let mut cef = b"CEF:0|flowscribe|x".to_vec();
         assert!(!fields().append_to_json_object(&mut cef));
         assert_eq!(cef, b"CEF:0|flowscribe|x");
+    }
+
+    #[test]
+    fn chain_ids_are_32_lowercase_hex_digits() {
+        assert_eq!(parse_chain_hex(&"ab".repeat(16)), Some([0xab; 16]));
+        assert_eq!(
+            parse_chain_hex("000102030405060708090a0b0c0d0e0f"),
+            Some([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15])
+        );
+        assert_eq!(chain_hex(&[0xf0; 16]), "f0".repeat(16));
+        for bad in [
+            "AB".repeat(16),
+            "ab".repeat(15),
+            "ab".repeat(17),
+            "zz".repeat(16),
+            format!("{}g", "a".repeat(31)),
+        ] {
+            assert_eq!(parse_chain_hex(&bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -31,7 +31,7 @@ use serde_json::{Map, Value};
 
 use crate::canonical::Canonicalizer;
 use crate::fields::{
-    AuditFields, audit_object, canonical_str, chain_hex, get_chain, get_str, get_u64,
+    AuditFieldsRef, audit_object, canonical_str, chain_hex, get_chain, get_str, get_u64,
 };
 use crate::hash::{
     ChainId, Hash, HeadInput, LeafPosition, TAG_BYTES, batch_head, content_digest, leaf_hash,
@@ -425,6 +425,23 @@ impl Verifier {
         self.canon = canon;
     }
 
+    /// Many lines at once: `chunk` holds whole lines (a last line without
+    /// its newline counts as one), the first of them is line `first_line`.
+    /// Returns how many lines it held, so a caller reading a file in large
+    /// blocks numbers the next block's lines on. The same as calling
+    /// [`Verifier::add_line`] per line, without copying each line out.
+    pub fn add_lines(&mut self, file: u32, first_line: u64, chunk: &[u8]) -> u64 {
+        let mut count = 0;
+        let mut start = 0;
+        while start < chunk.len() {
+            let end = memchr::memchr(b'\n', &chunk[start..]).map_or(chunk.len(), |i| start + i);
+            self.add_line(file, first_line + count, &chunk[start..end]);
+            count += 1;
+            start = end + 1;
+        }
+        count
+    }
+
     fn add_canonicalized(&mut self, canon: &mut Canonicalizer, loc: Location, bytes: &[u8]) {
         let digest = match canon.canonicalize(bytes) {
             Ok(c) => content_digest(c),
@@ -448,7 +465,7 @@ impl Verifier {
             }
             return;
         }
-        let fields = match AuditFields::from_canonical(canon) {
+        let fields = match AuditFieldsRef::from_canonical(canon) {
             Ok(f) => f,
             Err(e) => return self.malformed(loc, e.to_string()),
         };
@@ -1293,12 +1310,13 @@ impl<'a> ChainCheck<'a> {
         let mut verified = 0;
         for (i, tag) in v.tags.chunks_exact(TAG_BYTES).enumerate() {
             let seq = v.first_seq + i as u64;
-            let at: Vec<usize> = records_at(records, seq).collect();
-            let good = at.iter().copied().find(|&j| {
+            // The records with this seq: contiguous, as records are sorted.
+            let at = records_at(records, seq);
+            let good = at.clone().find(|&j| {
                 let r = &records[j];
                 &r.digest[..TAG_BYTES] == tag && r.run == run && r.batch == batch
             });
-            for &j in &at {
+            for j in at.clone() {
                 accounted[j] = true;
             }
             match good {
@@ -1308,7 +1326,7 @@ impl<'a> ChainCheck<'a> {
                 }
                 None => {
                     complete = false;
-                    for &j in &at {
+                    for j in at.clone() {
                         let r = &records[j];
                         if &r.digest[..TAG_BYTES] == tag {
                             self.point(
@@ -1335,7 +1353,7 @@ impl<'a> ChainCheck<'a> {
                         },
                         &gr.digest,
                     ));
-                    for &j in &at {
+                    for j in at.clone() {
                         let r = &records[j];
                         if j == g || (r.digest == gr.digest && r.run == run && r.batch == batch) {
                             continue; // the record itself, or an exact replay
@@ -1399,9 +1417,10 @@ impl<'a> ChainCheck<'a> {
 }
 
 /// Indices into `records` (sorted by seq) with this seq.
-fn records_at(records: &[Rec], seq: u64) -> impl Iterator<Item = usize> + '_ {
+fn records_at(records: &[Rec], seq: u64) -> std::ops::Range<usize> {
     let start = records.partition_point(|r| r.seq < seq);
-    (start..records.len()).take_while(move |&i| records[i].seq == seq)
+    let len = records[start..].iter().take_while(|r| r.seq == seq).count();
+    start..start + len
 }
 
 fn first_record(records: &[Rec], seq: u64) -> Option<usize> {

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use flowscribe_audit::verify::{FindingKind, Report, VerifyOptions};
+use flowscribe_audit::verify::{FindingKind, Report, Verifier, VerifyOptions};
 use flowscribe_audit::{FileStateStore, NoteSigner, NoteVerifier};
 use serde_json::Value;
 
@@ -566,4 +566,39 @@ fn checkpoints_further_apart_than_allowed_are_late() {
         ..options()
     };
     assert!(verify_lines(&a.lines, relaxed).ok());
+}
+
+/// Feeding a whole archive as one block gives the same report as feeding it
+/// line by line: same counts, same findings, same line numbers.
+#[test]
+fn blocks_of_lines_verify_like_single_lines() {
+    let archive = simple_archive(3, 20);
+    let mut lines = archive.text();
+    // A modified record, so line numbers appear in a finding.
+    lines[5] = lines[5].replace("\"bytes\":", "\"bytes\":1");
+    let one_by_one = verify_lines(&lines, options());
+    let mut text = lines.join("\n").into_bytes();
+    text.extend_from_slice(b"\n\n");
+    let mut v = Verifier::new(options());
+    let f = v.add_file("archive.jsonl");
+    // Two blocks, cut after the newline nearest the middle.
+    let cut = text[..text.len() / 2]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .unwrap()
+        + 1;
+    let n = v.add_lines(f, 1, &text[..cut]);
+    let m = v.add_lines(f, 1 + n, &text[cut..]);
+    assert_eq!(n + m, lines.len() as u64 + 1, "the blank line counts");
+    let blocks = v.finish();
+    assert_eq!(blocks.lines, one_by_one.lines);
+    assert_eq!(blocks.findings, one_by_one.findings);
+    assert!(!blocks.ok());
+    assert_eq!(
+        blocks.of_kind(FindingKind::Modified)[0]
+            .location
+            .unwrap()
+            .line,
+        6
+    );
 }

@@ -1,0 +1,969 @@
+//! Record shapes: the fast path of the canonical form.
+//!
+//! The records of one view mostly share their *shape*: the same keys in the
+//! same order with the same nesting and spacing; only the values differ. A
+//! [`Shape`] is learned from one line: the line's bytes between its leaf
+//! values (the *segments*: keys, colons, commas, braces, and empty objects),
+//! the flattened path of every value, and the order in which the canonical
+//! form writes them (sorted by path). A later line is in the shape when its
+//! bytes are segment 0, a value, segment 1, a value, ... exactly. Then the
+//! general parser would see the same tokens in the same states (the bytes up
+//! to each value are the same), so the leaves have the same paths, and their
+//! sorted order is known without sorting. Only the values are read: each is
+//! scanned to its end and, where it is not already canonical (an escaped
+//! string, a number like `5.0`, an array), written by the same functions the
+//! general path uses. So a line in a known shape gives the same bytes as the
+//! general path; a property test checks this on randomised JSON.
+//!
+//! A shape is learned only when its paths are unique (two leaves with one
+//! path are ordered by value, which a shape cannot know), no key has an
+//! escape, and it is not the empty object. A value slot that holds an object
+//! in a later line is not in the shape (its leaves would be different).
+//!
+//! Pure: no IO.
+
+use super::{Cursor, is_audit_path_bytes, write_canonical_value, write_number_text};
+
+/// Where a slot's canonical value lies: in the input line (already
+/// canonical) or in the scratch arena (rewritten).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Val {
+    pub start: u32,
+    pub end: u32,
+    pub in_arena: bool,
+}
+
+/// One leaf of the canonical form, in output order.
+#[derive(Debug, Clone, Copy)]
+struct Emit {
+    /// `{"path":` or `,"path":` (plus `{}` for an empty-object leaf), as a
+    /// range of `Shape::prefixes`.
+    prefix: (u32, u32),
+    /// The slot whose value follows, or `None` for an empty-object leaf
+    /// (its value is in the prefix).
+    slot: Option<u32>,
+}
+
+/// A learned record shape (see the module docs).
+#[derive(Debug, Clone)]
+pub(super) struct Shape {
+    /// The segments, concatenated; segment `i` ends at `segment_ends[i]`.
+    segments: Vec<u8>,
+    /// One more than the number of slots.
+    segment_ends: Vec<u32>,
+    /// Content leaves in canonical (path) order.
+    emits: Vec<Emit>,
+    prefixes: Vec<u8>,
+    /// The paths of `emits`, in the same (sorted) order, for leaf lookups.
+    paths: Vec<u8>,
+    path_ends: Vec<u32>,
+    /// Per slot: the objects around it, so that a value rewritten by the
+    /// general writer meets the same nesting limit as on the general path.
+    slot_depths: Vec<u32>,
+    /// Per slot: the last array seen there, as written and in canonical
+    /// form. Records of one view often repeat an array (`"category":
+    /// ["network"]`); bytes equal to a complete array parse to that array,
+    /// so its canonical form is reused without parsing.
+    arrays: Vec<Option<(Vec<u8>, Vec<u8>)>>,
+    /// Audit leaves: the path after `flowscribe.audit` (`.seq`, ...; empty
+    /// for a value at `flowscribe.audit` itself) and slot, in line order.
+    audit: Vec<(Box<[u8]>, u32)>,
+}
+
+/// A plain integer whose text is already canonical: `0`, or an optional
+/// minus and 1 to 18 digits without a leading zero (so it fits an i64).
+fn canonical_integer_text(text: &[u8]) -> bool {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    match digits {
+        [b'0'] => text.len() == 1,
+        [b'1'..=b'9', rest @ ..] => rest.len() < 18 && rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+fn load64(s: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&s[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+fn load32(s: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&s[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+
+/// The first `"` or `\` in `s`, eight bytes at a time: a byte equal to
+/// `c` is a zero byte of `w ^ c…c`, and the lowest flagged zero byte of
+/// `(v - 0x01…01) & !v & 0x80…80` is exact (only bytes above a zero can be
+/// flagged falsely).
+fn string_stop(s: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 8 <= s.len() {
+        let w = load64(s, i);
+        let q = w ^ (ONES * u64::from(b'"'));
+        let b = w ^ (ONES * u64::from(b'\\'));
+        let found = ((q.wrapping_sub(ONES) & !q) | (b.wrapping_sub(ONES) & !b)) & HIGHS;
+        if found != 0 {
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    s[i..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\')
+        .map(|p| i + p)
+}
+
+/// `rest` starts with `seg`. Segments are short: word compares (the last
+/// one overlapping) cost less than a call to `memcmp`.
+fn starts_with(rest: &[u8], seg: &[u8]) -> bool {
+    let n = seg.len();
+    let Some(r) = rest.get(..n) else {
+        return false;
+    };
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 <= n {
+            if load64(r, i) != load64(seg, i) {
+                return false;
+            }
+            i += 8;
+        }
+        load64(r, n - 8) == load64(seg, n - 8)
+    } else if n >= 4 {
+        load32(r, 0) == load32(seg, 0) && load32(r, n - 4) == load32(seg, n - 4)
+    } else {
+        r == seg
+    }
+}
+
+/// Scan the value that starts at `pos` (no whitespace before it); returns
+/// its end and where its canonical text is. `None` when the value is an
+/// object (a shape slot never is), is malformed, or starts with whitespace.
+/// The two common cases, a string without escapes and a small
+/// non-negative integer, are handled inline; the rest by
+/// [`scan_other_value`].
+#[inline(always)]
+pub(super) fn scan_value(
+    json: &[u8],
+    pos: usize,
+    depth: u32,
+    arena: &mut Vec<u8>,
+    scratch: &mut String,
+) -> Option<(usize, Val)> {
+    // The caller has checked that the line fits u32 offsets.
+    let input = |end: usize| Val {
+        start: pos as u32,
+        end: end as u32,
+        in_arena: false,
+    };
+    let first = *json.get(pos)?;
+    if first == b'"' {
+        let body = pos + 1;
+        let stop = body + string_stop(json.get(body..)?)?;
+        if json[stop] == b'"' {
+            // No escape: the raw bytes are canonical (the caller has
+            // checked that the line holds no control characters).
+            return Some((stop + 1, input(stop + 1)));
+        }
+    } else if first.is_ascii_digit() {
+        let mut end = pos + 1;
+        while json.get(end).is_some_and(u8::is_ascii_digit) {
+            end += 1;
+        }
+        // Digits only (the number does not go on with `.`, `e`, a sign),
+        // no leading zero, at most 18 digits: an i64 as written.
+        let plain = !matches!(json.get(end), Some(b'.' | b'e' | b'E' | b'+' | b'-'));
+        if plain && (first != b'0' || end == pos + 1) && end - pos <= 18 {
+            return Some((end, input(end)));
+        }
+    }
+    scan_other_value(json, pos, depth, arena, scratch)
+}
+
+/// [`scan_value`] for everything but the two inline cases.
+fn scan_other_value(
+    json: &[u8],
+    pos: usize,
+    depth: u32,
+    arena: &mut Vec<u8>,
+    scratch: &mut String,
+) -> Option<(usize, Val)> {
+    let input = |end: usize| {
+        Some((
+            end,
+            Val {
+                start: pos as u32,
+                end: end as u32,
+                in_arena: false,
+            },
+        ))
+    };
+    match *json.get(pos)? {
+        b'"' => into_arena(json, pos, depth, arena, scratch),
+        b'-' | b'0'..=b'9' => {
+            let mut end = pos;
+            while let Some(b) = json.get(end) {
+                if matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                    end += 1;
+                } else {
+                    break;
+                }
+            }
+            let text = &json[pos..end];
+            if canonical_integer_text(text) {
+                return input(end);
+            }
+            let start = arena.len();
+            let text = std::str::from_utf8(text).ok()?;
+            write_number_text(text, arena).ok()?;
+            Some((
+                end,
+                Val {
+                    start: start as u32,
+                    end: arena.len() as u32,
+                    in_arena: true,
+                },
+            ))
+        }
+        b't' if json[pos..].starts_with(b"true") => input(pos + 4),
+        b'f' if json[pos..].starts_with(b"false") => input(pos + 5),
+        b'n' if json[pos..].starts_with(b"null") => input(pos + 4),
+        b'[' => into_arena(json, pos, depth, arena, scratch),
+        _ => None,
+    }
+}
+
+/// A value rewritten by the general writer into the arena.
+fn into_arena(
+    json: &[u8],
+    pos: usize,
+    depth: u32,
+    arena: &mut Vec<u8>,
+    scratch: &mut String,
+) -> Option<(usize, Val)> {
+    let start = arena.len();
+    let mut c = Cursor {
+        b: json,
+        i: pos,
+        depth,
+    };
+    write_canonical_value(&mut c, arena, scratch).ok()?;
+    Some((
+        c.i,
+        Val {
+            start: start as u32,
+            end: arena.len() as u32,
+            in_arena: true,
+        },
+    ))
+}
+
+/// What the learner collects from one line.
+struct Learner<'a> {
+    json: &'a [u8],
+    path: Vec<u8>,
+    /// Value ranges of the slots in the line, in line order.
+    slots: Vec<(usize, usize)>,
+    /// Objects around each slot.
+    slot_depths: Vec<u32>,
+    /// (path, slot) per leaf; `None`: an empty-object leaf.
+    leaves: Vec<(Vec<u8>, Option<u32>)>,
+    arena: Vec<u8>,
+    scratch: String,
+}
+
+impl Learner<'_> {
+    /// The members of the object whose `{` was just consumed.
+    fn members(&mut self, c: &mut Cursor<'_>) -> Option<()> {
+        if c.peek() == Some(b'}') {
+            c.i += 1;
+            // An empty object below the root is a leaf with the value `{}`.
+            self.leaves.push((self.path.clone(), None));
+            return Some(());
+        }
+        loop {
+            c.ws();
+            let (raw, escaped) = c.raw_string().ok()?;
+            if escaped {
+                return None;
+            }
+            let base = self.path.len();
+            if base > 0 {
+                self.path.push(b'.');
+            }
+            self.path.extend_from_slice(raw);
+            c.eat(b':').ok()?;
+            if c.peek()? == b'{' {
+                c.i += 1;
+                c.depth += 1;
+                self.members(c)?;
+                c.depth -= 1;
+            } else {
+                let start = c.i;
+                let (end, _) = scan_value(
+                    self.json,
+                    start,
+                    c.depth,
+                    &mut self.arena,
+                    &mut self.scratch,
+                )?;
+                c.i = end;
+                let slot = u32::try_from(self.slots.len()).ok()?;
+                self.slots.push((start, end));
+                self.slot_depths.push(c.depth);
+                self.leaves.push((self.path.clone(), Some(slot)));
+            }
+            self.path.truncate(base);
+            match c.peek()? {
+                b',' => c.i += 1,
+                b'}' => {
+                    c.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+impl Shape {
+    /// Learn the shape of a line that the general path has just
+    /// canonicalised; `None` when it cannot have one (see the module docs).
+    pub(super) fn learn(json: &[u8]) -> Option<Shape> {
+        let mut learner = Learner {
+            json,
+            path: Vec::new(),
+            slots: Vec::new(),
+            slot_depths: Vec::new(),
+            leaves: Vec::new(),
+            arena: Vec::new(),
+            scratch: String::new(),
+        };
+        // The depth as the general path counts it: one per object entered.
+        let mut c = Cursor {
+            b: json,
+            i: 0,
+            depth: 1,
+        };
+        c.eat(b'{').ok()?;
+        if c.peek()? == b'}' {
+            return None;
+        }
+        learner.members(&mut c)?;
+        if c.peek().is_some() {
+            return None;
+        }
+        let Learner {
+            slots,
+            slot_depths,
+            leaves,
+            ..
+        } = learner;
+
+        let mut segments = Vec::with_capacity(json.len());
+        let mut segment_ends = Vec::with_capacity(slots.len() + 1);
+        let mut at = 0;
+        for &(start, end) in &slots {
+            segments.extend_from_slice(&json[at..start]);
+            segment_ends.push(u32::try_from(segments.len()).ok()?);
+            at = end;
+        }
+        segments.extend_from_slice(&json[at..]);
+        segment_ends.push(u32::try_from(segments.len()).ok()?);
+
+        let mut audit = Vec::new();
+        let mut content: Vec<(Vec<u8>, Option<u32>)> = Vec::with_capacity(leaves.len());
+        for (path, slot) in leaves {
+            if is_audit_path_bytes(&path) {
+                // An empty object as an audit value is left to the general path.
+                let slot = slot?;
+                let name = path
+                    .get(super::AUDIT_PREFIX.len()..)
+                    .unwrap_or_default()
+                    .into();
+                audit.push((name, slot));
+            } else {
+                content.push((path, slot));
+            }
+        }
+        content.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if content.windows(2).any(|w| w[0].0 == w[1].0) {
+            return None;
+        }
+        let mut shape = Shape {
+            segments,
+            segment_ends,
+            emits: Vec::with_capacity(content.len()),
+            prefixes: Vec::new(),
+            paths: Vec::new(),
+            path_ends: Vec::with_capacity(content.len()),
+            arrays: vec![None; slots.len()],
+            slot_depths,
+            audit,
+        };
+        for (n, (path, slot)) in content.iter().enumerate() {
+            let start = u32::try_from(shape.prefixes.len()).ok()?;
+            shape.prefixes.push(if n == 0 { b'{' } else { b',' });
+            shape.prefixes.push(b'"');
+            shape.prefixes.extend_from_slice(path);
+            shape.prefixes.extend_from_slice(b"\":");
+            if slot.is_none() {
+                shape.prefixes.extend_from_slice(b"{}");
+            }
+            let end = u32::try_from(shape.prefixes.len()).ok()?;
+            shape.emits.push(Emit {
+                prefix: (start, end),
+                slot: *slot,
+            });
+            shape.paths.extend_from_slice(path);
+            shape.path_ends.push(u32::try_from(shape.paths.len()).ok()?);
+        }
+        Some(shape)
+    }
+
+    /// Match `json` against the shape, filling `vals` (one per slot) and the
+    /// arena. False when the line is not in the shape.
+    pub(super) fn matches(
+        &mut self,
+        json: &[u8],
+        vals: &mut Vec<Val>,
+        arena: &mut Vec<u8>,
+        scratch: &mut String,
+    ) -> bool {
+        vals.clear();
+        arena.clear();
+        let slots = self.segment_ends.len() - 1;
+        let mut pos = 0;
+        let mut seg_start = 0;
+        for i in 0..slots {
+            let seg_end = self.segment_ends[i] as usize;
+            let seg = &self.segments[seg_start..seg_end];
+            seg_start = seg_end;
+            if !starts_with(&json[pos..], seg) {
+                return false;
+            }
+            pos += seg.len();
+            let scanned = if json.get(pos) == Some(&b'[') {
+                self.array(i, json, pos, arena, scratch)
+            } else {
+                scan_value(json, pos, self.slot_depths[i], arena, scratch)
+            };
+            match scanned {
+                Some((end, val)) => {
+                    vals.push(val);
+                    pos = end;
+                }
+                None => return false,
+            }
+        }
+        json[pos..] == self.segments[seg_start..]
+    }
+
+    /// The array at `pos` in slot `slot`: the memo when the bytes repeat it,
+    /// else parsed (and remembered).
+    fn array(
+        &mut self,
+        slot: usize,
+        json: &[u8],
+        pos: usize,
+        arena: &mut Vec<u8>,
+        scratch: &mut String,
+    ) -> Option<(usize, Val)> {
+        let start = arena.len();
+        let val = |end: usize| Val {
+            start: start as u32,
+            end: end as u32,
+            in_arena: true,
+        };
+        if let Some((raw, canonical)) = &self.arrays[slot]
+            && json[pos..].starts_with(raw)
+        {
+            arena.extend_from_slice(canonical);
+            return Some((pos + raw.len(), val(arena.len())));
+        }
+        let (end, v) = into_arena(json, pos, self.slot_depths[slot], arena, scratch)?;
+        self.arrays[slot] = Some((
+            json[pos..end].to_vec(),
+            arena[v.start as usize..v.end as usize].to_vec(),
+        ));
+        Some((end, v))
+    }
+
+    /// Write the canonical form of the matched line into `out`; the range of
+    /// each content leaf's value in `out` goes to `leaf_values`.
+    pub(super) fn emit(
+        &self,
+        json: &[u8],
+        vals: &[Val],
+        arena: &[u8],
+        out: &mut Vec<u8>,
+        leaf_values: &mut Vec<(u32, u32)>,
+    ) {
+        leaf_values.clear();
+        // Most pieces are short: each is copied as a fixed 16-byte block
+        // when its source has 16 bytes from its start (the bytes past its
+        // end are overwritten by the next piece or cut off at the end), so
+        // the copy is two moves rather than a call to `memcpy`. The values
+        // are disjoint ranges of the line and the arena, so this bounds the
+        // output (plus 16 bytes of slack for the last block).
+        let bound = self.prefixes.len() + json.len() + arena.len() + 1 + 16;
+        out.clear();
+        out.resize(bound, 0);
+        let mut at = 0;
+        let mut put = |out: &mut [u8], src: &[u8], start: usize, end: usize| {
+            let n = end - start;
+            if n <= 16 && start + 16 <= src.len() {
+                out[at..at + 16].copy_from_slice(&src[start..start + 16]);
+            } else {
+                out[at..at + n].copy_from_slice(&src[start..end]);
+            }
+            at += n;
+            at
+        };
+        for e in &self.emits {
+            let after_prefix = put(
+                out,
+                &self.prefixes,
+                e.prefix.0 as usize,
+                e.prefix.1 as usize,
+            );
+            let (start, end) = match e.slot {
+                Some(slot) => {
+                    let v = vals[slot as usize];
+                    let src = if v.in_arena { arena } else { json };
+                    let end = put(out, src, v.start as usize, v.end as usize);
+                    (after_prefix, end)
+                }
+                None => (after_prefix - 2, after_prefix),
+            };
+            leaf_values.push((start as u32, end as u32));
+        }
+        out[at] = b'}';
+        out.truncate(at + 1);
+    }
+
+    /// The index (in output order) of the content leaf at `path`.
+    pub(super) fn leaf_index(&self, path: &[u8]) -> Option<usize> {
+        let path_at = |k: usize| {
+            let start = if k == 0 {
+                0
+            } else {
+                self.path_ends[k - 1] as usize
+            };
+            &self.paths[start..self.path_ends[k] as usize]
+        };
+        let (mut lo, mut hi) = (0, self.path_ends.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match path_at(mid).cmp(path) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
+    /// The audit leaves: field name and slot.
+    pub(super) fn audit(&self) -> &[(Box<[u8]>, u32)] {
+        &self.audit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Canonicalizer;
+
+    /// xorshift64*: a small deterministic generator (no dependency).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+            xs[self.below(xs.len())]
+        }
+    }
+
+    /// A record skeleton: keys and nesting; leaves get fresh values per line.
+    enum Node {
+        Object(Vec<(String, Node)>),
+        Leaf,
+        EmptyObject,
+    }
+
+    /// Keys as written in JSON (already escaped where they have escapes),
+    /// with dotted keys and pairs that flatten onto one path.
+    const KEYS: &[&str] = &[
+        "a",
+        "b",
+        "c",
+        "a.b",
+        "b.c",
+        "source",
+        "ip",
+        "port",
+        "x.y.z",
+        "é",
+        "k\\u0065y",
+        "we\\\"ird",
+        "tab\\tkey",
+        "flowscribe",
+        "audit",
+        "flowscribe.audit",
+        "flowscribe.auditor",
+        "@timestamp",
+        "",
+        "z",
+        "a.b.c",
+    ];
+
+    fn skeleton(rng: &mut Rng, depth: usize) -> Node {
+        let n = 1 + rng.below(5);
+        let mut members = Vec::new();
+        for _ in 0..n {
+            let key = rng.pick(KEYS).to_string();
+            let child = match rng.below(10) {
+                0..=5 => Node::Leaf,
+                6 if depth < 3 => Node::Object(Vec::new()),
+                7 => Node::EmptyObject,
+                _ if depth < 3 => skeleton(rng, depth + 1),
+                _ => Node::Leaf,
+            };
+            members.push((key, child));
+        }
+        // Sometimes the audit fields, in one of the three layouts.
+        if depth == 0 && rng.below(3) > 0 {
+            match rng.below(3) {
+                0 => members.push((
+                    "flowscribe.audit".into(),
+                    Node::Object(
+                        ["chain", "view", "run", "batch", "seq"]
+                            .iter()
+                            .map(|k| (k.to_string(), Node::Leaf))
+                            .collect(),
+                    ),
+                )),
+                1 => members.push((
+                    "flowscribe".into(),
+                    Node::Object(vec![(
+                        "audit".into(),
+                        Node::Object(
+                            ["seq", "chain", "type"]
+                                .iter()
+                                .map(|k| (k.to_string(), Node::Leaf))
+                                .collect(),
+                        ),
+                    )]),
+                )),
+                _ => {
+                    for k in ["seq", "view", "run"] {
+                        members.push((format!("flowscribe.audit.{k}"), Node::Leaf));
+                    }
+                }
+            }
+        }
+        Node::Object(members)
+    }
+
+    fn scalar(rng: &mut Rng) -> String {
+        let strings = [
+            "\"plain\"",
+            "\"\"",
+            "\"10.0.0.1\"",
+            "\"caf\\u00e9\"",
+            "\"\\ud83d\\ude00 smile\"",
+            "\"a\\nb\"",
+            "\"q\\\"uote\"",
+            "\"back\\\\slash\"",
+            "\"sl\\/ash\"",
+            "\"\\u0001\"",
+            "\"é😀\"",
+            "\"with space\"",
+            "\"abababababababababababababababab\"",
+        ];
+        let numbers = [
+            "0",
+            "-0",
+            "5",
+            "-12",
+            "5.0",
+            "0.5",
+            "5e-1",
+            "1e3",
+            "1E3",
+            "-1.25e+2",
+            "18446744073709551615",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "123456789012345678901234",
+            "1e300",
+            "123456789012345678",
+            "1234567890123456789",
+            "007",
+            "1.",
+            "-",
+            "2.5e",
+            "9007199254740993.0",
+        ];
+        match rng.below(40) {
+            0..=15 => rng.pick(&strings).to_string(),
+            16..=31 => rng.pick(&numbers).to_string(),
+            32..=35 => rng.pick(&["true", "false", "null"]).to_string(),
+            36..=38 => {
+                let arrays = [
+                    "[]",
+                    "[1,2.0,\"x\"]",
+                    "[{\"b\":1,\"a\":{\"d\":[],\"c\":{}}},null]",
+                    "[ 1 , [ 2 ] ]",
+                    "[{\"k\":1,\"k\":2}]",
+                ];
+                rng.pick(&arrays).to_string()
+            }
+            _ => {
+                // Not a scalar where the shape has one: an object, or garbage.
+                rng.pick(&["{\"n\":1}", "{}", "tru", "\"unterminated", "\"ctl\u{1}\""])
+                    .to_string()
+            }
+        }
+    }
+
+    fn write(node: &Node, rng: &mut Rng, spaced: bool, out: &mut String) {
+        match node {
+            Node::Leaf => out.push_str(&scalar(rng)),
+            Node::EmptyObject => out.push_str("{}"),
+            Node::Object(members) => {
+                out.push('{');
+                for (i, (k, v)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    if spaced {
+                        out.push(' ');
+                    }
+                    out.push('"');
+                    out.push_str(k);
+                    out.push_str("\":");
+                    if spaced {
+                        out.push(' ');
+                    }
+                    write(v, rng, spaced, out);
+                }
+                out.push('}');
+            }
+        }
+    }
+
+    /// Everything a caller can read after one line, from either path.
+    fn observe(c: &mut Canonicalizer, line: &[u8], paths: &[String]) -> String {
+        match c.canonicalize(line) {
+            Err(e) => format!("error {e}"),
+            Ok(bytes) => {
+                let mut seen = String::from_utf8(bytes.to_vec()).unwrap();
+                seen.push_str(&format!(" audit={}", c.has_audit()));
+                for f in ["chain", "view", "run", "batch", "seq", "type", "", "audit"] {
+                    seen.push_str(&format!(" {f}={:?}", c.audit_field(f)));
+                }
+                for p in paths {
+                    seen.push_str(&format!(" {p}={:?}", c.leaf(p)));
+                }
+                seen
+            }
+        }
+    }
+
+    /// Canonicalise `text` with `fast` and with a fresh general-only
+    /// canonicaliser and assert that everything a caller can read is the
+    /// same. Returns whether the line was valid and had a learnable shape.
+    fn compare_paths(fast: &mut Canonicalizer, text: &str) -> (bool, bool) {
+        let mut general = Canonicalizer::general_only();
+        // Leaf lookups: every path of the general form, and a few that are
+        // absent or audit paths.
+        let mut paths: Vec<String> = match general.canonicalize(text.as_bytes()) {
+            Ok(b) => serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(b)
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        paths.extend(["nope".into(), "flowscribe.audit.seq".into(), "a".into()]);
+        let want = observe(&mut general, text.as_bytes(), &paths);
+        let got = observe(fast, text.as_bytes(), &paths);
+        assert_eq!(got, want, "line {text}");
+        let ok = !want.starts_with("error");
+        (ok, ok && super::Shape::learn(text.as_bytes()).is_some())
+    }
+
+    /// Lines of 24 shapes in random order: more shapes than the cache
+    /// holds, so shapes are evicted, relearned and reordered all the time.
+    #[test]
+    fn interleaved_shapes_give_the_same_form_as_the_general_path() {
+        let mut rng = Rng(0x5eed);
+        let skeletons: Vec<(Node, bool)> = (0..24)
+            .map(|_| (skeleton(&mut rng, 0), rng.below(5) == 0))
+            .collect();
+        let mut fast = Canonicalizer::new();
+        let mut learnable = 0u64;
+        for _ in 0..6_000 {
+            let (skel, spaced) = &skeletons[rng.below(skeletons.len())];
+            let mut text = String::new();
+            write(skel, &mut rng, *spaced, &mut text);
+            learnable += u64::from(compare_paths(&mut fast, &text).1);
+        }
+        assert!(
+            learnable > 1_000 && fast.fast_hits() * 3 > learnable,
+            "{} fast of {learnable} learnable",
+            fast.fast_hits()
+        );
+    }
+
+    /// The fast path (learned shapes) and the general path agree on every
+    /// line: bytes, errors, audit fields and leaf lookups, over randomised
+    /// records with nesting, arrays, escapes, odd numbers, dotted keys,
+    /// paths that collide when flattened, and lines that leave their shape.
+    #[test]
+    fn learned_shapes_give_the_same_form_as_the_general_path() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut fast = Canonicalizer::new();
+        let mut lines = 0u64;
+        let mut valid = 0u64;
+        // Valid lines whose shape can be learned (unique paths, no escaped
+        // keys): the fast path's share of the work.
+        let mut learnable = 0u64;
+        for _ in 0..600 {
+            let skel = skeleton(&mut rng, 0);
+            let spaced = rng.below(5) == 0;
+            let newline = rng.below(4) == 0;
+            for _ in 0..25 {
+                let mut text = String::new();
+                write(&skel, &mut rng, spaced, &mut text);
+                if newline || rng.below(50) == 0 {
+                    text.push('\n');
+                }
+                let (ok, can_learn) = compare_paths(&mut fast, &text);
+                lines += 1;
+                valid += u64::from(ok);
+                learnable += u64::from(can_learn);
+            }
+        }
+        assert_eq!(lines, 15_000);
+        // The fast path did most of the learnable lines (each skeleton's
+        // first line is learned; lines that leave their shape are not fast),
+        // so the comparison above is not vacuous.
+        assert!(
+            valid > 7_000 && fast.fast_hits() * 3 > learnable * 2,
+            "{} fast of {learnable} learnable, {valid} valid",
+            fast.fast_hits()
+        );
+    }
+
+    /// The word-at-a-time helpers agree with the obvious loops on every
+    /// length and position around the 4- and 8-byte boundaries.
+    #[test]
+    fn word_helpers_match_the_plain_loops() {
+        let mut rng = Rng(7);
+        let alphabet = b"ab\"\\\x7f\xc3\xa9 ";
+        for _ in 0..20_000 {
+            let len = rng.below(40);
+            let s: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.below(alphabet.len())])
+                .collect();
+            let want = s.iter().position(|&b| b == b'"' || b == b'\\');
+            assert_eq!(super::string_stop(&s), want, "{s:?}");
+            let cut = rng.below(len + 1);
+            let mut seg = s[..cut].to_vec();
+            if !seg.is_empty() && rng.below(2) == 0 {
+                let k = rng.below(seg.len());
+                seg[k] ^= 1 << rng.below(8);
+            }
+            assert_eq!(
+                super::starts_with(&s, &seg),
+                s.starts_with(&seg),
+                "{s:?} {seg:?}"
+            );
+            if cut < len {
+                assert!(
+                    !super::starts_with(&s[..cut], &s),
+                    "segment longer than input"
+                );
+            }
+        }
+    }
+
+    /// Nesting is limited the same way on both paths, and a hostile depth
+    /// is an error, not a stack overflow.
+    #[test]
+    fn nesting_limit_is_the_same_on_both_paths() {
+        let line = |k: usize| {
+            format!(
+                r#"{{"a":{{"b":{}{}}},"c":1}}"#,
+                "[".repeat(k),
+                "]".repeat(k)
+            )
+        };
+        let mut fast = Canonicalizer::new();
+        fast.canonicalize(line(1).as_bytes()).unwrap();
+        let mut ok = 0;
+        for k in 250..262 {
+            let want = Canonicalizer::general_only()
+                .canonicalize(line(k).as_bytes())
+                .map(<[u8]>::to_vec);
+            let got = fast.canonicalize(line(k).as_bytes()).map(<[u8]>::to_vec);
+            assert_eq!(got, want, "depth {k}");
+            ok += usize::from(want.is_ok());
+        }
+        // Two objects, then arrays: 254 arrays fit in 256 levels.
+        assert_eq!(ok, 5);
+        assert!(fast.fast_hits() >= 5);
+        for hostile in ["[".repeat(1_000_000), "{\"a\":".repeat(1_000_000)] {
+            let text = format!("{{\"x\":{hostile}");
+            assert!(fast.canonicalize(text.as_bytes()).is_err());
+        }
+    }
+
+    #[test]
+    fn a_writer_shaped_line_takes_the_fast_path_and_others_do_not() {
+        let mut c = Canonicalizer::new();
+        let line = |seq: u64| {
+            format!(
+                r#"{{"b":{{"y":"v{seq}","x":{seq}}},"a":[1,2.0],"e":{{}},"flowscribe.audit":{{"chain":"ab","seq":{seq}}}}}"#
+            )
+        };
+        c.canonicalize(line(1).as_bytes()).unwrap();
+        assert_eq!(c.fast_hits(), 0, "the first line is learned");
+        let out = c.canonicalize(line(2).as_bytes()).unwrap().to_vec();
+        assert_eq!(c.fast_hits(), 1);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":[1,2],"b.x":2,"b.y":"v2","e":{}}"#
+        );
+        assert_eq!(c.audit_field("seq"), Some(&b"2"[..]));
+        assert_eq!(c.leaf("b.y"), Some(&b"\"v2\""[..]));
+        assert_eq!(c.leaf("e"), Some(&b"{}"[..]));
+        // A value that became an object leaves the shape.
+        c.canonicalize(
+            br#"{"b":{"y":{"z":1},"x":3},"a":[],"e":{},"flowscribe.audit":{"chain":"ab","seq":3}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.fast_hits(), 1);
+        assert_eq!(c.leaf("b.y.z"), Some(&b"1"[..]));
+        // Duplicate paths are never learned.
+        for _ in 0..3 {
+            c.canonicalize(br#"{"a":{"b":1},"a.b":2}"#).unwrap();
+        }
+        assert_eq!(c.fast_hits(), 1);
+    }
+}
