@@ -297,7 +297,7 @@ impl AuditTrail {
                 ));
             }
             for (i, line) in lines[skip..].iter_mut().enumerate() {
-                if !stamp.fields(view, i as u64).append_to_json_object(line) {
+                if !stamp.append_fields(view, i as u64, line) {
                     anyhow::bail!("audit: a {view} record is not a JSON object");
                 }
             }
