@@ -101,7 +101,7 @@ fn encode_batch(e: &mut Encoders, enc: Encoding, flows: &[ExplainedFlow]) -> Vec
             let flow = &f.flow.flow;
             let id = event_id::event_id(&ctx.node, &flow.key, flow.window_start, flow.window_end)
                 .to_hex();
-            let mut out = Vec::with_capacity(3072);
+            let mut out = Vec::new(); // the encoders reserve a record's size
             match enc {
                 Encoding::Ecs => e.ecs.encode(f, observed, &mut out),
                 Encoding::OtlpProtobuf => e.otlp.write_log_record(f, observed, &mut out),
