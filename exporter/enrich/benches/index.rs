@@ -191,8 +191,11 @@ fn main() {
             for _ in 0..batches {
                 queries.clear();
                 for _ in 0..flows_per_batch {
-                    queries.push((pick(next()), None, now));
-                    queries.push((pick(next()), Some((8080, 6)), now));
+                    // Each flow its own last-packet time within the last
+                    // second, shared by its two ends (as enrich_batch asks).
+                    let at = now - Duration::from_nanos(u64::from(next()) % 1_000_000_000);
+                    queries.push((pick(next()), None, at));
+                    queries.push((pick(next()), Some((8080, 6)), at));
                 }
                 let cpu0 = thread_cpu_ns();
                 let t = Instant::now();
