@@ -262,6 +262,12 @@ fn hold<T: Holder + Clone>(
 /// within `grace` (stale: see [`Holding::stale_at`]).
 #[inline]
 fn pick<T>(history: &[Holding<T>], at: Nanos, grace: Nanos) -> Option<&Holding<T>> {
+    // Almost always: one holding, open since before `at`.
+    if let [h] = history
+        && h.until == OPEN
+    {
+        return (h.from <= at).then_some(h);
+    }
     let mut live: Option<&Holding<T>> = None;
     let mut ended: Option<&Holding<T>> = None;
     for h in history {
@@ -964,18 +970,16 @@ impl IdentityIndex {
         let mut out = Vec::with_capacity(queries.len());
         let mut times = TimeMemo::default();
         for chunk in queries.chunks(BATCH_CHUNK) {
-            let mut homes = [0usize; BATCH_CHUNK];
+            let mut homes = [None; BATCH_CHUNK];
             for ((addr, _, _), home) in chunk.iter().zip(&mut homes) {
-                let key = Key::of(*addr);
-                *home = pods.home(key);
-                pods.touch(key, *home);
+                *home = pods.start_lookup(Key::of(*addr));
             }
             let mut found: [(Option<&Holding<PodHolder>>, Nanos); BATCH_CHUNK] =
                 [(None, 0); BATCH_CHUNK];
-            for (((addr, _, at), home), found) in chunk.iter().zip(&homes).zip(&mut found) {
+            for (((addr, _, at), home), found) in chunk.iter().zip(homes).zip(&mut found) {
                 let at = times.nanos(*at);
-                let holding = pods
-                    .get_from(*home, Key::of(*addr))
+                let holding = home
+                    .and_then(|home| pods.get_from(home, Key::of(*addr)))
                     .and_then(|h| pick(h.as_slice(), at, self.deleted_grace));
                 if let Some(h) = holding {
                     // Reads the strong count: the line a clone increments.

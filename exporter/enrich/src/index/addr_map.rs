@@ -218,28 +218,34 @@ impl<V: Default> AddrMap<V> {
         }
     }
 
-    /// Start loading `key`'s home slot into the cache, unless the range
-    /// filter already rules `key` out: see [`touch`]. No effect on what any
-    /// lookup returns.
+    /// The first half of a split lookup: `key`'s home slot, with its
+    /// cache line on its way (see [`touch`]); `None` when the range filter
+    /// already rules `key` out. [`get_from`](Self::get_from) finishes it.
     #[inline]
-    pub(crate) fn touch(&self, key: Key, home: usize) {
-        if self.may_hold(key)
-            && let Some(slot) = self.slots.get(home)
-        {
+    pub(crate) fn start_lookup(&self, key: Key) -> Option<usize> {
+        if !self.may_hold(key) {
+            return None;
+        }
+        let home = self.home(key);
+        if let Some(slot) = self.slots.get(home) {
             touch(&slot.family);
         }
+        Some(home)
     }
 
-    /// The value of `key`, probing from `home` (which must be `home(key)`).
+    /// The value of `key`, probing from `home`, which must come from
+    /// [`start_lookup`](Self::start_lookup) for `key` (a wrong one makes
+    /// the answer wrong, never unsafe).
     #[inline]
     pub(crate) fn get_from(&self, home: usize, key: Key) -> Option<&V> {
-        self.find_from(home, key).map(|i| &self.slots[i].value)
+        self.probe(home, key).map(|i| &self.slots[i].value)
     }
 
     #[inline]
     pub(crate) fn get(&self, addr: &IpAddr) -> Option<&V> {
         let key = Key::of(*addr);
-        self.get_from(self.home(key), key)
+        self.find_from(self.home(key), key)
+            .map(|i| &self.slots[i].value)
     }
 
     pub(crate) fn get_mut(&mut self, addr: &IpAddr) -> Option<&mut V> {
@@ -254,6 +260,12 @@ impl<V: Default> AddrMap<V> {
         if !self.may_hold(key) {
             return None;
         }
+        self.probe(home, key)
+    }
+
+    /// The slot holding `key`, probing from `home`.
+    #[inline]
+    fn probe(&self, home: usize, key: Key) -> Option<usize> {
         let mask = self.mask();
         let mut i = home;
         // At most every slot once; the load limit keeps one slot empty, so

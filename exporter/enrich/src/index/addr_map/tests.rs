@@ -124,7 +124,7 @@ fn random_operations_agree_with_a_hash_map() {
             }
             5..=8 => assert_eq!(m.remove(&a), model.remove(&a)),
             _ => {
-                let keep = |v: &u32| v % 3 != 0;
+                let keep = |v: &u32| !v.is_multiple_of(3);
                 m.retain(|v| keep(v));
                 model.retain(|_, v| keep(v));
             }
@@ -144,12 +144,14 @@ fn split_lookup_finds_what_get_finds() {
     for i in 0..1_000 {
         m.insert(v4(i), i);
     }
-    for i in 0..1_200 {
-        let key = Key::of(v4(i));
-        let home = m.home(key);
-        m.touch(key, home);
-        assert_eq!(m.get_from(home, key), m.get(&v4(i)));
+    let elsewhere = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    for a in (0..1_200).map(v4).chain([elsewhere]) {
+        let key = Key::of(a);
+        let found = m.start_lookup(key).and_then(|home| m.get_from(home, key));
+        assert_eq!(found, m.get(&a), "{a}");
     }
+    // Ruled out by the range filter without a probe.
+    assert_eq!(m.start_lookup(Key::of(elsewhere)), None);
 }
 
 /// The range filter: a range's bit is set exactly while it holds a key,
