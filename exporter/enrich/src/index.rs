@@ -956,10 +956,10 @@ impl IdentityIndex {
     /// goes in three passes, so the misses of many addresses are in flight
     /// at once:
     ///
-    /// 1. hash every address and touch its pod-table slot (a load whose
-    ///    value nothing waits for: see [`addr_map::touch`]);
-    /// 2. probe each slot (now arriving), pick the holding at the flow's
-    ///    time, and touch the identity's reference count;
+    /// 1. hash every address, then touch the pod-table slots (loads whose
+    ///    values nothing waits for: see [`addr_map::touch`]);
+    /// 2. probe each slot (now in the cache), pick the holding at the
+    ///    flow's time, then touch the identities' reference counts;
     /// 3. build the endpoints: the reference counts are in the cache.
     ///
     /// The chunk's working state lives on the stack (no allocation but the
@@ -974,6 +974,7 @@ impl IdentityIndex {
             for ((addr, _, _), home) in chunk.iter().zip(&mut homes) {
                 *home = pods.start_lookup(Key::of(*addr));
             }
+            pods.touch_slots(&homes);
             let mut found: [(Option<&Holding<PodHolder>>, Nanos); BATCH_CHUNK] =
                 [(None, 0); BATCH_CHUNK];
             for (((addr, _, at), home), found) in chunk.iter().zip(homes).zip(&mut found) {
@@ -981,12 +982,16 @@ impl IdentityIndex {
                 let holding = home
                     .and_then(|home| pods.get_from(home, Key::of(*addr)))
                     .and_then(|h| pick(h.as_slice(), at, self.deleted_grace));
-                if let Some(h) = holding {
-                    // Reads the strong count: the line a clone increments.
-                    touch(&Arc::strong_count(&h.holder.identity));
-                }
                 *found = (holding, at);
             }
+            // The strong counts: the lines the clones below increment.
+            let mut folded = 0usize;
+            for (holding, _) in &found {
+                if let Some(h) = holding {
+                    folded ^= Arc::strong_count(&h.holder.identity);
+                }
+            }
+            touch(&folded);
             for (&(addr, listening, _), (holding, at_nanos)) in chunk.iter().zip(found) {
                 out.push(match holding {
                     Some(h) => self.pod_endpoint(addr, h, at_nanos),

@@ -218,19 +218,26 @@ impl<V: Default> AddrMap<V> {
         }
     }
 
-    /// The first half of a split lookup: `key`'s home slot, with its
-    /// cache line on its way (see [`touch`]); `None` when the range filter
-    /// already rules `key` out. [`get_from`](Self::get_from) finishes it.
+    /// The first half of a split lookup: `key`'s home slot, or `None` when
+    /// the range filter already rules `key` out.
+    /// [`touch_slots`](Self::touch_slots) brings the slots into the cache,
+    /// [`get_from`](Self::get_from) finishes the lookup.
     #[inline]
     pub(crate) fn start_lookup(&self, key: Key) -> Option<usize> {
-        if !self.may_hold(key) {
-            return None;
+        self.may_hold(key).then(|| self.home(key))
+    }
+
+    /// Load a byte of each slot in `homes` (see [`touch`]), in a loop of a
+    /// few instructions per slot so that many misses are in flight at once.
+    #[inline]
+    pub(crate) fn touch_slots(&self, homes: &[Option<usize>]) {
+        let mut folded = 0u8;
+        for home in homes.iter().flatten() {
+            if let Some(slot) = self.slots.get(*home) {
+                folded ^= slot.family;
+            }
         }
-        let home = self.home(key);
-        if let Some(slot) = self.slots.get(home) {
-            touch(&slot.family);
-        }
-        Some(home)
+        touch(&folded);
     }
 
     /// The value of `key`, probing from `home`, which must come from
@@ -411,14 +418,16 @@ impl<V: Default> AddrMap<V> {
     }
 }
 
-/// Load `value` and discard it, so that its cache line starts coming in.
+/// Keep `value` (a fold of loaded values) from being optimised away, so
+/// the loads that made it happen and their cache lines come in.
 ///
-/// This is a prefetch without `unsafe` (the crate forbids it; the
-/// `_mm_prefetch` intrinsic needs it): nothing waits for the loaded value,
-/// so the out-of-order core keeps issuing the loads of the following
-/// touches while this one misses, and a later access finds the line in the
-/// cache. `black_box` only keeps the compiler from deleting the unused
-/// load; it never changes a result.
+/// This is how the batch path prefetches without `unsafe` (the crate
+/// forbids it; the `_mm_prefetch` intrinsic needs it). A load, unlike a
+/// prefetch, holds its place in the core's reorder window until its data
+/// arrives, so the loops that touch keep a few instructions per load: then
+/// dozens of loads, and their misses, fit in the window at once.
+/// `black_box` only keeps the compiler from deleting the unused loads; it
+/// never changes a result.
 #[inline(always)]
 pub(crate) fn touch<T: Copy>(value: &T) {
     std::hint::black_box(*value);
