@@ -294,8 +294,8 @@ pub type Query = (IpAddr, Option<(u16, u8)>, SystemTime);
 const BATCH_CHUNK: usize = 64;
 
 /// The last time converted to [`Nanos`]: both ends of a flow share its
-/// time, and the conversion costs about a fifth of a cached lookup's
-/// instructions.
+/// time, and a conversion costs ~55 instructions (callgrind), against ~300
+/// for a whole batched lookup.
 #[derive(Debug, Default)]
 struct TimeMemo {
     last: Option<(SystemTime, Nanos)>,
