@@ -6,15 +6,21 @@
 //!
 //! Memory is counted by a counting allocator (live heap bytes held by the
 //! index once built, divided by the pod count), and cross-checked with the
-//! resident set growth. Latency is timed per lookup with `Instant`; the
-//! timer's own cost is measured the same way and reported beside it. Two
-//! address mixes: uniformly random over all 150k pods (every lookup a cache
-//! miss: the worst case) and a hot set of 2,000 pods (a node's pods and
-//! their usual peers).
+//! resident set growth. Two address mixes: uniformly random over all 150k
+//! pods (every lookup a cache miss: the worst case) and a hot set of 2,000
+//! pods (a node's pods and their usual peers).
+//!
+//! Per flow is what the daemon pays: `resolve_batch` over both ends of 512
+//! flows, timed per call with `Instant` and divided by its flows
+//! (percentiles over the calls), plus the mean on-CPU time per flow from
+//! the scheduler's account, which preemption on a busy machine does not
+//! inflate. Single lookups are also timed one by one, the timer's own cost
+//! reported beside them. `FLOWSCRIBE_BENCH_ROUNDS`, `_BATCHES` and
+//! `_LOOKUPS` shrink the run (e.g. under callgrind).
 #![allow(clippy::unwrap_used, reason = "bench")]
 #![allow(
     unsafe_code,
-    reason = "a counting global allocator needs unsafe impl GlobalAlloc"
+    reason = "a counting global allocator needs unsafe impl GlobalAlloc; the thread CPU clock is libc"
 )]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -150,22 +156,69 @@ fn main() {
 
     // Lookups: pod addresses in random order (an LCG; deterministic).
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = || {
+    let mut next = move || {
         x = x
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         (x >> 33) as u32
     };
+    let random_pod = |r: u32| IpAddr::V4(pod_ip(r % PODS));
+    // The hot set: 2,000 pods spread over the whole table.
+    let hot_pod = |r: u32| IpAddr::V4(pod_ip((r % 2000) * (PODS / 2000)));
+    let public_addr = |r: u32| IpAddr::V4(Ipv4Addr::from(0x0808_0000 + (r & 0xffff)));
     let now = SystemTime::now();
-    let n = 1_000_000;
-    let addrs: Vec<IpAddr> = (0..n).map(|_| IpAddr::V4(pod_ip(next() % PODS))).collect();
-    let hot: Vec<IpAddr> = (0..n)
-        .map(|_| IpAddr::V4(pod_ip((next() % 2000) * (PODS / 2000))))
-        .collect();
-    let public: Vec<IpAddr> = (0..n)
-        .map(|_| IpAddr::V4(Ipv4Addr::from(0x0808_0000 + (next() & 0xffff))))
-        .collect();
-    for round in 0..3 {
+    let rounds: usize = env_or("FLOWSCRIBE_BENCH_ROUNDS", 3);
+    let n: usize = env_or("FLOWSCRIBE_BENCH_LOOKUPS", 1_000_000);
+    let batches: usize = env_or("FLOWSCRIBE_BENCH_BATCHES", 2_000);
+    let addrs: Vec<IpAddr> = (0..n).map(|_| random_pod(next())).collect();
+    let hot: Vec<IpAddr> = (0..n).map(|_| hot_pod(next())).collect();
+    let public: Vec<IpAddr> = (0..n).map(|_| public_addr(next())).collect();
+    for round in 0..rounds {
+        // Per flow, as enrich_batch resolves them: both ends of 512 flows
+        // in one resolve_batch call, the call timed as a whole and divided
+        // by its flows. Dropping the endpoints is timed apart: it happens
+        // after the records are encoded, not in the lookup.
+        let flows_per_batch = 512;
+        let mut queries: Vec<flowscribe_enrich::index::Query> =
+            Vec::with_capacity(2 * flows_per_batch);
+        for (mix, pick) in [
+            ("hot 2k", &hot_pod as &dyn Fn(u32) -> IpAddr),
+            ("random 150k", &random_pod),
+        ] {
+            let mut per_flow = Vec::with_capacity(batches);
+            let mut drop_per_flow = Vec::with_capacity(batches);
+            let mut cpu_ns = 0u64;
+            for _ in 0..batches {
+                queries.clear();
+                for _ in 0..flows_per_batch {
+                    // Each flow its own last-packet time within the last
+                    // second, shared by its two ends (as enrich_batch asks).
+                    let at = now - Duration::from_nanos(u64::from(next()) % 1_000_000_000);
+                    queries.push((pick(next()), None, at));
+                    queries.push((pick(next()), Some((8080, 6)), at));
+                }
+                let cpu0 = thread_cpu_ns();
+                let t = Instant::now();
+                let ends = index.resolve_batch(black_box(&queries));
+                let took = t.elapsed();
+                cpu_ns += thread_cpu_ns() - cpu0;
+                assert_eq!(ends.len(), 2 * flows_per_batch);
+                let t = Instant::now();
+                drop(black_box(ends));
+                drop_per_flow.push(t.elapsed().as_nanos() as u64 / flows_per_batch as u64);
+                per_flow.push(took.as_nanos() as u64 / flows_per_batch as u64);
+            }
+            let (p50, p99, p999) = percentiles(per_flow);
+            let (d50, d99, _) = percentiles(drop_per_flow);
+            println!(
+                "round {round}: resolve_batch, per flow (2 ends, batches of {flows_per_batch}, \
+                 {batches} batches), {mix}: p50 {p50} p99 {p99} p99.9 {p999} ns; \
+                 on-CPU mean {} ns; dropping the endpoints p50 {d50} p99 {d99} ns",
+                cpu_ns / (batches * flows_per_batch) as u64
+            );
+        }
+
+        // One by one, each lookup timed alone (timer included).
         let mut timer = Vec::with_capacity(n);
         for _ in 0..n {
             let t = Instant::now();
@@ -190,37 +243,35 @@ fn main() {
             black_box(index.resolve(black_box(*a), Some((443, 6)), now));
             external.push(t.elapsed().as_nanos() as u64);
         }
-        // Per flow, as enrich_batch resolves them: both ends of 512 flows
-        // (random pods of the 150k) in one resolve_batch call, the batch
-        // timed as a whole and divided by its flows.
-        let flows_per_batch = 512;
-        let mut batched = Vec::new();
-        let mut hot_batched = Vec::new();
-        for (set, out) in [(&addrs, &mut batched), (&hot, &mut hot_batched)] {
-            for chunk in set.chunks_exact(flows_per_batch * 2) {
-                let queries: Vec<flowscribe_enrich::index::Query> = chunk
-                    .chunks_exact(2)
-                    .flat_map(|p| [(p[0], None, now), (p[1], Some((8080, 6)), now)])
-                    .collect();
-                let t = Instant::now();
-                black_box(index.resolve_batch(black_box(&queries)));
-                out.push(t.elapsed().as_nanos() as u64 / flows_per_batch as u64);
-            }
-        }
-        let (b50, b99, b999) = percentiles(batched);
-        let (hb50, hb99, _) = percentiles(hot_batched);
-        println!(
-            "round {round}: per flow (2 ends, batches of {flows_per_batch}): random p50 {b50} p99 {b99} \
-             p99.9 {b999} | hot p50 {hb50} p99 {hb99} (ns)"
-        );
         let (t50, t99, _) = percentiles(timer);
         let (p50, p99, p999) = percentiles(pods);
         let (e50, e99, e999) = percentiles(external);
         let (h50, h99, h999) = percentiles(hot_pods);
         println!(
-            "round {round}: pod (random of 150k) p50 {p50} p99 {p99} p99.9 {p999} | \
+            "round {round}: resolve one by one: pod (random of 150k) p50 {p50} p99 {p99} p99.9 {p999} | \
              pod (hot 2k) p50 {h50} p99 {h99} p99.9 {h999} | \
              public p50 {e50} p99 {e99} p99.9 {e999} | timer alone p50 {t50} p99 {t99} (ns)"
         );
     }
+}
+
+/// A positive integer from the environment, else `default`.
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// This thread's time on a CPU so far, in nanoseconds (the kernel's own
+/// account): unlike wall time, it does not count preemption by other work.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

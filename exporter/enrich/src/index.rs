@@ -12,15 +12,24 @@
 //! ports) are interned, and a pod is kept as a slim record (its identity
 //! plus what a rebuild needs) rather than as the parsed object, so the index
 //! stays small at 150k pods (`benches/index.rs`).
+//!
+//! Addresses live in [`AddrMap`]s: one cache line per address, holding the
+//! address's history inline, reached by a multiply-shift hash. A pod
+//! lookup then touches two cold lines, the slot and the identity's
+//! reference count; [`IdentityIndex::resolve_batch`] starts those loads for
+//! dozens of queries before it waits for any (see there).
 
-use std::collections::hash_map::Entry;
+mod addr_map;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flowscribe_model::{Endpoint, EndpointKind, PodIdentity, ServiceRef, Stale, Workload};
 use rustc_hash::FxHashMap;
+
+use addr_map::{AddrMap, Key, touch};
 
 use crate::networks::{NamedNetwork, Networks, POD_NETWORK, SERVICE_NETWORK};
 use crate::objects::{ContainerPort, Kind, Object, ObjectKey, OwnerRef, Pod, Service};
@@ -53,14 +62,52 @@ impl Default for IndexConfig {
     }
 }
 
+/// A time as nanoseconds since the Unix epoch: what holdings store and
+/// compare (an integer compare per holding, and 8 bytes instead of 16, so a
+/// pod's address slot fits one cache line). Covers the years 1678 to 2262;
+/// times outside are clamped to the ends.
+type Nanos = i64;
+
+/// `until` of a holding that has not ended.
+const OPEN: Nanos = Nanos::MAX;
+
+fn nanos(t: SystemTime) -> Nanos {
+    match t.duration_since(UNIX_EPOCH) {
+        // Below OPEN, so that no closing time reads as open.
+        Ok(d) => Nanos::try_from(d.as_nanos()).map_or(OPEN - 1, |n| n.min(OPEN - 1)),
+        Err(before) => Nanos::try_from(before.duration().as_nanos()).map_or(Nanos::MIN, |n| -n),
+    }
+}
+
+fn system_time(n: Nanos) -> SystemTime {
+    let magnitude = Duration::from_nanos(n.unsigned_abs());
+    let t = if n >= 0 {
+        UNIX_EPOCH.checked_add(magnitude)
+    } else {
+        UNIX_EPOCH.checked_sub(magnitude)
+    };
+    // Every value `nanos` makes is representable.
+    t.unwrap_or(UNIX_EPOCH)
+}
+
 /// One object's tenure of an address: `[from, until)`.
 #[derive(Debug, Clone)]
 struct Holding<T> {
-    from: SystemTime,
-    until: Option<SystemTime>,
+    from: Nanos,
+    /// [`OPEN`] while the object still holds the address.
+    until: Nanos,
     /// The holder also names the object (its uid), which distinguishes two
     /// objects with the same name (a recreated pod).
     holder: T,
+}
+
+impl<T> Holding<T> {
+    /// A holding picked for time `at` is stale when it ended by then.
+    fn stale_at(&self, at: Nanos) -> Option<Stale> {
+        (self.until <= at).then(|| Stale {
+            deleted_at: system_time(self.until),
+        })
+    }
 }
 
 /// What a holding holds: anything that knows its object's uid.
@@ -117,6 +164,13 @@ struct ServiceEntry {
 enum History<T> {
     One(Holding<T>),
     Many(Vec<Holding<T>>),
+}
+
+/// What an empty slot of the address map holds; never a real history.
+impl<T> Default for History<T> {
+    fn default() -> Self {
+        History::Many(Vec::new())
+    }
 }
 
 impl<T> History<T> {
@@ -179,61 +233,87 @@ impl<T> History<T> {
 /// Record that `holder` holds `ip` from `from` on: refresh its open holding,
 /// or open one.
 fn hold<T: Holder + Clone>(
-    map: &mut FxHashMap<IpAddr, History<T>>,
+    map: &mut AddrMap<History<T>>,
     ip: IpAddr,
     holder: &T,
     from: SystemTime,
 ) {
     let holding = Holding {
-        from,
-        until: None,
+        from: nanos(from),
+        until: OPEN,
         holder: holder.clone(),
     };
-    match map.entry(ip) {
-        Entry::Vacant(v) => {
-            v.insert(History::One(holding));
-        }
-        Entry::Occupied(mut o) => {
-            let history = o.get_mut();
-            match history
-                .as_mut_slice()
-                .iter_mut()
-                .find(|h| h.until.is_none() && h.holder.uid() == holder.uid())
-            {
-                Some(open) => open.holder = holding.holder,
-                None => history.push(holding),
-            }
-        }
+    let Some(history) = map.get_mut(&ip) else {
+        map.insert(ip, History::One(holding));
+        return;
+    };
+    match history
+        .as_mut_slice()
+        .iter_mut()
+        .find(|h| h.until == OPEN && h.holder.uid() == holder.uid())
+    {
+        Some(open) => open.holder = holding.holder,
+        None => history.push(holding),
     }
 }
 
 /// Pick the holding of `history` at time `at`: among holdings open at `at`,
 /// the one that started last; else the one that ended last before `at`
-/// within `grace` (stale).
-fn pick<T>(history: &[Holding<T>], at: SystemTime, grace: Duration) -> Option<(&T, Option<Stale>)> {
+/// within `grace` (stale: see [`Holding::stale_at`]).
+#[inline]
+fn pick<T>(history: &[Holding<T>], at: Nanos, grace: Nanos) -> Option<&Holding<T>> {
+    // Almost always: one holding, open since before `at`.
+    if let [h] = history
+        && h.until == OPEN
+    {
+        return (h.from <= at).then_some(h);
+    }
     let mut live: Option<&Holding<T>> = None;
     let mut ended: Option<&Holding<T>> = None;
     for h in history {
-        match h.until {
-            Some(until) if until <= at => {
-                let within_grace = at.duration_since(until).unwrap_or_default() <= grace;
-                if within_grace && ended.is_none_or(|e| e.until < h.until) {
-                    ended = Some(h);
-                }
+        if h.until <= at {
+            let within_grace = at.saturating_sub(h.until) <= grace;
+            if within_grace && ended.is_none_or(|e| e.until < h.until) {
+                ended = Some(h);
             }
-            _ if h.from <= at && live.is_none_or(|l| l.from <= h.from) => live = Some(h),
-            _ => {}
+        } else if h.from <= at && live.is_none_or(|l| l.from <= h.from) {
+            live = Some(h);
         }
     }
-    if let Some(h) = live {
-        return Some((&h.holder, None));
-    }
-    ended.map(|h| (&h.holder, h.until.map(|deleted_at| Stale { deleted_at })))
+    live.or(ended)
 }
 
 /// One address to resolve: the address, the (port, protocol) it was
 /// reached on when it is the responder, and the time of the flow.
 pub type Query = (IpAddr, Option<(u16, u8)>, SystemTime);
+
+/// Queries per round of [`IdentityIndex::resolve_batch`]'s passes: enough
+/// cache misses in flight to keep the memory system busy (a core tracks
+/// a dozen or two), few enough that the lines they bring stay in the
+/// first-level cache until used.
+const BATCH_CHUNK: usize = 64;
+
+/// The last time converted to [`Nanos`]: both ends of a flow share its
+/// time, and a conversion costs ~55 instructions (callgrind), against ~300
+/// for a whole batched lookup.
+#[derive(Debug, Default)]
+struct TimeMemo {
+    last: Option<(SystemTime, Nanos)>,
+}
+
+impl TimeMemo {
+    #[inline]
+    fn nanos(&mut self, at: SystemTime) -> Nanos {
+        match self.last {
+            Some((t, n)) if t == at => n,
+            _ => {
+                let n = nanos(at);
+                self.last = Some((at, n));
+                n
+            }
+        }
+    }
+}
 
 /// Counters of what the index did with its input.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -389,11 +469,14 @@ pub struct IdentityIndex {
     /// rebuild identities when a namespace or an owner changes after its
     /// pods.
     objects: HashMap<ObjectKey, Object>,
-    // Address-keyed maps use FxHash: the keys are cluster addresses, not
-    // attacker-chosen, and the per-flow lookup is the hot path.
-    pods_by_ip: FxHashMap<IpAddr, History<PodHolder>>,
-    services_by_ip: FxHashMap<IpAddr, History<Arc<ServiceEntry>>>,
-    nodes_by_ip: FxHashMap<IpAddr, Arc<str>>,
+    /// `config.deleted_grace` as [`Nanos`].
+    deleted_grace: Nanos,
+    // Address-keyed maps hash with a multiply-shift: the keys are cluster
+    // addresses, not attacker-chosen, and the per-flow lookup is the hot
+    // path.
+    pods_by_ip: AddrMap<History<PodHolder>>,
+    services_by_ip: AddrMap<History<Arc<ServiceEntry>>>,
+    nodes_by_ip: AddrMap<Arc<str>>,
     /// Host-network pods by (node address, declared port, protocol).
     host_ports: FxHashMap<(IpAddr, u16, u8), Arc<PodIdentity>>,
     /// Endpoint addresses per (namespace, service name).
@@ -406,12 +489,13 @@ impl IdentityIndex {
     pub fn new(config: IndexConfig) -> Self {
         let mut index = IdentityIndex {
             networks: Networks::default(),
+            deleted_grace: Nanos::try_from(config.deleted_grace.as_nanos()).unwrap_or(Nanos::MAX),
             config,
             pods: FxHashMap::default(),
             objects: HashMap::new(),
-            pods_by_ip: FxHashMap::default(),
-            services_by_ip: FxHashMap::default(),
-            nodes_by_ip: FxHashMap::default(),
+            pods_by_ip: AddrMap::default(),
+            services_by_ip: AddrMap::default(),
+            nodes_by_ip: AddrMap::default(),
             host_ports: FxHashMap::default(),
             service_backends: HashMap::new(),
             interner: Interner::default(),
@@ -475,13 +559,10 @@ impl IdentityIndex {
 
     /// Forget holdings that ended more than the grace period before `now`.
     pub fn expire(&mut self, now: SystemTime) {
-        let grace = self.config.deleted_grace;
-        let keep = |until: Option<SystemTime>| {
-            until.is_none_or(|u| now.duration_since(u).unwrap_or_default() <= grace)
-        };
-        self.pods_by_ip.retain(|_, h| h.retain(|x| keep(x.until)));
-        self.services_by_ip
-            .retain(|_, h| h.retain(|x| keep(x.until)));
+        let (grace, now) = (self.deleted_grace, nanos(now));
+        let keep = |until: Nanos| until == OPEN || now.saturating_sub(until) <= grace;
+        self.pods_by_ip.retain(|h| h.retain(|x| keep(x.until)));
+        self.services_by_ip.retain(|h| h.retain(|x| keep(x.until)));
         self.interner.collect();
     }
 
@@ -861,75 +942,111 @@ impl IdentityIndex {
         addr: IpAddr,
         at: SystemTime,
     ) -> Option<(Arc<PodIdentity>, Option<Stale>)> {
+        let at = nanos(at);
         let history = self.pods_by_ip.get(&addr)?;
-        pick(history.as_slice(), at, self.config.deleted_grace)
-            .map(|(p, s)| (p.identity.clone(), s))
+        pick(history.as_slice(), at, self.deleted_grace)
+            .map(|h| (h.holder.identity.clone(), h.stale_at(at)))
     }
 
-    /// [`resolve`](Self::resolve) for many addresses, with the same answers.
-    /// The pod-table probes of the whole batch run first: they are plain
-    /// loads, so the CPU overlaps their cache misses. The endpoints are
-    /// built afterwards, because taking a reference count is an atomic
-    /// read-modify-write, which on x86 waits for every earlier load; done
-    /// per lookup, it serialises the misses.
+    /// [`resolve`](Self::resolve) for many addresses, with the same answers,
+    /// at a fraction of the cost per address when the addresses are cold:
+    /// one by one, a pod lookup waits for two cache misses in a row (the
+    /// address's slot, then the identity's reference count), and a clone of
+    /// the `Arc` is an atomic read-modify-write, which on x86 also waits
+    /// for every earlier load. Here each chunk of [`BATCH_CHUNK`] queries
+    /// goes in three passes, so the misses of many addresses are in flight
+    /// at once:
+    ///
+    /// 1. hash every address, then touch the pod-table slots (loads whose
+    ///    values nothing waits for: see [`addr_map::touch`]);
+    /// 2. probe each slot (now in the cache), pick the holding at the
+    ///    flow's time, then touch the identities' reference counts;
+    /// 3. build the endpoints: the reference counts are in the cache.
+    ///
+    /// The chunk's working state lives on the stack (no allocation but the
+    /// result), and is small enough that what pass 1 and 2 load is still
+    /// in the first-level cache when the next pass needs it.
     pub fn resolve_batch(&self, queries: &[Query]) -> Vec<Endpoint> {
-        let grace = self.config.deleted_grace;
-        let found: Vec<Option<(&PodHolder, Option<Stale>)>> = queries
-            .iter()
-            .map(|(addr, _, at)| {
-                self.pods_by_ip
-                    .get(addr)
-                    .and_then(|h| pick(h.as_slice(), *at, grace))
-            })
-            .collect();
-        queries
-            .iter()
-            .zip(found)
-            .map(|(&(addr, listening, at), pod)| match pod {
-                Some((pod, stale)) => {
-                    let (_, network) = self.networks.classify(addr);
-                    let mut ep = Endpoint::of_kind(EndpointKind::Pod);
-                    ep.network = Some(network);
-                    ep.node = pod.node.clone();
-                    ep.pod = Some(Arc::clone(&pod.identity));
-                    ep.stale = stale;
-                    ep
+        let pods = &self.pods_by_ip;
+        let mut out = Vec::with_capacity(queries.len());
+        let mut times = TimeMemo::default();
+        for chunk in queries.chunks(BATCH_CHUNK) {
+            let mut homes = [None; BATCH_CHUNK];
+            for ((addr, _, _), home) in chunk.iter().zip(&mut homes) {
+                *home = pods.start_lookup(Key::of(*addr));
+            }
+            pods.touch_slots(&homes);
+            let mut found: [(Option<&Holding<PodHolder>>, Nanos); BATCH_CHUNK] =
+                [(None, 0); BATCH_CHUNK];
+            for (((addr, _, at), home), found) in chunk.iter().zip(homes).zip(&mut found) {
+                let at = times.nanos(*at);
+                let holding = home
+                    .and_then(|home| pods.get_from(home, Key::of(*addr)))
+                    .and_then(|h| pick(h.as_slice(), at, self.deleted_grace));
+                *found = (holding, at);
+            }
+            // The strong counts: the lines the clones below increment.
+            let mut folded = 0usize;
+            for (holding, _) in &found {
+                if let Some(h) = holding {
+                    folded ^= Arc::strong_count(&h.holder.identity);
                 }
-                None => self.resolve(addr, listening, at),
-            })
-            .collect()
+            }
+            touch(&folded);
+            for (&(addr, listening, _), (holding, at_nanos)) in chunk.iter().zip(found) {
+                out.push(match holding {
+                    Some(h) => self.pod_endpoint(addr, h, at_nanos),
+                    None => self.resolve_not_pod(addr, listening, at_nanos),
+                });
+            }
+        }
+        out
     }
 
     /// Who held `addr` at `at`. `listening` is the (port, protocol) the
     /// address was reached on, when it is the responder: it names a
     /// host-network pod, and a service's port.
     pub fn resolve(&self, addr: IpAddr, listening: Option<(u16, u8)>, at: SystemTime) -> Endpoint {
-        let grace = self.config.deleted_grace;
-        // The pod table probe comes first: for a pod address it is the one
-        // likely cache miss, and the classification below (hot, pure compute)
-        // runs while it is outstanding.
-        let pod = self
+        let at_nanos = nanos(at);
+        let holding = self
             .pods_by_ip
             .get(&addr)
-            .and_then(|h| pick(h.as_slice(), at, grace));
-        let (kind, network) = self.networks.classify(addr);
-        let mut ep = Endpoint::of_kind(kind);
-        ep.network = Some(network);
-
-        if let Some((pod, stale)) = pod {
-            ep.kind = EndpointKind::Pod;
-            ep.node = pod.node.clone();
-            ep.pod = Some(Arc::clone(&pod.identity));
-            ep.stale = stale;
-            return ep;
+            .and_then(|h| pick(h.as_slice(), at_nanos, self.deleted_grace));
+        match holding {
+            Some(h) => self.pod_endpoint(addr, h, at_nanos),
+            None => self.resolve_not_pod(addr, listening, at_nanos),
         }
-        if let Some((svc, stale)) = self
+    }
+
+    /// The endpoint of a pod address, from the holding picked for `at`.
+    /// Inlined: a call would return the 112-byte endpoint through memory
+    /// and copy it again into the batch's vector.
+    #[inline(always)]
+    fn pod_endpoint(&self, addr: IpAddr, holding: &Holding<PodHolder>, at: Nanos) -> Endpoint {
+        let (_, network) = self.networks.classify_ref(addr);
+        Endpoint {
+            kind: EndpointKind::Pod,
+            pod: Some(Arc::clone(&holding.holder.identity)),
+            node: holding.holder.node.clone(),
+            service: None,
+            network: Some(Arc::clone(network)),
+            stale: holding.stale_at(at),
+        }
+    }
+
+    /// [`resolve`](Self::resolve) for an address no pod held at `at`.
+    fn resolve_not_pod(&self, addr: IpAddr, listening: Option<(u16, u8)>, at: Nanos) -> Endpoint {
+        let (kind, network) = self.networks.classify_ref(addr);
+        let mut ep = Endpoint::of_kind(kind);
+        ep.network = Some(Arc::clone(network));
+        if let Some(h) = self
             .services_by_ip
             .get(&addr)
-            .and_then(|h| pick(h.as_slice(), at, grace))
+            .and_then(|h| pick(h.as_slice(), at, self.deleted_grace))
         {
+            let svc = &h.holder;
             ep.kind = EndpointKind::Service;
-            ep.stale = stale;
+            ep.stale = h.stale_at(at);
             ep.service = Some(ServiceRef {
                 name: svc.name.clone(),
                 namespace: svc.namespace.clone(),
@@ -959,17 +1076,13 @@ impl IdentityIndex {
 }
 
 /// End the open holdings of `uid` on `ips` at `at`.
-fn close<T: Holder>(
-    map: &mut FxHashMap<IpAddr, History<T>>,
-    ips: &[IpAddr],
-    uid: &str,
-    at: SystemTime,
-) {
+fn close<T: Holder>(map: &mut AddrMap<History<T>>, ips: &[IpAddr], uid: &str, at: SystemTime) {
+    let at = nanos(at);
     for ip in ips {
         if let Some(history) = map.get_mut(ip) {
             for h in history.as_mut_slice() {
-                if h.until.is_none() && h.holder.uid() == uid {
-                    h.until = Some(at.max(h.from));
+                if h.until == OPEN && h.holder.uid() == uid {
+                    h.until = at.max(h.from);
                 }
             }
         }

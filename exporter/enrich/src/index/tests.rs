@@ -467,4 +467,52 @@ fn batch_resolution_answers_exactly_as_one_by_one() {
     assert_eq!(pod_name(&one_by_one[2]), Some("new"));
     assert_eq!(one_by_one[5].kind, EndpointKind::HostNetworkPod);
     assert_eq!(one_by_one[9].kind, EndpointKind::PublicNetwork);
+
+    // Batches longer than one round of the passes (and not a multiple of
+    // it), times changing within and across rounds, the same address at
+    // different times next to each other.
+    let long: Vec<Query> = (0..300u64)
+        .map(|i| {
+            let (a, l, _) = queries[(i as usize * 7) % queries.len()];
+            (
+                a,
+                l,
+                t([2, 50, 99, 100, 120, 131, 140, 100_000][(i / 3) as usize % 8]),
+            )
+        })
+        .collect();
+    let one_by_one: Vec<Endpoint> = long
+        .iter()
+        .map(|(a, l, at)| idx.resolve(*a, *l, *at))
+        .collect();
+    assert_eq!(idx.resolve_batch(&long), one_by_one);
+    assert_eq!(idx.resolve_batch(&[]), Vec::new());
+    let kinds: HashSet<EndpointKind> = one_by_one.iter().map(|e| e.kind).collect();
+    assert!(kinds.len() >= 6, "{kinds:?}");
+    assert!(one_by_one.iter().any(|e| e.stale.is_some()));
+}
+
+/// A pod address's slot (key, one holding inline, node name) is one cache
+/// line: the lookup's first miss fetches all of it.
+#[test]
+fn a_pod_address_slot_is_one_cache_line() {
+    assert_eq!(AddrMap::<History<PodHolder>>::slot_bytes(), 64);
+}
+
+/// Times survive the round trip through the holdings' integer form, before
+/// and after the epoch, and the ends clamp without reading as "open".
+#[test]
+fn holding_times_round_trip() {
+    for t in [
+        UNIX_EPOCH,
+        t(0),
+        t(123) + Duration::from_nanos(456_789),
+        UNIX_EPOCH - Duration::from_secs(86_400 * 365 * 10) + Duration::from_nanos(1),
+    ] {
+        assert_eq!(system_time(nanos(t)), t);
+    }
+    let far = UNIX_EPOCH + Duration::from_secs(400 * 365 * 86_400);
+    assert_eq!(nanos(far), OPEN - 1);
+    let long_ago = UNIX_EPOCH - Duration::from_secs(400 * 365 * 86_400);
+    assert_eq!(nanos(long_ago), Nanos::MIN);
 }
