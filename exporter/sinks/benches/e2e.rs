@@ -28,11 +28,10 @@ mod fakes;
 #[path = "../../normalize/tests/fixtures/mod.rs"]
 mod fixtures;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fakes::{FakeResponse, serve};
+use fakes::fixed_reply_server;
 use flowscribe_model::ExplainedFlow;
 use flowscribe_normalize::ecs::EcsEncoder;
 use flowscribe_normalize::otlp::{self, OtlpEncoder};
@@ -122,24 +121,6 @@ fn delivered(outcomes: &SendOutcomes) -> bool {
     }
 }
 
-/// A receiver on its own thread that reads each body and answers `reply`.
-fn receiver(
-    content_type: &'static str,
-    reply: &'static [u8],
-) -> (tokio::runtime::Runtime, fakes::FakeServer) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = rt.block_on(serve(Arc::new(move |_req| FakeResponse::Reply {
-        status: 200,
-        headers: vec![("content-type", content_type.into())],
-        body: reply.to_vec(),
-    })));
-    (rt, server)
-}
-
 struct Result {
     records: u64,
     encode_ns: u64,
@@ -202,8 +183,8 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (_es_rt, es) = receiver("application/json", br#"{"errors":false}"#);
-    let (_otlp_rt, otlp_rx) = receiver("application/x-protobuf", b"");
+    let (_es_rt, es) = fixed_reply_server("application/json", br#"{"errors":false}"#);
+    let (_otlp_rt, otlp_rx) = fixed_reply_server("application/x-protobuf", b"");
     let otlp_addr = otlp_rx.url().trim_start_matches("http://").to_string();
 
     println!(

@@ -21,11 +21,8 @@
 #[path = "../tests/fakes/mod.rs"]
 mod fakes;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use fakes::{FakeResponse, serve};
 use flowscribe_sinks::core::driver::{SendOutcomes, Transport};
 use flowscribe_sinks::core::http::{HttpAuth, SecretSource};
 use flowscribe_sinks::core::queue::QueuedRecord;
@@ -58,19 +55,9 @@ fn batch() -> Vec<QueuedRecord> {
         .collect()
 }
 
-/// A receiver on its own runtime thread.
+/// A receiver on its own runtime thread that answers `reply` as JSON.
 fn receiver(reply: &'static str) -> (tokio::runtime::Runtime, fakes::FakeServer) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = rt.block_on(serve(Arc::new(move |_req| FakeResponse::Reply {
-        status: 200,
-        headers: vec![("content-type", "application/json".into())],
-        body: reply.as_bytes().to_vec(),
-    })));
-    (rt, server)
+    fakes::fixed_reply_server("application/json", reply.as_bytes())
 }
 
 fn delivered(outcomes: &SendOutcomes) -> bool {

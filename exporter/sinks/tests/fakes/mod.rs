@@ -117,6 +117,25 @@ impl Drop for FakeServer {
     }
 }
 
+/// A receiver for benches, on a runtime thread of its own: reads each body
+/// whole and answers 200 with `content_type` and `body`, nothing parsed.
+pub fn fixed_reply_server(
+    content_type: &'static str,
+    body: &'static [u8],
+) -> (tokio::runtime::Runtime, FakeServer) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(serve(Arc::new(move |_req| FakeResponse::Reply {
+        status: 200,
+        headers: vec![("content-type", content_type.into())],
+        body: body.to_vec(),
+    })));
+    (rt, server)
+}
+
 /// Serve `handler` on 127.0.0.1 (HTTP/1.1, keep-alive).
 pub async fn serve(handler: Handler) -> FakeServer {
     serve_on("127.0.0.1:0", handler).await
