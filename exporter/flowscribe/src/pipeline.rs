@@ -15,6 +15,7 @@ use flowscribe_capture::{AttachEvent, Batch, Capture, CaptureError, interfaces::
 use flowscribe_enrich::enrich_batch;
 use flowscribe_model::{CaptureLoss, ExplainedFlow};
 use flowscribe_normalize::ecs::EcsEncoder;
+use flowscribe_normalize::event_id::EventId;
 use flowscribe_normalize::otlp::OtlpEncoder;
 use flowscribe_normalize::{Context as SchemaContext, Schema, event_id, minimal, otlp};
 use tracing::{info, warn};
@@ -269,18 +270,24 @@ fn deliver(
     sinks: &Sinks,
     audit: Option<&mut AuditTrail>,
 ) -> anyhow::Result<()> {
-    // Each distinct format is encoded once, however many consumers share it.
-    let ids = encoder.event_ids(batch);
+    // Each distinct format is encoded once, however many consumers share it;
+    // each flow's event id is hashed once for all of them.
+    let flow_ids = encoder.flow_event_ids(batch);
+    let ids = encoder.event_ids(batch, &flow_ids);
     let mut encoded: Vec<Encoded> = Vec::new();
     for format in consumer_formats(encoder, writer, sinks) {
-        encoded.push((format, encoder.encode(format, batch)?, ids.clone()));
+        encoded.push((
+            format,
+            encoder.encode(format, batch, &flow_ids)?,
+            ids.clone(),
+        ));
     }
     // ⑤ The audit trail numbers, seals and checkpoints every JSON view.
     if let Some(audit) = audit {
         audit.seal(&mut encoded, batch.at)?;
     }
     send(encoded, encoder, writer, sinks)?;
-    push_otlp_log_records(batch, encoder, sinks, &ids)
+    push_otlp_log_records(batch, encoder, sinks, &ids, &flow_ids)
 }
 
 /// ⑤ OTLP sinks queue one protobuf `LogRecord` per flow and loss record,
@@ -291,12 +298,13 @@ fn push_otlp_log_records(
     encoder: &Encoder,
     sinks: &Sinks,
     ids: &[String],
+    flow_ids: &[EventId],
 ) -> anyhow::Result<()> {
     if !sinks.sinks.iter().any(|s| s.spec.sends_otlp_log_records()) {
         return Ok(());
     }
     let records: Vec<Bytes> = encoder
-        .otlp_log_records(batch)
+        .otlp_log_records(batch, flow_ids)
         .into_iter()
         .map(Bytes::from)
         .collect();
@@ -388,10 +396,16 @@ impl Encoder {
     }
 
     /// Every record of a batch encoded in `format`, flows then losses.
-    fn encode(&self, format: Format, batch: &Explained) -> anyhow::Result<Vec<Vec<u8>>> {
+    /// `flow_ids` are [`Encoder::flow_event_ids`] of the batch.
+    fn encode(
+        &self,
+        format: Format,
+        batch: &Explained,
+        flow_ids: &[EventId],
+    ) -> anyhow::Result<Vec<Vec<u8>>> {
         let mut out = Vec::with_capacity(batch.flows.len() + batch.losses.len());
-        for f in &batch.flows {
-            out.push(self.flow(format, f, batch.at)?);
+        for (f, id) in batch.flows.iter().zip(flow_ids) {
+            out.push(self.flow(format, f, *id, batch.at)?);
         }
         for l in &batch.losses {
             out.push(self.loss(format, l, batch.at)?);
@@ -401,12 +415,12 @@ impl Encoder {
 
     /// Every record of a batch as one protobuf-encoded OTLP `LogRecord`,
     /// flows then losses (the payloads OTLP sinks queue).
-    fn otlp_log_records(&self, batch: &Explained) -> Vec<Vec<u8>> {
+    fn otlp_log_records(&self, batch: &Explained, flow_ids: &[EventId]) -> Vec<Vec<u8>> {
         use prost::Message as _;
         let mut encoder = self.otlp.borrow_mut();
-        let flows = batch.flows.iter().map(|f| {
+        let flows = batch.flows.iter().zip(flow_ids).map(|(f, id)| {
             let mut out = Vec::new();
-            encoder.write_log_record(f, batch.at, &mut out);
+            encoder.write_log_record_with_event_id(f, batch.at, Some(*id), &mut out);
             out
         });
         let losses = batch
@@ -416,19 +430,28 @@ impl Encoder {
         flows.chain(losses).collect()
     }
 
+    /// The event id of every flow record of a batch (hashed once, used by
+    /// every format and sink).
+    fn flow_event_ids(&self, batch: &Explained) -> Vec<EventId> {
+        batch
+            .flows
+            .iter()
+            .map(|f| {
+                let flow = &f.flow.flow;
+                event_id::event_id(
+                    &self.context.node,
+                    &flow.key,
+                    flow.window_start,
+                    flow.window_end,
+                )
+            })
+            .collect()
+    }
+
     /// The event id of every record of a batch, in `encode`'s order: sinks
     /// use it to recognise a duplicate after a retry or a restart.
-    fn event_ids(&self, batch: &Explained) -> Vec<String> {
-        let flows = batch.flows.iter().map(|f| {
-            let flow = &f.flow.flow;
-            event_id::event_id(
-                &self.context.node,
-                &flow.key,
-                flow.window_start,
-                flow.window_end,
-            )
-            .to_hex()
-        });
+    fn event_ids(&self, batch: &Explained, flow_ids: &[EventId]) -> Vec<String> {
+        let flows = flow_ids.iter().map(EventId::to_hex);
         let losses = batch.losses.iter().map(|l| {
             let end = l
                 .window_end
@@ -444,6 +467,7 @@ impl Encoder {
         &self,
         format: Format,
         flow: &ExplainedFlow,
+        id: EventId,
         now: SystemTime,
     ) -> anyhow::Result<Vec<u8>> {
         let mut line = Vec::new();
@@ -452,7 +476,11 @@ impl Encoder {
                 &mut line,
                 &minimal::enriched_flow(&flow.flow, &self.context.node),
             )?,
-            Format::Schema(Schema::Ecs) => self.ecs.borrow_mut().encode(flow, now, &mut line),
+            Format::Schema(Schema::Ecs) => {
+                self.ecs
+                    .borrow_mut()
+                    .encode_with_event_id(flow, now, Some(id), &mut line)
+            }
             Format::Schema(schema) => {
                 flowscribe_normalize::encode_flow(schema, &self.context, flow, now, &mut line)?
             }

@@ -23,6 +23,7 @@ use flowscribe_model::{
 };
 use serde_json::{Value, json};
 
+use crate::event_id::EventId;
 use crate::json::{Fragment, JsonWriter, Key, frag, k};
 use crate::schema::row;
 use crate::view::{
@@ -62,7 +63,7 @@ pub fn write_flow_document(
     out: &mut Vec<u8>,
 ) {
     let times = Times::new(&flow.flow, observed, &mut TimeFormatter::default());
-    write_document(ctx, flow, &times, &mut Direct, out);
+    write_document(ctx, flow, None, &times, &mut Direct, out);
 }
 
 /// [`write_flow_document`] with the parts that depend only on shared
@@ -70,11 +71,12 @@ pub fn write_flow_document(
 fn write_document<P: Parts>(
     ctx: &Context,
     flow: &ExplainedFlow,
+    id: Option<EventId>,
     times: &Times,
     parts: &mut P,
     out: &mut Vec<u8>,
 ) {
-    let view = FlowView::new(ctx, flow);
+    let view = FlowView::with_event_id(ctx, flow, id);
     // Documents are 2-4 KiB: one reservation instead of growth steps.
     out.reserve(4096);
     let start = out.len();

@@ -39,6 +39,7 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 
+use crate::event_id::EventId;
 use crate::protobuf::{Nested, ProtoWriter, varint_len};
 use crate::schema::row;
 use crate::view::{
@@ -150,6 +151,7 @@ pub fn log_record(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> 
         &mut ProtoWriter::new(&mut buf),
         ctx,
         flow,
+        None,
         observed,
         &mut Direct,
     );
@@ -170,7 +172,14 @@ pub fn write_log_record_protobuf(
 ) {
     // Records are 1.5-4 KiB: one reservation instead of growth steps.
     out.reserve(4096);
-    write_flow_record(&mut ProtoWriter::new(out), ctx, flow, observed, &mut Direct);
+    write_flow_record(
+        &mut ProtoWriter::new(out),
+        ctx,
+        flow,
+        None,
+        observed,
+        &mut Direct,
+    );
 }
 
 /// An `ExportLogsServiceRequest` encoded as records are added: the
@@ -204,7 +213,7 @@ impl ProtobufRequestWriter {
     ) {
         let mut w = ProtoWriter::new(&mut self.records);
         let record = w.begin_wide(SCOPE_LOGS_LOG_RECORDS);
-        write_flow_record(&mut w, ctx, flow, observed, parts);
+        write_flow_record(&mut w, ctx, flow, None, observed, parts);
         w.end(record);
         self.count += 1;
     }
@@ -468,10 +477,11 @@ fn write_flow_record(
     w: &mut ProtoWriter<'_>,
     ctx: &Context,
     flow: &ExplainedFlow,
+    id: Option<EventId>,
     observed: SystemTime,
     parts: &mut impl Parts,
 ) {
-    let view = FlowView::new(ctx, flow);
+    let view = FlowView::with_event_id(ctx, flow, id);
     let ef = &flow.flow;
     let f = &ef.flow;
     let key = &f.key;

@@ -23,7 +23,7 @@ use flowscribe_model::{
 
 use crate::Context;
 use crate::community_id::community_id_v1_digest;
-use crate::event_id::event_id;
+use crate::event_id::{EventId, event_id};
 
 /// Short ASCII text held inline (ids, digests, addresses), so that a record
 /// costs no heap allocation for them. Writing more than `N` bytes fails
@@ -290,6 +290,17 @@ pub struct FlowView<'a> {
 
 impl<'a> FlowView<'a> {
     pub fn new(ctx: &Context, flow: &'a ExplainedFlow) -> FlowView<'a> {
+        Self::with_event_id(ctx, flow, None)
+    }
+
+    /// [`FlowView::new`] with the record's event id when the caller has
+    /// already computed it (the daemon hashes it once for every format and
+    /// sink); `None` computes it here.
+    pub fn with_event_id(
+        ctx: &Context,
+        flow: &'a ExplainedFlow,
+        id: Option<EventId>,
+    ) -> FlowView<'a> {
         let f = &flow.flow.flow;
         let trace = flow.trace.as_ref();
         let decision = trace.map(|t| decide(&t.enforced.egress, &t.enforced.ingress));
@@ -305,7 +316,9 @@ impl<'a> FlowView<'a> {
         };
         FlowView {
             flow,
-            event_id: event_id(&ctx.node, &f.key, f.window_start, f.window_end).to_hex_text(),
+            event_id: id
+                .unwrap_or_else(|| event_id(&ctx.node, &f.key, f.window_start, f.window_end))
+                .to_hex_text(),
             community_id: community_id_text(&f.key, ctx.community_id_seed),
             src_text: addr_text(f.key.src_addr),
             dst_text: addr_text(f.key.dst_addr),

@@ -98,16 +98,19 @@ fn encode_batch(e: &mut Encoders, enc: Encoding, flows: &[ExplainedFlow]) -> Vec
         .enumerate()
         .map(|(i, f)| {
             let flow = &f.flow.flow;
-            let id = event_id::event_id(&ctx.node, &flow.key, flow.window_start, flow.window_end)
-                .to_hex();
+            // Hashed once, as the daemon does, for the queue and the encoder.
+            let id = event_id::event_id(&ctx.node, &flow.key, flow.window_start, flow.window_end);
             let mut out = Vec::new(); // the encoders reserve a record's size
             match enc {
-                Encoding::Ecs => e.ecs.encode(f, observed, &mut out),
-                Encoding::OtlpProtobuf => e.otlp.write_log_record(f, observed, &mut out),
+                Encoding::Ecs => e.ecs.encode_with_event_id(f, observed, Some(id), &mut out),
+                Encoding::OtlpProtobuf => {
+                    e.otlp
+                        .write_log_record_with_event_id(f, observed, Some(id), &mut out)
+                }
             }
             QueuedRecord {
                 seq: i as u64,
-                event_id: id,
+                event_id: id.to_hex(),
                 payload: Bytes::from(out),
             }
         })

@@ -17,6 +17,7 @@ use super::{
     rule_description_head, rule_id_end, rule_id_head, rule_policy_tail, write_document,
 };
 use crate::Context;
+use crate::event_id::EventId;
 use crate::fragment_cache::{
     Admission, BoundedMap, DEFAULT_CAPACITY, EndpointKey, pin_endpoint, policy_key,
 };
@@ -106,12 +107,25 @@ impl EcsEncoder {
     /// Appends the ECS document of one flow record to `out`, as
     /// [`crate::ecs::write_flow_document`] with this encoder's context.
     pub fn encode(&mut self, flow: &ExplainedFlow, observed: SystemTime, out: &mut Vec<u8>) {
+        self.encode_with_event_id(flow, observed, None, out);
+    }
+
+    /// [`EcsEncoder::encode`] with the record's event id already computed
+    /// (`crate::event_id::event_id` of this context's node and the flow),
+    /// so it is not hashed again; `None` computes it.
+    pub fn encode_with_event_id(
+        &mut self,
+        flow: &ExplainedFlow,
+        observed: SystemTime,
+        id: Option<EventId>,
+        out: &mut Vec<u8>,
+    ) {
         let times = Times::new(&flow.flow, observed, &mut self.times);
         let counts = self.cache.counts();
         if self.admission.as_mut().is_none_or(|a| a.admit(counts)) {
-            write_document(&self.ctx, flow, &times, &mut self.cache, out);
+            write_document(&self.ctx, flow, id, &times, &mut self.cache, out);
         } else {
-            write_document(&self.ctx, flow, &times, &mut Direct, out);
+            write_document(&self.ctx, flow, id, &times, &mut Direct, out);
         }
     }
 
@@ -244,6 +258,27 @@ fn rule_fragments<'f>(f: &'f mut PolicyFragments, p: &PolicyRef) -> &'f RuleFrag
 mod tests {
     use super::*;
     use crate::test_flows::RandomFlows;
+
+    /// A precomputed event id gives the same document as hashing it here;
+    /// another id shows up in `event.id` (the parameter is used).
+    #[test]
+    fn a_given_event_id_is_the_one_written() {
+        let observed = crate::test_flows::fixtures::observed();
+        for (ctx, flow) in crate::test_flows::variations() {
+            let f = &flow.flow.flow;
+            let id = crate::event_id::event_id(&ctx.node, &f.key, f.window_start, f.window_end);
+            let mut e = EcsEncoder::new(ctx.clone());
+            let (mut plain, mut given, mut other) = (Vec::new(), Vec::new(), Vec::new());
+            e.encode(&flow, observed, &mut plain);
+            e.encode_with_event_id(&flow, observed, Some(id), &mut given);
+            assert_eq!(plain, given);
+            let wrong =
+                crate::event_id::event_id("elsewhere", &f.key, f.window_start, f.window_end);
+            e.encode_with_event_id(&flow, observed, Some(wrong), &mut other);
+            let doc: serde_json::Value = serde_json::from_slice(&other).unwrap();
+            assert_eq!(doc["event"]["id"].as_str(), Some(wrong.to_hex().as_str()));
+        }
+    }
 
     /// Encodes `n` random flows with one cached encoder per context and
     /// compares every document with the uncached writer's.

@@ -15,6 +15,7 @@ use super::{
     Side, endpoint_attributes, hit_policy, render, rule_policy, write_flow_record,
 };
 use crate::Context;
+use crate::event_id::EventId;
 use crate::fragment_cache::{
     Admission, BoundedMap, DEFAULT_CAPACITY, EndpointKey, pin_endpoint, policy_key,
 };
@@ -92,13 +93,26 @@ impl OtlpEncoder {
         observed: SystemTime,
         out: &mut Vec<u8>,
     ) {
+        self.write_log_record_with_event_id(flow, observed, None, out);
+    }
+
+    /// [`OtlpEncoder::write_log_record`] with the record's event id already
+    /// computed (`crate::event_id::event_id` of this context's node and the
+    /// flow), so it is not hashed again; `None` computes it.
+    pub fn write_log_record_with_event_id(
+        &mut self,
+        flow: &ExplainedFlow,
+        observed: SystemTime,
+        id: Option<EventId>,
+        out: &mut Vec<u8>,
+    ) {
         // Records are 1.5-4 KiB: one reservation instead of growth steps.
         out.reserve(4096);
         let w = &mut ProtoWriter::new(out);
         if self.admit() {
-            write_flow_record(w, &self.ctx, flow, observed, &mut self.cache);
+            write_flow_record(w, &self.ctx, flow, id, observed, &mut self.cache);
         } else {
-            write_flow_record(w, &self.ctx, flow, observed, &mut Direct);
+            write_flow_record(w, &self.ctx, flow, id, observed, &mut Direct);
         }
     }
 
@@ -202,6 +216,42 @@ impl Parts for OtlpCache {
 mod tests {
     use super::*;
     use crate::test_flows::RandomFlows;
+
+    /// A precomputed event id gives the same record as hashing it here;
+    /// another id shows up in `flowscribe.event_id` (the parameter is used).
+    #[test]
+    fn a_given_event_id_is_the_one_written() {
+        use prost::Message as _;
+        let observed = crate::test_flows::fixtures::observed();
+        for (ctx, flow) in crate::test_flows::variations() {
+            let f = &flow.flow.flow;
+            let id = crate::event_id::event_id(&ctx.node, &f.key, f.window_start, f.window_end);
+            let mut e = OtlpEncoder::new(ctx.clone());
+            let (mut plain, mut given, mut other) = (Vec::new(), Vec::new(), Vec::new());
+            e.write_log_record(&flow, observed, &mut plain);
+            e.write_log_record_with_event_id(&flow, observed, Some(id), &mut given);
+            assert_eq!(plain, given);
+            let wrong =
+                crate::event_id::event_id("elsewhere", &f.key, f.window_start, f.window_end);
+            e.write_log_record_with_event_id(&flow, observed, Some(wrong), &mut other);
+            let record =
+                opentelemetry_proto::tonic::logs::v1::LogRecord::decode(&other[..]).unwrap();
+            let written = record
+                .attributes
+                .iter()
+                .find(|kv| kv.key == "flowscribe.event_id")
+                .and_then(|kv| kv.value.as_ref())
+                .and_then(|v| v.value.as_ref());
+            assert_eq!(
+                written,
+                Some(
+                    &opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                        wrong.to_hex()
+                    )
+                )
+            );
+        }
+    }
 
     /// Encodes `n` random flows with one cached encoder per context, one
     /// record at a time and into a batch, and compares the bytes with the
