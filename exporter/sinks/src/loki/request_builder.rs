@@ -93,7 +93,11 @@ impl LokiRequestBuilder {
                 .unwrap_or(now_ts);
             let entry = EntryAdapter {
                 timestamp: Some(ts),
-                line: String::from_utf8_lossy(&r.payload).into_owned(),
+                // Records are UTF-8: validate fast, repair only if not.
+                line: match std::str::from_utf8(&r.payload) {
+                    Ok(text) => text.to_owned(),
+                    Err(_) => String::from_utf8_lossy(&r.payload).into_owned(),
+                },
                 structured_metadata: metadata,
             };
             streams
