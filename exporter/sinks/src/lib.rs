@@ -19,3 +19,8 @@ pub mod otlp;
 pub mod sink;
 pub mod splunk;
 pub mod syslog;
+
+/// The test PKI shared with the integration tests.
+#[cfg(test)]
+#[path = "../tests/support/pki.rs"]
+pub(crate) mod test_pki;
