@@ -152,16 +152,7 @@ impl Identities {
                         info!(resource = %format!("{}.{}", resource.plural, resource.group), "policy watch recovered")
                     }
                     PolicyReport::Changed(change) => {
-                        info!(
-                            change = change.change.as_str(),
-                            kind = change.resource.kind,
-                            namespace = %change.namespace,
-                            name = %change.name,
-                            resource_version = %change.resource_version,
-                            changed = ?change.changed,
-                            "policy changed"
-                        );
-                        self.policy_changes.push((at, change));
+                        record_policy_change(&mut self.policy_changes, at, change, "api");
                     }
                 }
             }
@@ -259,15 +250,7 @@ impl Identities {
             // Policy change records for the manifests, as the API watchers
             // give them for the cluster's policies.
             for change in policy_changes_between(&self.manifest_policies, &loaded.others) {
-                info!(
-                    change = change.change.as_str(),
-                    kind = change.resource.kind,
-                    namespace = %change.namespace,
-                    name = %change.name,
-                    changed = ?change.changed,
-                    "policy changed (manifests)"
-                );
-                self.policy_changes.push((now, change));
+                record_policy_change(&mut self.policy_changes, now, change, "manifests");
             }
         }
         self.manifest_policies = loaded.others;
@@ -298,20 +281,41 @@ impl Identities {
             "manifests loaded"
         );
         if reload {
-            let details = [
-                ("source", serde_json::json!("manifests")),
-                ("dir", serde_json::json!(dir.display().to_string())),
-                ("objects", serde_json::json!(count)),
-                ("skipped", serde_json::json!(loaded.problems.len())),
-                ("policies", serde_json::json!(policy_count)),
-            ];
-            self.reloads.push((
-                now,
-                details
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect(),
-            ));
+            let details = BTreeMap::from([
+                ("source".to_string(), serde_json::json!("manifests")),
+                (
+                    "dir".to_string(),
+                    serde_json::json!(dir.display().to_string()),
+                ),
+                ("objects".to_string(), serde_json::json!(count)),
+                (
+                    "skipped".to_string(),
+                    serde_json::json!(loaded.problems.len()),
+                ),
+                ("policies".to_string(), serde_json::json!(policy_count)),
+            ]);
+            self.reloads.push((now, details));
         }
     }
+}
+
+/// Log a policy change from `source` (`api`, `manifests`) and keep it for
+/// the audit trail.
+fn record_policy_change(
+    changes: &mut Vec<(SystemTime, PolicyChange)>,
+    at: SystemTime,
+    change: PolicyChange,
+    source: &str,
+) {
+    info!(
+        source,
+        change = change.change.as_str(),
+        kind = change.resource.kind,
+        namespace = %change.namespace,
+        name = %change.name,
+        resource_version = %change.resource_version,
+        changed = ?change.changed,
+        "policy changed"
+    );
+    changes.push((at, change));
 }
