@@ -26,22 +26,11 @@ use flowscribe_model::{
 use flowscribe_policy::{PolicyIndex, explain, observe};
 use serde_json::{Value, json};
 
+include!("support/flows.rs");
+
 const NAMESPACES: usize = 100;
 const PODS_PER_NAMESPACE: usize = 20;
 const BATCH: usize = 1024;
-
-/// A deterministic generator, so runs compare.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) as usize) % n
-    }
-}
 
 fn np(ns: usize, name: &str, spec: Value) -> Value {
     json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
@@ -167,52 +156,12 @@ fn flows() -> Vec<EnrichedFlow> {
     let pods: Vec<Vec<(IpAddr, Endpoint)>> = (0..NAMESPACES)
         .map(|ns| (0..PODS_PER_NAMESPACE).map(|i| pod(ns, i)).collect())
         .collect();
-    let interface = InterfaceRef {
-        ifindex: 2,
-        name: "eth0".to_string(),
-    };
     (0..BATCH)
         .map(|_| {
-            let (src_addr, source) =
-                pods[rng.next(NAMESPACES)][rng.next(PODS_PER_NAMESPACE)].clone();
-            let (dst_addr, destination) =
-                pods[rng.next(NAMESPACES)][rng.next(PODS_PER_NAMESPACE)].clone();
+            let src = pods[rng.next(NAMESPACES)][rng.next(PODS_PER_NAMESPACE)].clone();
+            let dst = pods[rng.next(NAMESPACES)][rng.next(PODS_PER_NAMESPACE)].clone();
             let dst_port = [8080, 9090, 8443, 53][rng.next(4)];
-            EnrichedFlow {
-                flow: Flow {
-                    key: FlowKey {
-                        src_addr,
-                        dst_addr,
-                        src_port: 40000,
-                        dst_port,
-                        protocol: 6,
-                    },
-                    interface: interface.clone(),
-                    initiator_hook: HookDirection::Egress,
-                    interfaces: vec![interface.clone()],
-                    orientation: Orientation::Syn,
-                    window_start: SystemTime::UNIX_EPOCH,
-                    window_end: SystemTime::UNIX_EPOCH,
-                    first_packet: SystemTime::UNIX_EPOCH,
-                    last_packet: SystemTime::UNIX_EPOCH,
-                    forward: DirectionCounters {
-                        packets: 3,
-                        bytes: 180,
-                        tcp_flags: 0x02,
-                    },
-                    reverse: DirectionCounters {
-                        packets: 2,
-                        bytes: 120,
-                        tcp_flags: 0x12,
-                    },
-                    state: FlowState::Started,
-                    end_reason: None,
-                    drops: None,
-                },
-                source,
-                destination,
-                identity_degraded: false,
-            }
+            pod_flow(src, dst, dst_port, 6)
         })
         .collect()
 }

@@ -39,6 +39,7 @@ use flowscribe_model::{
 use flowscribe_policy::{PolicyIndex, explain, parse_policy, parse_tier};
 use serde_json::{Value, json};
 
+include!("support/flows.rs");
 include!("support/scale_data.rs");
 
 const BATCH: usize = 1024;

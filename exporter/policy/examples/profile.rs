@@ -45,6 +45,7 @@ use flowscribe_model::{
 use flowscribe_policy::{PolicyIndex, explain};
 use serde_json::{Value, json};
 
+include!("../benches/support/flows.rs");
 include!("../benches/support/scale_data.rs");
 
 fn main() {

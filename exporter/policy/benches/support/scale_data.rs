@@ -1,23 +1,10 @@
 // The synthetic cluster of the explain_scale bench: 10,000 policy objects
 // over 150,000 pods, and random flows between them. Included (with
-// `include!`) by benches/explain_scale.rs and examples/*_profile.rs, which
-// bring the imports.
+// `include!`) by benches/explain_scale.rs and examples/profile.rs, which
+// bring the imports and include support/flows.rs (`Lcg`, `pod_flow`) first.
 
 const NAMESPACES: usize = 1000;
 const PODS_PER_NAMESPACE: usize = 150;
-
-/// A deterministic generator, so runs compare.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) as usize) % n
-    }
-}
 
 fn ns_name(ns: usize) -> String {
     format!("ns-{ns}")
@@ -296,51 +283,13 @@ fn all_pods() -> Vec<(IpAddr, Endpoint)> {
 
 fn flows(pods: &[(IpAddr, Endpoint)], n: usize, seed: u64) -> Vec<EnrichedFlow> {
     let mut rng = Lcg(seed);
-    let interface = InterfaceRef {
-        ifindex: 2,
-        name: "eth0".to_string(),
-    };
     (0..n)
         .map(|_| {
-            let (src_addr, source) = pods[rng.next(pods.len())].clone();
-            let (dst_addr, destination) = pods[rng.next(pods.len())].clone();
+            let src = pods[rng.next(pods.len())].clone();
+            let dst = pods[rng.next(pods.len())].clone();
             let (dst_port, protocol) =
                 [(8080, 6), (9090, 6), (8443, 6), (53, 17), (9050, 6)][rng.next(5)];
-            EnrichedFlow {
-                flow: Flow {
-                    key: FlowKey {
-                        src_addr,
-                        dst_addr,
-                        src_port: 40000,
-                        dst_port,
-                        protocol,
-                    },
-                    interface: interface.clone(),
-                    initiator_hook: HookDirection::Egress,
-                    interfaces: vec![interface.clone()],
-                    orientation: Orientation::Syn,
-                    window_start: SystemTime::UNIX_EPOCH,
-                    window_end: SystemTime::UNIX_EPOCH,
-                    first_packet: SystemTime::UNIX_EPOCH,
-                    last_packet: SystemTime::UNIX_EPOCH,
-                    forward: DirectionCounters {
-                        packets: 3,
-                        bytes: 180,
-                        tcp_flags: 0x02,
-                    },
-                    reverse: DirectionCounters {
-                        packets: 2,
-                        bytes: 120,
-                        tcp_flags: 0x12,
-                    },
-                    state: FlowState::Started,
-                    end_reason: None,
-                    drops: None,
-                },
-                source,
-                destination,
-                identity_degraded: false,
-            }
+            pod_flow(src, dst, dst_port, protocol)
         })
         .collect()
 }
