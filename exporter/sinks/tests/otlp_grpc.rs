@@ -315,11 +315,11 @@ async fn mutual_tls_with_a_custom_ca_and_a_wrong_ca_is_retried() {
     let pki = make_pki(dir.path());
     let server = OtlpServer::grpc(
         "127.0.0.1:0",
-        Some(ServerTls {
-            cert_pem: std::fs::read(&pki.server_cert).unwrap(),
-            key_pem: std::fs::read(&pki.server_key).unwrap(),
-            client_ca_pem: Some(std::fs::read(&pki.ca).unwrap()),
-        }),
+        Some(ServerTls::from_files(
+            &pki.server_cert,
+            &pki.server_key,
+            Some(&pki.ca),
+        )),
     )
     .await;
     let mut cfg = OtlpConfig::new(
@@ -327,12 +327,7 @@ async fn mutual_tls_with_a_custom_ca_and_a_wrong_ca_is_retried() {
         OtlpProtocol::Grpc,
         envelope(),
     );
-    cfg.tls = Some(OtlpTlsConfig {
-        ca_file: Some(pki.ca.clone()),
-        client_cert_file: Some(pki.client_cert.clone()),
-        client_key_file: Some(pki.client_key.clone()),
-        server_name: None,
-    });
+    cfg.tls = Some(mutual_tls(&pki));
     let mut t = cfg.build().unwrap();
     let report = t.send(&queued(0..4)).await;
     assert_eq!(
@@ -361,11 +356,11 @@ async fn grpc_tls_files_are_reloaded_when_they_change() {
     let pki = make_pki(dir.path());
     let server = OtlpServer::grpc(
         "127.0.0.1:0",
-        Some(ServerTls {
-            cert_pem: std::fs::read(&pki.server_cert).unwrap(),
-            key_pem: std::fs::read(&pki.server_key).unwrap(),
-            client_ca_pem: None,
-        }),
+        Some(ServerTls::from_files(
+            &pki.server_cert,
+            &pki.server_key,
+            None,
+        )),
     )
     .await;
     let trust = dir.path().join("trust.pem");

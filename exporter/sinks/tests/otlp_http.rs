@@ -21,7 +21,6 @@ use bytes::Bytes;
 use flowscribe_sinks::core::classify::{Action, Outcome, RejectReason, TransportFailure, classify};
 use flowscribe_sinks::core::driver::{SendOutcomes, Transport};
 use flowscribe_sinks::core::queue::{QueuedRecord, Record};
-use flowscribe_sinks::otlp::OtlpTlsConfig;
 use flowscribe_sinks::otlp::{OtlpConfig, OtlpEncoding, OtlpProtocol};
 use otlp_common::*;
 use otlp_server::{OtlpServer, Reply, ServerTls};
@@ -316,11 +315,7 @@ async fn mutual_tls_and_a_wrong_ca() {
     let pki = make_pki(dir.path());
     let server = OtlpServer::https(
         "127.0.0.1:0",
-        ServerTls {
-            cert_pem: std::fs::read(&pki.server_cert).unwrap(),
-            key_pem: std::fs::read(&pki.server_key).unwrap(),
-            client_ca_pem: Some(std::fs::read(&pki.ca).unwrap()),
-        },
+        ServerTls::from_files(&pki.server_cert, &pki.server_key, Some(&pki.ca)),
     )
     .await;
     let mut cfg = OtlpConfig::new(
@@ -328,12 +323,7 @@ async fn mutual_tls_and_a_wrong_ca() {
         OtlpProtocol::Http,
         envelope(),
     );
-    cfg.tls = Some(OtlpTlsConfig {
-        ca_file: Some(pki.ca.clone()),
-        client_cert_file: Some(pki.client_cert.clone()),
-        client_key_file: Some(pki.client_key.clone()),
-        server_name: None,
-    });
+    cfg.tls = Some(mutual_tls(&pki));
     let mut t = cfg.build().unwrap();
     let report = t.send(&queued(0..4)).await;
     assert_eq!(report.outcomes, SendOutcomes::PerRecord(vec![OK; 4]));

@@ -135,4 +135,15 @@ pub async fn wait_until(timeout: Duration, what: &str, cond: impl Fn() -> bool) 
 
 #[path = "pki.rs"]
 mod pki;
-pub use pki::make_pki;
+pub use pki::{Pki, make_pki};
+
+/// The client side of mutual TLS with `pki`: trust its CA, present its
+/// client certificate.
+pub fn mutual_tls(pki: &Pki) -> flowscribe_sinks::otlp::OtlpTlsConfig {
+    flowscribe_sinks::otlp::OtlpTlsConfig {
+        ca_file: Some(pki.ca.clone()),
+        client_cert_file: Some(pki.client_cert.clone()),
+        client_key_file: Some(pki.client_key.clone()),
+        server_name: None,
+    }
+}

@@ -152,6 +152,22 @@ pub struct ServerTls {
     pub client_ca_pem: Option<Vec<u8>>,
 }
 
+impl ServerTls {
+    /// Read the server's certificate and key, and the CA that client
+    /// certificates must chain to when given (mutual TLS).
+    pub fn from_files(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        client_ca: Option<&std::path::Path>,
+    ) -> ServerTls {
+        ServerTls {
+            cert_pem: std::fs::read(cert).unwrap(),
+            key_pem: std::fs::read(key).unwrap(),
+            client_ca_pem: client_ca.map(|ca| std::fs::read(ca).unwrap()),
+        }
+    }
+}
+
 impl OtlpServer {
     /// Start the gRPC receiver on `addr` (port 0: any free port).
     pub async fn grpc(addr: &str, tls: Option<ServerTls>) -> OtlpServer {
