@@ -291,7 +291,7 @@ async fn outage_connection_refused_then_delivered() {
 
     // The receiver restarts: kept-alive connections die with it; the next
     // records wait for the new one and arrive once.
-    server.stop();
+    server.shutdown().await;
     push_records(&handle, 50..60).await;
     wait_until(Duration::from_secs(20), "a refused attempt", || {
         handle.snapshot().degraded == Some("connection refused")

@@ -141,6 +141,8 @@ pub struct OtlpServer {
     pub addr: SocketAddr,
     state: Arc<State>,
     stop: Option<oneshot::Sender<()>>,
+    /// The accept loop (or tonic's server), done once stopped.
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// TLS for the server: its PEM certificate and key, and when `client_ca`
@@ -203,7 +205,7 @@ impl OtlpServer {
             builder = builder.tls_config(tc).unwrap();
         }
         let router = builder.add_service(svc);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let _ = router
                 .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
                     let _ = stopped.await;
@@ -214,6 +216,7 @@ impl OtlpServer {
             addr,
             state,
             stop: Some(stop),
+            task: Some(task),
         }
     }
 
@@ -262,10 +265,19 @@ impl OtlpServer {
         }
     }
 
-    /// Stop accepting connections.
+    /// Stop accepting connections (asynchronously: see [`Self::shutdown`]).
     pub fn stop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
+        }
+    }
+
+    /// Stop, and return once the listener is closed and every kept-alive
+    /// connection is gone, so a client can no longer reach this server.
+    pub async fn shutdown(&mut self) {
+        self.stop();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
         }
     }
 }
@@ -309,7 +321,7 @@ impl OtlpServer {
         });
         let (stop, mut stopped) = oneshot::channel::<()>();
         let accept_state = Arc::clone(&state);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut connections = Vec::new();
             loop {
                 tokio::select! {
@@ -342,14 +354,18 @@ impl OtlpServer {
                 }
             }
             // Stopping closes kept-alive connections too, like a restart.
-            for c in connections {
+            for c in &connections {
                 c.abort();
+            }
+            for c in connections {
+                let _ = c.await;
             }
         });
         OtlpServer {
             addr,
             state,
             stop: Some(stop),
+            task: Some(task),
         }
     }
 }
