@@ -405,27 +405,11 @@ pub(crate) fn parse_calico_spec(
     }
     let ingress = parse_rules(ctx, map, "ingress")?;
     let egress = parse_rules(ctx, map, "egress")?;
-    let (mut governs_ingress, mut governs_egress) = (false, false);
-    let types = ctx.opt_list(map, "types", "spec")?.unwrap_or_default();
-    for (i, t) in types.iter().enumerate() {
-        let path = indexed("spec", "types", i);
-        match ctx.str(t, &path)? {
-            "Ingress" => governs_ingress = true,
-            "Egress" => governs_egress = true,
-            other => {
-                return Err(ctx.err(
-                    &path,
-                    format!("{other:?} is not a policy type (Ingress, Egress)"),
-                ));
-            }
-        }
-    }
-    if types.is_empty() {
-        // Calico's defaulting: Egress when there are egress rules; Ingress
-        // when there are ingress rules or no egress rules.
-        governs_egress = !egress.is_empty();
-        governs_ingress = !ingress.is_empty() || egress.is_empty();
-    }
+    // Calico's defaulting: Egress when there are egress rules; Ingress when
+    // there are ingress rules or no egress rules.
+    let (governs_ingress, governs_egress) = ctx
+        .policy_types(map, "types")?
+        .unwrap_or((!ingress.is_empty() || egress.is_empty(), !egress.is_empty()));
     if !governs_ingress && !ingress.is_empty() {
         return Err(ctx.err("spec.ingress", "ingress rules without Ingress in types"));
     }

@@ -97,6 +97,35 @@ impl Ctx<'_> {
         v.as_str()
             .ok_or_else(|| self.err(path, format!("expected a string, found {}", type_of(v))))
     }
+
+    /// `spec.<key>` as (governs ingress, governs egress): the policy types
+    /// it lists (`Ingress`, `Egress`), or `None` when the list is absent or
+    /// empty, so the caller applies its kind's defaulting.
+    pub(crate) fn policy_types(
+        &self,
+        spec: &Map<String, Value>,
+        key: &str,
+    ) -> Result<Option<(bool, bool)>, PolicyError> {
+        let types = self.opt_list(spec, key, "spec")?.unwrap_or_default();
+        if types.is_empty() {
+            return Ok(None);
+        }
+        let (mut ingress, mut egress) = (false, false);
+        for (i, t) in types.iter().enumerate() {
+            let path = indexed("spec", key, i);
+            match self.str(t, &path)? {
+                "Ingress" => ingress = true,
+                "Egress" => egress = true,
+                other => {
+                    return Err(self.err(
+                        &path,
+                        format!("{other:?} is not a policy type (Ingress, Egress)"),
+                    ));
+                }
+            }
+        }
+        Ok(Some((ingress, egress)))
+    }
 }
 
 /// `base.key[i]` (or `key[i]` at the top), without the formatting

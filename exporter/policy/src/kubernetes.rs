@@ -119,29 +119,11 @@ pub(crate) fn parse_spec(
     };
     let ingress = parse_rules(ctx, map, Direction::Ingress)?;
     let egress = parse_rules(ctx, map, Direction::Egress)?;
-    let (mut governs_ingress, mut governs_egress) = (false, false);
-    let types = ctx
-        .opt_list(map, "policyTypes", "spec")?
-        .unwrap_or_default();
-    for (i, t) in types.iter().enumerate() {
-        let path = indexed("spec", "policyTypes", i);
-        match ctx.str(t, &path)? {
-            "Ingress" => governs_ingress = true,
-            "Egress" => governs_egress = true,
-            other => {
-                return Err(ctx.err(
-                    &path,
-                    format!("{other:?} is not a policy type (Ingress, Egress)"),
-                ));
-            }
-        }
-    }
-    if types.is_empty() {
-        // API server defaulting: always Ingress; Egress when there are egress
-        // rules (an empty `egress: []` does not count).
-        governs_ingress = true;
-        governs_egress = !egress.is_empty();
-    }
+    // API server defaulting: always Ingress; Egress when there are egress
+    // rules (an empty `egress: []` does not count).
+    let (governs_ingress, governs_egress) = ctx
+        .policy_types(map, "policyTypes")?
+        .unwrap_or((true, !egress.is_empty()));
     Ok(KubernetesPolicySpec {
         pod_selector,
         ingress: governs_ingress.then(|| ingress.into()),
