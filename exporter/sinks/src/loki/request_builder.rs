@@ -20,7 +20,7 @@ use prost::Message as _;
 
 use super::config::{LokiConfig, LokiField};
 use super::logproto::{EntryAdapter, LabelPairAdapter, PushRequest, StreamAdapter, Timestamp};
-use crate::core::json::{PathExtractor, ecs_timestamp, rfc3339_to_parts};
+use crate::core::json::{PathExtractor, ecs_timestamp, rfc3339_to_parts, write_json_string};
 use crate::core::queue::QueuedRecord;
 
 /// Builds push requests for one sink.
@@ -164,9 +164,9 @@ impl LokiRequestBuilder {
                 if j > 0 {
                     out.push(b',');
                 }
-                json_string(&mut out, name);
+                write_json_string(name.as_bytes(), &mut out);
                 out.push(b':');
-                json_string(&mut out, value);
+                write_json_string(value.as_bytes(), &mut out);
             }
             out.extend_from_slice(b"},\"values\":[");
             for (j, e) in g.entries.iter().enumerate() {
@@ -178,15 +178,15 @@ impl LokiRequestBuilder {
                 out.extend_from_slice(b"[\"");
                 out.extend_from_slice(ns.to_string().as_bytes());
                 out.extend_from_slice(b"\",");
-                json_string(&mut out, &e.line);
+                write_json_string(e.line.as_bytes(), &mut out);
                 out.extend_from_slice(b",{");
                 for (k, p) in e.structured_metadata.iter().enumerate() {
                     if k > 0 {
                         out.push(b',');
                     }
-                    json_string(&mut out, &p.name);
+                    write_json_string(p.name.as_bytes(), &mut out);
                     out.push(b':');
-                    json_string(&mut out, &p.value);
+                    write_json_string(p.value.as_bytes(), &mut out);
                 }
                 out.extend_from_slice(b"}]");
             }
@@ -205,12 +205,6 @@ struct Grouped {
     pairs: Vec<(String, String)>,
     /// In time order.
     entries: Vec<EntryAdapter>,
-}
-
-/// `s` as a JSON string.
-fn json_string(out: &mut Vec<u8>, s: &str) {
-    // Serialising a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// `{a="x", b="y\"z"}`: the Prometheus label-set form Loki parses.
