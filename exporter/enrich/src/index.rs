@@ -26,7 +26,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flowscribe_model::{Endpoint, EndpointKind, PodIdentity, ServiceRef, Stale, Workload};
+use flowscribe_model::{Endpoint, EndpointKind, Name, PodIdentity, ServiceRef, Stale, Workload};
 use rustc_hash::FxHashMap;
 
 use addr_map::{AddrMap, Key, touch};
@@ -122,14 +122,16 @@ trait Holder {
 #[derive(Debug, Clone)]
 struct PodHolder {
     identity: Arc<PodIdentity>,
-    node: Option<Arc<str>>,
+    /// Interned: handing it to a flow end copies a pointer (no reference
+    /// count to touch).
+    node: Option<Name>,
 }
 
 impl PodHolder {
     fn of(identity: &Arc<PodIdentity>) -> Self {
         PodHolder {
             identity: identity.clone(),
-            node: identity.node.clone(),
+            node: identity.node.as_deref().map(Name::new),
         }
     }
 }
@@ -476,9 +478,9 @@ pub struct IdentityIndex {
     // path.
     pods_by_ip: AddrMap<History<PodHolder>>,
     services_by_ip: AddrMap<History<Arc<ServiceEntry>>>,
-    nodes_by_ip: AddrMap<Arc<str>>,
+    nodes_by_ip: AddrMap<Name>,
     /// Host-network pods by (node address, declared port, protocol).
-    host_ports: FxHashMap<(IpAddr, u16, u8), Arc<PodIdentity>>,
+    host_ports: FxHashMap<(IpAddr, u16, u8), PodHolder>,
     /// Endpoint addresses per (namespace, service name).
     service_backends: HashMap<(String, String), HashSet<IpAddr>>,
     networks: Networks,
@@ -805,13 +807,13 @@ impl IdentityIndex {
         for a in addrs {
             for (_, port, protocol) in pod.identity.ports.iter() {
                 self.host_ports
-                    .insert((a, *port, *protocol), pod.identity.clone());
+                    .insert((a, *port, *protocol), PodHolder::of(&pod.identity));
             }
         }
     }
 
     fn remove_host_ports(&mut self, uid: &str) {
-        self.host_ports.retain(|_, id| &*id.uid != uid);
+        self.host_ports.retain(|_, h| &*h.identity.uid != uid);
     }
 
     /// A namespace's labels or an owner changed: rebuild that namespace's
@@ -834,9 +836,9 @@ impl IdentityIndex {
         self.nodes_by_ip.clear();
         for o in self.objects.values() {
             if let Object::Node(n) = o {
-                let name = self.interner.str(&n.meta.name);
+                let name = Name::new(&n.meta.name);
                 for a in &n.addresses {
-                    self.nodes_by_ip.insert(*a, name.clone());
+                    self.nodes_by_ip.insert(*a, name);
                 }
             }
         }
@@ -1029,7 +1031,7 @@ impl IdentityIndex {
             pod: Some(Arc::clone(&holding.holder.identity)),
             node: holding.holder.node.clone(),
             service: None,
-            network: Some(Arc::clone(network)),
+            network: Some(network),
             stale: holding.stale_at(at),
         }
     }
@@ -1038,7 +1040,7 @@ impl IdentityIndex {
     fn resolve_not_pod(&self, addr: IpAddr, listening: Option<(u16, u8)>, at: Nanos) -> Endpoint {
         let (kind, network) = self.networks.classify_ref(addr);
         let mut ep = Endpoint::of_kind(kind);
-        ep.network = Some(Arc::clone(network));
+        ep.network = Some(network);
         if let Some(h) = self
             .services_by_ip
             .get(&addr)
@@ -1063,13 +1065,13 @@ impl IdentityIndex {
             && let Some(pod) = self.host_ports.get(&(addr, port, proto))
         {
             ep.kind = EndpointKind::HostNetworkPod;
-            ep.node = pod.node.clone();
-            ep.pod = Some(pod.clone());
+            ep.node = pod.node;
+            ep.pod = Some(Arc::clone(&pod.identity));
             return ep;
         }
         if let Some(node) = self.nodes_by_ip.get(&addr) {
             ep.kind = EndpointKind::Node;
-            ep.node = Some(node.clone());
+            ep.node = Some(*node);
         }
         ep
     }

@@ -14,9 +14,8 @@
 //! follow. IPv6 uses one hash probe per distinct prefix length.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
-use flowscribe_model::EndpointKind;
+use flowscribe_model::{EndpointKind, Name};
 use ipnet::IpNet;
 use rustc_hash::FxHashMap;
 
@@ -68,7 +67,7 @@ pub const BUILTIN: &[(&str, EndpointKind, &[&str])] = &[
 #[derive(Debug, Clone)]
 struct Entry {
     net: IpNet,
-    name: Arc<str>,
+    name: Name,
     /// Built-in kind; configured networks take the kind of the built-in
     /// range that contains them.
     kind: Option<EndpointKind>,
@@ -94,7 +93,7 @@ pub struct Networks {
     /// One level per prefix length, longest first.
     v4: Vec<Level>,
     v6: Vec<Level>,
-    public: Arc<str>,
+    public: Name,
     /// The IPv4 answers of `entries`, precomputed.
     v4_table: V4Table,
 }
@@ -122,14 +121,14 @@ struct V4Table {
     tables: Vec<[Cell; 256]>,
     /// Index 0: the public network's name (no named network contains the
     /// address).
-    names: Vec<Arc<str>>,
+    names: Vec<Name>,
     /// Index 0: [`EndpointKind::PublicNetwork`] (no built-in range contains
     /// the address).
     kinds: Vec<EndpointKind>,
 }
 
 impl V4Table {
-    fn new(public: &Arc<str>) -> Self {
+    fn new(public: Name) -> Self {
         V4Table {
             root: vec![0; 1 << 16].into_boxed_slice(),
             tables: Vec::new(),
@@ -140,11 +139,11 @@ impl V4Table {
 
     /// Paint `entries` (highest priority first, as [`Networks`] keeps
     /// them): lowest priority first, each overwriting what it covers.
-    fn build(public: &Arc<str>, entries: &[Entry]) -> Self {
+    fn build(public: Name, entries: &[Entry]) -> Self {
         let mut t = V4Table::new(public);
         for e in entries.iter().rev() {
             let IpNet::V4(net) = e.net else { continue };
-            let name = t.name_index(&e.name);
+            let name = t.name_index(e.name);
             let kind = e.kind.map(|k| t.kind_index(k));
             let paint = |cell: Cell| {
                 let kind = kind.unwrap_or(cell >> NAME_BITS);
@@ -155,8 +154,8 @@ impl V4Table {
         t
     }
 
-    fn name_index(&mut self, name: &Arc<str>) -> Cell {
-        let i = match self.names.iter().position(|n| n == name) {
+    fn name_index(&mut self, name: Name) -> Cell {
+        let i = match self.names.iter().position(|n| *n == name) {
             Some(i) => i,
             None => {
                 self.names.push(name.clone());
@@ -272,7 +271,7 @@ impl V4Table {
     }
 
     #[inline]
-    fn classify(&self, addr: u32) -> (EndpointKind, &Arc<str>) {
+    fn classify(&self, addr: u32) -> (EndpointKind, Name) {
         let leaf = self.leaf(addr);
         let kind = self
             .kinds
@@ -283,7 +282,7 @@ impl V4Table {
             .names
             .get((leaf & NAME_MASK) as usize)
             .unwrap_or(&self.names[0]);
-        (kind, name)
+        (kind, *name)
     }
 }
 
@@ -296,16 +295,16 @@ fn bits(addr: IpAddr) -> u128 {
 
 impl Default for Networks {
     fn default() -> Self {
-        let public: Arc<str> = Arc::from(PUBLIC_NETWORK);
+        let public: Name = Name::new(PUBLIC_NETWORK);
         let mut n = Networks {
             entries: Vec::new(),
             v4: Vec::new(),
             v6: Vec::new(),
-            v4_table: V4Table::new(&public),
+            v4_table: V4Table::new(public),
             public,
         };
         for (name, kind, cidrs) in BUILTIN {
-            let name: Arc<str> = Arc::from(*name);
+            let name: Name = Name::new(name);
             for c in *cidrs {
                 // The built-in table is constant and covered by a test.
                 if let Ok(net) = c.parse() {
@@ -340,7 +339,7 @@ impl Networks {
 
     pub fn add(&mut self, named: &[NamedNetwork]) {
         for nn in named {
-            let name: Arc<str> = Arc::from(nn.name.as_str());
+            let name: Name = Name::new(nn.name.as_str());
             for net in &nn.cidrs {
                 self.entries.push(Entry {
                     net: net.trunc(),
@@ -388,18 +387,18 @@ impl Networks {
                     .push(i);
             }
         }
-        self.v4_table = V4Table::build(&self.public, &self.entries);
+        self.v4_table = V4Table::build(self.public, &self.entries);
     }
 
     /// The most specific network's name and the address's kind.
-    pub fn classify(&self, addr: IpAddr) -> (EndpointKind, Arc<str>) {
+    pub fn classify(&self, addr: IpAddr) -> (EndpointKind, Name) {
         let (kind, name) = self.classify_ref(addr);
-        (kind, Arc::clone(name))
+        (kind, name)
     }
 
     /// [`classify`](Self::classify) without taking a reference count.
     #[inline]
-    pub fn classify_ref(&self, addr: IpAddr) -> (EndpointKind, &Arc<str>) {
+    pub fn classify_ref(&self, addr: IpAddr) -> (EndpointKind, Name) {
         match addr {
             IpAddr::V4(a) => self.v4_table.classify(u32::from(a)),
             IpAddr::V6(_) => self.classify_by_levels(addr),
@@ -408,26 +407,26 @@ impl Networks {
 
     /// Classification by one hash probe per prefix length: IPv6, and the
     /// reference the IPv4 table is tested against.
-    fn classify_by_levels(&self, addr: IpAddr) -> (EndpointKind, &Arc<str>) {
+    fn classify_by_levels(&self, addr: IpAddr) -> (EndpointKind, Name) {
         let list = match addr {
             IpAddr::V4(_) => &self.v4,
             IpAddr::V6(_) => &self.v6,
         };
         let a = bits(addr);
-        let mut name: Option<&Arc<str>> = None;
+        let mut name: Option<Name> = None;
         for level in list {
             let Some(ids) = level.by_bits.get(&(a & level.mask)) else {
                 continue;
             };
             for &i in ids {
                 let e = &self.entries[i];
-                let name = name.get_or_insert(&e.name);
+                let name = name.get_or_insert(e.name);
                 if let Some(kind) = e.kind {
-                    return (kind, name);
+                    return (kind, *name);
                 }
             }
         }
-        (EndpointKind::PublicNetwork, name.unwrap_or(&self.public))
+        (EndpointKind::PublicNetwork, name.unwrap_or(self.public))
     }
 }
 
@@ -556,7 +555,7 @@ mod tests {
                 let addr = IpAddr::V4(a.into());
                 let (k, name) = n.classify_ref(addr);
                 let (rk, rname) = n.classify_by_levels(addr);
-                assert_eq!((k, &**name), (rk, &**rname), "{addr}");
+                assert_eq!((k, &*name), (rk, &*rname), "{addr}");
             }
         }
     }

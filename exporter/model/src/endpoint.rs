@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::Flow;
+use crate::{Flow, Name};
 
 /// What kind of thing an address belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -106,10 +106,10 @@ pub struct Endpoint {
     /// when the post-DNAT flow was seen on this node.
     pub pod: Option<Arc<PodIdentity>>,
     /// Node name: the pod's node, or the node owning a node address.
-    pub node: Option<Arc<str>>,
+    pub node: Option<Name>,
     pub service: Option<ServiceRef>,
     /// The most specific configured network (CIDR) that contains the address.
-    pub network: Option<Arc<str>>,
+    pub network: Option<Name>,
     pub stale: Option<Stale>,
 }
 

@@ -10,6 +10,7 @@
 mod endpoint;
 mod flow;
 mod loss;
+mod name;
 mod policy;
 
 pub use endpoint::{
@@ -21,6 +22,7 @@ pub use flow::{
     Orientation, protocol_name,
 };
 pub use loss::{CaptureLoss, LossReason};
+pub use name::Name;
 pub use policy::{
     Evaluation, ExplainedFlow, Mismatch, Observed, PolicyAction, PolicyDirection, PolicyHit,
     PolicyKind, PolicyRef, PolicyTrace, SideVerdict, Verdict, VerdictReason, VerdictSource,

@@ -10,7 +10,9 @@
 //! objects. The key is the objects' addresses; every entry keeps clones of
 //! the `Arc`s it was made from, so an address cannot be freed and reused
 //! by another object while its entry exists (a key match is therefore
-//! always the same object, which is immutable behind its `Arc`).
+//! always the same object, which is immutable behind its `Arc`). Node
+//! and network names are interned ([`flowscribe_model::Name`]): their text
+//! lives as long as the process, so its address is a key of its own.
 //!
 //! Stage ④, per encoder instance: no global state, no locks. Bounded: when
 //! a map is full and a new key arrives the whole map is cleared (the
@@ -24,7 +26,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
-use flowscribe_model::{Endpoint, EndpointKind, PolicyRef};
+use flowscribe_model::{Endpoint, EndpointKind, Name, PolicyRef};
 
 /// Entries per map unless configured: a node's pods and their peers, and
 /// the policies that select them, fit many times over.
@@ -212,8 +214,8 @@ impl EndpointKey {
         let service = e.service.as_ref();
         EndpointKey {
             pod: addr(e.pod.as_ref()),
-            node: addr(e.node.as_ref()),
-            network: addr(e.network.as_ref()),
+            node: e.node.map_or(0, Name::addr),
+            network: e.network.map_or(0, Name::addr),
             service_name: addr(service.map(|s| &s.name)),
             service_namespace: addr(service.map(|s| &s.namespace)),
             service_port_name: addr(service.and_then(|s| s.port_name.as_ref())),
@@ -299,9 +301,12 @@ mod tests {
         };
         let same = a.clone();
         let mut other = a.clone();
-        other.node = Some("n".into());
+        other.node = Some("m".into());
         assert_eq!(EndpointKey::new(&a), EndpointKey::new(&same));
-        // Equal text in another allocation is another key.
+        // Names are interned: equal text is one key, other text another.
+        let mut renamed = a.clone();
+        renamed.node = Some(Name::new(&String::from("n")));
+        assert_eq!(EndpointKey::new(&a), EndpointKey::new(&renamed));
         assert_ne!(EndpointKey::new(&a), EndpointKey::new(&other));
         let mut stale = a.clone();
         stale.stale = Some(flowscribe_model::Stale {

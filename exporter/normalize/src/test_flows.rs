@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use flowscribe_model::{
-    Endpoint, EndpointKind, ExplainedFlow, Mismatch, PodIdentity, ServiceRef, Stale, Workload,
+    Endpoint, EndpointKind, ExplainedFlow, Mismatch, Name, PodIdentity, ServiceRef, Stale, Workload,
 };
 
 /// The golden flows and variations of them that the goldens do not
@@ -190,8 +190,10 @@ impl RandomFlows {
             p.service_account = p.service_account.as_deref().map(text);
             e.pod = Some(Arc::new(p));
         }
-        e.node = e.node.as_deref().map(text);
-        e.network = e.network.as_deref().map(text);
+        // Node and network names are interned: equal text is one name, so
+        // only an edit makes them new.
+        e.node = e.node.map(|s| Name::new(&text(&s)));
+        e.network = e.network.map(|s| Name::new(&text(&s)));
         if let Some(s) = &mut e.service {
             s.name = text(&s.name);
             s.port_name = s.port_name.as_deref().map(text);
