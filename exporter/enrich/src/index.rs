@@ -1029,7 +1029,7 @@ impl IdentityIndex {
         Endpoint {
             kind: EndpointKind::Pod,
             pod: Some(Arc::clone(&holding.holder.identity)),
-            node: holding.holder.node.clone(),
+            node: holding.holder.node,
             service: None,
             network: Some(network),
             stale: holding.stale_at(at),

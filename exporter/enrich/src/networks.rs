@@ -132,7 +132,7 @@ impl V4Table {
         V4Table {
             root: vec![0; 1 << 16].into_boxed_slice(),
             tables: Vec::new(),
-            names: vec![public.clone()],
+            names: vec![public],
             kinds: vec![EndpointKind::PublicNetwork],
         }
     }
@@ -158,7 +158,7 @@ impl V4Table {
         let i = match self.names.iter().position(|n| *n == name) {
             Some(i) => i,
             None => {
-                self.names.push(name.clone());
+                self.names.push(name);
                 self.names.len() - 1
             }
         };
@@ -310,7 +310,7 @@ impl Default for Networks {
                 if let Ok(net) = c.parse() {
                     n.entries.push(Entry {
                         net,
-                        name: name.clone(),
+                        name,
                         kind: Some(*kind),
                     });
                 }
@@ -343,7 +343,7 @@ impl Networks {
             for net in &nn.cidrs {
                 self.entries.push(Entry {
                     net: net.trunc(),
-                    name: name.clone(),
+                    name,
                     kind: None,
                 });
             }
