@@ -50,7 +50,9 @@
 # Environment: R (repetitions, 5), DURATION (seconds per run, 10), PIN=0
 # (do not pin the iperf3 client to CPU 0 and server to CPU 1),
 # FLOWSCRIBE (binary, target/release/flowscribe; relative paths are from the
-# repository root), IDLE_SETTLE (seconds before the idle RSS read, 5),
+# repository root), FLOWSCRIBE_BASELINE (a second binary, e.g. one built
+# from an older commit, run as condition flowscribe_base in the same
+# interleaving, cost runs included), IDLE_SETTLE (seconds before the idle RSS read, 5),
 # IDLE_REPS (repetitions that measure idle RSS, 3), COST_DURATION (seconds
 # per BPF cost run, 5), STEAL_MAX (fraction of a run's CPU time lost to
 # steal above which a pair is flagged, 0.05), SKIP_EMPTY=1 (no empty_bpf
@@ -144,7 +146,7 @@ def ratio(cond, wl, col):
     p = [x for x in p if x is not None]
     return (None if a is None or not b else a / b), p
 
-conds = [c for c in ["none", "flowscribe", "softflowd", "empty_bpf"] if any(r["condition"] == c for r in rows)]
+conds = [c for c in ["none", "flowscribe", "flowscribe_base", "softflowd", "empty_bpf"] if any(r["condition"] == c for r in rows)]
 print(f"{len(reps)} repetition{'s' if len(reps) != 1 else ''}" + (f" of {durs[0]} s" if len(durs) == 1 else "")
       + " per condition and workload; each cell: median (min–max) over repetitions.\n")
 print("| metric | " + " | ".join(conds) + " |")
@@ -242,12 +244,14 @@ for goal, wl, col, cpu_name, limit in [("TCP throughput ratio >= 0.99", "tcp", "
     rm = None if a is None or not b else a / b
     m = med(use) if use else None
     print(f"| {goal} | {pcell(use)} | {basis} | {pcell(cp)} | {fmt(rm, 3)} | {verdict(m, lambda x: x >= limit)} |")
-fs, em = med(vals("flowscribe", "udp_cost", "bpf_tc_ns_per_run")), med(vals("empty_bpf", "udp_cost", "bpf_tc_ns_per_run"))
-over = None if fs is None or em is None else fs - em
-op = paired("flowscribe", "udp_cost", "bpf_tc_ns_per_run", lambda x, y: x - y)
-print(f"| BPF <= 80 ns/packet over an empty program (UDP, existing flow) | {cell(op, 1)} | cost runs, medians: "
-      + ("n/a" if over is None else f"{over:.1f} ns ({fs:.1f} − {em:.1f})")
-      + f" | | | {verdict(over, lambda x: x <= 80)} |")
+for c in [c for c in ["flowscribe", "flowscribe_base"] if c in conds]:
+    fs, em = med(vals(c, "udp_cost", "bpf_tc_ns_per_run")), med(vals("empty_bpf", "udp_cost", "bpf_tc_ns_per_run"))
+    over = None if fs is None or em is None else fs - em
+    op = paired(c, "udp_cost", "bpf_tc_ns_per_run", lambda x, y: x - y)
+    print(f"| BPF <= 80 ns/packet over an empty program (UDP, existing flow){'' if c == 'flowscribe' else ', ' + c} "
+          f"| {cell(op, 1)} | cost runs, medians: "
+          + ("n/a" if over is None else f"{over:.1f} ns ({fs:.1f} − {em:.1f})")
+          + f" | | | {verdict(over, lambda x: x <= 80)} |")
 rss = vals("flowscribe", "idle", "rss_mb")
 print(f"| idle RSS <= 30 MB | {cell(rss, 1)} | medians: {fmt(med(rss), 1)} MB | | | {verdict(med(rss), lambda x: x <= 30)} |")
 EOF
@@ -271,6 +275,11 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 FLOWSCRIBE=${FLOWSCRIBE:-target/release/flowscribe}
 [[ $FLOWSCRIBE == /* ]] || FLOWSCRIBE="$ROOT/$FLOWSCRIBE"
+FLOWSCRIBE_BASELINE=${FLOWSCRIBE_BASELINE:-}
+if [[ -n $FLOWSCRIBE_BASELINE ]]; then
+    [[ $FLOWSCRIBE_BASELINE == /* ]] || FLOWSCRIBE_BASELINE="$ROOT/$FLOWSCRIBE_BASELINE"
+    [[ -x $FLOWSCRIBE_BASELINE ]] || die "FLOWSCRIBE_BASELINE: no executable at $FLOWSCRIBE_BASELINE"
+fi
 
 NODE=fsbench-node-$$
 PODA=fsbench-a-$$
@@ -500,10 +509,10 @@ FS_PID="" FS_OUT=""
 SFD_PIDS=() COLLECTOR_PID="" COLLECTOR_OUT="" SFD_CTL_PREFIX=""
 
 start_flowscribe() {
-    local tag=$1 before held
+    local tag=$1 bin=${2:-$FLOWSCRIBE} before held
     before=$(all_prog_ids)
     FS_OUT=$WORK/fs-$tag.jsonl
-    ip netns exec "$NODE" "$FLOWSCRIBE" run --format minimal --output "file:$FS_OUT" > "$WORK/fs-$tag.stdout" 2> "$WORK/fs-$tag.log" &
+    ip netns exec "$NODE" "$bin" run --format minimal --output "file:$FS_OUT" > "$WORK/fs-$tag.stdout" 2> "$WORK/fs-$tag.log" &
     FS_PID=$!
     PIDS+=("$FS_PID")
     wait_for_log "$WORK/fs-$tag.log" "capture running" "$FS_PID" 60
@@ -661,6 +670,7 @@ run_one() {
     case $cond in
         none) ;;
         flowscribe) start_flowscribe "$tag" ;;
+        flowscribe_base) start_flowscribe "$tag" "$FLOWSCRIBE_BASELINE" ;;
         softflowd) start_softflowd "$tag" ;;
         empty_bpf) start_empty ;;
     esac
@@ -684,7 +694,7 @@ run_one() {
 
     local captured=""
     case $cond in
-        flowscribe) stop_flowscribe "$tag"
+        flowscribe|flowscribe_base) stop_flowscribe "$tag"
                     if [[ $base == udp ]]; then captured=$(fs_udp_packets); fi ;;
         softflowd) stop_softflowd
                    if [[ $base == udp ]]; then captured=$(jq .udp_5201_packets "$COLLECTOR_OUT"); fi ;;
@@ -741,13 +751,14 @@ idle_rss() {
 
 # ---------------------------------------------------------------- the run
 CONDS=(none flowscribe)
+[[ -z $FLOWSCRIBE_BASELINE ]] || CONDS+=(flowscribe_base)
 [[ $SKIP_SOFTFLOWD == 1 ]] || CONDS+=(softflowd)
 [[ $SKIP_EMPTY == 1 ]] || CONDS+=(empty_bpf)
 ORDER=()
 for wl in tcp udp; do for c in "${CONDS[@]}"; do ORDER+=("$c:$wl"); done; done
 for wl in tcp_cost udp_cost; do
     for c in "${CONDS[@]}"; do
-        [[ $c == flowscribe || $c == empty_bpf ]] && ORDER+=("$c:$wl")
+        [[ $c == flowscribe* || $c == empty_bpf ]] && ORDER+=("$c:$wl")
     done
 done
 
@@ -767,7 +778,7 @@ done
 REPORT=$WORK/results.md
 {
     echo "Machine: $(nproc) CPUs, kernel $(uname -r), $(date -u '+%Y-%m-%d %H:%M UTC');" \
-        "iperf3 pinning: ${PIN_ARGS[*]:-none}; flowscribe: $FLOWSCRIBE"
+        "iperf3 pinning: ${PIN_ARGS[*]:-none}; flowscribe: $FLOWSCRIBE${FLOWSCRIBE_BASELINE:+; flowscribe_base: $FLOWSCRIBE_BASELINE}"
     echo
     report "$CSV"
 } > "$REPORT"
