@@ -56,7 +56,9 @@
 # IDLE_REPS (repetitions that measure idle RSS, 3), COST_DURATION (seconds
 # per BPF cost run, 5), STEAL_MAX (fraction of a run's CPU time lost to
 # steal above which a pair is flagged, 0.05), SKIP_EMPTY=1 (no empty_bpf
-# condition), SKIP_SOFTFLOWD=1.
+# condition), SKIP_SOFTFLOWD=1, WORKLOADS (default "tcp udp tcp_cost
+# udp_cost"; e.g. WORKLOADS=udp_cost IDLE_REPS=0 for the per-packet cost
+# goal alone).
 # REPORT_FROM_CSV=/tmp/fsbench.X/runs.csv only prints the tables of an
 # earlier run (no root, no traffic).
 #
@@ -74,6 +76,7 @@ COST_DURATION=${COST_DURATION:-5}
 IDLE_SETTLE=${IDLE_SETTLE:-5}
 IDLE_REPS=${IDLE_REPS:-3}
 STEAL_MAX=${STEAL_MAX:-0.05}
+WORKLOADS=${WORKLOADS:-tcp udp tcp_cost udp_cost}
 SKIP_EMPTY=${SKIP_EMPTY:-0}
 SKIP_SOFTFLOWD=${SKIP_SOFTFLOWD:-0}
 
@@ -268,6 +271,9 @@ fi
 [[ $COST_DURATION =~ ^[1-9][0-9]*$ ]] || die "COST_DURATION must be a positive integer (got '$COST_DURATION')"
 [[ $IDLE_SETTLE =~ ^[0-9]+$ ]] || die "IDLE_SETTLE must be a whole number of seconds"
 [[ $IDLE_REPS =~ ^[0-9]+$ ]] || die "IDLE_REPS must be a whole number"
+for wl in $WORKLOADS; do
+    [[ $wl =~ ^(tcp|udp|tcp_cost|udp_cost)$ ]] || die "WORKLOADS: unknown workload '$wl' (tcp udp tcp_cost udp_cost)"
+done
 [[ $STEAL_MAX =~ ^(0?\.[0-9]+|1)$ ]] || die "STEAL_MAX must be a fraction such as 0.02 (got '$STEAL_MAX')"
 [[ $EUID -eq 0 ]] || die "run as root: sudo bash benches/capture_overhead.sh"
 
@@ -755,10 +761,11 @@ CONDS=(none flowscribe)
 [[ $SKIP_SOFTFLOWD == 1 ]] || CONDS+=(softflowd)
 [[ $SKIP_EMPTY == 1 ]] || CONDS+=(empty_bpf)
 ORDER=()
-for wl in tcp udp; do for c in "${CONDS[@]}"; do ORDER+=("$c:$wl"); done; done
-for wl in tcp_cost udp_cost; do
+for wl in $WORKLOADS; do
     for c in "${CONDS[@]}"; do
-        [[ $c == flowscribe* || $c == empty_bpf ]] && ORDER+=("$c:$wl")
+        # Cost runs only for the conditions that run BPF programs.
+        if [[ $wl == *_cost && $c != flowscribe* && $c != empty_bpf ]]; then continue; fi
+        ORDER+=("$c:$wl")
     done
 done
 
