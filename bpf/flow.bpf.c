@@ -550,13 +550,13 @@ int BPF_PROG(fs_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	/* Consumed packets are not drops (older kernels route them here too). */
 	if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
 		return 0;
-	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+	__u16 proto = bpf_ntohs(skb->protocol);
 	if (proto != ETH_P_IP && proto != ETH_P_IPV6)
 		return 0;
-	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 nh = skb->network_header;
 	if (nh == (__u16)~0U)
 		return 0;
-	const void *base = BPF_CORE_READ(skb, head);
+	const void *base = skb->head;
 	if (!base)
 		return 0;
 	base += nh;
@@ -566,20 +566,20 @@ int BPF_PROG(fs_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	if (parse_ip(SRC_KERNEL, 0, base, 0, proto, &key, &info) == -1)
 		return 0;
 
-	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	struct net_device *dev = skb->dev;
 	__u32 ifindex = 0, netns = 0;
 	if (dev) {
-		ifindex = BPF_CORE_READ(dev, ifindex);
-		netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+		ifindex = dev->ifindex;
+		netns = dev->nd_net.net->ns.inum;
 	} else {
-		struct sock *sk = BPF_CORE_READ(skb, sk);
+		struct sock *sk = skb->sk;
 		if (sk)
-			netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-		ifindex = BPF_CORE_READ(skb, skb_iif);
+			netns = sk->__sk_common.skc_net.net->ns.inum;
+		ifindex = skb->skb_iif;
 	}
 
 	__u64 now = bpf_ktime_get_boot_ns();
-	__u64 len = info.ip_len ? info.ip_len : BPF_CORE_READ(skb, len);
+	__u64 len = info.ip_len ? info.ip_len : skb->len;
 	struct drop_val *d = bpf_map_lookup_elem(&DROPS, &key);
 	if (!d) {
 		struct drop_val nd = {};
