@@ -98,13 +98,20 @@ enum fs_stat {
 
 /*
  * Index 0 of the CONFIG array, written by userspace. Size 16, alignment 8.
- * coarse_to_boot_ns is CLOCK_BOOTTIME - CLOCK_MONOTONIC: added to
- * bpf_ktime_get_coarse_ns() it gives boot time at tick resolution.
+ * Packets of existing flows are stamped at tick resolution from jiffies:
+ * boot ns = jiffies * tick_ns + jiffies_to_boot_ns (mod 2^64), both values
+ * calibrated by userspace with fs_clock_probe (tick_ns = 1e9 / CONFIG_HZ).
  */
 struct fs_config {
 	__u32 exclude_count;      /* entries in EXCLUDE (0 = skip lookups) */
-	__u32 _pad;
-	__u64 coarse_to_boot_ns;
+	__u32 tick_ns;            /* ns per jiffy; 0 until calibrated */
+	__u64 jiffies_to_boot_ns; /* boot ns minus jiffies * tick_ns, wrapping */
+};
+
+/* Index 0 of the CLOCK_SAMPLE array: written by fs_clock_probe. Size 16. */
+struct fs_clock_sample {
+	__u64 jiffies;  /* bpf_jiffies64(), read first */
+	__u64 boot_ns;  /* bpf_ktime_get_boot_ns(), read right after */
 };
 
 #endif

@@ -197,11 +197,17 @@ fn sigterm_drains_everything_then_leaves_no_program_link_or_qdisc() {
         args.extend(["--config", &config_arg]);
         let exporter = Exporter::start(&node.ns.name, &args);
 
+        // fs_clock_probe is loaded, never attached: it calibrates the tick clock.
         let mut progs = bpf_program_names();
         progs.sort();
         assert_eq!(
             progs,
-            ["fs_kfree_skb", "fs_tc_egress", "fs_tc_ingress"],
+            [
+                "fs_clock_probe",
+                "fs_kfree_skb",
+                "fs_tc_egress",
+                "fs_tc_ingress"
+            ],
             "{mode}"
         );
         let qdiscs = node.ns.sh(&["tc", "qdisc", "show", "dev", &a.host_if]);

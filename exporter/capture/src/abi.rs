@@ -82,10 +82,19 @@ pub struct RawEndpointKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RawConfig {
     pub exclude_count: u32,
-    pub pad: u32,
-    /// CLOCK_BOOTTIME - CLOCK_MONOTONIC: the programs add it to the coarse
-    /// (monotonic, tick-resolution) clock they stamp existing flows with.
-    pub coarse_to_boot_ns: u64,
+    /// ns per jiffy (1e9 / CONFIG_HZ), measured by `tick_clock`; 0 until then.
+    pub tick_ns: u32,
+    /// Boot ns minus jiffies * tick_ns (wrapping): the programs stamp
+    /// existing flows with `jiffies * tick_ns + jiffies_to_boot_ns`.
+    pub jiffies_to_boot_ns: u64,
+}
+
+/// Mirror of `struct fs_clock_sample` (16 bytes), index 0 of CLOCK_SAMPLE.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RawClockSample {
+    pub jiffies: u64,
+    pub boot_ns: u64,
 }
 
 // SAFETY: each type is #[repr(C)], made only of integers and byte arrays,
@@ -100,6 +109,8 @@ unsafe impl aya::Pod for RawDropVal {}
 unsafe impl aya::Pod for RawEndpointKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RawConfig {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RawClockSample {}
 
 /// Indexes of the per-CPU `STATS` array (`enum fs_stat`).
 pub mod stat {
@@ -169,6 +180,9 @@ mod tests {
         layout!(RawDropVal, 40, 8);
         layout!(RawEndpointKey, 20, 2);
         layout!(RawConfig, 16, 8);
+        layout!(RawClockSample, 16, 8);
+        assert_eq!(offset_of!(RawConfig, tick_ns), 4);
+        assert_eq!(offset_of!(RawConfig, jiffies_to_boot_ns), 8);
         assert_eq!(offset_of!(RawFlowKey, sport), 32);
         assert_eq!(offset_of!(RawFlowKey, ifindex), 36);
         assert_eq!(offset_of!(RawFlowKey, proto), 40);

@@ -21,6 +21,7 @@ pub mod interfaces;
 pub mod netlink;
 mod preflight;
 mod sys;
+pub mod tick_clock;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -34,12 +35,14 @@ use aya::{Btf, Ebpf, EbpfLoader};
 use flowscribe_model::{CaptureLoss, Flow, LossReason};
 
 use crate::abi::{
-    RawConfig, RawDropVal, RawEndpointKey, RawFlowEvent, RawFlowKey, RawFlowVal, stat,
+    RawClockSample, RawConfig, RawDropVal, RawEndpointKey, RawFlowEvent, RawFlowKey, RawFlowVal,
+    stat,
 };
 use crate::aggregate::{Aggregator, AggregatorConfig, AggregatorStats, Names};
 use crate::drop_reasons::DropReasons;
 use crate::interfaces::{InterfaceFilter, PatternError};
 use crate::netlink::{LinkInfo, LinkWatcher};
+use crate::tick_clock::ClockSample;
 
 pub use crate::preflight::{PreflightError, preflight};
 
@@ -207,6 +210,8 @@ pub struct Capture {
     /// The CONFIG array and what was last written to it.
     config_map: Map,
     kernel_config: RawConfig,
+    /// Where fs_clock_probe leaves its (jiffies, boot ns) pair.
+    clock_sample: Map,
 }
 
 impl std::fmt::Debug for Capture {
@@ -262,10 +267,58 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Boot clock minus monotonic clock (time spent suspended), in ns: what
-/// turns the programs' coarse monotonic stamps into boot time.
-fn coarse_to_boot_ns() -> u64 {
-    boot_ns().saturating_sub(clock_ns(libc::CLOCK_MONOTONIC))
+/// The program that samples jiffies and the boot clock (see `tick_clock`).
+const CLOCK_PROBE: &str = "fs_clock_probe";
+
+/// Run fs_clock_probe once and read its sample.
+fn sample_clock(ebpf: &Ebpf, map: &Map) -> Result<ClockSample, CaptureError> {
+    let map_err = |reason: String| CaptureError::Map {
+        map: "CLOCK_SAMPLE",
+        reason,
+    };
+    let prog: &SchedClassifier = ebpf
+        .program(CLOCK_PROBE)
+        .ok_or_else(|| load_err(format!("program {CLOCK_PROBE} missing")))?
+        .try_into()
+        .map_err(load_err)?;
+    let fd = prog.fd().map_err(load_err)?;
+    // A classifier's test run needs at least an Ethernet header.
+    sys::prog_test_run(fd, &[0u8; 64])
+        .map_err(|e| load_err(format!("running {CLOCK_PROBE} (BPF_PROG_TEST_RUN): {e}")))?;
+    let array: Array<&MapData, RawClockSample> =
+        Array::try_from(map).map_err(|e| map_err(e.to_string()))?;
+    let raw = array.get(&0, 0).map_err(|e| map_err(e.to_string()))?;
+    Ok(ClockSample {
+        jiffies: raw.jiffies,
+        boot_ns: raw.boot_ns,
+    })
+}
+
+/// Measure the kernel's tick from two probe samples at least
+/// `tick_clock::MIN_CALIBRATION_JIFFIES` apart, the first taken at `first`
+/// (about 100 ms at HZ=250, spent after the rest of the start-up work).
+fn calibrate_tick_clock(
+    ebpf: &Ebpf,
+    map: &Map,
+    first: ClockSample,
+) -> Result<(u32, u64), CaptureError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let later = sample_clock(ebpf, map)?;
+        if let Some(tick_ns) = tick_clock::tick_ns_from(first, later) {
+            let offset = tick_clock::offset_of(first, tick_ns);
+            return Ok((tick_ns, tick_clock::refine_offset(offset, later, tick_ns)));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(load_err(format!(
+                "could not measure the kernel tick: jiffies {} -> {} while the boot clock moved {} ns",
+                first.jiffies,
+                later.jiffies,
+                later.boot_ns.saturating_sub(first.boot_ns)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Wall-clock minus boot-clock, in ns, measured now.
@@ -333,6 +386,20 @@ impl Capture {
                 .map_err(load_err)?;
             prog.load().map_err(load_err)?;
         }
+        {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(CLOCK_PROBE)
+                .ok_or_else(|| load_err(format!("program {CLOCK_PROBE} missing")))?
+                .try_into()
+                .map_err(load_err)?;
+            prog.load().map_err(load_err)?;
+        }
+        let clock_sample = ebpf
+            .take_map("CLOCK_SAMPLE")
+            .ok_or_else(|| load_err("map CLOCK_SAMPLE missing"))?;
+        // The first calibration sample; the second is taken after the rest
+        // of the start-up work, which then counts towards the wait.
+        let first_sample = sample_clock(&ebpf, &clock_sample)?;
         if config.trace_drops {
             let prog: &mut BtfTracePoint = ebpf
                 .program_mut("fs_kfree_skb")
@@ -353,10 +420,12 @@ impl Capture {
         let stats = take(&mut ebpf, "STATS")?;
         let events = RingBuf::try_from(take(&mut ebpf, "FLOW_EVENTS")?).map_err(load_err)?;
         set_exclusions(&mut ebpf, &config.excluded_endpoints)?;
+        let (tick_ns, jiffies_to_boot_ns) =
+            calibrate_tick_clock(&ebpf, &clock_sample, first_sample)?;
         let kernel_config = RawConfig {
             exclude_count: config.excluded_endpoints.len() as u32,
-            pad: 0,
-            coarse_to_boot_ns: coarse_to_boot_ns(),
+            tick_ns,
+            jiffies_to_boot_ns,
         };
         let mut config_map = take(&mut ebpf, "CONFIG")?;
         write_kernel_config(&mut config_map, kernel_config)?;
@@ -386,6 +455,7 @@ impl Capture {
             clock_offset_ns: measure_clock_offset(),
             config_map,
             kernel_config,
+            clock_sample,
         };
         let events = capture.reconcile()?;
         Ok((capture, events))
@@ -534,12 +604,16 @@ impl Capture {
     fn drain_inner(&mut self, shutdown: bool) -> Result<Batch, CaptureError> {
         self.clock_offset_ns = refresh_clock_offset(self.clock_offset_ns);
         let offset = self.clock_offset_ns;
-        // Boot time runs ahead of the monotonic clock after a suspend; keep
-        // the programs' coarse stamps in boot time.
-        let coarse =
-            refresh_clock_offset_from(self.kernel_config.coarse_to_boot_ns, coarse_to_boot_ns());
-        if coarse != self.kernel_config.coarse_to_boot_ns {
-            self.kernel_config.coarse_to_boot_ns = coarse;
+        // Keep the programs' tick stamps in boot time: a new sample moves
+        // the offset to an earlier tick phase, or follows a suspend.
+        let sample = sample_clock(&self.ebpf, &self.clock_sample)?;
+        let jiffies_to_boot_ns = tick_clock::refine_offset(
+            self.kernel_config.jiffies_to_boot_ns,
+            sample,
+            self.kernel_config.tick_ns,
+        );
+        if jiffies_to_boot_ns != self.kernel_config.jiffies_to_boot_ns {
+            self.kernel_config.jiffies_to_boot_ns = jiffies_to_boot_ns;
             write_kernel_config(&mut self.config_map, self.kernel_config)?;
         }
         let to_system =

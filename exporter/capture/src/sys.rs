@@ -1,6 +1,7 @@
-//! The one bpf(2) call aya 0.14 does not expose for hash maps:
-//! BPF_MAP_LOOKUP_AND_DELETE_ELEM, which lets the drain read an entry's final
-//! counters and remove it in one step (kernel >= 5.14 for hash maps).
+//! The bpf(2) calls aya 0.14 does not expose: BPF_MAP_LOOKUP_AND_DELETE_ELEM
+//! for hash maps, which lets the drain read an entry's final counters and
+//! remove it in one step (kernel >= 5.14 for hash maps), BPF_MAP_LOOKUP_BATCH,
+//! and BPF_PROG_TEST_RUN (the clock probe).
 #![allow(unsafe_code, reason = "direct bpf(2) syscall; see the SAFETY note")]
 
 use std::io;
@@ -129,6 +130,59 @@ pub fn lookup_batch<K: aya::Pod + Default, V: aya::Pod + Default>(
         token_in = token_out;
         started = true;
     }
+}
+
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+/// `union bpf_attr` as BPF_PROG_TEST_RUN reads it (the fields up to
+/// `batch_size`; the kernel zero-checks nothing beyond the size we pass).
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    pad: u32,
+}
+
+/// Run a loaded program once on `packet` (BPF_PROG_TEST_RUN) and return
+/// its return value. For a classifier the packet must be at least an
+/// Ethernet header long.
+pub fn prog_test_run(prog: &impl AsFd, packet: &[u8]) -> io::Result<u32> {
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_fd().as_raw_fd() as u32,
+        data_size_in: packet.len() as u32,
+        data_in: packet.as_ptr() as u64,
+        repeat: 1,
+        ..TestRunAttr::default()
+    };
+    // SAFETY: data_in points at packet.len() readable bytes that outlive
+    // the call; no output buffers are given (data_out and ctx_out are 0),
+    // so the kernel writes only into attr, which is valid and writable.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestRunAttr,
+            std::mem::size_of::<TestRunAttr>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(attr.retval)
 }
 
 #[cfg(test)]
