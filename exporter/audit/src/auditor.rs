@@ -23,10 +23,8 @@ use crate::fields::{
     AuditFields, append_to_object, canonical_u64, chain_hex, push_chain_hex, push_decimal,
     write_audit_object,
 };
-use crate::hash::{
-    ChainId, Hash, HeadInput, LeafPosition, TAG_BYTES, batch_head, content_digest, leaf_hash,
-    merkle_root, run_genesis,
-};
+use crate::hash::{BatchPosition, ChainId, Hash, HeadInput, Suite, TAG_BYTES};
+use crate::hash_v2::DigestBatch;
 use crate::note::{Checkpoint, NoteSigner};
 use crate::records::{CheckpointRecord, GapRecord, SealRecord, unix_ms};
 use crate::state::{PersistedCheckpoint, PersistedState, StateError, StateStore};
@@ -44,6 +42,10 @@ pub struct AuditorOptions {
     pub checkpoint_interval: Duration,
     /// Heartbeat period (default 30 s).
     pub heartbeat_interval: Duration,
+    /// The hash suite of the chains this auditor writes (default v1; v2 is
+    /// several times cheaper, see docs/compliance.md). A restart may change
+    /// it: each run's seals and records name their suite.
+    pub suite: Suite,
 }
 
 impl AuditorOptions {
@@ -54,7 +56,14 @@ impl AuditorOptions {
             reserve_block: 65_536,
             checkpoint_interval: Duration::from_secs(60),
             heartbeat_interval: Duration::from_secs(30),
+            suite: Suite::V1,
         }
+    }
+
+    /// The same options with another hash suite.
+    pub fn with_suite(mut self, suite: Suite) -> Self {
+        self.suite = suite;
+        self
     }
 }
 
@@ -99,6 +108,8 @@ pub struct BatchStamp {
     pub batch: u64,
     pub first_seq: u64,
     pub count: u64,
+    /// The hash suite; v2 records carry it in their audit fields.
+    pub suite: Suite,
 }
 
 impl BatchStamp {
@@ -110,6 +121,7 @@ impl BatchStamp {
             run: self.run,
             batch: self.batch,
             seq: self.first_seq + index,
+            suite: self.suite,
         }
     }
 
@@ -125,6 +137,7 @@ impl BatchStamp {
                 self.run,
                 self.batch,
                 self.first_seq + index,
+                self.suite,
                 out,
             );
         })
@@ -138,6 +151,8 @@ struct ExpectedFields {
     view: Vec<u8>,
     run: (Vec<u8>, u64),
     batch: (Vec<u8>, u64),
+    /// The canonical `suite` value; `None` for v1, whose records have none.
+    suite: Option<Vec<u8>>,
 }
 
 impl ExpectedFields {
@@ -156,6 +171,8 @@ impl ExpectedFields {
             view: serde_json::to_vec(view).unwrap_or_default(),
             run: number(stamp.run),
             batch: number(stamp.batch),
+            suite: (stamp.suite != Suite::V1)
+                .then(|| format!("\"{}\"", stamp.suite.name()).into_bytes()),
         }
     }
 
@@ -175,6 +192,7 @@ impl ExpectedFields {
             && number("run", (&self.run.0, self.run.1))
             && number("batch", (&self.batch.0, self.batch.1))
             && number("seq", (seq_text, seq))
+            && canon.audit_field("suite") == self.suite.as_deref()
     }
 }
 
@@ -216,7 +234,15 @@ pub struct Auditor<S: StateStore> {
     last_heartbeat: Option<SystemTime>,
     /// Kept between batches: it holds the learned record shapes.
     canon: Canonicalizer,
+    /// v2: canonical forms waiting to be hashed together, and the hasher.
+    forms: Vec<u8>,
+    form_ends: Vec<usize>,
+    digest_batch: DigestBatch,
 }
+
+/// v2 hashes this many records' canonical forms side by side (a group of
+/// ~1 KB forms stays in the L2 cache between canonical form and hash).
+const DIGEST_GROUP: usize = 64;
 
 impl<S: StateStore> Auditor<S> {
     /// Resume from the store (or begin a new chain with `new_chain` when the
@@ -265,7 +291,13 @@ impl<S: StateStore> Auditor<S> {
                     .and_then(PersistedCheckpoint::head);
                 ViewChain {
                     name: name.clone(),
-                    head: run_genesis(&chain, name, run, first_seq, prev_head.as_ref()),
+                    head: options.suite.run_genesis(
+                        &chain,
+                        name,
+                        run,
+                        first_seq,
+                        prev_head.as_ref(),
+                    ),
                     batches: 0,
                     size: first_seq,
                     checkpoints: 0,
@@ -292,6 +324,9 @@ impl<S: StateStore> Auditor<S> {
             last_checkpoint: None,
             last_heartbeat: None,
             canon: Canonicalizer::new(),
+            forms: Vec::new(),
+            form_ends: Vec::new(),
+            digest_batch: DigestBatch::new(),
         };
         Ok((auditor, gap))
     }
@@ -335,6 +370,7 @@ impl<S: StateStore> Auditor<S> {
             batch: self.next_batch,
             first_seq: self.next_seq,
             count,
+            suite: self.options.suite,
         };
         self.next_seq = end;
         self.next_batch += 1;
@@ -376,9 +412,14 @@ impl<S: StateStore> Auditor<S> {
                 got: lines.len(),
             });
         }
-        let mut leaves = Vec::with_capacity(lines.len());
-        let mut tags = Vec::with_capacity(lines.len() * TAG_BYTES);
+        let suite = stamp.suite;
+        let mut digests: Vec<Hash> = Vec::with_capacity(lines.len());
+        let mut group: Vec<Hash> = Vec::with_capacity(DIGEST_GROUP);
         let canon = &mut self.canon;
+        let forms = &mut self.forms;
+        let form_ends = &mut self.form_ends;
+        forms.clear();
+        form_ends.clear();
         let expected = ExpectedFields::new(stamp, view);
         let mut seq_text = Vec::with_capacity(20);
         for (i, line) in lines.iter().enumerate() {
@@ -387,11 +428,16 @@ impl<S: StateStore> Auditor<S> {
                 index: i,
                 reason,
             };
-            let digest = content_digest(
-                canon
-                    .canonicalize(line.as_ref())
-                    .map_err(|e| bad(e.to_string()))?,
-            );
+            let form = canon
+                .canonicalize(line.as_ref())
+                .map_err(|e| bad(e.to_string()))?;
+            match suite {
+                Suite::V1 => digests.push(suite.content_digest(form)),
+                Suite::V2 => {
+                    forms.extend_from_slice(form);
+                    form_ends.push(forms.len());
+                }
+            }
             let seq = stamp.first_seq + i as u64;
             if !expected.matches(canon, seq, &mut seq_text) {
                 // The slow comparison decides (and says what differs).
@@ -403,22 +449,39 @@ impl<S: StateStore> Auditor<S> {
                     )));
                 }
             }
-            tags.extend_from_slice(&digest[..TAG_BYTES]);
-            leaves.push(leaf_hash(
-                LeafPosition {
-                    chain: &stamp.chain,
-                    view,
-                    run: stamp.run,
-                    batch: stamp.batch,
-                    seq,
-                },
-                &digest,
-            ));
+            if form_ends.len() == DIGEST_GROUP || (i + 1 == lines.len() && !form_ends.is_empty()) {
+                let mut start = 0;
+                let refs: Vec<&[u8]> = form_ends
+                    .iter()
+                    .map(|&end| {
+                        let f = &forms[start..end];
+                        start = end;
+                        f
+                    })
+                    .collect();
+                self.digest_batch.digests(&refs, &mut group);
+                digests.extend_from_slice(&group);
+                forms.clear();
+                form_ends.clear();
+            }
         }
-        let root = merkle_root(&leaves);
+        let mut tags = Vec::with_capacity(lines.len() * TAG_BYTES);
+        for d in &digests {
+            tags.extend_from_slice(&d[..TAG_BYTES]);
+        }
+        let root = suite.batch_root(
+            BatchPosition {
+                chain: &stamp.chain,
+                view,
+                run: stamp.run,
+                batch: stamp.batch,
+                first_seq: stamp.first_seq,
+            },
+            &digests,
+        );
         let v = &mut self.views[index];
         let prev = v.head;
-        let head = batch_head(HeadInput {
+        let head = suite.batch_head(HeadInput {
             prev: &prev,
             chain: &stamp.chain,
             view,
@@ -444,6 +507,7 @@ impl<S: StateStore> Auditor<S> {
             prev,
             head,
             tags,
+            suite,
             at: now,
         })
     }

@@ -477,6 +477,12 @@ impl Canonicalizer {
         self.fast_hits
     }
 
+    /// The canonical form the last successful [`Canonicalizer::canonicalize`]
+    /// returned.
+    pub fn form(&self) -> &[u8] {
+        &self.out
+    }
+
     /// Compute the canonical form of one JSON object.
     pub fn canonicalize(&mut self, json: &[u8]) -> Result<&[u8], CanonicalError> {
         let (ascii, no_controls) = Self::byte_classes(json);
