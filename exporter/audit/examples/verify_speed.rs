@@ -150,7 +150,7 @@ fn run(suite: Suite, batches: u64, out: Option<&str>) {
     if let Some(path) = out {
         let mut text = lines.join(&b'\n');
         text.push(b'\n');
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(path, text).unwrap();
     }
     let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
     let floor = hash_floor(suite, &lines);
