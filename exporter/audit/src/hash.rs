@@ -395,6 +395,68 @@ mod tests {
         }
     }
 
+    /// The v2 root, head and genesis are BLAKE3 of the byte strings
+    /// docs/compliance.md spells out, built here by hand.
+    #[test]
+    fn v2_hashes_are_blake3_of_the_documented_bytes() {
+        let chain = [9u8; 16];
+        let digests = [[1u8; 32], [2u8; 32], [3u8; 32]];
+        let pos = BatchPosition {
+            chain: &chain,
+            view: "ecs",
+            run: 3,
+            batch: 7,
+            first_seq: 40,
+        };
+        let mut root_input = vec![0x04];
+        for d in &digests {
+            root_input.extend_from_slice(d);
+        }
+        let root = Suite::V2.batch_root(pos, &digests);
+        assert_eq!(root, *blake3::hash(&root_input).as_bytes());
+
+        let prev = [5u8; 32];
+        let tags = b"0123456789abcdef01234567";
+        let mut head_input = vec![0x02];
+        head_input.extend_from_slice(&prev);
+        head_input.extend_from_slice(&chain);
+        head_input.extend_from_slice(b"\x03ecs");
+        for n in [3u64, 7, 40, 3] {
+            head_input.extend_from_slice(&n.to_be_bytes());
+        }
+        head_input.extend_from_slice(&root);
+        head_input.extend_from_slice(blake3::hash(tags).as_bytes());
+        let head = Suite::V2.batch_head(HeadInput {
+            prev: &prev,
+            chain: &chain,
+            view: "ecs",
+            run: 3,
+            batch: 7,
+            first_seq: 40,
+            count: 3,
+            root: &root,
+            tags,
+        });
+        assert_eq!(head, *blake3::hash(&head_input).as_bytes());
+
+        let mut genesis_input = vec![0x03];
+        genesis_input.extend_from_slice(&chain);
+        genesis_input.extend_from_slice(b"\x03ecs");
+        genesis_input.extend_from_slice(&4u64.to_be_bytes());
+        genesis_input.extend_from_slice(&43u64.to_be_bytes());
+        genesis_input.extend_from_slice(&head);
+        assert_eq!(
+            Suite::V2.run_genesis(&chain, "ecs", 4, 43, Some(&head)),
+            *blake3::hash(&genesis_input).as_bytes()
+        );
+        // v1 and v2 never agree, and v1 is what it was.
+        assert_ne!(Suite::V1.batch_root(pos, &digests), root);
+        assert_eq!(
+            Suite::V1.run_genesis(&chain, "ecs", 4, 43, None),
+            run_genesis(&chain, "ecs", 4, 43, None)
+        );
+    }
+
     #[test]
     fn every_bound_field_changes_the_leaf() {
         let chain = [7u8; 16];
