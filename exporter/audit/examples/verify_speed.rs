@@ -3,10 +3,12 @@
 //! 60 s): prints, per hash suite, CPU time per record for sealing and
 //! records/s per core for verifying. CPU time (from /proc) rather than wall
 //! time, because the machine is shared.
-//! `cargo run --release -p flowscribe-audit --example verify_speed [BATCHES [OUT.jsonl]] [--suite v1|v2] [--exact-capacity]`
+//! `cargo run --release -p flowscribe-audit --example verify_speed [BATCHES [OUT.jsonl]] [--suite v1|v2] [--exact-capacity] [--doc-bytes N]`
 //! (both suites, one line each, unless `--suite` names one; OUT.jsonl gets
 //! the archive of the last suite run; `--exact-capacity`: documents without
-//! spare room for the audit fields, as the harness had before round 3).
+//! spare room for the audit fields, as the harness had before round 3;
+//! `--doc-bytes 3000`: documents grown to ~3 KB with ECS labels, the size of
+//! real flow documents with pod labels).
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/common/mod.rs"]
@@ -101,14 +103,22 @@ fn main() {
     }
     let exact_capacity = args.iter().any(|a| a == "--exact-capacity");
     args.retain(|a| a != "--exact-capacity");
+    let mut doc_bytes = 0;
+    if let Some(i) = args.iter().position(|a| a == "--doc-bytes") {
+        doc_bytes = args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--doc-bytes N");
+        args.drain(i..(i + 2).min(args.len()));
+    }
     let batches: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(1000);
     let out = args.get(1).cloned();
     for suite in suites {
-        run(suite, batches, out.as_deref(), exact_capacity);
+        run(suite, batches, out.as_deref(), exact_capacity, doc_bytes);
     }
 }
 
-fn run(suite: Suite, batches: u64, out: Option<&str>, exact_capacity: bool) {
+fn run(suite: Suite, batches: u64, out: Option<&str>, exact_capacity: bool, doc_bytes: usize) {
     // Phase 1 (not measured): the ECS documents, as the encoder would give them.
     // An encoder writing into a growing buffer leaves room at the end;
     // `format!` leaves none, and appending the audit fields would then time
@@ -120,7 +130,7 @@ fn run(suite: Suite, batches: u64, out: Option<&str>, exact_capacity: bool) {
         .map(|b| {
             (0..1000)
                 .map(|i| {
-                    let mut d = common::flow_json("node-a", b * 1000 + i);
+                    let mut d = common::flow_json_sized("node-a", b * 1000 + i, doc_bytes);
                     d.reserve_exact(spare);
                     d
                 })

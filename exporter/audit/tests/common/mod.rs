@@ -98,6 +98,29 @@ pub fn flow_json(node: &str, n: u64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// [`flow_json`] grown to about `bytes` bytes (when more than ~900) with
+/// ECS `labels`, as pod labels make real flow documents 2-3 KB: a fixed
+/// number of `"k8s-label-NNN":"value-NNN-<n>"` entries, so every document
+/// of one size has the same shape.
+pub fn flow_json_sized(node: &str, n: u64, bytes: usize) -> Vec<u8> {
+    let mut doc = flow_json(node, n);
+    let labels = bytes.saturating_sub(900) / 36;
+    if labels > 0 {
+        doc.pop();
+        doc.extend_from_slice(br#","labels":{"#);
+        for i in 0..labels {
+            if i > 0 {
+                doc.push(b',');
+            }
+            doc.extend_from_slice(
+                format!(r#""k8s-label-{i:03}":"value-{i:03}-{}""#, n % 977).as_bytes(),
+            );
+        }
+        doc.extend_from_slice(b"}}");
+    }
+    doc
+}
+
 /// What a run of the stand-in pipeline produced.
 #[derive(Debug, Default)]
 pub struct Archive {
