@@ -328,21 +328,33 @@ pub struct AuditFieldsRef<'a> {
 impl<'a> AuditFieldsRef<'a> {
     /// Read the audit fields of a data record from a canonicalised line.
     pub fn from_canonical(c: &'a crate::canonical::Canonicalizer) -> Result<Self, FieldError> {
-        let field = |name: &'static str| c.audit_field(name).ok_or(FieldError::Missing(name));
-        let u = |name: &'static str| {
-            field(name).and_then(|v| canonical_u64(v).ok_or(FieldError::Invalid(name)))
+        // One pass over the audit fields; the first of a name counts, as
+        // with `Canonicalizer::audit_field`.
+        let mut found: [Option<&'a [u8]>; 6] = [None; 6];
+        const NAMES: [&[u8]; 6] = [b"chain", b"view", b"run", b"batch", b"seq", b"suite"];
+        for (name, value) in c.audit_fields() {
+            if let Some(i) = NAMES.iter().position(|n| *n == name)
+                && found[i].is_none()
+            {
+                found[i] = Some(value);
+            }
+        }
+        let [chain, view, run, batch, seq, suite] = found;
+        let field = |v: Option<&'a [u8]>, name: &'static str| v.ok_or(FieldError::Missing(name));
+        let u = |v: Option<&'a [u8]>, name: &'static str| {
+            field(v, name).and_then(|v| canonical_u64(v).ok_or(FieldError::Invalid(name)))
         };
-        let chain = canonical_str(field("chain")?)
+        let chain = canonical_str(field(chain, "chain")?)
             .and_then(|s| parse_chain_hex(&s))
             .ok_or(FieldError::Invalid("chain"))?;
-        let view = canonical_str(field("view")?).ok_or(FieldError::Invalid("view"))?;
+        let view = canonical_str(field(view, "view")?).ok_or(FieldError::Invalid("view"))?;
         Ok(AuditFieldsRef {
             chain,
             view,
-            run: u("run")?,
-            batch: u("batch")?,
-            seq: u("seq")?,
-            suite: match c.audit_field("suite") {
+            run: u(run, "run")?,
+            batch: u(batch, "batch")?,
+            seq: u(seq, "seq")?,
+            suite: match suite {
                 None => Suite::V1,
                 Some(v) => canonical_str(v)
                     .and_then(|s| Suite::from_name(&s))

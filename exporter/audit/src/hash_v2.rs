@@ -30,6 +30,7 @@ const CHUNK: usize = 1024;
 // Domain flags of the BLAKE3 compression function (BLAKE3 paper, table 3).
 const CHUNK_START: u8 = 1;
 const CHUNK_END: u8 = 2;
+const PARENT: u8 = 4;
 const ROOT: u8 = 8;
 // The BLAKE3 IV: the first 32 bits of the fractional parts of the square
 // roots of the first eight primes (the SHA-256 IV).
@@ -78,6 +79,10 @@ pub struct DigestBatch {
     cvs: Vec<[u8; 32]>,
     cv_start: Vec<usize>,
     out: Vec<u8>,
+    /// Two-chunk records: the root parent block (left CV, right CV) and
+    /// the record it belongs to.
+    parents: Vec<[u8; 64]>,
+    parent_owners: Vec<usize>,
 }
 
 impl DigestBatch {
@@ -182,9 +187,40 @@ impl DigestBatch {
             from = to;
         }
 
-        // Records of two or more chunks: merge the chunk values up the tree.
+        // Two chunks (most records of 1-2 KB): the root is one parent block,
+        // hashed side by side like the chunks.
+        self.parents.clear();
+        self.parent_owners.clear();
+        for t in tails.iter().filter(|t| t.counter == 1) {
+            let start = self.cv_start[t.record];
+            let mut block = [0u8; 64];
+            block[..32].copy_from_slice(&self.cvs[start]);
+            block[32..].copy_from_slice(&self.cvs[start + 1]);
+            self.parents.push(block);
+            self.parent_owners.push(t.record);
+        }
+        if !self.parents.is_empty() {
+            let inputs: Vec<&[u8; 64]> = self.parents.iter().collect();
+            self.out.clear();
+            self.out.resize(inputs.len() * 32, 0);
+            platform.hash_many(
+                &inputs,
+                &IV,
+                0,
+                IncrementCounter::No,
+                PARENT,
+                0,
+                ROOT,
+                &mut self.out,
+            );
+            for (&r, root) in self.parent_owners.iter().zip(self.out.chunks_exact(32)) {
+                digests[r].copy_from_slice(root);
+            }
+        }
+
+        // Three chunks or more: merge the chunk values up the tree.
         for t in &tails {
-            if t.counter > 0 {
+            if t.counter > 1 {
                 let start = self.cv_start[t.record];
                 let cvs = &self.cvs[start..start + t.counter as usize + 1];
                 digests[t.record] = merge_root(cvs);
