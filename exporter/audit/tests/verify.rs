@@ -606,3 +606,41 @@ fn blocks_of_lines_verify_like_single_lines() {
         6
     );
 }
+
+/// Written by main at 5727ebf, before suites had names (a node that crashed
+/// after 3 batches and restarted, and a second node; 41 lines): today's
+/// verifier reads it as v1 and reports exactly what main's did.
+#[test]
+fn an_archive_written_before_v2_still_verifies() {
+    let text = include_str!("fixtures/v1-archive-main-5727ebf.jsonl");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 41);
+    assert!(!text.contains("suite"));
+    // Strict: the crashed run's unsigned tail (seq 6..=8) is the one failure.
+    let strict = verify_lines(&lines, options());
+    assert_eq!(
+        failures(&strict),
+        vec![(FindingKind::UnsignedCrashTail, Some((6, 8)))]
+    );
+    let lenient = VerifyOptions {
+        accept_crash_tail: true,
+        ..options()
+    };
+    let r = verify_lines(&lines, lenient.clone());
+    assert!(r.ok(), "{}", r.render());
+    let counts: Vec<(u64, u64, u64)> = r
+        .chains
+        .iter()
+        .map(|c| (c.records, c.records_verified, c.batches_verified))
+        .collect();
+    assert_eq!(counts, vec![(19, 16, 5), (7, 7, 2)]);
+    // One changed byte in a flow still fails it.
+    let mut tampered = lines.clone();
+    let i = tampered
+        .iter()
+        .position(|l| l.contains("\"bytes\":"))
+        .unwrap();
+    let changed = tampered[i].replacen("\"bytes\":", "\"bytes\":1", 1);
+    tampered[i] = &changed;
+    assert!(!verify_lines(&tampered, lenient).ok());
+}
