@@ -182,17 +182,28 @@ impl ExpectedFields {
     fn matches(&self, canon: &Canonicalizer, seq: u64, seq_text: &mut Vec<u8>) -> bool {
         seq_text.clear();
         push_decimal(seq, seq_text);
-        let number = |name: &str, (text, n): (&[u8], u64)| {
-            canon
-                .audit_field(name)
-                .is_some_and(|v| v == text || canonical_u64(v) == Some(n))
-        };
-        canon.audit_field("chain") == Some(&self.chain)
-            && canon.audit_field("view") == Some(&self.view)
-            && number("run", (&self.run.0, self.run.1))
-            && number("batch", (&self.batch.0, self.batch.1))
-            && number("seq", (seq_text, seq))
-            && canon.audit_field("suite") == self.suite.as_deref()
+        let number = |v: &[u8], (text, n): (&[u8], u64)| v == text || canonical_u64(v) == Some(n);
+        // One pass; the first field of a name counts (as `audit_field`).
+        let mut seen = [false; 6];
+        for (name, v) in canon.audit_fields() {
+            let (i, equal) = match name {
+                b"chain" => (0, v == self.chain),
+                b"view" => (1, v == self.view),
+                b"run" => (2, number(v, (&self.run.0, self.run.1))),
+                b"batch" => (3, number(v, (&self.batch.0, self.batch.1))),
+                b"seq" => (4, number(v, (seq_text, seq))),
+                b"suite" => (5, self.suite.as_deref() == Some(v)),
+                _ => continue,
+            };
+            if seen[i] {
+                continue;
+            }
+            seen[i] = true;
+            if !equal {
+                return false;
+            }
+        }
+        seen[..5].iter().all(|s| *s) && (seen[5] || self.suite.is_none())
     }
 }
 
@@ -784,6 +795,59 @@ mod tests {
         assert_eq!((seal.first_seq, seal.count, seal.tags.len()), (0, 3, 24));
         let seal2 = a.seal("ecs", &s2, &lines(&s2, "ecs"), t(1)).unwrap();
         assert_eq!(seal2.prev, seal.head, "batches are linked");
+    }
+
+    /// A record must name its batch's suite exactly: a v2 batch refuses a
+    /// record without `suite` (or with another one), a v1 batch one with
+    /// `"suite":"v2"`; a duplicate `suite` key is read as its first one.
+    #[test]
+    fn seal_checks_the_suite_of_each_line() {
+        for (suite, other) in [(Suite::V1, Suite::V2), (Suite::V2, Suite::V1)] {
+            let (mut a, _) = Auditor::start(
+                MemoryStateStore::default(),
+                signer(),
+                options(100).with_suite(suite),
+                t(0),
+                [4; 16],
+            )
+            .unwrap();
+            let s = a.stamp(3, t(1)).unwrap();
+            let good = lines(&s, "ecs");
+            let wrong = BatchStamp {
+                suite: other,
+                ..s.clone()
+            };
+            let mut l = good.clone();
+            l[2] = lines(&wrong, "ecs").swap_remove(2);
+            let err = a.seal("ecs", &s, &l, t(1)).unwrap_err();
+            assert!(
+                matches!(err, AuditError::BadRecord { index: 2, .. }),
+                "{suite:?}: {err}"
+            );
+            // A second `suite` key: the first one counts, as the verifier
+            // reads it (`AuditFieldsRef`); a wrong first one is refused.
+            let text = String::from_utf8(good[0].clone()).unwrap();
+            let (wrong_first, right_first) = match suite {
+                Suite::V1 => (
+                    text.replacen("}}", r#","suite":"v9","suite":"v1"}}"#, 1),
+                    text.replacen("}}", r#","suite":"v1","suite":"v9"}}"#, 1),
+                ),
+                Suite::V2 => (
+                    text.replacen(r#""suite":"v2""#, r#""suite":"v9","suite":"v2""#, 1),
+                    text.replacen(r#""suite":"v2""#, r#""suite":"v2","suite":"v9""#, 1),
+                ),
+            };
+            let mut dup = good.clone();
+            dup[0] = wrong_first.into_bytes();
+            assert!(a.seal("ecs", &s, &dup, t(1)).is_err(), "{suite:?}");
+            dup[0] = right_first.into_bytes();
+            let seal = a.seal("ecs", &s, &dup, t(1)).unwrap();
+            assert_eq!(seal.suite, suite);
+            // The chain goes on after the refused attempts.
+            let s2 = a.stamp(3, t(2)).unwrap();
+            let again = a.seal("ecs", &s2, &lines(&s2, "ecs"), t(2)).unwrap();
+            assert_eq!(again.suite, suite);
+        }
     }
 
     #[test]

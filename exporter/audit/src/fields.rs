@@ -278,6 +278,12 @@ pub fn canonical_u64(v: &[u8]) -> Option<u64> {
         .strip_prefix(b"\"")
         .and_then(|s| s.strip_suffix(b"\""))
         .unwrap_or(v);
+    // Plain digits (what the exporter writes) without the UTF-8 check and
+    // `str::parse`; anything else (a sign, overflow, garbage) goes the
+    // general way, so both give the same answer.
+    if !text.is_empty() && text.len() <= 19 && text.iter().all(u8::is_ascii_digit) {
+        return Some(text.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
+    }
     std::str::from_utf8(text).ok()?.parse().ok()
 }
 
@@ -331,11 +337,17 @@ impl<'a> AuditFieldsRef<'a> {
         // One pass over the audit fields; the first of a name counts, as
         // with `Canonicalizer::audit_field`.
         let mut found: [Option<&'a [u8]>; 6] = [None; 6];
-        const NAMES: [&[u8]; 6] = [b"chain", b"view", b"run", b"batch", b"seq", b"suite"];
         for (name, value) in c.audit_fields() {
-            if let Some(i) = NAMES.iter().position(|n| *n == name)
-                && found[i].is_none()
-            {
+            let i = match name {
+                b"chain" => 0,
+                b"view" => 1,
+                b"run" => 2,
+                b"batch" => 3,
+                b"seq" => 4,
+                b"suite" => 5,
+                _ => continue,
+            };
+            if found[i].is_none() {
                 found[i] = Some(value);
             }
         }
@@ -444,6 +456,42 @@ mod tests {
         let mut cef = b"CEF:0|flowscribe|x".to_vec();
         assert!(!fields().append_to_json_object(&mut cef));
         assert_eq!(cef, b"CEF:0|flowscribe|x");
+    }
+
+    /// The digit fast path answers what `str::parse` answers.
+    #[test]
+    fn canonical_u64_reads_what_str_parse_reads() {
+        let cases = [
+            "0",
+            "7",
+            "00012",
+            "18446744073709551615",
+            "18446744073709551616",
+            "9999999999999999999",
+            "99999999999999999999",
+            "",
+            "+5",
+            "-1",
+            "1.0",
+            "1e3",
+            "12a",
+            " 1",
+            "\"123\"",
+            "\"\"",
+            "\"+7\"",
+            "\"18446744073709551615\"",
+        ];
+        for text in cases {
+            let inner = text
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .unwrap_or(text);
+            assert_eq!(
+                canonical_u64(text.as_bytes()),
+                inner.parse::<u64>().ok(),
+                "{text}"
+            );
+        }
     }
 
     #[test]
