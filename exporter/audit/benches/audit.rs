@@ -12,7 +12,16 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flowscribe_audit::canonical::{Canonicalizer, canonical_bytes};
 use flowscribe_audit::hash::{LeafPosition, content_digest, leaf_hash};
-use flowscribe_audit::{Auditor, AuditorOptions, MemoryStateStore};
+use flowscribe_audit::hash_v2::{DigestBatch, content_digest_v2};
+use flowscribe_audit::{Auditor, AuditorOptions, MemoryStateStore, Suite};
+
+/// Bench names: v1 keeps the names of the rounds before v2 existed.
+fn named(base: &str, suite: Suite) -> String {
+    match suite {
+        Suite::V1 => base.to_string(),
+        Suite::V2 => format!("{base}_v2"),
+    }
+}
 
 /// Exporter side: stamp + append the audit fields + seal one batch of 1000
 /// ECS flow documents (~900 bytes each), as the pipeline will per batch.
@@ -20,30 +29,32 @@ fn seal(c: &mut Criterion) {
     let docs: Vec<Vec<u8>> = (0..1000).map(|n| common::flow_json("node-a", n)).collect();
     let mut g = c.benchmark_group("audit");
     g.throughput(Throughput::Elements(docs.len() as u64));
-    g.bench_function("stamp_append_seal_1000_records", |b| {
-        let options = AuditorOptions::new("node-a", vec!["ecs".into()]);
-        let (mut a, _) = Auditor::start(
-            MemoryStateStore::default(),
-            common::signer(),
-            options,
-            common::t(0),
-            [1; 16],
-        )
-        .unwrap();
-        b.iter(|| {
-            let stamp = a.stamp(docs.len(), common::t(1)).unwrap();
-            let lines: Vec<Vec<u8>> = docs
-                .iter()
-                .enumerate()
-                .map(|(i, d)| {
-                    let mut l = d.clone();
-                    stamp.append_fields("ecs", i as u64, &mut l);
-                    l
-                })
-                .collect();
-            black_box(a.seal("ecs", &stamp, &lines, common::t(1)).unwrap())
-        })
-    });
+    for suite in [Suite::V1, Suite::V2] {
+        g.bench_function(named("stamp_append_seal_1000_records", suite), |b| {
+            let options = AuditorOptions::new("node-a", vec!["ecs".into()]).with_suite(suite);
+            let (mut a, _) = Auditor::start(
+                MemoryStateStore::default(),
+                common::signer(),
+                options,
+                common::t(0),
+                [1; 16],
+            )
+            .unwrap();
+            b.iter(|| {
+                let stamp = a.stamp(docs.len(), common::t(1)).unwrap();
+                let lines: Vec<Vec<u8>> = docs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| {
+                        let mut l = d.clone();
+                        stamp.append_fields("ecs", i as u64, &mut l);
+                        l
+                    })
+                    .collect();
+                black_box(a.seal("ecs", &stamp, &lines, common::t(1)).unwrap())
+            })
+        });
+    }
     // The part of sealing that is not hashing: parse + canonical form.
     let v: serde_json::Value = serde_json::from_slice(&docs[0]).unwrap();
     g.throughput(Throughput::Elements(1));
@@ -59,6 +70,7 @@ fn seal(c: &mut Criterion) {
         run: 1,
         batch: 0,
         seq: 0,
+        suite: Suite::V1,
     }
     .append_to_json_object(&mut line);
     g.bench_function("canonicalize_general_one_record", |b| {
@@ -90,6 +102,34 @@ fn seal(c: &mut Criterion) {
             ))
         })
     });
+    // v2: BLAKE3 of one padded form alone (no faster than SHA-256 at this
+    // size), and 64 forms side by side, as seal and verify hash them.
+    g.bench_function("hash_content_v2_one_record", |b| {
+        b.iter(|| black_box(content_digest_v2(black_box(&form))))
+    });
+    let forms: Vec<Vec<u8>> = docs
+        .iter()
+        .take(64)
+        .map(|d| Canonicalizer::new().canonicalize(d).unwrap().to_vec())
+        .collect();
+    let refs: Vec<&[u8]> = forms.iter().map(Vec::as_slice).collect();
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("hash_content_sha256_64_records", |b| {
+        b.iter(|| {
+            for f in &refs {
+                black_box(content_digest(black_box(f)));
+            }
+        })
+    });
+    g.bench_function("hash_content_v2_64_records", |b| {
+        let mut batch = DigestBatch::new();
+        let mut out = Vec::new();
+        b.iter(|| {
+            batch.digests(black_box(&refs), &mut out);
+            black_box(out[63])
+        })
+    });
+    g.throughput(Throughput::Elements(1));
     g.bench_function("parse_one_record", |b| {
         b.iter(|| {
             black_box(serde_json::from_slice::<serde_json::Value>(black_box(&docs[0])).unwrap())
@@ -110,26 +150,30 @@ fn seal(c: &mut Criterion) {
 /// Auditor side: verify an archive of 100k records (100 batches of 1000,
 /// checkpoints every 60 batches and at the end).
 fn verify(c: &mut Criterion) {
-    let archive = common::run_node(
-        "node-a",
-        MemoryStateStore::default(),
-        0,
-        100,
-        1000,
-        true,
-        [2; 16],
-    )
-    .0;
     let mut g = c.benchmark_group("audit");
     g.sample_size(10);
-    g.throughput(Throughput::Elements(archive.records));
-    g.bench_function("verify_100k_records", |b| {
-        b.iter(|| {
-            let r = common::verify_lines(&archive.lines, common::options());
-            assert!(r.ok());
-            black_box(r)
-        })
-    });
+    for suite in [Suite::V1, Suite::V2] {
+        let archive = common::run_node_in(
+            suite,
+            "node-a",
+            MemoryStateStore::default(),
+            0,
+            1000,
+            100,
+            1000,
+            true,
+            [2; 16],
+        )
+        .0;
+        g.throughput(Throughput::Elements(archive.records));
+        g.bench_function(named("verify_100k_records", suite), |b| {
+            b.iter(|| {
+                let r = common::verify_lines(&archive.lines, common::options());
+                assert!(r.ok());
+                black_box(r)
+            })
+        });
+    }
     g.finish();
 }
 

@@ -23,10 +23,8 @@ use crate::fields::{
     AuditFields, append_to_object, canonical_u64, chain_hex, push_chain_hex, push_decimal,
     write_audit_object,
 };
-use crate::hash::{
-    ChainId, Hash, HeadInput, LeafPosition, TAG_BYTES, batch_head, content_digest, leaf_hash,
-    merkle_root, run_genesis,
-};
+use crate::hash::{BatchPosition, ChainId, Hash, HeadInput, Suite, TAG_BYTES};
+use crate::hash_v2::DigestBatch;
 use crate::note::{Checkpoint, NoteSigner};
 use crate::records::{CheckpointRecord, GapRecord, SealRecord, unix_ms};
 use crate::state::{PersistedCheckpoint, PersistedState, StateError, StateStore};
@@ -44,6 +42,10 @@ pub struct AuditorOptions {
     pub checkpoint_interval: Duration,
     /// Heartbeat period (default 30 s).
     pub heartbeat_interval: Duration,
+    /// The hash suite of the chains this auditor writes (default v1; v2 is
+    /// several times cheaper, see docs/compliance.md). A restart may change
+    /// it: each run's seals and records name their suite.
+    pub suite: Suite,
 }
 
 impl AuditorOptions {
@@ -54,7 +56,14 @@ impl AuditorOptions {
             reserve_block: 65_536,
             checkpoint_interval: Duration::from_secs(60),
             heartbeat_interval: Duration::from_secs(30),
+            suite: Suite::V1,
         }
+    }
+
+    /// The same options with another hash suite.
+    pub fn with_suite(mut self, suite: Suite) -> Self {
+        self.suite = suite;
+        self
     }
 }
 
@@ -99,6 +108,8 @@ pub struct BatchStamp {
     pub batch: u64,
     pub first_seq: u64,
     pub count: u64,
+    /// The hash suite; v2 records carry it in their audit fields.
+    pub suite: Suite,
 }
 
 impl BatchStamp {
@@ -110,6 +121,7 @@ impl BatchStamp {
             run: self.run,
             batch: self.batch,
             seq: self.first_seq + index,
+            suite: self.suite,
         }
     }
 
@@ -125,6 +137,7 @@ impl BatchStamp {
                 self.run,
                 self.batch,
                 self.first_seq + index,
+                self.suite,
                 out,
             );
         })
@@ -138,6 +151,8 @@ struct ExpectedFields {
     view: Vec<u8>,
     run: (Vec<u8>, u64),
     batch: (Vec<u8>, u64),
+    /// The canonical `suite` value; `None` for v1, whose records have none.
+    suite: Option<Vec<u8>>,
 }
 
 impl ExpectedFields {
@@ -156,6 +171,8 @@ impl ExpectedFields {
             view: serde_json::to_vec(view).unwrap_or_default(),
             run: number(stamp.run),
             batch: number(stamp.batch),
+            suite: (stamp.suite != Suite::V1)
+                .then(|| format!("\"{}\"", stamp.suite.name()).into_bytes()),
         }
     }
 
@@ -165,16 +182,28 @@ impl ExpectedFields {
     fn matches(&self, canon: &Canonicalizer, seq: u64, seq_text: &mut Vec<u8>) -> bool {
         seq_text.clear();
         push_decimal(seq, seq_text);
-        let number = |name: &str, (text, n): (&[u8], u64)| {
-            canon
-                .audit_field(name)
-                .is_some_and(|v| v == text || canonical_u64(v) == Some(n))
-        };
-        canon.audit_field("chain") == Some(&self.chain)
-            && canon.audit_field("view") == Some(&self.view)
-            && number("run", (&self.run.0, self.run.1))
-            && number("batch", (&self.batch.0, self.batch.1))
-            && number("seq", (seq_text, seq))
+        let number = |v: &[u8], (text, n): (&[u8], u64)| v == text || canonical_u64(v) == Some(n);
+        // One pass; the first field of a name counts (as `audit_field`).
+        let mut seen = [false; 6];
+        for (name, v) in canon.audit_fields() {
+            let (i, equal) = match name {
+                b"chain" => (0, v == self.chain),
+                b"view" => (1, v == self.view),
+                b"run" => (2, number(v, (&self.run.0, self.run.1))),
+                b"batch" => (3, number(v, (&self.batch.0, self.batch.1))),
+                b"seq" => (4, number(v, (seq_text, seq))),
+                b"suite" => (5, self.suite.as_deref() == Some(v)),
+                _ => continue,
+            };
+            if seen[i] {
+                continue;
+            }
+            seen[i] = true;
+            if !equal {
+                return false;
+            }
+        }
+        seen[..5].iter().all(|s| *s) && (seen[5] || self.suite.is_none())
     }
 }
 
@@ -216,7 +245,15 @@ pub struct Auditor<S: StateStore> {
     last_heartbeat: Option<SystemTime>,
     /// Kept between batches: it holds the learned record shapes.
     canon: Canonicalizer,
+    /// v2: canonical forms waiting to be hashed together, and the hasher.
+    forms: Vec<u8>,
+    form_ends: Vec<usize>,
+    digest_batch: DigestBatch,
 }
+
+/// v2 hashes this many records' canonical forms side by side (a group of
+/// ~1 KB forms stays in the L2 cache between canonical form and hash).
+const DIGEST_GROUP: usize = 64;
 
 impl<S: StateStore> Auditor<S> {
     /// Resume from the store (or begin a new chain with `new_chain` when the
@@ -265,7 +302,13 @@ impl<S: StateStore> Auditor<S> {
                     .and_then(PersistedCheckpoint::head);
                 ViewChain {
                     name: name.clone(),
-                    head: run_genesis(&chain, name, run, first_seq, prev_head.as_ref()),
+                    head: options.suite.run_genesis(
+                        &chain,
+                        name,
+                        run,
+                        first_seq,
+                        prev_head.as_ref(),
+                    ),
                     batches: 0,
                     size: first_seq,
                     checkpoints: 0,
@@ -292,6 +335,9 @@ impl<S: StateStore> Auditor<S> {
             last_checkpoint: None,
             last_heartbeat: None,
             canon: Canonicalizer::new(),
+            forms: Vec::new(),
+            form_ends: Vec::new(),
+            digest_batch: DigestBatch::new(),
         };
         Ok((auditor, gap))
     }
@@ -335,6 +381,7 @@ impl<S: StateStore> Auditor<S> {
             batch: self.next_batch,
             first_seq: self.next_seq,
             count,
+            suite: self.options.suite,
         };
         self.next_seq = end;
         self.next_batch += 1;
@@ -376,9 +423,14 @@ impl<S: StateStore> Auditor<S> {
                 got: lines.len(),
             });
         }
-        let mut leaves = Vec::with_capacity(lines.len());
-        let mut tags = Vec::with_capacity(lines.len() * TAG_BYTES);
+        let suite = stamp.suite;
+        let mut digests: Vec<Hash> = Vec::with_capacity(lines.len());
+        let mut group: Vec<Hash> = Vec::with_capacity(DIGEST_GROUP);
         let canon = &mut self.canon;
+        let forms = &mut self.forms;
+        let form_ends = &mut self.form_ends;
+        forms.clear();
+        form_ends.clear();
         let expected = ExpectedFields::new(stamp, view);
         let mut seq_text = Vec::with_capacity(20);
         for (i, line) in lines.iter().enumerate() {
@@ -387,11 +439,16 @@ impl<S: StateStore> Auditor<S> {
                 index: i,
                 reason,
             };
-            let digest = content_digest(
-                canon
-                    .canonicalize(line.as_ref())
-                    .map_err(|e| bad(e.to_string()))?,
-            );
+            let form = canon
+                .canonicalize(line.as_ref())
+                .map_err(|e| bad(e.to_string()))?;
+            match suite {
+                Suite::V1 => digests.push(suite.content_digest(form)),
+                Suite::V2 => {
+                    forms.extend_from_slice(form);
+                    form_ends.push(forms.len());
+                }
+            }
             let seq = stamp.first_seq + i as u64;
             if !expected.matches(canon, seq, &mut seq_text) {
                 // The slow comparison decides (and says what differs).
@@ -403,22 +460,39 @@ impl<S: StateStore> Auditor<S> {
                     )));
                 }
             }
-            tags.extend_from_slice(&digest[..TAG_BYTES]);
-            leaves.push(leaf_hash(
-                LeafPosition {
-                    chain: &stamp.chain,
-                    view,
-                    run: stamp.run,
-                    batch: stamp.batch,
-                    seq,
-                },
-                &digest,
-            ));
+            if form_ends.len() == DIGEST_GROUP || (i + 1 == lines.len() && !form_ends.is_empty()) {
+                let mut start = 0;
+                let refs: Vec<&[u8]> = form_ends
+                    .iter()
+                    .map(|&end| {
+                        let f = &forms[start..end];
+                        start = end;
+                        f
+                    })
+                    .collect();
+                self.digest_batch.digests(&refs, &mut group);
+                digests.extend_from_slice(&group);
+                forms.clear();
+                form_ends.clear();
+            }
         }
-        let root = merkle_root(&leaves);
+        let mut tags = Vec::with_capacity(lines.len() * TAG_BYTES);
+        for d in &digests {
+            tags.extend_from_slice(&d[..TAG_BYTES]);
+        }
+        let root = suite.batch_root(
+            BatchPosition {
+                chain: &stamp.chain,
+                view,
+                run: stamp.run,
+                batch: stamp.batch,
+                first_seq: stamp.first_seq,
+            },
+            &digests,
+        );
         let v = &mut self.views[index];
         let prev = v.head;
-        let head = batch_head(HeadInput {
+        let head = suite.batch_head(HeadInput {
             prev: &prev,
             chain: &stamp.chain,
             view,
@@ -444,6 +518,7 @@ impl<S: StateStore> Auditor<S> {
             prev,
             head,
             tags,
+            suite,
             at: now,
         })
     }
@@ -720,6 +795,59 @@ mod tests {
         assert_eq!((seal.first_seq, seal.count, seal.tags.len()), (0, 3, 24));
         let seal2 = a.seal("ecs", &s2, &lines(&s2, "ecs"), t(1)).unwrap();
         assert_eq!(seal2.prev, seal.head, "batches are linked");
+    }
+
+    /// A record must name its batch's suite exactly: a v2 batch refuses a
+    /// record without `suite` (or with another one), a v1 batch one with
+    /// `"suite":"v2"`; a duplicate `suite` key is read as its first one.
+    #[test]
+    fn seal_checks_the_suite_of_each_line() {
+        for (suite, other) in [(Suite::V1, Suite::V2), (Suite::V2, Suite::V1)] {
+            let (mut a, _) = Auditor::start(
+                MemoryStateStore::default(),
+                signer(),
+                options(100).with_suite(suite),
+                t(0),
+                [4; 16],
+            )
+            .unwrap();
+            let s = a.stamp(3, t(1)).unwrap();
+            let good = lines(&s, "ecs");
+            let wrong = BatchStamp {
+                suite: other,
+                ..s.clone()
+            };
+            let mut l = good.clone();
+            l[2] = lines(&wrong, "ecs").swap_remove(2);
+            let err = a.seal("ecs", &s, &l, t(1)).unwrap_err();
+            assert!(
+                matches!(err, AuditError::BadRecord { index: 2, .. }),
+                "{suite:?}: {err}"
+            );
+            // A second `suite` key: the first one counts, as the verifier
+            // reads it (`AuditFieldsRef`); a wrong first one is refused.
+            let text = String::from_utf8(good[0].clone()).unwrap();
+            let (wrong_first, right_first) = match suite {
+                Suite::V1 => (
+                    text.replacen("}}", r#","suite":"v9","suite":"v1"}}"#, 1),
+                    text.replacen("}}", r#","suite":"v1","suite":"v9"}}"#, 1),
+                ),
+                Suite::V2 => (
+                    text.replacen(r#""suite":"v2""#, r#""suite":"v9","suite":"v2""#, 1),
+                    text.replacen(r#""suite":"v2""#, r#""suite":"v2","suite":"v9""#, 1),
+                ),
+            };
+            let mut dup = good.clone();
+            dup[0] = wrong_first.into_bytes();
+            assert!(a.seal("ecs", &s, &dup, t(1)).is_err(), "{suite:?}");
+            dup[0] = right_first.into_bytes();
+            let seal = a.seal("ecs", &s, &dup, t(1)).unwrap();
+            assert_eq!(seal.suite, suite);
+            // The chain goes on after the refused attempts.
+            let s2 = a.stamp(3, t(2)).unwrap();
+            let again = a.seal("ecs", &s2, &lines(&s2, "ecs"), t(2)).unwrap();
+            assert_eq!(again.suite, suite);
+        }
     }
 
     #[test]

@@ -477,6 +477,12 @@ impl Canonicalizer {
         self.fast_hits
     }
 
+    /// The canonical form the last successful [`Canonicalizer::canonicalize`]
+    /// returned.
+    pub fn form(&self) -> &[u8] {
+        &self.out
+    }
+
     /// Compute the canonical form of one JSON object.
     pub fn canonicalize(&mut self, json: &[u8]) -> Result<&[u8], CanonicalError> {
         let (ascii, no_controls) = Self::byte_classes(json);
@@ -680,6 +686,40 @@ impl Canonicalizer {
             let rest = p.strip_prefix(AUDIT_PREFIX)?.strip_prefix(b".")?;
             (rest == name.as_bytes()).then(|| &self.values[l.value.0 as usize..l.value.1 as usize])
         })
+    }
+
+    /// Every audit field of the last record as (name, canonical value), in
+    /// the order [`Canonicalizer::audit_field`] searches them: the first
+    /// entry with a name is the one `audit_field` returns. One pass for a
+    /// reader that wants several fields.
+    pub fn audit_fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let shape = self
+            .last_was_shape
+            .then(|| {
+                self.shapes[0]
+                    .audit()
+                    .iter()
+                    .zip(&self.audit)
+                    .filter_map(|((field, _), l)| {
+                        Some((
+                            field.strip_prefix(b".")?,
+                            &self.values[l.value.0 as usize..l.value.1 as usize],
+                        ))
+                    })
+            })
+            .into_iter()
+            .flatten();
+        let general = (!self.last_was_shape)
+            .then(|| {
+                self.audit.iter().filter_map(|l| {
+                    let p = &self.paths[l.path.0 as usize..l.path.1 as usize];
+                    let rest = p.strip_prefix(AUDIT_PREFIX)?.strip_prefix(b".")?;
+                    Some((rest, &self.values[l.value.0 as usize..l.value.1 as usize]))
+                })
+            })
+            .into_iter()
+            .flatten();
+        shape.chain(general)
     }
 
     /// Whether the last record had any audit field.

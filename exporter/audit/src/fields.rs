@@ -4,6 +4,9 @@
 //! {"flowscribe":{"audit":{"chain":"<32 hex>","view":"ecs","run":3,"batch":17,"seq":123456}}}
 //! ```
 //!
+//! Records hashed with suite v2 add `"suite":"v2"` after `seq`; no `suite`
+//! means v1 (`hash.rs`).
+//!
 //! The object may be nested (`{"flowscribe":{"audit":{…}}}`), written with a
 //! dotted key (`"flowscribe.audit":{…}`), or fully flattened
 //! (`"flowscribe.audit.seq":123456`); readers accept all three, because SIEMs
@@ -15,7 +18,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::hash::ChainId;
+use crate::hash::{ChainId, Suite};
 
 /// The JSON path of the audit object.
 pub const AUDIT_PATH: &str = "flowscribe.audit";
@@ -31,6 +34,8 @@ pub struct AuditFields {
     pub run: u64,
     pub batch: u64,
     pub seq: u64,
+    /// The hash suite of the record's chain (written only when not v1).
+    pub suite: Suite,
 }
 
 impl AuditFields {
@@ -44,7 +49,15 @@ impl AuditFields {
 
     /// The audit object itself, as JSON.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        write_audit_object(&self.chain, &self.view, self.run, self.batch, self.seq, out);
+        write_audit_object(
+            &self.chain,
+            &self.view,
+            self.run,
+            self.batch,
+            self.seq,
+            self.suite,
+            out,
+        );
     }
 }
 
@@ -80,6 +93,7 @@ pub(crate) fn write_audit_object(
     run: u64,
     batch: u64,
     seq: u64,
+    suite: Suite,
     out: &mut Vec<u8>,
 ) {
     out.extend_from_slice(b"{\"chain\":\"");
@@ -99,6 +113,11 @@ pub(crate) fn write_audit_object(
     push_decimal(batch, out);
     out.extend_from_slice(b",\"seq\":");
     push_decimal(seq, out);
+    if suite != Suite::V1 {
+        out.extend_from_slice(b",\"suite\":\"");
+        out.extend_from_slice(suite.name().as_bytes());
+        out.push(b'"');
+    }
     out.push(b'}');
 }
 
@@ -259,6 +278,12 @@ pub fn canonical_u64(v: &[u8]) -> Option<u64> {
         .strip_prefix(b"\"")
         .and_then(|s| s.strip_suffix(b"\""))
         .unwrap_or(v);
+    // Plain digits (what the exporter writes) without the UTF-8 check and
+    // `str::parse`; anything else (a sign, overflow, garbage) goes the
+    // general way, so both give the same answer.
+    if !text.is_empty() && text.len() <= 19 && text.iter().all(u8::is_ascii_digit) {
+        return Some(text.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
+    }
     std::str::from_utf8(text).ok()?.parse().ok()
 }
 
@@ -272,6 +297,7 @@ impl AuditFields {
             run: f.run,
             batch: f.batch,
             seq: f.seq,
+            suite: f.suite,
         })
     }
 
@@ -283,6 +309,12 @@ impl AuditFields {
             run: get_u64(obj, "run")?,
             batch: get_u64(obj, "batch")?,
             seq: get_u64(obj, "seq")?,
+            suite: match obj.get("suite") {
+                None => Suite::V1,
+                Some(_) => {
+                    Suite::from_name(get_str(obj, "suite")?).ok_or(FieldError::Invalid("suite"))?
+                }
+            },
         })
     }
 }
@@ -296,25 +328,50 @@ pub struct AuditFieldsRef<'a> {
     pub run: u64,
     pub batch: u64,
     pub seq: u64,
+    pub suite: Suite,
 }
 
 impl<'a> AuditFieldsRef<'a> {
     /// Read the audit fields of a data record from a canonicalised line.
     pub fn from_canonical(c: &'a crate::canonical::Canonicalizer) -> Result<Self, FieldError> {
-        let field = |name: &'static str| c.audit_field(name).ok_or(FieldError::Missing(name));
-        let u = |name: &'static str| {
-            field(name).and_then(|v| canonical_u64(v).ok_or(FieldError::Invalid(name)))
+        // One pass over the audit fields; the first of a name counts, as
+        // with `Canonicalizer::audit_field`.
+        let mut found: [Option<&'a [u8]>; 6] = [None; 6];
+        for (name, value) in c.audit_fields() {
+            let i = match name {
+                b"chain" => 0,
+                b"view" => 1,
+                b"run" => 2,
+                b"batch" => 3,
+                b"seq" => 4,
+                b"suite" => 5,
+                _ => continue,
+            };
+            if found[i].is_none() {
+                found[i] = Some(value);
+            }
+        }
+        let [chain, view, run, batch, seq, suite] = found;
+        let field = |v: Option<&'a [u8]>, name: &'static str| v.ok_or(FieldError::Missing(name));
+        let u = |v: Option<&'a [u8]>, name: &'static str| {
+            field(v, name).and_then(|v| canonical_u64(v).ok_or(FieldError::Invalid(name)))
         };
-        let chain = canonical_str(field("chain")?)
+        let chain = canonical_str(field(chain, "chain")?)
             .and_then(|s| parse_chain_hex(&s))
             .ok_or(FieldError::Invalid("chain"))?;
-        let view = canonical_str(field("view")?).ok_or(FieldError::Invalid("view"))?;
+        let view = canonical_str(field(view, "view")?).ok_or(FieldError::Invalid("view"))?;
         Ok(AuditFieldsRef {
             chain,
             view,
-            run: u("run")?,
-            batch: u("batch")?,
-            seq: u("seq")?,
+            run: u(run, "run")?,
+            batch: u(batch, "batch")?,
+            seq: u(seq, "seq")?,
+            suite: match suite {
+                None => Suite::V1,
+                Some(v) => canonical_str(v)
+                    .and_then(|s| Suite::from_name(&s))
+                    .ok_or(FieldError::Invalid("suite"))?,
+            },
         })
     }
 }
@@ -331,7 +388,37 @@ mod tests {
             run: 3,
             batch: 17,
             seq: 123_456,
+            suite: Suite::V1,
         }
+    }
+
+    /// v1 records look as before v2 existed (no `suite`); v2 records name
+    /// their suite, and every layout reads it back.
+    #[test]
+    fn the_suite_is_written_only_for_v2_and_read_back() {
+        let v2 = AuditFields {
+            suite: Suite::V2,
+            ..fields()
+        };
+        let mut line = br#"{"a":1}"#.to_vec();
+        assert!(v2.append_to_json_object(&mut line));
+        assert_eq!(
+            String::from_utf8(line.clone()).unwrap(),
+            r#"{"a":1,"flowscribe.audit":{"chain":"abababababababababababababababab","view":"ecs","run":3,"batch":17,"seq":123456,"suite":"v2"}}"#
+        );
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            AuditFields::from_object(&audit_object(&v).unwrap()),
+            Ok(v2.clone())
+        );
+        let mut canon = crate::canonical::Canonicalizer::new();
+        canon.canonicalize(&line).unwrap();
+        assert_eq!(AuditFields::from_canonical(&canon), Ok(v2));
+        let flat = json!({"flowscribe.audit.chain": "ab".repeat(16), "flowscribe.audit.view": "ecs", "flowscribe.audit.run": 3, "flowscribe.audit.batch": 17, "flowscribe.audit.seq": 123456, "flowscribe.audit.suite": "v9"});
+        assert_eq!(
+            AuditFields::from_object(&audit_object(&flat).unwrap()),
+            Err(FieldError::Invalid("suite"))
+        );
     }
 
     #[test]
@@ -369,6 +456,42 @@ mod tests {
         let mut cef = b"CEF:0|flowscribe|x".to_vec();
         assert!(!fields().append_to_json_object(&mut cef));
         assert_eq!(cef, b"CEF:0|flowscribe|x");
+    }
+
+    /// The digit fast path answers what `str::parse` answers.
+    #[test]
+    fn canonical_u64_reads_what_str_parse_reads() {
+        let cases = [
+            "0",
+            "7",
+            "00012",
+            "18446744073709551615",
+            "18446744073709551616",
+            "9999999999999999999",
+            "99999999999999999999",
+            "",
+            "+5",
+            "-1",
+            "1.0",
+            "1e3",
+            "12a",
+            " 1",
+            "\"123\"",
+            "\"\"",
+            "\"+7\"",
+            "\"18446744073709551615\"",
+        ];
+        for text in cases {
+            let inner = text
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .unwrap_or(text);
+            assert_eq!(
+                canonical_u64(text.as_bytes()),
+                inner.parse::<u64>().ok(),
+                "{text}"
+            );
+        }
     }
 
     #[test]

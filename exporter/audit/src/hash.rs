@@ -13,6 +13,20 @@
 //! hashes in sequence order. A batch's head links it to the previous batch's
 //! head, so a signed head commits to every batch of the run before it.
 //!
+//! That is hash suite **v1** (SHA-256). Suite **v2** (BLAKE3) keeps the head
+//! and genesis definitions with BLAKE3 in place of SHA-256, and changes two:
+//!
+//! | v2 hash | input |
+//! | --- | --- |
+//! | content digest | BLAKE3 of the canonical form followed by 0-63 spaces (`0x20`), to a multiple of 64 bytes |
+//! | batch root | BLAKE3 of `0x04` then the content digests (32 bytes each) in seq order; no leaf hashes |
+//!
+//! A v2 record's position is bound by the order of the digests in the root
+//! and by the head (chain, view, run, batch, first seq, count). The padding
+//! lets [`crate::hash_v2::DigestBatch`] hash many records side by side with
+//! BLAKE3's SIMD kernels. Records and seals of v2 say `"suite":"v2"` in their
+//! audit object; without it they are v1, as everything written before v2.
+//!
 //! Pure: no IO, no clocks.
 
 use sha2::{Digest, Sha256};
@@ -27,18 +41,181 @@ const LEAF: u8 = 0x00;
 const NODE: u8 = 0x01;
 const HEAD: u8 = 0x02;
 const GENESIS: u8 = 0x03;
+const ROOT_V2: u8 = 0x04;
+
+/// The hash definitions a record, seal or chain uses. Named in-band: the
+/// audit object of v2 records and seals carries `"suite":"v2"`; no `suite`
+/// means v1, which is what every archive before v2 holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Suite {
+    /// SHA-256, RFC 6962 leaves and Merkle tree.
+    #[default]
+    V1,
+    /// BLAKE3, padded content digests, a flat root over the digests.
+    V2,
+}
+
+impl Suite {
+    /// The name written in audit objects (`"v1"`, `"v2"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::V1 => "v1",
+            Suite::V2 => "v2",
+        }
+    }
+
+    /// The suite of a name; `None` for an unknown one.
+    pub fn from_name(name: &str) -> Option<Suite> {
+        match name {
+            "v1" => Some(Suite::V1),
+            "v2" => Some(Suite::V2),
+            _ => None,
+        }
+    }
+
+    /// The content digest of a canonical form.
+    pub fn content_digest(self, canonical: &[u8]) -> Hash {
+        match self {
+            Suite::V1 => content_digest(canonical),
+            Suite::V2 => crate::hash_v2::content_digest_v2(canonical),
+        }
+    }
+
+    /// The root of a batch from its records' content digests in seq order
+    /// (`first_seq` is the seq of the first). v1: the Merkle root over the
+    /// leaf hashes; v2: BLAKE3 over the digests.
+    pub fn batch_root(self, pos: BatchPosition<'_>, digests: &[Hash]) -> Hash {
+        match self {
+            Suite::V1 => {
+                let leaves: Vec<Hash> = digests
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| {
+                        leaf_hash(
+                            LeafPosition {
+                                chain: pos.chain,
+                                view: pos.view,
+                                run: pos.run,
+                                batch: pos.batch,
+                                seq: pos.first_seq + i as u64,
+                            },
+                            d,
+                        )
+                    })
+                    .collect();
+                merkle_root(&leaves)
+            }
+            Suite::V2 => {
+                let mut h = blake3::Hasher::new();
+                h.update(&[ROOT_V2]);
+                h.update(digests.as_flattened());
+                *h.finalize().as_bytes()
+            }
+        }
+    }
+
+    /// The head after a batch (see [`batch_head`]).
+    pub fn batch_head(self, input: HeadInput<'_>) -> Hash {
+        match self {
+            Suite::V1 => batch_head(input),
+            Suite::V2 => {
+                let mut h = Blake3Writer(blake3::Hasher::new());
+                write_head(&mut h, input, blake3::hash(input.tags).into());
+                *h.0.finalize().as_bytes()
+            }
+        }
+    }
+
+    /// The head a run starts from (see [`run_genesis`]).
+    pub fn run_genesis(
+        self,
+        chain: &ChainId,
+        view: &str,
+        run: u64,
+        first_seq: u64,
+        previous_head: Option<&Hash>,
+    ) -> Hash {
+        match self {
+            Suite::V1 => run_genesis(chain, view, run, first_seq, previous_head),
+            Suite::V2 => {
+                let mut h = Blake3Writer(blake3::Hasher::new());
+                write_genesis(&mut h, chain, view, run, first_seq, previous_head);
+                *h.0.finalize().as_bytes()
+            }
+        }
+    }
+}
+
+/// What a batch root binds besides the digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchPosition<'a> {
+    pub chain: &'a ChainId,
+    pub view: &'a str,
+    pub run: u64,
+    pub batch: u64,
+    pub first_seq: u64,
+}
+
+/// The head and genesis inputs are the same bytes in both suites: one
+/// writer for both hashes.
+trait HashWriter {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl HashWriter for Sha256 {
+    fn put(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+struct Blake3Writer(blake3::Hasher);
+
+impl HashWriter for Blake3Writer {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+fn put_view(h: &mut impl HashWriter, view: &str) {
+    // Views are short format names; a longer one is cut at 255 bytes both
+    // when hashing and when verifying, so the hash stays well defined.
+    let bytes = &view.as_bytes()[..view.len().min(255)];
+    h.put(&[bytes.len() as u8]);
+    h.put(bytes);
+}
+
+fn write_head(h: &mut impl HashWriter, input: HeadInput<'_>, tags_hash: Hash) {
+    h.put(&[HEAD]);
+    h.put(input.prev);
+    h.put(input.chain);
+    put_view(h, input.view);
+    h.put(&input.run.to_be_bytes());
+    h.put(&input.batch.to_be_bytes());
+    h.put(&input.first_seq.to_be_bytes());
+    h.put(&input.count.to_be_bytes());
+    h.put(input.root);
+    h.put(&tags_hash);
+}
+
+fn write_genesis(
+    h: &mut impl HashWriter,
+    chain: &ChainId,
+    view: &str,
+    run: u64,
+    first_seq: u64,
+    previous_head: Option<&Hash>,
+) {
+    h.put(&[GENESIS]);
+    h.put(chain);
+    put_view(h, view);
+    h.put(&run.to_be_bytes());
+    h.put(&first_seq.to_be_bytes());
+    h.put(&previous_head.copied().unwrap_or([0; 32]));
+}
 
 /// SHA-256 of the canonical form of a record.
 pub fn content_digest(canonical: &[u8]) -> Hash {
     Sha256::digest(canonical).into()
-}
-
-fn update_view(h: &mut Sha256, view: &str) {
-    // Views are short format names; a longer one is cut at 255 bytes both
-    // when hashing and when verifying, so the hash stays well defined.
-    let bytes = &view.as_bytes()[..view.len().min(255)];
-    h.update([bytes.len() as u8]);
-    h.update(bytes);
 }
 
 /// Where a record sits in the trail: what its leaf hash binds besides content.
@@ -114,16 +291,7 @@ pub struct HeadInput<'a> {
 pub fn batch_head(input: HeadInput<'_>) -> Hash {
     let tags_hash: Hash = Sha256::digest(input.tags).into();
     let mut h = Sha256::new();
-    h.update([HEAD]);
-    h.update(input.prev);
-    h.update(input.chain);
-    update_view(&mut h, input.view);
-    h.update(input.run.to_be_bytes());
-    h.update(input.batch.to_be_bytes());
-    h.update(input.first_seq.to_be_bytes());
-    h.update(input.count.to_be_bytes());
-    h.update(input.root);
-    h.update(tags_hash);
+    write_head(&mut h, input, tags_hash);
     h.finalize().into()
 }
 
@@ -136,12 +304,7 @@ pub fn run_genesis(
     previous_head: Option<&Hash>,
 ) -> Hash {
     let mut h = Sha256::new();
-    h.update([GENESIS]);
-    h.update(chain);
-    update_view(&mut h, view);
-    h.update(run.to_be_bytes());
-    h.update(first_seq.to_be_bytes());
-    h.update(previous_head.copied().unwrap_or([0; 32]));
+    write_genesis(&mut h, chain, view, run, first_seq, previous_head);
     h.finalize().into()
 }
 
@@ -217,7 +380,7 @@ mod tests {
             let mut h = Sha256::new();
             h.update([LEAF]);
             h.update(pos.chain);
-            update_view(&mut h, pos.view);
+            put_view(&mut h, pos.view);
             h.update(pos.run.to_be_bytes());
             h.update(pos.batch.to_be_bytes());
             h.update(pos.seq.to_be_bytes());
@@ -230,6 +393,68 @@ mod tests {
                 view.len()
             );
         }
+    }
+
+    /// The v2 root, head and genesis are BLAKE3 of the byte strings
+    /// docs/compliance.md spells out, built here by hand.
+    #[test]
+    fn v2_hashes_are_blake3_of_the_documented_bytes() {
+        let chain = [9u8; 16];
+        let digests = [[1u8; 32], [2u8; 32], [3u8; 32]];
+        let pos = BatchPosition {
+            chain: &chain,
+            view: "ecs",
+            run: 3,
+            batch: 7,
+            first_seq: 40,
+        };
+        let mut root_input = vec![0x04];
+        for d in &digests {
+            root_input.extend_from_slice(d);
+        }
+        let root = Suite::V2.batch_root(pos, &digests);
+        assert_eq!(root, *blake3::hash(&root_input).as_bytes());
+
+        let prev = [5u8; 32];
+        let tags = b"0123456789abcdef01234567";
+        let mut head_input = vec![0x02];
+        head_input.extend_from_slice(&prev);
+        head_input.extend_from_slice(&chain);
+        head_input.extend_from_slice(b"\x03ecs");
+        for n in [3u64, 7, 40, 3] {
+            head_input.extend_from_slice(&n.to_be_bytes());
+        }
+        head_input.extend_from_slice(&root);
+        head_input.extend_from_slice(blake3::hash(tags).as_bytes());
+        let head = Suite::V2.batch_head(HeadInput {
+            prev: &prev,
+            chain: &chain,
+            view: "ecs",
+            run: 3,
+            batch: 7,
+            first_seq: 40,
+            count: 3,
+            root: &root,
+            tags,
+        });
+        assert_eq!(head, *blake3::hash(&head_input).as_bytes());
+
+        let mut genesis_input = vec![0x03];
+        genesis_input.extend_from_slice(&chain);
+        genesis_input.extend_from_slice(b"\x03ecs");
+        genesis_input.extend_from_slice(&4u64.to_be_bytes());
+        genesis_input.extend_from_slice(&43u64.to_be_bytes());
+        genesis_input.extend_from_slice(&head);
+        assert_eq!(
+            Suite::V2.run_genesis(&chain, "ecs", 4, 43, Some(&head)),
+            *blake3::hash(&genesis_input).as_bytes()
+        );
+        // v1 and v2 never agree, and v1 is what it was.
+        assert_ne!(Suite::V1.batch_root(pos, &digests), root);
+        assert_eq!(
+            Suite::V1.run_genesis(&chain, "ecs", 4, 43, None),
+            run_genesis(&chain, "ecs", 4, 43, None)
+        );
     }
 
     #[test]

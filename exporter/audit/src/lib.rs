@@ -14,6 +14,7 @@ pub mod auditor;
 pub mod canonical;
 pub mod fields;
 pub mod hash;
+pub mod hash_v2;
 pub mod note;
 pub mod records;
 pub mod state;
@@ -22,6 +23,7 @@ pub mod verify;
 
 pub use auditor::{AuditError, Auditor, AuditorOptions, BatchStamp, Tick};
 pub use fields::AuditFields;
+pub use hash::Suite;
 pub use note::{NoteSigner, NoteVerifier};
 pub use records::{
     CheckpointRecord, ClockState, GapRecord, HeartbeatRecord, LifecycleEvent, LifecycleRecord,

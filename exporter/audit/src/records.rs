@@ -66,16 +66,14 @@ pub struct SealRecord {
     pub head: Hash,
     /// One [`crate::hash::TAG_BYTES`] prefix of each record's content digest, in seq order.
     pub tags: Vec<u8>,
+    /// The hash suite of the batch; written as `suite` only when not v1.
+    pub suite: crate::hash::Suite,
     pub at: SystemTime,
 }
 
 impl SealRecord {
     pub fn to_json(&self) -> Value {
-        envelope(
-            "seal",
-            &self.node,
-            self.at,
-            json!({"audit": {
+        let mut audit = json!({
                 "type": "seal",
                 "chain": chain_hex(&self.chain),
                 "view": self.view,
@@ -88,8 +86,14 @@ impl SealRecord {
                 "prev": B64.encode(self.prev),
                 "head": B64.encode(self.head),
                 "tags": B64.encode(&self.tags),
-            }}),
-        )
+        });
+        // v1 seals look as they did before suites had names.
+        if self.suite != crate::hash::Suite::V1
+            && let Value::Object(map) = &mut audit
+        {
+            map.insert("suite".into(), self.suite.name().into());
+        }
+        envelope("seal", &self.node, self.at, json!({ "audit": audit }))
     }
 
     pub fn to_json_line(&self) -> Vec<u8> {

@@ -33,10 +33,8 @@ use crate::canonical::Canonicalizer;
 use crate::fields::{
     AuditFieldsRef, audit_object, canonical_str, chain_hex, get_chain, get_str, get_u64,
 };
-use crate::hash::{
-    ChainId, Hash, HeadInput, LeafPosition, TAG_BYTES, batch_head, content_digest, leaf_hash,
-    merkle_root,
-};
+use crate::hash::{BatchPosition, ChainId, Hash, HeadInput, Suite, TAG_BYTES};
+use crate::hash_v2::DigestBatch;
 use crate::note::{Checkpoint, NoteCheck, NoteVerifier, SignedNote};
 
 /// How strict to be.
@@ -249,6 +247,7 @@ struct Rec {
     run: u64,
     batch: u64,
     digest: Hash,
+    suite: Suite,
     loc: Location,
 }
 
@@ -263,6 +262,7 @@ struct SealInfo {
     /// The head as written in the seal (recomputed, never trusted).
     claimed_head: Hash,
     tags: Vec<u8>,
+    suite: Suite,
 }
 
 #[derive(Debug, Clone)]
@@ -309,7 +309,16 @@ pub struct Verifier {
     /// Per file: lines without audit fields, and the first of them.
     unaudited: BTreeMap<u32, (u64, Location)>,
     canon: Canonicalizer,
+    /// v2 records whose digests are computed together (chain index, record
+    /// index), their canonical forms back to back, and where each ends.
+    pending: Vec<(usize, usize)>,
+    pending_forms: Vec<u8>,
+    pending_ends: Vec<usize>,
+    digest_batch: DigestBatch,
 }
+
+/// v2 digests are computed for this many records at once.
+const DIGEST_GROUP: usize = 64;
 
 /// Find a value by dotted path in a record that may be nested, dotted or
 /// flattened (`a.b.c` matches `{"a":{"b":{"c":…}}}`, `{"a.b":{"c":…}}`, …).
@@ -349,6 +358,13 @@ fn parse_seal(obj: &Map<String, Value>) -> Result<SealInfo, String> {
         prev: b64_hash(obj, "prev")?,
         claimed_head: b64_hash(obj, "head")?,
         tags,
+        suite: match obj.get("suite") {
+            None => Suite::V1,
+            Some(_) => get_str(obj, "suite")
+                .ok()
+                .and_then(Suite::from_name)
+                .ok_or_else(|| "flowscribe.audit.suite names no known hash suite".to_string())?,
+        },
     };
     if seal.count == 0 || seal.tags.len() as u64 != seal.count * TAG_BYTES as u64 {
         return Err(format!(
@@ -393,6 +409,10 @@ impl Verifier {
             findings: Vec::new(),
             unaudited: BTreeMap::new(),
             canon: Canonicalizer::new(),
+            pending: Vec::new(),
+            pending_forms: Vec::new(),
+            pending_ends: Vec::new(),
+            digest_batch: DigestBatch::new(),
         }
     }
 
@@ -443,10 +463,9 @@ impl Verifier {
     }
 
     fn add_canonicalized(&mut self, canon: &mut Canonicalizer, loc: Location, bytes: &[u8]) {
-        let digest = match canon.canonicalize(bytes) {
-            Ok(c) => content_digest(c),
-            Err(e) => return self.malformed(loc, e.to_string()),
-        };
+        if let Err(e) = canon.canonicalize(bytes) {
+            return self.malformed(loc, e.to_string());
+        }
         if !canon.has_audit() {
             let entry = self.unaudited.entry(loc.file).or_insert((0, loc));
             entry.0 += 1;
@@ -477,6 +496,11 @@ impl Verifier {
             None
         };
         let node = canon.leaf("host.name").and_then(canonical_str);
+        // v1 digests now; v2 digests in groups (filled in by flush_digests).
+        let digest = match fields.suite {
+            Suite::V1 => Suite::V1.content_digest(canon.form()),
+            Suite::V2 => [0; 32],
+        };
         let data = self.chain_data(fields.chain, &fields.view);
         if let Some(node) = node
             && !data.nodes.contains(node.as_ref())
@@ -488,9 +512,46 @@ impl Verifier {
             run: fields.run,
             batch: fields.batch,
             digest,
+            suite: fields.suite,
             loc,
         });
         data.gaps.extend(gap);
+        if fields.suite == Suite::V2 {
+            let record = data.records.len() - 1;
+            if let Some(chain) = self.last_chain {
+                self.pending.push((chain, record));
+                self.pending_forms.extend_from_slice(canon.form());
+                self.pending_ends.push(self.pending_forms.len());
+                if self.pending.len() == DIGEST_GROUP {
+                    self.flush_digests();
+                }
+            }
+        }
+    }
+
+    /// Compute the pending v2 digests and store them in their records.
+    fn flush_digests(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut start = 0;
+        let forms: Vec<&[u8]> = self
+            .pending_ends
+            .iter()
+            .map(|&end| {
+                let f = &self.pending_forms[start..end];
+                start = end;
+                f
+            })
+            .collect();
+        let mut digests = Vec::with_capacity(forms.len());
+        self.digest_batch.digests(&forms, &mut digests);
+        for (&(chain, record), d) in self.pending.iter().zip(&digests) {
+            self.chains[chain].1.records[record].digest = *d;
+        }
+        self.pending.clear();
+        self.pending_forms.clear();
+        self.pending_ends.clear();
     }
 
     /// The data of a chain and view (the last one used is found first,
@@ -559,6 +620,7 @@ impl Verifier {
 
     /// Check everything fed so far.
     pub fn finish(mut self) -> Report {
+        self.flush_digests();
         let mut chains = Vec::new();
         let mut all = std::mem::take(&mut self.chains);
         all.sort_by(|a, b| a.0.cmp(&b.0));
@@ -597,6 +659,7 @@ struct BatchView {
     prev: Hash,
     head: Hash,
     tags: Vec<u8>,
+    suite: Suite,
     from_seal: bool,
 }
 
@@ -1209,7 +1272,7 @@ impl<'a> ChainCheck<'a> {
     }
 
     fn view_from_seal(&self, run: u64, batch: u64, s: &SealInfo) -> BatchView {
-        let head = batch_head(HeadInput {
+        let head = s.suite.batch_head(HeadInput {
             prev: &s.prev,
             chain: &self.chain,
             view: &self.view,
@@ -1227,6 +1290,7 @@ impl<'a> ChainCheck<'a> {
             prev: s.prev,
             head,
             tags: s.tags.clone(),
+            suite: s.suite,
             from_seal: true,
         }
     }
@@ -1255,25 +1319,30 @@ impl<'a> ChainCheck<'a> {
         if picked.last()?.seq != first_seq + count - 1 {
             return None;
         }
+        // One suite per batch: records that disagree cannot rebuild it.
+        let suite = picked.first()?.suite;
+        if picked.iter().any(|r| r.suite != suite) {
+            return None;
+        }
         let mut tags = Vec::with_capacity(picked.len() * TAG_BYTES);
-        let leaves: Vec<Hash> = picked
+        let digests: Vec<Hash> = picked
             .iter()
             .map(|r| {
                 tags.extend_from_slice(&r.digest[..TAG_BYTES]);
-                leaf_hash(
-                    LeafPosition {
-                        chain: &self.chain,
-                        view: &self.view,
-                        run,
-                        batch,
-                        seq: r.seq,
-                    },
-                    &r.digest,
-                )
+                r.digest
             })
             .collect();
-        let root = merkle_root(&leaves);
-        let head = batch_head(HeadInput {
+        let root = suite.batch_root(
+            BatchPosition {
+                chain: &self.chain,
+                view: &self.view,
+                run,
+                batch,
+                first_seq,
+            },
+            &digests,
+        );
+        let head = suite.batch_head(HeadInput {
             prev: &prev,
             chain: &self.chain,
             view: &self.view,
@@ -1291,6 +1360,7 @@ impl<'a> ChainCheck<'a> {
             prev,
             head,
             tags,
+            suite,
             from_seal: false,
         })
     }
@@ -1305,7 +1375,7 @@ impl<'a> ChainCheck<'a> {
         accounted: &mut [bool],
         mismatched: &mut Vec<(usize, u64)>,
     ) -> u64 {
-        let mut leaves = Vec::with_capacity(v.count as usize);
+        let mut digests = Vec::with_capacity(v.count as usize);
         let mut complete = true;
         let mut verified = 0;
         for (i, tag) in v.tags.chunks_exact(TAG_BYTES).enumerate() {
@@ -1314,7 +1384,10 @@ impl<'a> ChainCheck<'a> {
             let at = records_at(records, seq);
             let good = at.clone().find(|&j| {
                 let r = &records[j];
-                &r.digest[..TAG_BYTES] == tag && r.run == run && r.batch == batch
+                &r.digest[..TAG_BYTES] == tag
+                    && r.run == run
+                    && r.batch == batch
+                    && r.suite == v.suite
             });
             for j in at.clone() {
                 accounted[j] = true;
@@ -1332,7 +1405,7 @@ impl<'a> ChainCheck<'a> {
                             self.point(
                                 FindingKind::Modified,
                                 seq,
-                                "audit fields altered (run or batch)".to_string(),
+                                "audit fields altered (run, batch or suite)".to_string(),
                                 Some(r.loc),
                             );
                         } else {
@@ -1343,19 +1416,15 @@ impl<'a> ChainCheck<'a> {
                 Some(g) => {
                     verified += 1;
                     let gr = records[g];
-                    leaves.push(leaf_hash(
-                        LeafPosition {
-                            chain: &self.chain,
-                            view: &self.view,
-                            run,
-                            batch,
-                            seq,
-                        },
-                        &gr.digest,
-                    ));
+                    digests.push(gr.digest);
                     for j in at.clone() {
                         let r = &records[j];
-                        if j == g || (r.digest == gr.digest && r.run == run && r.batch == batch) {
+                        if j == g
+                            || (r.digest == gr.digest
+                                && r.run == run
+                                && r.batch == batch
+                                && r.suite == v.suite)
+                        {
                             continue; // the record itself, or an exact replay
                         }
                         let kind = if r.digest == gr.digest {
@@ -1373,7 +1442,14 @@ impl<'a> ChainCheck<'a> {
                 }
             }
         }
-        if complete && merkle_root(&leaves) != v.root {
+        let position = BatchPosition {
+            chain: &self.chain,
+            view: &self.view,
+            run,
+            batch,
+            first_seq: v.first_seq,
+        };
+        if complete && v.suite.batch_root(position, &digests) != v.root {
             // Only reachable when tags collide: integrity rests on the root.
             for seq in v.first_seq..v.first_seq + v.count {
                 self.point(

@@ -13,7 +13,7 @@ mod common;
 
 use common::*;
 use flowscribe_audit::verify::VerifyOptions;
-use flowscribe_audit::{FileStateStore, MemoryStateStore, NoteSigner, NoteVerifier};
+use flowscribe_audit::{FileStateStore, MemoryStateStore, NoteSigner, NoteVerifier, Suite};
 use serde_json::{Map, Value};
 
 /// xorshift64: deterministic, no dependency.
@@ -225,15 +225,28 @@ fn mutate(lines: &[String], m: Mutation, rng: &mut Rng) -> (Vec<String>, VerifyO
 
 /// One node stopped and restarted (two runs, a gap record) and a second
 /// node; a batch every 10 s, so each run has checkpoints at 0, 60 and 120 s
-/// and a stop checkpoint: 103 lines.
-fn corpus_archive() -> Vec<String> {
+/// and a stop checkpoint: 103 lines. `suites`: node-a's first and second
+/// run, and node-b.
+fn corpus_archive(suites: [Suite; 3]) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");
     let store = || FileStateStore::new(&path);
     let mut lines = Vec::new();
-    let (run1, _) = run_node_every("node-a", store(), 0, 10_000, 7, 2, true, [0xa1; 16]);
-    let (run2, _) = run_node_every("node-a", store(), 100_000, 10_000, 7, 2, true, [0xa1; 16]);
-    let (other, _) = run_node_every(
+    let [s1, s2, s3] = suites;
+    let (run1, _) = run_node_in(s1, "node-a", store(), 0, 10_000, 7, 2, true, [0xa1; 16]);
+    let (run2, _) = run_node_in(
+        s2,
+        "node-a",
+        store(),
+        100_000,
+        10_000,
+        7,
+        2,
+        true,
+        [0xa1; 16],
+    );
+    let (other, _) = run_node_in(
+        s3,
         "node-b",
         MemoryStateStore::default(),
         0,
@@ -249,9 +262,69 @@ fn corpus_archive() -> Vec<String> {
     lines
 }
 
+const V1: [Suite; 3] = [Suite::V1; 3];
+const V2: [Suite; 3] = [Suite::V2; 3];
+/// node-a upgraded from v1 to v2 at its restart; node-b on v2.
+const MIXED: [Suite; 3] = [Suite::V1, Suite::V2, Suite::V2];
+
 #[test]
 fn ten_thousand_mutations_are_all_detected() {
-    let lines = corpus_archive();
+    all_mutations_detected(V1);
+}
+
+#[test]
+fn ten_thousand_mutations_are_all_detected_v2() {
+    all_mutations_detected(V2);
+}
+
+#[test]
+fn ten_thousand_mutations_are_all_detected_mixed_suites() {
+    all_mutations_detected(MIXED);
+}
+
+#[test]
+fn benign_changes_pass() {
+    benign_changes_pass_in(V1);
+}
+
+#[test]
+fn benign_changes_pass_v2() {
+    benign_changes_pass_in(V2);
+}
+
+#[test]
+fn benign_changes_pass_mixed_suites() {
+    benign_changes_pass_in(MIXED);
+}
+
+/// A v2 run says so in-band: each of its data records and seals names the
+/// suite; v1 lines and checkpoints (signed heads, computed in the suite of
+/// their run) name none.
+#[test]
+fn the_mixed_corpus_names_v2_exactly_where_it_is_used() {
+    let lines = corpus_archive(MIXED);
+    let mut named = 0;
+    for line in &lines {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let audit = flowscribe_audit::fields::audit_object(&v).unwrap();
+        let node = v["host"]["name"].as_str().unwrap();
+        let run = audit.get("run").and_then(Value::as_u64).unwrap();
+        let checkpoint = audit.get("type").and_then(Value::as_str) == Some("checkpoint");
+        let v2_run = node == "node-b" || run == 2;
+        let suite = audit.get("suite").and_then(Value::as_str);
+        let want = (v2_run && !checkpoint).then_some("v2");
+        assert_eq!(suite, want, "{line}");
+        named += usize::from(want.is_some());
+    }
+    // At least node-a run 2's 7 batches of 2 flows and 7 seals, and
+    // node-b's 13 batches of 2 flows and 13 seals (plus gap and heartbeats).
+    assert!(named >= 21 + 39, "{named} lines name v2");
+    let r = verify_lines(&lines, options());
+    assert!(r.ok(), "{}", r.render());
+}
+
+fn all_mutations_detected(suites: [Suite; 3]) {
+    let lines = corpus_archive(suites);
     let base = verify_lines(&lines, options());
     assert!(base.ok(), "{}", base.render());
     assert_eq!(lines.len(), 103);
@@ -280,9 +353,8 @@ fn ten_thousand_mutations_are_all_detected() {
     assert_eq!(per_kind, [1250; 8]);
 }
 
-#[test]
-fn benign_changes_pass() {
-    let lines = corpus_archive();
+fn benign_changes_pass_in(suites: [Suite; 3]) {
+    let lines = corpus_archive(suites);
     let mut rng = Rng(0x1234_5678_9abc_def1);
     for _ in 0..300 {
         let mut out = lines.clone();

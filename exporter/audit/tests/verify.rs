@@ -9,6 +9,27 @@ use flowscribe_audit::verify::{FindingKind, Report, Verifier, VerifyOptions};
 use flowscribe_audit::{FileStateStore, NoteSigner, NoteVerifier};
 use serde_json::Value;
 
+// Every test here runs twice: archives hashed with suite v1 and with v2.
+in_both_suites!(
+    a_generated_archive_verifies,
+    a_deleted_line_is_missing_at_its_seq,
+    an_edited_field_is_modified_at_its_seq,
+    edited_audit_fields_are_caught,
+    two_lines_swapped_across_batches,
+    forged_lines_are_inserted_or_unsigned,
+    dropping_checkpoints,
+    a_deleted_seal_is_reported_but_its_records_still_verify,
+    a_wrong_key_signs_nothing,
+    a_forged_signature_under_the_trusted_name_and_id_is_bad,
+    a_truncated_file_is_malformed_at_its_last_line,
+    siem_exports_interleaved_reformatted_and_shuffled_verify,
+    crash_and_restart_leave_a_gap_record_and_sequences_continue,
+    a_clean_restart_verifies_without_leniency,
+    an_archive_cut_after_a_checkpoint_has_an_open_end,
+    checkpoints_further_apart_than_allowed_are_late,
+    blocks_of_lines_verify_like_single_lines,
+);
+
 /// The failing findings as (kind, seq range).
 fn failures(r: &Report) -> Vec<(FindingKind, Option<(u64, u64)>)> {
     r.findings
@@ -34,7 +55,6 @@ fn archive() -> Vec<String> {
     simple_archive(180, 20).text()
 }
 
-#[test]
 fn a_generated_archive_verifies() {
     let a = simple_archive(180, 20);
     assert_eq!(a.checkpoints, 4);
@@ -60,7 +80,6 @@ fn a_generated_archive_verifies() {
     );
 }
 
-#[test]
 fn a_deleted_line_is_missing_at_its_seq() {
     let mut lines = archive();
     let i = lines.iter().position(|l| seq_of(l) == Some(1000)).unwrap();
@@ -72,7 +91,6 @@ fn a_deleted_line_is_missing_at_its_seq() {
     );
 }
 
-#[test]
 fn an_edited_field_is_modified_at_its_seq() {
     let mut lines = archive();
     let i = lines.iter().position(|l| seq_of(l) == Some(2345)).unwrap();
@@ -85,7 +103,6 @@ fn an_edited_field_is_modified_at_its_seq() {
     assert_eq!(r.findings[0].location.unwrap().line, i as u64 + 1);
 }
 
-#[test]
 fn edited_audit_fields_are_caught() {
     let mut lines = archive();
     let i = lines.iter().position(|l| seq_of(l) == Some(77)).unwrap();
@@ -95,7 +112,6 @@ fn edited_audit_fields_are_caught() {
     assert_eq!(failures(&r), vec![(FindingKind::Modified, Some((77, 77)))]);
 }
 
-#[test]
 fn two_lines_swapped_across_batches() {
     let lines = archive();
     let a = lines.iter().position(|l| seq_of(l) == Some(500)).unwrap();
@@ -142,7 +158,6 @@ fn two_lines_swapped_across_batches() {
     );
 }
 
-#[test]
 fn forged_lines_are_inserted_or_unsigned() {
     let lines = archive();
     let i = lines.iter().position(|l| seq_of(l) == Some(321)).unwrap();
@@ -168,7 +183,6 @@ fn forged_lines_are_inserted_or_unsigned() {
     assert!(verify_lines(&replay, options()).ok());
 }
 
-#[test]
 fn dropping_checkpoints() {
     let lines = archive();
     let cps: Vec<usize> = (0..lines.len())
@@ -199,7 +213,6 @@ fn dropping_checkpoints() {
     );
 }
 
-#[test]
 fn a_deleted_seal_is_reported_but_its_records_still_verify() {
     let mut lines = archive();
     let seals: Vec<usize> = (0..lines.len())
@@ -215,7 +228,6 @@ fn a_deleted_seal_is_reported_but_its_records_still_verify() {
     assert_eq!(r.chains[0].records_verified, 3606);
 }
 
-#[test]
 fn a_wrong_key_signs_nothing() {
     let lines = archive();
     let other = NoteSigner::from_seed(KEY_NAME, [43; 32]).unwrap();
@@ -236,7 +248,6 @@ fn a_wrong_key_signs_nothing() {
     );
 }
 
-#[test]
 fn a_forged_signature_under_the_trusted_name_and_id_is_bad() {
     let mut lines = archive();
     let i = lines
@@ -263,7 +274,6 @@ fn a_forged_signature_under_the_trusted_name_and_id_is_bad() {
     );
 }
 
-#[test]
 fn a_truncated_file_is_malformed_at_its_last_line() {
     let mut lines = archive();
     let n = lines.len();
@@ -291,7 +301,6 @@ fn a_truncated_file_is_malformed_at_its_last_line() {
     );
 }
 
-#[test]
 fn siem_exports_interleaved_reformatted_and_shuffled_verify() {
     // Two nodes, interleaved, every line re-serialised with flattened keys in
     // another order (as a SIEM would store them), then shuffled.
@@ -361,7 +370,6 @@ fn flatten_line(line: &str) -> String {
     format!("{{ {} }}", body.join(", "))
 }
 
-#[test]
 fn crash_and_restart_leave_a_gap_record_and_sequences_continue() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit-state.json");
@@ -443,7 +451,6 @@ fn crash_and_restart_leave_a_gap_record_and_sequences_continue() {
     );
 }
 
-#[test]
 fn a_clean_restart_verifies_without_leniency() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.json");
@@ -499,7 +506,6 @@ fn a_clean_restart_verifies_without_leniency() {
     assert!(r.ok(), "{}", r.render());
 }
 
-#[test]
 fn an_archive_cut_after_a_checkpoint_has_an_open_end() {
     let lines = archive();
     let cps: Vec<usize> = (0..lines.len())
@@ -527,7 +533,6 @@ fn an_archive_cut_after_a_checkpoint_has_an_open_end() {
     assert_eq!(r.of_kind(FindingKind::OpenEnd).len(), 1);
 }
 
-#[test]
 fn checkpoints_further_apart_than_allowed_are_late() {
     // One batch every 50 s: checkpoints come at 0, 100 and 200 s (due at
     // 60 s, made at the next tick), then the stop checkpoint at 250 s.
@@ -570,7 +575,6 @@ fn checkpoints_further_apart_than_allowed_are_late() {
 
 /// Feeding a whole archive as one block gives the same report as feeding it
 /// line by line: same counts, same findings, same line numbers.
-#[test]
 fn blocks_of_lines_verify_like_single_lines() {
     let archive = simple_archive(3, 20);
     let mut lines = archive.text();
@@ -601,4 +605,42 @@ fn blocks_of_lines_verify_like_single_lines() {
             .line,
         6
     );
+}
+
+/// Written by main at 5727ebf, before suites had names (a node that crashed
+/// after 3 batches and restarted, and a second node; 41 lines): today's
+/// verifier reads it as v1 and reports exactly what main's did.
+#[test]
+fn an_archive_written_before_v2_still_verifies() {
+    let text = include_str!("fixtures/v1-archive-main-5727ebf.jsonl");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 41);
+    assert!(!text.contains("suite"));
+    // Strict: the crashed run's unsigned tail (seq 6..=8) is the one failure.
+    let strict = verify_lines(&lines, options());
+    assert_eq!(
+        failures(&strict),
+        vec![(FindingKind::UnsignedCrashTail, Some((6, 8)))]
+    );
+    let lenient = VerifyOptions {
+        accept_crash_tail: true,
+        ..options()
+    };
+    let r = verify_lines(&lines, lenient.clone());
+    assert!(r.ok(), "{}", r.render());
+    let counts: Vec<(u64, u64, u64)> = r
+        .chains
+        .iter()
+        .map(|c| (c.records, c.records_verified, c.batches_verified))
+        .collect();
+    assert_eq!(counts, vec![(19, 16, 5), (7, 7, 2)]);
+    // One changed byte in a flow still fails it.
+    let mut tampered = lines.clone();
+    let i = tampered
+        .iter()
+        .position(|l| l.contains("\"bytes\":"))
+        .unwrap();
+    let changed = tampered[i].replacen("\"bytes\":", "\"bytes\":1", 1);
+    tampered[i] = &changed;
+    assert!(!verify_lines(&tampered, lenient).ok());
 }

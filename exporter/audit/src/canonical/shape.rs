@@ -773,9 +773,19 @@ mod tests {
             Ok(bytes) => {
                 let mut seen = String::from_utf8(bytes.to_vec()).unwrap();
                 seen.push_str(&format!(" audit={}", c.has_audit()));
-                for f in ["chain", "view", "run", "batch", "seq", "type", "", "audit"] {
+                for f in [
+                    "chain", "view", "run", "batch", "seq", "suite", "type", "", "audit",
+                ] {
                     seen.push_str(&format!(" {f}={:?}", c.audit_field(f)));
+                    // The one-pass reader finds what the lookup finds.
+                    let first = c
+                        .audit_fields()
+                        .find(|(name, _)| *name == f.as_bytes())
+                        .map(|(_, v)| v);
+                    assert_eq!(first, c.audit_field(f), "{f}");
                 }
+                let fields = crate::fields::AuditFieldsRef::from_canonical(c);
+                seen.push_str(&format!(" fields={fields:?}"));
                 for p in paths {
                     seen.push_str(&format!(" {p}={:?}", c.leaf(p)));
                 }

@@ -3,13 +3,51 @@
 //! JSON lines a file sink would hold. Shared by the tests and the bench.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::cell::Cell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flowscribe_audit::verify::{Report, Verifier, VerifyOptions};
 use flowscribe_audit::{
     Auditor, AuditorOptions, ClockState, HeartbeatRecord, MemoryStateStore, NoteSigner,
-    NoteVerifier, StateStore,
+    NoteVerifier, StateStore, Suite,
 };
+
+thread_local! {
+    /// The hash suite archives are written with on this test's thread.
+    static SUITE: Cell<Suite> = const { Cell::new(Suite::V1) };
+}
+
+/// Run a test body with archives written in `suite` (each test runs on its
+/// own thread, so this does not leak into other tests).
+pub fn with_suite(suite: Suite, body: fn()) {
+    SUITE.set(suite);
+    body();
+}
+
+/// The suite [`run_node`] and friends write with.
+pub fn suite() -> Suite {
+    SUITE.get()
+}
+
+/// Generate `suite_v1::NAME` and `suite_v2::NAME` tests that run the
+/// function `NAME` with archives of each suite.
+#[macro_export]
+macro_rules! in_both_suites {
+    ($($name:ident),* $(,)?) => {
+        mod suite_v1 {
+            $(#[test]
+            fn $name() {
+                $crate::common::with_suite(flowscribe_audit::Suite::V1, super::$name)
+            })*
+        }
+        mod suite_v2 {
+            $(#[test]
+            fn $name() {
+                $crate::common::with_suite(flowscribe_audit::Suite::V2, super::$name)
+            })*
+        }
+    };
+}
 
 pub const KEY_NAME: &str = "flowscribe-test";
 
@@ -60,6 +98,29 @@ pub fn flow_json(node: &str, n: u64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// [`flow_json`] grown to about `bytes` bytes (when more than ~900) with
+/// ECS `labels`, as pod labels make real flow documents 2-3 KB: a fixed
+/// number of `"k8s-label-NNN":"value-NNN-<n>"` entries, so every document
+/// of one size has the same shape.
+pub fn flow_json_sized(node: &str, n: u64, bytes: usize) -> Vec<u8> {
+    let mut doc = flow_json(node, n);
+    let labels = bytes.saturating_sub(900) / 36;
+    if labels > 0 {
+        doc.pop();
+        doc.extend_from_slice(br#","labels":{"#);
+        for i in 0..labels {
+            if i > 0 {
+                doc.push(b',');
+            }
+            doc.extend_from_slice(
+                format!(r#""k8s-label-{i:03}":"value-{i:03}-{}""#, n % 977).as_bytes(),
+            );
+        }
+        doc.extend_from_slice(b"}}");
+    }
+    doc
+}
+
 /// What a run of the stand-in pipeline produced.
 #[derive(Debug, Default)]
 pub struct Archive {
@@ -107,7 +168,33 @@ pub fn run_node_every<S: StateStore>(
     clean: bool,
     chain_id: [u8; 16],
 ) -> (Archive, Option<S>) {
-    let options = AuditorOptions::new(node, vec!["ecs".into()]);
+    run_node_in(
+        suite(),
+        node,
+        store,
+        start_ms,
+        step_ms,
+        batches,
+        batch_size,
+        clean,
+        chain_id,
+    )
+}
+
+/// [`run_node_every`] in a given hash suite.
+#[allow(clippy::too_many_arguments)]
+pub fn run_node_in<S: StateStore>(
+    suite: Suite,
+    node: &str,
+    store: S,
+    start_ms: u64,
+    step_ms: u64,
+    batches: u64,
+    batch_size: u64,
+    clean: bool,
+    chain_id: [u8; 16],
+) -> (Archive, Option<S>) {
+    let options = AuditorOptions::new(node, vec!["ecs".into()]).with_suite(suite);
     let (mut auditor, gap) =
         Auditor::start(store, signer(), options, t(start_ms), chain_id).unwrap();
     let mut out = Archive::default();
