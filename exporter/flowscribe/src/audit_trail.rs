@@ -85,7 +85,7 @@ impl AuditTrail {
         std::fs::create_dir_all(&settings.state_dir)
             .with_context(|| format!("audit.state_dir {}", settings.state_dir.display()))?;
         let store = FileStateStore::new(settings.state_dir.join("audit-state.json"));
-        let mut options = AuditorOptions::new(node, views);
+        let mut options = AuditorOptions::new(node, views).with_suite(settings.hash_suite);
         options.checkpoint_interval = settings.checkpoint_interval;
         options.heartbeat_interval = settings.heartbeat_interval;
         let new_chain = flowscribe_audit::random_chain_id()

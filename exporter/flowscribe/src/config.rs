@@ -202,6 +202,12 @@ pub const FIELDS: &[FieldDoc] = &[
         default: "30s",
         doc: "Heartbeat record period: clock state (adjtimex), interfaces attached, degraded conditions.",
     },
+    FieldDoc {
+        path: "audit.hash_suite",
+        kind: "v1 | v2",
+        default: "v2",
+        doc: "How records, batches and checkpoints are hashed (docs/compliance.md, \"Hash suites\"). v2 (BLAKE3, many records hashed side by side) seals and verifies faster; v1 (SHA-256, RFC 6962 Merkle tree) is what earlier versions wrote. Records and seals name their suite, so a chain may switch at a restart and `flowscribe verify` checks each batch in its own suite.",
+    },
 ];
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -231,6 +237,7 @@ pub struct RawAudit {
     pub state_dir: Option<PathBuf>,
     pub checkpoint_interval: Option<String>,
     pub heartbeat_interval: Option<String>,
+    pub hash_suite: Option<String>,
 }
 
 /// Validated `audit` settings (present when the trail is on).
@@ -241,6 +248,7 @@ pub struct AuditSettings {
     pub state_dir: PathBuf,
     pub checkpoint_interval: Duration,
     pub heartbeat_interval: Duration,
+    pub hash_suite: flowscribe_audit::Suite,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -706,6 +714,17 @@ impl RawAudit {
             Duration::from_secs(30),
             Duration::from_secs(1),
         );
+        let hash_suite = match self.hash_suite.as_deref() {
+            None | Some("v2") => flowscribe_audit::Suite::V2,
+            Some("v1") => flowscribe_audit::Suite::V1,
+            Some(other) => {
+                p.push(problem(
+                    "audit.hash_suite",
+                    format!("{other:?} is not one of v1, v2"),
+                ));
+                flowscribe_audit::Suite::V2
+            }
+        };
         let key_name = self
             .key_name
             .clone()
@@ -735,6 +754,7 @@ impl RawAudit {
                 .unwrap_or_else(|| PathBuf::from("/var/lib/flowscribe")),
             checkpoint_interval,
             heartbeat_interval,
+            hash_suite,
         })
     }
 }
@@ -892,6 +912,27 @@ mod tests {
         let c = ok.validate("n").unwrap();
         assert_eq!(c.audit.unwrap().key_name, "flowscribe");
         assert!(parse("mode: lax\n").validate("n").unwrap_err()[0].path == "mode");
+    }
+
+    #[test]
+    fn audit_hash_suite_defaults_to_v2_and_names_a_bad_value() {
+        let suite = |yaml: &str| {
+            parse(yaml)
+                .validate("n")
+                .map(|c| c.audit.unwrap().hash_suite)
+        };
+        assert_eq!(
+            suite("audit:\n  key_file: /k\n").unwrap(),
+            flowscribe_audit::Suite::V2
+        );
+        assert_eq!(
+            suite("audit:\n  key_file: /k\n  hash_suite: v1\n").unwrap(),
+            flowscribe_audit::Suite::V1
+        );
+        let problems = suite("audit:\n  key_file: /k\n  hash_suite: sha1\n").unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].path, "audit.hash_suite");
+        assert!(problems[0].message.contains("\"sha1\""), "{problems:#?}");
     }
 
     #[test]
