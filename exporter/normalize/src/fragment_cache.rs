@@ -136,8 +136,10 @@ impl<K: Hash + Eq, V> BoundedMap<K, V> {
 /// record whose parts all hit saves about 4k instructions, one whose
 /// parts all miss, about 3.5 misses, costs about 14k more: break-even
 /// near one miss per record.)
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Admission {
+    /// Misses in a window above which the cache is bypassed.
+    max_misses: u64,
     /// Cached records in the current window.
     records: u32,
     /// Records left to write without the cache.
@@ -148,10 +150,29 @@ pub(crate) struct Admission {
     bypassed: u64,
 }
 
+impl Default for Admission {
+    /// [`Admission::MAX_MISSES_PER_RECORD`] on average.
+    fn default() -> Admission {
+        Admission::with_max_misses(u64::from(Self::WINDOW) * Self::MAX_MISSES_PER_RECORD)
+    }
+}
+
 impl Admission {
     pub(crate) const WINDOW: u32 = 256;
     pub(crate) const MAX_MISSES_PER_RECORD: u64 = 1;
     pub(crate) const BYPASS: u32 = 8192;
+
+    /// Admission that bypasses the cache after a window with more than
+    /// `max_misses` misses.
+    pub(crate) fn with_max_misses(max_misses: u64) -> Admission {
+        Admission {
+            max_misses,
+            records: 0,
+            bypass: 0,
+            start: (0, 0),
+            bypassed: 0,
+        }
+    }
 
     /// Whether the next record uses the cache, given the lookups and
     /// misses of the cache's maps so far.
@@ -169,7 +190,7 @@ impl Admission {
             let m = misses - self.start.1;
             self.records = 0;
             self.start = (lookups, misses);
-            if m > u64::from(Self::WINDOW) * Self::MAX_MISSES_PER_RECORD {
+            if m > self.max_misses {
                 self.bypass = Self::BYPASS - 1;
                 self.bypassed += 1;
                 return false;

@@ -39,6 +39,7 @@ pub mod otlp;
 mod protobuf;
 mod rfc3339;
 mod schema;
+mod template;
 #[cfg(test)]
 mod test_flows;
 mod view;
