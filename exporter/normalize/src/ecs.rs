@@ -73,16 +73,15 @@ mod hole {
     pub(super) const WINDOW_END: Hole = 0;
     pub(super) const WINDOW_START: Hole = 1;
     pub(super) const OBSERVED: Hole = 2;
-    pub(super) const FIRST_PACKET: Hole = 3;
-    pub(super) const LAST_PACKET: Hole = 4;
-    pub(super) const DURATION: Hole = 5;
-    pub(super) const EVENT_ID: Hole = 6;
-    pub(super) const SOURCE_BYTES: Hole = 7;
-    pub(super) const SOURCE_PACKETS: Hole = 8;
-    pub(super) const DESTINATION_BYTES: Hole = 9;
-    pub(super) const DESTINATION_PACKETS: Hole = 10;
-    pub(super) const NETWORK_BYTES: Hole = 11;
-    pub(super) const NETWORK_PACKETS: Hole = 12;
+    pub(super) const LAST_PACKET: Hole = 3;
+    pub(super) const DURATION: Hole = 4;
+    pub(super) const EVENT_ID: Hole = 5;
+    pub(super) const SOURCE_BYTES: Hole = 6;
+    pub(super) const SOURCE_PACKETS: Hole = 7;
+    pub(super) const DESTINATION_BYTES: Hole = 8;
+    pub(super) const DESTINATION_PACKETS: Hole = 9;
+    pub(super) const NETWORK_BYTES: Hole = 10;
+    pub(super) const NETWORK_PACKETS: Hole = 11;
 }
 
 /// Writes the value of `hole` for the record of `f` (what the document
@@ -100,7 +99,6 @@ fn fill_hole(
         hole::WINDOW_END => out.extend_from_slice(&times.window_end),
         hole::WINDOW_START => out.extend_from_slice(&times.window_start),
         hole::OBSERVED => out.extend_from_slice(&times.observed),
-        hole::FIRST_PACKET => out.extend_from_slice(&times.first_packet),
         hole::LAST_PACKET => out.extend_from_slice(&times.last_packet),
         hole::DURATION => push_u64(out, duration_nanos(f.window_start, f.window_end)),
         hole::EVENT_ID => out.extend_from_slice(event_id),
@@ -915,7 +913,7 @@ fn flowscribe_namespace(
     if let Some(e) = f.end_reason {
         w.field_plain(k!("end_reason"), e.as_str().as_bytes());
     }
-    w.hole_plain(k!("first_packet"), &times.first_packet, hole::FIRST_PACKET);
+    w.field_plain(k!("first_packet"), &times.first_packet);
     if is_icmp(f.key.protocol) {
         w.key(k!("icmp"));
         w.begin_object();

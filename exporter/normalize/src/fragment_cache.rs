@@ -138,6 +138,8 @@ impl<K: Hash + Eq, V> BoundedMap<K, V> {
 /// near one miss per record.)
 #[derive(Debug)]
 pub(crate) struct Admission {
+    /// Records per window.
+    window: u32,
     /// Misses in a window above which the cache is bypassed.
     max_misses: u64,
     /// Cached records in the current window.
@@ -153,7 +155,10 @@ pub(crate) struct Admission {
 impl Default for Admission {
     /// [`Admission::MAX_MISSES_PER_RECORD`] on average.
     fn default() -> Admission {
-        Admission::with_max_misses(u64::from(Self::WINDOW) * Self::MAX_MISSES_PER_RECORD)
+        Admission::with_limits(
+            Self::WINDOW,
+            u64::from(Self::WINDOW) * Self::MAX_MISSES_PER_RECORD,
+        )
     }
 }
 
@@ -162,10 +167,11 @@ impl Admission {
     pub(crate) const MAX_MISSES_PER_RECORD: u64 = 1;
     pub(crate) const BYPASS: u32 = 8192;
 
-    /// Admission that bypasses the cache after a window with more than
-    /// `max_misses` misses.
-    pub(crate) fn with_max_misses(max_misses: u64) -> Admission {
+    /// Admission that bypasses the cache after a window of `window`
+    /// records with more than `max_misses` misses.
+    pub(crate) fn with_limits(window: u32, max_misses: u64) -> Admission {
         Admission {
+            window,
             max_misses,
             records: 0,
             bypass: 0,
@@ -186,7 +192,7 @@ impl Admission {
             }
             return false;
         }
-        if self.records == Self::WINDOW {
+        if self.records == self.window {
             let m = misses - self.start.1;
             self.records = 0;
             self.start = (lookups, misses);

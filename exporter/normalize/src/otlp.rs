@@ -481,13 +481,12 @@ mod hole {
     pub(super) const TIME: Hole = 0;
     pub(super) const EVENT_ID: Hole = 1;
     pub(super) const WINDOW_START: Hole = 2;
-    pub(super) const FIRST_PACKET: Hole = 3;
-    pub(super) const LAST_PACKET: Hole = 4;
-    pub(super) const BYTES_FORWARD: Hole = 5;
-    pub(super) const BYTES_REVERSE: Hole = 6;
-    pub(super) const PACKETS_FORWARD: Hole = 7;
-    pub(super) const PACKETS_REVERSE: Hole = 8;
-    pub(super) const OBSERVED_TIME: Hole = 9;
+    pub(super) const LAST_PACKET: Hole = 3;
+    pub(super) const BYTES_FORWARD: Hole = 4;
+    pub(super) const BYTES_REVERSE: Hole = 5;
+    pub(super) const PACKETS_FORWARD: Hole = 6;
+    pub(super) const PACKETS_REVERSE: Hole = 7;
+    pub(super) const OBSERVED_TIME: Hole = 8;
 }
 
 /// Writes the field of `h` for the record of `f`, as
@@ -511,10 +510,6 @@ fn fill_hole(
         hole::WINDOW_START => a.int(
             key!("flowscribe.flow.window.start_unix_nano"),
             unix_nanos(f.window_start),
-        ),
-        hole::FIRST_PACKET => a.int(
-            key!("flowscribe.flow.first_packet_unix_nano"),
-            unix_nanos(f.first_packet),
         ),
         hole::LAST_PACKET => a.int(
             key!("flowscribe.flow.last_packet_unix_nano"),
@@ -626,12 +621,10 @@ fn write_flow_record(
         unix_nanos(f.window_start),
     );
     mark(&mut marks, base, start, a.w.buf.len(), hole::WINDOW_START);
-    let start = a.w.buf.len();
     a.int(
         key!("flowscribe.flow.first_packet_unix_nano"),
         unix_nanos(f.first_packet),
     );
-    mark(&mut marks, base, start, a.w.buf.len(), hole::FIRST_PACKET);
     let start = a.w.buf.len();
     a.int(
         key!("flowscribe.flow.last_packet_unix_nano"),

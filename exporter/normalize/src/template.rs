@@ -18,6 +18,9 @@
 //! connections reported once cost one map insertion; when records rarely
 //! repeat a connection, [`Admission`] turns the memo off for a while.
 
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+
 use flowscribe_model::{ExplainedFlow, Flow, FlowKey};
 
 use crate::fragment_cache::{Admission, BoundedMap};
@@ -83,10 +86,11 @@ impl Template {
 }
 
 /// Whether `a` and `b` give the same record but for the per-window values
-/// a template leaves as holes: the window, the first and last packet, the
-/// byte and packet counters (and the observed time and event id, which
-/// are not in the flow). Everything else is compared, TCP flags, state,
-/// end reason and drops included. The destructuring makes a new field of
+/// a template leaves as holes: the window, the last packet, the byte and
+/// packet counters (and the observed time and event id, which are not in
+/// the flow). Everything else is compared: the first packet (a
+/// connection's never changes), TCP flags, state, end reason and drops
+/// included. The destructuring makes a new field of
 /// `Flow` a compile error here until it is sorted into one of the two.
 pub(crate) fn same_except_window(a: &ExplainedFlow, b: &ExplainedFlow) -> bool {
     let Flow {
@@ -97,7 +101,7 @@ pub(crate) fn same_except_window(a: &ExplainedFlow, b: &ExplainedFlow) -> bool {
         orientation,
         window_start: _,
         window_end: _,
-        first_packet: _,
+        first_packet,
         last_packet: _,
         forward,
         reverse,
@@ -107,6 +111,7 @@ pub(crate) fn same_except_window(a: &ExplainedFlow, b: &ExplainedFlow) -> bool {
     } = &a.flow.flow;
     let o = &b.flow.flow;
     *key == o.key
+        && *first_packet == o.first_packet
         && forward.tcp_flags == o.forward.tcp_flags
         && reverse.tcp_flags == o.reverse.tcp_flags
         && *state == o.state
@@ -120,6 +125,32 @@ pub(crate) fn same_except_window(a: &ExplainedFlow, b: &ExplainedFlow) -> bool {
         && a.flow.source == b.flow.source
         && a.flow.destination == b.flow.destination
         && a.trace == b.trace
+}
+
+/// A flow key as a map key: compared in full, hashed as three words
+/// (`FlowKey`'s derived hash feeds the addresses byte by byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ConnectionKey(FlowKey);
+
+impl Hash for ConnectionKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        fn word(a: IpAddr) -> u64 {
+            match a {
+                IpAddr::V4(a) => u64::from(a.to_bits()),
+                IpAddr::V6(a) => {
+                    let b = a.to_bits();
+                    (b >> 64) as u64 ^ (b as u64).rotate_left(29) ^ 1
+                }
+            }
+        }
+        let k = &self.0;
+        h.write_u64(word(k.src_addr));
+        h.write_u64(word(k.dst_addr));
+        h.write_u64(
+            u64::from(k.src_port) << 24 | u64::from(k.dst_port) << 8 | u64::from(k.protocol),
+        );
+    }
 }
 
 /// What a [`ConnectionMemo`] says about a record.
@@ -139,11 +170,14 @@ struct Entry {
     made: Option<(ExplainedFlow, Template)>,
 }
 
+/// Records per admission window of a [`ConnectionMemo`].
+const MEMO_WINDOW: u32 = 16_384;
+
 /// Record templates per connection (flow key), bounded: a full map is
 /// cleared when a new connection arrives.
 #[derive(Debug)]
 pub(crate) struct ConnectionMemo {
-    map: BoundedMap<FlowKey, Entry>,
+    map: BoundedMap<ConnectionKey, Entry>,
     admission: Admission,
     /// Lookups, and lookups that did not give a template.
     lookups: u64,
@@ -158,8 +192,10 @@ impl ConnectionMemo {
             map: BoundedMap::new(capacity),
             // A miss costs a map insertion (or a copy of the record when a
             // connection is seen again), a hit saves most of the record:
-            // the memo stays on while one record in sixteen hits.
-            admission: Admission::with_max_misses(u64::from(Admission::WINDOW) * 15 / 16),
+            // the memo stays on while one record in sixteen hits. The
+            // window is long because a connection only hits on its third
+            // record: the first two windows of a cold start all miss.
+            admission: Admission::with_limits(MEMO_WINDOW, u64::from(MEMO_WINDOW) * 15 / 16),
             lookups: 0,
             misses: 0,
             hits: 0,
@@ -174,10 +210,12 @@ impl ConnectionMemo {
         }
         self.lookups += 1;
         let mut seen = true;
-        let entry = self.map.get_or_insert_with(flow.flow.flow.key, || {
-            seen = false;
-            Entry { made: None }
-        });
+        let entry = self
+            .map
+            .get_or_insert_with(ConnectionKey(flow.flow.flow.key), || {
+                seen = false;
+                Entry { made: None }
+            });
         match &entry.made {
             Some((made, template)) if same_except_window(made, flow) => {
                 self.hits += 1;
@@ -194,7 +232,7 @@ impl ConnectionMemo {
     pub(crate) fn store(&mut self, flow: &ExplainedFlow, template: Template) {
         let entry = self
             .map
-            .get_or_insert_with(flow.flow.flow.key, || Entry { made: None });
+            .get_or_insert_with(ConnectionKey(flow.flow.flow.key), || Entry { made: None });
         entry.made = Some((flow.clone(), template));
     }
 

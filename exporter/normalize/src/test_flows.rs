@@ -372,6 +372,8 @@ impl Connections {
                 f.trace = g.trace;
             }
             5 => ff.interface.name = format!("if{}", self.rng.below(3)),
+            // Not a connection's own, but the record must still be right.
+            6 => ff.first_packet += Duration::from_millis(1),
             _ => {}
         }
         // The next window: everything per window moves on.

@@ -110,17 +110,32 @@ pub struct Decimal {
 
 impl Decimal {
     #[inline]
-    pub fn new(mut v: u64) -> Decimal {
+    pub fn new(v: u64) -> Decimal {
         let mut bytes = [b'0'; 20];
         let mut i = bytes.len();
+        // Eight digits at a time: one 64-bit division per eight digits,
+        // the rest in independent 32-bit steps (durations in nanoseconds
+        // have 10-19 digits).
+        let mut v = v;
+        while v >= 100_000_000 {
+            let low = (v % 100_000_000) as u32;
+            v /= 100_000_000;
+            i -= 8;
+            let (hi, lo) = (low / 10_000, low % 10_000);
+            bytes[i..i + 2].copy_from_slice(&pair(u64::from(hi / 100)));
+            bytes[i + 2..i + 4].copy_from_slice(&pair(u64::from(hi % 100)));
+            bytes[i + 4..i + 6].copy_from_slice(&pair(u64::from(lo / 100)));
+            bytes[i + 6..i + 8].copy_from_slice(&pair(u64::from(lo % 100)));
+        }
+        let mut v = v as u32;
         while v >= 100 {
             i -= 2;
-            bytes[i..i + 2].copy_from_slice(&pair(v));
+            bytes[i..i + 2].copy_from_slice(&pair(u64::from(v % 100)));
             v /= 100;
         }
         if v >= 10 {
             i -= 2;
-            bytes[i..i + 2].copy_from_slice(&pair(v));
+            bytes[i..i + 2].copy_from_slice(&pair(u64::from(v)));
         } else {
             i -= 1;
             bytes[i] = b'0' + v as u8;
@@ -819,6 +834,13 @@ mod tests {
         for _ in 0..19 {
             p *= 10;
             values.extend([p - 1, p, p + 1]);
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(x >> (x % 64));
         }
         for v in values {
             let d = super::Decimal::new(v);
