@@ -12,10 +12,14 @@
 //! fragment caches see the seven cases' shared pods and policies again and
 //! again, as a node's encoder sees its pods and their peers), the queued
 //! `Bytes`, and `Transport::send` of batches of 500: request body, gzip
-//! level 1 where named, the HTTP/1.1 POST on a kept-alive loopback
-//! connection, the response read and classified. The flows are normalize's
-//! seven golden cases, each record with its own time window (so every event
-//! id and timestamp differs). Not included: capture, enrichment and
+//! level 1 (or zstd level 1) where named, the HTTP/1.1 POST on a
+//! kept-alive loopback connection, the response read and classified. The
+//! flows are normalize's seven golden cases, each record with its own time
+//! window (so every event id and timestamp differs): seven long-lived
+//! connections reported again and again, which the encoders write from
+//! their connection templates. Cases named `new-conns` give every record
+//! its own source port (ICMP aside), so each is a connection seen once and
+//! no template is ever used. Not included: capture, enrichment and
 //! explanation, the queue (see the `queue` bench), the receiver.
 //!
 //! Cost is the CPU time of that one thread (`CLOCK_THREAD_CPUTIME_ID`), so another process's load does not inflate it the way it
@@ -62,8 +66,10 @@ fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// The golden flows, each copy with its own window (`i` ms later).
-fn flows(n: usize) -> Vec<ExplainedFlow> {
+/// The golden flows, each copy with its own window (`i` ms later); with
+/// `new_connections`, each with its own source port too (ICMP flows keep
+/// their type).
+fn flows(n: usize, new_connections: bool) -> Vec<ExplainedFlow> {
     let base: Vec<ExplainedFlow> = fixtures::CASES.iter().map(|c| fixtures::case(c)).collect();
     (0..n)
         .map(|i| {
@@ -71,9 +77,21 @@ fn flows(n: usize) -> Vec<ExplainedFlow> {
             let shift = Duration::from_millis(i as u64);
             f.flow.flow.window_start += shift;
             f.flow.flow.window_end += shift;
+            let key = &mut f.flow.flow.key;
+            if new_connections && !matches!(key.protocol, 1 | 58) {
+                key.src_port = 10_000 + i as u16;
+            }
             f
         })
         .collect()
+}
+
+/// How request bodies are compressed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Body {
+    Plain,
+    Gzip,
+    Zstd,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -181,7 +199,8 @@ fn main() {
     let only: Option<String> = std::env::args()
         .skip(1)
         .find(|a| a.parse::<f64>().is_err() && !a.starts_with('-'));
-    let flows = flows(BATCH * 14);
+    let reported_again = flows(BATCH * 14, false);
+    let new_connections = flows(BATCH * 14, true);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -195,21 +214,33 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|");
     for round in 1..=2 {
-        for (name, enc, gzip) in [
-            ("es_bulk gzip", Encoding::Ecs, true),
-            ("otlp_http gzip", Encoding::OtlpProtobuf, true),
-            ("es_bulk plain", Encoding::Ecs, false),
-            ("otlp_http plain", Encoding::OtlpProtobuf, false),
+        for (name, enc, body) in [
+            ("es_bulk gzip", Encoding::Ecs, Body::Gzip),
+            ("otlp_http gzip", Encoding::OtlpProtobuf, Body::Gzip),
+            ("otlp_http zstd", Encoding::OtlpProtobuf, Body::Zstd),
+            ("es_bulk plain", Encoding::Ecs, Body::Plain),
+            ("otlp_http plain", Encoding::OtlpProtobuf, Body::Plain),
+            ("es_bulk gzip new-conns", Encoding::Ecs, Body::Gzip),
+            (
+                "otlp_http gzip new-conns",
+                Encoding::OtlpProtobuf,
+                Body::Gzip,
+            ),
         ] {
             if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
                 continue;
             }
+            let flows = if name.ends_with("new-conns") {
+                &new_connections
+            } else {
+                &reported_again
+            };
             let r = match enc {
                 Encoding::Ecs => {
                     let mut cfg = ElasticsearchConfig::new(es.url());
-                    cfg.gzip = gzip;
+                    cfg.gzip = body == Body::Gzip;
                     let mut t = cfg.build().unwrap();
-                    run_case(&rt, &mut t, enc, &flows, seconds)
+                    run_case(&rt, &mut t, enc, flows, seconds)
                 }
                 Encoding::OtlpProtobuf => {
                     let _enter = rt.enter();
@@ -219,9 +250,10 @@ fn main() {
                         otlp::resource_logs(&fixtures::context(), vec![]),
                     );
                     cfg.encoding = OtlpEncoding::Protobuf;
-                    cfg.gzip = gzip;
+                    cfg.gzip = body == Body::Gzip;
+                    cfg.zstd = body == Body::Zstd;
                     let mut t = cfg.build().unwrap();
-                    run_case(&rt, &mut t, enc, &flows, seconds)
+                    run_case(&rt, &mut t, enc, flows, seconds)
                 }
             };
             let per = |ns: u64| ns as f64 / r.records as f64;
