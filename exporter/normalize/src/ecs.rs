@@ -90,7 +90,7 @@ mod hole {
 fn fill_hole(
     h: crate::template::Hole,
     f: &flowscribe_model::Flow,
-    times: &Times,
+    times: &WindowTimes,
     event_id: &[u8],
     out: &mut Vec<u8>,
 ) {
@@ -361,6 +361,34 @@ impl LastTime {
                 self.0 = Some((t, text));
                 text
             }
+        }
+    }
+}
+
+/// The timestamps of a document's holes (see [`fill_hole`]).
+struct WindowTimes {
+    window_start: [u8; 30],
+    window_end: [u8; 30],
+    last_packet: [u8; 30],
+    observed: [u8; 30],
+}
+
+impl WindowTimes {
+    fn new(
+        f: &flowscribe_model::Flow,
+        observed: SystemTime,
+        formatter: &mut TimeFormatter,
+    ) -> WindowTimes {
+        let TimeFormatter {
+            dates,
+            window_end,
+            observed: last_observed,
+        } = formatter;
+        WindowTimes {
+            window_end: window_end.format(dates, f.window_end),
+            window_start: dates.format(f.window_start),
+            last_packet: dates.format(f.last_packet),
+            observed: last_observed.format(dates, observed),
         }
     }
 }

@@ -645,7 +645,11 @@ fn write_escape(out: &mut Vec<u8>, b: u8) {
 /// `v` in decimal, appended to `out`.
 #[inline]
 pub(crate) fn push_u64(out: &mut Vec<u8>, v: u64) {
-    crate::view::Decimal::new(v).append_to(out);
+    // Straight into the output: digits assembled on the stack and copied
+    // out stall on store forwarding.
+    let start = out.len();
+    out.resize(start + crate::view::decimal_len(v), b'0');
+    crate::view::write_decimal(&mut out[start..], v);
 }
 
 /// A short description of a JSON value for problem messages.

@@ -167,7 +167,8 @@ pub(crate) enum Lookup<'m> {
 #[derive(Debug)]
 struct Entry {
     /// The flow and template of its last record; `None` after the first.
-    made: Option<(ExplainedFlow, Template)>,
+    /// Boxed, so that the map's buckets stay small for probing.
+    made: Option<Box<(ExplainedFlow, Template)>>,
 }
 
 /// Records per admission window of a [`ConnectionMemo`].
@@ -216,7 +217,7 @@ impl ConnectionMemo {
                 seen = false;
                 Entry { made: None }
             });
-        match &entry.made {
+        match entry.made.as_deref() {
             Some((made, template)) if same_except_window(made, flow) => {
                 self.hits += 1;
                 Lookup::Hit(template)
@@ -233,7 +234,7 @@ impl ConnectionMemo {
         let entry = self
             .map
             .get_or_insert_with(ConnectionKey(flow.flow.flow.key), || Entry { made: None });
-        entry.made = Some((flow.clone(), template));
+        entry.made = Some(Box::new((flow.clone(), template)));
     }
 
     /// Records written from a template.

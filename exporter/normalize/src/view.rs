@@ -112,35 +112,9 @@ impl Decimal {
     #[inline]
     pub fn new(v: u64) -> Decimal {
         let mut bytes = [b'0'; 20];
-        let mut i = bytes.len();
-        // Eight digits at a time: one 64-bit division per eight digits,
-        // the rest in independent 32-bit steps (durations in nanoseconds
-        // have 10-19 digits).
-        let mut v = v;
-        while v >= 100_000_000 {
-            let low = (v % 100_000_000) as u32;
-            v /= 100_000_000;
-            i -= 8;
-            let (hi, lo) = (low / 10_000, low % 10_000);
-            bytes[i..i + 2].copy_from_slice(&pair(u64::from(hi / 100)));
-            bytes[i + 2..i + 4].copy_from_slice(&pair(u64::from(hi % 100)));
-            bytes[i + 4..i + 6].copy_from_slice(&pair(u64::from(lo / 100)));
-            bytes[i + 6..i + 8].copy_from_slice(&pair(u64::from(lo % 100)));
-        }
-        let mut v = v as u32;
-        while v >= 100 {
-            i -= 2;
-            bytes[i..i + 2].copy_from_slice(&pair(u64::from(v % 100)));
-            v /= 100;
-        }
-        if v >= 10 {
-            i -= 2;
-            bytes[i..i + 2].copy_from_slice(&pair(u64::from(v)));
-        } else {
-            i -= 1;
-            bytes[i] = b'0' + v as u8;
-        }
-        Decimal { bytes, start: i }
+        let start = bytes.len() - decimal_len(v);
+        write_decimal(&mut bytes[start..], v);
+        Decimal { bytes, start }
     }
 
     #[inline]
@@ -152,11 +126,42 @@ impl Decimal {
         // Only ASCII digits are ever written, so this cannot fail.
         std::str::from_utf8(self.as_bytes()).unwrap_or("0")
     }
+}
 
-    /// Appends the digits to `out`.
-    #[inline]
-    pub fn append_to(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.as_bytes());
+/// Digits of `v` in decimal.
+#[inline]
+pub fn decimal_len(v: u64) -> usize {
+    v.checked_ilog10().map_or(1, |l| l as usize + 1)
+}
+
+/// Writes `v` in decimal to `dst`, which is [`decimal_len`] bytes long.
+/// Eight digits at a time: one 64-bit division per eight digits, the rest
+/// in independent 32-bit steps (durations in nanoseconds have 10-19
+/// digits).
+#[inline]
+pub fn write_decimal(dst: &mut [u8], v: u64) {
+    let mut i = dst.len();
+    let mut v = v;
+    while v >= 100_000_000 && i >= 8 {
+        let low = (v % 100_000_000) as u32;
+        v /= 100_000_000;
+        i -= 8;
+        let (hi, lo) = (low / 10_000, low % 10_000);
+        dst[i..i + 2].copy_from_slice(&pair(u64::from(hi / 100)));
+        dst[i + 2..i + 4].copy_from_slice(&pair(u64::from(hi % 100)));
+        dst[i + 4..i + 6].copy_from_slice(&pair(u64::from(lo / 100)));
+        dst[i + 6..i + 8].copy_from_slice(&pair(u64::from(lo % 100)));
+    }
+    let mut v = v as u32;
+    while v >= 100 && i >= 2 {
+        i -= 2;
+        dst[i..i + 2].copy_from_slice(&pair(u64::from(v % 100)));
+        v /= 100;
+    }
+    if v >= 10 && i >= 2 {
+        dst[i - 2..i].copy_from_slice(&pair(u64::from(v)));
+    } else if i >= 1 {
+        dst[i - 1] = b'0' + v as u8;
     }
 }
 
@@ -845,9 +850,9 @@ mod tests {
         for v in values {
             let d = super::Decimal::new(v);
             assert_eq!(d.as_str(), v.to_string());
-            let mut out = b"x".to_vec();
-            d.append_to(&mut out);
-            assert_eq!(out, format!("x{v}").into_bytes());
+            let mut pushed = b"y".to_vec();
+            crate::json::push_u64(&mut pushed, v);
+            assert_eq!(pushed, format!("y{v}").into_bytes());
         }
     }
 

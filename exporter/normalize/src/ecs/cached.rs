@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use flowscribe_model::{Endpoint, ExplainedFlow, PodIdentity, PolicyHit, PolicyRef};
 
 use super::{
-    Direct, Parts, TimeFormatter, Times, beats_kubernetes_head, beats_kubernetes_tail,
+    Direct, Parts, TimeFormatter, Times, WindowTimes, beats_kubernetes_head, beats_kubernetes_tail,
     endpoint_members, fill_hole, hit_policy_head, hit_policy_tail, hit_rule, host, observer_head,
     observer_interface, observer_tail, orchestrator_pod, rule_description_end,
     rule_description_head, rule_id_end, rule_id_head, rule_policy_tail, write_document,
@@ -128,7 +128,6 @@ impl EcsEncoder {
         id: Option<EventId>,
         out: &mut Vec<u8>,
     ) {
-        let times = Times::new(&flow.flow, observed, &mut self.times);
         let lookup = match self.memo.as_mut() {
             Some(memo) => memo.lookup(flow),
             None => Lookup::Render,
@@ -136,6 +135,7 @@ impl EcsEncoder {
         let marks = match lookup {
             Lookup::Hit(template) => {
                 let f = &flow.flow.flow;
+                let times = WindowTimes::new(f, observed, &mut self.times);
                 let id = id.unwrap_or_else(|| {
                     event_id(&self.ctx.node, &f.key, f.window_start, f.window_end)
                 });
@@ -152,6 +152,7 @@ impl EcsEncoder {
             Lookup::Render => None,
         };
         let recording = marks.is_some();
+        let times = Times::new(&flow.flow, observed, &mut self.times);
         let start = out.len();
         let counts = self.cache.counts();
         if self.admission.as_mut().is_none_or(|a| a.admit(counts)) {
