@@ -496,7 +496,7 @@ fn fill_hole(
     h: crate::template::Hole,
     f: &flowscribe_model::Flow,
     event_id: &[u8],
-    observed: SystemTime,
+    times: &WindowNanos,
     out: &mut Vec<u8>,
 ) {
     let w = &mut ProtoWriter::new(out);
@@ -505,21 +505,59 @@ fn fill_hole(
         field: LOG_RECORD_ATTRIBUTES,
     };
     match h {
-        hole::TIME => time_field(a.w, LOG_RECORD_TIME_UNIX_NANO, f.window_end),
+        hole::TIME => nanos_field(a.w, LOG_RECORD_TIME_UNIX_NANO, times.window_end),
         hole::EVENT_ID => a.ascii(key!("flowscribe.event_id"), event_id),
         hole::WINDOW_START => a.int(
             key!("flowscribe.flow.window.start_unix_nano"),
-            unix_nanos(f.window_start),
+            times.window_start,
         ),
         hole::LAST_PACKET => a.int(
             key!("flowscribe.flow.last_packet_unix_nano"),
-            unix_nanos(f.last_packet),
+            times.last_packet,
         ),
         hole::BYTES_FORWARD => a.int(key!("flowscribe.flow.bytes.forward"), f.forward.bytes),
         hole::BYTES_REVERSE => a.int(key!("flowscribe.flow.bytes.reverse"), f.reverse.bytes),
         hole::PACKETS_FORWARD => a.int(key!("flowscribe.flow.packets.forward"), f.forward.packets),
         hole::PACKETS_REVERSE => a.int(key!("flowscribe.flow.packets.reverse"), f.reverse.packets),
-        _ => time_field(a.w, LOG_RECORD_OBSERVED_TIME_UNIX_NANO, observed),
+        _ => nanos_field(a.w, LOG_RECORD_OBSERVED_TIME_UNIX_NANO, times.observed),
+    }
+}
+
+/// The times of a record's holes, in nanoseconds since the epoch.
+struct WindowNanos {
+    window_start: u64,
+    window_end: u64,
+    last_packet: u64,
+    observed: u64,
+}
+
+/// The last window end and observed time converted, which the records of
+/// one batch share (one drain, one call).
+#[derive(Debug, Default)]
+struct LastNanos {
+    window_end: Option<(SystemTime, u64)>,
+    observed: Option<(SystemTime, u64)>,
+}
+
+impl LastNanos {
+    #[inline]
+    fn window(&mut self, f: &flowscribe_model::Flow, observed: SystemTime) -> WindowNanos {
+        fn last(slot: &mut Option<(SystemTime, u64)>, t: SystemTime) -> u64 {
+            match *slot {
+                Some((at, nanos)) if at == t => nanos,
+                _ => {
+                    let nanos = unix_nanos(t);
+                    *slot = Some((t, nanos));
+                    nanos
+                }
+            }
+        }
+        WindowNanos {
+            window_start: unix_nanos(f.window_start),
+            window_end: last(&mut self.window_end, f.window_end),
+            last_packet: unix_nanos(f.last_packet),
+            observed: last(&mut self.observed, observed),
+        }
     }
 }
 
@@ -527,7 +565,11 @@ fn fill_hole(
 /// out, and so do we.
 #[inline]
 fn time_field(w: &mut ProtoWriter<'_>, field: u32, t: SystemTime) {
-    let nanos = unix_nanos(t);
+    nanos_field(w, field, unix_nanos(t));
+}
+
+#[inline]
+fn nanos_field(w: &mut ProtoWriter<'_>, field: u32, nanos: u64) {
     if nanos != 0 {
         w.fixed64(field, nanos);
     }

@@ -11,8 +11,9 @@ use std::time::SystemTime;
 use flowscribe_model::{Endpoint, ExplainedFlow, PolicyRef};
 
 use super::{
-    Attributes, Direct, KEY_VALUE_LIST_VALUES, LOG_RECORD_ATTRIBUTES, Parts, ProtobufRequestWriter,
-    Side, endpoint_attributes, fill_hole, hit_policy, render, rule_policy, write_flow_record,
+    Attributes, Direct, KEY_VALUE_LIST_VALUES, LOG_RECORD_ATTRIBUTES, LastNanos, Parts,
+    ProtobufRequestWriter, Side, endpoint_attributes, fill_hole, hit_policy, render, rule_policy,
+    write_flow_record,
 };
 use crate::Context;
 use crate::event_id::{EventId, event_id};
@@ -38,6 +39,8 @@ pub struct OtlpEncoder {
     memo: Option<ConnectionMemo>,
     /// Where the holes went in the record being recorded.
     marks: Vec<Mark>,
+    /// The batch's window end and observed time in nanoseconds.
+    nanos: LastNanos,
 }
 
 #[derive(Debug)]
@@ -85,6 +88,7 @@ impl OtlpEncoder {
             admission: Some(Admission::default()),
             memo: Some(ConnectionMemo::new(capacity)),
             marks: Vec::new(),
+            nanos: LastNanos::default(),
         }
     }
 
@@ -125,8 +129,9 @@ impl OtlpEncoder {
                     event_id(&self.ctx.node, &f.key, f.window_start, f.window_end)
                 });
                 let id = id.to_hex_text();
+                let times = self.nanos.window(f, observed);
                 template.write(out, |h, out| {
-                    fill_hole(h, f, id.as_bytes(), observed, out);
+                    fill_hole(h, f, id.as_bytes(), &times, out);
                 });
                 return;
             }
