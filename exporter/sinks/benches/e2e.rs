@@ -22,6 +22,11 @@
 //! no template is ever used. Not included: capture, enrichment and
 //! explanation, the queue (see the `queue` bench), the receiver.
 //!
+//! `-- SECONDS compressors` instead compresses one batch's bodies (500
+//! ECS documents with their `_bulk` action lines; 500 OTLP `LogRecord`s)
+//! with each compressor the HTTP client could use, for SECONDS each: CPU
+//! MB/s, ns per record and ratio.
+//!
 //! Cost is the CPU time of that one thread (`CLOCK_THREAD_CPUTIME_ID`), so another process's load does not inflate it the way it
 //! inflates wall time; the receiver runs on its own thread and only reads
 //! bodies. The encode and send shares are timed the same way, apart.
@@ -190,6 +195,79 @@ fn run_case<T: Transport>(
     r
 }
 
+/// Compresses one batch's request bodies with each compressor.
+fn compressors(flows: &[ExplainedFlow], seconds: f64) {
+    use std::io::Write as _;
+    let ctx = fixtures::context();
+    let mut encoders = Encoders {
+        ecs: EcsEncoder::new(ctx.clone()),
+        otlp: OtlpEncoder::new(ctx.clone()),
+        ctx,
+    };
+    let mut es_body = Vec::new();
+    for q in encode_batch(&mut encoders, Encoding::Ecs, flows) {
+        write!(
+            es_body,
+            r#"{{"create":{{"_index":"logs-flowscribe.flow-default","_id":"{}"}}}}"#,
+            q.event_id
+        )
+        .unwrap();
+        es_body.push(b'\n');
+        es_body.extend_from_slice(&q.payload);
+        es_body.push(b'\n');
+    }
+    let mut otlp_body = Vec::new();
+    for q in encode_batch(&mut encoders, Encoding::OtlpProtobuf, flows) {
+        // `ScopeLogs.log_records` (field 2, length-delimited).
+        otlp_body.push(0x12);
+        let mut n = q.payload.len();
+        while n >= 0x80 {
+            otlp_body.push(n as u8 | 0x80);
+            n >>= 7;
+        }
+        otlp_body.push(n as u8);
+        otlp_body.extend_from_slice(&q.payload);
+    }
+    println!("| body | compressor | CPU MB/s | ns/record | ratio |");
+    println!("|---|---|---|---|---|");
+    for (name, body) in [("ES _bulk", &es_body), ("OTLP", &otlp_body)] {
+        type Compressor = Box<dyn Fn(&[u8]) -> usize>;
+        let cases: [(&str, Compressor); 4] = [
+            (
+                "http::gzip level 1",
+                Box::new(|b: &[u8]| flowscribe_sinks::core::http::gzip(b, 1).len()),
+            ),
+            (
+                "zstd level 1, fresh context",
+                Box::new(|b: &[u8]| zstd::bulk::compress(b, 1).unwrap().len()),
+            ),
+            (
+                "http::zstd level 1",
+                Box::new(|b: &[u8]| flowscribe_sinks::core::http::zstd(b, 1).len()),
+            ),
+            (
+                "http::zstd level 3",
+                Box::new(|b: &[u8]| flowscribe_sinks::core::http::zstd(b, 3).len()),
+            ),
+        ];
+        for (codec, f) in cases {
+            let (mut n, mut out) = (0u64, 0);
+            let (c0, w0) = (thread_cpu_ns(), Instant::now());
+            while w0.elapsed().as_secs_f64() < seconds {
+                out = f(body);
+                n += 1;
+            }
+            let cpu = (thread_cpu_ns() - c0) as f64;
+            println!(
+                "| {name} | {codec} | {:.0} | {:.0} | {:.1} |",
+                n as f64 * body.len() as f64 / cpu * 1e3,
+                cpu / (n as f64 * flows.len() as f64),
+                body.len() as f64 / out as f64
+            );
+        }
+    }
+}
+
 fn main() {
     let seconds: f64 = std::env::args()
         .skip(1)
@@ -199,6 +277,10 @@ fn main() {
     let only: Option<String> = std::env::args()
         .skip(1)
         .find(|a| a.parse::<f64>().is_err() && !a.starts_with('-'));
+    if only.as_deref() == Some("compressors") {
+        compressors(&flows(BATCH, false), seconds);
+        return;
+    }
     let reported_again = flows(BATCH * 14, false);
     let new_connections = flows(BATCH * 14, true);
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -175,7 +175,8 @@ async fn zstd_bodies_carry_their_content_encoding() {
     assert!(seen.iter().all(|s| s.body == body));
 }
 
-/// The per-thread compressors are reset between bodies: every body, of
+/// Compressors kept across bodies (zstd's per-thread context) start each
+/// body afresh: every body, of
 /// every size (empty, incompressible beyond the first output guess, large
 /// and repetitive), at alternating levels, decodes to itself, and a gzip
 /// body is one member holding all of it.
