@@ -243,11 +243,11 @@ fn compressors(flows: &[ExplainedFlow], seconds: f64) {
             ),
             (
                 "http::zstd level 1",
-                Box::new(|b: &[u8]| flowscribe_sinks::core::http::zstd(b, 1).len()),
+                Box::new(|b: &[u8]| flowscribe_sinks::core::http::zstd(b, 1).unwrap().len()),
             ),
             (
                 "http::zstd level 3",
-                Box::new(|b: &[u8]| flowscribe_sinks::core::http::zstd(b, 3).len()),
+                Box::new(|b: &[u8]| flowscribe_sinks::core::http::zstd(b, 3).unwrap().len()),
             ),
         ];
         for (codec, f) in cases {
