@@ -142,6 +142,8 @@ pub(crate) struct Admission {
     window: u32,
     /// Misses in a window above which the cache is bypassed.
     max_misses: u64,
+    /// Records written without the cache after such a window.
+    bypass_records: u32,
     /// Cached records in the current window.
     records: u32,
     /// Records left to write without the cache.
@@ -158,6 +160,7 @@ impl Default for Admission {
         Admission::with_limits(
             Self::WINDOW,
             u64::from(Self::WINDOW) * Self::MAX_MISSES_PER_RECORD,
+            Self::BYPASS,
         )
     }
 }
@@ -167,12 +170,14 @@ impl Admission {
     pub(crate) const MAX_MISSES_PER_RECORD: u64 = 1;
     pub(crate) const BYPASS: u32 = 8192;
 
-    /// Admission that bypasses the cache after a window of `window`
-    /// records with more than `max_misses` misses.
-    pub(crate) fn with_limits(window: u32, max_misses: u64) -> Admission {
+    /// Admission that bypasses the cache for `bypass_records` records
+    /// after a window of `window` records with more than `max_misses`
+    /// misses.
+    pub(crate) fn with_limits(window: u32, max_misses: u64, bypass_records: u32) -> Admission {
         Admission {
             window,
             max_misses,
+            bypass_records: bypass_records.max(1),
             records: 0,
             bypass: 0,
             start: (0, 0),
@@ -197,7 +202,7 @@ impl Admission {
             self.records = 0;
             self.start = (lookups, misses);
             if m > self.max_misses {
-                self.bypass = Self::BYPASS - 1;
+                self.bypass = self.bypass_records - 1;
                 self.bypassed += 1;
                 return false;
             }
