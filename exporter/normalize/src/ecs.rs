@@ -90,16 +90,16 @@ mod hole {
 fn fill_hole(
     h: crate::template::Hole,
     f: &flowscribe_model::Flow,
-    times: &WindowTimes,
+    times: &mut WindowTimes<'_>,
     event_id: &[u8],
     out: &mut Vec<u8>,
 ) {
     use crate::json::push_u64;
     match h {
         hole::WINDOW_END => out.extend_from_slice(&times.window_end),
-        hole::WINDOW_START => out.extend_from_slice(&times.window_start),
+        hole::WINDOW_START => times.dates.format_into(f.window_start, out),
         hole::OBSERVED => out.extend_from_slice(&times.observed),
-        hole::LAST_PACKET => out.extend_from_slice(&times.last_packet),
+        hole::LAST_PACKET => times.dates.format_into(f.last_packet, out),
         hole::DURATION => push_u64(out, duration_nanos(f.window_start, f.window_end)),
         hole::EVENT_ID => out.extend_from_slice(event_id),
         hole::SOURCE_BYTES => push_u64(out, f.forward.bytes),
@@ -365,30 +365,30 @@ impl LastTime {
     }
 }
 
-/// The timestamps of a document's holes (see [`fill_hole`]).
-struct WindowTimes {
-    window_start: [u8; 30],
+/// The timestamps of a document's holes (see [`fill_hole`]): the batch's
+/// window end and observed time, formatted once per batch; the window
+/// start and last packet are formatted into the hole itself.
+struct WindowTimes<'d> {
     window_end: [u8; 30],
-    last_packet: [u8; 30],
     observed: [u8; 30],
+    dates: &'d mut Rfc3339Dates,
 }
 
-impl WindowTimes {
-    fn new(
-        f: &flowscribe_model::Flow,
+impl WindowTimes<'_> {
+    fn new<'d>(
         observed: SystemTime,
-        formatter: &mut TimeFormatter,
-    ) -> WindowTimes {
+        end: SystemTime,
+        formatter: &'d mut TimeFormatter,
+    ) -> WindowTimes<'d> {
         let TimeFormatter {
             dates,
             window_end,
             observed: last_observed,
         } = formatter;
         WindowTimes {
-            window_end: window_end.format(dates, f.window_end),
-            window_start: dates.format(f.window_start),
-            last_packet: dates.format(f.last_packet),
+            window_end: window_end.format(dates, end),
             observed: last_observed.format(dates, observed),
+            dates,
         }
     }
 }

@@ -493,6 +493,26 @@ pub struct Rfc3339Dates {
 
 impl Rfc3339Dates {
     pub fn format(&mut self, t: SystemTime) -> [u8; 30] {
+        let mut b = [0u8; 30];
+        self.write(t, &mut b);
+        b
+    }
+
+    /// [`Rfc3339Dates::format`] appended to `out`: the digits go straight
+    /// into the output (assembled on the stack and copied out, they stall
+    /// on store forwarding).
+    #[inline]
+    pub fn format_into(&mut self, t: SystemTime, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + 30, b'0');
+        if let Some(b) = out.get_mut(start..start + 30) {
+            self.write(t, b);
+        }
+    }
+
+    /// The 30 bytes of `t` into `b` (30 bytes long).
+    #[inline]
+    fn write(&mut self, t: SystemTime, b: &mut [u8]) {
         // 10000-01-01T00:00:00Z.
         const END_SECS: u64 = 253_402_300_800;
         let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
@@ -508,20 +528,19 @@ impl Rfc3339Dates {
         let secs_of_day = secs % 86_400;
         let (hour, minute, second) = (secs_of_day / 3600, secs_of_day / 60 % 60, secs_of_day % 60);
 
-        let mut b = *b"0000-00-00T00:00:00.000000000Z";
+        b.copy_from_slice(b"0000-00-00T00:00:00.000000000Z");
         b[..10].copy_from_slice(&self.date);
-        let put = |b: &mut [u8; 30], at: usize, v: u64| b[at..at + 2].copy_from_slice(&pair(v));
-        put(&mut b, 11, hour);
-        put(&mut b, 14, minute);
-        put(&mut b, 17, second);
+        let put = |b: &mut [u8], at: usize, v: u64| b[at..at + 2].copy_from_slice(&pair(v));
+        put(b, 11, hour);
+        put(b, 14, minute);
+        put(b, 17, second);
         // Nine digits of nanoseconds: one, then four pairs.
         let n = u64::from(nanos);
         b[20] = b'0' + (n / 100_000_000) as u8;
-        put(&mut b, 21, n / 1_000_000);
-        put(&mut b, 23, n / 10_000);
-        put(&mut b, 25, n / 100);
-        put(&mut b, 27, n);
-        b
+        put(b, 21, n / 1_000_000);
+        put(b, 23, n / 10_000);
+        put(b, 25, n / 100);
+        put(b, 27, n);
     }
 }
 
