@@ -91,7 +91,7 @@ fn fill_hole(
     h: crate::template::Hole,
     f: &flowscribe_model::Flow,
     times: &mut WindowTimes<'_>,
-    event_id: &[u8],
+    event_id: crate::event_id::EventId,
     out: &mut Vec<u8>,
 ) {
     use crate::json::push_u64;
@@ -101,7 +101,7 @@ fn fill_hole(
         hole::OBSERVED => out.extend_from_slice(&times.observed),
         hole::LAST_PACKET => times.dates.format_into(f.last_packet, out),
         hole::DURATION => push_u64(out, duration_nanos(f.window_start, f.window_end)),
-        hole::EVENT_ID => out.extend_from_slice(event_id),
+        hole::EVENT_ID => event_id.write_hex(out),
         hole::SOURCE_BYTES => push_u64(out, f.forward.bytes),
         hole::SOURCE_PACKETS => push_u64(out, f.forward.packets),
         hole::DESTINATION_BYTES => push_u64(out, f.reverse.bytes),

@@ -135,13 +135,12 @@ impl EcsEncoder {
         let marks = match lookup {
             Lookup::Hit(template) => {
                 let f = &flow.flow.flow;
-                let mut times = WindowTimes::new(observed, f.window_end, &mut self.times);
                 let id = id.unwrap_or_else(|| {
                     event_id(&self.ctx.node, &f.key, f.window_start, f.window_end)
                 });
-                let id = id.to_hex_text();
+                let mut times = WindowTimes::new(observed, f.window_end, &mut self.times);
                 template.write(out, |h, out| {
-                    fill_hole(h, f, &mut times, id.as_bytes(), out);
+                    fill_hole(h, f, &mut times, id, out);
                 });
                 return;
             }
