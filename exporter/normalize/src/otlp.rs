@@ -495,7 +495,7 @@ mod hole {
 fn fill_hole(
     h: crate::template::Hole,
     f: &flowscribe_model::Flow,
-    event_id: &[u8],
+    event_id: EventId,
     times: &WindowNanos,
     out: &mut Vec<u8>,
 ) {
@@ -506,7 +506,12 @@ fn fill_hole(
     };
     match h {
         hole::TIME => nanos_field(a.w, LOG_RECORD_TIME_UNIX_NANO, times.window_end),
-        hole::EVENT_ID => a.ascii(key!("flowscribe.event_id"), event_id),
+        hole::EVENT_ID => {
+            // `Attributes::ascii` of the 32 hex digits, written in place.
+            a.begin_sized_value(key!("flowscribe.event_id"), 1 + 1 + 32);
+            a.w.begin_sized(ANY_VALUE_STRING, 32);
+            event_id.write_hex(a.w.buf);
+        }
         hole::WINDOW_START => a.int(
             key!("flowscribe.flow.window.start_unix_nano"),
             times.window_start,

@@ -128,10 +128,9 @@ impl OtlpEncoder {
                 let id = id.unwrap_or_else(|| {
                     event_id(&self.ctx.node, &f.key, f.window_start, f.window_end)
                 });
-                let id = id.to_hex_text();
                 let times = self.nanos.window(f, observed);
                 template.write(out, |h, out| {
-                    fill_hole(h, f, id.as_bytes(), &times, out);
+                    fill_hole(h, f, id, &times, out);
                 });
                 return;
             }
