@@ -8,7 +8,10 @@
 //! encoders (`EcsEncoder`, `OtlpEncoder`, kept across batches): `shared`
 //! draws pods from 200 identities and policies from 50, `distinct` gives
 //! every flow its own objects (cycling through 8,192 flows, twice the
-//! cache's bound). Goals (issue 5): ECS JSON ≥ 1.5 M/s, OTLP protobuf
+//! cache's bound), `newconns` shares like `shared` but every record is a
+//! connection of its own (8,192 flow keys), so no connection template is
+//! used; in `shared` the same 512 connections are reported batch after
+//! batch and written from their templates. Goals (issue 5): ECS JSON ≥ 1.5 M/s, OTLP protobuf
 //! ≥ 3 M/s per core; docs/benchmarks.md has the runs.
 //!
 //! Run: `cargo bench -p flowscribe-normalize --bench encode -- --quick`.
@@ -129,6 +132,7 @@ fn workload(c: &mut Criterion) {
     for (sharing, flows) in [
         ("shared", fixtures::workload(BATCH, 200, 50, true)),
         ("distinct", fixtures::workload(16 * BATCH, 200, 50, false)),
+        ("newconns", fixtures::workload(16 * BATCH, 200, 50, true)),
     ] {
         let batches: Vec<&[ExplainedFlow]> = flows.chunks(BATCH).collect();
         let mut out = Vec::with_capacity(4 * 1024 * 1024);

@@ -17,19 +17,27 @@
 //! Modes over a workload of 512-flow batches (512 records a round; see
 //! `fixtures::workload`), `<encoding>-<sharing>`:
 //! - encoding `ecs` (`write_flow_document`), `ecs-cached` (`EcsEncoder`),
+//!   `ecs-fragments` (`EcsEncoder` without its connection templates),
 //!   `otlp-record` (`write_log_record_protobuf`), `otlp-cached`
-//!   (`OtlpEncoder`);
+//!   (`OtlpEncoder`), `otlp-fragments` (`OtlpEncoder` without templates);
 //! - sharing `shared`: the flows draw their pods from 200 pod identities
 //!   and their policies from 50 (shared `Arc`s); `distinct`: every flow
 //!   has its own endpoint and policy objects, and the batches cycle through
 //!   16 of them (8,192 flows, twice the cache's bound), so that a cached
-//!   encoder never finds a part it has seen. Cached encoders are kept
-//!   across batches, as the daemon keeps them.
+//!   encoder never finds a part it has seen; `newconns`: the pods and
+//!   policies of `shared`, but the batches cycle through 8,192 flows with
+//!   distinct flow keys (twice the connection memo's bound), so every
+//!   record is a connection seen once and no connection template is ever
+//!   used. In `shared` each round encodes the same 512 flows again:
+//!   connections reported again, which a cached encoder writes from their
+//!   templates from the third round on. Cached encoders are kept across
+//!   batches, as the daemon keeps them.
 //!
 //! The last line printed is `<mode> records=<n> bytes/record=<b>
-//! cpu_ns/record=<t> records/s/core=<r> bypassed=<k>`: CPU time (user +
-//! system, from `/proc/self/stat`, 10 ms resolution) of the encoding loop
-//! only, and how many records a cached encoder wrote without its cache.
+//! cpu_ns/record=<t> records/s/core=<r> bypassed=<k> templated=<m>`: CPU
+//! time (user + system, from `/proc/self/stat`, 10 ms resolution) of the
+//! encoding loop only, how many records a cached encoder wrote without its
+//! fragment cache, and how many from a connection template.
 #![allow(clippy::unwrap_used, reason = "profiling harness")]
 
 #[path = "../tests/fixtures/mod.rs"]
@@ -65,12 +73,13 @@ fn main() {
     let observed = fixtures::observed();
     let golden: Vec<ExplainedFlow> = fixtures::CASES.iter().map(|c| fixtures::case(c)).collect();
     let (encoding, sharing) = match mode.rsplit_once('-') {
-        Some((e, s @ ("shared" | "distinct"))) => (e.to_string(), Some(s == "shared")),
+        Some((e, s @ ("shared" | "distinct" | "newconns"))) => (e.to_string(), Some(s)),
         _ => (mode.clone(), None),
     };
     let all = match sharing {
-        Some(true) => fixtures::workload(BATCH, PODS, POLICIES, true),
-        Some(false) => fixtures::workload(16 * BATCH, PODS, POLICIES, false),
+        Some("shared") => fixtures::workload(BATCH, PODS, POLICIES, true),
+        Some("newconns") => fixtures::workload(16 * BATCH, PODS, POLICIES, true),
+        Some(_) => fixtures::workload(16 * BATCH, PODS, POLICIES, false),
         None => golden,
     };
     // The flows of round `r`.
@@ -83,6 +92,8 @@ fn main() {
     let mut total = 0usize;
     // Records a cached encoder wrote without its cache (it missed too often).
     let mut bypassed = 0;
+    // Records a cached encoder wrote from a connection template.
+    let mut templated = 0;
     let cpu_start = cpu_nanos();
     match encoding.as_str() {
         "otlp-record" => {
@@ -94,8 +105,11 @@ fn main() {
                 total += out.len();
             }
         }
-        "otlp-cached" => {
+        "otlp-cached" | "otlp-fragments" => {
             let mut encoder = otlp::OtlpEncoder::new(ctx.clone());
+            if encoding == "otlp-fragments" {
+                encoder = encoder.without_memo();
+            }
             for r in 0..rounds {
                 out.clear();
                 for f in batch(r) {
@@ -104,9 +118,13 @@ fn main() {
                 total += out.len();
             }
             bypassed = encoder.bypassed();
+            templated = encoder.templated();
         }
-        "ecs-cached" => {
+        "ecs-cached" | "ecs-fragments" => {
             let mut encoder = ecs::EcsEncoder::new(ctx.clone());
+            if encoding == "ecs-fragments" {
+                encoder = encoder.without_memo();
+            }
             for r in 0..rounds {
                 out.clear();
                 for f in batch(r) {
@@ -116,6 +134,7 @@ fn main() {
                 total += out.len();
             }
             bypassed = encoder.bypassed();
+            templated = encoder.templated();
         }
         "otlp-protobuf" => {
             let mut writer = otlp::ProtobufRequestWriter::new();
@@ -153,7 +172,7 @@ fn main() {
     let cpu = cpu_nanos() - cpu_start;
     let records = (rounds * per_round).max(1);
     println!(
-        "{mode} records={records} bytes/record={} cpu_ns/record={} records/s/core={} bypassed={bypassed}",
+        "{mode} records={records} bytes/record={} cpu_ns/record={} records/s/core={} bypassed={bypassed} templated={templated}",
         total / records,
         cpu / records as u64,
         if cpu == 0 {

@@ -63,7 +63,52 @@ pub fn write_flow_document(
     out: &mut Vec<u8>,
 ) {
     let times = Times::new(&flow.flow, observed, &mut TimeFormatter::default());
-    write_document(ctx, flow, None, &times, &mut Direct, out);
+    write_document(ctx, flow, None, &times, &mut Direct, None, out);
+}
+
+/// The per-window values of a document: the holes of its template (see
+/// `crate::template`), written by [`fill_hole`].
+mod hole {
+    use crate::template::Hole;
+    pub(super) const WINDOW_END: Hole = 0;
+    pub(super) const WINDOW_START: Hole = 1;
+    pub(super) const OBSERVED: Hole = 2;
+    pub(super) const LAST_PACKET: Hole = 3;
+    pub(super) const DURATION: Hole = 4;
+    pub(super) const EVENT_ID: Hole = 5;
+    pub(super) const SOURCE_BYTES: Hole = 6;
+    pub(super) const SOURCE_PACKETS: Hole = 7;
+    pub(super) const DESTINATION_BYTES: Hole = 8;
+    pub(super) const DESTINATION_PACKETS: Hole = 9;
+    pub(super) const NETWORK_BYTES: Hole = 10;
+    pub(super) const NETWORK_PACKETS: Hole = 11;
+}
+
+/// Writes the value of `hole` for the record of `f` (what the document
+/// writes there: the text between the quotes, or the number).
+#[inline]
+fn fill_hole(
+    h: crate::template::Hole,
+    f: &flowscribe_model::Flow,
+    times: &mut WindowTimes<'_>,
+    event_id: crate::event_id::EventId,
+    out: &mut Vec<u8>,
+) {
+    use crate::json::push_u64;
+    match h {
+        hole::WINDOW_END => out.extend_from_slice(&times.window_end),
+        hole::WINDOW_START => times.dates.format_into(f.window_start, out),
+        hole::OBSERVED => out.extend_from_slice(&times.observed),
+        hole::LAST_PACKET => times.dates.format_into(f.last_packet, out),
+        hole::DURATION => push_u64(out, duration_nanos(f.window_start, f.window_end)),
+        hole::EVENT_ID => event_id.write_hex(out),
+        hole::SOURCE_BYTES => push_u64(out, f.forward.bytes),
+        hole::SOURCE_PACKETS => push_u64(out, f.forward.packets),
+        hole::DESTINATION_BYTES => push_u64(out, f.reverse.bytes),
+        hole::DESTINATION_PACKETS => push_u64(out, f.reverse.packets),
+        hole::NETWORK_BYTES => push_u64(out, f.forward.bytes + f.reverse.bytes),
+        _ => push_u64(out, f.forward.packets + f.reverse.packets),
+    }
 }
 
 /// [`write_flow_document`] with the parts that depend only on shared
@@ -74,6 +119,7 @@ fn write_document<P: Parts>(
     id: Option<EventId>,
     times: &Times,
     parts: &mut P,
+    mut marks: Option<&mut Vec<crate::template::Mark>>,
     out: &mut Vec<u8>,
 ) {
     let view = FlowView::with_event_id(ctx, flow, id);
@@ -84,11 +130,16 @@ fn write_document<P: Parts>(
         JsonWriter::checking(out)
     } else {
         JsonWriter::new(out)
-    };
+    }
+    .marking(marks.as_deref_mut());
     document(&mut w, ctx, &view, times, parts);
     if w.needed_escaping() {
         out.truncate(start);
-        document(&mut JsonWriter::escaping(out), ctx, &view, times, parts);
+        if let Some(m) = marks.as_deref_mut() {
+            m.clear();
+        }
+        let mut w = JsonWriter::escaping(out).marking(marks);
+        document(&mut w, ctx, &view, times, parts);
     }
 }
 
@@ -314,6 +365,34 @@ impl LastTime {
     }
 }
 
+/// The timestamps of a document's holes (see [`fill_hole`]): the batch's
+/// window end and observed time, formatted once per batch; the window
+/// start and last packet are formatted into the hole itself.
+struct WindowTimes<'d> {
+    window_end: [u8; 30],
+    observed: [u8; 30],
+    dates: &'d mut Rfc3339Dates,
+}
+
+impl WindowTimes<'_> {
+    fn new<'d>(
+        observed: SystemTime,
+        end: SystemTime,
+        formatter: &'d mut TimeFormatter,
+    ) -> WindowTimes<'d> {
+        let TimeFormatter {
+            dates,
+            window_end,
+            observed: last_observed,
+        } = formatter;
+        WindowTimes {
+            window_end: window_end.format(dates, end),
+            observed: last_observed.format(dates, observed),
+            dates,
+        }
+    }
+}
+
 /// Every timestamp of the document, formatted once (for both passes),
 /// sharing the date arithmetic ([`Rfc3339Dates`]).
 struct Times {
@@ -364,7 +443,7 @@ fn document(
     let ports = has_ports(key.protocol);
 
     w.begin_object();
-    w.field_plain(k!("@timestamp"), &times.window_end);
+    w.hole_plain(k!("@timestamp"), &times.window_end, hole::WINDOW_END);
     side(
         w,
         k!("destination"),
@@ -372,6 +451,7 @@ fn document(
         key.dst_port,
         &f.reverse,
         ports,
+        (hole::DESTINATION_BYTES, hole::DESTINATION_PACKETS),
     );
     w.members(ECS_VERSION_MEMBER);
     event(w, view, times);
@@ -398,14 +478,22 @@ fn document(
 
     w.key(k!("network"));
     w.begin_object();
-    w.field_u64(k!("bytes"), f.forward.bytes + f.reverse.bytes);
+    w.hole_u64(
+        k!("bytes"),
+        f.forward.bytes + f.reverse.bytes,
+        hole::NETWORK_BYTES,
+    );
     if let Some(c) = &view.community_id {
         w.field_plain(k!("community_id"), c.as_bytes());
     }
     w.field_plain(k!("direction"), view.direction.as_str().as_bytes());
     w.key(k!("iana_number"));
     w.u64_str(key.protocol.into());
-    w.field_u64(k!("packets"), f.forward.packets + f.reverse.packets);
+    w.hole_u64(
+        k!("packets"),
+        f.forward.packets + f.reverse.packets,
+        hole::NETWORK_PACKETS,
+    );
     w.field_plain(
         k!("transport"),
         flowscribe_model::protocol_name(key.protocol).as_bytes(),
@@ -468,6 +556,7 @@ fn document(
         key.src_port,
         &f.forward,
         ports,
+        (hole::SOURCE_BYTES, hole::SOURCE_PACKETS),
     );
     w.end_object();
 }
@@ -494,11 +583,15 @@ fn event(w: &mut JsonWriter<'_>, view: &FlowView<'_>, times: &Times) {
         Some(Verdict::Deny) => frag!(r#""action":"network-policy-deny","category":["network"]"#),
         None => frag!(r#""action":"network-flow","category":["network"]"#),
     });
-    w.field_plain(k!("created"), &times.observed);
+    w.hole_plain(k!("created"), &times.observed, hole::OBSERVED);
     w.members(frag!(r#""dataset":"flowscribe.flow""#));
-    w.field_u64(k!("duration"), duration_nanos(f.window_start, f.window_end));
-    w.field_plain(k!("end"), &times.window_end);
-    w.field_plain(k!("id"), view.event_id.as_bytes());
+    w.hole_u64(
+        k!("duration"),
+        duration_nanos(f.window_start, f.window_end),
+        hole::DURATION,
+    );
+    w.hole_plain(k!("end"), &times.window_end, hole::WINDOW_END);
+    w.hole_plain(k!("id"), view.event_id.as_bytes(), hole::EVENT_ID);
     w.members(match view.verdict {
         Some(Verdict::Allow) => {
             frag!(r#""kind":"event","module":"flowscribe","outcome":"success","provider":"flowscribe""#)
@@ -517,7 +610,7 @@ fn event(w: &mut JsonWriter<'_>, view: &FlowView<'_>, times: &Times) {
         crate::view::Severity::Info => frag!(r#""severity":9"#),
         crate::view::Severity::Warn => frag!(r#""severity":13"#),
     });
-    w.field_plain(k!("start"), &times.window_start);
+    w.hole_plain(k!("start"), &times.window_start, hole::WINDOW_START);
     w.members(match view.verdict {
         Some(Verdict::Allow) => frag!(r#""type":["connection","allowed""#),
         Some(Verdict::Deny) => frag!(r#""type":["connection","denied""#),
@@ -539,13 +632,14 @@ fn side(
     port: u16,
     c: &DirectionCounters,
     ports: bool,
+    (bytes_hole, packets_hole): (crate::template::Hole, crate::template::Hole),
 ) {
     w.key(name);
     w.begin_object();
     w.field_plain(k!("address"), addr.as_bytes());
-    w.field_u64(k!("bytes"), c.bytes);
+    w.hole_u64(k!("bytes"), c.bytes, bytes_hole);
     w.field_plain(k!("ip"), addr.as_bytes());
-    w.field_u64(k!("packets"), c.packets);
+    w.hole_u64(k!("packets"), c.packets, packets_hole);
     if ports {
         w.field_u64(k!("port"), port.into());
     }
@@ -862,7 +956,7 @@ fn flowscribe_namespace(
         w.str(&i.name);
     }
     w.end_array();
-    w.field_plain(k!("last_packet"), &times.last_packet);
+    w.hole_plain(k!("last_packet"), &times.last_packet, hole::LAST_PACKET);
     w.field_plain(k!("orientation"), f.orientation.as_str().as_bytes());
     w.field_plain(k!("state"), f.state.as_str().as_bytes());
     if f.key.protocol == 6 {

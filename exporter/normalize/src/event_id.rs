@@ -58,6 +58,19 @@ impl EventId {
         crate::hex::lower(&self.0)
     }
 
+    /// The id as 32 lowercase hex digits appended to `out`, written in
+    /// place (digits assembled on the stack and copied out stall on store
+    /// forwarding).
+    pub(crate) fn write_hex(self, out: &mut Vec<u8>) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let start = out.len();
+        out.resize(start + 32, b'0');
+        for (pair, b) in out[start..].chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0x0f)];
+        }
+    }
+
     /// The id as 32 lowercase hex digits, held inline (no allocation).
     pub(crate) fn to_hex_text(self) -> crate::view::ShortText<32> {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -240,6 +253,9 @@ mod tests {
             assert_eq!(id.to_hex(), want);
             assert_eq!(crate::hex::lower(id.as_bytes()), want);
             assert_eq!(id.to_hex_text().as_str(), want);
+            let mut written = b"x".to_vec();
+            id.write_hex(&mut written);
+            assert_eq!(&written[1..], want.as_bytes());
         }
     }
 

@@ -138,8 +138,14 @@ impl<K: Hash + Eq, V> BoundedMap<K, V> {
 /// record whose parts all hit saves about 4k instructions, one whose
 /// parts all miss, about 3.5 misses, costs about 14k more: break-even
 /// near one miss per record.)
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Admission {
+    /// Records per window.
+    window: u32,
+    /// Misses in a window above which the cache is bypassed.
+    max_misses: u64,
+    /// Records written without the cache after such a window.
+    bypass_records: u32,
     /// Cached records in the current window.
     records: u32,
     /// Records left to write without the cache.
@@ -150,10 +156,36 @@ pub(crate) struct Admission {
     bypassed: u64,
 }
 
+impl Default for Admission {
+    /// [`Admission::MAX_MISSES_PER_RECORD`] on average.
+    fn default() -> Admission {
+        Admission::with_limits(
+            Self::WINDOW,
+            u64::from(Self::WINDOW) * Self::MAX_MISSES_PER_RECORD,
+            Self::BYPASS,
+        )
+    }
+}
+
 impl Admission {
     pub(crate) const WINDOW: u32 = 256;
     pub(crate) const MAX_MISSES_PER_RECORD: u64 = 1;
     pub(crate) const BYPASS: u32 = 8192;
+
+    /// Admission that bypasses the cache for `bypass_records` records
+    /// after a window of `window` records with more than `max_misses`
+    /// misses.
+    pub(crate) fn with_limits(window: u32, max_misses: u64, bypass_records: u32) -> Admission {
+        Admission {
+            window,
+            max_misses,
+            bypass_records: bypass_records.max(1),
+            records: 0,
+            bypass: 0,
+            start: (0, 0),
+            bypassed: 0,
+        }
+    }
 
     /// Whether the next record uses the cache, given the lookups and
     /// misses of the cache's maps so far.
@@ -167,12 +199,12 @@ impl Admission {
             }
             return false;
         }
-        if self.records == Self::WINDOW {
+        if self.records == self.window {
             let m = misses - self.start.1;
             self.records = 0;
             self.start = (lookups, misses);
-            if m > u64::from(Self::WINDOW) * Self::MAX_MISSES_PER_RECORD {
-                self.bypass = Self::BYPASS - 1;
+            if m > self.max_misses {
+                self.bypass = self.bypass_records - 1;
                 self.bypassed += 1;
                 return false;
             }

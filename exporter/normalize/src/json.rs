@@ -28,6 +28,8 @@ use std::fmt;
 
 use serde_json::Value;
 
+use crate::template::{Hole, Mark};
+
 /// A constant member name, pre-rendered with the comma that may precede
 /// it: `k!("name")` is `,"name":` (see [`JsonWriter::key`]).
 macro_rules! k {
@@ -98,6 +100,9 @@ pub(crate) struct JsonWriter<'a> {
     /// Where the text of the string open now starts (see
     /// [`JsonWriter::close_string`]).
     text_start: usize,
+    /// Where the per-window values went, when a template is being made
+    /// (see `crate::template`).
+    marks: Option<&'a mut Vec<Mark>>,
 }
 
 /// JSON rendered once and copied into many records (see
@@ -144,6 +149,7 @@ impl<'a> JsonWriter<'a> {
             check: false,
             dirty: false,
             text_start: 0,
+            marks: None,
         }
     }
 
@@ -158,6 +164,46 @@ impl<'a> JsonWriter<'a> {
         w
     }
 
+    /// This writer, noting in `marks` where it writes holes
+    /// ([`JsonWriter::hole_u64`], [`JsonWriter::hole_plain`]).
+    pub(crate) fn marking(mut self, marks: Option<&'a mut Vec<Mark>>) -> Self {
+        self.marks = marks;
+        self
+    }
+
+    /// A member whose value is a per-window number: a hole of a template.
+    #[inline]
+    pub(crate) fn hole_u64(&mut self, k: Key, v: u64, hole: Hole) {
+        self.key(k);
+        let start = self.out.len();
+        push_u64(self.out, v);
+        self.comma = true;
+        self.mark(start, hole);
+    }
+
+    /// A member whose value is a per-window string that needs no escaping
+    /// (a time, an id): its text is a hole of a template.
+    #[inline]
+    pub(crate) fn hole_plain(&mut self, k: Key, v: &[u8], hole: Hole) {
+        debug_assert!(!v.iter().copied().any(needs_escape));
+        self.key(k);
+        self.quotes += 2;
+        self.out.reserve(v.len() + 2);
+        self.out.push(b'"');
+        let start = self.out.len();
+        self.out.extend_from_slice(v);
+        self.mark(start, hole);
+        self.out.push(b'"');
+        self.comma = true;
+    }
+
+    #[inline]
+    fn mark(&mut self, start: usize, hole: Hole) {
+        if let Some(marks) = &mut self.marks {
+            marks.push((start - self.start, self.out.len() - self.start, hole));
+        }
+    }
+
     /// A writer that escapes every data string.
     pub(crate) fn escaping(out: &'a mut Vec<u8>) -> Self {
         let start = out.len();
@@ -170,6 +216,7 @@ impl<'a> JsonWriter<'a> {
             check: false,
             dirty: false,
             text_start: 0,
+            marks: None,
         }
     }
 
@@ -598,7 +645,11 @@ fn write_escape(out: &mut Vec<u8>, b: u8) {
 /// `v` in decimal, appended to `out`.
 #[inline]
 pub(crate) fn push_u64(out: &mut Vec<u8>, v: u64) {
-    crate::view::Decimal::new(v).append_to(out);
+    // Straight into the output: digits assembled on the stack and copied
+    // out stall on store forwarding.
+    let start = out.len();
+    out.resize(start + crate::view::decimal_len(v), b'0');
+    crate::view::write_decimal(&mut out[start..], v);
 }
 
 /// A short description of a JSON value for problem messages.

@@ -13,7 +13,9 @@
 //! For streams of records, [`ecs::EcsEncoder`] and [`otlp::OtlpEncoder`]
 //! write the same bytes as [`ecs::write_flow_document`] and
 //! [`otlp::write_log_record_protobuf`], rendering the parts that depend only
-//! on shared pods, endpoints and policies once ([`fragment_cache`]).
+//! on shared pods, endpoints and policies once ([`fragment_cache`]), and
+//! write a connection reported again from a template of its last record
+//! with the per-window values filled in (`template`).
 //!
 //! Pure functions: no IO, no clocks (the observed time is a parameter), no
 //! async. Batching, framing and transport belong to the sinks.
@@ -39,6 +41,7 @@ pub mod otlp;
 mod protobuf;
 mod rfc3339;
 mod schema;
+mod template;
 #[cfg(test)]
 mod test_flows;
 mod view;

@@ -154,6 +154,7 @@ pub fn log_record(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> 
         None,
         observed,
         &mut Direct,
+        None,
     );
     // The writer emits a valid LogRecord by construction (the tests decode
     // every case); an empty record keeps this total without a panic path.
@@ -179,6 +180,7 @@ pub fn write_log_record_protobuf(
         None,
         observed,
         &mut Direct,
+        None,
     );
 }
 
@@ -213,7 +215,7 @@ impl ProtobufRequestWriter {
     ) {
         let mut w = ProtoWriter::new(&mut self.records);
         let record = w.begin_wide(SCOPE_LOGS_LOG_RECORDS);
-        write_flow_record(&mut w, ctx, flow, None, observed, parts);
+        write_flow_record(&mut w, ctx, flow, None, observed, parts, None);
         w.end(record);
         self.count += 1;
     }
@@ -472,7 +474,129 @@ impl<'a> Attributes<'_, 'a> {
     }
 }
 
-/// The fields of the LogRecord of one flow record, in tag order.
+/// The per-window fields of a `LogRecord`: the holes of its template (see
+/// `crate::template`), each a whole field, written by [`fill_hole`].
+mod hole {
+    use crate::template::Hole;
+    pub(super) const TIME: Hole = 0;
+    pub(super) const EVENT_ID: Hole = 1;
+    pub(super) const WINDOW_START: Hole = 2;
+    pub(super) const LAST_PACKET: Hole = 3;
+    pub(super) const BYTES_FORWARD: Hole = 4;
+    pub(super) const BYTES_REVERSE: Hole = 5;
+    pub(super) const PACKETS_FORWARD: Hole = 6;
+    pub(super) const PACKETS_REVERSE: Hole = 7;
+    pub(super) const OBSERVED_TIME: Hole = 8;
+}
+
+/// Writes the field of `h` for the record of `f`, as
+/// [`write_flow_record`] writes it.
+#[inline]
+fn fill_hole(
+    h: crate::template::Hole,
+    f: &flowscribe_model::Flow,
+    event_id: EventId,
+    times: &WindowNanos,
+    out: &mut Vec<u8>,
+) {
+    let w = &mut ProtoWriter::new(out);
+    let mut a = Attributes {
+        w,
+        field: LOG_RECORD_ATTRIBUTES,
+    };
+    match h {
+        hole::TIME => nanos_field(a.w, LOG_RECORD_TIME_UNIX_NANO, times.window_end),
+        hole::EVENT_ID => {
+            // `Attributes::ascii` of the 32 hex digits, written in place.
+            a.begin_sized_value(key!("flowscribe.event_id"), 1 + 1 + 32);
+            a.w.begin_sized(ANY_VALUE_STRING, 32);
+            event_id.write_hex(a.w.buf);
+        }
+        hole::WINDOW_START => a.int(
+            key!("flowscribe.flow.window.start_unix_nano"),
+            times.window_start,
+        ),
+        hole::LAST_PACKET => a.int(
+            key!("flowscribe.flow.last_packet_unix_nano"),
+            times.last_packet,
+        ),
+        hole::BYTES_FORWARD => a.int(key!("flowscribe.flow.bytes.forward"), f.forward.bytes),
+        hole::BYTES_REVERSE => a.int(key!("flowscribe.flow.bytes.reverse"), f.reverse.bytes),
+        hole::PACKETS_FORWARD => a.int(key!("flowscribe.flow.packets.forward"), f.forward.packets),
+        hole::PACKETS_REVERSE => a.int(key!("flowscribe.flow.packets.reverse"), f.reverse.packets),
+        _ => nanos_field(a.w, LOG_RECORD_OBSERVED_TIME_UNIX_NANO, times.observed),
+    }
+}
+
+/// The times of a record's holes, in nanoseconds since the epoch.
+struct WindowNanos {
+    window_start: u64,
+    window_end: u64,
+    last_packet: u64,
+    observed: u64,
+}
+
+/// The last window end and observed time converted, which the records of
+/// one batch share (one drain, one call).
+#[derive(Debug, Default)]
+struct LastNanos {
+    window_end: Option<(SystemTime, u64)>,
+    observed: Option<(SystemTime, u64)>,
+}
+
+impl LastNanos {
+    #[inline]
+    fn window(&mut self, f: &flowscribe_model::Flow, observed: SystemTime) -> WindowNanos {
+        fn last(slot: &mut Option<(SystemTime, u64)>, t: SystemTime) -> u64 {
+            match *slot {
+                Some((at, nanos)) if at == t => nanos,
+                _ => {
+                    let nanos = unix_nanos(t);
+                    *slot = Some((t, nanos));
+                    nanos
+                }
+            }
+        }
+        WindowNanos {
+            window_start: unix_nanos(f.window_start),
+            window_end: last(&mut self.window_end, f.window_end),
+            last_packet: unix_nanos(f.last_packet),
+            observed: last(&mut self.observed, observed),
+        }
+    }
+}
+
+/// A `fixed64` time field; zero is proto3's default, which prost leaves
+/// out, and so do we.
+#[inline]
+fn time_field(w: &mut ProtoWriter<'_>, field: u32, t: SystemTime) {
+    nanos_field(w, field, unix_nanos(t));
+}
+
+#[inline]
+fn nanos_field(w: &mut ProtoWriter<'_>, field: u32, nanos: u64) {
+    if nanos != 0 {
+        w.fixed64(field, nanos);
+    }
+}
+
+/// Notes in `marks` (when recording) that the field of `hole` took
+/// `start..end` of the record starting at `base`.
+#[inline]
+fn mark(
+    marks: &mut Option<&mut Vec<crate::template::Mark>>,
+    base: usize,
+    start: usize,
+    end: usize,
+    hole: crate::template::Hole,
+) {
+    if let Some(m) = marks {
+        m.push((start - base, end - base, hole));
+    }
+}
+
+/// The fields of the LogRecord of one flow record, in tag order; with
+/// `marks`, where the per-window fields went (see `crate::template`).
 fn write_flow_record(
     w: &mut ProtoWriter<'_>,
     ctx: &Context,
@@ -480,21 +604,21 @@ fn write_flow_record(
     id: Option<EventId>,
     observed: SystemTime,
     parts: &mut impl Parts,
+    mut marks: Option<&mut Vec<crate::template::Mark>>,
 ) {
     let view = FlowView::with_event_id(ctx, flow, id);
     let ef = &flow.flow;
     let f = &ef.flow;
     let key = &f.key;
+    let base = w.buf.len();
 
     let (severity_number, severity_text) = match view.severity {
         Severity::Info => (9, "INFO"),
         Severity::Warn => (13, "WARN"),
     };
-    // Zero is proto3's default, which prost leaves out; so do we.
-    let time = unix_nanos(f.window_end);
-    if time != 0 {
-        w.fixed64(LOG_RECORD_TIME_UNIX_NANO, time);
-    }
+    let start = w.buf.len();
+    time_field(w, LOG_RECORD_TIME_UNIX_NANO, f.window_end);
+    mark(&mut marks, base, start, w.buf.len(), hole::TIME);
     w.varint(LOG_RECORD_SEVERITY_NUMBER, severity_number);
     w.string_parts(LOG_RECORD_SEVERITY_TEXT, &[severity_text]);
     let body = w.begin(LOG_RECORD_BODY);
@@ -526,7 +650,9 @@ fn write_flow_record(
         a.int(key!("destination.port"), key.dst_port.into());
     }
     a.string(key!("network.interface.name"), &f.interface.name);
+    let start = a.w.buf.len();
     a.ascii(key!("flowscribe.event_id"), view.event_id.as_bytes());
+    mark(&mut marks, base, start, a.w.buf.len(), hole::EVENT_ID);
     if let Some(c) = &view.community_id {
         a.ascii(key!("flowscribe.community_id"), c.as_bytes());
     }
@@ -536,22 +662,46 @@ fn write_flow_record(
     }
     a.string(key!("flowscribe.flow.direction"), view.direction.as_str());
     a.int(key!("flowscribe.flow.iana_number"), key.protocol.into());
+    let start = a.w.buf.len();
     a.int(
         key!("flowscribe.flow.window.start_unix_nano"),
         unix_nanos(f.window_start),
     );
+    mark(&mut marks, base, start, a.w.buf.len(), hole::WINDOW_START);
     a.int(
         key!("flowscribe.flow.first_packet_unix_nano"),
         unix_nanos(f.first_packet),
     );
+    let start = a.w.buf.len();
     a.int(
         key!("flowscribe.flow.last_packet_unix_nano"),
         unix_nanos(f.last_packet),
     );
+    mark(&mut marks, base, start, a.w.buf.len(), hole::LAST_PACKET);
+    let start = a.w.buf.len();
     a.int(key!("flowscribe.flow.bytes.forward"), f.forward.bytes);
+    mark(&mut marks, base, start, a.w.buf.len(), hole::BYTES_FORWARD);
+    let start = a.w.buf.len();
     a.int(key!("flowscribe.flow.bytes.reverse"), f.reverse.bytes);
+    mark(&mut marks, base, start, a.w.buf.len(), hole::BYTES_REVERSE);
+    let start = a.w.buf.len();
     a.int(key!("flowscribe.flow.packets.forward"), f.forward.packets);
+    mark(
+        &mut marks,
+        base,
+        start,
+        a.w.buf.len(),
+        hole::PACKETS_FORWARD,
+    );
+    let start = a.w.buf.len();
     a.int(key!("flowscribe.flow.packets.reverse"), f.reverse.packets);
+    mark(
+        &mut marks,
+        base,
+        start,
+        a.w.buf.len(),
+        hole::PACKETS_REVERSE,
+    );
     if key.protocol == 6 {
         a.strings(
             key!("flowscribe.flow.tcp_flags.forward"),
@@ -650,10 +800,9 @@ fn write_flow_record(
     }
 
     let w = a.w;
-    let observed = unix_nanos(observed);
-    if observed != 0 {
-        w.fixed64(LOG_RECORD_OBSERVED_TIME_UNIX_NANO, observed);
-    }
+    let start = w.buf.len();
+    time_field(w, LOG_RECORD_OBSERVED_TIME_UNIX_NANO, observed);
+    mark(&mut marks, base, start, w.buf.len(), hole::OBSERVED_TIME);
     w.string_parts(LOG_RECORD_EVENT_NAME, &[FLOW_EVENT_NAME]);
 }
 

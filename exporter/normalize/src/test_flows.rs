@@ -314,3 +314,80 @@ impl RandomFlows {
         (ctx, f)
     }
 }
+
+/// Records of a few long-lived connections, re-reported window after
+/// window (for the connection templates of the cached encoders): most
+/// records only move the window, the counters and the observed time on;
+/// some change what a template holds constant (TCP flags, state, an
+/// endpoint, the trace, the interface), and some are a new connection
+/// under a key already seen.
+pub(crate) struct Connections {
+    flows: RandomFlows,
+    rng: Rng,
+    open: Vec<(crate::Context, ExplainedFlow)>,
+    observed: std::time::SystemTime,
+}
+
+impl Connections {
+    pub(crate) fn new(seed: u64) -> Connections {
+        let mut flows = RandomFlows::new(seed);
+        let open = (0..12).map(|_| flows.next_flow()).collect();
+        Connections {
+            flows,
+            rng: Rng::new(seed ^ 0x5eed),
+            open,
+            observed: fixtures::observed(),
+        }
+    }
+
+    /// The next record and its observed time.
+    pub(crate) fn next_record(&mut self) -> (crate::Context, ExplainedFlow, std::time::SystemTime) {
+        use std::time::Duration;
+        let i = self.rng.below(self.open.len());
+        let step = Duration::from_millis(1 + self.rng.next() % 20_000);
+        let (ctx, f) = &mut self.open[i];
+        let ff = &mut f.flow.flow;
+        match self.rng.below(20) {
+            0 => {
+                // Something else under the same key.
+                let key = ff.key;
+                let (c, mut g) = self.flows.next_flow();
+                g.flow.flow.key = key;
+                *ctx = c;
+                *f = g;
+            }
+            1 => ff.forward.tcp_flags ^= 1 << self.rng.below(8),
+            2 => {
+                ff.state = [
+                    flowscribe_model::FlowState::Live,
+                    flowscribe_model::FlowState::Completed,
+                    flowscribe_model::FlowState::OneSided,
+                    flowscribe_model::FlowState::Started,
+                ][self.rng.below(4)];
+            }
+            3 => {
+                let (_, g) = self.flows.next_flow();
+                f.flow.destination = g.flow.destination;
+            }
+            4 => {
+                let (_, g) = self.flows.next_flow();
+                f.trace = g.trace;
+            }
+            5 => ff.interface.name = format!("if{}", self.rng.below(3)),
+            // Not a connection's own, but the record must still be right.
+            6 => ff.first_packet += Duration::from_millis(1),
+            _ => {}
+        }
+        // The next window: everything per window moves on.
+        let ff = &mut f.flow.flow;
+        ff.window_start = ff.window_end;
+        ff.window_end += step;
+        ff.last_packet = ff.window_end - Duration::from_nanos(self.rng.next() % 1_000_000);
+        ff.forward.bytes += self.rng.next() >> (24 + self.rng.below(40));
+        ff.forward.packets += self.rng.next() % 1000;
+        ff.reverse.bytes += self.rng.next() >> 20;
+        ff.reverse.packets += self.rng.next() % 10_000;
+        self.observed += step;
+        (ctx.clone(), f.clone(), self.observed)
+    }
+}

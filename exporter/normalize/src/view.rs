@@ -110,22 +110,11 @@ pub struct Decimal {
 
 impl Decimal {
     #[inline]
-    pub fn new(mut v: u64) -> Decimal {
+    pub fn new(v: u64) -> Decimal {
         let mut bytes = [b'0'; 20];
-        let mut i = bytes.len();
-        while v >= 100 {
-            i -= 2;
-            bytes[i..i + 2].copy_from_slice(&pair(v));
-            v /= 100;
-        }
-        if v >= 10 {
-            i -= 2;
-            bytes[i..i + 2].copy_from_slice(&pair(v));
-        } else {
-            i -= 1;
-            bytes[i] = b'0' + v as u8;
-        }
-        Decimal { bytes, start: i }
+        let start = bytes.len() - decimal_len(v);
+        write_decimal(&mut bytes[start..], v);
+        Decimal { bytes, start }
     }
 
     #[inline]
@@ -137,11 +126,42 @@ impl Decimal {
         // Only ASCII digits are ever written, so this cannot fail.
         std::str::from_utf8(self.as_bytes()).unwrap_or("0")
     }
+}
 
-    /// Appends the digits to `out`.
-    #[inline]
-    pub fn append_to(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.as_bytes());
+/// Digits of `v` in decimal.
+#[inline]
+pub fn decimal_len(v: u64) -> usize {
+    v.checked_ilog10().map_or(1, |l| l as usize + 1)
+}
+
+/// Writes `v` in decimal to `dst`, which is [`decimal_len`] bytes long.
+/// Eight digits at a time: one 64-bit division per eight digits, the rest
+/// in independent 32-bit steps (durations in nanoseconds have 10-19
+/// digits).
+#[inline]
+pub fn write_decimal(dst: &mut [u8], v: u64) {
+    let mut i = dst.len();
+    let mut v = v;
+    while v >= 100_000_000 && i >= 8 {
+        let low = (v % 100_000_000) as u32;
+        v /= 100_000_000;
+        i -= 8;
+        let (hi, lo) = (low / 10_000, low % 10_000);
+        dst[i..i + 2].copy_from_slice(&pair(u64::from(hi / 100)));
+        dst[i + 2..i + 4].copy_from_slice(&pair(u64::from(hi % 100)));
+        dst[i + 4..i + 6].copy_from_slice(&pair(u64::from(lo / 100)));
+        dst[i + 6..i + 8].copy_from_slice(&pair(u64::from(lo % 100)));
+    }
+    let mut v = v as u32;
+    while v >= 100 && i >= 2 {
+        i -= 2;
+        dst[i..i + 2].copy_from_slice(&pair(u64::from(v % 100)));
+        v /= 100;
+    }
+    if v >= 10 && i >= 2 {
+        dst[i - 2..i].copy_from_slice(&pair(u64::from(v)));
+    } else if i >= 1 {
+        dst[i - 1] = b'0' + v as u8;
     }
 }
 
@@ -473,6 +493,26 @@ pub struct Rfc3339Dates {
 
 impl Rfc3339Dates {
     pub fn format(&mut self, t: SystemTime) -> [u8; 30] {
+        let mut b = [0u8; 30];
+        self.write(t, &mut b);
+        b
+    }
+
+    /// [`Rfc3339Dates::format`] appended to `out`: the digits go straight
+    /// into the output (assembled on the stack and copied out, they stall
+    /// on store forwarding).
+    #[inline]
+    pub fn format_into(&mut self, t: SystemTime, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + 30, b'0');
+        if let Some(b) = out.get_mut(start..start + 30) {
+            self.write(t, b);
+        }
+    }
+
+    /// The 30 bytes of `t` into `b` (30 bytes long).
+    #[inline]
+    fn write(&mut self, t: SystemTime, b: &mut [u8]) {
         // 10000-01-01T00:00:00Z.
         const END_SECS: u64 = 253_402_300_800;
         let (secs, nanos) = match t.duration_since(UNIX_EPOCH) {
@@ -488,20 +528,19 @@ impl Rfc3339Dates {
         let secs_of_day = secs % 86_400;
         let (hour, minute, second) = (secs_of_day / 3600, secs_of_day / 60 % 60, secs_of_day % 60);
 
-        let mut b = *b"0000-00-00T00:00:00.000000000Z";
+        b.copy_from_slice(b"0000-00-00T00:00:00.000000000Z");
         b[..10].copy_from_slice(&self.date);
-        let put = |b: &mut [u8; 30], at: usize, v: u64| b[at..at + 2].copy_from_slice(&pair(v));
-        put(&mut b, 11, hour);
-        put(&mut b, 14, minute);
-        put(&mut b, 17, second);
+        let put = |b: &mut [u8], at: usize, v: u64| b[at..at + 2].copy_from_slice(&pair(v));
+        put(b, 11, hour);
+        put(b, 14, minute);
+        put(b, 17, second);
         // Nine digits of nanoseconds: one, then four pairs.
         let n = u64::from(nanos);
         b[20] = b'0' + (n / 100_000_000) as u8;
-        put(&mut b, 21, n / 1_000_000);
-        put(&mut b, 23, n / 10_000);
-        put(&mut b, 25, n / 100);
-        put(&mut b, 27, n);
-        b
+        put(b, 21, n / 1_000_000);
+        put(b, 23, n / 10_000);
+        put(b, 25, n / 100);
+        put(b, 27, n);
     }
 }
 
@@ -820,12 +859,19 @@ mod tests {
             p *= 10;
             values.extend([p - 1, p, p + 1]);
         }
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(x >> (x % 64));
+        }
         for v in values {
             let d = super::Decimal::new(v);
             assert_eq!(d.as_str(), v.to_string());
-            let mut out = b"x".to_vec();
-            d.append_to(&mut out);
-            assert_eq!(out, format!("x{v}").into_bytes());
+            let mut pushed = b"y".to_vec();
+            crate::json::push_u64(&mut pushed, v);
+            assert_eq!(pushed, format!("y{v}").into_bytes());
         }
     }
 

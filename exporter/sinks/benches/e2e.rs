@@ -12,11 +12,20 @@
 //! fragment caches see the seven cases' shared pods and policies again and
 //! again, as a node's encoder sees its pods and their peers), the queued
 //! `Bytes`, and `Transport::send` of batches of 500: request body, gzip
-//! level 1 where named, the HTTP/1.1 POST on a kept-alive loopback
-//! connection, the response read and classified. The flows are normalize's
-//! seven golden cases, each record with its own time window (so every event
-//! id and timestamp differs). Not included: capture, enrichment and
+//! level 1 (or zstd level 1) where named, the HTTP/1.1 POST on a
+//! kept-alive loopback connection, the response read and classified. The
+//! flows are normalize's seven golden cases, each record with its own time
+//! window (so every event id and timestamp differs): seven long-lived
+//! connections reported again and again, which the encoders write from
+//! their connection templates. Cases named `new-conns` give every record
+//! its own source port (ICMP aside), so each is a connection seen once and
+//! no template is ever used. Not included: capture, enrichment and
 //! explanation, the queue (see the `queue` bench), the receiver.
+//!
+//! `-- SECONDS compressors` instead compresses one batch's bodies (500
+//! ECS documents with their `_bulk` action lines; 500 OTLP `LogRecord`s)
+//! with each compressor the HTTP client could use, for SECONDS each: CPU
+//! MB/s, ns per record and ratio.
 //!
 //! Cost is the CPU time of that one thread (`CLOCK_THREAD_CPUTIME_ID`), so another process's load does not inflate it the way it
 //! inflates wall time; the receiver runs on its own thread and only reads
@@ -62,8 +71,10 @@ fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// The golden flows, each copy with its own window (`i` ms later).
-fn flows(n: usize) -> Vec<ExplainedFlow> {
+/// The golden flows, each copy with its own window (`i` ms later); with
+/// `new_connections`, each with its own source port too (ICMP flows keep
+/// their type).
+fn flows(n: usize, new_connections: bool) -> Vec<ExplainedFlow> {
     let base: Vec<ExplainedFlow> = fixtures::CASES.iter().map(|c| fixtures::case(c)).collect();
     (0..n)
         .map(|i| {
@@ -71,9 +82,21 @@ fn flows(n: usize) -> Vec<ExplainedFlow> {
             let shift = Duration::from_millis(i as u64);
             f.flow.flow.window_start += shift;
             f.flow.flow.window_end += shift;
+            let key = &mut f.flow.flow.key;
+            if new_connections && !matches!(key.protocol, 1 | 58) {
+                key.src_port = 10_000 + i as u16;
+            }
             f
         })
         .collect()
+}
+
+/// How request bodies are compressed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Body {
+    Plain,
+    Gzip,
+    Zstd,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -172,6 +195,79 @@ fn run_case<T: Transport>(
     r
 }
 
+/// Compresses one batch's request bodies with each compressor.
+fn compressors(flows: &[ExplainedFlow], seconds: f64) {
+    use std::io::Write as _;
+    let ctx = fixtures::context();
+    let mut encoders = Encoders {
+        ecs: EcsEncoder::new(ctx.clone()),
+        otlp: OtlpEncoder::new(ctx.clone()),
+        ctx,
+    };
+    let mut es_body = Vec::new();
+    for q in encode_batch(&mut encoders, Encoding::Ecs, flows) {
+        write!(
+            es_body,
+            r#"{{"create":{{"_index":"logs-flowscribe.flow-default","_id":"{}"}}}}"#,
+            q.event_id
+        )
+        .unwrap();
+        es_body.push(b'\n');
+        es_body.extend_from_slice(&q.payload);
+        es_body.push(b'\n');
+    }
+    let mut otlp_body = Vec::new();
+    for q in encode_batch(&mut encoders, Encoding::OtlpProtobuf, flows) {
+        // `ScopeLogs.log_records` (field 2, length-delimited).
+        otlp_body.push(0x12);
+        let mut n = q.payload.len();
+        while n >= 0x80 {
+            otlp_body.push(n as u8 | 0x80);
+            n >>= 7;
+        }
+        otlp_body.push(n as u8);
+        otlp_body.extend_from_slice(&q.payload);
+    }
+    println!("| body | compressor | CPU MB/s | ns/record | ratio |");
+    println!("|---|---|---|---|---|");
+    for (name, body) in [("ES _bulk", &es_body), ("OTLP", &otlp_body)] {
+        type Compressor = Box<dyn Fn(&[u8]) -> usize>;
+        let cases: [(&str, Compressor); 4] = [
+            (
+                "http::gzip level 1",
+                Box::new(|b: &[u8]| flowscribe_sinks::core::http::gzip(b, 1).len()),
+            ),
+            (
+                "zstd level 1, fresh context",
+                Box::new(|b: &[u8]| zstd::bulk::compress(b, 1).unwrap().len()),
+            ),
+            (
+                "http::zstd level 1",
+                Box::new(|b: &[u8]| flowscribe_sinks::core::http::zstd(b, 1).unwrap().len()),
+            ),
+            (
+                "http::zstd level 3",
+                Box::new(|b: &[u8]| flowscribe_sinks::core::http::zstd(b, 3).unwrap().len()),
+            ),
+        ];
+        for (codec, f) in cases {
+            let (mut n, mut out) = (0u64, 0);
+            let (c0, w0) = (thread_cpu_ns(), Instant::now());
+            while w0.elapsed().as_secs_f64() < seconds {
+                out = f(body);
+                n += 1;
+            }
+            let cpu = (thread_cpu_ns() - c0) as f64;
+            println!(
+                "| {name} | {codec} | {:.0} | {:.0} | {:.1} |",
+                n as f64 * body.len() as f64 / cpu * 1e3,
+                cpu / (n as f64 * flows.len() as f64),
+                body.len() as f64 / out as f64
+            );
+        }
+    }
+}
+
 fn main() {
     let seconds: f64 = std::env::args()
         .skip(1)
@@ -181,7 +277,12 @@ fn main() {
     let only: Option<String> = std::env::args()
         .skip(1)
         .find(|a| a.parse::<f64>().is_err() && !a.starts_with('-'));
-    let flows = flows(BATCH * 14);
+    if only.as_deref() == Some("compressors") {
+        compressors(&flows(BATCH, false), seconds);
+        return;
+    }
+    let reported_again = flows(BATCH * 14, false);
+    let new_connections = flows(BATCH * 14, true);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -195,21 +296,33 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|");
     for round in 1..=2 {
-        for (name, enc, gzip) in [
-            ("es_bulk gzip", Encoding::Ecs, true),
-            ("otlp_http gzip", Encoding::OtlpProtobuf, true),
-            ("es_bulk plain", Encoding::Ecs, false),
-            ("otlp_http plain", Encoding::OtlpProtobuf, false),
+        for (name, enc, body) in [
+            ("es_bulk gzip", Encoding::Ecs, Body::Gzip),
+            ("otlp_http gzip", Encoding::OtlpProtobuf, Body::Gzip),
+            ("otlp_http zstd", Encoding::OtlpProtobuf, Body::Zstd),
+            ("es_bulk plain", Encoding::Ecs, Body::Plain),
+            ("otlp_http plain", Encoding::OtlpProtobuf, Body::Plain),
+            ("es_bulk gzip new-conns", Encoding::Ecs, Body::Gzip),
+            (
+                "otlp_http gzip new-conns",
+                Encoding::OtlpProtobuf,
+                Body::Gzip,
+            ),
         ] {
             if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
                 continue;
             }
+            let flows = if name.ends_with("new-conns") {
+                &new_connections
+            } else {
+                &reported_again
+            };
             let r = match enc {
                 Encoding::Ecs => {
                     let mut cfg = ElasticsearchConfig::new(es.url());
-                    cfg.gzip = gzip;
+                    cfg.gzip = body == Body::Gzip;
                     let mut t = cfg.build().unwrap();
-                    run_case(&rt, &mut t, enc, &flows, seconds)
+                    run_case(&rt, &mut t, enc, flows, seconds)
                 }
                 Encoding::OtlpProtobuf => {
                     let _enter = rt.enter();
@@ -219,9 +332,10 @@ fn main() {
                         otlp::resource_logs(&fixtures::context(), vec![]),
                     );
                     cfg.encoding = OtlpEncoding::Protobuf;
-                    cfg.gzip = gzip;
+                    cfg.gzip = body == Body::Gzip;
+                    cfg.zstd = body == Body::Zstd;
                     let mut t = cfg.build().unwrap();
-                    run_case(&rt, &mut t, enc, &flows, seconds)
+                    run_case(&rt, &mut t, enc, flows, seconds)
                 }
             };
             let per = |ns: u64| ns as f64 / r.records as f64;

@@ -11,17 +11,18 @@ use std::time::SystemTime;
 use flowscribe_model::{Endpoint, ExplainedFlow, PodIdentity, PolicyHit, PolicyRef};
 
 use super::{
-    Direct, Parts, TimeFormatter, Times, beats_kubernetes_head, beats_kubernetes_tail,
-    endpoint_members, hit_policy_head, hit_policy_tail, hit_rule, host, observer_head,
+    Direct, Parts, TimeFormatter, Times, WindowTimes, beats_kubernetes_head, beats_kubernetes_tail,
+    endpoint_members, fill_hole, hit_policy_head, hit_policy_tail, hit_rule, host, observer_head,
     observer_interface, observer_tail, orchestrator_pod, rule_description_end,
     rule_description_head, rule_id_end, rule_id_head, rule_policy_tail, write_document,
 };
 use crate::Context;
-use crate::event_id::EventId;
+use crate::event_id::{EventId, event_id};
 use crate::fragment_cache::{
     Admission, BoundedMap, DEFAULT_CAPACITY, EndpointKey, pin_endpoint, policy_key,
 };
 use crate::json::{CachedJson, JsonWriter, k};
+use crate::template::{ConnectionMemo, Lookup, Mark, Template};
 use crate::view::Decision;
 
 /// Encodes flow records as ECS documents for one [`Context`], keeping the
@@ -36,6 +37,11 @@ pub struct EcsEncoder {
     admission: Option<Admission>,
     /// The last day's date text, window end and observed time.
     times: TimeFormatter,
+    /// Whole-document templates of connections reported again (`None`:
+    /// off).
+    memo: Option<ConnectionMemo>,
+    /// Where the holes went in the document being recorded.
+    marks: Vec<Mark>,
 }
 
 #[derive(Debug)]
@@ -97,6 +103,8 @@ impl EcsEncoder {
             cache,
             admission: Some(Admission::default()),
             times: TimeFormatter::default(),
+            memo: Some(ConnectionMemo::new(capacity)),
+            marks: Vec::new(),
         }
     }
 
@@ -120,13 +128,62 @@ impl EcsEncoder {
         id: Option<EventId>,
         out: &mut Vec<u8>,
     ) {
+        let lookup = match self.memo.as_mut() {
+            Some(memo) => memo.lookup(flow),
+            None => Lookup::Render,
+        };
+        let marks = match lookup {
+            Lookup::Hit(template) => {
+                let f = &flow.flow.flow;
+                let id = id.unwrap_or_else(|| {
+                    event_id(&self.ctx.node, &f.key, f.window_start, f.window_end)
+                });
+                let mut times = WindowTimes::new(observed, f.window_end, &mut self.times);
+                template.write(out, |h, out| {
+                    fill_hole(h, f, &mut times, id, out);
+                });
+                return;
+            }
+            Lookup::Record => {
+                self.marks.clear();
+                Some(&mut self.marks)
+            }
+            Lookup::Render => None,
+        };
+        let recording = marks.is_some();
         let times = Times::new(&flow.flow, observed, &mut self.times);
+        let start = out.len();
         let counts = self.cache.counts();
         if self.admission.as_mut().is_none_or(|a| a.admit(counts)) {
-            write_document(&self.ctx, flow, id, &times, &mut self.cache, out);
+            write_document(&self.ctx, flow, id, &times, &mut self.cache, marks, out);
         } else {
-            write_document(&self.ctx, flow, id, &times, &mut Direct, out);
+            write_document(&self.ctx, flow, id, &times, &mut Direct, marks, out);
         }
+        if recording
+            && let Some(memo) = self.memo.as_mut()
+            && let Some(template) = Template::new(&out[start..], &self.marks)
+        {
+            memo.store(flow, template);
+        }
+    }
+
+    /// Records written from a connection's template (see
+    /// `crate::template`).
+    pub fn templated(&self) -> u64 {
+        self.memo.as_ref().map_or(0, ConnectionMemo::hits)
+    }
+
+    /// Records written without the connection memo because it missed too
+    /// often.
+    pub fn memo_bypassed(&self) -> u64 {
+        self.memo.as_ref().map_or(0, ConnectionMemo::bypassed)
+    }
+
+    /// This encoder without the connection memo (each record rendered,
+    /// with the fragment cache only).
+    pub fn without_memo(mut self) -> Self {
+        self.memo = None;
+        self
     }
 
     /// Records written without the cache because it missed too often
@@ -322,6 +379,38 @@ mod tests {
             let (ce, cp) = enc.clears();
             (e + ce, p + cp, b + enc.bypassed())
         })
+    }
+
+    /// Connections reported window after window: documents from their
+    /// templates, and re-rendered ones when something a template holds
+    /// constant changed, equal the writer's.
+    #[test]
+    fn templated_documents_equal_the_writer_s() {
+        let mut connections = crate::test_flows::Connections::new(11);
+        let mut encoders: Vec<EcsEncoder> = Vec::new();
+        let (mut want, mut got) = (Vec::new(), Vec::new());
+        for i in 0..20_000 {
+            let (ctx, flow, observed) = connections.next_record();
+            let at = match encoders.iter().position(|e| e.context() == &ctx) {
+                Some(at) => at,
+                None => {
+                    encoders.push(EcsEncoder::new(ctx.clone()));
+                    encoders.len() - 1
+                }
+            };
+            want.clear();
+            got.clear();
+            crate::ecs::write_flow_document(&ctx, &flow, observed, &mut want);
+            encoders[at].encode(&flow, observed, &mut got);
+            assert!(
+                want == got,
+                "record {i}:\nwant {}\ngot  {}",
+                String::from_utf8_lossy(&want),
+                String::from_utf8_lossy(&got)
+            );
+        }
+        let templated: u64 = encoders.iter().map(EcsEncoder::templated).sum();
+        assert!(templated > 10_000, "{templated} templated");
     }
 
     #[test]

@@ -11,15 +11,17 @@ use std::time::SystemTime;
 use flowscribe_model::{Endpoint, ExplainedFlow, PolicyRef};
 
 use super::{
-    Attributes, Direct, KEY_VALUE_LIST_VALUES, LOG_RECORD_ATTRIBUTES, Parts, ProtobufRequestWriter,
-    Side, endpoint_attributes, hit_policy, render, rule_policy, write_flow_record,
+    Attributes, Direct, KEY_VALUE_LIST_VALUES, LOG_RECORD_ATTRIBUTES, LastNanos, Parts,
+    ProtobufRequestWriter, Side, endpoint_attributes, fill_hole, hit_policy, render, rule_policy,
+    write_flow_record,
 };
 use crate::Context;
-use crate::event_id::EventId;
+use crate::event_id::{EventId, event_id};
 use crate::fragment_cache::{
     Admission, BoundedMap, DEFAULT_CAPACITY, EndpointKey, pin_endpoint, policy_key,
 };
 use crate::protobuf::ProtoWriter;
+use crate::template::{ConnectionMemo, Lookup, Mark, Template};
 
 /// Encodes flow records as OTLP `LogRecord`s for one [`Context`], keeping
 /// the encoded attributes of the endpoints and policies it has seen. One
@@ -32,6 +34,13 @@ pub struct OtlpEncoder {
     cache: OtlpCache,
     /// Whether a record goes through the cache (`None`: always).
     admission: Option<Admission>,
+    /// Whole-record templates of connections reported again (`None`:
+    /// off).
+    memo: Option<ConnectionMemo>,
+    /// Where the holes went in the record being recorded.
+    marks: Vec<Mark>,
+    /// The batch's window end and observed time in nanoseconds.
+    nanos: LastNanos,
 }
 
 #[derive(Debug)]
@@ -77,6 +86,9 @@ impl OtlpEncoder {
                 policies: BoundedMap::new(capacity),
             },
             admission: Some(Admission::default()),
+            memo: Some(ConnectionMemo::new(capacity)),
+            marks: Vec::new(),
+            nanos: LastNanos::default(),
         }
     }
 
@@ -106,14 +118,65 @@ impl OtlpEncoder {
         id: Option<EventId>,
         out: &mut Vec<u8>,
     ) {
+        let lookup = match self.memo.as_mut() {
+            Some(memo) => memo.lookup(flow),
+            None => Lookup::Render,
+        };
+        let marks = match lookup {
+            Lookup::Hit(template) => {
+                let f = &flow.flow.flow;
+                let id = id.unwrap_or_else(|| {
+                    event_id(&self.ctx.node, &f.key, f.window_start, f.window_end)
+                });
+                let times = self.nanos.window(f, observed);
+                template.write(out, |h, out| {
+                    fill_hole(h, f, id, &times, out);
+                });
+                return;
+            }
+            Lookup::Record => {
+                self.marks.clear();
+                Some(&mut self.marks)
+            }
+            Lookup::Render => None,
+        };
+        let recording = marks.is_some();
         // Records are 1.5-4 KiB: one reservation instead of growth steps.
         out.reserve(4096);
+        let start = out.len();
         let w = &mut ProtoWriter::new(out);
-        if self.admit() {
-            write_flow_record(w, &self.ctx, flow, id, observed, &mut self.cache);
+        // `admit` without borrowing `self.marks`.
+        let counts = self.cache.counts();
+        if self.admission.as_mut().is_none_or(|a| a.admit(counts)) {
+            write_flow_record(w, &self.ctx, flow, id, observed, &mut self.cache, marks);
         } else {
-            write_flow_record(w, &self.ctx, flow, id, observed, &mut Direct);
+            write_flow_record(w, &self.ctx, flow, id, observed, &mut Direct, marks);
         }
+        if recording
+            && let Some(memo) = self.memo.as_mut()
+            && let Some(template) = Template::new(&out[start..], &self.marks)
+        {
+            memo.store(flow, template);
+        }
+    }
+
+    /// Records written from a connection's template (see
+    /// `crate::template`).
+    pub fn templated(&self) -> u64 {
+        self.memo.as_ref().map_or(0, ConnectionMemo::hits)
+    }
+
+    /// Records written without the connection memo because it missed too
+    /// often.
+    pub fn memo_bypassed(&self) -> u64 {
+        self.memo.as_ref().map_or(0, ConnectionMemo::bypassed)
+    }
+
+    /// This encoder without the connection memo (each record rendered,
+    /// with the fragment cache only).
+    pub fn without_memo(mut self) -> Self {
+        self.memo = None;
+        self
     }
 
     fn admit(&mut self) -> bool {
@@ -219,6 +282,33 @@ mod tests {
 
     /// A precomputed event id gives the same record as hashing it here;
     /// another id shows up in `flowscribe.event_id` (the parameter is used).
+    /// Connections reported window after window: records from their
+    /// templates, and re-rendered ones when something a template holds
+    /// constant changed, equal the writer's.
+    #[test]
+    fn templated_records_equal_the_writer_s() {
+        let mut connections = crate::test_flows::Connections::new(12);
+        let mut encoders: Vec<OtlpEncoder> = Vec::new();
+        let (mut want, mut got) = (Vec::new(), Vec::new());
+        for i in 0..20_000 {
+            let (ctx, flow, observed) = connections.next_record();
+            let at = match encoders.iter().position(|e| e.context() == &ctx) {
+                Some(at) => at,
+                None => {
+                    encoders.push(OtlpEncoder::new(ctx.clone()));
+                    encoders.len() - 1
+                }
+            };
+            want.clear();
+            got.clear();
+            crate::otlp::write_log_record_protobuf(&ctx, &flow, observed, &mut want);
+            encoders[at].write_log_record(&flow, observed, &mut got);
+            assert!(want == got, "record {i}");
+        }
+        let templated: u64 = encoders.iter().map(OtlpEncoder::templated).sum();
+        assert!(templated > 10_000, "{templated} templated");
+    }
+
     #[test]
     fn a_given_event_id_is_the_one_written() {
         use prost::Message as _;

@@ -22,7 +22,8 @@ use super::response::ExportResult;
 use crate::core::classify::{HttpClass, Outcome};
 use crate::core::driver::TransportError;
 use crate::core::http::{
-    HttpClient, HttpClientConfig, HttpRequest, HttpResponse, HttpSendError, HttpTlsConfig,
+    BodyEncoding, HttpClient, HttpClientConfig, HttpRequest, HttpResponse, HttpSendError,
+    HttpTlsConfig,
 };
 
 /// A `Retry-After` longer than this is cut here (the driver caps it again
@@ -35,7 +36,7 @@ pub(crate) struct HttpExporter {
     client: HttpClient,
     path: String,
     encoding: OtlpEncoding,
-    gzip: bool,
+    body_encoding: BodyEncoding,
 }
 
 impl HttpExporter {
@@ -62,7 +63,13 @@ impl HttpExporter {
             client,
             path: cfg.http_path.clone(),
             encoding: cfg.encoding,
-            gzip: cfg.gzip,
+            body_encoding: if cfg.zstd {
+                BodyEncoding::Zstd
+            } else if cfg.gzip {
+                BodyEncoding::Gzip
+            } else {
+                BodyEncoding::Identity
+            },
         })
     }
 
@@ -77,7 +84,7 @@ impl HttpExporter {
     /// One export of an encoded request body.
     pub(crate) async fn export(&self, body: Bytes) -> ExportResult {
         let request = HttpRequest::post(self.path.clone(), self.encoding.content_type(), body)
-            .gzip(self.gzip);
+            .encoding(self.body_encoding);
         match self.client.send(request).await {
             // Only the table's success statuses carry an export response;
             // other 2xx (Loki-style 260) go to the table like any status.

@@ -227,6 +227,7 @@ fn headers_file_parses_and_errors_never_show_values() {
 fn validate_collects_every_problem() {
     let mut c = OtlpConfig::new("collector", OtlpProtocol::Grpc, Default::default());
     c.encoding = OtlpEncoding::Json;
+    c.zstd = true;
     c.timeout = Duration::ZERO;
     c.tls = Some(OtlpTlsConfig {
         client_cert_file: Some("c.pem".into()),
@@ -238,6 +239,7 @@ fn validate_collects_every_problem() {
         [
             "endpoint: \"collector\" is not HOST:PORT (IPv6 as [ADDR]:PORT)",
             "encoding: json is only available over HTTP (gRPC sends protobuf)",
+            "zstd: only available over HTTP (gRPC compresses with gzip)",
             "timeout: must be greater than zero",
             "tls: client_cert_file and client_key_file go together",
         ]
@@ -246,6 +248,10 @@ fn validate_collects_every_problem() {
         let c = OtlpConfig::new(ok, OtlpProtocol::Grpc, Default::default());
         assert_eq!(c.validate(), Ok(()), "{ok}");
     }
+    let mut zstd_over_http =
+        OtlpConfig::new("collector:4318", OtlpProtocol::Http, Default::default());
+    zstd_over_http.zstd = true;
+    assert_eq!(zstd_over_http.validate(), Ok(()));
     for bad in [
         "::1:4317",
         "host:0",

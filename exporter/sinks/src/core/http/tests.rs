@@ -51,19 +51,20 @@ impl Drop for TestServer {
 async fn collect_seen(req: hyper::Request<Incoming>) -> Seen {
     let (parts, body) = req.into_parts();
     let raw = body.collect().await.unwrap().to_bytes();
-    let body = if parts
+    let body = match parts
         .headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.as_bytes())
-        == Some(b"gzip")
     {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .unwrap();
-        out
-    } else {
-        raw.to_vec()
+        Some(b"gzip") => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&raw[..])
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        }
+        Some(b"zstd") => zstd::decode_all(&raw[..]).unwrap(),
+        _ => raw.to_vec(),
     };
     Seen {
         method: parts.method.to_string(),
@@ -144,6 +145,70 @@ fn client(endpoint: &str) -> HttpClient {
 
 fn post(body: &'static [u8]) -> HttpRequest {
     HttpRequest::post("/x?y=1", "application/json", Bytes::from_static(body))
+}
+
+#[tokio::test]
+async fn zstd_bodies_carry_their_content_encoding() {
+    let server = start_server(None, ok_handler()).await;
+    let c = HttpClient::new(&HttpClientConfig::new(format!("http://{}/", server.addr))).unwrap();
+    let body: &'static [u8] = b"{\"n\":1}{\"n\":1}{\"n\":1}{\"n\":1}";
+    for encoding in [
+        BodyEncoding::Zstd,
+        BodyEncoding::Gzip,
+        BodyEncoding::Identity,
+    ] {
+        let resp = c.send(post(body).encoding(encoding)).await.unwrap();
+        assert_eq!(resp.status, 200);
+    }
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    let encodings: Vec<Option<&str>> = seen
+        .iter()
+        .map(|s| {
+            s.headers
+                .get("content-encoding")
+                .map(|v| v.to_str().unwrap())
+        })
+        .collect();
+    assert_eq!(encodings, [Some("zstd"), Some("gzip"), None]);
+    // Decoded by the server as its header says.
+    assert!(seen.iter().all(|s| s.body == body));
+}
+
+/// Every body, of
+/// every size (empty, incompressible beyond the first output guess, large
+/// and repetitive), at alternating levels, decodes to itself, and a gzip
+/// body is one member holding all of it.
+#[test]
+fn reused_compressors_give_whole_bodies() {
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    let noise: Vec<u8> = (0..70_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let repetitive = b"{\"event\":{\"id\":\"0123\"}}\n".repeat(100_000);
+    let bodies: [&[u8]; 5] = [b"", b"x", &noise, &repetitive, &noise[..100]];
+    for round in 0..3 {
+        for (i, body) in bodies.iter().enumerate() {
+            let level = if (round + i) % 2 == 0 { 1 } else { 6 };
+            let gz = super::gzip(body, level);
+            let mut out = Vec::new();
+            let mut decoder = flate2::bufread::GzDecoder::new(&gz[..]);
+            decoder.read_to_end(&mut out).unwrap();
+            assert_eq!(out, *body, "gzip body {i}, level {level}");
+            // Nothing after the one member.
+            assert!(decoder.into_inner().is_empty(), "gzip body {i}");
+            let zs = super::zstd(body, if level == 1 { 1 } else { 3 }).unwrap();
+            assert_eq!(zstd::decode_all(&zs[..]).unwrap(), *body, "zstd body {i}");
+        }
+    }
+    // Compressed at all: the repetitive body shrinks.
+    assert!(super::gzip(&repetitive, 1).len() < repetitive.len() / 10);
+    assert!(super::zstd(&repetitive, 1).unwrap().len() < repetitive.len() / 10);
 }
 
 #[tokio::test]
