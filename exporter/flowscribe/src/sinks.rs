@@ -420,7 +420,8 @@ fn loki_spec(url: &str, addr: &str, q: &mut Query<'_>) -> Result<TransportSpec, 
 
 /// `otlp+grpc://HOST:PORT` / `otlp+http://HOST:PORT` with
 /// `?encoding=protobuf|json` (HTTP only), `headers_file=PATH`,
-/// `gzip=true|false`, `tls=true` (`ca=`, `cert=`, `key=`, `server_name=`).
+/// `gzip=true|false`, `zstd=true|false` (HTTP only), `tls=true` (`ca=`,
+/// `cert=`, `key=`, `server_name=`).
 fn otlp_spec(
     url: &str,
     scheme: &str,
@@ -441,6 +442,9 @@ fn otlp_spec(
     c.headers_file = q.take("headers_file").map(PathBuf::from);
     if let Some(g) = q.take_bool("gzip")? {
         c.gzip = g;
+    }
+    if let Some(z) = q.take_bool("zstd")? {
+        c.zstd = z;
     }
     let (tls_on, tls) = q.take_http_tls()?;
     if tls_on {
@@ -835,9 +839,13 @@ mod otlp_tests {
                 server_name: None,
             })
         );
+        assert!(!c.zstd);
         // tls=true alone: system roots.
         let s = parse_sink("otlp+grpc://collector:4317?tls=true", "n").unwrap();
         assert_eq!(otlp(&s).tls, Some(OtlpTlsConfig::default()));
+        // zstd bodies, asked for by name.
+        let s = parse_sink("otlp+http://collector:4318?zstd=true", "n").unwrap();
+        assert!(otlp(&s).zstd);
     }
 
     #[test]
@@ -862,6 +870,10 @@ mod otlp_tests {
                 "client_cert_file and client_key_file go together",
             ),
             ("otlp+http://c:4318?ca=/ca.pem", "need tls=true"),
+            (
+                "otlp+grpc://c:4317?zstd=true",
+                "zstd: only available over HTTP",
+            ),
             (
                 "otlp+http://c:4318?compression=zstd",
                 "unknown query parameter \"compression\"",
