@@ -93,6 +93,27 @@ async fn without_gzip_no_content_encoding() {
     assert_eq!(r.bodies(), ["rec-0", "rec-1", "rec-2"]);
 }
 
+/// `zstd`: bodies say `Content-Encoding: zstd` and decode, at the
+/// receiver, to every record exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_bodies_arrive_exactly_once() {
+    let server = OtlpServer::http("127.0.0.1:0").await;
+    for encoding in [OtlpEncoding::Protobuf, OtlpEncoding::Json] {
+        let mut cfg = http_config(&server, encoding);
+        cfg.zstd = true;
+        let mut t = cfg.build().unwrap();
+        let report = t.send(&queued(0..50)).await;
+        assert_eq!(report.outcomes, SendOutcomes::PerRecord(vec![OK; 50]));
+    }
+    let received = server.received();
+    assert_eq!(received.len(), 2);
+    for r in &received {
+        assert_eq!(r.header("content-encoding"), Some("zstd"));
+        let want: Vec<String> = (0..50).map(|i| format!("rec-{i}")).collect();
+        assert_eq!(r.bodies(), want);
+    }
+}
+
 /// Every status becomes exactly `Outcome::Http { status }` (so its table
 /// row decides), with `Retry-After` passed on when the server sent it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

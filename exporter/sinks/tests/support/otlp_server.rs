@@ -2,7 +2,7 @@
 //! `LogsService` server from opentelemetry-proto (gRPC) and an HTTP/1.1
 //! `POST /v1/logs` endpoint, both decoding the real
 //! `ExportLogsServiceRequest` bytes (protobuf, or OTLP/JSON through the
-//! crate's serde support; gzip undone as a collector does).
+//! crate's serde support; gzip or zstd undone as a collector does).
 //!
 //! Each request is answered by the next scripted [`Reply`] (default
 //! [`Reply::Ok`]): any gRPC code with or without `RetryInfo`, any HTTP
@@ -459,6 +459,11 @@ async fn http_export(state: &State, req: hyper::Request<hyper::body::Incoming>) 
         Some("gzip") => match gunzip(&wire) {
             Ok(b) => b,
             Err(e) => return http_failure(400, json, &format!("bad gzip: {e}")),
+        },
+        // The OTel Collector's confighttp also takes zstd.
+        Some("zstd") => match zstd::stream::decode_all(&wire[..]) {
+            Ok(b) => b,
+            Err(e) => return http_failure(400, json, &format!("bad zstd: {e}")),
         },
         Some(other) => return http_failure(415, json, &format!("encoding {other}")),
     };
