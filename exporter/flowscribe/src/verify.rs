@@ -33,6 +33,10 @@ pub struct VerifyArgs {
     /// The lines of each file must be in sequence order (file-sink output).
     #[arg(long)]
     pub ordered: bool,
+    /// With --ordered: release each stretch of batches once a signed
+    /// checkpoint verifies it, so memory stays bounded on a year of data.
+    #[arg(long, requires = "ordered")]
+    pub stream: bool,
     /// The archive is a slice of a longer chain: it need not start at the
     /// chain's first record.
     #[arg(long)]
@@ -100,6 +104,7 @@ pub fn verify(args: &VerifyArgs) -> Result<Report, UsageError> {
     let options = VerifyOptions {
         trusted: read_keys(args)?,
         ordered: args.ordered,
+        stream: args.stream,
         partial: args.partial,
         accept_crash_tail: args.accept_crash_tail,
         open_end: args.open_end,
@@ -185,6 +190,7 @@ mod tests {
             key_files: vec![],
             key_strings: keys,
             ordered: true,
+            stream: false,
             partial: false,
             accept_crash_tail: false,
             open_end: false,
