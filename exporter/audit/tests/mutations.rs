@@ -432,6 +432,21 @@ fn streaming_matches_whole_archive(suites: [Suite; 3]) -> (u32, u32) {
         differing[n % MUTATIONS.len()] += 1;
     }
     println!("differing per mutation kind {MUTATIONS:?}: {differing:?}");
+    // Only a forged line inserted at a random place (below a released
+    // stretch) or a seal altered to reach into one can differ; deletions,
+    // swaps (of contents or of lines), truncation, dropped checkpoints and
+    // wrong keys give identical reports.
+    assert_eq!(
+        [
+            differing[1],
+            differing[3],
+            differing[4],
+            differing[5],
+            differing[6],
+            differing[7]
+        ],
+        [0; 6]
+    );
     (same, late)
 }
 
@@ -446,19 +461,19 @@ fn ordered() -> VerifyOptions {
 fn streaming_reports_equal_whole_archive_reports() {
     let (same, late) = streaming_matches_whole_archive(V1);
     println!("v1: {same} identical, {late} with released-stretch findings");
-    assert_eq!(same + late, 10_000);
+    assert_eq!((same, late), (9523, 477));
 }
 
 #[test]
 fn streaming_reports_equal_whole_archive_reports_v2() {
     let (same, late) = streaming_matches_whole_archive(V2);
     println!("v2: {same} identical, {late} with released-stretch findings");
-    assert_eq!(same + late, 10_000);
+    assert_eq!((same, late), (9536, 464));
 }
 
 #[test]
 fn streaming_reports_equal_whole_archive_reports_mixed_suites() {
     let (same, late) = streaming_matches_whole_archive(MIXED);
     println!("mixed: {same} identical, {late} with released-stretch findings");
-    assert_eq!(same + late, 10_000);
+    assert_eq!((same, late), (9510, 490));
 }

@@ -90,7 +90,11 @@ fn streaming_holds_at_most_the_records_between_two_checkpoints() {
     );
     // The stop checkpoint released the rest: only the last stretch's
     // replay index (batches 19,980..20,000 at the default size) stays.
-    let last = if batches.is_multiple_of(60) { 60 } else { batches % 60 };
+    let last = if batches.is_multiple_of(60) {
+        60
+    } else {
+        batches % 60
+    };
     assert_eq!(v.retained_records() as u64, last * 100);
     let report = v.finish();
     assert!(report.ok(), "{}", report.render());
