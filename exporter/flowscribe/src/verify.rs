@@ -220,6 +220,28 @@ mod tests {
     }
 
     #[test]
+    fn stream_gives_the_same_report_and_exit_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, vkey) = write_archive(dir.path());
+        let whole = args(vec![path.clone()], vec![vkey]);
+        let streamed = VerifyArgs {
+            stream: true,
+            ..args(vec![path.clone()], whole.key_strings.clone())
+        };
+        assert_eq!(
+            verify(&streamed).unwrap().render(),
+            verify(&whole).unwrap().render()
+        );
+        assert_eq!(command(&streamed), 0);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen("\"bytes\":300", "\"bytes\":301", 1)).unwrap();
+        let report = verify(&streamed).unwrap();
+        assert_eq!(report.render(), verify(&whole).unwrap().render());
+        assert!(report.render().contains("MODIFIED"), "{}", report.render());
+        assert_eq!(command(&streamed), 1);
+    }
+
+    #[test]
     fn usage_problems_exit_2_with_a_reason() {
         let dir = tempfile::tempdir().unwrap();
         let (path, _) = write_archive(dir.path());
