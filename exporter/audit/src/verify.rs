@@ -567,7 +567,10 @@ impl Verifier {
             let digest = fields.suite.content_digest(canon.form());
             let i = data.recent.partition_point(|r| r.seq < fields.seq);
             if data.recent.get(i).is_some_and(|r| {
+                // In another file its place is disorder there (order is
+                // checked per file): not a plain replay.
                 r.seq == fields.seq
+                    && r.loc.file == loc.file
                     && r.digest == digest
                     && r.run == fields.run
                     && r.batch == fields.batch
