@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use flowscribe_audit::verify::{FindingKind, Verifier, VerifyOptions};
-use flowscribe_audit::{Auditor, AuditorOptions, MemoryStateStore};
+use flowscribe_audit::{Auditor, AuditorOptions, FileStateStore, MemoryStateStore, Suite};
 
 /// Feed a verifier a clean run of `batches` batches of `batch_size` flows,
 /// one batch per simulated second, generated as they are fed (the archive
@@ -158,4 +158,111 @@ fn replays_pass_unless_their_stretch_was_released_before_the_last() {
     assert!(late[0].detail.contains("--stream cannot compare it"));
     assert_eq!(late[0].location.unwrap().line, old.len() as u64);
     assert_eq!(r.findings.len(), 1, "{}", r.render());
+}
+
+/// A crash and restart (gap record, crash tail, unissued block) on node-a,
+/// interleaved line by line with a second node's chain, in both suites:
+/// streaming gives the whole-archive report, strict and lenient, and with a
+/// checkpoint deleted.
+#[test]
+fn crash_restart_and_interleaved_chains_report_the_same() {
+    for suite in [Suite::V1, Suite::V2] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit-state.json");
+        let store = || FileStateStore::new(&path);
+        let (run1, _) = run_node_in(
+            suite,
+            "node-a",
+            store(),
+            0,
+            1000,
+            100,
+            20,
+            false,
+            [0xc3; 16],
+        );
+        let (run2, _) = run_node_in(
+            suite,
+            "node-a",
+            store(),
+            130_000,
+            1000,
+            150,
+            20,
+            true,
+            [0xc3; 16],
+        );
+        let (other, _) = run_node_in(
+            suite,
+            "node-b",
+            MemoryStateStore::default(),
+            0,
+            1000,
+            200,
+            10,
+            true,
+            [0xb2; 16],
+        );
+        let a: Vec<String> = run1.text().into_iter().chain(run2.text()).collect();
+        let b = other.text();
+        let mut all = Vec::new();
+        for i in 0..a.len().max(b.len()) {
+            all.extend(a.get(i).cloned());
+            all.extend(b.get(i).cloned());
+        }
+        let mut no_cp = all.clone();
+        let i = no_cp
+            .iter()
+            .position(|l| l.contains("\"type\":\"checkpoint\"") && l.contains("\"checkpoint\":1"))
+            .unwrap();
+        no_cp.remove(i);
+        for lenient in [false, true] {
+            for lines in [&all, &no_cp] {
+                let whole = VerifyOptions {
+                    ordered: true,
+                    accept_crash_tail: lenient,
+                    ..options()
+                };
+                let streamed = VerifyOptions {
+                    stream: true,
+                    ..whole.clone()
+                };
+                let w = verify_lines(lines, whole);
+                let s = verify_lines(lines, streamed);
+                assert_eq!(w.findings, s.findings, "{}\n{}", w.render(), s.render());
+                assert_eq!(w.chains, s.chains);
+                assert_eq!(w.ok(), s.ok());
+            }
+        }
+        // Streaming did release: at most run 1's unsigned tail (seqs
+        // 1202..=2003, 802 records, see tests/verify.rs) and one stretch of
+        // replay index per chain (60 batches of 20 and of 10 flows, a
+        // heartbeat every 30) are held at the end.
+        let mut v = Verifier::new(VerifyOptions {
+            ordered: true,
+            stream: true,
+            ..options()
+        });
+        let f = v.add_file("all.jsonl");
+        for (i, l) in all.iter().enumerate() {
+            v.add_line(f, i as u64 + 1, l.as_bytes());
+        }
+        let held = v.retained_records();
+        assert!(held <= 802 + 60 * 21 + 60 * 11, "{held}");
+        let total: u64 = v.finish().chains.iter().map(|c| c.records).sum();
+        assert!(held as u64 * 3 < total, "{held} of {total}");
+        // The lenient full archive passes; the strict one names the tail.
+        let r = verify_lines(
+            &all,
+            VerifyOptions {
+                ordered: true,
+                stream: true,
+                accept_crash_tail: true,
+                ..options()
+            },
+        );
+        assert!(r.ok(), "{}", r.render());
+        assert_eq!(r.chains.len(), 2);
+        assert_eq!(r.of_kind(FindingKind::CrashGap).len(), 1);
+    }
 }
