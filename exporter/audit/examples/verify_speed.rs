@@ -3,12 +3,15 @@
 //! 60 s): prints, per hash suite, CPU time per record for sealing and
 //! records/s per core for verifying. CPU time (from /proc) rather than wall
 //! time, because the machine is shared.
-//! `cargo run --release -p flowscribe-audit --example verify_speed [BATCHES [OUT.jsonl]] [--suite v1|v2] [--exact-capacity] [--doc-bytes N]`
+//! `cargo run --release -p flowscribe-audit --example verify_speed [BATCHES [OUT.jsonl]] [--suite v1|v2] [--exact-capacity] [--doc-bytes N] [--stream]`
 //! (both suites, one line each, unless `--suite` names one; OUT.jsonl gets
 //! the archive of the last suite run; `--exact-capacity`: documents without
 //! spare room for the audit fields, as the harness had before round 3;
 //! `--doc-bytes 3000`: documents grown to ~3 KB with ECS labels, the size of
-//! real flow documents with pod labels).
+//! real flow documents with pod labels; `--stream`: instead of the
+//! default unordered verification, verify as an ordered file-sink archive
+//! twice, whole-archive and streaming, and print records/s per core and the
+//! peak number of records each held).
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/common/mod.rs"]
@@ -103,6 +106,8 @@ fn main() {
     }
     let exact_capacity = args.iter().any(|a| a == "--exact-capacity");
     args.retain(|a| a != "--exact-capacity");
+    let stream = args.iter().any(|a| a == "--stream");
+    args.retain(|a| a != "--stream");
     let mut doc_bytes = 0;
     if let Some(i) = args.iter().position(|a| a == "--doc-bytes") {
         doc_bytes = args
@@ -114,11 +119,51 @@ fn main() {
     let batches: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(1000);
     let out = args.get(1).cloned();
     for suite in suites {
-        run(suite, batches, out.as_deref(), exact_capacity, doc_bytes);
+        run(
+            suite,
+            batches,
+            out.as_deref(),
+            exact_capacity,
+            doc_bytes,
+            stream,
+        );
     }
 }
 
-fn run(suite: Suite, batches: u64, out: Option<&str>, exact_capacity: bool, doc_bytes: usize) {
+/// Verify as an ordered archive, streaming or not: CPU seconds and the
+/// most records the verifier held at once (sampled every 1000 lines).
+fn verify_ordered(lines: &[Vec<u8>], stream: bool, records: u64) -> (f64, usize) {
+    let options = flowscribe_audit::verify::VerifyOptions {
+        ordered: true,
+        stream,
+        ..common::options()
+    };
+    let cpu = cpu_seconds();
+    let mut v = flowscribe_audit::verify::Verifier::new(options);
+    let f = v.add_file("archive.jsonl");
+    let mut peak = 0;
+    for (i, l) in lines.iter().enumerate() {
+        v.add_line(f, i as u64 + 1, l);
+        if i % 1000 == 0 {
+            peak = peak.max(v.retained_records());
+        }
+    }
+    peak = peak.max(v.retained_records());
+    let report = v.finish();
+    let cpu = cpu_seconds() - cpu;
+    assert!(report.ok(), "{}", report.render());
+    assert_eq!(report.chains[0].records_verified, records);
+    (cpu, peak)
+}
+
+fn run(
+    suite: Suite,
+    batches: u64,
+    out: Option<&str>,
+    exact_capacity: bool,
+    doc_bytes: usize,
+    stream: bool,
+) {
     // Phase 1 (not measured): the ECS documents, as the encoder would give them.
     // An encoder writing into a growing buffer leaves room at the end;
     // `format!` leaves none, and appending the audit fields would then time
@@ -176,6 +221,18 @@ fn run(suite: Suite, batches: u64, out: Option<&str>, exact_capacity: bool, doc_
         std::fs::write(path, text).unwrap();
     }
     let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
+    if stream {
+        let (whole_cpu, whole_peak) = verify_ordered(&lines, false, records);
+        let (stream_cpu, stream_peak) = verify_ordered(&lines, true, records);
+        println!(
+            "suite {} records {records} MB {:.0} | ordered verify: {:.0} records/s per core, peak {whole_peak} records held | --stream: {:.0} records/s per core, peak {stream_peak} records held",
+            suite.name(),
+            bytes as f64 / 1e6,
+            records as f64 / whole_cpu,
+            records as f64 / stream_cpu,
+        );
+        return;
+    }
     let floor = hash_floor(suite, &lines);
     // Phase 3: the auditor's side.
     let (wall, cpu) = (Instant::now(), cpu_seconds());

@@ -58,6 +58,14 @@ pub struct VerifyOptions {
     /// the exporter stopped checkpointing while it ran (`flowscribe verify`
     /// uses twice the 60 s period; None: not checked).
     pub max_checkpoint_gap_ms: Option<u64>,
+    /// Streaming (needs `ordered`): once a verified checkpoint signs a
+    /// stretch of batches whose seals and records all check out, their
+    /// per-record state is released and only a summary stays, so memory is
+    /// bounded by the records between two checkpoints, not by the archive.
+    /// The report is the same as without it except for lines that touch a
+    /// released stretch afterwards (docs/compliance.md lists them): those
+    /// always fail.
+    pub stream: bool,
 }
 
 /// A line of an input file.
@@ -291,6 +299,52 @@ struct ChainData {
     checkpoints: Vec<(CheckpointStatus, Location)>,
     gaps: Vec<GapInfo>,
     nodes: BTreeSet<String>,
+    /// Streaming: per run, the batches already verified and released.
+    released: BTreeMap<u64, Released>,
+    /// Streaming: records released (they still count in the summary).
+    released_records: u64,
+    /// Streaming: the end of the highest released sequence range.
+    frontier: u64,
+    /// Streaming: the first verified checkpoint head per (run, batches).
+    signed_points: HashMap<(u64, u64), Hash>,
+    /// Streaming: lines that touch a released stretch after its release.
+    late: Vec<Late>,
+    /// Streaming: the records of the stretch released last (one per seq,
+    /// in seq order), so an exact replay of one of them still passes.
+    recent: Vec<Rec>,
+}
+
+/// A run's first batches, verified against a signed checkpoint and released.
+#[derive(Debug, Clone, Copy)]
+struct Released {
+    /// Batches `0..batches` are released; the checkpoint after them signs `head`.
+    batches: u64,
+    first_seq: u64,
+    end_seq: u64,
+    head: Hash,
+    records_verified: u64,
+}
+
+/// Streaming: a line that arrived after the stretch it belongs to was
+/// released, so it cannot be compared with the records any more.
+#[derive(Debug, Clone)]
+enum Late {
+    Record {
+        seq: u64,
+        run: u64,
+        loc: Location,
+    },
+    Seal {
+        run: u64,
+        batch: u64,
+        seqs: (u64, u64),
+        loc: Location,
+    },
+    Checkpoint {
+        run: u64,
+        batches: u64,
+        loc: Location,
+    },
 }
 
 type ChainKey = (ChainId, String);
@@ -501,11 +555,36 @@ impl Verifier {
             Suite::V1 => Suite::V1.content_digest(canon.form()),
             Suite::V2 => [0; 32],
         };
+        let stream = self.options.stream && self.options.ordered;
         let data = self.chain_data(fields.chain, &fields.view);
         if let Some(node) = node
             && !data.nodes.contains(node.as_ref())
         {
             data.nodes.insert(node.into_owned());
+        }
+        data.gaps.extend(gap);
+        if stream && fields.seq < data.frontier {
+            let digest = fields.suite.content_digest(canon.form());
+            let i = data.recent.partition_point(|r| r.seq < fields.seq);
+            if data.recent.get(i).is_some_and(|r| {
+                // In another file its place is disorder there (order is
+                // checked per file): not a plain replay.
+                r.seq == fields.seq
+                    && r.loc.file == loc.file
+                    && r.digest == digest
+                    && r.run == fields.run
+                    && r.batch == fields.batch
+                    && r.suite == fields.suite
+            }) {
+                data.released_records += 1;
+                return;
+            }
+            data.late.push(Late::Record {
+                seq: fields.seq,
+                run: fields.run,
+                loc,
+            });
+            return;
         }
         data.records.push(Rec {
             seq: fields.seq,
@@ -515,7 +594,6 @@ impl Verifier {
             suite: fields.suite,
             loc,
         });
-        data.gaps.extend(gap);
         if fields.suite == Suite::V2 {
             let record = data.records.len() - 1;
             if let Some(chain) = self.last_chain {
@@ -589,6 +667,32 @@ impl Verifier {
                     if let Ok(node) = get_str(audit, "node") {
                         data.nodes.insert(node.to_string());
                     }
+                    if data
+                        .released
+                        .get(&seal.run)
+                        .is_some_and(|r| seal.batch < r.batches)
+                        || seal.first_seq < data.frontier
+                    {
+                        // A released batch's seal is not kept; one whose
+                        // seqs reach into a released stretch is kept (its
+                        // batch is checked as usual) and noted.
+                        let released = data
+                            .released
+                            .get(&seal.run)
+                            .is_some_and(|r| seal.batch < r.batches);
+                        data.late.push(Late::Seal {
+                            run: seal.run,
+                            batch: seal.batch,
+                            seqs: (
+                                seal.first_seq,
+                                seal.first_seq + seal.count.saturating_sub(1),
+                            ),
+                            loc,
+                        });
+                        if released {
+                            return;
+                        }
+                    }
                     data.seals.push((seal, loc));
                 }
                 Err(e) => self.malformed(loc, e),
@@ -611,11 +715,192 @@ impl Verifier {
                 },
             },
         };
+        let stream = self.options.stream && self.options.ordered;
+        let origin = Checkpoint::origin_for(&chain_hex(&chain), &view);
         let data = self.chain_data(chain, &view);
         if let Ok(node) = get_str(audit, "node") {
             data.nodes.insert(node.to_string());
         }
+        let point = match &status {
+            CheckpointStatus::Verified(cp) if stream && cp.origin == origin => {
+                Some((cp.run, cp.batches, cp.head))
+            }
+            _ => None,
+        };
         data.checkpoints.push((status, loc));
+        let Some((run, batches, head)) = point else {
+            return;
+        };
+        let known = data.signed_points.get(&(run, batches)).copied();
+        if known.is_none() {
+            data.signed_points.insert((run, batches), head);
+        }
+        if let Some(r) = data.released.get(&run)
+            && batches <= r.batches
+        {
+            // A new point inside a released stretch cannot be compared with
+            // its batch any more (a repeat was; a different one is an
+            // equivocation, reported at the end).
+            if known.is_none() {
+                data.late.push(Late::Checkpoint { run, batches, loc });
+            }
+            return;
+        }
+        if known.is_none_or(|k| k == head) {
+            self.release(run, batches, head);
+        }
+    }
+
+    /// Streaming: release the batches of `run` up to `batches` (exclusive)
+    /// when everything about them verifies against the signed `head` and
+    /// no retained line could change that verdict. Otherwise keep them; the
+    /// final check then sees them as without streaming.
+    fn release(&mut self, run: u64, batches: u64, head: Hash) {
+        self.flush_digests();
+        let Some(idx) = self.last_chain else { return };
+        let (key, data) = &mut self.chains[idx];
+        let prior = data.released.get(&run).copied();
+        let start = prior.map_or(0, |r| r.batches);
+        if batches <= start {
+            return;
+        }
+        // One seal per batch of the stretch, linked from one to the next
+        // and ending in the signed head.
+        let mut seals: Vec<Option<usize>> = vec![None; (batches - start) as usize];
+        for (i, (s, _)) in data.seals.iter().enumerate() {
+            if s.run == run && (start..batches).contains(&s.batch) {
+                let slot = &mut seals[(s.batch - start) as usize];
+                match slot {
+                    // An exact replay of the seal is the same seal.
+                    Some(j) if data.seals[*j].0 == *s => {}
+                    Some(_) => return,
+                    None => *slot = Some(i),
+                }
+            }
+        }
+        let Some(seals) = seals.into_iter().collect::<Option<Vec<usize>>>() else {
+            return;
+        };
+        let mut expected = head;
+        for &i in seals.iter().rev() {
+            let s = &data.seals[i].0;
+            let h = s.suite.batch_head(HeadInput {
+                prev: &s.prev,
+                chain: &key.0,
+                view: &key.1,
+                run,
+                batch: s.batch,
+                first_seq: s.first_seq,
+                count: s.count,
+                root: &s.root,
+                tags: &s.tags,
+            });
+            let signed = data.signed_points.get(&(run, s.batch + 1));
+            if h != expected || h != s.claimed_head || signed.is_some_and(|c| *c != h) {
+                return;
+            }
+            expected = s.prev;
+        }
+        let (lo, hi) = {
+            let first = &data.seals[seals[0]].0;
+            let last = &data.seals[seals[seals.len() - 1]].0;
+            (first.first_seq, last.first_seq + last.count)
+        };
+        if prior.is_some_and(|p| p.end_seq != lo) || lo < data.frontier {
+            return;
+        }
+        // The records: one contiguous block of the retained ones, in
+        // sequence order, every sealed seq once (exact replays aside), and
+        // no retained record before it above `lo` or after it below `hi`.
+        let in_stretch = |r: &Rec| r.run == run && (start..batches).contains(&r.batch);
+        let Some(begin) = data.records.iter().position(in_stretch) else {
+            return;
+        };
+        let len = data.records[begin..]
+            .iter()
+            .take_while(|r| in_stretch(r))
+            .count();
+        let end = begin + len;
+        if data.records[..begin].iter().any(|r| r.seq >= lo)
+            || data.records[end..]
+                .iter()
+                .any(|r| r.seq < hi || in_stretch(r))
+        {
+            return;
+        }
+        let block = &data.records[begin..end];
+        let mut at = 0;
+        let mut verified = 0;
+        for &i in &seals {
+            let s = &data.seals[i].0;
+            let mut digests = Vec::with_capacity(s.count as usize);
+            for (k, tag) in s.tags.chunks_exact(TAG_BYTES).enumerate() {
+                let seq = s.first_seq + k as u64;
+                let Some(r) = block.get(at) else { return };
+                if r.seq != seq
+                    || r.batch != s.batch
+                    || r.suite != s.suite
+                    || &r.digest[..TAG_BYTES] != tag
+                {
+                    return;
+                }
+                digests.push(r.digest);
+                at += 1;
+                // Exact replays of this record.
+                while let Some(d) = block.get(at)
+                    && d.seq == seq
+                {
+                    if d.digest != r.digest || d.batch != r.batch || d.suite != r.suite {
+                        return;
+                    }
+                    at += 1;
+                }
+            }
+            let position = BatchPosition {
+                chain: &key.0,
+                view: &key.1,
+                run,
+                batch: s.batch,
+                first_seq: s.first_seq,
+            };
+            if s.suite.batch_root(position, &digests) != s.root {
+                return;
+            }
+            verified += s.count;
+        }
+        if at != block.len() {
+            return;
+        }
+        data.recent.clear();
+        for r in data.records.drain(begin..end) {
+            if data.recent.last().is_none_or(|l| l.seq != r.seq) {
+                data.recent.push(r);
+            }
+        }
+        data.released_records += len as u64;
+        data.seals
+            .retain(|(s, _)| !(s.run == run && (start..batches).contains(&s.batch)));
+        data.frontier = hi;
+        data.released.insert(
+            run,
+            Released {
+                batches,
+                first_seq: prior.map_or(lo, |p| p.first_seq),
+                end_seq: hi,
+                head,
+                records_verified: prior.map_or(0, |p| p.records_verified) + verified,
+            },
+        );
+    }
+
+    /// Records held: for the final check, and (streaming) those of the
+    /// stretch released last, kept to recognise replays. Streaming releases
+    /// verified stretches; without it, every record of the archive stays.
+    pub fn retained_records(&self) -> usize {
+        self.chains
+            .iter()
+            .map(|(_, d)| d.records.len() + d.recent.len())
+            .sum()
     }
 
     /// Check everything fed so far.
@@ -771,7 +1056,13 @@ impl<'a> ChainCheck<'a> {
             view: self.view.clone(),
             nodes: std::mem::take(&mut data.nodes),
             runs: BTreeSet::new(),
-            records: data.records.len() as u64,
+            records: data.records.len() as u64
+                + data.released_records
+                + data
+                    .late
+                    .iter()
+                    .filter(|l| matches!(l, Late::Record { .. }))
+                    .count() as u64,
             records_verified: 0,
             batches_verified: 0,
             checkpoints_verified: 0,
@@ -929,6 +1220,10 @@ impl<'a> ChainCheck<'a> {
         let mut runs: BTreeSet<u64> = seals.keys().map(|k| k.0).collect();
         runs.extend(claimed.keys().map(|k| k.0));
         runs.extend(signed.keys().map(|k| k.0));
+        runs.extend(data.late.iter().filter_map(|l| match l {
+            Late::Record { run, .. } => Some(*run),
+            _ => None,
+        }));
         summary.runs = runs.clone();
 
         let mut accounted = vec![false; data.records.len()];
@@ -955,13 +1250,26 @@ impl<'a> ChainCheck<'a> {
                 run_first.insert(run, cp.size);
                 run_end.insert(run, cp.size);
             }
-            let Some(max_batch) = max_batch else {
+            // Streaming: the batches released while reading verified.
+            let released = data.released.get(&run).copied();
+            let start = released.map_or(0, |r| r.batches);
+            if let Some(r) = released {
+                run_first.entry(run).or_insert(r.first_seq);
+                let end = run_end.entry(run).or_insert(0);
+                *end = (*end).max(r.end_seq);
+                summary.batches_verified += r.batches;
+                summary.records_verified += r.records_verified;
+            }
+            let Some(max_batch) = max_batch.filter(|m| *m >= start) else {
                 continue;
             };
             // Forward: every batch's head from its seal or its records.
             let mut views: Vec<Option<BatchView>> = Vec::new();
-            let mut prev_head: Option<Hash> = signed.get(&(run, 0)).map(|(cp, _)| cp.head);
-            for b in 0..=max_batch {
+            let mut prev_head: Option<Hash> = match released {
+                Some(r) => Some(r.head),
+                None => signed.get(&(run, 0)).map(|(cp, _)| cp.head),
+            };
+            for b in start..=max_batch {
                 let view = match seals.get(&(run, b)) {
                     Some(s) => {
                         let v = self.view_from_seal(run, b, s);
@@ -986,7 +1294,7 @@ impl<'a> ChainCheck<'a> {
             let mut status = vec![BatchStatus::Unsigned; views.len()];
             let mut expected: Option<Hash> = None;
             for b in (0..views.len()).rev() {
-                if let Some((cp, _)) = signed.get(&(run, b as u64 + 1)) {
+                if let Some((cp, _)) = signed.get(&(run, start + b as u64 + 1)) {
                     expected = Some(cp.head);
                 }
                 match (expected, &views[b]) {
@@ -1004,7 +1312,7 @@ impl<'a> ChainCheck<'a> {
             // The end of each batch's range, to bound a batch that is gone.
             let range_of = |b: usize| views[b].as_ref().map(|v| (v.first_seq, v.count));
             for b in 0..views.len() {
-                let batch = b as u64;
+                let batch = start + b as u64;
                 match status[b] {
                     BatchStatus::Authenticated => {
                         let Some(v) = views[b].clone() else { continue };
@@ -1034,9 +1342,10 @@ impl<'a> ChainCheck<'a> {
                     }
                     BatchStatus::Failed => {
                         // The range: the seal's claim, else between neighbours.
-                        let lo = range_of(b)
-                            .map(|r| r.0)
-                            .or_else(|| b.checked_sub(1).and_then(range_of).map(|(f, c)| f + c));
+                        let lo = range_of(b).map(|r| r.0).or_else(|| match b.checked_sub(1) {
+                            Some(p) => range_of(p).map(|(f, c)| f + c),
+                            None => released.map(|r| r.end_seq),
+                        });
                         let hi = range_of(b).map(|(f, c)| f + c).or_else(|| {
                             views
                                 .get(b + 1)
@@ -1116,6 +1425,30 @@ impl<'a> ChainCheck<'a> {
                         }
                     }
                 }
+            }
+        }
+
+        // Streaming: lines that came after their stretch was released.
+        for late in std::mem::take(&mut data.late) {
+            match late {
+                Late::Record { seq, loc, .. } => self.point(
+                    FindingKind::Reordered,
+                    seq,
+                    "line out of sequence order in its file, after its batch was verified and released (--stream cannot compare it)".to_string(),
+                    Some(loc),
+                ),
+                Late::Seal { run, batch, seqs, loc } => self.finding(
+                    FindingKind::Inserted,
+                    Some(seqs),
+                    format!("a seal for run {run} batch {batch} after that batch or these seqs were verified and released (--stream cannot compare it)"),
+                    Some(loc),
+                ),
+                Late::Checkpoint { run, batches, loc } => self.finding(
+                    FindingKind::Reordered,
+                    None,
+                    format!("checkpoint of run {run} after {batches} batches arrived after those batches were released (--stream cannot check its head)"),
+                    Some(loc),
+                ),
             }
         }
 

@@ -33,6 +33,10 @@ pub struct VerifyArgs {
     /// The lines of each file must be in sequence order (file-sink output).
     #[arg(long)]
     pub ordered: bool,
+    /// With --ordered: release each stretch of batches once a signed
+    /// checkpoint verifies it, so memory stays bounded on a year of data.
+    #[arg(long, requires = "ordered")]
+    pub stream: bool,
     /// The archive is a slice of a longer chain: it need not start at the
     /// chain's first record.
     #[arg(long)]
@@ -100,6 +104,7 @@ pub fn verify(args: &VerifyArgs) -> Result<Report, UsageError> {
     let options = VerifyOptions {
         trusted: read_keys(args)?,
         ordered: args.ordered,
+        stream: args.stream,
         partial: args.partial,
         accept_crash_tail: args.accept_crash_tail,
         open_end: args.open_end,
@@ -185,6 +190,7 @@ mod tests {
             key_files: vec![],
             key_strings: keys,
             ordered: true,
+            stream: false,
             partial: false,
             accept_crash_tail: false,
             open_end: false,
@@ -211,6 +217,28 @@ mod tests {
         assert!(report.render().contains("MODIFIED"), "{}", report.render());
         assert!(report.render().contains("seq 3 "), "{}", report.render());
         assert_eq!(command(&a), 1);
+    }
+
+    #[test]
+    fn stream_gives_the_same_report_and_exit_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, vkey) = write_archive(dir.path());
+        let whole = args(vec![path.clone()], vec![vkey]);
+        let streamed = VerifyArgs {
+            stream: true,
+            ..args(vec![path.clone()], whole.key_strings.clone())
+        };
+        assert_eq!(
+            verify(&streamed).unwrap().render(),
+            verify(&whole).unwrap().render()
+        );
+        assert_eq!(command(&streamed), 0);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replacen("\"bytes\":300", "\"bytes\":301", 1)).unwrap();
+        let report = verify(&streamed).unwrap();
+        assert_eq!(report.render(), verify(&whole).unwrap().render());
+        assert!(report.render().contains("MODIFIED"), "{}", report.render());
+        assert_eq!(command(&streamed), 1);
     }
 
     #[test]
