@@ -291,24 +291,14 @@ impl RandomFlows {
         }
         if let Some(t) = f.trace.take() {
             let mut t = t;
-            let mut evaluations = vec![&mut t.enforced];
-            if let Some(p) = &mut t.pending {
-                evaluations.push(p);
-            }
-            for e in evaluations {
-                for side in [&mut e.egress, &mut e.ingress] {
-                    let mut hits = side.hits.to_vec();
-                    for h in &mut hits {
-                        if self.rng.chance(80) {
-                            h.policy = self.pick_policy();
-                        }
-                        if self.rng.chance(10) {
-                            h.rule_index = Some(self.rng.next() as u32);
-                        }
-                    }
-                    side.hits = hits.into();
+            fixtures::edit_hits(&mut t, |h| {
+                if self.rng.chance(80) {
+                    h.policy = self.pick_policy();
                 }
-            }
+                if self.rng.chance(10) {
+                    h.rule_index = Some(self.rng.next() as u32);
+                }
+            });
             f.trace = Some(t);
         }
         (ctx, f)
