@@ -295,6 +295,18 @@ pub type Query = (IpAddr, Option<(u16, u8)>, SystemTime);
 /// first-level cache until used.
 const BATCH_CHUNK: usize = 64;
 
+/// What pass 2 of [`IdentityIndex::resolve_batch`] found for a query.
+#[derive(Clone, Copy)]
+enum Picked<'a> {
+    /// No pod held the address at the flow's time.
+    Nothing,
+    /// The one holding of the address, open since before every flow of the
+    /// batch: live at the flow's time, whatever it is.
+    Live(&'a Holding<PodHolder>),
+    /// The holding [`pick`] chose for the flow's time (maybe stale).
+    At(&'a Holding<PodHolder>),
+}
+
 /// The last time converted to [`Nanos`]: both ends of a flow share its
 /// time, and a conversion costs ~55 instructions (callgrind), against ~300
 /// for a whole batched lookup.
@@ -971,6 +983,14 @@ impl IdentityIndex {
     pub fn resolve_batch(&self, queries: &[Query]) -> Vec<Endpoint> {
         let pods = &self.pods_by_ip;
         let mut out = Vec::with_capacity(queries.len());
+        // The batch's earliest flow time, converted once: an address held
+        // since before it by one open holding (nearly every pod address)
+        // needs no conversion of its own flow's time.
+        let floor = queries
+            .iter()
+            .map(|(_, _, at)| *at)
+            .min()
+            .map_or(Nanos::MIN, nanos);
         let mut times = TimeMemo::default();
         for chunk in queries.chunks(BATCH_CHUNK) {
             let mut homes = [None; BATCH_CHUNK];
@@ -978,27 +998,33 @@ impl IdentityIndex {
                 *home = pods.start_lookup(Key::of(*addr));
             }
             pods.touch_slots(&homes);
-            let mut found: [(Option<&Holding<PodHolder>>, Nanos); BATCH_CHUNK] =
-                [(None, 0); BATCH_CHUNK];
-            for (((addr, _, at), home), found) in chunk.iter().zip(homes).zip(&mut found) {
-                let at = times.nanos(*at);
-                let holding = home
-                    .and_then(|home| pods.get_from(home, Key::of(*addr)))
-                    .and_then(|h| pick(h.as_slice(), at, self.deleted_grace));
-                *found = (holding, at);
-            }
-            // The strong counts: the lines the clones below increment.
+            let mut found: [Picked<'_>; BATCH_CHUNK] = [Picked::Nothing; BATCH_CHUNK];
+            // The strong counts of the picked identities: the lines the
+            // clones below increment, touched while the probes go on.
             let mut folded = 0usize;
-            for (holding, _) in &found {
-                if let Some(h) = holding {
+            for (((addr, _, at), home), found) in chunk.iter().zip(&homes).zip(&mut found) {
+                let Some(history) = home.and_then(|home| pods.get_from(home, Key::of(*addr)))
+                else {
+                    continue;
+                };
+                *found = match history {
+                    History::One(h) if h.until == OPEN && h.from <= floor => Picked::Live(h),
+                    _ => match pick(history.as_slice(), times.nanos(*at), self.deleted_grace) {
+                        Some(h) => Picked::At(h),
+                        None => Picked::Nothing,
+                    },
+                };
+                if let Picked::Live(h) | Picked::At(h) = found {
                     folded ^= Arc::strong_count(&h.holder.identity);
                 }
             }
             touch(&folded);
-            for (&(addr, listening, _), (holding, at_nanos)) in chunk.iter().zip(found) {
-                out.push(match holding {
-                    Some(h) => self.pod_endpoint(addr, h, at_nanos),
-                    None => self.resolve_not_pod(addr, listening, at_nanos),
+            for (&(addr, listening, at), found) in chunk.iter().zip(&found) {
+                out.push(match *found {
+                    // Open, so not stale at any time.
+                    Picked::Live(h) => self.pod_endpoint(addr, h, None),
+                    Picked::At(h) => self.pod_endpoint(addr, h, h.stale_at(times.nanos(at))),
+                    Picked::Nothing => self.resolve_not_pod(addr, listening, times.nanos(at)),
                 });
             }
         }
@@ -1015,7 +1041,7 @@ impl IdentityIndex {
             .get(&addr)
             .and_then(|h| pick(h.as_slice(), at_nanos, self.deleted_grace));
         match holding {
-            Some(h) => self.pod_endpoint(addr, h, at_nanos),
+            Some(h) => self.pod_endpoint(addr, h, h.stale_at(at_nanos)),
             None => self.resolve_not_pod(addr, listening, at_nanos),
         }
     }
@@ -1024,7 +1050,12 @@ impl IdentityIndex {
     /// Inlined: a call would return the 112-byte endpoint through memory
     /// and copy it again into the batch's vector.
     #[inline(always)]
-    fn pod_endpoint(&self, addr: IpAddr, holding: &Holding<PodHolder>, at: Nanos) -> Endpoint {
+    fn pod_endpoint(
+        &self,
+        addr: IpAddr,
+        holding: &Holding<PodHolder>,
+        stale: Option<Stale>,
+    ) -> Endpoint {
         let (_, network) = self.networks.classify_ref(addr);
         Endpoint {
             kind: EndpointKind::Pod,
@@ -1032,7 +1063,7 @@ impl IdentityIndex {
             node: holding.holder.node,
             service: None,
             network: Some(network),
-            stale: holding.stale_at(at),
+            stale,
         }
     }
 
