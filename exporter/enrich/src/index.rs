@@ -993,32 +993,41 @@ impl IdentityIndex {
             .map_or(Nanos::MIN, nanos);
         let mut times = TimeMemo::default();
         for chunk in queries.chunks(BATCH_CHUNK) {
+            // Pass 1: each address's home slot, loaded right away (nothing
+            // waits for the loads: many misses are in flight at once).
             let mut homes = [None; BATCH_CHUNK];
+            let mut touched = 0u8;
             for ((addr, _, _), home) in chunk.iter().zip(&mut homes) {
                 *home = pods.start_lookup(Key::of(*addr));
+                if let Some(i) = *home {
+                    touched ^= pods.slot_tag(i);
+                }
             }
-            pods.touch_slots(&homes);
+            touch(&touched);
+            // Pass 2: probe (the slots are in the cache now) and pick the
+            // holding at the flow's time, touching the picked identities'
+            // strong counts: the lines the clones in pass 3 increment.
             let mut found: [Picked<'_>; BATCH_CHUNK] = [Picked::Nothing; BATCH_CHUNK];
-            // The strong counts of the picked identities: the lines the
-            // clones below increment, touched while the probes go on.
             let mut folded = 0usize;
-            for (((addr, _, at), home), found) in chunk.iter().zip(&homes).zip(&mut found) {
-                let Some(history) = home.and_then(|home| pods.get_from(home, Key::of(*addr)))
+            for (i, (addr, _, at)) in chunk.iter().enumerate() {
+                let Some(history) = homes[i].and_then(|home| pods.get_from(home, Key::of(*addr)))
                 else {
                     continue;
                 };
-                *found = match history {
+                let picked = match history {
                     History::One(h) if h.until == OPEN && h.from <= floor => Picked::Live(h),
                     _ => match pick(history.as_slice(), times.nanos(*at), self.deleted_grace) {
                         Some(h) => Picked::At(h),
                         None => Picked::Nothing,
                     },
                 };
-                if let Picked::Live(h) | Picked::At(h) = found {
+                if let Picked::Live(h) | Picked::At(h) = picked {
                     folded ^= Arc::strong_count(&h.holder.identity);
                 }
+                found[i] = picked;
             }
             touch(&folded);
+            // Pass 3: the endpoints.
             for (&(addr, listening, at), found) in chunk.iter().zip(&found) {
                 out.push(match *found {
                     // Open, so not stale at any time.

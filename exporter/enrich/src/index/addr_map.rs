@@ -19,7 +19,7 @@
 //! are answered from a 16 KiB array that stays in the cache.
 //!
 //! [`home`]: AddrMap::home
-//! [`touch`]: AddrMap::touch
+//! [`touch`]: touch
 //! [`get_from`]: AddrMap::get_from
 
 use std::net::IpAddr;
@@ -220,24 +220,18 @@ impl<V: Default> AddrMap<V> {
 
     /// The first half of a split lookup: `key`'s home slot, or `None` when
     /// the range filter already rules `key` out.
-    /// [`touch_slots`](Self::touch_slots) brings the slots into the cache,
+    /// [`slot_tag`](Self::slot_tag) brings a slot into the cache,
     /// [`get_from`](Self::get_from) finishes the lookup.
     #[inline]
     pub(crate) fn start_lookup(&self, key: Key) -> Option<usize> {
         self.may_hold(key).then(|| self.home(key))
     }
 
-    /// Load a byte of each slot in `homes` (see [`touch`]), in a loop of a
-    /// few instructions per slot so that many misses are in flight at once.
+    /// A byte of slot `i` (its family tag), for [`touch`]ing it: any load
+    /// of the line brings the whole slot into the cache.
     #[inline]
-    pub(crate) fn touch_slots(&self, homes: &[Option<usize>]) {
-        let mut folded = 0u8;
-        for home in homes.iter().flatten() {
-            if let Some(slot) = self.slots.get(*home) {
-                folded ^= slot.family;
-            }
-        }
-        touch(&folded);
+    pub(crate) fn slot_tag(&self, i: usize) -> u8 {
+        self.slots.get(i).map_or(EMPTY, |slot| slot.family)
     }
 
     /// The value of `key`, probing from `home`, which must come from
