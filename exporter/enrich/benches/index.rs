@@ -176,6 +176,11 @@ fn main() {
     let rounds: usize = env_or("FLOWSCRIBE_BENCH_ROUNDS", 3);
     let n: usize = env_or("FLOWSCRIBE_BENCH_LOOKUPS", 1_000_000);
     let batches: usize = env_or("FLOWSCRIBE_BENCH_BATCHES", 2_000);
+    // Diagnostic: which calls an interrupt or softirq landed in (their
+    // handlers' time is charged to the interrupted thread here, as the
+    // kernel has no IRQ time accounting). Reading /proc between calls
+    // disturbs the caches, so this is off by default.
+    let irqs = env_or("FLOWSCRIBE_BENCH_IRQS", 0) == 1;
     let addrs: Vec<IpAddr> = (0..n).map(|_| random_pod(next())).collect();
     let hot: Vec<IpAddr> = (0..n).map(|_| hot_pod(next())).collect();
     let public: Vec<IpAddr> = (0..n).map(|_| public_addr(next())).collect();
@@ -196,6 +201,7 @@ fn main() {
             let mut drop_per_flow = Vec::with_capacity(batches);
             let mut cpu_ns = 0u64;
             let (mut faulted, mut faults_total) = (0u64, 0u64);
+            let mut quiet_cpu_per_flow = Vec::new();
             for _ in 0..batches {
                 queries.clear();
                 for _ in 0..flows_per_batch {
@@ -205,6 +211,7 @@ fn main() {
                     queries.push((pick(next()), None, at));
                     queries.push((pick(next()), Some((8080, 6)), at));
                 }
+                let irqs0 = irqs.then(cpu_interrupts);
                 let faults0 = thread_minor_faults();
                 let cpu0 = thread_cpu_ns();
                 let t = Instant::now();
@@ -212,6 +219,12 @@ fn main() {
                 let took = t.elapsed();
                 let cpu = thread_cpu_ns() - cpu0;
                 let faults = thread_minor_faults() - faults0;
+                if let Some((cpu_before, n_before)) = irqs0 {
+                    let (cpu_after, n_after) = cpu_interrupts();
+                    if cpu_after == cpu_before && n_after == n_before {
+                        quiet_cpu_per_flow.push(cpu / flows_per_batch as u64);
+                    }
+                }
                 if faults > 0 {
                     faulted += 1;
                     faults_total += faults;
@@ -240,6 +253,14 @@ fn main() {
                  calls with page faults {faulted} ({faults_total} faults)",
                 cpu_ns / (batches * flows_per_batch) as u64
             );
+            if irqs && !quiet_cpu_per_flow.is_empty() {
+                let calls = quiet_cpu_per_flow.len();
+                let (q50, q99, q999) = percentiles(quiet_cpu_per_flow);
+                println!(
+                    "round {round}: {mix}: the {calls} of {batches} calls no interrupt or softirq \
+                     landed in: on-CPU p50 {q50} p99 {q99} p99.9 {q999} ns per flow"
+                );
+            }
         }
 
         // One by one, each lookup timed alone (timer included).
@@ -285,6 +306,28 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The CPU this thread runs on, and the interrupts plus softirqs that CPU
+/// has handled so far (its columns of /proc/interrupts and /proc/softirqs).
+fn cpu_interrupts() -> (usize, u64) {
+    // SAFETY: no arguments; returns the current CPU or -1.
+    let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).unwrap();
+    let mut total = 0u64;
+    for path in ["/proc/interrupts", "/proc/softirqs"] {
+        let text = std::fs::read_to_string(path).unwrap();
+        for line in text.lines().skip(1) {
+            // "NAME: count-per-cpu ... description"
+            if let Some(n) = line
+                .split_whitespace()
+                .nth(1 + cpu)
+                .and_then(|c| c.parse::<u64>().ok())
+            {
+                total += n;
+            }
+        }
+    }
+    (cpu, total)
 }
 
 /// Minor page faults this thread has taken so far.
