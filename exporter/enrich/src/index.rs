@@ -150,11 +150,12 @@ impl Holder for Arc<ServiceEntry> {
 
 #[derive(Debug, Clone)]
 struct ServiceEntry {
-    name: Arc<str>,
-    namespace: Arc<str>,
     uid: Arc<str>,
-    /// (port, protocol, name)
-    ports: Vec<(u16, u8, Option<Arc<str>>)>,
+    /// What a flow to the service on an undeclared or unnamed port says.
+    unnamed: Arc<ServiceRef>,
+    /// (port, protocol, what a flow to that port says) for each named
+    /// port: a flow end shares it (a reference count, no allocation).
+    named: Vec<(u16, u8, Arc<ServiceRef>)>,
 }
 
 /// The holdings of one address, oldest first.
@@ -909,16 +910,24 @@ impl IdentityIndex {
                 .collect();
             close(&mut self.services_by_ip, &released, &prev.meta.uid, at);
         }
+        let name = self.interner.str(&svc.meta.name);
+        let namespace = self.interner.str(&svc.meta.namespace);
+        let service_ref = |port_name| {
+            Arc::new(ServiceRef {
+                name: name.clone(),
+                namespace: namespace.clone(),
+                port_name,
+            })
+        };
         let entry = Arc::new(ServiceEntry {
-            name: self.interner.str(&svc.meta.name),
-            namespace: self.interner.str(&svc.meta.namespace),
             uid: Arc::from(svc.meta.uid.as_str()),
-            ports: svc
+            unnamed: service_ref(None),
+            named: svc
                 .ports
                 .iter()
-                .map(|p| {
-                    let name = p.name.as_deref().map(|n| self.interner.str(n));
-                    (p.port, p.protocol, name)
+                .filter_map(|p| {
+                    let port_name = self.interner.str(p.name.as_deref()?);
+                    Some((p.port, p.protocol, service_ref(Some(port_name))))
                 })
                 .collect(),
         });
@@ -1089,16 +1098,12 @@ impl IdentityIndex {
             let svc = &h.holder;
             ep.kind = EndpointKind::Service;
             ep.stale = h.stale_at(at);
-            ep.service = Some(ServiceRef {
-                name: svc.name.clone(),
-                namespace: svc.namespace.clone(),
-                port_name: listening.and_then(|(port, proto)| {
-                    svc.ports
-                        .iter()
-                        .find(|(p, pr, _)| *p == port && *pr == proto)
-                        .and_then(|(_, _, n)| n.clone())
-                }),
+            let named = listening.and_then(|(port, proto)| {
+                svc.named
+                    .iter()
+                    .find(|(p, pr, _)| *p == port && *pr == proto)
             });
+            ep.service = Some(Arc::clone(named.map_or(&svc.unnamed, |(_, _, r)| r)));
             return ep;
         }
         if let Some((port, proto)) = listening

@@ -210,11 +210,11 @@ mod tests {
         let mut e = Endpoint::of_kind(EndpointKind::Service);
         e.pod = Some(Arc::new(pod));
         e.node = Some("n1".into());
-        e.service = Some(ServiceRef {
+        e.service = Some(Arc::new(ServiceRef {
             name: "web".into(),
             namespace: "shop".into(),
             port_name: Some("http".into()),
-        });
+        }));
         e.network = Some("service-network".into());
         e.stale = Some(Stale { deleted_at: t(5) });
         assert_eq!(

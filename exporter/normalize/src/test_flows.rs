@@ -87,11 +87,11 @@ fn restyle(e: &mut Endpoint, workload_kind: &str) {
         p.labels = Arc::new(labels);
     } else {
         e.network = Some("corp \"vpn\"".into());
-        e.service = Some(ServiceRef {
+        e.service = Some(Arc::new(ServiceRef {
             name: "svc".into(),
             namespace: "ns".into(),
             port_name: Some("http".into()),
-        });
+        }));
         e.kind = EndpointKind::Service;
     }
     e.stale = Some(Stale {
@@ -194,9 +194,12 @@ impl RandomFlows {
         // only an edit makes them new.
         e.node = e.node.map(|s| Name::new(&text(&s)));
         e.network = e.network.map(|s| Name::new(&text(&s)));
-        if let Some(s) = &mut e.service {
-            s.name = text(&s.name);
-            s.port_name = s.port_name.as_deref().map(text);
+        if let Some(s) = e.service.take() {
+            e.service = Some(Arc::new(ServiceRef {
+                name: text(&s.name),
+                namespace: s.namespace.clone(),
+                port_name: s.port_name.as_deref().map(text),
+            }));
         }
         e
     }

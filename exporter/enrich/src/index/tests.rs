@@ -260,6 +260,19 @@ fn services_nodes_host_network_pods_and_networks() {
         ("shop", "db", Some("pg"))
     );
     assert_eq!(svc.network.as_deref(), Some(SERVICE_NETWORK));
+    // Flow ends to one service port share one reference (no allocation
+    // per flow); another port or protocol names no port.
+    let again = idx.resolve(ip("10.96.0.20"), Some((5432, 6)), t(3));
+    assert!(Arc::ptr_eq(&s, again.service.as_ref().expect("service")));
+    for listening in [Some((5433, 6)), Some((5432, 17)), None] {
+        let other = idx.resolve(ip("10.96.0.20"), listening, t(2));
+        let o = other.service.expect("service");
+        assert_eq!(
+            (&*o.namespace, &*o.name, o.port_name.as_deref()),
+            ("shop", "db", None),
+            "{listening:?}"
+        );
+    }
 
     let host = idx.resolve(ip("192.168.5.10"), Some((9100, 6)), t(2));
     assert_eq!(host.kind, EndpointKind::HostNetworkPod);

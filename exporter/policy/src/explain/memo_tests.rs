@@ -223,11 +223,11 @@ fn memoised_traces_equal_fresh_evaluations() {
                     if (i + j) % 4 == 0 {
                         // Reached through a Service whose backend is known.
                         f.destination.kind = EndpointKind::Service;
-                        f.destination.service = Some(ServiceRef {
+                        f.destination.service = Some(Arc::new(ServiceRef {
                             name: Arc::from("svc"),
                             namespace: dst.namespace.clone(),
                             port_name: None,
-                        });
+                        }));
                     }
                     flows.push(f);
                 }

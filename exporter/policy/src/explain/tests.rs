@@ -89,11 +89,11 @@ pub(super) fn endpoint(spec: &str) -> (IpAddr, Endpoint) {
         let (ns, name) = svc.split_once('/').expect("ns/name");
         let mut e = Endpoint::of_kind(EndpointKind::Service);
         e.pod = backend;
-        e.service = Some(ServiceRef {
+        e.service = Some(Arc::new(ServiceRef {
             name: Arc::from(name),
             namespace: Arc::from(ns),
             port_name: None,
-        });
+        }));
         return ("10.96.0.10".parse().expect("ip"), e);
     }
     let p = pod(spec);
