@@ -27,6 +27,10 @@
 //! with each compressor the HTTP client could use, for SECONDS each: CPU
 //! MB/s, ns per record and ratio.
 //!
+//! With `--features isal` the HTTP client gzips with ISA-L igzip level 1
+//! (`core::http::gzip`); without it, with zlib-rs. The `gzip` cases measure
+//! whichever the build has (the table's header line says which).
+//!
 //! Cost is the CPU time of that one thread (`CLOCK_THREAD_CPUTIME_ID`), so another process's load does not inflate it the way it
 //! inflates wall time; the receiver runs on its own thread and only reads
 //! bodies. The encode and send shares are timed the same way, apart.
@@ -232,9 +236,25 @@ fn compressors(flows: &[ExplainedFlow], seconds: f64) {
     println!("|---|---|---|---|---|");
     for (name, body) in [("ES _bulk", &es_body), ("OTLP", &otlp_body)] {
         type Compressor = Box<dyn Fn(&[u8]) -> usize>;
-        let cases: [(&str, Compressor); 4] = [
+        let cases: [(&str, Compressor); 5] = [
             (
-                "http::gzip level 1",
+                // zlib-rs, whatever backend `http::gzip` uses.
+                "flate2 (zlib-rs) gzip level 1",
+                Box::new(|b: &[u8]| {
+                    let mut e = flate2::write::GzEncoder::new(
+                        Vec::with_capacity(b.len() / 4),
+                        flate2::Compression::new(1),
+                    );
+                    e.write_all(b).unwrap();
+                    e.finish().unwrap().len()
+                }),
+            ),
+            (
+                if cfg!(feature = "isal") {
+                    "http::gzip level 1 (igzip)"
+                } else {
+                    "http::gzip level 1 (zlib-rs)"
+                },
                 Box::new(|b: &[u8]| flowscribe_sinks::core::http::gzip(b, 1).len()),
             ),
             (
@@ -291,6 +311,14 @@ fn main() {
     let (_otlp_rt, otlp_rx) = fixed_reply_server("application/x-protobuf", b"");
     let otlp_addr = otlp_rx.url().trim_start_matches("http://").to_string();
 
+    println!(
+        "gzip backend: {}",
+        if cfg!(feature = "isal") {
+            "ISA-L igzip level 1 (--features isal)"
+        } else {
+            "zlib-rs level 1"
+        }
+    );
     println!(
         "| case | round | records per CPU-second (encode + send) | encode ns/record | send ns/record | wall records/s | payload B/record |"
     );
