@@ -126,76 +126,6 @@ pub fn event_id(
     EventId(id)
 }
 
-/// [`event_id`] for one node, with the node's part of the hashed bytes
-/// (prefix, length, name) laid out once: the encoders hash one id per
-/// record, and copying the prefix is cheaper than feeding it in parts.
-/// The bytes hashed, and so the ids, are [`event_id`]'s.
-#[derive(Debug, Clone)]
-pub struct EventIdHasher {
-    /// The node's prefix, then room for the per-record fields.
-    buf: [u8; HASHER_BUF],
-    /// Bytes of the prefix; `None` when the node name is too long for the
-    /// buffer (then [`event_id`] is called).
-    prefix_len: Option<usize>,
-    node: String,
-}
-
-/// The stack buffer of [`EventIdHasher`]: room for a 100-byte node name
-/// with IPv6 addresses.
-const HASHER_BUF: usize = 192;
-
-/// Per-record bytes after the prefix, at most: two IPv6 addresses with
-/// their family byte, protocol, ports, two i128 times.
-const RECORD_FIELDS_MAX: usize = 2 * 17 + 1 + 2 + 2 + 16 + 16;
-
-impl EventIdHasher {
-    /// The hasher of `node`'s ids.
-    pub fn new(node: &str) -> EventIdHasher {
-        let mut buf = [0u8; HASHER_BUF];
-        let mut len = 0;
-        let mut fits = true;
-        feed_prefix(node, |part| {
-            match buf.get_mut(len..len + part.len()) {
-                Some(dst) => dst.copy_from_slice(part),
-                None => fits = false,
-            }
-            len += part.len();
-        });
-        let prefix_len = (fits && len + RECORD_FIELDS_MAX <= HASHER_BUF).then_some(len);
-        EventIdHasher {
-            buf,
-            prefix_len,
-            node: node.to_string(),
-        }
-    }
-
-    /// The node this hasher was made for.
-    pub fn node(&self) -> &str {
-        &self.node
-    }
-
-    /// `event_id(self.node(), key, window_start, window_end)`.
-    #[inline]
-    pub fn id(&self, key: &FlowKey, window_start: SystemTime, window_end: SystemTime) -> EventId {
-        let Some(prefix_len) = self.prefix_len else {
-            return event_id(&self.node, key, window_start, window_end);
-        };
-        let mut buf = self.buf;
-        let mut len = prefix_len;
-        feed_record(key, window_start, window_end, |part| {
-            // In bounds: `new` left room for the longest record fields.
-            if let Some(dst) = buf.get_mut(len..len + part.len()) {
-                dst.copy_from_slice(part);
-            }
-            len += part.len();
-        });
-        let digest = Sha256::digest(&buf[..len.min(HASHER_BUF)]);
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&digest[..16]);
-        EventId(id)
-    }
-}
-
 /// The id of a capture loss record: `loss-<node>-<reason>-<window end in
 /// nanoseconds since the epoch>` (one report per reason and drain window,
 /// so this is unique and the same on a replay). The daemon gives sinks the
@@ -218,28 +148,12 @@ fn feed(
     window_end: SystemTime,
     mut put: impl FnMut(&[u8]),
 ) {
-    feed_prefix(node, &mut put);
-    feed_record(key, window_start, window_end, put);
-}
-
-/// The node's part of the hashed bytes: prefix, name length, name.
-fn feed_prefix(node: &str, mut put: impl FnMut(&[u8])) {
     put(EVENT_ID_V1_PREFIX);
     // A node name longer than u32::MAX bytes cannot be configured; saturating
     // keeps the function total without a panic path.
     let node_len = u32::try_from(node.len()).unwrap_or(u32::MAX);
     put(&node_len.to_be_bytes());
     put(node.as_bytes());
-}
-
-/// The record's part of the hashed bytes: flow key and window.
-#[inline]
-fn feed_record(
-    key: &FlowKey,
-    window_start: SystemTime,
-    window_end: SystemTime,
-    mut put: impl FnMut(&[u8]),
-) {
     for addr in [key.src_addr, key.dst_addr] {
         match addr {
             IpAddr::V4(a) => {
@@ -336,8 +250,6 @@ mod tests {
         for (node, k, start, end, want) in cases {
             let id = event_id(node, &k, start, end);
             assert_eq!(id.to_string(), want, "{node} {k:?}");
-            let hasher = EventIdHasher::new(node);
-            assert_eq!(hasher.id(&k, start, end).to_hex(), want, "hasher {node}");
             assert_eq!(id.to_hex(), want);
             assert_eq!(crate::hex::lower(id.as_bytes()), want);
             assert_eq!(id.to_hex_text().as_str(), want);
@@ -380,22 +292,6 @@ mod tests {
             let node = "n".repeat(len);
             let id = event_id(&node, &k, at(100, 0), at(110, 0));
             assert_eq!(id.to_hex(), want, "{len}");
-            let hasher = EventIdHasher::new(&node);
-            assert_eq!(hasher.id(&k, at(100, 0), at(110, 0)).to_hex(), want);
-        }
-        // The hasher's own bound (prefix plus the longest record fields):
-        // names on both sides of it, IPv4 and IPv6, equal `event_id`'s ids.
-        for len in [0, 60, 100, 101, 102, 103, 104, 165, 400] {
-            let node = "m".repeat(len);
-            let hasher = EventIdHasher::new(&node);
-            assert_eq!(hasher.node(), node);
-            for k in [k, key("10.1.2.3", "10.3.2.1", 1, 2, 17)] {
-                assert_eq!(
-                    hasher.id(&k, at(5, 1), at(6, 2)),
-                    event_id(&node, &k, at(5, 1), at(6, 2)),
-                    "{len} {k:?}"
-                );
-            }
         }
     }
 

@@ -17,7 +17,7 @@ use super::{
     rule_description_head, rule_id_end, rule_id_head, rule_policy_tail, write_document,
 };
 use crate::Context;
-use crate::event_id::{EventId, EventIdHasher};
+use crate::event_id::{EventId, event_id};
 use crate::fragment_cache::{
     Admission, BoundedMap, DEFAULT_CAPACITY, EndpointKey, pin_endpoint, policy_key,
 };
@@ -32,8 +32,6 @@ use crate::view::Decision;
 #[derive(Debug)]
 pub struct EcsEncoder {
     ctx: Context,
-    /// The context node's event ids.
-    ids: EventIdHasher,
     cache: EcsCache,
     /// Whether a record goes through the cache (`None`: always).
     admission: Option<Admission>,
@@ -101,7 +99,6 @@ impl EcsEncoder {
             policies: BoundedMap::new(capacity),
         };
         EcsEncoder {
-            ids: EventIdHasher::new(&ctx.node),
             ctx,
             cache,
             admission: Some(Admission::default()),
@@ -138,7 +135,9 @@ impl EcsEncoder {
         let marks = match lookup {
             Lookup::Hit(template) => {
                 let f = &flow.flow.flow;
-                let id = id.unwrap_or_else(|| self.ids.id(&f.key, f.window_start, f.window_end));
+                let id = id.unwrap_or_else(|| {
+                    event_id(&self.ctx.node, &f.key, f.window_start, f.window_end)
+                });
                 let mut times = WindowTimes::new(observed, f.window_end, &mut self.times);
                 template.write(out, |h, out| {
                     fill_hole(h, f, &mut times, id, out);
@@ -152,10 +151,6 @@ impl EcsEncoder {
             Lookup::Render => None,
         };
         let recording = marks.is_some();
-        let id = Some(id.unwrap_or_else(|| {
-            let f = &flow.flow.flow;
-            self.ids.id(&f.key, f.window_start, f.window_end)
-        }));
         let times = Times::new(&flow.flow, observed, &mut self.times);
         let start = out.len();
         let counts = self.cache.counts();

@@ -16,7 +16,7 @@ use super::{
     write_flow_record,
 };
 use crate::Context;
-use crate::event_id::{EventId, EventIdHasher};
+use crate::event_id::{EventId, event_id};
 use crate::fragment_cache::{
     Admission, BoundedMap, DEFAULT_CAPACITY, EndpointKey, pin_endpoint, policy_key,
 };
@@ -31,8 +31,6 @@ use crate::template::{ConnectionMemo, Lookup, Mark, Template};
 #[derive(Debug)]
 pub struct OtlpEncoder {
     ctx: Context,
-    /// The context node's event ids.
-    ids: EventIdHasher,
     cache: OtlpCache,
     /// Whether a record goes through the cache (`None`: always).
     admission: Option<Admission>,
@@ -82,7 +80,6 @@ impl OtlpEncoder {
     /// a full map is cleared when a new one arrives.
     pub fn with_capacity(ctx: Context, capacity: usize) -> Self {
         OtlpEncoder {
-            ids: EventIdHasher::new(&ctx.node),
             ctx,
             cache: OtlpCache {
                 endpoints: BoundedMap::new(capacity),
@@ -128,7 +125,9 @@ impl OtlpEncoder {
         let marks = match lookup {
             Lookup::Hit(template) => {
                 let f = &flow.flow.flow;
-                let id = id.unwrap_or_else(|| self.ids.id(&f.key, f.window_start, f.window_end));
+                let id = id.unwrap_or_else(|| {
+                    event_id(&self.ctx.node, &f.key, f.window_start, f.window_end)
+                });
                 let times = self.nanos.window(f, observed);
                 template.write(out, |h, out| {
                     fill_hole(h, f, id, &times, out);
@@ -142,10 +141,6 @@ impl OtlpEncoder {
             Lookup::Render => None,
         };
         let recording = marks.is_some();
-        let id = Some(id.unwrap_or_else(|| {
-            let f = &flow.flow.flow;
-            self.ids.id(&f.key, f.window_start, f.window_end)
-        }));
         // Records are 1.5-4 KiB: one reservation instead of growth steps.
         out.reserve(4096);
         let start = out.len();
