@@ -483,9 +483,9 @@ pub const ZSTD_LEVEL: i32 = 1;
 
 /// gzip `data` at `level` (0..=9): one gzip member, which every receiver
 /// decodes the same whichever library wrote it. With the `isal` feature,
-/// level 1 (the default) goes through ISA-L's igzip level 1: 2-3x the CPU
-/// throughput of zlib-rs on our `_bulk` and OTLP bodies, with a better
-/// ratio (docs/benchmarks.md, "End to end"); other levels, and igzip's
+/// level 1 (the default) goes through ISA-L's igzip level 1: 3-4x the CPU
+/// throughput of zlib-rs on our `_bulk` and OTLP bodies, with about twice
+/// the ratio (docs/benchmarks.md, "End to end"); other levels, and igzip's
 /// rare refusal, use zlib-rs. (A deflate state kept per thread and the
 /// gzip member framed here around it with `crc32fast` ran 24 % fewer
 /// instructions under callgrind but no less CPU time on the machine, so
