@@ -23,9 +23,14 @@
 //! explanation, the queue (see the `queue` bench), the receiver.
 //!
 //! `-- SECONDS compressors` instead compresses one batch's bodies (500
-//! ECS documents with their `_bulk` action lines; 500 OTLP `LogRecord`s)
+//! ECS documents with their `_bulk` action lines; 500 OTLP `LogRecord`s;
+//! then the same for batches of 100)
 //! with each compressor the HTTP client could use, for SECONDS each: CPU
 //! MB/s, ns per record and ratio.
+//!
+//! With `--features isal` the HTTP client gzips with ISA-L igzip level 1
+//! (`core::http::gzip`); without it, with zlib-rs. The `gzip` cases measure
+//! whichever the build has (the table's header line says which).
 //!
 //! Cost is the CPU time of that one thread (`CLOCK_THREAD_CPUTIME_ID`), so another process's load does not inflate it the way it
 //! inflates wall time; the receiver runs on its own thread and only reads
@@ -232,9 +237,25 @@ fn compressors(flows: &[ExplainedFlow], seconds: f64) {
     println!("|---|---|---|---|---|");
     for (name, body) in [("ES _bulk", &es_body), ("OTLP", &otlp_body)] {
         type Compressor = Box<dyn Fn(&[u8]) -> usize>;
-        let cases: [(&str, Compressor); 4] = [
+        let cases: [(&str, Compressor); 5] = [
             (
-                "http::gzip level 1",
+                // zlib-rs, whatever backend `http::gzip` uses.
+                "flate2 (zlib-rs) gzip level 1",
+                Box::new(|b: &[u8]| {
+                    let mut e = flate2::write::GzEncoder::new(
+                        Vec::with_capacity(b.len() / 4),
+                        flate2::Compression::new(1),
+                    );
+                    e.write_all(b).unwrap();
+                    e.finish().unwrap().len()
+                }),
+            ),
+            (
+                if cfg!(feature = "isal") {
+                    "http::gzip level 1 (igzip)"
+                } else {
+                    "http::gzip level 1 (zlib-rs)"
+                },
                 Box::new(|b: &[u8]| flowscribe_sinks::core::http::gzip(b, 1).len()),
             ),
             (
@@ -259,7 +280,8 @@ fn compressors(flows: &[ExplainedFlow], seconds: f64) {
             }
             let cpu = (thread_cpu_ns() - c0) as f64;
             println!(
-                "| {name} | {codec} | {:.0} | {:.0} | {:.1} |",
+                "| {name} ({} records) | {codec} | {:.0} | {:.0} | {:.1} |",
+                flows.len(),
                 n as f64 * body.len() as f64 / cpu * 1e3,
                 cpu / (n as f64 * flows.len() as f64),
                 body.len() as f64 / out as f64
@@ -278,7 +300,11 @@ fn main() {
         .skip(1)
         .find(|a| a.parse::<f64>().is_err() && !a.starts_with('-'));
     if only.as_deref() == Some("compressors") {
-        compressors(&flows(BATCH, false), seconds);
+        // The sinks' batch, and a smaller one (a body that stays in the
+        // core's L2 with the compressor's tables).
+        for records in [BATCH, 100] {
+            compressors(&flows(records, false), seconds);
+        }
         return;
     }
     let reported_again = flows(BATCH * 14, false);
@@ -291,6 +317,14 @@ fn main() {
     let (_otlp_rt, otlp_rx) = fixed_reply_server("application/x-protobuf", b"");
     let otlp_addr = otlp_rx.url().trim_start_matches("http://").to_string();
 
+    println!(
+        "gzip backend: {}",
+        if cfg!(feature = "isal") {
+            "ISA-L igzip level 1 (--features isal)"
+        } else {
+            "zlib-rs level 1"
+        }
+    );
     println!(
         "| case | round | records per CPU-second (encode + send) | encode ns/record | send ns/record | wall records/s | payload B/record |"
     );
