@@ -28,8 +28,9 @@
 //! with each compressor the HTTP client could use, for SECONDS each: CPU
 //! MB/s, ns per record and ratio.
 //!
-//! With `--features isal` the HTTP client gzips with ISA-L igzip level 1
-//! (`core::http::gzip`); without it, with zlib-rs. The `gzip` cases measure
+//! With the `isal` feature (on by default) the HTTP client gzips with ISA-L
+//! igzip level 1 (`core::http::gzip`); with `--no-default-features`, with
+//! zlib-rs (the "before" of docs/benchmarks.md, "End to end"). The `gzip` cases measure
 //! whichever the build has (the table's header line says which).
 //!
 //! Cost is the CPU time of that one thread (`CLOCK_THREAD_CPUTIME_ID`), so another process's load does not inflate it the way it
@@ -320,7 +321,7 @@ fn main() {
     println!(
         "gzip backend: {}",
         if cfg!(feature = "isal") {
-            "ISA-L igzip level 1 (--features isal)"
+            "ISA-L igzip level 1 (the default `isal` feature)"
         } else {
             "zlib-rs level 1"
         }

@@ -513,31 +513,22 @@ fn zlib_gzip(data: &[u8], level: u32) -> Vec<u8> {
 }
 
 /// gzip through ISA-L igzip level 1 (stateless: the whole body in one
-/// call), into a scratch buffer kept per thread (a fresh buffer of the
-/// body's size costs its page faults on every call), copied out at its
-/// compressed size. `None` when igzip fails (it should not: the scratch
-/// has room for stored blocks, igzip's fallback for incompressible data).
+/// call; `flowscribe-sinks-igzip`), into a scratch buffer kept per thread
+/// (a fresh buffer of the body's size costs its page faults on every
+/// call), copied out at its compressed size. `None` when igzip fails (it
+/// should not: the output has room for stored blocks, igzip's fallback
+/// for incompressible data).
 #[cfg(feature = "isal")]
 fn igzip_level1(data: &[u8]) -> Option<Vec<u8>> {
     use std::cell::RefCell;
     thread_local! {
         static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
-    // Stored blocks add 5 bytes per 64 KiB; the gzip header and trailer 18.
-    let room = data.len() + data.len() / 1024 + 1024;
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.try_borrow_mut().ok()?;
-        if scratch.len() < room {
-            scratch.resize(room, 0);
-        }
-        let n = isal::compress_into(
-            data,
-            &mut scratch[..room],
-            isal::CompressionLevel::One,
-            isal::Codec::Gzip,
-        )
-        .ok()?;
-        scratch.get(..n).map(<[u8]>::to_vec)
+        scratch.clear();
+        flowscribe_sinks_igzip::gzip_level1(data, &mut scratch).ok()?;
+        Some(scratch.to_vec())
     })
 }
 
