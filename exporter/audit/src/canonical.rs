@@ -485,30 +485,33 @@ impl Canonicalizer {
 
     /// Compute the canonical form of one JSON object.
     pub fn canonicalize(&mut self, json: &[u8]) -> Result<&[u8], CanonicalError> {
-        let (ascii, no_controls) = Self::byte_classes(json);
-        if !ascii {
-            std::str::from_utf8(json)
-                .map_err(|e| CanonicalError("invalid UTF-8", e.valid_up_to()))?;
-        }
         // Offsets are kept as u32.
         if u32::try_from(json.len()).is_err() {
             return Err(CanonicalError("line longer than 4 GiB", 0));
         }
+        // The fast path checks the bytes it relies on itself (see
+        // `Shape::matches`): a line in a known shape is read once.
         if !self.general_only {
-            if no_controls && self.try_shapes(json) {
+            if self.try_shapes(json) {
                 self.fast_hits += 1;
                 self.misses_in_a_row = 0;
                 return Ok(&self.out);
             }
             self.misses_in_a_row = self.misses_in_a_row.saturating_add(1);
         }
+        let (ascii, no_controls) = Self::byte_classes(json);
+        if !ascii {
+            std::str::from_utf8(json)
+                .map_err(|e| CanonicalError("invalid UTF-8", e.valid_up_to()))?;
+        }
         self.last_was_shape = false;
         self.canonicalize_general(json)?;
         // Learn the line's shape, unless lines keep coming in new shapes
         // (then only every 16th, so learning costs little on a SIEM export
         // with many shapes).
-        // A line with control characters never takes the fast path (see
-        // `byte_classes`): its shape is not worth a slot.
+        // A line with control characters (other than trailing whitespace)
+        // is not learned from: writers do not produce them, so its shape
+        // is not worth a slot.
         if !self.general_only
             && no_controls
             && (self.misses_in_a_row < 64 || self.misses_in_a_row.is_multiple_of(16))
@@ -520,9 +523,7 @@ impl Canonicalizer {
 
     /// In one pass: whether the line is ASCII (then it is valid UTF-8
     /// without further checks), and whether it holds no control character
-    /// other than trailing whitespace. Inside a string a control character
-    /// is invalid JSON, which the fast path does not look for, so such lines
-    /// take the general path (which rejects them).
+    /// other than trailing whitespace (such lines are not learned from).
     fn byte_classes(json: &[u8]) -> (bool, bool) {
         let end = json
             .iter()

@@ -38,28 +38,49 @@ pub(super) struct Val {
 struct Emit {
     /// `{"path":` or `,"path":` (plus `{}` for an empty-object leaf), as a
     /// range of `Shape::prefixes`.
-    prefix: (u32, u32),
-    /// The slot whose value follows, or `None` for an empty-object leaf
-    /// (its value is in the prefix).
-    slot: Option<u32>,
+    prefix_start: u32,
+    prefix_end: u32,
+    /// The slot whose value follows, or [`NO_SLOT`] for an empty-object
+    /// leaf (its value is in the prefix).
+    slot: u32,
 }
+
+const NO_SLOT: u32 = u32::MAX;
+
+/// One value slot, in line order: the segment before it and the objects
+/// around it (so that a value rewritten by the general writer meets the
+/// same nesting limit as on the general path).
+#[derive(Debug, Clone, Copy)]
+struct SlotSpec {
+    seg_start: u32,
+    seg_end: u32,
+    depth: u32,
+}
+
+/// The fixed block [`put`] copies short pieces with.
+const BLOCK: usize = 32;
 
 /// A learned record shape (see the module docs).
 #[derive(Debug, Clone)]
 pub(super) struct Shape {
-    /// The segments, concatenated; segment `i` ends at `segment_ends[i]`.
+    /// The segments, concatenated.
     segments: Vec<u8>,
-    /// One more than the number of slots.
-    segment_ends: Vec<u32>,
+    /// Per slot, in line order: its segment and depth.
+    slot_specs: Vec<SlotSpec>,
+    /// Where the segment after the last value starts.
+    last_segment: u32,
     /// Content leaves in canonical (path) order.
     emits: Vec<Emit>,
+    /// The emits' prefixes, then `BLOCK` bytes of padding.
     prefixes: Vec<u8>,
+    /// The prefixes' length without the padding.
+    prefix_bytes: usize,
+    /// The values' total length in the line last matched (its canonical
+    /// form is `prefix_bytes + value_bytes + 1` long).
+    value_bytes: usize,
     /// The paths of `emits`, in the same (sorted) order, for leaf lookups.
     paths: Vec<u8>,
     path_ends: Vec<u32>,
-    /// Per slot: the objects around it, so that a value rewritten by the
-    /// general writer meets the same nesting limit as on the general path.
-    slot_depths: Vec<u32>,
     /// Per slot: the last array seen there, as written and in canonical
     /// form. Records of one view often repeat an array (`"category":
     /// ["network"]`); bytes equal to a complete array parse to that array,
@@ -263,6 +284,101 @@ fn into_arena(
     ))
 }
 
+/// [`into_arena`] for a value whose bytes the caller has not checked: the
+/// general writer copies string bytes as they are, so they must be UTF-8.
+fn checked_into_arena(
+    json: &[u8],
+    pos: usize,
+    depth: u32,
+    arena: &mut Vec<u8>,
+    scratch: &mut String,
+) -> Option<(usize, Val)> {
+    let (end, v) = into_arena(json, pos, depth, arena, scratch)?;
+    std::str::from_utf8(&json[pos..end]).ok()?;
+    Some((end, v))
+}
+
+/// The array at `pos`: `memo`'s canonical form when the bytes repeat the
+/// array it holds (they were checked when it was remembered), else parsed
+/// and remembered.
+fn array_value(
+    memo: &mut Option<(Vec<u8>, Vec<u8>)>,
+    json: &[u8],
+    pos: usize,
+    depth: u32,
+    arena: &mut Vec<u8>,
+    scratch: &mut String,
+) -> Option<(usize, Val)> {
+    let start = arena.len();
+    if let Some((raw, canonical)) = memo.as_ref()
+        && json[pos..].starts_with(raw)
+    {
+        arena.extend_from_slice(canonical);
+        let v = Val {
+            start: start as u32,
+            end: arena.len() as u32,
+            in_arena: true,
+        };
+        return Some((pos + raw.len(), v));
+    }
+    let (end, v) = checked_into_arena(json, pos, depth, arena, scratch)?;
+    *memo = Some((
+        json[pos..end].to_vec(),
+        arena[v.start as usize..v.end as usize].to_vec(),
+    ));
+    Some((end, v))
+}
+
+/// The first `"`, `\` or control character of `json` from `from` on, eight
+/// bytes at a time (see [`string_stop`]; a byte below 0x20 is flagged by
+/// `(w - 0x20…20) & !w & 0x80…80`, exactly at the lowest one). The bytes
+/// before it are ORed into `high`, so the caller knows whether the string
+/// had a non-ASCII byte.
+#[inline(always)]
+fn string_end(json: &[u8], from: usize, high: &mut u64) -> Option<usize> {
+    let mut i = from;
+    while i + 8 <= json.len() {
+        let w = load64(json, i);
+        let q = w ^ (ONES * u64::from(b'"'));
+        let b = w ^ (ONES * u64::from(b'\\'));
+        let c = w.wrapping_sub(ONES * 0x20) & !w;
+        let found = ((q.wrapping_sub(ONES) & !q) | (b.wrapping_sub(ONES) & !b) | c) & HIGHS;
+        if found != 0 {
+            // The bits of the bytes below the first flagged one.
+            let below = ((found & found.wrapping_neg()) >> 7).wrapping_sub(1);
+            *high |= w & below;
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        *high |= w;
+        i += 8;
+    }
+    while let Some(&byte) = json.get(i) {
+        if byte == b'"' || byte == b'\\' || byte < 0x20 {
+            return Some(i);
+        }
+        *high |= u64::from(byte);
+        i += 1;
+    }
+    None
+}
+
+/// Copy `src[start..end]` to `out` at `at`; returns the end. A piece of
+/// at most [`BLOCK`] bytes is copied as one fixed block when both sides
+/// have room for it (the bytes past its end are overwritten by the next
+/// piece or cut off at the end).
+#[inline(always)]
+fn put(out: &mut [u8], at: usize, src: &[u8], start: usize, end: usize) -> usize {
+    let n = end - start;
+    if n <= BLOCK
+        && let (Some(to), Some(from)) = (out.get_mut(at..at + BLOCK), src.get(start..start + BLOCK))
+    {
+        to.copy_from_slice(from);
+    } else {
+        out[at..at + n].copy_from_slice(&src[start..end]);
+    }
+    at + n
+}
+
 /// What the learner collects from one line.
 struct Learner<'a> {
     json: &'a [u8],
@@ -366,15 +482,20 @@ impl Shape {
         } = learner;
 
         let mut segments = Vec::with_capacity(json.len());
-        let mut segment_ends = Vec::with_capacity(slots.len() + 1);
+        let mut slot_specs = Vec::with_capacity(slots.len());
         let mut at = 0;
-        for &(start, end) in &slots {
+        for (&(start, end), &depth) in slots.iter().zip(&slot_depths) {
+            let seg_start = u32::try_from(segments.len()).ok()?;
             segments.extend_from_slice(&json[at..start]);
-            segment_ends.push(u32::try_from(segments.len()).ok()?);
+            slot_specs.push(SlotSpec {
+                seg_start,
+                seg_end: u32::try_from(segments.len()).ok()?,
+                depth,
+            });
             at = end;
         }
+        let last_segment = u32::try_from(segments.len()).ok()?;
         segments.extend_from_slice(&json[at..]);
-        segment_ends.push(u32::try_from(segments.len()).ok()?);
 
         let mut audit = Vec::new();
         let mut content: Vec<(Vec<u8>, Option<u32>)> = Vec::with_capacity(leaves.len());
@@ -397,17 +518,19 @@ impl Shape {
         }
         let mut shape = Shape {
             segments,
-            segment_ends,
+            slot_specs,
+            last_segment,
             emits: Vec::with_capacity(content.len()),
             prefixes: Vec::new(),
+            prefix_bytes: 0,
+            value_bytes: 0,
             paths: Vec::new(),
             path_ends: Vec::with_capacity(content.len()),
             arrays: vec![None; slots.len()],
-            slot_depths,
             audit,
         };
         for (n, (path, slot)) in content.iter().enumerate() {
-            let start = u32::try_from(shape.prefixes.len()).ok()?;
+            let prefix_start = u32::try_from(shape.prefixes.len()).ok()?;
             shape.prefixes.push(if n == 0 { b'{' } else { b',' });
             shape.prefixes.push(b'"');
             shape.prefixes.extend_from_slice(path);
@@ -415,19 +538,30 @@ impl Shape {
             if slot.is_none() {
                 shape.prefixes.extend_from_slice(b"{}");
             }
-            let end = u32::try_from(shape.prefixes.len()).ok()?;
             shape.emits.push(Emit {
-                prefix: (start, end),
-                slot: *slot,
+                prefix_start,
+                prefix_end: u32::try_from(shape.prefixes.len()).ok()?,
+                slot: slot.unwrap_or(NO_SLOT),
             });
             shape.paths.extend_from_slice(path);
             shape.path_ends.push(u32::try_from(shape.paths.len()).ok()?);
         }
+        shape.prefix_bytes = shape.prefixes.len();
+        shape.prefixes.resize(shape.prefix_bytes + BLOCK, 0);
         Some(shape)
     }
 
     /// Match `json` against the shape, filling `vals` (one per slot) and the
     /// arena. False when the line is not in the shape.
+    ///
+    /// The caller has not checked the line's bytes: this checks what the
+    /// general path would reject. The segments are bytes of a line the
+    /// general path accepted; a string value stops the scan at a control
+    /// character (invalid inside a string, so the general path decides); a
+    /// non-ASCII byte in a string value has the whole line checked for
+    /// UTF-8; values rewritten by the general writer have their bytes
+    /// checked for UTF-8. So a line that matches is one the general path
+    /// accepts, with the same leaves.
     pub(super) fn matches(
         &mut self,
         json: &[u8],
@@ -435,63 +569,72 @@ impl Shape {
         arena: &mut Vec<u8>,
         scratch: &mut String,
     ) -> bool {
-        vals.clear();
         arena.clear();
-        let slots = self.segment_ends.len() - 1;
+        let Shape {
+            segments,
+            slot_specs,
+            arrays,
+            ..
+        } = self;
+        vals.clear();
+        vals.resize(slot_specs.len(), Val::default());
         let mut pos = 0;
-        let mut seg_start = 0;
-        for i in 0..slots {
-            let seg_end = self.segment_ends[i] as usize;
-            let seg = &self.segments[seg_start..seg_end];
-            seg_start = seg_end;
-            if !starts_with(&json[pos..], seg) {
+        // The OR of the bytes of string values: a high bit means non-ASCII.
+        let mut high = 0u64;
+        let mut value_bytes = 0usize;
+        for ((spec, val), array) in slot_specs
+            .iter()
+            .zip(vals.iter_mut())
+            .zip(arrays.iter_mut())
+        {
+            let seg = &segments[spec.seg_start as usize..spec.seg_end as usize];
+            let Some(rest) = json.get(pos..) else {
+                return false;
+            };
+            if !starts_with(rest, seg) {
                 return false;
             }
             pos += seg.len();
-            let scanned = if json.get(pos) == Some(&b'[') {
-                self.array(i, json, pos, arena, scratch)
-            } else {
-                scan_value(json, pos, self.slot_depths[i], arena, scratch)
-            };
-            match scanned {
-                Some((end, val)) => {
-                    vals.push(val);
-                    pos = end;
+            let scanned = match json.get(pos) {
+                Some(b'"') => match string_end(json, pos + 1, &mut high) {
+                    Some(stop) if json[stop] == b'"' => Some((
+                        stop + 1,
+                        Val {
+                            start: pos as u32,
+                            end: stop as u32 + 1,
+                            in_arena: false,
+                        },
+                    )),
+                    // An escape or a control character: the general writer
+                    // decides.
+                    _ => checked_into_arena(json, pos, spec.depth, arena, scratch),
+                },
+                Some(b'[') => array_value(array, json, pos, spec.depth, arena, scratch),
+                Some(_) => {
+                    scan_value(json, pos, spec.depth, arena, scratch).and_then(|(end, v)| {
+                        // Numbers and literals are ASCII; an array or string
+                        // rewritten by the general writer is checked.
+                        if v.in_arena && std::str::from_utf8(&json[pos..end]).is_err() {
+                            None
+                        } else {
+                            Some((end, v))
+                        }
+                    })
                 }
-                None => return false,
-            }
+                None => None,
+            };
+            let Some((end, v)) = scanned else {
+                return false;
+            };
+            value_bytes += (v.end - v.start) as usize;
+            *val = v;
+            pos = end;
         }
-        json[pos..] == self.segments[seg_start..]
-    }
-
-    /// The array at `pos` in slot `slot`: the memo when the bytes repeat it,
-    /// else parsed (and remembered).
-    fn array(
-        &mut self,
-        slot: usize,
-        json: &[u8],
-        pos: usize,
-        arena: &mut Vec<u8>,
-        scratch: &mut String,
-    ) -> Option<(usize, Val)> {
-        let start = arena.len();
-        let val = |end: usize| Val {
-            start: start as u32,
-            end: end as u32,
-            in_arena: true,
-        };
-        if let Some((raw, canonical)) = &self.arrays[slot]
-            && json[pos..].starts_with(raw)
-        {
-            arena.extend_from_slice(canonical);
-            return Some((pos + raw.len(), val(arena.len())));
+        self.value_bytes = value_bytes;
+        if json.get(pos..) != Some(&self.segments[self.last_segment as usize..]) {
+            return false;
         }
-        let (end, v) = into_arena(json, pos, self.slot_depths[slot], arena, scratch)?;
-        self.arrays[slot] = Some((
-            json[pos..end].to_vec(),
-            arena[v.start as usize..v.end as usize].to_vec(),
-        ));
-        Some((end, v))
+        high & HIGHS == 0 || std::str::from_utf8(json).is_ok()
     }
 
     /// Write the canonical form of the matched line into `out`; the range of
@@ -504,44 +647,36 @@ impl Shape {
         out: &mut Vec<u8>,
         leaf_values: &mut Vec<(u32, u32)>,
     ) {
+        // Most pieces are short: each is copied as a fixed block of `BLOCK`
+        // bytes when its source has that many from its start (the bytes past
+        // its end are overwritten by the next piece or cut off at the end),
+        // so the copy is two vector moves rather than a call to `memcpy`.
+        // `prefixes` has `BLOCK` bytes of padding; the output, `BLOCK` bytes
+        // of slack past its exact length (prefixes + values + `}`).
+        let bound = self.prefix_bytes + self.value_bytes + 1 + BLOCK;
+        if out.len() < bound {
+            out.resize(bound, 0);
+        }
         leaf_values.clear();
-        // Most pieces are short: each is copied as a fixed 16-byte block
-        // when its source has 16 bytes from its start (the bytes past its
-        // end are overwritten by the next piece or cut off at the end), so
-        // the copy is two moves rather than a call to `memcpy`. The values
-        // are disjoint ranges of the line and the arena, so this bounds the
-        // output (plus 16 bytes of slack for the last block).
-        let bound = self.prefixes.len() + json.len() + arena.len() + 1 + 16;
-        out.clear();
-        out.resize(bound, 0);
+        leaf_values.resize(self.emits.len(), (0, 0));
         let mut at = 0;
-        let mut put = |out: &mut [u8], src: &[u8], start: usize, end: usize| {
-            let n = end - start;
-            if n <= 16 && start + 16 <= src.len() {
-                out[at..at + 16].copy_from_slice(&src[start..start + 16]);
-            } else {
-                out[at..at + n].copy_from_slice(&src[start..end]);
-            }
-            at += n;
-            at
-        };
-        for e in &self.emits {
-            let after_prefix = put(
+        for (e, leaf) in self.emits.iter().zip(leaf_values.iter_mut()) {
+            at = put(
                 out,
+                at,
                 &self.prefixes,
-                e.prefix.0 as usize,
-                e.prefix.1 as usize,
+                e.prefix_start as usize,
+                e.prefix_end as usize,
             );
-            let (start, end) = match e.slot {
-                Some(slot) => {
-                    let v = vals[slot as usize];
-                    let src = if v.in_arena { arena } else { json };
-                    let end = put(out, src, v.start as usize, v.end as usize);
-                    (after_prefix, end)
-                }
-                None => (after_prefix - 2, after_prefix),
+            *leaf = if e.slot == NO_SLOT {
+                (at as u32 - 2, at as u32)
+            } else {
+                let v = vals[e.slot as usize];
+                let src = if v.in_arena { arena } else { json };
+                let start = at;
+                at = put(out, at, src, v.start as usize, v.end as usize);
+                (start as u32, at as u32)
             };
-            leaf_values.push((start as u32, end as u32));
         }
         out[at] = b'}';
         out.truncate(at + 1);
