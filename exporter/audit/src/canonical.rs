@@ -491,7 +491,7 @@ impl Canonicalizer {
         }
         // The fast path checks the bytes it relies on itself (see
         // `Shape::matches`): a line in a known shape is read once.
-        if !self.general_only {
+        if !self.general_only && json.len() <= shape::MAX_FAST_LINE {
             if self.try_shapes(json) {
                 self.fast_hits += 1;
                 self.misses_in_a_row = 0;
@@ -566,10 +566,9 @@ impl Canonicalizer {
         self.audit.clear();
         for (_, slot) in self.shapes[0].audit() {
             let v = self.vals[*slot as usize];
-            let src = if v.in_arena { &self.arena } else { json };
+            let src = if v.in_arena() { &self.arena } else { json };
             let start = self.values.len() as u32;
-            self.values
-                .extend_from_slice(&src[v.start as usize..v.end as usize]);
+            self.values.extend_from_slice(&src[v.range()]);
             self.audit.push(LeafRef {
                 path: (0, 0),
                 value: (start, self.values.len() as u32),
@@ -602,11 +601,10 @@ impl Canonicalizer {
                 .zip(&self.audit)
                 .all(|((name, slot), l)| {
                     let v = self.vals[*slot as usize];
-                    let src = if v.in_arena { &self.arena } else { json };
+                    let src = if v.in_arena() { &self.arena } else { json };
                     let path = &self.paths[l.path.0 as usize..l.path.1 as usize];
                     path.get(AUDIT_PREFIX.len()..) == Some(&name[..])
-                        && src[v.start as usize..v.end as usize]
-                            == self.values[l.value.0 as usize..l.value.1 as usize]
+                        && src[v.range()] == self.values[l.value.0 as usize..l.value.1 as usize]
                 });
         if fast == self.out && same_audit {
             if self.shapes.len() == MAX_SHAPES {

@@ -25,12 +25,42 @@
 use super::{Cursor, is_audit_path_bytes, write_canonical_value, write_number_text};
 
 /// Where a slot's canonical value lies: in the input line (already
-/// canonical) or in the scratch arena (rewritten).
+/// canonical) or in the scratch arena (rewritten). Two words, the arena
+/// flag in the top bit of the end (lines on the fast path are shorter than
+/// 2 GiB), so that it moves in registers.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Val {
-    pub start: u32,
-    pub end: u32,
-    pub in_arena: bool,
+    start: u32,
+    end: u32,
+}
+
+const IN_ARENA: u32 = 1 << 31;
+
+/// The longest line the fast path takes (offsets and [`IN_ARENA`]).
+pub(super) const MAX_FAST_LINE: usize = (IN_ARENA - 1) as usize;
+
+impl Val {
+    fn line(start: usize, end: usize) -> Val {
+        Val {
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+    fn arena(start: usize, end: usize) -> Val {
+        Val {
+            start: start as u32,
+            end: end as u32 | IN_ARENA,
+        }
+    }
+    pub(super) fn in_arena(self) -> bool {
+        self.end & IN_ARENA != 0
+    }
+    pub(super) fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..(self.end & !IN_ARENA) as usize
+    }
+    fn len(self) -> usize {
+        ((self.end & !IN_ARENA) - self.start) as usize
+    }
 }
 
 /// One leaf of the canonical form, in output order.
@@ -89,6 +119,22 @@ pub(super) struct Shape {
     /// Audit leaves: the path after `flowscribe.audit` (`.seq`, ...; empty
     /// for a value at `flowscribe.audit` itself) and slot, in line order.
     audit: Vec<(Box<[u8]>, u32)>,
+    /// The line being matched: per slot, its value's bytes in the line.
+    raw: Vec<(u32, u32)>,
+    /// The last line matched in full.
+    last: LastLine,
+}
+
+/// The last line a shape matched in full, kept so that the next line is
+/// compared with it rather than scanned (`Shape::matches_against_last`).
+#[derive(Debug, Clone, Default)]
+struct LastLine {
+    line: Vec<u8>,
+    /// Per slot: its value's bytes in `line`.
+    raw: Vec<(u32, u32)>,
+    /// Per slot: its canonical value, in `line` or in `arena`.
+    vals: Vec<Val>,
+    arena: Vec<u8>,
 }
 
 /// A plain integer whose text is already canonical: `0`, or an optional
@@ -177,11 +223,7 @@ pub(super) fn scan_value(
     scratch: &mut String,
 ) -> Option<(usize, Val)> {
     // The caller has checked that the line fits u32 offsets.
-    let input = |end: usize| Val {
-        start: pos as u32,
-        end: end as u32,
-        in_arena: false,
-    };
+    let input = |end: usize| Val::line(pos, end);
     let first = *json.get(pos)?;
     if first == b'"' {
         let body = pos + 1;
@@ -214,16 +256,7 @@ fn scan_other_value(
     arena: &mut Vec<u8>,
     scratch: &mut String,
 ) -> Option<(usize, Val)> {
-    let input = |end: usize| {
-        Some((
-            end,
-            Val {
-                start: pos as u32,
-                end: end as u32,
-                in_arena: false,
-            },
-        ))
-    };
+    let input = |end: usize| Some((end, Val::line(pos, end)));
     match *json.get(pos)? {
         b'"' => into_arena(json, pos, depth, arena, scratch),
         b'-' | b'0'..=b'9' => {
@@ -242,14 +275,7 @@ fn scan_other_value(
             let start = arena.len();
             let text = std::str::from_utf8(text).ok()?;
             write_number_text(text, arena).ok()?;
-            Some((
-                end,
-                Val {
-                    start: start as u32,
-                    end: arena.len() as u32,
-                    in_arena: true,
-                },
-            ))
+            Some((end, Val::arena(start, arena.len())))
         }
         b't' if json[pos..].starts_with(b"true") => input(pos + 4),
         b'f' if json[pos..].starts_with(b"false") => input(pos + 5),
@@ -274,14 +300,7 @@ fn into_arena(
         depth,
     };
     write_canonical_value(&mut c, arena, scratch).ok()?;
-    Some((
-        c.i,
-        Val {
-            start: start as u32,
-            end: arena.len() as u32,
-            in_arena: true,
-        },
-    ))
+    Some((c.i, Val::arena(start, arena.len())))
 }
 
 /// [`into_arena`] for a value whose bytes the caller has not checked: the
@@ -314,18 +333,11 @@ fn array_value(
         && json[pos..].starts_with(raw)
     {
         arena.extend_from_slice(canonical);
-        let v = Val {
-            start: start as u32,
-            end: arena.len() as u32,
-            in_arena: true,
-        };
+        let v = Val::arena(start, arena.len());
         return Some((pos + raw.len(), v));
     }
     let (end, v) = checked_into_arena(json, pos, depth, arena, scratch)?;
-    *memo = Some((
-        json[pos..end].to_vec(),
-        arena[v.start as usize..v.end as usize].to_vec(),
-    ));
+    *memo = Some((json[pos..end].to_vec(), arena[v.range()].to_vec()));
     Some((end, v))
 }
 
@@ -377,6 +389,108 @@ fn put(out: &mut [u8], at: usize, src: &[u8], start: usize, end: usize) -> usize
         out[at..at + n].copy_from_slice(&src[start..end]);
     }
     at + n
+}
+
+/// How many bytes `a` and `b` have in common from their starts: 32 bytes
+/// at a time (a fixed-size comparison the compiler writes as vector
+/// compares), then a word at a time (the first differing byte of a word is
+/// its lowest nonzero byte of `x ^ y`).
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 32 <= n && a[i..i + 32] == b[i..i + 32] {
+        i += 32;
+    }
+    while i + 8 <= n {
+        let x = load64(a, i) ^ load64(b, i);
+        if x != 0 {
+            return i + (x.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
+}
+
+/// A string value at `at` of exactly `len` bytes, quotes included: the
+/// common case of a value that changed but kept its length (a timestamp,
+/// an id, an address). True when the bytes between the quotes hold no
+/// `"`, `\` or control character (checked a word at a time, the last
+/// word overlapping, so the work does not depend on where the string
+/// ends); their high bits go to `high`.
+#[inline(always)]
+fn same_length_string(json: &[u8], at: usize, len: usize, high: &mut u64) -> Option<Val> {
+    let end = at + len;
+    if len < 2 || json.get(at) != Some(&b'"') || json.get(end - 1) != Some(&b'"') {
+        return None;
+    }
+    let body = &json[at + 1..end - 1];
+    let bad = |w: u64| {
+        let q = w ^ (ONES * u64::from(b'"'));
+        let b = w ^ (ONES * u64::from(b'\\'));
+        let c = w.wrapping_sub(ONES * 0x20) & !w;
+        ((q.wrapping_sub(ONES) & !q) | (b.wrapping_sub(ONES) & !b) | c) & HIGHS
+    };
+    let mut flags = 0;
+    let mut bits = 0;
+    if body.len() >= 8 {
+        let mut i = 0;
+        while i + 8 < body.len() {
+            let w = load64(body, i);
+            flags |= bad(w);
+            bits |= w;
+            i += 8;
+        }
+        let w = load64(body, body.len() - 8);
+        flags |= bad(w);
+        bits |= w;
+    } else {
+        for &byte in body {
+            flags |= u64::from(byte == b'"' || byte == b'\\' || byte < 0x20);
+            bits |= u64::from(byte);
+        }
+    }
+    if flags != 0 {
+        return None;
+    }
+    *high |= bits;
+    Some(Val::line(at, end))
+}
+
+/// The value at `pos` of a slot (objects around it: `depth`; its array
+/// memo: `array`); its end and where its canonical text is. `None` when it
+/// is not a value a slot can hold or its bytes are not valid.
+#[inline(always)]
+fn scan_slot(
+    json: &[u8],
+    pos: usize,
+    depth: u32,
+    array: &mut Option<(Vec<u8>, Vec<u8>)>,
+    arena: &mut Vec<u8>,
+    scratch: &mut String,
+    high: &mut u64,
+) -> Option<(usize, Val)> {
+    match json.get(pos) {
+        Some(b'"') => match string_end(json, pos + 1, high) {
+            Some(stop) if json[stop] == b'"' => Some((stop + 1, Val::line(pos, stop + 1))),
+            // An escape or a control character: the general writer
+            // decides.
+            _ => checked_into_arena(json, pos, depth, arena, scratch),
+        },
+        Some(b'[') => array_value(array, json, pos, depth, arena, scratch),
+        Some(_) => scan_value(json, pos, depth, arena, scratch).and_then(|(end, v)| {
+            // Numbers and literals are ASCII; a value rewritten by the
+            // general writer is checked.
+            if v.in_arena() && std::str::from_utf8(&json[pos..end]).is_err() {
+                None
+            } else {
+                Some((end, v))
+            }
+        }),
+        None => None,
+    }
 }
 
 /// What the learner collects from one line.
@@ -528,6 +642,8 @@ impl Shape {
             path_ends: Vec::with_capacity(content.len()),
             arrays: vec![None; slots.len()],
             audit,
+            raw: Vec::new(),
+            last: LastLine::default(),
         };
         for (n, (path, slot)) in content.iter().enumerate() {
             let prefix_start = u32::try_from(shape.prefixes.len()).ok()?;
@@ -570,22 +686,54 @@ impl Shape {
         scratch: &mut String,
     ) -> bool {
         arena.clear();
+        vals.clear();
+        vals.resize(self.slot_specs.len(), Val::default());
+        self.raw.clear();
+        self.raw.resize(self.slot_specs.len(), (0, 0));
+        // The OR of the bytes of scanned string values: a high bit means
+        // non-ASCII.
+        let mut high = 0u64;
+        let matched = if self.last.line.is_empty() {
+            self.matches_scanning(json, vals, arena, scratch, &mut high)
+        } else {
+            self.matches_against_last(json, vals, arena, scratch, &mut high)
+        };
+        if !matched || (high & HIGHS != 0 && std::str::from_utf8(json).is_err()) {
+            return false;
+        }
+        self.value_bytes = vals.iter().map(|v| v.len()).sum();
+        // This line is the reference for the next one.
+        let last = &mut self.last;
+        last.line.clear();
+        last.line.extend_from_slice(json);
+        std::mem::swap(&mut last.raw, &mut self.raw);
+        last.vals.clone_from(vals);
+        last.arena.clone_from(arena);
+        true
+    }
+
+    /// [`Shape::matches`] by scanning every segment and value.
+    fn matches_scanning(
+        &mut self,
+        json: &[u8],
+        vals: &mut [Val],
+        arena: &mut Vec<u8>,
+        scratch: &mut String,
+        high: &mut u64,
+    ) -> bool {
         let Shape {
             segments,
             slot_specs,
             arrays,
+            raw,
             ..
         } = self;
-        vals.clear();
-        vals.resize(slot_specs.len(), Val::default());
         let mut pos = 0;
-        // The OR of the bytes of string values: a high bit means non-ASCII.
-        let mut high = 0u64;
-        let mut value_bytes = 0usize;
-        for ((spec, val), array) in slot_specs
+        for (((spec, val), array), raw) in slot_specs
             .iter()
             .zip(vals.iter_mut())
             .zip(arrays.iter_mut())
+            .zip(raw.iter_mut())
         {
             let seg = &segments[spec.seg_start as usize..spec.seg_end as usize];
             let Some(rest) = json.get(pos..) else {
@@ -595,46 +743,91 @@ impl Shape {
                 return false;
             }
             pos += seg.len();
-            let scanned = match json.get(pos) {
-                Some(b'"') => match string_end(json, pos + 1, &mut high) {
-                    Some(stop) if json[stop] == b'"' => Some((
-                        stop + 1,
-                        Val {
-                            start: pos as u32,
-                            end: stop as u32 + 1,
-                            in_arena: false,
-                        },
-                    )),
-                    // An escape or a control character: the general writer
-                    // decides.
-                    _ => checked_into_arena(json, pos, spec.depth, arena, scratch),
-                },
-                Some(b'[') => array_value(array, json, pos, spec.depth, arena, scratch),
-                Some(_) => {
-                    scan_value(json, pos, spec.depth, arena, scratch).and_then(|(end, v)| {
-                        // Numbers and literals are ASCII; an array or string
-                        // rewritten by the general writer is checked.
-                        if v.in_arena && std::str::from_utf8(&json[pos..end]).is_err() {
-                            None
-                        } else {
-                            Some((end, v))
-                        }
-                    })
-                }
-                None => None,
-            };
-            let Some((end, v)) = scanned else {
+            let Some((end, v)) = scan_slot(json, pos, spec.depth, array, arena, scratch, high)
+            else {
                 return false;
             };
-            value_bytes += (v.end - v.start) as usize;
+            *raw = (pos as u32, end as u32);
             *val = v;
             pos = end;
         }
-        self.value_bytes = value_bytes;
-        if json.get(pos..) != Some(&self.segments[self.last_segment as usize..]) {
-            return false;
+        json.get(pos..) == Some(&self.segments[self.last_segment as usize..])
+    }
+
+    /// [`Shape::matches`] by comparing the line with the last line matched
+    /// (`self.last`): bytes equal to it, segments and values, are in the
+    /// shape as they were there (values equal to values that were checked,
+    /// ending where they ended: the byte after each is compared too, so a
+    /// number cannot go on); only values where the lines differ are
+    /// scanned. A difference inside a segment means the line is not in the
+    /// shape. Lines of one view differ in a few values, so this reads most
+    /// of the line at the speed of a comparison.
+    fn matches_against_last(
+        &mut self,
+        json: &[u8],
+        vals: &mut [Val],
+        arena: &mut Vec<u8>,
+        scratch: &mut String,
+        high: &mut u64,
+    ) -> bool {
+        let Shape {
+            slot_specs,
+            arrays,
+            raw,
+            last,
+            ..
+        } = self;
+        let prev = &last.line[..];
+        // `json[..q]` corresponds to `prev[..p]`; both are at the end of a
+        // value (or the start). The lines first differ at `differs_at` in
+        // `prev`.
+        let (mut p, mut q) = (0usize, 0usize);
+        let mut differs_at = common_prefix(json, prev);
+        for (((((spec, array), raw), val), &(start, end)), &last_val) in slot_specs
+            .iter()
+            .zip(arrays.iter_mut())
+            .zip(raw.iter_mut())
+            .zip(vals.iter_mut())
+            .zip(&last.raw)
+            .zip(&last.vals)
+        {
+            let (start, end) = (start as usize, end as usize);
+            // `at`: where the value starts in `json` (everything before it
+            // is settled).
+            let at = q + (start - p);
+            if end < differs_at {
+                // The value and the byte after it are the same as in the
+                // last line.
+                *raw = (at as u32, (at + (end - start)) as u32);
+                *val = if last_val.in_arena() {
+                    let from = arena.len();
+                    arena.extend_from_slice(&last.arena[last_val.range()]);
+                    Val::arena(from, arena.len())
+                } else {
+                    Val::line(at, at + (end - start))
+                };
+                continue;
+            }
+            if differs_at < start {
+                // In the segment before this value.
+                return false;
+            }
+            // This value differs (or the byte after it does): read it anew.
+            let scanned = match same_length_string(json, at, end - start, high) {
+                Some(v) => Some((v.range().end, v)),
+                None => scan_slot(json, at, spec.depth, array, arena, scratch, high),
+            };
+            let Some((value_end, v)) = scanned else {
+                return false;
+            };
+            *raw = (at as u32, value_end as u32);
+            *val = v;
+            p = end;
+            q = value_end;
+            differs_at = p + common_prefix(&json[q..], &prev[p..]);
         }
-        high & HIGHS == 0 || std::str::from_utf8(json).is_ok()
+        // Only the last segment is left: equal to the end of both lines.
+        differs_at == prev.len() && json.len() - q == prev.len() - p
     }
 
     /// Write the canonical form of the matched line into `out`; the range of
@@ -672,9 +865,10 @@ impl Shape {
                 (at as u32 - 2, at as u32)
             } else {
                 let v = vals[e.slot as usize];
-                let src = if v.in_arena { arena } else { json };
+                let src = if v.in_arena() { arena } else { json };
                 let start = at;
-                at = put(out, at, src, v.start as usize, v.end as usize);
+                let r = v.range();
+                at = put(out, at, src, r.start, r.end);
                 (start as u32, at as u32)
             };
         }
@@ -933,10 +1127,15 @@ mod tests {
     /// canonicaliser and assert that everything a caller can read is the
     /// same. Returns whether the line was valid and had a learnable shape.
     fn compare_paths(fast: &mut Canonicalizer, text: &str) -> (bool, bool) {
+        compare_lines(fast, text.as_bytes())
+    }
+
+    /// [`compare_paths`] for any bytes.
+    fn compare_lines(fast: &mut Canonicalizer, line: &[u8]) -> (bool, bool) {
         let mut general = Canonicalizer::general_only();
         // Leaf lookups: every path of the general form, and a few that are
         // absent or audit paths.
-        let mut paths: Vec<String> = match general.canonicalize(text.as_bytes()) {
+        let mut paths: Vec<String> = match general.canonicalize(line) {
             Ok(b) => serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(b)
                 .unwrap()
                 .keys()
@@ -945,11 +1144,83 @@ mod tests {
             Err(_) => Vec::new(),
         };
         paths.extend(["nope".into(), "flowscribe.audit.seq".into(), "a".into()]);
-        let want = observe(&mut general, text.as_bytes(), &paths);
-        let got = observe(fast, text.as_bytes(), &paths);
-        assert_eq!(got, want, "line {text}");
+        let want = observe(&mut general, line, &paths);
+        let got = observe(fast, line, &paths);
+        assert_eq!(got, want, "line {}", String::from_utf8_lossy(line));
         let ok = !want.starts_with("error");
-        (ok, ok && super::Shape::learn(text.as_bytes()).is_some())
+        (ok, ok && super::Shape::learn(line).is_some())
+    }
+
+    /// Lines that differ from the line before in a few random bytes:
+    /// quotes, backslashes, control characters, bytes that are not UTF-8,
+    /// digits and signs that make a number longer or not canonical,
+    /// whitespace, braces; inserted, replaced or removed, or whole values
+    /// changed. The fast path compares a line with the last one it matched,
+    /// so these are its hardest cases; it must give what the general path
+    /// gives on every one (or leave the line to it).
+    #[test]
+    fn lines_that_differ_from_the_last_in_a_few_bytes_give_the_same_result() {
+        const BYTES: &[u8] = b"\"\\\x01\x1f\xff\xc3\xa9\x80059.-+eE }{[],:a\n\t";
+        let mut rng = Rng(0xfeed_f00d);
+        let mut fast = Canonicalizer::new();
+        let (mut lines, mut valid, mut learnable) = (0u64, 0u64, 0u64);
+        for _ in 0..400 {
+            let skel = skeleton(&mut rng, 0);
+            let spaced = rng.below(6) == 0;
+            let mut text = String::new();
+            write(&skel, &mut rng, spaced, &mut text);
+            let mut line = text.into_bytes();
+            for _ in 0..30 {
+                // Each line is a change of the last valid one.
+                let mut next = line.clone();
+                match rng.below(10) {
+                    // New values in the same skeleton.
+                    0 => {
+                        let mut text = String::new();
+                        write(&skel, &mut rng, false, &mut text);
+                        next = text.into_bytes();
+                    }
+                    // One byte replaced, inserted or removed.
+                    1 if !next.is_empty() => {
+                        let at = rng.below(next.len());
+                        next[at] = BYTES[rng.below(BYTES.len())];
+                    }
+                    2 => {
+                        let at = rng.below(next.len() + 1);
+                        next.insert(at, BYTES[rng.below(BYTES.len())]);
+                    }
+                    3 if !next.is_empty() => {
+                        next.remove(rng.below(next.len()));
+                    }
+                    // A digit or letter changed in place (the common case: a
+                    // value that keeps its length).
+                    _ => {
+                        if let Some(at) = (0..next.len())
+                            .map(|_| rng.below(next.len()))
+                            .find(|&at| next[at].is_ascii_alphanumeric())
+                        {
+                            next[at] = b"0123456789abcdefxyz"[rng.below(19)];
+                        }
+                    }
+                }
+                let (ok, can_learn) = compare_lines(&mut fast, &next);
+                learnable += u64::from(can_learn);
+                if ok {
+                    line = next;
+                }
+                valid += u64::from(ok);
+                lines += 1;
+            }
+        }
+        assert_eq!(lines, 12_000);
+        // Most changed bytes fall in keys (a new shape, learned) or break
+        // the line; what is left still runs the fast path several hundred
+        // times on a line one byte away from the last.
+        assert!(
+            valid > 5_000 && fast.fast_hits() > 500,
+            "{} fast of {learnable} learnable, {valid} valid",
+            fast.fast_hits()
+        );
     }
 
     /// Lines of 24 shapes in random order: more shapes than the cache
