@@ -338,6 +338,10 @@ pub struct Canonicalizer {
 
 const AUDIT_PREFIX: &[u8] = b"flowscribe.audit";
 
+/// The audit fields a data record carries, in the order
+/// [`Canonicalizer::known_audit_fields`] returns them.
+pub const KNOWN_AUDIT_FIELDS: [&str; 6] = ["chain", "view", "run", "batch", "seq", "suite"];
+
 /// How many shapes a canonicalizer keeps (a view's records come in a few).
 const MAX_SHAPES: usize = 16;
 
@@ -719,6 +723,33 @@ impl Canonicalizer {
             .into_iter()
             .flatten();
         shape.chain(general)
+    }
+
+    /// The canonical values of the [`KNOWN_AUDIT_FIELDS`] of the last
+    /// record, in that order: for each name the value
+    /// [`Canonicalizer::audit_field`] returns. A record in a learned shape
+    /// answers from indices the shape computed once.
+    pub fn known_audit_fields(&self) -> [Option<&[u8]>; 6] {
+        let mut found = [None; 6];
+        if self.last_was_shape {
+            for (slot, index) in found.iter_mut().zip(self.shapes[0].known_audit()) {
+                *slot = index.and_then(|i| {
+                    let l = self.audit.get(i as usize)?;
+                    self.values.get(l.value.0 as usize..l.value.1 as usize)
+                });
+            }
+            return found;
+        }
+        for (name, value) in self.audit_fields() {
+            if let Some(k) = KNOWN_AUDIT_FIELDS
+                .iter()
+                .position(|known| known.as_bytes() == name)
+                && found[k].is_none()
+            {
+                found[k] = Some(value);
+            }
+        }
+        found
     }
 
     /// Whether the last record had any audit field.

@@ -119,6 +119,9 @@ pub(super) struct Shape {
     /// Audit leaves: the path after `flowscribe.audit` (`.seq`, ...; empty
     /// for a value at `flowscribe.audit` itself) and slot, in line order.
     audit: Vec<(Box<[u8]>, u32)>,
+    /// Per name of [`super::KNOWN_AUDIT_FIELDS`]: the first audit leaf of
+    /// that name (an index into `audit`).
+    known_audit: [Option<u32>; 6],
     /// The line being matched: per slot, its value's bytes in the line.
     raw: Vec<(u32, u32)>,
     /// The last line matched in full.
@@ -641,10 +644,21 @@ impl Shape {
             paths: Vec::new(),
             path_ends: Vec::with_capacity(content.len()),
             arrays: vec![None; slots.len()],
+            known_audit: [None; 6],
             audit,
             raw: Vec::new(),
             last: LastLine::default(),
         };
+        for (i, (name, _)) in shape.audit.iter().enumerate() {
+            if let Some(k) = name.strip_prefix(b".").and_then(|name| {
+                super::KNOWN_AUDIT_FIELDS
+                    .iter()
+                    .position(|known| known.as_bytes() == name)
+            }) && shape.known_audit[k].is_none()
+            {
+                shape.known_audit[k] = Some(u32::try_from(i).ok()?);
+            }
+        }
         for (n, (path, slot)) in content.iter().enumerate() {
             let prefix_start = u32::try_from(shape.prefixes.len()).ok()?;
             shape.prefixes.push(if n == 0 { b'{' } else { b',' });
@@ -901,6 +915,11 @@ impl Shape {
     /// The audit leaves: field name and slot.
     pub(super) fn audit(&self) -> &[(Box<[u8]>, u32)] {
         &self.audit
+    }
+
+    /// Per name of [`super::KNOWN_AUDIT_FIELDS`]: which audit leaf holds it.
+    pub(super) fn known_audit(&self) -> &[Option<u32>; 6] {
+        &self.known_audit
     }
 }
 
