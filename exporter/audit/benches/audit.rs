@@ -77,10 +77,35 @@ fn seal(c: &mut Criterion) {
         let mut c = Canonicalizer::general_only();
         b.iter(|| black_box(c.canonicalize(black_box(&line)).unwrap().len()))
     });
+    // One record per iteration, each a different record of the view (a
+    // shape compares a line with the last one it matched: the same line
+    // again would be a best case no exporter sees).
+    let lines: Vec<Vec<u8>> = docs
+        .iter()
+        .take(64)
+        .enumerate()
+        .map(|(i, d)| {
+            let mut line = d.clone();
+            flowscribe_audit::AuditFields {
+                chain: [1; 16],
+                view: "ecs".into(),
+                run: 1,
+                batch: 0,
+                seq: i as u64,
+                suite: Suite::V1,
+            }
+            .append_to_json_object(&mut line);
+            line
+        })
+        .collect();
     g.bench_function("canonicalize_learned_shape_one_record", |b| {
         let mut c = Canonicalizer::new();
         c.canonicalize(&line).unwrap();
-        b.iter(|| black_box(c.canonicalize(black_box(&line)).unwrap().len()));
+        let mut next = 0;
+        b.iter(|| {
+            next = (next + 1) % lines.len();
+            black_box(c.canonicalize(black_box(&lines[next])).unwrap().len())
+        });
         assert!(c.fast_hits() > 0);
     });
     // The floor the hash definitions set: content digest and leaf hash of

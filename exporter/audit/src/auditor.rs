@@ -183,27 +183,14 @@ impl ExpectedFields {
         seq_text.clear();
         push_decimal(seq, seq_text);
         let number = |v: &[u8], (text, n): (&[u8], u64)| v == text || canonical_u64(v) == Some(n);
-        // One pass; the first field of a name counts (as `audit_field`).
-        let mut seen = [false; 6];
-        for (name, v) in canon.audit_fields() {
-            let (i, equal) = match name {
-                b"chain" => (0, v == self.chain),
-                b"view" => (1, v == self.view),
-                b"run" => (2, number(v, (&self.run.0, self.run.1))),
-                b"batch" => (3, number(v, (&self.batch.0, self.batch.1))),
-                b"seq" => (4, number(v, (seq_text, seq))),
-                b"suite" => (5, self.suite.as_deref() == Some(v)),
-                _ => continue,
-            };
-            if seen[i] {
-                continue;
-            }
-            seen[i] = true;
-            if !equal {
-                return false;
-            }
-        }
-        seen[..5].iter().all(|s| *s) && (seen[5] || self.suite.is_none())
+        // The first field of a name counts (as `audit_field`).
+        let [chain, view, run, batch, seq_value, suite] = canon.known_audit_fields();
+        chain == Some(&self.chain[..])
+            && view == Some(&self.view[..])
+            && run.is_some_and(|v| number(v, (&self.run.0, self.run.1)))
+            && batch.is_some_and(|v| number(v, (&self.batch.0, self.batch.1)))
+            && seq_value.is_some_and(|v| number(v, (seq_text, seq)))
+            && suite == self.suite.as_deref()
     }
 }
 

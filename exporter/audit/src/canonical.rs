@@ -338,6 +338,10 @@ pub struct Canonicalizer {
 
 const AUDIT_PREFIX: &[u8] = b"flowscribe.audit";
 
+/// The audit fields a data record carries, in the order
+/// [`Canonicalizer::known_audit_fields`] returns them.
+pub const KNOWN_AUDIT_FIELDS: [&str; 6] = ["chain", "view", "run", "batch", "seq", "suite"];
+
 /// How many shapes a canonicalizer keeps (a view's records come in a few).
 const MAX_SHAPES: usize = 16;
 
@@ -485,30 +489,33 @@ impl Canonicalizer {
 
     /// Compute the canonical form of one JSON object.
     pub fn canonicalize(&mut self, json: &[u8]) -> Result<&[u8], CanonicalError> {
-        let (ascii, no_controls) = Self::byte_classes(json);
-        if !ascii {
-            std::str::from_utf8(json)
-                .map_err(|e| CanonicalError("invalid UTF-8", e.valid_up_to()))?;
-        }
         // Offsets are kept as u32.
         if u32::try_from(json.len()).is_err() {
             return Err(CanonicalError("line longer than 4 GiB", 0));
         }
-        if !self.general_only {
-            if no_controls && self.try_shapes(json) {
+        // The fast path checks the bytes it relies on itself (see
+        // `Shape::matches`): a line in a known shape is read once.
+        if !self.general_only && json.len() <= shape::MAX_FAST_LINE {
+            if self.try_shapes(json) {
                 self.fast_hits += 1;
                 self.misses_in_a_row = 0;
                 return Ok(&self.out);
             }
             self.misses_in_a_row = self.misses_in_a_row.saturating_add(1);
         }
+        let (ascii, no_controls) = Self::byte_classes(json);
+        if !ascii {
+            std::str::from_utf8(json)
+                .map_err(|e| CanonicalError("invalid UTF-8", e.valid_up_to()))?;
+        }
         self.last_was_shape = false;
         self.canonicalize_general(json)?;
         // Learn the line's shape, unless lines keep coming in new shapes
         // (then only every 16th, so learning costs little on a SIEM export
         // with many shapes).
-        // A line with control characters never takes the fast path (see
-        // `byte_classes`): its shape is not worth a slot.
+        // A line with control characters (other than trailing whitespace)
+        // is not learned from: writers do not produce them, so its shape
+        // is not worth a slot.
         if !self.general_only
             && no_controls
             && (self.misses_in_a_row < 64 || self.misses_in_a_row.is_multiple_of(16))
@@ -520,9 +527,7 @@ impl Canonicalizer {
 
     /// In one pass: whether the line is ASCII (then it is valid UTF-8
     /// without further checks), and whether it holds no control character
-    /// other than trailing whitespace. Inside a string a control character
-    /// is invalid JSON, which the fast path does not look for, so such lines
-    /// take the general path (which rejects them).
+    /// other than trailing whitespace (such lines are not learned from).
     fn byte_classes(json: &[u8]) -> (bool, bool) {
         let end = json
             .iter()
@@ -565,10 +570,9 @@ impl Canonicalizer {
         self.audit.clear();
         for (_, slot) in self.shapes[0].audit() {
             let v = self.vals[*slot as usize];
-            let src = if v.in_arena { &self.arena } else { json };
+            let src = if v.in_arena() { &self.arena } else { json };
             let start = self.values.len() as u32;
-            self.values
-                .extend_from_slice(&src[v.start as usize..v.end as usize]);
+            self.values.extend_from_slice(&src[v.range()]);
             self.audit.push(LeafRef {
                 path: (0, 0),
                 value: (start, self.values.len() as u32),
@@ -601,11 +605,10 @@ impl Canonicalizer {
                 .zip(&self.audit)
                 .all(|((name, slot), l)| {
                     let v = self.vals[*slot as usize];
-                    let src = if v.in_arena { &self.arena } else { json };
+                    let src = if v.in_arena() { &self.arena } else { json };
                     let path = &self.paths[l.path.0 as usize..l.path.1 as usize];
                     path.get(AUDIT_PREFIX.len()..) == Some(&name[..])
-                        && src[v.start as usize..v.end as usize]
-                            == self.values[l.value.0 as usize..l.value.1 as usize]
+                        && src[v.range()] == self.values[l.value.0 as usize..l.value.1 as usize]
                 });
         if fast == self.out && same_audit {
             if self.shapes.len() == MAX_SHAPES {
@@ -720,6 +723,33 @@ impl Canonicalizer {
             .into_iter()
             .flatten();
         shape.chain(general)
+    }
+
+    /// The canonical values of the [`KNOWN_AUDIT_FIELDS`] of the last
+    /// record, in that order: for each name the value
+    /// [`Canonicalizer::audit_field`] returns. A record in a learned shape
+    /// answers from indices the shape computed once.
+    pub fn known_audit_fields(&self) -> [Option<&[u8]>; 6] {
+        let mut found = [None; 6];
+        if self.last_was_shape {
+            for (slot, index) in found.iter_mut().zip(self.shapes[0].known_audit()) {
+                *slot = index.and_then(|i| {
+                    let l = self.audit.get(i as usize)?;
+                    self.values.get(l.value.0 as usize..l.value.1 as usize)
+                });
+            }
+            return found;
+        }
+        for (name, value) in self.audit_fields() {
+            if let Some(k) = KNOWN_AUDIT_FIELDS
+                .iter()
+                .position(|known| known.as_bytes() == name)
+                && found[k].is_none()
+            {
+                found[k] = Some(value);
+            }
+        }
+        found
     }
 
     /// Whether the last record had any audit field.

@@ -334,23 +334,9 @@ pub struct AuditFieldsRef<'a> {
 impl<'a> AuditFieldsRef<'a> {
     /// Read the audit fields of a data record from a canonicalised line.
     pub fn from_canonical(c: &'a crate::canonical::Canonicalizer) -> Result<Self, FieldError> {
-        // One pass over the audit fields; the first of a name counts, as
-        // with `Canonicalizer::audit_field`.
-        let mut found: [Option<&'a [u8]>; 6] = [None; 6];
-        for (name, value) in c.audit_fields() {
-            let i = match name {
-                b"chain" => 0,
-                b"view" => 1,
-                b"run" => 2,
-                b"batch" => 3,
-                b"seq" => 4,
-                b"suite" => 5,
-                _ => continue,
-            };
-            if found[i].is_none() {
-                found[i] = Some(value);
-            }
-        }
+        // The first field of a name counts, as with
+        // `Canonicalizer::audit_field`.
+        let found = c.known_audit_fields();
         let [chain, view, run, batch, seq, suite] = found;
         let field = |v: Option<&'a [u8]>, name: &'static str| v.ok_or(FieldError::Missing(name));
         let u = |v: Option<&'a [u8]>, name: &'static str| {
