@@ -694,13 +694,11 @@ struct flush_state {
 	__u32 skipped; /* slots a classifier was changing: run the flush again */
 };
 
-static long flush_slot(__u64 i, void *data)
+static __noinline int flush_slot(__u32 idx, struct flush_state *st)
 {
-	struct flush_state *st = data;
-	__u32 idx = i;
 	struct flow_cache_slot *s = bpf_map_lookup_elem(&FLOW_CACHE, &idx);
 	if (!s)
-		return 1;
+		return 0;
 	if (s->busy) {
 		st->skipped++;
 		return 0;
@@ -732,7 +730,9 @@ int fs_cache_flush(void *ctx)
 	st.cfg = bpf_map_lookup_elem(&CONFIG, &zero);
 	if (!st.cfg)
 		return -1;
-	bpf_loop(FS_CACHE_SLOTS, flush_slot, &st, 0);
+	/* A bounded loop, not bpf_loop (5.17): the oldest kernel we run on is 5.15. */
+	for (__u32 i = 0; i < FS_CACHE_SLOTS; i++)
+		flush_slot(i, &st);
 	return st.skipped;
 }
 
