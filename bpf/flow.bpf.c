@@ -9,6 +9,9 @@
  *   so programs attached after ours (a CNI's) still see every packet.
  * - fs_kfree_skb: tp_btf/kfree_skb, aggregates kernel drops per 5-tuple with
  *   the drop reason, device and network namespace into DROPS.
+ * - fs_cache_flush: never attached; userspace runs it on every CPU before
+ *   each drain (BPF_PROG_TEST_RUN with BPF_F_TEST_RUN_ON_CPU) to move what
+ *   the per-CPU FLOW_CACHE holds into FLOWS, so a drain sees every packet.
  *
  * Nothing here is lost silently: every failure path bumps a STATS counter
  * (see enum fs_stat in flowscribe.h), and packets whose flow could not be
@@ -48,6 +51,52 @@ struct {
 	__type(key, struct flow_key);
 	__type(value, struct flow_val);
 } FLOWS SEC(".maps");
+
+/*
+ * Per-CPU direct-mapped cache in front of FLOWS. Packets of a flow whose key
+ * sits in its slot add to the slot's pending counters without touching
+ * FLOWS: no hashing of the key by the kernel, no bucket walk, no atomics,
+ * no cache line shared with another CPU. Under TCP the FLOWS lookup missed
+ * the CPU caches at almost every skb (the stack between two skbs evicts it),
+ * which made it most of the program's cost.
+ *
+ * Pending counters always reach FLOWS: when another key takes the slot
+ * (cache_spill from the classifier), and before every drain (fs_cache_flush,
+ * which userspace runs on each CPU). A slot found with nothing pending at a
+ * flush is emptied, so a flow that went quiet leaves the cache within two
+ * drains and its next packet takes the FLOWS path again.
+ *
+ * Ownership: one CPU's slots are only touched on that CPU, by the
+ * classifiers (softirq, or process context with BH off) and by
+ * fs_cache_flush (an IPI, or process context with preemption off). Either
+ * can interrupt the other but never the reverse within one run, so a busy
+ * mark set before and cleared after each change is enough: a classifier
+ * that finds its slot busy takes the FLOWS path, a flush that finds a slot
+ * busy skips it and says so (userspace runs it again).
+ */
+#define FS_CACHE_SLOTS 256 /* a power of two */
+#define FS_CACHE_SHIFT 24  /* 32 - log2(FS_CACHE_SLOTS) */
+
+#define SLOT_FREE 0
+#define SLOT_CLASSIFIER 1
+#define SLOT_FLUSH 2
+
+struct flow_cache_slot {
+	struct flow_key key; /* family == 0: empty */
+	__u32 busy;          /* SLOT_* */
+	__u64 packets;       /* pending: counted here, not yet in FLOWS */
+	__u64 bytes;
+	__u64 last_ns;
+	__u32 tcp_flags;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FS_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct flow_cache_slot);
+} FLOW_CACHE SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -269,7 +318,7 @@ static __always_inline int parse_ip(int src, void *ctx, const void *base, __u32 
 /* TCX_NEXT and TC_ACT_UNSPEC are both -1: let the next program decide. */
 #define FS_PASS -1
 
-static __always_inline int endpoint_excluded(const struct fs_config *cfg, struct flow_key *key)
+static __always_inline int endpoint_excluded(const struct fs_config *cfg, const struct flow_key *key)
 {
 	if (cfg->exclude_count == 0)
 		return 0;
@@ -345,14 +394,16 @@ static __noinline int parse_slow(struct __sk_buff *skb, struct flow_key *key, st
 /*
  * First packet of a key (or a key userspace just deleted): the exclusion
  * check, the precise first-seen time, the insert and the ring event. Only
- * here, so packets of existing flows pay none of it.
+ * here, so packets of existing flows pay none of it. Returns 1 when FLOWS
+ * holds the key with the packet counted, 0 when the packet was not stored
+ * (excluded, or counted as lost).
  */
-static __noinline int new_flow(struct flow_key *key, const struct pkt_acct *a,
+static __noinline int new_flow(const struct flow_key *key, const struct pkt_acct *a,
 			       const struct fs_config *cfg)
 {
 	if (endpoint_excluded(cfg, key)) {
 		stat_add(FS_STAT_EXCLUDED, 1);
-		return FS_PASS;
+		return 0;
 	}
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct flow_val nv = {};
@@ -373,7 +424,7 @@ static __noinline int new_flow(struct flow_key *key, const struct pkt_acct *a,
 		} else {
 			stat_add(FS_STAT_RING_RESERVE_FAILED, 1);
 		}
-		return FS_PASS;
+		return 1;
 	}
 	if (err != -17 /* EEXIST: another CPU created it first */) {
 		if (err == -7 /* E2BIG: map full */)
@@ -381,17 +432,17 @@ static __noinline int new_flow(struct flow_key *key, const struct pkt_acct *a,
 		else
 			stat_add(FS_STAT_FLOW_UPDATE_FAILED, a->segs);
 		stat_add(FS_STAT_FLOW_LOST_BYTES, a->bytes);
-		return FS_PASS;
+		return 0;
 	}
 	struct flow_val *v = bpf_map_lookup_elem(&FLOWS, key);
 	if (!v) {
 		/* Deleted by userspace between the two calls: count it as lost. */
 		stat_add(FS_STAT_FLOW_UPDATE_FAILED, a->segs);
 		stat_add(FS_STAT_FLOW_LOST_BYTES, a->bytes);
-		return FS_PASS;
+		return 0;
 	}
 	account(v, a, now);
-	return FS_PASS;
+	return 1;
 }
 
 /*
@@ -406,6 +457,73 @@ static __noinline int new_flow(struct flow_key *key, const struct pkt_acct *a,
 static __always_inline __u64 tick_time_ns(const struct fs_config *cfg)
 {
 	return bpf_jiffies64() * cfg->tick_ns + cfg->jiffies_to_boot_ns;
+}
+
+/* Keeps the compiler from moving map stores across a busy mark. */
+#define barrier() asm volatile("" ::: "memory")
+
+/* Slot of a key: a multiplicative hash of its eleven words, top bits. */
+static __always_inline __u32 cache_index(const struct flow_key *key)
+{
+	const __u32 *w = (const __u32 *)key;
+	__u32 h = 0;
+	int i;
+#pragma unroll
+	for (i = 0; i < (int)(sizeof(*key) / 4); i++)
+		h = (h ^ w[i]) * 0x9E3779B1u;
+	return h >> FS_CACHE_SHIFT;
+}
+
+static __always_inline int key_equal(const struct flow_key *x, const struct flow_key *y)
+{
+	const __u64 *a = (const __u64 *)x, *b = (const __u64 *)y;
+	const __u32 *c = (const __u32 *)x, *d = (const __u32 *)y;
+	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) |
+		(__u64)(c[10] ^ d[10])) == 0;
+}
+
+/*
+ * Add a packet to FLOWS directly: the existing entry, or a new one. Returns
+ * 1 when FLOWS holds the key with the packet counted.
+ */
+static __always_inline int flows_account(const struct flow_key *key, const struct pkt_acct *a,
+					 const struct fs_config *cfg)
+{
+	struct flow_val *v = bpf_map_lookup_elem(&FLOWS, key);
+	if (!v)
+		return new_flow(key, a, cfg);
+	account(v, a, tick_time_ns(cfg));
+	return 1;
+}
+
+/*
+ * Move a slot's pending counters into FLOWS. The caller owns the slot (its
+ * busy mark is set). When userspace deleted the entry since the slot took
+ * the key (it went idle), the pending packets start a new entry, like any
+ * first packet: a ring event, and loss counters when it cannot be stored.
+ */
+static __noinline void cache_spill(struct flow_cache_slot *s, const struct fs_config *cfg)
+{
+	if (!s->packets)
+		return;
+	struct flow_val *v = bpf_map_lookup_elem(&FLOWS, &s->key);
+	if (v) {
+		__sync_fetch_and_add(&v->packets, s->packets);
+		__sync_fetch_and_add(&v->bytes, s->bytes);
+		if (v->last_ns < s->last_ns)
+			v->last_ns = s->last_ns;
+		if (s->tcp_flags && (v->tcp_flags & s->tcp_flags) != s->tcp_flags)
+			__sync_fetch_and_or(&v->tcp_flags, s->tcp_flags);
+	} else {
+		struct pkt_acct a;
+		a.segs = s->packets;
+		a.bytes = s->bytes;
+		a.tcp_flags = s->tcp_flags;
+		new_flow(&s->key, &a, cfg);
+	}
+	s->packets = 0;
+	s->bytes = 0;
+	s->tcp_flags = 0;
 }
 
 /*
@@ -426,7 +544,8 @@ static __always_inline __u64 packet_bytes(struct __sk_buff *skb, __u64 segs, __u
 
 static __always_inline int handle_tc(struct __sk_buff *skb, __u8 direction)
 {
-	struct flow_key key = {};
+	/* 8-aligned: key_equal compares it in 64-bit words. */
+	struct flow_key key __attribute__((aligned(8))) = {};
 	struct pkt_acct a;
 	__u32 gso_segs = skb->gso_segs;
 	a.segs = gso_segs ? gso_segs : 1;
@@ -502,14 +621,40 @@ slow:;
 lookup:
 	key.ifindex = skb->ifindex;
 	key.direction = direction;
-	struct flow_val *v = bpf_map_lookup_elem(&FLOWS, &key);
 	__u32 zero = 0;
 	const struct fs_config *cfg = bpf_map_lookup_elem(&CONFIG, &zero);
 	if (!cfg)
 		return FS_PASS;
-	if (!v)
-		return new_flow(&key, &a, cfg);
-	account(v, &a, tick_time_ns(cfg));
+	__u32 idx = cache_index(&key);
+	struct flow_cache_slot *s = bpf_map_lookup_elem(&FLOW_CACHE, &idx);
+	if (!s || s->busy) {
+		/* We interrupted a flush of this slot (or nested): FLOWS directly. */
+		flows_account(&key, &a, cfg);
+		return FS_PASS;
+	}
+	s->busy = SLOT_CLASSIFIER;
+	barrier();
+	if (key_equal(&s->key, &key)) {
+		s->packets += a.segs;
+		s->bytes += a.bytes;
+		__u64 now = tick_time_ns(cfg);
+		if (s->last_ns < now)
+			s->last_ns = now;
+		s->tcp_flags |= a.tcp_flags;
+	} else {
+		/*
+		 * Another key (or none): its pending counters go to FLOWS, this
+		 * packet too, and the slot takes this key when FLOWS has it (an
+		 * excluded or lost key never enters the cache).
+		 */
+		cache_spill(s, cfg);
+		if (flows_account(&key, &a, cfg)) {
+			__builtin_memcpy(&s->key, &key, sizeof(key));
+			s->last_ns = 0;
+		}
+	}
+	barrier();
+	s->busy = SLOT_FREE;
 	return FS_PASS;
 }
 
@@ -542,6 +687,53 @@ int fs_clock_probe(struct __sk_buff *skb)
 		s->boot_ns = bpf_ktime_get_boot_ns();
 	}
 	return FS_PASS;
+}
+
+struct flush_state {
+	const struct fs_config *cfg;
+	__u32 skipped; /* slots a classifier was changing: run the flush again */
+};
+
+static __noinline int flush_slot(__u32 idx, struct flush_state *st)
+{
+	struct flow_cache_slot *s = bpf_map_lookup_elem(&FLOW_CACHE, &idx);
+	if (!s)
+		return 0;
+	if (s->busy) {
+		st->skipped++;
+		return 0;
+	}
+	s->busy = SLOT_FLUSH;
+	barrier();
+	if (s->key.family) {
+		if (s->packets)
+			cache_spill(s, st->cfg);
+		else
+			s->key.family = 0; /* nothing since the last flush: free it */
+	}
+	barrier();
+	s->busy = SLOT_FREE;
+	return 0;
+}
+
+/*
+ * Not attached anywhere: userspace runs it on each CPU before a drain
+ * (BPF_PROG_TEST_RUN, BPF_F_TEST_RUN_ON_CPU), which moves that CPU's pending
+ * cache counters into FLOWS. Returns how many slots it had to skip because a
+ * classifier it interrupted was changing them (0: the CPU is flushed).
+ */
+SEC("raw_tp/fs_cache_flush")
+int fs_cache_flush(void *ctx)
+{
+	__u32 zero = 0;
+	struct flush_state st = {};
+	st.cfg = bpf_map_lookup_elem(&CONFIG, &zero);
+	if (!st.cfg)
+		return -1;
+	/* A bounded loop, not bpf_loop (5.17): the oldest kernel we run on is 5.15. */
+	for (__u32 i = 0; i < FS_CACHE_SLOTS; i++)
+		flush_slot(i, &st);
+	return st.skipped;
 }
 
 SEC("tp_btf/kfree_skb")

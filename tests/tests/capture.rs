@@ -197,12 +197,14 @@ fn sigterm_drains_everything_then_leaves_no_program_link_or_qdisc() {
         args.extend(["--config", &config_arg]);
         let exporter = Exporter::start(&node.ns.name, &args);
 
-        // fs_clock_probe is loaded, never attached: it calibrates the tick clock.
+        // fs_clock_probe and fs_cache_flush are loaded, never attached: test
+        // runs calibrate the tick clock and flush the per-CPU flow cache.
         let mut progs = bpf_program_names();
         progs.sort();
         assert_eq!(
             progs,
             [
+                "fs_cache_flush",
                 "fs_clock_probe",
                 "fs_kfree_skb",
                 "fs_tc_egress",

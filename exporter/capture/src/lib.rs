@@ -16,6 +16,8 @@
 
 pub mod abi;
 pub mod aggregate;
+#[cfg(test)]
+mod cache_tests;
 pub mod drop_reasons;
 pub mod interfaces;
 pub mod netlink;
@@ -30,7 +32,7 @@ use std::time::{Duration, SystemTime};
 use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf};
 use aya::programs::links::LinkOrder;
 use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions};
-use aya::programs::{BtfTracePoint, SchedClassifier, TcAttachType};
+use aya::programs::{BtfTracePoint, RawTracePoint, SchedClassifier, TcAttachType};
 use aya::{Btf, Ebpf, EbpfLoader};
 use flowscribe_model::{CaptureLoss, Flow, LossReason};
 
@@ -120,6 +122,8 @@ pub enum CaptureError {
     Netlink(#[from] std::io::Error),
     #[error("reading the kernel map {map} failed: {reason}")]
     Map { map: &'static str, reason: String },
+    #[error("flushing the per-CPU flow cache into FLOWS failed: {0}")]
+    CacheFlush(String),
 }
 
 /// An interface attach or release, for logs and tests.
@@ -155,6 +159,10 @@ pub struct CaptureCounters {
     pub kernel: Vec<u64>,
     /// New-flow events read from the ring buffer.
     pub new_flow_events: u64,
+    /// Drains before which some CPU's flow cache could not be flushed
+    /// completely (a classifier kept its slot busy for every attempt). Not a
+    /// loss: those counters reach FLOWS at a later flush.
+    pub cache_flush_incomplete: u64,
     pub aggregator: AggregatorStats,
 }
 
@@ -212,6 +220,7 @@ pub struct Capture {
     kernel_config: RawConfig,
     /// Where fs_clock_probe leaves its (jiffies, boot ns) pair.
     clock_sample: Map,
+    cache_flush_incomplete: u64,
 }
 
 impl std::fmt::Debug for Capture {
@@ -269,6 +278,13 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 
 /// The program that samples jiffies and the boot clock (see `tick_clock`).
 const CLOCK_PROBE: &str = "fs_clock_probe";
+
+/// The program that moves one CPU's flow-cache counters into FLOWS.
+const CACHE_FLUSH: &str = "fs_cache_flush";
+
+/// How often a drain runs fs_cache_flush on one CPU while a classifier it
+/// interrupts holds a slot (each holds one for well under a microsecond).
+const CACHE_FLUSH_ATTEMPTS: u32 = 1000;
 
 /// Run fs_clock_probe once and read its sample.
 fn sample_clock(ebpf: &Ebpf, map: &Map) -> Result<ClockSample, CaptureError> {
@@ -387,6 +403,14 @@ impl Capture {
             prog.load().map_err(load_err)?;
         }
         {
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut(CACHE_FLUSH)
+                .ok_or_else(|| load_err(format!("program {CACHE_FLUSH} missing")))?
+                .try_into()
+                .map_err(load_err)?;
+            prog.load().map_err(load_err)?;
+        }
+        {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(CLOCK_PROBE)
                 .ok_or_else(|| load_err(format!("program {CLOCK_PROBE} missing")))?
@@ -456,6 +480,7 @@ impl Capture {
             config_map,
             kernel_config,
             clock_sample,
+            cache_flush_incomplete: 0,
         };
         let events = capture.reconcile()?;
         Ok((capture, events))
@@ -618,6 +643,9 @@ impl Capture {
         }
         let to_system =
             move |ns: u64| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns.saturating_add(offset));
+        // Pending per-CPU cache counters into FLOWS first; a flush can start
+        // a new entry (and its ring event), so before the ring is read.
+        self.flush_cache()?;
         while let Some(item) = self.events.next() {
             if item.len() >= std::mem::size_of::<RawFlowEvent>() {
                 self.new_flow_events += 1;
@@ -756,11 +784,57 @@ impl Capture {
         Ok(losses)
     }
 
+    /// Run fs_cache_flush on every online CPU, so FLOWS holds every packet
+    /// counted so far (bpf/flow.bpf.c, FLOW_CACHE). A CPU whose flush keeps
+    /// finding a slot busy after CACHE_FLUSH_ATTEMPTS runs keeps that slot's
+    /// counters for the next flush, and `cache_flush_incomplete` says so.
+    fn flush_cache(&mut self) -> Result<(), CaptureError> {
+        let flush_err = |e: String| CaptureError::CacheFlush(e);
+        let prog: &RawTracePoint = self
+            .ebpf
+            .program(CACHE_FLUSH)
+            .ok_or_else(|| flush_err(format!("program {CACHE_FLUSH} missing")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| flush_err(e.to_string()))?;
+        let fd = prog.fd().map_err(|e| flush_err(e.to_string()))?;
+        let cpus = aya::util::online_cpus()
+            .map_err(|(path, e)| flush_err(format!("reading {path}: {e}")))?;
+        for cpu in cpus {
+            let mut attempts = 0;
+            loop {
+                match sys::prog_test_run_on_cpu(fd, cpu) {
+                    Ok(0) => break,
+                    Ok(u32::MAX) => return Err(flush_err("the CONFIG map has no entry".into())),
+                    Ok(_) if attempts + 1 < CACHE_FLUSH_ATTEMPTS => {
+                        attempts += 1;
+                        std::thread::yield_now();
+                    }
+                    Ok(busy) => {
+                        self.cache_flush_incomplete += 1;
+                        tracing::warn!(
+                            cpu,
+                            busy_slots = busy,
+                            "flow cache flush incomplete; the rest follows at the next drain"
+                        );
+                        break;
+                    }
+                    // Went offline since the list was read: nothing runs there.
+                    Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
+                    Err(e) => {
+                        return Err(flush_err(format!("BPF_PROG_TEST_RUN on CPU {cpu}: {e}")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Cumulative counters (kernel and userspace) as of the last drain.
     pub fn counters(&self) -> CaptureCounters {
         CaptureCounters {
             kernel: self.last_kernel.clone(),
             new_flow_events: self.new_flow_events,
+            cache_flush_incomplete: self.cache_flush_incomplete,
             aggregator: self.aggregator.stats(),
         }
     }

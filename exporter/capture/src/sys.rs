@@ -1,7 +1,7 @@
 //! The bpf(2) calls aya 0.14 does not expose: BPF_MAP_LOOKUP_AND_DELETE_ELEM
 //! for hash maps, which lets the drain read an entry's final counters and
 //! remove it in one step (kernel >= 5.14 for hash maps), BPF_MAP_LOOKUP_BATCH,
-//! and BPF_PROG_TEST_RUN (the clock probe).
+//! and BPF_PROG_TEST_RUN (the clock probe, and the cache flush on each CPU).
 #![allow(unsafe_code, reason = "direct bpf(2) syscall; see the SAFETY note")]
 
 use std::io;
@@ -171,6 +171,36 @@ pub fn prog_test_run(prog: &impl AsFd, packet: &[u8]) -> io::Result<u32> {
     // SAFETY: data_in points at packet.len() readable bytes that outlive
     // the call; no output buffers are given (data_out and ctx_out are 0),
     // so the kernel writes only into attr, which is valid and writable.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestRunAttr,
+            std::mem::size_of::<TestRunAttr>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(attr.retval)
+}
+
+/// `BPF_F_TEST_RUN_ON_CPU`: run a raw tracepoint program on `cpu`.
+const BPF_F_TEST_RUN_ON_CPU: u32 = 1;
+
+/// Run a loaded raw tracepoint program once on `cpu` (BPF_PROG_TEST_RUN with
+/// BPF_F_TEST_RUN_ON_CPU) and return its return value. The kernel runs it
+/// in an IPI on that CPU, or directly with preemption off when `cpu` is the
+/// caller's. ENXIO when the CPU is offline.
+pub fn prog_test_run_on_cpu(prog: &impl AsFd, cpu: u32) -> io::Result<u32> {
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_fd().as_raw_fd() as u32,
+        flags: BPF_F_TEST_RUN_ON_CPU,
+        cpu,
+        ..TestRunAttr::default()
+    };
+    // SAFETY: no input or output buffers are given (all pointers are 0), so
+    // the kernel reads and writes only attr, which is valid and writable.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
