@@ -5,6 +5,9 @@
 //! at level 1, with a better ratio (docs/benchmarks.md, "End to end"), and
 //! gzip is the cost that bounds an HTTP sink's records per second.
 //!
+//! `build.rs` fails the build when the installed header's stream layout is
+//! not the one the bindings describe (`layout_check.c`).
+//!
 //! This crate is the sinks' only `unsafe` code: the calls into the C
 //! library, behind one safe function (docs/adr/004-igzip.md says why it is
 //! a crate of its own). The stream state is zero-initialised before the
@@ -186,9 +189,8 @@ mod tests {
 
     #[test]
     fn the_bindings_match_the_system_header() {
-        // sizeof and offsetof from Debian bookworm's libisal-dev 2.30.0
-        // <isa-l/igzip_lib.h> (a C program compiled against it); the
-        // bindings were generated from a later commit.
+        // The bindings' side of what build.rs checks against the system
+        // header (layout_check.c): both must agree with these numbers.
         assert_eq!(std::mem::size_of::<ffi::isal_zstream>(), 82_384);
         assert_eq!(std::mem::offset_of!(ffi::isal_zstream, level_buf), 48);
         assert_eq!(std::mem::offset_of!(ffi::isal_zstream, gzip_flag), 60);
