@@ -115,8 +115,9 @@ pub fn gzip_level1(data: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
             return Err(Error::Library(rc));
         }
         let written = s.total_out as usize;
-        if written > room {
-            // The library broke its contract: do not trust the bytes.
+        if written > room || s.avail_in != 0 || written != room - s.avail_out as usize {
+            // The library broke its contract (wrote past the room it had,
+            // left input unread, or miscounted): do not trust the bytes.
             return Err(Error::Library(ffi::STATELESS_OVERFLOW));
         }
         let len = out.len();

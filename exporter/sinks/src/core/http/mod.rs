@@ -512,6 +512,10 @@ fn zlib_gzip(data: &[u8], level: u32) -> Vec<u8> {
     enc.finish().unwrap_or_default()
 }
 
+/// The largest igzip scratch buffer a thread keeps between bodies.
+#[cfg(feature = "isal")]
+const SCRATCH_KEEP: usize = 16 << 20;
+
 /// gzip through ISA-L igzip level 1 (stateless: the whole body in one
 /// call; `flowscribe-sinks-igzip`), into a scratch buffer kept per thread
 /// (a fresh buffer of the body's size costs its page faults on every
@@ -527,8 +531,14 @@ fn igzip_level1(data: &[u8]) -> Option<Vec<u8>> {
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.try_borrow_mut().ok()?;
         scratch.clear();
-        flowscribe_sinks_igzip::gzip_level1(data, &mut scratch).ok()?;
-        Some(scratch.to_vec())
+        let out = flowscribe_sinks_igzip::gzip_level1(data, &mut scratch)
+            .ok()
+            .map(|()| scratch.to_vec());
+        // Keep the scratch for ordinary batches, not the largest body ever.
+        if scratch.capacity() > SCRATCH_KEEP {
+            *scratch = Vec::new();
+        }
+        out
     })
 }
 
