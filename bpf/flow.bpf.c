@@ -9,9 +9,10 @@
  *   so programs attached after ours (a CNI's) still see every packet.
  * - fs_kfree_skb: tp_btf/kfree_skb, aggregates kernel drops per 5-tuple with
  *   the drop reason, device and network namespace into DROPS.
- * - fs_cache_flush: never attached; userspace runs it on every CPU before
- *   each drain (BPF_PROG_TEST_RUN with BPF_F_TEST_RUN_ON_CPU) to move what
- *   the per-CPU FLOW_CACHE holds into FLOWS, so a drain sees every packet.
+ * - fs_cache_flush: never attached; userspace runs it on every online CPU
+ *   before each drain (BPF_PROG_TEST_RUN with BPF_F_TEST_RUN_ON_CPU) to move
+ *   what the per-CPU FLOW_CACHE holds into FLOWS, so a drain sees every
+ *   packet.
  *
  * Nothing here is lost silently: every failure path bumps a STATS counter
  * (see enum fs_stat in flowscribe.h), and packets whose flow could not be
@@ -62,9 +63,17 @@ struct {
  *
  * Pending counters always reach FLOWS: when another key takes the slot
  * (cache_spill from the classifier), and before every drain (fs_cache_flush,
- * which userspace runs on each CPU). A slot found with nothing pending at a
- * flush is emptied, so a flow that went quiet leaves the cache within two
- * drains and its next packet takes the FLOWS path again.
+ * which userspace runs on each online CPU). A slot found with nothing
+ * pending at a flush is emptied, so a flow that went quiet leaves the cache
+ * within two drains and its next packet takes the FLOWS path again. A slot
+ * also keeps the time and TCP flags of its first pending packet: when
+ * userspace deleted the FLOWS entry meanwhile (the flow went idle), the
+ * spill re-creates it from them, exactly as if that packet had gone to
+ * FLOWS itself (a reused 5-tuple then starts with its SYN, not with the OR
+ * of everything pending). What no flush can reach (a CPU taken offline, a
+ * slot still busy after every retry) userspace reads from the map itself:
+ * at each drain it counts what offline CPUs hold, and at shutdown, after
+ * detaching, it folds every pending slot into FLOWS.
  *
  * Ownership: one CPU's slots are only touched on that CPU, by the
  * classifiers (softirq, or process context with BH off) and by
@@ -73,24 +82,16 @@ struct {
  * mark set before and cleared after each change is enough: a classifier
  * that finds its slot busy takes the FLOWS path, a flush that finds a slot
  * busy skips it and says so (userspace runs it again).
+ *
+ * This assumes that two runs on one CPU never interleave except by one
+ * interrupting the other and finishing before it resumes: the busy check
+ * and the mark are separate, unlocked steps, and two runs that take turns
+ * in the middle of one change (a preempted run, then another on the same
+ * CPU) can both pass the check and lose an update. Attached classifiers
+ * and the flush are never preempted, but BPF_PROG_TEST_RUN of a classifier
+ * is (it only disables migration): tests that feed packets through it must
+ * run one at a time against one set of maps.
  */
-#define FS_CACHE_SLOTS 256 /* a power of two */
-#define FS_CACHE_SHIFT 24  /* 32 - log2(FS_CACHE_SLOTS) */
-
-#define SLOT_FREE 0
-#define SLOT_CLASSIFIER 1
-#define SLOT_FLUSH 2
-
-struct flow_cache_slot {
-	struct flow_key key; /* family == 0: empty */
-	__u32 busy;          /* SLOT_* */
-	__u64 packets;       /* pending: counted here, not yet in FLOWS */
-	__u64 bytes;
-	__u64 last_ns;
-	__u32 tcp_flags;
-	__u32 _pad;
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, FS_CACHE_SLOTS);
@@ -397,29 +398,45 @@ static __noinline int parse_slow(struct __sk_buff *skb, struct flow_key *key, st
  * here, so packets of existing flows pay none of it. Returns 1 when FLOWS
  * holds the key with the packet counted, 0 when the packet was not stored
  * (excluded, or counted as lost).
+ *
+ * pending is NULL for one packet, or the cache slot whose pending packets
+ * a is (cache_spill): the entry then gets the first pending packet's time
+ * and TCP flags and the last one's time, as if those packets had come here
+ * one by one, not the time of the spill and the OR of all their flags.
  */
 static __noinline int new_flow(const struct flow_key *key, const struct pkt_acct *a,
-			       const struct fs_config *cfg)
+			       const struct fs_config *cfg,
+			       const struct flow_cache_slot *pending)
 {
 	if (endpoint_excluded(cfg, key)) {
 		stat_add(FS_STAT_EXCLUDED, 1);
 		return 0;
 	}
-	__u64 now = bpf_ktime_get_boot_ns();
+	__u64 first_ns, last_ns;
+	__u32 first_tcp_flags;
+	if (pending) {
+		first_ns = pending->first_ns;
+		last_ns = pending->last_ns;
+		first_tcp_flags = pending->first_tcp_flags;
+	} else {
+		first_ns = bpf_ktime_get_boot_ns();
+		last_ns = first_ns;
+		first_tcp_flags = a->tcp_flags;
+	}
 	struct flow_val nv = {};
 	nv.packets = a->segs;
 	nv.bytes = a->bytes;
-	nv.first_ns = now;
-	nv.last_ns = now;
+	nv.first_ns = first_ns;
+	nv.last_ns = last_ns;
 	nv.tcp_flags = a->tcp_flags;
-	nv.first_tcp_flags = a->tcp_flags;
+	nv.first_tcp_flags = first_tcp_flags;
 	long err = bpf_map_update_elem(&FLOWS, key, &nv, BPF_NOEXIST);
 	if (err == 0) {
 		struct flow_event *ev = bpf_ringbuf_reserve(&FLOW_EVENTS, sizeof(*ev), 0);
 		if (ev) {
 			__builtin_memcpy(&ev->key, key, sizeof(*key));
 			ev->_pad = 0;
-			ev->first_ns = now;
+			ev->first_ns = first_ns;
 			bpf_ringbuf_submit(ev, 0);
 		} else {
 			stat_add(FS_STAT_RING_RESERVE_FAILED, 1);
@@ -441,7 +458,7 @@ static __noinline int new_flow(const struct flow_key *key, const struct pkt_acct
 		stat_add(FS_STAT_FLOW_LOST_BYTES, a->bytes);
 		return 0;
 	}
-	account(v, a, now);
+	account(v, a, last_ns);
 	return 1;
 }
 
@@ -491,7 +508,7 @@ static __always_inline int flows_account(const struct flow_key *key, const struc
 {
 	struct flow_val *v = bpf_map_lookup_elem(&FLOWS, key);
 	if (!v)
-		return new_flow(key, a, cfg);
+		return new_flow(key, a, cfg, 0);
 	account(v, a, tick_time_ns(cfg));
 	return 1;
 }
@@ -500,7 +517,9 @@ static __always_inline int flows_account(const struct flow_key *key, const struc
  * Move a slot's pending counters into FLOWS. The caller owns the slot (its
  * busy mark is set). When userspace deleted the entry since the slot took
  * the key (it went idle), the pending packets start a new entry, like any
- * first packet: a ring event, and loss counters when it cannot be stored.
+ * first packet: a ring event, and loss counters when it cannot be stored;
+ * the entry's first-seen time and first TCP flags are those of the first
+ * pending packet, its last-seen time that of the last.
  */
 static __noinline void cache_spill(struct flow_cache_slot *s, const struct fs_config *cfg)
 {
@@ -519,7 +538,7 @@ static __noinline void cache_spill(struct flow_cache_slot *s, const struct fs_co
 		a.segs = s->packets;
 		a.bytes = s->bytes;
 		a.tcp_flags = s->tcp_flags;
-		new_flow(&s->key, &a, cfg);
+		new_flow(&s->key, &a, cfg, s);
 	}
 	s->packets = 0;
 	s->bytes = 0;
@@ -632,12 +651,17 @@ lookup:
 		flows_account(&key, &a, cfg);
 		return FS_PASS;
 	}
-	s->busy = SLOT_CLASSIFIER;
+	s->busy = FS_SLOT_CLASSIFIER;
 	barrier();
 	if (key_equal(&s->key, &key)) {
+		__u64 now = tick_time_ns(cfg);
+		if (!s->packets) {
+			/* The first pending packet: what a re-created entry starts with. */
+			s->first_ns = now;
+			s->first_tcp_flags = a.tcp_flags;
+		}
 		s->packets += a.segs;
 		s->bytes += a.bytes;
-		__u64 now = tick_time_ns(cfg);
 		if (s->last_ns < now)
 			s->last_ns = now;
 		s->tcp_flags |= a.tcp_flags;
@@ -654,7 +678,7 @@ lookup:
 		}
 	}
 	barrier();
-	s->busy = SLOT_FREE;
+	s->busy = FS_SLOT_FREE;
 	return FS_PASS;
 }
 
@@ -703,7 +727,7 @@ static __noinline int flush_slot(__u32 idx, struct flush_state *st)
 		st->skipped++;
 		return 0;
 	}
-	s->busy = SLOT_FLUSH;
+	s->busy = FS_SLOT_FLUSH;
 	barrier();
 	if (s->key.family) {
 		if (s->packets)
@@ -712,7 +736,7 @@ static __noinline int flush_slot(__u32 idx, struct flush_state *st)
 			s->key.family = 0; /* nothing since the last flush: free it */
 	}
 	barrier();
-	s->busy = SLOT_FREE;
+	s->busy = FS_SLOT_FREE;
 	return 0;
 }
 

@@ -60,6 +60,36 @@ struct flow_event {
 };
 
 /*
+ * Per-CPU flow cache (FLOW_CACHE in flow.bpf.c): FS_CACHE_SLOTS slots per
+ * CPU, a key's slot being the top bits of a multiplicative hash of its words.
+ */
+#define FS_CACHE_SLOTS 256 /* a power of two */
+#define FS_CACHE_SHIFT 24  /* 32 - log2(FS_CACHE_SLOTS) */
+
+/* Values of flow_cache_slot.busy: who is changing the slot. */
+#define FS_SLOT_FREE 0
+#define FS_SLOT_CLASSIFIER 1
+#define FS_SLOT_FLUSH 2
+
+/*
+ * One slot of FLOW_CACHE. The programs own it; userspace reads it to count
+ * what offline CPUs hold and, at shutdown after detaching, to fold what is
+ * still pending into FLOWS. The first_* fields are set when pending goes
+ * from zero to non-zero and are meaningful only while packets != 0.
+ * Size 88, alignment 8.
+ */
+struct flow_cache_slot {
+	struct flow_key key;    /* offset 0; family == 0: empty */
+	__u32 busy;             /* offset 44, FS_SLOT_* */
+	__u64 packets;          /* offset 48; pending: counted here, not yet in FLOWS */
+	__u64 bytes;            /* offset 56 */
+	__u64 last_ns;          /* offset 64, tick time of the latest pending packet */
+	__u32 tcp_flags;        /* offset 72, OR of the pending packets' flags */
+	__u32 first_tcp_flags;  /* offset 76, flags of the first pending packet */
+	__u64 first_ns;         /* offset 80, tick time of the first pending packet */
+};
+
+/*
  * Kernel drops (kfree_skb) aggregated per 5-tuple. The key is a flow_key
  * with ifindex = 0 and direction = 0. Size 40, alignment 8.
  */

@@ -54,6 +54,31 @@ pub struct RawFlowEvent {
     pub first_ns: u64,
 }
 
+/// Slots per CPU of the flow cache (`FS_CACHE_SLOTS`).
+pub const CACHE_SLOTS: u32 = 256;
+
+/// Mirror of `struct flow_cache_slot` (88 bytes), one slot of the per-CPU
+/// `FLOW_CACHE`. `first_*` are meaningful only while `packets != 0`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RawCacheSlot {
+    /// `key.family == 0`: the slot is empty.
+    pub key: RawFlowKey,
+    /// Who is changing the slot (`FS_SLOT_*`; 0 = nobody).
+    pub busy: u32,
+    /// Pending: counted in the slot, not yet in FLOWS.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Tick time of the latest pending packet (boot ns).
+    pub last_ns: u64,
+    /// OR of the pending packets' TCP flags.
+    pub tcp_flags: u32,
+    /// TCP flags of the first pending packet.
+    pub first_tcp_flags: u32,
+    /// Tick time of the first pending packet (boot ns).
+    pub first_ns: u64,
+}
+
 /// Mirror of `struct drop_val` (40 bytes).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -103,6 +128,8 @@ pub struct RawClockSample {
 unsafe impl aya::Pod for RawFlowKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RawFlowVal {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RawCacheSlot {}
 // SAFETY: as above.
 unsafe impl aya::Pod for RawDropVal {}
 // SAFETY: as above.
@@ -178,6 +205,13 @@ mod tests {
         layout!(RawFlowVal, 40, 8);
         layout!(RawFlowEvent, 56, 8);
         layout!(RawDropVal, 40, 8);
+        layout!(RawCacheSlot, 88, 8);
+        assert_eq!(offset_of!(RawCacheSlot, busy), 44);
+        assert_eq!(offset_of!(RawCacheSlot, packets), 48);
+        assert_eq!(offset_of!(RawCacheSlot, last_ns), 64);
+        assert_eq!(offset_of!(RawCacheSlot, tcp_flags), 72);
+        assert_eq!(offset_of!(RawCacheSlot, first_tcp_flags), 76);
+        assert_eq!(offset_of!(RawCacheSlot, first_ns), 80);
         layout!(RawEndpointKey, 20, 2);
         layout!(RawConfig, 16, 8);
         layout!(RawClockSample, 16, 8);

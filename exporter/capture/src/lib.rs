@@ -37,8 +37,8 @@ use aya::{Btf, Ebpf, EbpfLoader};
 use flowscribe_model::{CaptureLoss, Flow, LossReason};
 
 use crate::abi::{
-    RawClockSample, RawConfig, RawDropVal, RawEndpointKey, RawFlowEvent, RawFlowKey, RawFlowVal,
-    stat,
+    RawCacheSlot, RawClockSample, RawConfig, RawDropVal, RawEndpointKey, RawFlowEvent, RawFlowKey,
+    RawFlowVal, stat,
 };
 use crate::aggregate::{Aggregator, AggregatorConfig, AggregatorStats, Names};
 use crate::drop_reasons::DropReasons;
@@ -161,8 +161,22 @@ pub struct CaptureCounters {
     pub new_flow_events: u64,
     /// Drains before which some CPU's flow cache could not be flushed
     /// completely (a classifier kept its slot busy for every attempt). Not a
-    /// loss: those counters reach FLOWS at a later flush.
+    /// loss: those counters reach FLOWS at a later flush, or at shutdown,
+    /// where what is still pending is folded into FLOWS from userspace
+    /// (`cache_folded_packets`).
     pub cache_flush_incomplete: u64,
+    /// Pending packets the last drain found in the flow caches of offline
+    /// CPUs, which no flush reaches (a level, not a running total). They
+    /// reach FLOWS when the CPU comes back, or at shutdown.
+    pub cache_stranded_packets: u64,
+    /// Drains that found pending packets in the flow caches of offline CPUs.
+    pub cache_stranded_drains: u64,
+    /// Packets that were still pending in a flow cache slot at shutdown
+    /// (an offline CPU, or a slot no flush could take) and were folded into
+    /// FLOWS by userspace, so they are in the final records. What could not
+    /// be stored there is reported as a `flow_map_full` or
+    /// `flow_map_update_failed` loss instead.
+    pub cache_folded_packets: u64,
     pub aggregator: AggregatorStats,
 }
 
@@ -220,7 +234,28 @@ pub struct Capture {
     kernel_config: RawConfig,
     /// Where fs_clock_probe leaves its (jiffies, boot ns) pair.
     clock_sample: Map,
+    /// FLOW_CACHE, read from userspace for offline CPUs and at shutdown.
+    cache: Map,
+    /// `/sys/devices/system/cpu/possible`, read at start: the order of the
+    /// per-CPU values of FLOW_CACHE.
+    possible_cpus: Vec<u32>,
     cache_flush_incomplete: u64,
+    cache_stranded_packets: u64,
+    cache_stranded_drains: u64,
+    cache_folded_packets: u64,
+    /// Packets and bytes the shutdown fold could not store, not yet reported.
+    cache_fold_lost: FoldLoss,
+}
+
+/// What folding pending cache slots into FLOWS could not store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct FoldLoss {
+    /// Packets of new entries that found FLOWS full.
+    full_packets: u64,
+    /// Packets lost to other update errors.
+    failed_packets: u64,
+    /// Bytes of both.
+    bytes: u64,
 }
 
 impl std::fmt::Debug for Capture {
@@ -453,6 +488,8 @@ impl Capture {
         };
         let mut config_map = take(&mut ebpf, "CONFIG")?;
         write_kernel_config(&mut config_map, kernel_config)?;
+        let cache = take(&mut ebpf, "FLOW_CACHE")?;
+        let possible_cpus = read_cpu_list(POSSIBLE_CPUS)?;
 
         let mut capture = Capture {
             ebpf,
@@ -480,7 +517,13 @@ impl Capture {
             config_map,
             kernel_config,
             clock_sample,
+            cache,
+            possible_cpus,
             cache_flush_incomplete: 0,
+            cache_stranded_packets: 0,
+            cache_stranded_drains: 0,
+            cache_folded_packets: 0,
+            cache_fold_lost: FoldLoss::default(),
         };
         let events = capture.reconcile()?;
         Ok((capture, events))
@@ -645,7 +688,17 @@ impl Capture {
             move |ns: u64| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns.saturating_add(offset));
         // Pending per-CPU cache counters into FLOWS first; a flush can start
         // a new entry (and its ring event), so before the ring is read.
-        self.flush_cache()?;
+        let online = aya::util::online_cpus()
+            .map_err(|(path, e)| CaptureError::CacheFlush(format!("reading {path}: {e}")))?;
+        self.flush_cache(&online)?;
+        if shutdown {
+            // Detached: no classifier runs any more, so what no flush could
+            // move (offline CPUs, slots busy at every attempt) is folded into
+            // FLOWS from here, before the last snapshot.
+            self.fold_cache()?;
+        } else {
+            self.count_stranded(&online)?;
+        }
         while let Some(item) = self.events.next() {
             if item.len() >= std::mem::size_of::<RawFlowEvent>() {
                 self.new_flow_events += 1;
@@ -722,8 +775,14 @@ impl Capture {
     fn losses(&mut self, shutdown: bool) -> Result<Vec<CaptureLoss>, CaptureError> {
         let now = self.read_kernel_stats()?;
         let delta = |i: u32| now[i as usize].saturating_sub(self.last_kernel[i as usize]);
-        let lost_bytes = delta(stat::FLOW_LOST_BYTES);
-        let (full, failed) = (delta(stat::FLOW_MAP_FULL), delta(stat::FLOW_UPDATE_FAILED));
+        // The shutdown fold's failures are the same kinds of loss as the
+        // kernel's own, counted in userspace.
+        let fold = std::mem::take(&mut self.cache_fold_lost);
+        let lost_bytes = delta(stat::FLOW_LOST_BYTES) + fold.bytes;
+        let (full, failed) = (
+            delta(stat::FLOW_MAP_FULL) + fold.full_packets,
+            delta(stat::FLOW_UPDATE_FAILED) + fold.failed_packets,
+        );
         // Bytes are counted together for both flow-map failure kinds; they are
         // attributed to whichever kind lost packets (map full when both did).
         let candidates = [
@@ -787,8 +846,10 @@ impl Capture {
     /// Run fs_cache_flush on every online CPU, so FLOWS holds every packet
     /// counted so far (bpf/flow.bpf.c, FLOW_CACHE). A CPU whose flush keeps
     /// finding a slot busy after CACHE_FLUSH_ATTEMPTS runs keeps that slot's
-    /// counters for the next flush, and `cache_flush_incomplete` says so.
-    fn flush_cache(&mut self) -> Result<(), CaptureError> {
+    /// counters for the next flush (or the shutdown fold), and
+    /// `cache_flush_incomplete` says so. Offline CPUs keep theirs until they
+    /// come back: [`Self::count_stranded`] counts them.
+    fn flush_cache(&mut self, cpus: &[u32]) -> Result<(), CaptureError> {
         let flush_err = |e: String| CaptureError::CacheFlush(e);
         let prog: &RawTracePoint = self
             .ebpf
@@ -797,9 +858,7 @@ impl Capture {
             .try_into()
             .map_err(|e: aya::programs::ProgramError| flush_err(e.to_string()))?;
         let fd = prog.fd().map_err(|e| flush_err(e.to_string()))?;
-        let cpus = aya::util::online_cpus()
-            .map_err(|(path, e)| flush_err(format!("reading {path}: {e}")))?;
-        for cpu in cpus {
+        for &cpu in cpus {
             let mut attempts = 0;
             loop {
                 match sys::prog_test_run_on_cpu(fd, cpu) {
@@ -814,7 +873,7 @@ impl Capture {
                         tracing::warn!(
                             cpu,
                             busy_slots = busy,
-                            "flow cache flush incomplete; the rest follows at the next drain"
+                            "flow cache flush incomplete; the rest follows at the next drain, or in the shutdown fold"
                         );
                         break;
                     }
@@ -829,18 +888,119 @@ impl Capture {
         Ok(())
     }
 
+    /// Every slot of FLOW_CACHE with its per-CPU values (in the order of
+    /// `possible_cpus`). 256 lookups: only for offline CPUs and at shutdown.
+    fn read_cache(&self) -> Result<Vec<Vec<RawCacheSlot>>, CaptureError> {
+        let map_err = |e: aya::maps::MapError| CaptureError::Map {
+            map: "FLOW_CACHE",
+            reason: e.to_string(),
+        };
+        let cache: PerCpuArray<&MapData, RawCacheSlot> =
+            PerCpuArray::try_from(&self.cache).map_err(map_err)?;
+        (0..abi::CACHE_SLOTS)
+            .map(|idx| {
+                let values = cache.get(&idx, 0).map_err(map_err)?;
+                Ok(values.iter().copied().collect())
+            })
+            .collect()
+    }
+
+    /// Count the pending packets in the caches of offline CPUs: no flush
+    /// runs there, so they wait for the CPU to come back (or for the
+    /// shutdown fold). Said at every drain that finds any.
+    fn count_stranded(&mut self, online: &[u32]) -> Result<(), CaptureError> {
+        let offline: Vec<usize> = self
+            .possible_cpus
+            .iter()
+            .enumerate()
+            .filter(|(_, cpu)| !online.contains(*cpu))
+            .map(|(i, _)| i)
+            .collect();
+        if offline.is_empty() {
+            self.cache_stranded_packets = 0;
+            return Ok(());
+        }
+        let slots = self.read_cache()?;
+        let stranded: u64 = slots
+            .iter()
+            .flat_map(|per_cpu| offline.iter().filter_map(move |&i| per_cpu.get(i)))
+            .filter(|s| s.key.family != 0)
+            .map(|s| s.packets)
+            .sum();
+        self.cache_stranded_packets = stranded;
+        if stranded > 0 {
+            self.cache_stranded_drains += 1;
+            let cpus: Vec<u32> = offline
+                .iter()
+                .filter_map(|&i| self.possible_cpus.get(i).copied())
+                .collect();
+            tracing::warn!(
+                ?cpus,
+                packets = stranded,
+                "offline CPUs hold pending flow cache counts; they follow when the CPU is back, or at shutdown"
+            );
+        }
+        Ok(())
+    }
+
+    /// At shutdown, after detaching and the last flush: fold every slot
+    /// that still holds pending packets (on any possible CPU) into FLOWS,
+    /// as the kernel's spill would have (an existing entry takes the
+    /// counts; a missing one is created with the first pending packet's
+    /// time and flags). No program changes a slot any more, so a busy mark
+    /// left on one is stale and ignored. What FLOWS cannot take becomes a
+    /// loss in this drain's report.
+    fn fold_cache(&mut self) -> Result<(), CaptureError> {
+        let slots = self.read_cache()?;
+        let mut flows: BpfHashMap<&mut MapData, RawFlowKey, RawFlowVal> =
+            BpfHashMap::try_from(&mut self.flows).map_err(|e| CaptureError::Map {
+                map: "FLOWS",
+                reason: e.to_string(),
+            })?;
+        for slot in slots.iter().flatten() {
+            if slot.key.family == 0 || slot.packets == 0 {
+                continue;
+            }
+            match fold_slot(&mut flows, slot) {
+                Ok(()) => self.cache_folded_packets += slot.packets,
+                Err(e) => {
+                    let full = e.raw_os_error() == Some(libc::E2BIG);
+                    if full {
+                        self.cache_fold_lost.full_packets += slot.packets;
+                    } else {
+                        self.cache_fold_lost.failed_packets += slot.packets;
+                    }
+                    self.cache_fold_lost.bytes += slot.bytes;
+                    tracing::warn!(
+                        packets = slot.packets,
+                        error = %e,
+                        "pending flow cache counts could not be folded into FLOWS at shutdown; reported as a loss"
+                    );
+                }
+            }
+        }
+        self.cache_stranded_packets = 0;
+        Ok(())
+    }
+
     /// Cumulative counters (kernel and userspace) as of the last drain.
     pub fn counters(&self) -> CaptureCounters {
         CaptureCounters {
             kernel: self.last_kernel.clone(),
             new_flow_events: self.new_flow_events,
             cache_flush_incomplete: self.cache_flush_incomplete,
+            cache_stranded_packets: self.cache_stranded_packets,
+            cache_stranded_drains: self.cache_stranded_drains,
+            cache_folded_packets: self.cache_folded_packets,
             aggregator: self.aggregator.stats(),
         }
     }
 
     /// Detach from every interface, then drain everything that is left
     /// (every live connection gets a final record with end reason shutdown).
+    /// The flow cache is flushed on online CPUs, and what it still holds
+    /// (offline CPUs, slots busy at every attempt) is folded into FLOWS from
+    /// userspace before the last snapshot.
     pub fn shutdown(mut self) -> Result<(Batch, CaptureCounters), CaptureError> {
         let attachments = std::mem::take(&mut self.attachments);
         for (ifindex, a) in attachments {
@@ -879,6 +1039,78 @@ fn set_exclusions(ebpf: &mut Ebpf, endpoints: &[(IpAddr, u16, u8)]) -> Result<()
     Ok(())
 }
 
+/// `bpf_map_update_elem` flags.
+const BPF_NOEXIST: u64 = 1;
+const BPF_EXIST: u64 = 2;
+
+/// Add one cache slot's pending counts to its FLOWS entry, or create the
+/// entry from them, as `cache_spill` in bpf/flow.bpf.c does. The error is
+/// the kernel's (E2BIG: the map is full).
+fn fold_slot(
+    flows: &mut BpfHashMap<&mut MapData, RawFlowKey, RawFlowVal>,
+    slot: &RawCacheSlot,
+) -> Result<(), std::io::Error> {
+    let errno = |e: aya::maps::MapError| match e {
+        aya::maps::MapError::SyscallError(e) => e.io_error,
+        other => std::io::Error::other(other.to_string()),
+    };
+    match flows.get(&slot.key, 0) {
+        Ok(mut v) => {
+            v.packets += slot.packets;
+            v.bytes += slot.bytes;
+            v.last_ns = v.last_ns.max(slot.last_ns);
+            v.tcp_flags |= slot.tcp_flags;
+            flows.insert(slot.key, v, BPF_EXIST).map_err(errno)
+        }
+        Err(aya::maps::MapError::KeyNotFound) => {
+            let v = RawFlowVal {
+                packets: slot.packets,
+                bytes: slot.bytes,
+                first_ns: slot.first_ns,
+                last_ns: slot.last_ns.max(slot.first_ns),
+                tcp_flags: slot.tcp_flags,
+                first_tcp_flags: slot.first_tcp_flags,
+            };
+            flows.insert(slot.key, v, BPF_NOEXIST).map_err(errno)
+        }
+        Err(e) => Err(errno(e)),
+    }
+}
+
+/// Where the kernel lists the CPUs that can ever exist.
+const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
+
+/// Read a sysfs CPU list such as `0-3,8`.
+fn read_cpu_list(path: &'static str) -> Result<Vec<u32>, CaptureError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CaptureError::Map {
+        map: "FLOW_CACHE",
+        reason: format!("reading {path}: {e}"),
+    })?;
+    parse_cpu_list(text.trim()).ok_or_else(|| CaptureError::Map {
+        map: "FLOW_CACHE",
+        reason: format!("{path} is not a CPU list: {:?}", text.trim()),
+    })
+}
+
+/// Parse a CPU list (`0`, `0-3`, `0-3,8,10-11`); None when malformed.
+fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
+    let mut cpus = Vec::new();
+    for range in text.split(',') {
+        let (start, end) = match range.split_once('-') {
+            Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
+            None => {
+                let one = range.parse::<u32>().ok()?;
+                (one, one)
+            }
+        };
+        if end < start {
+            return None;
+        }
+        cpus.extend(start..=end);
+    }
+    Some(cpus)
+}
+
 /// Write index 0 of the CONFIG array.
 fn write_kernel_config(map: &mut Map, value: RawConfig) -> Result<(), CaptureError> {
     let map_err = |e: aya::maps::MapError| CaptureError::Map {
@@ -887,4 +1119,25 @@ fn write_kernel_config(map: &mut Map, value: RawConfig) -> Result<(), CaptureErr
     };
     let mut config: Array<&mut MapData, RawConfig> = Array::try_from(map).map_err(map_err)?;
     config.set(0, value, 0).map_err(map_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_parse_as_sysfs_writes_them() {
+        let cases: [(&str, Option<Vec<u32>>); 7] = [
+            ("0", Some(vec![0])),
+            ("0-3", Some(vec![0, 1, 2, 3])),
+            ("0-1,4,6-7", Some(vec![0, 1, 4, 6, 7])),
+            ("", None),
+            ("3-1", None),
+            ("0-", None),
+            ("a", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_cpu_list(text), want, "{text:?}");
+        }
+    }
 }
