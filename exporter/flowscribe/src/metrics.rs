@@ -44,6 +44,10 @@ pub struct PipelineState {
     /// interface (summarised in-band once a minute as `drop_unmatched`).
     pub drops_unmatched: u64,
     pub interfaces_attached: u64,
+    /// The per-CPU flow cache (capture's `CaptureCounters` of that name).
+    pub cache_flush_incomplete: u64,
+    pub cache_stranded_packets: u64,
+    pub cache_folded_packets: u64,
     pub flow_records: u64,
     pub loss_records: u64,
     pub identity_degraded: bool,
@@ -93,7 +97,7 @@ impl Metrics {
             let v = p.kernel.get(*i as usize).copied().unwrap_or(0);
             let _ = writeln!(lines, "{name}{{counter=\"{counter}\"}} {v}");
         }
-        let scalars: [(&str, &str, &str, u64); 8] = [
+        let scalars: [(&str, &str, &str, u64); 11] = [
             (
                 "flowscribe_capture_new_flow_events_total",
                 "counter",
@@ -111,6 +115,24 @@ impl Metrics {
                 "gauge",
                 "interfaces the programs are attached to",
                 p.interfaces_attached,
+            ),
+            (
+                "flowscribe_capture_cache_flush_incomplete_total",
+                "counter",
+                "drains before which some CPU's flow cache could not be flushed completely (counts reach the flow map later)",
+                p.cache_flush_incomplete,
+            ),
+            (
+                "flowscribe_capture_cache_stranded_packets",
+                "gauge",
+                "packets pending in the flow caches of offline CPUs at the last drain",
+                p.cache_stranded_packets,
+            ),
+            (
+                "flowscribe_capture_cache_folded_packets_total",
+                "counter",
+                "packets still pending in a flow cache at shutdown, folded into the flow map by userspace",
+                p.cache_folded_packets,
             ),
             (
                 "flowscribe_flow_records_total",
@@ -261,6 +283,7 @@ mod tests {
             p.kernel = vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
             p.flow_records = 42;
             p.identity_degraded = true;
+            p.cache_stranded_packets = 7;
         });
         let text = m.render();
         assert!(text.contains("flowscribe_capture_kernel_total{counter=\"parse_ext_limit\"} 5\n"));
@@ -269,6 +292,7 @@ mod tests {
         ));
         assert!(text.contains("\nflowscribe_flow_records_total 42\n"));
         assert!(text.contains("\nflowscribe_identity_degraded 1\n"));
+        assert!(text.contains("\nflowscribe_capture_cache_stranded_packets 7\n"));
         // Every sample's family is declared before it.
         let mut declared = Vec::new();
         for line in text.lines() {

@@ -254,6 +254,9 @@ fn report(metrics: &Metrics, capture: &Capture, identities: &Identities, batch: 
         m.new_flow_events = counters.new_flow_events;
         m.drops_unmatched = counters.aggregator.drops_unmatched_packets;
         m.interfaces_attached = capture.attached().len() as u64;
+        m.cache_flush_incomplete = counters.cache_flush_incomplete;
+        m.cache_stranded_packets = counters.cache_stranded_packets;
+        m.cache_folded_packets = counters.cache_folded_packets;
         m.flow_records += batch.flows.len() as u64;
         m.loss_records += batch.losses.len() as u64;
         m.identity_degraded = identities.degraded();
