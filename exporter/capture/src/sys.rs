@@ -168,14 +168,24 @@ pub fn prog_test_run(prog: &impl AsFd, packet: &[u8]) -> io::Result<u32> {
         repeat: 1,
         ..TestRunAttr::default()
     };
-    // SAFETY: data_in points at packet.len() readable bytes that outlive
-    // the call; no output buffers are given (data_out and ctx_out are 0),
-    // so the kernel writes only into attr, which is valid and writable.
+    // data_in points at packet.len() readable bytes that outlive the call;
+    // no output buffers are given (data_out and ctx_out are 0).
+    test_run(&mut attr)
+}
+
+/// BPF_PROG_TEST_RUN with `attr`, whose input pointers (if any) must point
+/// at readable memory of the sizes given and whose output pointers must be
+/// 0: the kernel then writes only into `attr`. Returns the program's return
+/// value.
+fn test_run(attr: &mut TestRunAttr) -> io::Result<u32> {
+    // SAFETY: per the contract above, the kernel reads only the input
+    // buffers the caller described and writes only into attr, which is
+    // valid and writable for the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
             BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
+            attr as *mut TestRunAttr,
             std::mem::size_of::<TestRunAttr>() as u32,
         )
     };
@@ -199,20 +209,8 @@ pub fn prog_test_run_on_cpu(prog: &impl AsFd, cpu: u32) -> io::Result<u32> {
         cpu,
         ..TestRunAttr::default()
     };
-    // SAFETY: no input or output buffers are given (all pointers are 0), so
-    // the kernel reads and writes only attr, which is valid and writable.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            std::mem::size_of::<TestRunAttr>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(attr.retval)
+    // No input or output buffers (all pointers are 0).
+    test_run(&mut attr)
 }
 
 #[cfg(test)]
