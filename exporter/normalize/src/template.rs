@@ -157,9 +157,10 @@ impl Hash for ConnectionKey {
 pub(crate) enum Lookup<'m> {
     /// Write it from this template.
     Hit(&'m Template),
-    /// The connection was seen before: render the record with marks and
-    /// [`ConnectionMemo::store`] its template.
-    Record,
+    /// The connection was seen before: render the record writing its
+    /// holes' marks here (cleared), then
+    /// [`ConnectionMemo::store_recorded`] it.
+    Record(&'m mut Vec<Mark>),
     /// Render it as usual (first sighting, or the memo is off).
     Render,
 }
@@ -184,6 +185,8 @@ pub(crate) struct ConnectionMemo {
     lookups: u64,
     misses: u64,
     hits: u64,
+    /// Where the holes went in the record being recorded.
+    marks: Vec<Mark>,
 }
 
 impl ConnectionMemo {
@@ -208,6 +211,7 @@ impl ConnectionMemo {
             lookups: 0,
             misses: 0,
             hits: 0,
+            marks: Vec::new(),
         }
     }
 
@@ -232,13 +236,26 @@ impl ConnectionMemo {
             }
             _ => {
                 self.misses += 1;
-                if seen { Lookup::Record } else { Lookup::Render }
+                if seen {
+                    self.marks.clear();
+                    Lookup::Record(&mut self.marks)
+                } else {
+                    Lookup::Render
+                }
             }
         }
     }
 
+    /// Keeps `record`, rendered after [`Lookup::Record`] with its marks,
+    /// as the template of `flow`'s connection.
+    pub(crate) fn store_recorded(&mut self, flow: &ExplainedFlow, record: &[u8]) {
+        if let Some(template) = Template::new(record, &self.marks) {
+            self.store(flow, template);
+        }
+    }
+
     /// Keeps `template` as the record of `flow`'s connection.
-    pub(crate) fn store(&mut self, flow: &ExplainedFlow, template: Template) {
+    fn store(&mut self, flow: &ExplainedFlow, template: Template) {
         let entry = self
             .map
             .get_or_insert_with(ConnectionKey(flow.flow.flow.key), || Entry { made: None });
@@ -286,14 +303,14 @@ mod tests {
         let flow = crate::test_flows::fixtures::case("allowed");
         let mut memo = ConnectionMemo::new(16);
         assert!(matches!(memo.lookup(&flow), Lookup::Render));
-        assert!(matches!(memo.lookup(&flow), Lookup::Record));
+        assert!(matches!(memo.lookup(&flow), Lookup::Record(_)));
         memo.store(&flow, Template::new(b"ab", &[(1, 1, 0)]).unwrap());
         let mut next = flow.clone();
         next.flow.flow.window_end += std::time::Duration::from_secs(10);
         next.flow.flow.forward.bytes += 1;
         assert!(matches!(memo.lookup(&next), Lookup::Hit(_)));
         next.flow.flow.forward.tcp_flags ^= 0x80;
-        assert!(matches!(memo.lookup(&next), Lookup::Record));
+        assert!(matches!(memo.lookup(&next), Lookup::Record(_)));
         assert_eq!(memo.hits(), 1);
     }
 

@@ -22,7 +22,7 @@ use crate::fragment_cache::{
     Admission, BoundedMap, DEFAULT_CAPACITY, EndpointKey, pin_endpoint, policy_key,
 };
 use crate::json::{CachedJson, JsonWriter, k};
-use crate::template::{ConnectionMemo, Lookup, Mark, Template};
+use crate::template::{ConnectionMemo, Lookup};
 use crate::view::Decision;
 
 /// Encodes flow records as ECS documents for one [`Context`], keeping the
@@ -40,8 +40,6 @@ pub struct EcsEncoder {
     /// Whole-document templates of connections reported again (`None`:
     /// off).
     memo: Option<ConnectionMemo>,
-    /// Where the holes went in the document being recorded.
-    marks: Vec<Mark>,
 }
 
 #[derive(Debug)]
@@ -104,7 +102,6 @@ impl EcsEncoder {
             admission: Some(Admission::default()),
             times: TimeFormatter::default(),
             memo: Some(ConnectionMemo::new(capacity)),
-            marks: Vec::new(),
         }
     }
 
@@ -128,10 +125,10 @@ impl EcsEncoder {
         id: Option<EventId>,
         out: &mut Vec<u8>,
     ) {
-        let lookup = match self.memo.as_mut() {
-            Some(memo) => memo.lookup(flow),
-            None => Lookup::Render,
-        };
+        let lookup = self
+            .memo
+            .as_mut()
+            .map_or(Lookup::Render, |memo| memo.lookup(flow));
         let marks = match lookup {
             Lookup::Hit(template) => {
                 let f = &flow.flow.flow;
@@ -144,10 +141,7 @@ impl EcsEncoder {
                 });
                 return;
             }
-            Lookup::Record => {
-                self.marks.clear();
-                Some(&mut self.marks)
-            }
+            Lookup::Record(marks) => Some(marks),
             Lookup::Render => None,
         };
         let recording = marks.is_some();
@@ -159,11 +153,8 @@ impl EcsEncoder {
         } else {
             write_document(&self.ctx, flow, id, &times, &mut Direct, marks, out);
         }
-        if recording
-            && let Some(memo) = self.memo.as_mut()
-            && let Some(template) = Template::new(&out[start..], &self.marks)
-        {
-            memo.store(flow, template);
+        if recording && let Some(memo) = self.memo.as_mut() {
+            memo.store_recorded(flow, &out[start..]);
         }
     }
 

@@ -21,7 +21,7 @@ use crate::fragment_cache::{
     Admission, BoundedMap, DEFAULT_CAPACITY, EndpointKey, pin_endpoint, policy_key,
 };
 use crate::protobuf::ProtoWriter;
-use crate::template::{ConnectionMemo, Lookup, Mark, Template};
+use crate::template::{ConnectionMemo, Lookup};
 
 /// Encodes flow records as OTLP `LogRecord`s for one [`Context`], keeping
 /// the encoded attributes of the endpoints and policies it has seen. One
@@ -37,8 +37,6 @@ pub struct OtlpEncoder {
     /// Whole-record templates of connections reported again (`None`:
     /// off).
     memo: Option<ConnectionMemo>,
-    /// Where the holes went in the record being recorded.
-    marks: Vec<Mark>,
     /// The batch's window end and observed time in nanoseconds.
     nanos: LastNanos,
 }
@@ -87,7 +85,6 @@ impl OtlpEncoder {
             },
             admission: Some(Admission::default()),
             memo: Some(ConnectionMemo::new(capacity)),
-            marks: Vec::new(),
             nanos: LastNanos::default(),
         }
     }
@@ -118,10 +115,10 @@ impl OtlpEncoder {
         id: Option<EventId>,
         out: &mut Vec<u8>,
     ) {
-        let lookup = match self.memo.as_mut() {
-            Some(memo) => memo.lookup(flow),
-            None => Lookup::Render,
-        };
+        let lookup = self
+            .memo
+            .as_mut()
+            .map_or(Lookup::Render, |memo| memo.lookup(flow));
         let marks = match lookup {
             Lookup::Hit(template) => {
                 let f = &flow.flow.flow;
@@ -134,10 +131,7 @@ impl OtlpEncoder {
                 });
                 return;
             }
-            Lookup::Record => {
-                self.marks.clear();
-                Some(&mut self.marks)
-            }
+            Lookup::Record(marks) => Some(marks),
             Lookup::Render => None,
         };
         let recording = marks.is_some();
@@ -145,18 +139,14 @@ impl OtlpEncoder {
         out.reserve(4096);
         let start = out.len();
         let w = &mut ProtoWriter::new(out);
-        // `admit` without borrowing `self.marks`.
         let counts = self.cache.counts();
         if self.admission.as_mut().is_none_or(|a| a.admit(counts)) {
             write_flow_record(w, &self.ctx, flow, id, observed, &mut self.cache, marks);
         } else {
             write_flow_record(w, &self.ctx, flow, id, observed, &mut Direct, marks);
         }
-        if recording
-            && let Some(memo) = self.memo.as_mut()
-            && let Some(template) = Template::new(&out[start..], &self.marks)
-        {
-            memo.store(flow, template);
+        if recording && let Some(memo) = self.memo.as_mut() {
+            memo.store_recorded(flow, &out[start..]);
         }
     }
 
