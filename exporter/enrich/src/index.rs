@@ -304,8 +304,9 @@ enum Picked<'a> {
     /// The one holding of the address, open since before every flow of the
     /// batch: live at the flow's time, whatever it is.
     Live(&'a Holding<PodHolder>),
-    /// The holding [`pick`] chose for the flow's time (maybe stale).
-    At(&'a Holding<PodHolder>),
+    /// The holding [`pick`] chose for the flow's time, and that time
+    /// (the holding may be stale at it).
+    At(&'a Holding<PodHolder>, Nanos),
 }
 
 /// The last time converted to [`Nanos`]: both ends of a flow share its
@@ -1025,12 +1026,15 @@ impl IdentityIndex {
                 };
                 let picked = match history {
                     History::One(h) if h.until == OPEN && h.from <= floor => Picked::Live(h),
-                    _ => match pick(history.as_slice(), times.nanos(*at), self.deleted_grace) {
-                        Some(h) => Picked::At(h),
-                        None => Picked::Nothing,
-                    },
+                    _ => {
+                        let at = times.nanos(*at);
+                        match pick(history.as_slice(), at, self.deleted_grace) {
+                            Some(h) => Picked::At(h, at),
+                            None => Picked::Nothing,
+                        }
+                    }
                 };
-                if let Picked::Live(h) | Picked::At(h) = picked {
+                if let Picked::Live(h) | Picked::At(h, _) = picked {
                     folded ^= Arc::strong_count(&h.holder.identity);
                 }
                 found[i] = picked;
@@ -1041,7 +1045,7 @@ impl IdentityIndex {
                 out.push(match *found {
                     // Open, so not stale at any time.
                     Picked::Live(h) => self.pod_endpoint(addr, h, None),
-                    Picked::At(h) => self.pod_endpoint(addr, h, h.stale_at(times.nanos(at))),
+                    Picked::At(h, at) => self.pod_endpoint(addr, h, h.stale_at(at)),
                     Picked::Nothing => self.resolve_not_pod(addr, listening, times.nanos(at)),
                 });
             }
