@@ -31,6 +31,8 @@ use isal_sys::igzip_lib as ffi;
 pub enum Error {
     /// The body is 4 GiB or longer: igzip counts bytes in 32 bits.
     TooLarge,
+    /// This thread's working memory was in use (re-entry; not expected).
+    Busy,
     /// The library returned this code (`STATELESS_OVERFLOW` when the output
     /// had no room; not expected, as the output is sized for stored blocks).
     Library(i32),
@@ -40,6 +42,7 @@ impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::TooLarge => write!(f, "body of 4 GiB or more"),
+            Error::Busy => write!(f, "igzip working memory in use on this thread"),
             Error::Library(code) => write!(f, "igzip returned {code}"),
         }
     }
@@ -69,13 +72,10 @@ pub fn gzip_level1(data: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
     let avail_out = u32::try_from(room).map_err(|_| Error::TooLarge)?;
     out.reserve(room);
     LEVEL_BUF.with(|level_buf| {
-        // Re-entry on one thread is impossible (no callbacks), but a
-        // borrow failure must not panic: use a fresh buffer then.
-        let mut own = Vec::new();
-        let mut borrowed = level_buf.try_borrow_mut();
-        let level_buf: &mut Vec<u8> = match borrowed.as_deref_mut() {
-            Ok(buf) => buf,
-            Err(_) => &mut own,
+        // Nothing here calls back into this function, so the buffer is
+        // never borrowed already; if it were, the caller falls back.
+        let Ok(mut level_buf) = level_buf.try_borrow_mut() else {
+            return Err(Error::Busy);
         };
         let need = ffi::ISAL_DEF_LVL1_DEFAULT as usize;
         if level_buf.len() < need {
