@@ -345,6 +345,10 @@ fn sample_clock(ebpf: &Ebpf, map: &Map) -> Result<ClockSample, CaptureError> {
     })
 }
 
+/// Samples, a tick apart, that must agree before the tick clock's offset
+/// moves up (see `tick_clock::refine_offset`).
+const CLOCK_CONFIRM_SAMPLES: usize = 2;
+
 /// Measure the kernel's tick from two probe samples at least
 /// `tick_clock::MIN_CALIBRATION_JIFFIES` apart, the first taken at `first`
 /// (about 100 ms at HZ=250, spent after the rest of the start-up work).
@@ -354,11 +358,17 @@ fn calibrate_tick_clock(
     first: ClockSample,
 ) -> Result<(u32, u64), CaptureError> {
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    // Every sample counts for the offset: the earliest tick phase of all.
+    let mut samples = vec![first];
     loop {
         let later = sample_clock(ebpf, map)?;
+        samples.push(later);
         if let Some(tick_ns) = tick_clock::tick_ns_from(first, later) {
             let offset = tick_clock::offset_of(first, tick_ns);
-            return Ok((tick_ns, tick_clock::refine_offset(offset, later, tick_ns)));
+            return Ok((
+                tick_ns,
+                tick_clock::refine_offset(offset, &samples, tick_ns),
+            ));
         }
         if std::time::Instant::now() >= deadline {
             return Err(load_err(format!(
@@ -674,12 +684,17 @@ impl Capture {
         let offset = self.clock_offset_ns;
         // Keep the programs' tick stamps in boot time: a new sample moves
         // the offset to an earlier tick phase, or follows a suspend.
-        let sample = sample_clock(&self.ebpf, &self.clock_sample)?;
-        let jiffies_to_boot_ns = tick_clock::refine_offset(
-            self.kernel_config.jiffies_to_boot_ns,
-            sample,
-            self.kernel_config.tick_ns,
-        );
+        let current = self.kernel_config.jiffies_to_boot_ns;
+        let tick_ns = self.kernel_config.tick_ns;
+        let mut samples = vec![sample_clock(&self.ebpf, &self.clock_sample)?];
+        if tick_clock::raise_needs_confirmation(current, samples[0], tick_ns) {
+            // A suspend, or a late tick interrupt: only a suspend lasts.
+            for _ in 0..CLOCK_CONFIRM_SAMPLES {
+                std::thread::sleep(Duration::from_nanos(u64::from(tick_ns)));
+                samples.push(sample_clock(&self.ebpf, &self.clock_sample)?);
+            }
+        }
+        let jiffies_to_boot_ns = tick_clock::refine_offset(current, &samples, tick_ns);
         if jiffies_to_boot_ns != self.kernel_config.jiffies_to_boot_ns {
             self.kernel_config.jiffies_to_boot_ns = jiffies_to_boot_ns;
             write_kernel_config(&mut self.config_map, self.kernel_config)?;

@@ -11,7 +11,9 @@
 //! The offset is the smallest `boot_ns - jiffies * tick_ns` seen, i.e. the
 //! start of a tick, so stamps are never later than the packet (like the
 //! coarse clock, they are up to one tick early). A jump of more than two
-//! ticks (a suspend moves boot time away from jiffies) replaces it.
+//! ticks (a suspend moves boot time away from jiffies) replaces it only when
+//! samples a tick apart agree: one late tick interrupt (a stolen virtual
+//! CPU) looks the same for a moment and must not make stamps late.
 //!
 //! Pure: the caller runs the probe and writes CONFIG. No IO here.
 
@@ -63,18 +65,35 @@ pub fn offset_of(sample: ClockSample, tick_ns: u32) -> u64 {
         .wrapping_sub(sample.jiffies.wrapping_mul(u64::from(tick_ns)))
 }
 
-/// The offset to keep after a new sample: the earlier (tick start) of the
-/// two, unless the new one is more than two ticks away, which means boot
-/// time moved against jiffies (a suspend) and the old offset is stale.
-pub fn refine_offset(current: u64, sample: ClockSample, tick_ns: u32) -> u64 {
-    let new = offset_of(sample, tick_ns);
-    // Signed distance in the wrapping space of the offsets.
-    let delta = new.wrapping_sub(current) as i64;
-    if delta < 0 || delta.unsigned_abs() > 2 * u64::from(tick_ns) {
-        new
+/// The offset to keep after new samples: the earliest tick phase seen, or,
+/// when every sample puts boot time more than two ticks further from
+/// jiffies than `current`, the earliest of theirs (a suspend moved boot time
+/// and the old offset is stale). One sample is not enough to move it up:
+/// jiffies lag behind the boot clock while a tick interrupt is late (a
+/// stolen virtual CPU), and a raised offset would stamp packets after they
+/// were seen. The caller confirms a raise with samples a tick apart
+/// ([`raise_needs_confirmation`]).
+pub fn refine_offset(current: u64, samples: &[ClockSample], tick_ns: u32) -> u64 {
+    // Signed distances in the wrapping space of the offsets.
+    let Some(min_delta) = samples
+        .iter()
+        .map(|s| offset_of(*s, tick_ns).wrapping_sub(current) as i64)
+        .min()
+    else {
+        return current;
+    };
+    if min_delta < 0 || min_delta.unsigned_abs() > 2 * u64::from(tick_ns) {
+        current.wrapping_add(min_delta as u64)
     } else {
         current
     }
+}
+
+/// Whether `sample` alone would move the offset up: the caller takes more
+/// samples, a tick apart, before believing it (see [`refine_offset`]).
+pub fn raise_needs_confirmation(current: u64, sample: ClockSample, tick_ns: u32) -> bool {
+    let delta = offset_of(sample, tick_ns).wrapping_sub(current) as i64;
+    delta > 2 * i64::from(tick_ns)
 }
 
 /// Boot ns of a jiffies value as the programs compute it.
@@ -157,13 +176,14 @@ mod tests {
             boot_ns: start + 40_000_000 + 500,
         };
         let mut offset = offset_of(late, tick);
-        offset = refine_offset(offset, early, tick);
+        offset = refine_offset(offset, &[early], tick);
         // The earliest phase wins: stamps are at most 500 ns after the tick
         // start and never after the true time of a sample.
         assert_eq!(stamp_ns(j0 + 10, tick, offset), start + 40_000_000 + 500);
         assert_eq!(stamp_ns(j0, tick, offset), start + 500);
         // A later, worse sample keeps the offset.
-        assert_eq!(refine_offset(offset, late, tick), offset);
+        assert_eq!(refine_offset(offset, &[late], tick), offset);
+        assert_eq!(refine_offset(offset, &[], tick), offset);
     }
 
     #[test]
@@ -179,7 +199,48 @@ mod tests {
             jiffies: 5250,
             boot_ns: 20_000_000_000 + 1_000_000_000 + 60_000_000_000,
         };
-        let moved = refine_offset(offset, after, tick);
+        assert!(raise_needs_confirmation(offset, after, tick));
+        // Confirmed a tick later (and one of the two sampled late in its
+        // tick): the earliest phase of the two.
+        let next = ClockSample {
+            jiffies: 5251,
+            boot_ns: after.boot_ns + 4_000_000 + 700_000,
+        };
+        let moved = refine_offset(offset, &[after, next], tick);
         assert_eq!(stamp_ns(5250, tick, moved), after.boot_ns);
+    }
+
+    /// A tick interrupt that came late (the virtual CPU was not running)
+    /// leaves jiffies behind the boot clock for a while. One such sample
+    /// must not move stamps later; a sample a tick after it that is back
+    /// in phase keeps the offset where it was.
+    #[test]
+    fn a_late_tick_does_not_move_the_offset() {
+        let tick = 1_000_000u32;
+        let good = ClockSample {
+            jiffies: 90_000,
+            boot_ns: 90_000_000_000 + 100,
+        };
+        let offset = offset_of(good, tick);
+        // Three ticks late: jiffies still say 91_000 at 91_003_400_000.
+        let lagging = ClockSample {
+            jiffies: 91_000,
+            boot_ns: 91_000_000_000 + 3_400_000,
+        };
+        assert!(raise_needs_confirmation(offset, lagging, tick));
+        let caught_up = ClockSample {
+            jiffies: 91_005,
+            boot_ns: 91_005_000_000 + 200,
+        };
+        assert!(!raise_needs_confirmation(offset, caught_up, tick));
+        assert_eq!(refine_offset(offset, &[lagging, caught_up], tick), offset);
+        // Lags of up to two ticks are kept out by the same rule on a
+        // single sample.
+        let slightly = ClockSample {
+            jiffies: 92_000,
+            boot_ns: 92_000_000_000 + 1_900_000,
+        };
+        assert!(!raise_needs_confirmation(offset, slightly, tick));
+        assert_eq!(refine_offset(offset, &[slightly], tick), offset);
     }
 }
