@@ -27,8 +27,9 @@ use crate::event_id::EventId;
 use crate::json::{Fragment, JsonWriter, Key, frag, k};
 use crate::schema::row;
 use crate::view::{
-    AddrText, Decision, FlowView, Rfc3339Dates, duration_nanos, has_ports, is_icmp, observed_str,
-    rfc3339, rfc3339_bytes, tcp_flag_iter, write_policy_display, write_rule_name,
+    AddrText, Decision, FlowView, Rfc3339Dates, community_id_text, duration_nanos, has_ports,
+    is_icmp, observed_str, rfc3339, rfc3339_bytes, tcp_flag_iter, write_policy_display,
+    write_rule_name,
 };
 use crate::{Context, FieldMapping};
 
@@ -82,13 +83,24 @@ mod hole {
     pub(super) const DESTINATION_PACKETS: Hole = 9;
     pub(super) const NETWORK_BYTES: Hole = 10;
     pub(super) const NETWORK_PACKETS: Hole = 11;
+    pub(super) const SOURCE_PORT: Hole = 12;
+    pub(super) const COMMUNITY_ID: Hole = 13;
+    pub(super) const FIRST_PACKET: Hole = 14;
+    /// The holes of a connection's own values (the same in all its
+    /// records).
+    pub(super) const PER_CONNECTION: crate::template::HoleSet =
+        crate::template::HoleSet(1 << SOURCE_PORT | 1 << COMMUNITY_ID | 1 << FIRST_PACKET);
 }
 
 /// Writes the value of `hole` for the record of `f` (what the document
-/// writes there: the text between the quotes, or the number).
+/// writes there: the text between the quotes, or the number). `kept` is
+/// the template's value there, copied for the values of a connection when
+/// the template is of the same connection.
 #[inline]
 fn fill_hole(
     h: crate::template::Hole,
+    kept: &[u8],
+    same_connection: bool,
     f: &flowscribe_model::Flow,
     times: &mut WindowTimes<'_>,
     event_id: crate::event_id::EventId,
@@ -107,6 +119,18 @@ fn fill_hole(
         hole::DESTINATION_BYTES => push_u64(out, f.reverse.bytes),
         hole::DESTINATION_PACKETS => push_u64(out, f.reverse.packets),
         hole::NETWORK_BYTES => push_u64(out, f.forward.bytes + f.reverse.bytes),
+        hole::SOURCE_PORT => push_u64(out, f.key.src_port.into()),
+        hole::COMMUNITY_ID | hole::FIRST_PACKET if same_connection => {
+            out.extend_from_slice(kept);
+        }
+        hole::COMMUNITY_ID => {
+            // The template has one, so the key's families match and so
+            // does this one's: `None` cannot happen here.
+            if let Some(c) = community_id_text(&f.key, times.community_id_seed) {
+                out.extend_from_slice(c.as_bytes());
+            }
+        }
+        hole::FIRST_PACKET => times.dates.format_into(f.first_packet, out),
         _ => push_u64(out, f.forward.packets + f.reverse.packets),
     }
 }
@@ -372,6 +396,8 @@ struct WindowTimes<'d> {
     window_end: [u8; 30],
     observed: [u8; 30],
     dates: &'d mut Rfc3339Dates,
+    /// The context's Community ID seed (for records of new connections).
+    community_id_seed: u16,
 }
 
 impl WindowTimes<'_> {
@@ -379,6 +405,7 @@ impl WindowTimes<'_> {
         observed: SystemTime,
         end: SystemTime,
         formatter: &'d mut TimeFormatter,
+        community_id_seed: u16,
     ) -> WindowTimes<'d> {
         let TimeFormatter {
             dates,
@@ -389,6 +416,7 @@ impl WindowTimes<'_> {
             window_end: window_end.format(dates, end),
             observed: last_observed.format(dates, observed),
             dates,
+            community_id_seed,
         }
     }
 }
@@ -451,7 +479,7 @@ fn document(
         key.dst_port,
         &f.reverse,
         ports,
-        (hole::DESTINATION_BYTES, hole::DESTINATION_PACKETS),
+        (hole::DESTINATION_BYTES, hole::DESTINATION_PACKETS, None),
     );
     w.members(ECS_VERSION_MEMBER);
     event(w, view, times);
@@ -484,7 +512,7 @@ fn document(
         hole::NETWORK_BYTES,
     );
     if let Some(c) = &view.community_id {
-        w.field_plain(k!("community_id"), c.as_bytes());
+        w.hole_plain(k!("community_id"), c.as_bytes(), hole::COMMUNITY_ID);
     }
     w.field_plain(k!("direction"), view.direction.as_str().as_bytes());
     w.key(k!("iana_number"));
@@ -556,7 +584,11 @@ fn document(
         key.src_port,
         &f.forward,
         ports,
-        (hole::SOURCE_BYTES, hole::SOURCE_PACKETS),
+        (
+            hole::SOURCE_BYTES,
+            hole::SOURCE_PACKETS,
+            Some(hole::SOURCE_PORT),
+        ),
     );
     w.end_object();
 }
@@ -624,7 +656,8 @@ fn event(w: &mut JsonWriter<'_>, view: &FlowView<'_>, times: &Times) {
     w.end_object();
 }
 
-/// `source.*` or `destination.*`.
+/// `source.*` or `destination.*`; the port is a hole of the source's
+/// (connections between the same peers differ there).
 fn side(
     w: &mut JsonWriter<'_>,
     name: Key,
@@ -632,7 +665,11 @@ fn side(
     port: u16,
     c: &DirectionCounters,
     ports: bool,
-    (bytes_hole, packets_hole): (crate::template::Hole, crate::template::Hole),
+    (bytes_hole, packets_hole, port_hole): (
+        crate::template::Hole,
+        crate::template::Hole,
+        Option<crate::template::Hole>,
+    ),
 ) {
     w.key(name);
     w.begin_object();
@@ -641,7 +678,10 @@ fn side(
     w.field_plain(k!("ip"), addr.as_bytes());
     w.hole_u64(k!("packets"), c.packets, packets_hole);
     if ports {
-        w.field_u64(k!("port"), port.into());
+        match port_hole {
+            Some(h) => w.hole_u64(k!("port"), port.into(), h),
+            None => w.field_u64(k!("port"), port.into()),
+        }
     }
     w.end_object();
 }
@@ -941,7 +981,7 @@ fn flowscribe_namespace(
     if let Some(e) = f.end_reason {
         w.field_plain(k!("end_reason"), e.as_str().as_bytes());
     }
-    w.field_plain(k!("first_packet"), &times.first_packet);
+    w.hole_plain(k!("first_packet"), &times.first_packet, hole::FIRST_PACKET);
     if is_icmp(f.key.protocol) {
         w.key(k!("icmp"));
         w.begin_object();

@@ -43,8 +43,8 @@ use crate::event_id::EventId;
 use crate::protobuf::{Nested, ProtoWriter, varint_len};
 use crate::schema::row;
 use crate::view::{
-    FlowView, Severity, has_ports, is_icmp, observed_str, tcp_flag_iter, unix_nanos,
-    write_policy_display, write_rule_id, write_rule_name,
+    FlowView, Severity, community_id_text, has_ports, is_icmp, observed_str, tcp_flag_iter,
+    unix_nanos, write_policy_display, write_rule_id, write_rule_name,
 };
 use crate::{Context, FieldMapping};
 
@@ -487,18 +487,33 @@ mod hole {
     pub(super) const PACKETS_FORWARD: Hole = 6;
     pub(super) const PACKETS_REVERSE: Hole = 7;
     pub(super) const OBSERVED_TIME: Hole = 8;
+    pub(super) const SOURCE_PORT: Hole = 9;
+    pub(super) const COMMUNITY_ID: Hole = 10;
+    pub(super) const FIRST_PACKET: Hole = 11;
+    /// The holes of a connection's own values (the same in all its
+    /// records).
+    pub(super) const PER_CONNECTION: crate::template::HoleSet =
+        crate::template::HoleSet(1 << SOURCE_PORT | 1 << COMMUNITY_ID | 1 << FIRST_PACKET);
 }
 
 /// Writes the field of `h` for the record of `f`, as
-/// [`write_flow_record`] writes it.
+/// [`write_flow_record`] writes it. `kept` is the template's field there,
+/// copied for the fields of a connection when the template is of the same
+/// connection.
 #[inline]
 fn fill_hole(
     h: crate::template::Hole,
+    kept: &[u8],
+    same_connection: bool,
     f: &flowscribe_model::Flow,
     event_id: EventId,
     times: &WindowNanos,
     out: &mut Vec<u8>,
 ) {
+    if same_connection && matches!(h, hole::COMMUNITY_ID | hole::FIRST_PACKET) {
+        out.extend_from_slice(kept);
+        return;
+    }
     let w = &mut ProtoWriter::new(out);
     let mut a = Attributes {
         w,
@@ -524,6 +539,18 @@ fn fill_hole(
         hole::BYTES_REVERSE => a.int(key!("flowscribe.flow.bytes.reverse"), f.reverse.bytes),
         hole::PACKETS_FORWARD => a.int(key!("flowscribe.flow.packets.forward"), f.forward.packets),
         hole::PACKETS_REVERSE => a.int(key!("flowscribe.flow.packets.reverse"), f.reverse.packets),
+        hole::SOURCE_PORT => a.int(key!("source.port"), f.key.src_port.into()),
+        hole::COMMUNITY_ID => {
+            // The template has one, so the key's families match and so
+            // does this one's: `None` cannot happen here.
+            if let Some(c) = community_id_text(&f.key, times.community_id_seed) {
+                a.ascii(key!("flowscribe.community_id"), c.as_bytes());
+            }
+        }
+        hole::FIRST_PACKET => a.int(
+            key!("flowscribe.flow.first_packet_unix_nano"),
+            unix_nanos(f.first_packet),
+        ),
         _ => nanos_field(a.w, LOG_RECORD_OBSERVED_TIME_UNIX_NANO, times.observed),
     }
 }
@@ -534,6 +561,8 @@ struct WindowNanos {
     window_end: u64,
     last_packet: u64,
     observed: u64,
+    /// The context's Community ID seed (for records of new connections).
+    community_id_seed: u16,
 }
 
 /// The last window end and observed time converted, which the records of
@@ -546,7 +575,12 @@ struct LastNanos {
 
 impl LastNanos {
     #[inline]
-    fn window(&mut self, f: &flowscribe_model::Flow, observed: SystemTime) -> WindowNanos {
+    fn window(
+        &mut self,
+        f: &flowscribe_model::Flow,
+        observed: SystemTime,
+        community_id_seed: u16,
+    ) -> WindowNanos {
         fn last(slot: &mut Option<(SystemTime, u64)>, t: SystemTime) -> u64 {
             match *slot {
                 Some((at, nanos)) if at == t => nanos,
@@ -562,6 +596,7 @@ impl LastNanos {
             window_end: last(&mut self.window_end, f.window_end),
             last_packet: unix_nanos(f.last_packet),
             observed: last(&mut self.observed, observed),
+            community_id_seed,
         }
     }
 }
@@ -646,7 +681,9 @@ fn write_flow_record(
     a.ascii(key!("source.address"), view.src_text.as_bytes());
     a.ascii(key!("destination.address"), view.dst_text.as_bytes());
     if has_ports(key.protocol) {
+        let start = a.w.buf.len();
         a.int(key!("source.port"), key.src_port.into());
+        mark(&mut marks, base, start, a.w.buf.len(), hole::SOURCE_PORT);
         a.int(key!("destination.port"), key.dst_port.into());
     }
     a.string(key!("network.interface.name"), &f.interface.name);
@@ -654,7 +691,9 @@ fn write_flow_record(
     a.ascii(key!("flowscribe.event_id"), view.event_id.as_bytes());
     mark(&mut marks, base, start, a.w.buf.len(), hole::EVENT_ID);
     if let Some(c) = &view.community_id {
+        let start = a.w.buf.len();
         a.ascii(key!("flowscribe.community_id"), c.as_bytes());
+        mark(&mut marks, base, start, a.w.buf.len(), hole::COMMUNITY_ID);
     }
     a.string(key!("flowscribe.flow.state"), f.state.as_str());
     if let Some(e) = f.end_reason {
@@ -668,10 +707,12 @@ fn write_flow_record(
         unix_nanos(f.window_start),
     );
     mark(&mut marks, base, start, a.w.buf.len(), hole::WINDOW_START);
+    let start = a.w.buf.len();
     a.int(
         key!("flowscribe.flow.first_packet_unix_nano"),
         unix_nanos(f.first_packet),
     );
+    mark(&mut marks, base, start, a.w.buf.len(), hole::FIRST_PACKET);
     let start = a.w.buf.len();
     a.int(
         key!("flowscribe.flow.last_packet_unix_nano"),

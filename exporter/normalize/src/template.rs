@@ -1,22 +1,30 @@
-//! Whole-record templates for connections that are reported again: a
-//! long-lived connection yields one record per active timeout, and
-//! between two of them only its window, its counters, the observed time
-//! and the event id change. The first record of such a connection is
-//! rendered as usual while the writer marks where those per-window values
-//! went ("holes"); the rendered bytes minus the holes are kept, and the
-//! next record of the same connection is one copy per constant run with
-//! the new values written in between.
+//! Whole-record templates for records that differ only in per-window and
+//! per-connection values. A long-lived connection yields one record per
+//! active timeout, and between two of them only its window, its counters,
+//! the observed time and the event id change; a client that opens
+//! connection after connection to the same server (DNS queries, HTTP
+//! without keep-alive) yields records that differ in those and in the
+//! source port, the first packet and the Community ID. The first record of
+//! such a peer pair is rendered as usual while the writer marks where
+//! those values went ("holes"); the rendered record and its marks are
+//! kept, and the next record of the same peers (the same flow key but for
+//! the source port) is one copy per constant run with the new values
+//! written in between.
 //!
 //! Stage ④, per encoder instance (no global state, no locks). A template
 //! is only used when everything else the record is made of is equal to
-//! what it was made from: the map is keyed by the flow key (compared in
-//! full, never trusted to a hash alone), and the entry keeps a copy of
-//! the flow, compared field by field except for the holes
-//! ([`same_except_window`]; `Arc`s compare by address first, then by
-//! value). The copy also keeps the shared objects alive. A connection is
-//! remembered on its first record and templated on its second, so
-//! connections reported once cost one map insertion; when records rarely
-//! repeat a connection, [`Admission`] turns the memo off for a while.
+//! what it was made from: the map is keyed by the flow key without the
+//! source port of protocols with ports ([`PeerKey`], compared in full,
+//! never trusted to a hash alone), and the entry keeps a copy of the flow,
+//! compared field by field except for the holes ([`same_except_holes`];
+//! `Arc`s compare by address first, then by value). The copy also keeps
+//! the shared objects alive. Values that are constant for one connection
+//! (the Community ID, the first packet) are copied from the kept record
+//! when the record is of the same connection ([`Lookup::Hit`]'s
+//! `same_connection`), and computed otherwise. A peer pair is remembered
+//! on its first record and templated on its second, so peers seen once
+//! cost one map insertion; when records rarely repeat a peer pair,
+//! [`Admission`] turns the memo off for a while.
 
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
@@ -24,75 +32,88 @@ use std::net::IpAddr;
 use flowscribe_model::{ExplainedFlow, Flow, FlowKey};
 
 use crate::fragment_cache::{Admission, BoundedMap};
+use crate::view::has_ports;
 
 /// A hole's kind: which per-window value goes there (the schema's own
 /// numbering).
 pub(crate) type Hole = u8;
 
+/// A set of [`Hole`]s, a bit each.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HoleSet(pub(crate) u64);
+
+impl HoleSet {
+    #[inline]
+    pub(crate) fn contains(self, h: Hole) -> bool {
+        h < 64 && self.0 & (1 << h) != 0
+    }
+}
+
 /// Where a writer put a hole's value: start and end (relative to the
 /// record's start) and which value it was.
 pub(crate) type Mark = (usize, usize, Hole);
 
-/// A rendered record without its holes: runs of constant bytes, each
-/// followed by a hole.
+/// A rendered record and where its holes are.
 #[derive(Debug)]
 pub(crate) struct Template {
-    /// The constant bytes, back to back.
+    /// The whole record as it was rendered, holes included (the values
+    /// they held are what [`Template::write`] passes as `kept`).
     bytes: Box<[u8]>,
-    /// Per hole: the constant bytes before it, and the hole.
-    holes: Box<[(u32, Hole)]>,
+    /// Per hole: its start and end in `bytes`, and the hole.
+    holes: Box<[(u32, u32, Hole)]>,
 }
 
 impl Template {
     /// The template of `record` (one whole record) whose holes are at
-    /// `marks`, in the order written. `None` when the marks are not in
-    /// order or not inside the record (they always are when recorded by
-    /// the writers).
-    pub(crate) fn new(record: &[u8], marks: &[Mark]) -> Option<Template> {
-        let mut bytes = Vec::with_capacity(record.len());
+    /// `marks`, in the order written, but for the holes in `constant` (a
+    /// bit per [`Hole`]), which stay as they are in the record. `None`
+    /// when the marks are not in order or not inside the record (they
+    /// always are when recorded by the writers).
+    pub(crate) fn new(record: &[u8], marks: &[Mark], constant: HoleSet) -> Option<Template> {
         let mut holes = Vec::with_capacity(marks.len());
         let mut at = 0;
         for &(start, end, hole) in marks {
-            let constant = record.get(at..start)?;
-            if end < start || end > record.len() {
+            if start < at || end < start || end > record.len() {
                 return None;
             }
-            bytes.extend_from_slice(constant);
-            holes.push((u32::try_from(constant.len()).ok()?, hole));
             at = end;
+            if constant.contains(hole) {
+                continue;
+            }
+            holes.push((u32::try_from(start).ok()?, u32::try_from(end).ok()?, hole));
         }
-        bytes.extend_from_slice(record.get(at..)?);
         Some(Template {
-            bytes: bytes.into_boxed_slice(),
+            bytes: record.into(),
             holes: holes.into_boxed_slice(),
         })
     }
 
     /// Appends the record: the constant runs, with `fill` writing each
-    /// hole's value.
+    /// hole's value (given the value the kept record has there).
     #[inline]
-    pub(crate) fn write(&self, out: &mut Vec<u8>, mut fill: impl FnMut(Hole, &mut Vec<u8>)) {
+    pub(crate) fn write(&self, out: &mut Vec<u8>, mut fill: impl FnMut(Hole, &[u8], &mut Vec<u8>)) {
         // The holes are numbers, times and ids: a few hundred bytes.
         out.reserve(self.bytes.len() + 512);
-        let mut rest: &[u8] = &self.bytes;
-        for &(len, hole) in self.holes.iter() {
-            let (constant, after) = rest.split_at(len as usize);
-            out.extend_from_slice(constant);
-            fill(hole, out);
-            rest = after;
+        let mut at = 0;
+        for &(start, end, hole) in self.holes.iter() {
+            let (start, end) = (start as usize, end as usize);
+            out.extend_from_slice(&self.bytes[at..start]);
+            fill(hole, &self.bytes[start..end], out);
+            at = end;
         }
-        out.extend_from_slice(rest);
+        out.extend_from_slice(&self.bytes[at..]);
     }
 }
 
-/// Whether `a` and `b` give the same record but for the per-window values
-/// a template leaves as holes: the window, the last packet, the byte and
-/// packet counters (and the observed time and event id, which are not in
-/// the flow). Everything else is compared: the first packet (a
-/// connection's never changes), TCP flags, state, end reason and drops
-/// included. The destructuring makes a new field of
-/// `Flow` a compile error here until it is sorted into one of the two.
-pub(crate) fn same_except_window(a: &ExplainedFlow, b: &ExplainedFlow) -> bool {
+/// Whether `a` and `b` give the same record but for the values a template
+/// leaves as holes: the window, the first and last packet, the byte and
+/// packet counters, the source port of protocols with ports (and the
+/// observed time, the event id and the Community ID, which are not in the
+/// flow). Everything else is compared: the rest of the key, TCP flags,
+/// state, end reason and drops included. The destructuring makes a new
+/// field of `Flow` a compile error here until it is sorted into one of the
+/// two.
+pub(crate) fn same_except_holes(a: &ExplainedFlow, b: &ExplainedFlow) -> bool {
     let Flow {
         key,
         interface,
@@ -101,7 +122,7 @@ pub(crate) fn same_except_window(a: &ExplainedFlow, b: &ExplainedFlow) -> bool {
         orientation,
         window_start: _,
         window_end: _,
-        first_packet,
+        first_packet: _,
         last_packet: _,
         forward,
         reverse,
@@ -110,8 +131,7 @@ pub(crate) fn same_except_window(a: &ExplainedFlow, b: &ExplainedFlow) -> bool {
         drops,
     } = &a.flow.flow;
     let o = &b.flow.flow;
-    *key == o.key
-        && *first_packet == o.first_packet
+    PeerKey::of(key) == PeerKey::of(&o.key)
         && forward.tcp_flags == o.forward.tcp_flags
         && reverse.tcp_flags == o.reverse.tcp_flags
         && *state == o.state
@@ -127,6 +147,12 @@ pub(crate) fn same_except_window(a: &ExplainedFlow, b: &ExplainedFlow) -> bool {
         && a.trace == b.trace
 }
 
+/// Whether `a` and `b` are records of one connection: the same flow key
+/// and first packet (a key reused by a later connection has another).
+fn same_connection(a: &Flow, b: &Flow) -> bool {
+    a.key == b.key && a.first_packet == b.first_packet
+}
+
 /// A flow key as a map key: compared in full, hashed as three words
 /// (`FlowKey`'s derived hash feeds the addresses byte by byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,33 +161,64 @@ struct ConnectionKey(FlowKey);
 impl Hash for ConnectionKey {
     #[inline]
     fn hash<H: Hasher>(&self, h: &mut H) {
-        fn word(a: IpAddr) -> u64 {
-            match a {
-                IpAddr::V4(a) => u64::from(a.to_bits()),
-                IpAddr::V6(a) => {
-                    let b = a.to_bits();
-                    (b >> 64) as u64 ^ (b as u64).rotate_left(29) ^ 1
-                }
+        hash_key(&self.0, h);
+    }
+}
+
+/// A flow key without the source port of protocols with ports (ICMP keeps
+/// its type and code): what the connections between two peers share.
+/// Hashed as [`ConnectionKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PeerKey(FlowKey);
+
+impl PeerKey {
+    #[inline]
+    fn of(key: &FlowKey) -> PeerKey {
+        let mut key = *key;
+        if has_ports(key.protocol) {
+            key.src_port = 0;
+        }
+        PeerKey(key)
+    }
+}
+
+impl Hash for PeerKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        hash_key(&self.0, h);
+    }
+}
+
+#[inline]
+fn hash_key<H: Hasher>(k: &FlowKey, h: &mut H) {
+    fn word(a: IpAddr) -> u64 {
+        match a {
+            IpAddr::V4(a) => u64::from(a.to_bits()),
+            IpAddr::V6(a) => {
+                let b = a.to_bits();
+                (b >> 64) as u64 ^ (b as u64).rotate_left(29) ^ 1
             }
         }
-        let k = &self.0;
-        h.write_u64(word(k.src_addr));
-        h.write_u64(word(k.dst_addr));
-        h.write_u64(
-            u64::from(k.src_port) << 24 | u64::from(k.dst_port) << 8 | u64::from(k.protocol),
-        );
     }
+    h.write_u64(word(k.src_addr));
+    h.write_u64(word(k.dst_addr));
+    h.write_u64(u64::from(k.src_port) << 24 | u64::from(k.dst_port) << 8 | u64::from(k.protocol));
 }
 
 /// What a [`ConnectionMemo`] says about a record.
 pub(crate) enum Lookup<'m> {
-    /// Write it from this template.
-    Hit(&'m Template),
-    /// The connection was seen before: render the record writing its
+    /// Write it from this template; `same_connection` when the kept
+    /// record is of the same connection (its per-connection values, the
+    /// Community ID and the first packet, can be copied).
+    Hit {
+        template: &'m Template,
+        same_connection: bool,
+    },
+    /// The peers were seen before: render the record writing its
     /// holes' marks here (cleared), then
     /// [`ConnectionMemo::store_recorded`] it.
     Record(&'m mut Vec<Mark>),
-    /// Render it as usual (first sighting, or the memo is off).
+    /// Render it as usual (the peers' first record, or the memo is off).
     Render,
 }
 
@@ -172,37 +229,42 @@ struct Entry {
     made: Option<Box<(ExplainedFlow, Template)>>,
 }
 
-/// Records per admission window of a [`ConnectionMemo`].
+/// Records per admission window of a [`ConnectionMemo`]'s map.
 const MEMO_WINDOW: u32 = 16_384;
 
-/// Record templates per connection (flow key), bounded: a full map is
-/// cleared when a new connection arrives.
+/// What one map of a [`ConnectionMemo`] says about a record.
+enum Found<'m> {
+    /// A template that fits: of the same connection, or not.
+    Template(&'m Template, bool),
+    /// The key was seen before: record this one.
+    Seen,
+    /// A new key, or the map is off.
+    New,
+}
+
+/// Templates by one kind of key, bounded (a full map is cleared when a
+/// new key arrives), with its own admission.
 #[derive(Debug)]
-pub(crate) struct ConnectionMemo {
-    map: BoundedMap<ConnectionKey, Entry>,
+struct Templates<K> {
+    map: BoundedMap<K, Entry>,
     admission: Admission,
     /// Lookups, and lookups that did not give a template.
     lookups: u64,
     misses: u64,
-    hits: u64,
-    /// Where the holes went in the record being recorded.
-    marks: Vec<Mark>,
 }
 
-impl ConnectionMemo {
-    /// A memo of up to `capacity` connections.
-    pub(crate) fn new(capacity: usize) -> ConnectionMemo {
-        ConnectionMemo {
+impl<K: Hash + Eq + Copy> Templates<K> {
+    fn new(capacity: usize) -> Templates<K> {
+        Templates {
             map: BoundedMap::new(capacity),
             // A miss costs a map insertion (or a copy of the record when a
-            // connection is seen again), a hit saves most of the record:
-            // the memo stays on while one record in sixteen hits. The
-            // window is long because a connection only hits on its third
-            // record: the first two windows of a cold start all miss. The
-            // pause is longer still: insertions into a map that never hits
-            // cost 8-16 % of CPU time on records of new connections
-            // (cache misses; +1 % in instructions), so a useless memo runs
-            // one window in nine.
+            // key is seen again), a hit saves most of the record: the map
+            // stays on while one record in sixteen hits. The window is
+            // long because a key only hits on its third record: the first
+            // two windows of a cold start all miss. The pause is longer
+            // still: insertions into a map that never hits cost 8-16 % of
+            // CPU time on records of new connections (cache misses; +1 %
+            // in instructions), so a useless map runs one window in nine.
             admission: Admission::with_limits(
                 MEMO_WINDOW,
                 u64::from(MEMO_WINDOW) * 15 / 16,
@@ -210,56 +272,152 @@ impl ConnectionMemo {
             ),
             lookups: 0,
             misses: 0,
+        }
+    }
+
+    /// What this map says about `flow`'s record; with `exact`, a template
+    /// fits only a record of its own connection.
+    #[inline]
+    fn find(&mut self, key: K, flow: &ExplainedFlow, exact: bool) -> Found<'_> {
+        if !self.admission.admit((self.lookups, self.misses)) {
+            return Found::New;
+        }
+        self.lookups += 1;
+        let mut seen = true;
+        let entry = self.map.get_or_insert_with(key, || {
+            seen = false;
+            Entry { made: None }
+        });
+        if let Some((made, template)) = entry.made.as_deref()
+            && same_except_holes(made, flow)
+        {
+            let same = same_connection(&made.flow.flow, &flow.flow.flow);
+            if same || !exact {
+                return Found::Template(template, same);
+            }
+        }
+        self.misses += 1;
+        if seen { Found::Seen } else { Found::New }
+    }
+
+    fn store(&mut self, key: K, flow: &ExplainedFlow, template: Template) {
+        let entry = self.map.get_or_insert_with(key, || Entry { made: None });
+        entry.made = Some(Box::new((flow.clone(), template)));
+    }
+}
+
+/// Which map the record being recorded goes to.
+#[derive(Debug, Clone, Copy)]
+enum Recording {
+    Connection,
+    Peers,
+}
+
+/// Record templates per connection (the flow key) and per peer pair
+/// ([`PeerKey`]). A record is written from its connection's template when
+/// there is one; a connection's first record from its peers' template
+/// (another connection's), when there is one. Two maps, so that the
+/// connections between two peers that differ in more than the holes (a
+/// long-lived one beside short ones, with other flags and state) do not
+/// take each other's template, and so that a connection's own template
+/// keeps its per-connection values as constant bytes.
+#[derive(Debug)]
+pub(crate) struct ConnectionMemo {
+    connections: Templates<ConnectionKey>,
+    peers: Templates<PeerKey>,
+    /// The holes whose values are the connection's (source port,
+    /// Community ID, first packet): constant in a connection's template.
+    per_connection: HoleSet,
+    hits: u64,
+    /// Hits on the template of another connection between the same peers.
+    peer_hits: u64,
+    /// Where the holes went in the record being recorded, and for which
+    /// map.
+    marks: Vec<Mark>,
+    recording: Option<Recording>,
+}
+
+impl ConnectionMemo {
+    /// A memo of up to `capacity` connections and as many peer pairs, for
+    /// a schema whose holes `per_connection` hold a connection's own
+    /// values.
+    pub(crate) fn new(capacity: usize, per_connection: HoleSet) -> ConnectionMemo {
+        ConnectionMemo {
+            connections: Templates::new(capacity),
+            peers: Templates::new(capacity),
+            per_connection,
             hits: 0,
+            peer_hits: 0,
             marks: Vec::new(),
+            recording: None,
         }
     }
 
     /// What to do with `flow`'s record.
     #[inline]
     pub(crate) fn lookup(&mut self, flow: &ExplainedFlow) -> Lookup<'_> {
-        if !self.admission.admit((self.lookups, self.misses)) {
-            return Lookup::Render;
-        }
-        self.lookups += 1;
-        let mut seen = true;
-        let entry = self
-            .map
-            .get_or_insert_with(ConnectionKey(flow.flow.flow.key), || {
-                seen = false;
-                Entry { made: None }
-            });
-        match entry.made.as_deref() {
-            Some((made, template)) if same_except_window(made, flow) => {
+        let key = &flow.flow.flow.key;
+        self.recording = None;
+        match self.connections.find(ConnectionKey(*key), flow, true) {
+            Found::Template(template, _) => {
                 self.hits += 1;
-                Lookup::Hit(template)
+                Lookup::Hit {
+                    template,
+                    same_connection: true,
+                }
+            }
+            Found::Seen => {
+                self.marks.clear();
+                self.recording = Some(Recording::Connection);
+                Lookup::Record(&mut self.marks)
+            }
+            Found::New => match self.peers.find(PeerKey::of(key), flow, false) {
+                Found::Template(template, same_connection) => {
+                    self.hits += 1;
+                    self.peer_hits += u64::from(!same_connection);
+                    Lookup::Hit {
+                        template,
+                        same_connection,
+                    }
+                }
+                Found::Seen => {
+                    self.marks.clear();
+                    self.recording = Some(Recording::Peers);
+                    Lookup::Record(&mut self.marks)
+                }
+                Found::New => Lookup::Render,
+            },
+        }
+    }
+
+    /// Keeps `record`, rendered after [`Lookup::Record`] with its marks,
+    /// as the template of `flow`'s connection or peers.
+    pub(crate) fn store_recorded(&mut self, flow: &ExplainedFlow, record: &[u8]) {
+        let key = &flow.flow.flow.key;
+        match self.recording.take() {
+            Some(Recording::Peers) => {
+                if let Some(t) = Template::new(record, &self.marks, HoleSet::default()) {
+                    self.peers.store(PeerKey::of(key), flow, t);
+                }
             }
             _ => {
-                self.misses += 1;
-                if seen {
-                    self.marks.clear();
-                    Lookup::Record(&mut self.marks)
-                } else {
-                    Lookup::Render
+                if let Some(t) = Template::new(record, &self.marks, self.per_connection) {
+                    self.connections.store(ConnectionKey(*key), flow, t);
                 }
             }
         }
     }
 
-    /// Keeps `record`, rendered after [`Lookup::Record`] with its marks,
-    /// as the template of `flow`'s connection.
-    pub(crate) fn store_recorded(&mut self, flow: &ExplainedFlow, record: &[u8]) {
-        if let Some(template) = Template::new(record, &self.marks) {
-            self.store(flow, template);
+    /// Keeps `template` as the template of `flow`'s connection, or of its
+    /// peers (tests of the lookups).
+    #[cfg(test)]
+    fn store(&mut self, flow: &ExplainedFlow, template: Template, peers: bool) {
+        let key = &flow.flow.flow.key;
+        if peers {
+            self.peers.store(PeerKey::of(key), flow, template);
+        } else {
+            self.connections.store(ConnectionKey(*key), flow, template);
         }
-    }
-
-    /// Keeps `template` as the record of `flow`'s connection.
-    fn store(&mut self, flow: &ExplainedFlow, template: Template) {
-        let entry = self
-            .map
-            .get_or_insert_with(ConnectionKey(flow.flow.flow.key), || Entry { made: None });
-        entry.made = Some(Box::new((flow.clone(), template)));
     }
 
     /// Records written from a template.
@@ -267,9 +425,15 @@ impl ConnectionMemo {
         self.hits
     }
 
+    /// Records written from the template of another connection between
+    /// the same peers (part of [`ConnectionMemo::hits`]).
+    pub(crate) fn peer_hits(&self) -> u64 {
+        self.peer_hits
+    }
+
     /// Records written without the memo because it missed too often.
     pub(crate) fn bypassed(&self) -> u64 {
-        self.admission.bypassed()
+        self.connections.admission.bypassed()
     }
 }
 
@@ -282,7 +446,7 @@ mod tests {
     #[test]
     fn a_memo_of_new_connections_turns_itself_off() {
         let mut flow = crate::test_flows::fixtures::case("allowed");
-        let mut memo = ConnectionMemo::new(4096);
+        let mut memo = ConnectionMemo::new(4096, HoleSet::default());
         let window = MEMO_WINDOW as usize;
         let mut rendered = 0;
         for i in 0..window + 8 * window + 1 {
@@ -301,29 +465,101 @@ mod tests {
     #[test]
     fn a_connection_is_templated_on_its_second_record() {
         let flow = crate::test_flows::fixtures::case("allowed");
-        let mut memo = ConnectionMemo::new(16);
+        let mut memo = ConnectionMemo::new(16, HoleSet::default());
         assert!(matches!(memo.lookup(&flow), Lookup::Render));
         assert!(matches!(memo.lookup(&flow), Lookup::Record(_)));
-        memo.store(&flow, Template::new(b"ab", &[(1, 1, 0)]).unwrap());
+        memo.store(
+            &flow,
+            Template::new(b"ab", &[(1, 1, 0)], HoleSet::default()).unwrap(),
+            false,
+        );
         let mut next = flow.clone();
         next.flow.flow.window_end += std::time::Duration::from_secs(10);
         next.flow.flow.forward.bytes += 1;
-        assert!(matches!(memo.lookup(&next), Lookup::Hit(_)));
+        assert!(matches!(
+            memo.lookup(&next),
+            Lookup::Hit {
+                same_connection: true,
+                ..
+            }
+        ));
         next.flow.flow.forward.tcp_flags ^= 0x80;
         assert!(matches!(memo.lookup(&next), Lookup::Record(_)));
         assert_eq!(memo.hits(), 1);
     }
 
+    /// A new connection between peers seen before (another source port,
+    /// another first packet) is written from the template of the peers'
+    /// earlier connection, but not with its per-connection values; another
+    /// destination port, or for ICMP another type, is other peers.
+    #[test]
+    fn connections_between_the_same_peers_share_a_template() {
+        let flow = crate::test_flows::fixtures::case("allowed");
+        assert!(has_ports(flow.flow.flow.key.protocol));
+        let port = |p: u16| {
+            let mut f = flow.clone();
+            f.flow.flow.key.src_port = p;
+            f
+        };
+        let mut memo = ConnectionMemo::new(16, HoleSet::default());
+        assert!(matches!(memo.lookup(&port(1)), Lookup::Render));
+        assert!(matches!(memo.lookup(&port(2)), Lookup::Record(_)));
+        memo.store_recorded(&port(2), b"ab");
+        assert!(matches!(
+            memo.lookup(&port(3)),
+            Lookup::Hit {
+                same_connection: false,
+                ..
+            }
+        ));
+        let mut later = port(4);
+        later.flow.flow.first_packet += std::time::Duration::from_secs(1);
+        assert!(matches!(
+            memo.lookup(&later),
+            Lookup::Hit {
+                same_connection: false,
+                ..
+            }
+        ));
+        let mut elsewhere = port(5);
+        elsewhere.flow.flow.key.dst_port ^= 1;
+        assert!(matches!(memo.lookup(&elsewhere), Lookup::Render));
+        // A connection seen before is recorded for its own template.
+        assert!(matches!(memo.lookup(&port(1)), Lookup::Record(_)));
+        assert_eq!((memo.hits(), memo.peer_hits()), (2, 2));
+
+        let icmp = crate::test_flows::fixtures::case("icmp");
+        assert!(!has_ports(icmp.flow.flow.key.protocol));
+        assert!(matches!(memo.lookup(&icmp), Lookup::Render));
+        assert!(matches!(memo.lookup(&icmp), Lookup::Record(_)));
+        memo.store_recorded(&icmp, b"ab");
+        let mut other_type = icmp.clone();
+        other_type.flow.flow.key.src_port ^= 1;
+        assert!(matches!(memo.lookup(&other_type), Lookup::Render));
+        assert!(matches!(memo.lookup(&icmp), Lookup::Hit { .. }));
+    }
+
     #[test]
     fn a_template_writes_its_holes_in_place() {
-        let t = Template::new(b"a:1,b:22,c", &[(2, 3, 7), (6, 8, 9)]).unwrap();
+        let t = Template::new(b"a:1,b:22,c", &[(2, 3, 7), (6, 8, 9)], HoleSet::default()).unwrap();
         let mut out = Vec::new();
-        t.write(&mut out, |h, out| {
+        t.write(&mut out, |h, kept, out| {
+            out.extend_from_slice(format!("<{h}:").as_bytes());
+            out.extend_from_slice(kept);
+            out.push(b'>');
+        });
+        assert_eq!(out, b"a:<7:1>,b:<9:22>,c");
+        // Marks out of order or outside the record are refused.
+        // Holes kept constant stay as they were.
+        let t = Template::new(b"a:1,b:22,c", &[(2, 3, 7), (6, 8, 9)], HoleSet(1 << 9)).unwrap();
+        out.clear();
+        t.write(&mut out, |h, _, out| {
             out.extend_from_slice(format!("<{h}>").as_bytes())
         });
-        assert_eq!(out, b"a:<7>,b:<9>,c");
+        assert_eq!(out, b"a:<7>,b:22,c");
         // Marks out of order or outside the record are refused.
-        assert!(Template::new(b"abc", &[(2, 3, 0), (0, 1, 1)]).is_none());
-        assert!(Template::new(b"abc", &[(2, 4, 0)]).is_none());
+        let none = HoleSet::default();
+        assert!(Template::new(b"abc", &[(2, 3, 0), (0, 1, 1)], none).is_none());
+        assert!(Template::new(b"abc", &[(2, 4, 0)], none).is_none());
     }
 }

@@ -312,8 +312,9 @@ impl RandomFlows {
 /// window (for the connection templates of the cached encoders): most
 /// records only move the window, the counters and the observed time on;
 /// some change what a template holds constant (TCP flags, state, an
-/// endpoint, the trace, the interface), and some are a new connection
-/// under a key already seen.
+/// endpoint, the trace, the interface), some are a new connection
+/// under a key already seen, and some a new connection between the same
+/// peers (another source port and first packet).
 pub(crate) struct Connections {
     flows: RandomFlows,
     rng: Rng,
@@ -369,6 +370,12 @@ impl Connections {
             5 => ff.interface.name = format!("if{}", self.rng.below(3)),
             // Not a connection's own, but the record must still be right.
             6 => ff.first_packet += Duration::from_millis(1),
+            // Another connection between the same peers (for ICMP: other
+            // peers, the type is part of them).
+            7 | 8 => {
+                ff.key.src_port = self.rng.next() as u16;
+                ff.first_packet = ff.window_end;
+            }
             _ => {}
         }
         // The next window: everything per window moves on.

@@ -384,7 +384,10 @@ impl<'a> FlowView<'a> {
 
 /// The Community ID v1 (`1:` and the padded base64 of the digest), as
 /// [`crate::community_id::community_id_v1`] writes it, without allocating.
-fn community_id_text(key: &flowscribe_model::FlowKey, seed: u16) -> Option<ShortText<30>> {
+pub(crate) fn community_id_text(
+    key: &flowscribe_model::FlowKey,
+    seed: u16,
+) -> Option<ShortText<30>> {
     let digest = community_id_v1_digest(key, seed).ok()?;
     let mut t = ShortText::<30>::new();
     t.bytes[..2].copy_from_slice(b"1:");

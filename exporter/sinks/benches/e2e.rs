@@ -18,8 +18,10 @@
 //! window (so every event id and timestamp differs): seven long-lived
 //! connections reported again and again, which the encoders write from
 //! their connection templates. Cases named `new-conns` give every record
-//! its own source port (ICMP aside), so each is a connection seen once and
-//! no template is ever used. Not included: capture, enrichment and
+//! its own source port and first packet (ICMP aside), so each is a
+//! connection seen once: a new connection between peers seen before, which
+//! the encoders write from the template of the peers' earlier connection
+//! (source port, Community ID and first packet written per record). Not included: capture, enrichment and
 //! explanation, the queue (see the `queue` bench), the receiver.
 //!
 //! `-- SECONDS compressors` instead compresses one batch's bodies (500
@@ -78,8 +80,8 @@ fn thread_cpu_ns() -> u64 {
 }
 
 /// The golden flows, each copy with its own window (`i` ms later); with
-/// `new_connections`, each with its own source port too (ICMP flows keep
-/// their type).
+/// `new_connections`, each with its own source port and first packet too
+/// (ICMP flows keep their type): a new connection between the same peers.
 fn flows(n: usize, new_connections: bool) -> Vec<ExplainedFlow> {
     let base: Vec<ExplainedFlow> = fixtures::CASES.iter().map(|c| fixtures::case(c)).collect();
     (0..n)
@@ -91,6 +93,7 @@ fn flows(n: usize, new_connections: bool) -> Vec<ExplainedFlow> {
             let key = &mut f.flow.flow.key;
             if new_connections && !matches!(key.protocol, 1 | 58) {
                 key.src_port = 10_000 + i as u16;
+                f.flow.flow.first_packet += shift;
             }
             f
         })
