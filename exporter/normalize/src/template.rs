@@ -229,8 +229,11 @@ struct Entry {
     made: Option<Box<(ExplainedFlow, Template)>>,
 }
 
-/// Records per admission window of a [`ConnectionMemo`]'s map.
+/// Records per admission window of a [`ConnectionMemo`]'s connections.
 const MEMO_WINDOW: u32 = 16_384;
+
+/// Records per admission window of a [`ConnectionMemo`]'s peer pairs.
+const PEER_WINDOW: u32 = 2_048;
 
 /// What one map of a [`ConnectionMemo`] says about a record.
 enum Found<'m> {
@@ -254,22 +257,10 @@ struct Templates<K> {
 }
 
 impl<K: Hash + Eq + Copy> Templates<K> {
-    fn new(capacity: usize) -> Templates<K> {
+    fn new(capacity: usize, admission: Admission) -> Templates<K> {
         Templates {
             map: BoundedMap::new(capacity),
-            // A miss costs a map insertion (or a copy of the record when a
-            // key is seen again), a hit saves most of the record: the map
-            // stays on while one record in sixteen hits. The window is
-            // long because a key only hits on its third record: the first
-            // two windows of a cold start all miss. The pause is longer
-            // still: insertions into a map that never hits cost 8-16 % of
-            // CPU time on records of new connections (cache misses; +1 %
-            // in instructions), so a useless map runs one window in nine.
-            admission: Admission::with_limits(
-                MEMO_WINDOW,
-                u64::from(MEMO_WINDOW) * 15 / 16,
-                8 * MEMO_WINDOW,
-            ),
+            admission,
             lookups: 0,
             misses: 0,
         }
@@ -343,8 +334,41 @@ impl ConnectionMemo {
     /// values.
     pub(crate) fn new(capacity: usize, per_connection: HoleSet) -> ConnectionMemo {
         ConnectionMemo {
-            connections: Templates::new(capacity),
-            peers: Templates::new(capacity),
+            // A miss costs a map insertion (or a copy of the record when a
+            // connection is seen again), a hit saves most of the record:
+            // the map stays on while one record in sixteen hits. The
+            // window is long because a connection only hits on its third
+            // record: the first two windows of a cold start all miss. The
+            // pause is longer still: insertions into a map that never hits
+            // cost 8-16 % of CPU time on records of new connections
+            // (cache misses; +1 % in instructions), so a useless map runs
+            // one window in nine.
+            connections: Templates::new(
+                capacity,
+                Admission::with_limits(
+                    MEMO_WINDOW,
+                    u64::from(MEMO_WINDOW) * 15 / 16,
+                    8 * MEMO_WINDOW,
+                ),
+            ),
+            // Peer pairs whose connections differ in more than the holes
+            // (pods behind one address, connections in different states)
+            // replace each other's template on every record, and each
+            // replacement copies the record and its flow: the map stays on
+            // while one record in four hits, and a useless one runs one
+            // short window in 33 (measured with `encode_profile
+            // ecs-cached-newconns`, whose pods change under fixed
+            // addresses: one record in thirteen hits and each miss
+            // re-records; on for one window in nine it cost +15 % of CPU
+            // time, in seventeen +2.2 % of instructions).
+            peers: Templates::new(
+                capacity,
+                Admission::with_limits(
+                    PEER_WINDOW,
+                    u64::from(PEER_WINDOW) * 3 / 4,
+                    32 * PEER_WINDOW,
+                ),
+            ),
             per_connection,
             hits: 0,
             peer_hits: 0,
