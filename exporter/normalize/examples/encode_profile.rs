@@ -28,16 +28,22 @@
 //!   policies of `shared`, but the batches cycle through 8,192 flows with
 //!   distinct flow keys (twice the connection memo's bound), so every
 //!   record is a connection seen once and no connection template is ever
-//!   used. In `shared` each round encodes the same 512 flows again:
+//!   used; `newpeers`: the seven golden flows over and over, every
+//!   record a new connection between the same peers (its own source port,
+//!   first packet and window; ICMP keeps its type), as the e2e bench's
+//!   `new-conns` cases: a cached encoder writes them from the template of
+//!   the peers' earlier connection. In `shared` each round encodes the same 512 flows again:
 //!   connections reported again, which a cached encoder writes from their
 //!   templates from the third round on. Cached encoders are kept across
 //!   batches, as the daemon keeps them.
 //!
 //! The last line printed is `<mode> records=<n> bytes/record=<b>
-//! cpu_ns/record=<t> records/s/core=<r> bypassed=<k> templated=<m>`: CPU
+//! cpu_ns/record=<t> records/s/core=<r> bypassed=<k> templated=<m>
+//! of_new_connections=<c>`: CPU
 //! time (user + system, from `/proc/self/stat`, 10 ms resolution) of the
 //! encoding loop only, how many records a cached encoder wrote without its
-//! fragment cache, and how many from a connection template.
+//! fragment cache, how many from a template, and how many of those were
+//! records of new connections written from another connection's template.
 #![allow(clippy::unwrap_used, reason = "profiling harness")]
 
 #[path = "../tests/fixtures/mod.rs"]
@@ -73,12 +79,28 @@ fn main() {
     let observed = fixtures::observed();
     let golden: Vec<ExplainedFlow> = fixtures::CASES.iter().map(|c| fixtures::case(c)).collect();
     let (encoding, sharing) = match mode.rsplit_once('-') {
-        Some((e, s @ ("shared" | "distinct" | "newconns"))) => (e.to_string(), Some(s)),
+        Some((e, s @ ("shared" | "distinct" | "newconns" | "newpeers"))) => {
+            (e.to_string(), Some(s))
+        }
         _ => (mode.clone(), None),
     };
     let all = match sharing {
         Some("shared") => fixtures::workload(BATCH, PODS, POLICIES, true),
         Some("newconns") => fixtures::workload(16 * BATCH, PODS, POLICIES, true),
+        Some("newpeers") => (0..16 * BATCH)
+            .map(|i| {
+                let mut f = golden[i % golden.len()].clone();
+                let shift = std::time::Duration::from_millis(i as u64);
+                let ff = &mut f.flow.flow;
+                ff.window_start += shift;
+                ff.window_end += shift;
+                if !matches!(ff.key.protocol, 1 | 58) {
+                    ff.key.src_port = 10_000 + i as u16;
+                    ff.first_packet += shift;
+                }
+                f
+            })
+            .collect(),
         Some(_) => fixtures::workload(16 * BATCH, PODS, POLICIES, false),
         None => golden,
     };
@@ -94,6 +116,8 @@ fn main() {
     let mut bypassed = 0;
     // Records a cached encoder wrote from a connection template.
     let mut templated = 0;
+    // Of those, records of new connections (another connection's template).
+    let mut new_connections = 0;
     let cpu_start = cpu_nanos();
     match encoding.as_str() {
         "otlp-record" => {
@@ -119,6 +143,7 @@ fn main() {
             }
             bypassed = encoder.bypassed();
             templated = encoder.templated();
+            new_connections = encoder.templated_new_connections();
         }
         "ecs-cached" | "ecs-fragments" => {
             let mut encoder = ecs::EcsEncoder::new(ctx.clone());
@@ -135,6 +160,7 @@ fn main() {
             }
             bypassed = encoder.bypassed();
             templated = encoder.templated();
+            new_connections = encoder.templated_new_connections();
         }
         "otlp-protobuf" => {
             let mut writer = otlp::ProtobufRequestWriter::new();
@@ -172,7 +198,7 @@ fn main() {
     let cpu = cpu_nanos() - cpu_start;
     let records = (rounds * per_round).max(1);
     println!(
-        "{mode} records={records} bytes/record={} cpu_ns/record={} records/s/core={} bypassed={bypassed} templated={templated}",
+        "{mode} records={records} bytes/record={} cpu_ns/record={} records/s/core={} bypassed={bypassed} templated={templated} of_new_connections={new_connections}",
         total / records,
         cpu / records as u64,
         if cpu == 0 {
