@@ -227,7 +227,15 @@ struct Entry {
     /// The flow and template of its last record; `None` after the first.
     /// Boxed, so that the map's buckets stay small for probing.
     made: Option<Box<(ExplainedFlow, Template)>>,
+    /// Records since the template last fitted (peer pairs only).
+    misfits: u8,
 }
+
+/// Records of other connections between two peers that a peers'
+/// template does not fit before it is replaced: connections that differ
+/// in more than the holes do not replace each other's template on every
+/// record (each replacement copies the record and its flow).
+const PEER_MISFITS: u8 = 4;
 
 /// Records per admission window of a [`ConnectionMemo`]'s connections.
 const MEMO_WINDOW: u32 = 16_384;
@@ -277,14 +285,25 @@ impl<K: Hash + Eq + Copy> Templates<K> {
         let mut seen = true;
         let entry = self.map.get_or_insert_with(key, || {
             seen = false;
-            Entry { made: None }
+            Entry {
+                made: None,
+                misfits: 0,
+            }
         });
-        if let Some((made, template)) = entry.made.as_deref()
-            && same_except_holes(made, flow)
-        {
-            let same = same_connection(&made.flow.flow, &flow.flow.flow);
-            if same || !exact {
-                return Found::Template(template, same);
+        if let Some((made, template)) = entry.made.as_deref() {
+            if same_except_holes(made, flow) {
+                let same = same_connection(&made.flow.flow, &flow.flow.flow);
+                if same || !exact {
+                    entry.misfits = 0;
+                    return Found::Template(template, same);
+                }
+            } else if !exact {
+                // Replaced only when it keeps missing.
+                entry.misfits = entry.misfits.saturating_add(1);
+                if entry.misfits < PEER_MISFITS {
+                    self.misses += 1;
+                    return Found::New;
+                }
             }
         }
         self.misses += 1;
@@ -292,8 +311,12 @@ impl<K: Hash + Eq + Copy> Templates<K> {
     }
 
     fn store(&mut self, key: K, flow: &ExplainedFlow, template: Template) {
-        let entry = self.map.get_or_insert_with(key, || Entry { made: None });
+        let entry = self.map.get_or_insert_with(key, || Entry {
+            made: None,
+            misfits: 0,
+        });
         entry.made = Some(Box::new((flow.clone(), template)));
+        entry.misfits = 0;
     }
 }
 
@@ -551,6 +574,24 @@ mod tests {
         // A connection seen before is recorded for its own template.
         assert!(matches!(memo.lookup(&port(1)), Lookup::Record(_)));
         assert_eq!((memo.hits(), memo.peer_hits()), (2, 2));
+        // Connections the peers' template does not fit are rendered; the
+        // template is replaced on the fourth in a row, and a fit resets
+        // the count.
+        let other_flags = |p: u16| {
+            let mut f = port(p);
+            f.flow.flow.forward.tcp_flags ^= 0x80;
+            f
+        };
+        for p in 10..13 {
+            assert!(matches!(memo.lookup(&other_flags(p)), Lookup::Render));
+        }
+        assert!(matches!(memo.lookup(&port(13)), Lookup::Hit { .. }));
+        for p in 14..17 {
+            assert!(matches!(memo.lookup(&other_flags(p)), Lookup::Render));
+        }
+        assert!(matches!(memo.lookup(&other_flags(17)), Lookup::Record(_)));
+        memo.store_recorded(&other_flags(17), b"ab");
+        assert!(matches!(memo.lookup(&other_flags(18)), Lookup::Hit { .. }));
 
         let icmp = crate::test_flows::fixtures::case("icmp");
         assert!(!has_ports(icmp.flow.flow.key.protocol));

@@ -308,12 +308,13 @@ mod tests {
         // New connections between known peers came from the templates of
         // others: one record in ten is a new connection, and its peers'
         // template fits when nothing else of that slot changed since the
-        // template was made (329 and 388 of them with these seeds).
+        // template was made, or it was replaced (132 and 159 of them with
+        // these seeds).
         let new: u64 = encoders
             .iter()
             .map(OtlpEncoder::templated_new_connections)
             .sum();
-        assert!(new > 250, "{new} new connections templated");
+        assert!(new > 100, "{new} new connections templated");
     }
 
     #[test]
