@@ -891,9 +891,13 @@ mod tests {
             "2001:db8::1:0:0:1".parse().unwrap(),
             "fe80::1%0".parse().unwrap_or(Ipv6Addr::LOCALHOST.into()),
         ];
-        for o in [0u8, 1, 9, 10, 99, 100, 199, 200, 255] {
+        // Every octet in every position.
+        for o in 0..=255u8 {
             addrs.push(Ipv4Addr::new(o, 255 - o, o / 2, 7).into());
+            addrs.push(Ipv4Addr::new(7, o / 3, o, 255 - o).into());
         }
+        addrs.push(Ipv4Addr::new(255, 255, 255, 255).into());
+        addrs.push(Ipv4Addr::new(0, 0, 0, 0).into());
         for a in addrs {
             assert_eq!(addr_text(a).as_str(), a.to_string());
         }
