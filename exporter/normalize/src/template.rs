@@ -13,9 +13,12 @@
 //!
 //! Stage ④, per encoder instance (no global state, no locks). A template
 //! is only used when everything else the record is made of is equal to
-//! what it was made from: the map is keyed by the flow key without the
-//! source port of protocols with ports ([`PeerKey`], compared in full,
-//! never trusted to a hash alone), and the entry keeps a copy of the flow,
+//! what it was made from. Two maps, each key compared in full (never
+//! trusted to a hash alone): connections by their flow key, consulted
+//! first, whose templates fit only the same connection (key and first
+//! packet), and peer pairs by the flow key without the source port of
+//! protocols with ports ([`PeerKey`]), whose templates fit any connection
+//! between the two peers. Each entry keeps a copy of the flow,
 //! compared field by field except for the holes ([`same_except_holes`];
 //! `Arc`s compare by address first, then by value). The copy also keeps
 //! the shared objects alive. Values that are constant for one connection
@@ -23,8 +26,10 @@
 //! when the record is of the same connection ([`Lookup::Hit`]'s
 //! `same_connection`), and computed otherwise. A peer pair is remembered
 //! on its first record and templated on its second, so peers seen once
-//! cost one map insertion; when records rarely repeat a peer pair,
-//! [`Admission`] turns the memo off for a while.
+//! cost one map insertion; when records rarely hit, [`Admission`] turns
+//! a map off for a while. Both maps are bounded by the encoder's capacity
+//! (a full map is cleared), so an encoder keeps at most twice that many
+//! records and flows alive.
 
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
@@ -345,6 +350,9 @@ pub(crate) struct ConnectionMemo {
     hits: u64,
     /// Hits on the template of another connection between the same peers.
     peer_hits: u64,
+    /// Hits on a peers' template made from the same connection (its
+    /// connection's template was not there: the map was cleared or off).
+    peer_own_hits: u64,
     /// Where the holes went in the record being recorded, and for which
     /// map.
     marks: Vec<Mark>,
@@ -395,6 +403,7 @@ impl ConnectionMemo {
             per_connection,
             hits: 0,
             peer_hits: 0,
+            peer_own_hits: 0,
             marks: Vec::new(),
             recording: None,
         }
@@ -422,6 +431,7 @@ impl ConnectionMemo {
                 Found::Template(template, same_connection) => {
                     self.hits += 1;
                     self.peer_hits += u64::from(!same_connection);
+                    self.peer_own_hits += u64::from(same_connection);
                     Lookup::Hit {
                         template,
                         same_connection,
@@ -447,11 +457,13 @@ impl ConnectionMemo {
                     self.peers.store(PeerKey::of(key), flow, t);
                 }
             }
-            _ => {
+            Some(Recording::Connection) => {
                 if let Some(t) = Template::new(record, &self.marks, self.per_connection) {
                     self.connections.store(ConnectionKey(*key), flow, t);
                 }
             }
+            // Not recording: the marks are another record's.
+            None => {}
         }
     }
 
@@ -478,7 +490,15 @@ impl ConnectionMemo {
         self.peer_hits
     }
 
-    /// Records written without the memo because it missed too often.
+    /// Records written from a peers' template that was made from their
+    /// own connection (part of [`ConnectionMemo::hits`]).
+    #[cfg(test)]
+    pub(crate) fn peer_own_hits(&self) -> u64 {
+        self.peer_own_hits
+    }
+
+    /// Records written without the connection map because it missed too
+    /// often (the peers' map pauses on its own and is not counted here).
     pub(crate) fn bypassed(&self) -> u64 {
         self.connections.admission.bypassed()
     }

@@ -177,6 +177,13 @@ impl EcsEncoder {
         self.memo.as_ref().map_or(0, ConnectionMemo::peer_hits)
     }
 
+    /// Records written from a peers' template made from their own
+    /// connection (tests: the path that copies the connection's values).
+    #[cfg(test)]
+    fn templated_from_own_peers(&self) -> u64 {
+        self.memo.as_ref().map_or(0, ConnectionMemo::peer_own_hits)
+    }
+
     /// Records written without the connection memo because it missed too
     /// often.
     pub fn memo_bypassed(&self) -> u64 {
@@ -425,6 +432,45 @@ mod tests {
             .map(EcsEncoder::templated_new_connections)
             .sum();
         assert!(new > 100, "{new} new connections templated");
+    }
+
+    /// With maps of four entries the connection map is cleared again and
+    /// again, so a connection's record is often written from its peers'
+    /// template made from that same connection, copying the connection's
+    /// own Community ID and first packet from the kept record: equal to
+    /// the writer's too.
+    #[test]
+    fn templates_of_cleared_maps_equal_the_writer_s() {
+        let mut connections = crate::test_flows::Connections::new(13);
+        let mut encoders: Vec<EcsEncoder> = Vec::new();
+        let (mut want, mut got) = (Vec::new(), Vec::new());
+        for i in 0..20_000 {
+            let (ctx, flow, observed) = connections.next_record();
+            let at = match encoders.iter().position(|e| e.context() == &ctx) {
+                Some(at) => at,
+                None => {
+                    encoders.push(EcsEncoder::with_capacity(ctx.clone(), 4));
+                    encoders.len() - 1
+                }
+            };
+            want.clear();
+            got.clear();
+            crate::ecs::write_flow_document(&ctx, &flow, observed, &mut want);
+            encoders[at].encode(&flow, observed, &mut got);
+            assert!(want == got, "record {i}");
+        }
+        let own: u64 = encoders
+            .iter()
+            .map(EcsEncoder::templated_from_own_peers)
+            .sum();
+        let new: u64 = encoders
+            .iter()
+            .map(EcsEncoder::templated_new_connections)
+            .sum();
+        assert!(
+            own > 20 && new > 20,
+            "{own} from own peers' templates, {new} from others'"
+        );
     }
 
     #[test]
