@@ -312,6 +312,10 @@ pub struct Canonicalizer {
     shapes: Vec<shape::Shape>,
     /// The last record went through `shapes[0]` rather than the general path.
     last_was_shape: bool,
+    /// `out` and `leaf_values` hold the form `shapes[0]` emitted for the
+    /// last line it matched (so the next line it matches can rewrite only
+    /// the values that changed).
+    out_from_shape0: bool,
     /// Only the general path (a reference for tests and benchmarks).
     general_only: bool,
     /// Lines since the last one that was in a known shape.
@@ -548,14 +552,26 @@ impl Canonicalizer {
         }
         for k in 0..self.shapes.len() {
             if self.shapes[k].matches(json, &mut self.vals, &mut self.arena, &mut self.scratch) {
-                self.shapes[..=k].rotate_right(1);
-                self.shapes[0].emit(
-                    json,
-                    &self.vals,
-                    &self.arena,
-                    &mut self.out,
-                    &mut self.leaf_values,
-                );
+                let patched = k == 0
+                    && self.out_from_shape0
+                    && self.shapes[0].emit_changes(
+                        json,
+                        &self.vals,
+                        &self.arena,
+                        &mut self.out,
+                        &self.leaf_values,
+                    );
+                if !patched {
+                    self.shapes[..=k].rotate_right(1);
+                    self.shapes[0].emit(
+                        json,
+                        &self.vals,
+                        &self.arena,
+                        &mut self.out,
+                        &mut self.leaf_values,
+                    );
+                }
+                self.out_from_shape0 = true;
                 self.keep_audit_values(json);
                 self.last_was_shape = true;
                 return true;
@@ -621,6 +637,7 @@ impl Canonicalizer {
 
     /// The general path: parse, flatten, sort.
     fn canonicalize_general(&mut self, json: &[u8]) -> Result<(), CanonicalError> {
+        self.out_from_shape0 = false;
         self.path.clear();
         self.special_keys = 0;
         self.paths.clear();

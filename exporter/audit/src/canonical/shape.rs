@@ -126,6 +126,17 @@ pub(super) struct Shape {
     raw: Vec<(u32, u32)>,
     /// The last line matched in full.
     last: LastLine,
+    /// Per slot: the index in `emits` of its content leaf, or [`NO_SLOT`]
+    /// for an audit slot (not in the form).
+    slot_emit: Vec<u32>,
+    /// The slots whose values the last match read anew (the others are
+    /// byte for byte those of the line matched before it); meaningful only
+    /// when `compared` is set.
+    changed: Vec<u32>,
+    /// The last match compared the line with the line matched before it
+    /// (rather than scanning it), so `changed` lists every slot that can
+    /// differ from that line's.
+    compared: bool,
 }
 
 /// The last line a shape matched in full, kept so that the next line is
@@ -648,6 +659,9 @@ impl Shape {
             audit,
             raw: Vec::new(),
             last: LastLine::default(),
+            slot_emit: vec![NO_SLOT; slots.len()],
+            changed: Vec::new(),
+            compared: false,
         };
         for (i, (name, _)) in shape.audit.iter().enumerate() {
             if let Some(k) = name.strip_prefix(b".").and_then(|name| {
@@ -667,6 +681,9 @@ impl Shape {
             shape.prefixes.extend_from_slice(b"\":");
             if slot.is_none() {
                 shape.prefixes.extend_from_slice(b"{}");
+            }
+            if let Some(slot) = slot {
+                *shape.slot_emit.get_mut(*slot as usize)? = u32::try_from(n).ok()?;
             }
             shape.emits.push(Emit {
                 prefix_start,
@@ -707,10 +724,12 @@ impl Shape {
         // The OR of the bytes of scanned string values: a high bit means
         // non-ASCII.
         let mut high = 0u64;
-        let matched = if self.last.line.is_empty() {
-            self.matches_scanning(json, vals, arena, scratch, &mut high)
-        } else {
+        self.changed.clear();
+        self.compared = !self.last.line.is_empty();
+        let matched = if self.compared {
             self.matches_against_last(json, vals, arena, scratch, &mut high)
+        } else {
+            self.matches_scanning(json, vals, arena, scratch, &mut high)
         };
         if !matched || (high & HIGHS != 0 && std::str::from_utf8(json).is_err()) {
             return false;
@@ -789,6 +808,7 @@ impl Shape {
             arrays,
             raw,
             last,
+            changed,
             ..
         } = self;
         let prev = &last.line[..];
@@ -797,13 +817,17 @@ impl Shape {
         // `prev`.
         let (mut p, mut q) = (0usize, 0usize);
         let mut differs_at = common_prefix(json, prev);
-        for (((((spec, array), raw), val), &(start, end)), &last_val) in slot_specs
+        // Slot numbers as one more zipped range (`enumerate` would stop the
+        // zips from being indexed as one loop).
+        let slots = 0..u32::try_from(slot_specs.len()).unwrap_or(u32::MAX);
+        for ((((((spec, array), raw), val), &(start, end)), &last_val), slot) in slot_specs
             .iter()
             .zip(arrays.iter_mut())
             .zip(raw.iter_mut())
             .zip(vals.iter_mut())
             .zip(&last.raw)
             .zip(&last.vals)
+            .zip(slots)
         {
             let (start, end) = (start as usize, end as usize);
             // `at`: where the value starts in `json` (everything before it
@@ -836,6 +860,7 @@ impl Shape {
             };
             *raw = (at as u32, value_end as u32);
             *val = v;
+            changed.push(slot);
             p = end;
             q = value_end;
             differs_at = p + common_prefix(&json[q..], &prev[p..]);
@@ -888,6 +913,48 @@ impl Shape {
         }
         out[at] = b'}';
         out.truncate(at + 1);
+    }
+
+    /// Rewrite, in `out`, only the values that changed since the line
+    /// matched before this one, when `out` holds that line's form (emitted
+    /// by this shape, with `leaf_values` its leaves) and every changed value
+    /// kept its length: the result is what [`Shape::emit`] writes, since
+    /// the other pieces are the same bytes at the same places. False (and
+    /// `out` partly rewritten) otherwise: the caller then emits in full.
+    pub(super) fn emit_changes(
+        &self,
+        json: &[u8],
+        vals: &[Val],
+        arena: &[u8],
+        out: &mut [u8],
+        leaf_values: &[(u32, u32)],
+    ) -> bool {
+        if !self.compared {
+            return false;
+        }
+        for &slot in &self.changed {
+            let Some(&e) = self.slot_emit.get(slot as usize) else {
+                return false;
+            };
+            if e == NO_SLOT {
+                continue;
+            }
+            let (Some(&(start, end)), Some(&v)) =
+                (leaf_values.get(e as usize), vals.get(slot as usize))
+            else {
+                return false;
+            };
+            let (start, end) = (start as usize, end as usize);
+            let src = if v.in_arena() { arena } else { json };
+            let (Some(to), Some(from)) = (out.get_mut(start..end), src.get(v.range())) else {
+                return false;
+            };
+            if to.len() != from.len() {
+                return false;
+            }
+            to.copy_from_slice(from);
+        }
+        true
     }
 
     /// The index (in output order) of the content leaf at `path`.
