@@ -346,6 +346,11 @@ const AUDIT_PREFIX: &[u8] = b"flowscribe.audit";
 /// [`Canonicalizer::known_audit_fields`] returns them.
 pub const KNOWN_AUDIT_FIELDS: [&str; 6] = ["chain", "view", "run", "batch", "seq", "suite"];
 
+/// Content leaves the verifier reads from every record, in the order
+/// [`Canonicalizer::known_leaf`] numbers them: a learned shape finds them
+/// once, not per record.
+pub const KNOWN_LEAVES: [&str; 2] = ["host.name", "flowscribe.record"];
+
 /// How many shapes a canonicalizer keeps (a view's records come in a few).
 const MAX_SHAPES: usize = 16;
 
@@ -785,6 +790,19 @@ impl Canonicalizer {
             (&self.paths[l.path.0 as usize..l.path.1 as usize] == path.as_bytes())
                 .then(|| &self.values[l.value.0 as usize..l.value.1 as usize])
         })
+    }
+
+    /// The canonical JSON value of the content leaf at `KNOWN_LEAVES[k]` of
+    /// the last record: what [`Canonicalizer::leaf`] returns for that path,
+    /// from an index a learned shape computed once. `None` also for `k`
+    /// out of range.
+    pub fn known_leaf(&self, k: usize) -> Option<&[u8]> {
+        if self.last_was_shape {
+            let i = (*self.shapes[0].known_leaves().get(k)?)? as usize;
+            let &(start, end) = self.leaf_values.get(i)?;
+            return self.out.get(start as usize..end as usize);
+        }
+        self.leaf(KNOWN_LEAVES.get(k)?)
     }
 
     fn push_leaf(&mut self, value_start: usize) {

@@ -31,7 +31,8 @@ use serde_json::{Map, Value};
 
 use crate::canonical::Canonicalizer;
 use crate::fields::{
-    AuditFieldsRef, audit_object, canonical_str, chain_hex, get_chain, get_str, get_u64,
+    AuditFieldsRef, FieldError, audit_object, canonical_str, canonical_u64, chain_hex, get_chain,
+    get_str, get_u64,
 };
 use crate::hash::{BatchPosition, ChainId, Hash, HeadInput, Suite, TAG_BYTES};
 use crate::hash_v2::DigestBatch;
@@ -349,6 +350,28 @@ enum Late {
 
 type ChainKey = (ChainId, String);
 
+/// The audit fields of a data record the verifier keeps per record (the
+/// chain and view are its chain's index).
+#[derive(Debug, Clone, Copy)]
+struct RecordFields {
+    run: u64,
+    batch: u64,
+    seq: u64,
+    suite: Suite,
+}
+
+/// The last data record's chain, view and suite as canonical bytes (the
+/// suite absent for v1), and what they read as: its chain's index and
+/// suite.
+#[derive(Debug)]
+struct FieldsMemo {
+    chain: Vec<u8>,
+    view: Vec<u8>,
+    suite_raw: Option<Vec<u8>>,
+    index: usize,
+    suite: Suite,
+}
+
 /// Feed it lines, then [`Verifier::finish`].
 #[derive(Debug)]
 pub struct Verifier {
@@ -369,6 +392,11 @@ pub struct Verifier {
     pending_forms: Vec<u8>,
     pending_ends: Vec<usize>,
     digest_batch: DigestBatch,
+    /// The last data record's chain, view and suite, as read.
+    fields_memo: Option<FieldsMemo>,
+    /// The last data record's `host.name` (canonical bytes) and chain
+    /// index: already in that chain's nodes.
+    node_memo: Option<(usize, Vec<u8>)>,
 }
 
 /// v2 digests are computed for this many records at once.
@@ -467,6 +495,8 @@ impl Verifier {
             pending_forms: Vec::new(),
             pending_ends: Vec::new(),
             digest_batch: DigestBatch::new(),
+            fields_memo: None,
+            node_memo: None,
         }
     }
 
@@ -538,25 +568,90 @@ impl Verifier {
             }
             return;
         }
-        let fields = match AuditFieldsRef::from_canonical(canon) {
-            Ok(f) => f,
-            Err(e) => return self.malformed(loc, e.to_string()),
+        // Chain, view and suite mostly repeat from one record to the next:
+        // bytes equal to the last record's read as they did then (run,
+        // batch and seq are read anew, with the errors `from_canonical`
+        // gives for them).
+        let [chain_raw, view_raw, run_raw, batch_raw, seq_raw, suite_raw] =
+            canon.known_audit_fields();
+        let repeated = self.fields_memo.as_ref().and_then(|m| {
+            (chain_raw == Some(&m.chain[..])
+                && view_raw == Some(&m.view[..])
+                && suite_raw == m.suite_raw.as_deref())
+            .then_some((m.index, m.suite))
+        });
+        let (index, fields) = match repeated {
+            Some((index, suite)) => {
+                let u = |v: Option<&[u8]>, name: &'static str| {
+                    v.ok_or(FieldError::Missing(name))
+                        .and_then(|v| canonical_u64(v).ok_or(FieldError::Invalid(name)))
+                };
+                let read = u(run_raw, "run").and_then(|run| {
+                    Ok(RecordFields {
+                        run,
+                        batch: u(batch_raw, "batch")?,
+                        seq: u(seq_raw, "seq")?,
+                        suite,
+                    })
+                });
+                match read {
+                    Ok(f) => (index, f),
+                    Err(e) => return self.malformed(loc, e.to_string()),
+                }
+            }
+            None => {
+                let f = match AuditFieldsRef::from_canonical(canon) {
+                    Ok(f) => f,
+                    Err(e) => return self.malformed(loc, e.to_string()),
+                };
+                let index = self.chain_slot(f.chain, &f.view);
+                self.fields_memo = Some(FieldsMemo {
+                    chain: chain_raw.unwrap_or_default().to_vec(),
+                    view: view_raw.unwrap_or_default().to_vec(),
+                    suite_raw: suite_raw.map(<[u8]>::to_vec),
+                    index,
+                    suite: f.suite,
+                });
+                let f = RecordFields {
+                    run: f.run,
+                    batch: f.batch,
+                    seq: f.seq,
+                    suite: f.suite,
+                };
+                (index, f)
+            }
         };
-        let gap = if canon.leaf("flowscribe.record") == Some(b"\"gap\"") {
+        self.last_chain = Some(index);
+        let gap = if canon.known_leaf(1) == Some(b"\"gap\"") {
+            let view = &self.chains[index].0.1;
             serde_json::from_slice::<Value>(bytes)
                 .ok()
-                .and_then(|v| parse_gap(&v, &fields.view, loc))
+                .and_then(|v| parse_gap(&v, view, loc))
         } else {
             None
         };
-        let node = canon.leaf("host.name").and_then(canonical_str);
+        // The node: a chain's nodes are only ever added to, so the bytes
+        // it had in the last record of the same chain are in its set.
+        let node_raw = canon.known_leaf(0);
+        let node_known = self
+            .node_memo
+            .as_ref()
+            .is_some_and(|(i, raw)| *i == index && node_raw == Some(&raw[..]));
+        let node = if node_known {
+            None
+        } else {
+            if let Some(raw) = node_raw {
+                self.node_memo = Some((index, raw.to_vec()));
+            }
+            node_raw.and_then(canonical_str)
+        };
         // v1 digests now; v2 digests in groups (filled in by flush_digests).
         let digest = match fields.suite {
             Suite::V1 => Suite::V1.content_digest(canon.form()),
             Suite::V2 => [0; 32],
         };
         let stream = self.options.stream && self.options.ordered;
-        let data = self.chain_data(fields.chain, &fields.view);
+        let data = &mut self.chains[index].1;
         if let Some(node) = node
             && !data.nodes.contains(node.as_ref())
         {
@@ -635,6 +730,13 @@ impl Verifier {
     /// The data of a chain and view (the last one used is found first,
     /// without allocating).
     fn chain_data(&mut self, chain: ChainId, view: &str) -> &mut ChainData {
+        let idx = self.chain_slot(chain, view);
+        &mut self.chains[idx].1
+    }
+
+    /// The index of a chain and view in `chains` (added if new); it
+    /// becomes the last chain used.
+    fn chain_slot(&mut self, chain: ChainId, view: &str) -> usize {
         let idx = match self.last_chain {
             Some(i) if self.chains[i].0.0 == chain && self.chains[i].0.1 == view => i,
             _ => {
@@ -648,7 +750,7 @@ impl Verifier {
             }
         };
         self.last_chain = Some(idx);
-        &mut self.chains[idx].1
+        idx
     }
 
     fn add_chain_record(&mut self, audit: &Map<String, Value>, seal: bool, loc: Location) {

@@ -122,6 +122,9 @@ pub(super) struct Shape {
     /// Per name of [`super::KNOWN_AUDIT_FIELDS`]: the first audit leaf of
     /// that name (an index into `audit`).
     known_audit: [Option<u32>; 6],
+    /// Per path of [`super::KNOWN_LEAVES`]: its content leaf (an index in
+    /// output order), computed once.
+    known_leaves: [Option<u32>; 2],
     /// The line being matched: per slot, its value's bytes in the line.
     raw: Vec<(u32, u32)>,
     /// The last line matched in full.
@@ -656,6 +659,7 @@ impl Shape {
             path_ends: Vec::with_capacity(content.len()),
             arrays: vec![None; slots.len()],
             known_audit: [None; 6],
+            known_leaves: [None; 2],
             audit,
             raw: Vec::new(),
             last: LastLine::default(),
@@ -695,6 +699,12 @@ impl Shape {
         }
         shape.prefix_bytes = shape.prefixes.len();
         shape.prefixes.resize(shape.prefix_bytes + BLOCK, 0);
+        for (k, path) in super::KNOWN_LEAVES.iter().enumerate() {
+            shape.known_leaves[k] = match shape.leaf_index(path.as_bytes()) {
+                Some(i) => Some(u32::try_from(i).ok()?),
+                None => None,
+            };
+        }
         Some(shape)
     }
 
@@ -984,6 +994,11 @@ impl Shape {
         &self.audit
     }
 
+    /// Per path of [`super::KNOWN_LEAVES`]: which content leaf it is.
+    pub(super) fn known_leaves(&self) -> &[Option<u32>; 2] {
+        &self.known_leaves
+    }
+
     /// Per name of [`super::KNOWN_AUDIT_FIELDS`]: which audit leaf holds it.
     pub(super) fn known_audit(&self) -> &[Option<u32>; 6] {
         &self.known_audit
@@ -1043,6 +1058,9 @@ mod tests {
         "",
         "z",
         "a.b.c",
+        // The paths of `KNOWN_LEAVES`, whole and in parts.
+        "host.name",
+        "record",
     ];
 
     fn skeleton(rng: &mut Rng, depth: usize) -> Node {
@@ -1204,6 +1222,12 @@ mod tests {
                 for p in paths {
                     seen.push_str(&format!(" {p}={:?}", c.leaf(p)));
                 }
+                // The leaves a shape finds once are the ones a lookup finds.
+                for (k, p) in super::super::KNOWN_LEAVES.iter().enumerate() {
+                    assert_eq!(c.known_leaf(k), c.leaf(p), "{p}");
+                    seen.push_str(&format!(" known {p}={:?}", c.known_leaf(k)));
+                }
+                assert_eq!(c.known_leaf(2), None);
                 seen
             }
         }
