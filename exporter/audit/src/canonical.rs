@@ -351,6 +351,10 @@ pub const KNOWN_AUDIT_FIELDS: [&str; 6] = ["chain", "view", "run", "batch", "seq
 /// once, not per record.
 pub const KNOWN_LEAVES: [&str; 2] = ["host.name", "flowscribe.record"];
 
+/// The longest stretch of a line [`Canonicalizer`] copies to keep a
+/// record's audit values in one piece (they are ~150 bytes together).
+const AUDIT_SPAN: usize = 1024;
+
 /// How many shapes a canonicalizer keeps (a view's records come in a few).
 const MAX_SHAPES: usize = 16;
 
@@ -589,6 +593,30 @@ impl Canonicalizer {
     fn keep_audit_values(&mut self, json: &[u8]) {
         self.values.clear();
         self.audit.clear();
+        // The writer puts the audit fields together: when all of them are
+        // in the line within a short stretch, that stretch is copied once.
+        let mut span = (usize::MAX, 0);
+        for (_, slot) in self.shapes[0].audit() {
+            let v = self.vals[*slot as usize];
+            let r = v.range();
+            if v.in_arena() {
+                span = (usize::MAX, 0);
+                break;
+            }
+            span = (span.0.min(r.start), span.1.max(r.end));
+        }
+        if span.0 < span.1 && span.1 - span.0 <= AUDIT_SPAN {
+            self.values.extend_from_slice(&json[span.0..span.1]);
+            for (_, slot) in self.shapes[0].audit() {
+                let r = self.vals[*slot as usize].range();
+                self.audit.push(LeafRef {
+                    path: (0, 0),
+                    value: ((r.start - span.0) as u32, (r.end - span.0) as u32),
+                    escape: false,
+                });
+            }
+            return;
+        }
         for (_, slot) in self.shapes[0].audit() {
             let v = self.vals[*slot as usize];
             let src = if v.in_arena() { &self.arena } else { json };

@@ -385,7 +385,9 @@ pub struct Verifier {
     findings: Vec<Finding>,
     /// Per file: lines without audit fields, and the first of them.
     unaudited: BTreeMap<u32, (u64, Location)>,
-    canon: Canonicalizer,
+    /// Boxed, so that taking it out per line moves a pointer, not the
+    /// canonicaliser (`None` only while a line is being added).
+    canon: Option<Box<Canonicalizer>>,
     /// v2 records whose digests are computed together (chain index, record
     /// index), their canonical forms back to back, and where each ends.
     pending: Vec<(usize, usize)>,
@@ -490,7 +492,7 @@ impl Verifier {
             last_chain: None,
             findings: Vec::new(),
             unaudited: BTreeMap::new(),
-            canon: Canonicalizer::new(),
+            canon: Some(Box::default()),
             pending: Vec::new(),
             pending_forms: Vec::new(),
             pending_ends: Vec::new(),
@@ -524,9 +526,9 @@ impl Verifier {
             return;
         }
         self.lines += 1;
-        let mut canon = std::mem::take(&mut self.canon);
+        let mut canon = self.canon.take().unwrap_or_default();
         self.add_canonicalized(&mut canon, loc, bytes);
-        self.canon = canon;
+        self.canon = Some(canon);
     }
 
     /// Many lines at once: `chunk` holds whole lines (a last line without
