@@ -741,6 +741,17 @@ impl Canonicalizer {
         })
     }
 
+    /// [`Canonicalizer::audit_field`] of `type` (what tells a seal or a
+    /// checkpoint from a data record), from an index a learned shape
+    /// computed once.
+    pub fn audit_type(&self) -> Option<&[u8]> {
+        if self.last_was_shape {
+            let l = self.audit.get(self.shapes[0].type_audit()? as usize)?;
+            return self.values.get(l.value.0 as usize..l.value.1 as usize);
+        }
+        self.audit_field("type")
+    }
+
     /// Every audit field of the last record as (name, canonical value), in
     /// the order [`Canonicalizer::audit_field`] searches them: the first
     /// entry with a name is the one `audit_field` returns. One pass for a

@@ -557,7 +557,7 @@ impl Verifier {
             entry.0 += 1;
             return;
         }
-        let kind = canon.audit_field("type").and_then(canonical_str);
+        let kind = canon.audit_type().and_then(canonical_str);
         if let Some(kind @ ("seal" | "checkpoint")) = kind.as_deref() {
             // Chain records are few: read them through serde_json.
             let seal = kind == "seal";

@@ -105,9 +105,6 @@ pub(super) struct Shape {
     prefixes: Vec<u8>,
     /// The prefixes' length without the padding.
     prefix_bytes: usize,
-    /// The values' total length in the line last matched (its canonical
-    /// form is `prefix_bytes + value_bytes + 1` long).
-    value_bytes: usize,
     /// The paths of `emits`, in the same (sorted) order, for leaf lookups.
     paths: Vec<u8>,
     path_ends: Vec<u32>,
@@ -122,6 +119,8 @@ pub(super) struct Shape {
     /// Per name of [`super::KNOWN_AUDIT_FIELDS`]: the first audit leaf of
     /// that name (an index into `audit`).
     known_audit: [Option<u32>; 6],
+    /// The first audit leaf named `type` (an index into `audit`).
+    type_audit: Option<u32>,
     /// Per path of [`super::KNOWN_LEAVES`]: its content leaf (an index in
     /// output order), computed once.
     known_leaves: [Option<u32>; 2],
@@ -654,11 +653,11 @@ impl Shape {
             emits: Vec::with_capacity(content.len()),
             prefixes: Vec::new(),
             prefix_bytes: 0,
-            value_bytes: 0,
             paths: Vec::new(),
             path_ends: Vec::with_capacity(content.len()),
             arrays: vec![None; slots.len()],
             known_audit: [None; 6],
+            type_audit: None,
             known_leaves: [None; 2],
             audit,
             raw: Vec::new(),
@@ -666,6 +665,14 @@ impl Shape {
             slot_emit: vec![NO_SLOT; slots.len()],
             changed: Vec::new(),
             compared: false,
+        };
+        shape.type_audit = match shape
+            .audit
+            .iter()
+            .position(|(name, _)| &name[..] == b".type")
+        {
+            Some(i) => Some(u32::try_from(i).ok()?),
+            None => None,
         };
         for (i, (name, _)) in shape.audit.iter().enumerate() {
             if let Some(k) = name.strip_prefix(b".").and_then(|name| {
@@ -727,9 +734,9 @@ impl Shape {
         scratch: &mut String,
     ) -> bool {
         arena.clear();
-        vals.clear();
+        // Both ways of matching write every slot's entry before they
+        // succeed: only the lengths need setting.
         vals.resize(self.slot_specs.len(), Val::default());
-        self.raw.clear();
         self.raw.resize(self.slot_specs.len(), (0, 0));
         // The OR of the bytes of scanned string values: a high bit means
         // non-ASCII.
@@ -744,7 +751,6 @@ impl Shape {
         if !matched || (high & HIGHS != 0 && std::str::from_utf8(json).is_err()) {
             return false;
         }
-        self.value_bytes = vals.iter().map(|v| v.len()).sum();
         // This line is the reference for the next one.
         let last = &mut self.last;
         last.line.clear();
@@ -895,7 +901,8 @@ impl Shape {
         // so the copy is two vector moves rather than a call to `memcpy`.
         // `prefixes` has `BLOCK` bytes of padding; the output, `BLOCK` bytes
         // of slack past its exact length (prefixes + values + `}`).
-        let bound = self.prefix_bytes + self.value_bytes + 1 + BLOCK;
+        let value_bytes: usize = vals.iter().map(|v| v.len()).sum();
+        let bound = self.prefix_bytes + value_bytes + 1 + BLOCK;
         if out.len() < bound {
             out.resize(bound, 0);
         }
@@ -997,6 +1004,11 @@ impl Shape {
     /// Per path of [`super::KNOWN_LEAVES`]: which content leaf it is.
     pub(super) fn known_leaves(&self) -> &[Option<u32>; 2] {
         &self.known_leaves
+    }
+
+    /// Which audit leaf is the first named `type`.
+    pub(super) fn type_audit(&self) -> Option<u32> {
+        self.type_audit
     }
 
     /// Per name of [`super::KNOWN_AUDIT_FIELDS`]: which audit leaf holds it.
@@ -1228,6 +1240,7 @@ mod tests {
                     seen.push_str(&format!(" known {p}={:?}", c.known_leaf(k)));
                 }
                 assert_eq!(c.known_leaf(2), None);
+                assert_eq!(c.audit_type(), c.audit_field("type"));
                 seen
             }
         }
