@@ -1317,9 +1317,19 @@ impl<'a> ChainCheck<'a> {
         }
 
         // Records grouped by the batch they claim.
+        // Consecutive records (in seq order) mostly claim one batch: each
+        // stretch goes into the map at once, in order.
         let mut claimed: BTreeMap<(u64, u64), Vec<usize>> = BTreeMap::new();
-        for (i, r) in data.records.iter().enumerate() {
-            claimed.entry((r.run, r.batch)).or_default().push(i);
+        let mut stretch = 0;
+        for i in 1..=data.records.len() {
+            let key = |r: &Rec| (r.run, r.batch);
+            if data.records.get(i).map(key) != Some(key(&data.records[stretch])) {
+                claimed
+                    .entry(key(&data.records[stretch]))
+                    .or_default()
+                    .extend(stretch..i);
+                stretch = i;
+            }
         }
         let mut runs: BTreeSet<u64> = seals.keys().map(|k| k.0).collect();
         runs.extend(claimed.keys().map(|k| k.0));
