@@ -312,6 +312,10 @@ pub struct Canonicalizer {
     shapes: Vec<shape::Shape>,
     /// The last record went through `shapes[0]` rather than the general path.
     last_was_shape: bool,
+    /// `out` and `leaf_values` hold the form `shapes[0]` emitted for the
+    /// last line it matched (so the next line it matches can rewrite only
+    /// the values that changed).
+    out_from_shape0: bool,
     /// Only the general path (a reference for tests and benchmarks).
     general_only: bool,
     /// Lines since the last one that was in a known shape.
@@ -341,6 +345,15 @@ const AUDIT_PREFIX: &[u8] = b"flowscribe.audit";
 /// The audit fields a data record carries, in the order
 /// [`Canonicalizer::known_audit_fields`] returns them.
 pub const KNOWN_AUDIT_FIELDS: [&str; 6] = ["chain", "view", "run", "batch", "seq", "suite"];
+
+/// Content leaves the verifier reads from every record, in the order
+/// [`Canonicalizer::known_leaf`] numbers them: a learned shape finds them
+/// once, not per record.
+pub const KNOWN_LEAVES: [&str; 2] = ["host.name", "flowscribe.record"];
+
+/// The longest stretch of a line [`Canonicalizer`] copies to keep a
+/// record's audit values in one piece (they are ~150 bytes together).
+const AUDIT_SPAN: usize = 1024;
 
 /// How many shapes a canonicalizer keeps (a view's records come in a few).
 const MAX_SHAPES: usize = 16;
@@ -548,14 +561,26 @@ impl Canonicalizer {
         }
         for k in 0..self.shapes.len() {
             if self.shapes[k].matches(json, &mut self.vals, &mut self.arena, &mut self.scratch) {
-                self.shapes[..=k].rotate_right(1);
-                self.shapes[0].emit(
-                    json,
-                    &self.vals,
-                    &self.arena,
-                    &mut self.out,
-                    &mut self.leaf_values,
-                );
+                let patched = k == 0
+                    && self.out_from_shape0
+                    && self.shapes[0].emit_changes(
+                        json,
+                        &self.vals,
+                        &self.arena,
+                        &mut self.out,
+                        &self.leaf_values,
+                    );
+                if !patched {
+                    self.shapes[..=k].rotate_right(1);
+                    self.shapes[0].emit(
+                        json,
+                        &self.vals,
+                        &self.arena,
+                        &mut self.out,
+                        &mut self.leaf_values,
+                    );
+                }
+                self.out_from_shape0 = true;
                 self.keep_audit_values(json);
                 self.last_was_shape = true;
                 return true;
@@ -568,6 +593,30 @@ impl Canonicalizer {
     fn keep_audit_values(&mut self, json: &[u8]) {
         self.values.clear();
         self.audit.clear();
+        // The writer puts the audit fields together: when all of them are
+        // in the line within a short stretch, that stretch is copied once.
+        let mut span = (usize::MAX, 0);
+        for (_, slot) in self.shapes[0].audit() {
+            let v = self.vals[*slot as usize];
+            let r = v.range();
+            if v.in_arena() {
+                span = (usize::MAX, 0);
+                break;
+            }
+            span = (span.0.min(r.start), span.1.max(r.end));
+        }
+        if span.0 < span.1 && span.1 - span.0 <= AUDIT_SPAN {
+            self.values.extend_from_slice(&json[span.0..span.1]);
+            for (_, slot) in self.shapes[0].audit() {
+                let r = self.vals[*slot as usize].range();
+                self.audit.push(LeafRef {
+                    path: (0, 0),
+                    value: ((r.start - span.0) as u32, (r.end - span.0) as u32),
+                    escape: false,
+                });
+            }
+            return;
+        }
         for (_, slot) in self.shapes[0].audit() {
             let v = self.vals[*slot as usize];
             let src = if v.in_arena() { &self.arena } else { json };
@@ -621,6 +670,7 @@ impl Canonicalizer {
 
     /// The general path: parse, flatten, sort.
     fn canonicalize_general(&mut self, json: &[u8]) -> Result<(), CanonicalError> {
+        self.out_from_shape0 = false;
         self.path.clear();
         self.special_keys = 0;
         self.paths.clear();
@@ -689,6 +739,17 @@ impl Canonicalizer {
             let rest = p.strip_prefix(AUDIT_PREFIX)?.strip_prefix(b".")?;
             (rest == name.as_bytes()).then(|| &self.values[l.value.0 as usize..l.value.1 as usize])
         })
+    }
+
+    /// [`Canonicalizer::audit_field`] of `type` (what tells a seal or a
+    /// checkpoint from a data record), from an index a learned shape
+    /// computed once.
+    pub fn audit_type(&self) -> Option<&[u8]> {
+        if self.last_was_shape {
+            let l = self.audit.get(self.shapes[0].type_audit()? as usize)?;
+            return self.values.get(l.value.0 as usize..l.value.1 as usize);
+        }
+        self.audit_field("type")
     }
 
     /// Every audit field of the last record as (name, canonical value), in
@@ -768,6 +829,19 @@ impl Canonicalizer {
             (&self.paths[l.path.0 as usize..l.path.1 as usize] == path.as_bytes())
                 .then(|| &self.values[l.value.0 as usize..l.value.1 as usize])
         })
+    }
+
+    /// The canonical JSON value of the content leaf at `KNOWN_LEAVES[k]` of
+    /// the last record: what [`Canonicalizer::leaf`] returns for that path,
+    /// from an index a learned shape computed once. `None` also for `k`
+    /// out of range.
+    pub fn known_leaf(&self, k: usize) -> Option<&[u8]> {
+        if self.last_was_shape {
+            let i = (*self.shapes[0].known_leaves().get(k)?)? as usize;
+            let &(start, end) = self.leaf_values.get(i)?;
+            return self.out.get(start as usize..end as usize);
+        }
+        self.leaf(KNOWN_LEAVES.get(k)?)
     }
 
     fn push_leaf(&mut self, value_start: usize) {

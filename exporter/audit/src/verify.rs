@@ -31,7 +31,8 @@ use serde_json::{Map, Value};
 
 use crate::canonical::Canonicalizer;
 use crate::fields::{
-    AuditFieldsRef, audit_object, canonical_str, chain_hex, get_chain, get_str, get_u64,
+    AuditFieldsRef, FieldError, audit_object, canonical_str, canonical_u64, chain_hex, get_chain,
+    get_str, get_u64,
 };
 use crate::hash::{BatchPosition, ChainId, Hash, HeadInput, Suite, TAG_BYTES};
 use crate::hash_v2::DigestBatch;
@@ -349,6 +350,28 @@ enum Late {
 
 type ChainKey = (ChainId, String);
 
+/// The audit fields of a data record the verifier keeps per record (the
+/// chain and view are its chain's index).
+#[derive(Debug, Clone, Copy)]
+struct RecordFields {
+    run: u64,
+    batch: u64,
+    seq: u64,
+    suite: Suite,
+}
+
+/// The last data record's chain, view and suite as canonical bytes (the
+/// suite absent for v1), and what they read as: its chain's index and
+/// suite.
+#[derive(Debug)]
+struct FieldsMemo {
+    chain: Vec<u8>,
+    view: Vec<u8>,
+    suite_raw: Option<Vec<u8>>,
+    index: usize,
+    suite: Suite,
+}
+
 /// Feed it lines, then [`Verifier::finish`].
 #[derive(Debug)]
 pub struct Verifier {
@@ -362,13 +385,20 @@ pub struct Verifier {
     findings: Vec<Finding>,
     /// Per file: lines without audit fields, and the first of them.
     unaudited: BTreeMap<u32, (u64, Location)>,
-    canon: Canonicalizer,
+    /// Boxed, so that taking it out per line moves a pointer, not the
+    /// canonicaliser (`None` only while a line is being added).
+    canon: Option<Box<Canonicalizer>>,
     /// v2 records whose digests are computed together (chain index, record
     /// index), their canonical forms back to back, and where each ends.
     pending: Vec<(usize, usize)>,
     pending_forms: Vec<u8>,
     pending_ends: Vec<usize>,
     digest_batch: DigestBatch,
+    /// The last data record's chain, view and suite, as read.
+    fields_memo: Option<FieldsMemo>,
+    /// The last data record's `host.name` (canonical bytes) and chain
+    /// index: already in that chain's nodes.
+    node_memo: Option<(usize, Vec<u8>)>,
 }
 
 /// v2 digests are computed for this many records at once.
@@ -462,11 +492,13 @@ impl Verifier {
             last_chain: None,
             findings: Vec::new(),
             unaudited: BTreeMap::new(),
-            canon: Canonicalizer::new(),
+            canon: Some(Box::default()),
             pending: Vec::new(),
             pending_forms: Vec::new(),
             pending_ends: Vec::new(),
             digest_batch: DigestBatch::new(),
+            fields_memo: None,
+            node_memo: None,
         }
     }
 
@@ -494,9 +526,9 @@ impl Verifier {
             return;
         }
         self.lines += 1;
-        let mut canon = std::mem::take(&mut self.canon);
+        let mut canon = self.canon.take().unwrap_or_default();
         self.add_canonicalized(&mut canon, loc, bytes);
-        self.canon = canon;
+        self.canon = Some(canon);
     }
 
     /// Many lines at once: `chunk` holds whole lines (a last line without
@@ -525,7 +557,7 @@ impl Verifier {
             entry.0 += 1;
             return;
         }
-        let kind = canon.audit_field("type").and_then(canonical_str);
+        let kind = canon.audit_type().and_then(canonical_str);
         if let Some(kind @ ("seal" | "checkpoint")) = kind.as_deref() {
             // Chain records are few: read them through serde_json.
             let seal = kind == "seal";
@@ -538,25 +570,90 @@ impl Verifier {
             }
             return;
         }
-        let fields = match AuditFieldsRef::from_canonical(canon) {
-            Ok(f) => f,
-            Err(e) => return self.malformed(loc, e.to_string()),
+        // Chain, view and suite mostly repeat from one record to the next:
+        // bytes equal to the last record's read as they did then (run,
+        // batch and seq are read anew, with the errors `from_canonical`
+        // gives for them).
+        let [chain_raw, view_raw, run_raw, batch_raw, seq_raw, suite_raw] =
+            canon.known_audit_fields();
+        let repeated = self.fields_memo.as_ref().and_then(|m| {
+            (chain_raw == Some(&m.chain[..])
+                && view_raw == Some(&m.view[..])
+                && suite_raw == m.suite_raw.as_deref())
+            .then_some((m.index, m.suite))
+        });
+        let (index, fields) = match repeated {
+            Some((index, suite)) => {
+                let u = |v: Option<&[u8]>, name: &'static str| {
+                    v.ok_or(FieldError::Missing(name))
+                        .and_then(|v| canonical_u64(v).ok_or(FieldError::Invalid(name)))
+                };
+                let read = u(run_raw, "run").and_then(|run| {
+                    Ok(RecordFields {
+                        run,
+                        batch: u(batch_raw, "batch")?,
+                        seq: u(seq_raw, "seq")?,
+                        suite,
+                    })
+                });
+                match read {
+                    Ok(f) => (index, f),
+                    Err(e) => return self.malformed(loc, e.to_string()),
+                }
+            }
+            None => {
+                let f = match AuditFieldsRef::from_canonical(canon) {
+                    Ok(f) => f,
+                    Err(e) => return self.malformed(loc, e.to_string()),
+                };
+                let index = self.chain_slot(f.chain, &f.view);
+                self.fields_memo = Some(FieldsMemo {
+                    chain: chain_raw.unwrap_or_default().to_vec(),
+                    view: view_raw.unwrap_or_default().to_vec(),
+                    suite_raw: suite_raw.map(<[u8]>::to_vec),
+                    index,
+                    suite: f.suite,
+                });
+                let f = RecordFields {
+                    run: f.run,
+                    batch: f.batch,
+                    seq: f.seq,
+                    suite: f.suite,
+                };
+                (index, f)
+            }
         };
-        let gap = if canon.leaf("flowscribe.record") == Some(b"\"gap\"") {
+        self.last_chain = Some(index);
+        let gap = if canon.known_leaf(1) == Some(b"\"gap\"") {
+            let view = &self.chains[index].0.1;
             serde_json::from_slice::<Value>(bytes)
                 .ok()
-                .and_then(|v| parse_gap(&v, &fields.view, loc))
+                .and_then(|v| parse_gap(&v, view, loc))
         } else {
             None
         };
-        let node = canon.leaf("host.name").and_then(canonical_str);
+        // The node: a chain's nodes are only ever added to, so the bytes
+        // it had in the last record of the same chain are in its set.
+        let node_raw = canon.known_leaf(0);
+        let node_known = self
+            .node_memo
+            .as_ref()
+            .is_some_and(|(i, raw)| *i == index && node_raw == Some(&raw[..]));
+        let node = if node_known {
+            None
+        } else {
+            if let Some(raw) = node_raw {
+                self.node_memo = Some((index, raw.to_vec()));
+            }
+            node_raw.and_then(canonical_str)
+        };
         // v1 digests now; v2 digests in groups (filled in by flush_digests).
         let digest = match fields.suite {
             Suite::V1 => Suite::V1.content_digest(canon.form()),
             Suite::V2 => [0; 32],
         };
         let stream = self.options.stream && self.options.ordered;
-        let data = self.chain_data(fields.chain, &fields.view);
+        let data = &mut self.chains[index].1;
         if let Some(node) = node
             && !data.nodes.contains(node.as_ref())
         {
@@ -635,6 +732,13 @@ impl Verifier {
     /// The data of a chain and view (the last one used is found first,
     /// without allocating).
     fn chain_data(&mut self, chain: ChainId, view: &str) -> &mut ChainData {
+        let idx = self.chain_slot(chain, view);
+        &mut self.chains[idx].1
+    }
+
+    /// The index of a chain and view in `chains` (added if new); it
+    /// becomes the last chain used.
+    fn chain_slot(&mut self, chain: ChainId, view: &str) -> usize {
         let idx = match self.last_chain {
             Some(i) if self.chains[i].0.0 == chain && self.chains[i].0.1 == view => i,
             _ => {
@@ -648,7 +752,7 @@ impl Verifier {
             }
         };
         self.last_chain = Some(idx);
-        &mut self.chains[idx].1
+        idx
     }
 
     fn add_chain_record(&mut self, audit: &Map<String, Value>, seal: bool, loc: Location) {
@@ -1213,9 +1317,19 @@ impl<'a> ChainCheck<'a> {
         }
 
         // Records grouped by the batch they claim.
+        // Consecutive records (in seq order) mostly claim one batch: each
+        // stretch goes into the map at once, in order.
         let mut claimed: BTreeMap<(u64, u64), Vec<usize>> = BTreeMap::new();
-        for (i, r) in data.records.iter().enumerate() {
-            claimed.entry((r.run, r.batch)).or_default().push(i);
+        let mut stretch = 0;
+        for i in 1..=data.records.len() {
+            let key = |r: &Rec| (r.run, r.batch);
+            if data.records.get(i).map(key) != Some(key(&data.records[stretch])) {
+                claimed
+                    .entry(key(&data.records[stretch]))
+                    .or_default()
+                    .extend(stretch..i);
+                stretch = i;
+            }
         }
         let mut runs: BTreeSet<u64> = seals.keys().map(|k| k.0).collect();
         runs.extend(claimed.keys().map(|k| k.0));
@@ -1711,10 +1825,17 @@ impl<'a> ChainCheck<'a> {
         let mut digests = Vec::with_capacity(v.count as usize);
         let mut complete = true;
         let mut verified = 0;
+        // The batch's seqs are consecutive and `records` is sorted by seq:
+        // one search for the first, then each range starts where the last
+        // one ended (`records_at` for each, without a search per seq).
+        let mut cursor = records.partition_point(|r| r.seq < v.first_seq);
         for (i, tag) in v.tags.chunks_exact(TAG_BYTES).enumerate() {
             let seq = v.first_seq + i as u64;
             // The records with this seq: contiguous, as records are sorted.
-            let at = records_at(records, seq);
+            let start = cursor + records[cursor..].iter().take_while(|r| r.seq < seq).count();
+            let len = records[start..].iter().take_while(|r| r.seq == seq).count();
+            let at = start..start + len;
+            cursor = at.end;
             let good = at.clone().find(|&j| {
                 let r = &records[j];
                 &r.digest[..TAG_BYTES] == tag
@@ -1798,17 +1919,26 @@ impl<'a> ChainCheck<'a> {
     }
 
     /// Ordered mode: per file, the lines of this chain not in the longest
-    /// increasing run of sequence numbers are out of order.
+    /// increasing run of sequence numbers are out of order. `records` is
+    /// sorted by (seq, file, line).
     fn check_line_order(&mut self, records: &[Rec]) {
         let mut by_file: BTreeMap<u32, Vec<&Rec>> = BTreeMap::new();
+        let mut previous: Option<&Rec> = None;
         for r in records {
-            by_file.entry(r.loc.file).or_default().push(r);
+            // Exact replays are not disorder: a line with the seq and digest
+            // of the line before it (in its file) with that seq. Sorted by
+            // seq, then file and line, that line is the record just before
+            // (no map of every seq needed).
+            let replay = previous.is_some_and(|p| {
+                p.seq == r.seq && p.loc.file == r.loc.file && p.digest == r.digest
+            });
+            previous = Some(r);
+            if !replay {
+                by_file.entry(r.loc.file).or_default().push(r);
+            }
         }
         for (_, mut recs) in by_file {
             recs.sort_unstable_by_key(|r| r.loc.line);
-            // Exact replays are not disorder.
-            let mut seen: HashMap<u64, Hash> = HashMap::new();
-            recs.retain(|r| seen.insert(r.seq, r.digest) != Some(r.digest));
             let seqs: Vec<u64> = recs.iter().map(|r| r.seq).collect();
             let keep = longest_increasing(&seqs);
             for (i, r) in recs.iter().enumerate() {

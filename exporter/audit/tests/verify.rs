@@ -28,6 +28,7 @@ in_both_suites!(
     an_archive_cut_after_a_checkpoint_has_an_open_end,
     checkpoints_further_apart_than_allowed_are_late,
     blocks_of_lines_verify_like_single_lines,
+    ordered_replays_are_not_disorder_but_changed_copies_are,
 );
 
 /// The failing findings as (kind, seq range).
@@ -156,6 +157,35 @@ fn two_lines_swapped_across_batches() {
         "{}",
         r.render()
     );
+}
+
+fn ordered_replays_are_not_disorder_but_changed_copies_are() {
+    let lines = archive();
+    let ordered = VerifyOptions {
+        ordered: true,
+        ..options()
+    };
+    let i = lines.iter().position(|l| seq_of(l) == Some(321)).unwrap();
+    // An exact copy of a line far behind it (a replayed stretch): fine,
+    // also where the file's order is checked.
+    let mut replayed = lines.clone();
+    replayed.insert(lines.len() - 3, lines[i].clone());
+    assert!(verify_lines(&replayed, ordered.clone()).ok());
+    // Two copies, the second changed: the changed one is inserted and,
+    // being no replay, out of order too; then an exact copy of the
+    // changed one is a replay of it (the line before it with that seq).
+    let mut changed = lines.clone();
+    let copy = lines[i].replacen("\"port\":443", "\"port\":22", 1);
+    changed.insert(lines.len() - 3, copy.clone());
+    let expected = vec![
+        (FindingKind::Reordered, Some((321, 321))),
+        (FindingKind::Inserted, Some((321, 321))),
+    ];
+    let r = verify_lines(&changed, ordered.clone());
+    assert_eq!(failures(&r), expected, "{}", r.render());
+    changed.insert(lines.len() - 1, copy);
+    let r = verify_lines(&changed, ordered);
+    assert_eq!(failures(&r), expected, "{}", r.render());
 }
 
 fn forged_lines_are_inserted_or_unsigned() {

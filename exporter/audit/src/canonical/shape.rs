@@ -105,9 +105,6 @@ pub(super) struct Shape {
     prefixes: Vec<u8>,
     /// The prefixes' length without the padding.
     prefix_bytes: usize,
-    /// The values' total length in the line last matched (its canonical
-    /// form is `prefix_bytes + value_bytes + 1` long).
-    value_bytes: usize,
     /// The paths of `emits`, in the same (sorted) order, for leaf lookups.
     paths: Vec<u8>,
     path_ends: Vec<u32>,
@@ -122,10 +119,26 @@ pub(super) struct Shape {
     /// Per name of [`super::KNOWN_AUDIT_FIELDS`]: the first audit leaf of
     /// that name (an index into `audit`).
     known_audit: [Option<u32>; 6],
+    /// The first audit leaf named `type` (an index into `audit`).
+    type_audit: Option<u32>,
+    /// Per path of [`super::KNOWN_LEAVES`]: its content leaf (an index in
+    /// output order), computed once.
+    known_leaves: [Option<u32>; 2],
     /// The line being matched: per slot, its value's bytes in the line.
     raw: Vec<(u32, u32)>,
     /// The last line matched in full.
     last: LastLine,
+    /// Per slot: the index in `emits` of its content leaf, or [`NO_SLOT`]
+    /// for an audit slot (not in the form).
+    slot_emit: Vec<u32>,
+    /// The slots whose values the last match read anew (the others are
+    /// byte for byte those of the line matched before it); meaningful only
+    /// when `compared` is set.
+    changed: Vec<u32>,
+    /// The last match compared the line with the line matched before it
+    /// (rather than scanning it), so `changed` lists every slot that can
+    /// differ from that line's.
+    compared: bool,
 }
 
 /// The last line a shape matched in full, kept so that the next line is
@@ -640,14 +653,26 @@ impl Shape {
             emits: Vec::with_capacity(content.len()),
             prefixes: Vec::new(),
             prefix_bytes: 0,
-            value_bytes: 0,
             paths: Vec::new(),
             path_ends: Vec::with_capacity(content.len()),
             arrays: vec![None; slots.len()],
             known_audit: [None; 6],
+            type_audit: None,
+            known_leaves: [None; 2],
             audit,
             raw: Vec::new(),
             last: LastLine::default(),
+            slot_emit: vec![NO_SLOT; slots.len()],
+            changed: Vec::new(),
+            compared: false,
+        };
+        shape.type_audit = match shape
+            .audit
+            .iter()
+            .position(|(name, _)| &name[..] == b".type")
+        {
+            Some(i) => Some(u32::try_from(i).ok()?),
+            None => None,
         };
         for (i, (name, _)) in shape.audit.iter().enumerate() {
             if let Some(k) = name.strip_prefix(b".").and_then(|name| {
@@ -668,6 +693,9 @@ impl Shape {
             if slot.is_none() {
                 shape.prefixes.extend_from_slice(b"{}");
             }
+            if let Some(slot) = slot {
+                *shape.slot_emit.get_mut(*slot as usize)? = u32::try_from(n).ok()?;
+            }
             shape.emits.push(Emit {
                 prefix_start,
                 prefix_end: u32::try_from(shape.prefixes.len()).ok()?,
@@ -678,6 +706,12 @@ impl Shape {
         }
         shape.prefix_bytes = shape.prefixes.len();
         shape.prefixes.resize(shape.prefix_bytes + BLOCK, 0);
+        for (k, path) in super::KNOWN_LEAVES.iter().enumerate() {
+            shape.known_leaves[k] = match shape.leaf_index(path.as_bytes()) {
+                Some(i) => Some(u32::try_from(i).ok()?),
+                None => None,
+            };
+        }
         Some(shape)
     }
 
@@ -700,22 +734,23 @@ impl Shape {
         scratch: &mut String,
     ) -> bool {
         arena.clear();
-        vals.clear();
+        // Both ways of matching write every slot's entry before they
+        // succeed: only the lengths need setting.
         vals.resize(self.slot_specs.len(), Val::default());
-        self.raw.clear();
         self.raw.resize(self.slot_specs.len(), (0, 0));
         // The OR of the bytes of scanned string values: a high bit means
         // non-ASCII.
         let mut high = 0u64;
-        let matched = if self.last.line.is_empty() {
-            self.matches_scanning(json, vals, arena, scratch, &mut high)
-        } else {
+        self.changed.clear();
+        self.compared = !self.last.line.is_empty();
+        let matched = if self.compared {
             self.matches_against_last(json, vals, arena, scratch, &mut high)
+        } else {
+            self.matches_scanning(json, vals, arena, scratch, &mut high)
         };
         if !matched || (high & HIGHS != 0 && std::str::from_utf8(json).is_err()) {
             return false;
         }
-        self.value_bytes = vals.iter().map(|v| v.len()).sum();
         // This line is the reference for the next one.
         let last = &mut self.last;
         last.line.clear();
@@ -789,6 +824,7 @@ impl Shape {
             arrays,
             raw,
             last,
+            changed,
             ..
         } = self;
         let prev = &last.line[..];
@@ -797,13 +833,17 @@ impl Shape {
         // `prev`.
         let (mut p, mut q) = (0usize, 0usize);
         let mut differs_at = common_prefix(json, prev);
-        for (((((spec, array), raw), val), &(start, end)), &last_val) in slot_specs
+        // Slot numbers as one more zipped range (`enumerate` would stop the
+        // zips from being indexed as one loop).
+        let slots = 0..u32::try_from(slot_specs.len()).unwrap_or(u32::MAX);
+        for ((((((spec, array), raw), val), &(start, end)), &last_val), slot) in slot_specs
             .iter()
             .zip(arrays.iter_mut())
             .zip(raw.iter_mut())
             .zip(vals.iter_mut())
             .zip(&last.raw)
             .zip(&last.vals)
+            .zip(slots)
         {
             let (start, end) = (start as usize, end as usize);
             // `at`: where the value starts in `json` (everything before it
@@ -836,6 +876,7 @@ impl Shape {
             };
             *raw = (at as u32, value_end as u32);
             *val = v;
+            changed.push(slot);
             p = end;
             q = value_end;
             differs_at = p + common_prefix(&json[q..], &prev[p..]);
@@ -860,7 +901,8 @@ impl Shape {
         // so the copy is two vector moves rather than a call to `memcpy`.
         // `prefixes` has `BLOCK` bytes of padding; the output, `BLOCK` bytes
         // of slack past its exact length (prefixes + values + `}`).
-        let bound = self.prefix_bytes + self.value_bytes + 1 + BLOCK;
+        let value_bytes: usize = vals.iter().map(|v| v.len()).sum();
+        let bound = self.prefix_bytes + value_bytes + 1 + BLOCK;
         if out.len() < bound {
             out.resize(bound, 0);
         }
@@ -890,6 +932,48 @@ impl Shape {
         out.truncate(at + 1);
     }
 
+    /// Rewrite, in `out`, only the values that changed since the line
+    /// matched before this one, when `out` holds that line's form (emitted
+    /// by this shape, with `leaf_values` its leaves) and every changed value
+    /// kept its length: the result is what [`Shape::emit`] writes, since
+    /// the other pieces are the same bytes at the same places. False (and
+    /// `out` partly rewritten) otherwise: the caller then emits in full.
+    pub(super) fn emit_changes(
+        &self,
+        json: &[u8],
+        vals: &[Val],
+        arena: &[u8],
+        out: &mut [u8],
+        leaf_values: &[(u32, u32)],
+    ) -> bool {
+        if !self.compared {
+            return false;
+        }
+        for &slot in &self.changed {
+            let Some(&e) = self.slot_emit.get(slot as usize) else {
+                return false;
+            };
+            if e == NO_SLOT {
+                continue;
+            }
+            let (Some(&(start, end)), Some(&v)) =
+                (leaf_values.get(e as usize), vals.get(slot as usize))
+            else {
+                return false;
+            };
+            let (start, end) = (start as usize, end as usize);
+            let src = if v.in_arena() { arena } else { json };
+            let (Some(to), Some(from)) = (out.get_mut(start..end), src.get(v.range())) else {
+                return false;
+            };
+            if to.len() != from.len() {
+                return false;
+            }
+            to.copy_from_slice(from);
+        }
+        true
+    }
+
     /// The index (in output order) of the content leaf at `path`.
     pub(super) fn leaf_index(&self, path: &[u8]) -> Option<usize> {
         let path_at = |k: usize| {
@@ -915,6 +999,16 @@ impl Shape {
     /// The audit leaves: field name and slot.
     pub(super) fn audit(&self) -> &[(Box<[u8]>, u32)] {
         &self.audit
+    }
+
+    /// Per path of [`super::KNOWN_LEAVES`]: which content leaf it is.
+    pub(super) fn known_leaves(&self) -> &[Option<u32>; 2] {
+        &self.known_leaves
+    }
+
+    /// Which audit leaf is the first named `type`.
+    pub(super) fn type_audit(&self) -> Option<u32> {
+        self.type_audit
     }
 
     /// Per name of [`super::KNOWN_AUDIT_FIELDS`]: which audit leaf holds it.
@@ -976,6 +1070,9 @@ mod tests {
         "",
         "z",
         "a.b.c",
+        // The paths of `KNOWN_LEAVES`, whole and in parts.
+        "host.name",
+        "record",
     ];
 
     fn skeleton(rng: &mut Rng, depth: usize) -> Node {
@@ -1137,6 +1234,13 @@ mod tests {
                 for p in paths {
                     seen.push_str(&format!(" {p}={:?}", c.leaf(p)));
                 }
+                // The leaves a shape finds once are the ones a lookup finds.
+                for (k, p) in super::super::KNOWN_LEAVES.iter().enumerate() {
+                    assert_eq!(c.known_leaf(k), c.leaf(p), "{p}");
+                    seen.push_str(&format!(" known {p}={:?}", c.known_leaf(k)));
+                }
+                assert_eq!(c.known_leaf(2), None);
+                assert_eq!(c.audit_type(), c.audit_field("type"));
                 seen
             }
         }
