@@ -570,6 +570,17 @@ impl Canonicalizer {
                         &mut self.out,
                         &self.leaf_values,
                     );
+                #[cfg(debug_assertions)]
+                if patched {
+                    // What patching relies on: the form it changed is the
+                    // one a full write of this line gives.
+                    let (mut full, mut leaves) = (Vec::new(), Vec::new());
+                    self.shapes[0].emit(json, &self.vals, &self.arena, &mut full, &mut leaves);
+                    debug_assert!(
+                        full == self.out && leaves == self.leaf_values,
+                        "a patched canonical form differs from the full one"
+                    );
+                }
                 if !patched {
                     self.shapes[..=k].rotate_right(1);
                     self.shapes[0].emit(
@@ -633,6 +644,9 @@ impl Canonicalizer {
     /// Learn the shape of the line the general path has just canonicalised,
     /// and keep it if it gives the same bytes and audit fields.
     fn learn(&mut self, json: &[u8]) {
+        // Learning writes `leaf_values` for another buffer: the form in
+        // `out` may not be patched after it.
+        self.out_from_shape0 = false;
         let Some(mut shape) = shape::Shape::learn(json) else {
             return;
         };

@@ -1171,7 +1171,10 @@ impl<'a> ChainCheck<'a> {
             batches_verified: 0,
             checkpoints_verified: 0,
         };
-        data.records.sort_unstable_by_key(|r| (r.seq, r.loc));
+        // Explicitly (seq, file, line): check_line_order relies on the
+        // lines of one file with one seq being neighbours.
+        data.records
+            .sort_unstable_by_key(|r| (r.seq, r.loc.file, r.loc.line));
         if self.options.ordered {
             self.check_line_order(&data.records);
         }

@@ -323,6 +323,58 @@ fn the_mixed_corpus_names_v2_exactly_where_it_is_used() {
     assert!(r.ok(), "{}", r.render());
 }
 
+/// Tampering that keeps a line in the writer's shape: one digit of a
+/// content value flipped in the raw text, the length kept, in a data line
+/// right after another data line of its node. The verifier's canonical
+/// form of such a line is patched in place from the line before (only the
+/// changed values are written); every edit must still be detected. The
+/// corpus's `Modify` re-serialises lines (keys sorted), which never takes
+/// that path.
+#[test]
+fn in_place_edits_that_keep_the_shape_are_all_detected() {
+    for suites in [V1, V2, MIXED] {
+        let lines = corpus_archive(suites);
+        let node = |l: &str| l[l.find("\"host\"").unwrap()..][..40].to_string();
+        let mut edits = 0;
+        for i in 1..lines.len() {
+            if kind(&lines[i]) != Line::Data
+                || kind(&lines[i - 1]) != Line::Data
+                || node(&lines[i]) != node(&lines[i - 1])
+            {
+                continue;
+            }
+            let (body, _) = split_audit(&lines[i]);
+            let digits: Vec<usize> = body
+                .bytes()
+                .enumerate()
+                .filter(|(_, b)| b.is_ascii_digit())
+                .map(|(at, _)| at)
+                .collect();
+            // Eight positions spread over the line's content.
+            for k in 0..8 {
+                let at = digits[k * digits.len() / 8];
+                let mut bytes = lines[i].clone().into_bytes();
+                bytes[at] = if bytes[at] == b'9' {
+                    b'8'
+                } else {
+                    bytes[at] + 1
+                };
+                let mut mutated = lines.clone();
+                mutated[i] = String::from_utf8(bytes).unwrap();
+                let r = verify_lines(&mutated, options());
+                assert!(
+                    !r.ok(),
+                    "edit at byte {at} of line {i} not detected:\n{}",
+                    mutated[i]
+                );
+                edits += 1;
+            }
+        }
+        // node-a's runs and node-b: consecutive data lines of one node.
+        assert!(edits >= 8 * 20, "{edits} edits");
+    }
+}
+
 fn all_mutations_detected(suites: [Suite; 3]) {
     let lines = corpus_archive(suites);
     let base = verify_lines(&lines, options());
