@@ -322,6 +322,43 @@ pub(crate) struct Connections {
     observed: std::time::SystemTime,
 }
 
+/// Runs 20,000 records of [`Connections::new`]`(seed)` through one encoder
+/// per context (`make` with the context) and asserts each record equals
+/// what `want` (the schema's plain writer) writes for it; returns the
+/// encoders, for their counters.
+pub(crate) fn encoders_equal_the_writer<E>(
+    seed: u64,
+    make: impl Fn(crate::Context) -> E,
+    context: impl Fn(&E) -> &crate::Context,
+    want: impl Fn(&crate::Context, &ExplainedFlow, std::time::SystemTime, &mut Vec<u8>),
+    got: impl Fn(&mut E, &ExplainedFlow, std::time::SystemTime, &mut Vec<u8>),
+) -> Vec<E> {
+    let mut connections = Connections::new(seed);
+    let mut encoders: Vec<E> = Vec::new();
+    let (mut wanted, mut written) = (Vec::new(), Vec::new());
+    for i in 0..20_000 {
+        let (ctx, flow, observed) = connections.next_record();
+        let at = match encoders.iter().position(|e| context(e) == &ctx) {
+            Some(at) => at,
+            None => {
+                encoders.push(make(ctx.clone()));
+                encoders.len() - 1
+            }
+        };
+        wanted.clear();
+        written.clear();
+        want(&ctx, &flow, observed, &mut wanted);
+        got(&mut encoders[at], &flow, observed, &mut written);
+        assert!(
+            wanted == written,
+            "record {i} of seed {seed}:\nwant {}\ngot  {}",
+            String::from_utf8_lossy(&wanted),
+            String::from_utf8_lossy(&written)
+        );
+    }
+    encoders
+}
+
 impl Connections {
     pub(crate) fn new(seed: u64) -> Connections {
         let mut flows = RandomFlows::new(seed);

@@ -397,29 +397,13 @@ mod tests {
     /// constant changed, equal the writer's.
     #[test]
     fn templated_documents_equal_the_writer_s() {
-        let mut connections = crate::test_flows::Connections::new(11);
-        let mut encoders: Vec<EcsEncoder> = Vec::new();
-        let (mut want, mut got) = (Vec::new(), Vec::new());
-        for i in 0..20_000 {
-            let (ctx, flow, observed) = connections.next_record();
-            let at = match encoders.iter().position(|e| e.context() == &ctx) {
-                Some(at) => at,
-                None => {
-                    encoders.push(EcsEncoder::new(ctx.clone()));
-                    encoders.len() - 1
-                }
-            };
-            want.clear();
-            got.clear();
-            crate::ecs::write_flow_document(&ctx, &flow, observed, &mut want);
-            encoders[at].encode(&flow, observed, &mut got);
-            assert!(
-                want == got,
-                "record {i}:\nwant {}\ngot  {}",
-                String::from_utf8_lossy(&want),
-                String::from_utf8_lossy(&got)
-            );
-        }
+        let encoders = crate::test_flows::encoders_equal_the_writer(
+            11,
+            EcsEncoder::new,
+            EcsEncoder::context,
+            crate::ecs::write_flow_document,
+            |e, f, o, out| e.encode(f, o, out),
+        );
         let templated: u64 = encoders.iter().map(EcsEncoder::templated).sum();
         assert!(templated > 8_000, "{templated} templated");
         // New connections between known peers came from the templates of
@@ -441,24 +425,13 @@ mod tests {
     /// the writer's too.
     #[test]
     fn templates_of_cleared_maps_equal_the_writer_s() {
-        let mut connections = crate::test_flows::Connections::new(13);
-        let mut encoders: Vec<EcsEncoder> = Vec::new();
-        let (mut want, mut got) = (Vec::new(), Vec::new());
-        for i in 0..20_000 {
-            let (ctx, flow, observed) = connections.next_record();
-            let at = match encoders.iter().position(|e| e.context() == &ctx) {
-                Some(at) => at,
-                None => {
-                    encoders.push(EcsEncoder::with_capacity(ctx.clone(), 4));
-                    encoders.len() - 1
-                }
-            };
-            want.clear();
-            got.clear();
-            crate::ecs::write_flow_document(&ctx, &flow, observed, &mut want);
-            encoders[at].encode(&flow, observed, &mut got);
-            assert!(want == got, "record {i}");
-        }
+        let encoders = crate::test_flows::encoders_equal_the_writer(
+            13,
+            |ctx| EcsEncoder::with_capacity(ctx, 4),
+            EcsEncoder::context,
+            crate::ecs::write_flow_document,
+            |e, f, o, out| e.encode(f, o, out),
+        );
         let own: u64 = encoders
             .iter()
             .map(EcsEncoder::templated_from_own_peers)

@@ -292,24 +292,13 @@ mod tests {
     /// constant changed, equal the writer's.
     #[test]
     fn templated_records_equal_the_writer_s() {
-        let mut connections = crate::test_flows::Connections::new(12);
-        let mut encoders: Vec<OtlpEncoder> = Vec::new();
-        let (mut want, mut got) = (Vec::new(), Vec::new());
-        for i in 0..20_000 {
-            let (ctx, flow, observed) = connections.next_record();
-            let at = match encoders.iter().position(|e| e.context() == &ctx) {
-                Some(at) => at,
-                None => {
-                    encoders.push(OtlpEncoder::new(ctx.clone()));
-                    encoders.len() - 1
-                }
-            };
-            want.clear();
-            got.clear();
-            crate::otlp::write_log_record_protobuf(&ctx, &flow, observed, &mut want);
-            encoders[at].write_log_record(&flow, observed, &mut got);
-            assert!(want == got, "record {i}");
-        }
+        let encoders = crate::test_flows::encoders_equal_the_writer(
+            12,
+            OtlpEncoder::new,
+            OtlpEncoder::context,
+            crate::otlp::write_log_record_protobuf,
+            |e, f, o, out| e.write_log_record(f, o, out),
+        );
         let templated: u64 = encoders.iter().map(OtlpEncoder::templated).sum();
         assert!(templated > 8_000, "{templated} templated");
         // New connections between known peers came from the templates of
@@ -331,24 +320,13 @@ mod tests {
     /// the writer's too.
     #[test]
     fn templates_of_cleared_maps_equal_the_writer_s() {
-        let mut connections = crate::test_flows::Connections::new(13);
-        let mut encoders: Vec<OtlpEncoder> = Vec::new();
-        let (mut want, mut got) = (Vec::new(), Vec::new());
-        for i in 0..20_000 {
-            let (ctx, flow, observed) = connections.next_record();
-            let at = match encoders.iter().position(|e| e.context() == &ctx) {
-                Some(at) => at,
-                None => {
-                    encoders.push(OtlpEncoder::with_capacity(ctx.clone(), 4));
-                    encoders.len() - 1
-                }
-            };
-            want.clear();
-            got.clear();
-            crate::otlp::write_log_record_protobuf(&ctx, &flow, observed, &mut want);
-            encoders[at].write_log_record(&flow, observed, &mut got);
-            assert!(want == got, "record {i}");
-        }
+        let encoders = crate::test_flows::encoders_equal_the_writer(
+            13,
+            |ctx| OtlpEncoder::with_capacity(ctx, 4),
+            OtlpEncoder::context,
+            crate::otlp::write_log_record_protobuf,
+            |e, f, o, out| e.write_log_record(f, o, out),
+        );
         let own: u64 = encoders
             .iter()
             .map(OtlpEncoder::templated_from_own_peers)
