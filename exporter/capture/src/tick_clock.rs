@@ -74,15 +74,10 @@ pub fn offset_of(sample: ClockSample, tick_ns: u32) -> u64 {
 /// were seen. The caller confirms a raise with samples a tick apart
 /// ([`raise_needs_confirmation`]).
 pub fn refine_offset(current: u64, samples: &[ClockSample], tick_ns: u32) -> u64 {
-    // Signed distances in the wrapping space of the offsets.
-    let Some(min_delta) = samples
-        .iter()
-        .map(|s| offset_of(*s, tick_ns).wrapping_sub(current) as i64)
-        .min()
-    else {
+    let Some(min_delta) = samples.iter().map(|s| delta(current, *s, tick_ns)).min() else {
         return current;
     };
-    if min_delta < 0 || min_delta.unsigned_abs() > 2 * u64::from(tick_ns) {
+    if min_delta < 0 || min_delta > 2 * i64::from(tick_ns) {
         current.wrapping_add(min_delta as u64)
     } else {
         current
@@ -92,8 +87,13 @@ pub fn refine_offset(current: u64, samples: &[ClockSample], tick_ns: u32) -> u64
 /// Whether `sample` alone would move the offset up: the caller takes more
 /// samples, a tick apart, before believing it (see [`refine_offset`]).
 pub fn raise_needs_confirmation(current: u64, sample: ClockSample, tick_ns: u32) -> bool {
-    let delta = offset_of(sample, tick_ns).wrapping_sub(current) as i64;
-    delta > 2 * i64::from(tick_ns)
+    delta(current, sample, tick_ns) > 2 * i64::from(tick_ns)
+}
+
+/// The offset `sample` implies, as a signed distance from `current` in
+/// the wrapping space of the offsets.
+fn delta(current: u64, sample: ClockSample, tick_ns: u32) -> i64 {
+    offset_of(sample, tick_ns).wrapping_sub(current) as i64
 }
 
 /// Boot ns of a jiffies value as the programs compute it.
