@@ -23,6 +23,7 @@ use crate::fields::{
     AuditFields, append_to_object, canonical_u64, chain_hex, push_chain_hex, push_decimal,
     write_audit_object,
 };
+use crate::form_template::{FormTemplates, HoleTable};
 use crate::hash::{BatchPosition, ChainId, Hash, HeadInput, Suite, TAG_BYTES};
 use crate::hash_v2::DigestBatch;
 use crate::note::{Checkpoint, NoteSigner};
@@ -236,6 +237,10 @@ pub struct Auditor<S: StateStore> {
     forms: Vec<u8>,
     form_ends: Vec<usize>,
     digest_batch: DigestBatch,
+    /// Canonical forms of encoder templates ([`Auditor::seal_templated`]).
+    form_templates: FormTemplates,
+    /// Lines whose form came from a form template (statistics).
+    filled: u64,
 }
 
 /// v2 hashes this many records' canonical forms side by side (a group of
@@ -325,6 +330,8 @@ impl<S: StateStore> Auditor<S> {
             forms: Vec::new(),
             form_ends: Vec::new(),
             digest_batch: DigestBatch::new(),
+            form_templates: FormTemplates::default(),
+            filled: 0,
         };
         Ok((auditor, gap))
     }
@@ -393,6 +400,46 @@ impl<S: StateStore> Auditor<S> {
         lines: &[L],
         now: SystemTime,
     ) -> Result<SealRecord, AuditError> {
+        self.seal_inner(view, stamp, lines, None, now)
+    }
+
+    /// [`Auditor::seal`], with the encoder's side table: `holes.get(i)`
+    /// names the encoder template that wrote line `i` and where its values
+    /// are (lines past the table's end have none). A line whose audit
+    /// fields are exactly the ones [`BatchStamp::append_fields`] appends
+    /// gets its canonical form from its template's form template
+    /// (`crate::form_template`), made on the template's first line and
+    /// checked there against a parse; every other line, and any line the
+    /// form template refuses, is canonicalised as by `seal`. The seal is
+    /// the same as `seal`'s. The caller vouches that the encoder's lines
+    /// carry no audit fields of their own (the form template checks its
+    /// first line; later lines equal it outside the holes).
+    pub fn seal_templated<L: AsRef<[u8]>>(
+        &mut self,
+        view: &str,
+        stamp: &BatchStamp,
+        lines: &[L],
+        holes: &HoleTable,
+        now: SystemTime,
+    ) -> Result<SealRecord, AuditError> {
+        self.seal_inner(view, stamp, lines, Some(holes), now)
+    }
+
+    /// Lines whose canonical form came from a form template, and form
+    /// templates built and refused.
+    pub fn form_template_counts(&self) -> (u64, u64, u64) {
+        let (built, refused) = self.form_templates.counts();
+        (self.filled, built, refused)
+    }
+
+    fn seal_inner<L: AsRef<[u8]>>(
+        &mut self,
+        view: &str,
+        stamp: &BatchStamp,
+        lines: &[L],
+        holes: Option<&HoleTable>,
+        now: SystemTime,
+    ) -> Result<SealRecord, AuditError> {
         let node = self.options.node.clone();
         let index = self.view_index(view)?;
         let v = &self.views[index];
@@ -413,43 +460,71 @@ impl<S: StateStore> Auditor<S> {
         let suite = stamp.suite;
         let mut digests: Vec<Hash> = Vec::with_capacity(lines.len());
         let mut group: Vec<Hash> = Vec::with_capacity(DIGEST_GROUP);
-        let canon = &mut self.canon;
-        let forms = &mut self.forms;
-        let form_ends = &mut self.form_ends;
-        forms.clear();
-        form_ends.clear();
+        self.forms.clear();
+        self.form_ends.clear();
         let expected = ExpectedFields::new(stamp, view);
         let mut seq_text = Vec::with_capacity(20);
+        let mut suffix = Vec::with_capacity(160);
         for (i, line) in lines.iter().enumerate() {
-            let bad = |reason: String| AuditError::BadRecord {
-                batch: stamp.batch,
-                index: i,
-                reason,
-            };
-            let form = canon
-                .canonicalize(line.as_ref())
-                .map_err(|e| bad(e.to_string()))?;
-            match suite {
-                Suite::V1 => digests.push(suite.content_digest(form)),
-                Suite::V2 => {
-                    forms.extend_from_slice(form);
-                    form_ends.push(forms.len());
-                }
-            }
+            let line = line.as_ref();
             let seq = stamp.first_seq + i as u64;
-            if !expected.matches(canon, seq, &mut seq_text) {
-                // The slow comparison decides (and says what differs).
-                let want = stamp.fields(view, i as u64);
-                let got = AuditFields::from_canonical(canon).map_err(|e| bad(e.to_string()))?;
-                if got != want {
-                    return Err(bad(format!(
-                        "audit fields {got:?} differ from the stamp {want:?}"
-                    )));
+            let form_start = self.forms.len();
+            let templated = holes.and_then(|h| h.get(i));
+            let filled = templated.is_some_and(|(template, spans)| {
+                self.fill_form(index, template, spans, line, stamp, view, seq, &mut suffix)
+            });
+            if filled {
+                // The form equals a parse of the line, and the line's
+                // audit fields are exactly the stamp's (its template's
+                // line has none of its own): debug builds check both on
+                // every line.
+                debug_assert_eq!(
+                    self.canon.canonicalize(line).ok(),
+                    Some(&self.forms[form_start..]),
+                    "line {i}: a form template's form differs from the parse"
+                );
+                debug_assert!(expected.matches(&self.canon, seq, &mut seq_text));
+                self.filled += 1;
+                if suite == Suite::V1 {
+                    digests.push(suite.content_digest(&self.forms[form_start..]));
+                    self.forms.truncate(form_start);
+                }
+            } else {
+                let bad = |reason: String| AuditError::BadRecord {
+                    batch: stamp.batch,
+                    index: i,
+                    reason,
+                };
+                let form = self
+                    .canon
+                    .canonicalize(line)
+                    .map_err(|e| bad(e.to_string()))?;
+                match suite {
+                    Suite::V1 => digests.push(suite.content_digest(form)),
+                    Suite::V2 => self.forms.extend_from_slice(form),
+                }
+                if !expected.matches(&self.canon, seq, &mut seq_text) {
+                    // The slow comparison decides (and says what differs).
+                    let want = stamp.fields(view, i as u64);
+                    let got =
+                        AuditFields::from_canonical(&self.canon).map_err(|e| bad(e.to_string()))?;
+                    if got != want {
+                        return Err(bad(format!(
+                            "audit fields {got:?} differ from the stamp {want:?}"
+                        )));
+                    }
                 }
             }
-            if form_ends.len() == DIGEST_GROUP || (i + 1 == lines.len() && !form_ends.is_empty()) {
+            if suite == Suite::V2 {
+                self.form_ends.push(self.forms.len());
+            }
+            if self.form_ends.len() == DIGEST_GROUP
+                || (i + 1 == lines.len() && !self.form_ends.is_empty())
+            {
                 let mut start = 0;
-                let refs: Vec<&[u8]> = form_ends
+                let forms = &self.forms;
+                let refs: Vec<&[u8]> = self
+                    .form_ends
                     .iter()
                     .map(|&end| {
                         let f = &forms[start..end];
@@ -459,8 +534,8 @@ impl<S: StateStore> Auditor<S> {
                     .collect();
                 self.digest_batch.digests(&refs, &mut group);
                 digests.extend_from_slice(&group);
-                forms.clear();
-                form_ends.clear();
+                self.forms.clear();
+                self.form_ends.clear();
             }
         }
         let mut tags = Vec::with_capacity(lines.len() * TAG_BYTES);
@@ -508,6 +583,63 @@ impl<S: StateStore> Auditor<S> {
             suite,
             at: now,
         })
+    }
+
+    /// Appends the canonical form of `line` (line `seq` of `stamp` in
+    /// view `index`) from its template's form template to `self.forms`
+    /// and says `true`, when the line ends with exactly the audit fields
+    /// `append_fields` writes and the form template takes it; on the
+    /// template's first line the form template is built and its form
+    /// compared with a parse (a mismatch refuses the template for good).
+    /// `false`, and `self.forms` as it was, otherwise.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_form(
+        &mut self,
+        index: usize,
+        template: u64,
+        spans: &[(u32, u32)],
+        line: &[u8],
+        stamp: &BatchStamp,
+        view: &str,
+        seq: u64,
+        suffix: &mut Vec<u8>,
+    ) -> bool {
+        suffix.clear();
+        suffix.extend_from_slice(b",\"flowscribe.audit\":");
+        write_audit_object(
+            &stamp.chain,
+            view,
+            stamp.run,
+            stamp.batch,
+            seq,
+            stamp.suite,
+            suffix,
+        );
+        suffix.push(b'}');
+        if line.len() <= suffix.len() || !line.ends_with(suffix) {
+            return false;
+        }
+        let body_end = line.len() - suffix.len();
+        let form_start = self.forms.len();
+        match self.form_templates.get(index, template) {
+            Some(Some(t)) => t.fill(line, body_end, spans, &mut self.forms),
+            Some(None) => false,
+            None => {
+                let made = self
+                    .form_templates
+                    .build(index, template, line, body_end, spans);
+                let built = made.is_some();
+                let ok = made.is_some_and(|t| t.fill(line, body_end, spans, &mut self.forms))
+                    && self.canon.canonicalize(line).ok() == Some(&self.forms[form_start..]);
+                if !ok {
+                    self.forms.truncate(form_start);
+                    if built {
+                        self.form_templates.refuse(index, template);
+                    }
+                }
+                ok
+            }
+        }
     }
 
     /// Call often (every loop turn). Returns the checkpoints that are due

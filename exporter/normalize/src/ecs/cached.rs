@@ -40,6 +40,17 @@ pub struct EcsEncoder {
     /// Whole-document templates of connections reported again (`None`:
     /// off).
     memo: Option<ConnectionMemo>,
+    /// The side table of the last record, when asked for
+    /// ([`EcsEncoder::note_holes`]).
+    holes: Option<NotedHoles>,
+}
+
+/// Which template wrote the last record, and where its holes' values are.
+#[derive(Debug, Default)]
+struct NotedHoles {
+    /// The template's id; `None` when the record was rendered.
+    template: Option<u64>,
+    spans: Vec<(u32, u32)>,
 }
 
 #[derive(Debug)]
@@ -102,7 +113,29 @@ impl EcsEncoder {
             admission: Some(Admission::default()),
             times: TimeFormatter::default(),
             memo: Some(ConnectionMemo::new(capacity, super::hole::PER_CONNECTION)),
+            holes: None,
         }
+    }
+
+    /// With `true`, every later [`EcsEncoder::encode`] notes which
+    /// template wrote the record and where its holes' values are (see
+    /// [`EcsEncoder::last_holes`]); the bytes written are the same. Off by
+    /// default: the audit trail asks for it, to reuse the canonical form
+    /// of a template's record for the records written from it.
+    pub fn note_holes(&mut self, on: bool) {
+        self.holes = on.then(NotedHoles::default);
+    }
+
+    /// For the last record encoded, when noting is on and the record was
+    /// written from a template: the template's id (unique in the process;
+    /// a template never changes) and, per hole in the template's order,
+    /// the start and end of its value relative to the record's start.
+    /// Every byte outside the spans is the template's, so two records
+    /// from one template differ only inside them. A hole's value is a
+    /// JSON number or part of a string's content, as the writer wrote it.
+    pub fn last_holes(&self) -> Option<(u64, &[(u32, u32)])> {
+        let h = self.holes.as_ref()?;
+        Some((h.template?, &h.spans))
     }
 
     pub fn context(&self) -> &Context {
@@ -144,14 +177,24 @@ impl EcsEncoder {
                     &mut self.times,
                     self.ctx.community_id_seed,
                 );
-                template.write(out, |h, kept, out| {
+                let fill = |h, kept: &[u8], out: &mut Vec<u8>| {
                     fill_hole(h, kept, same_connection, f, &mut times, id, out);
-                });
+                };
+                match self.holes.as_mut() {
+                    None => template.write(out, fill),
+                    Some(noted) => {
+                        noted.template = Some(template.id());
+                        template.write_noting(out, Some(&mut noted.spans), fill);
+                    }
+                }
                 return;
             }
             Lookup::Record(marks) => Some(marks),
             Lookup::Render => None,
         };
+        if let Some(noted) = self.holes.as_mut() {
+            noted.template = None;
+        }
         let recording = marks.is_some();
         let times = Times::new(&flow.flow, observed, &mut self.times);
         let start = out.len();
