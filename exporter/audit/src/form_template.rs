@@ -104,18 +104,21 @@ pub struct FormTemplate {
     form_holes: Box<[(u32, u16)]>,
 }
 
-/// A canonical integer as written: `0`, or an optional `-` and 1-18
-/// digits not starting with `0` (19 without the sign: both fit the
-/// integer types the canonicaliser writes plainly).
+/// A canonical integer as written: `0`, or an optional `-` and digits not
+/// starting with `0`, within the integer types the canonicaliser writes
+/// plainly (`i64` when negative, `u64` otherwise).
 fn plain_integer(v: &[u8]) -> bool {
-    let (digits, max) = match v.split_first() {
-        Some((b'-', rest)) => (rest, 18),
-        _ => (v, 19),
+    let (digits, max): (&[u8], &[u8]) = match v.split_first() {
+        Some((b'-', rest)) => (rest, b"9223372036854775808"),
+        _ => (v, b"18446744073709551615"),
     };
     match digits {
         [b'0'] => digits.len() == v.len(),
         [first, ..] => {
-            *first != b'0' && digits.len() <= max && digits.iter().all(u8::is_ascii_digit)
+            *first != b'0'
+                && digits.iter().all(u8::is_ascii_digit)
+                // Digits of one length compare as their values do.
+                && (digits.len() < max.len() || (digits.len() == max.len() && digits <= max))
         }
         [] => false,
     }
@@ -441,7 +444,14 @@ mod tests {
 
     #[test]
     fn plain_values() {
-        for v in ["0", "7", "-3", "9999999999999999999", "-123456789012345678"] {
+        for v in [
+            "0",
+            "7",
+            "-3",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "-123456789012345678",
+        ] {
             assert!(plain_integer(v.as_bytes()), "{v}");
         }
         for v in [
@@ -452,8 +462,9 @@ mod tests {
             "1.0",
             "1e3",
             "+1",
-            "99999999999999999999",
-            "-1234567890123456789",
+            "123456789012345678901",
+            "18446744073709551616",
+            "-9223372036854775809",
         ] {
             assert!(!plain_integer(v.as_bytes()), "{v}");
         }
