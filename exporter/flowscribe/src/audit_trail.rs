@@ -18,6 +18,7 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use flowscribe_audit::fields::chain_hex;
+use flowscribe_audit::form_template::HoleTable;
 use flowscribe_audit::{
     Auditor, AuditorOptions, ClockState, FileStateStore, HeartbeatRecord, LifecycleEvent,
     LifecycleRecord, LossRecord, LossStage, NoteSigner,
@@ -256,7 +257,16 @@ impl AuditTrail {
     /// format's lines of this drain (flows and losses, the same records in
     /// each); audited views get the trail's own records, the audit fields,
     /// their seal, and any checkpoint that is due.
-    pub fn seal(&mut self, encoded: &mut [Encoded], now: SystemTime) -> anyhow::Result<()> {
+    ///
+    /// `ecs_holes` is the ECS encoder's side table of this drain's flow
+    /// lines (empty when it kept none): the ECS view's lines written from
+    /// a template get their canonical form from it.
+    pub fn seal(
+        &mut self,
+        encoded: &mut [Encoded],
+        ecs_holes: &HoleTable,
+        now: SystemTime,
+    ) -> anyhow::Result<()> {
         let data = encoded.first().map_or(0, |(_, lines, _)| lines.len());
         let extras: Vec<Vec<u8>> = self
             .pending
@@ -301,10 +311,13 @@ impl AuditTrail {
                     anyhow::bail!("audit: a {view} record is not a JSON object");
                 }
             }
-            let seal = self
-                .auditor
-                .seal(view, &stamp, &lines[skip..], now)
-                .context("audit: sealing")?;
+            let seal = if *format == Format::Schema(Schema::Ecs) {
+                self.auditor
+                    .seal_templated(view, &stamp, &lines[skip..], ecs_holes, now)
+            } else {
+                self.auditor.seal(view, &stamp, &lines[skip..], now)
+            }
+            .context("audit: sealing")?;
             lines.push(seal.to_json_line());
             ids.push(format!(
                 "seal-{}-{view}-{}-{}",

@@ -527,16 +527,21 @@ mod tests {
             templated += 1;
             let body_end = noted.len() - 1;
             let t = forms.entry(id).or_insert_with(|| {
-                FormTemplate::build(&noted, body_end, spans, &mut sentinels)
-                    .unwrap_or_else(|| {
-                        let values: Vec<String> = spans
-                            .iter()
-                            .map(|&(a, b)| {
-                                String::from_utf8_lossy(&noted[(a as usize).saturating_sub(3)..b as usize + 3]).into_owned()
-                            })
-                            .collect();
-                        panic!("record {i}: template {id} refused: {values:?}\n{}", String::from_utf8_lossy(&noted))
-                    })
+                FormTemplate::build(&noted, body_end, spans, &mut sentinels).unwrap_or_else(|| {
+                    let values: Vec<String> = spans
+                        .iter()
+                        .map(|&(a, b)| {
+                            String::from_utf8_lossy(
+                                &noted[(a as usize).saturating_sub(3)..b as usize + 3],
+                            )
+                            .into_owned()
+                        })
+                        .collect();
+                    panic!(
+                        "record {i}: template {id} refused: {values:?}\n{}",
+                        String::from_utf8_lossy(&noted)
+                    )
+                })
             });
             form.clear();
             assert!(t.fill(&noted, body_end, spans, &mut form), "record {i}");
