@@ -116,7 +116,7 @@ fn plain_integer(v: &[u8]) -> bool {
         [b'0'] => digits.len() == v.len(),
         [first, ..] => {
             *first != b'0'
-                && digits.iter().all(u8::is_ascii_digit)
+                && digits.iter().fold(true, |ok, b| ok & b.is_ascii_digit())
                 // Digits of one length compare as their values do.
                 && (digits.len() < max.len() || (digits.len() == max.len() && digits <= max))
         }
@@ -126,8 +126,11 @@ fn plain_integer(v: &[u8]) -> bool {
 
 /// Text whose canonical string bytes are itself.
 fn plain_text(v: &[u8]) -> bool {
-    v.iter()
-        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    // A fold without early exit: values are short, and this form
+    // vectorises.
+    v.iter().fold(true, |ok, &b| {
+        ok & (b >= 0x20) & (b < 0x7f) & (b != b'"') & (b != b'\\')
+    })
 }
 
 impl Kind {
