@@ -1059,14 +1059,26 @@ mod tests {
             matches!(err, AuditError::BadRecord { index: 1, .. }),
             "{err}"
         );
+        // Line 1's own body with line 2's audit fields: the template fits,
+        // the fields do not.
+        let mut l = good.clone();
+        let at = memchr::memmem::find(&l[1], b",\"flowscribe.audit\":").unwrap();
+        l[1].truncate(at);
+        l[1].push(b'}');
+        assert!(s.append_fields("ecs", 2, &mut l[1]));
+        let err = a.seal_templated("ecs", &s, &l, &table, t(1)).unwrap_err();
+        assert!(
+            matches!(err, AuditError::BadRecord { index: 1, .. }),
+            "{err}"
+        );
         let mut changed = good.clone();
         let at = memchr::memmem::find(&changed[2], b"flow").unwrap();
         changed[2][at] = b'F';
         let got = a.seal_templated("ecs", &s, &changed, &table, t(1)).unwrap();
         let want = b.seal("ecs", &s, &changed, t(1)).unwrap();
         assert_eq!(got, want);
-        // Filled: line 0 of the refused attempt, lines 0 and 1 of this one.
-        assert_eq!(a.form_template_counts(), (3, 1, 0));
+        // Filled: line 0 of each refused attempt, lines 0 and 1 of this one.
+        assert_eq!(a.form_template_counts(), (4, 1, 0));
     }
 
     #[test]
