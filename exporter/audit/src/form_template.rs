@@ -129,7 +129,7 @@ fn plain_text(v: &[u8]) -> bool {
     // A fold without early exit: values are short, and this form
     // vectorises.
     v.iter().fold(true, |ok, &b| {
-        ok & (b >= 0x20) & (b < 0x7f) & (b != b'"') & (b != b'\\')
+        ok & (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\')
     })
 }
 
