@@ -357,12 +357,37 @@ impl FormTemplate {
     }
 }
 
+/// What [`FormTemplates`] knows of an encoder template.
+#[derive(Debug)]
+enum Slot {
+    /// One line of it was seen (and parsed): a template used once costs
+    /// no build.
+    Seen,
+    Built(FormTemplate),
+    Refused,
+}
+
+/// What [`FormTemplates::get`] says about an encoder template.
+#[derive(Debug)]
+pub enum Known<'t> {
+    /// Its form template: fill from it.
+    Built(&'t FormTemplate),
+    /// Parse the line: the template is new (now marked seen) or was
+    /// refused.
+    Parse,
+    /// Its second line: [`FormTemplates::build`] from it.
+    Build,
+}
+
 /// Form templates by encoder template id, bounded: a full map is cleared
 /// (a template of a connection that ended is never asked for again).
-/// Remembers refusals too, so a template that has none is parsed once.
+/// A form template is built on an encoder template's second line, so that
+/// templates used once cost a map entry, not a build (one parse of a
+/// sentinel line). Refusals are remembered, so a template that has no
+/// form template is tried once.
 #[derive(Debug)]
 pub struct FormTemplates {
-    map: HashMap<(usize, u64), Option<FormTemplate>>,
+    map: HashMap<(usize, u64), Slot>,
     capacity: usize,
     /// Sentinel lines are parsed here, not by the seal's canonicaliser,
     /// whose learned shapes would otherwise be the sentinels'.
@@ -371,8 +396,11 @@ pub struct FormTemplates {
     refused: u64,
 }
 
-/// The default bound: at ~1.2 KB a template, a few MB.
-pub const DEFAULT_FORM_TEMPLATES: usize = 4096;
+/// The default bound: the ECS encoder keeps up to 4,096 connection and as
+/// many peer templates (`fragment_cache::DEFAULT_CAPACITY` each). A form
+/// template of a ~3 KB ECS line holds its ~3 KB of constant line bytes and
+/// its ~4 KB of form: ~60 MB when full.
+pub const DEFAULT_FORM_TEMPLATES: usize = 8192;
 
 impl Default for FormTemplates {
     fn default() -> Self {
@@ -391,10 +419,21 @@ impl FormTemplates {
         }
     }
 
-    /// The form template of `(view, template)`, when known: `Some(None)`
-    /// for one that was refused, `None` when not seen yet.
-    pub fn get(&self, view: usize, template: u64) -> Option<Option<&FormTemplate>> {
-        self.map.get(&(view, template)).map(Option::as_ref)
+    /// What to do with a line of encoder template `template` in view
+    /// `view` (a view's lines come from one encoder).
+    pub fn get(&mut self, view: usize, template: u64) -> Known<'_> {
+        if !self.map.contains_key(&(view, template)) {
+            if self.map.len() >= self.capacity {
+                self.map.clear();
+            }
+            self.map.insert((view, template), Slot::Seen);
+            return Known::Parse;
+        }
+        match self.map.get(&(view, template)) {
+            Some(Slot::Built(t)) => Known::Built(t),
+            Some(Slot::Seen) => Known::Build,
+            Some(Slot::Refused) | None => Known::Parse,
+        }
     }
 
     /// Builds and keeps the form template of `(view, template)` from
@@ -407,27 +446,37 @@ impl FormTemplates {
         body_end: usize,
         spans: &[(u32, u32)],
     ) -> Option<&FormTemplate> {
-        if self.map.len() >= self.capacity {
-            self.map.clear();
-        }
-        let made = FormTemplate::build(line, body_end, spans, &mut self.canon);
-        if made.is_some() {
-            self.built += 1;
-        } else {
-            self.refused += 1;
-        }
-        self.map
+        let slot = match FormTemplate::build(line, body_end, spans, &mut self.canon) {
+            Some(t) => {
+                self.built += 1;
+                Slot::Built(t)
+            }
+            None => {
+                self.refused += 1;
+                Slot::Refused
+            }
+        };
+        match self
+            .map
             .entry((view, template))
-            .insert_entry(made)
+            .insert_entry(slot)
             .into_mut()
-            .as_ref()
+        {
+            Slot::Built(t) => Some(t),
+            _ => None,
+        }
     }
 
-    /// Forgets `(view, template)` (its form did not match a parse).
+    /// Refuses `(view, template)` for good (its form did not match a
+    /// parse).
     pub fn refuse(&mut self, view: usize, template: u64) {
-        self.map.insert((view, template), None);
-        self.refused += 1;
-        self.built = self.built.saturating_sub(1);
+        if let Some(slot) = self.map.get_mut(&(view, template)) {
+            if matches!(slot, Slot::Built(_)) {
+                self.built = self.built.saturating_sub(1);
+            }
+            *slot = Slot::Refused;
+            self.refused += 1;
+        }
     }
 
     /// Form templates built, and encoder templates refused.
@@ -585,19 +634,25 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_is_bounded_and_remembers_refusals() {
+    fn the_cache_builds_on_the_second_line_is_bounded_and_remembers_refusals() {
         let line = br#"{"n":35}"#;
         let spans = [span(line, "35")];
-        let mut cache = FormTemplates::new(2);
-        assert!(cache.get(0, 1).is_none());
+        let mut cache = FormTemplates::new(3);
+        assert!(matches!(cache.get(0, 1), Known::Parse), "first line");
+        assert!(matches!(cache.get(0, 1), Known::Build), "second line");
         assert!(cache.build(0, 1, line, line.len() - 1, &spans).is_some());
+        assert!(matches!(cache.get(0, 1), Known::Built(_)));
+        assert!(matches!(cache.get(0, 2), Known::Parse));
         assert!(cache.build(0, 2, line, line.len() - 1, &[(1, 2)]).is_none());
-        assert!(matches!(cache.get(0, 1), Some(Some(_))));
-        assert!(matches!(cache.get(0, 2), Some(None)));
-        assert!(cache.get(1, 1).is_none(), "views are apart");
+        assert!(matches!(cache.get(0, 2), Known::Parse), "refused");
+        assert!(matches!(cache.get(1, 1), Known::Parse), "views are apart");
         assert_eq!(cache.counts(), (1, 1));
-        cache.build(0, 3, line, line.len() - 1, &spans);
-        assert!(cache.get(0, 1).is_none(), "a full map is cleared");
-        assert!(cache.get(0, 3).is_some());
+        cache.refuse(0, 1);
+        assert!(matches!(cache.get(0, 1), Known::Parse));
+        assert_eq!(cache.counts(), (0, 2));
+        // Full (3 entries): the next new template clears the map.
+        assert!(matches!(cache.get(0, 3), Known::Parse));
+        assert!(matches!(cache.get(0, 3), Known::Build));
+        assert!(matches!(cache.get(1, 1), Known::Parse), "cleared");
     }
 }
