@@ -195,6 +195,52 @@ impl ExpectedFields {
     }
 }
 
+/// The audit fields `BatchStamp::append_fields` ends a batch's lines
+/// with, as the bytes before and after the sequence number: a line is
+/// checked against them without writing the chain id out per line.
+struct AuditSuffix {
+    /// `,"flowscribe.audit":{"chain":…,"seq":`
+    head: Vec<u8>,
+    /// What follows the number: `}}`, or `,"suite":"v2"}}`.
+    tail: Vec<u8>,
+    digits: Vec<u8>,
+}
+
+impl AuditSuffix {
+    fn new(stamp: &BatchStamp, view: &str) -> Self {
+        let mut head = b",\"flowscribe.audit\":".to_vec();
+        write_audit_object(
+            &stamp.chain,
+            view,
+            stamp.run,
+            stamp.batch,
+            0,
+            stamp.suite,
+            &mut head,
+        );
+        head.push(b'}');
+        // `"seq":0` is written once, after the view: its last occurrence.
+        let at = memchr::memmem::rfind(&head, b"\"seq\":0").map_or(head.len(), |at| at + 6);
+        let tail = head.split_off(at.min(head.len()));
+        AuditSuffix {
+            head,
+            tail: tail.get(1..).unwrap_or_default().to_vec(),
+            digits: Vec::with_capacity(20),
+        }
+    }
+
+    /// Where the audit fields of record `seq` begin in `line`, when it
+    /// ends with exactly those `append_fields` writes (and has a body).
+    fn body_end(&mut self, line: &[u8], seq: u64) -> Option<usize> {
+        self.digits.clear();
+        push_decimal(seq, &mut self.digits);
+        let rest = line.strip_suffix(&self.tail[..])?;
+        let rest = rest.strip_suffix(&self.digits[..])?;
+        let body = rest.strip_suffix(&self.head[..])?;
+        (!body.is_empty()).then_some(body.len())
+    }
+}
+
 /// One view's chain within the current run.
 #[derive(Debug, Clone)]
 struct ViewChain {
@@ -464,14 +510,16 @@ impl<S: StateStore> Auditor<S> {
         self.form_ends.clear();
         let expected = ExpectedFields::new(stamp, view);
         let mut seq_text = Vec::with_capacity(20);
-        let mut suffix = Vec::with_capacity(160);
+        let mut suffix = AuditSuffix::new(stamp, view);
         for (i, line) in lines.iter().enumerate() {
             let line = line.as_ref();
             let seq = stamp.first_seq + i as u64;
             let form_start = self.forms.len();
             let templated = holes.and_then(|h| h.get(i));
             let filled = templated.is_some_and(|(template, spans)| {
-                self.fill_form(index, template, spans, line, stamp, view, seq, &mut suffix)
+                suffix
+                    .body_end(line, seq)
+                    .is_some_and(|body_end| self.fill_form(index, template, spans, line, body_end))
             });
             if filled {
                 // The form equals a parse of the line, and the line's
@@ -585,41 +633,21 @@ impl<S: StateStore> Auditor<S> {
         })
     }
 
-    /// Appends the canonical form of `line` (line `seq` of `stamp` in
-    /// view `index`) from its template's form template to `self.forms`
-    /// and says `true`, when the line ends with exactly the audit fields
-    /// `append_fields` writes and the form template takes it; on the
+    /// Appends the canonical form of `line[..body_end]` followed by `}`
+    /// (a line of view `index` without the audit fields it ends with) from
+    /// its template's form template to `self.forms` and says `true`, when
+    /// the form template takes it; on the
     /// template's second line the form template is built and its form
     /// compared with a parse (a mismatch refuses the template for good).
     /// `false`, and `self.forms` as it was, otherwise.
-    #[allow(clippy::too_many_arguments)]
     fn fill_form(
         &mut self,
         index: usize,
         template: u64,
         spans: &[(u32, u32)],
         line: &[u8],
-        stamp: &BatchStamp,
-        view: &str,
-        seq: u64,
-        suffix: &mut Vec<u8>,
+        body_end: usize,
     ) -> bool {
-        suffix.clear();
-        suffix.extend_from_slice(b",\"flowscribe.audit\":");
-        write_audit_object(
-            &stamp.chain,
-            view,
-            stamp.run,
-            stamp.batch,
-            seq,
-            stamp.suite,
-            suffix,
-        );
-        suffix.push(b'}');
-        if line.len() <= suffix.len() || !line.ends_with(suffix) {
-            return false;
-        }
-        let body_end = line.len() - suffix.len();
         let form_start = self.forms.len();
         match self.form_templates.get(index, template) {
             Known::Built(t) => t.fill(line, body_end, spans, &mut self.forms),
@@ -966,6 +994,35 @@ mod tests {
             let s2 = a.stamp(3, t(2)).unwrap();
             let again = a.seal("ecs", &s2, &lines(&s2, "ecs"), t(2)).unwrap();
             assert_eq!(again.suite, suite);
+        }
+    }
+
+    /// The suffix check finds exactly the fields `append_fields` writes,
+    /// for any sequence number, in both suites, and nothing else.
+    #[test]
+    fn the_audit_suffix_is_what_append_fields_writes() {
+        for suite in [Suite::V1, Suite::V2] {
+            for first_seq in [0, 7, 10, 99_999, u64::MAX - 10] {
+                let stamp = BatchStamp {
+                    chain: [5; 16],
+                    run: 3,
+                    batch: 12,
+                    first_seq,
+                    count: 5,
+                    suite,
+                };
+                let mut suffix = AuditSuffix::new(&stamp, "ecs");
+                for i in 0..5 {
+                    let mut line = br#"{"a":1}"#.to_vec();
+                    assert!(stamp.append_fields("ecs", i, &mut line));
+                    let seq = first_seq + i;
+                    assert_eq!(suffix.body_end(&line, seq), Some(6), "{suite:?} {seq}");
+                    assert_eq!(suffix.body_end(&line, seq.wrapping_add(1)), None);
+                    let mut other = br#"{"a":1}"#.to_vec();
+                    assert!(stamp.append_fields("ocsf", i, &mut other));
+                    assert_eq!(suffix.body_end(&other, seq), None);
+                }
+            }
         }
     }
 
