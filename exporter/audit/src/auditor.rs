@@ -23,6 +23,7 @@ use crate::fields::{
     AuditFields, append_to_object, canonical_u64, chain_hex, push_chain_hex, push_decimal,
     write_audit_object,
 };
+use crate::form_template::{FormTemplates, HoleTable, Known};
 use crate::hash::{BatchPosition, ChainId, Hash, HeadInput, Suite, TAG_BYTES};
 use crate::hash_v2::DigestBatch;
 use crate::note::{Checkpoint, NoteSigner};
@@ -194,6 +195,52 @@ impl ExpectedFields {
     }
 }
 
+/// The audit fields `BatchStamp::append_fields` ends a batch's lines
+/// with, as the bytes before and after the sequence number: a line is
+/// checked against them without writing the chain id out per line.
+struct AuditSuffix {
+    /// `,"flowscribe.audit":{"chain":…,"seq":`
+    head: Vec<u8>,
+    /// What follows the number: `}}`, or `,"suite":"v2"}}`.
+    tail: Vec<u8>,
+    digits: Vec<u8>,
+}
+
+impl AuditSuffix {
+    fn new(stamp: &BatchStamp, view: &str) -> Self {
+        let mut head = b",\"flowscribe.audit\":".to_vec();
+        write_audit_object(
+            &stamp.chain,
+            view,
+            stamp.run,
+            stamp.batch,
+            0,
+            stamp.suite,
+            &mut head,
+        );
+        head.push(b'}');
+        // `"seq":0` is written once, after the view: its last occurrence.
+        let at = memchr::memmem::rfind(&head, b"\"seq\":0").map_or(head.len(), |at| at + 6);
+        let tail = head.split_off(at.min(head.len()));
+        AuditSuffix {
+            head,
+            tail: tail.get(1..).unwrap_or_default().to_vec(),
+            digits: Vec::with_capacity(20),
+        }
+    }
+
+    /// Where the audit fields of record `seq` begin in `line`, when it
+    /// ends with exactly those `append_fields` writes (and has a body).
+    fn body_end(&mut self, line: &[u8], seq: u64) -> Option<usize> {
+        self.digits.clear();
+        push_decimal(seq, &mut self.digits);
+        let rest = line.strip_suffix(&self.tail[..])?;
+        let rest = rest.strip_suffix(&self.digits[..])?;
+        let body = rest.strip_suffix(&self.head[..])?;
+        (!body.is_empty()).then_some(body.len())
+    }
+}
+
 /// One view's chain within the current run.
 #[derive(Debug, Clone)]
 struct ViewChain {
@@ -236,6 +283,10 @@ pub struct Auditor<S: StateStore> {
     forms: Vec<u8>,
     form_ends: Vec<usize>,
     digest_batch: DigestBatch,
+    /// Canonical forms of encoder templates ([`Auditor::seal_templated`]).
+    form_templates: FormTemplates,
+    /// Lines whose form came from a form template (statistics).
+    filled: u64,
 }
 
 /// v2 hashes this many records' canonical forms side by side (a group of
@@ -325,6 +376,8 @@ impl<S: StateStore> Auditor<S> {
             forms: Vec::new(),
             form_ends: Vec::new(),
             digest_batch: DigestBatch::new(),
+            form_templates: FormTemplates::default(),
+            filled: 0,
         };
         Ok((auditor, gap))
     }
@@ -393,6 +446,46 @@ impl<S: StateStore> Auditor<S> {
         lines: &[L],
         now: SystemTime,
     ) -> Result<SealRecord, AuditError> {
+        self.seal_inner(view, stamp, lines, None, now)
+    }
+
+    /// [`Auditor::seal`], with the encoder's side table: `holes.get(i)`
+    /// names the encoder template that wrote line `i` and where its values
+    /// are (lines past the table's end have none). A line whose audit
+    /// fields are exactly the ones [`BatchStamp::append_fields`] appends
+    /// gets its canonical form from its template's form template
+    /// (`crate::form_template`), made on the template's second line and
+    /// checked there against a parse; every other line, and any line the
+    /// form template refuses, is canonicalised as by `seal`. The seal is
+    /// the same as `seal`'s. The caller vouches that the encoder's lines
+    /// carry no audit fields of their own (the form template checks the
+    /// line it is built from; later lines equal it outside the holes).
+    pub fn seal_templated<L: AsRef<[u8]>>(
+        &mut self,
+        view: &str,
+        stamp: &BatchStamp,
+        lines: &[L],
+        holes: &HoleTable,
+        now: SystemTime,
+    ) -> Result<SealRecord, AuditError> {
+        self.seal_inner(view, stamp, lines, Some(holes), now)
+    }
+
+    /// Lines whose canonical form came from a form template, and form
+    /// templates built and refused.
+    pub fn form_template_counts(&self) -> (u64, u64, u64) {
+        let (built, refused) = self.form_templates.counts();
+        (self.filled, built, refused)
+    }
+
+    fn seal_inner<L: AsRef<[u8]>>(
+        &mut self,
+        view: &str,
+        stamp: &BatchStamp,
+        lines: &[L],
+        holes: Option<&HoleTable>,
+        now: SystemTime,
+    ) -> Result<SealRecord, AuditError> {
         let node = self.options.node.clone();
         let index = self.view_index(view)?;
         let v = &self.views[index];
@@ -413,43 +506,73 @@ impl<S: StateStore> Auditor<S> {
         let suite = stamp.suite;
         let mut digests: Vec<Hash> = Vec::with_capacity(lines.len());
         let mut group: Vec<Hash> = Vec::with_capacity(DIGEST_GROUP);
-        let canon = &mut self.canon;
-        let forms = &mut self.forms;
-        let form_ends = &mut self.form_ends;
-        forms.clear();
-        form_ends.clear();
+        self.forms.clear();
+        self.form_ends.clear();
         let expected = ExpectedFields::new(stamp, view);
         let mut seq_text = Vec::with_capacity(20);
+        let mut suffix = AuditSuffix::new(stamp, view);
         for (i, line) in lines.iter().enumerate() {
-            let bad = |reason: String| AuditError::BadRecord {
-                batch: stamp.batch,
-                index: i,
-                reason,
-            };
-            let form = canon
-                .canonicalize(line.as_ref())
-                .map_err(|e| bad(e.to_string()))?;
-            match suite {
-                Suite::V1 => digests.push(suite.content_digest(form)),
-                Suite::V2 => {
-                    forms.extend_from_slice(form);
-                    form_ends.push(forms.len());
-                }
-            }
+            let line = line.as_ref();
             let seq = stamp.first_seq + i as u64;
-            if !expected.matches(canon, seq, &mut seq_text) {
-                // The slow comparison decides (and says what differs).
-                let want = stamp.fields(view, i as u64);
-                let got = AuditFields::from_canonical(canon).map_err(|e| bad(e.to_string()))?;
-                if got != want {
-                    return Err(bad(format!(
-                        "audit fields {got:?} differ from the stamp {want:?}"
-                    )));
+            let form_start = self.forms.len();
+            let templated = holes.and_then(|h| h.get(i));
+            let filled = templated.is_some_and(|(template, spans)| {
+                suffix
+                    .body_end(line, seq)
+                    .is_some_and(|body_end| self.fill_form(index, template, spans, line, body_end))
+            });
+            if filled {
+                // The form equals a parse of the line, and the line's
+                // audit fields are exactly the stamp's (its template's
+                // line has none of its own): debug builds check both on
+                // every line.
+                debug_assert_eq!(
+                    self.canon.canonicalize(line).ok(),
+                    Some(&self.forms[form_start..]),
+                    "line {i}: a form template's form differs from the parse"
+                );
+                debug_assert!(expected.matches(&self.canon, seq, &mut seq_text));
+                self.filled += 1;
+                if suite == Suite::V1 {
+                    digests.push(suite.content_digest(&self.forms[form_start..]));
+                    self.forms.truncate(form_start);
+                }
+            } else {
+                let bad = |reason: String| AuditError::BadRecord {
+                    batch: stamp.batch,
+                    index: i,
+                    reason,
+                };
+                let form = self
+                    .canon
+                    .canonicalize(line)
+                    .map_err(|e| bad(e.to_string()))?;
+                match suite {
+                    Suite::V1 => digests.push(suite.content_digest(form)),
+                    Suite::V2 => self.forms.extend_from_slice(form),
+                }
+                if !expected.matches(&self.canon, seq, &mut seq_text) {
+                    // The slow comparison decides (and says what differs).
+                    let want = stamp.fields(view, i as u64);
+                    let got =
+                        AuditFields::from_canonical(&self.canon).map_err(|e| bad(e.to_string()))?;
+                    if got != want {
+                        return Err(bad(format!(
+                            "audit fields {got:?} differ from the stamp {want:?}"
+                        )));
+                    }
                 }
             }
-            if form_ends.len() == DIGEST_GROUP || (i + 1 == lines.len() && !form_ends.is_empty()) {
+            if suite == Suite::V2 {
+                self.form_ends.push(self.forms.len());
+            }
+            if self.form_ends.len() == DIGEST_GROUP
+                || (i + 1 == lines.len() && !self.form_ends.is_empty())
+            {
                 let mut start = 0;
-                let refs: Vec<&[u8]> = form_ends
+                let forms = &self.forms;
+                let refs: Vec<&[u8]> = self
+                    .form_ends
                     .iter()
                     .map(|&end| {
                         let f = &forms[start..end];
@@ -459,8 +582,8 @@ impl<S: StateStore> Auditor<S> {
                     .collect();
                 self.digest_batch.digests(&refs, &mut group);
                 digests.extend_from_slice(&group);
-                forms.clear();
-                form_ends.clear();
+                self.forms.clear();
+                self.form_ends.clear();
             }
         }
         let mut tags = Vec::with_capacity(lines.len() * TAG_BYTES);
@@ -508,6 +631,43 @@ impl<S: StateStore> Auditor<S> {
             suite,
             at: now,
         })
+    }
+
+    /// Appends the canonical form of `line[..body_end]` followed by `}`
+    /// (a line of view `index` without the audit fields it ends with) from
+    /// its template's form template to `self.forms` and says `true`, when
+    /// the form template takes it; on the
+    /// template's second line the form template is built and its form
+    /// compared with a parse (a mismatch refuses the template for good).
+    /// `false`, and `self.forms` as it was, otherwise.
+    fn fill_form(
+        &mut self,
+        index: usize,
+        template: u64,
+        spans: &[(u32, u32)],
+        line: &[u8],
+        body_end: usize,
+    ) -> bool {
+        let form_start = self.forms.len();
+        match self.form_templates.get(index, template) {
+            Known::Built(t) => t.fill(line, body_end, spans, &mut self.forms),
+            Known::Parse => false,
+            Known::Build => {
+                let made = self
+                    .form_templates
+                    .build(index, template, line, body_end, spans);
+                let built = made.is_some();
+                let ok = made.is_some_and(|t| t.fill(line, body_end, spans, &mut self.forms))
+                    && self.canon.canonicalize(line).ok() == Some(&self.forms[form_start..]);
+                if !ok {
+                    self.forms.truncate(form_start);
+                    if built {
+                        self.form_templates.refuse(index, template);
+                    }
+                }
+                ok
+            }
+        }
     }
 
     /// Call often (every loop turn). Returns the checkpoints that are due
@@ -835,6 +995,149 @@ mod tests {
             let again = a.seal("ecs", &s2, &lines(&s2, "ecs"), t(2)).unwrap();
             assert_eq!(again.suite, suite);
         }
+    }
+
+    /// The suffix check finds exactly the fields `append_fields` writes,
+    /// for any sequence number, in both suites, and nothing else.
+    #[test]
+    fn the_audit_suffix_is_what_append_fields_writes() {
+        for suite in [Suite::V1, Suite::V2] {
+            for first_seq in [0, 7, 10, 99_999, u64::MAX - 10] {
+                let stamp = BatchStamp {
+                    chain: [5; 16],
+                    run: 3,
+                    batch: 12,
+                    first_seq,
+                    count: 5,
+                    suite,
+                };
+                let mut suffix = AuditSuffix::new(&stamp, "ecs");
+                for i in 0..5 {
+                    let mut line = br#"{"a":1}"#.to_vec();
+                    assert!(stamp.append_fields("ecs", i, &mut line));
+                    let seq = first_seq + i;
+                    assert_eq!(suffix.body_end(&line, seq), Some(6), "{suite:?} {seq}");
+                    assert_eq!(suffix.body_end(&line, seq.wrapping_add(1)), None);
+                    let mut other = br#"{"a":1}"#.to_vec();
+                    assert!(stamp.append_fields("ocsf", i, &mut other));
+                    assert_eq!(suffix.body_end(&other, seq), None);
+                }
+            }
+        }
+    }
+
+    /// Lines "from one template" (they differ in two values) and their
+    /// side table, with the stamp's audit fields.
+    fn templated_lines(stamp: &BatchStamp, view: &str) -> (Vec<Vec<u8>>, HoleTable) {
+        let mut table = HoleTable::new();
+        let lines = (0..stamp.count)
+            .map(|i| {
+                let n = (stamp.first_seq + i) * 7919;
+                let head = format!(r#"{{"z":{{"n":{n}}},"msg":"flow at "#);
+                let text = format!("t{}", n % 1000);
+                let mut l = format!(r#"{head}{text} ok","a":1}}"#).into_bytes();
+                let n_at = 10;
+                let t_at = head.len();
+                table.push(Some((
+                    42,
+                    &[
+                        (n_at, n_at + n.to_string().len() as u32),
+                        (t_at as u32, (t_at + text.len()) as u32),
+                    ],
+                )));
+                assert!(stamp.append_fields(view, i, &mut l));
+                l
+            })
+            .collect();
+        (lines, table)
+    }
+
+    /// With the side table the seal is the one a parse of every line
+    /// gives, in both suites; lines filled from the form template count.
+    #[test]
+    fn seal_templated_equals_seal() {
+        for suite in [Suite::V1, Suite::V2] {
+            let start = || {
+                Auditor::start(
+                    MemoryStateStore::default(),
+                    signer(),
+                    options(1000).with_suite(suite),
+                    t(0),
+                    [8; 16],
+                )
+                .unwrap()
+                .0
+            };
+            let (mut plain, mut templated) = (start(), start());
+            for b in 0..3 {
+                let s = plain.stamp(100, t(b)).unwrap();
+                assert_eq!(templated.stamp(100, t(b)).unwrap(), s);
+                let (lines, table) = templated_lines(&s, "ecs");
+                let want = plain.seal("ecs", &s, &lines, t(b)).unwrap();
+                let got = templated
+                    .seal_templated("ecs", &s, &lines, &table, t(b))
+                    .unwrap();
+                assert_eq!(got, want, "{suite:?} batch {b}");
+            }
+            // The first line was parsed, the second built the form
+            // template (and was also parsed, to check it); all but the
+            // first were filled.
+            assert_eq!(templated.form_template_counts(), (299, 1, 0), "{suite:?}");
+        }
+    }
+
+    /// A templated line whose audit fields are another record's is
+    /// parsed and refused as by `seal`; one changed outside its holes is
+    /// parsed, and sealed as its parse says.
+    #[test]
+    fn seal_templated_checks_what_it_does_not_fill() {
+        let (mut a, _) = Auditor::start(
+            MemoryStateStore::default(),
+            signer(),
+            options(100).with_suite(Suite::V2),
+            t(0),
+            [4; 16],
+        )
+        .unwrap();
+        let (mut b, _) = Auditor::start(
+            MemoryStateStore::default(),
+            signer(),
+            options(100).with_suite(Suite::V2),
+            t(0),
+            [4; 16],
+        )
+        .unwrap();
+        let s = a.stamp(3, t(1)).unwrap();
+        b.stamp(3, t(1)).unwrap();
+        let (mut l, table) = templated_lines(&s, "ecs");
+        let good = l.clone();
+        l[1] = l[2].clone();
+        let err = a.seal_templated("ecs", &s, &l, &table, t(1)).unwrap_err();
+        assert!(
+            matches!(err, AuditError::BadRecord { index: 1, .. }),
+            "{err}"
+        );
+        // Line 1's own body with line 2's audit fields: the template fits,
+        // the fields do not.
+        let mut l = good.clone();
+        let at = memchr::memmem::find(&l[1], b",\"flowscribe.audit\":").unwrap();
+        l[1].truncate(at);
+        l[1].push(b'}');
+        assert!(s.append_fields("ecs", 2, &mut l[1]));
+        let err = a.seal_templated("ecs", &s, &l, &table, t(1)).unwrap_err();
+        assert!(
+            matches!(err, AuditError::BadRecord { index: 1, .. }),
+            "{err}"
+        );
+        let mut changed = good.clone();
+        let at = memchr::memmem::find(&changed[2], b"flow").unwrap();
+        changed[2][at] = b'F';
+        let got = a.seal_templated("ecs", &s, &changed, &table, t(1)).unwrap();
+        let want = b.seal("ecs", &s, &changed, t(1)).unwrap();
+        assert_eq!(got, want);
+        // Filled: line 0 of the second attempt (the template's second
+        // line), lines 0 and 1 of this one.
+        assert_eq!(a.form_template_counts(), (3, 1, 0));
     }
 
     #[test]

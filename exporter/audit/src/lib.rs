@@ -13,6 +13,7 @@
 pub mod auditor;
 pub mod canonical;
 pub mod fields;
+pub mod form_template;
 pub mod hash;
 pub mod hash_v2;
 pub mod note;

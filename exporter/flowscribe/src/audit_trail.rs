@@ -18,6 +18,7 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use flowscribe_audit::fields::chain_hex;
+use flowscribe_audit::form_template::HoleTable;
 use flowscribe_audit::{
     Auditor, AuditorOptions, ClockState, FileStateStore, HeartbeatRecord, LifecycleEvent,
     LifecycleRecord, LossRecord, LossStage, NoteSigner,
@@ -256,7 +257,16 @@ impl AuditTrail {
     /// format's lines of this drain (flows and losses, the same records in
     /// each); audited views get the trail's own records, the audit fields,
     /// their seal, and any checkpoint that is due.
-    pub fn seal(&mut self, encoded: &mut [Encoded], now: SystemTime) -> anyhow::Result<()> {
+    ///
+    /// `ecs_holes` is the ECS encoder's side table of this drain's flow
+    /// lines (empty when it kept none): the ECS view's lines written from
+    /// a template get their canonical form from it.
+    pub fn seal(
+        &mut self,
+        encoded: &mut [Encoded],
+        ecs_holes: &HoleTable,
+        now: SystemTime,
+    ) -> anyhow::Result<()> {
         let data = encoded.first().map_or(0, |(_, lines, _)| lines.len());
         let extras: Vec<Vec<u8>> = self
             .pending
@@ -301,10 +311,13 @@ impl AuditTrail {
                     anyhow::bail!("audit: a {view} record is not a JSON object");
                 }
             }
-            let seal = self
-                .auditor
-                .seal(view, &stamp, &lines[skip..], now)
-                .context("audit: sealing")?;
+            let seal = if *format == Format::Schema(Schema::Ecs) {
+                self.auditor
+                    .seal_templated(view, &stamp, &lines[skip..], ecs_holes, now)
+            } else {
+                self.auditor.seal(view, &stamp, &lines[skip..], now)
+            }
+            .context("audit: sealing")?;
             lines.push(seal.to_json_line());
             ids.push(format!(
                 "seal-{}-{view}-{}-{}",
@@ -351,5 +364,105 @@ pub fn clock_state() -> ClockState {
         synchronized: c.synchronized,
         max_error_us: c.max_error_us,
         est_error_us: c.est_error_us,
+    }
+}
+
+/// The normalize crate's test fixtures (flows of the golden cases and its
+/// benchmark workload).
+#[cfg(test)]
+#[path = "../../normalize/tests/fixtures/mod.rs"]
+mod fixtures;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Duration;
+
+    use flowscribe_audit::verify::{Verifier, VerifyOptions};
+    use flowscribe_audit::{NoteVerifier, Suite};
+    use flowscribe_normalize::ecs::EcsEncoder;
+
+    use super::*;
+
+    /// ECS lines written from templates are sealed from their form
+    /// templates (debug builds compare each with a parse), and the archive
+    /// verifies; a changed hole value in one line is found.
+    #[test]
+    fn templated_ecs_lines_are_sealed_from_their_forms_and_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("audit.key");
+        std::fs::write(&key_file, [9u8; 32]).unwrap();
+        let settings = AuditSettings {
+            key_file,
+            key_name: "flowscribe-test".into(),
+            state_dir: dir.path().join("state"),
+            checkpoint_interval: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(30),
+            hash_suite: Suite::V2,
+        };
+        let format = Format::Schema(Schema::Ecs);
+        let start = super::fixtures::observed();
+        let mut trail = AuditTrail::start(&settings, "node-1", &[format], start).unwrap();
+        let mut encoder = EcsEncoder::new(super::fixtures::context());
+        encoder.note_holes(true);
+        let mut flows = super::fixtures::workload(50, 10, 5, true);
+        let mut archive: Vec<Vec<u8>> = Vec::new();
+        for b in 0..6u64 {
+            let at = start + Duration::from_secs(10 * b);
+            let (mut lines, mut table) = (Vec::new(), HoleTable::new());
+            for f in &flows {
+                let mut line = Vec::new();
+                encoder.encode(f, at, &mut line);
+                table.push(encoder.last_holes());
+                lines.push(line);
+            }
+            let ids = (0..lines.len()).map(|i| format!("{b}-{i}")).collect();
+            let mut encoded = vec![(format, lines, ids)];
+            trail.seal(&mut encoded, &table, at).unwrap();
+            archive.append(&mut encoded[0].1);
+            for f in &mut flows {
+                let ff = &mut f.flow.flow;
+                ff.window_start = ff.window_end;
+                ff.window_end += Duration::from_secs(10);
+                ff.forward.bytes += 1_000 + b;
+                ff.reverse.packets += 3;
+            }
+        }
+        // The connections' templates are recorded on batch 1 and write
+        // their lines from batch 2 on; a form template is built on its
+        // template's second line (batch 3), and fills that line and every
+        // later one.
+        let (filled, built, refused) = trail.auditor.form_template_counts();
+        assert_eq!((filled, built, refused), (150, 50, 0));
+        let end = start + Duration::from_secs(60);
+        archive.extend(trail.finish(end).unwrap().into_iter().map(|(_, l, _)| l));
+        let verify = |lines: &[Vec<u8>]| {
+            let key = NoteSigner::from_key_bytes("flowscribe-test", &[9u8; 32]).unwrap();
+            let mut v = Verifier::new(VerifyOptions {
+                trusted: vec![NoteVerifier::parse(&key.verifier_key()).unwrap()],
+                ..VerifyOptions::default()
+            });
+            let file = v.add_file("archive.jsonl");
+            for (i, l) in lines.iter().enumerate() {
+                v.add_line(file, i as u64 + 1, l);
+            }
+            v.finish()
+        };
+        let report = verify(&archive);
+        assert!(report.ok(), "{}", report.render());
+        assert_eq!(report.chains[0].records_verified, 300);
+        // A counter of the last batch's first flow, changed by one digit.
+        let line = archive.len() - 2 - 50;
+        let at = memchr_find(&archive[line], b"\"bytes\":").unwrap() + 8;
+        archive[line][at] = if archive[line][at] == b'9' {
+            b'8'
+        } else {
+            b'9'
+        };
+        assert!(!verify(&archive).ok());
+    }
+
+    fn memchr_find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+        haystack.windows(needle.len()).position(|w| w == needle)
     }
 }

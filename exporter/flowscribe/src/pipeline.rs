@@ -28,6 +28,7 @@ use crate::metrics::{self, Metrics};
 use crate::output::RecordWriter;
 use crate::sinks::Sinks;
 use flowscribe_audit::HeartbeatRecord;
+use flowscribe_audit::form_template::HoleTable;
 use serde_json::json;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -285,9 +286,11 @@ fn deliver(
             ids.clone(),
         ));
     }
-    // ⑤ The audit trail numbers, seals and checkpoints every JSON view.
+    // ⑤ The audit trail numbers, seals and checkpoints every JSON view
+    // (ECS lines written from a template get their canonical form from
+    // the encoder's side table).
     if let Some(audit) = audit {
-        audit.seal(&mut encoded, batch.at)?;
+        audit.seal(&mut encoded, &encoder.ecs_holes.borrow(), batch.at)?;
     }
     send(encoded, encoder, writer, sinks)?;
     push_otlp_log_records(batch, encoder, sinks, &ids, &flow_ids)
@@ -380,6 +383,11 @@ struct Encoder {
     context: SchemaContext,
     ecs: RefCell<EcsEncoder>,
     otlp: RefCell<OtlpEncoder>,
+    /// With the audit trail on: which template wrote each ECS flow line
+    /// of the last batch, and where its values are (the seal reuses the
+    /// template's canonical form).
+    note_holes: bool,
+    ecs_holes: RefCell<HoleTable>,
 }
 
 impl Encoder {
@@ -390,9 +398,14 @@ impl Encoder {
             service_version: env!("CARGO_PKG_VERSION").to_string(),
             community_id_seed: 0,
         };
+        let note_holes = config.audit.is_some();
+        let mut ecs = EcsEncoder::new(context.clone());
+        ecs.note_holes(note_holes);
         Encoder {
             format: config.format,
-            ecs: RefCell::new(EcsEncoder::new(context.clone())),
+            ecs: RefCell::new(ecs),
+            note_holes,
+            ecs_holes: RefCell::new(HoleTable::new()),
             otlp: RefCell::new(OtlpEncoder::new(context.clone())),
             context,
         }
@@ -407,8 +420,17 @@ impl Encoder {
         flow_ids: &[EventId],
     ) -> anyhow::Result<Vec<Vec<u8>>> {
         let mut out = Vec::with_capacity(batch.flows.len() + batch.losses.len());
+        let noting = self.note_holes && format == Format::Schema(Schema::Ecs);
+        if noting {
+            self.ecs_holes.borrow_mut().clear();
+        }
         for (f, id) in batch.flows.iter().zip(flow_ids) {
             out.push(self.flow(format, f, *id, batch.at)?);
+            if noting {
+                self.ecs_holes
+                    .borrow_mut()
+                    .push(self.ecs.borrow().last_holes());
+            }
         }
         for l in &batch.losses {
             out.push(self.loss(format, l, batch.at)?);

@@ -33,6 +33,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use flowscribe_model::{ExplainedFlow, Flow, FlowKey};
 
@@ -58,9 +59,17 @@ impl HoleSet {
 /// record's start) and which value it was.
 pub(crate) type Mark = (usize, usize, Hole);
 
+/// The next [`Template::id`]: ids are unique in the process, so a cache
+/// keyed by them (the audit trail's form templates) never mistakes one
+/// encoder's template for another's, nor a replaced template for its
+/// successor.
+static NEXT_TEMPLATE_ID: AtomicU64 = AtomicU64::new(1);
+
 /// A rendered record and where its holes are.
 #[derive(Debug)]
 pub(crate) struct Template {
+    /// Unique in the process; a template never changes after it is made.
+    id: u64,
     /// The whole record as it was rendered, holes included (the values
     /// they held are what [`Template::write`] passes as `kept`).
     bytes: Box<[u8]>,
@@ -88,22 +97,53 @@ impl Template {
             holes.push((u32::try_from(start).ok()?, u32::try_from(end).ok()?, hole));
         }
         Some(Template {
+            id: NEXT_TEMPLATE_ID.fetch_add(1, Ordering::Relaxed),
             bytes: record.into(),
             holes: holes.into_boxed_slice(),
         })
     }
 
+    /// This template's id, unique in the process.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Appends the record: the constant runs, with `fill` writing each
     /// hole's value (given the value the kept record has there).
     #[inline]
-    pub(crate) fn write(&self, out: &mut Vec<u8>, mut fill: impl FnMut(Hole, &[u8], &mut Vec<u8>)) {
+    pub(crate) fn write(&self, out: &mut Vec<u8>, fill: impl FnMut(Hole, &[u8], &mut Vec<u8>)) {
+        self.write_noting(out, None, fill);
+    }
+
+    /// [`Template::write`]; with `spans`, also notes there (cleared first) where each hole's value
+    /// went, relative to the record's start, in the order of the holes:
+    /// every record from one template has the same number of them.
+    #[inline]
+    pub(crate) fn write_noting(
+        &self,
+        out: &mut Vec<u8>,
+        mut spans: Option<&mut Vec<(u32, u32)>>,
+        mut fill: impl FnMut(Hole, &[u8], &mut Vec<u8>),
+    ) {
         // The holes are numbers, times and ids: a few hundred bytes.
         out.reserve(self.bytes.len() + 512);
+        let record = out.len();
+        if let Some(spans) = spans.as_deref_mut() {
+            spans.clear();
+        }
         let mut at = 0;
         for &(start, end, hole) in self.holes.iter() {
             let (start, end) = (start as usize, end as usize);
             out.extend_from_slice(&self.bytes[at..start]);
+            let value = out.len();
             fill(hole, &self.bytes[start..end], out);
+            if let Some(spans) = spans.as_deref_mut() {
+                // A record is a few KiB; a span that does not fit is noted
+                // empty, which no form template accepts.
+                let from = u32::try_from(value - record).unwrap_or(u32::MAX);
+                let to = u32::try_from(out.len() - record).unwrap_or(u32::MAX);
+                spans.push((from, to));
+            }
             at = end;
         }
         out.extend_from_slice(&self.bytes[at..]);
@@ -627,21 +667,30 @@ mod tests {
     #[test]
     fn a_template_writes_its_holes_in_place() {
         let t = Template::new(b"a:1,b:22,c", &[(2, 3, 7), (6, 8, 9)], HoleSet::default()).unwrap();
-        let mut out = Vec::new();
-        t.write(&mut out, |h, kept, out| {
+        let mut out = b"xyz".to_vec();
+        let mut spans = vec![(9, 9)];
+        t.write_noting(&mut out, Some(&mut spans), |h, kept, out| {
             out.extend_from_slice(format!("<{h}:").as_bytes());
             out.extend_from_slice(kept);
             out.push(b'>');
         });
-        assert_eq!(out, b"a:<7:1>,b:<9:22>,c");
+        assert_eq!(out, b"xyza:<7:1>,b:<9:22>,c");
+        // The spans are relative to the record's start, in hole order.
+        assert_eq!(spans, [(2, 7), (10, 16)]);
+        assert_eq!(&out[3 + 2..3 + 7], b"<7:1>");
+        out.drain(..3);
         // Marks out of order or outside the record are refused.
         // Holes kept constant stay as they were.
         let t = Template::new(b"a:1,b:22,c", &[(2, 3, 7), (6, 8, 9)], HoleSet(1 << 9)).unwrap();
         out.clear();
-        t.write(&mut out, |h, _, out| {
+        t.write_noting(&mut out, Some(&mut spans), |h, _, out| {
             out.extend_from_slice(format!("<{h}>").as_bytes())
         });
         assert_eq!(out, b"a:<7>,b:22,c");
+        assert_eq!(spans, [(2, 5)]);
+        // Each template has its own id.
+        let other = Template::new(b"a:1,b:22,c", &[(2, 3, 7)], HoleSet(1 << 9)).unwrap();
+        assert_ne!(t.id(), other.id());
         // Marks out of order or outside the record are refused.
         let none = HoleSet::default();
         assert!(Template::new(b"abc", &[(2, 3, 0), (0, 1, 1)], none).is_none());

@@ -40,6 +40,17 @@ pub struct EcsEncoder {
     /// Whole-document templates of connections reported again (`None`:
     /// off).
     memo: Option<ConnectionMemo>,
+    /// The side table of the last record, when asked for
+    /// ([`EcsEncoder::note_holes`]).
+    holes: Option<NotedHoles>,
+}
+
+/// Which template wrote the last record, and where its holes' values are.
+#[derive(Debug, Default)]
+struct NotedHoles {
+    /// The template's id; `None` when the record was rendered.
+    template: Option<u64>,
+    spans: Vec<(u32, u32)>,
 }
 
 #[derive(Debug)]
@@ -102,7 +113,29 @@ impl EcsEncoder {
             admission: Some(Admission::default()),
             times: TimeFormatter::default(),
             memo: Some(ConnectionMemo::new(capacity, super::hole::PER_CONNECTION)),
+            holes: None,
         }
+    }
+
+    /// With `true`, every later [`EcsEncoder::encode`] notes which
+    /// template wrote the record and where its holes' values are (see
+    /// [`EcsEncoder::last_holes`]); the bytes written are the same. Off by
+    /// default: the audit trail asks for it, to reuse the canonical form
+    /// of a template's record for the records written from it.
+    pub fn note_holes(&mut self, on: bool) {
+        self.holes = on.then(NotedHoles::default);
+    }
+
+    /// For the last record encoded, when noting is on and the record was
+    /// written from a template: the template's id (unique in the process;
+    /// a template never changes) and, per hole in the template's order,
+    /// the start and end of its value relative to the record's start.
+    /// Every byte outside the spans is the template's, so two records
+    /// from one template differ only inside them. A hole's value is a
+    /// JSON number or part of a string's content, as the writer wrote it.
+    pub fn last_holes(&self) -> Option<(u64, &[(u32, u32)])> {
+        let h = self.holes.as_ref()?;
+        Some((h.template?, &h.spans))
     }
 
     pub fn context(&self) -> &Context {
@@ -144,14 +177,24 @@ impl EcsEncoder {
                     &mut self.times,
                     self.ctx.community_id_seed,
                 );
-                template.write(out, |h, kept, out| {
+                let fill = |h, kept: &[u8], out: &mut Vec<u8>| {
                     fill_hole(h, kept, same_connection, f, &mut times, id, out);
-                });
+                };
+                match self.holes.as_mut() {
+                    None => template.write(out, fill),
+                    Some(noted) => {
+                        noted.template = Some(template.id());
+                        template.write_noting(out, Some(&mut noted.spans), fill);
+                    }
+                }
                 return;
             }
             Lookup::Record(marks) => Some(marks),
             Lookup::Render => None,
         };
+        if let Some(noted) = self.holes.as_mut() {
+            noted.template = None;
+        }
         let recording = marks.is_some();
         let times = Times::new(&flow.flow, observed, &mut self.times);
         let start = out.len();
@@ -444,6 +487,118 @@ mod tests {
             own > 20 && new > 20,
             "{own} from own peers' templates, {new} from others'"
         );
+    }
+
+    /// The audit trail's form templates over the side table: for every
+    /// record written from a template (connections' and peers' templates,
+    /// with maps big and cleared again and again), the form filled from
+    /// its template's form template equals a parse of the record, byte
+    /// for byte; and the side table does not change the bytes written.
+    fn form_templates_equal_the_parse(seed: u64, capacity: usize) -> (u64, u64) {
+        use flowscribe_audit::canonical::Canonicalizer;
+        use flowscribe_audit::form_template::FormTemplate;
+        use std::collections::HashMap;
+        let mut connections = crate::test_flows::Connections::new(seed);
+        let mut encoders: Vec<(EcsEncoder, EcsEncoder)> = Vec::new();
+        let mut forms: HashMap<u64, FormTemplate> = HashMap::new();
+        let (mut parse, mut sentinels) = (Canonicalizer::general_only(), Canonicalizer::new());
+        let (mut plain, mut noted, mut form) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut filled, mut templated) = (0, 0);
+        for i in 0..20_000 {
+            let (ctx, flow, observed) = connections.next_record();
+            let at = match encoders.iter().position(|(e, _)| e.context() == &ctx) {
+                Some(at) => at,
+                None => {
+                    let mut noting = EcsEncoder::with_capacity(ctx.clone(), capacity);
+                    noting.note_holes(true);
+                    encoders.push((EcsEncoder::with_capacity(ctx, capacity), noting));
+                    encoders.len() - 1
+                }
+            };
+            let (e, n) = &mut encoders[at];
+            plain.clear();
+            noted.clear();
+            e.encode(&flow, observed, &mut plain);
+            n.encode(&flow, observed, &mut noted);
+            assert!(plain == noted, "record {i}: noting changed the bytes");
+            let Some((id, spans)) = n.last_holes() else {
+                continue;
+            };
+            templated += 1;
+            let body_end = noted.len() - 1;
+            let t = forms.entry(id).or_insert_with(|| {
+                FormTemplate::build(&noted, body_end, spans, &mut sentinels).unwrap_or_else(|| {
+                    let values: Vec<String> = spans
+                        .iter()
+                        .map(|&(a, b)| {
+                            String::from_utf8_lossy(
+                                &noted[(a as usize).saturating_sub(3)..b as usize + 3],
+                            )
+                            .into_owned()
+                        })
+                        .collect();
+                    panic!(
+                        "record {i}: template {id} refused: {values:?}\n{}",
+                        String::from_utf8_lossy(&noted)
+                    )
+                })
+            });
+            form.clear();
+            assert!(t.fill(&noted, body_end, spans, &mut form), "record {i}");
+            filled += 1;
+            let want = parse.canonicalize(&noted).unwrap();
+            assert!(
+                form == want,
+                "record {i} of seed {seed}:\nwant {}\ngot  {}",
+                String::from_utf8_lossy(want),
+                String::from_utf8_lossy(&form)
+            );
+        }
+        let noted_total: u64 = encoders.iter().map(|(_, n)| n.templated()).sum();
+        assert_eq!(
+            templated, noted_total,
+            "one side table per templated record"
+        );
+        (filled, forms.len() as u64)
+    }
+
+    #[test]
+    fn form_templates_of_records_equal_their_parse() {
+        let (filled, templates) = form_templates_equal_the_parse(17, DEFAULT_CAPACITY);
+        assert!(
+            filled > 8_000 && templates > 50,
+            "{filled} filled from {templates}"
+        );
+    }
+
+    #[test]
+    fn form_templates_of_cleared_maps_equal_their_parse() {
+        let (filled, templates) = form_templates_equal_the_parse(19, 4);
+        assert!(
+            filled > 1_000 && templates > 500,
+            "{filled} filled from {templates}"
+        );
+    }
+
+    /// A rendered record after a templated one has no side table.
+    #[test]
+    fn rendered_records_have_no_side_table() {
+        let mut e = EcsEncoder::new(crate::test_flows::fixtures::context());
+        let observed = crate::test_flows::fixtures::observed();
+        let flow = crate::test_flows::fixtures::case("allowed");
+        let mut out = Vec::new();
+        e.encode(&flow, observed, &mut out);
+        e.encode(&flow, observed, &mut out);
+        e.encode(&flow, observed, &mut out);
+        assert!(e.last_holes().is_none(), "not asked for");
+        e.note_holes(true);
+        e.encode(&flow, observed, &mut out);
+        let (_, spans) = e.last_holes().unwrap();
+        assert!(spans.len() >= 10, "{} holes", spans.len());
+        let mut changed = flow.clone();
+        changed.flow.flow.forward.tcp_flags ^= 0x80;
+        e.encode(&changed, observed, &mut out);
+        assert!(e.last_holes().is_none());
     }
 
     #[test]
