@@ -90,6 +90,22 @@ struct SlotSpec {
 /// The fixed block [`put`] copies short pieces with.
 const BLOCK: usize = 32;
 
+/// A shape's arena keeps the rewritten values of earlier lines that later
+/// lines replaced; past this size it is compacted to the live ones.
+const ARENA_COMPACT_AT: usize = 64 * 1024;
+
+/// Copy the arena values `vals` refers to into a fresh arena, in slot
+/// order, and point `vals` there.
+fn compact_arena(vals: &mut [Val], arena: &mut Vec<u8>) {
+    let mut fresh = Vec::with_capacity(arena.len() / 2);
+    for v in vals.iter_mut().filter(|v| v.in_arena()) {
+        let start = fresh.len();
+        fresh.extend_from_slice(&arena[v.range()]);
+        *v = Val::arena(start, fresh.len());
+    }
+    *arena = fresh;
+}
+
 /// A learned record shape (see the module docs).
 #[derive(Debug, Clone)]
 pub(super) struct Shape {
@@ -124,9 +140,7 @@ pub(super) struct Shape {
     /// Per path of [`super::KNOWN_LEAVES`]: its content leaf (an index in
     /// output order), computed once.
     known_leaves: [Option<u32>; 2],
-    /// The line being matched: per slot, its value's bytes in the line.
-    raw: Vec<(u32, u32)>,
-    /// The last line matched in full.
+    /// The last line matched in full, and its slots.
     last: LastLine,
     /// Per slot: the index in `emits` of its content leaf, or [`NO_SLOT`]
     /// for an audit slot (not in the form).
@@ -142,14 +156,19 @@ pub(super) struct Shape {
 }
 
 /// The last line a shape matched in full, kept so that the next line is
-/// compared with it rather than scanned (`Shape::matches_against_last`).
+/// compared with it rather than scanned (`Shape::matches_against_last`),
+/// and the state of its slots, which the next match updates in place.
+/// `line` is empty when there is none (or a failed match left the slots
+/// partly rewritten).
 #[derive(Debug, Clone, Default)]
 struct LastLine {
     line: Vec<u8>,
     /// Per slot: its value's bytes in `line`.
     raw: Vec<(u32, u32)>,
-    /// Per slot: its canonical value, in `line` or in `arena`.
+    /// Per slot: its canonical value, in `line` (the same offsets as in
+    /// the line just matched) or in `arena`.
     vals: Vec<Val>,
+    /// Rewritten values; may hold stale ones (see [`ARENA_COMPACT_AT`]).
     arena: Vec<u8>,
 }
 
@@ -660,7 +679,6 @@ impl Shape {
             type_audit: None,
             known_leaves: [None; 2],
             audit,
-            raw: Vec::new(),
             last: LastLine::default(),
             slot_emit: vec![NO_SLOT; slots.len()],
             changed: Vec::new(),
@@ -715,8 +733,9 @@ impl Shape {
         Some(shape)
     }
 
-    /// Match `json` against the shape, filling `vals` (one per slot) and the
-    /// arena. False when the line is not in the shape.
+    /// Match `json` against the shape. True when the line is in the shape:
+    /// then [`Shape::vals`] holds each slot's canonical value (in `json` or
+    /// in [`Shape::arena`]) and the line is kept for the next comparison.
     ///
     /// The caller has not checked the line's bytes: this checks what the
     /// general path would reject. The segments are bytes of a line the
@@ -726,57 +745,56 @@ impl Shape {
     /// UTF-8; values rewritten by the general writer have their bytes
     /// checked for UTF-8. So a line that matches is one the general path
     /// accepts, with the same leaves.
-    pub(super) fn matches(
-        &mut self,
-        json: &[u8],
-        vals: &mut Vec<Val>,
-        arena: &mut Vec<u8>,
-        scratch: &mut String,
-    ) -> bool {
-        arena.clear();
-        // Both ways of matching write every slot's entry before they
-        // succeed: only the lengths need setting.
-        vals.resize(self.slot_specs.len(), Val::default());
-        self.raw.resize(self.slot_specs.len(), (0, 0));
+    pub(super) fn matches(&mut self, json: &[u8], scratch: &mut String) -> bool {
         // The OR of the bytes of scanned string values: a high bit means
         // non-ASCII.
         let mut high = 0u64;
         self.changed.clear();
         self.compared = !self.last.line.is_empty();
         let matched = if self.compared {
-            self.matches_against_last(json, vals, arena, scratch, &mut high)
+            self.matches_against_last(json, scratch, &mut high)
         } else {
-            self.matches_scanning(json, vals, arena, scratch, &mut high)
+            self.matches_scanning(json, scratch, &mut high)
         };
         if !matched || (high & HIGHS != 0 && std::str::from_utf8(json).is_err()) {
+            // The per-slot state may be partly rewritten for this line: the
+            // next line is scanned in full.
+            self.last.line.clear();
             return false;
         }
-        // This line is the reference for the next one.
-        let last = &mut self.last;
-        last.line.clear();
-        last.line.extend_from_slice(json);
-        std::mem::swap(&mut last.raw, &mut self.raw);
-        last.vals.clone_from(vals);
-        last.arena.clone_from(arena);
+        // This line is the reference for the next one: its slots' state is
+        // already in `last`.
+        self.last.line.clear();
+        self.last.line.extend_from_slice(json);
         true
     }
 
+    /// Per slot, in line order: where its canonical value is (in the line
+    /// last matched, or in [`Shape::arena`]). Meaningful after a match.
+    pub(super) fn vals(&self) -> &[Val] {
+        &self.last.vals
+    }
+
+    /// The rewritten values of the line last matched.
+    pub(super) fn arena(&self) -> &[u8] {
+        &self.last.arena
+    }
+
     /// [`Shape::matches`] by scanning every segment and value.
-    fn matches_scanning(
-        &mut self,
-        json: &[u8],
-        vals: &mut [Val],
-        arena: &mut Vec<u8>,
-        scratch: &mut String,
-        high: &mut u64,
-    ) -> bool {
+    fn matches_scanning(&mut self, json: &[u8], scratch: &mut String, high: &mut u64) -> bool {
         let Shape {
             segments,
             slot_specs,
             arrays,
-            raw,
+            last,
             ..
         } = self;
+        let LastLine {
+            raw, vals, arena, ..
+        } = last;
+        arena.clear();
+        raw.resize(slot_specs.len(), (0, 0));
+        vals.resize(slot_specs.len(), Val::default());
         let mut pos = 0;
         for (((spec, val), array), raw) in slot_specs
             .iter()
@@ -811,75 +829,88 @@ impl Shape {
     /// scanned. A difference inside a segment means the line is not in the
     /// shape. Lines of one view differ in a few values, so this reads most
     /// of the line at the speed of a comparison.
-    fn matches_against_last(
-        &mut self,
-        json: &[u8],
-        vals: &mut [Val],
-        arena: &mut Vec<u8>,
-        scratch: &mut String,
-        high: &mut u64,
-    ) -> bool {
+    ///
+    /// The per-slot state is updated in place: a slot before the next
+    /// difference is skipped (or, once a value changed its length, moved by
+    /// the difference); a changed value is scanned, and a rewritten one
+    /// appended to the arena (which is compacted when it grows).
+    fn matches_against_last(&mut self, json: &[u8], scratch: &mut String, high: &mut u64) -> bool {
         let Shape {
             slot_specs,
             arrays,
-            raw,
             last,
             changed,
             ..
         } = self;
-        let prev = &last.line[..];
+        let LastLine {
+            line: prev,
+            raw,
+            vals,
+            arena,
+        } = last;
+        let prev = &prev[..];
+        if arena.len() > ARENA_COMPACT_AT {
+            compact_arena(vals, arena);
+        }
+        let slots = raw.len().min(vals.len()).min(slot_specs.len());
         // `json[..q]` corresponds to `prev[..p]`; both are at the end of a
         // value (or the start). The lines first differ at `differs_at` in
-        // `prev`.
+        // `prev`. `raw[..s]` and `vals[..s]` are this line's.
         let (mut p, mut q) = (0usize, 0usize);
         let mut differs_at = common_prefix(json, prev);
-        // Slot numbers as one more zipped range (`enumerate` would stop the
-        // zips from being indexed as one loop).
-        let slots = 0..u32::try_from(slot_specs.len()).unwrap_or(u32::MAX);
-        for ((((((spec, array), raw), val), &(start, end)), &last_val), slot) in slot_specs
-            .iter()
-            .zip(arrays.iter_mut())
-            .zip(raw.iter_mut())
-            .zip(vals.iter_mut())
-            .zip(&last.raw)
-            .zip(&last.vals)
-            .zip(slots)
-        {
-            let (start, end) = (start as usize, end as usize);
-            // `at`: where the value starts in `json` (everything before it
-            // is settled).
-            let at = q + (start - p);
-            if end < differs_at {
-                // The value and the byte after it are the same as in the
-                // last line.
-                *raw = (at as u32, (at + (end - start)) as u32);
-                *val = if last_val.in_arena() {
-                    let from = arena.len();
-                    arena.extend_from_slice(&last.arena[last_val.range()]);
-                    Val::arena(from, arena.len())
-                } else {
-                    Val::line(at, at + (end - start))
-                };
-                continue;
+        let mut s = 0;
+        loop {
+            // The slots whose value and the byte after it are the same as
+            // in the last line.
+            if p == q {
+                while s < slots && (raw[s].1 as usize) < differs_at {
+                    s += 1;
+                }
+            } else {
+                // Moved by `q - p` (mod 2^32: the sums are in range).
+                let d = (q as u32).wrapping_sub(p as u32);
+                while s < slots && (raw[s].1 as usize) < differs_at {
+                    let (start, end) = raw[s];
+                    let (start, end) = (start.wrapping_add(d), end.wrapping_add(d));
+                    raw[s] = (start, end);
+                    if !vals[s].in_arena() {
+                        vals[s] = Val { start, end };
+                    }
+                    s += 1;
+                }
             }
+            if s == slots {
+                break;
+            }
+            let (start, end) = (raw[s].0 as usize, raw[s].1 as usize);
             if differs_at < start {
                 // In the segment before this value.
                 return false;
             }
             // This value differs (or the byte after it does): read it anew.
+            let at = q + (start - p);
             let scanned = match same_length_string(json, at, end - start, high) {
                 Some(v) => Some((v.range().end, v)),
-                None => scan_slot(json, at, spec.depth, array, arena, scratch, high),
+                None => scan_slot(
+                    json,
+                    at,
+                    slot_specs[s].depth,
+                    &mut arrays[s],
+                    arena,
+                    scratch,
+                    high,
+                ),
             };
             let Some((value_end, v)) = scanned else {
                 return false;
             };
-            *raw = (at as u32, value_end as u32);
-            *val = v;
-            changed.push(slot);
+            raw[s] = (at as u32, value_end as u32);
+            vals[s] = v;
+            changed.push(s as u32);
             p = end;
             q = value_end;
             differs_at = p + common_prefix(&json[q..], &prev[p..]);
+            s += 1;
         }
         // Only the last segment is left: equal to the end of both lines.
         differs_at == prev.len() && json.len() - q == prev.len() - p
@@ -887,14 +918,8 @@ impl Shape {
 
     /// Write the canonical form of the matched line into `out`; the range of
     /// each content leaf's value in `out` goes to `leaf_values`.
-    pub(super) fn emit(
-        &self,
-        json: &[u8],
-        vals: &[Val],
-        arena: &[u8],
-        out: &mut Vec<u8>,
-        leaf_values: &mut Vec<(u32, u32)>,
-    ) {
+    pub(super) fn emit(&self, json: &[u8], out: &mut Vec<u8>, leaf_values: &mut Vec<(u32, u32)>) {
+        let (vals, arena) = (&self.last.vals[..], &self.last.arena[..]);
         // Most pieces are short: each is copied as a fixed block of `BLOCK`
         // bytes when its source has that many from its start (the bytes past
         // its end are overwritten by the next piece or cut off at the end),
@@ -941,11 +966,10 @@ impl Shape {
     pub(super) fn emit_changes(
         &self,
         json: &[u8],
-        vals: &[Val],
-        arena: &[u8],
         out: &mut [u8],
         leaf_values: &[(u32, u32)],
     ) -> bool {
+        let (vals, arena) = (&self.last.vals[..], &self.last.arena[..]);
         if !self.compared {
             return false;
         }
