@@ -91,8 +91,9 @@ struct SlotSpec {
 const BLOCK: usize = 32;
 
 /// A shape's arena keeps the rewritten values of earlier lines that later
-/// lines replaced; past this size it is compacted to the live ones.
-const ARENA_COMPACT_AT: usize = 64 * 1024;
+/// lines replaced; past this size it is compacted to the live ones (small
+/// in tests, so that the property tests compact often).
+const ARENA_COMPACT_AT: usize = if cfg!(test) { 256 } else { 64 * 1024 };
 
 /// Copy the arena values `vals` refers to into a fresh arena, in slot
 /// order, and point `vals` there.
@@ -1296,6 +1297,36 @@ mod tests {
         assert_eq!(got, want, "line {}", String::from_utf8_lossy(line));
         let ok = !want.starts_with("error");
         (ok, ok && super::Shape::learn(line).is_some())
+    }
+
+    /// Lines of one shape whose rewritten values (escaped strings, numbers
+    /// that are not canonical, arrays) change from line to line while
+    /// others stay: the shape's arena fills with replaced values and is
+    /// compacted (at 256 bytes in tests) while unchanged rewritten values
+    /// must still be found, also after a value before them changed its
+    /// length. Every line is compared with the general path.
+    #[test]
+    fn rewritten_values_survive_arena_compaction() {
+        let mut fast = Canonicalizer::new();
+        let mut rng = Rng(11);
+        let mut fast_lines = 0;
+        for n in 0..3_000u64 {
+            // Changes on most lines: the escaped string, sometimes with a
+            // length change; rarely: the array and the number.
+            let pad = "x".repeat(rng.below(3));
+            let array = if rng.below(50) == 0 { n % 7 } else { 1 };
+            let number = if rng.below(40) == 0 { n % 5 } else { 2 };
+            let line = format!(
+                r#"{{"a":"esc\u00{:02x}{pad}","b":[{array},{{"k":"v"}}],"c":"plain-{n}","d":{number}.50,"e":"q\"{}","f":[1,2]}}"#,
+                0x41 + n % 26,
+                n % 13,
+            );
+            let before = fast.fast_hits();
+            let (ok, _) = compare_paths(&mut fast, &line);
+            assert!(ok, "{line}");
+            fast_lines += fast.fast_hits() - before;
+        }
+        assert!(fast_lines > 2_900, "{fast_lines} lines took the fast path");
     }
 
     /// Lines that differ from the line before in a few random bytes:
