@@ -428,19 +428,29 @@ fn put(out: &mut [u8], at: usize, src: &[u8], start: usize, end: usize) -> usize
 }
 
 /// How many bytes `a` and `b` have in common from their starts: 32 bytes
-/// at a time (a fixed-size comparison the compiler writes as vector
-/// compares), then a word at a time (the first differing byte of a word is
-/// its lowest nonzero byte of `x ^ y`).
+/// at a time as fixed-size arrays (the compiler writes vector compares
+/// and no bounds checks), then, in the 32 bytes that differ, a word at a
+/// time (the first differing byte of a word is its lowest nonzero byte of
+/// `x ^ y`).
+#[inline(always)]
 fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let (blocks_a, _) = a.as_chunks::<32>();
+    let (blocks_b, _) = b.as_chunks::<32>();
     let mut i = 0;
-    while i + 32 <= n && a[i..i + 32] == b[i..i + 32] {
+    for (x, y) in blocks_a.iter().zip(blocks_b) {
+        if x != y {
+            return i + first_difference(x, y);
+        }
         i += 32;
     }
-    while i + 8 <= n {
-        let x = load64(a, i) ^ load64(b, i);
-        if x != 0 {
-            return i + (x.trailing_zeros() / 8) as usize;
+    let (words_a, _) = a[i..].as_chunks::<8>();
+    let (words_b, _) = b[i..].as_chunks::<8>();
+    for (x, y) in words_a.iter().zip(words_b) {
+        let d = u64::from_le_bytes(*x) ^ u64::from_le_bytes(*y);
+        if d != 0 {
+            return i + (d.trailing_zeros() / 8) as usize;
         }
         i += 8;
     }
@@ -448,6 +458,22 @@ fn common_prefix(a: &[u8], b: &[u8]) -> usize {
         i += 1;
     }
     i
+}
+
+/// The first byte where two different 32-byte blocks differ.
+#[inline(always)]
+fn first_difference(x: &[u8; 32], y: &[u8; 32]) -> usize {
+    let (wx, _) = x.as_chunks::<8>();
+    let (wy, _) = y.as_chunks::<8>();
+    let mut at = 0;
+    for (x, y) in wx.iter().zip(wy) {
+        let d = u64::from_le_bytes(*x) ^ u64::from_le_bytes(*y);
+        if d != 0 {
+            return at + (d.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at
 }
 
 /// A string value at `at` of exactly `len` bytes, quotes included: the
@@ -853,7 +879,14 @@ impl Shape {
         if arena.len() > ARENA_COMPACT_AT {
             compact_arena(vals, arena);
         }
-        let slots = raw.len().min(vals.len()).min(slot_specs.len());
+        let slots = raw
+            .len()
+            .min(vals.len())
+            .min(slot_specs.len())
+            .min(arrays.len());
+        // Slices of one known length: no bounds checks in the loops below.
+        let (raw, vals) = (&mut raw[..slots], &mut vals[..slots]);
+        let (specs, arrays) = (&slot_specs[..slots], &mut arrays[..slots]);
         // `json[..q]` corresponds to `prev[..p]`; both are at the end of a
         // value (or the start). The lines first differ at `differs_at` in
         // `prev`. `raw[..s]` and `vals[..s]` are this line's.
@@ -895,7 +928,7 @@ impl Shape {
                 None => scan_slot(
                     json,
                     at,
-                    slot_specs[s].depth,
+                    specs[s].depth,
                     &mut arrays[s],
                     arena,
                     scratch,
