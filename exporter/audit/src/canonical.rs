@@ -560,7 +560,7 @@ impl Canonicalizer {
             if self.shapes[k].matches(json, &mut self.scratch) {
                 let patched = k == 0
                     && self.out_from_shape0
-                    && self.shapes[0].emit_changes(json, &mut self.out, &self.leaf_values);
+                    && self.shapes[0].emit_changes(json, &mut self.out, &mut self.leaf_values);
                 #[cfg(debug_assertions)]
                 if patched {
                     // What patching relies on: the form it changed is the

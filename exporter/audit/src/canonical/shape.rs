@@ -993,15 +993,18 @@ impl Shape {
 
     /// Rewrite, in `out`, only the values that changed since the line
     /// matched before this one, when `out` holds that line's form (emitted
-    /// by this shape, with `leaf_values` its leaves) and every changed value
-    /// kept its length: the result is what [`Shape::emit`] writes, since
-    /// the other pieces are the same bytes at the same places. False (and
-    /// `out` partly rewritten) otherwise: the caller then emits in full.
+    /// by this shape, with `leaf_values` its leaves): the result is what
+    /// [`Shape::emit`] writes, since the other pieces are the same bytes in
+    /// the same order. A value that kept its length is copied over the old
+    /// one; one that did not moves the rest of the form (and the ranges of
+    /// the leaves after it) by the difference. False (and `out` partly
+    /// rewritten) when the shape did not compare the line with the last:
+    /// the caller then emits in full.
     pub(super) fn emit_changes(
         &self,
         json: &[u8],
-        out: &mut [u8],
-        leaf_values: &[(u32, u32)],
+        out: &mut Vec<u8>,
+        leaf_values: &mut [(u32, u32)],
     ) -> bool {
         let (vals, arena) = (&self.last.vals[..], &self.last.arena[..]);
         if !self.compared {
@@ -1014,20 +1017,36 @@ impl Shape {
             if e == NO_SLOT {
                 continue;
             }
-            let (Some(&(start, end)), Some(&v)) =
-                (leaf_values.get(e as usize), vals.get(slot as usize))
+            let e = e as usize;
+            let (Some(&(start, end)), Some(&v)) = (leaf_values.get(e), vals.get(slot as usize))
             else {
                 return false;
             };
             let (start, end) = (start as usize, end as usize);
             let src = if v.in_arena() { arena } else { json };
-            let (Some(to), Some(from)) = (out.get_mut(start..end), src.get(v.range())) else {
+            let Some(from) = src.get(v.range()) else {
                 return false;
             };
-            if to.len() != from.len() {
+            if start > end || end > out.len() {
                 return false;
             }
-            to.copy_from_slice(from);
+            let new_end = start + from.len();
+            if new_end != end {
+                // The form's length stays below 4 GiB (u32 offsets, as in
+                // `emit`).
+                let old_len = out.len();
+                if new_end > end {
+                    out.resize(old_len + (new_end - end), 0);
+                }
+                out.copy_within(end..old_len, new_end);
+                out.truncate(old_len + new_end - end);
+                let d = (new_end as u32).wrapping_sub(end as u32);
+                for leaf in leaf_values.iter_mut().skip(e + 1) {
+                    *leaf = (leaf.0.wrapping_add(d), leaf.1.wrapping_add(d));
+                }
+                leaf_values[e].1 = new_end as u32;
+            }
+            out[start..new_end].copy_from_slice(from);
         }
         true
     }
