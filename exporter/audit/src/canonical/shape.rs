@@ -146,13 +146,14 @@ pub(super) struct Shape {
     /// Per slot: the index in `emits` of its content leaf, or [`NO_SLOT`]
     /// for an audit slot (not in the form).
     slot_emit: Vec<u32>,
-    /// The slots whose values the last match read anew (the others are
-    /// byte for byte those of the line matched before it); meaningful only
-    /// when `compared` is set.
-    changed: Vec<u32>,
+    /// The content leaves whose values the last match read anew, as the
+    /// leaf's index in `emits` and its value (the other values are byte for
+    /// byte those of the line matched before it); meaningful only when
+    /// `compared` is set.
+    changed: Vec<(u32, Val)>,
     /// The last match compared the line with the line matched before it
-    /// (rather than scanning it), so `changed` lists every slot that can
-    /// differ from that line's.
+    /// (rather than scanning it), so `changed` lists every content leaf
+    /// that can differ from that line's.
     compared: bool,
 }
 
@@ -867,6 +868,7 @@ impl Shape {
             arrays,
             last,
             changed,
+            slot_emit,
             ..
         } = self;
         let LastLine {
@@ -887,6 +889,7 @@ impl Shape {
         // Slices of one known length: no bounds checks in the loops below.
         let (raw, vals) = (&mut raw[..slots], &mut vals[..slots]);
         let (specs, arrays) = (&slot_specs[..slots], &mut arrays[..slots]);
+        let slot_emit = &slot_emit[..slots];
         // `json[..q]` corresponds to `prev[..p]`; both are at the end of a
         // value (or the start). The lines first differ at `differs_at` in
         // `prev`. `raw[..s]` and `vals[..s]` are this line's.
@@ -940,7 +943,9 @@ impl Shape {
             };
             raw[s] = (at as u32, value_end as u32);
             vals[s] = v;
-            changed.push(s as u32);
+            if slot_emit[s] != NO_SLOT {
+                changed.push((slot_emit[s], v));
+            }
             p = end;
             q = value_end;
             differs_at = p + common_prefix(&json[q..], &prev[p..]);
@@ -1006,20 +1011,13 @@ impl Shape {
         out: &mut Vec<u8>,
         leaf_values: &mut [(u32, u32)],
     ) -> bool {
-        let (vals, arena) = (&self.last.vals[..], &self.last.arena[..]);
+        let arena = &self.last.arena[..];
         if !self.compared {
             return false;
         }
-        for &slot in &self.changed {
-            let Some(&e) = self.slot_emit.get(slot as usize) else {
-                return false;
-            };
-            if e == NO_SLOT {
-                continue;
-            }
+        for &(e, v) in &self.changed {
             let e = e as usize;
-            let (Some(&(start, end)), Some(&v)) = (leaf_values.get(e), vals.get(slot as usize))
-            else {
+            let Some(&(start, end)) = leaf_values.get(e) else {
                 return false;
             };
             let (start, end) = (start as usize, end as usize);
