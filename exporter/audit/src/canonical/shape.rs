@@ -509,6 +509,15 @@ fn same_length_string(json: &[u8], at: usize, len: usize, high: &mut u64) -> Opt
         let w = load64(body, body.len() - 8);
         flags |= bad(w);
         bits |= w;
+    } else if let Some(w) = json.get(at + 1..at + 9) {
+        // Fewer than 8 bytes: the word from the body's start (the line
+        // goes on past it), the bytes after the body replaced by `a`.
+        let mut word = [0u8; 8];
+        word.copy_from_slice(w);
+        let mask = low_bytes(body.len());
+        let w = (u64::from_le_bytes(word) & mask) | (ONES * u64::from(b'a') & !mask);
+        flags = bad(w);
+        bits = w;
     } else {
         for &byte in body {
             flags |= u64::from(byte == b'"' || byte == b'\\' || byte < 0x20);
@@ -520,6 +529,45 @@ fn same_length_string(json: &[u8], at: usize, len: usize, high: &mut u64) -> Opt
     }
     *high |= bits;
     Some(Val::line(at, end))
+}
+
+/// A mask of the low `n` bytes of a word (`n` < 8).
+#[inline(always)]
+fn low_bytes(n: usize) -> u64 {
+    (1u64 << (8 * (n as u32 & 7))) - 1
+}
+
+/// An integer at `at` of exactly `len` bytes, 1 to 8 digits: the common
+/// case of a counter that changed but kept its width. The value
+/// [`scan_value`] gives when its text is canonical (digits only, no
+/// leading zero, not followed by `.`, `e`, `E`, `+`, `-` or a digit);
+/// `None` otherwise (the caller then scans it). The digits are checked in
+/// one word: per byte, `(b & 0x7f) + 0x46` has its high bit set from
+/// `:` up, `(b | 0x80) - 0x30` has it clear below `0`, and neither
+/// carries into the next byte.
+#[inline(always)]
+fn same_length_integer(json: &[u8], at: usize, len: usize) -> Option<Val> {
+    if !(1..=8).contains(&len) {
+        return None;
+    }
+    let w = json.get(at..at + 8)?;
+    if matches!(
+        json.get(at + len),
+        None | Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+    ) || (len > 1 && w[0] == b'0')
+    {
+        return None;
+    }
+    let mut word = [0u8; 8];
+    word.copy_from_slice(w);
+    let mask = if len == 8 { u64::MAX } else { low_bytes(len) };
+    let x = (u64::from_le_bytes(word) & mask) | (ONES * u64::from(b'0') & !mask);
+    let above = (x & !HIGHS).wrapping_add(ONES * 0x46);
+    let below = !((x | HIGHS).wrapping_sub(ONES * 0x30));
+    if (above | below | x) & HIGHS != 0 {
+        return None;
+    }
+    Some(Val::line(at, at + len))
 }
 
 /// The value at `pos` of a slot (objects around it: `depth`; its array
@@ -926,7 +974,12 @@ impl Shape {
             }
             // This value differs (or the byte after it does): read it anew.
             let at = q + (start - p);
-            let scanned = match same_length_string(json, at, end - start, high) {
+            let same_length = match json.get(at) {
+                Some(b'"') => same_length_string(json, at, end - start, high),
+                Some(b'1'..=b'9') => same_length_integer(json, at, end - start),
+                _ => None,
+            };
+            let scanned = match same_length {
                 Some(v) => Some((v.range().end, v)),
                 None => scan_slot(
                     json,
@@ -1545,6 +1598,81 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The same-length readers give what the scanners give: an integer of
+    /// the given width whenever `scan_value` reads a canonical integer
+    /// ending there, a string whenever it is one without escapes or
+    /// control characters (with the same high bits).
+    #[test]
+    fn same_length_readers_match_the_scanners() {
+        let mut rng = Rng(13);
+        let alphabet = b"0123456789019.eE+-\"\\a\x1f\xc3 ,}";
+        let (mut integers, mut strings) = (0, 0);
+        for _ in 0..200_000 {
+            let len = rng.below(14);
+            let mut json: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.below(alphabet.len())])
+                .collect();
+            if rng.below(2) == 0 && len >= 2 {
+                json[0] = b'"';
+                let q = 1 + rng.below(len - 1);
+                json[q] = b'"';
+            } else if rng.below(2) == 0 {
+                // Mostly digits.
+                for b in json.iter_mut() {
+                    if rng.below(8) > 0 {
+                        *b = b'0' + rng.below(10) as u8;
+                    }
+                }
+            }
+            // Often the width of the leading run of digits, the case that
+            // is accepted.
+            let run = json.iter().take_while(|b| b.is_ascii_digit()).count();
+            let width = if rng.below(2) == 0 {
+                run
+            } else {
+                rng.below(len + 2)
+            };
+            let (mut arena, mut scratch) = (Vec::new(), String::new());
+            let scanned = super::scan_value(&json, 0, 1, &mut arena, &mut scratch);
+            let integer = super::same_length_integer(&json, 0, width);
+            if let Some(v) = integer {
+                integers += 1;
+                assert_eq!(v.range(), 0..width, "{json:?}");
+                let (end, s) = scanned.expect("an integer scans");
+                assert!(!s.in_arena() && end == width, "{json:?} {width}");
+            } else if json.first().is_some_and(|b| (b'1'..=b'9').contains(b))
+                && (1..=8).contains(&width)
+                && json.len() >= 8
+                && json.len() > width
+            {
+                // Refused (in a line, where a value is followed by a byte):
+                // the scanner does not read a canonical integer of that
+                // width.
+                assert!(
+                    !matches!(scanned, Some((end, s)) if end == width && !s.in_arena()),
+                    "{json:?} {width}"
+                );
+            }
+            let mut high = 0;
+            if let Some(v) = super::same_length_string(&json, 0, width, &mut high) {
+                strings += 1;
+                assert_eq!(v.range(), 0..width);
+                let body = &json[1..width - 1];
+                assert!(!body.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20));
+                let or = body.iter().fold(0u64, |a, &b| a | u64::from(b));
+                assert_eq!(high & super::HIGHS != 0, or & 0x80 != 0, "{json:?}");
+            } else if width >= 2
+                && json.len() >= width
+                && json[0] == b'"'
+                && json[width - 1] == b'"'
+            {
+                let body = &json[1..width - 1];
+                assert!(body.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20));
+            }
+        }
+        assert!(integers > 1_000 && strings > 1_000, "{integers} {strings}");
     }
 
     /// Nesting is limited the same way on both paths, and a hostile depth
