@@ -515,7 +515,7 @@ fn same_length_string(json: &[u8], at: usize, len: usize, high: &mut u64) -> Opt
         let mut word = [0u8; 8];
         word.copy_from_slice(w);
         let mask = low_bytes(body.len());
-        let w = (u64::from_le_bytes(word) & mask) | (ONES * u64::from(b'a') & !mask);
+        let w = (u64::from_le_bytes(word) & mask) | ((ONES * u64::from(b'a')) & !mask);
         flags = bad(w);
         bits = w;
     } else {
@@ -561,7 +561,7 @@ fn same_length_integer(json: &[u8], at: usize, len: usize) -> Option<Val> {
     let mut word = [0u8; 8];
     word.copy_from_slice(w);
     let mask = if len == 8 { u64::MAX } else { low_bytes(len) };
-    let x = (u64::from_le_bytes(word) & mask) | (ONES * u64::from(b'0') & !mask);
+    let x = (u64::from_le_bytes(word) & mask) | ((ONES * u64::from(b'0')) & !mask);
     let above = (x & !HIGHS).wrapping_add(ONES * 0x46);
     let below = !((x | HIGHS).wrapping_sub(ONES * 0x30));
     if (above | below | x) & HIGHS != 0 {
