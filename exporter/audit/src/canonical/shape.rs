@@ -1078,6 +1078,14 @@ impl Shape {
             let Some(from) = src.get(v.range()) else {
                 return false;
             };
+            if from.len() == end.wrapping_sub(start) {
+                // The common case: the same length, copied over.
+                let Some(to) = out.get_mut(start..end) else {
+                    return false;
+                };
+                to.copy_from_slice(from);
+                continue;
+            }
             if start > end || end > out.len() {
                 return false;
             }
