@@ -321,9 +321,6 @@ pub struct Canonicalizer {
     /// Lines since the last one that was in a known shape.
     misses_in_a_row: u32,
     fast_hits: u64,
-    /// Per slot of the matched shape: where its canonical value is.
-    vals: Vec<shape::Val>,
-    arena: Vec<u8>,
     /// Per content leaf of the matched shape (output order): its value's
     /// range in `out`.
     leaf_values: Vec<(u32, u32)>,
@@ -560,22 +557,16 @@ impl Canonicalizer {
             return false;
         }
         for k in 0..self.shapes.len() {
-            if self.shapes[k].matches(json, &mut self.vals, &mut self.arena, &mut self.scratch) {
+            if self.shapes[k].matches(json, &mut self.scratch) {
                 let patched = k == 0
                     && self.out_from_shape0
-                    && self.shapes[0].emit_changes(
-                        json,
-                        &self.vals,
-                        &self.arena,
-                        &mut self.out,
-                        &self.leaf_values,
-                    );
+                    && self.shapes[0].emit_changes(json, &mut self.out, &mut self.leaf_values);
                 #[cfg(debug_assertions)]
                 if patched {
                     // What patching relies on: the form it changed is the
                     // one a full write of this line gives.
                     let (mut full, mut leaves) = (Vec::new(), Vec::new());
-                    self.shapes[0].emit(json, &self.vals, &self.arena, &mut full, &mut leaves);
+                    self.shapes[0].emit(json, &mut full, &mut leaves);
                     debug_assert!(
                         full == self.out && leaves == self.leaf_values,
                         "a patched canonical form differs from the full one"
@@ -583,13 +574,7 @@ impl Canonicalizer {
                 }
                 if !patched {
                     self.shapes[..=k].rotate_right(1);
-                    self.shapes[0].emit(
-                        json,
-                        &self.vals,
-                        &self.arena,
-                        &mut self.out,
-                        &mut self.leaf_values,
-                    );
+                    self.shapes[0].emit(json, &mut self.out, &mut self.leaf_values);
                 }
                 self.out_from_shape0 = true;
                 self.keep_audit_values(json);
@@ -604,11 +589,13 @@ impl Canonicalizer {
     fn keep_audit_values(&mut self, json: &[u8]) {
         self.values.clear();
         self.audit.clear();
+        let shape = &self.shapes[0];
+        let (vals, arena) = (shape.vals(), shape.arena());
         // The writer puts the audit fields together: when all of them are
         // in the line within a short stretch, that stretch is copied once.
         let mut span = (usize::MAX, 0);
-        for (_, slot) in self.shapes[0].audit() {
-            let v = self.vals[*slot as usize];
+        for (_, slot) in shape.audit() {
+            let v = vals[*slot as usize];
             let r = v.range();
             if v.in_arena() {
                 span = (usize::MAX, 0);
@@ -618,8 +605,8 @@ impl Canonicalizer {
         }
         if span.0 < span.1 && span.1 - span.0 <= AUDIT_SPAN {
             self.values.extend_from_slice(&json[span.0..span.1]);
-            for (_, slot) in self.shapes[0].audit() {
-                let r = self.vals[*slot as usize].range();
+            for (_, slot) in shape.audit() {
+                let r = vals[*slot as usize].range();
                 self.audit.push(LeafRef {
                     path: (0, 0),
                     value: ((r.start - span.0) as u32, (r.end - span.0) as u32),
@@ -628,9 +615,9 @@ impl Canonicalizer {
             }
             return;
         }
-        for (_, slot) in self.shapes[0].audit() {
-            let v = self.vals[*slot as usize];
-            let src = if v.in_arena() { &self.arena } else { json };
+        for (_, slot) in shape.audit() {
+            let v = vals[*slot as usize];
+            let src = if v.in_arena() { arena } else { json };
             let start = self.values.len() as u32;
             self.values.extend_from_slice(&src[v.range()]);
             self.audit.push(LeafRef {
@@ -650,25 +637,19 @@ impl Canonicalizer {
         let Some(mut shape) = shape::Shape::learn(json) else {
             return;
         };
-        if !shape.matches(json, &mut self.vals, &mut self.arena, &mut self.scratch) {
+        if !shape.matches(json, &mut self.scratch) {
             return;
         }
         let mut fast = std::mem::take(&mut self.check);
-        shape.emit(
-            json,
-            &self.vals,
-            &self.arena,
-            &mut fast,
-            &mut self.leaf_values,
-        );
+        shape.emit(json, &mut fast, &mut self.leaf_values);
         let same_audit = shape.audit().len() == self.audit.len()
             && shape
                 .audit()
                 .iter()
                 .zip(&self.audit)
                 .all(|((name, slot), l)| {
-                    let v = self.vals[*slot as usize];
-                    let src = if v.in_arena() { &self.arena } else { json };
+                    let v = shape.vals()[*slot as usize];
+                    let src = if v.in_arena() { shape.arena() } else { json };
                     let path = &self.paths[l.path.0 as usize..l.path.1 as usize];
                     path.get(AUDIT_PREFIX.len()..) == Some(&name[..])
                         && src[v.range()] == self.values[l.value.0 as usize..l.value.1 as usize]

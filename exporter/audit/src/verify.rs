@@ -370,6 +370,10 @@ struct FieldsMemo {
     suite_raw: Option<Vec<u8>>,
     index: usize,
     suite: Suite,
+    /// The last run and batch read through this memo, as written and as
+    /// read: they change once per batch, so equal bytes are not read again.
+    run: (Vec<u8>, u64),
+    batch: (Vec<u8>, u64),
 }
 
 /// Feed it lines, then [`Verifier::finish`].
@@ -576,22 +580,39 @@ impl Verifier {
         // gives for them).
         let [chain_raw, view_raw, run_raw, batch_raw, seq_raw, suite_raw] =
             canon.known_audit_fields();
-        let repeated = self.fields_memo.as_ref().and_then(|m| {
-            (chain_raw == Some(&m.chain[..])
+        let repeated = self.fields_memo.as_mut().filter(|m| {
+            chain_raw == Some(&m.chain[..])
                 && view_raw == Some(&m.view[..])
-                && suite_raw == m.suite_raw.as_deref())
-            .then_some((m.index, m.suite))
+                && suite_raw == m.suite_raw.as_deref()
         });
         let (index, fields) = match repeated {
-            Some((index, suite)) => {
+            Some(m) => {
                 let u = |v: Option<&[u8]>, name: &'static str| {
                     v.ok_or(FieldError::Missing(name))
                         .and_then(|v| canonical_u64(v).ok_or(FieldError::Invalid(name)))
                 };
-                let read = u(run_raw, "run").and_then(|run| {
+                // Run and batch: bytes equal to the last ones read as they
+                // did (they were valid then).
+                let memo_u = |v: Option<&[u8]>,
+                              memo: &mut (Vec<u8>, u64),
+                              name: &'static str|
+                 -> Result<u64, FieldError> {
+                    match v {
+                        Some(raw) if raw == &memo.0[..] => Ok(memo.1),
+                        _ => {
+                            let n = u(v, name)?;
+                            memo.0.clear();
+                            memo.0.extend_from_slice(v.unwrap_or_default());
+                            memo.1 = n;
+                            Ok(n)
+                        }
+                    }
+                };
+                let (index, suite) = (m.index, m.suite);
+                let read = memo_u(run_raw, &mut m.run, "run").and_then(|run| {
                     Ok(RecordFields {
                         run,
-                        batch: u(batch_raw, "batch")?,
+                        batch: memo_u(batch_raw, &mut m.batch, "batch")?,
                         seq: u(seq_raw, "seq")?,
                         suite,
                     })
@@ -613,6 +634,8 @@ impl Verifier {
                     suite_raw: suite_raw.map(<[u8]>::to_vec),
                     index,
                     suite: f.suite,
+                    run: (run_raw.unwrap_or_default().to_vec(), f.run),
+                    batch: (batch_raw.unwrap_or_default().to_vec(), f.batch),
                 });
                 let f = RecordFields {
                     run: f.run,
