@@ -279,6 +279,102 @@ mod tests {
         }
     }
 
+    /// A line of one of `shapes` label sets, with an array of objects
+    /// whose length varies (a policy trace's hits) and values that vary.
+    fn labelled_line(shape: usize, n: usize) -> Vec<u8> {
+        let labels: String = (0..1 + shape % 5)
+            .map(|j| format!(r#""key-{shape}-{j}":"v{n}""#))
+            .collect::<Vec<_>>()
+            .join(",");
+        let hits: String = (0..1 + n % 3)
+            .map(|h| format!(r#"{{"action":"allow","name":"p-{h}","rule":{n}}}"#))
+            .collect::<Vec<_>>()
+            .join(",");
+        format!(
+            r#"{{"@timestamp":"2026-11-21T10:00:0{}Z","labels":{{{labels}}},"bytes":{},"policy":{{"hits":[{hits}]}},"host":{{"name":"node-a"}}}}"#,
+            n % 10,
+            n * 37
+        )
+        .into_bytes()
+    }
+
+    /// Many shapes interleaved (more than a canonicalizer kept before the
+    /// key print): after each shape's first line, every line is read in its
+    /// shape, and every form equals the general path's.
+    #[test]
+    fn interleaved_shapes_are_each_found_by_their_key_print() {
+        const SHAPES: usize = 60;
+        let mut fast = Canonicalizer::new();
+        let mut general = Canonicalizer::general_only();
+        let mut lines = 0u64;
+        for n in 0..40 {
+            for shape in 0..SHAPES {
+                // A stride that is not the order they were learned in.
+                let shape = (shape * 7 + n) % SHAPES;
+                let line = labelled_line(shape, n);
+                let want = general.canonicalize(&line).unwrap().to_vec();
+                assert_eq!(fast.canonicalize(&line).unwrap(), &want[..]);
+                lines += 1;
+            }
+        }
+        assert_eq!(fast.fast_hits(), lines - SHAPES as u64);
+        assert_eq!(general.fast_hits(), 0);
+    }
+
+    #[test]
+    fn the_key_print_is_the_set_of_keys() {
+        // Values, the length of an array of objects: the same print.
+        assert_eq!(
+            key_print(&labelled_line(3, 1)),
+            key_print(&labelled_line(3, 5))
+        );
+        // Another label key: another print.
+        assert_ne!(
+            key_print(&labelled_line(3, 1)),
+            key_print(&labelled_line(4, 1))
+        );
+        // A `":` inside a string value is escaped, not a key.
+        assert_eq!(
+            key_print(br#"{"a":"x","b":1}"#),
+            key_print(br#"{"a":"x\":\"y","b":1}"#)
+        );
+        // Short keys: the bytes before the opening quote do not count.
+        assert_eq!(
+            key_print(br#"{"a":1,"b":2}"#),
+            key_print(br#"{"a":12345,"b":2}"#)
+        );
+    }
+
+    /// Objects inside arrays are copied when their keys are in order and
+    /// sorted otherwise; both give the reference's bytes.
+    #[test]
+    fn objects_in_arrays_in_order_or_not() {
+        for line in [
+            r#"{"a":[{"k":1,"m":{"x":"1","y":[{"p":1,"q":2}]},"z":null}]}"#,
+            r#"{"a":[{"z":1,"k":2},{"k":1,"k":2},{"":1,"a":2},{"b":1,"":2},{}]}"#,
+            r#"{"a":[{"k\u0041":1,"kA":2},{"é":1,"e":2},{"e":1,"é":2}]}"#,
+            r#"{"a":[{ "k" : 1 , "m" : 2 }]}"#,
+        ] {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let want = canonical_bytes(&v);
+            for mut c in [Canonicalizer::new(), Canonicalizer::general_only()] {
+                for _ in 0..3 {
+                    assert_eq!(
+                        String::from_utf8_lossy(c.canonicalize(line.as_bytes()).unwrap()),
+                        String::from_utf8_lossy(&want),
+                        "{line}"
+                    );
+                }
+            }
+        }
+        // A broken object inside an array is the same error either way.
+        let bad = br#"{"a":[{"k":1,"m"}]}"#;
+        assert_eq!(
+            Canonicalizer::new().canonicalize(bad).unwrap_err(),
+            Canonicalizer::general_only().canonicalize(bad).unwrap_err()
+        );
+    }
+
     #[test]
     fn a_changed_value_changes_the_form() {
         assert_ne!(canon(json!({"bytes": 100})), canon(json!({"bytes": 101})));
@@ -308,8 +404,17 @@ struct LeafRef {
 /// between calls.
 #[derive(Debug, Default)]
 pub struct Canonicalizer {
-    /// Learned record shapes, most recently used first (`shape.rs`).
+    /// Learned record shapes (`shape.rs`); `shapes[0]` matched last.
     shapes: Vec<shape::Shape>,
+    /// Per shape: the key print of the line it was learned from
+    /// ([`key_print`]), so that a line is tried only against the shapes
+    /// whose print equals its own.
+    prints: Vec<u64>,
+    /// Per shape: when it last matched (a count of lines), to evict the
+    /// least recently used one when all slots are taken.
+    used: Vec<u64>,
+    /// Lines canonicalised so far (the clock of `used`).
+    clock: u64,
     /// The last record went through `shapes[0]` rather than the general path.
     last_was_shape: bool,
     /// `out` and `leaf_values` hold the form `shapes[0]` emitted for the
@@ -352,8 +457,71 @@ pub const KNOWN_LEAVES: [&str; 2] = ["host.name", "flowscribe.record"];
 /// record's audit values in one piece (they are ~150 bytes together).
 const AUDIT_SPAN: usize = 1024;
 
-/// How many shapes a canonicalizer keeps (a view's records come in a few).
-const MAX_SHAPES: usize = 16;
+/// How many shapes a canonicalizer keeps. A view's records come in as
+/// many shapes as their sources and destinations have label sets and
+/// policy traces have structures: dozens on a node (the ECS records of
+/// normalize's benchmark workload come in 46), interleaved.
+const MAX_SHAPES: usize = 128;
+
+/// The key print of a line: which keys it has, whatever their values.
+///
+/// A key ends at `":` outside a string (inside one, a `"` is escaped, so
+/// `\":` is skipped: a key ending in an escaped backslash, never learned,
+/// is left out too). Of each key, its last four bytes (fewer when it is
+/// shorter: the bytes up to its opening quote are masked) are hashed to one
+/// of 256 bits; the print folds the bits. It is a set, not a sequence: a
+/// key repeated in the objects of an array leaf (whose length varies from
+/// line to line of one shape) sets the same bit. Lines of one shape have
+/// one print but for keys that only some of its array leaves hold (an empty
+/// array): such a line finds no shape under its print and teaches another
+/// copy of the same shape, under its own print. Different shapes may share
+/// a print: `Shape::matches` decides.
+fn key_print(json: &[u8]) -> u64 {
+    let mut bits = [0u64; 4];
+    let mut note = |p: usize| {
+        if p < 2 || json[p] != b':' || json[p - 1] != b'"' || json[p - 2] == b'\\' {
+            return;
+        }
+        let end = p - 1; // the closing quote
+        let start = end.saturating_sub(4);
+        let mut tail = [0u8; 4];
+        let key = &json[start..end];
+        tail[4 - key.len()..].copy_from_slice(key);
+        // Mask up to and including the opening quote, if within reach.
+        if let Some(q) = tail.iter().rposition(|&b| b == b'"') {
+            tail[..=q].fill(0);
+        }
+        let h = u32::from_le_bytes(tail).wrapping_mul(0x9E37_79B1) >> 24;
+        bits[(h >> 6) as usize] |= 1 << (h & 63);
+    };
+    // Eight bytes at a time: `(x - 1…1) & !x & 0x80…80` flags the bytes of
+    // `x` that are zero (the colons, with `x` the word XOR `:`), and
+    // perhaps a byte above a flagged one (a borrow): `note` checks that the
+    // byte is a colon.
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut i = 0;
+    while i + 8 <= json.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&json[i..i + 8]);
+        let x = u64::from_le_bytes(w) ^ (ONES * u64::from(b':'));
+        let mut found = x.wrapping_sub(ONES) & !x & (ONES << 7);
+        while found != 0 {
+            note(i + (found.trailing_zeros() / 8) as usize);
+            found &= found - 1;
+        }
+        i += 8;
+    }
+    for p in i..json.len() {
+        note(p);
+    }
+    let mut print = 0u64;
+    for w in bits {
+        print = (print ^ w)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
+    }
+    print
+}
 
 /// `flowscribe.audit` itself or anything below it.
 fn is_audit_path_bytes(p: &[u8]) -> bool {
@@ -556,33 +724,46 @@ impl Canonicalizer {
         if self.shapes.is_empty() {
             return false;
         }
-        for k in 0..self.shapes.len() {
-            if self.shapes[k].matches(json, &mut self.scratch) {
-                let patched = k == 0
-                    && self.out_from_shape0
-                    && self.shapes[0].emit_changes(json, &mut self.out, &mut self.leaf_values);
-                #[cfg(debug_assertions)]
-                if patched {
-                    // What patching relies on: the form it changed is the
-                    // one a full write of this line gives.
-                    let (mut full, mut leaves) = (Vec::new(), Vec::new());
-                    self.shapes[0].emit(json, &mut full, &mut leaves);
-                    debug_assert!(
-                        full == self.out && leaves == self.leaf_values,
-                        "a patched canonical form differs from the full one"
-                    );
-                }
-                if !patched {
-                    self.shapes[..=k].rotate_right(1);
-                    self.shapes[0].emit(json, &mut self.out, &mut self.leaf_values);
-                }
-                self.out_from_shape0 = true;
-                self.keep_audit_values(json);
-                self.last_was_shape = true;
-                return true;
-            }
+        self.clock += 1;
+        // The shape that matched the last line first (a view's lines often
+        // come in one shape: then no print is needed), then the shapes
+        // whose print is the line's.
+        let k = if self.shapes[0].matches(json, &mut self.scratch) {
+            0
+        } else {
+            let print = key_print(json);
+            let Some(k) = (1..self.shapes.len()).find(|&k| {
+                self.prints[k] == print && self.shapes[k].matches(json, &mut self.scratch)
+            }) else {
+                return false;
+            };
+            k
+        };
+        let patched = k == 0
+            && self.out_from_shape0
+            && self.shapes[0].emit_changes(json, &mut self.out, &mut self.leaf_values);
+        #[cfg(debug_assertions)]
+        if patched {
+            // What patching relies on: the form it changed is the
+            // one a full write of this line gives.
+            let (mut full, mut leaves) = (Vec::new(), Vec::new());
+            self.shapes[0].emit(json, &mut full, &mut leaves);
+            debug_assert!(
+                full == self.out && leaves == self.leaf_values,
+                "a patched canonical form differs from the full one"
+            );
         }
-        false
+        if !patched {
+            self.shapes.swap(0, k);
+            self.prints.swap(0, k);
+            self.used.swap(0, k);
+            self.shapes[0].emit(json, &mut self.out, &mut self.leaf_values);
+        }
+        self.used[0] = self.clock;
+        self.out_from_shape0 = true;
+        self.keep_audit_values(json);
+        self.last_was_shape = true;
+        true
     }
 
     /// Copy the matched shape's audit values (the line is not kept).
@@ -656,9 +837,26 @@ impl Canonicalizer {
                 });
         if fast == self.out && same_audit {
             if self.shapes.len() == MAX_SHAPES {
-                self.shapes.pop();
+                // Evict the least recently used shape.
+                let (v, _) = self
+                    .used
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, u)| **u)
+                    .unwrap_or((0, &0));
+                self.shapes.swap_remove(v);
+                self.prints.swap_remove(v);
+                self.used.swap_remove(v);
             }
-            self.shapes.insert(0, shape);
+            // In at the end, then swapped to the front (the order of the
+            // others does not matter).
+            self.shapes.push(shape);
+            self.prints.push(key_print(json));
+            self.used.push(self.clock);
+            let last = self.shapes.len() - 1;
+            self.shapes.swap(0, last);
+            self.prints.swap(0, last);
+            self.used.swap(0, last);
         }
         self.check = fast;
     }
@@ -926,6 +1124,56 @@ fn write_canonical_value(
     r
 }
 
+/// The object at the cursor written as it is read, when that is its
+/// canonical form: keys without escapes, ASCII, each greater than the one
+/// before (so no duplicates and no sorting). `Ok(false)` (or an error)
+/// when it is not: the caller rewinds the cursor and the output and takes
+/// the general path, which gives the same bytes or the same error.
+fn write_ordered_object(
+    c: &mut Cursor<'_>,
+    out: &mut Vec<u8>,
+    scratch: &mut String,
+) -> Result<bool, CanonicalError> {
+    c.i += 1;
+    out.push(b'{');
+    if c.peek() == Some(b'}') {
+        c.i += 1;
+        out.push(b'}');
+        return Ok(true);
+    }
+    let bytes = c.b;
+    let mut previous: &[u8] = &[];
+    loop {
+        c.ws();
+        let at = c.i + 1;
+        let (len, escaped) = c.raw_string().map(|(raw, e)| (raw.len(), e))?;
+        let raw = &bytes[at..at + len];
+        // An empty key is left to the general path (so that an empty
+        // `previous` means the first key).
+        if escaped || raw.is_empty() || !raw.is_ascii() || raw <= previous {
+            return Ok(false);
+        }
+        previous = raw;
+        out.push(b'"');
+        out.extend_from_slice(raw);
+        out.extend_from_slice(b"\":");
+        c.eat(b':')?;
+        write_canonical_value(c, out, scratch)?;
+        match c.peek() {
+            Some(b',') => {
+                c.i += 1;
+                out.push(b',');
+            }
+            Some(b'}') => {
+                c.i += 1;
+                out.push(b'}');
+                return Ok(true);
+            }
+            _ => return Err(c.err("expected , or }")),
+        }
+    }
+}
+
 fn write_canonical_value_entered(
     c: &mut Cursor<'_>,
     out: &mut Vec<u8>,
@@ -946,6 +1194,15 @@ fn write_canonical_value_entered(
             }
         }
         Some(b'{') => {
+            // Most objects (a writer's, inside array leaves) already have
+            // their keys in order: copied as they are read, without a
+            // member list. Anything else is read again and sorted.
+            let (at, written) = (c.i, out.len());
+            if matches!(write_ordered_object(c, out, scratch), Ok(true)) {
+                return Ok(());
+            }
+            c.i = at;
+            out.truncate(written);
             c.i += 1;
             let mut members: Vec<(String, Vec<u8>)> = Vec::new();
             if c.peek() == Some(b'}') {
