@@ -426,6 +426,9 @@ pub struct Canonicalizer {
     /// Lines since the last one that was in a known shape.
     misses_in_a_row: u32,
     fast_hits: u64,
+    /// The last record had two leaves with one path (the general path
+    /// orders them by value; learned shapes never have them).
+    duplicate_paths: bool,
     /// Per content leaf of the matched shape (output order): its value's
     /// range in `out`.
     leaf_values: Vec<(u32, u32)>,
@@ -667,6 +670,7 @@ impl Canonicalizer {
 
     /// Compute the canonical form of one JSON object.
     pub fn canonicalize(&mut self, json: &[u8]) -> Result<&[u8], CanonicalError> {
+        self.duplicate_paths = false;
         // Offsets are kept as u32.
         if u32::try_from(json.len()).is_err() {
             return Err(CanonicalError("line longer than 4 GiB", 0));
@@ -891,6 +895,7 @@ impl Canonicalizer {
             )
         };
         self.leaves.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+        self.duplicate_paths = self.leaves.windows(2).any(|w| key(&w[0]).0 == key(&w[1]).0);
         self.out.push(b'{');
         for (n, l) in self.leaves.iter().enumerate() {
             if n > 0 {
@@ -1004,6 +1009,12 @@ impl Canonicalizer {
             }
         }
         found
+    }
+
+    /// Whether two leaves of the last record had one path (`{"a":{"b":1},
+    /// "a.b":2}`): their order in the form depends on their values.
+    pub fn had_duplicate_paths(&self) -> bool {
+        self.duplicate_paths
     }
 
     /// Whether the last record had any audit field.

@@ -185,7 +185,13 @@ fn kinds(line: &[u8], spans: &[(u32, u32)]) -> Option<Vec<Kind>> {
                     if s > close {
                         break;
                     }
-                    if s <= open || e > close || escapes || after == Some(b':') {
+                    if s <= open
+                        || e > close
+                        || s < last_end
+                        || e < s
+                        || escapes
+                        || after == Some(b':')
+                    {
                         return None;
                     }
                     kinds.push(Kind::Text);
@@ -272,7 +278,9 @@ impl FormTemplate {
         with_sentinels.extend_from_slice(&line[at..]);
         with_sentinels.push(b'}');
         canon.canonicalize(&with_sentinels).ok()?;
-        if canon.has_audit() {
+        // Two leaves of one path are ordered by value: where a hole's value
+        // goes would depend on it.
+        if canon.has_audit() || canon.had_duplicate_paths() {
             return None;
         }
         let form = canon.form();
@@ -355,6 +363,14 @@ impl FormTemplate {
     pub fn holes(&self) -> usize {
         self.line_holes.len()
     }
+
+    /// The bytes it holds (constant line and form bytes, hole tables).
+    pub fn held_bytes(&self) -> usize {
+        self.line_runs.len()
+            + self.form_runs.len()
+            + std::mem::size_of_val(&*self.line_holes)
+            + std::mem::size_of_val(&*self.form_holes)
+    }
 }
 
 /// What [`FormTemplates`] knows of an encoder template.
@@ -390,8 +406,13 @@ pub struct FormTemplates {
     map: HashMap<(usize, u64), Slot>,
     capacity: usize,
     /// Sentinel lines are parsed here, not by the seal's canonicaliser,
-    /// whose learned shapes would otherwise be the sentinels'.
+    /// whose learned shapes would otherwise be the sentinels' (and only by
+    /// the general path: each is parsed once).
     canon: Canonicalizer,
+    /// Bytes held by the built form templates (constant line and form
+    /// bytes), bounded by `max_bytes` as the count is by `capacity`.
+    bytes: usize,
+    max_bytes: usize,
     built: u64,
     refused: u64,
 }
@@ -399,8 +420,13 @@ pub struct FormTemplates {
 /// The default bound: the ECS encoder keeps up to 4,096 connection and as
 /// many peer templates (`fragment_cache::DEFAULT_CAPACITY` each). A form
 /// template of a ~3 KB ECS line holds its ~3 KB of constant line bytes and
-/// its ~4 KB of form: ~60 MB when full.
+/// its ~4 KB of form: ~60 MB if full, so the bytes held are bounded too
+/// ([`DEFAULT_FORM_TEMPLATE_BYTES`]). Either bound, reached, clears the
+/// map: templates still in use cost one parse and one build again.
 pub const DEFAULT_FORM_TEMPLATES: usize = 8192;
+
+/// The default bound on the bytes the form templates hold: 32 MiB.
+pub const DEFAULT_FORM_TEMPLATE_BYTES: usize = 32 << 20;
 
 impl Default for FormTemplates {
     fn default() -> Self {
@@ -413,18 +439,27 @@ impl FormTemplates {
         FormTemplates {
             map: HashMap::new(),
             capacity: capacity.max(1),
-            canon: Canonicalizer::new(),
+            canon: Canonicalizer::general_only(),
+            bytes: 0,
+            max_bytes: DEFAULT_FORM_TEMPLATE_BYTES,
             built: 0,
             refused: 0,
         }
+    }
+
+    /// The same, with another bound on the bytes held.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// What to do with a line of encoder template `template` in view
     /// `view` (a view's lines come from one encoder).
     pub fn get(&mut self, view: usize, template: u64) -> Known<'_> {
         if !self.map.contains_key(&(view, template)) {
-            if self.map.len() >= self.capacity {
+            if self.map.len() >= self.capacity || self.bytes > self.max_bytes {
                 self.map.clear();
+                self.bytes = 0;
             }
             self.map.insert((view, template), Slot::Seen);
             return Known::Parse;
@@ -449,6 +484,7 @@ impl FormTemplates {
         let slot = match FormTemplate::build(line, body_end, spans, &mut self.canon) {
             Some(t) => {
                 self.built += 1;
+                self.bytes += t.held_bytes();
                 Slot::Built(t)
             }
             None => {
@@ -585,12 +621,24 @@ mod tests {
             vec![span(line, ",\"n\"")],
             vec![span(line, "35"), span(line, "12")],
             vec![(0, 100)],
+            // Overlapping or backwards inside one string.
+            vec![span(line, "v 12"), span(line, "12 w")],
+            vec![
+                span(line, "v 1"),
+                (span(line, "w").0, span(line, "w").0 - 1),
+            ],
         ] {
             assert!(
                 FormTemplate::build(line, line.len() - 1, &bad, &mut canon).is_none(),
                 "{bad:?}"
             );
         }
+        // Two leaves of one path: ordered by value in the form, so where
+        // the hole goes depends on it (5 sorts before 7, 9 after).
+        let twice = br#"{"a":{"b":5},"a.b":7}"#;
+        assert!(
+            FormTemplate::build(twice, twice.len() - 1, &[span(twice, "5")], &mut canon).is_none()
+        );
         // Audit fields in the template line.
         let audited = br#"{"flowscribe.audit":{"seq":1},"n":35}"#;
         assert!(
@@ -654,5 +702,24 @@ mod tests {
         assert!(matches!(cache.get(0, 3), Known::Parse));
         assert!(matches!(cache.get(0, 3), Known::Build));
         assert!(matches!(cache.get(1, 1), Known::Parse), "cleared");
+    }
+
+    /// The bytes held are bounded too: past the budget, the next new
+    /// template clears the map.
+    #[test]
+    fn the_cache_is_bounded_in_bytes() {
+        let line = br#"{"n":35,"s":"a fairly long constant string of text"}"#;
+        let spans = [span(line, "35")];
+        let t =
+            FormTemplate::build(line, line.len() - 1, &spans, &mut Canonicalizer::new()).unwrap();
+        let mut cache = FormTemplates::new(100).with_max_bytes(2 * t.held_bytes());
+        for id in 1..=3 {
+            assert!(matches!(cache.get(0, id), Known::Parse));
+            assert!(cache.build(0, id, line, line.len() - 1, &spans).is_some());
+        }
+        // 3 built, over twice one's bytes: the next new one clears.
+        assert!(matches!(cache.get(0, 1), Known::Built(_)));
+        assert!(matches!(cache.get(0, 4), Known::Parse));
+        assert!(matches!(cache.get(0, 1), Known::Parse), "cleared");
     }
 }
