@@ -367,11 +367,76 @@ mod tests {
                 }
             }
         }
+        // Out of order inside in order and the reverse, a space before the
+        // brace, duplicates after an ordered start (the last one kept),
+        // more members than are kept on the stack.
+        let many: String = (0..40)
+            .map(|i| format!(r#""k{i:02}":{i}"#))
+            .collect::<Vec<_>>()
+            .join(",");
+        for line in [
+            r#"{"a":[{"a":1,"b":{"z":1,"y":2},"c":3}]}"#.to_string(),
+            r#"{"a":[{"b":1,"a":{"y":1,"z":2}}]}"#.to_string(),
+            r#"{"a":[{"k":1 }]}"#.to_string(),
+            r#"{"a":[{"a":1,"b":2,"a":3}]}"#.to_string(),
+            format!(r#"{{"a":[{{{many}}}]}}"#),
+            format!(r#"{{"a":[{{{many},"k00":"last"}}]}}"#),
+        ] {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            let want = canonical_bytes(&v);
+            for mut c in [Canonicalizer::new(), Canonicalizer::general_only()] {
+                assert_eq!(
+                    String::from_utf8_lossy(c.canonicalize(line.as_bytes()).unwrap()),
+                    String::from_utf8_lossy(&want),
+                    "{line}"
+                );
+            }
+        }
         // A broken object inside an array is the same error either way.
         let bad = br#"{"a":[{"k":1,"m"}]}"#;
         assert_eq!(
             Canonicalizer::new().canonicalize(bad).unwrap_err(),
             Canonicalizer::general_only().canonicalize(bad).unwrap_err()
+        );
+    }
+
+    /// Objects nested in arrays whose keys turn out of order only after a
+    /// nested value was read: the work stays linear (reading them again at
+    /// each level would double it per level: 2^60 here, a hang).
+    #[test]
+    fn nested_objects_out_of_order_are_read_once() {
+        let mut o = "1".to_string();
+        for _ in 0..60 {
+            o = format!(r#"{{"b":{o},"a":1}}"#);
+        }
+        let line = format!(r#"{{"x":[{o}]}}"#);
+        let v: Value = serde_json::from_str(&line).unwrap();
+        for mut c in [Canonicalizer::new(), Canonicalizer::general_only()] {
+            assert_eq!(
+                c.canonicalize(line.as_bytes()).unwrap(),
+                canonical_bytes(&v)
+            );
+        }
+        // Broken, and deeper than a line may nest: an error, the same one.
+        let broken = format!(r#"{{"x":[{}"#, r#"{"a":"#.repeat(100_000));
+        let want = Canonicalizer::general_only()
+            .canonicalize(broken.as_bytes())
+            .unwrap_err();
+        assert_eq!(want.0, "nested too deep");
+        assert_eq!(
+            Canonicalizer::new()
+                .canonicalize(broken.as_bytes())
+                .unwrap_err(),
+            want
+        );
+        let shallow = format!(r#"{{"x":[{}1"#, r#"{"b":1,"a":"#.repeat(200));
+        assert_eq!(
+            Canonicalizer::new()
+                .canonicalize(shallow.as_bytes())
+                .unwrap_err(),
+            Canonicalizer::general_only()
+                .canonicalize(shallow.as_bytes())
+                .unwrap_err()
         );
     }
 
@@ -465,6 +530,12 @@ const AUDIT_SPAN: usize = 1024;
 /// policy traces have structures: dozens on a node (the ECS records of
 /// normalize's benchmark workload come in 46), interleaved.
 const MAX_SHAPES: usize = 128;
+
+/// The longest line a shape is learned from: a shape holds a few times its
+/// line (segments, the last line, the form's prefixes), so 128 of them stay
+/// within tens of MB. Records are a few KB; longer lines take the general
+/// path.
+const MAX_LEARNED_LINE: usize = 64 << 10;
 
 /// The key print of a line: which keys it has, whatever their values.
 ///
@@ -700,6 +771,7 @@ impl Canonicalizer {
         // is not worth a slot.
         if !self.general_only
             && no_controls
+            && json.len() <= MAX_LEARNED_LINE
             && (self.misses_in_a_row < 64 || self.misses_in_a_row.is_multiple_of(16))
         {
             self.learn(json);
@@ -723,7 +795,8 @@ impl Canonicalizer {
         (high < 0x80, control == 0)
     }
 
-    /// Try the known shapes, most recently used first.
+    /// Try the shape that matched the last line, then those of the line's
+    /// key print.
     fn try_shapes(&mut self, json: &[u8]) -> bool {
         if self.shapes.is_empty() {
             return false;
@@ -1135,54 +1208,121 @@ fn write_canonical_value(
     r
 }
 
-/// The object at the cursor written as it is read, when that is its
-/// canonical form: keys without escapes, ASCII, each greater than the one
-/// before (so no duplicates and no sorting). `Ok(false)` (or an error)
-/// when it is not: the caller rewinds the cursor and the output and takes
-/// the general path, which gives the same bytes or the same error.
-fn write_ordered_object(
+/// Members of an object kept on the stack while its keys come in order.
+const ORDERED_MEMBERS: usize = 16;
+
+/// The object at the cursor, canonically. While its keys come in order
+/// (ASCII, unescaped, each greater than the one before: what writers
+/// produce) each member is written as it is read. At the first key that
+/// does not, or past [`ORDERED_MEMBERS`], the members written so far become
+/// the member list of the general way (read order kept), and the rest is
+/// read into it: sorted by key, the last of duplicate keys kept (as
+/// serde_json's Map does). Nothing is read twice, so the work stays linear
+/// in the line however the objects nest; errors are the general way's, at
+/// the same place (both read the same tokens in the same order).
+fn write_object(
     c: &mut Cursor<'_>,
     out: &mut Vec<u8>,
     scratch: &mut String,
-) -> Result<bool, CanonicalError> {
+) -> Result<(), CanonicalError> {
     c.i += 1;
+    let start = out.len();
     out.push(b'{');
     if c.peek() == Some(b'}') {
         c.i += 1;
         out.push(b'}');
-        return Ok(true);
+        return Ok(());
     }
     let bytes = c.b;
-    let mut previous: &[u8] = &[];
+    // While in order: each member's key (in `bytes`) and value (in `out`).
+    let mut ordered = [(0usize, 0usize, 0usize, 0usize); ORDERED_MEMBERS];
+    let mut n: usize = 0;
+    let mut members: Option<Vec<(String, Vec<u8>)>> = None;
     loop {
         c.ws();
         let at = c.i + 1;
         let (len, escaped) = c.raw_string().map(|(raw, e)| (raw.len(), e))?;
         let raw = &bytes[at..at + len];
-        // An empty key is left to the general path (so that an empty
-        // `previous` means the first key).
-        if escaped || raw.is_empty() || !raw.is_ascii() || raw <= previous {
-            return Ok(false);
-        }
-        previous = raw;
-        out.push(b'"');
-        out.extend_from_slice(raw);
-        out.extend_from_slice(b"\":");
-        c.eat(b':')?;
-        write_canonical_value(c, out, scratch)?;
-        match c.peek() {
-            Some(b',') => {
-                c.i += 1;
-                out.push(b',');
+        if members.is_none() {
+            let previous: &[u8] = match n.checked_sub(1) {
+                Some(last) => {
+                    let (ks, ke, _, _) = ordered[last];
+                    &bytes[ks..ke]
+                }
+                None => &[],
+            };
+            let in_order = !escaped
+                && !raw.is_empty()
+                && raw.is_ascii()
+                && raw > previous
+                && n < ORDERED_MEMBERS;
+            if !in_order {
+                let mut list = Vec::with_capacity(n + 8);
+                for &(ks, ke, vs, ve) in &ordered[..n] {
+                    list.push((
+                        String::from_utf8_lossy(&bytes[ks..ke]).into_owned(),
+                        out[vs..ve].to_vec(),
+                    ));
+                }
+                out.truncate(start);
+                members = Some(list);
             }
+        }
+        match &mut members {
+            None => {
+                if n > 0 {
+                    out.push(b',');
+                }
+                out.push(b'"');
+                out.extend_from_slice(raw);
+                out.extend_from_slice(b"\":");
+                c.eat(b':')?;
+                let value_start = out.len();
+                write_canonical_value(c, out, scratch)?;
+                ordered[n] = (at, at + len, value_start, out.len());
+                n += 1;
+            }
+            Some(list) => {
+                let mut key = String::new();
+                if escaped {
+                    unescape(raw, &mut key).map_err(|()| c.err("bad escape in key"))?;
+                } else {
+                    key = String::from_utf8_lossy(raw).into_owned();
+                }
+                c.eat(b':')?;
+                let mut v = Vec::new();
+                write_canonical_value(c, &mut v, scratch)?;
+                list.push((key, v));
+            }
+        }
+        match c.peek() {
+            Some(b',') => c.i += 1,
             Some(b'}') => {
                 c.i += 1;
-                out.push(b'}');
-                return Ok(true);
+                break;
             }
             _ => return Err(c.err("expected , or }")),
         }
     }
+    let Some(mut members) = members else {
+        out.push(b'}');
+        return Ok(());
+    };
+    // serde_json's Map keeps the last of duplicate keys.
+    members.reverse();
+    members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    members.dedup_by(|a, b| a.0 == b.0);
+    out.push(b'{');
+    for (k, (key, v)) in members.iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        write_string(key, out);
+        out.push(b':');
+        out.extend_from_slice(v);
+    }
+    out.push(b'}');
+    Ok(())
 }
 
 fn write_canonical_value_entered(
@@ -1204,59 +1344,7 @@ fn write_canonical_value_entered(
                 out.push(b'"');
             }
         }
-        Some(b'{') => {
-            // Most objects (a writer's, inside array leaves) already have
-            // their keys in order: copied as they are read, without a
-            // member list. Anything else is read again and sorted.
-            let (at, written) = (c.i, out.len());
-            if matches!(write_ordered_object(c, out, scratch), Ok(true)) {
-                return Ok(());
-            }
-            c.i = at;
-            out.truncate(written);
-            c.i += 1;
-            let mut members: Vec<(String, Vec<u8>)> = Vec::new();
-            if c.peek() == Some(b'}') {
-                c.i += 1;
-            } else {
-                loop {
-                    c.ws();
-                    let (raw, escaped) = c.raw_string()?;
-                    let mut key = String::new();
-                    if escaped {
-                        unescape(raw, &mut key).map_err(|()| c.err("bad escape in key"))?;
-                    } else {
-                        key = String::from_utf8_lossy(raw).into_owned();
-                    }
-                    c.eat(b':')?;
-                    let mut v = Vec::new();
-                    write_canonical_value(c, &mut v, scratch)?;
-                    members.push((key, v));
-                    match c.peek() {
-                        Some(b',') => c.i += 1,
-                        Some(b'}') => {
-                            c.i += 1;
-                            break;
-                        }
-                        _ => return Err(c.err("expected , or }")),
-                    }
-                }
-            }
-            // serde_json's Map keeps the last of duplicate keys.
-            members.reverse();
-            members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            members.dedup_by(|a, b| a.0 == b.0);
-            out.push(b'{');
-            for (n, (k, v)) in members.iter().enumerate() {
-                if n > 0 {
-                    out.push(b',');
-                }
-                write_string(k, out);
-                out.push(b':');
-                out.extend_from_slice(v);
-            }
-            out.push(b'}');
-        }
+        Some(b'{') => write_object(c, out, scratch)?,
         Some(b'[') => {
             c.i += 1;
             out.push(b'[');
