@@ -321,6 +321,50 @@ mod tests {
         assert_eq!(general.fast_hits(), 0);
     }
 
+    /// Past 128 shapes the least recently used is evicted: the 128 most
+    /// recent are found, older ones are parsed (and learned again). Lines
+    /// of one key set in several orders share a print and are each found.
+    #[test]
+    fn shapes_are_evicted_least_recently_used_and_shared_prints_are_tried() {
+        let mut fast = Canonicalizer::new();
+        let mut general = Canonicalizer::general_only();
+        let mut check = |c: &mut Canonicalizer, line: &[u8]| {
+            let want = general.canonicalize(line).unwrap().to_vec();
+            assert_eq!(c.canonicalize(line).unwrap(), &want[..]);
+        };
+        // Each shape twice in a row: learned, then found.
+        for shape in 0..200 {
+            check(&mut fast, &labelled_line(shape, 1));
+            check(&mut fast, &labelled_line(shape, 2));
+        }
+        assert_eq!(fast.fast_hits(), 200);
+        // The 100 most recent: all found.
+        for shape in 100..200 {
+            check(&mut fast, &labelled_line(shape, 3));
+        }
+        assert_eq!(fast.fast_hits(), 300);
+        // The 50 oldest were evicted: none found.
+        for shape in 0..50 {
+            check(&mut fast, &labelled_line(shape, 4));
+        }
+        assert_eq!(fast.fast_hits(), 300);
+        // One key set in five orders: one print, five shapes, each found.
+        let orders = [
+            r#"{"a":N,"b":1,"c":2}"#,
+            r#"{"b":1,"a":N,"c":2}"#,
+            r#"{"c":2,"b":1,"a":N}"#,
+            r#"{"a":N,"c":2,"b":1}"#,
+            r#"{"b":1,"c":2,"a":N}"#,
+        ];
+        let mut fresh = Canonicalizer::new();
+        for n in 0..10 {
+            for o in orders {
+                check(&mut fresh, o.replace('N', &n.to_string()).as_bytes());
+            }
+        }
+        assert_eq!(fresh.fast_hits(), 45);
+    }
+
     #[test]
     fn the_key_print_is_the_set_of_keys() {
         // Values, the length of an array of objects: the same print.
@@ -530,6 +574,10 @@ const AUDIT_SPAN: usize = 1024;
 /// policy traces have structures: dozens on a node (the ECS records of
 /// normalize's benchmark workload come in 46), interleaved.
 const MAX_SHAPES: usize = 128;
+
+/// How many shapes sharing a line's key print are tried before the
+/// general path.
+const PRINT_TRIES: usize = 8;
 
 /// The longest line a shape is learned from: a shape holds a few times its
 /// line (segments, the last line, the form's prefixes), so 128 of them stay
@@ -808,10 +856,27 @@ impl Canonicalizer {
         let k = if self.shapes[0].matches(json, &mut self.scratch) {
             0
         } else {
+            // At most `PRINT_TRIES` shapes of one print are tried: lines
+            // with one key set in many orders or spacings (a SIEM that
+            // re-serialises) share a print, and the general path is cheaper
+            // than a hundred failed matches.
             let print = key_print(json);
-            let Some(k) = (1..self.shapes.len()).find(|&k| {
-                self.prints[k] == print && self.shapes[k].matches(json, &mut self.scratch)
-            }) else {
+            let mut tries = 0;
+            let mut found = None;
+            for k in 1..self.shapes.len() {
+                if self.prints[k] != print {
+                    continue;
+                }
+                if self.shapes[k].matches(json, &mut self.scratch) {
+                    found = Some(k);
+                    break;
+                }
+                tries += 1;
+                if tries == PRINT_TRIES {
+                    break;
+                }
+            }
+            let Some(k) = found else {
                 return false;
             };
             k
