@@ -365,6 +365,56 @@ mod tests {
         assert_eq!(fresh.fast_hits(), 45);
     }
 
+    /// The key print, byte by byte: what the word-at-a-time scan and the
+    /// tail's masking must give.
+    fn key_print_reference(json: &[u8]) -> u64 {
+        let mut bits = [0u64; 4];
+        for p in 2..json.len() {
+            if json[p] != b':' || json[p - 1] != b'"' || json[p - 2] == b'\\' {
+                continue;
+            }
+            let end = p - 1;
+            let key = &json[end.saturating_sub(4)..end];
+            let mut tail = [0u8; 4];
+            tail[4 - key.len()..].copy_from_slice(key);
+            if let Some(q) = tail.iter().rposition(|&b| b == b'"') {
+                tail[..=q].fill(0);
+            }
+            let h = u32::from_le_bytes(tail).wrapping_mul(0x9E37_79B1) >> 24;
+            bits[(h >> 6) as usize] |= 1 << (h & 63);
+        }
+        bits.iter().fold(0u64, |print, &w| {
+            (print ^ w)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .rotate_left(29)
+        })
+    }
+
+    #[test]
+    fn the_key_print_scan_equals_the_byte_by_byte_reference() {
+        // Lines from an alphabet rich in quotes, colons, backslashes and
+        // the bytes next to them (`#`, `;`: a borrow in the word trick).
+        let alphabet = br#"":\ab#;{},"#;
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for len in 0..400 {
+            for _ in 0..20 {
+                let line: Vec<u8> = (0..len)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        alphabet[(state % alphabet.len() as u64) as usize]
+                    })
+                    .collect();
+                assert_eq!(key_print(&line), key_print_reference(&line), "{line:?}");
+            }
+        }
+        for shape in 0..50 {
+            let line = labelled_line(shape, 7);
+            assert_eq!(key_print(&line), key_print_reference(&line));
+        }
+    }
+
     #[test]
     fn the_key_print_is_the_set_of_keys() {
         // Values, the length of an array of objects: the same print.
@@ -524,6 +574,12 @@ pub struct Canonicalizer {
     used: Vec<u64>,
     /// Lines canonicalised so far (the clock of `used`).
     clock: u64,
+    /// The last line matched `shapes[0]` at the first try: the next one is
+    /// tried there first too (a view in one shape never computes a print).
+    /// Otherwise lines come in several shapes, interleaved, and the print
+    /// picks the shapes to try: a failed match would drop a shape's kept
+    /// line, and its next line would be read in full.
+    streak: bool,
     /// The last record went through `shapes[0]` rather than the general path.
     last_was_shape: bool,
     /// `out` and `leaf_values` hold the form `shapes[0]` emitted for the
@@ -604,16 +660,30 @@ fn key_print(json: &[u8]) -> u64 {
         if p < 2 || json[p] != b':' || json[p - 1] != b'"' || json[p - 2] == b'\\' {
             return;
         }
-        let end = p - 1; // the closing quote
-        let start = end.saturating_sub(4);
-        let mut tail = [0u8; 4];
-        let key = &json[start..end];
-        tail[4 - key.len()..].copy_from_slice(key);
-        // Mask up to and including the opening quote, if within reach.
-        if let Some(q) = tail.iter().rposition(|&b| b == b'"') {
-            tail[..=q].fill(0);
-        }
-        let h = u32::from_le_bytes(tail).wrapping_mul(0x9E37_79B1) >> 24;
+        let tail = if p >= 5 {
+            // The key's last four bytes (`p - 5 .. p - 1`), the bytes up to
+            // and including its opening quote, if within them, cleared:
+            // the quotes found exactly (`t` has 0x80 at each zero byte of
+            // `x`, no borrow between bytes), the highest one kept.
+            let w = u32::from_le_bytes([json[p - 5], json[p - 4], json[p - 3], json[p - 2]]);
+            let x = w ^ 0x2222_2222;
+            let t = !((((x & 0x7f7f_7f7f) + 0x7f7f_7f7f) | x) | 0x7f7f_7f7f);
+            match t.checked_ilog2() {
+                None => w,
+                Some(31) => 0,
+                Some(high) => w & (u32::MAX << (high + 1)),
+            }
+        } else {
+            let end = p - 1; // the closing quote
+            let mut tail = [0u8; 4];
+            let key = &json[..end];
+            tail[4 - key.len()..].copy_from_slice(key);
+            if let Some(q) = tail.iter().rposition(|&b| b == b'"') {
+                tail[..=q].fill(0);
+            }
+            u32::from_le_bytes(tail)
+        };
+        let h = tail.wrapping_mul(0x9E37_79B1) >> 24;
         bits[(h >> 6) as usize] |= 1 << (h & 63);
     };
     // Eight bytes at a time: `(x - 1…1) & !x & 0x80…80` flags the bytes of
@@ -621,10 +691,11 @@ fn key_print(json: &[u8]) -> u64 {
     // perhaps a byte above a flagged one (a borrow): `note` checks that the
     // byte is a colon.
     const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut words = json.chunks_exact(8);
     let mut i = 0;
-    while i + 8 <= json.len() {
+    for chunk in &mut words {
         let mut w = [0u8; 8];
-        w.copy_from_slice(&json[i..i + 8]);
+        w.copy_from_slice(chunk);
         let x = u64::from_le_bytes(w) ^ (ONES * u64::from(b':'));
         let mut found = x.wrapping_sub(ONES) & !x & (ONES << 7);
         while found != 0 {
@@ -853,7 +924,7 @@ impl Canonicalizer {
         // The shape that matched the last line first (a view's lines often
         // come in one shape: then no print is needed), then the shapes
         // whose print is the line's.
-        let k = if self.shapes[0].matches(json, &mut self.scratch) {
+        let k = if self.streak && self.shapes[0].matches(json, &mut self.scratch) {
             0
         } else {
             // At most `PRINT_TRIES` shapes of one print are tried: lines
@@ -863,7 +934,8 @@ impl Canonicalizer {
             let print = key_print(json);
             let mut tries = 0;
             let mut found = None;
-            for k in 1..self.shapes.len() {
+            let first = usize::from(self.streak);
+            for k in first..self.shapes.len() {
                 if self.prints[k] != print {
                     continue;
                 }
@@ -877,10 +949,12 @@ impl Canonicalizer {
                 }
             }
             let Some(k) = found else {
+                self.streak = false;
                 return false;
             };
             k
         };
+        self.streak = k == 0;
         let patched = k == 0
             && self.out_from_shape0
             && self.shapes[0].emit_changes(json, &mut self.out, &mut self.leaf_values);
