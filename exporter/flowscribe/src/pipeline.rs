@@ -383,10 +383,9 @@ struct Encoder {
     context: SchemaContext,
     ecs: RefCell<EcsEncoder>,
     otlp: RefCell<OtlpEncoder>,
-    /// With the audit trail on: which template wrote each ECS flow line
-    /// of the last batch, and where its values are (the seal reuses the
-    /// template's canonical form).
-    note_holes: bool,
+    /// With the audit trail on (the ECS encoder then notes its holes):
+    /// which template wrote each ECS flow line of the last batch, and where
+    /// its values are (the seal reuses the template's canonical form).
     ecs_holes: RefCell<HoleTable>,
 }
 
@@ -398,13 +397,11 @@ impl Encoder {
             service_version: env!("CARGO_PKG_VERSION").to_string(),
             community_id_seed: 0,
         };
-        let note_holes = config.audit.is_some();
         let mut ecs = EcsEncoder::new(context.clone());
-        ecs.note_holes(note_holes);
+        ecs.note_holes(config.audit.is_some());
         Encoder {
             format: config.format,
             ecs: RefCell::new(ecs),
-            note_holes,
             ecs_holes: RefCell::new(HoleTable::new()),
             otlp: RefCell::new(OtlpEncoder::new(context.clone())),
             context,
@@ -420,7 +417,7 @@ impl Encoder {
         flow_ids: &[EventId],
     ) -> anyhow::Result<Vec<Vec<u8>>> {
         let mut out = Vec::with_capacity(batch.flows.len() + batch.losses.len());
-        let noting = self.note_holes && format == Format::Schema(Schema::Ecs);
+        let noting = format == Format::Schema(Schema::Ecs) && self.ecs.borrow().notes_holes();
         if noting {
             self.ecs_holes.borrow_mut().clear();
         }

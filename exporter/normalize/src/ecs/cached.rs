@@ -126,6 +126,11 @@ impl EcsEncoder {
         self.holes = on.then(NotedHoles::default);
     }
 
+    /// Whether [`EcsEncoder::note_holes`] is on.
+    pub fn notes_holes(&self) -> bool {
+        self.holes.is_some()
+    }
+
     /// For the last record encoded, when noting is on and the record was
     /// written from a template: the template's id (unique in the process;
     /// a template never changes) and, per hole in the template's order,

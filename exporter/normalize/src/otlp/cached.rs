@@ -285,8 +285,6 @@ mod tests {
     use super::*;
     use crate::test_flows::RandomFlows;
 
-    /// A precomputed event id gives the same record as hashing it here;
-    /// another id shows up in `flowscribe.event_id` (the parameter is used).
     /// Connections reported window after window: records from their
     /// templates, and re-rendered ones when something a template holds
     /// constant changed, equal the writer's.
@@ -341,6 +339,8 @@ mod tests {
         );
     }
 
+    /// A precomputed event id gives the same record as hashing it here;
+    /// another id shows up in `flowscribe.event_id` (the parameter is used).
     #[test]
     fn a_given_event_id_is_the_one_written() {
         use prost::Message as _;
