@@ -507,8 +507,9 @@ impl FormTemplates {
     /// parse).
     pub fn refuse(&mut self, view: usize, template: u64) {
         if let Some(slot) = self.map.get_mut(&(view, template)) {
-            if matches!(slot, Slot::Built(_)) {
+            if let Slot::Built(t) = slot {
                 self.built = self.built.saturating_sub(1);
+                self.bytes = self.bytes.saturating_sub(t.held_bytes());
             }
             *slot = Slot::Refused;
             self.refused += 1;
