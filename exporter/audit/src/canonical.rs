@@ -321,6 +321,132 @@ mod tests {
         assert_eq!(general.fast_hits(), 0);
     }
 
+    /// A connection's record in window `w`: one of `shape`'s label sets,
+    /// its Community ID, per-window values, and audit fields.
+    fn connection_line(conn: usize, shape: usize, w: usize) -> Vec<u8> {
+        let labels: String = (0..1 + shape % 4)
+            .map(|j| format!(r#""key-{shape}-{j}":"pod-{conn}""#))
+            .collect::<Vec<_>>()
+            .join(",");
+        let hits: String = (0..1 + (conn + w / 4) % 2)
+            .map(|h| format!(r#"{{"name":"p-{h}","rule":{}}}"#, conn % 7))
+            .collect::<Vec<_>>()
+            .join(",");
+        format!(
+            r#"{{"@timestamp":"2026-11-21T10:{:02}:00Z","event":{{"id":"{:016x}","duration":{}}},"labels":{{{labels}}},"network":{{"bytes":{},"community_id":"1:c{conn}="}},"policy":{{"hits":[{hits}]}},"source":{{"ip":"10.0.{}.{}","port":{}}},"flowscribe":{{"audit":{{"seq":{},"run":1}}}}}}"#,
+            w % 60,
+            (conn as u64 + 1).wrapping_mul(0x9E37_79B9) ^ w as u64,
+            w * 10,
+            conn * 31 + w * 1000,
+            conn / 250,
+            conn % 250,
+            30_000 + conn,
+            w * 100_000 + conn,
+        )
+        .into_bytes()
+    }
+
+    /// Everything a reader asks of the last record, from both.
+    fn same_record(fast: &mut Canonicalizer, general: &mut Canonicalizer, line: &[u8]) {
+        let want = general.canonicalize(line).map(<[u8]>::to_vec);
+        let got = fast.canonicalize(line).map(<[u8]>::to_vec);
+        assert_eq!(got, want, "{}", String::from_utf8_lossy(line));
+        if want.is_ok() {
+            assert_eq!(fast.audit_field("seq"), general.audit_field("seq"));
+            assert_eq!(fast.known_audit_fields(), general.known_audit_fields());
+            assert_eq!(fast.leaf("network.bytes"), general.leaf("network.bytes"));
+            assert_eq!(fast.leaf("event.id"), general.leaf("event.id"));
+        }
+    }
+
+    /// A node's archive: every connection reported once per window, in
+    /// another order each window, in a dozen shapes; some connections
+    /// change shape (a policy hit more or less), two share a hint, some
+    /// lines are damaged. Each line is compared with its connection's last
+    /// one, and every form and audit value equals the general path's.
+    #[test]
+    fn connections_are_compared_with_their_own_last_line() {
+        const CONNS: usize = 300;
+        const WINDOWS: usize = 12;
+        let mut fast = Canonicalizer::with_hints();
+        let mut plain = Canonicalizer::new();
+        let mut general = Canonicalizer::general_only();
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut order: Vec<usize> = (0..CONNS).collect();
+        let mut one_offs = 0;
+        for w in 0..WINDOWS {
+            for i in (1..CONNS).rev() {
+                order.swap(i, (next() % (i as u64 + 1)) as usize);
+            }
+            for &conn in &order {
+                // Every fifth connection changes shape halfway.
+                let shape = if conn % 5 == 0 && w >= WINDOWS / 2 {
+                    (conn + 1) % 12
+                } else {
+                    conn % 12
+                };
+                let mut line = connection_line(conn, shape, w);
+                if conn == 7 {
+                    // Connection 7 carries connection 8's hint.
+                    let text = String::from_utf8(line).unwrap().replace("1:c7=", "1:c8=");
+                    line = text.into_bytes();
+                }
+                if next() % 50 == 0 {
+                    // One byte changed anywhere.
+                    let at = (next() % line.len() as u64) as usize;
+                    line[at] = b"\"{}:,0aZ\\ "[(next() % 10) as usize];
+                }
+                same_record(&mut fast, &mut general, &line);
+                same_record(&mut plain, &mut general, &line);
+                if next() % 50 == 0 {
+                    // A connection seen once, in the shape just read
+                    // (fewer than would pass the bound on bases).
+                    one_offs += 1;
+                    let line = connection_line(CONNS + one_offs, shape, w);
+                    same_record(&mut fast, &mut general, &line);
+                    same_record(&mut plain, &mut general, &line);
+                }
+            }
+        }
+        // After each connection's first window, nearly every line is read
+        // against its own last one (not the damaged ones, nor the line
+        // after one, nor the two that share a hint every time).
+        let later = ((WINDOWS - 1) * CONNS) as u64;
+        assert!(fast.base_hits() > later * 9 / 10, "{}", fast.base_hits());
+        assert!(fast.base_hits() <= later);
+        assert_eq!(plain.base_hits(), 0);
+        // One or two (those that changed shape, the shared hint) per hint,
+        // and a few from damaged hints.
+        assert!(fast.bases() >= CONNS, "{}", fast.bases());
+        assert!(
+            fast.bases() <= CONNS + CONNS / 5 + 40 + one_offs,
+            "{}",
+            fast.bases()
+        );
+        assert_eq!(general.fast_hits(), 0);
+    }
+
+    /// More connections than bases are kept: the bases are dropped and
+    /// kept anew, never more than the bound, and the forms stay right.
+    #[test]
+    fn bases_stay_within_their_bound() {
+        let mut fast = Canonicalizer::with_hints();
+        let mut general = Canonicalizer::general_only();
+        for w in 0..3 {
+            for conn in 0..MAX_BASES * 2 + 7 {
+                same_record(&mut fast, &mut general, &connection_line(conn, conn % 5, w));
+                assert!(fast.bases() <= MAX_BASES);
+            }
+        }
+        assert!(fast.bases() > 0);
+    }
+
     /// Past 128 shapes the least recently used is evicted: the 128 most
     /// recent are found, older ones are parsed (and learned again). Lines
     /// of one key set in several orders share a print and are each found.
@@ -572,6 +698,14 @@ pub struct Canonicalizer {
     /// Per shape: when it last matched (a count of lines), to evict the
     /// least recently used one when all slots are taken.
     used: Vec<u64>,
+    /// Per shape: its id, unique within this canonicalizer (a base names
+    /// the shape it was kept for; indices move).
+    ids: Vec<u64>,
+    next_id: u64,
+    /// Lines compared with their connection's last line (see
+    /// [`Canonicalizer::with_hints`]); `None` unless asked for.
+    hints: Option<Box<Hints>>,
+    base_hits: u64,
     /// Lines canonicalised so far (the clock of `used`).
     clock: u64,
     /// The last line matched `shapes[0]` at the first try: the next one is
@@ -640,6 +774,81 @@ const PRINT_TRIES: usize = 8;
 /// within tens of MB. Records are a few KB; longer lines take the general
 /// path.
 const MAX_LEARNED_LINE: usize = 64 << 10;
+
+/// What marks a line's connection hint: the value of its first key
+/// `community_id` or `community_uid` (ECS `network.community_id`, OCSF
+/// `connection_info.community_uid`: the Community ID of the 5-tuple).
+const HINT_KEY: &[u8] = b"\"community_";
+
+/// Bases kept at most, and the bytes they may hold (about: a base's buffers
+/// are exchanged with the shape's as lines match, so its size moves a
+/// little); past either, all are dropped and kept anew.
+const MAX_BASES: usize = if cfg!(test) { 512 } else { 8192 };
+const MAX_BASE_BYTES: usize = 64 << 20;
+
+/// Bases kept per hint: a connection's records in two views, or seen by
+/// two nodes of one archive, come in two shapes.
+const BASES_PER_HINT: usize = 2;
+
+/// Lookups in a row that find no base before hints are read only after
+/// the other shapes fail (an archive of one-off connections).
+const HINT_MISSES_OFF: u32 = 64;
+
+/// A connection's last line in one shape, kept so that its next line is
+/// compared with it (they differ in a dozen values: times, counters, ids)
+/// rather than with the last line of the shape, which on a node's archive
+/// is another connection's (pods, addresses, labels: most values differ).
+/// The form is then written in full from the shape (its pieces are hot in
+/// the cache; a kept form would be cold: measured no faster, for twice the
+/// memory).
+#[derive(Debug)]
+struct Base {
+    /// The shape's id (`Canonicalizer::ids`).
+    shape: u64,
+    last: shape::LastLine,
+    /// What it held when kept (for the byte bound).
+    bytes: usize,
+}
+
+/// The bases by connection hint ([`Canonicalizer::with_hints`]).
+#[derive(Debug)]
+struct Hints {
+    finder: memchr::memmem::Finder<'static>,
+    bases: std::collections::HashMap<u64, Vec<Base>>,
+    count: usize,
+    bytes: usize,
+    /// The last lookups found a base: hints are read before the shape of
+    /// the last line is tried.
+    first: bool,
+    misses: u32,
+}
+
+impl Hints {
+    /// The hash of the line's hint value, if it has one.
+    fn of(&self, json: &[u8]) -> Option<u64> {
+        let at = self.finder.find(json)? + HINT_KEY.len();
+        let rest = json.get(at..)?;
+        let rest = rest
+            .strip_prefix(b"id\":\"")
+            .or_else(|| rest.strip_prefix(b"uid\":\""))?;
+        let end = memchr::memchr(b'"', rest)?;
+        let value = &rest[..end];
+        if value.is_empty() || value.len() > 256 {
+            return None;
+        }
+        // A hint only picks the line to compare with (the comparison
+        // decides), so any well-mixed hash does.
+        let mut h = value.len() as u64;
+        for chunk in value.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            h = (h ^ u64::from_le_bytes(w))
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .rotate_left(29);
+        }
+        Some(h)
+    }
+}
 
 /// The key print of a line: which keys it has, whatever their values.
 ///
@@ -837,6 +1046,27 @@ impl Canonicalizer {
         Self::default()
     }
 
+    /// A canonicalizer that also keeps, per connection, its last line in
+    /// each shape (a *base*, at most [`MAX_BASES`]), found by the line's
+    /// hint ([`HINT_KEY`]): a connection's next record is compared with its
+    /// own last one, so only its per-window values are read. For the verifier, which reads a node's records
+    /// interleaved (each window reports every open connection once); the
+    /// sealer writes templated lines' forms from form templates instead
+    /// and leaves this off. The forms are the same either way.
+    pub fn with_hints() -> Self {
+        Canonicalizer {
+            hints: Some(Box::new(Hints {
+                finder: memchr::memmem::Finder::new(HINT_KEY).into_owned(),
+                bases: std::collections::HashMap::new(),
+                count: 0,
+                bytes: 0,
+                first: false,
+                misses: 0,
+            })),
+            ..Self::default()
+        }
+    }
+
     /// A canonicalizer that never uses learned shapes: the reference the
     /// fast path is tested against.
     pub fn general_only() -> Self {
@@ -850,6 +1080,17 @@ impl Canonicalizer {
     /// benchmarks use it to prove the fast path ran).
     pub fn fast_hits(&self) -> u64 {
         self.fast_hits
+    }
+
+    /// How many of those were compared with their connection's last line
+    /// (a base: [`Canonicalizer::with_hints`]).
+    pub fn base_hits(&self) -> u64 {
+        self.base_hits
+    }
+
+    /// Bases kept now.
+    pub fn bases(&self) -> usize {
+        self.hints.as_ref().map_or(0, |h| h.count)
     }
 
     /// The canonical form the last successful [`Canonicalizer::canonicalize`]
@@ -914,19 +1155,34 @@ impl Canonicalizer {
         (high < 0x80, control == 0)
     }
 
-    /// Try the shape that matched the last line, then those of the line's
-    /// key print.
+    /// Try the line's base (when hints are on and bases keep being found),
+    /// the shape that matched the last line, the line's base (when hints
+    /// are on), then the shapes of the line's key print.
     fn try_shapes(&mut self, json: &[u8]) -> bool {
         if self.shapes.is_empty() {
             return false;
         }
         self.clock += 1;
+        let mut hint = None;
+        let hints_first = self.hints.as_ref().is_some_and(|h| h.first);
+        if hints_first {
+            hint = self.hints.as_ref().and_then(|h| h.of(json));
+            if hint.is_some_and(|h| self.try_base(json, h)) {
+                return true;
+            }
+        }
         // The shape that matched the last line first (a view's lines often
         // come in one shape: then no print is needed), then the shapes
         // whose print is the line's.
         let k = if self.streak && self.shapes[0].matches(json, &mut self.scratch) {
             0
         } else {
+            if !hints_first && let Some(h) = self.hints.as_ref() {
+                hint = h.of(json);
+                if hint.is_some_and(|h| self.try_base(json, h)) {
+                    return true;
+                }
+            }
             // At most `PRINT_TRIES` shapes of one print are tried: lines
             // with one key set in many orders or spacings (a SIEM that
             // re-serialises) share a print, and the general path is cheaper
@@ -960,26 +1216,140 @@ impl Canonicalizer {
             && self.shapes[0].emit_changes(json, &mut self.out, &mut self.leaf_values);
         #[cfg(debug_assertions)]
         if patched {
-            // What patching relies on: the form it changed is the
-            // one a full write of this line gives.
-            let (mut full, mut leaves) = (Vec::new(), Vec::new());
-            self.shapes[0].emit(json, &mut full, &mut leaves);
-            debug_assert!(
-                full == self.out && leaves == self.leaf_values,
-                "a patched canonical form differs from the full one"
-            );
+            self.check_patched_form(json);
         }
         if !patched {
-            self.shapes.swap(0, k);
-            self.prints.swap(0, k);
-            self.used.swap(0, k);
+            self.move_to_front(k);
             self.shapes[0].emit(json, &mut self.out, &mut self.leaf_values);
         }
         self.used[0] = self.clock;
         self.out_from_shape0 = true;
         self.keep_audit_values(json);
         self.last_was_shape = true;
+        if let Some(h) = hint {
+            self.keep_base(h);
+        }
         true
+    }
+
+    /// What patching relies on: the form it changed is the one a full
+    /// write of this line by `shapes[0]` gives.
+    #[cfg(debug_assertions)]
+    fn check_patched_form(&self, json: &[u8]) {
+        let (mut full, mut leaves) = (Vec::new(), Vec::new());
+        self.shapes[0].emit(json, &mut full, &mut leaves);
+        debug_assert!(
+            full == self.out && leaves == self.leaf_values,
+            "a patched canonical form differs from the full one"
+        );
+    }
+
+    /// Shape `k` to the front (the order of the others does not matter).
+    fn move_to_front(&mut self, k: usize) {
+        self.shapes.swap(0, k);
+        self.prints.swap(0, k);
+        self.used.swap(0, k);
+        self.ids.swap(0, k);
+    }
+
+    /// Match the line against the bases of its hint: with a base's line in
+    /// its shape, the match compares the two lines (only the values where
+    /// they differ are read). The shape gets its own last line back; the
+    /// base keeps this one.
+    fn try_base(&mut self, json: &[u8], hint: u64) -> bool {
+        let Some(hints) = self.hints.as_deref_mut() else {
+            return false;
+        };
+        let Some(bases) = hints.bases.get_mut(&hint) else {
+            hints.misses = hints.misses.saturating_add(1);
+            if hints.misses >= HINT_MISSES_OFF {
+                hints.first = false;
+            }
+            return false;
+        };
+        let mut hit = None;
+        for (b, base) in bases.iter_mut().enumerate() {
+            let Some(k) = self.ids.iter().position(|&id| id == base.shape) else {
+                continue;
+            };
+            let shape = &mut self.shapes[k];
+            shape.swap_last(&mut base.last);
+            if shape.matches(json, &mut self.scratch) {
+                hit = Some((b, k));
+                break;
+            }
+            // The base's line was cleared by the failed match (its state
+            // is partly rewritten): its next line is scanned in full.
+            shape.swap_last(&mut base.last);
+        }
+        let Some((b, k)) = hit else {
+            hints.misses = hints.misses.saturating_add(1);
+            if hints.misses >= HINT_MISSES_OFF {
+                hints.first = false;
+            }
+            return false;
+        };
+        hints.misses = 0;
+        hints.first = true;
+        self.base_hits += 1;
+        self.move_to_front(k);
+        self.shapes[0].emit(json, &mut self.out, &mut self.leaf_values);
+        self.used[0] = self.clock;
+        // The audit values are read while the line's state is in the shape.
+        self.keep_audit_values(json);
+        // The base (still there: nothing above touches the bases) first of
+        // its hint's, with this line's state.
+        if let Some(base) = self
+            .hints
+            .as_deref_mut()
+            .and_then(|h| h.bases.get_mut(&hint))
+            .and_then(|l| {
+                l.swap(0, b);
+                l.first_mut()
+            })
+        {
+            self.shapes[0].swap_last(&mut base.last);
+        }
+        // `out` is this line's form, not that of the line `shapes[0]` holds.
+        self.out_from_shape0 = false;
+        self.streak = false;
+        self.last_was_shape = true;
+        true
+    }
+
+    /// Keep the line `shapes[0]` has just matched as the base of its hint
+    /// in that shape.
+    fn keep_base(&mut self, hint: u64) {
+        let Some(hints) = self.hints.as_deref_mut() else {
+            return;
+        };
+        if hints.count >= MAX_BASES || hints.bytes >= MAX_BASE_BYTES {
+            hints.bases.clear();
+            hints.count = 0;
+            hints.bytes = 0;
+        }
+        let last = self.shapes[0].last_line().clone();
+        let bytes = last.held_bytes() + std::mem::size_of::<Base>();
+        let base = Base {
+            shape: self.ids[0],
+            last,
+            bytes,
+        };
+        let list = hints.bases.entry(hint).or_default();
+        if let Some(i) = list.iter().position(|b| b.shape == base.shape) {
+            let old = list.remove(i);
+            hints.count -= 1;
+            hints.bytes -= old.bytes;
+        }
+        list.insert(0, base);
+        hints.count += 1;
+        hints.bytes += bytes;
+        if list.len() > BASES_PER_HINT
+            && let Some(old) = list.pop()
+        {
+            hints.count -= 1;
+            hints.bytes -= old.bytes;
+        }
     }
 
     /// Copy the matched shape's audit values (the line is not kept).
@@ -1063,16 +1433,15 @@ impl Canonicalizer {
                 self.shapes.swap_remove(v);
                 self.prints.swap_remove(v);
                 self.used.swap_remove(v);
+                self.ids.swap_remove(v);
             }
-            // In at the end, then swapped to the front (the order of the
-            // others does not matter).
+            // In at the end, then to the front.
             self.shapes.push(shape);
             self.prints.push(key_print(json));
             self.used.push(self.clock);
-            let last = self.shapes.len() - 1;
-            self.shapes.swap(0, last);
-            self.prints.swap(0, last);
-            self.used.swap(0, last);
+            self.next_id += 1;
+            self.ids.push(self.next_id);
+            self.move_to_front(self.shapes.len() - 1);
         }
         self.check = fast;
     }

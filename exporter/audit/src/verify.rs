@@ -496,7 +496,7 @@ impl Verifier {
             last_chain: None,
             findings: Vec::new(),
             unaudited: BTreeMap::new(),
-            canon: Some(Box::default()),
+            canon: Some(Box::new(Canonicalizer::with_hints())),
             pending: Vec::new(),
             pending_forms: Vec::new(),
             pending_ends: Vec::new(),
@@ -530,7 +530,10 @@ impl Verifier {
             return;
         }
         self.lines += 1;
-        let mut canon = self.canon.take().unwrap_or_default();
+        let mut canon = self
+            .canon
+            .take()
+            .unwrap_or_else(|| Box::new(Canonicalizer::with_hints()));
         self.add_canonicalized(&mut canon, loc, bytes);
         self.canon = Some(canon);
     }

@@ -163,7 +163,7 @@ pub(super) struct Shape {
 /// `line` is empty when there is none (or a failed match left the slots
 /// partly rewritten).
 #[derive(Debug, Clone, Default)]
-struct LastLine {
+pub(super) struct LastLine {
     line: Vec<u8>,
     /// Per slot: its value's bytes in `line`.
     raw: Vec<(u32, u32)>,
@@ -172,6 +172,16 @@ struct LastLine {
     vals: Vec<Val>,
     /// Rewritten values; may hold stale ones (see [`ARENA_COMPACT_AT`]).
     arena: Vec<u8>,
+}
+
+impl LastLine {
+    /// The bytes it holds (what a kept copy costs).
+    pub(super) fn held_bytes(&self) -> usize {
+        self.line.capacity()
+            + self.arena.capacity()
+            + std::mem::size_of_val(&*self.raw)
+            + std::mem::size_of_val(&*self.vals)
+    }
 }
 
 /// A plain integer whose text is already canonical: `0`, or an optional
@@ -849,6 +859,20 @@ impl Shape {
     /// last matched, or in [`Shape::arena`]). Meaningful after a match.
     pub(super) fn vals(&self) -> &[Val] {
         &self.last.vals
+    }
+
+    /// The last line matched and its slots' state (a copy of it lets a
+    /// later line be compared with this one rather than with whatever line
+    /// the shape matched in between: see `Canonicalizer`'s bases).
+    pub(super) fn last_line(&self) -> &LastLine {
+        &self.last
+    }
+
+    /// Exchange the line the next match compares with, and its slots'
+    /// state, for `other` (kept by the caller since that line matched this
+    /// shape, or empty: then the next line is scanned in full).
+    pub(super) fn swap_last(&mut self, other: &mut LastLine) {
+        std::mem::swap(&mut self.last, other);
     }
 
     /// The rewritten values of the line last matched.
