@@ -416,35 +416,114 @@ mod tests {
         }
         // After each connection's first window, nearly every line is read
         // against its own last one (not the damaged ones, nor the line
-        // after one, nor the two that share a hint every time).
+        // after one), and reads only what changed since that line: the
+        // time, the event id and duration, the bytes, now and then the
+        // policy hits (against another connection's line it would read
+        // its labels, addresses, port and Community ID too).
         let later = ((WINDOWS - 1) * CONNS) as u64;
         assert!(fast.base_hits() > later * 9 / 10, "{}", fast.base_hits());
-        assert!(fast.base_hits() <= later);
+        assert!(fast.base_hits() <= later + one_offs as u64);
+        assert!(
+            fast.base_values_read() <= fast.base_hits() * 5,
+            "{} values in {} lines",
+            fast.base_values_read(),
+            fast.base_hits()
+        );
         assert_eq!(plain.base_hits(), 0);
         // One or two (those that changed shape, the shared hint) per hint,
-        // and a few from damaged hints.
-        assert!(fast.bases() >= CONNS, "{}", fast.bases());
-        assert!(
-            fast.bases() <= CONNS + CONNS / 5 + 40 + one_offs,
-            "{}",
-            fast.bases()
-        );
+        // and a few from damaged hints and the one-off connections.
+        let (bases, bytes) = fast.bases();
+        assert!(bases >= CONNS, "{bases}");
+        assert!(bases <= CONNS + CONNS / 5 + 40 + one_offs, "{bases}");
+        assert!(bytes > bases * 300 && bytes < bases * 4096, "{bytes}");
         assert_eq!(general.fast_hits(), 0);
     }
 
-    /// More connections than bases are kept: the bases are dropped and
-    /// kept anew, never more than the bound, and the forms stay right.
+    /// More connections per window than bases: bases stay within their
+    /// bounds, only one line in `KEEP_SPARSE` keeps one once they are not
+    /// found, and the forms stay right. Then a quarter of the bound: every
+    /// line after the first window finds its base.
     #[test]
     fn bases_stay_within_their_bound() {
         let mut fast = Canonicalizer::with_hints();
         let mut general = Canonicalizer::general_only();
-        for w in 0..3 {
+        for w in 0..4 {
             for conn in 0..MAX_BASES * 2 + 7 {
                 same_record(&mut fast, &mut general, &connection_line(conn, conn % 5, w));
-                assert!(fast.bases() <= MAX_BASES);
+                let (bases, bytes) = fast.bases();
+                assert!(bases <= MAX_BASES && bytes <= MAX_BASE_BYTES);
             }
         }
-        assert!(fast.bases() > 0);
+        let h = fast.hints.as_ref().unwrap();
+        assert_eq!(h.keep_every, KEEP_SPARSE);
+        let mut fast = Canonicalizer::with_hints();
+        let n = MAX_BASES / 4;
+        for w in 0..4 {
+            for conn in 0..n {
+                same_record(&mut fast, &mut general, &connection_line(conn, conn % 5, w));
+            }
+        }
+        // All but the second lines of the five connections whose first
+        // lines taught the five shapes (the general path keeps no base).
+        assert_eq!(fast.base_hits(), 3 * n as u64 - 5);
+    }
+
+    /// Connections that come back every window among one-off ones that
+    /// fill a generation each window: the returning ones' bases move from
+    /// the last generation to this one and are found every time, while the
+    /// one-off ones' are dropped with their generation.
+    #[test]
+    fn returning_connections_keep_their_bases_across_generations() {
+        let mut fast = Canonicalizer::with_hints();
+        let mut general = Canonicalizer::general_only();
+        let (returning, one_off) = (MAX_BASES / 4, MAX_BASES / 5);
+        let mut hits = 0;
+        let mut next_one_off = returning;
+        for w in 0..6 {
+            for conn in 0..returning {
+                let before = fast.base_hits();
+                same_record(&mut fast, &mut general, &connection_line(conn, conn % 5, w));
+                hits += fast.base_hits() - before;
+                if conn < one_off {
+                    next_one_off += 1;
+                    let line = connection_line(next_one_off, conn % 5, w);
+                    same_record(&mut fast, &mut general, &line);
+                }
+            }
+        }
+        // Every line of a returning connection after its first, but the
+        // second lines of the five that taught the shapes.
+        assert_eq!(hits, 5 * returning as u64 - 5);
+        let h = fast.hints.as_ref().unwrap();
+        assert_eq!(h.keep_every, 1);
+        // Generations turned: the one-off bases (more than the bound) were
+        // dropped.
+        assert!(returning + 6 * one_off > MAX_BASES);
+        assert!(fast.bases().0 <= MAX_BASES);
+    }
+
+    /// More shapes than are kept, one connection each: bases of evicted
+    /// shapes are passed over (their shape ids are not reused), and every
+    /// form stays right.
+    #[test]
+    fn bases_of_evicted_shapes_are_passed_over() {
+        let mut fast = Canonicalizer::with_hints();
+        let mut general = Canonicalizer::general_only();
+        for w in 0..4 {
+            for conn in 0..MAX_SHAPES + 72 {
+                // One shape per connection: its label keys are its own.
+                let line = connection_line(conn, conn, w);
+                same_record(&mut fast, &mut general, &line);
+                assert_eq!(fast.audit_type(), general.audit_type());
+                assert_eq!(fast.known_leaf(0), general.known_leaf(0));
+            }
+        }
+        assert_eq!(fast.shapes.len(), MAX_SHAPES);
+        assert_eq!(fast.ids.len(), MAX_SHAPES);
+        let mut ids = fast.ids.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), MAX_SHAPES);
     }
 
     /// Past 128 shapes the least recently used is evicted: the 128 most
@@ -706,6 +785,7 @@ pub struct Canonicalizer {
     /// [`Canonicalizer::with_hints`]); `None` unless asked for.
     hints: Option<Box<Hints>>,
     base_hits: u64,
+    base_values_read: u64,
     /// Lines canonicalised so far (the clock of `used`).
     clock: u64,
     /// The last line matched `shapes[0]` at the first try: the next one is
@@ -780,11 +860,23 @@ const MAX_LEARNED_LINE: usize = 64 << 10;
 /// `connection_info.community_uid`: the Community ID of the 5-tuple).
 const HINT_KEY: &[u8] = b"\"community_";
 
-/// Bases kept at most, and the bytes they may hold (about: a base's buffers
-/// are exchanged with the shape's as lines match, so its size moves a
-/// little); past either, all are dropped and kept anew.
-const MAX_BASES: usize = if cfg!(test) { 512 } else { 8192 };
+/// Bases kept at most, and the bytes they may hold (each counted when
+/// kept and again after each line it takes; a base of a ~3 KB line holds
+/// ~6 KB). They are kept in two generations of half of each: when this
+/// generation is full, the last one is dropped and this one becomes the
+/// last; a base found in the last moves to this one. So a connection keeps
+/// its base while at most a generation's worth of other bases (~5,000 of
+/// ~3 KB lines) are kept or found between two of its lines: a node's
+/// archive with up to that many connections per window.
+const MAX_BASES: usize = if cfg!(test) { 1024 } else { 16384 };
 const MAX_BASE_BYTES: usize = 64 << 20;
+
+/// When all but one in this many of a generation's bases were never asked
+/// for again before it was dropped (more connections per window than
+/// bases, or one-off connections), only one line in this many keeps a base
+/// in the next generation: kept ones then live longer, and the other lines
+/// pay no copy.
+const KEEP_SPARSE: u64 = 8;
 
 /// Bases kept per hint: a connection's records in two views, or seen by
 /// two nodes of one archive, come in two shapes.
@@ -814,23 +906,101 @@ struct Base {
 #[derive(Debug)]
 struct Hints {
     finder: memchr::memmem::Finder<'static>,
+    /// This generation's bases and the last one's (see [`MAX_BASES`]).
     bases: std::collections::HashMap<u64, Vec<Base>>,
+    old: std::collections::HashMap<u64, Vec<Base>>,
+    /// Bases and their bytes, in `bases` and in `old`.
     count: usize,
     bytes: usize,
+    old_count: usize,
+    old_bytes: usize,
     /// The last lookups found a base: hints are read before the shape of
     /// the last line is tried.
     first: bool,
     misses: u32,
+    /// How many bases the last generation had when it became the last.
+    old_total: usize,
+    /// One line in `keep_every` keeps a base (see [`KEEP_SPARSE`]),
+    /// counted by `tick`.
+    keep_every: u64,
+    tick: u64,
 }
 
 impl Hints {
-    /// The hash of the line's hint value, if it has one.
+    fn new() -> Self {
+        Hints {
+            finder: memchr::memmem::Finder::new(HINT_KEY).into_owned(),
+            bases: std::collections::HashMap::new(),
+            old: std::collections::HashMap::new(),
+            count: 0,
+            bytes: 0,
+            old_count: 0,
+            old_bytes: 0,
+            first: false,
+            misses: 0,
+            old_total: 0,
+            keep_every: 1,
+            tick: 0,
+        }
+    }
+
+    /// A lookup that found no base.
+    fn missed(&mut self) {
+        self.misses = self.misses.saturating_add(1);
+        if self.misses >= HINT_MISSES_OFF {
+            self.first = false;
+        }
+    }
+
+    /// Start a new generation when this one is full.
+    fn turn_if_full(&mut self) {
+        if self.count < MAX_BASES / 2 && self.bytes < MAX_BASE_BYTES / 2 {
+            return;
+        }
+        // The last generation's bases still there were never asked for
+        // again: when that is nearly all of them, keeping is wasted.
+        self.keep_every = if self.old_total > 0
+            && self.old_count as u64 * KEEP_SPARSE > self.old_total as u64 * (KEEP_SPARSE - 1)
+        {
+            KEEP_SPARSE
+        } else {
+            1
+        };
+        self.old = std::mem::take(&mut self.bases);
+        (self.old_count, self.old_bytes) = (self.count, self.bytes);
+        self.old_total = self.count;
+        (self.count, self.bytes) = (0, 0);
+    }
+
+    /// The bases of `hint`, in this generation (moved there from the last
+    /// one if they were in it).
+    fn get(&mut self, hint: u64) -> Option<&mut Vec<Base>> {
+        if !self.bases.contains_key(&hint) {
+            let list = self.old.remove(&hint)?;
+            let bytes: usize = list.iter().map(|b| b.bytes).sum();
+            self.old_count -= list.len();
+            self.old_bytes -= bytes;
+            self.turn_if_full();
+            self.count += list.len();
+            self.bytes += bytes;
+            self.bases.insert(hint, list);
+        }
+        self.bases.get_mut(&hint)
+    }
+
+    /// The hash of the line's hint value, if it has one: the first
+    /// `"community_id":"` or `"community_uid":"` (a key with no space
+    /// before its value, as writers put it) anywhere in a line of at most
+    /// [`MAX_LEARNED_LINE`] bytes (longer lines are never in a shape).
     fn of(&self, json: &[u8]) -> Option<u64> {
-        let at = self.finder.find(json)? + HINT_KEY.len();
-        let rest = json.get(at..)?;
-        let rest = rest
-            .strip_prefix(b"id\":\"")
-            .or_else(|| rest.strip_prefix(b"uid\":\""))?;
+        if json.len() > MAX_LEARNED_LINE {
+            return None;
+        }
+        let rest = self.finder.find_iter(json).find_map(|at| {
+            let rest = json.get(at + HINT_KEY.len()..)?;
+            rest.strip_prefix(b"id\":\"")
+                .or_else(|| rest.strip_prefix(b"uid\":\""))
+        })?;
         let end = memchr::memchr(b'"', rest)?;
         let value = &rest[..end];
         if value.is_empty() || value.len() > 256 {
@@ -1055,14 +1225,7 @@ impl Canonicalizer {
     /// and leaves this off. The forms are the same either way.
     pub fn with_hints() -> Self {
         Canonicalizer {
-            hints: Some(Box::new(Hints {
-                finder: memchr::memmem::Finder::new(HINT_KEY).into_owned(),
-                bases: std::collections::HashMap::new(),
-                count: 0,
-                bytes: 0,
-                first: false,
-                misses: 0,
-            })),
+            hints: Some(Box::new(Hints::new())),
             ..Self::default()
         }
     }
@@ -1088,9 +1251,17 @@ impl Canonicalizer {
         self.base_hits
     }
 
-    /// Bases kept now.
-    pub fn bases(&self) -> usize {
-        self.hints.as_ref().map_or(0, |h| h.count)
+    /// How many values the lines compared with their base read (those
+    /// that differed from the base's line).
+    pub fn base_values_read(&self) -> u64 {
+        self.base_values_read
+    }
+
+    /// Bases kept now, and the bytes they hold.
+    pub fn bases(&self) -> (usize, usize) {
+        self.hints
+            .as_ref()
+            .map_or((0, 0), |h| (h.count + h.old_count, h.bytes + h.old_bytes))
     }
 
     /// The canonical form the last successful [`Canonicalizer::canonicalize`]
@@ -1260,11 +1431,8 @@ impl Canonicalizer {
         let Some(hints) = self.hints.as_deref_mut() else {
             return false;
         };
-        let Some(bases) = hints.bases.get_mut(&hint) else {
-            hints.misses = hints.misses.saturating_add(1);
-            if hints.misses >= HINT_MISSES_OFF {
-                hints.first = false;
-            }
+        let Some(bases) = hints.get(hint) else {
+            hints.missed();
             return false;
         };
         let mut hit = None;
@@ -1283,32 +1451,31 @@ impl Canonicalizer {
             shape.swap_last(&mut base.last);
         }
         let Some((b, k)) = hit else {
-            hints.misses = hints.misses.saturating_add(1);
-            if hints.misses >= HINT_MISSES_OFF {
-                hints.first = false;
-            }
+            hints.missed();
             return false;
         };
         hints.misses = 0;
         hints.first = true;
         self.base_hits += 1;
         self.move_to_front(k);
+        self.base_values_read += self.shapes[0].values_read() as u64;
         self.shapes[0].emit(json, &mut self.out, &mut self.leaf_values);
         self.used[0] = self.clock;
         // The audit values are read while the line's state is in the shape.
         self.keep_audit_values(json);
         // The base (still there: nothing above touches the bases) first of
-        // its hint's, with this line's state.
-        if let Some(base) = self
-            .hints
-            .as_deref_mut()
-            .and_then(|h| h.bases.get_mut(&hint))
-            .and_then(|l| {
+        // its hint's, with this line's state, counted anew.
+        if let Some(hints) = self.hints.as_deref_mut()
+            && let Some(base) = hints.bases.get_mut(&hint).and_then(|l| {
                 l.swap(0, b);
                 l.first_mut()
             })
         {
             self.shapes[0].swap_last(&mut base.last);
+            base.last.compact();
+            let bytes = base.last.held_bytes() + std::mem::size_of::<Base>();
+            hints.bytes = hints.bytes - base.bytes + bytes;
+            base.bytes = bytes;
         }
         // `out` is this line's form, not that of the line `shapes[0]` holds.
         self.out_from_shape0 = false;
@@ -1323,33 +1490,34 @@ impl Canonicalizer {
         let Some(hints) = self.hints.as_deref_mut() else {
             return;
         };
-        if hints.count >= MAX_BASES || hints.bytes >= MAX_BASE_BYTES {
-            hints.bases.clear();
-            hints.count = 0;
-            hints.bytes = 0;
+        hints.tick += 1;
+        if !hints.tick.is_multiple_of(hints.keep_every) {
+            return;
         }
-        let last = self.shapes[0].last_line().clone();
+        let last = self.shapes[0].last_line().compact_clone();
         let bytes = last.held_bytes() + std::mem::size_of::<Base>();
         let base = Base {
             shape: self.ids[0],
             last,
             bytes,
         };
-        let list = hints.bases.entry(hint).or_default();
-        if let Some(i) = list.iter().position(|b| b.shape == base.shape) {
-            let old = list.remove(i);
-            hints.count -= 1;
-            hints.bytes -= old.bytes;
+        // Its hint's bases, in this generation.
+        let mut list = hints.bases.remove(&hint).unwrap_or_default();
+        let from_old = hints.old.remove(&hint).unwrap_or_default();
+        hints.old_count -= from_old.len();
+        hints.old_bytes -= from_old.iter().map(|b| b.bytes).sum::<usize>();
+        hints.count -= list.len();
+        hints.bytes -= list.iter().map(|b| b.bytes).sum::<usize>();
+        if list.is_empty() {
+            list = from_old;
         }
+        list.retain(|b| b.shape != base.shape);
         list.insert(0, base);
-        hints.count += 1;
-        hints.bytes += bytes;
-        if list.len() > BASES_PER_HINT
-            && let Some(old) = list.pop()
-        {
-            hints.count -= 1;
-            hints.bytes -= old.bytes;
-        }
+        list.truncate(BASES_PER_HINT);
+        hints.turn_if_full();
+        hints.count += list.len();
+        hints.bytes += list.iter().map(|b| b.bytes).sum::<usize>();
+        hints.bases.insert(hint, list);
     }
 
     /// Copy the matched shape's audit values (the line is not kept).

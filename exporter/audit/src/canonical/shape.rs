@@ -175,6 +175,21 @@ pub(super) struct LastLine {
 }
 
 impl LastLine {
+    /// A copy without the rewritten values no slot refers to any more.
+    pub(super) fn compact_clone(&self) -> LastLine {
+        let mut copy = self.clone();
+        copy.compact();
+        copy
+    }
+
+    /// Drop the rewritten values no slot refers to, when they outweigh the
+    /// line.
+    pub(super) fn compact(&mut self) {
+        if self.arena.len() > self.line.len() {
+            compact_arena(&mut self.vals, &mut self.arena);
+        }
+    }
+
     /// The bytes it holds (what a kept copy costs).
     pub(super) fn held_bytes(&self) -> usize {
         self.line.capacity()
@@ -873,6 +888,16 @@ impl Shape {
     /// shape, or empty: then the next line is scanned in full).
     pub(super) fn swap_last(&mut self, other: &mut LastLine) {
         std::mem::swap(&mut self.last, other);
+    }
+
+    /// How many values the last match read: those that differed from the
+    /// line it was compared with, or every slot when it scanned the line.
+    pub(super) fn values_read(&self) -> usize {
+        if self.compared {
+            self.changed.len()
+        } else {
+            self.slot_specs.len()
+        }
     }
 
     /// The rewritten values of the line last matched.
