@@ -906,6 +906,9 @@ struct Base {
 #[derive(Debug)]
 struct Hints {
     finder: memchr::memmem::Finder<'static>,
+    /// The bounds: [`MAX_BASES`] and [`MAX_BASE_BYTES`] unless given.
+    max_bases: usize,
+    max_bytes: usize,
     /// This generation's bases and the last one's (see [`MAX_BASES`]).
     bases: std::collections::HashMap<u64, Vec<Base>>,
     old: std::collections::HashMap<u64, Vec<Base>>,
@@ -927,9 +930,11 @@ struct Hints {
 }
 
 impl Hints {
-    fn new() -> Self {
+    fn new(max_bases: usize, max_bytes: usize) -> Self {
         Hints {
             finder: memchr::memmem::Finder::new(HINT_KEY).into_owned(),
+            max_bases,
+            max_bytes,
             bases: std::collections::HashMap::new(),
             old: std::collections::HashMap::new(),
             count: 0,
@@ -954,7 +959,7 @@ impl Hints {
 
     /// Start a new generation when this one is full.
     fn turn_if_full(&mut self) {
-        if self.count < MAX_BASES / 2 && self.bytes < MAX_BASE_BYTES / 2 {
+        if self.count < self.max_bases / 2 && self.bytes < self.max_bytes / 2 {
             return;
         }
         // The last generation's bases still there were never asked for
@@ -1224,8 +1229,14 @@ impl Canonicalizer {
     /// sealer writes templated lines' forms from form templates instead
     /// and leaves this off. The forms are the same either way.
     pub fn with_hints() -> Self {
+        Self::with_hints_bounded(MAX_BASES, MAX_BASE_BYTES)
+    }
+
+    /// [`Canonicalizer::with_hints`] with other bounds on the bases (in
+    /// count and bytes; half of each per generation).
+    pub fn with_hints_bounded(max_bases: usize, max_bytes: usize) -> Self {
         Canonicalizer {
-            hints: Some(Box::new(Hints::new())),
+            hints: Some(Box::new(Hints::new(max_bases, max_bytes))),
             ..Self::default()
         }
     }
