@@ -450,6 +450,7 @@ mod tests {
         for w in 0..4 {
             for conn in 0..MAX_BASES * 2 + 7 {
                 same_record(&mut fast, &mut general, &connection_line(conn, conn % 5, w));
+                fast.hints.as_ref().unwrap().check_counts();
                 let (bases, bytes) = fast.bases();
                 assert!(bases <= MAX_BASES && bytes <= MAX_BASE_BYTES);
             }
@@ -502,9 +503,45 @@ mod tests {
         assert!(fast.bases().0 <= MAX_BASES);
     }
 
-    /// More shapes than are kept, one connection each: bases of evicted
-    /// shapes are passed over (their shape ids are not reused), and every
-    /// form stays right.
+    /// Lines that grow window after window (a long value), connections
+    /// that alternate between two shapes, tight bounds: the counts stay
+    /// the sums over the maps, and the bytes within the bound (plus at
+    /// most one base's growth, before the generation turns).
+    #[test]
+    fn growing_lines_stay_within_the_byte_bound() {
+        const MAX: (usize, usize) = (64, 128 << 10);
+        let mut fast = Canonicalizer::with_hints_bounded(MAX.0, MAX.1);
+        let mut general = Canonicalizer::general_only();
+        let cap = fast.hints.as_ref().unwrap().max_base_bytes();
+        for w in 0..24 {
+            for conn in 0..40 {
+                // Two shapes in turn for the first windows, then one shape
+                // and only longer lines (bases grow while they take them).
+                let shape = if conn % 2 == 0 && w < 8 {
+                    (conn + w) % 2
+                } else {
+                    0
+                };
+                let mut line = connection_line(conn, shape, w);
+                let grow = if w < 8 { 0 } else { 400 * (w - 7) };
+                let note = format!(r#","note":"{}"}}"#, "x".repeat(grow + conn));
+                line.pop();
+                line.extend_from_slice(note.as_bytes());
+                same_record(&mut fast, &mut general, &line);
+                let h = fast.hints.as_ref().unwrap();
+                h.check_counts();
+                let (bases, bytes) = fast.bases();
+                assert!(bases <= MAX.0 && bytes <= MAX.1 + cap, "{bases} {bytes}");
+            }
+        }
+        // Early windows' lines were found (later ones are too long to keep).
+        assert!(fast.base_hits() > 40, "{}", fast.base_hits());
+    }
+
+    /// More shapes than are kept, one connection each, so that shapes are
+    /// evicted while bases name them: every form and audit value stays
+    /// right, and shape ids stay unique (a base of an evicted shape names
+    /// no shape, rather than another one).
     #[test]
     fn bases_of_evicted_shapes_are_passed_over() {
         let mut fast = Canonicalizer::with_hints();
@@ -865,9 +902,12 @@ const HINT_KEY: &[u8] = b"\"community_";
 /// ~6 KB). They are kept in two generations of half of each: when this
 /// generation is full, the last one is dropped and this one becomes the
 /// last; a base found in the last moves to this one. So a connection keeps
-/// its base while at most a generation's worth of other bases (~5,000 of
-/// ~3 KB lines) are kept or found between two of its lines: a node's
-/// archive with up to that many connections per window.
+/// its base while at most a generation's worth of other connections'
+/// bases (~5,000 of ~3 KB lines) are kept or moved in between two of its
+/// lines: a node's archive with up to that many connections per window.
+/// The bound counts what bases hold (lines, slots, values; one base at
+/// most [`Hints::max_base_bytes`]), not the maps' own overhead, and may be
+/// passed by one base's growth before its generation turns.
 const MAX_BASES: usize = if cfg!(test) { 1024 } else { 16384 };
 const MAX_BASE_BYTES: usize = 64 << 20;
 
@@ -924,8 +964,9 @@ struct Hints {
     /// How many bases the last generation had when it became the last.
     old_total: usize,
     /// One line in `keep_every` keeps a base (see [`KEEP_SPARSE`]),
-    /// counted by `tick`.
+    /// counted by `tick`; the tick of the last turn.
     keep_every: u64,
+    turned_at: u64,
     tick: u64,
 }
 
@@ -945,8 +986,27 @@ impl Hints {
             misses: 0,
             old_total: 0,
             keep_every: 1,
+            turned_at: 0,
             tick: 0,
         }
+    }
+
+    /// The most one base may hold: eight times its share of the bound (a
+    /// connection of very long lines keeps none).
+    fn max_base_bytes(&self) -> usize {
+        8 * self.max_bytes / self.max_bases.max(1)
+    }
+
+    /// The counts equal the sums over the maps (tests).
+    #[cfg(test)]
+    fn check_counts(&self) {
+        let sum = |m: &std::collections::HashMap<u64, Vec<Base>>| {
+            m.values()
+                .flatten()
+                .fold((0, 0), |(n, b), x| (n + 1, b + x.bytes))
+        };
+        assert_eq!(sum(&self.bases), (self.count, self.bytes));
+        assert_eq!(sum(&self.old), (self.old_count, self.old_bytes));
     }
 
     /// A lookup that found no base.
@@ -957,11 +1017,19 @@ impl Hints {
         }
     }
 
-    /// Start a new generation when this one is full.
-    fn turn_if_full(&mut self) {
-        if self.count < self.max_bases / 2 && self.bytes < self.max_bytes / 2 {
+    /// Start a new generation when this one cannot take `bases` more
+    /// bases of `bytes` more bytes; and leave sparse keeping once a
+    /// generation's worth of lines went by without a turn (the
+    /// connections fit again).
+    fn turn_if_full(&mut self, bases: usize, bytes: usize) {
+        if self.count + bases <= self.max_bases / 2 && self.bytes + bytes <= self.max_bytes / 2 {
+            if self.keep_every > 1 && self.tick - self.turned_at > self.max_bases as u64 {
+                self.keep_every = 1;
+                self.turned_at = self.tick;
+            }
             return;
         }
+        self.turned_at = self.tick;
         // The last generation's bases still there were never asked for
         // again: when that is nearly all of them, keeping is wasted.
         self.keep_every = if self.old_total > 0
@@ -985,7 +1053,7 @@ impl Hints {
             let bytes: usize = list.iter().map(|b| b.bytes).sum();
             self.old_count -= list.len();
             self.old_bytes -= bytes;
-            self.turn_if_full();
+            self.turn_if_full(list.len(), bytes);
             self.count += list.len();
             self.bytes += bytes;
             self.bases.insert(hint, list);
@@ -996,7 +1064,8 @@ impl Hints {
     /// The hash of the line's hint value, if it has one: the first
     /// `"community_id":"` or `"community_uid":"` (a key with no space
     /// before its value, as writers put it) anywhere in a line of at most
-    /// [`MAX_LEARNED_LINE`] bytes (longer lines are never in a shape).
+    /// [`MAX_LEARNED_LINE`] bytes (longer lines are never learned from, and
+    /// keep no base).
     fn of(&self, json: &[u8]) -> Option<u64> {
         if json.len() > MAX_LEARNED_LINE {
             return None;
@@ -1447,6 +1516,7 @@ impl Canonicalizer {
             return false;
         };
         let mut hit = None;
+        let mut failed = 0;
         for (b, base) in bases.iter_mut().enumerate() {
             let Some(k) = self.ids.iter().position(|&id| id == base.shape) else {
                 continue;
@@ -1457,9 +1527,20 @@ impl Canonicalizer {
                 hit = Some((b, k));
                 break;
             }
-            // The base's line was cleared by the failed match (its state
-            // is partly rewritten): its next line is scanned in full.
+            // The failed match cleared the base's line (its state is
+            // partly rewritten): it is worth nothing now, and dropped.
             shape.swap_last(&mut base.last);
+            base.shape = 0;
+            failed += 1;
+        }
+        if failed > 0 {
+            let dropped: usize = bases.iter().filter(|x| x.shape == 0).map(|x| x.bytes).sum();
+            bases.retain(|x| x.shape != 0);
+            hints.count -= failed;
+            hints.bytes -= dropped;
+            if let Some((b, _)) = &mut hit {
+                *b -= failed;
+            }
         }
         let Some((b, k)) = hit else {
             hints.missed();
@@ -1477,16 +1558,23 @@ impl Canonicalizer {
         // The base (still there: nothing above touches the bases) first of
         // its hint's, with this line's state, counted anew.
         if let Some(hints) = self.hints.as_deref_mut()
-            && let Some(base) = hints.bases.get_mut(&hint).and_then(|l| {
-                l.swap(0, b);
-                l.first_mut()
-            })
+            && let cap = hints.max_base_bytes()
+            && let Some(list) = hints.bases.get_mut(&hint)
+            && b < list.len()
         {
+            list.swap(0, b);
+            let base = &mut list[0];
             self.shapes[0].swap_last(&mut base.last);
             base.last.compact();
             let bytes = base.last.held_bytes() + std::mem::size_of::<Base>();
             hints.bytes = hints.bytes - base.bytes + bytes;
             base.bytes = bytes;
+            if bytes > cap {
+                list.remove(0);
+                hints.count -= 1;
+                hints.bytes -= bytes;
+            }
+            hints.turn_if_full(0, 0);
         }
         // `out` is this line's form, not that of the line `shapes[0]` holds.
         self.out_from_shape0 = false;
@@ -1502,18 +1590,26 @@ impl Canonicalizer {
             return;
         };
         hints.tick += 1;
-        if !hints.tick.is_multiple_of(hints.keep_every) {
+        // Sparse keeping picks by hint, so that the same connections keep
+        // theirs window after window.
+        if !hint.is_multiple_of(hints.keep_every) {
             return;
         }
         let last = self.shapes[0].last_line().compact_clone();
         let bytes = last.held_bytes() + std::mem::size_of::<Base>();
+        if bytes > hints.max_base_bytes() {
+            return;
+        }
         let base = Base {
             shape: self.ids[0],
             last,
             bytes,
         };
         // Its hint's bases, in this generation.
-        let mut list = hints.bases.remove(&hint).unwrap_or_default();
+        let mut list = hints
+            .bases
+            .remove(&hint)
+            .unwrap_or_else(|| Vec::with_capacity(BASES_PER_HINT));
         let from_old = hints.old.remove(&hint).unwrap_or_default();
         hints.old_count -= from_old.len();
         hints.old_bytes -= from_old.iter().map(|b| b.bytes).sum::<usize>();
@@ -1525,9 +1621,10 @@ impl Canonicalizer {
         list.retain(|b| b.shape != base.shape);
         list.insert(0, base);
         list.truncate(BASES_PER_HINT);
-        hints.turn_if_full();
+        let bytes: usize = list.iter().map(|b| b.bytes).sum();
+        hints.turn_if_full(list.len(), bytes);
         hints.count += list.len();
-        hints.bytes += list.iter().map(|b| b.bytes).sum::<usize>();
+        hints.bytes += bytes;
         hints.bases.insert(hint, list);
     }
 
@@ -1618,6 +1715,7 @@ impl Canonicalizer {
             self.shapes.push(shape);
             self.prints.push(key_print(json));
             self.used.push(self.clock);
+            // Ids start at 1: 0 marks a dropped base.
             self.next_id += 1;
             self.ids.push(self.next_id);
             self.move_to_front(self.shapes.len() - 1);

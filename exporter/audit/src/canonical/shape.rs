@@ -177,9 +177,19 @@ pub(super) struct LastLine {
 impl LastLine {
     /// A copy without the rewritten values no slot refers to any more.
     pub(super) fn compact_clone(&self) -> LastLine {
-        let mut copy = self.clone();
-        copy.compact();
-        copy
+        let mut vals = self.vals.clone();
+        let mut arena = Vec::new();
+        for v in vals.iter_mut().filter(|v| v.in_arena()) {
+            let start = arena.len();
+            arena.extend_from_slice(&self.arena[v.range()]);
+            *v = Val::arena(start, arena.len());
+        }
+        LastLine {
+            line: self.line.clone(),
+            raw: self.raw.clone(),
+            vals,
+            arena,
+        }
     }
 
     /// Drop the rewritten values no slot refers to, when they outweigh the
