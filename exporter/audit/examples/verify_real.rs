@@ -5,8 +5,10 @@
 //! canonicalised line by line and verified, in one run.
 //!
 //! `cargo build --release -p flowscribe-audit --example verify_real`, then
-//! `target/release/examples/verify_real [BATCHES] [PODS] [ARCHIVE]`
-//! (default 50 batches of 1,000 records, 200 pods; with ARCHIVE, the
+//! `target/release/examples/verify_real [BATCHES] [PODS] [ARCHIVE]
+//! [--flows N]` (default 50 batches of 1,000 records, 200 pods; `--flows`
+//! sets the connections per batch, e.g. more than the verifier keeps
+//! bases for; with ARCHIVE, the
 //! archive is also written there for `flowscribe verify`). Prints the
 //! seal's CPU per record (every line parsed: the daemon's seal without
 //! form templates), the canonical form alone per line with how many lines
@@ -27,11 +29,19 @@ fn cpu_seconds() -> f64 {
     ns as f64 / 1e9
 }
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut per_batch = 1000;
+    if let Some(i) = args.iter().position(|a| a == "--flows") {
+        per_batch = args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--flows N");
+        args.drain(i..i + 2);
+    }
     let batches: usize = args.first().map_or(50, |a| a.parse().unwrap());
     let pods: usize = args.get(1).map_or(200, |a| a.parse().unwrap());
     let ctx = fixtures::context();
-    let flows = fixtures::workload(1000, pods, 50, true);
+    let flows = fixtures::workload(per_batch, pods, 50, true);
     let observed = fixtures::observed();
     let mut enc = EcsEncoder::new(ctx);
     let options = AuditorOptions::new("node-a", vec!["ecs".into()]).with_suite(Suite::V2);
@@ -72,7 +82,7 @@ fn main() {
         .shutdown(observed + Duration::from_secs(10 * batches as u64))
         .unwrap();
     lines.extend(cps.iter().map(|c| c.to_json_line()));
-    let records = batches * 1000;
+    let records = batches * per_batch;
     let bytes: usize = lines.iter().map(|l| l.len() + 1).sum();
     if let Some(p) = args.get(2) {
         let mut t = lines.join(&b'\n');

@@ -440,9 +440,9 @@ mod tests {
     }
 
     /// More connections per window than bases: bases stay within their
-    /// bounds, only one line in `KEEP_SPARSE` keeps one once they are not
-    /// found, and the forms stay right. Then a quarter of the bound: every
-    /// line after the first window finds its base.
+    /// bounds, hints are turned off once dropped bases are asked for more
+    /// often than bases are found, and the forms stay right. Then a quarter
+    /// of the bound: every line after the first window finds its base.
     #[test]
     fn bases_stay_within_their_bound() {
         let mut fast = Canonicalizer::with_hints();
@@ -455,8 +455,9 @@ mod tests {
                 assert!(bases <= MAX_BASES && bytes <= MAX_BASE_BYTES);
             }
         }
-        let h = fast.hints.as_ref().unwrap();
-        assert_eq!(h.keep_every, KEEP_SPARSE);
+        // Bases were dropped before their connections came back: hints
+        // were turned off.
+        assert!(fast.hints.as_ref().unwrap().offs > 0);
         let mut fast = Canonicalizer::with_hints();
         let n = MAX_BASES / 4;
         for w in 0..4 {
@@ -495,8 +496,7 @@ mod tests {
         // Every line of a returning connection after its first, but the
         // second lines of the five that taught the shapes.
         assert_eq!(hits, 5 * returning as u64 - 5);
-        let h = fast.hints.as_ref().unwrap();
-        assert_eq!(h.keep_every, 1);
+        assert_eq!(fast.hints.as_ref().unwrap().offs, 0);
         // Generations turned: the one-off bases (more than the bound) were
         // dropped.
         assert!(returning + 6 * one_off > MAX_BASES);
@@ -911,12 +911,14 @@ const HINT_KEY: &[u8] = b"\"community_";
 const MAX_BASES: usize = if cfg!(test) { 1024 } else { 16384 };
 const MAX_BASE_BYTES: usize = 64 << 20;
 
-/// When all but one in this many of a generation's bases were never asked
-/// for again before it was dropped (more connections per window than
-/// bases, or one-off connections), only one line in this many keeps a base
-/// in the next generation: kept ones then live longer, and the other lines
-/// pay no copy.
-const KEEP_SPARSE: u64 = 8;
+/// Lookups per epoch. An epoch in which more lookups missed a base that
+/// had been dropped with its generation than found one (more connections
+/// per window than bases fit: every base is dropped before its connection
+/// comes back) turns hints off for [`OFF_LINES`] lines, and drops every
+/// base: they would only cost copies and cache (measured: 20,000
+/// connections per window ran 20-25 % slower with them than without).
+const HINT_EPOCH: u32 = if cfg!(test) { 256 } else { 4096 };
+const OFF_LINES: u64 = if cfg!(test) { 2048 } else { 1 << 20 };
 
 /// Bases kept per hint: a connection's records in two views, or seen by
 /// two nodes of one archive, come in two shapes.
@@ -961,13 +963,18 @@ struct Hints {
     /// the last line is tried.
     first: bool,
     misses: u32,
-    /// How many bases the last generation had when it became the last.
-    old_total: usize,
-    /// One line in `keep_every` keeps a base (see [`KEEP_SPARSE`]),
-    /// counted by `tick`; the tick of the last turn.
-    keep_every: u64,
-    turned_at: u64,
-    tick: u64,
+    /// The hints of bases dropped with their generation (at most four
+    /// times [`MAX_BASES`]: then it starts again).
+    dropped: std::collections::HashSet<u64>,
+    /// In this epoch ([`HINT_EPOCH`]): lookups, bases found, and lookups of
+    /// a dropped hint that found none.
+    lookups: u32,
+    found: u32,
+    thrashed: u32,
+    /// Lines left before hints are read again (0: on), and how often
+    /// they were turned off.
+    off_for: u64,
+    offs: u64,
 }
 
 impl Hints {
@@ -984,11 +991,48 @@ impl Hints {
             old_bytes: 0,
             first: false,
             misses: 0,
-            old_total: 0,
-            keep_every: 1,
-            turned_at: 0,
-            tick: 0,
+            dropped: std::collections::HashSet::new(),
+            lookups: 0,
+            found: 0,
+            thrashed: 0,
+            off_for: 0,
+            offs: 0,
         }
+    }
+
+    /// Whether this line may read its hint: false for [`OFF_LINES`] lines
+    /// after an epoch of thrashing (called once per line).
+    fn line_on(&mut self) -> bool {
+        if self.off_for == 0 {
+            return true;
+        }
+        self.off_for -= 1;
+        false
+    }
+
+    /// Count a lookup; at the end of an epoch, turn hints off if bases
+    /// were dropped before their connections came back more often than
+    /// they were found.
+    fn looked_up(&mut self, hint: u64, found: bool) {
+        self.lookups += 1;
+        if found {
+            self.found += 1;
+        } else if self.dropped.contains(&hint) {
+            self.thrashed += 1;
+        }
+        if self.lookups < HINT_EPOCH {
+            return;
+        }
+        if self.thrashed > self.found {
+            self.off_for = OFF_LINES;
+            self.offs += 1;
+            self.first = false;
+            self.bases = std::collections::HashMap::new();
+            self.old = std::collections::HashMap::new();
+            self.dropped = std::collections::HashSet::new();
+            (self.count, self.bytes, self.old_count, self.old_bytes) = (0, 0, 0, 0);
+        }
+        (self.lookups, self.found, self.thrashed) = (0, 0, 0);
     }
 
     /// The most one base may hold: eight times its share of the bound (a
@@ -1018,30 +1062,17 @@ impl Hints {
     }
 
     /// Start a new generation when this one cannot take `bases` more
-    /// bases of `bytes` more bytes; and leave sparse keeping once a
-    /// generation's worth of lines went by without a turn (the
-    /// connections fit again).
+    /// bases of `bytes` more bytes.
     fn turn_if_full(&mut self, bases: usize, bytes: usize) {
         if self.count + bases <= self.max_bases / 2 && self.bytes + bytes <= self.max_bytes / 2 {
-            if self.keep_every > 1 && self.tick - self.turned_at > self.max_bases as u64 {
-                self.keep_every = 1;
-                self.turned_at = self.tick;
-            }
             return;
         }
-        self.turned_at = self.tick;
-        // The last generation's bases still there were never asked for
-        // again: when that is nearly all of them, keeping is wasted.
-        self.keep_every = if self.old_total > 0
-            && self.old_count as u64 * KEEP_SPARSE > self.old_total as u64 * (KEEP_SPARSE - 1)
-        {
-            KEEP_SPARSE
-        } else {
-            1
-        };
-        self.old = std::mem::take(&mut self.bases);
+        let old = std::mem::replace(&mut self.old, std::mem::take(&mut self.bases));
+        if self.dropped.len() + old.len() > 4 * self.max_bases {
+            self.dropped.clear();
+        }
+        self.dropped.extend(old.into_keys());
         (self.old_count, self.old_bytes) = (self.count, self.bytes);
-        self.old_total = self.count;
         (self.count, self.bytes) = (0, 0);
     }
 
@@ -1415,7 +1446,8 @@ impl Canonicalizer {
         }
         self.clock += 1;
         let mut hint = None;
-        let hints_first = self.hints.as_ref().is_some_and(|h| h.first);
+        let hinting = self.hints.as_deref_mut().is_some_and(Hints::line_on);
+        let hints_first = hinting && self.hints.as_ref().is_some_and(|h| h.first);
         if hints_first {
             hint = self.hints.as_ref().and_then(|h| h.of(json));
             if hint.is_some_and(|h| self.try_base(json, h)) {
@@ -1428,7 +1460,10 @@ impl Canonicalizer {
         let k = if self.streak && self.shapes[0].matches(json, &mut self.scratch) {
             0
         } else {
-            if !hints_first && let Some(h) = self.hints.as_ref() {
+            if hinting
+                && !hints_first
+                && let Some(h) = self.hints.as_ref()
+            {
                 hint = h.of(json);
                 if hint.is_some_and(|h| self.try_base(json, h)) {
                     return true;
@@ -1512,6 +1547,7 @@ impl Canonicalizer {
             return false;
         };
         let Some(bases) = hints.get(hint) else {
+            hints.looked_up(hint, false);
             hints.missed();
             return false;
         };
@@ -1543,9 +1579,11 @@ impl Canonicalizer {
             }
         }
         let Some((b, k)) = hit else {
+            hints.looked_up(hint, false);
             hints.missed();
             return false;
         };
+        hints.looked_up(hint, true);
         hints.misses = 0;
         hints.first = true;
         self.base_hits += 1;
@@ -1589,10 +1627,7 @@ impl Canonicalizer {
         let Some(hints) = self.hints.as_deref_mut() else {
             return;
         };
-        hints.tick += 1;
-        // Sparse keeping picks by hint, so that the same connections keep
-        // theirs window after window.
-        if !hint.is_multiple_of(hints.keep_every) {
+        if hints.off_for > 0 {
             return;
         }
         let last = self.shapes[0].last_line().compact_clone();
