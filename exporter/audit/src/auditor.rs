@@ -1071,23 +1071,26 @@ mod tests {
         (lines, table)
     }
 
+    /// An auditor of view `ecs` in `suite`, started at `t(0)` on a new
+    /// chain.
+    fn started(suite: Suite, chain: [u8; 16]) -> Auditor<MemoryStateStore> {
+        Auditor::start(
+            MemoryStateStore::default(),
+            signer(),
+            options(1000).with_suite(suite),
+            t(0),
+            chain,
+        )
+        .unwrap()
+        .0
+    }
+
     /// With the side table the seal is the one a parse of every line
     /// gives, in both suites; lines filled from the form template count.
     #[test]
     fn seal_templated_equals_seal() {
         for suite in [Suite::V1, Suite::V2] {
-            let start = || {
-                Auditor::start(
-                    MemoryStateStore::default(),
-                    signer(),
-                    options(1000).with_suite(suite),
-                    t(0),
-                    [8; 16],
-                )
-                .unwrap()
-                .0
-            };
-            let (mut plain, mut templated) = (start(), start());
+            let (mut plain, mut templated) = (started(suite, [8; 16]), started(suite, [8; 16]));
             for b in 0..3 {
                 let s = plain.stamp(100, t(b)).unwrap();
                 assert_eq!(templated.stamp(100, t(b)).unwrap(), s);
@@ -1111,18 +1114,7 @@ mod tests {
     #[test]
     fn seal_with_connection_bases_equals_the_general_path() {
         for suite in [Suite::V1, Suite::V2] {
-            let start = || {
-                Auditor::start(
-                    MemoryStateStore::default(),
-                    signer(),
-                    options(1000).with_suite(suite),
-                    t(0),
-                    [9; 16],
-                )
-                .unwrap()
-                .0
-            };
-            let (mut bases, mut general) = (start(), start());
+            let (mut bases, mut general) = (started(suite, [9; 16]), started(suite, [9; 16]));
             general.canon_bases = Canonicalizer::general_only();
             for b in 0..6u64 {
                 let s = bases.stamp(120, t(10 * b)).unwrap();
