@@ -456,8 +456,24 @@ mod tests {
             }
         }
         // Bases were dropped before their connections came back: hints
-        // were turned off.
-        assert!(fast.hints.as_ref().unwrap().offs > 0);
+        // were turned off, and bases dropped.
+        let offs = fast.hints.as_ref().unwrap().offs;
+        assert!(offs > 0);
+        // Connections that fit, on the same canonicalizer: once the lines
+        // of the off period have passed, bases are kept and found again.
+        let hits = fast.base_hits();
+        let n = MAX_BASES / 4;
+        for w in 4..(4 + 2 * OFF_LINES as usize / n + 3) {
+            for conn in 0..n {
+                same_record(&mut fast, &mut general, &connection_line(conn, conn % 5, w));
+            }
+        }
+        assert!(
+            fast.base_hits() > hits + 2 * n as u64,
+            "{}",
+            fast.base_hits() - hits
+        );
+        assert_eq!(fast.hints.as_ref().unwrap().offs, offs);
         let mut fast = Canonicalizer::with_hints();
         let n = MAX_BASES / 4;
         for w in 0..4 {
@@ -963,9 +979,11 @@ struct Hints {
     /// the last line is tried.
     first: bool,
     misses: u32,
-    /// The hints of bases dropped with their generation (at most four
-    /// times [`MAX_BASES`]: then it starts again).
+    /// The hints of bases dropped with their generation, in two sets of
+    /// up to twice [`MAX_BASES`] each: when the first is full, it becomes
+    /// the second (and the second is forgotten).
     dropped: std::collections::HashSet<u64>,
+    dropped_before: std::collections::HashSet<u64>,
     /// In this epoch ([`HINT_EPOCH`]): lookups, bases found, and lookups of
     /// a dropped hint that found none.
     lookups: u32,
@@ -992,6 +1010,7 @@ impl Hints {
             first: false,
             misses: 0,
             dropped: std::collections::HashSet::new(),
+            dropped_before: std::collections::HashSet::new(),
             lookups: 0,
             found: 0,
             thrashed: 0,
@@ -1015,9 +1034,10 @@ impl Hints {
     /// they were found.
     fn looked_up(&mut self, hint: u64, found: bool) {
         self.lookups += 1;
+        // A dropped hint counts once: its connection keeps a base again.
         if found {
             self.found += 1;
-        } else if self.dropped.contains(&hint) {
+        } else if self.dropped.remove(&hint) || self.dropped_before.remove(&hint) {
             self.thrashed += 1;
         }
         if self.lookups < HINT_EPOCH {
@@ -1030,6 +1050,7 @@ impl Hints {
             self.bases = std::collections::HashMap::new();
             self.old = std::collections::HashMap::new();
             self.dropped = std::collections::HashSet::new();
+            self.dropped_before = std::collections::HashSet::new();
             (self.count, self.bytes, self.old_count, self.old_bytes) = (0, 0, 0, 0);
         }
         (self.lookups, self.found, self.thrashed) = (0, 0, 0);
@@ -1068,8 +1089,8 @@ impl Hints {
             return;
         }
         let old = std::mem::replace(&mut self.old, std::mem::take(&mut self.bases));
-        if self.dropped.len() + old.len() > 4 * self.max_bases {
-            self.dropped.clear();
+        if self.dropped.len() + old.len() > 2 * self.max_bases {
+            self.dropped_before = std::mem::take(&mut self.dropped);
         }
         self.dropped.extend(old.into_keys());
         (self.old_count, self.old_bytes) = (self.count, self.bytes);
@@ -1583,9 +1604,9 @@ impl Canonicalizer {
             hints.missed();
             return false;
         };
-        hints.looked_up(hint, true);
         hints.misses = 0;
         hints.first = true;
+        hints.looked_up(hint, true);
         self.base_hits += 1;
         self.move_to_front(k);
         self.base_values_read += self.shapes[0].values_read() as u64;
