@@ -519,6 +519,31 @@ mod tests {
         assert!(fast.bases().0 <= MAX_BASES);
     }
 
+    /// Each connection's record in two views in one archive (an ECS line
+    /// and an OCSF-like one, both with its Community ID): each finds its
+    /// own view's base, the other view's is passed over untouched.
+    #[test]
+    fn two_views_of_a_connection_keep_a_base_each() {
+        let mut fast = Canonicalizer::with_hints();
+        let mut general = Canonicalizer::general_only();
+        const CONNS: usize = 200;
+        for w in 0..8 {
+            for conn in 0..CONNS {
+                same_record(&mut fast, &mut general, &connection_line(conn, conn % 5, w));
+                let other = format!(
+                    r#"{{"activity_id":6,"connection_info":{{"community_uid":"1:c{conn}=","direction":"inbound"}},"time":{},"traffic":{{"bytes":{}}}}}"#,
+                    w * 10_000,
+                    conn * 7 + w * 100
+                );
+                same_record(&mut fast, &mut general, other.as_bytes());
+            }
+        }
+        // Every line after the first window, but the second lines of the
+        // six connections whose first lines taught the six shapes.
+        assert_eq!(fast.base_hits(), (2 * CONNS * 7 - 6) as u64);
+        assert_eq!(fast.bases().0, 2 * CONNS);
+    }
+
     /// Lines that grow window after window (a long value), connections
     /// that alternate between two shapes, tight bounds: the counts stay
     /// the sums over the maps, and the bytes within the bound (plus at
@@ -1579,6 +1604,10 @@ impl Canonicalizer {
                 continue;
             };
             let shape = &mut self.shapes[k];
+            if !shape.starts(json) {
+                // Another view's line of this connection: its base stays.
+                continue;
+            }
             shape.swap_last(&mut base.last);
             if shape.matches(json, &mut self.scratch) {
                 hit = Some((b, k));

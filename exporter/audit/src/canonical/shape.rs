@@ -900,6 +900,16 @@ impl Shape {
         std::mem::swap(&mut self.last, other);
     }
 
+    /// Whether the line starts as the shape's lines do (its bytes before
+    /// the first value): a cheap test before a match, which would clear
+    /// the last line on a line of another view.
+    pub(super) fn starts(&self, json: &[u8]) -> bool {
+        let first = self.slot_specs.first().map_or(&self.segments[..], |spec| {
+            &self.segments[spec.seg_start as usize..spec.seg_end as usize]
+        });
+        json.starts_with(first)
+    }
+
     /// How many values the last match read: those that differed from the
     /// line it was compared with, or every slot when it scanned the line.
     pub(super) fn values_read(&self) -> usize {
