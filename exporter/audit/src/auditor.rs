@@ -1154,32 +1154,20 @@ mod tests {
     /// parsed, and sealed as its parse says.
     #[test]
     fn seal_templated_checks_what_it_does_not_fill() {
-        let (mut a, _) = Auditor::start(
-            MemoryStateStore::default(),
-            signer(),
-            options(100).with_suite(Suite::V2),
-            t(0),
-            [4; 16],
-        )
-        .unwrap();
-        let (mut b, _) = Auditor::start(
-            MemoryStateStore::default(),
-            signer(),
-            options(100).with_suite(Suite::V2),
-            t(0),
-            [4; 16],
-        )
-        .unwrap();
+        let (mut a, mut b) = (started(Suite::V2, [4; 16]), started(Suite::V2, [4; 16]));
         let s = a.stamp(3, t(1)).unwrap();
         b.stamp(3, t(1)).unwrap();
         let (mut l, table) = templated_lines(&s, "ecs");
         let good = l.clone();
+        let mut refused_at_1 = |l: &[Vec<u8>]| {
+            let err = a.seal_templated("ecs", &s, l, &table, t(1)).unwrap_err();
+            assert!(
+                matches!(err, AuditError::BadRecord { index: 1, .. }),
+                "{err}"
+            );
+        };
         l[1] = l[2].clone();
-        let err = a.seal_templated("ecs", &s, &l, &table, t(1)).unwrap_err();
-        assert!(
-            matches!(err, AuditError::BadRecord { index: 1, .. }),
-            "{err}"
-        );
+        refused_at_1(&l);
         // Line 1's own body with line 2's audit fields: the template fits,
         // the fields do not.
         let mut l = good.clone();
@@ -1187,11 +1175,7 @@ mod tests {
         l[1].truncate(at);
         l[1].push(b'}');
         assert!(s.append_fields("ecs", 2, &mut l[1]));
-        let err = a.seal_templated("ecs", &s, &l, &table, t(1)).unwrap_err();
-        assert!(
-            matches!(err, AuditError::BadRecord { index: 1, .. }),
-            "{err}"
-        );
+        refused_at_1(&l);
         let mut changed = good.clone();
         let at = memchr::memmem::find(&changed[2], b"flow").unwrap();
         changed[2][at] = b'F';

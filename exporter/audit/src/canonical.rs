@@ -1059,11 +1059,18 @@ impl Hints {
     /// they were found.
     fn looked_up(&mut self, hint: u64, found: bool) {
         self.lookups += 1;
-        // A dropped hint counts once: its connection keeps a base again.
         if found {
             self.found += 1;
-        } else if self.dropped.remove(&hint) || self.dropped_before.remove(&hint) {
-            self.thrashed += 1;
+            (self.misses, self.first) = (0, true);
+        } else {
+            self.misses = self.misses.saturating_add(1);
+            if self.misses >= HINT_MISSES_OFF {
+                self.first = false;
+            }
+            // A dropped hint counts once: its connection keeps a base again.
+            if self.dropped.remove(&hint) || self.dropped_before.remove(&hint) {
+                self.thrashed += 1;
+            }
         }
         if self.lookups < HINT_EPOCH {
             return;
@@ -1097,14 +1104,6 @@ impl Hints {
         };
         assert_eq!(sum(&self.bases), (self.count, self.bytes));
         assert_eq!(sum(&self.old), (self.old_count, self.old_bytes));
-    }
-
-    /// A lookup that found no base.
-    fn missed(&mut self) {
-        self.misses = self.misses.saturating_add(1);
-        if self.misses >= HINT_MISSES_OFF {
-            self.first = false;
-        }
     }
 
     /// Start a new generation when this one cannot take `bases` more
@@ -1288,6 +1287,25 @@ impl Cursor<'_> {
     fn peek(&mut self) -> Option<u8> {
         self.ws();
         self.b.get(self.i).copied()
+    }
+    /// After a member or element: `true` past a `,` (another follows),
+    /// `false` past `close` (`}` or `]`, which ended the container).
+    fn more(&mut self, close: u8) -> Result<bool, CanonicalError> {
+        match self.peek() {
+            Some(b',') => {
+                self.i += 1;
+                Ok(true)
+            }
+            Some(b) if b == close => {
+                self.i += 1;
+                Ok(false)
+            }
+            _ => Err(self.err(if close == b'}' {
+                "expected , or }"
+            } else {
+                "expected , or ]"
+            })),
+        }
     }
     fn eat(&mut self, c: u8) -> Result<(), CanonicalError> {
         if self.peek() == Some(c) {
@@ -1506,11 +1524,8 @@ impl Canonicalizer {
         let k = if self.streak && self.shapes[0].matches(json, &mut self.scratch) {
             0
         } else {
-            if hinting
-                && !hints_first
-                && let Some(h) = self.hints.as_ref()
-            {
-                hint = h.of(json);
+            if hinting && !hints_first {
+                hint = self.hints.as_ref().and_then(|h| h.of(json));
                 if hint.is_some_and(|h| self.try_base(json, h)) {
                     return true;
                 }
@@ -1594,7 +1609,6 @@ impl Canonicalizer {
         };
         let Some(bases) = hints.get(hint) else {
             hints.looked_up(hint, false);
-            hints.missed();
             return false;
         };
         let mut hit = None;
@@ -1630,11 +1644,8 @@ impl Canonicalizer {
         }
         let Some((b, k)) = hit else {
             hints.looked_up(hint, false);
-            hints.missed();
             return false;
         };
-        hints.misses = 0;
-        hints.first = true;
         hints.looked_up(hint, true);
         self.base_hits += 1;
         self.move_to_front(k);
@@ -1690,19 +1701,15 @@ impl Canonicalizer {
             last,
             bytes,
         };
-        // Its hint's bases, in this generation.
+        // Its hint's bases, in this generation: `try_base` looked the hint
+        // up just before, which moves bases out of the last generation.
+        debug_assert!(!hints.old.contains_key(&hint));
         let mut list = hints
             .bases
             .remove(&hint)
             .unwrap_or_else(|| Vec::with_capacity(BASES_PER_HINT));
-        let from_old = hints.old.remove(&hint).unwrap_or_default();
-        hints.old_count -= from_old.len();
-        hints.old_bytes -= from_old.iter().map(|b| b.bytes).sum::<usize>();
         hints.count -= list.len();
         hints.bytes -= list.iter().map(|b| b.bytes).sum::<usize>();
-        if list.is_empty() {
-            list = from_old;
-        }
         list.retain(|b| b.shape != base.shape);
         list.insert(0, base);
         list.truncate(BASES_PER_HINT);
@@ -2053,13 +2060,8 @@ impl Canonicalizer {
             }
             self.path.truncate(base);
             self.special_keys -= u32::from(special);
-            match c.peek() {
-                Some(b',') => c.i += 1,
-                Some(b'}') => {
-                    c.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(c.err("expected , or }")),
+            if !c.more(b'}')? {
+                return Ok(());
             }
         }
     }
@@ -2165,13 +2167,8 @@ fn write_object(
                 list.push((key, v));
             }
         }
-        match c.peek() {
-            Some(b',') => c.i += 1,
-            Some(b'}') => {
-                c.i += 1;
-                break;
-            }
-            _ => return Err(c.err("expected , or }")),
+        if !c.more(b'}')? {
+            break;
         }
     }
     let Some(mut members) = members else {
@@ -2228,13 +2225,8 @@ fn write_canonical_value_entered(
                     }
                     first = false;
                     write_canonical_value(c, out, scratch)?;
-                    match c.peek() {
-                        Some(b',') => c.i += 1,
-                        Some(b']') => {
-                            c.i += 1;
-                            break;
-                        }
-                        _ => return Err(c.err("expected , or ]")),
+                    if !c.more(b']')? {
+                        break;
                     }
                 }
             }

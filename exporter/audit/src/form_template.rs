@@ -656,27 +656,22 @@ mod tests {
         let mut out = b"kept".to_vec();
         let changed = br#"{"k":"v 12 w","n":35,"e":"a\"b 8","f":1.5}"#;
         assert!(!t.fill(changed, changed.len() - 1, &good, &mut out));
-        let quote = br#"{"k":"v 1" w","n":35,"e":"a\"b 7","f":1.5}"#;
-        assert!(!t.fill(
-            quote,
-            quote.len() - 1,
-            &[span(quote, "1\""), span(quote, "35")],
-            &mut out
-        ));
-        let float = br#"{"k":"v 12 w","n":3.5,"e":"a\"b 7","f":1.5}"#;
-        assert!(!t.fill(
-            float,
-            float.len() - 1,
-            &[span(float, "12"), span(float, "3.5")],
-            &mut out
-        ));
-        let minus_zero = br#"{"k":"v 12 w","n":-0,"e":"a\"b 7","f":1.5}"#;
-        assert!(!t.fill(
-            minus_zero,
-            minus_zero.len() - 1,
-            &[span(minus_zero, "12"), span(minus_zero, "-0")],
-            &mut out
-        ));
+        // A line whose two values (at these texts) the fill refuses.
+        let mut refused = |line: &[u8], first: &str, second: &str| {
+            let spans = [span(line, first), span(line, second)];
+            assert!(!t.fill(line, line.len() - 1, &spans, &mut out));
+        };
+        refused(
+            br#"{"k":"v 1" w","n":35,"e":"a\"b 7","f":1.5}"#,
+            "1\"",
+            "35",
+        );
+        refused(
+            br#"{"k":"v 12 w","n":3.5,"e":"a\"b 7","f":1.5}"#,
+            "12",
+            "3.5",
+        );
+        refused(br#"{"k":"v 12 w","n":-0,"e":"a\"b 7","f":1.5}"#, "12", "-0");
         assert!(!t.fill(line, line.len() - 1, &good[..1], &mut out));
         assert_eq!(out, b"kept");
         assert!(t.fill(line, line.len() - 1, &good, &mut out));

@@ -453,7 +453,7 @@ mod tests {
         assert_eq!(report.chains[0].records_verified, 300);
         // A counter of the last batch's first flow, changed by one digit.
         let line = archive.len() - 2 - 50;
-        let at = memchr_find(&archive[line], b"\"bytes\":").unwrap() + 8;
+        let at = find_bytes(&archive[line], b"\"bytes\":").unwrap() + 8;
         archive[line][at] = if archive[line][at] == b'9' {
             b'8'
         } else {
@@ -462,7 +462,7 @@ mod tests {
         assert!(!verify(&archive).ok());
     }
 
-    fn memchr_find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         haystack.windows(needle.len()).position(|w| w == needle)
     }
 }

@@ -695,13 +695,8 @@ impl Learner<'_> {
                 self.leaves.push((self.path.clone(), Some(slot)));
             }
             self.path.truncate(base);
-            match c.peek()? {
-                b',' => c.i += 1,
-                b'}' => {
-                    c.i += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if !c.more(b'}').ok()? {
+                return Some(());
             }
         }
     }
