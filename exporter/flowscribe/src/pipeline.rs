@@ -15,9 +15,9 @@ use flowscribe_capture::{AttachEvent, Batch, Capture, CaptureError, interfaces::
 use flowscribe_enrich::enrich_batch;
 use flowscribe_model::{CaptureLoss, ExplainedFlow};
 use flowscribe_normalize::ecs::EcsEncoder;
-use flowscribe_normalize::event_id::EventId;
+use flowscribe_normalize::event_id::{EventId, EventIdHasher};
 use flowscribe_normalize::otlp::OtlpEncoder;
-use flowscribe_normalize::{Context as SchemaContext, Schema, event_id, minimal, otlp};
+use flowscribe_normalize::{Context as SchemaContext, Schema, minimal, otlp};
 use tracing::{info, warn};
 
 use crate::RunArgs;
@@ -383,6 +383,8 @@ struct Encoder {
     context: SchemaContext,
     ecs: RefCell<EcsEncoder>,
     otlp: RefCell<OtlpEncoder>,
+    /// The node's event-id key, derived once; hashes a batch's ids side by side.
+    event_ids: RefCell<EventIdHasher>,
     /// With the audit trail on (the ECS encoder then notes its holes):
     /// which template wrote each ECS flow line of the last batch, and where
     /// its values are (the seal reuses the template's canonical form).
@@ -404,6 +406,7 @@ impl Encoder {
             ecs: RefCell::new(ecs),
             ecs_holes: RefCell::new(HoleTable::new()),
             otlp: RefCell::new(OtlpEncoder::new(context.clone())),
+            event_ids: RefCell::new(EventIdHasher::new(&context.node)),
             context,
         }
     }
@@ -455,19 +458,15 @@ impl Encoder {
     /// The event id of every flow record of a batch (hashed once, used by
     /// every format and sink).
     fn flow_event_ids(&self, batch: &Explained) -> Vec<EventId> {
-        batch
-            .flows
-            .iter()
-            .map(|f| {
+        let mut ids = Vec::with_capacity(batch.flows.len());
+        self.event_ids.borrow_mut().ids(
+            batch.flows.iter().map(|f| {
                 let flow = &f.flow.flow;
-                event_id::event_id(
-                    &self.context.node,
-                    &flow.key,
-                    flow.window_start,
-                    flow.window_end,
-                )
-            })
-            .collect()
+                (&flow.key, flow.window_start, flow.window_end)
+            }),
+            &mut ids,
+        );
+        ids
     }
 
     /// The event id of every record of a batch, in `encode`'s order: sinks

@@ -20,6 +20,9 @@
 //!   `ecs-fragments` (`EcsEncoder` without its connection templates),
 //!   `otlp-record` (`write_log_record_protobuf`), `otlp-cached`
 //!   (`OtlpEncoder`), `otlp-fragments` (`OtlpEncoder` without templates);
+//!   the encoders of the last four are given each batch's event ids,
+//!   hashed side by side in the timed loop as the daemon hashes them
+//!   (the others hash their own, one by one);
 //! - sharing `shared`: the flows draw their pods from 200 pod identities
 //!   and their policies from 50 (shared `Arc`s); `distinct`: every flow
 //!   has its own endpoint and policy objects, and the batches cycle through
@@ -52,6 +55,7 @@ mod fixtures;
 use std::hint::black_box;
 
 use flowscribe_model::ExplainedFlow;
+use flowscribe_normalize::event_id::{EventId, EventIdHasher};
 use flowscribe_normalize::{Schema, ecs, encode_flow, otlp};
 
 /// Flows per batch in the workload modes.
@@ -69,6 +73,18 @@ fn cpu_nanos() -> u64 {
     let fields: Vec<&str> = rest.split(' ').collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     ticks * 10_000_000
+}
+
+/// The event ids of `flows`, in order (`ids` cleared first).
+fn batch_ids(hasher: &mut EventIdHasher, flows: &[ExplainedFlow], ids: &mut Vec<EventId>) {
+    ids.clear();
+    hasher.ids(
+        flows.iter().map(|f| {
+            let flow = &f.flow.flow;
+            (&flow.key, flow.window_start, flow.window_end)
+        }),
+        ids,
+    );
 }
 
 fn main() {
@@ -118,6 +134,10 @@ fn main() {
     let mut templated = 0;
     // Of those, records of new connections (another connection's template).
     let mut new_connections = 0;
+    // The cached encoders are given their batch's event ids, hashed side by
+    // side as the daemon does (`flow_event_ids`); the time counts.
+    let mut event_ids = EventIdHasher::new(&ctx.node);
+    let mut ids = Vec::with_capacity(BATCH);
     let cpu_start = cpu_nanos();
     match encoding.as_str() {
         "otlp-record" => {
@@ -136,8 +156,14 @@ fn main() {
             }
             for r in 0..rounds {
                 out.clear();
-                for f in batch(r) {
-                    encoder.write_log_record(black_box(f), observed, &mut out);
+                batch_ids(&mut event_ids, batch(r), &mut ids);
+                for (f, id) in batch(r).iter().zip(&ids) {
+                    encoder.write_log_record_with_event_id(
+                        black_box(f),
+                        observed,
+                        Some(*id),
+                        &mut out,
+                    );
                 }
                 total += out.len();
             }
@@ -152,8 +178,9 @@ fn main() {
             }
             for r in 0..rounds {
                 out.clear();
-                for f in batch(r) {
-                    encoder.encode(black_box(f), observed, &mut out);
+                batch_ids(&mut event_ids, batch(r), &mut ids);
+                for (f, id) in batch(r).iter().zip(&ids) {
+                    encoder.encode_with_event_id(black_box(f), observed, Some(*id), &mut out);
                     out.push(b'\n');
                 }
                 total += out.len();

@@ -51,8 +51,8 @@ use bytes::Bytes;
 use fakes::fixed_reply_server;
 use flowscribe_model::ExplainedFlow;
 use flowscribe_normalize::ecs::EcsEncoder;
+use flowscribe_normalize::event_id::EventIdHasher;
 use flowscribe_normalize::otlp::{self, OtlpEncoder};
-use flowscribe_normalize::{Context, event_id};
 use flowscribe_sinks::core::classify::{Action, classify};
 use flowscribe_sinks::core::driver::{SendOutcomes, Transport};
 use flowscribe_sinks::core::queue::QueuedRecord;
@@ -116,22 +116,28 @@ enum Encoding {
 
 /// The daemon's encoders (fragment caches kept across batches).
 struct Encoders {
-    ctx: Context,
     ecs: EcsEncoder,
     otlp: OtlpEncoder,
+    event_ids: EventIdHasher,
 }
 
 /// The daemon's part for one batch: event ids and encoded payloads.
 fn encode_batch(e: &mut Encoders, enc: Encoding, flows: &[ExplainedFlow]) -> Vec<QueuedRecord> {
     let observed = fixtures::observed();
-    let ctx = &e.ctx;
+    // Hashed once per batch, as the daemon does, for the queue and the encoder.
+    let mut ids = Vec::with_capacity(flows.len());
+    e.event_ids.ids(
+        flows.iter().map(|f| {
+            let flow = &f.flow.flow;
+            (&flow.key, flow.window_start, flow.window_end)
+        }),
+        &mut ids,
+    );
     flows
         .iter()
+        .zip(ids)
         .enumerate()
-        .map(|(i, f)| {
-            let flow = &f.flow.flow;
-            // Hashed once, as the daemon does, for the queue and the encoder.
-            let id = event_id::event_id(&ctx.node, &flow.key, flow.window_start, flow.window_end);
+        .map(|(i, (f, id))| {
             let mut out = Vec::new(); // the encoders reserve a record's size
             match enc {
                 Encoding::Ecs => e.ecs.encode_with_event_id(f, observed, Some(id), &mut out),
@@ -175,7 +181,7 @@ fn run_case<T: Transport>(
     let mut encoders = Encoders {
         ecs: EcsEncoder::new(ctx.clone()),
         otlp: OtlpEncoder::new(ctx.clone()),
-        ctx,
+        event_ids: EventIdHasher::new(&ctx.node),
     };
     let mut r = Result {
         records: 0,
@@ -211,7 +217,7 @@ fn compressors(flows: &[ExplainedFlow], seconds: f64) {
     let mut encoders = Encoders {
         ecs: EcsEncoder::new(ctx.clone()),
         otlp: OtlpEncoder::new(ctx.clone()),
-        ctx,
+        event_ids: EventIdHasher::new(&ctx.node),
     };
     let mut es_body = Vec::new();
     for q in encode_batch(&mut encoders, Encoding::Ecs, flows) {
