@@ -97,28 +97,14 @@ impl EventId {
         crate::hex::lower(&self.0)
     }
 
-    /// The id as 32 lowercase hex digits appended to `out`, written in
-    /// place (digits assembled on the stack and copied out stall on store
-    /// forwarding).
+    /// The id as 32 lowercase hex digits appended to `out`.
     pub(crate) fn write_hex(self, out: &mut Vec<u8>) {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let start = out.len();
-        out.resize(start + 32, b'0');
-        for (pair, b) in out[start..].chunks_exact_mut(2).zip(self.0) {
-            pair[0] = DIGITS[usize::from(b >> 4)];
-            pair[1] = DIGITS[usize::from(b & 0x0f)];
-        }
+        crate::hex::lower_16_into(self.0, out);
     }
 
     /// The id as 32 lowercase hex digits, held inline (no allocation).
     pub(crate) fn to_hex_text(self) -> crate::view::ShortText<32> {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut hex = [0u8; 32];
-        for (pair, b) in hex.chunks_exact_mut(2).zip(self.0) {
-            pair[0] = DIGITS[usize::from(b >> 4)];
-            pair[1] = DIGITS[usize::from(b & 0x0f)];
-        }
-        crate::view::ShortText::from_ascii(hex)
+        crate::view::ShortText::from_ascii(crate::hex::lower_16(self.0))
     }
 }
 
