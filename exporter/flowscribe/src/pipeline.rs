@@ -455,8 +455,10 @@ impl Encoder {
         flows.chain(losses).collect()
     }
 
-    /// The event id of every flow record of a batch (hashed once, used by
-    /// every format and sink).
+    /// The event id of every flow record of a batch, hashed side by side:
+    /// for the sinks (deduplication) and the ECS and OTLP protobuf encoders;
+    /// the other formats (OCSF, CEF, OTLP/JSON, written through
+    /// `encode_flow`) hash the same id again, one by one.
     fn flow_event_ids(&self, batch: &Explained) -> Vec<EventId> {
         let mut ids = Vec::with_capacity(batch.flows.len());
         self.event_ids.borrow_mut().ids(

@@ -14,6 +14,9 @@
 //! batch and written from their templates. Goals (issue 5): ECS JSON ≥ 1.5 M/s, OTLP protobuf
 //! ≥ 3 M/s per core; docs/benchmarks.md has the runs.
 //!
+//! `event_id/*` hashes the shared workload's event ids (layout v1 and v2
+//! one by one, v2 a batch at a time as the daemon does).
+//!
 //! Run: `cargo bench -p flowscribe-normalize --bench encode -- --quick`.
 #![allow(clippy::unwrap_used, reason = "benchmark setup")]
 
@@ -185,11 +188,67 @@ fn workload(c: &mut Criterion) {
     group.finish();
 }
 
+/// Event ids of the shared workload's 512 flows: layout v1 (SHA-256) one
+/// by one, layout v2 one by one (`event_id`, the node's key kept per
+/// thread) and a batch side by side (`EventIdHasher::ids`, what the daemon
+/// does).
+fn event_ids(c: &mut Criterion) {
+    use flowscribe_normalize::event_id::{EventIdHasher, event_id, event_id_v1};
+    const BATCH: usize = 512;
+    let ctx = fixtures::context();
+    let flows = fixtures::workload(BATCH, 200, 50, true);
+    let mut group = c.benchmark_group("event_id");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("v1", |b| {
+        b.iter(|| {
+            for f in &flows {
+                let f = &f.flow.flow;
+                black_box(event_id_v1(
+                    &ctx.node,
+                    black_box(&f.key),
+                    f.window_start,
+                    f.window_end,
+                ));
+            }
+        })
+    });
+    group.bench_function("v2", |b| {
+        b.iter(|| {
+            for f in &flows {
+                let f = &f.flow.flow;
+                black_box(event_id(
+                    &ctx.node,
+                    black_box(&f.key),
+                    f.window_start,
+                    f.window_end,
+                ));
+            }
+        })
+    });
+    let mut hasher = EventIdHasher::new(&ctx.node);
+    let mut ids = Vec::with_capacity(BATCH);
+    group.bench_function("v2-batch", |b| {
+        b.iter(|| {
+            ids.clear();
+            hasher.ids(
+                black_box(&flows).iter().map(|f| {
+                    let f = &f.flow.flow;
+                    (&f.key, f.window_start, f.window_end)
+                }),
+                &mut ids,
+            );
+            black_box(ids.len())
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     per_schema,
     otlp_protobuf_record,
     otlp_protobuf_batch,
-    workload
+    workload,
+    event_ids
 );
 criterion_main!(benches);

@@ -20,9 +20,11 @@
 //!   `ecs-fragments` (`EcsEncoder` without its connection templates),
 //!   `otlp-record` (`write_log_record_protobuf`), `otlp-cached`
 //!   (`OtlpEncoder`), `otlp-fragments` (`OtlpEncoder` without templates);
-//!   the encoders of the last four are given each batch's event ids,
-//!   hashed side by side in the timed loop as the daemon hashes them
-//!   (the others hash their own, one by one);
+//!   `ecs-cached`, `ecs-fragments`, `otlp-cached` and `otlp-fragments` are
+//!   given each batch's event ids, hashed side by side in the timed loop
+//!   as the daemon hashes them (since session 10; before, each record's
+//!   id was hashed one by one, with SHA-256, by the encoder), `ecs` and
+//!   `otlp-record` hash their own one by one;
 //! - sharing `shared`: the flows draw their pods from 200 pod identities
 //!   and their policies from 50 (shared `Arc`s); `distinct`: every flow
 //!   has its own endpoint and policy objects, and the batches cycle through

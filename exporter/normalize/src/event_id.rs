@@ -33,11 +33,17 @@
 //! 63      1     0x00
 //! ```
 //!
-//! printed as 32 lowercase hex digits. The node is in the key, so the
-//! block has a fixed size and the ids of a whole batch are hashed side by
-//! side ([`EventIdHasher::ids`], the crate's 4/8/16-way SIMD kernel): about
-//! 10 ns per id against 80 ns for one keyed hash and 160 ns for v1's
-//! SHA-256 (x86 with SHA-NI and AVX-512; docs/benchmarks.md).
+//! printed as 32 lowercase hex digits. The key is not a secret: anyone
+//! who knows the node name derives it (the id is for deduplication, not
+//! authentication). The node is in the key, so the block has a fixed size
+//! and the ids of a whole batch are hashed side by side
+//! ([`EventIdHasher::ids`], through `blake3::platform::Platform::hash_many`,
+//! the crate's own 4/8/16-way SIMD kernel: public but `#[doc(hidden)]`, so
+//! the workspace pins blake3 to an exact version and
+//! `batched_ids_equal_single_ids` compares it with the one-shot keyed hash).
+//! Per id, a batch of 512 costs about a third of v1's SHA-256 one by one
+//! (`cargo bench -p flowscribe-normalize --bench encode -- event_id`;
+//! docs/benchmarks.md, issue 5 round 7; docs/adr/005-event-id-v2.md).
 //!
 //! **Layout v1** ([`event_id_v1`]; records of flowscribe before v2) is the
 //! first 16 bytes of the SHA-256 of this byte string (all integers big-endian):
@@ -165,7 +171,8 @@ const CHUNK_END: u8 = 2;
 const ROOT: u8 = 8;
 const KEYED_HASH: u8 = 16;
 
-/// Layout v2's hasher for one node: the node's key, derived once.
+/// Layout v2's hasher for one node: the node's key, derived once (not a
+/// secret: `Debug` prints it).
 #[derive(Debug, Clone)]
 pub struct EventIdHasher {
     node: String,
