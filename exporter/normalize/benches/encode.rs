@@ -193,38 +193,30 @@ fn workload(c: &mut Criterion) {
 /// thread) and a batch side by side (`EventIdHasher::ids`, what the daemon
 /// does).
 fn event_ids(c: &mut Criterion) {
-    use flowscribe_normalize::event_id::{EventIdHasher, event_id, event_id_v1};
+    use flowscribe_model::FlowKey;
+    use flowscribe_normalize::event_id::{EventId, EventIdHasher, event_id, event_id_v1};
+    use std::time::SystemTime;
     const BATCH: usize = 512;
     let ctx = fixtures::context();
     let flows = fixtures::workload(BATCH, 200, 50, true);
     let mut group = c.benchmark_group("event_id");
     group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("v1", |b| {
-        b.iter(|| {
-            for f in &flows {
-                let f = &f.flow.flow;
-                black_box(event_id_v1(
-                    &ctx.node,
-                    black_box(&f.key),
-                    f.window_start,
-                    f.window_end,
-                ));
-            }
-        })
-    });
-    group.bench_function("v2", |b| {
-        b.iter(|| {
-            for f in &flows {
-                let f = &f.flow.flow;
-                black_box(event_id(
-                    &ctx.node,
-                    black_box(&f.key),
-                    f.window_start,
-                    f.window_end,
-                ));
-            }
-        })
-    });
+    type OneByOne = fn(&str, &FlowKey, SystemTime, SystemTime) -> EventId;
+    for (name, id) in [("v1", event_id_v1 as OneByOne), ("v2", event_id)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for f in &flows {
+                    let f = &f.flow.flow;
+                    black_box(id(
+                        &ctx.node,
+                        black_box(&f.key),
+                        f.window_start,
+                        f.window_end,
+                    ));
+                }
+            })
+        });
+    }
     let mut hasher = EventIdHasher::new(&ctx.node);
     let mut ids = Vec::with_capacity(BATCH);
     group.bench_function("v2-batch", |b| {

@@ -388,6 +388,17 @@ mod tests {
         UNIX_EPOCH + Duration::new(secs, nanos)
     }
 
+    /// `id` prints as `want` in every form the crate writes.
+    fn prints_as(id: EventId, want: &str) {
+        assert_eq!(id.to_string(), want);
+        assert_eq!(id.to_hex(), want);
+        assert_eq!(crate::hex::lower(id.as_bytes()), want);
+        assert_eq!(id.to_hex_text().as_str(), want);
+        let mut written = b"x".to_vec();
+        id.write_hex(&mut written);
+        assert_eq!(&written[1..], want.as_bytes());
+    }
+
     /// Pinned ids, computed independently of this code with Python's
     /// hashlib from the layout in the module doc:
     ///
@@ -435,14 +446,7 @@ mod tests {
             ),
         ];
         for (node, k, start, end, want) in cases {
-            let id = event_id_v1(node, &k, start, end);
-            assert_eq!(id.to_string(), want, "{node} {k:?}");
-            assert_eq!(id.to_hex(), want);
-            assert_eq!(crate::hex::lower(id.as_bytes()), want);
-            assert_eq!(id.to_hex_text().as_str(), want);
-            let mut written = b"x".to_vec();
-            id.write_hex(&mut written);
-            assert_eq!(&written[1..], want.as_bytes());
+            prints_as(event_id_v1(node, &k, start, end), want);
         }
     }
 
@@ -554,13 +558,7 @@ mod tests {
     fn pinned_v2_ids() {
         for (node, k, start, end, want) in pinned_v2_cases() {
             let id = event_id(&node, &k, start, end);
-            assert_eq!(id.to_string(), want, "{node} {k:?}");
-            assert_eq!(id.to_hex(), want);
-            assert_eq!(crate::hex::lower(id.as_bytes()), want);
-            assert_eq!(id.to_hex_text().as_str(), want);
-            let mut written = b"x".to_vec();
-            id.write_hex(&mut written);
-            assert_eq!(&written[1..], want.as_bytes());
+            prints_as(id, want);
             assert_eq!(EventIdHasher::new(&node).id(&k, start, end), id);
         }
     }
