@@ -41,7 +41,7 @@
 //! the crate's own 4/8/16-way SIMD kernel: public but `#[doc(hidden)]`, so
 //! the workspace pins blake3 to an exact version and
 //! `batched_ids_equal_single_ids` compares it with the one-shot keyed hash).
-//! Per id, a batch of 512 costs about a third of v1's SHA-256 one by one
+//! Per id, a batch of 512 costs a quarter to a third of v1's SHA-256 one by one
 //! (`cargo bench -p flowscribe-normalize --bench encode -- event_id`;
 //! docs/benchmarks.md, issue 5 round 7; docs/adr/005-event-id-v2.md).
 //!
