@@ -74,6 +74,10 @@ mod tests {
                     super::lower(&bytes),
                     "{v} at {at}"
                 );
+                let mut appended = b"x".to_vec();
+                super::lower_16_into(bytes, &mut appended);
+                assert_eq!(appended[0], b'x');
+                assert_eq!(&appended[1..], fast.as_slice(), "{v} at {at}");
             }
         }
     }
