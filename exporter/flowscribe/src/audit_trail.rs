@@ -368,10 +368,10 @@ pub fn clock_state() -> ClockState {
 }
 
 /// The normalize crate's test fixtures (flows of the golden cases and its
-/// benchmark workload).
+/// benchmark workload), for this module's and the pipeline's tests.
 #[cfg(test)]
 #[path = "../../normalize/tests/fixtures/mod.rs"]
-mod fixtures;
+pub(crate) mod fixtures;
 
 #[cfg(test)]
 mod tests {

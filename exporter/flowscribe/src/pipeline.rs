@@ -154,6 +154,8 @@ fn log_attach_events(events: &[AttachEvent]) {
 /// One drained batch after ② enrich (and, later, ③ explain).
 struct Explained {
     flows: Vec<ExplainedFlow>,
+    /// Each flow's event id, hashed before redaction (see [`redact`]).
+    event_ids: Vec<EventId>,
     losses: Vec<CaptureLoss>,
     at: SystemTime,
 }
@@ -175,13 +177,20 @@ fn explain(batch: Batch, identities: &mut Identities) -> Explained {
         .collect();
     Explained {
         flows,
+        event_ids: Vec::new(),
         losses: batch.losses,
         at,
     }
 }
 
-/// The configured redaction, on every flow before anything is encoded.
-fn redact(config: &Config, batch: &mut Explained) {
+/// The flows' event ids, then the configured redaction, on every flow
+/// before anything is encoded. The ids are hashed from the flows as
+/// captured: after an address is truncated, two connections can differ
+/// only in the bits it lost, and one id for both would make a sink drop
+/// one of them as a duplicate (the encoder's hasher then has a secret in
+/// its key, so that an id does not give the lost bits away).
+fn redact(config: &Config, encoder: &Encoder, batch: &mut Explained) {
+    batch.event_ids = encoder.flow_event_ids(batch);
     if !config.redactor.is_empty() {
         for f in &mut batch.flows {
             config.redactor.apply(f);
@@ -275,14 +284,14 @@ fn deliver(
     audit: Option<&mut AuditTrail>,
 ) -> anyhow::Result<()> {
     // Each distinct format is encoded once, however many consumers share it;
-    // each flow's event id is hashed once for all of them.
-    let flow_ids = encoder.flow_event_ids(batch);
-    let ids = encoder.event_ids(batch, &flow_ids);
+    // each flow's event id was hashed once for all of them (`redact`).
+    let flow_ids = &batch.event_ids;
+    let ids = encoder.event_ids(batch, flow_ids);
     let mut encoded: Vec<Encoded> = Vec::new();
     for format in consumer_formats(encoder, writer, sinks) {
         encoded.push((
             format,
-            encoder.encode(format, batch, &flow_ids)?,
+            encoder.encode(format, batch, flow_ids)?,
             ids.clone(),
         ));
     }
@@ -293,7 +302,19 @@ fn deliver(
         audit.seal(&mut encoded, &encoder.ecs_holes.borrow(), batch.at)?;
     }
     send(encoded, encoder, writer, sinks)?;
-    push_otlp_log_records(batch, encoder, sinks, &ids, &flow_ids)
+    push_otlp_log_records(batch, encoder, sinks, &ids, flow_ids)
+}
+
+/// 32 bytes from the kernel's random source: the event-id key's secret
+/// when redaction truncates addresses (one per run; ids are kept with their
+/// records for replays, so they need not be derived again).
+fn random_secret() -> anyhow::Result<[u8; 32]> {
+    use std::io::Read as _;
+    let mut secret = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut secret))
+        .map_err(|e| anyhow::anyhow!("reading /dev/urandom for the event-id secret: {e}"))?;
+    Ok(secret)
 }
 
 /// ⑤ OTLP sinks queue one protobuf `LogRecord` per flow and loss record,
@@ -383,8 +404,9 @@ struct Encoder {
     context: SchemaContext,
     ecs: RefCell<EcsEncoder>,
     otlp: RefCell<OtlpEncoder>,
-    /// The node's event-id key, derived once; hashes a batch's ids side by side.
-    event_ids: RefCell<EventIdHasher>,
+    /// The node's event-id key, derived once (with a secret when redaction
+    /// truncates addresses); hashes a batch's ids side by side.
+    event_id_hasher: RefCell<EventIdHasher>,
     /// With the audit trail on (the ECS encoder then notes its holes):
     /// which template wrote each ECS flow line of the last batch, and where
     /// its values are (the seal reuses the template's canonical form).
@@ -392,7 +414,7 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn new(config: &Config) -> Self {
+    fn new(config: &Config) -> anyhow::Result<Self> {
         let context = SchemaContext {
             node: config.node_name.clone(),
             cluster: config.cluster_name.clone(),
@@ -401,14 +423,19 @@ impl Encoder {
         };
         let mut ecs = EcsEncoder::new(context.clone());
         ecs.note_holes(config.audit.is_some());
-        Encoder {
+        let event_id_hasher = if config.redactor.truncates() {
+            EventIdHasher::with_secret(&context.node, &random_secret()?)
+        } else {
+            EventIdHasher::new(&context.node)
+        };
+        Ok(Encoder {
             format: config.format,
             ecs: RefCell::new(ecs),
             ecs_holes: RefCell::new(HoleTable::new()),
             otlp: RefCell::new(OtlpEncoder::new(context.clone())),
-            event_ids: RefCell::new(EventIdHasher::new(&context.node)),
+            event_id_hasher: RefCell::new(event_id_hasher),
             context,
-        }
+        })
     }
 
     /// Every record of a batch encoded in `format`, flows then losses.
@@ -455,13 +482,11 @@ impl Encoder {
         flows.chain(losses).collect()
     }
 
-    /// The event id of every flow record of a batch, hashed side by side:
-    /// for the sinks (deduplication) and the ECS and OTLP protobuf encoders;
-    /// the other formats (OCSF, CEF, OTLP/JSON, written through
-    /// `encode_flow`) hash the same id again, one by one.
+    /// The event id of every flow record of a batch, hashed side by side,
+    /// for the sinks (deduplication) and every format.
     fn flow_event_ids(&self, batch: &Explained) -> Vec<EventId> {
         let mut ids = Vec::with_capacity(batch.flows.len());
-        self.event_ids.borrow_mut().ids(
+        self.event_id_hasher.borrow_mut().ids(
             batch.flows.iter().map(|f| {
                 let flow = &f.flow.flow;
                 (&flow.key, flow.window_start, flow.window_end)
@@ -504,9 +529,14 @@ impl Encoder {
                     .borrow_mut()
                     .encode_with_event_id(flow, now, Some(id), &mut line)
             }
-            Format::Schema(schema) => {
-                flowscribe_normalize::encode_flow(schema, &self.context, flow, now, &mut line)?
-            }
+            Format::Schema(schema) => flowscribe_normalize::encode_flow_with_event_id(
+                schema,
+                &self.context,
+                flow,
+                Some(id),
+                now,
+                &mut line,
+            )?,
         }
         Ok(line)
     }
@@ -629,7 +659,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     config.capture.excluded_endpoints.extend(own);
     let config = config;
     let mut writer = RecordWriter::open(&config.output).map_err(RunError::Failed)?;
-    let encoder = Encoder::new(&config);
+    let encoder = Encoder::new(&config).map_err(RunError::Failed)?;
     // ⑤ Deliver: a queue and a driver per sink (queues recover what a
     // previous run left before anything new is pushed).
     let sinks = Sinks::start(config.sinks.clone(), &encoder.context).map_err(RunError::Failed)?;
@@ -725,7 +755,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         // ① Drain the kernel maps -> ② enrich -> ④ normalize -> output.
         let batch = capture.drain().map_err(anyhow::Error::from)?;
         let mut explained = explain(batch, &mut identities);
-        redact(&config, &mut explained);
+        redact(&config, &encoder, &mut explained);
         let changes = identities.take_policy_changes();
         let reloads = identities.take_reloads();
         let sink_losses = sinks.take_losses();
@@ -747,7 +777,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     info!("stopping: final drain");
     let (batch, counters) = capture.shutdown().map_err(anyhow::Error::from)?;
     let mut explained = explain(batch, &mut identities);
-    redact(&config, &mut explained);
+    redact(&config, &encoder, &mut explained);
     deliver(&explained, &encoder, &mut writer, &sinks, audit.as_mut())?;
     if let Some(a) = audit.as_mut() {
         // What the sinks lost while delivering the last records, then the
@@ -758,6 +788,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         a.stopping(now);
         let last = Explained {
             flows: Vec::new(),
+            event_ids: Vec::new(),
             losses: Vec::new(),
             at: now,
         };
@@ -789,4 +820,105 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         "stopped"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::audit_trail::fixtures;
+
+    fn config(yaml: &str) -> Config {
+        serde_yaml::from_str::<crate::config::RawConfig>(yaml)
+            .unwrap()
+            .validate("node-1")
+            .unwrap()
+    }
+
+    /// Two ICMP echoes from one pod to two hosts of one /16, in one window:
+    /// the same flow key once the addresses are truncated to /16.
+    fn echoes() -> Explained {
+        let echo = |dst: &str| {
+            let mut f = fixtures::case("icmp");
+            f.flow.flow.key.src_addr = "10.201.1.2".parse().unwrap();
+            f.flow.flow.key.dst_addr = dst.parse().unwrap();
+            f
+        };
+        Explained {
+            flows: vec![echo("10.201.2.2"), echo("10.201.3.2")],
+            event_ids: Vec::new(),
+            losses: Vec::new(),
+            at: fixtures::observed(),
+        }
+    }
+
+    /// The id a record carries in each JSON format, and the queue's id.
+    fn ids_written(encoder: &Encoder, batch: &Explained, format: Schema) -> Vec<String> {
+        let lines = encoder
+            .encode(Format::Schema(format), batch, &batch.event_ids)
+            .unwrap();
+        lines
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+                let id = match format {
+                    Schema::Ecs => &v["event"]["id"],
+                    Schema::Ocsf => &v["metadata"]["uid"],
+                    _ => unreachable!("JSON formats with one id field"),
+                };
+                id.as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn truncated_addresses_keep_one_id_per_connection() {
+        let config = config(
+            "redact:\n  - {field: ip, action: truncate, prefix_v4: 16, only: all}\nformat: ecs\n",
+        );
+        assert!(config.redactor.truncates());
+        let encoder = Encoder::new(&config).unwrap();
+        let mut batch = echoes();
+        redact(&config, &encoder, &mut batch);
+        // The keys are now equal; the ids are not.
+        assert_eq!(batch.flows[0].flow.flow.key, batch.flows[1].flow.flow.key);
+        assert_eq!(batch.event_ids.len(), 2);
+        assert_ne!(batch.event_ids[0], batch.event_ids[1]);
+        // Not the public id of either key: the truncated bits stay hidden.
+        let public = |f: &ExplainedFlow| {
+            let f = &f.flow.flow;
+            flowscribe_normalize::event_id::event_id("node-1", &f.key, f.window_start, f.window_end)
+        };
+        let original = echoes();
+        for (id, f) in batch.event_ids.iter().zip(&original.flows) {
+            assert_ne!(*id, public(f));
+        }
+        // Every format and the queue carry the same ids.
+        let hex: Vec<String> = batch.event_ids.iter().map(EventId::to_hex).collect();
+        assert_eq!(ids_written(&encoder, &batch, Schema::Ecs), hex);
+        assert_eq!(ids_written(&encoder, &batch, Schema::Ocsf), hex);
+        assert_eq!(encoder.event_ids(&batch, &batch.event_ids), hex);
+    }
+
+    #[test]
+    fn without_truncation_ids_are_the_public_ones() {
+        let config = config("redact:\n  - {field: pod.labels, action: drop}\nformat: ecs\n");
+        assert!(!config.redactor.truncates());
+        let encoder = Encoder::new(&config).unwrap();
+        let mut batch = echoes();
+        redact(&config, &encoder, &mut batch);
+        for (id, f) in batch.event_ids.iter().zip(&batch.flows) {
+            let f = &f.flow.flow;
+            let public = flowscribe_normalize::event_id::event_id(
+                "node-1",
+                &f.key,
+                f.window_start,
+                f.window_end,
+            );
+            assert_eq!(*id, public);
+        }
+        assert_ne!(batch.event_ids[0], batch.event_ids[1]);
+        let hex: Vec<String> = batch.event_ids.iter().map(EventId::to_hex).collect();
+        assert_eq!(ids_written(&encoder, &batch, Schema::Ocsf), hex);
+    }
 }

@@ -223,6 +223,14 @@ impl Redactor {
         self.rules.is_empty()
     }
 
+    /// Whether a rule truncates addresses (the flow key then loses bits
+    /// that tell connections apart, so event ids are hashed before it).
+    pub fn truncates(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r, Rule::Truncate { .. }))
+    }
+
     /// The rules as the start record declares them (no keys).
     pub fn declared(&self) -> Vec<serde_json::Value> {
         self.declared.clone()

@@ -138,7 +138,7 @@ fn main() {
     let mut new_connections = 0;
     // The cached encoders are given their batch's event ids, hashed side by
     // side as the daemon does (`flow_event_ids`); the time counts.
-    let mut event_ids = EventIdHasher::new(&ctx.node);
+    let mut event_id_hasher = EventIdHasher::new(&ctx.node);
     let mut ids = Vec::with_capacity(BATCH);
     let cpu_start = cpu_nanos();
     match encoding.as_str() {
@@ -158,7 +158,7 @@ fn main() {
             }
             for r in 0..rounds {
                 out.clear();
-                batch_ids(&mut event_ids, batch(r), &mut ids);
+                batch_ids(&mut event_id_hasher, batch(r), &mut ids);
                 for (f, id) in batch(r).iter().zip(&ids) {
                     encoder.write_log_record_with_event_id(
                         black_box(f),
@@ -180,7 +180,7 @@ fn main() {
             }
             for r in 0..rounds {
                 out.clear();
-                batch_ids(&mut event_ids, batch(r), &mut ids);
+                batch_ids(&mut event_id_hasher, batch(r), &mut ids);
                 for (f, id) in batch(r).iter().zip(&ids) {
                     encoder.encode_with_event_id(black_box(f), observed, Some(*id), &mut out);
                     out.push(b'\n');

@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use flowscribe_model::{CaptureLoss, ExplainedFlow, Verdict};
 
-use crate::event_id::loss_event_id;
+use crate::event_id::{EventId, loss_event_id};
 use crate::schema::row;
 use crate::view::{
     FlowView, NodeDirection, Severity, endpoint_label, has_ports, is_icmp, loss_summary, loss_unit,
@@ -99,7 +99,18 @@ impl Extension {
 
 /// The CEF line of one flow record (no newline).
 pub fn flow_line(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> String {
-    let view = FlowView::new(ctx, flow);
+    flow_line_with_event_id(ctx, flow, None, observed)
+}
+
+/// [`flow_line`] with the record's event id given (`None`: hashed from the
+/// flow).
+pub fn flow_line_with_event_id(
+    ctx: &Context,
+    flow: &ExplainedFlow,
+    id: Option<EventId>,
+    observed: SystemTime,
+) -> String {
+    let view = FlowView::with_event_id(ctx, flow, id);
     let ef = &flow.flow;
     let f = &ef.flow;
     let key = &f.key;

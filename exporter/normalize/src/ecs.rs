@@ -63,8 +63,20 @@ pub fn write_flow_document(
     observed: SystemTime,
     out: &mut Vec<u8>,
 ) {
+    write_flow_document_with_event_id(ctx, flow, None, observed, out);
+}
+
+/// [`write_flow_document`] with the record's event id given (`None`: hashed
+/// from the flow).
+pub fn write_flow_document_with_event_id(
+    ctx: &Context,
+    flow: &ExplainedFlow,
+    id: Option<EventId>,
+    observed: SystemTime,
+    out: &mut Vec<u8>,
+) {
     let times = Times::new(&flow.flow, observed, &mut TimeFormatter::default());
-    write_document(ctx, flow, None, &times, &mut Direct, None, out);
+    write_document(ctx, flow, id, &times, &mut Direct, None, out);
 }
 
 /// The per-window values of a document: the holes of its template (see

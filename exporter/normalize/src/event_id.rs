@@ -1,6 +1,6 @@
 //! Deterministic event ids: the same flow record always gets the same id, in
-//! every process and every flowscribe version, so that a sink can drop a
-//! replayed record (Elasticsearch `create` with this `_id` answers 409 for a
+//! every process and every flowscribe version that writes the same layout
+//! (layouts are versioned, below), so that a sink can drop a replayed record (Elasticsearch `create` with this `_id` answers 409 for a
 //! duplicate; SIEMs dedupe on `event.id` / OCSF `metadata.uid`).
 //!
 //! A flow record is identified by the node that wrote it, its [`FlowKey`]
@@ -44,6 +44,16 @@
 //! Per id, a batch of 512 costs a quarter to a third of v1's SHA-256 one by one
 //! (`cargo bench -p flowscribe-normalize --bench encode -- event_id`;
 //! docs/benchmarks.md, issue 5 round 7; docs/adr/005-event-id-v2.md).
+//!
+//! **With a secret** ([`EventIdHasher::with_secret`]): when redaction
+//! truncates addresses, the daemon hashes each flow's id from its
+//! addresses as captured, before truncation (two connections can differ
+//! only in the truncated bits, and one id for both would make a sink drop
+//! one as a duplicate), under the key `derive_key("flowscribe 2026-11-22
+//! event-id v2 with a secret", node name followed by 32 secret bytes)`
+//! drawn at start; the block is the same. Such ids are unique and stable
+//! for replays (the queue keeps them), but cannot be derived from a record,
+//! and do not give the truncated bits away.
 //!
 //! **Layout v1** ([`event_id_v1`]; records of flowscribe before v2) is the
 //! first 16 bytes of the SHA-256 of this byte string (all integers big-endian):
@@ -161,6 +171,9 @@ pub fn event_id_v1(
 /// The BLAKE3 `derive_key` context of layout v2's key (module doc).
 const EVENT_ID_V2_CONTEXT: &str = "flowscribe 2026-11-22 event-id v2";
 
+/// The context of layout v2's key with a secret ([`EventIdHasher::with_secret`]).
+const EVENT_ID_V2_SECRET_CONTEXT: &str = "flowscribe 2026-11-22 event-id v2 with a secret";
+
 /// The v2 block: one BLAKE3 block (module doc).
 type Block = [u8; 64];
 
@@ -187,7 +200,30 @@ pub struct EventIdHasher {
 impl EventIdHasher {
     /// The hasher of the records `node` writes.
     pub fn new(node: &str) -> EventIdHasher {
-        let key = blake3::derive_key(EVENT_ID_V2_CONTEXT, node.as_bytes());
+        EventIdHasher::keyed(
+            node,
+            blake3::derive_key(EVENT_ID_V2_CONTEXT, node.as_bytes()),
+        )
+    }
+
+    /// The hasher of the records `node` writes, with `secret` in its key:
+    /// for ids hashed from addresses that the records do not show (the
+    /// daemon hashes ids before redaction truncates addresses, so that two
+    /// connections that differ only in the truncated bits keep two ids; with
+    /// the public key, the truncated bits could be found again from an id
+    /// by trying them all). The key is `derive_key(context "flowscribe
+    /// 2026-11-22 event-id v2 with a secret", node name followed by the 32
+    /// secret bytes)`; the block is layout v2's. Ids stay stable for
+    /// replays (the queue keeps each record's id), not across secrets.
+    pub fn with_secret(node: &str, secret: &[u8; 32]) -> EventIdHasher {
+        let mut material = Vec::with_capacity(node.len() + secret.len());
+        material.extend_from_slice(node.as_bytes());
+        material.extend_from_slice(secret);
+        let key = blake3::derive_key(EVENT_ID_V2_SECRET_CONTEXT, &material);
+        EventIdHasher::keyed(node, key)
+    }
+
+    fn keyed(node: &str, key: [u8; 32]) -> EventIdHasher {
         let key_words = std::array::from_fn(|i| {
             u32::from_le_bytes([key[4 * i], key[4 * i + 1], key[4 * i + 2], key[4 * i + 3]])
         });
@@ -221,13 +257,25 @@ impl EventIdHasher {
         records: impl IntoIterator<Item = (&'f FlowKey, SystemTime, SystemTime)>,
         out: &mut Vec<EventId>,
     ) {
+        self.ids_on(Platform::detect(), records, out);
+    }
+
+    /// [`EventIdHasher::ids`] with the SIMD kernel `platform` (tests: each
+    /// kernel a node may run must give the same ids). The list of block
+    /// references is built per call (the blocks themselves are reused).
+    fn ids_on<'f>(
+        &mut self,
+        platform: Platform,
+        records: impl IntoIterator<Item = (&'f FlowKey, SystemTime, SystemTime)>,
+        out: &mut Vec<EventId>,
+    ) {
         self.blocks.clear();
         self.blocks
             .extend(records.into_iter().map(|(k, s, e)| v2_block(k, s, e)));
         let inputs: Vec<&Block> = self.blocks.iter().collect();
         self.digests.clear();
         self.digests.resize(inputs.len() * 32, 0);
-        Platform::detect().hash_many(
+        platform.hash_many(
             &inputs,
             &self.key_words,
             0,
@@ -389,8 +437,8 @@ mod tests {
     }
 
     /// `id` prints as `want` in every form the crate writes.
-    fn prints_as(id: EventId, want: &str) {
-        assert_eq!(id.to_string(), want);
+    fn prints_as(id: EventId, want: &str, case: &str) {
+        assert_eq!(id.to_string(), want, "{case}");
         assert_eq!(id.to_hex(), want);
         assert_eq!(crate::hex::lower(id.as_bytes()), want);
         assert_eq!(id.to_hex_text().as_str(), want);
@@ -446,7 +494,11 @@ mod tests {
             ),
         ];
         for (node, k, start, end, want) in cases {
-            prints_as(event_id_v1(node, &k, start, end), want);
+            prints_as(
+                event_id_v1(node, &k, start, end),
+                want,
+                &format!("{node} {k:?}"),
+            );
         }
     }
 
@@ -558,7 +610,7 @@ mod tests {
     fn pinned_v2_ids() {
         for (node, k, start, end, want) in pinned_v2_cases() {
             let id = event_id(&node, &k, start, end);
-            prints_as(id, want);
+            prints_as(id, want, &format!("{node} {k:?}"));
             assert_eq!(EventIdHasher::new(&node).id(&k, start, end), id);
         }
     }
@@ -578,16 +630,36 @@ mod tests {
                 (k, start, start + Duration::from_millis(u64::from(i)))
             })
             .collect();
-        for node in ["node-1", "other"] {
+        // Every kernel a node may run: the one detected here (AVX-512 on
+        // the CI machine) and the narrower ones.
+        let mut platforms = vec![Platform::detect(), Platform::portable()];
+        #[cfg(target_arch = "x86_64")]
+        platforms.extend(
+            [Platform::sse2(), Platform::sse41(), Platform::avx2()]
+                .into_iter()
+                .flatten(),
+        );
+        for (node, platform) in ["node-1", "other"]
+            .into_iter()
+            .flat_map(|n| platforms.iter().map(move |p| (n, *p)))
+        {
             let mut hasher = EventIdHasher::new(node);
             assert_eq!(hasher.node(), node);
             for n in [0, 1, 3, 4, 5, 8, 15, 16, 17, 33, 70] {
                 let mut ids = vec![EventId([0xee; 16])];
-                hasher.ids(flows[..n].iter().map(|(k, s, e)| (k, *s, *e)), &mut ids);
+                hasher.ids_on(
+                    platform,
+                    flows[..n].iter().map(|(k, s, e)| (k, *s, *e)),
+                    &mut ids,
+                );
                 assert_eq!(ids.len(), n + 1, "appended");
                 assert_eq!(ids[0], EventId([0xee; 16]));
                 for (id, (k, s, e)) in ids[1..].iter().zip(&flows) {
-                    assert_eq!(*id, event_id(node, k, *s, *e), "{node} {n} {k:?}");
+                    assert_eq!(
+                        *id,
+                        event_id(node, k, *s, *e),
+                        "{node} {platform:?} {n} {k:?}"
+                    );
                 }
             }
         }
@@ -613,6 +685,34 @@ mod tests {
                 event_id_v1(&node, &k, start, end)
             );
         }
+    }
+
+    /// With a secret: the same block under another key (checked against
+    /// the one-shot keyed hash), one id per secret, batched as one by one.
+    #[test]
+    fn a_secret_changes_every_id_and_batches_alike() {
+        let k = key("10.0.0.1", "10.0.0.2", 40000, 80, 6);
+        let (s, e) = (at(100, 0), at(110, 0));
+        let mut one = EventIdHasher::with_secret("node-1", &[1; 32]);
+        let other = EventIdHasher::with_secret("node-1", &[2; 32]);
+        let elsewhere = EventIdHasher::with_secret("node-2", &[1; 32]);
+        let public = event_id("node-1", &k, s, e);
+        let id = one.id(&k, s, e);
+        assert_ne!(id, public);
+        assert_ne!(id, other.id(&k, s, e));
+        assert_ne!(id, elsewhere.id(&k, s, e));
+        assert_eq!(
+            id,
+            EventIdHasher::with_secret("node-1", &[1; 32]).id(&k, s, e)
+        );
+        let mut material = b"node-1".to_vec();
+        material.extend_from_slice(&[1; 32]);
+        let want_key = blake3::derive_key(EVENT_ID_V2_SECRET_CONTEXT, &material);
+        let want = blake3::keyed_hash(&want_key, &v2_block(&k, s, e));
+        assert_eq!(id.as_bytes(), &want.as_bytes()[..16]);
+        let mut ids = Vec::new();
+        one.ids([(&k, s, e), (&k, s, at(111, 0))], &mut ids);
+        assert_eq!(ids, vec![id, one.id(&k, s, at(111, 0))]);
     }
 
     #[test]

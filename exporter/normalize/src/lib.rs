@@ -47,6 +47,7 @@ mod test_flows;
 mod view;
 
 pub use schema::{
-    Context, EncodeError, FieldMapping, Schema, UnknownSchema, encode_flow, encode_loss,
-    json_schema, loss_json_schema, mapping_json, mapping_markdown,
+    Context, EncodeError, FieldMapping, Schema, UnknownSchema, encode_flow,
+    encode_flow_with_event_id, encode_loss, json_schema, loss_json_schema, mapping_json,
+    mapping_markdown,
 };

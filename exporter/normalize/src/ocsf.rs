@@ -17,7 +17,7 @@ use flowscribe_model::{
 };
 use serde_json::{Value, json};
 
-use crate::event_id::loss_event_id;
+use crate::event_id::{EventId, loss_event_id};
 use crate::schema::row;
 use crate::view::{
     Decision, FlowView, NodeDirection, Severity, endpoint_label, has_ports, loss_description,
@@ -51,7 +51,18 @@ per class) as the flows it is missing from. The class requires a source or desti
 
 /// The OCSF Network Activity event of one flow record.
 pub fn network_activity(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> Value {
-    let view = FlowView::new(ctx, flow);
+    network_activity_with_event_id(ctx, flow, None, observed)
+}
+
+/// [`network_activity`] with the record's event id given (`None`: hashed
+/// from the flow).
+pub fn network_activity_with_event_id(
+    ctx: &Context,
+    flow: &ExplainedFlow,
+    id: Option<EventId>,
+    observed: SystemTime,
+) -> Value {
+    let view = FlowView::with_event_id(ctx, flow, id);
     let ef = &flow.flow;
     let f = &ef.flow;
     let key = &f.key;

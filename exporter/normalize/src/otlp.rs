@@ -146,12 +146,23 @@ pub fn encode_protobuf(request: &ExportLogsServiceRequest) -> Vec<u8> {
 /// and callers that edit records). It is decoded from the protobuf that
 /// [`ProtobufRequestWriter`] writes, so the two encodings cannot disagree.
 pub fn log_record(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> LogRecord {
+    log_record_with_event_id(ctx, flow, None, observed)
+}
+
+/// [`log_record`] with the record's event id given (`None`: hashed from the
+/// flow).
+pub fn log_record_with_event_id(
+    ctx: &Context,
+    flow: &ExplainedFlow,
+    id: Option<EventId>,
+    observed: SystemTime,
+) -> LogRecord {
     let mut buf = Vec::with_capacity(2048);
     write_flow_record(
         &mut ProtoWriter::new(&mut buf),
         ctx,
         flow,
-        None,
+        id,
         observed,
         &mut Direct,
         None,

@@ -15,6 +15,7 @@ use std::time::SystemTime;
 
 use flowscribe_model::{CaptureLoss, ExplainedFlow};
 
+use crate::event_id::EventId;
 use crate::{cef, ecs, ocsf, otlp};
 
 /// One output format.
@@ -159,14 +160,36 @@ pub fn encode_flow(
     observed: SystemTime,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
+    encode_flow_with_event_id(schema, ctx, flow, None, observed, out)
+}
+
+/// [`encode_flow`] with the record's event id given (`None`: hashed from
+/// the flow). The daemon hashes a batch's ids before redaction rewrites
+/// the flows' addresses, and gives every format the same ids.
+pub fn encode_flow_with_event_id(
+    schema: Schema,
+    ctx: &Context,
+    flow: &ExplainedFlow,
+    id: Option<EventId>,
+    observed: SystemTime,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     match schema {
-        Schema::Ecs => ecs::write_flow_document(ctx, flow, observed, out),
-        Schema::Ocsf => serde_json::to_writer(out, &ocsf::network_activity(ctx, flow, observed))?,
+        Schema::Ecs => ecs::write_flow_document_with_event_id(ctx, flow, id, observed, out),
+        Schema::Ocsf => serde_json::to_writer(
+            out,
+            &ocsf::network_activity_with_event_id(ctx, flow, id, observed),
+        )?,
         Schema::OtlpJson => {
-            let request = otlp::export_request(ctx, vec![otlp::log_record(ctx, flow, observed)]);
+            let request = otlp::export_request(
+                ctx,
+                vec![otlp::log_record_with_event_id(ctx, flow, id, observed)],
+            );
             otlp::write_json(&request, out);
         }
-        Schema::Cef => out.extend_from_slice(cef::flow_line(ctx, flow, observed).as_bytes()),
+        Schema::Cef => {
+            out.extend_from_slice(cef::flow_line_with_event_id(ctx, flow, id, observed).as_bytes())
+        }
     }
     Ok(())
 }

@@ -309,6 +309,9 @@ pub struct FlowView<'a> {
 }
 
 impl<'a> FlowView<'a> {
+    /// The view with the event id hashed from the flow (tests and the
+    /// reference writers).
+    #[cfg(test)]
     pub fn new(ctx: &Context, flow: &'a ExplainedFlow) -> FlowView<'a> {
         Self::with_event_id(ctx, flow, None)
     }

@@ -118,7 +118,7 @@ enum Encoding {
 struct Encoders {
     ecs: EcsEncoder,
     otlp: OtlpEncoder,
-    event_ids: EventIdHasher,
+    event_id_hasher: EventIdHasher,
 }
 
 /// The daemon's part for one batch: event ids and encoded payloads.
@@ -126,7 +126,7 @@ fn encode_batch(e: &mut Encoders, enc: Encoding, flows: &[ExplainedFlow]) -> Vec
     let observed = fixtures::observed();
     // Hashed once per batch, as the daemon does, for the queue and the encoder.
     let mut ids = Vec::with_capacity(flows.len());
-    e.event_ids.ids(
+    e.event_id_hasher.ids(
         flows.iter().map(|f| {
             let flow = &f.flow.flow;
             (&flow.key, flow.window_start, flow.window_end)
@@ -181,7 +181,7 @@ fn run_case<T: Transport>(
     let mut encoders = Encoders {
         ecs: EcsEncoder::new(ctx.clone()),
         otlp: OtlpEncoder::new(ctx.clone()),
-        event_ids: EventIdHasher::new(&ctx.node),
+        event_id_hasher: EventIdHasher::new(&ctx.node),
     };
     let mut r = Result {
         records: 0,
@@ -217,7 +217,7 @@ fn compressors(flows: &[ExplainedFlow], seconds: f64) {
     let mut encoders = Encoders {
         ecs: EcsEncoder::new(ctx.clone()),
         otlp: OtlpEncoder::new(ctx.clone()),
-        event_ids: EventIdHasher::new(&ctx.node),
+        event_id_hasher: EventIdHasher::new(&ctx.node),
     };
     let mut es_body = Vec::new();
     for q in encode_batch(&mut encoders, Encoding::Ecs, flows) {
