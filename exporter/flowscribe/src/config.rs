@@ -56,7 +56,7 @@ pub const FIELDS: &[FieldDoc] = &[
         path: "redact",
         kind: "list of {field, action, ...}",
         default: "[]",
-        doc: "Applied to every flow before it is encoded, in order, and declared in the audit start record. `{field: ip | source.ip | destination.ip, action: truncate, prefix_v4: 24, prefix_v6: 48, only: all | public}` (public keeps cluster and private addresses whole); `{field: pod.name | pod.service_account, action: keyed_hash, key_file: PATH}` (HMAC-SHA256, `h:` + 16 hex, a key of at least 16 bytes); `{field: pod.labels | namespace.labels | pod.service_account, action: drop}`.",
+        doc: "Applied to every flow before it is encoded, in order, and declared in the audit start record. `{field: ip | source.ip | destination.ip, action: truncate, prefix_v4: 24, prefix_v6: 48, only: all | public}` (public keeps cluster and private addresses whole; event ids are hashed before truncation, under a per-run secret, so connections that differ only in the truncated bits keep distinct ids: ADR 005); `{field: pod.name | pod.service_account, action: keyed_hash, key_file: PATH}` (HMAC-SHA256, `h:` + 16 hex, a key of at least 16 bytes); `{field: pod.labels | namespace.labels | pod.service_account, action: drop}`.",
     },
     FieldDoc {
         path: "mode",

@@ -14,10 +14,11 @@ pub(crate) fn lower(bytes: &[u8]) -> String {
 
 /// 16 bytes (an event id) as 32 lowercase hex digits.
 pub(crate) fn lower_16(bytes: [u8; 16]) -> [u8; 32] {
+    let words = u128::from_le_bytes(bytes);
     let mut out = [0u8; 32];
     let (first, second) = out.split_at_mut(16);
-    first.copy_from_slice(&lower_8(&bytes[..8]).to_le_bytes());
-    second.copy_from_slice(&lower_8(&bytes[8..]).to_le_bytes());
+    first.copy_from_slice(&lower_8(words as u64).to_le_bytes());
+    second.copy_from_slice(&lower_8((words >> 64) as u64).to_le_bytes());
     out
 }
 
@@ -25,24 +26,23 @@ pub(crate) fn lower_16(bytes: [u8; 16]) -> [u8; 32] {
 /// (assembling the digits on the stack and copying them out stalls on
 /// store forwarding).
 pub(crate) fn lower_16_into(bytes: [u8; 16], out: &mut Vec<u8>) {
-    out.extend_from_slice(&lower_8(&bytes[..8]).to_le_bytes());
-    out.extend_from_slice(&lower_8(&bytes[8..]).to_le_bytes());
+    let words = u128::from_le_bytes(bytes);
+    out.extend_from_slice(&lower_8(words as u64).to_le_bytes());
+    out.extend_from_slice(&lower_8((words >> 64) as u64).to_le_bytes());
 }
 
-/// Eight bytes as 16 lowercase hex digits in one 128-bit word (the first
-/// digit in the lowest byte): each byte spread to a 16-bit lane, its two
+/// Eight bytes (`half`, the first in its lowest bits) as 16 lowercase hex
+/// digits in one 128-bit word (the first digit in the lowest byte): each byte spread to a 16-bit lane, its two
 /// nibbles put in the lane's two bytes, and every nibble turned into its
 /// digit at once (`'0' + n`, plus `'a' - '0' - 10` where `n > 9`). No table
 /// reads, no per-digit stores.
 #[inline]
-fn lower_8(half: &[u8]) -> u128 {
+fn lower_8(half: u64) -> u128 {
     const LOW_BYTES: u128 = 0x00ff_00ff_00ff_00ff_00ff_00ff_00ff_00ff;
     const NIBBLES: u128 = 0x000f_000f_000f_000f_000f_000f_000f_000f;
     const ONES: u128 = 0x0101_0101_0101_0101_0101_0101_0101_0101;
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&half[..8]);
     // Byte i of the input at bits 8i; spread to bits 16i..16i+8.
-    let mut x = u128::from(u64::from_le_bytes(word));
+    let mut x = u128::from(half);
     x = (x | (x << 32)) & 0x0000_0000_ffff_ffff_0000_0000_ffff_ffff;
     x = (x | (x << 16)) & 0x0000_ffff_0000_ffff_0000_ffff_0000_ffff;
     x = (x | (x << 8)) & LOW_BYTES;
