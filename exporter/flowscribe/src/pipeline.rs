@@ -284,7 +284,15 @@ fn deliver(
     audit: Option<&mut AuditTrail>,
 ) -> anyhow::Result<()> {
     // Each distinct format is encoded once, however many consumers share it;
-    // each flow's event id was hashed once for all of them (`redact`).
+    // each flow's event id was hashed once for all of them (`redact`). A
+    // batch that skipped it would pair ids and records wrongly (or, through
+    // `zip`, drop records): refuse it.
+    anyhow::ensure!(
+        batch.event_ids.len() == batch.flows.len(),
+        "internal error: {} event ids for {} flow records",
+        batch.event_ids.len(),
+        batch.flows.len()
+    );
     let flow_ids = &batch.event_ids;
     let ids = encoder.event_ids(batch, flow_ids);
     let mut encoded: Vec<Encoded> = Vec::new();
@@ -305,15 +313,13 @@ fn deliver(
     push_otlp_log_records(batch, encoder, sinks, &ids, flow_ids)
 }
 
-/// 32 bytes from the kernel's random source: the event-id key's secret
+/// 32 bytes from the kernel's random source (`getrandom`): the event-id key's secret
 /// when redaction truncates addresses (one per run; ids are kept with their
 /// records for replays, so they need not be derived again).
 fn random_secret() -> anyhow::Result<[u8; 32]> {
-    use std::io::Read as _;
     let mut secret = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut secret))
-        .map_err(|e| anyhow::anyhow!("reading /dev/urandom for the event-id secret: {e}"))?;
+    getrandom::fill(&mut secret)
+        .map_err(|e| anyhow::anyhow!("no random bytes for the event-id secret: {e}"))?;
     Ok(secret)
 }
 
@@ -898,6 +904,69 @@ mod tests {
         assert_eq!(ids_written(&encoder, &batch, Schema::Ecs), hex);
         assert_eq!(ids_written(&encoder, &batch, Schema::Ocsf), hex);
         assert_eq!(encoder.event_ids(&batch, &batch.event_ids), hex);
+        for schema in [Schema::Cef, Schema::OtlpJson] {
+            let lines = encoder
+                .encode(Format::Schema(schema), &batch, &batch.event_ids)
+                .unwrap();
+            for (i, line) in lines.iter().enumerate() {
+                let line = String::from_utf8_lossy(line);
+                assert!(line.contains(&hex[i]), "{schema:?} record {i}: {line}");
+                assert!(!line.contains(&hex[1 - i]), "{schema:?} record {i}: {line}");
+            }
+        }
+        let records = encoder.otlp_log_records(&batch, &batch.event_ids);
+        for (i, bytes) in records.iter().enumerate() {
+            use prost::Message as _;
+            let record =
+                opentelemetry_proto::tonic::logs::v1::LogRecord::decode(bytes.as_slice()).unwrap();
+            let id = record
+                .attributes
+                .iter()
+                .find(|a| a.key == "flowscribe.event_id")
+                .and_then(|a| a.value.as_ref())
+                .and_then(|v| v.value.as_ref());
+            let want = opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                hex[i].clone(),
+            );
+            assert_eq!(id, Some(&want), "OTLP record {i}");
+        }
+    }
+
+    /// What `deliver` writes: the ids `redact` hashed, not ids of the
+    /// redacted flows (the file output carries ECS lines).
+    #[test]
+    fn delivered_lines_carry_the_ids_hashed_before_redaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let config = config(&format!(
+            "redact:\n  - {{field: ip, action: truncate, prefix_v4: 16, only: all}}\nformat: ecs\noutput: file:{}\n",
+            path.display()
+        ));
+        let encoder = Encoder::new(&config).unwrap();
+        let mut writer = RecordWriter::open(&config.output).unwrap();
+        let sinks = Sinks::start(Vec::new(), &encoder.context).unwrap();
+        let mut batch = echoes();
+        redact(&config, &encoder, &mut batch);
+        deliver(&batch, &encoder, &mut writer, &sinks, None).unwrap();
+        let written: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["event"]["id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        let hex: Vec<String> = batch.event_ids.iter().map(EventId::to_hex).collect();
+        assert_eq!(written, hex);
+        assert_ne!(written[0], written[1]);
+        // A batch whose ids were not hashed is refused, not written short.
+        let mut unhashed = echoes();
+        unhashed.event_ids.clear();
+        let err = deliver(&unhashed, &encoder, &mut writer, &sinks, None).unwrap_err();
+        assert!(
+            err.to_string().contains("0 event ids for 2 flow records"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! Rules, from `redact:` in the config, in order:
 //! - `truncate` an address to a prefix (`ip`, `source.ip`,
 //!   `destination.ip`; `only: public` keeps cluster and private addresses
-//!   whole). Community ID and the event id are computed from what is left.
+//!   whole). The Community ID is computed from what is left; the event id
+//!   is hashed before the rules run, from the addresses as captured, under
+//!   a per-run secret (`pipeline::redact`, ADR 005), so connections that
+//!   differ only in the truncated bits keep distinct ids.
 //! - `keyed_hash` a name (`pod.name`, `pod.service_account`): HMAC-SHA256
 //!   with a key from a file, shown as `h:` and 16 hex digits, stable for
 //!   the key so records can still be correlated.

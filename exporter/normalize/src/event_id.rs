@@ -1,6 +1,8 @@
 //! Deterministic event ids: the same flow record always gets the same id, in
 //! every process and every flowscribe version that writes the same layout
-//! (layouts are versioned, below), so that a sink can drop a replayed record (Elasticsearch `create` with this `_id` answers 409 for a
+//! (layouts are versioned, below; ids hashed with a secret, when redaction
+//! truncates addresses, are the exception: stable only within a run and in
+//! the queue), so that a sink can drop a replayed record (Elasticsearch `create` with this `_id` answers 409 for a
 //! duplicate; SIEMs dedupe on `event.id` / OCSF `metadata.uid`).
 //!
 //! A flow record is identified by the node that wrote it, its [`FlowKey`]
@@ -33,7 +35,7 @@
 //! 63      1     0x00
 //! ```
 //!
-//! printed as 32 lowercase hex digits. The key is not a secret: anyone
+//! printed as 32 lowercase hex digits. This key is not a secret: anyone
 //! who knows the node name derives it (the id is for deduplication, not
 //! authentication). The node is in the key, so the block has a fixed size
 //! and the ids of a whole batch are hashed side by side
@@ -184,9 +186,10 @@ const CHUNK_END: u8 = 2;
 const ROOT: u8 = 8;
 const KEYED_HASH: u8 = 16;
 
-/// Layout v2's hasher for one node: the node's key, derived once (not a
-/// secret: `Debug` prints it).
-#[derive(Debug, Clone)]
+/// Layout v2's hasher for one node: the node's key, derived once.
+/// `Debug` leaves the key out (with [`EventIdHasher::with_secret`] it is
+/// what keeps truncated address bits hidden).
+#[derive(Clone)]
 pub struct EventIdHasher {
     node: String,
     key: [u8; 32],
@@ -290,6 +293,14 @@ impl EventIdHasher {
             id.copy_from_slice(&d[..16]);
             EventId(id)
         }));
+    }
+}
+
+impl fmt::Debug for EventIdHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventIdHasher")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
     }
 }
 

@@ -153,9 +153,10 @@ impl EcsEncoder {
         self.encode_with_event_id(flow, observed, None, out);
     }
 
-    /// [`EcsEncoder::encode`] with the record's event id already computed
-    /// (`crate::event_id::event_id` of this context's node and the flow),
-    /// so it is not hashed again; `None` computes it.
+    /// [`EcsEncoder::encode`] with the record's event id given (the daemon
+    /// hashes a batch's ids before redaction, `EventIdHasher`); `None`
+    /// hashes `crate::event_id::event_id` of this context's node and the
+    /// flow.
     pub fn encode_with_event_id(
         &mut self,
         flow: &ExplainedFlow,

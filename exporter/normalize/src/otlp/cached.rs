@@ -105,9 +105,10 @@ impl OtlpEncoder {
         self.write_log_record_with_event_id(flow, observed, None, out);
     }
 
-    /// [`OtlpEncoder::write_log_record`] with the record's event id already
-    /// computed (`crate::event_id::event_id` of this context's node and the
-    /// flow), so it is not hashed again; `None` computes it.
+    /// [`OtlpEncoder::write_log_record`] with the record's event id given
+    /// (the daemon hashes a batch's ids before redaction, `EventIdHasher`);
+    /// `None` hashes `crate::event_id::event_id` of this context's node and
+    /// the flow.
     pub fn write_log_record_with_event_id(
         &mut self,
         flow: &ExplainedFlow,
