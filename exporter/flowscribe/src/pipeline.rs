@@ -17,7 +17,7 @@ use flowscribe_model::{CaptureLoss, ExplainedFlow};
 use flowscribe_normalize::ecs::EcsEncoder;
 use flowscribe_normalize::event_id::{EventId, EventIdHasher};
 use flowscribe_normalize::otlp::OtlpEncoder;
-use flowscribe_normalize::{Context as SchemaContext, Schema, minimal, otlp};
+use flowscribe_normalize::{Context as SchemaContext, Schema, event_id, minimal, otlp};
 use tracing::{info, warn};
 
 use crate::RunArgs;
@@ -506,14 +506,10 @@ impl Encoder {
     /// use it to recognise a duplicate after a retry or a restart.
     fn event_ids(&self, batch: &Explained, flow_ids: &[EventId]) -> Vec<String> {
         let flows = flow_ids.iter().map(EventId::to_hex);
-        let losses = batch.losses.iter().map(|l| {
-            let end = l
-                .window_end
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos();
-            format!("loss-{}-{}-{end}", self.context.node, l.reason.as_str())
-        });
+        let losses = batch
+            .losses
+            .iter()
+            .map(|l| event_id::loss_event_id(&self.context.node, l));
         flows.chain(losses).collect()
     }
 
