@@ -154,7 +154,7 @@ fn log_attach_events(events: &[AttachEvent]) {
 /// One drained batch after ② enrich (and, later, ③ explain).
 struct Explained {
     flows: Vec<ExplainedFlow>,
-    /// Each flow's event id, hashed before redaction (see [`redact`]).
+    /// Each flow's event id, hashed before redaction (see [`identify_and_redact`]).
     event_ids: Vec<EventId>,
     losses: Vec<CaptureLoss>,
     at: SystemTime,
@@ -189,7 +189,7 @@ fn explain(batch: Batch, identities: &mut Identities) -> Explained {
 /// only in the bits it lost, and one id for both would make a sink drop
 /// one of them as a duplicate (the encoder's hasher then has a secret in
 /// its key, so that an id does not give the lost bits away).
-fn redact(config: &Config, encoder: &Encoder, batch: &mut Explained) {
+fn identify_and_redact(config: &Config, encoder: &Encoder, batch: &mut Explained) {
     batch.event_ids = encoder.flow_event_ids(batch);
     if !config.redactor.is_empty() {
         for f in &mut batch.flows {
@@ -284,7 +284,7 @@ fn deliver(
     audit: Option<&mut AuditTrail>,
 ) -> anyhow::Result<()> {
     // Each distinct format is encoded once, however many consumers share it;
-    // each flow's event id was hashed once for all of them (`redact`). A
+    // each flow's event id was hashed once for all of them (`identify_and_redact`). A
     // batch that skipped it would pair ids and records wrongly (or, through
     // `zip`, drop records): refuse it.
     anyhow::ensure!(
@@ -293,15 +293,10 @@ fn deliver(
         batch.event_ids.len(),
         batch.flows.len()
     );
-    let flow_ids = &batch.event_ids;
-    let ids = encoder.event_ids(batch, flow_ids);
+    let ids = encoder.event_ids(batch);
     let mut encoded: Vec<Encoded> = Vec::new();
     for format in consumer_formats(encoder, writer, sinks) {
-        encoded.push((
-            format,
-            encoder.encode(format, batch, flow_ids)?,
-            ids.clone(),
-        ));
+        encoded.push((format, encoder.encode(format, batch)?, ids.clone()));
     }
     // ⑤ The audit trail numbers, seals and checkpoints every JSON view
     // (ECS lines written from a template get their canonical form from
@@ -310,7 +305,7 @@ fn deliver(
         audit.seal(&mut encoded, &encoder.ecs_holes.borrow(), batch.at)?;
     }
     send(encoded, encoder, writer, sinks)?;
-    push_otlp_log_records(batch, encoder, sinks, &ids, flow_ids)
+    push_otlp_log_records(batch, encoder, sinks, &ids)
 }
 
 /// 32 bytes from the kernel's random source (`getrandom`): the event-id key's secret
@@ -331,13 +326,12 @@ fn push_otlp_log_records(
     encoder: &Encoder,
     sinks: &Sinks,
     ids: &[String],
-    flow_ids: &[EventId],
 ) -> anyhow::Result<()> {
     if !sinks.sinks.iter().any(|s| s.spec.sends_otlp_log_records()) {
         return Ok(());
     }
     let records: Vec<Bytes> = encoder
-        .otlp_log_records(batch, flow_ids)
+        .otlp_log_records(batch)
         .into_iter()
         .map(Bytes::from)
         .collect();
@@ -444,20 +438,15 @@ impl Encoder {
         })
     }
 
-    /// Every record of a batch encoded in `format`, flows then losses.
-    /// `flow_ids` are [`Encoder::flow_event_ids`] of the batch.
-    fn encode(
-        &self,
-        format: Format,
-        batch: &Explained,
-        flow_ids: &[EventId],
-    ) -> anyhow::Result<Vec<Vec<u8>>> {
+    /// Every record of a batch encoded in `format`, flows then losses,
+    /// each flow with its id from `batch.event_ids`.
+    fn encode(&self, format: Format, batch: &Explained) -> anyhow::Result<Vec<Vec<u8>>> {
         let mut out = Vec::with_capacity(batch.flows.len() + batch.losses.len());
         let noting = format == Format::Schema(Schema::Ecs) && self.ecs.borrow().notes_holes();
         if noting {
             self.ecs_holes.borrow_mut().clear();
         }
-        for (f, id) in batch.flows.iter().zip(flow_ids) {
+        for (f, id) in batch.flows.iter().zip(&batch.event_ids) {
             out.push(self.flow(format, f, *id, batch.at)?);
             if noting {
                 self.ecs_holes
@@ -473,10 +462,10 @@ impl Encoder {
 
     /// Every record of a batch as one protobuf-encoded OTLP `LogRecord`,
     /// flows then losses (the payloads OTLP sinks queue).
-    fn otlp_log_records(&self, batch: &Explained, flow_ids: &[EventId]) -> Vec<Vec<u8>> {
+    fn otlp_log_records(&self, batch: &Explained) -> Vec<Vec<u8>> {
         use prost::Message as _;
         let mut encoder = self.otlp.borrow_mut();
-        let flows = batch.flows.iter().zip(flow_ids).map(|(f, id)| {
+        let flows = batch.flows.iter().zip(&batch.event_ids).map(|(f, id)| {
             let mut out = Vec::new();
             encoder.write_log_record_with_event_id(f, batch.at, Some(*id), &mut out);
             out
@@ -504,8 +493,8 @@ impl Encoder {
 
     /// The event id of every record of a batch, in `encode`'s order: sinks
     /// use it to recognise a duplicate after a retry or a restart.
-    fn event_ids(&self, batch: &Explained, flow_ids: &[EventId]) -> Vec<String> {
-        let flows = flow_ids.iter().map(EventId::to_hex);
+    fn event_ids(&self, batch: &Explained) -> Vec<String> {
+        let flows = batch.event_ids.iter().map(EventId::to_hex);
         let losses = batch
             .losses
             .iter()
@@ -757,7 +746,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         // ① Drain the kernel maps -> ② enrich -> ④ normalize -> output.
         let batch = capture.drain().map_err(anyhow::Error::from)?;
         let mut explained = explain(batch, &mut identities);
-        redact(&config, &encoder, &mut explained);
+        identify_and_redact(&config, &encoder, &mut explained);
         let changes = identities.take_policy_changes();
         let reloads = identities.take_reloads();
         let sink_losses = sinks.take_losses();
@@ -779,7 +768,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     info!("stopping: final drain");
     let (batch, counters) = capture.shutdown().map_err(anyhow::Error::from)?;
     let mut explained = explain(batch, &mut identities);
-    redact(&config, &encoder, &mut explained);
+    identify_and_redact(&config, &encoder, &mut explained);
     deliver(&explained, &encoder, &mut writer, &sinks, audit.as_mut())?;
     if let Some(a) = audit.as_mut() {
         // What the sinks lost while delivering the last records, then the
@@ -856,9 +845,7 @@ mod tests {
 
     /// The id a record carries in each JSON format, and the queue's id.
     fn ids_written(encoder: &Encoder, batch: &Explained, format: Schema) -> Vec<String> {
-        let lines = encoder
-            .encode(Format::Schema(format), batch, &batch.event_ids)
-            .unwrap();
+        let lines = encoder.encode(Format::Schema(format), batch).unwrap();
         lines
             .iter()
             .map(|l| {
@@ -881,7 +868,7 @@ mod tests {
         assert!(config.redactor.truncates());
         let encoder = Encoder::new(&config).unwrap();
         let mut batch = echoes();
-        redact(&config, &encoder, &mut batch);
+        identify_and_redact(&config, &encoder, &mut batch);
         // The keys are now equal; the ids are not.
         assert_eq!(batch.flows[0].flow.flow.key, batch.flows[1].flow.flow.key);
         assert_eq!(batch.event_ids.len(), 2);
@@ -899,18 +886,16 @@ mod tests {
         let hex: Vec<String> = batch.event_ids.iter().map(EventId::to_hex).collect();
         assert_eq!(ids_written(&encoder, &batch, Schema::Ecs), hex);
         assert_eq!(ids_written(&encoder, &batch, Schema::Ocsf), hex);
-        assert_eq!(encoder.event_ids(&batch, &batch.event_ids), hex);
+        assert_eq!(encoder.event_ids(&batch), hex);
         for schema in [Schema::Cef, Schema::OtlpJson] {
-            let lines = encoder
-                .encode(Format::Schema(schema), &batch, &batch.event_ids)
-                .unwrap();
+            let lines = encoder.encode(Format::Schema(schema), &batch).unwrap();
             for (i, line) in lines.iter().enumerate() {
                 let line = String::from_utf8_lossy(line);
                 assert!(line.contains(&hex[i]), "{schema:?} record {i}: {line}");
                 assert!(!line.contains(&hex[1 - i]), "{schema:?} record {i}: {line}");
             }
         }
-        let records = encoder.otlp_log_records(&batch, &batch.event_ids);
+        let records = encoder.otlp_log_records(&batch);
         for (i, bytes) in records.iter().enumerate() {
             use prost::Message as _;
             let record =
@@ -928,7 +913,7 @@ mod tests {
         }
     }
 
-    /// What `deliver` writes: the ids `redact` hashed, not ids of the
+    /// What `deliver` writes: the ids `identify_and_redact` hashed, not ids of the
     /// redacted flows (the file output carries ECS lines).
     #[test]
     fn delivered_lines_carry_the_ids_hashed_before_redaction() {
@@ -942,7 +927,7 @@ mod tests {
         let mut writer = RecordWriter::open(&config.output).unwrap();
         let sinks = Sinks::start(Vec::new(), &encoder.context).unwrap();
         let mut batch = echoes();
-        redact(&config, &encoder, &mut batch);
+        identify_and_redact(&config, &encoder, &mut batch);
         deliver(&batch, &encoder, &mut writer, &sinks, None).unwrap();
         let written: Vec<String> = std::fs::read_to_string(&path)
             .unwrap()
@@ -971,7 +956,7 @@ mod tests {
         assert!(!config.redactor.truncates());
         let encoder = Encoder::new(&config).unwrap();
         let mut batch = echoes();
-        redact(&config, &encoder, &mut batch);
+        identify_and_redact(&config, &encoder, &mut batch);
         for (id, f) in batch.event_ids.iter().zip(&batch.flows) {
             let f = &f.flow.flow;
             let public = flowscribe_normalize::event_id::event_id(

@@ -7,7 +7,7 @@
 //!   `destination.ip`; `only: public` keeps cluster and private addresses
 //!   whole). The Community ID is computed from what is left; the event id
 //!   is hashed before the rules run, from the addresses as captured, under
-//!   a per-run secret (`pipeline::redact`, ADR 005), so connections that
+//!   a per-run secret (`pipeline::identify_and_redact`, ADR 005), so connections that
 //!   differ only in the truncated bits keep distinct ids.
 //! - `keyed_hash` a name (`pod.name`, `pod.service_account`): HMAC-SHA256
 //!   with a key from a file, shown as `h:` and 16 hex digits, stable for

@@ -105,6 +105,13 @@ const EVENT_ID_V1_PREFIX: &[u8] = b"flowscribe/event-id/v1\0";
 pub struct EventId([u8; 16]);
 
 impl EventId {
+    /// The id of a digest: its first 16 bytes (every layout's rule).
+    fn of_digest(digest: &[u8]) -> EventId {
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        EventId(id)
+    }
+
     /// The raw 16 bytes (the leading bytes of the digest).
     pub fn as_bytes(&self) -> &[u8; 16] {
         &self.0
@@ -165,9 +172,7 @@ pub fn event_id_v1(
             hasher.finalize()
         }
     };
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&digest[..16]);
-    EventId(id)
+    EventId::of_digest(&digest)
 }
 
 /// The BLAKE3 `derive_key` context of layout v2's key (module doc).
@@ -193,8 +198,6 @@ const KEYED_HASH: u8 = 16;
 pub struct EventIdHasher {
     node: String,
     key: [u8; 32],
-    /// `key` as the little-endian words the compression function takes.
-    key_words: [u32; 8],
     /// Blocks of the batch being hashed, and the digests (reused).
     blocks: Vec<Block>,
     digests: Vec<u8>,
@@ -227,13 +230,9 @@ impl EventIdHasher {
     }
 
     fn keyed(node: &str, key: [u8; 32]) -> EventIdHasher {
-        let key_words = std::array::from_fn(|i| {
-            u32::from_le_bytes([key[4 * i], key[4 * i + 1], key[4 * i + 2], key[4 * i + 3]])
-        });
         EventIdHasher {
             node: node.to_owned(),
             key,
-            key_words,
             blocks: Vec::new(),
             digests: Vec::new(),
         }
@@ -247,10 +246,7 @@ impl EventIdHasher {
     /// The id of one record (module doc, layout v2).
     pub fn id(&self, key: &FlowKey, window_start: SystemTime, window_end: SystemTime) -> EventId {
         let block = v2_block(key, window_start, window_end);
-        let digest = blake3::keyed_hash(&self.key, &block);
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&digest.as_bytes()[..16]);
-        EventId(id)
+        EventId::of_digest(blake3::keyed_hash(&self.key, &block).as_bytes())
     }
 
     /// The ids of many records, in order, appended to `out`: equal to
@@ -280,7 +276,7 @@ impl EventIdHasher {
         self.digests.resize(inputs.len() * 32, 0);
         platform.hash_many(
             &inputs,
-            &self.key_words,
+            &blake3::platform::words_from_le_bytes_32(&self.key),
             0,
             IncrementCounter::No,
             KEYED_HASH,
@@ -288,11 +284,7 @@ impl EventIdHasher {
             CHUNK_END | ROOT,
             &mut self.digests,
         );
-        out.extend(self.digests.chunks_exact(32).map(|d| {
-            let mut id = [0u8; 16];
-            id.copy_from_slice(&d[..16]);
-            EventId(id)
-        }));
+        out.extend(self.digests.chunks_exact(32).map(EventId::of_digest));
     }
 }
 
