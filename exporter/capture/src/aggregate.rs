@@ -163,7 +163,7 @@ pub struct Aggregator {
 
 /// Resolves the names that records carry: interfaces and drop reasons.
 pub trait Names {
-    fn interface(&self, ifindex: u32) -> String;
+    fn interface(&self, ifindex: u32) -> std::sync::Arc<str>;
     fn drop_reason(&self, value: u32) -> String;
 }
 

@@ -27,6 +27,7 @@ pub mod tick_clock;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf};
@@ -188,16 +189,16 @@ struct Attachment {
 }
 
 struct NameTable<'a> {
-    interfaces: &'a HashMap<u32, String>,
+    interfaces: &'a HashMap<u32, Arc<str>>,
     reasons: &'a DropReasons,
 }
 
 impl Names for NameTable<'_> {
-    fn interface(&self, ifindex: u32) -> String {
+    fn interface(&self, ifindex: u32) -> Arc<str> {
         self.interfaces
             .get(&ifindex)
             .cloned()
-            .unwrap_or_else(|| format!("if{ifindex}"))
+            .unwrap_or_else(|| format!("if{ifindex}").into())
     }
     fn drop_reason(&self, value: u32) -> String {
         self.reasons.name(value)
@@ -217,8 +218,9 @@ pub struct Capture {
     /// Selected interfaces we cannot parse (no Ethernet framing), already reported.
     unsupported: HashSet<u32>,
     /// Every interface name we have seen by index, kept after removal so
-    /// late records still carry the name.
-    names: HashMap<u32, String>,
+    /// late records still carry the name; shared by every record of the
+    /// interface.
+    names: HashMap<u32, Arc<str>>,
     reasons: DropReasons,
     aggregator: Aggregator,
     watcher: LinkWatcher,
@@ -582,7 +584,15 @@ impl Capture {
             }
         }
         for link in &links {
-            self.names.insert(link.ifindex, link.name.clone());
+            // Replaced only when renamed: records keep sharing one copy.
+            if self
+                .names
+                .get(&link.ifindex)
+                .is_none_or(|n| **n != *link.name)
+            {
+                self.names
+                    .insert(link.ifindex, Arc::from(link.name.as_str()));
+            }
             if self.attachments.contains_key(&link.ifindex) || !self.filter.selects(&link.name) {
                 continue;
             }

@@ -283,7 +283,7 @@ impl World {
 fn question_flow(src: IpAddr, dst: IpAddr, port: u16, protocol: u8, at: SystemTime) -> Flow {
     let interface = InterfaceRef {
         ifindex: 0,
-        name: "explain".to_string(),
+        name: "explain".into(),
     };
     Flow {
         key: FlowKey {

@@ -2,6 +2,7 @@
 //! aggregation window, one node.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// The 5-tuple of a connection, oriented initiator -> responder.
@@ -35,7 +36,11 @@ pub fn protocol_name(protocol: u8) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct InterfaceRef {
     pub ifindex: u32,
-    pub name: String,
+    /// Shared with capture's interface table: every flow of an interface
+    /// holds the one copy (a reference count, not an allocation per flow),
+    /// so the records of one interface can be told equal by its address
+    /// (the encoders' templates, `normalize`'s `template/shape.rs`).
+    pub name: Arc<str>,
 }
 
 /// The hook that saw a packet, relative to the interface.

@@ -39,7 +39,9 @@
 //!   `new-conns` cases: a cached encoder writes them from the template of
 //!   the peers' earlier connection. In `shared` each round encodes the same 512 flows again:
 //!   connections reported again, which a cached encoder writes from their
-//!   templates from the third round on. Cached encoders are kept across
+//!   templates from the third round on; `many`: the same with 3,072
+//!   connections, each reported every sixth round (a busier node: the
+//!   templates no longer fit in the core's caches). Cached encoders are kept across
 //!   batches, as the daemon keeps them.
 //!
 //! The last line printed is `<mode> records=<n> bytes/record=<b>
@@ -97,13 +99,14 @@ fn main() {
     let observed = fixtures::observed();
     let golden: Vec<ExplainedFlow> = fixtures::CASES.iter().map(|c| fixtures::case(c)).collect();
     let (encoding, sharing) = match mode.rsplit_once('-') {
-        Some((e, s @ ("shared" | "distinct" | "newconns" | "newpeers"))) => {
+        Some((e, s @ ("shared" | "many" | "distinct" | "newconns" | "newpeers"))) => {
             (e.to_string(), Some(s))
         }
         _ => (mode.clone(), None),
     };
     let all = match sharing {
         Some("shared") => fixtures::workload(BATCH, PODS, POLICIES, true),
+        Some("many") => fixtures::workload(6 * BATCH, PODS, POLICIES, true),
         Some("newconns") => fixtures::workload(16 * BATCH, PODS, POLICIES, true),
         Some("newpeers") => (0..16 * BATCH)
             .map(|i| {

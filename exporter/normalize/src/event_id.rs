@@ -2,8 +2,9 @@
 //! every process and every flowscribe version that writes the same layout
 //! (layouts are versioned, below; ids hashed with a secret, when redaction
 //! truncates addresses, are the exception: stable only within a run and in
-//! the queue), so that a sink can drop a replayed record (Elasticsearch `create` with this `_id` answers 409 for a
-//! duplicate; SIEMs dedupe on `event.id` / OCSF `metadata.uid`).
+//! the queue), so that a sink can drop a replayed record (Elasticsearch
+//! `create` with this `_id` answers 409 for a duplicate; SIEMs dedupe on
+//! `event.id` / OCSF `metadata.uid`).
 //!
 //! A flow record is identified by the node that wrote it, its [`FlowKey`]
 //! (oriented initiator -> responder, so the two directions of one connection
@@ -127,9 +128,15 @@ impl EventId {
         crate::hex::lower_16_into(self.0, out);
     }
 
+    /// The id's 32 lowercase hex digits.
+    #[inline]
+    pub(crate) fn hex_digits(self) -> [u8; 32] {
+        crate::hex::lower_16(self.0)
+    }
+
     /// The id as 32 lowercase hex digits, held inline (no allocation).
     pub(crate) fn to_hex_text(self) -> crate::view::ShortText<32> {
-        crate::view::ShortText::from_ascii(crate::hex::lower_16(self.0))
+        crate::view::ShortText::from_ascii(self.hex_digits())
     }
 }
 
@@ -269,8 +276,14 @@ impl EventIdHasher {
         out: &mut Vec<EventId>,
     ) {
         self.blocks.clear();
-        self.blocks
-            .extend(records.into_iter().map(|(k, s, e)| v2_block(k, s, e)));
+        // A batch's records share their window end (one drain), and
+        // many their start: each converted once while it repeats.
+        let (mut start, mut end) = (LastSeconds::default(), LastSeconds::default());
+        self.blocks.extend(
+            records
+                .into_iter()
+                .map(|(k, s, e)| v2_block_of(k, start.of(s), end.of(e))),
+        );
         let inputs: Vec<&Block> = self.blocks.iter().collect();
         self.digests.clear();
         self.digests.resize(inputs.len() * 32, 0);
@@ -320,6 +333,29 @@ pub fn event_id(
 
 /// The v2 block of one record (module doc).
 fn v2_block(key: &FlowKey, window_start: SystemTime, window_end: SystemTime) -> Block {
+    v2_block_of(key, unix_seconds(window_start), unix_seconds(window_end))
+}
+
+/// The last time converted by [`unix_seconds`], and what it gave.
+#[derive(Default)]
+struct LastSeconds(Option<(SystemTime, (i64, u32))>);
+
+impl LastSeconds {
+    #[inline]
+    fn of(&mut self, t: SystemTime) -> (i64, u32) {
+        match self.0 {
+            Some((at, seconds)) if at == t => seconds,
+            _ => {
+                let seconds = unix_seconds(t);
+                self.0 = Some((t, seconds));
+                seconds
+            }
+        }
+    }
+}
+
+/// [`v2_block`] with the window already in [`unix_seconds`].
+fn v2_block_of(key: &FlowKey, window_start: (i64, u32), window_end: (i64, u32)) -> Block {
     let mut b = [0u8; 64];
     for (at, addr) in [(0, key.src_addr), (17, key.dst_addr)] {
         match addr {
@@ -336,8 +372,7 @@ fn v2_block(key: &FlowKey, window_start: SystemTime, window_end: SystemTime) -> 
     b[34] = key.protocol;
     b[35..37].copy_from_slice(&key.src_port.to_be_bytes());
     b[37..39].copy_from_slice(&key.dst_port.to_be_bytes());
-    for (at, t) in [(39, window_start), (51, window_end)] {
-        let (secs, nanos) = unix_seconds(t);
+    for (at, (secs, nanos)) in [(39, window_start), (51, window_end)] {
         b[at..at + 8].copy_from_slice(&secs.to_be_bytes());
         b[at + 8..at + 12].copy_from_slice(&nanos.to_be_bytes());
     }

@@ -32,10 +32,10 @@ pub(crate) fn lower_16_into(bytes: [u8; 16], out: &mut Vec<u8>) {
 }
 
 /// Eight bytes (`half`, the first in its lowest bits) as 16 lowercase hex
-/// digits in one 128-bit word (the first digit in the lowest byte): each byte spread to a 16-bit lane, its two
-/// nibbles put in the lane's two bytes, and every nibble turned into its
-/// digit at once (`'0' + n`, plus `'a' - '0' - 10` where `n > 9`). No table
-/// reads, no per-digit stores.
+/// digits in one 128-bit word (the first digit in the lowest byte): each
+/// byte spread to a 16-bit lane, its two nibbles put in the lane's two
+/// bytes, and every nibble turned into its digit at once (`'0' + n`, plus
+/// `'a' - '0' - 10` where `n > 9`). No table reads, no per-digit stores.
 #[inline]
 fn lower_8(half: u64) -> u128 {
     const LOW_BYTES: u128 = 0x00ff_00ff_00ff_00ff_00ff_00ff_00ff_00ff;

@@ -27,10 +27,10 @@ pub fn flow(f: &Flow, node: &str) -> Value {
         "src_port": f.key.src_port,
         "dst_addr": f.key.dst_addr.to_string(),
         "dst_port": f.key.dst_port,
-        "interface": f.interface.name,
+        "interface": &*f.interface.name,
         "ifindex": f.interface.ifindex,
         "initiator_hook": f.initiator_hook.as_str(),
-        "interfaces": f.interfaces.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
+        "interfaces": f.interfaces.iter().map(|i| &*i.name).collect::<Vec<_>>(),
         "orientation": f.orientation.as_str(),
         "window_start": rfc3339(f.window_start),
         "window_end": rfc3339(f.window_end),
@@ -132,7 +132,7 @@ mod tests {
     fn flow_record_shape() {
         let iface = |i: u32, n: &str| InterfaceRef {
             ifindex: i,
-            name: n.to_string(),
+            name: n.into(),
         };
         let f = Flow {
             key: FlowKey {

@@ -525,45 +525,126 @@ fn fill_hole(
         out.extend_from_slice(kept);
         return;
     }
-    let w = &mut ProtoWriter::new(out);
-    let mut a = Attributes {
-        w,
-        field: LOG_RECORD_ATTRIBUTES,
-    };
     match h {
-        hole::TIME => nanos_field(a.w, LOG_RECORD_TIME_UNIX_NANO, times.window_end),
-        hole::EVENT_ID => {
-            // `Attributes::ascii` of the 32 hex digits, written in place.
-            a.begin_sized_value(key!("flowscribe.event_id"), 1 + 1 + 32);
-            a.w.begin_sized(ANY_VALUE_STRING, 32);
-            event_id.write_hex(a.w.buf);
-        }
-        hole::WINDOW_START => a.int(
+        hole::TIME => nanos_field(
+            &mut ProtoWriter::new(out),
+            LOG_RECORD_TIME_UNIX_NANO,
+            times.window_end,
+        ),
+        hole::EVENT_ID => event_id_attribute(out, event_id),
+        hole::WINDOW_START => int_attribute(
+            out,
             key!("flowscribe.flow.window.start_unix_nano"),
             times.window_start,
         ),
-        hole::LAST_PACKET => a.int(
+        hole::LAST_PACKET => int_attribute(
+            out,
             key!("flowscribe.flow.last_packet_unix_nano"),
             times.last_packet,
         ),
-        hole::BYTES_FORWARD => a.int(key!("flowscribe.flow.bytes.forward"), f.forward.bytes),
-        hole::BYTES_REVERSE => a.int(key!("flowscribe.flow.bytes.reverse"), f.reverse.bytes),
-        hole::PACKETS_FORWARD => a.int(key!("flowscribe.flow.packets.forward"), f.forward.packets),
-        hole::PACKETS_REVERSE => a.int(key!("flowscribe.flow.packets.reverse"), f.reverse.packets),
-        hole::SOURCE_PORT => a.int(key!("source.port"), f.key.src_port.into()),
+        hole::BYTES_FORWARD => {
+            int_attribute(out, key!("flowscribe.flow.bytes.forward"), f.forward.bytes);
+        }
+        hole::BYTES_REVERSE => {
+            int_attribute(out, key!("flowscribe.flow.bytes.reverse"), f.reverse.bytes);
+        }
+        hole::PACKETS_FORWARD => int_attribute(
+            out,
+            key!("flowscribe.flow.packets.forward"),
+            f.forward.packets,
+        ),
+        hole::PACKETS_REVERSE => int_attribute(
+            out,
+            key!("flowscribe.flow.packets.reverse"),
+            f.reverse.packets,
+        ),
+        hole::SOURCE_PORT => int_attribute(out, key!("source.port"), f.key.src_port.into()),
         hole::COMMUNITY_ID => {
             // The template has one, so the key's families match and so
             // does this one's: `None` cannot happen here.
             if let Some(c) = community_id_text(&f.key, times.community_id_seed) {
-                a.ascii(key!("flowscribe.community_id"), c.as_bytes());
+                Attributes {
+                    w: &mut ProtoWriter::new(out),
+                    field: LOG_RECORD_ATTRIBUTES,
+                }
+                .ascii(key!("flowscribe.community_id"), c.as_bytes());
             }
         }
-        hole::FIRST_PACKET => a.int(
+        hole::FIRST_PACKET => int_attribute(
+            out,
             key!("flowscribe.flow.first_packet_unix_nano"),
             unix_nanos(f.first_packet),
         ),
-        _ => nanos_field(a.w, LOG_RECORD_OBSERVED_TIME_UNIX_NANO, times.observed),
+        _ => nanos_field(
+            &mut ProtoWriter::new(out),
+            LOG_RECORD_OBSERVED_TIME_UNIX_NANO,
+            times.observed,
+        ),
     }
+}
+
+/// The record attribute [`Attributes::int`] writes for `key` and `v`,
+/// put together in a buffer and appended with one copy of a known size
+/// (one capacity check instead of seven): a template's counters and
+/// times, several per record.
+#[inline(always)]
+fn int_attribute(out: &mut Vec<u8>, key: EncodedKey, v: u64) {
+    // Room for the tags and lengths (5 bytes), the key and 16 bytes of
+    // varint.
+    const ROOM: usize = 96;
+    let v = i64::try_from(v).unwrap_or(i64::MAX) as u64;
+    let (digits, n) = crate::protobuf::varint_bytes(v);
+    let k = key.0.len();
+    let any_len = 1 + n;
+    let kv_len = k + 2 + any_len;
+    if 5 + k + digits.len() > ROOM || kv_len >= 0x80 {
+        let w = &mut ProtoWriter::new(out);
+        Attributes {
+            w,
+            field: LOG_RECORD_ATTRIBUTES,
+        }
+        .int(key, v);
+        return;
+    }
+    let mut b = [0u8; ROOM];
+    // Field numbers under 16 and lengths under 128 are one byte each.
+    b[0] = (LOG_RECORD_ATTRIBUTES << 3 | 2) as u8;
+    b[1] = kv_len as u8;
+    b[2..2 + k].copy_from_slice(key.0);
+    b[2 + k] = (KEY_VALUE_VALUE << 3 | 2) as u8;
+    b[3 + k] = any_len as u8;
+    b[4 + k] = (ANY_VALUE_INT << 3) as u8;
+    b[5 + k..5 + k + digits.len()].copy_from_slice(&digits);
+    let start = out.len();
+    out.extend_from_slice(&b);
+    out.truncate(start + 5 + k + n);
+}
+
+/// `flowscribe.event_id` as `Attributes::ascii` writes it: every length
+/// is fixed, so the attribute is one block of known size.
+#[inline(always)]
+fn event_id_attribute(out: &mut Vec<u8>, id: EventId) {
+    const KEY: EncodedKey = key!("flowscribe.event_id");
+    const HEAD: usize = 2 + KEY.0.len() + 4;
+    const PREFIX: [u8; HEAD] = {
+        let mut p = [0u8; HEAD];
+        p[0] = (LOG_RECORD_ATTRIBUTES << 3 | 2) as u8;
+        p[1] = (KEY.0.len() + 2 + 2 + 32) as u8;
+        let mut i = 0;
+        while i < KEY.0.len() {
+            p[2 + i] = KEY.0[i];
+            i += 1;
+        }
+        p[HEAD - 4] = (KEY_VALUE_VALUE << 3 | 2) as u8;
+        p[HEAD - 3] = 2 + 32;
+        p[HEAD - 2] = (ANY_VALUE_STRING << 3 | 2) as u8;
+        p[HEAD - 1] = 32;
+        p
+    };
+    let mut b = [0u8; HEAD + 32];
+    b[..HEAD].copy_from_slice(&PREFIX);
+    b[HEAD..].copy_from_slice(&id.hex_digits());
+    out.extend_from_slice(&b);
 }
 
 /// The times of a record's holes, in nanoseconds since the epoch.
@@ -1948,3 +2029,55 @@ pub const MAPPING: &[FieldMapping] = &[
         "",
     ),
 ];
+
+#[cfg(test)]
+mod int_attribute_tests {
+    use super::*;
+
+    /// `event_id_attribute` writes what `Attributes::ascii` writes.
+    #[test]
+    fn event_id_attribute_is_attributes_ascii() {
+        for (ctx, flow) in crate::test_flows::variations() {
+            let f = &flow.flow.flow;
+            let id = crate::event_id::event_id(&ctx.node, &f.key, f.window_start, f.window_end);
+            let mut want = vec![7u8];
+            Attributes {
+                w: &mut ProtoWriter::new(&mut want),
+                field: LOG_RECORD_ATTRIBUTES,
+            }
+            .ascii(key!("flowscribe.event_id"), id.to_hex().as_bytes());
+            let mut got = vec![7u8];
+            event_id_attribute(&mut got, id);
+            assert_eq!(got, want, "{id}");
+        }
+    }
+
+    /// `int_attribute` writes what `Attributes::int` writes, for values
+    /// of every length (saturated above `i64::MAX`), after other bytes,
+    /// and for a key too long for its buffer.
+    #[test]
+    fn int_attribute_is_attributes_int() {
+        let long = key!(
+            "flowscribe.a.key.that.is.longer.than.the.buffer.of.int_attribute.has.room.for.at.all"
+        );
+        for key in [
+            key!("source.port"),
+            key!("flowscribe.flow.bytes.forward"),
+            long,
+        ] {
+            for shift in 0..64 {
+                for v in [(1u64 << shift) - 1, 1 << shift, (1 << shift) + 1, u64::MAX] {
+                    let mut want = vec![7u8];
+                    Attributes {
+                        w: &mut ProtoWriter::new(&mut want),
+                        field: LOG_RECORD_ATTRIBUTES,
+                    }
+                    .int(key, v);
+                    let mut got = vec![7u8];
+                    int_attribute(&mut got, key, v);
+                    assert_eq!(got, want, "{v}");
+                }
+            }
+        }
+    }
+}

@@ -18,10 +18,16 @@
 //! first, whose templates fit only the same connection (key and first
 //! packet), and peer pairs by the flow key without the source port of
 //! protocols with ports ([`PeerKey`]), whose templates fit any connection
-//! between the two peers. Each entry keeps a copy of the flow,
-//! compared field by field except for the holes ([`same_except_holes`];
-//! `Arc`s compare by address first, then by value). The copy also keeps
-//! the shared objects alive. Values that are constant for one connection
+//! between the two peers. A template fits a record when the record's flow
+//! has the *shape* of the flow it was made from: everything but the key
+//! and the holes, written as words, the objects shared between records
+//! (pods, services, policies, names) by address (`shape`). The shape is
+//! kept at the start of the template's one allocation, so deciding
+//! costs one read of memory the record's writing reads next; equal
+//! shapes mean the two flows are equal but for the holes
+//! ([`same_except_holes`], the tests' reference), because each entry
+//! also keeps the flow it was made from, which keeps the objects at
+//! those addresses alive. Values that are constant for one connection
 //! (the Community ID, the first packet) are copied from the kept record
 //! when the record is of the same connection ([`Lookup::Hit`]'s
 //! `same_connection`), and computed otherwise. A peer pair is remembered
@@ -34,11 +40,16 @@
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
-use flowscribe_model::{ExplainedFlow, Flow, FlowKey};
+#[cfg(test)]
+use flowscribe_model::{DirectionCounters, Flow};
+use flowscribe_model::{ExplainedFlow, FlowKey};
 
 use crate::fragment_cache::{Admission, BoundedMap};
 use crate::view::has_ports;
+
+mod shape;
 
 /// A hole's kind: which per-window value goes there (the schema's own
 /// numbering).
@@ -65,26 +76,41 @@ pub(crate) type Mark = (usize, usize, Hole);
 /// successor.
 static NEXT_TEMPLATE_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A rendered record and where its holes are.
+/// Bytes per hole in a [`Template`]'s data: start, end and hole, each a
+/// `u32`.
+const HOLE_BYTES: usize = 12;
+
+/// A rendered record, where its holes are, and the shape of the flow it
+/// was made from (see `shape`), in one allocation: a record written from
+/// it reads one run of memory after the map's bucket.
 #[derive(Debug)]
 pub(crate) struct Template {
     /// Unique in the process; a template never changes after it is made.
     id: u64,
-    /// The whole record as it was rendered, holes included (the values
-    /// they held are what [`Template::write`] passes as `kept`).
-    bytes: Box<[u8]>,
-    /// Per hole: its start and end in `bytes`, and the hole.
-    holes: Box<[(u32, u32, Hole)]>,
+    /// The shape, the holes (per hole: its start and end in the record,
+    /// and the hole, [`HOLE_BYTES`]), then the whole record as it was
+    /// rendered, holes included (the values they held are what
+    /// [`Template::write`] passes as `kept`).
+    data: Box<[u8]>,
+    shape_len: u32,
+    holes: u32,
 }
 
 impl Template {
     /// The template of `record` (one whole record) whose holes are at
     /// `marks`, in the order written, but for the holes in `constant` (a
-    /// bit per [`Hole`]), which stay as they are in the record. `None`
-    /// when the marks are not in order or not inside the record (they
-    /// always are when recorded by the writers).
-    pub(crate) fn new(record: &[u8], marks: &[Mark], constant: HoleSet) -> Option<Template> {
-        let mut holes = Vec::with_capacity(marks.len());
+    /// bit per [`Hole`]), which stay as they are in the record, made from a
+    /// flow of shape `shape`. `None` when the marks are not in order or not
+    /// inside the record (they always are when recorded by the writers).
+    pub(crate) fn new(
+        record: &[u8],
+        marks: &[Mark],
+        constant: HoleSet,
+        shape: &[u8],
+    ) -> Option<Template> {
+        let holes = marks.iter().filter(|m| !constant.contains(m.2)).count();
+        let mut data = Vec::with_capacity(shape.len() + holes * HOLE_BYTES + record.len());
+        data.extend_from_slice(shape);
         let mut at = 0;
         for &(start, end, hole) in marks {
             if start < at || end < start || end > record.len() {
@@ -94,18 +120,32 @@ impl Template {
             if constant.contains(hole) {
                 continue;
             }
-            holes.push((u32::try_from(start).ok()?, u32::try_from(end).ok()?, hole));
+            for v in [
+                u32::try_from(start).ok()?,
+                u32::try_from(end).ok()?,
+                u32::from(hole),
+            ] {
+                data.extend_from_slice(&v.to_ne_bytes());
+            }
         }
+        data.extend_from_slice(record);
         Some(Template {
             id: NEXT_TEMPLATE_ID.fetch_add(1, Ordering::Relaxed),
-            bytes: record.into(),
-            holes: holes.into_boxed_slice(),
+            data: data.into_boxed_slice(),
+            shape_len: u32::try_from(shape.len()).ok()?,
+            holes: u32::try_from(holes).ok()?,
         })
     }
 
     /// This template's id, unique in the process.
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The shape of the flow it was made from.
+    #[inline]
+    fn shape(&self) -> &[u8] {
+        &self.data[..self.shape_len as usize]
     }
 
     /// Appends the record: the constant runs, with `fill` writing each
@@ -125,18 +165,29 @@ impl Template {
         mut spans: Option<&mut Vec<(u32, u32)>>,
         mut fill: impl FnMut(Hole, &[u8], &mut Vec<u8>),
     ) {
+        let (holes, bytes) =
+            self.data[self.shape_len as usize..].split_at(self.holes as usize * HOLE_BYTES);
         // The holes are numbers, times and ids: a few hundred bytes.
-        out.reserve(self.bytes.len() + 512);
+        out.reserve(bytes.len() + 512);
         let record = out.len();
         if let Some(spans) = spans.as_deref_mut() {
             spans.clear();
         }
+        let word = |h: &[u8], i: usize| {
+            let mut w = [0; 4];
+            w.copy_from_slice(&h[4 * i..4 * i + 4]);
+            u32::from_ne_bytes(w) as usize
+        };
         let mut at = 0;
-        for &(start, end, hole) in self.holes.iter() {
-            let (start, end) = (start as usize, end as usize);
-            out.extend_from_slice(&self.bytes[at..start]);
+        for h in holes.chunks_exact(HOLE_BYTES) {
+            let (start, end, hole) = (word(h, 0), word(h, 1), word(h, 2) as Hole);
+            // Holes often follow each other (the counters): an empty run
+            // would still be a call to `memcpy`.
+            if start > at {
+                out.extend_from_slice(&bytes[at..start]);
+            }
             let value = out.len();
-            fill(hole, &self.bytes[start..end], out);
+            fill(hole, &bytes[start..end], out);
             if let Some(spans) = spans.as_deref_mut() {
                 // A record is a few KiB; a span that does not fit is noted
                 // empty, which no form template accepts.
@@ -146,7 +197,7 @@ impl Template {
             }
             at = end;
         }
-        out.extend_from_slice(&self.bytes[at..]);
+        out.extend_from_slice(&bytes[at..]);
     }
 }
 
@@ -155,9 +206,10 @@ impl Template {
 /// packet counters, the source port of protocols with ports (and the
 /// observed time, the event id and the Community ID, which are not in the
 /// flow). Everything else is compared: the rest of the key, TCP flags,
-/// state, end reason and drops included. The destructuring makes a new
-/// field of `Flow` a compile error here until it is sorted into one of the
-/// two.
+/// state, end reason and drops included. What equal shapes (`shape`) must
+/// imply; the destructuring makes a new field of `Flow` a compile error
+/// here until it is sorted into one of the two.
+#[cfg(test)]
 pub(crate) fn same_except_holes(a: &ExplainedFlow, b: &ExplainedFlow) -> bool {
     let Flow {
         key,
@@ -169,16 +221,26 @@ pub(crate) fn same_except_holes(a: &ExplainedFlow, b: &ExplainedFlow) -> bool {
         window_end: _,
         first_packet: _,
         last_packet: _,
-        forward,
-        reverse,
+        forward:
+            DirectionCounters {
+                packets: _,
+                bytes: _,
+                tcp_flags: forward_flags,
+            },
+        reverse:
+            DirectionCounters {
+                packets: _,
+                bytes: _,
+                tcp_flags: reverse_flags,
+            },
         state,
         end_reason,
         drops,
     } = &a.flow.flow;
     let o = &b.flow.flow;
     PeerKey::of(key) == PeerKey::of(&o.key)
-        && forward.tcp_flags == o.forward.tcp_flags
-        && reverse.tcp_flags == o.reverse.tcp_flags
+        && *forward_flags == o.forward.tcp_flags
+        && *reverse_flags == o.reverse.tcp_flags
         && *state == o.state
         && *end_reason == o.end_reason
         && *initiator_hook == o.initiator_hook
@@ -190,12 +252,6 @@ pub(crate) fn same_except_holes(a: &ExplainedFlow, b: &ExplainedFlow) -> bool {
         && a.flow.source == b.flow.source
         && a.flow.destination == b.flow.destination
         && a.trace == b.trace
-}
-
-/// Whether `a` and `b` are records of one connection: the same flow key
-/// and first packet (a key reused by a later connection has another).
-fn same_connection(a: &Flow, b: &Flow) -> bool {
-    a.key == b.key && a.first_packet == b.first_packet
 }
 
 /// A flow key as a map key: compared in full, hashed as three words
@@ -269,11 +325,34 @@ pub(crate) enum Lookup<'m> {
 
 #[derive(Debug)]
 struct Entry {
-    /// The flow and template of its last record; `None` after the first.
+    /// The template of its last record; `None` after the first. Kept in
+    /// the map's bucket, so that a hit reads the bucket, then the
+    /// template's data.
+    template: Option<Template>,
+    /// The flow the template was made from: never read on a hit, it keeps
+    /// the objects alive whose addresses the template's shape holds.
     /// Boxed, so that the map's buckets stay small for probing.
-    made: Option<Box<(ExplainedFlow, Template)>>,
+    _pin: Option<Box<ExplainedFlow>>,
+    /// Of the flow the template was made from: a record with the same
+    /// first packet and source port (under the same key or peers) is of
+    /// its connection (a key reused by a later connection has another
+    /// first packet).
+    first_packet: SystemTime,
+    source_port: u16,
     /// Records since the template last fitted (peer pairs only).
     misfits: u8,
+}
+
+impl Entry {
+    fn empty() -> Entry {
+        Entry {
+            template: None,
+            _pin: None,
+            first_packet: SystemTime::UNIX_EPOCH,
+            source_port: 0,
+            misfits: 0,
+        }
+    }
 }
 
 /// Records of other connections between two peers that a peers'
@@ -319,10 +398,16 @@ impl<K: Hash + Eq + Copy> Templates<K> {
         }
     }
 
-    /// What this map says about `flow`'s record; with `exact`, a template
-    /// fits only a record of its own connection.
+    /// What this map says about `flow`'s record (`shape` is its shape);
+    /// with `exact`, a template fits only a record of its own connection.
     #[inline]
-    fn find(&mut self, key: K, flow: &ExplainedFlow, exact: bool) -> Found<'_> {
+    fn find(
+        &mut self,
+        key: K,
+        flow: &ExplainedFlow,
+        shape: &mut LazyShape,
+        exact: bool,
+    ) -> Found<'_> {
         if !self.admission.admit((self.lookups, self.misses)) {
             return Found::New;
         }
@@ -330,14 +415,14 @@ impl<K: Hash + Eq + Copy> Templates<K> {
         let mut seen = true;
         let entry = self.map.get_or_insert_with(key, || {
             seen = false;
-            Entry {
-                made: None,
-                misfits: 0,
-            }
+            Entry::empty()
         });
-        if let Some((made, template)) = entry.made.as_deref() {
-            if same_except_holes(made, flow) {
-                let same = same_connection(&made.flow.flow, &flow.flow.flow);
+        if let Some(template) = entry.template.as_ref() {
+            if shape.of(flow) == template.shape() {
+                // The key (or the peers) are the map's.
+                let f = &flow.flow.flow;
+                let same =
+                    entry.source_port == f.key.src_port && entry.first_packet == f.first_packet;
                 if same || !exact {
                     entry.misfits = 0;
                     return Found::Template(template, same);
@@ -356,12 +441,41 @@ impl<K: Hash + Eq + Copy> Templates<K> {
     }
 
     fn store(&mut self, key: K, flow: &ExplainedFlow, template: Template) {
-        let entry = self.map.get_or_insert_with(key, || Entry {
-            made: None,
+        let entry = self.map.get_or_insert_with(key, Entry::empty);
+        let f = &flow.flow.flow;
+        *entry = Entry {
+            template: Some(template),
+            _pin: Some(Box::new(flow.clone())),
+            first_packet: f.first_packet,
+            source_port: f.key.src_port,
             misfits: 0,
-        });
-        entry.made = Some(Box::new((flow.clone(), template)));
-        entry.misfits = 0;
+        };
+    }
+}
+
+/// A flow's shape, written when first needed (a lookup that finds no
+/// template does not need it).
+#[derive(Debug, Default)]
+struct LazyShape {
+    words: shape::ShapeWords,
+    written: bool,
+}
+
+impl LazyShape {
+    /// `flow`'s shape, written on the first call after [`LazyShape::forget`].
+    #[inline]
+    fn of(&mut self, flow: &ExplainedFlow) -> &[u8] {
+        if !self.written {
+            shape::shape(flow, &mut self.words);
+            self.written = true;
+        }
+        self.words.bytes()
+    }
+
+    /// For the next flow.
+    #[inline]
+    fn forget(&mut self) {
+        self.written = false;
     }
 }
 
@@ -397,6 +511,8 @@ pub(crate) struct ConnectionMemo {
     /// map.
     marks: Vec<Mark>,
     recording: Option<Recording>,
+    /// The shape of the flow being looked up or stored.
+    shape: LazyShape,
 }
 
 impl ConnectionMemo {
@@ -446,6 +562,7 @@ impl ConnectionMemo {
             peer_own_hits: 0,
             marks: Vec::new(),
             recording: None,
+            shape: LazyShape::default(),
         }
     }
 
@@ -454,7 +571,11 @@ impl ConnectionMemo {
     pub(crate) fn lookup(&mut self, flow: &ExplainedFlow) -> Lookup<'_> {
         let key = &flow.flow.flow.key;
         self.recording = None;
-        match self.connections.find(ConnectionKey(*key), flow, true) {
+        self.shape.forget();
+        match self
+            .connections
+            .find(ConnectionKey(*key), flow, &mut self.shape, true)
+        {
             Found::Template(template, _) => {
                 self.hits += 1;
                 Lookup::Hit {
@@ -467,7 +588,10 @@ impl ConnectionMemo {
                 self.recording = Some(Recording::Connection);
                 Lookup::Record(&mut self.marks)
             }
-            Found::New => match self.peers.find(PeerKey::of(key), flow, false) {
+            Found::New => match self
+                .peers
+                .find(PeerKey::of(key), flow, &mut self.shape, false)
+            {
                 Found::Template(template, same_connection) => {
                     self.hits += 1;
                     self.peer_hits += u64::from(!same_connection);
@@ -491,14 +615,19 @@ impl ConnectionMemo {
     /// as the template of `flow`'s connection or peers.
     pub(crate) fn store_recorded(&mut self, flow: &ExplainedFlow, record: &[u8]) {
         let key = &flow.flow.flow.key;
-        match self.recording.take() {
+        let recording = self.recording.take();
+        // Written afresh: the lookup wrote it only if it met a template.
+        self.shape.forget();
+        match recording {
             Some(Recording::Peers) => {
-                if let Some(t) = Template::new(record, &self.marks, HoleSet::default()) {
+                let shape = self.shape.of(flow);
+                if let Some(t) = Template::new(record, &self.marks, HoleSet::default(), shape) {
                     self.peers.store(PeerKey::of(key), flow, t);
                 }
             }
             Some(Recording::Connection) => {
-                if let Some(t) = Template::new(record, &self.marks, self.per_connection) {
+                let shape = self.shape.of(flow);
+                if let Some(t) = Template::new(record, &self.marks, self.per_connection, shape) {
                     self.connections.store(ConnectionKey(*key), flow, t);
                 }
             }
@@ -507,11 +636,14 @@ impl ConnectionMemo {
         }
     }
 
-    /// Keeps `template` as the template of `flow`'s connection, or of its
-    /// peers (tests of the lookups).
+    /// Keeps `record`, with holes at `marks`, as the template of `flow`'s
+    /// connection, or of its peers (tests of the lookups).
     #[cfg(test)]
-    fn store(&mut self, flow: &ExplainedFlow, template: Template, peers: bool) {
+    fn store(&mut self, flow: &ExplainedFlow, record: &[u8], marks: &[Mark], peers: bool) {
         let key = &flow.flow.flow.key;
+        self.shape.forget();
+        let shape = self.shape.of(flow);
+        let template = Template::new(record, marks, HoleSet::default(), shape).unwrap();
         if peers {
             self.peers.store(PeerKey::of(key), flow, template);
         } else {
@@ -575,11 +707,7 @@ mod tests {
         let mut memo = ConnectionMemo::new(16, HoleSet::default());
         assert!(matches!(memo.lookup(&flow), Lookup::Render));
         assert!(matches!(memo.lookup(&flow), Lookup::Record(_)));
-        memo.store(
-            &flow,
-            Template::new(b"ab", &[(1, 1, 0)], HoleSet::default()).unwrap(),
-            false,
-        );
+        memo.store(&flow, b"ab", &[(1, 1, 0)], false);
         let mut next = flow.clone();
         next.flow.flow.window_end += std::time::Duration::from_secs(10);
         next.flow.flow.forward.bytes += 1;
@@ -666,7 +794,15 @@ mod tests {
 
     #[test]
     fn a_template_writes_its_holes_in_place() {
-        let t = Template::new(b"a:1,b:22,c", &[(2, 3, 7), (6, 8, 9)], HoleSet::default()).unwrap();
+        // A shape before the record's bytes: only the record is written.
+        let t = Template::new(
+            b"a:1,b:22,c",
+            &[(2, 3, 7), (6, 8, 9)],
+            HoleSet::default(),
+            b"SHAPE---",
+        )
+        .unwrap();
+        assert_eq!(t.shape(), b"SHAPE---");
         let mut out = b"xyz".to_vec();
         let mut spans = vec![(9, 9)];
         t.write_noting(&mut out, Some(&mut spans), |h, kept, out| {
@@ -678,22 +814,37 @@ mod tests {
         // The spans are relative to the record's start, in hole order.
         assert_eq!(spans, [(2, 7), (10, 16)]);
         assert_eq!(&out[3 + 2..3 + 7], b"<7:1>");
-        out.drain(..3);
-        // Marks out of order or outside the record are refused.
-        // Holes kept constant stay as they were.
-        let t = Template::new(b"a:1,b:22,c", &[(2, 3, 7), (6, 8, 9)], HoleSet(1 << 9)).unwrap();
+        // Holes kept constant stay as they were; adjacent holes and holes
+        // at the ends leave no gap.
+        let t = Template::new(
+            b"a:1,b:22,c",
+            &[(2, 3, 7), (6, 8, 9)],
+            HoleSet(1 << 9),
+            b"s",
+        )
+        .unwrap();
         out.clear();
         t.write_noting(&mut out, Some(&mut spans), |h, _, out| {
             out.extend_from_slice(format!("<{h}>").as_bytes())
         });
         assert_eq!(out, b"a:<7>,b:22,c");
         assert_eq!(spans, [(2, 5)]);
+        let ends =
+            Template::new(b"1234", &[(0, 1, 1), (1, 2, 2), (3, 4, 3)], HoleSet(0), b"").unwrap();
+        out.clear();
+        ends.write(&mut out, |h, kept, out| {
+            out.push(b'<');
+            out.push(b'0' + h);
+            out.extend_from_slice(kept);
+            out.push(b'>');
+        });
+        assert_eq!(out, b"<11><22>3<34>");
         // Each template has its own id.
-        let other = Template::new(b"a:1,b:22,c", &[(2, 3, 7)], HoleSet(1 << 9)).unwrap();
+        let other = Template::new(b"a:1,b:22,c", &[(2, 3, 7)], HoleSet(1 << 9), b"").unwrap();
         assert_ne!(t.id(), other.id());
         // Marks out of order or outside the record are refused.
         let none = HoleSet::default();
-        assert!(Template::new(b"abc", &[(2, 3, 0), (0, 1, 1)], none).is_none());
-        assert!(Template::new(b"abc", &[(2, 4, 0)], none).is_none());
+        assert!(Template::new(b"abc", &[(2, 3, 0), (0, 1, 1)], none, b"").is_none());
+        assert!(Template::new(b"abc", &[(2, 4, 0)], none, b"").is_none());
     }
 }

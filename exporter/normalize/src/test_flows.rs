@@ -404,7 +404,7 @@ impl Connections {
                 let (_, g) = self.flows.next_flow();
                 f.trace = g.trace;
             }
-            5 => ff.interface.name = format!("if{}", self.rng.below(3)),
+            5 => ff.interface.name = format!("if{}", self.rng.below(3)).into(),
             // Not a connection's own, but the record must still be right.
             6 => ff.first_packet += Duration::from_millis(1),
             // Another connection between the same peers (for ICMP: other

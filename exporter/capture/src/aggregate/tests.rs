@@ -8,8 +8,8 @@ const S: u64 = 1_000_000_000;
 
 struct TestNames;
 impl Names for TestNames {
-    fn interface(&self, ifindex: u32) -> String {
-        format!("if{ifindex}")
+    fn interface(&self, ifindex: u32) -> std::sync::Arc<str> {
+        format!("if{ifindex}").into()
     }
     fn drop_reason(&self, value: u32) -> String {
         format!("R{value}")

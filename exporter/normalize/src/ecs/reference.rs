@@ -102,7 +102,7 @@ pub fn flow_document(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) 
         "hostname": ctx.node,
         "name": ctx.node,
     });
-    observer["ingress"] = json!({"interface": {"name": f.interface.name,
+    observer["ingress"] = json!({"interface": {"name": &*f.interface.name,
                                                 "id": f.interface.ifindex.to_string()}});
 
     let mut doc = json!({
@@ -282,7 +282,7 @@ fn flowscribe_namespace_value(view: &FlowView<'_>) -> Value {
         "state": f.state.as_str(),
         "orientation": f.orientation.as_str(),
         "initiator_hook": f.initiator_hook.as_str(),
-        "interfaces": f.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        "interfaces": f.interfaces.iter().map(|i| &*i.name).collect::<Vec<_>>(),
         "first_packet": rfc3339(f.first_packet),
         "last_packet": rfc3339(f.last_packet),
     });

@@ -55,7 +55,7 @@ pub fn log_record(ctx: &Context, flow: &ExplainedFlow, observed: SystemTime) -> 
         a.push(kv("source.port", int(key.src_port.into())));
         a.push(kv("destination.port", int(key.dst_port.into())));
     }
-    a.push(kv("network.interface.name", s(f.interface.name.as_str())));
+    a.push(kv("network.interface.name", s(&*f.interface.name)));
     a.push(kv("flowscribe.event_id", s(view.event_id.as_str())));
     if let Some(c) = &view.community_id {
         a.push(kv("flowscribe.community_id", s(c.as_str())));

@@ -24,7 +24,7 @@ fn pod_flow(
 ) -> EnrichedFlow {
     let interface = InterfaceRef {
         ifindex: 2,
-        name: "eth0".to_string(),
+        name: "eth0".into(),
     };
     EnrichedFlow {
         flow: Flow {

@@ -108,7 +108,7 @@ pub(super) fn flow(from: &str, to: &str, port: u16, protocol: u8) -> EnrichedFlo
     let (dst_addr, destination) = endpoint(to);
     let interface = InterfaceRef {
         ifindex: 2,
-        name: "eth0".to_string(),
+        name: "eth0".into(),
     };
     EnrichedFlow {
         flow: Flow {
