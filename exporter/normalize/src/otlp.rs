@@ -657,10 +657,12 @@ struct WindowNanos {
     community_id_seed: u16,
 }
 
-/// The last window end and observed time converted, which the records of
-/// one batch share (one drain, one call).
+/// The last window start and end and observed time converted, which the
+/// records of one batch share (one drain, one call; a connection's window
+/// starts where the last drain's ended).
 #[derive(Debug, Default)]
 struct LastNanos {
+    window_start: Option<(SystemTime, u64)>,
     window_end: Option<(SystemTime, u64)>,
     observed: Option<(SystemTime, u64)>,
 }
@@ -684,7 +686,7 @@ impl LastNanos {
             }
         }
         WindowNanos {
-            window_start: unix_nanos(f.window_start),
+            window_start: last(&mut self.window_start, f.window_start),
             window_end: last(&mut self.window_end, f.window_end),
             last_packet: unix_nanos(f.last_packet),
             observed: last(&mut self.observed, observed),

@@ -232,6 +232,7 @@ impl Shape<'_> {
         self.text(last_reason);
     }
 
+    #[inline(always)]
     fn endpoint(&mut self, e: &Endpoint) {
         let Endpoint {
             kind,
@@ -286,6 +287,7 @@ impl Shape<'_> {
         }
     }
 
+    #[inline(always)]
     fn evaluation(&mut self, e: &Evaluation) {
         let Evaluation {
             egress,
@@ -297,6 +299,7 @@ impl Shape<'_> {
         self.side(ingress);
     }
 
+    #[inline(always)]
     fn side(&mut self, s: &SideVerdict) {
         let SideVerdict {
             direction,
