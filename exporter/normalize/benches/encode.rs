@@ -11,7 +11,9 @@
 //! cache's bound), `newconns` shares like `shared` but every record is a
 //! connection of its own (8,192 flow keys), so no connection template is
 //! used; in `shared` the same 512 connections are reported batch after
-//! batch and written from their templates. Goals (issue 5): ECS JSON ≥ 1.5 M/s, OTLP protobuf
+//! batch and written from their templates. `otlp-cached` hashes each
+//! record's event id alone; `otlp-cached-batch-ids` hashes a batch's ids
+//! side by side first, as the daemon does. Goals (issue 5): ECS JSON ≥ 1.5 M/s, OTLP protobuf
 //! ≥ 3 M/s per core; docs/benchmarks.md has the runs.
 //!
 //! `event_id/*` hashes the shared workload's event ids (layout v1 and v2
@@ -27,6 +29,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flowscribe_model::ExplainedFlow;
+use flowscribe_normalize::event_id::EventIdHasher;
 use flowscribe_normalize::{Schema, ecs, encode_flow, otlp};
 
 fn flows() -> Vec<ExplainedFlow> {
@@ -184,6 +187,34 @@ fn workload(c: &mut Criterion) {
                 black_box(out.len())
             })
         });
+        // As the daemon does: the batch's event ids hashed side by side
+        // first (timed), then each record given its id.
+        let mut encoder = otlp::OtlpEncoder::new(ctx.clone());
+        let mut hasher = EventIdHasher::new(&ctx.node);
+        let mut ids = Vec::with_capacity(BATCH);
+        group.bench_function(format!("otlp-cached-batch-ids/{sharing}"), |b| {
+            b.iter(|| {
+                out.clear();
+                let flows = batch();
+                ids.clear();
+                hasher.ids(
+                    black_box(flows).iter().map(|f| {
+                        let f = &f.flow.flow;
+                        (&f.key, f.window_start, f.window_end)
+                    }),
+                    &mut ids,
+                );
+                for (f, id) in flows.iter().zip(&ids) {
+                    encoder.write_log_record_with_event_id(
+                        black_box(f),
+                        observed,
+                        Some(*id),
+                        &mut out,
+                    );
+                }
+                black_box(out.len())
+            })
+        });
     }
     group.finish();
 }
@@ -194,7 +225,7 @@ fn workload(c: &mut Criterion) {
 /// does).
 fn event_ids(c: &mut Criterion) {
     use flowscribe_model::FlowKey;
-    use flowscribe_normalize::event_id::{EventId, EventIdHasher, event_id, event_id_v1};
+    use flowscribe_normalize::event_id::{EventId, event_id, event_id_v1};
     use std::time::SystemTime;
     const BATCH: usize = 512;
     let ctx = fixtures::context();
