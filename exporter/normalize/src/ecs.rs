@@ -27,8 +27,8 @@ use crate::event_id::EventId;
 use crate::json::{Fragment, JsonWriter, Key, frag, k};
 use crate::schema::row;
 use crate::view::{
-    AddrText, Decision, FlowView, Rfc3339Dates, community_id_text, duration_nanos, has_ports,
-    is_icmp, observed_str, rfc3339, rfc3339_bytes, tcp_flag_iter, write_policy_display,
+    AddrText, Decision, FlowView, LastConverted, Rfc3339Dates, community_id_text, duration_nanos,
+    has_ports, is_icmp, observed_str, rfc3339, rfc3339_bytes, tcp_flag_iter, write_policy_display,
     write_rule_name,
 };
 use crate::{Context, FieldMapping};
@@ -379,26 +379,8 @@ const ECS_VERSION_MEMBER: Fragment = Fragment::new(r#""ecs":{"version":"9.4.0"}"
 #[derive(Debug, Default)]
 struct TimeFormatter {
     dates: Rfc3339Dates,
-    window_end: LastTime,
-    observed: LastTime,
-}
-
-/// The last time formatted for one field, and its text.
-#[derive(Debug, Default)]
-struct LastTime(Option<(SystemTime, [u8; 30])>);
-
-impl LastTime {
-    #[inline]
-    fn format(&mut self, dates: &mut Rfc3339Dates, t: SystemTime) -> [u8; 30] {
-        match self.0 {
-            Some((last, text)) if last == t => text,
-            _ => {
-                let text = dates.format(t);
-                self.0 = Some((t, text));
-                text
-            }
-        }
-    }
+    window_end: LastConverted<[u8; 30]>,
+    observed: LastConverted<[u8; 30]>,
 }
 
 /// The timestamps of a document's holes (see [`fill_hole`]): the batch's
@@ -425,8 +407,8 @@ impl WindowTimes<'_> {
             observed: last_observed,
         } = formatter;
         WindowTimes {
-            window_end: window_end.format(dates, end),
-            observed: last_observed.format(dates, observed),
+            window_end: window_end.of(end, |t| dates.format(t)),
+            observed: last_observed.of(observed, |t| dates.format(t)),
             dates,
             community_id_seed,
         }
@@ -458,11 +440,11 @@ impl Times {
             observed: last_observed,
         } = formatter;
         Times {
-            window_end: window_end.format(dates, f.window_end),
+            window_end: window_end.of(f.window_end, |t| dates.format(t)),
             window_start: dates.format(f.window_start),
             first_packet: dates.format(f.first_packet),
             last_packet: dates.format(f.last_packet),
-            observed: last_observed.format(dates, observed),
+            observed: last_observed.of(observed, |t| dates.format(t)),
             source_deleted_at: ef.source.stale.map(|s| dates.format(s.deleted_at)),
             destination_deleted_at: ef.destination.stale.map(|s| dates.format(s.deleted_at)),
         }

@@ -97,6 +97,8 @@ use blake3::platform::Platform;
 use flowscribe_model::FlowKey;
 use sha2::{Digest as _, Sha256};
 
+use crate::view::LastConverted;
+
 /// The domain-separation prefix hashed before the fields; see the module doc.
 const EVENT_ID_V1_PREFIX: &[u8] = b"flowscribe/event-id/v1\0";
 
@@ -278,11 +280,11 @@ impl EventIdHasher {
         self.blocks.clear();
         // A batch's records share their window end (one drain), and
         // many their start: each converted once while it repeats.
-        let (mut start, mut end) = (LastSeconds::default(), LastSeconds::default());
+        let (mut start, mut end) = (LastConverted::default(), LastConverted::default());
         self.blocks.extend(
-            records
-                .into_iter()
-                .map(|(k, s, e)| v2_block_of(k, start.of(s), end.of(e))),
+            records.into_iter().map(|(k, s, e)| {
+                v2_block_of(k, start.of(s, unix_seconds), end.of(e, unix_seconds))
+            }),
         );
         let inputs: Vec<&Block> = self.blocks.iter().collect();
         self.digests.clear();
@@ -334,24 +336,6 @@ pub fn event_id(
 /// The v2 block of one record (module doc).
 fn v2_block(key: &FlowKey, window_start: SystemTime, window_end: SystemTime) -> Block {
     v2_block_of(key, unix_seconds(window_start), unix_seconds(window_end))
-}
-
-/// The last time converted by [`unix_seconds`], and what it gave.
-#[derive(Default)]
-struct LastSeconds(Option<(SystemTime, (i64, u32))>);
-
-impl LastSeconds {
-    #[inline]
-    fn of(&mut self, t: SystemTime) -> (i64, u32) {
-        match self.0 {
-            Some((at, seconds)) if at == t => seconds,
-            _ => {
-                let seconds = unix_seconds(t);
-                self.0 = Some((t, seconds));
-                seconds
-            }
-        }
-    }
 }
 
 /// [`v2_block`] with the window already in [`unix_seconds`].

@@ -43,8 +43,8 @@ use crate::event_id::EventId;
 use crate::protobuf::{Nested, ProtoWriter, varint_len};
 use crate::schema::row;
 use crate::view::{
-    FlowView, Severity, community_id_text, has_ports, is_icmp, observed_str, tcp_flag_iter,
-    unix_nanos, write_policy_display, write_rule_id, write_rule_name,
+    FlowView, LastConverted, Severity, community_id_text, has_ports, is_icmp, observed_str,
+    tcp_flag_iter, unix_nanos, write_policy_display, write_rule_id, write_rule_name,
 };
 use crate::{Context, FieldMapping};
 
@@ -662,9 +662,9 @@ struct WindowNanos {
 /// starts where the last drain's ended).
 #[derive(Debug, Default)]
 struct LastNanos {
-    window_start: Option<(SystemTime, u64)>,
-    window_end: Option<(SystemTime, u64)>,
-    observed: Option<(SystemTime, u64)>,
+    window_start: LastConverted<u64>,
+    window_end: LastConverted<u64>,
+    observed: LastConverted<u64>,
 }
 
 impl LastNanos {
@@ -675,21 +675,11 @@ impl LastNanos {
         observed: SystemTime,
         community_id_seed: u16,
     ) -> WindowNanos {
-        fn last(slot: &mut Option<(SystemTime, u64)>, t: SystemTime) -> u64 {
-            match *slot {
-                Some((at, nanos)) if at == t => nanos,
-                _ => {
-                    let nanos = unix_nanos(t);
-                    *slot = Some((t, nanos));
-                    nanos
-                }
-            }
-        }
         WindowNanos {
-            window_start: last(&mut self.window_start, f.window_start),
-            window_end: last(&mut self.window_end, f.window_end),
+            window_start: self.window_start.of(f.window_start, unix_nanos),
+            window_end: self.window_end.of(f.window_end, unix_nanos),
             last_packet: unix_nanos(f.last_packet),
-            observed: last(&mut self.observed, observed),
+            observed: self.observed.of(observed, unix_nanos),
             community_id_seed,
         }
     }

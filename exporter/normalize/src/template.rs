@@ -612,13 +612,13 @@ impl ConnectionMemo {
     }
 
     /// Keeps `record`, rendered after [`Lookup::Record`] with its marks,
-    /// as the template of `flow`'s connection or peers.
+    /// as the template of `flow`'s connection or peers (`flow` is the flow
+    /// of that lookup, the last one).
     pub(crate) fn store_recorded(&mut self, flow: &ExplainedFlow, record: &[u8]) {
         let key = &flow.flow.flow.key;
-        let recording = self.recording.take();
-        // Written afresh: the lookup wrote it only if it met a template.
-        self.shape.forget();
-        match recording {
+        // The shape is the lookup's (which set `recording` for this flow):
+        // written there if it met a template, else on first use below.
+        match self.recording.take() {
             Some(Recording::Peers) => {
                 let shape = self.shape.of(flow);
                 if let Some(t) = Template::new(record, &self.marks, HoleSet::default(), shape) {

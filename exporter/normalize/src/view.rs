@@ -449,6 +449,33 @@ pub fn is_icmp(protocol: u8) -> bool {
     matches!(protocol, 1 | 58)
 }
 
+/// The last time converted, and what it gave: the records of one batch
+/// share times (a drain's window end, often its start, the observed
+/// time), each converted once while it repeats.
+#[derive(Debug)]
+pub(crate) struct LastConverted<T>(Option<(SystemTime, T)>);
+
+impl<T> Default for LastConverted<T> {
+    fn default() -> Self {
+        LastConverted(None)
+    }
+}
+
+impl<T: Copy> LastConverted<T> {
+    /// `convert(t)`, or what it gave last time when `t` is that time.
+    #[inline]
+    pub(crate) fn of(&mut self, t: SystemTime, convert: impl FnOnce(SystemTime) -> T) -> T {
+        match self.0 {
+            Some((at, v)) if at == t => v,
+            _ => {
+                let v = convert(t);
+                self.0 = Some((t, v));
+                v
+            }
+        }
+    }
+}
+
 /// Nanoseconds since the Unix epoch; 0 for times before it.
 pub fn unix_nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
