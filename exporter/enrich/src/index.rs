@@ -295,19 +295,8 @@ pub type Query = (IpAddr, Option<(u16, u8)>, SystemTime);
 /// a dozen or two), few enough that the lines they bring stay in the
 /// first-level cache until used.
 const BATCH_CHUNK: usize = 64;
-
-/// What pass 2 of [`IdentityIndex::resolve_batch`] found for a query.
-#[derive(Clone, Copy)]
-enum Picked<'a> {
-    /// No pod held the address at the flow's time.
-    Nothing,
-    /// The one holding of the address, open since before every flow of the
-    /// batch: live at the flow's time, whatever it is.
-    Live(&'a Holding<PodHolder>),
-    /// The holding [`pick`] chose for the flow's time, and that time
-    /// (the holding may be stale at it).
-    At(&'a Holding<PodHolder>, Nanos),
-}
+// Pass 2 marks a chunk's queries in a 64-bit mask.
+const _: () = assert!(BATCH_CHUNK <= 64);
 
 /// The last time converted to [`Nanos`]: both ends of a flow share its
 /// time, and a conversion costs ~55 instructions (callgrind), against ~300
@@ -1017,38 +1006,39 @@ impl IdentityIndex {
             // Pass 2: probe (the slots are in the cache now) and pick the
             // holding at the flow's time, touching the picked identities'
             // strong counts: the lines the clones in pass 3 increment.
-            let mut found: [Picked<'_>; BATCH_CHUNK] = [Picked::Nothing; BATCH_CHUNK];
+            // A holding picked at the flow's own time (not one open since
+            // before the batch) may be stale then: its bit in `timed`.
+            let mut found: [Option<&Holding<PodHolder>>; BATCH_CHUNK] = [None; BATCH_CHUNK];
+            let mut timed = 0u64;
             let mut folded = 0usize;
-            for (i, (addr, _, at)) in chunk.iter().enumerate() {
-                let Some(history) = homes[i].and_then(|home| pods.get_from(home, Key::of(*addr)))
+            for (i, ((addr, _, at), home)) in chunk.iter().zip(&homes).enumerate() {
+                let Some(history) = home.and_then(|home| pods.get_from(home, Key::of(*addr)))
                 else {
                     continue;
                 };
                 let picked = match history {
-                    History::One(h) if h.until == OPEN && h.from <= floor => Picked::Live(h),
-                    _ => {
-                        let at = times.nanos(*at);
-                        match pick(history.as_slice(), at, self.deleted_grace) {
-                            Some(h) => Picked::At(h, at),
-                            None => Picked::Nothing,
+                    History::One(h) if h.until == OPEN && h.from <= floor => h,
+                    _ => match pick(history.as_slice(), times.nanos(*at), self.deleted_grace) {
+                        Some(h) => {
+                            timed |= 1 << i;
+                            h
                         }
-                    }
+                        None => continue,
+                    },
                 };
-                if let Picked::Live(h) | Picked::At(h, _) = picked {
-                    folded ^= Arc::strong_count(&h.holder.identity);
-                }
-                found[i] = picked;
+                folded ^= Arc::strong_count(&picked.holder.identity);
+                found[i] = Some(picked);
             }
             touch(&folded);
             // Pass 3: the endpoints.
-            for (&(addr, listening, at), found) in chunk.iter().zip(&found) {
-                out.push(match *found {
-                    // Open, so not stale at any time.
-                    Picked::Live(h) => self.pod_endpoint(addr, h, None),
-                    Picked::At(h, at) => self.pod_endpoint(addr, h, h.stale_at(at)),
-                    Picked::Nothing => self.resolve_not_pod(addr, listening, times.nanos(at)),
-                });
-            }
+            out.extend(chunk.iter().zip(&found).enumerate().map(
+                |(i, (&(addr, listening, at), found))| match *found {
+                    // Open since before the flow, so not stale at its time.
+                    Some(h) if timed & (1 << i) == 0 => self.pod_endpoint(addr, h, None),
+                    Some(h) => self.pod_endpoint(addr, h, h.stale_at(times.nanos(at))),
+                    None => self.resolve_not_pod(addr, listening, times.nanos(at)),
+                },
+            ));
         }
         out
     }

@@ -131,6 +131,8 @@ pub(crate) struct AddrMap<V> {
     slots: Box<[Slot<V>]>,
     len: usize,
     /// 64 - log2(slots.len()): the hash's top bits pick the home slot.
+    /// 63 while the map is empty (any home is then out of range, which
+    /// every reader checks), so a shift never overflows.
     shift: u32,
     /// Bit `Key::range` is set while some key lies in that range (empty
     /// before the first insert).
@@ -144,7 +146,7 @@ impl<V> Default for AddrMap<V> {
         AddrMap {
             slots: Box::new([]),
             len: 0,
-            shift: 64,
+            shift: 63,
             ranges: Box::new([]),
             keys_per_range: rustc_hash::FxHashMap::default(),
         }
@@ -176,9 +178,6 @@ impl<V: Default> AddrMap<V> {
     /// empty).
     #[inline]
     pub(crate) fn home(&self, key: Key) -> usize {
-        if self.shift >= 64 {
-            return 0;
-        }
         (key.hash() >> self.shift) as usize
     }
 
@@ -239,7 +238,16 @@ impl<V: Default> AddrMap<V> {
     /// the answer wrong, never unsafe).
     #[inline]
     pub(crate) fn get_from(&self, home: usize, key: Key) -> Option<&V> {
-        self.probe(home, key).map(|i| &self.slots[i].value)
+        // Nearly every key sits in its home slot: one compare.
+        let slot = self.slots.get(home)?;
+        if slot.bits == key.bits && slot.family == key.family {
+            return Some(&slot.value);
+        }
+        if slot.family == EMPTY {
+            return None;
+        }
+        self.probe((home + 1) & self.mask(), key)
+            .map(|i| &self.slots[i].value)
     }
 
     #[inline]
