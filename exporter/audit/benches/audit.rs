@@ -19,7 +19,7 @@ use flowscribe_audit::{Auditor, AuditorOptions, MemoryStateStore, Suite};
 fn named(base: &str, suite: Suite) -> String {
     match suite {
         Suite::V1 => base.to_string(),
-        Suite::V2 => format!("{base}_v2"),
+        Suite::V2 | Suite::V3 => format!("{base}_{}", suite.name()),
     }
 }
 

@@ -1,12 +1,13 @@
 //! The verifier on real records: an archive of the ECS encoder's lines
 //! (normalize's benchmark workload: 1,000 flows of the seven golden
 //! cases per batch, pod identities drawn from a pool, 50 policies; ~3.2 KB
-//! lines in ~46 shapes, interleaved), sealed with suite v2, then
+//! lines in ~46 shapes, interleaved), sealed (suite v2 unless told), then
 //! canonicalised line by line and verified, in one run.
 //!
 //! `cargo build --release -p flowscribe-audit --example verify_real`, then
 //! `target/release/examples/verify_real [BATCHES] [PODS] [ARCHIVE]
-//! [--flows N]` (default 50 batches of 1,000 records, 200 pods; `--flows`
+//! [--flows N] [--suite v1|v2|v3]` (default 50 batches of 1,000 records,
+//! 200 pods, suite v2; `--flows`
 //! sets the connections per batch, e.g. more than the verifier keeps
 //! bases for; with ARCHIVE, the
 //! archive is also written there for `flowscribe verify`). Prints the
@@ -38,13 +39,19 @@ fn main() {
             .expect("--flows N");
         args.drain(i..i + 2);
     }
+    let mut suite = Suite::V2;
+    if let Some(i) = args.iter().position(|a| a == "--suite") {
+        let name = args.get(i + 1).cloned().unwrap_or_default();
+        suite = Suite::from_name(&name).expect("--suite v1, v2 or v3");
+        args.drain(i..(i + 2).min(args.len()));
+    }
     let batches: usize = args.first().map_or(50, |a| a.parse().unwrap());
     let pods: usize = args.get(1).map_or(200, |a| a.parse().unwrap());
     let ctx = fixtures::context();
     let flows = fixtures::workload(per_batch, pods, 50, true);
     let observed = fixtures::observed();
     let mut enc = EcsEncoder::new(ctx);
-    let options = AuditorOptions::new("node-a", vec!["ecs".into()]).with_suite(Suite::V2);
+    let options = AuditorOptions::new("node-a", vec!["ecs".into()]).with_suite(suite);
     let (mut auditor, _) = Auditor::start(
         MemoryStateStore::default(),
         common::signer(),

@@ -101,7 +101,7 @@ fn main() {
     let mut suites = vec![Suite::V1, Suite::V2];
     if let Some(i) = args.iter().position(|a| a == "--suite") {
         let name = args.get(i + 1).cloned().unwrap_or_default();
-        suites = vec![Suite::from_name(&name).expect("--suite v1 or v2")];
+        suites = vec![Suite::from_name(&name).expect("--suite v1, v2 or v3")];
         args.drain(i..(i + 2).min(args.len()));
     }
     let exact_capacity = args.iter().any(|a| a == "--exact-capacity");

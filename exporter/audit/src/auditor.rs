@@ -552,7 +552,7 @@ impl<S: StateStore> Auditor<S> {
                 );
                 debug_assert!(expected.matches(&self.canon, seq, &mut seq_text));
                 self.filled += 1;
-                if suite == Suite::V1 {
+                if suite != Suite::V2 {
                     digests.push(suite.content_digest(&self.forms[form_start..]));
                     self.forms.truncate(form_start);
                 }
@@ -567,7 +567,7 @@ impl<S: StateStore> Auditor<S> {
                     .canonicalize(line)
                     .map_err(|e| bad(e.to_string()))?;
                 match suite {
-                    Suite::V1 => digests.push(suite.content_digest(form)),
+                    Suite::V1 | Suite::V3 => digests.push(suite.content_digest(form)),
                     Suite::V2 => self.forms.extend_from_slice(form),
                 }
                 if !expected.matches(&self.canon, seq, &mut seq_text) {
@@ -964,11 +964,17 @@ mod tests {
     }
 
     /// A record must name its batch's suite exactly: a v2 batch refuses a
-    /// record without `suite` (or with another one), a v1 batch one with
-    /// `"suite":"v2"`; a duplicate `suite` key is read as its first one.
+    /// record without `suite` (or with another one, v3 among them), a v1
+    /// batch one with `"suite":"v2"`, a v3 batch one with `"suite":"v2"`;
+    /// a duplicate `suite` key is read as its first one.
     #[test]
     fn seal_checks_the_suite_of_each_line() {
-        for (suite, other) in [(Suite::V1, Suite::V2), (Suite::V2, Suite::V1)] {
+        for (suite, other) in [
+            (Suite::V1, Suite::V2),
+            (Suite::V2, Suite::V1),
+            (Suite::V2, Suite::V3),
+            (Suite::V3, Suite::V2),
+        ] {
             let (mut a, _) = Auditor::start(
                 MemoryStateStore::default(),
                 signer(),
@@ -998,10 +1004,13 @@ mod tests {
                     text.replacen("}}", r#","suite":"v9","suite":"v1"}}"#, 1),
                     text.replacen("}}", r#","suite":"v1","suite":"v9"}}"#, 1),
                 ),
-                Suite::V2 => (
-                    text.replacen(r#""suite":"v2""#, r#""suite":"v9","suite":"v2""#, 1),
-                    text.replacen(r#""suite":"v2""#, r#""suite":"v2","suite":"v9""#, 1),
-                ),
+                Suite::V2 | Suite::V3 => {
+                    let named = format!(r#""suite":"{}""#, suite.name());
+                    (
+                        text.replacen(&named, &format!(r#""suite":"v9",{named}"#), 1),
+                        text.replacen(&named, &format!(r#"{named},"suite":"v9""#), 1),
+                    )
+                }
             };
             let mut dup = good.clone();
             dup[0] = wrong_first.into_bytes();
@@ -1020,7 +1029,7 @@ mod tests {
     /// for any sequence number, in both suites, and nothing else.
     #[test]
     fn the_audit_suffix_is_what_append_fields_writes() {
-        for suite in [Suite::V1, Suite::V2] {
+        for suite in [Suite::V1, Suite::V2, Suite::V3] {
             for first_seq in [0, 7, 10, 99_999, u64::MAX - 10] {
                 let stamp = BatchStamp {
                     chain: [5; 16],
@@ -1089,7 +1098,7 @@ mod tests {
     /// gives, in both suites; lines filled from the form template count.
     #[test]
     fn seal_templated_equals_seal() {
-        for suite in [Suite::V1, Suite::V2] {
+        for suite in [Suite::V1, Suite::V2, Suite::V3] {
             let (mut plain, mut templated) = (started(suite, [8; 16]), started(suite, [8; 16]));
             for b in 0..3 {
                 let s = plain.stamp(100, t(b)).unwrap();
@@ -1113,7 +1122,7 @@ mod tests {
     /// equal those of an auditor that parses every line.
     #[test]
     fn seal_with_connection_bases_equals_the_general_path() {
-        for suite in [Suite::V1, Suite::V2] {
+        for suite in [Suite::V1, Suite::V2, Suite::V3] {
             let (mut bases, mut general) = (started(suite, [9; 16]), started(suite, [9; 16]));
             general.canon_bases = Canonicalizer::general_only();
             for b in 0..6u64 {

@@ -27,6 +27,16 @@
 //! BLAKE3's SIMD kernels. Records and seals of v2 say `"suite":"v2"` in their
 //! audit object; without it they are v1, as everything written before v2.
 //!
+//! Suite **v3** is v2 with another content digest (`hash_v3.rs`: the
+//! canonical form split into stable and volatile leaves, the stable part
+//! hashed on its own, so that what a connection repeats from window to
+//! window can be hashed once) and its own root prefix:
+//!
+//! | v3 hash | input |
+//! | --- | --- |
+//! | content digest | BLAKE3 of `0x05`, the v2 content digest of the stable leaves, the volatile leaves, then spaces to a multiple of 64 bytes |
+//! | batch root | BLAKE3 of `0x06` then the content digests in seq order |
+//!
 //! Pure: no IO, no clocks.
 
 use sha2::{Digest, Sha256};
@@ -42,6 +52,7 @@ const NODE: u8 = 0x01;
 const HEAD: u8 = 0x02;
 const GENESIS: u8 = 0x03;
 const ROOT_V2: u8 = 0x04;
+const ROOT_V3: u8 = 0x06;
 
 /// The hash definitions a record, seal or chain uses. Named in-band: the
 /// audit object of v2 records and seals carries `"suite":"v2"`; no `suite`
@@ -53,14 +64,17 @@ pub enum Suite {
     V1,
     /// BLAKE3, padded content digests, a flat root over the digests.
     V2,
+    /// v2 with the content digest split into stable and volatile leaves.
+    V3,
 }
 
 impl Suite {
-    /// The name written in audit objects (`"v1"`, `"v2"`).
+    /// The name written in audit objects (`"v1"`, `"v2"`, `"v3"`).
     pub fn name(self) -> &'static str {
         match self {
             Suite::V1 => "v1",
             Suite::V2 => "v2",
+            Suite::V3 => "v3",
         }
     }
 
@@ -69,6 +83,7 @@ impl Suite {
         match name {
             "v1" => Some(Suite::V1),
             "v2" => Some(Suite::V2),
+            "v3" => Some(Suite::V3),
             _ => None,
         }
     }
@@ -78,12 +93,13 @@ impl Suite {
         match self {
             Suite::V1 => content_digest(canonical),
             Suite::V2 => crate::hash_v2::content_digest_v2(canonical),
+            Suite::V3 => crate::hash_v3::content_digest_v3(canonical),
         }
     }
 
     /// The root of a batch from its records' content digests in seq order
     /// (`first_seq` is the seq of the first). v1: the Merkle root over the
-    /// leaf hashes; v2: BLAKE3 over the digests.
+    /// leaf hashes; v2 and v3: BLAKE3 over the digests (each its own prefix).
     pub fn batch_root(self, pos: BatchPosition<'_>, digests: &[Hash]) -> Hash {
         match self {
             Suite::V1 => {
@@ -105,9 +121,9 @@ impl Suite {
                     .collect();
                 merkle_root(&leaves)
             }
-            Suite::V2 => {
+            Suite::V2 | Suite::V3 => {
                 let mut h = blake3::Hasher::new();
-                h.update(&[ROOT_V2]);
+                h.update(&[if self == Suite::V2 { ROOT_V2 } else { ROOT_V3 }]);
                 h.update(digests.as_flattened());
                 *h.finalize().as_bytes()
             }
@@ -118,7 +134,7 @@ impl Suite {
     pub fn batch_head(self, input: HeadInput<'_>) -> Hash {
         match self {
             Suite::V1 => batch_head(input),
-            Suite::V2 => {
+            Suite::V2 | Suite::V3 => {
                 let mut h = Blake3Writer(blake3::Hasher::new());
                 write_head(&mut h, input, blake3::hash(input.tags).into());
                 *h.0.finalize().as_bytes()
@@ -137,7 +153,7 @@ impl Suite {
     ) -> Hash {
         match self {
             Suite::V1 => run_genesis(chain, view, run, first_seq, previous_head),
-            Suite::V2 => {
+            Suite::V2 | Suite::V3 => {
                 let mut h = Blake3Writer(blake3::Hasher::new());
                 write_genesis(&mut h, chain, view, run, first_seq, previous_head);
                 *h.0.finalize().as_bytes()
@@ -398,7 +414,7 @@ mod tests {
     /// The v2 root, head and genesis are BLAKE3 of the byte strings
     /// docs/compliance.md spells out, built here by hand.
     #[test]
-    fn v2_hashes_are_blake3_of_the_documented_bytes() {
+    fn v2_and_v3_hashes_are_blake3_of_the_documented_bytes() {
         let chain = [9u8; 16];
         let digests = [[1u8; 32], [2u8; 32], [3u8; 32]];
         let pos = BatchPosition {
@@ -448,6 +464,28 @@ mod tests {
         assert_eq!(
             Suite::V2.run_genesis(&chain, "ecs", 4, 43, Some(&head)),
             *blake3::hash(&genesis_input).as_bytes()
+        );
+        // v3: its own root prefix, v2's head and genesis.
+        root_input[0] = 0x06;
+        assert_eq!(
+            Suite::V3.batch_root(pos, &digests),
+            *blake3::hash(&root_input).as_bytes()
+        );
+        let input = HeadInput {
+            prev: &prev,
+            chain: &chain,
+            view: "ecs",
+            run: 3,
+            batch: 7,
+            first_seq: 40,
+            count: 3,
+            root: &root,
+            tags,
+        };
+        assert_eq!(Suite::V3.batch_head(input), Suite::V2.batch_head(input));
+        assert_eq!(
+            Suite::V3.run_genesis(&chain, "ecs", 4, 43, Some(&head)),
+            Suite::V2.run_genesis(&chain, "ecs", 4, 43, Some(&head))
         );
         // v1 and v2 never agree, and v1 is what it was.
         assert_ne!(Suite::V1.batch_root(pos, &digests), root);

@@ -16,6 +16,7 @@ pub mod fields;
 pub mod form_template;
 pub mod hash;
 pub mod hash_v2;
+pub mod hash_v3;
 pub mod note;
 pub mod records;
 pub mod state;

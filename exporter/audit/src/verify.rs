@@ -673,9 +673,10 @@ impl Verifier {
             }
             node_raw.and_then(canonical_str)
         };
-        // v1 digests now; v2 digests in groups (filled in by flush_digests).
+        // v1 and v3 digests now; v2 digests in groups (filled in by
+        // flush_digests).
         let digest = match fields.suite {
-            Suite::V1 => Suite::V1.content_digest(canon.form()),
+            Suite::V1 | Suite::V3 => fields.suite.content_digest(canon.form()),
             Suite::V2 => [0; 32],
         };
         let stream = self.options.stream && self.options.ordered;

@@ -266,6 +266,9 @@ const V1: [Suite; 3] = [Suite::V1; 3];
 const V2: [Suite; 3] = [Suite::V2; 3];
 /// node-a upgraded from v1 to v2 at its restart; node-b on v2.
 const MIXED: [Suite; 3] = [Suite::V1, Suite::V2, Suite::V2];
+const V3: [Suite; 3] = [Suite::V3; 3];
+/// node-a upgraded from v2 to v3 at its restart; node-b on v1.
+const MIXED_V3: [Suite; 3] = [Suite::V2, Suite::V3, Suite::V1];
 
 #[test]
 fn ten_thousand_mutations_are_all_detected() {
@@ -283,6 +286,16 @@ fn ten_thousand_mutations_are_all_detected_mixed_suites() {
 }
 
 #[test]
+fn ten_thousand_mutations_are_all_detected_v3() {
+    all_mutations_detected(V3);
+}
+
+#[test]
+fn ten_thousand_mutations_are_all_detected_v2_to_v3() {
+    all_mutations_detected(MIXED_V3);
+}
+
+#[test]
 fn benign_changes_pass() {
     benign_changes_pass_in(V1);
 }
@@ -295,6 +308,12 @@ fn benign_changes_pass_v2() {
 #[test]
 fn benign_changes_pass_mixed_suites() {
     benign_changes_pass_in(MIXED);
+}
+
+#[test]
+fn benign_changes_pass_v3() {
+    benign_changes_pass_in(V3);
+    benign_changes_pass_in(MIXED_V3);
 }
 
 /// A v2 run says so in-band: each of its data records and seals names the
@@ -323,6 +342,42 @@ fn the_mixed_corpus_names_v2_exactly_where_it_is_used() {
     assert!(r.ok(), "{}", r.render());
 }
 
+/// v2 and v3 share their head and genesis, not their content digests: so
+/// renaming the suite of every line of a run between v2 and v3 is
+/// detected (the digests no longer give the signed heads), and renaming
+/// one record's or one seal's is too (a record must name its seal's suite).
+/// Their root prefixes differ as well, so even a seal of no records binds
+/// its suite.
+#[test]
+fn renaming_the_suite_between_v2_and_v3_is_detected() {
+    for (suites, from, to) in [(V2, "v2", "v3"), (V3, "v3", "v2")] {
+        let lines = corpus_archive(suites);
+        assert!(verify_lines(&lines, options()).ok());
+        let (from, to) = (
+            format!("\"suite\":\"{from}\""),
+            format!("\"suite\":\"{to}\""),
+        );
+        let named: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].contains(&from))
+            .collect();
+        assert!(named.len() >= 60, "{} lines name the suite", named.len());
+        let (mut seals, mut records) = (0, 0);
+        for &i in &named {
+            let mut renamed = lines.clone();
+            renamed[i] = renamed[i].replace(&from, &to);
+            let r = verify_lines(&renamed, options());
+            assert!(!r.ok(), "line {i} renamed not detected: {}", lines[i]);
+            match kind(&lines[i]) {
+                Line::Seal => seals += 1,
+                _ => records += 1,
+            }
+        }
+        assert!(seals > 0 && records > 0, "{seals} seals, {records} records");
+        let all: Vec<String> = lines.iter().map(|l| l.replace(&from, &to)).collect();
+        assert!(!verify_lines(&all, options()).ok(), "every line renamed");
+    }
+}
+
 /// Tampering that keeps a line in the writer's shape: one digit of a
 /// content value flipped in the raw text, the length kept, in a data line
 /// right after another data line of its node. The verifier's canonical
@@ -332,7 +387,7 @@ fn the_mixed_corpus_names_v2_exactly_where_it_is_used() {
 /// that path.
 #[test]
 fn in_place_edits_that_keep_the_shape_are_all_detected() {
-    for suites in [V1, V2, MIXED] {
+    for suites in [V1, V2, MIXED, V3, MIXED_V3] {
         let lines = corpus_archive(suites);
         let node = |l: &str| l[l.find("\"host\"").unwrap()..][..40].to_string();
         let mut edits = 0;

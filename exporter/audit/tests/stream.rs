@@ -166,7 +166,7 @@ fn replays_pass_unless_their_stretch_was_released_before_the_last() {
 /// checkpoint deleted.
 #[test]
 fn crash_restart_and_interleaved_chains_report_the_same() {
-    for suite in [Suite::V1, Suite::V2] {
+    for suite in [Suite::V1, Suite::V2, Suite::V3] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit-state.json");
         let store = || FileStateStore::new(&path);

@@ -29,8 +29,8 @@ pub fn suite() -> Suite {
     SUITE.get()
 }
 
-/// Generate `suite_v1::NAME` and `suite_v2::NAME` tests that run the
-/// function `NAME` with archives of each suite.
+/// Generate `suite_v1::NAME`, `suite_v2::NAME` and `suite_v3::NAME` tests
+/// that run the function `NAME` with archives of each suite.
 #[macro_export]
 macro_rules! in_both_suites {
     ($($name:ident),* $(,)?) => {
@@ -44,6 +44,12 @@ macro_rules! in_both_suites {
             $(#[test]
             fn $name() {
                 $crate::common::with_suite(flowscribe_audit::Suite::V2, super::$name)
+            })*
+        }
+        mod suite_v3 {
+            $(#[test]
+            fn $name() {
+                $crate::common::with_suite(flowscribe_audit::Suite::V3, super::$name)
             })*
         }
     };
