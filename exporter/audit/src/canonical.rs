@@ -1445,6 +1445,13 @@ impl Canonicalizer {
         &self.out
     }
 
+    /// Where the values of [`form`](Self::form)'s leaves are (ranges, in
+    /// order; an empty-object leaf's covers its `{}`), when the last record
+    /// went through a learned shape; `None` after the general path.
+    pub fn leaf_value_ranges(&self) -> Option<&[(u32, u32)]> {
+        self.last_was_shape.then_some(&self.leaf_values[..])
+    }
+
     /// Compute the canonical form of one JSON object.
     pub fn canonicalize(&mut self, json: &[u8]) -> Result<&[u8], CanonicalError> {
         self.duplicate_paths = false;

@@ -97,11 +97,78 @@ pub struct FormTemplate {
     line_runs: Box<[u8]>,
     /// Where each line run ends in `line_runs`, and each hole's kind.
     line_holes: Box<[(u32, Kind)]>,
-    /// The form's bytes outside the holes.
-    form_runs: Box<[u8]>,
-    /// Per hole in form order: where it goes in `form_runs` (the end of
-    /// the run before it) and which hole (line order) it is.
-    form_holes: Box<[(u32, u16)]>,
+    /// The form, with holes.
+    form: Runs,
+    /// The hash input of suite v3 (`crate::hash_v3`), with holes: the
+    /// stable digest (computed once) and the volatile leaves. `None` when
+    /// a hole lies in a stable leaf (the stable part then differs from
+    /// line to line).
+    v3: Option<Runs>,
+}
+
+/// Bytes with holes for a line's values.
+#[derive(Debug, Clone)]
+struct Runs {
+    /// The bytes outside the holes.
+    bytes: Box<[u8]>,
+    /// Per hole in order: where it goes in `bytes` (the end of the run
+    /// before it) and which hole (line order) it is.
+    holes: Box<[(u32, u16)]>,
+}
+
+impl Runs {
+    /// The runs of `text` (a form or hash input with the sentinels of
+    /// `kinds` in it), searched from `from`: each sentinel must be there
+    /// exactly once.
+    fn of(text: &[u8], from: usize, kinds: &[Kind]) -> Option<Runs> {
+        let mut found = Vec::with_capacity(kinds.len());
+        let mut sentinel_text = Vec::with_capacity(24);
+        for (i, &kind) in kinds.iter().enumerate() {
+            sentinel_text.clear();
+            sentinel(kind, i, &mut sentinel_text);
+            let at = from + memchr::memmem::find(text.get(from..)?, &sentinel_text)?;
+            if memchr::memmem::find(&text[at + 1..], &sentinel_text).is_some() {
+                return None;
+            }
+            found.push((at, sentinel_text.len(), u16::try_from(i).ok()?));
+        }
+        found.sort_unstable();
+        let mut bytes = Vec::with_capacity(text.len());
+        let mut holes = Vec::with_capacity(found.len());
+        let mut at = 0;
+        for (start, len, i) in found {
+            if start < at {
+                return None;
+            }
+            bytes.extend_from_slice(&text[at..start]);
+            holes.push((u32::try_from(bytes.len()).ok()?, i));
+            at = start + len;
+        }
+        bytes.extend_from_slice(&text[at..]);
+        Some(Runs {
+            bytes: bytes.into(),
+            holes: holes.into(),
+        })
+    }
+
+    /// Append the runs with the line's values in the holes (`spans`: where
+    /// the values are in `line`).
+    fn write(&self, line: &[u8], spans: &[(u32, u32)], out: &mut Vec<u8>) {
+        out.reserve(self.bytes.len() + 256);
+        let mut at = 0;
+        for &(run_end, hole) in self.holes.iter() {
+            let run_end = run_end as usize;
+            out.extend_from_slice(&self.bytes[at..run_end]);
+            let (start, end) = spans[usize::from(hole)];
+            out.extend_from_slice(&line[start as usize..end as usize]);
+            at = run_end;
+        }
+        out.extend_from_slice(&self.bytes[at..]);
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.bytes.len() + std::mem::size_of_val(&*self.holes)
+    }
 }
 
 /// A canonical integer as written: `0`, or an optional `-` and digits not
@@ -284,35 +351,34 @@ impl FormTemplate {
             return None;
         }
         let form = canon.form();
-        let mut found = Vec::with_capacity(spans.len());
-        let mut text = Vec::with_capacity(24);
-        for (i, &kind) in kinds.iter().enumerate() {
-            text.clear();
-            sentinel(kind, i, &mut text);
-            let at = memchr::memmem::find(form, &text)?;
-            if memchr::memmem::find(&form[at + 1..], &text).is_some() {
+        let form_with_holes = Runs::of(form, 0, &kinds)?;
+        // v3: the stable leaves hold no sentinel (no hole), so their
+        // digest is the same for every line of the template.
+        let (mut stable, mut volatile) = (Vec::new(), Vec::new());
+        let v3 = crate::hash_v3::split(form, &mut stable, &mut volatile).and_then(|()| {
+            let mut text = Vec::with_capacity(24);
+            let in_stable = kinds.iter().enumerate().any(|(i, &kind)| {
+                text.clear();
+                sentinel(kind, i, &mut text);
+                memchr::memmem::find(&stable, &text).is_some()
+            });
+            if in_stable {
                 return None;
             }
-            found.push((at, text.len(), u16::try_from(i).ok()?));
-        }
-        found.sort_unstable();
-        let mut form_runs = Vec::with_capacity(form.len());
-        let mut form_holes = Vec::with_capacity(found.len());
-        let mut at = 0;
-        for (start, len, i) in found {
-            if start < at {
-                return None;
-            }
-            form_runs.extend_from_slice(&form[at..start]);
-            form_holes.push((u32::try_from(form_runs.len()).ok()?, i));
-            at = start + len;
-        }
-        form_runs.extend_from_slice(&form[at..]);
+            let mut input = Vec::with_capacity(33 + volatile.len());
+            crate::hash_v3::write_hash_input(
+                &crate::hash_v2::content_digest_v2(&stable),
+                &volatile,
+                &mut input,
+            );
+            // Past the digest: its bytes are arbitrary.
+            Runs::of(&input, 33, &kinds)
+        });
         Some(FormTemplate {
             line_runs: line_runs.into(),
             line_holes: line_holes.into(),
-            form_runs: form_runs.into(),
-            form_holes: form_holes.into(),
+            form: form_with_holes,
+            v3,
         })
     }
 
@@ -327,11 +393,39 @@ impl FormTemplate {
         spans: &[(u32, u32)],
         out: &mut Vec<u8>,
     ) -> bool {
+        let ok = self.is_line(line, body_end, spans);
+        if ok {
+            self.form.write(line, spans, out);
+        }
+        ok
+    }
+
+    /// [`fill`](Self::fill) for suite v3: appends the line's v3 hash input
+    /// (`crate::hash_v3::write_hash_input`) instead of its form. `false`
+    /// also when the template has none (a hole in a stable leaf).
+    pub fn fill_v3(
+        &self,
+        line: &[u8],
+        body_end: usize,
+        spans: &[(u32, u32)],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let Some(runs) = &self.v3 else {
+            return false;
+        };
+        let ok = self.is_line(line, body_end, spans);
+        if ok {
+            runs.write(line, spans, out);
+        }
+        ok
+    }
+
+    /// Is `line[..body_end]` this template's line with plain values at
+    /// `spans`? Every byte outside the holes is compared.
+    fn is_line(&self, line: &[u8], body_end: usize, spans: &[(u32, u32)]) -> bool {
         if spans.len() != self.line_holes.len() || body_end > line.len() {
             return false;
         }
-        // Every byte outside the holes is the template's, and every value
-        // is plain.
         let (mut at, mut run) = (0, 0);
         for (&(start, end), &(run_end, kind)) in spans.iter().zip(self.line_holes.iter()) {
             let (start, end, run_end) = (start as usize, end as usize, run_end as usize);
@@ -343,20 +437,7 @@ impl FormTemplate {
             }
             (at, run) = (end, run_end);
         }
-        if line[at..body_end] != self.line_runs[run..] {
-            return false;
-        }
-        out.reserve(self.form_runs.len() + 256);
-        let mut at = 0;
-        for &(run_end, hole) in self.form_holes.iter() {
-            let run_end = run_end as usize;
-            out.extend_from_slice(&self.form_runs[at..run_end]);
-            let (start, end) = spans[usize::from(hole)];
-            out.extend_from_slice(&line[start as usize..end as usize]);
-            at = run_end;
-        }
-        out.extend_from_slice(&self.form_runs[at..]);
-        true
+        line[at..body_end] == self.line_runs[run..]
     }
 
     /// The number of holes.
@@ -367,9 +448,9 @@ impl FormTemplate {
     /// The bytes it holds (constant line and form bytes, hole tables).
     pub fn held_bytes(&self) -> usize {
         self.line_runs.len()
-            + self.form_runs.len()
             + std::mem::size_of_val(&*self.line_holes)
-            + std::mem::size_of_val(&*self.form_holes)
+            + self.form.held_bytes()
+            + self.v3.as_ref().map_or(0, Runs::held_bytes)
     }
 }
 

@@ -25,50 +25,52 @@
 //! Pure: no IO.
 
 use crate::hash::Hash;
-use crate::hash_v2::{content_digest_v2, padded_len};
+use crate::hash_v2::content_digest_v2;
+#[cfg(test)]
+use crate::hash_v2::padded_len;
 
 /// The prefix byte of the v3 content digest's input (after v1's 0x00-0x03
 /// and v2's batch root 0x04).
 pub const CONTENT_V3: u8 = 0x05;
 
-/// Paths that are volatile exactly (ECS, then OCSF).
-const VOLATILE_PATHS: &[&[u8]] = &[
-    b"@timestamp",
-    b"event.created",
-    b"event.duration",
-    b"event.end",
-    b"event.id",
-    b"event.start",
-    b"source.bytes",
-    b"source.packets",
-    b"destination.bytes",
-    b"destination.packets",
-    b"network.bytes",
-    b"network.packets",
-    b"time",
-    b"start_time",
-    b"end_time",
-    b"duration",
-    b"metadata.uid",
-    b"metadata.processed_time",
-    b"connection_info.uid",
-    b"connection_info.tcp_flags",
-];
-
-/// Path prefixes under which every leaf is volatile: the flow's own
-/// counters and times (ECS `flowscribe.flow.*`, OCSF `traffic.*` and
-/// `unmapped.flowscribe.flow.*`).
-const VOLATILE_PREFIXES: &[&[u8]] = &[
-    b"flowscribe.flow.",
-    b"traffic.",
-    b"unmapped.flowscribe.flow.",
-];
-
 /// Is the leaf at `path` (its bytes in the canonical form, without the
 /// quotes) volatile? The listed paths have no byte the canonical form
-/// escapes, so comparing the escaped bytes is comparing the paths.
+/// escapes, so comparing the escaped bytes is comparing the paths. Exactly
+/// (ECS, then OCSF; the last four: a connection's own identity among those
+/// between the same two pods, which the encoder writes from a template the
+/// pods' connections share, so that template's stable part is one), or
+/// under a prefix: the flow's own counters and times (ECS
+/// `flowscribe.flow.*`, OCSF `traffic.*` and `unmapped.flowscribe.flow.*`).
 pub fn is_volatile(path: &[u8]) -> bool {
-    VOLATILE_PATHS.contains(&path) || VOLATILE_PREFIXES.iter().any(|p| path.starts_with(p))
+    matches!(
+        path,
+        b"@timestamp"
+            | b"event.created"
+            | b"event.duration"
+            | b"event.end"
+            | b"event.id"
+            | b"event.start"
+            | b"source.bytes"
+            | b"source.packets"
+            | b"destination.bytes"
+            | b"destination.packets"
+            | b"network.bytes"
+            | b"network.packets"
+            | b"time"
+            | b"start_time"
+            | b"end_time"
+            | b"duration"
+            | b"metadata.uid"
+            | b"metadata.processed_time"
+            | b"connection_info.uid"
+            | b"connection_info.tcp_flags"
+            | b"source.port"
+            | b"network.community_id"
+            | b"src_endpoint.port"
+            | b"connection_info.community_uid"
+    ) || path.starts_with(b"flowscribe.flow.")
+        || path.starts_with(b"traffic.")
+        || path.starts_with(b"unmapped.flowscribe.flow.")
 }
 
 /// The end of the JSON string that starts at `form[at]` (a `"`): the index
@@ -76,11 +78,11 @@ pub fn is_volatile(path: &[u8]) -> bool {
 fn string_end(form: &[u8], at: usize) -> Option<usize> {
     let mut i = at + 1;
     loop {
-        match *form.get(i)? {
-            b'"' => return Some(i + 1),
-            b'\\' => i += 2,
-            _ => i += 1,
+        i += memchr::memchr2(b'"', b'\\', form.get(i..)?)?;
+        if form[i] == b'"' {
+            return Some(i + 1);
         }
+        i += 2;
     }
 }
 
@@ -172,29 +174,249 @@ pub fn split(form: &[u8], stable: &mut Vec<u8>, volatile: &mut Vec<u8>) -> Optio
     Some(())
 }
 
-/// The v3 content digest from the stable digest and the volatile leaves.
-pub fn content_digest_from_parts(stable_digest: &Hash, volatile: &[u8]) -> Hash {
-    const SPACES: [u8; 64] = [b' '; 64];
-    let len = 1 + stable_digest.len() + volatile.len();
-    let mut h = blake3::Hasher::new();
-    h.update(&[CONTENT_V3]);
-    h.update(stable_digest);
-    h.update(volatile);
-    h.update(&SPACES[..padded_len(len) - len]);
-    *h.finalize().as_bytes()
+/// [`split`] of a form whose leaves' values are at `values`: the range of
+/// *every* leaf's value, in order (what
+/// `Canonicalizer::leaf_value_ranges` gives), so that the bytes between
+/// two values are one `,"path":` (`{"path":` before the first): only their
+/// ends are checked, not the path (other ranges split wrongly; debug
+/// builds compare every split with [`split`]). A path is classified by its
+/// escaped bytes, which is exact: no listed path or prefix has a byte the
+/// form escapes. `None` when a piece does not have those ends, or the form
+/// does not end right after the last value: the caller then scans.
+pub(crate) fn split_by_leaves(
+    form: &[u8],
+    values: &[(u32, u32)],
+    stable: &mut Vec<u8>,
+    volatile: &mut Vec<u8>,
+) -> Option<()> {
+    stable.clear();
+    volatile.clear();
+    stable.push(b'{');
+    volatile.push(b'{');
+    if values.is_empty() {
+        return (form == b"{}").then(|| {
+            stable.push(b'}');
+            volatile.push(b'}');
+        });
+    }
+    // Leaves of one class in a row are copied as one run:
+    // `form[run_start..prev_end]`, without its leading separator.
+    let (mut prev_end, mut run_start) = (0usize, 1usize);
+    let mut run_volatile: Option<bool> = None;
+    let flush = |run: &[u8], to: &mut Vec<u8>| {
+        if !run.is_empty() {
+            if to.len() > 1 {
+                to.push(b',');
+            }
+            to.extend_from_slice(run);
+        }
+    };
+    for (i, &(start, end)) in values.iter().enumerate() {
+        let (start, end) = (start as usize, end as usize);
+        let piece = form.get(prev_end..start)?;
+        let opener = if i == 0 { b'{' } else { b',' };
+        let [first, b'"', path @ .., b'"', b':'] = piece else {
+            return None;
+        };
+        if *first != opener || end < start {
+            return None;
+        }
+        let volatile_leaf = is_volatile(path);
+        match run_volatile {
+            Some(run) if run == volatile_leaf => {}
+            Some(run) => {
+                let bytes = &form[run_start..prev_end];
+                flush(bytes, if run { &mut *volatile } else { &mut *stable });
+                (run_start, run_volatile) = (prev_end + 1, Some(volatile_leaf));
+            }
+            None => run_volatile = Some(volatile_leaf),
+        }
+        prev_end = end;
+    }
+    if form.get(prev_end..)? != b"}" {
+        return None;
+    }
+    let bytes = &form[run_start..prev_end];
+    flush(
+        bytes,
+        if run_volatile == Some(true) {
+            &mut *volatile
+        } else {
+            &mut *stable
+        },
+    );
+    stable.push(b'}');
+    volatile.push(b'}');
+    Some(())
 }
 
-/// The v3 content digest of one canonical form (the reference). A form that
-/// does not split (never one the canonicalizer wrote) is all stable.
-pub fn content_digest_v3(form: &[u8]) -> Hash {
-    let (mut stable, mut volatile) = (Vec::new(), Vec::new());
-    if split(form, &mut stable, &mut volatile).is_none() {
-        stable.clear();
-        stable.extend_from_slice(form);
-        volatile.clear();
-        volatile.extend_from_slice(b"{}");
+/// Append the v3 digest's *hash input* (before the padding): `0x05`, the
+/// stable digest, the volatile leaves. The content digest is then the v2
+/// digest of these bytes (BLAKE3 with the same space padding), so many
+/// records' inputs hash side by side in [`crate::hash_v2::DigestBatch`].
+pub fn write_hash_input(stable_digest: &Hash, volatile: &[u8], out: &mut Vec<u8>) {
+    out.push(CONTENT_V3);
+    out.extend_from_slice(stable_digest);
+    out.extend_from_slice(volatile);
+}
+
+/// The v3 content digest from the stable digest and the volatile leaves.
+pub fn content_digest_from_parts(stable_digest: &Hash, volatile: &[u8]) -> Hash {
+    let mut input = Vec::with_capacity(1 + stable_digest.len() + volatile.len());
+    write_hash_input(stable_digest, volatile, &mut input);
+    content_digest_v2(&input)
+}
+
+/// Splits canonical forms into their hash inputs, remembering the stable
+/// digests of recent stable parts: a node reports each open connection
+/// once per window, and its stable part is the same bytes every time, so
+/// from its second record on only the volatile part is hashed. A stable
+/// part is found by a 64-bit hash of its bytes and then compared in full
+/// (a collision costs a recomputation, never a wrong digest).
+#[derive(Debug, Default)]
+pub struct Splitter {
+    stable: Vec<u8>,
+    volatile: Vec<u8>,
+    memo: Memo,
+    hits: u64,
+}
+
+/// Stable digests by a hash of their stable part, in two generations: when
+/// the current one is full it becomes the previous one (the old previous
+/// is dropped), and a part found in the previous one moves to the current
+/// one. So a connection keeps its entry while fewer than a generation's
+/// worth of other parts come between two of its records.
+#[derive(Debug, Default)]
+struct Memo {
+    current: Generation,
+    previous: Generation,
+}
+
+#[derive(Debug, Default)]
+struct Generation {
+    map: rustc_hash::FxHashMap<u64, (Box<[u8]>, Hash)>,
+    bytes: usize,
+}
+
+/// The memo's key of a stable part: a multiply-xor hash of its 8-byte
+/// words in four independent lanes (a stable part is ~3.7 KB; one lane's
+/// chain of multiplies would take ~4× as long). Only a key: a collision
+/// costs a recomputation, never a wrong digest.
+fn memo_key(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let word = |b: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..b.len()].copy_from_slice(b);
+        u64::from_le_bytes(w)
+    };
+    let mut lanes = [bytes.len() as u64, 1, 2, 3];
+    let mut blocks = bytes.chunks_exact(32);
+    for block in &mut blocks {
+        for (lane, w) in lanes.iter_mut().zip(block.chunks_exact(8)) {
+            *lane = (*lane ^ word(w)).wrapping_mul(K).rotate_left(31);
+        }
     }
-    content_digest_from_parts(&content_digest_v2(&stable), &volatile)
+    for (lane, w) in lanes.iter_mut().zip(blocks.remainder().chunks(8)) {
+        *lane = (*lane ^ word(w)).wrapping_mul(K).rotate_left(31);
+    }
+    lanes
+        .iter()
+        .fold(0u64, |h, &l| (h ^ l).wrapping_mul(K).rotate_left(29))
+}
+
+/// Bounds on one generation of [`Memo`].
+const MEMO_ENTRIES: usize = 8_192;
+const MEMO_BYTES: usize = 16 << 20;
+
+impl Memo {
+    fn get(&mut self, key: u64, stable: &[u8]) -> Option<Hash> {
+        if let Some((bytes, digest)) = self.current.map.get(&key)
+            && **bytes == *stable
+        {
+            return Some(*digest);
+        }
+        let (bytes, digest) = self.previous.map.remove(&key)?;
+        self.previous.bytes -= bytes.len();
+        if *bytes != *stable {
+            return None;
+        }
+        self.insert(key, bytes, digest);
+        Some(digest)
+    }
+
+    fn insert(&mut self, key: u64, bytes: Box<[u8]>, digest: Hash) {
+        if self.current.map.len() >= MEMO_ENTRIES || self.current.bytes + bytes.len() > MEMO_BYTES {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.bytes += bytes.len();
+        if let Some((old, _)) = self.current.map.insert(key, (bytes, digest)) {
+            self.current.bytes -= old.len();
+        }
+    }
+}
+
+impl Splitter {
+    /// Append the hash input of a canonical form (see [`write_hash_input`];
+    /// a form that does not split, never one the canonicalizer wrote, is
+    /// all stable).
+    pub fn hash_input(&mut self, form: &[u8], out: &mut Vec<u8>) {
+        self.hash_input_with(form, None, out);
+    }
+
+    /// [`hash_input`](Self::hash_input), with the ranges of the form's
+    /// leaf values when known (see [`split_by_leaves`]): then the values
+    /// are not scanned.
+    pub fn hash_input_with(
+        &mut self,
+        form: &[u8],
+        values: Option<&[(u32, u32)]>,
+        out: &mut Vec<u8>,
+    ) {
+        let by_leaves = values
+            .and_then(|values| split_by_leaves(form, values, &mut self.stable, &mut self.volatile));
+        // Debug builds (every test) check the ranges against a scan.
+        #[cfg(debug_assertions)]
+        if by_leaves.is_some() {
+            let (mut stable, mut volatile) = (Vec::new(), Vec::new());
+            assert!(
+                split(form, &mut stable, &mut volatile).is_some()
+                    && stable == self.stable
+                    && volatile == self.volatile,
+                "a split by leaf ranges differs from the scan"
+            );
+        }
+        if by_leaves.is_none() && split(form, &mut self.stable, &mut self.volatile).is_none() {
+            self.stable.clear();
+            self.stable.extend_from_slice(form);
+            self.volatile.clear();
+            self.volatile.extend_from_slice(b"{}");
+        }
+        let digest = self.stable_digest();
+        write_hash_input(&digest, &self.volatile, out);
+    }
+
+    /// Stable parts whose digest came from the memo.
+    pub fn hits(&self) -> u64 {
+        self.hits
+    }
+
+    fn stable_digest(&mut self) -> Hash {
+        let key = memo_key(&self.stable);
+        if let Some(digest) = self.memo.get(key, &self.stable) {
+            self.hits += 1;
+            return digest;
+        }
+        let digest = content_digest_v2(&self.stable);
+        self.memo.insert(key, self.stable.as_slice().into(), digest);
+        digest
+    }
+}
+
+/// The v3 content digest of one canonical form (the reference).
+pub fn content_digest_v3(form: &[u8]) -> Hash {
+    let mut input = Vec::new();
+    Splitter::default().hash_input(form, &mut input);
+    content_digest_v2(&input)
 }
 
 #[cfg(test)]
@@ -219,6 +441,60 @@ mod tests {
             v,
             r#"{"@timestamp":"t","destination.bytes":30,"flowscribe.flow.tcp_flags.forward":["SYN","ACK"],"network.bytes":40}"#
         );
+    }
+
+    /// The value ranges of a form's leaves, found by a scan (what the
+    /// canonicalizer's learned shapes give), for the tests.
+    fn value_ranges(form: &[u8]) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        let mut i = 1;
+        while form.get(i) == Some(&b'"') {
+            let start = string_end(form, i).unwrap() + 1;
+            let end = value_end(form, start).expect("a test form");
+            out.push((start as u32, end as u32));
+            i = end + 1;
+        }
+        out
+    }
+
+    /// Splitting by the leaves' value ranges gives what scanning gives,
+    /// whichever class the first and last leaves are; anything else about
+    /// the pieces between values makes it decline.
+    #[test]
+    fn split_by_leaves_equals_split() {
+        for form in [
+            r#"{"@timestamp":"t","a":1,"b":[1,{"c":"}\""}],"event.id":"e","z":null}"#,
+            r#"{"a":1,"b":2}"#,
+            r#"{"time":1,"traffic.bytes":2}"#,
+            r#"{"a":1,"time":2}"#,
+            r#"{"time":1,"a":2}"#,
+            r#"{"a":"x,\"y\":1","event.end":"q"}"#,
+            "{}",
+        ] {
+            let values = value_ranges(form.as_bytes());
+            let (mut s1, mut v1, mut s2, mut v2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            split(form.as_bytes(), &mut s1, &mut v1).unwrap();
+            split_by_leaves(form.as_bytes(), &values, &mut s2, &mut v2).unwrap();
+            assert_eq!((&s1, &v1), (&s2, &v2), "{form}");
+        }
+        // Empty-object leaves and escaped keys, every leaf listed.
+        for form in [
+            r#"{"a":1,"e":{},"time":2}"#,
+            r#"{"a\"b":1,"flowscribe.flow.x\"y":2,"z\\":{}}"#,
+        ] {
+            let values = value_ranges(form.as_bytes());
+            let (mut s1, mut v1, mut s2, mut v2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            split(form.as_bytes(), &mut s1, &mut v1).unwrap();
+            split_by_leaves(form.as_bytes(), &values, &mut s2, &mut v2).unwrap();
+            assert_eq!((&s1, &v1), (&s2, &v2), "{form}");
+        }
+        // Pieces without the ends of one key, ranges past the form,
+        // trailing bytes, a form with leaves given none.
+        let (mut s, mut v) = (Vec::new(), Vec::new());
+        assert!(split_by_leaves(br#"{"a":1,"b":2}"#, &[(5, 6), (7, 12)], &mut s, &mut v).is_none());
+        assert!(split_by_leaves(br#"{"a":1}"#, &[(5, 9)], &mut s, &mut v).is_none());
+        assert!(split_by_leaves(br#"{"a":1}}"#, &[(5, 6)], &mut s, &mut v).is_none());
+        assert!(split_by_leaves(br#"{"a":1}"#, &[], &mut s, &mut v).is_none());
     }
 
     #[test]
@@ -305,6 +581,94 @@ mod tests {
         }
         // Not a v2 digest of the same form.
         assert_ne!(base, content_digest_v2(form.as_bytes()));
+    }
+
+    /// Lines in a learned shape are split by their leaves' value ranges,
+    /// with the same result as a scan (an escaped key: never in a learned
+    /// shape, so scanned).
+    #[test]
+    fn learned_shapes_split_by_their_value_ranges() {
+        let mut canon = crate::canonical::Canonicalizer::new();
+        let mut splitter = Splitter::default();
+        let mut by_ranges = 0;
+        for i in 0..20 {
+            for line in [
+                format!(
+                    r#"{{"@timestamp":"t{i}","a":{{"b":"x","c":[1,{{"d":"}}\""}}]}},"event":{{"id":"e{i}","kind":"k"}},"z":{i}}}"#
+                ),
+                format!(
+                    r#"{{"time":{i},"src_endpoint":{{"port":{i}}},"e":{{}},"traffic":{{"bytes":{i}}},"y":"q"}}"#
+                ),
+                format!(r#"{{"a\"b":{i},"event.end":"x"}}"#),
+            ] {
+                let form = canon.canonicalize(line.as_bytes()).unwrap().to_vec();
+                let ranges = canon.leaf_value_ranges();
+                let (mut s1, mut v1) = (Vec::new(), Vec::new());
+                if let Some(r) = ranges
+                    && split_by_leaves(&form, r, &mut s1, &mut v1).is_some()
+                {
+                    by_ranges += 1;
+                }
+                let (mut with, mut without) = (Vec::new(), Vec::new());
+                splitter.hash_input_with(&form, ranges, &mut with);
+                splitter.hash_input(&form, &mut without);
+                assert_eq!(with, without, "{line}");
+                assert_eq!(content_digest_v2(&with), content_digest_v3(&form));
+            }
+        }
+        // The first two lines' later records (a shape is learned from a
+        // line the general path did; the third has an escaped key).
+        assert_eq!(by_ranges, 2 * 19);
+    }
+
+    /// The memo gives exactly the digests of the definition, across its
+    /// clearing; a connection's later records hit it.
+    #[test]
+    fn the_memo_gives_the_reference_digest() {
+        let mut splitter = Splitter::default();
+        let mut input = Vec::new();
+        let connections = MEMO_ENTRIES + MEMO_ENTRIES / 2;
+        for window in 0..2 {
+            for c in 0..connections {
+                let stable = format!(r#"{{"a":"connection {c}"}}"#);
+                let volatile = format!(r#"{{"event.id":"{window}-{c}"}}"#);
+                let form = format!(r#"{{"a":"connection {c}","event.id":"{window}-{c}"}}"#);
+                input.clear();
+                splitter.hash_input(form.as_bytes(), &mut input);
+                assert_eq!(
+                    content_digest_v2(&input),
+                    content_digest_from_parts(
+                        &content_digest_v2(stable.as_bytes()),
+                        volatile.as_bytes()
+                    ),
+                    "{form}"
+                );
+            }
+        }
+        // 1.5 generations (N) of connections, twice. After the first
+        // window the previous generation holds connections 0..N, the
+        // current one N..1.5N. In the second, 0..N/2 hit in the previous
+        // and move to the current one, filling it; N/2 hits too and turns
+        // it over (the previous is now N..1.5N and 0..N/2; N/2+1..N are
+        // dropped and miss); N..1.5N hit. N + 1 hits.
+        assert_eq!(splitter.hits(), MEMO_ENTRIES as u64 + 1);
+        assert!(splitter.memo.current.map.len() <= MEMO_ENTRIES);
+        assert!(splitter.memo.previous.map.len() <= MEMO_ENTRIES);
+        // Same stable part: a hit; another: not.
+        let before = splitter.hits();
+        for form in [
+            r#"{"b":1,"time":1}"#,
+            r#"{"b":1,"time":2}"#,
+            r#"{"b":2,"time":2}"#,
+        ] {
+            input.clear();
+            splitter.hash_input(form.as_bytes(), &mut input);
+            assert_eq!(
+                content_digest_v2(&input),
+                content_digest_v3(form.as_bytes())
+            );
+        }
+        assert_eq!(splitter.hits() - before, 1);
     }
 
     #[test]

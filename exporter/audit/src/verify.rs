@@ -36,6 +36,7 @@ use crate::fields::{
 };
 use crate::hash::{BatchPosition, ChainId, Hash, HeadInput, Suite, TAG_BYTES};
 use crate::hash_v2::DigestBatch;
+use crate::hash_v3::Splitter;
 use crate::note::{Checkpoint, NoteCheck, NoteVerifier, SignedNote};
 
 /// How strict to be.
@@ -392,12 +393,14 @@ pub struct Verifier {
     /// Boxed, so that taking it out per line moves a pointer, not the
     /// canonicaliser (`None` only while a line is being added).
     canon: Option<Box<Canonicalizer>>,
-    /// v2 records whose digests are computed together (chain index, record
-    /// index), their canonical forms back to back, and where each ends.
+    /// v2 and v3 records whose digests are computed together (chain
+    /// index, record index), their canonical forms (v3: hash inputs) back
+    /// to back, and where each ends.
     pending: Vec<(usize, usize)>,
     pending_forms: Vec<u8>,
     pending_ends: Vec<usize>,
     digest_batch: DigestBatch,
+    splitter: Splitter,
     /// The last data record's chain, view and suite, as read.
     fields_memo: Option<FieldsMemo>,
     /// The last data record's `host.name` (canonical bytes) and chain
@@ -499,6 +502,7 @@ impl Verifier {
             canon: Some(Box::new(Canonicalizer::with_hints())),
             pending: Vec::new(),
             pending_forms: Vec::new(),
+            splitter: Splitter::default(),
             pending_ends: Vec::new(),
             digest_batch: DigestBatch::new(),
             fields_memo: None,
@@ -673,11 +677,11 @@ impl Verifier {
             }
             node_raw.and_then(canonical_str)
         };
-        // v1 and v3 digests now; v2 digests in groups (filled in by
+        // v1 digests now; v2 and v3 digests in groups (filled in by
         // flush_digests).
         let digest = match fields.suite {
-            Suite::V1 | Suite::V3 => fields.suite.content_digest(canon.form()),
-            Suite::V2 => [0; 32],
+            Suite::V1 => Suite::V1.content_digest(canon.form()),
+            Suite::V2 | Suite::V3 => [0; 32],
         };
         let stream = self.options.stream && self.options.ordered;
         let data = &mut self.chains[index].1;
@@ -718,11 +722,19 @@ impl Verifier {
             suite: fields.suite,
             loc,
         });
-        if fields.suite == Suite::V2 {
+        if fields.suite != Suite::V1 {
             let record = data.records.len() - 1;
             if let Some(chain) = self.last_chain {
                 self.pending.push((chain, record));
-                self.pending_forms.extend_from_slice(canon.form());
+                // v3: the hash input, whose v2 digest is the v3 digest.
+                match fields.suite {
+                    Suite::V3 => self.splitter.hash_input_with(
+                        canon.form(),
+                        canon.leaf_value_ranges(),
+                        &mut self.pending_forms,
+                    ),
+                    _ => self.pending_forms.extend_from_slice(canon.form()),
+                }
                 self.pending_ends.push(self.pending_forms.len());
                 if self.pending.len() == DIGEST_GROUP {
                     self.flush_digests();
@@ -731,7 +743,8 @@ impl Verifier {
         }
     }
 
-    /// Compute the pending v2 digests and store them in their records.
+    /// Compute the pending v2 and v3 digests and store them in their
+    /// records.
     fn flush_digests(&mut self) {
         if self.pending.is_empty() {
             return;
