@@ -393,11 +393,7 @@ impl FormTemplate {
         spans: &[(u32, u32)],
         out: &mut Vec<u8>,
     ) -> bool {
-        let ok = self.is_line(line, body_end, spans);
-        if ok {
-            self.form.write(line, spans, out);
-        }
-        ok
+        self.fill_runs(&self.form, line, body_end, spans, out)
     }
 
     /// [`fill`](Self::fill) for suite v3: appends the line's v3 hash input
@@ -410,9 +406,20 @@ impl FormTemplate {
         spans: &[(u32, u32)],
         out: &mut Vec<u8>,
     ) -> bool {
-        let Some(runs) = &self.v3 else {
-            return false;
-        };
+        self.v3
+            .as_ref()
+            .is_some_and(|runs| self.fill_runs(runs, line, body_end, spans, out))
+    }
+
+    /// `runs` with the line's values, when the line is this template's.
+    fn fill_runs(
+        &self,
+        runs: &Runs,
+        line: &[u8],
+        body_end: usize,
+        spans: &[(u32, u32)],
+        out: &mut Vec<u8>,
+    ) -> bool {
         let ok = self.is_line(line, body_end, spans);
         if ok {
             runs.write(line, spans, out);
