@@ -6,7 +6,7 @@
 //! table it gives for that.
 //!
 //! `cargo build --release -p flowscribe-audit --example seal_forms`, then
-//! `target/release/examples/seal_forms [BATCHES] [--suite v1|v2]`
+//! `target/release/examples/seal_forms [BATCHES] [--suite v1|v2|v3]`
 //! (default 200 batches of 1000 flows, suite v2). The flows are
 //! normalize's benchmark workload (`fixtures::workload`, 200 shared pod
 //! identities, 50 policies): the same 1000 connections reported batch
@@ -52,7 +52,7 @@ fn main() {
     let mut suite = Suite::V2;
     if let Some(i) = args.iter().position(|a| a == "--suite") {
         suite =
-            Suite::from_name(args.get(i + 1).map_or("", String::as_str)).expect("--suite v1|v2");
+            Suite::from_name(args.get(i + 1).map_or("", String::as_str)).expect("--suite v1|v2|v3");
         args.drain(i..(i + 2).min(args.len()));
     }
     let batches: usize = args.first().map_or(200, |a| a.parse().expect("BATCHES"));

@@ -3,7 +3,7 @@
 //! 60 s): prints, per hash suite, CPU time per record for sealing and
 //! records/s per core for verifying. CPU time (from /proc) rather than wall
 //! time, because the machine is shared.
-//! `cargo run --release -p flowscribe-audit --example verify_speed [BATCHES [OUT.jsonl]] [--suite v1|v2] [--exact-capacity] [--doc-bytes N] [--stream]`
+//! `cargo run --release -p flowscribe-audit --example verify_speed [BATCHES [OUT.jsonl]] [--suite v1|v2|v3] [--exact-capacity] [--doc-bytes N] [--stream]`
 //! (both suites, one line each, unless `--suite` names one; OUT.jsonl gets
 //! the archive of the last suite run; `--exact-capacity`: documents without
 //! spare room for the audit fields, as the harness had before round 3;
@@ -54,7 +54,22 @@ fn hash_floor(suite: Suite, lines: &[Vec<u8>]) -> f64 {
         .filter(|l| memchr::memmem::find(l, b"\"flowscribe.audit\":").is_some())
         .map(|l| canon.canonicalize(l).unwrap().to_vec())
         .collect();
-    if suite == Suite::V2 {
+    // v3 hashes each form's hash input as v2 hashes forms (made here, not
+    // timed: the floor is the hashing).
+    let forms: Vec<Vec<u8>> = if suite == Suite::V3 {
+        let mut splitter = flowscribe_audit::hash_v3::Splitter::default();
+        forms
+            .iter()
+            .map(|f| {
+                let mut input = Vec::new();
+                splitter.hash_input(f, &mut input);
+                input
+            })
+            .collect()
+    } else {
+        forms
+    };
+    if suite != Suite::V1 {
         let cpu = cpu_seconds();
         let mut batch = DigestBatch::new();
         let (mut digests, mut group): (Vec<Hash>, Vec<Hash>) = (Vec::new(), Vec::new());

@@ -110,7 +110,8 @@ pub struct BatchStamp {
     pub batch: u64,
     pub first_seq: u64,
     pub count: u64,
-    /// The hash suite; v2 records carry it in their audit fields.
+    /// The hash suite; records of every suite but v1 carry it in their
+    /// audit fields.
     pub suite: Suite,
 }
 
@@ -673,8 +674,8 @@ impl<S: StateStore> Auditor<S> {
         })
     }
 
-    /// Appends the canonical form of `line[..body_end]` followed by `}`
-    /// (a line of view `index` without the audit fields it ends with) from
+    /// Appends the canonical form (v3: the hash input) of `line[..body_end]`
+    /// followed by `}` (a line of view `index` without the audit fields it ends with) from
     /// its template's form template to `self.forms` and says `true`, when
     /// the form template takes it; on the
     /// template's second line the form template is built and its form
@@ -1062,7 +1063,7 @@ mod tests {
     }
 
     /// The suffix check finds exactly the fields `append_fields` writes,
-    /// for any sequence number, in both suites, and nothing else.
+    /// for any sequence number, in every suite, and nothing else.
     #[test]
     fn the_audit_suffix_is_what_append_fields_writes() {
         for suite in [Suite::V1, Suite::V2, Suite::V3] {

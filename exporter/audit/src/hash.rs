@@ -172,7 +172,7 @@ pub struct BatchPosition<'a> {
     pub first_seq: u64,
 }
 
-/// The head and genesis inputs are the same bytes in both suites: one
+/// The head and genesis inputs are the same bytes in every suite: one
 /// writer for both hashes.
 trait HashWriter {
     fn put(&mut self, bytes: &[u8]);

@@ -9,7 +9,7 @@
 //! a ~4 KB form) is *stable*. v3 hashes the two parts apart:
 //!
 //! ```text
-//! stable digest  = v2 content digest of S   (BLAKE3 of S padded with spaces to 64 bytes)
+//! stable digest  = v2 content digest of S   (BLAKE3 of S padded with spaces to a multiple of 64 bytes)
 //! content digest = BLAKE3(0x05 · stable digest · V · spaces to a multiple of 64 bytes)
 //! ```
 //!
@@ -177,9 +177,10 @@ pub fn split(form: &[u8], stable: &mut Vec<u8>, volatile: &mut Vec<u8>) -> Optio
 /// [`split`] of a form whose leaves' values are at `values`: the range of
 /// *every* leaf's value, in order (what
 /// `Canonicalizer::leaf_value_ranges` gives), so that the bytes between
-/// two values are one `,"path":` (`{"path":` before the first): only their
-/// ends are checked, not the path (other ranges split wrongly; debug
-/// builds compare every split with [`split`]). A path is classified by its
+/// two values are one `,"path":` (`{"path":` before the first): each piece
+/// is checked to be one key (its ends, no unescaped quote inside, its
+/// closing quote not escaped); debug builds also compare every split with
+/// [`split`]. A path is classified by its
 /// escaped bytes, which is exact: no listed path or prefix has a byte the
 /// form escapes. `None` when a piece does not have those ends, or the form
 /// does not end right after the last value: the caller then scans.
@@ -218,7 +219,14 @@ pub(crate) fn split_by_leaves(
         let [first, b'"', path @ .., b'"', b':'] = piece else {
             return None;
         };
-        if *first != opener || end < start {
+        // One key: no unescaped quote inside, and its closing quote not
+        // escaped (ranges that skip a leaf or end inside a value fail here).
+        let trailing_backslashes = path.iter().rev().take_while(|&&b| b == b'\\').count();
+        if *first != opener
+            || end < start
+            || trailing_backslashes % 2 == 1
+            || memchr::memchr(b'"', path).is_some_and(|_| has_unescaped_quote(path))
+        {
             return None;
         }
         let volatile_leaf = is_volatile(path);
@@ -248,6 +256,20 @@ pub(crate) fn split_by_leaves(
     stable.push(b'}');
     volatile.push(b'}');
     Some(())
+}
+
+/// Does `path` (key bytes between its quotes) hold a `"` that no
+/// backslash escapes?
+fn has_unescaped_quote(path: &[u8]) -> bool {
+    let mut i = 0;
+    while i < path.len() {
+        match path[i] {
+            b'\\' => i += 2,
+            b'"' => return true,
+            _ => i += 1,
+        }
+    }
+    false
 }
 
 /// Append the v3 digest's *hash input* (before the padding): `0x05`, the
@@ -407,7 +429,11 @@ impl Splitter {
             return digest;
         }
         let digest = content_digest_v2(&self.stable);
-        self.memo.insert(key, self.stable.as_slice().into(), digest);
+        // A part too big for the bound would turn a generation over by
+        // itself: not kept.
+        if self.stable.len() <= MEMO_BYTES / 16 {
+            self.memo.insert(key, self.stable.as_slice().into(), digest);
+        }
         digest
     }
 }
@@ -492,6 +518,13 @@ mod tests {
         // trailing bytes, a form with leaves given none.
         let (mut s, mut v) = (Vec::new(), Vec::new());
         assert!(split_by_leaves(br#"{"a":1,"b":2}"#, &[(5, 6), (7, 12)], &mut s, &mut v).is_none());
+        // A skipped leaf: the piece holds two keys.
+        let form = br#"{"a":1,"time":2,"b":3}"#;
+        assert!(split_by_leaves(form, &[(5, 6), (20, 21)], &mut s, &mut v).is_none());
+        // A range ending inside a string value: the next piece's quote is
+        // escaped, or it holds an unescaped one.
+        let form = br#"{"a":"x\","time":2}"#;
+        assert!(split_by_leaves(form, &[(5, 8), (18, 19)], &mut s, &mut v).is_none());
         assert!(split_by_leaves(br#"{"a":1}"#, &[(5, 9)], &mut s, &mut v).is_none());
         assert!(split_by_leaves(br#"{"a":1}}"#, &[(5, 6)], &mut s, &mut v).is_none());
         assert!(split_by_leaves(br#"{"a":1}"#, &[], &mut s, &mut v).is_none());
