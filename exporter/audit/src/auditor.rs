@@ -555,10 +555,7 @@ impl<S: StateStore> Auditor<S> {
                 {
                     let parsed = self.canon.canonicalize(line).ok().map(|form| {
                         let mut want = Vec::new();
-                        match suite {
-                            Suite::V3 => self.splitter.hash_input(form, &mut want),
-                            _ => want.extend_from_slice(form),
-                        }
+                        self.splitter.write_hashed(suite, form, None, &mut want);
                         want
                     });
                     assert_eq!(
@@ -585,8 +582,8 @@ impl<S: StateStore> Auditor<S> {
                 let form = self.canon.form();
                 match suite {
                     Suite::V1 => digests.push(suite.content_digest(form)),
-                    Suite::V2 => self.forms.extend_from_slice(form),
-                    Suite::V3 => self.splitter.hash_input_with(
+                    _ => self.splitter.write_hashed(
+                        suite,
                         form,
                         self.canon.leaf_value_ranges(),
                         &mut self.forms,
@@ -691,11 +688,8 @@ impl<S: StateStore> Auditor<S> {
         body_end: usize,
     ) -> bool {
         let form_start = self.forms.len();
-        let v3 = suite == Suite::V3;
-        let fill = |t: &FormTemplate, out: &mut Vec<u8>| match v3 {
-            true => t.fill_v3(line, body_end, spans, out),
-            false => t.fill(line, body_end, spans, out),
-        };
+        let fill =
+            |t: &FormTemplate, out: &mut Vec<u8>| t.fill_for(suite, line, body_end, spans, out);
         match self.form_templates.get(index, template) {
             Known::Built(t) => fill(t, &mut self.forms),
             Known::Parse => false,
@@ -706,14 +700,10 @@ impl<S: StateStore> Auditor<S> {
                 let built = made.is_some();
                 let ok = made.is_some_and(|t| fill(t, &mut self.forms))
                     && self.canon.canonicalize(line).ok().is_some_and(|form| {
-                        let filled = &self.forms[form_start..];
-                        if v3 {
-                            let mut want = Vec::new();
-                            self.splitter.hash_input(form, &mut want);
-                            want == filled
-                        } else {
-                            form == filled
-                        }
+                        // v1 fills forms as v2 does.
+                        let mut want = Vec::new();
+                        self.splitter.write_hashed(suite, form, None, &mut want);
+                        want == self.forms[form_start..]
                     });
                 if !ok {
                     self.forms.truncate(form_start);

@@ -30,6 +30,7 @@
 use std::collections::HashMap;
 
 use crate::canonical::Canonicalizer;
+use crate::hash::Suite;
 
 /// Which lines of a batch came from which encoder template, and where
 /// their holes' values are: the side table the encoder gives.
@@ -393,22 +394,26 @@ impl FormTemplate {
         spans: &[(u32, u32)],
         out: &mut Vec<u8>,
     ) -> bool {
-        self.fill_runs(&self.form, line, body_end, spans, out)
+        self.fill_for(Suite::V2, line, body_end, spans, out)
     }
 
-    /// [`fill`](Self::fill) for suite v3: appends the line's v3 hash input
-    /// (`crate::hash_v3::write_hash_input`) instead of its form. `false`
-    /// also when the template has none (a hole in a stable leaf).
-    pub fn fill_v3(
+    /// [`fill`](Self::fill), appending what `suite` hashes: for v3 the
+    /// line's hash input (`crate::hash_v3::write_hash_input`) instead of
+    /// its form, and `false` also when the template has none (a hole in a
+    /// stable leaf).
+    pub fn fill_for(
         &self,
+        suite: Suite,
         line: &[u8],
         body_end: usize,
         spans: &[(u32, u32)],
         out: &mut Vec<u8>,
     ) -> bool {
-        self.v3
-            .as_ref()
-            .is_some_and(|runs| self.fill_runs(runs, line, body_end, spans, out))
+        let runs = match suite {
+            Suite::V3 => self.v3.as_ref(),
+            _ => Some(&self.form),
+        };
+        runs.is_some_and(|runs| self.fill_runs(runs, line, body_end, spans, out))
     }
 
     /// `runs` with the line's values, when the line is this template's.

@@ -24,7 +24,7 @@
 //!
 //! Pure: no IO.
 
-use crate::hash::Hash;
+use crate::hash::{Hash, Suite};
 use crate::hash_v2::content_digest_v2;
 #[cfg(test)]
 use crate::hash_v2::padded_len;
@@ -282,13 +282,6 @@ pub fn write_hash_input(stable_digest: &Hash, volatile: &[u8], out: &mut Vec<u8>
     out.extend_from_slice(volatile);
 }
 
-/// The v3 content digest from the stable digest and the volatile leaves.
-pub fn content_digest_from_parts(stable_digest: &Hash, volatile: &[u8]) -> Hash {
-    let mut input = Vec::with_capacity(1 + stable_digest.len() + volatile.len());
-    write_hash_input(stable_digest, volatile, &mut input);
-    content_digest_v2(&input)
-}
-
 /// Splits canonical forms into their hash inputs, remembering the stable
 /// digests of recent stable parts: a node reports each open connection
 /// once per window, and its stable part is the same bytes every time, so
@@ -417,6 +410,23 @@ impl Splitter {
         write_hash_input(&digest, &self.volatile, out);
     }
 
+    /// Append what a batched suite hashes of a canonical form: v3 its hash
+    /// input, v2 the form itself (each then BLAKE3 with space padding, as
+    /// [`crate::hash_v2::DigestBatch`] computes it). `values`: as for
+    /// [`hash_input_with`](Self::hash_input_with).
+    pub fn write_hashed(
+        &mut self,
+        suite: Suite,
+        form: &[u8],
+        values: Option<&[(u32, u32)]>,
+        out: &mut Vec<u8>,
+    ) {
+        match suite {
+            Suite::V3 => self.hash_input_with(form, values, out),
+            _ => out.extend_from_slice(form),
+        }
+    }
+
     /// Stable parts whose digest came from the memo.
     pub fn hits(&self) -> u64 {
         self.hits
@@ -448,6 +458,13 @@ pub fn content_digest_v3(form: &[u8]) -> Hash {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The v3 content digest from the stable digest and the volatile leaves.
+    fn content_digest_from_parts(stable_digest: &Hash, volatile: &[u8]) -> Hash {
+        let mut input = Vec::with_capacity(1 + stable_digest.len() + volatile.len());
+        write_hash_input(stable_digest, volatile, &mut input);
+        content_digest_v2(&input)
+    }
 
     fn parts(form: &str) -> (String, String) {
         let (mut s, mut v) = (Vec::new(), Vec::new());

@@ -727,14 +727,12 @@ impl Verifier {
             if let Some(chain) = self.last_chain {
                 self.pending.push((chain, record));
                 // v3: the hash input, whose v2 digest is the v3 digest.
-                match fields.suite {
-                    Suite::V3 => self.splitter.hash_input_with(
-                        canon.form(),
-                        canon.leaf_value_ranges(),
-                        &mut self.pending_forms,
-                    ),
-                    _ => self.pending_forms.extend_from_slice(canon.form()),
-                }
+                self.splitter.write_hashed(
+                    fields.suite,
+                    canon.form(),
+                    canon.leaf_value_ranges(),
+                    &mut self.pending_forms,
+                );
                 self.pending_ends.push(self.pending_forms.len());
                 if self.pending.len() == DIGEST_GROUP {
                     self.flush_digests();
