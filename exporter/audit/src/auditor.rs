@@ -582,12 +582,14 @@ impl<S: StateStore> Auditor<S> {
                 let form = self.canon.form();
                 match suite {
                     Suite::V1 => digests.push(suite.content_digest(form)),
-                    _ => self.splitter.write_hashed(
-                        suite,
-                        form,
-                        self.canon.leaf_value_ranges(),
-                        &mut self.forms,
-                    ),
+                    _ => {
+                        self.splitter.write_hashed(
+                            suite,
+                            form,
+                            self.canon.leaf_value_ranges(),
+                            &mut self.forms,
+                        );
+                    }
                 }
                 if !expected.matches(&self.canon, seq, &mut seq_text) {
                     // The slow comparison decides (and says what differs).

@@ -30,6 +30,7 @@
 use serde_json::Value;
 
 use crate::fields::AUDIT_PATH;
+use crate::hash::Hash;
 
 /// A JSON number written canonically: integral values as integers.
 fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) {
@@ -880,6 +881,18 @@ pub struct Canonicalizer {
     out_from_shape0: bool,
     /// Only the general path (a reference for tests and benchmarks).
     general_only: bool,
+    /// Asked for ([`Canonicalizer::set_v3_parts`]): when the v3 stable
+    /// part of a line's form is known to be a line before's, write only
+    /// its volatile part.
+    v3_parts: bool,
+    /// The last line's `out` holds only its v3 volatile part; this is the
+    /// digest of its stable part.
+    volatile_only: Option<Hash>,
+    /// Where the last line's state (its `LastLine`) is kept, for
+    /// [`Canonicalizer::keep_stable_digest`].
+    line_at: LineAt,
+    /// Lines for which only v3's parts were written.
+    v3_part_hits: u64,
     /// Lines since the last one that was in a known shape.
     misses_in_a_row: u32,
     fast_hits: u64,
@@ -983,6 +996,19 @@ struct Base {
     last: shape::LastLine,
     /// What it held when kept (for the byte bound).
     bytes: usize,
+}
+
+/// Where the last line's state is, after it went through a learned shape.
+#[derive(Debug, Default, Clone, Copy)]
+enum LineAt {
+    /// Nowhere (the general path, or before any line).
+    #[default]
+    Nowhere,
+    /// In `shapes[0]`; with a hint when a copy was also kept as the base
+    /// of that hint.
+    Shape(Option<u64>),
+    /// In the first base of this hint (`try_base` gave it the line).
+    Base(u64),
 }
 
 /// The bases by connection hint ([`Canonicalizer::with_hints`]).
@@ -1119,6 +1145,16 @@ impl Hints {
         self.dropped.extend(old.into_keys());
         (self.old_count, self.old_bytes) = (self.count, self.bytes);
         (self.count, self.bytes) = (0, 0);
+    }
+
+    /// The base of `hint` kept for the shape `shape`, in either
+    /// generation (not moved).
+    fn base_of(&mut self, hint: u64, shape: u64) -> Option<&mut Base> {
+        let list = match self.bases.get_mut(&hint) {
+            Some(list) => list,
+            None => self.old.get_mut(&hint)?,
+        };
+        list.iter_mut().find(|b| b.shape == shape)
     }
 
     /// The bases of `hint`, in this generation (moved there from the last
@@ -1449,12 +1485,96 @@ impl Canonicalizer {
     /// order; an empty-object leaf's covers its `{}`), when the last record
     /// went through a learned shape; `None` after the general path.
     pub fn leaf_value_ranges(&self) -> Option<&[(u32, u32)]> {
-        self.last_was_shape.then_some(&self.leaf_values[..])
+        (self.last_was_shape && self.volatile_only.is_none()).then_some(&self.leaf_values[..])
+    }
+
+    /// Ask for (or stop asking for) v3's parts rather than the form
+    /// (`crate::hash_v3`): when a line in a learned shape differs from the
+    /// line it was compared with only in volatile leaves, and the stable
+    /// part's digest was given for that line
+    /// ([`keep_stable_digest`](Self::keep_stable_digest)), `canonicalize`
+    /// writes only the volatile part, and [`v3_parts`](Self::v3_parts)
+    /// says so. Then [`form`](Self::form) is not the form: a caller that
+    /// needs it (a record of another suite) canonicalises the line again
+    /// with this off. Off by default.
+    pub fn set_v3_parts(&mut self, on: bool) {
+        self.v3_parts = on;
+    }
+
+    /// How many lines so far were read as v3's parts only (tests and
+    /// benchmarks).
+    pub fn v3_part_hits(&self) -> u64 {
+        self.v3_part_hits
+    }
+
+    /// The last line's v3 parts, when `canonicalize` wrote only them (see
+    /// [`set_v3_parts`](Self::set_v3_parts)): its stable part's digest and
+    /// its volatile part.
+    pub fn v3_parts(&self) -> Option<(&Hash, &[u8])> {
+        self.volatile_only.as_ref().map(|d| (d, &self.out[..]))
+    }
+
+    /// Keep the digest of the v3 stable part of the last line's form
+    /// (computed by the caller from [`form`](Self::form)) with the line's
+    /// state, so that a later line compared with this one and differing
+    /// from it only in volatile leaves does not need its stable part
+    /// written or hashed. Nothing is kept after the general path.
+    pub fn keep_stable_digest(&mut self, digest: Hash) {
+        match self.line_at {
+            LineAt::Nowhere => {}
+            LineAt::Shape(hint) => {
+                self.shapes[0].set_stable_digest(digest);
+                if let Some(hint) = hint
+                    && let Some(hints) = self.hints.as_deref_mut()
+                    && let Some(base) = hints.base_of(hint, self.ids[0])
+                {
+                    base.last.stable = Some(digest);
+                }
+            }
+            LineAt::Base(hint) => {
+                if let Some(hints) = self.hints.as_deref_mut()
+                    && let Some(base) = hints.base_of(hint, self.ids[0])
+                {
+                    base.last.stable = Some(digest);
+                }
+            }
+        }
+    }
+
+    /// Write the matched line's form from `shapes[0]`, or only its v3
+    /// volatile part when asked and its stable digest is known (then
+    /// `volatile_only` holds that digest).
+    fn emit_shape0(&mut self, json: &[u8]) {
+        let shape = &self.shapes[0];
+        self.volatile_only = None;
+        if self.v3_parts
+            && let Some(&digest) = shape.stable_digest()
+        {
+            shape.emit_volatile(json, &mut self.out);
+            self.volatile_only = Some(digest);
+            self.v3_part_hits += 1;
+            #[cfg(debug_assertions)]
+            {
+                // What the parts stand for: the split of the full form.
+                let (mut full, mut leaves) = (Vec::new(), Vec::new());
+                shape.emit(json, &mut full, &mut leaves);
+                let (mut stable, mut volatile) = (Vec::new(), Vec::new());
+                assert!(crate::hash_v3::split(&full, &mut stable, &mut volatile).is_some());
+                assert!(
+                    volatile == self.out && crate::hash_v2::content_digest_v2(&stable) == digest,
+                    "v3 parts written from a shape differ from the split form"
+                );
+            }
+            return;
+        }
+        shape.emit(json, &mut self.out, &mut self.leaf_values);
     }
 
     /// Compute the canonical form of one JSON object.
     pub fn canonicalize(&mut self, json: &[u8]) -> Result<&[u8], CanonicalError> {
         self.duplicate_paths = false;
+        self.volatile_only = None;
+        self.line_at = LineAt::Nowhere;
         // Offsets are kept as u32.
         if u32::try_from(json.len()).is_err() {
             return Err(CanonicalError("line longer than 4 GiB", 0));
@@ -1518,7 +1638,15 @@ impl Canonicalizer {
         self.clock += 1;
         let mut hint = None;
         let hinting = self.hints.as_deref_mut().is_some_and(Hints::line_on);
-        let hints_first = hinting && self.hints.as_ref().is_some_and(|h| h.first);
+        // v3's parts pay only against the connection's own last line (the
+        // last line of the shape is mostly another connection's, with other
+        // stable values): asked for, hints go first until they keep
+        // missing.
+        let hints_first = hinting
+            && self
+                .hints
+                .as_ref()
+                .is_some_and(|h| h.first || (self.v3_parts && h.misses < HINT_MISSES_OFF));
         if hints_first {
             hint = self.hints.as_ref().and_then(|h| h.of(json));
             if hint.is_some_and(|h| self.try_base(json, h)) {
@@ -1565,24 +1693,30 @@ impl Canonicalizer {
             k
         };
         self.streak = k == 0;
+        // Patching rewrites the form: not when only v3's parts are asked
+        // for and can be written.
         let patched = k == 0
             && self.out_from_shape0
+            && !(self.v3_parts && self.shapes[0].stable_digest().is_some())
             && self.shapes[0].emit_changes(json, &mut self.out, &mut self.leaf_values);
         #[cfg(debug_assertions)]
         if patched {
             self.check_patched_form(json);
         }
-        if !patched {
+        if patched {
+            self.volatile_only = None;
+        } else {
             self.move_to_front(k);
-            self.shapes[0].emit(json, &mut self.out, &mut self.leaf_values);
+            self.emit_shape0(json);
         }
         self.used[0] = self.clock;
-        self.out_from_shape0 = true;
+        // `out` holds the form `shapes[0]` wrote unless it holds only the
+        // volatile part.
+        self.out_from_shape0 = self.volatile_only.is_none();
         self.keep_audit_values(json);
         self.last_was_shape = true;
-        if let Some(h) = hint {
-            self.keep_base(h);
-        }
+        let kept = hint.is_some_and(|h| self.keep_base(h));
+        self.line_at = LineAt::Shape(hint.filter(|_| kept));
         true
     }
 
@@ -1657,7 +1791,7 @@ impl Canonicalizer {
         self.base_hits += 1;
         self.move_to_front(k);
         self.base_values_read += self.shapes[0].values_read() as u64;
-        self.shapes[0].emit(json, &mut self.out, &mut self.leaf_values);
+        self.emit_shape0(json);
         self.used[0] = self.clock;
         // The audit values are read while the line's state is in the shape.
         self.keep_audit_values(json);
@@ -1686,22 +1820,23 @@ impl Canonicalizer {
         self.out_from_shape0 = false;
         self.streak = false;
         self.last_was_shape = true;
+        self.line_at = LineAt::Base(hint);
         true
     }
 
     /// Keep the line `shapes[0]` has just matched as the base of its hint
-    /// in that shape.
-    fn keep_base(&mut self, hint: u64) {
+    /// in that shape; false when it is not kept.
+    fn keep_base(&mut self, hint: u64) -> bool {
         let Some(hints) = self.hints.as_deref_mut() else {
-            return;
+            return false;
         };
         if hints.off_for > 0 {
-            return;
+            return false;
         }
         let last = self.shapes[0].last_line().compact_clone();
         let bytes = last.held_bytes() + std::mem::size_of::<Base>();
         if bytes > hints.max_base_bytes() {
-            return;
+            return false;
         }
         let base = Base {
             shape: self.ids[0],
@@ -1725,6 +1860,7 @@ impl Canonicalizer {
         hints.count += list.len();
         hints.bytes += bytes;
         hints.bases.insert(hint, list);
+        true
     }
 
     /// Copy the matched shape's audit values (the line is not kept).

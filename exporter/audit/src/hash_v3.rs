@@ -380,13 +380,13 @@ impl Splitter {
 
     /// [`hash_input`](Self::hash_input), with the ranges of the form's
     /// leaf values when known (see [`split_by_leaves`]): then the values
-    /// are not scanned.
+    /// are not scanned. Returns the stable part's digest.
     pub fn hash_input_with(
         &mut self,
         form: &[u8],
         values: Option<&[(u32, u32)]>,
         out: &mut Vec<u8>,
-    ) {
+    ) -> Hash {
         let by_leaves = values
             .and_then(|values| split_by_leaves(form, values, &mut self.stable, &mut self.volatile));
         // Debug builds (every test) check the ranges against a scan.
@@ -408,22 +408,27 @@ impl Splitter {
         }
         let digest = self.stable_digest();
         write_hash_input(&digest, &self.volatile, out);
+        digest
     }
 
     /// Append what a batched suite hashes of a canonical form: v3 its hash
     /// input, v2 the form itself (each then BLAKE3 with space padding, as
     /// [`crate::hash_v2::DigestBatch`] computes it). `values`: as for
-    /// [`hash_input_with`](Self::hash_input_with).
+    /// [`hash_input_with`](Self::hash_input_with). Returns, for v3, the
+    /// stable part's digest.
     pub fn write_hashed(
         &mut self,
         suite: Suite,
         form: &[u8],
         values: Option<&[(u32, u32)]>,
         out: &mut Vec<u8>,
-    ) {
+    ) -> Option<Hash> {
         match suite {
-            Suite::V3 => self.hash_input_with(form, values, out),
-            _ => out.extend_from_slice(form),
+            Suite::V3 => Some(self.hash_input_with(form, values, out)),
+            _ => {
+                out.extend_from_slice(form);
+                None
+            }
         }
     }
 

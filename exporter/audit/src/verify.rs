@@ -35,8 +35,8 @@ use crate::fields::{
     get_str, get_u64,
 };
 use crate::hash::{BatchPosition, ChainId, Hash, HeadInput, Suite, TAG_BYTES};
-use crate::hash_v2::DigestBatch;
-use crate::hash_v3::Splitter;
+use crate::hash_v2::{DigestBatch, content_digest_v2};
+use crate::hash_v3::{Splitter, write_hash_input};
 use crate::note::{Checkpoint, NoteCheck, NoteVerifier, SignedNote};
 
 /// How strict to be.
@@ -413,6 +413,20 @@ const DIGEST_GROUP: usize = 64;
 
 /// Find a value by dotted path in a record that may be nested, dotted or
 /// flattened (`a.b.c` matches `{"a":{"b":{"c":…}}}`, `{"a.b":{"c":…}}`, …).
+/// Make `canon.form()` the line's canonical form when `canon` (which has
+/// just read it) wrote only its v3 parts: read it again without asking for
+/// them. False when the line does not read the second time (it did the
+/// first).
+fn full_form(canon: &mut Canonicalizer, line: &[u8]) -> bool {
+    if canon.v3_parts().is_none() {
+        return true;
+    }
+    canon.set_v3_parts(false);
+    let read = canon.canonicalize(line).is_ok();
+    canon.set_v3_parts(true);
+    read
+}
+
 fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     let Value::Object(map) = v else {
         return None;
@@ -538,6 +552,12 @@ impl Verifier {
             .canon
             .take()
             .unwrap_or_else(|| Box::new(Canonicalizer::with_hints()));
+        // v3's parts rather than the form, while the records are v3.
+        canon.set_v3_parts(
+            self.fields_memo
+                .as_ref()
+                .is_some_and(|m| m.suite == Suite::V3),
+        );
         self.add_canonicalized(&mut canon, loc, bytes);
         self.canon = Some(canon);
     }
@@ -653,6 +673,11 @@ impl Verifier {
                 (index, f)
             }
         };
+        // Only a v3 record is hashed from v3's parts: any other needs the
+        // form.
+        if fields.suite != Suite::V3 && !full_form(canon, bytes) {
+            return self.malformed(loc, "the line reads differently twice".into());
+        }
         self.last_chain = Some(index);
         let gap = if canon.known_leaf(1) == Some(b"\"gap\"") {
             let view = &self.chains[index].0.1;
@@ -692,7 +717,14 @@ impl Verifier {
         }
         data.gaps.extend(gap);
         if stream && fields.seq < data.frontier {
-            let digest = fields.suite.content_digest(canon.form());
+            let digest = match (fields.suite, canon.v3_parts()) {
+                (Suite::V3, Some((stable, volatile))) => {
+                    let mut input = Vec::new();
+                    write_hash_input(stable, volatile, &mut input);
+                    content_digest_v2(&input)
+                }
+                _ => fields.suite.content_digest(canon.form()),
+            };
             let i = data.recent.partition_point(|r| r.seq < fields.seq);
             if data.recent.get(i).is_some_and(|r| {
                 // In another file its place is disorder there (order is
@@ -726,13 +758,23 @@ impl Verifier {
             let record = data.records.len() - 1;
             if let Some(chain) = self.last_chain {
                 self.pending.push((chain, record));
-                // v3: the hash input, whose v2 digest is the v3 digest.
-                self.splitter.write_hashed(
-                    fields.suite,
-                    canon.form(),
-                    canon.leaf_value_ranges(),
-                    &mut self.pending_forms,
-                );
+                // v3: the hash input, whose v2 digest is the v3 digest;
+                // from the parts when the canonicalizer wrote only them,
+                // else from the form, keeping the stable part's digest
+                // with the line for the connection's next record.
+                if let (Suite::V3, Some((stable, volatile))) = (fields.suite, canon.v3_parts()) {
+                    write_hash_input(stable, volatile, &mut self.pending_forms);
+                } else {
+                    let stable = self.splitter.write_hashed(
+                        fields.suite,
+                        canon.form(),
+                        canon.leaf_value_ranges(),
+                        &mut self.pending_forms,
+                    );
+                    if let Some(stable) = stable {
+                        canon.keep_stable_digest(stable);
+                    }
+                }
                 self.pending_ends.push(self.pending_forms.len());
                 if self.pending.len() == DIGEST_GROUP {
                     self.flush_digests();
@@ -1043,6 +1085,13 @@ impl Verifier {
             .iter()
             .map(|(_, d)| d.records.len() + d.recent.len())
             .sum()
+    }
+
+    /// v3 records read as their parts alone: a connection's record whose
+    /// stable leaves repeat its last one's (see
+    /// `Canonicalizer::set_v3_parts`; tests and tools).
+    pub fn v3_part_hits(&self) -> u64 {
+        self.canon.as_ref().map_or(0, |c| c.v3_part_hits())
     }
 
     /// Check everything fed so far.

@@ -12,7 +12,7 @@
 mod common;
 
 use common::*;
-use flowscribe_audit::verify::VerifyOptions;
+use flowscribe_audit::verify::{Verifier, VerifyOptions};
 use flowscribe_audit::{FileStateStore, MemoryStateStore, NoteSigner, NoteVerifier, Suite};
 use serde_json::{Map, Value};
 
@@ -435,6 +435,14 @@ fn all_mutations_detected(suites: [Suite; 3]) {
     let base = verify_lines(&lines, options());
     assert!(base.ok(), "{}", base.render());
     assert_eq!(lines.len(), 103);
+    // With v3, connections' later records are read from v3's parts: the
+    // mutations reach that path too.
+    let mut v = Verifier::new(options());
+    let f = v.add_file("corpus.jsonl");
+    for (i, l) in lines.iter().enumerate() {
+        v.add_line(f, i as u64 + 1, l.as_bytes());
+    }
+    assert_eq!(v.v3_part_hits() > 0, suites.contains(&Suite::V3));
     assert_eq!(base.chains[0].runs.len(), 2);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut per_kind = [0u32; 8];

@@ -674,3 +674,78 @@ fn an_archive_written_before_v2_still_verifies() {
     tampered[i] = &changed;
     assert!(!verify_lines(&tampered, lenient).ok());
 }
+
+/// A v3 archive of 3,600 flows from `CONNECTIONS` connections.
+fn v3_archive() -> Archive {
+    run_node_in(
+        flowscribe_audit::Suite::V3,
+        "node-a",
+        flowscribe_audit::MemoryStateStore::default(),
+        0,
+        1000,
+        180,
+        20,
+        true,
+        [0xa3; 16],
+    )
+    .0
+}
+
+/// Verify lines as one file; also how many records were read from v3's
+/// parts alone.
+fn verify_counting_parts<L: AsRef<[u8]>>(lines: &[L]) -> (Report, u64) {
+    let mut v = Verifier::new(options());
+    let f = v.add_file("archive.jsonl");
+    for (i, l) in lines.iter().enumerate() {
+        v.add_line(f, i as u64 + 1, l.as_ref());
+    }
+    let parts = v.v3_part_hits();
+    (v.finish(), parts)
+}
+
+/// Records read in full in [`v3_archive`]: each connection's first flow;
+/// connection 0's second too (its first is the archive's first line, read
+/// by the general path, which keeps no base); the first two of the six
+/// heartbeats (the first by the general path). Every other record repeats
+/// its stable leaves and is read from its parts.
+const READ_IN_FULL: u64 = CONNECTIONS + 1 + 2;
+
+/// Every record that repeats its connection's stable leaves is read from
+/// its volatile part and the stable digest kept with the connection's last
+/// line (debug builds also check each such read against the split of the
+/// full form).
+#[test]
+fn v3_records_of_a_known_connection_are_read_from_their_parts() {
+    let a = v3_archive();
+    let (r, parts) = verify_counting_parts(&a.lines);
+    assert!(r.ok(), "{}", r.render());
+    assert_eq!(r.chains[0].records_verified, 3606);
+    assert_eq!(parts, 3606 - READ_IN_FULL);
+}
+
+/// A changed stable leaf sends the record down the full read (it is
+/// modified, and so is nothing after it); a changed volatile leaf is
+/// caught on the parts.
+#[test]
+fn v3_edits_of_stable_and_volatile_leaves_of_a_known_connection_are_modified() {
+    let lines = v3_archive().text();
+    let at = |seq| lines.iter().position(|l| seq_of(l) == Some(seq)).unwrap();
+    for (seq, from, to, parts_lost) in [
+        // Stable: this record and its connection's next are read in full.
+        (2345, "\"port\":443", "\"port\":444", 2),
+        // Volatile: read from the parts as before.
+        (2346, "\"packets\":", "\"packets\":1", 0),
+    ] {
+        let mut edited = lines.clone();
+        let i = at(seq);
+        assert!(edited[i].contains(from));
+        edited[i] = edited[i].replacen(from, to, 1);
+        let (r, parts) = verify_counting_parts(&edited);
+        assert_eq!(
+            failures(&r),
+            vec![(FindingKind::Modified, Some((seq, seq)))],
+            "{from} -> {to}"
+        );
+        assert_eq!(parts, 3606 - READ_IN_FULL - parts_lost, "{from} -> {to}");
+    }
+}

@@ -141,6 +141,14 @@ pub(super) struct Shape {
     /// Per path of [`super::KNOWN_LEAVES`]: its content leaf (an index in
     /// output order), computed once.
     known_leaves: [Option<u32>; 2],
+    /// The v3 volatile part (`crate::hash_v3`): its leaves, in output
+    /// order, with prefixes of their own (`{"path":` first, `,"path":`
+    /// after), in `v_prefixes` (then `BLOCK` bytes of padding).
+    v_emits: Vec<Emit>,
+    v_prefixes: Vec<u8>,
+    v_prefix_bytes: usize,
+    /// Per content leaf (output order): whether v3 counts it volatile.
+    emit_volatile: Vec<bool>,
     /// The last line matched in full, and its slots.
     last: LastLine,
     /// Per slot: the index in `emits` of its content leaf, or [`NO_SLOT`]
@@ -172,6 +180,12 @@ pub(super) struct LastLine {
     vals: Vec<Val>,
     /// Rewritten values; may hold stale ones (see [`ARENA_COMPACT_AT`]).
     arena: Vec<u8>,
+    /// The v2 digest of the v3 stable part of `line`'s form, when the
+    /// caller gave it ([`Shape::set_stable_digest`]). A match that changes
+    /// a stable leaf, or scans the line, forgets it; one that changes only
+    /// volatile leaves keeps it: the stable leaves are then byte for byte
+    /// those of the line it was compared with, and so is the stable part.
+    pub(super) stable: Option<crate::hash::Hash>,
 }
 
 impl LastLine {
@@ -189,6 +203,7 @@ impl LastLine {
             raw: self.raw.clone(),
             vals,
             arena,
+            stable: self.stable,
         }
     }
 
@@ -785,6 +800,10 @@ impl Shape {
             type_audit: None,
             known_leaves: [None; 2],
             audit,
+            v_emits: Vec::new(),
+            v_prefixes: Vec::new(),
+            v_prefix_bytes: 0,
+            emit_volatile: Vec::with_capacity(content.len()),
             last: LastLine::default(),
             slot_emit: vec![NO_SLOT; slots.len()],
             changed: Vec::new(),
@@ -827,9 +846,31 @@ impl Shape {
             });
             shape.paths.extend_from_slice(path);
             shape.path_ends.push(u32::try_from(shape.paths.len()).ok()?);
+            // The path's bytes are as the form writes them (escaped), which
+            // is how v3 classifies them.
+            let volatile = crate::hash_v3::is_volatile(path);
+            shape.emit_volatile.push(volatile);
+            if volatile {
+                let v_start = u32::try_from(shape.v_prefixes.len()).ok()?;
+                let first = shape.v_emits.is_empty();
+                shape.v_prefixes.push(if first { b'{' } else { b',' });
+                shape.v_prefixes.push(b'"');
+                shape.v_prefixes.extend_from_slice(path);
+                shape.v_prefixes.extend_from_slice(b"\":");
+                if slot.is_none() {
+                    shape.v_prefixes.extend_from_slice(b"{}");
+                }
+                shape.v_emits.push(Emit {
+                    prefix_start: v_start,
+                    prefix_end: u32::try_from(shape.v_prefixes.len()).ok()?,
+                    slot: slot.unwrap_or(NO_SLOT),
+                });
+            }
         }
         shape.prefix_bytes = shape.prefixes.len();
         shape.prefixes.resize(shape.prefix_bytes + BLOCK, 0);
+        shape.v_prefix_bytes = shape.v_prefixes.len();
+        shape.v_prefixes.resize(shape.v_prefix_bytes + BLOCK, 0);
         for (k, path) in super::KNOWN_LEAVES.iter().enumerate() {
             shape.known_leaves[k] = match shape.leaf_index(path.as_bytes()) {
                 Some(i) => Some(u32::try_from(i).ok()?),
@@ -866,7 +907,16 @@ impl Shape {
             // The per-slot state may be partly rewritten for this line: the
             // next line is scanned in full.
             self.last.line.clear();
+            self.last.stable = None;
             return false;
+        }
+        if !self.compared
+            || self
+                .changed
+                .iter()
+                .any(|&(e, _)| self.emit_volatile.get(e as usize) != Some(&true))
+        {
+            self.last.stable = None;
         }
         // This line is the reference for the next one: its slots' state is
         // already in `last`.
@@ -988,6 +1038,7 @@ impl Shape {
             raw,
             vals,
             arena,
+            ..
         } = last;
         let prev = &prev[..];
         if arena.len() > ARENA_COMPACT_AT {
@@ -1108,6 +1159,59 @@ impl Shape {
                 at = put(out, at, src, r.start, r.end);
                 (start as u32, at as u32)
             };
+        }
+        out[at] = b'}';
+        out.truncate(at + 1);
+    }
+
+    /// The v2 digest of the v3 stable part of the matched line's form,
+    /// when known: given for a line before it whose stable leaves this
+    /// one repeats (see [`LastLine::stable`]).
+    pub(super) fn stable_digest(&self) -> Option<&crate::hash::Hash> {
+        self.last.stable.as_ref()
+    }
+
+    /// Keep the digest of the matched line's stable part (computed by the
+    /// caller from its form).
+    pub(super) fn set_stable_digest(&mut self, digest: crate::hash::Hash) {
+        self.last.stable = Some(digest);
+    }
+
+    /// Write the v3 volatile part of the matched line's form into `out`
+    /// (its leaves as [`Shape::emit`] writes them, `{}` when there are
+    /// none): the bytes `crate::hash_v3::split` gives of the full form.
+    pub(super) fn emit_volatile(&self, json: &[u8], out: &mut Vec<u8>) {
+        let (vals, arena) = (&self.last.vals[..], &self.last.arena[..]);
+        if self.v_emits.is_empty() {
+            out.clear();
+            out.extend_from_slice(b"{}");
+            return;
+        }
+        let value_bytes: usize = self
+            .v_emits
+            .iter()
+            .filter(|e| e.slot != NO_SLOT)
+            .map(|e| vals[e.slot as usize].len())
+            .sum();
+        let bound = self.v_prefix_bytes + value_bytes + 1 + BLOCK;
+        if out.len() < bound {
+            out.resize(bound, 0);
+        }
+        let mut at = 0;
+        for e in &self.v_emits {
+            at = put(
+                out,
+                at,
+                &self.v_prefixes,
+                e.prefix_start as usize,
+                e.prefix_end as usize,
+            );
+            if e.slot != NO_SLOT {
+                let v = vals[e.slot as usize];
+                let src = if v.in_arena() { arena } else { json };
+                let r = v.range();
+                at = put(out, at, src, r.start, r.end);
+            }
         }
         out[at] = b'}';
         out.truncate(at + 1);

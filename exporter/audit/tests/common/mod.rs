@@ -69,8 +69,23 @@ pub fn t(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(1_763_712_000_000 + ms)
 }
 
-/// An ECS-shaped flow document of about 900 bytes, distinct per `n`.
+/// How many connections [`flow_json`]'s documents come from.
+pub const CONNECTIONS: u64 = 7;
+
+/// An ECS-shaped flow document of about 900 bytes, distinct per `n`: the
+/// window `n` of connection `n % CONNECTIONS`. The connection's own values
+/// (addresses, ports, Community ID, pod, interface) repeat from one of its
+/// windows to the next, as a node's do; times, ids and counters do not.
+/// So v3's stable part repeats too, and a verifier reads a connection's
+/// later records from its volatile part alone.
 pub fn flow_json(node: &str, n: u64) -> Vec<u8> {
+    flow_json_of(node, n, CONNECTIONS)
+}
+
+/// [`flow_json`] from `connections` connections (`u64::MAX`: each document
+/// its own).
+pub fn flow_json_of(node: &str, n: u64, connections: u64) -> Vec<u8> {
+    let c = n % connections;
     format!(
         concat!(
             r#"{{"@timestamp":"2025-11-21T08:00:{:02}.{:03}Z","ecs":{{"version":"9.1.0"}},"#,
@@ -85,21 +100,21 @@ pub fn flow_json(node: &str, n: u64) -> Vec<u8> {
         n % 60,
         n % 1000,
         n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-        n,
+        c,
         n * 1500 + 7,
         n % 90 + 2,
-        n % 250,
-        n % 200 + 1,
-        30_000 + n % 30_000,
+        c % 250,
+        c % 200 + 1,
+        30_000 + c % 30_000,
         n * 1000,
         n % 50 + 1,
-        n % 200 + 1,
+        c % 200 + 1,
         n * 500 + 7,
         n % 40 + 1,
         node,
         node,
-        n,
-        n % 4096,
+        c,
+        c % 4096,
     )
     .into_bytes()
 }
@@ -107,9 +122,9 @@ pub fn flow_json(node: &str, n: u64) -> Vec<u8> {
 /// [`flow_json`] grown to about `bytes` bytes (when more than ~900) with
 /// ECS `labels`, as pod labels make real flow documents 2-3 KB: a fixed
 /// number of `"k8s-label-NNN":"value-NNN-<n>"` entries, so every document
-/// of one size has the same shape.
+/// of one size has the same shape. Each document is its own connection.
 pub fn flow_json_sized(node: &str, n: u64, bytes: usize) -> Vec<u8> {
-    let mut doc = flow_json(node, n);
+    let mut doc = flow_json_of(node, n, u64::MAX);
     let labels = bytes.saturating_sub(900) / 36;
     if labels > 0 {
         doc.pop();
