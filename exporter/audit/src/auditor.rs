@@ -26,7 +26,7 @@ use crate::fields::{
 use crate::form_template::{FormTemplate, FormTemplates, HoleTable, Known};
 use crate::hash::{BatchPosition, ChainId, Hash, HeadInput, Suite, TAG_BYTES};
 use crate::hash_v2::DigestBatch;
-use crate::hash_v3::Splitter;
+use crate::hash_v3::{Splitter, write_hash_input};
 use crate::note::{Checkpoint, NoteSigner};
 use crate::records::{CheckpointRecord, GapRecord, SealRecord, unix_ms};
 use crate::state::{PersistedCheckpoint, PersistedState, StateError, StateStore};
@@ -576,19 +576,28 @@ impl<S: StateStore> Auditor<S> {
                     index: i,
                     reason,
                 };
-                self.canon
-                    .canonicalize(line)
-                    .map_err(|e| bad(e.to_string()))?;
-                let form = self.canon.form();
-                match suite {
-                    Suite::V1 => digests.push(suite.content_digest(form)),
+                // v3: the line's parts alone when its connection's last
+                // line had the same stable leaves (their digest is kept
+                // with that line).
+                self.canon.set_v3_parts(suite == Suite::V3);
+                let read = self.canon.canonicalize(line).map(|_| ());
+                self.canon.set_v3_parts(false);
+                read.map_err(|e| bad(e.to_string()))?;
+                match (suite, self.canon.v3_parts()) {
+                    (Suite::V1, _) => digests.push(suite.content_digest(self.canon.form())),
+                    (Suite::V3, Some((stable, volatile))) => {
+                        write_hash_input(stable, volatile, &mut self.forms);
+                    }
                     _ => {
-                        self.splitter.write_hashed(
+                        let stable = self.splitter.write_hashed(
                             suite,
-                            form,
+                            self.canon.form(),
                             self.canon.leaf_value_ranges(),
                             &mut self.forms,
                         );
+                        if let Some(stable) = stable {
+                            self.canon.keep_stable_digest(stable);
+                        }
                     }
                 }
                 if !expected.matches(&self.canon, seq, &mut seq_text) {
@@ -1209,6 +1218,10 @@ mod tests {
             // the label sets' shapes) against its connection's last line.
             assert_eq!(bases.canon_bases.base_hits(), 5 * 120 - 3, "{suite:?}");
             assert_eq!(general.canon_bases.base_hits(), 0);
+            // v3: each of those repeats its connection's stable leaves
+            // (`src`, the Community ID) and is read as v3's parts.
+            let parts = if suite == Suite::V3 { 5 * 120 - 3 } else { 0 };
+            assert_eq!(bases.canon_bases.v3_part_hits(), parts, "{suite:?}");
         }
     }
 
