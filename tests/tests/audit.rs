@@ -145,6 +145,10 @@ fn a_restarted_exporter_s_archive_verifies_and_tampering_is_pinpointed() {
     assert!(count(&minimal, |r| r["flowscribe"]["record"] == "heartbeat") >= 2);
     assert!(count(&minimal, |r| r["flowscribe"]["audit"]["type"] == "seal") >= 2);
 
+    // Hashed with the default suite, v3 (named in every record and seal).
+    assert!(ecs_text.contains(r#""suite":"v3""#));
+    assert!(!ecs_text.contains(r#""suite":"v2""#));
+
     // Both views verify: the output's minimal lines and the sink's ECS.
     let report = verify(&[("minimal", &minimal_text), ("ecs", &ecs_text)]);
     assert!(report.ok(), "{}", report.render());

@@ -204,9 +204,9 @@ pub const FIELDS: &[FieldDoc] = &[
     },
     FieldDoc {
         path: "audit.hash_suite",
-        kind: "v1 | v2",
-        default: "v2",
-        doc: "How records, batches and checkpoints are hashed (docs/compliance.md, \"Hash suites\"). v2 (BLAKE3, many records hashed side by side) seals and verifies faster; v1 (SHA-256, RFC 6962 Merkle tree) is what earlier versions wrote. Records and seals name their suite, so a chain may switch at a restart and `flowscribe verify` checks each batch in its own suite.",
+        kind: "v1 | v2 | v3",
+        default: "v3",
+        doc: "How records, batches and checkpoints are hashed (docs/compliance.md, \"Hash suites\"). v3 (BLAKE3; each record's stable leaves hashed apart from its per-window ones, so a connection's repeated leaves are hashed once) seals and verifies fastest; v2 (BLAKE3, many records hashed side by side) and v1 (SHA-256, RFC 6962 Merkle tree) are what earlier versions wrote. Records and seals name their suite, so a chain may switch at a restart and `flowscribe verify` checks each batch in its own suite.",
     },
 ];
 
@@ -715,14 +715,15 @@ impl RawAudit {
             Duration::from_secs(1),
         );
         let hash_suite = match self.hash_suite.as_deref() {
-            None | Some("v2") => flowscribe_audit::Suite::V2,
+            None | Some("v3") => flowscribe_audit::Suite::V3,
+            Some("v2") => flowscribe_audit::Suite::V2,
             Some("v1") => flowscribe_audit::Suite::V1,
             Some(other) => {
                 p.push(problem(
                     "audit.hash_suite",
-                    format!("{other:?} is not one of v1, v2"),
+                    format!("{other:?} is not one of v1, v2, v3"),
                 ));
-                flowscribe_audit::Suite::V2
+                flowscribe_audit::Suite::V3
             }
         };
         let key_name = self
@@ -915,7 +916,7 @@ mod tests {
     }
 
     #[test]
-    fn audit_hash_suite_defaults_to_v2_and_names_a_bad_value() {
+    fn audit_hash_suite_defaults_to_v3_and_names_a_bad_value() {
         let suite = |yaml: &str| {
             parse(yaml)
                 .validate("n")
@@ -923,12 +924,16 @@ mod tests {
         };
         assert_eq!(
             suite("audit:\n  key_file: /k\n").unwrap(),
-            flowscribe_audit::Suite::V2
+            flowscribe_audit::Suite::V3
         );
-        assert_eq!(
-            suite("audit:\n  key_file: /k\n  hash_suite: v1\n").unwrap(),
-            flowscribe_audit::Suite::V1
-        );
+        for (name, want) in [
+            ("v1", flowscribe_audit::Suite::V1),
+            ("v2", flowscribe_audit::Suite::V2),
+            ("v3", flowscribe_audit::Suite::V3),
+        ] {
+            let yaml = format!("audit:\n  key_file: /k\n  hash_suite: {name}\n");
+            assert_eq!(suite(&yaml).unwrap(), want);
+        }
         let problems = suite("audit:\n  key_file: /k\n  hash_suite: sha1\n").unwrap_err();
         assert_eq!(problems.len(), 1, "{problems:#?}");
         assert_eq!(problems[0].path, "audit.hash_suite");
