@@ -444,6 +444,36 @@ mod tests {
     /// bounds, hints are turned off once dropped bases are asked for more
     /// often than bases are found, and the forms stay right. Then a quarter
     /// of the bound: every line after the first window finds its base.
+    /// Wherever the key is, and wherever the last line had it, a line's
+    /// hint is its value's: the search that starts near the last place
+    /// also looks before it.
+    #[test]
+    fn hints_are_found_wherever_the_last_line_had_theirs() {
+        let pad = |n: usize| "x".repeat(n);
+        let line = |before: usize, after: usize, id: &str| {
+            format!(
+                r#"{{"a":"{}","network":{{"community_id":"{id}"}},"z":"{}"}}"#,
+                pad(before),
+                pad(after)
+            )
+        };
+        let lines = [
+            line(0, 3000, "1:a="),
+            line(3000, 0, "1:b="),
+            line(10, 10, "1:c="),
+            line(2000, 2000, "1:d="),
+            line(0, 3000, "1:e="),
+            line(3000, 5, "1:f="),
+        ];
+        let mut warm = Hints::new(MAX_BASES, MAX_BASE_BYTES);
+        for l in &lines {
+            let fresh = Hints::new(MAX_BASES, MAX_BASE_BYTES).of(l.as_bytes());
+            assert!(fresh.is_some());
+            assert_eq!(warm.of(l.as_bytes()), fresh, "{}", &l[..40]);
+        }
+        assert_eq!(warm.of(br#"{"a":"no key"}"#), None);
+    }
+
     #[test]
     fn bases_stay_within_their_bound() {
         let mut fast = Canonicalizer::with_hints();
@@ -946,6 +976,10 @@ const PRINT_TRIES: usize = 8;
 /// path.
 const MAX_LEARNED_LINE: usize = 64 << 10;
 
+/// How far before where the last line had its hint key a line's is
+/// looked for from ([`Hints::of`]).
+const HINT_BACK: usize = 512;
+
 /// What marks a line's connection hint: the value of its first key
 /// `community_id` or `community_uid` (ECS `network.community_id`, OCSF
 /// `connection_info.community_uid`: the Community ID of the 5-tuple).
@@ -1029,6 +1063,10 @@ struct Hints {
     /// The last lookups found a base: hints are read before the shape of
     /// the last line is tried.
     first: bool,
+    /// Where the last hint key was, counted from its line's start and
+    /// from its end.
+    from_start: usize,
+    from_end: usize,
     misses: u32,
     /// The hints of bases dropped with their generation, in two sets of
     /// up to twice [`MAX_BASES`] each: when the first is full, it becomes
@@ -1059,6 +1097,8 @@ impl Hints {
             old_count: 0,
             old_bytes: 0,
             first: false,
+            from_start: 0,
+            from_end: 0,
             misses: 0,
             dropped: std::collections::HashSet::new(),
             dropped_before: std::collections::HashSet::new(),
@@ -1173,20 +1213,40 @@ impl Hints {
         self.bases.get_mut(&hint)
     }
 
-    /// The hash of the line's hint value, if it has one: the first
+    /// The hash of the line's hint value, if it has one: a
     /// `"community_id":"` or `"community_uid":"` (a key with no space
-    /// before its value, as writers put it) anywhere in a line of at most
+    /// before its value, as writers put it) in a line of at most
     /// [`MAX_LEARNED_LINE`] bytes (longer lines are never learned from, and
-    /// keep no base).
-    fn of(&self, json: &[u8]) -> Option<u64> {
+    /// keep no base). Looked for from [`HINT_BACK`] bytes before where the
+    /// last line had it, counted from the end it was nearer (a writer puts
+    /// the key at about the same place: the ECS encoder near the end, the
+    /// OCSF one near the start), to the line's end, then before that. A
+    /// line with two such keys may so give either value; a hint only picks
+    /// the line to compare with.
+    fn of(&mut self, json: &[u8]) -> Option<u64> {
         if json.len() > MAX_LEARNED_LINE {
             return None;
         }
-        let rest = self.finder.find_iter(json).find_map(|at| {
+        let value_at = |at: usize| {
             let rest = json.get(at + HINT_KEY.len()..)?;
             rest.strip_prefix(b"id\":\"")
                 .or_else(|| rest.strip_prefix(b"uid\":\""))
-        })?;
+        };
+        let expected = if self.from_start <= self.from_end {
+            self.from_start
+        } else {
+            json.len().saturating_sub(self.from_end)
+        };
+        let from = expected.saturating_sub(HINT_BACK).min(json.len());
+        let find = |lo: usize, hi: usize| {
+            let part = json.get(lo..hi)?;
+            self.finder
+                .find_iter(part)
+                .find_map(|at| value_at(lo + at).map(|v| (lo + at, v)))
+        };
+        let (at, rest) =
+            find(from, json.len()).or_else(|| find(0, (from + HINT_KEY.len()).min(json.len())))?;
+        (self.from_start, self.from_end) = (at, json.len() - at);
         let end = memchr::memchr(b'"', rest)?;
         let value = &rest[..end];
         if value.is_empty() || value.len() > 256 {
@@ -1648,7 +1708,7 @@ impl Canonicalizer {
                 .as_ref()
                 .is_some_and(|h| h.first || (self.v3_parts && h.misses < HINT_MISSES_OFF));
         if hints_first {
-            hint = self.hints.as_ref().and_then(|h| h.of(json));
+            hint = self.hints.as_deref_mut().and_then(|h| h.of(json));
             if hint.is_some_and(|h| self.try_base(json, h)) {
                 return true;
             }
@@ -1660,7 +1720,7 @@ impl Canonicalizer {
             0
         } else {
             if hinting && !hints_first {
-                hint = self.hints.as_ref().and_then(|h| h.of(json));
+                hint = self.hints.as_deref_mut().and_then(|h| h.of(json));
                 if hint.is_some_and(|h| self.try_base(json, h)) {
                     return true;
                 }
