@@ -1168,6 +1168,28 @@ mod tests {
                     .seal_templated("ecs", &s, &lines, &table, t(b))
                     .unwrap();
                 assert_eq!(got, want, "{suite:?} {keys:?} batch {b}");
+                // The root is the suite's over each line's digest by the
+                // reference path (serde_json, `canonical_bytes`, the
+                // suite's unbatched digest).
+                let digests: Vec<Hash> = lines
+                    .iter()
+                    .map(|l| {
+                        let value: serde_json::Value = serde_json::from_slice(l).unwrap();
+                        suite.content_digest(&crate::canonical::canonical_bytes(&value))
+                    })
+                    .collect();
+                let pos = BatchPosition {
+                    chain: &got.chain,
+                    view: "ecs",
+                    run: got.run,
+                    batch: got.batch,
+                    first_seq: got.first_seq,
+                };
+                assert_eq!(
+                    got.root,
+                    suite.batch_root(pos, &digests),
+                    "{suite:?} {keys:?}"
+                );
             }
             // The first line was parsed, the second built the form
             // template (and was also parsed, to check it); all but the

@@ -616,6 +616,86 @@ mod tests {
         );
     }
 
+    /// More vectors from the documented Python
+    /// (`tests/fixtures/v3_vectors.py`: the snippet plus the form of the
+    /// same leaves), at the definition's
+    /// edges: no padding in either input (S 64 bytes, 1 + 32 + |V| = 128),
+    /// empty parts, an escaped key, arrays of objects in both parts. Each
+    /// form is checked to be its own canonical form.
+    #[test]
+    fn the_documented_python_gives_the_same_digests_at_the_edges() {
+        let y = |n: usize| "y".repeat(n);
+        let no_padding = format!(r#"{{"a":"{}","time":"{}"}}"#, y(56), y(84));
+        for (form, want) in [
+            (
+                no_padding.as_str(),
+                "2af54a408a50f34b3a8b2acda2e94cc4e0d2c980c28305d9b92e495a67b0596c",
+            ),
+            (
+                r#"{"@timestamp":"t","event.id":"e"}"#,
+                "bdadc5ee5acd18bfbbaa89d4dda5d9a905d9107981e26893507140adaabc84ed",
+            ),
+            (
+                r#"{"a":1,"b":"x"}"#,
+                "253c21dae501cc378b48c6e3266548b4a700f93295c9ff7903e45be6ee39c02c",
+            ),
+            (
+                r#"{"a\"b\\c":1,"event.id":"e","z":{}}"#,
+                "b7fbf1d00fe7d68fb492031faca222eb4139430e52a04e5d587ab9b039e2ad99",
+            ),
+            (
+                r#"{"flowscribe.flow.hits":[{"kind":"NetworkPolicy","rule":0},{"kind":"x"}],"k":[{"a":1}]}"#,
+                "d3cbd3126b27aeeb76997d564a6bd1a990790940d889c378179b5bb62b444c95",
+            ),
+        ] {
+            let mut canon = crate::canonical::Canonicalizer::general_only();
+            assert_eq!(
+                canon.canonicalize(form.as_bytes()).unwrap(),
+                form.as_bytes()
+            );
+            let hex: String = content_digest_v3(form.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(hex, want, "{form}");
+        }
+        let (s, v) = parts(&no_padding);
+        assert_eq!((s.len(), 1 + 32 + v.len()), (64, 128));
+    }
+
+    /// Two stable parts under one memo key (forced: a key's entry holding
+    /// another part's bytes and digest): the full comparison refuses it,
+    /// and the digest is computed.
+    #[test]
+    fn a_memo_key_collision_is_a_recomputation() {
+        let mut splitter = Splitter::default();
+        let (a, b) = (br#"{"a":"one"}"#, br#"{"a":"two"}"#);
+        let key = memo_key(a);
+        assert_ne!(key, memo_key(b));
+        splitter
+            .memo
+            .insert(key, b.as_slice().into(), content_digest_v2(b));
+        let form = br#"{"a":"one","time":1}"#;
+        let mut input = Vec::new();
+        splitter.hash_input(form, &mut input);
+        assert_eq!(content_digest_v2(&input), content_digest_v3(form));
+        assert_eq!(splitter.hits(), 0);
+        // The same in the previous generation.
+        let mut splitter = Splitter::default();
+        splitter
+            .memo
+            .insert(key, b.as_slice().into(), content_digest_v2(b));
+        splitter.memo.previous = std::mem::take(&mut splitter.memo.current);
+        input.clear();
+        splitter.hash_input(form, &mut input);
+        assert_eq!(content_digest_v2(&input), content_digest_v3(form));
+        assert_eq!(splitter.hits(), 0);
+        // And the right part is then found.
+        input.clear();
+        splitter.hash_input(form, &mut input);
+        assert_eq!(splitter.hits(), 1);
+    }
+
     #[test]
     fn every_change_changes_the_digest() {
         let form =
