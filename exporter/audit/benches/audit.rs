@@ -26,7 +26,9 @@ fn named(base: &str, suite: Suite) -> String {
 /// Exporter side: stamp + append the audit fields + seal one batch of 1000
 /// ECS flow documents (~900 bytes each), as the pipeline will per batch.
 fn seal(c: &mut Criterion) {
-    let docs: Vec<Vec<u8>> = (0..1000).map(|n| common::flow_json("node-a", n)).collect();
+    let docs: Vec<Vec<u8>> = (0..1000)
+        .map(|n| common::flow_json_of("node-a", n, u64::MAX))
+        .collect();
     let mut g = c.benchmark_group("audit");
     g.throughput(Throughput::Elements(docs.len() as u64));
     for suite in [Suite::V1, Suite::V2] {
