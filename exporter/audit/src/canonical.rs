@@ -440,10 +440,6 @@ mod tests {
         assert_eq!(general.fast_hits(), 0);
     }
 
-    /// More connections per window than bases: bases stay within their
-    /// bounds, hints are turned off once dropped bases are asked for more
-    /// often than bases are found, and the forms stay right. Then a quarter
-    /// of the bound: every line after the first window finds its base.
     /// Wherever the key is, and wherever the last line had it, a line's
     /// hint is its value's: the search that starts near the last place
     /// also looks before it.
@@ -474,6 +470,10 @@ mod tests {
         assert_eq!(warm.of(br#"{"a":"no key"}"#), None);
     }
 
+    /// More connections per window than bases: bases stay within their
+    /// bounds, hints are turned off once dropped bases are asked for more
+    /// often than bases are found, and the forms stay right. Then a quarter
+    /// of the bound: every line after the first window finds its base.
     #[test]
     fn bases_stay_within_their_bound() {
         let mut fast = Canonicalizer::with_hints();
@@ -980,7 +980,7 @@ const MAX_LEARNED_LINE: usize = 64 << 10;
 /// looked for from ([`Hints::of`]).
 const HINT_BACK: usize = 512;
 
-/// What marks a line's connection hint: the value of its first key
+/// What marks a line's connection hint: the value of a key
 /// `community_id` or `community_uid` (ECS `network.community_id`, OCSF
 /// `connection_info.community_uid`: the Community ID of the 5-tuple).
 const HINT_KEY: &[u8] = b"\"community_";
