@@ -923,6 +923,11 @@ pub struct Canonicalizer {
     line_at: LineAt,
     /// Lines for which only v3's parts were written.
     v3_part_hits: u64,
+    /// For such a line (`volatile_only`): the values of its
+    /// [`KNOWN_LEAVES`], copied while its state is in the shape (the
+    /// ranges index `known_values`).
+    known_values: Vec<u8>,
+    known_ranges: [Option<(u32, u32)>; 2],
     /// Lines since the last one that was in a known shape.
     misses_in_a_row: u32,
     fast_hits: u64,
@@ -1008,8 +1013,11 @@ const MAX_BASE_BYTES: usize = 64 << 20;
 const HINT_EPOCH: u32 = if cfg!(test) { 256 } else { 4096 };
 const OFF_LINES: u64 = if cfg!(test) { 2048 } else { 1 << 20 };
 
-/// Bases kept per hint: a connection's records in two views, or seen by
-/// two nodes of one archive, come in two shapes.
+/// Bases kept per hint, one per shape: a connection's records in two views
+/// come in two shapes. (Two nodes' records of one connection in one view
+/// share a shape when their node names are as long: they take turns in
+/// its one base, and each is compared with the other node's line, whose
+/// stable leaves differ, so v3 reads them in full.)
 const BASES_PER_HINT: usize = 2;
 
 /// Lookups in a row that find no base before hints are read only after
@@ -1613,6 +1621,17 @@ impl Canonicalizer {
             shape.emit_volatile(json, &mut self.out);
             self.volatile_only = Some(digest);
             self.v3_part_hits += 1;
+            // The form is not written: the leaves the verifier reads from
+            // every record are kept aside.
+            self.known_values.clear();
+            for (k, known) in shape.known_leaves().iter().enumerate() {
+                self.known_ranges[k] = known.and_then(|e| {
+                    let value = shape.leaf_value(json, e as usize)?;
+                    let start = self.known_values.len() as u32;
+                    self.known_values.extend_from_slice(value);
+                    Some((start, self.known_values.len() as u32))
+                });
+            }
             #[cfg(debug_assertions)]
             {
                 // What the parts stand for: the split of the full form.
@@ -1624,6 +1643,15 @@ impl Canonicalizer {
                     volatile == self.out && crate::hash_v2::content_digest_v2(&stable) == digest,
                     "v3 parts written from a shape differ from the split form"
                 );
+                for (k, known) in shape.known_leaves().iter().enumerate() {
+                    let want = known.map(|e| {
+                        let (start, end) = leaves[e as usize];
+                        &full[start as usize..end as usize]
+                    });
+                    let got = self.known_ranges[k]
+                        .map(|(start, end)| &self.known_values[start as usize..end as usize]);
+                    assert_eq!(got, want, "a known leaf of a parts-only read");
+                }
             }
             return;
         }
@@ -2176,7 +2204,14 @@ impl Canonicalizer {
     }
 
     /// The canonical JSON value at a (flattened) path of the last record.
+    /// After a read of v3's parts alone ([`set_v3_parts`](Self::set_v3_parts)),
+    /// only the paths of [`KNOWN_LEAVES`] are kept (the form was not
+    /// written): any other path gives `None`.
     pub fn leaf(&self, path: &str) -> Option<&[u8]> {
+        if self.volatile_only.is_some() {
+            let k = KNOWN_LEAVES.iter().position(|p| *p == path)?;
+            return self.known_leaf(k);
+        }
         if self.last_was_shape {
             let k = self.shapes[0].leaf_index(path.as_bytes())?;
             let (start, end) = self.leaf_values[k];
@@ -2193,6 +2228,10 @@ impl Canonicalizer {
     /// from an index a learned shape computed once. `None` also for `k`
     /// out of range.
     pub fn known_leaf(&self, k: usize) -> Option<&[u8]> {
+        if self.volatile_only.is_some() {
+            let (start, end) = (*self.known_ranges.get(k)?)?;
+            return self.known_values.get(start as usize..end as usize);
+        }
         if self.last_was_shape {
             let i = (*self.shapes[0].known_leaves().get(k)?)? as usize;
             let &(start, end) = self.leaf_values.get(i)?;

@@ -1310,6 +1310,22 @@ impl Shape {
         &self.known_leaves
     }
 
+    /// The canonical value of content leaf `e` (output order) of the
+    /// matched line, as [`Shape::emit`] writes it.
+    pub(super) fn leaf_value<'a>(&'a self, json: &'a [u8], e: usize) -> Option<&'a [u8]> {
+        let emit = self.emits.get(e)?;
+        if emit.slot == NO_SLOT {
+            return Some(b"{}");
+        }
+        let v = *self.last.vals.get(emit.slot as usize)?;
+        let src = if v.in_arena() {
+            &self.last.arena[..]
+        } else {
+            json
+        };
+        src.get(v.range())
+    }
+
     /// Which audit leaf is the first named `type`.
     pub(super) fn type_audit(&self) -> Option<u32> {
         self.type_audit
