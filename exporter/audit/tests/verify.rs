@@ -804,6 +804,17 @@ fn two_view_run(
     out
 }
 
+/// Three runs of [`two_view_run`] on one state file; the second ends
+/// cleanly or crashes.
+fn three_two_view_runs(suite: flowscribe_audit::Suite, second_clean: bool) -> Vec<Vec<u8>> {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let mut lines = two_view_run(suite, &state, 0, 70, true);
+    lines.extend(two_view_run(suite, &state, 100_000, 90, second_clean));
+    lines.extend(two_view_run(suite, &state, 300_000, 70, true));
+    lines
+}
+
 /// A record read from v3's parts still gives the leaves the verifier reads
 /// from every record (its node, whether it is a gap record): two views in
 /// one file, three runs, the second crashed. Both views' gap records are
@@ -813,11 +824,7 @@ fn two_view_run(
 #[test]
 fn gap_records_of_two_views_in_one_file_are_found_in_every_suite() {
     for suite in [flowscribe_audit::Suite::V2, flowscribe_audit::Suite::V3] {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state.json");
-        let mut lines = two_view_run(suite, &state, 0, 70, true);
-        lines.extend(two_view_run(suite, &state, 100_000, 90, false));
-        lines.extend(two_view_run(suite, &state, 300_000, 70, true));
+        let lines = three_two_view_runs(suite, false);
         let lenient = VerifyOptions {
             accept_crash_tail: true,
             ..options()
@@ -841,11 +848,7 @@ fn gap_records_of_two_views_in_one_file_are_found_in_every_suite() {
 fn a_cut_run_of_the_second_view_is_found_in_every_suite() {
     let mut found = Vec::new();
     for suite in [flowscribe_audit::Suite::V2, flowscribe_audit::Suite::V3] {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state.json");
-        let mut lines = two_view_run(suite, &state, 0, 70, true);
-        lines.extend(two_view_run(suite, &state, 100_000, 90, true));
-        lines.extend(two_view_run(suite, &state, 300_000, 70, true));
+        let lines = three_two_view_runs(suite, true);
         let audit = |l: &[u8]| {
             let v: Value = serde_json::from_slice(l).unwrap();
             v.get("flowscribe.audit")
