@@ -26,7 +26,7 @@ use crate::fields::{
 use crate::form_template::{FormTemplate, FormTemplates, HoleTable, Known};
 use crate::hash::{BatchPosition, ChainId, Hash, HeadInput, Suite, TAG_BYTES};
 use crate::hash_v2::DigestBatch;
-use crate::hash_v3::{Splitter, write_hash_input};
+use crate::hash_v3::Splitter;
 use crate::note::{Checkpoint, NoteSigner};
 use crate::records::{CheckpointRecord, GapRecord, SealRecord, unix_ms};
 use crate::state::{PersistedCheckpoint, PersistedState, StateError, StateStore};
@@ -583,22 +583,11 @@ impl<S: StateStore> Auditor<S> {
                 let read = self.canon.canonicalize(line).map(|_| ());
                 self.canon.set_v3_parts(false);
                 read.map_err(|e| bad(e.to_string()))?;
-                match (suite, self.canon.v3_parts()) {
-                    (Suite::V1, _) => digests.push(suite.content_digest(self.canon.form())),
-                    (Suite::V3, Some((stable, volatile))) => {
-                        write_hash_input(stable, volatile, &mut self.forms);
-                    }
-                    _ => {
-                        let stable = self.splitter.write_hashed(
-                            suite,
-                            self.canon.form(),
-                            self.canon.leaf_value_ranges(),
-                            &mut self.forms,
-                        );
-                        if let Some(stable) = stable {
-                            self.canon.keep_stable_digest(stable);
-                        }
-                    }
+                match suite {
+                    Suite::V1 => digests.push(suite.content_digest(self.canon.form())),
+                    _ => self
+                        .splitter
+                        .write_hashed_read(suite, &mut self.canon, &mut self.forms),
                 }
                 if !expected.matches(&self.canon, seq, &mut seq_text) {
                     // The slow comparison decides (and says what differs).

@@ -1791,9 +1791,7 @@ impl Canonicalizer {
         if patched {
             self.check_patched_form(json);
         }
-        if patched {
-            self.volatile_only = None;
-        } else {
+        if !patched {
             self.move_to_front(k);
             self.emit_shape0(json);
         }

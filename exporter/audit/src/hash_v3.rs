@@ -432,6 +432,33 @@ impl Splitter {
         }
     }
 
+    /// [`write_hashed`](Self::write_hashed) of the record `canon` has just
+    /// read: v3 from its parts when it wrote only them
+    /// (`Canonicalizer::set_v3_parts`), else from its form, keeping the
+    /// stable part's digest with the line
+    /// (`Canonicalizer::keep_stable_digest`) for the next line compared
+    /// with it. A record of another suite must have been read with its form.
+    pub fn write_hashed_read(
+        &mut self,
+        suite: Suite,
+        canon: &mut crate::canonical::Canonicalizer,
+        out: &mut Vec<u8>,
+    ) {
+        if let Some((stable, volatile)) = canon.v3_parts() {
+            debug_assert_eq!(
+                suite,
+                Suite::V3,
+                "a record of another suite read as v3 parts"
+            );
+            write_hash_input(stable, volatile, out);
+            return;
+        }
+        let stable = self.write_hashed(suite, canon.form(), canon.leaf_value_ranges(), out);
+        if let Some(stable) = stable {
+            canon.keep_stable_digest(stable);
+        }
+    }
+
     /// Stable parts whose digest came from the memo.
     pub fn hits(&self) -> u64 {
         self.hits

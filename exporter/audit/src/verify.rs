@@ -36,7 +36,7 @@ use crate::fields::{
 };
 use crate::hash::{BatchPosition, ChainId, Hash, HeadInput, Suite, TAG_BYTES};
 use crate::hash_v2::{DigestBatch, content_digest_v2};
-use crate::hash_v3::{Splitter, write_hash_input};
+use crate::hash_v3::Splitter;
 use crate::note::{Checkpoint, NoteCheck, NoteVerifier, SignedNote};
 
 /// How strict to be.
@@ -411,8 +411,6 @@ pub struct Verifier {
 /// v2 digests are computed for this many records at once.
 const DIGEST_GROUP: usize = 64;
 
-/// Find a value by dotted path in a record that may be nested, dotted or
-/// flattened (`a.b.c` matches `{"a":{"b":{"c":…}}}`, `{"a.b":{"c":…}}`, …).
 /// Make `canon.form()` the line's canonical form when `canon` (which has
 /// just read it) wrote only its v3 parts: read it again without asking for
 /// them. False when the line does not read the second time (it did the
@@ -427,6 +425,8 @@ fn full_form(canon: &mut Canonicalizer, line: &[u8]) -> bool {
     read
 }
 
+/// Find a value by dotted path in a record that may be nested, dotted or
+/// flattened (`a.b.c` matches `{"a":{"b":{"c":…}}}`, `{"a.b":{"c":…}}`, …).
 fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     let Value::Object(map) = v else {
         return None;
@@ -717,13 +717,14 @@ impl Verifier {
         }
         data.gaps.extend(gap);
         if stream && fields.seq < data.frontier {
-            let digest = match (fields.suite, canon.v3_parts()) {
-                (Suite::V3, Some((stable, volatile))) => {
-                    let mut input = Vec::new();
-                    write_hash_input(stable, volatile, &mut input);
-                    content_digest_v2(&input)
+            let digest = match fields.suite {
+                Suite::V1 => Suite::V1.content_digest(canon.form()),
+                // v2 and v3: the v2 digest of what the suite hashes.
+                suite => {
+                    let mut hashed = Vec::new();
+                    self.splitter.write_hashed_read(suite, canon, &mut hashed);
+                    content_digest_v2(&hashed)
                 }
-                _ => fields.suite.content_digest(canon.form()),
             };
             let i = data.recent.partition_point(|r| r.seq < fields.seq);
             if data.recent.get(i).is_some_and(|r| {
@@ -758,23 +759,9 @@ impl Verifier {
             let record = data.records.len() - 1;
             if let Some(chain) = self.last_chain {
                 self.pending.push((chain, record));
-                // v3: the hash input, whose v2 digest is the v3 digest;
-                // from the parts when the canonicalizer wrote only them,
-                // else from the form, keeping the stable part's digest
-                // with the line for the connection's next record.
-                if let (Suite::V3, Some((stable, volatile))) = (fields.suite, canon.v3_parts()) {
-                    write_hash_input(stable, volatile, &mut self.pending_forms);
-                } else {
-                    let stable = self.splitter.write_hashed(
-                        fields.suite,
-                        canon.form(),
-                        canon.leaf_value_ranges(),
-                        &mut self.pending_forms,
-                    );
-                    if let Some(stable) = stable {
-                        canon.keep_stable_digest(stable);
-                    }
-                }
+                // v3: the hash input, whose v2 digest is the v3 digest.
+                self.splitter
+                    .write_hashed_read(fields.suite, canon, &mut self.pending_forms);
                 self.pending_ends.push(self.pending_forms.len());
                 if self.pending.len() == DIGEST_GROUP {
                     self.flush_digests();

@@ -1126,6 +1126,31 @@ impl Shape {
     /// Write the canonical form of the matched line into `out`; the range of
     /// each content leaf's value in `out` goes to `leaf_values`.
     pub(super) fn emit(&self, json: &[u8], out: &mut Vec<u8>, leaf_values: &mut Vec<(u32, u32)>) {
+        leaf_values.clear();
+        leaf_values.reserve(self.emits.len());
+        self.write_leaves(
+            &self.emits,
+            &self.prefixes[..],
+            self.prefix_bytes,
+            json,
+            out,
+            |range| leaf_values.push(range),
+        );
+    }
+
+    /// Write `emits` (each its prefix, then its slot's value) and the
+    /// closing `}` into `out`, from the matched line; `leaf` gets each
+    /// value's range in `out` (an empty-object leaf's covers its `{}`).
+    #[inline(always)]
+    fn write_leaves(
+        &self,
+        emits: &[Emit],
+        prefixes: &[u8],
+        prefix_bytes: usize,
+        json: &[u8],
+        out: &mut Vec<u8>,
+        mut leaf: impl FnMut((u32, u32)),
+    ) {
         let (vals, arena) = (&self.last.vals[..], &self.last.arena[..]);
         // Most pieces are short: each is copied as a fixed block of `BLOCK`
         // bytes when its source has that many from its start (the bytes past
@@ -1133,23 +1158,25 @@ impl Shape {
         // so the copy is two vector moves rather than a call to `memcpy`.
         // `prefixes` has `BLOCK` bytes of padding; the output, `BLOCK` bytes
         // of slack past its exact length (prefixes + values + `}`).
-        let value_bytes: usize = vals.iter().map(|v| v.len()).sum();
-        let bound = self.prefix_bytes + value_bytes + 1 + BLOCK;
+        let value_bytes: usize = emits
+            .iter()
+            .filter(|e| e.slot != NO_SLOT)
+            .map(|e| vals[e.slot as usize].len())
+            .sum();
+        let bound = prefix_bytes + value_bytes + 1 + BLOCK;
         if out.len() < bound {
             out.resize(bound, 0);
         }
-        leaf_values.clear();
-        leaf_values.resize(self.emits.len(), (0, 0));
         let mut at = 0;
-        for (e, leaf) in self.emits.iter().zip(leaf_values.iter_mut()) {
+        for e in emits {
             at = put(
                 out,
                 at,
-                &self.prefixes,
+                prefixes,
                 e.prefix_start as usize,
                 e.prefix_end as usize,
             );
-            *leaf = if e.slot == NO_SLOT {
+            leaf(if e.slot == NO_SLOT {
                 (at as u32 - 2, at as u32)
             } else {
                 let v = vals[e.slot as usize];
@@ -1158,7 +1185,7 @@ impl Shape {
                 let r = v.range();
                 at = put(out, at, src, r.start, r.end);
                 (start as u32, at as u32)
-            };
+            });
         }
         out[at] = b'}';
         out.truncate(at + 1);
@@ -1181,40 +1208,19 @@ impl Shape {
     /// (its leaves as [`Shape::emit`] writes them, `{}` when there are
     /// none): the bytes `crate::hash_v3::split` gives of the full form.
     pub(super) fn emit_volatile(&self, json: &[u8], out: &mut Vec<u8>) {
-        let (vals, arena) = (&self.last.vals[..], &self.last.arena[..]);
         if self.v_emits.is_empty() {
             out.clear();
             out.extend_from_slice(b"{}");
             return;
         }
-        let value_bytes: usize = self
-            .v_emits
-            .iter()
-            .filter(|e| e.slot != NO_SLOT)
-            .map(|e| vals[e.slot as usize].len())
-            .sum();
-        let bound = self.v_prefix_bytes + value_bytes + 1 + BLOCK;
-        if out.len() < bound {
-            out.resize(bound, 0);
-        }
-        let mut at = 0;
-        for e in &self.v_emits {
-            at = put(
-                out,
-                at,
-                &self.v_prefixes,
-                e.prefix_start as usize,
-                e.prefix_end as usize,
-            );
-            if e.slot != NO_SLOT {
-                let v = vals[e.slot as usize];
-                let src = if v.in_arena() { arena } else { json };
-                let r = v.range();
-                at = put(out, at, src, r.start, r.end);
-            }
-        }
-        out[at] = b'}';
-        out.truncate(at + 1);
+        self.write_leaves(
+            &self.v_emits,
+            &self.v_prefixes,
+            self.v_prefix_bytes,
+            json,
+            out,
+            |_| {},
+        );
     }
 
     /// Rewrite, in `out`, only the values that changed since the line
